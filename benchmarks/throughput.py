@@ -1,0 +1,477 @@
+"""Throughput and latency of Warren next to RabbitMQ 3.10, measured with the same C client.
+
+The benchmark of the issue: one publisher and one consumer on one transient queue, 16-byte
+transient messages, the consumer with prefetch 1000 acking every 100 messages (multiple=true).
+
+Two runs per broker and repetition:
+
+* throughput: the publisher sends N messages as fast as it can while the consumer drains them;
+  reported are the consumer's rate (the figure that matters) and the publisher's own rate.
+* latency: the publisher sends at a fixed rate (default 5000 msg/s, well below both brokers'
+  capacity), so the consumer's end-to-end p50/p99 measure the broker, not a growing backlog.
+
+Warren is started here as a subprocess (`python -m broker` from the repository root, on free ports,
+with a temporary data directory) unless --warren-port points at one already running. RabbitMQ is
+either a node already listening (--rabbitmq-port) or one started here on free ports
+(--start-rabbitmq). Without RabbitMQ the script says so and reports Warren alone.
+
+Repetitions alternate between the brokers; the table shows the median of each figure.
+Needs benchmarks/bin/amqperf: run benchmarks/build_amqperf.sh first. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AMQPERF = REPO_ROOT / "benchmarks" / "bin" / "amqperf"
+RABBITMQ_SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server")
+AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+QUEUE_PREFIX = "amqperf-bench"
+
+
+class BenchError(RuntimeError):
+    """A run that did not complete: the broker or the client failed or timed out."""
+
+
+@dataclass
+class Broker:
+    """A broker under test: its label, AMQP port and, if we started it, its process and log."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    product: str = ""
+    queue_seq: int = 0  # bumped after a failed run so leftovers never pollute the next one
+
+    @property
+    def queue(self) -> str:
+        return f"{QUEUE_PREFIX}-{self.queue_seq}" if self.queue_seq else QUEUE_PREFIX
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise BenchError(f"{self.name} exited with code {self.process.returncode}")
+
+
+@dataclass
+class Sample:
+    """The figures of one repetition against one broker."""
+
+    consumer_rate: float
+    publisher_rate: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class Results:
+    """All samples of one broker, plus the errors of the runs that failed."""
+
+    samples: list[Sample] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float | None:
+        values = [getattr(s, attribute) for s in self.samples]
+        return statistics.median(values) if values else None
+
+
+@dataclass
+class Config:
+    """What to run: message counts, the fixed latency rate, limits."""
+
+    count: int
+    latency_rate: float
+    latency_count: int
+    warmup: int
+    timeout: float
+    size: int = 16
+    prefetch: int = 1000
+    ack_every: int = 100
+
+
+# --- ports and AMQP probing ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def probe_amqp(port: int) -> str | None:
+    """Return the server's "product version" if an AMQP 0-9-1 broker answers on port, else None.
+
+    Sends the protocol header and reads the connection.start frame (frame type 1, channel 0).
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(AMQP_HEADER)
+            data = b""
+            while len(data) < 7 or len(data) < 8 + struct.unpack_from(">I", data, 3)[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+    if data[0] != 1:
+        return None
+    product, version = server_property(data, b"product"), server_property(data, b"version")
+    return f"{product} {version}".strip() or "unknown AMQP broker"
+
+
+def server_property(frame: bytes, key: bytes) -> str:
+    """A long-string server property of connection.start, found by its key (good enough here)."""
+    marker = bytes([len(key)]) + key + b"S"
+    at = frame.find(marker)
+    if at < 0:
+        return ""
+    start = at + len(marker) + 4
+    (length,) = struct.unpack_from(">I", frame, start - 4)
+    return frame[start : start + length].decode("utf-8", "replace")
+
+
+def wait_for_amqp(port: int, process: subprocess.Popen[bytes] | None, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BenchError(f"broker exited early with code {process.returncode}")
+        product = probe_amqp(port)
+        if product:
+            return product
+        time.sleep(0.2)
+    raise BenchError(f"no AMQP broker answered on port {port} within {timeout:.0f}s")
+
+
+# --- starting and stopping brokers --------------------------------------------------------------
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process group we created for a broker, then SIGKILL after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def started_warren(workdir: Path, extra_args: list[str]) -> Iterator[Broker | None]:
+    """Run `python -m broker` from the repository root on free ports; yield None if it fails."""
+    port = free_port()
+    log_path = workdir / "warren.log"
+    args = [
+        sys.executable, "-m", "broker",
+        "--port", str(port),
+        "--management-port", str(free_port()),
+        "--data-dir", str(workdir / "warren-data"),
+        *extra_args,
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            args, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    broker = Broker("Warren", port, process, log_path)
+    try:
+        try:
+            broker.product = wait_for_amqp(port, process, timeout=30)
+        except BenchError as exc:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            print(f"note: Warren did not start ({exc}). Its output:\n{tail}")
+            yield None
+            return
+        yield broker
+    finally:
+        stop_process_group(process, grace=10)
+
+
+def rabbitmq_server_binary() -> str | None:
+    for candidate in RABBITMQ_SERVER_CANDIDATES:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    return None
+
+
+@contextlib.contextmanager
+def started_rabbitmq(workdir: Path) -> Iterator[Broker | None]:
+    """Start a private RabbitMQ node (no plugins) on free ports; yield None if that fails."""
+    server = rabbitmq_server_binary()
+    if server is None:
+        print("note: rabbitmq-server not found (apt-get install -y rabbitmq-server)")
+        yield None
+        return
+    base = workdir / "rabbitmq"
+    base.mkdir()
+    (base / "enabled_plugins").write_text("[].\n")
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOME": str(base),  # the Erlang cookie goes here
+        "RABBITMQ_NODENAME": f"rabbit-bench-{os.getpid()}@localhost",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(free_port()),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+    }
+    log_path = base / "startup.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [server], env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    broker = Broker("RabbitMQ", port, process, log_path)
+    try:
+        try:
+            broker.product = wait_for_amqp(port, process, timeout=120)
+        except BenchError as exc:
+            print(f"note: could not start RabbitMQ ({exc}); see {base / 'log'}")
+            yield None
+            return
+        yield broker
+    finally:
+        stop_process_group(process, grace=30)
+
+
+def existing_broker(name: str, port: int) -> Broker | None:
+    product = probe_amqp(port)
+    if product is None:
+        print(f"note: no AMQP broker answers on 127.0.0.1:{port}; {name} is left out")
+        return None
+    return Broker(name, port, product=product)
+
+
+# --- running amqperf ----------------------------------------------------------------------------
+
+
+def parse_amqperf(output: str) -> dict[str, str]:
+    """amqperf prints one line of key=value pairs; return them as a dict."""
+    lines = [line for line in output.splitlines() if "=" in line]
+    if not lines:
+        raise BenchError(f"unexpected amqperf output: {output!r}")
+    return dict(pair.split("=", 1) for pair in lines[-1].split())
+
+
+def amqperf(broker: Broker, mode: str, *args: str) -> list[str]:
+    return [str(AMQPERF), mode, "--port", str(broker.port), "--queue", broker.queue, *args]
+
+
+def run_pair(broker: Broker, cfg: Config, count: int, pub_args: list[str]) -> tuple[dict, dict]:
+    """One publisher and one consumer for `count` messages; return both result dicts."""
+    declare = amqperf(broker, "pub", "--declare", "--count", "0")
+    subprocess.run(declare, check=True, capture_output=True, timeout=30)
+    consumer = subprocess.Popen(
+        amqperf(broker, "con", "--count", str(count), "--prefetch", str(cfg.prefetch),
+                "--ack-every", str(cfg.ack_every)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.3)  # let basic.consume land before publishing
+        publisher = subprocess.run(
+            amqperf(broker, "pub", "--count", str(count), "--size", str(cfg.size), *pub_args),
+            capture_output=True, text=True, timeout=cfg.timeout,
+        )  # fmt: skip
+        if publisher.returncode != 0:
+            raise BenchError(f"publisher failed: {publisher.stderr.strip()}")
+        con_out, con_err = consumer.communicate(timeout=cfg.timeout)
+        if consumer.returncode != 0:
+            raise BenchError(f"consumer failed: {con_err.strip()}")
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"no result after {cfg.timeout:.0f}s (messages lost or stalled)") from exc
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+    return parse_amqperf(publisher.stdout), parse_amqperf(con_out)
+
+
+def measure(broker: Broker, cfg: Config) -> Sample:
+    """A throughput run then a fixed-rate latency run."""
+    pub, con = run_pair(broker, cfg, cfg.count, [])
+    rate = ["--rate", str(cfg.latency_rate)]
+    _, lat = run_pair(broker, cfg, cfg.latency_count, rate)
+    return Sample(
+        consumer_rate=float(con["rate"]),
+        publisher_rate=float(pub["rate"]),
+        p50_ms=float(lat["p50_ms"]),
+        p99_ms=float(lat["p99_ms"]),
+    )
+
+
+def measure_safely(broker: Broker, cfg: Config, results: Results) -> None:
+    try:
+        broker.check_alive()
+        sample = measure(broker, cfg)
+        broker.check_alive()
+    except (BenchError, subprocess.SubprocessError) as exc:
+        broker.queue_seq += 1
+        results.errors.append(str(exc))
+        print(f"  {broker.name}: FAILED: {exc}", flush=True)
+        return
+    results.samples.append(sample)
+    print(
+        f"  {broker.name}: consumer {sample.consumer_rate:,.0f} msg/s, publisher "
+        f"{sample.publisher_rate:,.0f} msg/s, latency p50 {sample.p50_ms:.2f} ms "
+        f"p99 {sample.p99_ms:.2f} ms",
+        flush=True,
+    )
+
+
+def warm_up(broker: Broker, cfg: Config) -> None:
+    if cfg.warmup <= 0:
+        return
+    try:
+        run_pair(broker, cfg, cfg.warmup, [])
+    except (BenchError, subprocess.SubprocessError) as exc:
+        broker.queue_seq += 1
+        print(f"  {broker.name}: warm-up failed: {exc}", flush=True)
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(brokers: list[Broker], results: dict[str, Results], cfg: Config) -> None:
+    print()
+    print(
+        f"{cfg.count:,} x {cfg.size}-byte transient messages, 1 publisher / 1 consumer, "
+        f"prefetch {cfg.prefetch}, ack every {cfg.ack_every}; latency at "
+        f"{cfg.latency_rate:,.0f} msg/s. Medians of the successful repetitions."
+    )
+    header = (
+        f"{'broker':<10} {'server':<22} {'runs':>5} {'msg/s':>10} {'pub msg/s':>10} "
+        f"{'p50 ms':>8} {'p99 ms':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for broker in brokers:
+        r = results[broker.name]
+        runs = f"{len(r.samples)}/{len(r.samples) + len(r.errors)}"
+        print(
+            f"{broker.name:<10} {broker.product:<22.22} {runs:>5} "
+            f"{fmt(r.median('consumer_rate'), ',.0f'):>10} "
+            f"{fmt(r.median('publisher_rate'), ',.0f'):>10} "
+            f"{fmt(r.median('p50_ms'), '.2f'):>8} {fmt(r.median('p99_ms'), '.2f'):>8}"
+        )
+    warren, rabbit = results.get("Warren"), results.get("RabbitMQ")
+    if warren and rabbit:
+        w, r = warren.median("consumer_rate"), rabbit.median("consumer_rate")
+        if w and r:
+            print(f"\nWarren/RabbitMQ consumer throughput: {w / r:.2f}x")
+
+
+def report_log(broker: Broker, lines: int = 20) -> None:
+    """Point at the broker's log and show its warnings, errors and tracebacks, if any."""
+    if broker.log_path is None or not broker.log_path.exists():
+        return
+    text = broker.log_path.read_text(errors="replace").splitlines()
+    keywords = ("Traceback", "ERROR", "CRITICAL", "WARNING", "Error")
+    notable = [line for line in text if any(k in line for k in keywords)]
+    print(f"\n{broker.name} log: {len(text)} lines, {len(notable)} with warnings or errors")
+    for line in notable[:lines]:
+        print(f"  | {line}")
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=200_000, help="messages per throughput run")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions per broker (median shown)")
+    p.add_argument("--latency-rate", type=float, default=5000, help="msg/s of the latency run")
+    p.add_argument("--latency-count", type=int, default=25_000, help="messages per latency run")
+    p.add_argument("--warmup", type=int, default=20_000, help="messages of a first, unmeasured run")
+    p.add_argument("--timeout", type=float, default=300, help="seconds before a run is given up")
+    rabbit = p.add_mutually_exclusive_group()
+    rabbit.add_argument("--rabbitmq-port", type=int, help="use the RabbitMQ listening on this port")
+    rabbit.add_argument(
+        "--start-rabbitmq", action="store_true", help="start a private RabbitMQ node on free ports"
+    )
+    p.add_argument("--warren-port", type=int, help="use a Warren already listening on this port")
+    p.add_argument(
+        "--warren-arg", action="append", default=[], metavar="ARG",
+        help="extra argument for `python -m broker` (repeatable): --warren-arg=--log-level=info",
+    )  # fmt: skip
+    p.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> int:
+    """Start or find the brokers, measure them alternately, then report. Returns the exit code."""
+    cfg = Config(args.count, args.latency_rate, args.latency_count, args.warmup, args.timeout)
+    with contextlib.ExitStack() as stack:
+        if args.warren_port:
+            warren = existing_broker("Warren", args.warren_port)
+        else:
+            warren = stack.enter_context(started_warren(workdir, args.warren_arg))
+        if args.rabbitmq_port:
+            rabbit = existing_broker("RabbitMQ", args.rabbitmq_port)
+        elif args.start_rabbitmq:
+            rabbit = stack.enter_context(started_rabbitmq(workdir))
+        else:
+            rabbit = None
+            print("note: no RabbitMQ given (--rabbitmq-port P or --start-rabbitmq): Warren only")
+        brokers = [b for b in (warren, rabbit) if b is not None]
+        if not brokers:
+            return 1
+        results = {b.name: Results() for b in brokers}
+        for b in brokers:
+            print(f"{b.name}: {b.product} on port {b.port}", flush=True)
+            warm_up(b, cfg)
+        for i in range(args.repeat):
+            print(f"repetition {i + 1}/{args.repeat}", flush=True)
+            for b in brokers:
+                measure_safely(b, cfg, results[b.name])
+    # The brokers we started are stopped now, so their logs are complete.
+    print_table(brokers, results, cfg)
+    for b in brokers:
+        report_log(b)
+    complete = all(r.samples and not r.errors for r in results.values())
+    return 0 if complete and warren is not None else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not AMQPERF.exists():
+        print(f"{AMQPERF} is missing: run benchmarks/build_amqperf.sh first", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="warren-bench-"))
+    status = 1
+    try:
+        status = run(args, workdir)
+        return status
+    finally:
+        if args.keep_logs or status != 0:
+            print(f"\nlogs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
