@@ -1,0 +1,34 @@
+"""`warren` / `python -m broker`: parse flags, set up logging and uvloop, run the server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from broker.config import parse_args
+from broker.server import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:  # uvloop is a dependency; tolerate its absence on exotic platforms
+        run = asyncio.run
+    try:
+        run(serve(config))
+    except OSError as error:
+        logging.getLogger(__name__).error("cannot start: %s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

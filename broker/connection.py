@@ -1,0 +1,427 @@
+"""An AMQP connection: handshake (start/tune/open), authentication, the channel table,
+heartbeats, connection.close both ways, and output collected per event-loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import struct
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as spec
+from pamqp import decode as pamqp_decode
+
+from broker import __version__
+from broker.channel import Channel
+from protocol import codec
+from protocol.constants import (
+    ACCESS_REFUSED,
+    CHANNEL_ERROR,
+    CONNECTION_FORCED,
+    FRAME_ERROR,
+    FRAME_HEARTBEAT,
+    FRAME_METHOD,
+    FRAME_MIN_SIZE,
+    INTERNAL_ERROR,
+    NOT_ALLOWED,
+    PROTOCOL_HEADER,
+    REPLY_SUCCESS,
+    UNEXPECTED_FRAME,
+)
+from protocol.errors import AMQPChannelError, AMQPConnectionError, AMQPError
+
+if TYPE_CHECKING:
+    from broker.auth import User
+    from broker.node import Node
+    from broker.queue import Queue
+    from broker.transport import Transport
+    from broker.vhost import VirtualHost
+
+log = logging.getLogger(__name__)
+
+CLOSE_OK_TIMEOUT = 3.0  # seconds we wait for connection.close-ok before dropping the socket
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class State(Enum):
+    AWAITING_HEADER = "awaiting protocol header"
+    AWAITING_START_OK = "awaiting connection.start-ok"
+    AWAITING_TUNE_OK = "awaiting connection.tune-ok"
+    AWAITING_OPEN = "awaiting connection.open"
+    OPEN = "open"
+    CLOSING = "closing"  # we sent connection.close, waiting for close-ok
+    CLOSED = "closed"
+
+
+def server_properties() -> dict[str, Any]:
+    return {
+        "capabilities": {
+            "publisher_confirms": True,
+            "exchange_exchange_bindings": True,
+            "basic.nack": True,
+            "consumer_cancel_notify": True,
+            "connection.blocked": True,
+            "consumer_priorities": True,
+            "authentication_failure_close": True,
+            "per_consumer_qos": True,
+            "direct_reply_to": True,
+        },
+        "cluster_name": f"warren@{platform.node()}",
+        "copyright": "Copyright (c) 2026 The Warren authors",
+        "information": "Licensed under the Apache License 2.0. Website: https://warren.invalid",
+        "platform": f"Python {platform.python_version()}",
+        "product": "Warren",
+        "version": __version__,
+    }
+
+
+class Connection:
+    def __init__(self, node: Node, transport: Transport, peer: tuple[str, int] | None) -> None:
+        self.node = node
+        self.transport = transport
+        self.peer = peer
+        self.name = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.state = State.AWAITING_HEADER
+        self.reader = codec.FrameReader(FRAME_MIN_SIZE)
+        self.frame_max = FRAME_MIN_SIZE
+        self.channel_max = node.config.channel_max
+        self.heartbeat = 0
+        self.user: User | None = None
+        self.vhost: VirtualHost | None = None
+        self.channels: dict[int, Channel] = {}
+        self.exclusive_queues: list[Queue] = []
+        self.client_properties: dict[str, Any] = {}
+        self.writable = True
+        self._header_buffer = b""
+        self._confirm_channels: list[Channel] = []
+        self._received_since_tick = True
+        self._sent_since_tick = False
+        self._missed_ticks = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self._sent_since_tick = True
+        self.transport.write(data)
+
+    def send_method(self, channel: int, method: Any) -> None:
+        self.write(codec.encode_method(channel, method))
+
+    def confirms_due(self, channel: Channel) -> None:
+        if not self._confirm_channels or self._confirm_channels[-1] is not channel:
+            self._confirm_channels.append(channel)
+
+    # -- input ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._received_since_tick = True
+        if self.state is State.CLOSED:
+            return
+        try:
+            if self.state is State.AWAITING_HEADER:
+                data = self._read_protocol_header(data)
+                if not data:
+                    return
+            for frame_type, channel_number, payload in self.reader.feed(data):
+                self._handle_frame(frame_type, channel_number, payload)
+                if self.state is State.CLOSED:
+                    return
+        except AMQPConnectionError as error:
+            self.close_with_error(error)
+        except Exception:  # a bug must cost one connection, never the broker
+            log.exception("internal error on connection %s", self.name)
+            self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
+        finally:
+            if self._confirm_channels:
+                for channel in self._confirm_channels:
+                    channel.flush_confirms()
+                self._confirm_channels.clear()
+
+    def _read_protocol_header(self, data: bytes) -> bytes:
+        data = self._header_buffer + data
+        if len(data) < 8:
+            if PROTOCOL_HEADER.startswith(data):
+                self._header_buffer = data
+                return b""
+        elif data[:8] == PROTOCOL_HEADER:
+            self._header_buffer = b""
+            self.state = State.AWAITING_START_OK
+            self.send_method(0, spec.Connection.Start(
+                version_major=0, version_minor=9, server_properties=server_properties(),
+                mechanisms="PLAIN AMQPLAIN", locales="en_US",
+            ))
+            return data[8:]
+        # Wrong protocol or version: answer with the one we speak and hang up, as RabbitMQ does.
+        self.transport.write(PROTOCOL_HEADER)
+        self.state = State.CLOSED
+        self.transport.close()
+        return b""
+
+    def _handle_frame(self, frame_type: int, channel_number: int, payload: bytes) -> None:
+        if channel_number:
+            channel = self.channels.get(channel_number)
+            if channel is not None:
+                try:
+                    channel.handle_frame(frame_type, payload)
+                except AMQPChannelError as error:
+                    channel.close_with_error(error)
+                return
+            if self.state is State.CLOSING:
+                return
+            self._open_channel(channel_number, frame_type, payload)
+            return
+        if frame_type == FRAME_HEARTBEAT:
+            return
+        if frame_type != FRAME_METHOD:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME, f"expected method frame on channel 0, got frame type {frame_type}"
+            )
+        index = codec.method_index(payload)
+        method = codec.decode_method(index, payload)
+        if self.state is State.CLOSING:
+            if isinstance(method, spec.Connection.Close | spec.Connection.CloseOk):
+                if isinstance(method, spec.Connection.Close):
+                    self.send_method(0, spec.Connection.CloseOk())
+                self._shutdown()
+            return
+        handler = _CONNECTION_HANDLERS.get((self.state, type(method)))
+        if handler is None:
+            if isinstance(method, spec.Connection.Close):
+                handler = Connection._on_close
+            else:
+                raise AMQPConnectionError(
+                    CHANNEL_ERROR if self.state is State.OPEN else UNEXPECTED_FRAME,
+                    f"unexpected method {method.name} in state {self.state.value}",
+                    index >> 16, index & 0xFFFF,
+                )
+        handler(self, method)
+
+    def _open_channel(self, number: int, frame_type: int, payload: bytes) -> None:
+        if self.state is not State.OPEN:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME, f"frame on channel {number} before the connection was opened"
+            )
+        index = codec.method_index(payload) if frame_type == FRAME_METHOD else 0
+        if index != spec.Channel.Open.index:
+            raise AMQPConnectionError(
+                CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF
+            )
+        if number > self.channel_max:
+            raise AMQPConnectionError(
+                NOT_ALLOWED, f"channel number {number} exceeds channel_max {self.channel_max}",
+                20, 10,
+            )
+        self.channels[number] = Channel(self, number)
+        self.send_method(number, spec.Channel.OpenOk())
+
+    def channel_closed(self, channel: Channel) -> None:
+        self.channels.pop(channel.number, None)
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def _on_start_ok(self, method: spec.Connection.StartOk) -> None:
+        self.client_properties = method.client_properties or {}
+        mechanism = method.mechanism
+        if mechanism == "PLAIN":
+            username, password = _parse_plain(method.response)
+        elif mechanism == "AMQPLAIN":
+            username, password = _parse_amqplain(method.response)
+        else:
+            raise AMQPConnectionError(
+                ACCESS_REFUSED, f"unsupported authentication mechanism '{mechanism}'", 10, 11
+            )
+        loopback = self.peer is None or _is_loopback(self.peer[0])
+        self.user = self.node.access.authenticate(username, password, loopback)
+        if self.user is None:
+            log.warning("connection %s: authentication failed for user '%s'", self.name, username)
+            raise AMQPConnectionError(
+                ACCESS_REFUSED,
+                f"Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile.",
+                10, 11,
+            )
+        config = self.node.config
+        self.state = State.AWAITING_TUNE_OK
+        self.send_method(0, spec.Connection.Tune(
+            channel_max=config.channel_max, frame_max=config.frame_max,
+            heartbeat=config.heartbeat,
+        ))
+
+    def _on_tune_ok(self, method: spec.Connection.TuneOk) -> None:
+        config = self.node.config
+        if method.frame_max and method.frame_max < FRAME_MIN_SIZE:
+            raise AMQPConnectionError(
+                NOT_ALLOWED, f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min size", 10, 31
+            )
+        if method.frame_max > config.frame_max:
+            raise AMQPConnectionError(
+                NOT_ALLOWED, f"frame_max={method.frame_max} > {config.frame_max} max size", 10, 31
+            )
+        self.frame_max = method.frame_max or config.frame_max
+        self.reader.frame_max = self.frame_max
+        self.channel_max = method.channel_max or config.channel_max
+        self.heartbeat = method.heartbeat
+        self.state = State.AWAITING_OPEN
+
+    def _on_open(self, method: spec.Connection.Open) -> None:
+        vhost = self.node.vhosts.get(method.virtual_host)
+        if vhost is None:
+            raise AMQPConnectionError(
+                NOT_ALLOWED, f"vhost {method.virtual_host} not found", 10, 40
+            )
+        if self.node.access.permission(self.user.name, vhost.name) is None:
+            raise AMQPConnectionError(
+                NOT_ALLOWED,
+                f"access to vhost '{vhost.name}' refused for user '{self.user.name}'", 10, 40,
+            )
+        self.vhost = vhost
+        self.state = State.OPEN
+        self.send_method(0, spec.Connection.OpenOk())
+        self.node.connections.add(self)
+        log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
+                 self.name, self.user.name, vhost.name)
+        self._start_heartbeats()
+
+    def _on_close(self, method: spec.Connection.Close) -> None:
+        self.send_method(0, spec.Connection.CloseOk())
+        log.info("connection %s: closed by client (%s %s)", self.name, method.reply_code,
+                 method.reply_text)
+        self._shutdown()
+
+    def _handshake_timeout(self) -> None:
+        if self.state is not State.OPEN and self.state is not State.CLOSED:
+            log.warning("connection %s: handshake timeout (%s)", self.name, self.state.value)
+            self._shutdown()
+
+    # -- heartbeats -----------------------------------------------------------------------
+
+    def _start_heartbeats(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.heartbeat:
+            self._timer = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
+
+    def _heartbeat_tick(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        if self._received_since_tick:
+            self._missed_ticks = 0
+        else:
+            self._missed_ticks += 1
+            if self._missed_ticks >= 4:  # two whole heartbeat intervals of silence
+                log.warning("connection %s: missed heartbeats from client, timeout: %ss",
+                            self.name, self.heartbeat)
+                self._shutdown()
+                return
+        self._received_since_tick = False
+        if not self._sent_since_tick:
+            self.transport.write(codec.HEARTBEAT_FRAME)
+        self._sent_since_tick = False
+        self._timer = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
+
+    # -- closing --------------------------------------------------------------------------
+
+    def close_with_error(self, error: AMQPError) -> None:
+        log.warning("connection %s: closing with %s (class %s method %s)", self.name,
+                    error.reply_text, error.class_id, error.method_id)
+        if error.reply_code == FRAME_ERROR or self.state in (
+            State.AWAITING_HEADER, State.CLOSING, State.CLOSED
+        ):
+            # After a framing error the stream cannot be trusted: say why, then hang up.
+            self._send_close(error.reply_code, error.reply_text, error.class_id, error.method_id)
+            self._shutdown()
+            return
+        self._begin_close(error.reply_code, error.reply_text, error.class_id, error.method_id)
+
+    def close_forced(self, reason: str) -> None:
+        """Server-initiated close (shutdown, management): 320 CONNECTION_FORCED."""
+        if self.state is State.OPEN:
+            self._begin_close(CONNECTION_FORCED, f"CONNECTION_FORCED - {reason}", 0, 0)
+        else:
+            self._shutdown()
+
+    def _begin_close(self, code: int, text: str, class_id: int, method_id: int) -> None:
+        self.release_channels()
+        self._send_close(code, text, class_id, method_id)
+        self.state = State.CLOSING
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(CLOSE_OK_TIMEOUT, self._shutdown)
+
+    def _send_close(self, code: int, text: str, class_id: int, method_id: int) -> None:
+        text = text.encode()[:255].decode(errors="ignore")
+        self.send_method(0, spec.Connection.Close(code, text, class_id, method_id))
+
+    def release_channels(self) -> None:
+        for channel in list(self.channels.values()):
+            channel.release()
+        self.channels.clear()
+
+    def _shutdown(self) -> None:
+        """Close the socket; cleanup follows in connection_lost."""
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self.transport.close()
+
+    def connection_lost(self) -> None:
+        self.state = State.CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.release_channels()
+        for queue in list(self.exclusive_queues):
+            queue.vhost.delete_queue(queue)
+        self.node.connections.discard(self)
+        log.info("connection %s closed", self.name)
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        for channel in list(self.channels.values()):
+            channel.kick_queues()
+
+
+_CONNECTION_HANDLERS = {
+    (State.AWAITING_START_OK, spec.Connection.StartOk): Connection._on_start_ok,
+    (State.AWAITING_TUNE_OK, spec.Connection.TuneOk): Connection._on_tune_ok,
+    (State.AWAITING_OPEN, spec.Connection.Open): Connection._on_open,
+    (State.OPEN, spec.Connection.Close): Connection._on_close,
+}
+
+
+def _parse_plain(response: Any) -> tuple[str, str]:
+    raw = response.encode() if isinstance(response, str) else bytes(response)
+    parts = raw.split(b"\x00")
+    if len(parts) != 3:
+        return "", ""
+    return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
+
+
+def _parse_amqplain(response: Any) -> tuple[str, str]:
+    raw = response.encode() if isinstance(response, str) else bytes(response)
+    try:
+        _, table = pamqp_decode.field_table(struct.pack("!I", len(raw)) + raw)
+    except Exception:
+        return "", ""
+    login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
+    return (
+        login.decode() if isinstance(login, bytes) else str(login),
+        password.decode() if isinstance(password, bytes) else str(password),
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
+
+
+_ = REPLY_SUCCESS

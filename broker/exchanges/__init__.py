@@ -1,0 +1,27 @@
+"""Exchange types. Each type only binds, unbinds and matches; routing across exchange-to-exchange
+bindings and alternate exchanges lives in `base.route`."""
+
+from broker.exchanges.base import Binding, Exchange, route
+from broker.exchanges.direct import DefaultExchange, DirectExchange
+from broker.exchanges.fanout import FanoutExchange
+from broker.exchanges.headers import HeadersExchange
+from broker.exchanges.topic import TopicExchange
+
+EXCHANGE_TYPES: dict[str, type[Exchange]] = {
+    "direct": DirectExchange,
+    "fanout": FanoutExchange,
+    "topic": TopicExchange,
+    "headers": HeadersExchange,
+}
+
+__all__ = [
+    "EXCHANGE_TYPES",
+    "Binding",
+    "DefaultExchange",
+    "DirectExchange",
+    "Exchange",
+    "FanoutExchange",
+    "HeadersExchange",
+    "TopicExchange",
+    "route",
+]

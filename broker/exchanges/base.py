@@ -1,0 +1,122 @@
+"""What every exchange has: identity, flags, its bindings; and routing through e2e bindings and
+alternate exchanges with a visited set, so binding cycles cannot loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from broker.message import Message
+    from broker.queue import Queue
+
+
+def arguments_key(arguments: dict[str, Any] | None) -> str:
+    """A hashable stand-in for a binding's argument table (binding identity includes it)."""
+    return repr(sorted((arguments or {}).items()))
+
+
+class Binding:
+    """source --routing_key/arguments--> destination (a queue or an exchange)."""
+
+    __slots__ = ("source", "destination", "routing_key", "arguments", "key")
+
+    def __init__(
+        self, source: Exchange, destination: Queue | Exchange, routing_key: str,
+        arguments: dict[str, Any],
+    ) -> None:
+        self.source = source
+        self.destination = destination
+        self.routing_key = routing_key
+        self.arguments = arguments
+        self.key = (id(destination), routing_key, arguments_key(arguments))
+
+
+class Exchange:
+    type_name = ""
+
+    def __init__(
+        self, name: str, *, durable: bool = False, auto_delete: bool = False,
+        internal: bool = False, arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.internal = internal
+        self.arguments = arguments or {}
+        self.bindings: dict[tuple, Binding] = {}
+        self.bindings_in: set[Binding] = set()  # bindings where this exchange is the destination
+        self.has_exchange_destinations = False
+
+    @property
+    def alternate_exchange(self) -> str | None:
+        value = self.arguments.get("alternate-exchange")
+        return value if isinstance(value, str) else None
+
+    def add_binding(self, binding: Binding) -> bool:
+        """Add; False if an identical binding already exists."""
+        if binding.key in self.bindings:
+            return False
+        self.bindings[binding.key] = binding
+        binding.destination.bindings_in.add(binding)
+        if isinstance(binding.destination, Exchange):
+            self.has_exchange_destinations = True
+        self.bind(binding)
+        return True
+
+    def remove_binding(self, binding: Binding) -> None:
+        del self.bindings[binding.key]
+        binding.destination.bindings_in.discard(binding)
+        self.unbind(binding)
+        if self.has_exchange_destinations:
+            self.has_exchange_destinations = any(
+                isinstance(b.destination, Exchange) for b in self.bindings.values()
+            )
+
+    def find_binding(
+        self, destination: Queue | Exchange, routing_key: str, arguments: dict[str, Any]
+    ) -> Binding | None:
+        return self.bindings.get((id(destination), routing_key, arguments_key(arguments)))
+
+    # Type-specific: keep a matching structure in step with `bindings`, and match a message.
+    def bind(self, binding: Binding) -> None:
+        raise NotImplementedError
+
+    def unbind(self, binding: Binding) -> None:
+        raise NotImplementedError
+
+    def match(self, message: Message) -> Collection[Queue | Exchange]:
+        raise NotImplementedError
+
+    def validate_binding(self, arguments: dict[str, Any]) -> None:
+        """Raise an AMQP error if a binding's arguments make no sense for this type."""
+
+
+def route(
+    exchange: Exchange, message: Message, lookup: Callable[[str], Exchange | None]
+) -> Collection[Queue]:
+    """All queues a message published to `exchange` reaches."""
+    from broker.queue import Queue
+
+    destinations = exchange.match(message)
+    if not exchange.has_exchange_destinations and destinations:
+        return destinations  # the common case: one exchange, queues only
+    queues: set[Queue] = set()
+    visited: set[int] = set()
+    pending = [exchange]
+    while pending:
+        current = pending.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
+        matched = current.match(message) if current is not exchange else destinations
+        for destination in matched:
+            if isinstance(destination, Queue):
+                queues.add(destination)
+            else:
+                pending.append(destination)
+        if not matched and current.alternate_exchange:
+            alternate = lookup(current.alternate_exchange)
+            if alternate is not None:
+                pending.append(alternate)
+    return queues

@@ -1,0 +1,49 @@
+"""A published message: routing info, raw property bytes and body, shared by every queue it
+was routed to (fan-out never copies the body)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import properties
+
+
+class Message:
+    __slots__ = ("exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers")
+
+    def __init__(
+        self, exchange: str, routing_key: str, route_bytes: bytes, props_raw: bytes, body: bytes
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.route_bytes = route_bytes  # exchange and routing key as encoded shortstrs
+        self.props_raw = props_raw
+        self.body = body
+        self._headers: dict[str, Any] | None = None
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        if self._headers is None:
+            self._headers = properties.get(self.props_raw, "headers") or {}
+        return self._headers
+
+    @property
+    def body_size(self) -> int:
+        return len(self.body)
+
+    def get_property(self, name: str) -> Any:
+        return properties.get(self.props_raw, name)
+
+
+class QueuedMessage:
+    """A message's place in one queue: its position (for requeue order) and redelivery flag."""
+
+    __slots__ = ("message", "seq", "redelivered")
+
+    def __init__(self, message: Message, seq: int) -> None:
+        self.message = message
+        self.seq = seq
+        self.redelivered = False
+
+    def __lt__(self, other: QueuedMessage) -> bool:
+        return self.seq < other.seq

@@ -1,0 +1,41 @@
+"""Start-up and shutdown: build the node, load definitions, listen, and on SIGTERM/SIGINT stop
+accepting, close client connections with 320 CONNECTION_FORCED and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from broker.config import Config
+from broker.node import Node
+from broker.transport import Transport
+from storage.definitions import load_definitions
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 3.0
+
+
+async def serve(config: Config) -> None:
+    node = Node(config)
+    if config.load_definitions:
+        load_definitions(node, config.load_definitions)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: Transport(node), config.host, config.port, reuse_address=True, backlog=1024
+    )
+    log.info("Warren listening for AMQP on %s:%s", config.host, config.port)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    server.close()
+    for connection in list(node.connections):
+        connection.close_forced("broker forced connection closure with reason 'shutdown'")
+    deadline = loop.time() + SHUTDOWN_GRACE
+    while node.connections and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    await server.wait_closed() if not node.connections else None
+    log.info("stopped")

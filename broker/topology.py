@@ -1,0 +1,186 @@
+"""exchange.* and queue.* methods of a channel: declare, delete, bind, unbind, purge, with the
+permission checks RabbitMQ makes for each."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pamqp import commands as spec
+
+from broker import names
+from broker.exchanges import Exchange
+from broker.resources import check_reserved_name
+from protocol.codec import unchecked
+from protocol.constants import ACCESS_REFUSED, PRECONDITION_FAILED
+from protocol.errors import AMQPChannelError
+
+if TYPE_CHECKING:
+    from broker.channel import Channel
+    from broker.queue import Queue
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+def exchange_declare(channel: Channel, method: spec.Exchange.Declare) -> None:
+    vhost, name = channel.vhost, method.exchange
+    if not method.passive and name:
+        vhost.check_permission(channel.user, "configure", "exchange", name, 40, 10)
+        alternate = (method.arguments or {}).get("alternate-exchange")
+        if isinstance(alternate, str):
+            vhost.check_permission(channel.user, "read", "exchange", name, 40, 10)
+            vhost.check_permission(channel.user, "write", "exchange", alternate, 40, 10)
+    vhost.declare_exchange(
+        name, method.exchange_type, passive=method.passive, durable=method.durable,
+        auto_delete=method.auto_delete, internal=method.internal,
+        arguments=method.arguments or {},
+    )
+    if not method.nowait:
+        channel.send_method(spec.Exchange.DeclareOk())
+
+
+def exchange_delete(channel: Channel, method: spec.Exchange.Delete) -> None:
+    if method.exchange:
+        channel.vhost.check_permission(channel.user, "configure", "exchange", method.exchange,
+                                       40, 20)
+    channel.vhost.delete_exchange(method.exchange, method.if_unused)
+    if not method.nowait:
+        channel.send_method(spec.Exchange.DeleteOk())
+
+
+def _exchanges_for_e2e(
+    channel: Channel, method: spec.Exchange.Bind | spec.Exchange.Unbind, method_id: int
+) -> tuple[Exchange, Exchange]:
+    vhost, user = channel.vhost, channel.user
+    for name in (method.source, method.destination):
+        if not name:
+            raise AMQPChannelError(
+                ACCESS_REFUSED, "operation not permitted on the default exchange", 40, method_id
+            )
+    vhost.check_permission(user, "write", "exchange", method.destination, 40, method_id)
+    vhost.check_permission(user, "read", "exchange", method.source, 40, method_id)
+    destination = vhost.get_exchange(method.destination, 40, method_id)
+    source = vhost.get_exchange(method.source, 40, method_id)
+    return source, destination
+
+
+def exchange_bind(channel: Channel, method: spec.Exchange.Bind) -> None:
+    source, destination = _exchanges_for_e2e(channel, method, 30)
+    channel.vhost.bind(source, destination, method.routing_key, method.arguments or {})
+    if not method.nowait:
+        channel.send_method(spec.Exchange.BindOk())
+
+
+def exchange_unbind(channel: Channel, method: spec.Exchange.Unbind) -> None:
+    source, destination = _exchanges_for_e2e(channel, method, 40)
+    channel.vhost.unbind(source, destination, method.routing_key, method.arguments or {})
+    if not method.nowait:
+        channel.send_method(spec.Exchange.UnbindOk())
+
+
+def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
+    vhost, name = channel.vhost, method.queue
+    if name == DIRECT_REPLY_TO or name.startswith(DIRECT_REPLY_TO + "."):
+        # The pseudo-queue of direct reply-to always exists and is always empty.
+        if not method.nowait:
+            channel.send_method(unchecked(spec.Queue.DeclareOk, queue=name, message_count=0,
+                                          consumer_count=0))
+        return
+    if method.passive:
+        name = name or channel.last_queue_name
+    else:
+        if name:
+            check_reserved_name("queue", name, 50, 10)
+        else:
+            name = names.generate("amq.gen-")
+        vhost.check_permission(channel.user, "configure", "queue", name, 50, 10)
+    queue = vhost.declare_queue(
+        name, channel.connection, passive=method.passive, durable=method.durable,
+        exclusive=method.exclusive, auto_delete=method.auto_delete,
+        arguments=method.arguments or {},
+    )
+    channel.last_queue_name = queue.name
+    if not method.nowait:
+        channel.send_method(
+            unchecked(spec.Queue.DeclareOk, queue=queue.name, message_count=queue.message_count,
+                      consumer_count=queue.consumer_count)
+        )
+
+
+def queue_for(channel: Channel, name: str, class_id: int, method_id: int) -> Queue:
+    """The queue a method names ("" meaning the channel's last declared queue), with exclusive
+    access checked."""
+    queue = channel.vhost.get_queue(name or channel.last_queue_name, class_id, method_id)
+    channel.vhost.check_exclusive_access(queue, channel.connection, class_id, method_id)
+    return queue
+
+
+def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
+    vhost, user = channel.vhost, channel.user
+    queue_name = method.queue or channel.last_queue_name
+    vhost.check_permission(user, "write", "queue", queue_name, 50, 20)
+    vhost.check_permission(user, "read", "exchange", method.exchange, 50, 20)
+    _refuse_default_exchange(method.exchange, 50, 20)
+    queue = queue_for(channel, queue_name, 50, 20)
+    exchange = vhost.get_exchange(method.exchange, 50, 20)
+    routing_key = method.routing_key or ("" if method.queue else queue.name)
+    vhost.bind(exchange, queue, routing_key, method.arguments or {})
+    if not method.nowait:
+        channel.send_method(spec.Queue.BindOk())
+
+
+def queue_unbind(channel: Channel, method: spec.Queue.Unbind) -> None:
+    vhost, user = channel.vhost, channel.user
+    queue_name = method.queue or channel.last_queue_name
+    vhost.check_permission(user, "write", "queue", queue_name, 50, 50)
+    vhost.check_permission(user, "read", "exchange", method.exchange, 50, 50)
+    _refuse_default_exchange(method.exchange, 50, 50)
+    queue = queue_for(channel, queue_name, 50, 50)
+    exchange = vhost.get_exchange(method.exchange, 50, 50)
+    vhost.unbind(exchange, queue, method.routing_key, method.arguments or {})
+    channel.send_method(spec.Queue.UnbindOk())
+
+
+def _refuse_default_exchange(name: str, class_id: int, method_id: int) -> None:
+    if not name:
+        raise AMQPChannelError(
+            ACCESS_REFUSED, "operation not permitted on the default exchange", class_id, method_id
+        )
+
+
+def queue_purge(channel: Channel, method: spec.Queue.Purge) -> None:
+    name = method.queue or channel.last_queue_name
+    channel.vhost.check_permission(channel.user, "read", "queue", name, 50, 30)
+    queue = queue_for(channel, name, 50, 30)
+    count = queue.purge()
+    if not method.nowait:
+        channel.send_method(spec.Queue.PurgeOk(count))
+
+
+def queue_delete(channel: Channel, method: spec.Queue.Delete) -> None:
+    vhost = channel.vhost
+    name = method.queue or channel.last_queue_name
+    vhost.check_permission(channel.user, "configure", "queue", name, 50, 40)
+    queue = vhost.queues.get(name)
+    count = 0
+    if queue is not None:
+        vhost.check_exclusive_access(queue, channel.connection, 50, 40)
+        if method.if_unused and queue.consumers:
+            raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} in use", 50, 40)
+        if method.if_empty and queue.message_count:
+            raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} not empty", 50, 40)
+        count = vhost.delete_queue(queue)
+    if not method.nowait:
+        channel.send_method(spec.Queue.DeleteOk(count))
+
+
+HANDLERS = {
+    spec.Exchange.Declare: exchange_declare,
+    spec.Exchange.Delete: exchange_delete,
+    spec.Exchange.Bind: exchange_bind,
+    spec.Exchange.Unbind: exchange_unbind,
+    spec.Queue.Declare: queue_declare,
+    spec.Queue.Bind: queue_bind,
+    spec.Queue.Unbind: queue_unbind,
+    spec.Queue.Purge: queue_purge,
+    spec.Queue.Delete: queue_delete,
+}

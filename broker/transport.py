@@ -1,0 +1,64 @@
+"""The one asyncio.Protocol: adapts a socket to a Connection. Output written during one
+event-loop turn is collected and handed to the socket in a single call."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from broker.connection import Connection
+
+if TYPE_CHECKING:
+    from broker.node import Node
+
+
+class Transport(asyncio.Protocol):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.connection: Connection | None = None
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._transport = transport
+        transport.set_write_buffer_limits(high=4 * 1024 * 1024)
+        self.connection = Connection(self.node, self, transport.get_extra_info("peername"))
+
+    def data_received(self, data: bytes) -> None:
+        self.connection.data_received(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._out.clear()
+        self.connection.connection_lost()
+
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out or self._transport is None or self._transport.is_closing():
+            out.clear()
+            return
+        self._out = []
+        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def close(self) -> None:
+        """Flush what is pending, then close the socket."""
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+
+    def pause_writing(self) -> None:
+        self.connection.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.connection.resume_writing()

@@ -1,0 +1,257 @@
+"""A virtual host: its exchanges, queues and bindings, declared, looked up and deleted with
+RabbitMQ's rules and reply texts. Permission checks against the node's access control."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+from broker import names
+from broker.exchanges import EXCHANGE_TYPES, Binding, DefaultExchange, Exchange, route
+from broker.message import Message
+from broker.queue import Queue
+from broker.resources import check_reserved_name, not_found, resource
+from protocol.constants import (
+    ACCESS_REFUSED,
+    COMMAND_INVALID,
+    PRECONDITION_FAILED,
+    RESOURCE_LOCKED,
+)
+from protocol.errors import AMQPChannelError, AMQPConnectionError
+
+if TYPE_CHECKING:
+    from broker.auth import AccessControl, User
+    from broker.connection import Connection
+
+STANDARD_EXCHANGES = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+# Queue arguments RabbitMQ compares on redeclare (others are accepted and ignored).
+EQUIVALENCE_CHECKED_QUEUE_ARGS = (
+    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+    "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
+    "x-max-priority", "x-overflow", "x-queue-mode", "x-queue-type", "x-single-active-consumer",
+    "x-delivery-limit", "x-queue-master-locator", "x-queue-leader-locator", "x-quorum-initial-group-size",
+)
+
+
+class VirtualHost:
+    def __init__(self, name: str, access: AccessControl) -> None:
+        self.name = name
+        self.access = access
+        self.queues: dict[str, Queue] = {}
+        self.default_exchange = DefaultExchange(self.queues.get)
+        self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
+        for exchange_name, type_name in STANDARD_EXCHANGES:
+            self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](exchange_name, durable=True)
+
+    # -- permissions ----------------------------------------------------------------------
+
+    def check_permission(
+        self, user: User, kind: str, resource_kind: str, name: str, class_id: int, method_id: int
+    ) -> None:
+        """Raise 403 unless `user` has `kind` (configure/write/read) on the named resource."""
+        checked_name = name or "amq.default" if resource_kind == "exchange" else name
+        permission = self.access.permission(user.name, self.name)
+        if permission is None or not permission.allows(kind, checked_name):
+            raise AMQPChannelError(
+                ACCESS_REFUSED,
+                f"access to {resource(resource_kind, checked_name, self.name)} "
+                f"refused for user '{user.name}'",
+                class_id, method_id,
+            )
+
+    # -- exchanges ------------------------------------------------------------------------
+
+    def get_exchange(self, name: str, class_id: int, method_id: int) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise not_found("exchange", name, self.name, class_id, method_id)
+        return exchange
+
+    def declare_exchange(
+        self, name: str, type_name: str, *, passive: bool, durable: bool, auto_delete: bool,
+        internal: bool, arguments: dict[str, Any],
+    ) -> Exchange:
+        if not name:
+            raise AMQPChannelError(
+                ACCESS_REFUSED, "operation not permitted on the default exchange", 40, 10
+            )
+        if passive:
+            return self.get_exchange(name, 40, 10)
+        check_reserved_name("exchange", name, 40, 10)
+        exchange_class = EXCHANGE_TYPES.get(type_name)
+        if exchange_class is None:
+            raise AMQPConnectionError(COMMAND_INVALID, f"unknown exchange type '{type_name}'", 40, 10)
+        existing = self.exchanges.get(name)
+        if existing is not None:
+            self._check_exchange_equivalence(
+                existing, type_name, durable, auto_delete, internal, arguments
+            )
+            return existing
+        exchange = exchange_class(
+            name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
+        )
+        self.exchanges[name] = exchange
+        return exchange
+
+    def _check_exchange_equivalence(
+        self, exchange: Exchange, type_name: str, durable: bool, auto_delete: bool,
+        internal: bool, arguments: dict[str, Any],
+    ) -> None:
+        what = resource("exchange", exchange.name, self.name)
+        for arg, received, current in (
+            ("type", type_name, exchange.type_name),
+            ("durable", durable, exchange.durable),
+            ("auto_delete", auto_delete, exchange.auto_delete),
+            ("internal", internal, exchange.internal),
+        ):
+            if received != current:
+                raise AMQPChannelError(
+                    PRECONDITION_FAILED,
+                    f"inequivalent arg '{arg}' for {what}: received {names.show(received)} "
+                    f"but current is {names.show(current)}",
+                    40, 10,
+                )
+        names.check_arguments_equivalent(
+            ("alternate-exchange",), arguments, exchange.arguments, what, 40, 10
+        )
+
+    def delete_exchange(self, name: str, if_unused: bool) -> None:
+        if not name:
+            raise AMQPChannelError(
+                ACCESS_REFUSED, "operation not permitted on the default exchange", 40, 20
+            )
+        check_reserved_name("exchange", name, 40, 20)
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return
+        if if_unused and exchange.bindings:
+            raise AMQPChannelError(
+                PRECONDITION_FAILED, f"{resource('exchange', name, self.name)} in use", 40, 20
+            )
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        del self.exchanges[exchange.name]
+        for binding in list(exchange.bindings.values()):
+            exchange.remove_binding(binding)
+        for binding in list(exchange.bindings_in):
+            self._remove_binding(binding)
+
+    # -- queues ---------------------------------------------------------------------------
+
+    def get_queue(self, name: str, class_id: int, method_id: int) -> Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise not_found("queue", name, self.name, class_id, method_id)
+        return queue
+
+    def declare_queue(
+        self, name: str, connection: Connection, *, passive: bool, durable: bool,
+        exclusive: bool, auto_delete: bool, arguments: dict[str, Any],
+    ) -> Queue:
+        if passive:
+            queue = self.get_queue(name, 50, 10)
+            self.check_exclusive_access(queue, connection, 50, 10)
+            return queue
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.check_exclusive_access(existing, connection, 50, 10)
+            if exclusive != existing.exclusive:
+                raise self._locked(existing, 50, 10)
+            self._check_queue_equivalence(existing, durable, auto_delete, arguments)
+            return existing
+        queue = Queue(
+            self, name, durable=durable, auto_delete=auto_delete,
+            owner=connection if exclusive else None, arguments=arguments,
+        )
+        self.queues[name] = queue
+        if exclusive:
+            connection.exclusive_queues.append(queue)
+        return queue
+
+    def _check_queue_equivalence(
+        self, queue: Queue, durable: bool, auto_delete: bool, arguments: dict[str, Any]
+    ) -> None:
+        what = queue.describe()
+        for arg, received, current in (
+            ("durable", durable, queue.durable),
+            ("auto_delete", auto_delete, queue.auto_delete),
+        ):
+            if received != current:
+                raise AMQPChannelError(
+                    PRECONDITION_FAILED,
+                    f"inequivalent arg '{arg}' for {what}: received {names.show(received)} "
+                    f"but current is {names.show(current)}",
+                    50, 10,
+                )
+        names.check_arguments_equivalent(
+            EQUIVALENCE_CHECKED_QUEUE_ARGS, arguments, queue.arguments, what, 50, 10
+        )
+
+    def check_exclusive_access(
+        self, queue: Queue, connection: Connection, class_id: int, method_id: int
+    ) -> None:
+        if queue.owner is not None and queue.owner is not connection:
+            raise self._locked(queue, class_id, method_id)
+
+    @staticmethod
+    def _locked(queue: Queue, class_id: int, method_id: int) -> AMQPChannelError:
+        return AMQPChannelError(
+            RESOURCE_LOCKED,
+            f"cannot obtain exclusive access to locked {queue.describe()}. It could be originally "
+            "declared on another connection or the exclusive property value does not match that "
+            "of the original declaration.",
+            class_id, method_id,
+        )
+
+    def delete_queue(self, queue: Queue) -> int:
+        """Remove a queue with its bindings; its consumers are told with basic.cancel."""
+        if queue.deleted:
+            return 0
+        queue.deleted = True
+        count = queue.message_count
+        self.queues.pop(queue.name, None)
+        for binding in list(queue.bindings_in):
+            self._remove_binding(binding)
+        for consumer in list(queue.consumers):
+            consumer.channel.cancel_by_server(consumer)
+        queue.consumers.clear()
+        queue.purge()
+        if queue.owner is not None and queue in queue.owner.exclusive_queues:
+            queue.owner.exclusive_queues.remove(queue)
+        return count
+
+    # -- bindings -------------------------------------------------------------------------
+
+    def bind(
+        self, source: Exchange, destination: Queue | Exchange, routing_key: str,
+        arguments: dict[str, Any],
+    ) -> None:
+        source.validate_binding(arguments)
+        source.add_binding(Binding(source, destination, routing_key, arguments))
+
+    def unbind(
+        self, source: Exchange, destination: Queue | Exchange, routing_key: str,
+        arguments: dict[str, Any],
+    ) -> None:
+        binding = source.find_binding(destination, routing_key, arguments)
+        if binding is not None:
+            self._remove_binding(binding)
+
+    def _remove_binding(self, binding: Binding) -> None:
+        source = binding.source
+        source.remove_binding(binding)
+        if source.auto_delete and not source.bindings and self.exchanges.get(source.name) is source:
+            self._remove_exchange(source)
+
+    # -- routing --------------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
+        return route(exchange, message, self.exchanges.get)

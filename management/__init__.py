@@ -1,0 +1,1 @@
+"""Management plane (HTTP API, web UI, /metrics): reserved; served from a later release."""

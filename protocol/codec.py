@@ -1,0 +1,327 @@
+"""Frame splitting and method encoding/decoding.
+
+The hot path (basic.publish in, content header and body frames, basic.deliver out, basic.ack in)
+is hand-written with `struct`; every other method goes through pamqp. Content-header property
+bytes are never re-encoded: they are kept raw from the publisher and copied into the deliver.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from pamqp import commands as pamqp_commands
+from pamqp import encode as pamqp_encode
+from pamqp.base import Frame as PamqpMethod
+
+from protocol.constants import (
+    BASIC_ACK,
+    BASIC_PUBLISH,
+    FRAME_BODY,
+    FRAME_END,
+    FRAME_END_BYTE,
+    FRAME_ERROR,
+    FRAME_HEADER,
+    FRAME_HEARTBEAT,
+    FRAME_METHOD,
+    FRAME_OVERHEAD,
+    NOT_IMPLEMENTED,
+    SYNTAX_ERROR,
+)
+from protocol.errors import AMQPConnectionError
+
+_frame_header = struct.Struct("!BHI")
+_method_id = struct.Struct("!I")
+_class_method = struct.Struct("!HH")
+_content_header = struct.Struct("!HHQ")
+_ack = struct.Struct("!QB")
+_u16 = struct.Struct("!H")
+_deliver_head = struct.Struct("!BHIHH")
+_header_frame_head = struct.Struct("!BHIHHQ")
+_body_frame_head = struct.Struct("!BHI")
+_tag_and_flag = struct.Struct("!QB")
+
+HEARTBEAT_FRAME = bytes((FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END))
+
+Frame = tuple[int, int, bytes]  # (frame type, channel number, payload)
+
+
+class FrameReader:
+    """Splits a byte stream into frames; keeps an incomplete tail for the next call.
+
+    A frame larger than `frame_max` or without its end octet is a FRAME_ERROR, raised before the
+    frame is buffered, so a peer can never make us hold more than one frame_max of input.
+    """
+
+    __slots__ = ("_pending", "frame_max")
+
+    def __init__(self, frame_max: int) -> None:
+        self._pending = b""
+        self.frame_max = frame_max
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self._pending:
+            data = self._pending + data
+        frames: list[Frame] = []
+        offset, size = 0, len(data)
+        unpack = _frame_header.unpack_from
+        max_payload = self.frame_max - FRAME_OVERHEAD
+        while size - offset >= 7:
+            frame_type, channel, length = unpack(data, offset)
+            if length > max_payload:
+                raise AMQPConnectionError(
+                    FRAME_ERROR,
+                    f"type {frame_type}, all octets = <<>>: "
+                    f"{{frame_too_large,{length},{max_payload}}}",
+                )
+            end = offset + 7 + length
+            if end >= size:
+                break
+            if data[end] != FRAME_END:
+                raise AMQPConnectionError(
+                    FRAME_ERROR, f"type {frame_type}, first 16 octets = <<>>: frame_end_error"
+                )
+            frames.append((frame_type, channel, data[offset + 7 : end]))
+            offset = end + 1
+        self._pending = data[offset:] if offset < size else b""
+        return frames
+
+    @property
+    def has_partial_frame(self) -> bool:
+        return bool(self._pending)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incoming methods
+
+
+class Publish:
+    """basic.publish, decoded by the fast path. `route_bytes` is exchange+key as shortstrs."""
+
+    __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "route_bytes")
+
+    def __init__(
+        self, exchange: str, routing_key: str, mandatory: bool, immediate: bool, route_bytes: bytes
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.mandatory = mandatory
+        self.immediate = immediate
+        self.route_bytes = route_bytes
+
+
+class Ack:
+    """basic.ack from a client, decoded by the fast path."""
+
+    __slots__ = ("delivery_tag", "multiple")
+
+    def __init__(self, delivery_tag: int, multiple: bool) -> None:
+        self.delivery_tag = delivery_tag
+        self.multiple = multiple
+
+
+def method_index(payload: bytes) -> int:
+    """The (class_id << 16 | method_id) of a method frame payload."""
+    if len(payload) < 4:
+        raise AMQPConnectionError(SYNTAX_ERROR, "method frame too short")
+    return _method_id.unpack_from(payload)[0]
+
+
+def decode_publish(payload: bytes) -> Publish:
+    try:
+        offset = 6  # method id + reserved ticket
+        exchange_len = payload[offset]
+        exchange_end = offset + 1 + exchange_len
+        key_len = payload[exchange_end]
+        key_end = exchange_end + 1 + key_len
+        bits = payload[key_end]
+        exchange = payload[offset + 1 : exchange_end].decode()
+        routing_key = payload[exchange_end + 1 : key_end].decode()
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise AMQPConnectionError(SYNTAX_ERROR, "malformed basic.publish", 60, 40) from exc
+    return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2), payload[offset:key_end])
+
+
+def decode_ack(payload: bytes) -> Ack:
+    try:
+        tag, bits = _ack.unpack_from(payload, 4)
+    except struct.error as exc:
+        raise AMQPConnectionError(SYNTAX_ERROR, "malformed basic.ack", 60, 80) from exc
+    return Ack(tag, bool(bits & 1))
+
+
+def decode_method(index: int, payload: bytes) -> PamqpMethod:
+    """Any method but the fast-path ones, through pamqp."""
+    method_class = pamqp_commands.INDEX_MAPPING.get(index)
+    if method_class is None:
+        class_id, method_id = index >> 16, index & 0xFFFF
+        raise AMQPConnectionError(
+            NOT_IMPLEMENTED, f"unknown method class {class_id} method {method_id}", class_id,
+            method_id,
+        )
+    method = method_class()
+    try:
+        method.unmarshal(payload[4:])
+    except Exception as exc:  # pamqp raises struct.error, ValueError, IndexError, ...
+        raise AMQPConnectionError(
+            SYNTAX_ERROR, f"malformed {method.name}", index >> 16, index & 0xFFFF
+        ) from exc
+    return method
+
+
+def decode_content_header(payload: bytes) -> tuple[int, int, bytes]:
+    """(class_id, body_size, raw property bytes: flags and values, passed through untouched)."""
+    if len(payload) < 14:
+        raise AMQPConnectionError(SYNTAX_ERROR, "content header frame too short")
+    class_id, _weight, body_size = _content_header.unpack_from(payload)
+    return class_id, body_size, payload[12:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Outgoing frames
+
+
+def shortstr(value: str) -> bytes:
+    raw = value.encode()
+    return bytes((len(raw),)) + raw
+
+
+def unchecked(method_class: type[PamqpMethod], **fields: Any) -> PamqpMethod:
+    """A pamqp method object built without pamqp's name validation (RabbitMQ allows any UTF-8
+    name up to 255 bytes; pamqp only a narrow character set)."""
+    method = method_class.__new__(method_class)
+    for name in method_class.__slots__:
+        setattr(method, name, fields.get(name))
+    return method
+
+
+def encode_method(channel: int, method: PamqpMethod) -> bytes:
+    """A method frame for any pamqp method. Unlike pamqp's marshal it does not validate names
+    against pamqp's (narrower than RabbitMQ's) character set."""
+    parts = [_method_id.pack(method.index)]
+    bits, bit_offset, in_bits = 0, 0, False
+    for name in method.__slots__:
+        data_type = method.amqp_type(name)
+        value = getattr(method, name, 0)
+        if data_type == "bit":
+            if not in_bits or bit_offset == 8:
+                if in_bits:
+                    parts.append(bytes((bits,)))
+                bits, bit_offset, in_bits = 0, 0, True
+            if value:
+                bits |= 1 << bit_offset
+            bit_offset += 1
+            continue
+        if in_bits:
+            parts.append(bytes((bits,)))
+            in_bits = False
+        parts.append(pamqp_encode.by_type(value, data_type))
+    if in_bits:
+        parts.append(bytes((bits,)))
+    payload = b"".join(parts)
+    return _frame_header.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
+
+
+def encode_content(channel: int, props_raw: bytes, body: bytes, frame_max: int) -> bytes:
+    """Content header frame (with the raw property bytes) followed by body frames."""
+    body_size = len(body)
+    parts = [
+        _header_frame_head.pack(FRAME_HEADER, channel, 12 + len(props_raw), 60, 0, body_size),
+        props_raw,
+        FRAME_END_BYTE,
+    ]
+    if body_size:
+        chunk = frame_max - FRAME_OVERHEAD
+        if body_size <= chunk:
+            parts += (_body_frame_head.pack(FRAME_BODY, channel, body_size), body, FRAME_END_BYTE)
+        else:
+            view = memoryview(body)
+            for start in range(0, body_size, chunk):
+                piece = view[start : start + chunk]
+                parts += (_body_frame_head.pack(FRAME_BODY, channel, len(piece)), piece,
+                          FRAME_END_BYTE)
+    return b"".join(parts)
+
+
+def encode_deliver(
+    channel: int,
+    consumer_tag_bytes: bytes,
+    delivery_tag: int,
+    redelivered: bool,
+    route_bytes: bytes,
+    props_raw: bytes,
+    body: bytes,
+    frame_max: int,
+) -> bytes:
+    """basic.deliver + content. `consumer_tag_bytes` and `route_bytes` are encoded shortstrs."""
+    method_tail = consumer_tag_bytes + _tag_and_flag.pack(delivery_tag, redelivered) + route_bytes
+    return (
+        _deliver_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), 60, 60)
+        + method_tail
+        + FRAME_END_BYTE
+        + encode_content(channel, props_raw, body, frame_max)
+    )
+
+
+def encode_get_ok(
+    channel: int,
+    delivery_tag: int,
+    redelivered: bool,
+    route_bytes: bytes,
+    message_count: int,
+    props_raw: bytes,
+    body: bytes,
+    frame_max: int,
+) -> bytes:
+    method_tail = (
+        _tag_and_flag.pack(delivery_tag, redelivered) + route_bytes + struct.pack("!I", message_count)
+    )
+    return (
+        _deliver_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), 60, 71)
+        + method_tail
+        + FRAME_END_BYTE
+        + encode_content(channel, props_raw, body, frame_max)
+    )
+
+
+def encode_return(
+    channel: int, reply_code: int, reply_text: str, route_bytes: bytes, props_raw: bytes,
+    body: bytes, frame_max: int,
+) -> bytes:
+    method_tail = _u16.pack(reply_code) + shortstr(reply_text) + route_bytes
+    return (
+        _deliver_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), 60, 50)
+        + method_tail
+        + FRAME_END_BYTE
+        + encode_content(channel, props_raw, body, frame_max)
+    )
+
+
+def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    return _deliver_head.pack(FRAME_METHOD, channel, 13, 60, 80) + _tag_and_flag.pack(
+        delivery_tag, multiple
+    ) + FRAME_END_BYTE
+
+
+def encode_nack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    """basic.nack from the broker (publisher confirms): requeue bit is always 0."""
+    return _deliver_head.pack(FRAME_METHOD, channel, 13, 60, 120) + _tag_and_flag.pack(
+        delivery_tag, multiple
+    ) + FRAME_END_BYTE
+
+
+def method_name(index: int) -> str:
+    method_class = pamqp_commands.INDEX_MAPPING.get(index)
+    return method_class.name if method_class else f"{index >> 16}.{index & 0xFFFF}"
+
+
+def is_publish(index: int) -> bool:
+    return index == BASIC_PUBLISH
+
+
+def is_ack(index: int) -> bool:
+    return index == BASIC_ACK
+
+
+def field_table_bytes(table: dict[str, Any]) -> bytes:
+    return pamqp_encode.field_table(table)

@@ -1,0 +1,30 @@
+"""AMQP errors: a reply code and text that close a channel or the whole connection."""
+
+from __future__ import annotations
+
+from protocol.constants import REPLY_NAMES
+
+
+class AMQPError(Exception):
+    """An error the peer is told about with channel.close or connection.close."""
+
+    def __init__(self, reply_code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
+        self.reply_code = reply_code
+        self.text = text
+        self.class_id = class_id
+        self.method_id = method_id
+        super().__init__(self.reply_text)
+
+    @property
+    def reply_text(self) -> str:
+        """The reply text as RabbitMQ formats it: the code's name, a dash, the detail."""
+        name = REPLY_NAMES.get(self.reply_code, str(self.reply_code))
+        return f"{name} - {self.text}" if self.text else name
+
+
+class AMQPChannelError(AMQPError):
+    """Closes the channel the offending method came on (soft error)."""
+
+
+class AMQPConnectionError(AMQPError):
+    """Closes the whole connection (hard error)."""

@@ -1,0 +1,94 @@
+"""Lazy access to basic properties kept as raw content-header bytes.
+
+A message's properties travel as the publisher's bytes. Routing and features that need a property
+read just that one by walking the length-prefixed fields; nothing is decoded when no one asks.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from pamqp import commands as pamqp_commands
+from pamqp import decode as pamqp_decode
+
+from protocol.constants import PROPERTY_FLAGS, SYNTAX_ERROR
+from protocol.errors import AMQPConnectionError
+
+_u16 = struct.Struct("!H")
+_u32 = struct.Struct("!I")
+_FIXED_SIZES = {"octet": 1, "timestamp": 8}
+_FLAG_OF = {name: flag for name, flag, _ in PROPERTY_FLAGS}
+
+
+def _field_spans(raw: bytes) -> dict[str, tuple[int, int, str]]:
+    """name -> (start, end, type) of each present property value inside `raw`."""
+    if len(raw) < 2:
+        raise ValueError("property flags truncated")
+    flags = _u16.unpack_from(raw)[0]
+    offset = 2
+    while _u16.unpack_from(raw, offset - 2)[0] & 1:  # continuation flag words (never used)
+        offset += 2
+    spans = {}
+    for name, flag, kind in PROPERTY_FLAGS:
+        if not flags & flag:
+            continue
+        if kind == "shortstr":
+            end = offset + 1 + raw[offset]
+        elif kind == "table":
+            end = offset + 4 + _u32.unpack_from(raw, offset)[0]
+        else:
+            end = offset + _FIXED_SIZES[kind]
+        if end > len(raw):
+            raise ValueError(f"property {name} truncated")
+        spans[name] = (offset, end, kind)
+        offset = end
+    return spans
+
+
+def validate(raw: bytes) -> None:
+    """Raise a SYNTAX_ERROR connection error if the property bytes do not parse."""
+    try:
+        spans = _field_spans(raw)
+        if "headers" in spans:
+            start, end, _ = spans["headers"]
+            pamqp_decode.field_table(raw[start:end])
+    except Exception as exc:
+        raise AMQPConnectionError(SYNTAX_ERROR, "malformed content header properties") from exc
+
+
+def has(raw: bytes, name: str) -> bool:
+    return len(raw) >= 2 and bool(_u16.unpack_from(raw)[0] & _FLAG_OF[name])
+
+
+def get(raw: bytes, name: str) -> Any:
+    """One property's value, or None when absent."""
+    if not has(raw, name):
+        return None
+    start, end, kind = _field_spans(raw)[name]
+    if kind == "shortstr":
+        return raw[start + 1 : end].decode("utf-8", "replace")
+    if kind == "octet":
+        return raw[start]
+    if kind == "table":
+        return pamqp_decode.field_table(raw[start:end])[1]
+    return pamqp_decode.timestamp(raw[start:end])[1]
+
+
+def replace_shortstr(raw: bytes, name: str, value: str) -> bytes:
+    """The same property bytes with one (present) shortstr property replaced."""
+    start, end, _ = _field_spans(raw)[name]
+    encoded = value.encode()
+    return raw[:start] + bytes((len(encoded),)) + encoded + raw[end:]
+
+
+def decode_all(raw: bytes) -> pamqp_commands.Basic.Properties:
+    """Every property, decoded by pamqp (for paths that need many of them)."""
+    properties = pamqp_commands.Basic.Properties()
+    flags = _u16.unpack_from(raw)[0]
+    properties.unmarshal(flags, raw[2:])
+    return properties
+
+
+def encode(properties: pamqp_commands.Basic.Properties) -> bytes:
+    return properties.marshal()

@@ -1,0 +1,1 @@
+"""Durable state: definitions now; the write-ahead log of messages comes with durable storage."""

@@ -1,0 +1,79 @@
+"""Load a RabbitMQ definitions document (the JSON `rabbitmqctl export_definitions` writes):
+users, vhosts, permissions, exchanges, queues and bindings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
+
+if TYPE_CHECKING:
+    from broker.node import Node
+
+log = logging.getLogger(__name__)
+
+
+class DefinitionsError(Exception):
+    """The definitions file cannot be used; the message says which entry and why."""
+
+
+def load_definitions(node: Node, path: Path) -> None:
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DefinitionsError(f"cannot read definitions from {path}: {exc}") from exc
+    apply_definitions(node, document)
+    log.info("loaded definitions from %s", path)
+
+
+def apply_definitions(node: Node, document: dict[str, Any]) -> None:
+    for vhost in document.get("vhosts", []):
+        node.add_vhost(vhost["name"])
+    for user in document.get("users", []):
+        node.access.add_user(_user(user))
+    for permission in document.get("permissions", []):
+        node.access.set_permissions(
+            permission["user"], permission["vhost"],
+            Permission(permission["configure"], permission["write"], permission["read"]),
+        )
+    for exchange in document.get("exchanges", []):
+        vhost = node.add_vhost(exchange.get("vhost", "/"))
+        vhost.declare_exchange(
+            exchange["name"], exchange.get("type", "direct"), passive=False,
+            durable=exchange.get("durable", True), auto_delete=exchange.get("auto_delete", False),
+            internal=exchange.get("internal", False), arguments=exchange.get("arguments", {}),
+        )
+    for queue in document.get("queues", []):
+        vhost = node.add_vhost(queue.get("vhost", "/"))
+        vhost.declare_queue(
+            queue["name"], None, passive=False, durable=queue.get("durable", True),
+            exclusive=False, auto_delete=queue.get("auto_delete", False),
+            arguments=queue.get("arguments", {}),
+        )
+    for binding in document.get("bindings", []):
+        vhost = node.add_vhost(binding.get("vhost", "/"))
+        source = vhost.get_exchange(binding["source"], 0, 0)
+        if binding.get("destination_type", "queue") == "queue":
+            destination = vhost.get_queue(binding["destination"], 0, 0)
+        else:
+            destination = vhost.get_exchange(binding["destination"], 0, 0)
+        vhost.bind(source, destination, binding.get("routing_key", ""),
+                   binding.get("arguments", {}))
+
+
+def _user(entry: dict[str, Any]) -> User:
+    name = entry["name"]
+    algorithm = entry.get("hashing_algorithm", SHA256_ALGORITHM)
+    if "password" in entry:
+        password_hash = hash_password(entry["password"])
+    elif algorithm == SHA256_ALGORITHM:
+        password_hash = entry.get("password_hash", "")
+    else:
+        raise DefinitionsError(f"user '{name}': unsupported hashing_algorithm '{algorithm}'")
+    tags = entry.get("tags", [])
+    if isinstance(tags, str):
+        tags = [tag for tag in tags.split(",") if tag]
+    return User(name, password_hash, tags, loopback_only=name == "guest")
