@@ -84,7 +84,8 @@ class Channel:
         self.reply_consumer_tag: str | None = None
         self.reply_key: str | None = None
         self._handlers = {
-            method_class: partial(handler, self) for method_class, handler in topology.HANDLERS.items()
+            method_class: partial(handler, self)
+            for method_class, handler in topology.HANDLERS.items()
         }
         self._handlers.update(self._own_handlers())
 
@@ -358,10 +359,10 @@ class Channel:
         """Acknowledge every publish handled so far, in one basic.ack where possible."""
         upto = self._publish_seq
         if upto > self._confirmed_upto:
-            multiple = upto - self._confirmed_upto > 1
+            count = upto - self._confirmed_upto
             self._confirmed_upto = upto
-            self.connection.write(codec.encode_ack(self.number, upto, multiple))
-            self.connection.node.messages_confirmed += 1
+            self.connection.write(codec.encode_ack(self.number, upto, count > 1))
+            self.connection.node.messages_confirmed += count
 
     # -- deliveries -----------------------------------------------------------------------
 
@@ -558,6 +559,7 @@ class Channel:
                 queue.dispatch()
 
     def _requeue(self, entries: list[Unacked]) -> None:
+        was_blocked = self.global_prefetch and self.global_unacked >= self.global_prefetch
         queues: dict[Queue, None] = {}
         for queue, entry, consumer in entries:
             queue.unacked_count -= 1
@@ -569,6 +571,8 @@ class Channel:
                 queues[queue] = None
         for queue in queues:
             queue.dispatch()
+        if was_blocked:
+            self.kick_queues()
 
     def _on_recover(self, method: spec.Basic.Recover | spec.Basic.RecoverAsync) -> None:
         entries = list(self.unacked.values())

@@ -27,7 +27,6 @@ from protocol.constants import (
     INTERNAL_ERROR,
     NOT_ALLOWED,
     PROTOCOL_HEADER,
-    REPLY_SUCCESS,
     UNEXPECTED_FRAME,
 )
 from protocol.errors import AMQPChannelError, AMQPConnectionError, AMQPError
@@ -423,5 +422,3 @@ def _parse_amqplain(response: Any) -> tuple[str, str]:
 def _is_loopback(host: str) -> bool:
     return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
 
-
-_ = REPLY_SUCCESS

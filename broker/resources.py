@@ -11,7 +11,8 @@ def resource(kind: str, name: str, vhost: str) -> str:
 
 
 def not_found(kind: str, name: str, vhost: str, class_id: int, method_id: int) -> AMQPChannelError:
-    return AMQPChannelError(NOT_FOUND, f"no {kind} '{name}' in vhost '{vhost}'", class_id, method_id)
+    text = f"no {kind} '{name}' in vhost '{vhost}'"
+    return AMQPChannelError(NOT_FOUND, text, class_id, method_id)
 
 
 def check_reserved_name(kind: str, name: str, class_id: int, method_id: int) -> None:

@@ -36,7 +36,8 @@ EQUIVALENCE_CHECKED_QUEUE_ARGS = (
     "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
     "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
     "x-max-priority", "x-overflow", "x-queue-mode", "x-queue-type", "x-single-active-consumer",
-    "x-delivery-limit", "x-queue-master-locator", "x-queue-leader-locator", "x-quorum-initial-group-size",
+    "x-delivery-limit", "x-queue-master-locator", "x-queue-leader-locator",
+    "x-quorum-initial-group-size",
 )
 
 
@@ -87,7 +88,9 @@ class VirtualHost:
         check_reserved_name("exchange", name, 40, 10)
         exchange_class = EXCHANGE_TYPES.get(type_name)
         if exchange_class is None:
-            raise AMQPConnectionError(COMMAND_INVALID, f"unknown exchange type '{type_name}'", 40, 10)
+            raise AMQPConnectionError(
+                COMMAND_INVALID, f"unknown exchange type '{type_name}'", 40, 10
+            )
         existing = self.exchanges.get(name)
         if existing is not None:
             self._check_exchange_equivalence(

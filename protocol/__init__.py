@@ -1,1 +1,1 @@
-"""AMQP 0-9-1 wire protocol, sans-I/O: bytes in, frames and methods out; frames built from values."""
+"""AMQP 0-9-1 wire protocol, sans-I/O: bytes in, frames and methods out, frames built."""

@@ -274,7 +274,9 @@ def encode_get_ok(
     frame_max: int,
 ) -> bytes:
     method_tail = (
-        _tag_and_flag.pack(delivery_tag, redelivered) + route_bytes + struct.pack("!I", message_count)
+        _tag_and_flag.pack(delivery_tag, redelivered)
+        + route_bytes
+        + struct.pack("!I", message_count)
     )
     return (
         _deliver_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), 60, 71)
