@@ -56,7 +56,6 @@ class Channel:
         self.vhost = connection.vhost
         self.user = connection.user
         self.closing = False
-        self.flow_active = True  # the client's channel.flow
         self.last_queue_name = ""
         self.consumers: dict[str, Consumer] = {}
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
@@ -129,12 +128,8 @@ class Channel:
             self._on_header(payload)
         else:
             index = codec.method_index(payload)
-            if self._content_state == _EXPECT_HEADER:
-                raise AMQPConnectionError(
-                    UNEXPECTED_FRAME,
-                    "expected content header for class 60, got non content header frame instead",
-                    index >> 16, index & 0xFFFF,
-                )
+            if self._content_state != _IDLE:
+                raise self._unexpected_content_frame()
             if index == BASIC_PUBLISH:
                 self._on_publish(codec.decode_publish(payload))
             elif index == BASIC_ACK:
@@ -186,10 +181,9 @@ class Channel:
         )
 
     def _on_flow(self, method: spec.Channel.Flow) -> None:
-        self.flow_active = method.active
-        self.send_method(spec.Channel.FlowOk(method.active))
-        if method.active:
-            self.kick_queues()
+        if not method.active:  # RabbitMQ has never supported client-side flow control
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "active=false", 20, 20)
+        self.send_method(spec.Channel.FlowOk(True))
 
     def release(self) -> None:
         """Give back everything the channel holds: consumers go, unacked messages are requeued."""
@@ -211,14 +205,14 @@ class Channel:
 
     def _on_publish(self, publish: codec.Publish) -> None:
         vhost = self.vhost
+        if publish.exchange != self._permitted_exchange:
+            vhost.check_permission(self.user, "write", "exchange", publish.exchange, 60, 40)
+            self._permitted_exchange = publish.exchange
         exchange = vhost.exchanges.get(publish.exchange)
         if exchange is None:
             raise AMQPChannelError(
                 404, f"no exchange '{publish.exchange}' in vhost '{vhost.name}'", 60, 40
             )
-        if publish.exchange != self._permitted_exchange:
-            vhost.check_permission(self.user, "write", "exchange", publish.exchange, 60, 40)
-            self._permitted_exchange = publish.exchange
         if exchange.internal:
             raise AMQPChannelError(
                 ACCESS_REFUSED,
@@ -238,7 +232,9 @@ class Channel:
         class_id, body_size, props_raw = codec.decode_content_header(payload)
         if class_id != 60:
             raise AMQPConnectionError(
-                UNEXPECTED_FRAME, f"expected content header for class 60, got class {class_id}"
+                UNEXPECTED_FRAME,
+                f"expected content header for class 60, got one for class {class_id} instead",
+                60, 40,
             )
         if body_size > MAX_MESSAGE_SIZE:
             self._content_state = _IDLE
@@ -259,10 +255,10 @@ class Channel:
             raise self._unexpected_content_frame()
         self._body_received += len(payload)
         if self._body_received > self._body_size:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                f"body is larger than the {self._body_size} bytes the content header announced",
-            )
+            # Like RabbitMQ: an overrun is not checked here; the content never completes and
+            # the next method frame is the error.
+            self._body_parts.clear()
+            return
         if self._body_received == self._body_size:
             if self._body_parts:
                 self._body_parts.append(payload)
@@ -279,8 +275,14 @@ class Channel:
             return AMQPConnectionError(
                 UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
             )
+        if self._content_state == _EXPECT_HEADER:
+            return AMQPConnectionError(
+                UNEXPECTED_FRAME,
+                "expected content header for class 60, got non content header frame instead",
+                60, 40,
+            )
         return AMQPConnectionError(
-            UNEXPECTED_FRAME, "expected content body, got non content body frame instead"
+            UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60, 40
         )
 
     def _complete_publish(self, body: bytes) -> None:
@@ -369,7 +371,7 @@ class Channel:
     def can_deliver(self) -> bool:
         if self.global_prefetch and self.global_unacked >= self.global_prefetch:
             return False
-        return self.flow_active and self.connection.writable
+        return self.connection.writable
 
     def deliver(self, consumer: Consumer, queue: Queue, entry: QueuedMessage) -> None:
         tag = self._next_delivery_tag

@@ -29,7 +29,7 @@ from protocol.constants import (
     PROTOCOL_HEADER,
     UNEXPECTED_FRAME,
 )
-from protocol.errors import AMQPChannelError, AMQPConnectionError, AMQPError
+from protocol.errors import AMQPChannelError, AMQPConnectionError, AMQPError, erlang_binary
 
 if TYPE_CHECKING:
     from broker.auth import User
@@ -45,13 +45,19 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 class State(Enum):
-    AWAITING_HEADER = "awaiting protocol header"
-    AWAITING_START_OK = "awaiting connection.start-ok"
-    AWAITING_TUNE_OK = "awaiting connection.tune-ok"
-    AWAITING_OPEN = "awaiting connection.open"
-    OPEN = "open"
+    """Connection states, valued with the names RabbitMQ uses for them in reply texts."""
+
+    AWAITING_HEADER = "handshake"
+    AWAITING_START_OK = "starting"
+    AWAITING_TUNE_OK = "tuning"
+    AWAITING_OPEN = "opening"
+    OPEN = "running"
     CLOSING = "closing"  # we sent connection.close, waiting for close-ok
     CLOSED = "closed"
+
+
+class HandshakeRefused(Exception):
+    """The handshake cannot go on and RabbitMQ would say nothing: the socket is just closed."""
 
 
 def server_properties() -> dict[str, Any]:
@@ -132,6 +138,9 @@ class Connection:
                     return
         except AMQPConnectionError as error:
             self.close_with_error(error)
+        except HandshakeRefused as refusal:
+            log.warning("connection %s: handshake refused: %s", self.name, refusal)
+            self._shutdown()
         except Exception:  # a bug must cost one connection, never the broker
             log.exception("internal error on connection %s", self.name)
             self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
@@ -163,6 +172,12 @@ class Connection:
 
     def _handle_frame(self, frame_type: int, channel_number: int, payload: bytes) -> None:
         if channel_number:
+            if frame_type == FRAME_HEARTBEAT or self.state is not State.OPEN:
+                if self.state is State.CLOSING:
+                    return
+                raise AMQPConnectionError(
+                    UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}"
+                )
             channel = self.channels.get(channel_number)
             if channel is not None:
                 try:
@@ -170,15 +185,13 @@ class Connection:
                 except AMQPChannelError as error:
                     channel.close_with_error(error)
                 return
-            if self.state is State.CLOSING:
-                return
             self._open_channel(channel_number, frame_type, payload)
             return
         if frame_type == FRAME_HEARTBEAT:
             return
         if frame_type != FRAME_METHOD:
             raise AMQPConnectionError(
-                UNEXPECTED_FRAME, f"expected method frame on channel 0, got frame type {frame_type}"
+                UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}"
             )
         index = codec.method_index(payload)
         method = codec.decode_method(index, payload)
@@ -190,30 +203,23 @@ class Connection:
             return
         handler = _CONNECTION_HANDLERS.get((self.state, type(method)))
         if handler is None:
-            if isinstance(method, spec.Connection.Close):
-                handler = Connection._on_close
-            else:
-                raise AMQPConnectionError(
-                    CHANNEL_ERROR if self.state is State.OPEN else UNEXPECTED_FRAME,
-                    f"unexpected method {method.name} in state {self.state.value}",
-                    index >> 16, index & 0xFFFF,
-                )
+            raise AMQPConnectionError(
+                CHANNEL_ERROR, f"unexpected method in connection state {self.state.value}",
+                index >> 16, index & 0xFFFF,
+            )
         handler(self, method)
 
     def _open_channel(self, number: int, frame_type: int, payload: bytes) -> None:
-        if self.state is not State.OPEN:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME, f"frame on channel {number} before the connection was opened"
-            )
         index = codec.method_index(payload) if frame_type == FRAME_METHOD else 0
         if index != spec.Channel.Open.index:
             raise AMQPConnectionError(
                 CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF
             )
-        if number > self.channel_max:
+        if len(self.channels) >= self.channel_max:
             raise AMQPConnectionError(
-                NOT_ALLOWED, f"channel number {number} exceeds channel_max {self.channel_max}",
-                20, 10,
+                NOT_ALLOWED,
+                f"number of channels opened ({len(self.channels)}) has reached the negotiated "
+                f"channel_max ({self.channel_max})",
             )
         self.channels[number] = Channel(self, number)
         self.send_method(number, spec.Channel.OpenOk())
@@ -231,18 +237,18 @@ class Connection:
         elif mechanism == "AMQPLAIN":
             username, password = _parse_amqplain(method.response)
         else:
-            raise AMQPConnectionError(
-                ACCESS_REFUSED, f"unsupported authentication mechanism '{mechanism}'", 10, 11
-            )
+            raise HandshakeRefused(f"unsupported authentication mechanism '{mechanism}'")
         loopback = self.peer is None or _is_loopback(self.peer[0])
         self.user = self.node.access.authenticate(username, password, loopback)
         if self.user is None:
             log.warning("connection %s: authentication failed for user '%s'", self.name, username)
+            capabilities = self.client_properties.get("capabilities") or {}
+            if not capabilities.get("authentication_failure_close"):
+                raise HandshakeRefused(f"login refused for user '{username}'")
             raise AMQPConnectionError(
                 ACCESS_REFUSED,
                 f"Login was refused using authentication mechanism {mechanism}. "
                 "For details see the broker logfile.",
-                10, 11,
             )
         config = self.node.config
         self.state = State.AWAITING_TUNE_OK
@@ -253,17 +259,19 @@ class Connection:
 
     def _on_tune_ok(self, method: spec.Connection.TuneOk) -> None:
         config = self.node.config
-        if method.frame_max and method.frame_max < FRAME_MIN_SIZE:
-            raise AMQPConnectionError(
-                NOT_ALLOWED, f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min size", 10, 31
+        if not FRAME_MIN_SIZE <= method.frame_max <= config.frame_max:
+            raise HandshakeRefused(
+                f"negotiated frame_max = {method.frame_max} is outside "
+                f"[{FRAME_MIN_SIZE}, {config.frame_max}]"
             )
-        if method.frame_max > config.frame_max:
-            raise AMQPConnectionError(
-                NOT_ALLOWED, f"frame_max={method.frame_max} > {config.frame_max} max size", 10, 31
+        if not 0 < method.channel_max <= config.channel_max:
+            raise HandshakeRefused(
+                f"negotiated channel_max = {method.channel_max} is outside "
+                f"[1, {config.channel_max}]"
             )
-        self.frame_max = method.frame_max or config.frame_max
+        self.frame_max = method.frame_max
         self.reader.frame_max = self.frame_max
-        self.channel_max = method.channel_max or config.channel_max
+        self.channel_max = method.channel_max
         self.heartbeat = method.heartbeat
         self.state = State.AWAITING_OPEN
 
@@ -402,7 +410,7 @@ def _parse_plain(response: Any) -> tuple[str, str]:
     raw = response.encode() if isinstance(response, str) else bytes(response)
     parts = raw.split(b"\x00")
     if len(parts) != 3:
-        return "", ""
+        raise HandshakeRefused("malformed PLAIN response")
     return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
 
 
@@ -410,9 +418,11 @@ def _parse_amqplain(response: Any) -> tuple[str, str]:
     raw = response.encode() if isinstance(response, str) else bytes(response)
     try:
         _, table = pamqp_decode.field_table(struct.pack("!I", len(raw)) + raw)
-    except Exception:
-        return "", ""
-    login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
+    except Exception as exc:
+        raise HandshakeRefused("malformed AMQPLAIN response") from exc
+    if "LOGIN" not in table or "PASSWORD" not in table:
+        raise HandshakeRefused("AMQPLAIN response without LOGIN and PASSWORD")
+    login, password = table["LOGIN"], table["PASSWORD"]
     return (
         login.decode() if isinstance(login, bytes) else str(login),
         password.decode() if isinstance(password, bytes) else str(password),

@@ -26,9 +26,8 @@ from protocol.constants import (
     FRAME_METHOD,
     FRAME_OVERHEAD,
     NOT_IMPLEMENTED,
-    SYNTAX_ERROR,
 )
-from protocol.errors import AMQPConnectionError
+from protocol.errors import AMQPConnectionError, erlang_binary, frame_error
 
 _frame_header = struct.Struct("!BHI")
 _method_id = struct.Struct("!I")
@@ -36,11 +35,13 @@ _class_method = struct.Struct("!HH")
 _content_header = struct.Struct("!HHQ")
 _ack = struct.Struct("!QB")
 _u16 = struct.Struct("!H")
+_u32 = struct.Struct("!I")
 _deliver_head = struct.Struct("!BHIHH")
 _header_frame_head = struct.Struct("!BHIHHQ")
 _body_frame_head = struct.Struct("!BHI")
 _tag_and_flag = struct.Struct("!QB")
 
+_KNOWN_FRAME_TYPES = (FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT)
 HEARTBEAT_FRAME = bytes((FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END))
 
 Frame = tuple[int, int, bytes]  # (frame type, channel number, payload)
@@ -65,23 +66,27 @@ class FrameReader:
         frames: list[Frame] = []
         offset, size = 0, len(data)
         unpack = _frame_header.unpack_from
-        max_payload = self.frame_max - FRAME_OVERHEAD
+        frame_max = self.frame_max
         while size - offset >= 7:
             frame_type, channel, length = unpack(data, offset)
-            if length > max_payload:
-                raise AMQPConnectionError(
-                    FRAME_ERROR,
-                    f"type {frame_type}, all octets = <<>>: "
-                    f"{{frame_too_large,{length},{max_payload}}}",
+            # Like RabbitMQ, accept payloads up to frame_max (not frame_max - 8), but name
+            # frame_max - 8 as the limit when refusing one.
+            if length > frame_max:
+                raise frame_error(
+                    frame_type, b"",
+                    f"{{frame_too_large,{length},{frame_max - FRAME_OVERHEAD}}}",
                 )
             end = offset + 7 + length
             if end >= size:
                 break
+            payload = data[offset + 7 : end]
             if data[end] != FRAME_END:
-                raise AMQPConnectionError(
-                    FRAME_ERROR, f"type {frame_type}, first 16 octets = <<>>: frame_end_error"
-                )
-            frames.append((frame_type, channel, data[offset + 7 : end]))
+                raise frame_error(frame_type, payload, f"{{invalid_frame_end_marker,{data[end]}}}")
+            if frame_type not in _KNOWN_FRAME_TYPES or (
+                frame_type == FRAME_METHOD and length < 4
+            ) or (frame_type == FRAME_HEARTBEAT and length):
+                raise frame_error(frame_type, payload, "unknown_frame")
+            frames.append((frame_type, channel, payload))
             offset = end + 1
         self._pending = data[offset:] if offset < size else b""
         return frames
@@ -122,8 +127,6 @@ class Ack:
 
 def method_index(payload: bytes) -> int:
     """The (class_id << 16 | method_id) of a method frame payload."""
-    if len(payload) < 4:
-        raise AMQPConnectionError(SYNTAX_ERROR, "method frame too short")
     return _method_id.unpack_from(payload)[0]
 
 
@@ -138,7 +141,9 @@ def decode_publish(payload: bytes) -> Publish:
         exchange = payload[offset + 1 : exchange_end].decode()
         routing_key = payload[exchange_end + 1 : key_end].decode()
     except (IndexError, UnicodeDecodeError) as exc:
-        raise AMQPConnectionError(SYNTAX_ERROR, "malformed basic.publish", 60, 40) from exc
+        raise AMQPConnectionError(
+            FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", 60, 40
+        ) from exc
     return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2), payload[offset:key_end])
 
 
@@ -146,7 +151,9 @@ def decode_ack(payload: bytes) -> Ack:
     try:
         tag, bits = _ack.unpack_from(payload, 4)
     except struct.error as exc:
-        raise AMQPConnectionError(SYNTAX_ERROR, "malformed basic.ack", 60, 80) from exc
+        raise AMQPConnectionError(
+            FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", 60, 80
+        ) from exc
     return Ack(tag, bool(bits & 1))
 
 
@@ -161,18 +168,49 @@ def decode_method(index: int, payload: bytes) -> PamqpMethod:
         )
     method = method_class()
     try:
+        if not _arguments_fit(method_class, payload):
+            raise ValueError("arguments truncated")
         method.unmarshal(payload[4:])
     except Exception as exc:  # pamqp raises struct.error, ValueError, IndexError, ...
         raise AMQPConnectionError(
-            SYNTAX_ERROR, f"malformed {method.name}", index >> 16, index & 0xFFFF
+            FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", index >> 16,
+            index & 0xFFFF,
         ) from exc
     return method
+
+
+_ARGUMENT_SIZES = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "timestamp": 8}
+
+
+def _arguments_fit(method_class: type[PamqpMethod], payload: bytes) -> bool:
+    """Whether every argument lies inside `payload`, by the length prefixes. pamqp slices strings
+    without checking their length, so a truncated trailing shortstr or longstr would pass it."""
+    offset, size, bits = 4, len(payload), 0
+    for name in method_class.__slots__:
+        kind = method_class.amqp_type(name)
+        if kind == "bit":
+            if bits % 8 == 0:
+                offset += 1
+            bits += 1
+            continue
+        bits = 0
+        if kind == "shortstr":
+            if offset >= size:
+                return False
+            offset += 1 + payload[offset]
+        elif kind in ("longstr", "table"):
+            if offset + 4 > size:
+                return False
+            offset += 4 + _u32.unpack_from(payload, offset)[0]
+        else:
+            offset += _ARGUMENT_SIZES[kind]
+    return offset <= size
 
 
 def decode_content_header(payload: bytes) -> tuple[int, int, bytes]:
     """(class_id, body_size, raw property bytes: flags and values, passed through untouched)."""
     if len(payload) < 14:
-        raise AMQPConnectionError(SYNTAX_ERROR, "content header frame too short")
+        raise frame_error(FRAME_HEADER, payload, "unknown_frame")
     class_id, _weight, body_size = _content_header.unpack_from(payload)
     return class_id, body_size, payload[12:]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.constants import REPLY_NAMES
+from protocol.constants import FRAME_ERROR, REPLY_NAMES
 
 
 class AMQPError(Exception):
@@ -28,3 +28,18 @@ class AMQPChannelError(AMQPError):
 
 class AMQPConnectionError(AMQPError):
     """Closes the whole connection (hard error)."""
+
+
+def erlang_binary(data: bytes) -> str:
+    """Bytes as Erlang prints a binary in RabbitMQ's frame error texts: <<"abc">> when every
+    byte is printable ASCII, otherwise <<0,20,0,10>>."""
+    if data and all(32 <= byte < 127 for byte in data):
+        return '<<"' + data.decode().replace("\\", "\\\\").replace('"', '\\"') + '">>'
+    return "<<" + ",".join(str(byte) for byte in data) + ">>"
+
+
+def frame_error(frame_type: int, payload: bytes, reason: str) -> AMQPConnectionError:
+    """501 for a frame that cannot be taken apart, worded like RabbitMQ's."""
+    return AMQPConnectionError(
+        FRAME_ERROR, f"type {frame_type}, all octets = {erlang_binary(payload)}: {reason}"
+    )
