@@ -157,7 +157,8 @@ class RawAMQP:
     ) -> Any:
         """Read the next non-heartbeat frame and assert its type (and channel)."""
         got_channel, value = self.read_method(timeout)
-        assert isinstance(value, method_type), f"expected {method_type.__name__}, got {value!r}"
+        assert isinstance(value, method_type), (
+            f"expected {method_type.__name__}, got {describe([(got_channel, value)])}")
         if channel is not None:
             assert got_channel == channel, f"{value.name} on channel {got_channel}, not {channel}"
         return value
@@ -287,6 +288,17 @@ class RawAMQP:
         close = self.expect(commands.Channel.Close, channel=channel, timeout=timeout)
         self.send_method(channel, commands.Channel.CloseOk())
         return close
+
+
+def describe(frames: list[tuple[int, Any]]) -> str:
+    """Readable list of (channel, frame) pairs for assertion messages."""
+    parts = []
+    for channel, value in frames:
+        if hasattr(value, "reply_code"):
+            parts.append(f"{value.name}{close_summary(value)} on channel {channel}")
+        else:
+            parts.append(f"{getattr(value, 'name', type(value).__name__)} on channel {channel}")
+    return "[" + ", ".join(parts) + "]"
 
 
 def close_summary(close: Any) -> tuple[int, str, int, int]:

@@ -19,6 +19,7 @@ from amqp_raw import (
     amqplain_response,
     assert_broker_works,
     close_summary,
+    describe,
 )
 from pamqp import commands, encode
 
@@ -122,7 +123,7 @@ def test_handshake_failures_close_the_socket_without_a_frame(broker):
     try:
         for name, amqp in connections.items():
             frames = amqp.wait_closed(timeout=6)
-            assert frames == [], f"{name}: expected a silent close, got {frames}"
+            assert frames == [], f"{name}: expected a silent close, got {describe(frames)}"
     finally:
         for amqp in connections.values():
             amqp.close()

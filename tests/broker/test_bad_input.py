@@ -24,6 +24,7 @@ from amqp_raw import (
     amqp_name,
     assert_broker_works,
     close_summary,
+    describe,
     method_payload,
     raw_frame,
 )
@@ -277,7 +278,8 @@ def test_unknown_method_drops_the_connection_without_close(amqp, channel, class_
     """RabbitMQ's reader crashes on an unknown (class, method): the TCP connection is closed
     with no connection.close frame."""
     amqp.send(raw_frame(FRAME_METHOD, channel, method_payload(class_id, method_id)))
-    assert amqp.wait_closed(timeout=3) == []
+    frames = amqp.wait_closed(timeout=3)
+    assert frames == [], describe(frames)
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +291,8 @@ def test_truncated_frame_then_eof(amqp):
     frame = raw_frame(FRAME_METHOD, 1, method_payload(50, 10, b"x" * 100))
     amqp.send(frame[:30])
     amqp.sock.shutdown(socket.SHUT_WR)
-    assert amqp.wait_closed(timeout=3) == []
+    frames = amqp.wait_closed(timeout=3)
+    assert frames == [], describe(frames)
 
 
 def test_truncated_frame_waits_for_the_rest(amqp, unique):
@@ -310,5 +313,6 @@ def test_eof_right_after_the_protocol_header(broker):
         amqp.send_protocol_header()
         amqp.expect(commands.Connection.Start)
         amqp.sock.shutdown(socket.SHUT_WR)
-        assert amqp.wait_closed(timeout=5) == []
+        frames = amqp.wait_closed(timeout=5)
+        assert frames == [], describe(frames)
     assert_broker_works(broker)

@@ -18,6 +18,7 @@ from amqp_raw import (
     amqp_name,
     assert_broker_works,
     close_summary,
+    describe,
 )
 from pamqp import commands
 from pamqp.heartbeat import Heartbeat
@@ -177,7 +178,7 @@ def test_tune_ok_outside_limits_closes_the_socket_without_a_frame(broker):
     try:
         for name, amqp in connections.items():
             frames = amqp.wait_closed(timeout=6)
-            assert frames == [], f"{name}: expected a silent close, got {frames}"
+            assert frames == [], f"{name}: expected a silent close, got {describe(frames)}"
     finally:
         for amqp in connections.values():
             amqp.close()
@@ -410,7 +411,7 @@ def test_silent_client_is_dropped_without_connection_close(broker):
         started = time.monotonic()
         frames = amqp.wait_closed(timeout=6)
         elapsed = time.monotonic() - started
-        assert all(isinstance(frame, Heartbeat) for _, frame in frames), frames
+        assert all(isinstance(frame, Heartbeat) for _, frame in frames), describe(frames)
         assert frames, "expected heartbeats before the broker gave up"
         assert 1.5 <= elapsed <= 5, elapsed
     assert_broker_works(broker)
@@ -458,5 +459,6 @@ def test_handshake_timeout_closes_silent_socket(broker):
     with RawAMQP.connect(broker, timeout=15) as amqp:
         amqp.send(b"AMQP")
         started = time.monotonic()
-        assert amqp.wait_closed(timeout=15) == []
+        frames = amqp.wait_closed(timeout=15)
+        assert frames == [], describe(frames)
         assert 8 <= time.monotonic() - started <= 13
