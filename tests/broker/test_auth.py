@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import socket
 
+import aio_pika
+import aiormq.exceptions
 import pika
 import pika.exceptions
 import pytest
@@ -74,6 +76,13 @@ def test_pika_reports_authentication_error(broker):
         pika_connect(broker, "guest", "wrong")
     assert "(403)" in str(raised.value)
     assert LOGIN_REFUSED.format("PLAIN") in str(raised.value)
+
+
+async def test_aio_pika_reports_authentication_error(broker):
+    with pytest.raises(aiormq.exceptions.ProbableAuthenticationError) as raised:
+        await aio_pika.connect(host=broker.host, port=broker.port, login="guest",
+                               password="wrong")
+    assert raised.value.args == (LOGIN_REFUSED.format("PLAIN"),)
 
 
 def test_amqplain_login(broker):
@@ -153,6 +162,12 @@ def test_pika_reports_access_denied(broker):
         pika_connect(broker, "guest", "guest", vhost="other")
     assert "(530)" in str(raised.value)
     assert "NOT_ALLOWED - access to vhost 'other' refused for user 'guest'" in str(raised.value)
+
+
+async def test_aio_pika_refused_vhost_fails_the_connect(broker):
+    """aiormq expects open-ok and reports the 530 connection.close as an invalid frame."""
+    with pytest.raises(aiormq.exceptions.AMQPError):
+        await aio_pika.connect(host=broker.host, port=broker.port, virtualhost="other")
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import aio_pika
 import pika
 import pika.exceptions
 import pytest
@@ -21,6 +22,8 @@ from amqp_raw import (
     describe,
 )
 from pamqp import commands
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
 # --------------------------------------------------------------------------------------------
@@ -92,6 +95,20 @@ def test_pika_sees_server_capabilities(broker):
         connection.close()
 
 
+async def test_aio_pika_connects_and_sees_capabilities(broker):
+    connection = await aio_pika.connect(host=broker.host, port=broker.port)
+    try:
+        underlying = connection.transport.connection
+        assert underlying.server_properties["capabilities"]["publisher_confirms"] is True
+        tune = underlying.connection_tune
+        assert (tune.channel_max, tune.frame_max, tune.heartbeat) == (2047, 131072, 60)
+        channel = await connection.channel()
+        queue = await channel.declare_queue("", exclusive=True)
+        assert queue.name.startswith("amq.gen-")
+    finally:
+        await connection.close()
+
+
 # --------------------------------------------------------------------------------------------
 # connection.tune and negotiation
 # --------------------------------------------------------------------------------------------
@@ -145,6 +162,24 @@ def test_raw_lower_values_accepted(broker):
         open_ok = amqp.handshake(heartbeat=0, frame_max=4096, channel_max=1)
         assert isinstance(open_ok, commands.Connection.OpenOk)
         amqp.open_channel(1)
+        amqp.close_connection()
+
+
+def test_server_splits_bodies_at_negotiated_frame_max(broker, unique):
+    """With frame_max 4096 a 10000-byte body comes back as 4088 + 4088 + 1824 byte frames."""
+    queue = amqp_name(unique, "q-")
+    with RawAMQP.connect(broker) as amqp:
+        amqp.handshake(frame_max=4096)
+        amqp.open_channel(1)
+        amqp.call(1, commands.Queue.Declare(queue=queue, auto_delete=True))
+        amqp.publish(1, "", queue, b"y" * 10000, frame_size=4000)
+        assert isinstance(amqp.call(1, commands.Basic.Get(queue=queue, no_ack=True)),
+                          commands.Basic.GetOk)
+        assert amqp.expect(ContentHeader, channel=1).body_size == 10000
+        sizes = []
+        while sum(sizes) < 10000:
+            sizes.append(len(amqp.expect(ContentBody, channel=1).value))
+        assert sizes == [4088, 4088, 1824]
         amqp.close_connection()
 
 
