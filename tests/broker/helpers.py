@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import socket
 import struct
 import time
@@ -23,6 +24,29 @@ from pamqp import commands, frame
 
 DEFAULT_TIMEOUT = 5.0
 FRAME_END = 0xCE
+
+
+TEST_DEADLINE = 60.0
+
+
+class DeadlineExceeded(Exception):
+    """A test ran past its deadline (a broker that never answers would block pika forever)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float = TEST_DEADLINE) -> Iterator[None]:
+    """Interrupt the block with DeadlineExceeded after `seconds` (SIGALRM, main thread)."""
+
+    def expire(_signum, _frame):
+        raise DeadlineExceeded(f"test still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # --------------------------------------------------------------------------------------------

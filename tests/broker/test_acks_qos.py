@@ -10,11 +10,18 @@ from helpers import (
     channel_error_after,
     connection_error,
     consume,
+    deadline,
     get_bodies,
     opened,
     settle,
     wait_for,
 )
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with deadline():
+        yield
 
 
 @pytest.fixture

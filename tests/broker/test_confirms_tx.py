@@ -9,6 +9,7 @@ import pytest
 from helpers import (
     channel_error,
     content_header_payload,
+    deadline,
     get_bodies,
     opened,
     raw_client,
@@ -17,6 +18,12 @@ from helpers import (
     wait_for,
 )
 from pamqp import commands
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with deadline():
+        yield
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from helpers import (
     channel_error_after,
     connection_error,
     content_header_payload,
+    deadline,
     field,
     field_table,
     get_bodies,
@@ -24,6 +25,12 @@ from helpers import (
     raw_client,
 )
 from pamqp import commands
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with deadline():
+        yield
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from helpers import (
     channel_error_after,
     consume,
     content_header_payload,
+    deadline,
     field,
     field_table,
     get_bodies,
@@ -29,6 +30,12 @@ from helpers import (
     wait_for,
 )
 from pamqp import commands
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with deadline():
+        yield
 
 
 @pytest.fixture

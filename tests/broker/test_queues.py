@@ -9,12 +9,19 @@ import pytest
 from helpers import (
     channel_error,
     consume,
+    deadline,
     get_bodies,
     message_count,
     opened,
     reply_text,
     wait_for,
 )
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with deadline():
+        yield
 
 
 @pytest.fixture
