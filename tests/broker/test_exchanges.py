@@ -640,3 +640,9 @@ def test_headers_compares_numbers_across_field_types(broker, channel, unique, ki
         raw.send_method(1, commands.Basic.Qos())  # a round trip: routing is done after it
         raw.expect_method(commands.Basic.QosOk)
     assert get_bodies(channel, unique) == ([b"m"] if routed else [])
+
+
+def test_amq_default_is_not_an_alias_of_the_default_exchange(channel, unique):
+    channel.queue_declare(unique, exclusive=True)
+    publish = lambda: channel.basic_publish("amq.default", unique, b"x")  # noqa: E731
+    assert channel_error_after(channel, publish) == not_found("amq.default")

@@ -688,3 +688,85 @@ def test_publish_errors_name_basic_publish(broker, unique, flags, properties, co
         60,
         40,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# sender-selected distribution (CC / BCC), immediate, the "last declared queue"
+# --------------------------------------------------------------------------------------------
+
+
+def test_cc_and_bcc_headers_add_routing_keys_and_bcc_is_removed(channel, unique):
+    names = {n: f"{unique}-{n}" for n in ("to", "cc", "bcc", "other")}
+    for name in names.values():
+        channel.queue_declare(name, exclusive=True)
+        channel.queue_bind(name, "amq.direct", routing_key=name)
+    headers = {"CC": [names["cc"]], "BCC": [names["bcc"]], "x": 1}
+    channel.basic_publish("amq.direct", names["to"], b"m", pika.BasicProperties(headers=headers))
+    for role in ("to", "cc", "bcc"):
+        method, properties, body = channel.basic_get(names[role], auto_ack=True)
+        assert body == b"m", role
+        assert method.routing_key == names["to"], role
+        assert properties.headers == {"CC": [names["cc"]], "x": 1}, role
+    assert get_bodies(channel, names["other"]) == []
+
+
+def test_cc_header_must_be_an_array(channel, unique):
+    properties = pika.BasicProperties(headers={"CC": "not-an-array"})
+    publish = lambda: channel.basic_publish("", unique, b"m", properties)  # noqa: E731
+    assert channel_error_after(channel, publish) == (
+        406,
+        'PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,"CC",longstr}',
+    )
+
+
+def test_immediate_publish_is_not_implemented(broker, unique):
+    with raw_client(broker) as raw:
+        raw.send_method(
+            1, commands.Basic.Publish(exchange="", routing_key=safe_name(unique), immediate=True)
+        )
+        raw.send_frame(2, 1, content_header_payload(0, 0, b""))
+        close = raw.read_frame().method()
+    assert isinstance(close, commands.Connection.Close)
+    assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
+        540,
+        "NOT_IMPLEMENTED - immediate=true",
+        60,
+        40,
+    )
+
+
+def test_empty_queue_name_means_the_last_declared_queue(broker, unique):
+    with raw_client(broker) as raw:
+        raw.send_method(1, commands.Queue.Declare(queue="", exclusive=True))
+        declared = raw.expect_method(commands.Queue.DeclareOk).queue
+        key = safe_name(unique)
+        raw.send_method(1, commands.Queue.Bind(queue="", exchange="amq.direct", routing_key=key))
+        raw.expect_method(commands.Queue.BindOk)
+        raw.publish_raw(1, "amq.direct", key, content_header_payload(1, 0, b""), [b"1"])
+        raw.publish_raw(1, "amq.direct", key, content_header_payload(1, 0, b""), [b"2"])
+        raw.send_method(1, commands.Basic.Get(queue="", no_ack=True))
+        get_ok, _, bodies = raw.read_message()
+        assert (get_ok.routing_key, bodies[0].payload) == (key, b"1")
+        raw.send_method(1, commands.Queue.Purge(queue=""))
+        assert raw.expect_method(commands.Queue.PurgeOk).message_count == 1
+        raw.send_method(1, commands.Basic.Consume(queue="", consumer_tag="c"))
+        raw.expect_method(commands.Basic.ConsumeOk)
+        raw.send_method(1, commands.Basic.Cancel(consumer_tag="c"))
+        raw.expect_method(commands.Basic.CancelOk)
+        raw.send_method(1, commands.Queue.Delete(queue=""))
+        raw.expect_method(commands.Queue.DeleteOk)
+        raw.send_method(1, commands.Queue.Declare(queue=declared, passive=True))
+        close = raw.expect_method(commands.Channel.Close)
+        assert close.reply_code == 404
+
+
+def test_empty_queue_name_without_a_declared_queue_is_404(broker):
+    with raw_client(broker) as raw:
+        raw.send_method(1, commands.Basic.Consume(queue=""))
+        close = raw.expect_method(commands.Channel.Close)
+    assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
+        404,
+        "NOT_FOUND - no previously declared queue",
+        60,
+        20,
+    )
