@@ -168,13 +168,16 @@ class RawAMQP:
 
         Raises TimeoutError if the socket is still open after `timeout` seconds.
         """
-        frames = []
+        frames: list[tuple[int, Any]] = []
         deadline = time.monotonic() + timeout
         while True:
             try:
                 frames.append(self.read_frame(max(deadline - time.monotonic(), 0.001)))
             except ConnectionClosedByPeer:
                 return frames
+            except TimeoutError:
+                raise TimeoutError(f"socket still open after {timeout} s; frames read: "
+                                   f"{describe(frames)}") from None
 
     def is_closed(self, timeout: float = 0.5) -> bool:
         """True if the broker closed the socket within `timeout` (frames read are dropped)."""
