@@ -4,7 +4,7 @@ consumers, deliveries and their acknowledgements."""
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,8 @@ class Channel:
         self.confirm_mode = False
         self._publish_seq = 0
         self._confirmed_upto = 0
+        self._nacked: deque[int] = deque()  # publish seqs to nack rather than ack
+        self._nack_next = False  # a queue refused the message being routed
         self.tx_mode = False
         self._tx_publishes: list[tuple[Exchange, Message, bool]] = []
         self._tx_settlements: list[tuple[int, Unacked, bool, bool]] = []
@@ -175,9 +177,8 @@ class Channel:
         """Soft error: tell the client with channel.close and drop what it sends meanwhile."""
         self.release()
         self.closing = True
-        text = error.reply_text.encode()[:255].decode(errors="ignore")
         self.send_method(
-            spec.Channel.Close(error.reply_code, text, error.class_id, error.method_id)
+            spec.Channel.Close(error.reply_code, error.reply_text, error.class_id, error.method_id)
         )
 
     def _on_flow(self, method: spec.Channel.Flow) -> None:
@@ -301,6 +302,9 @@ class Channel:
         self.route(exchange, message, publish.mandatory)
         if self.confirm_mode:
             self._publish_seq += 1
+            if self._nack_next:
+                self._nack_next = False
+                self._nacked.append(self._publish_seq)
             self.connection.confirms_due(self)
 
     def _check_special_properties(self, flags: int, props_raw: bytes) -> bytes:
@@ -336,7 +340,8 @@ class Channel:
                 queues = self.vhost.route(exchange, message)
                 routed = bool(queues)
                 for queue in tuple(queues) if len(queues) > 1 else queues:
-                    queue.enqueue(message)
+                    if not queue.enqueue(message) and self.confirm_mode:
+                        self._nack_next = True
         except (ValueError, IndexError, KeyError) as exc:  # malformed properties, e.g. headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
         if routed:
@@ -358,13 +363,22 @@ class Channel:
         return True
 
     def flush_confirms(self) -> None:
-        """Acknowledge every publish handled so far, in one basic.ack where possible."""
-        upto = self._publish_seq
-        if upto > self._confirmed_upto:
-            count = upto - self._confirmed_upto
-            self._confirmed_upto = upto
-            self.connection.write(codec.encode_ack(self.number, upto, count > 1))
-            self.connection.node.messages_confirmed += count
+        """Confirm every publish handled so far: one basic.ack (multiple) per run of accepted
+        messages, a basic.nack for each refused one (with multiple set, as RabbitMQ does)."""
+        upto, done = self._publish_seq, self._confirmed_upto
+        if upto <= done:
+            return
+        write, number = self.connection.write, self.number
+        while self._nacked and self._nacked[0] <= upto:
+            nacked = self._nacked.popleft()
+            if nacked - 1 > done:
+                write(codec.encode_ack(number, nacked - 1, nacked - 1 - done > 1))
+            write(codec.encode_nack(number, nacked, True))
+            done = nacked
+        if upto > done:
+            write(codec.encode_ack(number, upto, upto - done > 1))
+        self.connection.node.messages_confirmed += upto - self._confirmed_upto
+        self._confirmed_upto = upto
 
     # -- deliveries -----------------------------------------------------------------------
 
@@ -577,6 +591,8 @@ class Channel:
             self.kick_queues()
 
     def _on_recover(self, method: spec.Basic.Recover | spec.Basic.RecoverAsync) -> None:
+        if not method.requeue:
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "requeue=false", 60, method.index & 0xFFFF)
         entries = list(self.unacked.values())
         self.unacked.clear()
         self._requeue(entries)

@@ -29,7 +29,13 @@ from protocol.constants import (
     PROTOCOL_HEADER,
     UNEXPECTED_FRAME,
 )
-from protocol.errors import AMQPChannelError, AMQPConnectionError, AMQPError, erlang_binary
+from protocol.errors import (
+    AMQPChannelError,
+    AMQPConnectionError,
+    AMQPError,
+    erlang_binary,
+    fit_shortstr,
+)
 
 if TYPE_CHECKING:
     from broker.auth import User
@@ -362,7 +368,7 @@ class Connection:
         self._timer = self._loop.call_later(CLOSE_OK_TIMEOUT, self._shutdown)
 
     def _send_close(self, code: int, text: str, class_id: int, method_id: int) -> None:
-        text = text.encode()[:255].decode(errors="ignore")
+        text = fit_shortstr(text)
         self.send_method(0, spec.Connection.Close(code, text, class_id, method_id))
 
     def release_channels(self) -> None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 class Consumer:
     __slots__ = (
         "channel", "queue", "tag", "tag_bytes", "no_ack", "exclusive", "arguments",
-        "prefetch", "unacked",
+        "prefetch", "unacked", "priority",
     )
 
     def __init__(
@@ -30,6 +30,8 @@ class Consumer:
         self.arguments = arguments or {}
         self.prefetch = prefetch  # 0 = unlimited (basic.qos global=false at consume time)
         self.unacked = 0
+        priority = self.arguments.get("x-priority", 0)
+        self.priority = priority if isinstance(priority, int) else 0
 
     def can_take(self) -> bool:
         """Whether a message may be delivered now: window open, channel flowing, socket writable."""

@@ -48,13 +48,25 @@ def field_type_name(value: Any) -> str:
     return "longstr"
 
 
-def show_argument(value: Any) -> str:
-    if value is None:
-        return "none"
-    shown = value.decode(errors="replace") if isinstance(value, bytes) else value
+def _plain(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
     if isinstance(value, bool):
-        shown = str(value).lower()
-    return f"the value '{shown}' of type '{field_type_name(value)}'"
+        return str(value).lower()
+    return str(value)
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def arguments_equivalent(new: Any, old: Any) -> bool:
+    """RabbitMQ's rule: equal values of compatible types (all integer types are compatible)."""
+    if new is None or old is None:
+        return new is old
+    if _numeric(new) and _numeric(old):
+        return new == old and isinstance(new, float) == isinstance(old, float)
+    return type(new) is type(old) and new == old
 
 
 def check_arguments_equivalent(
@@ -63,10 +75,21 @@ def check_arguments_equivalent(
 ) -> None:
     for key in keys:
         new, old = received.get(key), current.get(key)
-        if new != old or type(new) is not type(old):
-            raise AMQPChannelError(
-                PRECONDITION_FAILED,
-                f"inequivalent arg '{key}' for {what}: received {show_argument(new)} "
-                f"but current is {show_argument(old)}",
-                class_id, method_id,
-            )
+        if arguments_equivalent(new, old):
+            continue
+        if new is not None and old is not None:
+            shown_new, shown_old = f"'{_plain(new)}'", f"'{_plain(old)}'"
+        else:
+            shown_new, shown_old = _typed(new), _typed(old)
+        raise AMQPChannelError(
+            PRECONDITION_FAILED,
+            f"inequivalent arg '{key}' for {what}: received {shown_new} but current is "
+            f"{shown_old}",
+            class_id, method_id,
+        )
+
+
+def _typed(value: Any) -> str:
+    if value is None:
+        return "none"
+    return f"the value '{_plain(value)}' of type '{field_type_name(value)}'"

@@ -1,5 +1,5 @@
 """A queue: ready messages in order, requeued messages back in their original position,
-consumers served round-robin within their prefetch windows."""
+length limits, consumers served by priority and round-robin within their prefetch windows."""
 
 from __future__ import annotations
 
@@ -29,14 +29,18 @@ class Queue:
         self.arguments = arguments or {}
         self.bindings_in: set[Binding] = set()
         self.consumers: list[Consumer] = []
+        self._consumer_groups: list[_ConsumerGroup] = []  # by x-priority, highest first
         self.exclusive_consumer: Consumer | None = None
         self.deleted = False
         self.unacked_count = 0
         self._ready: deque[QueuedMessage] = deque()
         self._requeued: list[QueuedMessage] = []  # heap by seq: they precede everything in _ready
         self._next_seq = 0
-        self._next_consumer = 0
         self._dispatching = False
+        self._bytes = 0  # body bytes of ready messages, for x-max-length-bytes
+        self.max_length = _limit(self.arguments.get("x-max-length"))
+        self.max_length_bytes = _limit(self.arguments.get("x-max-length-bytes"))
+        self.overflow = self.arguments.get("x-overflow", "drop-head")
         # Plain counters, read by the management plane at scrape time.
         self.messages_published = 0
         self.messages_delivered = 0
@@ -60,23 +64,47 @@ class Queue:
 
     # -- messages -------------------------------------------------------------------------
 
-    def enqueue(self, message: Message) -> None:
+    def enqueue(self, message: Message) -> bool:
+        """Add a published message; False if the queue refuses it (x-overflow reject-publish)."""
+        limited = self.max_length is not None or self.max_length_bytes is not None
+        if limited and self.overflow != "drop-head" and self._full_for(message.body_size):
+            return False
         self._ready.append(QueuedMessage(message, self._next_seq))
         self._next_seq += 1
+        self._bytes += message.body_size
         self.messages_published += 1
+        if self.max_length is not None or self.max_length_bytes is not None:
+            self._drop_over_limit()
         if self.consumers:
             self.dispatch()
+        return True
+
+    def _full_for(self, size: int) -> bool:
+        if self.max_length is not None and self.message_count >= self.max_length:
+            return True
+        return self.max_length_bytes is not None and self._bytes + size > self.max_length_bytes
+
+    def _drop_over_limit(self) -> None:
+        while self.message_count and (
+            (self.max_length is not None and self.message_count > self.max_length)
+            or (self.max_length_bytes is not None and self._bytes > self.max_length_bytes)
+        ):
+            self.pop()
 
     def pop(self) -> QueuedMessage | None:
         if self._requeued:
-            return heapq.heappop(self._requeued)
-        if self._ready:
-            return self._ready.popleft()
-        return None
+            entry = heapq.heappop(self._requeued)
+        elif self._ready:
+            entry = self._ready.popleft()
+        else:
+            return None
+        self._bytes -= entry.message.body_size
+        return entry
 
     def requeue(self, entry: QueuedMessage) -> None:
         """Put a delivered message back where it was, marked redelivered (dispatch separately)."""
         entry.redelivered = True
+        self._bytes += entry.message.body_size
         heapq.heappush(self._requeued, entry)
 
     def settle(self, entry: QueuedMessage) -> None:
@@ -87,19 +115,33 @@ class Queue:
         count = self.message_count
         self._ready.clear()
         self._requeued.clear()
+        self._bytes = 0
         return count
 
     # -- consumers ------------------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
+        for group in self._consumer_groups:
+            if group.priority == consumer.priority:
+                group.consumers.append(consumer)
+                break
+        else:
+            self._consumer_groups.append(_ConsumerGroup(consumer.priority, [consumer]))
+            self._consumer_groups.sort(key=lambda group: -group.priority)
         if consumer.exclusive:
             self.exclusive_consumer = consumer
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
-        """Detach a consumer; True if this made an auto-delete queue lose its last one."""
+        """Detach a consumer; an auto-delete queue that loses its last one is deleted."""
         self.consumers.remove(consumer)
+        for group in self._consumer_groups:
+            if consumer in group.consumers:
+                group.consumers.remove(consumer)
+                if not group.consumers:
+                    self._consumer_groups.remove(group)
+                break
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
         if self.auto_delete and not self.consumers and not self.deleted:
@@ -125,13 +167,36 @@ class Queue:
             self._dispatching = False
 
     def _next_ready_consumer(self) -> Consumer | None:
+        """The highest-priority consumer with room; round-robin within a priority."""
+        for group in self._consumer_groups:
+            consumer = group.next_ready()
+            if consumer is not None:
+                return consumer
+        return None
+
+
+class _ConsumerGroup:
+    """The consumers of one x-priority, taking turns."""
+
+    __slots__ = ("priority", "consumers", "_next")
+
+    def __init__(self, priority: int, consumers: list[Consumer]) -> None:
+        self.priority = priority
+        self.consumers = consumers
+        self._next = 0
+
+    def next_ready(self) -> Consumer | None:
         consumers = self.consumers
         count = len(consumers)
-        start = self._next_consumer % count
+        start = self._next % count
         for step in range(count):
             index = (start + step) % count
             consumer = consumers[index]
             if consumer.can_take():
-                self._next_consumer = index + 1
+                self._next = index + 1
                 return consumer
         return None
+
+
+def _limit(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 from pamqp import commands as spec
 
 from broker import names
-from broker.exchanges import Exchange
-from broker.resources import check_reserved_name
+from broker.resources import check_reserved_name, not_found
 from protocol.codec import unchecked
 from protocol.constants import ACCESS_REFUSED, PRECONDITION_FAILED
 from protocol.errors import AMQPChannelError
@@ -47,32 +46,34 @@ def exchange_delete(channel: Channel, method: spec.Exchange.Delete) -> None:
         channel.send_method(spec.Exchange.DeleteOk())
 
 
-def _exchanges_for_e2e(
-    channel: Channel, method: spec.Exchange.Bind | spec.Exchange.Unbind, method_id: int
-) -> tuple[Exchange, Exchange]:
-    vhost, user = channel.vhost, channel.user
+def _check_e2e(channel: Channel, method: spec.Exchange.Bind | spec.Exchange.Unbind,
+               method_id: int) -> None:
+    """The checks of exchange.bind/unbind: no default exchange, write on the destination, read
+    on the source."""
     for name in (method.source, method.destination):
-        if not name:
-            raise AMQPChannelError(
-                ACCESS_REFUSED, "operation not permitted on the default exchange", 40, method_id
-            )
+        _refuse_default_exchange(name, 40, method_id)
+    vhost, user = channel.vhost, channel.user
     vhost.check_permission(user, "write", "exchange", method.destination, 40, method_id)
     vhost.check_permission(user, "read", "exchange", method.source, 40, method_id)
-    destination = vhost.get_exchange(method.destination, 40, method_id)
-    source = vhost.get_exchange(method.source, 40, method_id)
-    return source, destination
 
 
 def exchange_bind(channel: Channel, method: spec.Exchange.Bind) -> None:
-    source, destination = _exchanges_for_e2e(channel, method, 30)
-    channel.vhost.bind(source, destination, method.routing_key, method.arguments or {})
+    _check_e2e(channel, method, 30)
+    vhost = channel.vhost
+    destination = vhost.get_exchange(method.destination, 40, 30)
+    source = vhost.get_exchange(method.source, 40, 30)
+    vhost.bind(source, destination, method.routing_key, method.arguments or {})
     if not method.nowait:
         channel.send_method(spec.Exchange.BindOk())
 
 
 def exchange_unbind(channel: Channel, method: spec.Exchange.Unbind) -> None:
-    source, destination = _exchanges_for_e2e(channel, method, 40)
-    channel.vhost.unbind(source, destination, method.routing_key, method.arguments or {})
+    _check_e2e(channel, method, 40)
+    vhost = channel.vhost
+    source = vhost.exchanges.get(method.source)
+    destination = vhost.exchanges.get(method.destination)
+    if source is not None and destination is not None:  # else the binding cannot exist: ok
+        vhost.unbind(source, destination, method.routing_key, method.arguments or {})
     if not method.nowait:
         channel.send_method(spec.Exchange.UnbindOk())
 
@@ -80,10 +81,14 @@ def exchange_unbind(channel: Channel, method: spec.Exchange.Unbind) -> None:
 def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
     vhost, name = channel.vhost, method.queue
     if name == DIRECT_REPLY_TO or name.startswith(DIRECT_REPLY_TO + "."):
-        # The pseudo-queue of direct reply-to always exists and is always empty.
+        # The pseudo-queue of direct reply-to always exists, with one consumer and no messages;
+        # a reply address exists while the requester consumes.
+        key = name[len(DIRECT_REPLY_TO) + 1 :]
+        if name != DIRECT_REPLY_TO and key not in channel.connection.node.reply_channels:
+            raise not_found("queue", name, vhost.name, 50, 10)
         if not method.nowait:
             channel.send_method(unchecked(spec.Queue.DeclareOk, queue=name, message_count=0,
-                                          consumer_count=0))
+                                          consumer_count=1))
         return
     if method.passive:
         name = name or channel.last_queue_name
@@ -134,9 +139,13 @@ def queue_unbind(channel: Channel, method: spec.Queue.Unbind) -> None:
     vhost.check_permission(user, "write", "queue", queue_name, 50, 50)
     vhost.check_permission(user, "read", "exchange", method.exchange, 50, 50)
     _refuse_default_exchange(method.exchange, 50, 50)
-    queue = queue_for(channel, queue_name, 50, 50)
-    exchange = vhost.get_exchange(method.exchange, 50, 50)
-    vhost.unbind(exchange, queue, method.routing_key, method.arguments or {})
+    queue, exchange = vhost.queues.get(queue_name), vhost.exchanges.get(method.exchange)
+    binding = None
+    if queue is not None and exchange is not None:
+        binding = exchange.find_binding(queue, method.routing_key, method.arguments or {})
+    if binding is not None:  # unbinding what does not exist is fine, RabbitMQ says unbind-ok
+        vhost.check_exclusive_access(queue, channel.connection, 50, 50)
+        vhost.remove_binding(binding)
     channel.send_method(spec.Queue.UnbindOk())
 
 

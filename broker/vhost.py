@@ -85,13 +85,14 @@ class VirtualHost:
             )
         if passive:
             return self.get_exchange(name, 40, 10)
-        check_reserved_name("exchange", name, 40, 10)
+        existing = self.exchanges.get(name)
+        if existing is None:
+            check_reserved_name("exchange", name, 40, 10)
         exchange_class = EXCHANGE_TYPES.get(type_name)
         if exchange_class is None:
             raise AMQPConnectionError(
                 COMMAND_INVALID, f"unknown exchange type '{type_name}'", 40, 10
             )
-        existing = self.exchanges.get(name)
         if existing is not None:
             self._check_exchange_equivalence(
                 existing, type_name, durable, auto_delete, internal, arguments
@@ -130,7 +131,11 @@ class VirtualHost:
             raise AMQPChannelError(
                 ACCESS_REFUSED, "operation not permitted on the default exchange", 40, 20
             )
-        check_reserved_name("exchange", name, 40, 20)
+        if name.startswith("amq."):
+            raise AMQPChannelError(
+                ACCESS_REFUSED,
+                f"deletion of system {resource('exchange', name, self.name)} not allowed", 40, 20,
+            )
         exchange = self.exchanges.get(name)
         if exchange is None:
             return
@@ -145,7 +150,7 @@ class VirtualHost:
         for binding in list(exchange.bindings.values()):
             exchange.remove_binding(binding)
         for binding in list(exchange.bindings_in):
-            self._remove_binding(binding)
+            self.remove_binding(binding)
 
     # -- queues ---------------------------------------------------------------------------
 
@@ -171,7 +176,7 @@ class VirtualHost:
             self._check_queue_equivalence(existing, durable, auto_delete, arguments)
             return existing
         queue = Queue(
-            self, name, durable=durable, auto_delete=auto_delete,
+            self, name, durable=durable and not exclusive, auto_delete=auto_delete,
             owner=connection if exclusive else None, arguments=arguments,
         )
         self.queues[name] = queue
@@ -184,7 +189,7 @@ class VirtualHost:
     ) -> None:
         what = queue.describe()
         for arg, received, current in (
-            ("durable", durable, queue.durable),
+            ("durable", durable and not queue.exclusive, queue.durable),
             ("auto_delete", auto_delete, queue.auto_delete),
         ):
             if received != current:
@@ -222,7 +227,7 @@ class VirtualHost:
         count = queue.message_count
         self.queues.pop(queue.name, None)
         for binding in list(queue.bindings_in):
-            self._remove_binding(binding)
+            self.remove_binding(binding)
         for consumer in list(queue.consumers):
             consumer.channel.cancel_by_server(consumer)
         queue.consumers.clear()
@@ -246,9 +251,10 @@ class VirtualHost:
     ) -> None:
         binding = source.find_binding(destination, routing_key, arguments)
         if binding is not None:
-            self._remove_binding(binding)
+            self.remove_binding(binding)
 
-    def _remove_binding(self, binding: Binding) -> None:
+    def remove_binding(self, binding: Binding) -> None:
+        """Remove a binding; an auto-delete exchange that loses its last one goes too."""
         source = binding.source
         source.remove_binding(binding)
         if source.auto_delete and not source.bindings and self.exchanges.get(source.name) is source:

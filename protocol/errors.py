@@ -5,6 +5,13 @@ from __future__ import annotations
 from protocol.constants import FRAME_ERROR, REPLY_NAMES
 
 
+def fit_shortstr(text: str) -> str:
+    data = text.encode()
+    if len(data) <= 255:
+        return text
+    return (data[:252] + b"...").decode(errors="ignore")
+
+
 class AMQPError(Exception):
     """An error the peer is told about with channel.close or connection.close."""
 
@@ -17,9 +24,10 @@ class AMQPError(Exception):
 
     @property
     def reply_text(self) -> str:
-        """The reply text as RabbitMQ formats it: the code's name, a dash, the detail."""
+        """The reply text as RabbitMQ formats it: the code's name, a dash, the detail; cut like
+        RabbitMQ cuts it to fit a shortstr (252 bytes and '...')."""
         name = REPLY_NAMES.get(self.reply_code, str(self.reply_code))
-        return f"{name} - {self.text}" if self.text else name
+        return fit_shortstr(f"{name} - {self.text}" if self.text else name)
 
 
 class AMQPChannelError(AMQPError):

@@ -71,5 +71,25 @@ def _pair_matches(headers: dict[str, Any], key: str, value: Any) -> bool:
         return False
     if value is None:  # a void binding value only asks for the header to be present
         return True
-    actual = headers[key]
-    return actual == value and type(actual) is type(value)
+    return _same_value(headers[key], value)
+
+
+def _same_value(actual: Any, expected: Any) -> bool:
+    """Like RabbitMQ: numbers compare by value across field types (but booleans and decimals
+    are their own types), strings and byte arrays by their bytes."""
+    if isinstance(actual, _TEXT) and isinstance(expected, _TEXT):
+        return _as_bytes(actual) == _as_bytes(expected)
+    if _is_number(actual) and _is_number(expected):
+        return actual == expected
+    return type(actual) is type(expected) and actual == expected
+
+
+_TEXT = (str, bytes, bytearray)
+
+
+def _as_bytes(value: str | bytes | bytearray) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

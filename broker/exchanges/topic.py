@@ -31,13 +31,13 @@ class TopicExchange(Exchange):
 
     def bind(self, binding: Binding) -> None:
         node = self._root
-        for word in binding.routing_key.split("."):
+        for word in _words(binding.routing_key):
             node = node.children.setdefault(word, _Node())
         node.destinations[binding.destination] = node.destinations.get(binding.destination, 0) + 1
 
     def unbind(self, binding: Binding) -> None:
         path = [self._root]
-        words = binding.routing_key.split(".")
+        words = _words(binding.routing_key)
         for word in words:
             path.append(path[-1].children[word])
         leaf = path[-1]
@@ -54,8 +54,13 @@ class TopicExchange(Exchange):
 
     def match(self, message: Message) -> Collection[Queue | Exchange]:
         found: set[Queue | Exchange] = set()
-        _collect(self._root, message.routing_key.split("."), 0, found)
+        _collect(self._root, _words(message.routing_key), 0, found)
         return found
+
+
+def _words(key: str) -> list[str]:
+    """An empty key has no words (so `*` does not match it); "." has two empty ones."""
+    return key.split(".") if key else []
 
 
 def _collect(node: _Node, words: list[str], index: int, found: set) -> None:
