@@ -459,3 +459,55 @@ def test_pika_properties_are_kept_on_redelivery(channel, queue):
         b"m",
         True,
     )
+
+
+def test_raising_global_prefetch_applies_to_running_consumers(connection, channel, queue):
+    """Unlike the per-consumer limit, the channel-wide limit can change under consumers."""
+    publish(channel, queue, 10)
+    channel.basic_qos(prefetch_count=2, global_qos=True)
+    _, collector = consume(channel, queue)
+    collector.wait(2)
+    channel.basic_qos(prefetch_count=5, global_qos=True)
+    collector.wait(5)
+    settle(connection)
+    assert len(collector.deliveries) == 5
+
+
+def test_cancel_leaves_unacked_deliveries_ackable(connection, channel, queue):
+    publish(channel, queue, 3)
+    tag, collector = consume(channel, queue)
+    collector.wait(3)
+    channel.basic_cancel(tag)
+    # Not requeued by the cancel ...
+    assert channel.queue_declare(queue, passive=True).method.message_count == 0
+    # ... and still ours to settle.
+    channel.basic_ack(collector.deliveries[0].method.delivery_tag)
+    channel.basic_reject(collector.deliveries[1].method.delivery_tag, requeue=True)
+    channel.basic_ack(0, multiple=True)
+    assert drain_with_flags(channel, queue) == [(b"1", True)]
+
+
+def test_ack_multiple_covers_gets_and_every_consumer_of_the_channel(connection, channel, unique):
+    first, second = f"{unique}-1", f"{unique}-2"
+    for name in (first, second):
+        channel.queue_declare(name, exclusive=True)
+        publish(channel, name, 2)
+    get(channel, first)
+    _, one = consume(channel, first)
+    _, two = consume(channel, second)
+    one.wait(1)
+    two.wait(2)
+    channel.basic_ack(4, multiple=True)
+    channel.close()
+    other = connection.channel()
+    assert get_bodies(other, first) == [] and get_bodies(other, second) == []
+
+
+def test_ack_after_the_queue_was_deleted_is_accepted(connection, channel, unique):
+    channel.queue_declare(unique, exclusive=True)
+    publish(channel, unique, 1)
+    tag, _, _ = get(channel, unique)
+    connection.channel().queue_delete(unique)
+    channel.basic_ack(tag)
+    channel.basic_qos(prefetch_count=0)  # a round trip: the channel is still open
+    assert channel.is_open

@@ -770,3 +770,35 @@ def test_empty_queue_name_without_a_declared_queue_is_404(broker):
         60,
         20,
     )
+
+
+def test_nowait_methods_get_no_reply(broker, unique):
+    """With nowait set, declare/bind/consume/cancel/purge/delete/confirm.select answer nothing:
+    the next frame is the reply to the next synchronous method."""
+    exchange, queue = safe_name(unique) + "-x", safe_name(unique) + "-q"
+    with raw_client(broker) as raw:
+        raw.send_method(1, commands.Exchange.Declare(exchange=exchange, nowait=True))
+        raw.send_method(1, commands.Queue.Declare(queue=queue, exclusive=True, nowait=True))
+        raw.send_method(
+            1, commands.Queue.Bind(queue=queue, exchange=exchange, routing_key="k", nowait=True)
+        )
+        raw.send_method(
+            1, commands.Basic.Consume(queue=queue, consumer_tag="c", no_ack=True, nowait=True)
+        )
+        raw.send_method(1, commands.Basic.Qos())
+        raw.expect_method(commands.Basic.QosOk)
+        raw.publish_raw(1, exchange, "k", content_header_payload(1, 0, b""), [b"z"])
+        deliver, _, _ = raw.read_message()
+        assert isinstance(deliver, commands.Basic.Deliver)
+        assert (deliver.consumer_tag, deliver.exchange) == ("c", exchange)
+        raw.send_method(1, commands.Basic.Cancel(consumer_tag="c", nowait=True))
+        raw.send_method(1, commands.Queue.Purge(queue=queue, nowait=True))
+        raw.send_method(1, commands.Queue.Delete(queue=queue, nowait=True))
+        raw.send_method(1, commands.Exchange.Delete(exchange=exchange, nowait=True))
+        raw.send_method(1, commands.Confirm.Select(nowait=True))
+        raw.send_method(1, commands.Basic.Qos())
+        raw.expect_method(commands.Basic.QosOk)
+        # Errors still close the channel.
+        raw.send_method(1, commands.Queue.Declare(queue=queue, passive=True, nowait=True))
+        close = raw.expect_method(commands.Channel.Close)
+        assert (close.reply_code, close.class_id, close.method_id) == (404, 50, 10)
