@@ -316,3 +316,18 @@ def test_commit_or_rollback_without_select_is_406(channel, method):
         406,
         "PRECONDITION_FAILED - channel is not transactional",
     )
+
+
+def test_confirm_delivery_tags_are_per_channel(broker):
+    with raw_client(broker) as raw:
+        raw.send_method(2, commands.Channel.Open())
+        raw.expect_method(commands.Channel.OpenOk)
+        for channel in (1, 2):
+            raw.send_method(channel, commands.Confirm.Select())
+            raw.expect_method(commands.Confirm.SelectOk)
+        acks = []
+        for channel in (1, 2, 1):
+            raw.publish_raw(channel, "amq.direct", "nobody", content_header_payload(0, 0, b""), [])
+            received = raw.read_frame()
+            acks.append((received.channel, received.method().delivery_tag))
+    assert acks == [(1, 1), (2, 1), (1, 2)]

@@ -456,6 +456,16 @@ def test_direct_routes_on_exact_key(channel, unique):
     channel.exchange_delete(unique)
 
 
+def test_direct_delivers_to_every_queue_bound_with_the_key(channel, unique):
+    channel.exchange_declare(unique, "direct", auto_delete=True)
+    queues = [f"{unique}-{i}" for i in range(3)]
+    for queue in queues:
+        declare_queue_bound(channel, queue, unique, "same")
+    channel.basic_publish(unique, "same", b"to each")
+    for queue in queues:
+        assert get_bodies(channel, queue) == [b"to each"]
+
+
 def test_same_binding_twice_delivers_once(channel, unique):
     channel.exchange_declare(unique, "direct")
     declare_queue_bound(channel, unique, unique, "k")

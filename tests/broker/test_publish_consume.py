@@ -802,3 +802,13 @@ def test_nowait_methods_get_no_reply(broker, unique):
         raw.send_method(1, commands.Queue.Declare(queue=queue, passive=True, nowait=True))
         close = raw.expect_method(commands.Channel.Close)
         assert (close.reply_code, close.class_id, close.method_id) == (404, 50, 10)
+
+
+def test_basic_get_is_allowed_beside_an_exclusive_consumer(connection, channel, queue):
+    for i in range(3):
+        channel.basic_publish("", queue, str(i).encode())
+    channel.basic_qos(prefetch_count=1)
+    _, collector = consume(channel, queue, exclusive=True)
+    collector.wait(1)
+    method, _, body = connection.channel().basic_get(queue, auto_ack=True)
+    assert (body, method.message_count) == (b"1", 1)
