@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _USER_ID_FLAG = 0x0010
 _REPLY_TO_FLAG = 0x0200
+_HEADERS_FLAG = 0x2000
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024  # RabbitMQ 3.10's default max_message_size
 
 # Content assembly: basic.publish, then a content header, then body frames.
@@ -294,8 +295,12 @@ class Channel:
         flags = (props_raw[0] << 8) | props_raw[1] if len(props_raw) >= 2 else 0
         if flags & (_USER_ID_FLAG | _REPLY_TO_FLAG):
             props_raw = self._check_special_properties(flags, props_raw)
+        cc: tuple[str, ...] = ()
+        if flags & _HEADERS_FLAG and (b"\x02CC" in props_raw or b"\x03BCC" in props_raw):
+            props_raw, cc = _sender_selected_keys(props_raw)
         message = Message(publish.exchange, publish.routing_key, publish.route_bytes, props_raw,
                           body)
+        message.cc = cc
         if self.tx_mode:
             self._tx_publishes.append((exchange, message, publish.mandatory))
             return
@@ -441,7 +446,7 @@ class Channel:
         if method.queue == DIRECT_REPLY_TO:
             self._consume_replies(method, tag)
             return
-        name = method.queue or self.last_queue_name
+        name = topology.queue_name(self, method.queue, 60, 20)
         self.vhost.check_permission(self.user, "read", "queue", name, 60, 20)
         queue = topology.queue_for(self, name, 60, 20)
         if queue.exclusive_consumer is not None or (method.exclusive and queue.consumers):
@@ -494,7 +499,7 @@ class Channel:
             self.send_method(spec.Basic.Cancel(consumer.tag, False))
 
     def _on_get(self, method: spec.Basic.Get) -> None:
-        name = method.queue or self.last_queue_name
+        name = topology.queue_name(self, method.queue, 60, 70)
         self.vhost.check_permission(self.user, "read", "queue", name, 60, 70)
         queue = topology.queue_for(self, name, 60, 70)
         entry = queue.pop()
@@ -643,3 +648,27 @@ class Channel:
             restored[tag] = entry
         self.unacked = OrderedDict(sorted(restored.items()))
         self.send_method(spec.Tx.RollbackOk())
+
+
+def _sender_selected_keys(props_raw: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """RabbitMQ's sender-selected distribution: the CC and BCC headers (arrays of strings) add
+    routing keys; BCC is removed before the message is stored."""
+    properties.validate(props_raw)
+    headers = properties.get(props_raw, "headers") or {}
+    keys: list[str] = []
+    for name in ("CC", "BCC"):
+        if name not in headers:
+            continue
+        value = headers[name]
+        if not isinstance(value, list):
+            raise AMQPChannelError(
+                PRECONDITION_FAILED,
+                f'invalid message: {{unacceptable_type_in_header,"{name}",'
+                f"{names.field_type_name(value)}}}",
+                60, 40,
+            )
+        keys.extend(item.decode() if isinstance(item, bytes | bytearray) else str(item)
+                    for item in value)
+    if "BCC" in headers:
+        props_raw = properties.remove_header(props_raw, "BCC")
+    return props_raw, tuple(keys)

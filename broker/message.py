@@ -9,7 +9,7 @@ from protocol import properties
 
 
 class Message:
-    __slots__ = ("exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers")
+    __slots__ = ("exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers", "cc")
 
     def __init__(
         self, exchange: str, routing_key: str, route_bytes: bytes, props_raw: bytes, body: bytes
@@ -20,6 +20,7 @@ class Message:
         self.props_raw = props_raw
         self.body = body
         self._headers: dict[str, Any] | None = None
+        self.cc: tuple[str, ...] = ()  # extra routing keys from the CC and BCC headers
 
     @property
     def headers(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pamqp import commands as spec
 from broker import names
 from broker.resources import check_reserved_name, not_found
 from protocol.codec import unchecked
-from protocol.constants import ACCESS_REFUSED, PRECONDITION_FAILED
+from protocol.constants import ACCESS_REFUSED, NOT_FOUND, PRECONDITION_FAILED
 from protocol.errors import AMQPChannelError
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
                                           consumer_count=1))
         return
     if method.passive:
-        name = name or channel.last_queue_name
+        name = queue_name(channel, name, 50, 10)
     else:
         if name:
             check_reserved_name("queue", name, 50, 10)
@@ -111,21 +111,31 @@ def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
         )
 
 
+def queue_name(channel: Channel, name: str, class_id: int, method_id: int) -> str:
+    """A method's queue name; "" means the queue this channel declared last."""
+    if name:
+        return name
+    if not channel.last_queue_name:
+        raise AMQPChannelError(NOT_FOUND, "no previously declared queue", class_id, method_id)
+    return channel.last_queue_name
+
+
 def queue_for(channel: Channel, name: str, class_id: int, method_id: int) -> Queue:
     """The queue a method names ("" meaning the channel's last declared queue), with exclusive
     access checked."""
-    queue = channel.vhost.get_queue(name or channel.last_queue_name, class_id, method_id)
+    queue = channel.vhost.get_queue(queue_name(channel, name, class_id, method_id), class_id,
+                                    method_id)
     channel.vhost.check_exclusive_access(queue, channel.connection, class_id, method_id)
     return queue
 
 
 def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
     vhost, user = channel.vhost, channel.user
-    queue_name = method.queue or channel.last_queue_name
-    vhost.check_permission(user, "write", "queue", queue_name, 50, 20)
+    name = queue_name(channel, method.queue, 50, 20)
+    vhost.check_permission(user, "write", "queue", name, 50, 20)
     vhost.check_permission(user, "read", "exchange", method.exchange, 50, 20)
     _refuse_default_exchange(method.exchange, 50, 20)
-    queue = queue_for(channel, queue_name, 50, 20)
+    queue = queue_for(channel, name, 50, 20)
     exchange = vhost.get_exchange(method.exchange, 50, 20)
     routing_key = method.routing_key or ("" if method.queue else queue.name)
     vhost.bind(exchange, queue, routing_key, method.arguments or {})
@@ -135,11 +145,11 @@ def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
 
 def queue_unbind(channel: Channel, method: spec.Queue.Unbind) -> None:
     vhost, user = channel.vhost, channel.user
-    queue_name = method.queue or channel.last_queue_name
-    vhost.check_permission(user, "write", "queue", queue_name, 50, 50)
+    name = queue_name(channel, method.queue, 50, 50)
+    vhost.check_permission(user, "write", "queue", name, 50, 50)
     vhost.check_permission(user, "read", "exchange", method.exchange, 50, 50)
     _refuse_default_exchange(method.exchange, 50, 50)
-    queue, exchange = vhost.queues.get(queue_name), vhost.exchanges.get(method.exchange)
+    queue, exchange = vhost.queues.get(name), vhost.exchanges.get(method.exchange)
     binding = None
     if queue is not None and exchange is not None:
         binding = exchange.find_binding(queue, method.routing_key, method.arguments or {})
@@ -157,7 +167,7 @@ def _refuse_default_exchange(name: str, class_id: int, method_id: int) -> None:
 
 
 def queue_purge(channel: Channel, method: spec.Queue.Purge) -> None:
-    name = method.queue or channel.last_queue_name
+    name = queue_name(channel, method.queue, 50, 30)
     channel.vhost.check_permission(channel.user, "read", "queue", name, 50, 30)
     queue = queue_for(channel, name, 50, 30)
     count = queue.purge()
@@ -167,7 +177,7 @@ def queue_purge(channel: Channel, method: spec.Queue.Purge) -> None:
 
 def queue_delete(channel: Channel, method: spec.Queue.Delete) -> None:
     vhost = channel.vhost
-    name = method.queue or channel.last_queue_name
+    name = queue_name(channel, method.queue, 50, 40)
     vhost.check_permission(channel.user, "configure", "queue", name, 50, 40)
     queue = vhost.queues.get(name)
     count = 0

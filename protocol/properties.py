@@ -82,6 +82,25 @@ def replace_shortstr(raw: bytes, name: str, value: str) -> bytes:
     return raw[:start] + bytes((len(encoded),)) + encoded + raw[end:]
 
 
+def remove_header(raw: bytes, key: str) -> bytes:
+    """The same property bytes without one entry of the headers table; other entries keep
+    their exact bytes."""
+    start, end, _ = _field_spans(raw)["headers"]
+    table = raw[start + 4 : end]
+    wanted = key.encode()
+    offset = 0
+    while offset < len(table):
+        entry_start = offset
+        name_end = offset + 1 + table[offset]
+        name = table[offset + 1 : name_end]
+        consumed, _ = pamqp_decode.embedded_value(table[name_end:])
+        offset = name_end + consumed
+        if name == wanted:
+            table = table[:entry_start] + table[offset:]
+            break
+    return raw[:start] + _u32.pack(len(table)) + table + raw[end:]
+
+
 def decode_all(raw: bytes) -> pamqp_commands.Basic.Properties:
     """Every property, decoded by pamqp (for paths that need many of them)."""
     properties = pamqp_commands.Basic.Properties()

@@ -85,7 +85,7 @@ class Exchange:
     def unbind(self, binding: Binding) -> None:
         raise NotImplementedError
 
-    def match(self, message: Message) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
         raise NotImplementedError
 
     def validate_binding(self, arguments: dict[str, Any]) -> None:
@@ -95,12 +95,16 @@ class Exchange:
 def route(
     exchange: Exchange, message: Message, lookup: Callable[[str], Exchange | None]
 ) -> Collection[Queue]:
-    """All queues a message published to `exchange` reaches."""
+    """All queues a message published to `exchange` reaches, under its routing key and the
+    extra keys of its CC and BCC headers."""
     from broker.queue import Queue
 
-    destinations = exchange.match(message)
-    if not exchange.has_exchange_destinations and destinations:
-        return destinations  # the common case: one exchange, queues only
+    if message.cc:
+        destinations = _match_keys(exchange, message)
+    else:
+        destinations = exchange.match(message, message.routing_key)
+        if not exchange.has_exchange_destinations and destinations:
+            return destinations  # the common case: one exchange, queues only
     queues: set[Queue] = set()
     visited: set[int] = set()
     pending = [exchange]
@@ -109,7 +113,7 @@ def route(
         if id(current) in visited:
             continue
         visited.add(id(current))
-        matched = current.match(message) if current is not exchange else destinations
+        matched = _match_keys(current, message) if current is not exchange else destinations
         for destination in matched:
             if isinstance(destination, Queue):
                 queues.add(destination)
@@ -120,3 +124,12 @@ def route(
             if alternate is not None:
                 pending.append(alternate)
     return queues
+
+
+def _match_keys(exchange: Exchange, message: Message) -> Collection[Queue | Exchange]:
+    if not message.cc:
+        return exchange.match(message, message.routing_key)
+    found: set[Queue | Exchange] = set()
+    for key in (message.routing_key, *message.cc):
+        found.update(exchange.match(message, key))
+    return found

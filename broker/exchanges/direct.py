@@ -34,8 +34,8 @@ class DirectExchange(Exchange):
             if not destinations:
                 del self._by_key[binding.routing_key]
 
-    def match(self, message: Message) -> Collection[Queue | Exchange]:
-        return self._by_key.get(message.routing_key, ())
+    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+        return self._by_key.get(routing_key, ())
 
 
 class DefaultExchange(Exchange):
@@ -52,6 +52,6 @@ class DefaultExchange(Exchange):
 
     unbind = bind
 
-    def match(self, message: Message) -> Collection[Queue | Exchange]:
-        queue = self._queue_lookup(message.routing_key)
+    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+        queue = self._queue_lookup(routing_key)
         return (queue,) if queue is not None else ()

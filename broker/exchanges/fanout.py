@@ -29,5 +29,5 @@ class FanoutExchange(Exchange):
         else:
             del self._destinations[binding.destination]
 
-    def match(self, message: Message) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
         return self._destinations

@@ -49,7 +49,7 @@ class HeadersExchange(Exchange):
     def unbind(self, binding: Binding) -> None:
         del self._rules[binding]
 
-    def match(self, message: Message) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
         headers = message.headers
         found: set[Queue | Exchange] = set()
         for binding, (match_all, pairs) in self._rules.items():

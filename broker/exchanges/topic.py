@@ -52,9 +52,9 @@ class TopicExchange(Exchange):
                 break
             del path[depth - 1].children[words[depth - 1]]
 
-    def match(self, message: Message) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
         found: set[Queue | Exchange] = set()
-        _collect(self._root, _words(message.routing_key), 0, found)
+        _collect(self._root, _words(routing_key), 0, found)
         return found
 
 
