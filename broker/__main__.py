@@ -8,6 +8,8 @@ import sys
 
 from broker.config import parse_args
 from broker.server import serve
+from storage.definitions import DefinitionsError
+from storage.store import StorageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         run = asyncio.run
     try:
         run(serve(config))
-    except OSError as error:
+    except (OSError, StorageError, DefinitionsError) as error:
         logging.getLogger(__name__).error("cannot start: %s", error)
         return 1
     return 0

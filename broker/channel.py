@@ -79,6 +79,8 @@ class Channel:
         self._confirmed_upto = 0
         self._nacked: deque[int] = deque()  # publish seqs to nack rather than ack
         self._nack_next = False  # a queue refused the message being routed
+        self._durable_waits: deque[tuple[int, int]] = deque()  # (publish seq, log ticket)
+        self._awaited_ticket = 0
         self.tx_mode = False
         self._tx_publishes: list[tuple[Exchange, Message, bool]] = []
         self._tx_settlements: list[tuple[int, Unacked, bool, bool]] = []
@@ -304,12 +306,14 @@ class Channel:
         if self.tx_mode:
             self._tx_publishes.append((exchange, message, publish.mandatory))
             return
-        self.route(exchange, message, publish.mandatory)
+        ticket = self.route(exchange, message, publish.mandatory)
         if self.confirm_mode:
             self._publish_seq += 1
             if self._nack_next:
                 self._nack_next = False
                 self._nacked.append(self._publish_seq)
+            if ticket:
+                self._wait_until_durable(self._publish_seq, ticket)
             self.connection.confirms_due(self)
 
     def _check_special_properties(self, flags: int, props_raw: bytes) -> bytes:
@@ -333,9 +337,12 @@ class Channel:
             )
         return props_raw
 
-    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
+    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> int:
+        """Deliver a complete message to the queues it routes to. Returns the log ticket to wait
+        for before confirming (0 when nothing was logged)."""
         node = self.connection.node
         node.messages_received += 1
+        ticket = 0
         try:
             if exchange is self.vhost.default_exchange and message.routing_key.startswith(
                 DIRECT_REPLY_TO + "."
@@ -344,9 +351,15 @@ class Channel:
             else:
                 queues = self.vhost.route(exchange, message)
                 routed = bool(queues)
+                if routed and properties.delivery_mode(message.props_raw) == 2:
+                    durable = [queue for queue in queues if queue.durable]
+                    if durable:
+                        ticket = self.vhost.store.persist(message, durable)
                 for queue in tuple(queues) if len(queues) > 1 else queues:
-                    if not queue.enqueue(message) and self.confirm_mode:
-                        self._nack_next = True
+                    if not queue.enqueue(message):
+                        queue.discard(message)
+                        if self.confirm_mode:
+                            self._nack_next = True
         except (ValueError, IndexError, KeyError) as exc:  # malformed properties, e.g. headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
         if routed:
@@ -358,6 +371,7 @@ class Channel:
                     self.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
                     message.body, self.connection.frame_max,
                 ))
+        return ticket
 
     def _deliver_reply(self, message: Message) -> bool:
         key = message.routing_key[len(DIRECT_REPLY_TO) + 1 :]
@@ -367,10 +381,30 @@ class Channel:
         channel.deliver_reply(message)
         return True
 
+    def _wait_until_durable(self, seq: int, ticket: int) -> None:
+        """Hold the confirm of publish `seq` (and the ones after it) until the log says `ticket`
+        is on disk."""
+        self._durable_waits.append((seq, ticket))
+        if ticket != self._awaited_ticket:
+            self._awaited_ticket = ticket
+            self.vhost.store.wal.when_durable(ticket, self._log_durable)
+
+    def _log_durable(self) -> None:
+        if self.closing or self.connection.channels.get(self.number) is not self:
+            return
+        durable = self.vhost.store.wal.durable_ticket
+        waits = self._durable_waits
+        while waits and waits[0][1] <= durable:
+            waits.popleft()
+        self.flush_confirms()
+
     def flush_confirms(self) -> None:
-        """Confirm every publish handled so far: one basic.ack (multiple) per run of accepted
-        messages, a basic.nack for each refused one (with multiple set, as RabbitMQ does)."""
+        """Confirm every publish handled so far (up to the first one still waiting for the disk):
+        one basic.ack (multiple) per run of accepted messages, a basic.nack for each refused one
+        (with multiple set, as RabbitMQ does)."""
         upto, done = self._publish_seq, self._confirmed_upto
+        if self._durable_waits:
+            upto = self._durable_waits[0][0] - 1
         if upto <= done:
             return
         write, number = self.connection.write, self.number
@@ -508,7 +542,7 @@ class Channel:
             return
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
-        queue.messages_delivered += 1
+        queue.note_delivery(entry)
         if method.no_ack:
             queue.settle(entry)
         else:
@@ -565,7 +599,10 @@ class Channel:
         kick: list[Queue] = []
         for queue, entry, consumer in entries:
             queue.unacked_count -= 1
-            queue.settle(entry)
+            if acked:
+                queue.settle(entry)
+            else:
+                queue.discard(entry.message)
             if consumer is not None:
                 self.global_unacked -= 1
                 if consumer.prefetch and consumer.unacked == consumer.prefetch:
@@ -587,7 +624,9 @@ class Channel:
             if consumer is not None:
                 consumer.unacked -= 1
                 self.global_unacked -= 1
-            if not queue.deleted:
+            if queue.deleted:
+                queue.discard(entry.message)
+            else:
                 queue.requeue(entry)
                 queues[queue] = None
         for queue in queues:
@@ -633,11 +672,19 @@ class Channel:
         self._require_tx(20)
         publishes, self._tx_publishes = self._tx_publishes, []
         settlements, self._tx_settlements = self._tx_settlements, []
+        ticket = 0
         for exchange, message, mandatory in publishes:
-            self.route(exchange, message, mandatory)
+            ticket = self.route(exchange, message, mandatory) or ticket
         for _, entry, acked, requeue in settlements:
             self._apply_settlement([entry], acked, requeue)
-        self.send_method(spec.Tx.CommitOk())
+        if ticket:  # commit-ok promises the persistent messages are on disk
+            self.vhost.store.wal.when_durable(ticket, self._send_commit_ok)
+        else:
+            self._send_commit_ok()
+
+    def _send_commit_ok(self) -> None:
+        if not self.closing and self.connection.channels.get(self.number) is self:
+            self.send_method(spec.Tx.CommitOk())
 
     def _on_tx_rollback(self, method: spec.Tx.Rollback) -> None:
         self._require_tx(30)

@@ -22,6 +22,7 @@ class Config:
     frame_max: int = 131072
     channel_max: int = 2047
     heartbeat: int = 60
+    segment_size: int = 64 * 1024 * 1024
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

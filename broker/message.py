@@ -9,7 +9,10 @@ from protocol import properties
 
 
 class Message:
-    __slots__ = ("exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers", "cc")
+    __slots__ = (
+        "exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers", "cc",
+        "store_id", "store_segment", "store_size", "store_queues", "store_delivered",
+    )
 
     def __init__(
         self, exchange: str, routing_key: str, route_bytes: bytes, props_raw: bytes, body: bytes
@@ -21,6 +24,9 @@ class Message:
         self.body = body
         self._headers: dict[str, Any] | None = None
         self.cc: tuple[str, ...] = ()  # extra routing keys from the CC and BCC headers
+        # Set by the message store for a persistent message in durable queues (0 = not logged).
+        self.store_id = 0
+        self.store_delivered = False
 
     @property
     def headers(self) -> dict[str, Any]:

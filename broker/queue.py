@@ -48,6 +48,11 @@ class Queue:
         self.messages_redelivered = 0
 
     @property
+    def key(self) -> tuple[str, str]:
+        """How the message store names this queue."""
+        return self.vhost.name, self.name
+
+    @property
     def exclusive(self) -> bool:
         return self.owner is not None
 
@@ -84,12 +89,20 @@ class Queue:
             return True
         return self.max_length_bytes is not None and self._bytes + size > self.max_length_bytes
 
+    def restore(self, message: Message, redelivered: bool) -> None:
+        """Put back a message recovered from the log (at start-up, in log order)."""
+        entry = QueuedMessage(message, self._next_seq)
+        entry.redelivered = redelivered
+        self._ready.append(entry)
+        self._next_seq += 1
+        self._bytes += message.body_size
+
     def _drop_over_limit(self) -> None:
         while self.message_count and (
             (self.max_length is not None and self.message_count > self.max_length)
             or (self.max_length_bytes is not None and self._bytes > self.max_length_bytes)
         ):
-            self.pop()
+            self.discard(self.pop().message)
 
     def pop(self) -> QueuedMessage | None:
         if self._requeued:
@@ -108,15 +121,42 @@ class Queue:
         heapq.heappush(self._requeued, entry)
 
     def settle(self, entry: QueuedMessage) -> None:
-        """A delivered message was acknowledged (or rejected without requeue)."""
+        """A delivered message was acknowledged."""
         self.messages_acked += 1
+        self.discard(entry.message)
+
+    def discard(self, message: Message) -> None:
+        """A message leaves the queue for good (ack, reject, drop): unlog it if logged."""
+        if message.store_id and self.durable:
+            self.vhost.store.removed(self, message)
+
+    def note_delivery(self, entry: QueuedMessage) -> None:
+        """A message is handed to a consumer or basic.get (it stays unacked or is settled)."""
+        self.messages_delivered += 1
+        if entry.redelivered:
+            self.messages_redelivered += 1
+        message = entry.message
+        if message.store_id and self.durable:
+            self.vhost.store.delivered(self, message)
 
     def purge(self) -> int:
         count = self.message_count
+        entries = [*self._requeued, *self._ready]
         self._ready.clear()
         self._requeued.clear()
         self._bytes = 0
+        for entry in entries:
+            self.discard(entry.message)
         return count
+
+    def drop_everything(self) -> None:
+        """The queue is deleted: its ready messages go, and the log forgets it entirely."""
+        entries = [*self._requeued, *self._ready]
+        self._ready.clear()
+        self._requeued.clear()
+        self._bytes = 0
+        if self.durable and self.vhost.store is not None:
+            self.vhost.store.purged(self, [entry.message for entry in entries])
 
     # -- consumers ------------------------------------------------------------------------
 
@@ -159,9 +199,7 @@ class Queue:
                 if consumer is None:
                     break
                 entry = self.pop()
-                self.messages_delivered += 1
-                if entry.redelivered:
-                    self.messages_redelivered += 1
+                self.note_delivery(entry)
                 consumer.channel.deliver(consumer, self, entry)
         finally:
             self._dispatching = False

@@ -10,7 +10,6 @@ import signal
 from broker.config import Config
 from broker.node import Node
 from broker.transport import Transport
-from storage.definitions import load_definitions
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +18,7 @@ SHUTDOWN_GRACE = 3.0
 
 async def serve(config: Config) -> None:
     node = Node(config)
-    if config.load_definitions:
-        load_definitions(node, config.load_definitions)
+    await node.start()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: Transport(node), config.host, config.port, reuse_address=True, backlog=1024
@@ -37,5 +35,5 @@ async def serve(config: Config) -> None:
     deadline = loop.time() + SHUTDOWN_GRACE
     while node.connections and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    await server.wait_closed() if not node.connections else None
+    await node.stop()
     log.info("stopped")

@@ -3,7 +3,7 @@ RabbitMQ's rules and reply texts. Permission checks against the node's access co
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from broker import names
@@ -22,6 +22,7 @@ from protocol.errors import AMQPChannelError, AMQPConnectionError
 if TYPE_CHECKING:
     from broker.auth import AccessControl, User
     from broker.connection import Connection
+    from storage.store import MessageStore
 
 STANDARD_EXCHANGES = (
     ("amq.direct", "direct"),
@@ -46,6 +47,8 @@ class VirtualHost:
         self.name = name
         self.access = access
         self.queues: dict[str, Queue] = {}
+        self.store: MessageStore | None = None  # set once the node's storage is open
+        self.on_definitions_changed: Callable[[], None] = lambda: None
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
         for exchange_name, type_name in STANDARD_EXCHANGES:
@@ -102,6 +105,8 @@ class VirtualHost:
             name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
         )
         self.exchanges[name] = exchange
+        if durable:
+            self.on_definitions_changed()
         return exchange
 
     def _check_exchange_equivalence(
@@ -151,6 +156,8 @@ class VirtualHost:
             exchange.remove_binding(binding)
         for binding in list(exchange.bindings_in):
             self.remove_binding(binding)
+        if exchange.durable:
+            self.on_definitions_changed()
 
     # -- queues ---------------------------------------------------------------------------
 
@@ -182,6 +189,8 @@ class VirtualHost:
         self.queues[name] = queue
         if exclusive:
             connection.exclusive_queues.append(queue)
+        if queue.durable:
+            self.on_definitions_changed()
         return queue
 
     def _check_queue_equivalence(
@@ -231,9 +240,11 @@ class VirtualHost:
         for consumer in list(queue.consumers):
             consumer.channel.cancel_by_server(consumer)
         queue.consumers.clear()
-        queue.purge()
+        queue.drop_everything()
         if queue.owner is not None and queue in queue.owner.exclusive_queues:
             queue.owner.exclusive_queues.remove(queue)
+        if queue.durable:
+            self.on_definitions_changed()
         return count
 
     # -- bindings -------------------------------------------------------------------------
@@ -243,7 +254,9 @@ class VirtualHost:
         arguments: dict[str, Any],
     ) -> None:
         source.validate_binding(arguments)
-        source.add_binding(Binding(source, destination, routing_key, arguments))
+        added = source.add_binding(Binding(source, destination, routing_key, arguments))
+        if added and source.durable and destination.durable:
+            self.on_definitions_changed()
 
     def unbind(
         self, source: Exchange, destination: Queue | Exchange, routing_key: str,
@@ -257,6 +270,8 @@ class VirtualHost:
         """Remove a binding; an auto-delete exchange that loses its last one goes too."""
         source = binding.source
         source.remove_binding(binding)
+        if source.durable and binding.destination.durable:
+            self.on_definitions_changed()
         if source.auto_delete and not source.bindings and self.exchanges.get(source.name) is source:
             self._remove_exchange(source)
 

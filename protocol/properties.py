@@ -57,6 +57,24 @@ def validate(raw: bytes) -> None:
         raise AMQPConnectionError(SYNTAX_ERROR, "malformed content header properties") from exc
 
 
+def delivery_mode(raw: bytes) -> int | None:
+    """The delivery_mode property, found without decoding anything else (hot path)."""
+    try:
+        flags = (raw[0] << 8) | raw[1]
+        if not flags & 0x1000:
+            return None
+        offset = 2
+        if flags & 0x8000:
+            offset += 1 + raw[offset]
+        if flags & 0x4000:
+            offset += 1 + raw[offset]
+        if flags & 0x2000:
+            offset += 4 + _u32.unpack_from(raw, offset)[0]
+        return raw[offset]
+    except (IndexError, struct.error):
+        return None
+
+
 def has(raw: bytes, name: str) -> bool:
     return len(raw) >= 2 and bool(_u16.unpack_from(raw)[0] & _FLAG_OF[name])
 

@@ -1,5 +1,6 @@
-"""Load a RabbitMQ definitions document (the JSON `rabbitmqctl export_definitions` writes):
-users, vhosts, permissions, exchanges, queues and bindings."""
+"""RabbitMQ definitions documents (the JSON `rabbitmqctl export_definitions` writes): users,
+vhosts, permissions, exchanges, queues and bindings. Loaded at start; exported whenever a
+durable definition changes, as the broker's own durable definitions file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from broker import __version__
 from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
+from broker.exchanges import Exchange
 
 if TYPE_CHECKING:
     from broker.node import Node
@@ -62,6 +65,70 @@ def apply_definitions(node: Node, document: dict[str, Any]) -> None:
             destination = vhost.get_exchange(binding["destination"], 0, 0)
         vhost.bind(source, destination, binding.get("routing_key", ""),
                    binding.get("arguments", {}))
+
+
+def export_definitions(node: Node) -> dict[str, Any]:
+    """The node's durable definitions, shaped like RabbitMQ 3.10's export."""
+    access = node.access
+    document: dict[str, Any] = {
+        "rabbit_version": "3.10.8",
+        "warren_version": __version__,
+        "users": [
+            {"name": user.name, "password_hash": user.password_hash,
+             "hashing_algorithm": SHA256_ALGORITHM, "tags": list(user.tags), "limits": {}}
+            for user in access.users.values()
+        ],
+        "vhosts": [{"name": name, "limits": [], "metadata": {"description": "", "tags": []}}
+                   for name in node.vhosts],
+        "permissions": [
+            {"user": user, "vhost": vhost, "configure": permission.configure,
+             "write": permission.write, "read": permission.read}
+            for (user, vhost), permission in access.permissions.items()
+        ],
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": [],
+        "exchanges": [],
+        "bindings": [],
+    }
+    for vhost in node.vhosts.values():
+        for queue in vhost.queues.values():
+            if queue.durable:
+                document["queues"].append({
+                    "name": queue.name, "vhost": vhost.name, "durable": True,
+                    "auto_delete": queue.auto_delete, "arguments": _json_table(queue.arguments),
+                })
+        for exchange in vhost.exchanges.values():
+            if exchange.durable and exchange.name and not exchange.name.startswith("amq."):
+                document["exchanges"].append({
+                    "name": exchange.name, "vhost": vhost.name, "type": exchange.type_name,
+                    "durable": True, "auto_delete": exchange.auto_delete,
+                    "internal": exchange.internal, "arguments": _json_table(exchange.arguments),
+                })
+            for binding in exchange.bindings.values():
+                destination = binding.destination
+                if exchange.durable and destination.durable:
+                    document["bindings"].append({
+                        "source": exchange.name, "vhost": vhost.name,
+                        "destination": destination.name,
+                        "destination_type": "exchange" if isinstance(destination, Exchange)
+                        else "queue",
+                        "routing_key": binding.routing_key,
+                        "arguments": _json_table(binding.arguments),
+                    })
+    return document
+
+
+def _json_table(table: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(table, default=_json_value))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode(errors="replace")
+    return str(value)
 
 
 def _user(entry: dict[str, Any]) -> User:

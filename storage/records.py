@@ -1,0 +1,201 @@
+"""Write-ahead log records: pure encoding and decoding, no I/O.
+
+Segment file: a 16-byte header (magic, format version, segment number) followed by records.
+Record: length (u32, of what follows the CRC), CRC32 (u32, of the same bytes), type (u8), body.
+All integers are big-endian. See docs/storage-format.md for the layout of each record type.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"WARRENLG"
+FORMAT_VERSION = 1
+SEGMENT_HEADER = struct.Struct("!8sHHI")  # magic, version, reserved, segment number
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
+RECORD_HEAD = struct.Struct("!II")  # length, crc32
+RECORD_HEAD_SIZE = RECORD_HEAD.size
+MAX_RECORD_SIZE = 512 * 1024 * 1024
+
+PUBLISH = 1  # a message and the durable queues it is in
+REMOVE = 2  # messages that left a queue (ack, reject, expiry, drop)
+DELIVERED = 3  # messages handed to a consumer (they come back redelivered after a crash)
+PURGE = 4  # every message of a queue logged so far is gone (purge, delete)
+
+_u16 = struct.Struct("!H")
+_u32 = struct.Struct("!I")
+_u64 = struct.Struct("!Q")
+_publish_head = struct.Struct("!QQH")  # message id, published at (ms since epoch), queue count
+
+QueueKey = tuple[str, str]  # (vhost, queue name)
+
+
+class CorruptRecord(ValueError):
+    """A record that does not parse or whose CRC does not match."""
+
+
+def segment_header(number: int) -> bytes:
+    return SEGMENT_HEADER.pack(MAGIC, FORMAT_VERSION, 0, number)
+
+
+def parse_segment_header(data: bytes) -> tuple[int, int]:
+    """(format version, segment number); raises CorruptRecord for a file that is not a segment."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        raise CorruptRecord("segment header truncated")
+    magic, version, _, number = SEGMENT_HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptRecord("not a Warren log segment (bad magic)")
+    return version, number
+
+
+def frame(record_type: int, body: bytes) -> bytes:
+    payload = bytes((record_type,)) + body
+    return RECORD_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _shortstr(value: str) -> bytes:
+    raw = value.encode()
+    return bytes((len(raw),)) + raw
+
+
+def _queue_key(key: QueueKey) -> bytes:
+    return _shortstr(key[0]) + _shortstr(key[1])
+
+
+def publish_head(
+    message_id: int, published_at: int, queues: list[QueueKey], exchange: str,
+    routing_key: str, props_raw: bytes, body_size: int,
+) -> bytes:
+    """Everything of a PUBLISH body before the message body itself (which comes last, so a
+    record can be rebuilt around body bytes read from another segment)."""
+    return b"".join((
+        _publish_head.pack(message_id, published_at, len(queues)),
+        *(_queue_key(key) for key in queues),
+        _shortstr(exchange),
+        _shortstr(routing_key),
+        _u32.pack(len(props_raw)),
+        props_raw,
+        _u32.pack(body_size),
+    ))
+
+
+def encode_publish(
+    message_id: int, published_at: int, queues: list[QueueKey], exchange: str,
+    routing_key: str, props_raw: bytes, body: bytes,
+) -> bytes:
+    head = publish_head(message_id, published_at, queues, exchange, routing_key, props_raw,
+                        len(body))
+    return frame(PUBLISH, head + body)
+
+
+def encode_ids(record_type: int, key: QueueKey, message_ids: list[int]) -> bytes:
+    """REMOVE or DELIVERED: a queue and message ids."""
+    return frame(
+        record_type,
+        _queue_key(key) + _u32.pack(len(message_ids)) + b"".join(map(_u64.pack, message_ids)),
+    )
+
+
+def encode_purge(key: QueueKey) -> bytes:
+    return frame(PURGE, _queue_key(key))
+
+
+@dataclass
+class PublishRecord:
+    message_id: int
+    published_at: int
+    queues: list[QueueKey]
+    exchange: str
+    routing_key: str
+    props_raw: bytes
+    body: bytes
+    body_offset: int = 0  # of the body inside the record's payload, for reading it back
+
+
+@dataclass
+class IdsRecord:
+    record_type: int
+    queue: QueueKey
+    message_ids: list[int]
+
+
+@dataclass
+class PurgeRecord:
+    queue: QueueKey
+
+
+Record = PublishRecord | IdsRecord | PurgeRecord
+
+
+class _Reader:
+    __slots__ = ("data", "offset")
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        self.data = data
+        self.offset = offset
+
+    def take(self, size: int) -> bytes:
+        end = self.offset + size
+        if end > len(self.data):
+            raise CorruptRecord("record body truncated")
+        chunk = self.data[self.offset : end]
+        self.offset = end
+        return chunk
+
+    def shortstr(self) -> str:
+        return self.take(self.take(1)[0]).decode()
+
+    def queue_key(self) -> QueueKey:
+        return self.shortstr(), self.shortstr()
+
+    def u32(self) -> int:
+        return _u32.unpack(self.take(4))[0]
+
+
+def decode_payload(payload: bytes) -> Record:
+    """A record from its payload (type byte + body), CRC already checked."""
+    if not payload:
+        raise CorruptRecord("empty record")
+    record_type = payload[0]
+    reader = _Reader(payload, 1)
+    try:
+        if record_type == PUBLISH:
+            message_id, published_at, count = _publish_head.unpack(reader.take(_publish_head.size))
+            queues = [reader.queue_key() for _ in range(count)]
+            exchange = reader.shortstr()
+            routing_key = reader.shortstr()
+            props_raw = reader.take(reader.u32())
+            body_size = reader.u32()
+            body_offset = reader.offset
+            body = reader.take(body_size)
+            return PublishRecord(message_id, published_at, queues, exchange, routing_key,
+                                 props_raw, body, body_offset)
+        if record_type in (REMOVE, DELIVERED):
+            key = reader.queue_key()
+            count = reader.u32()
+            ids = list(struct.unpack(f"!{count}Q", reader.take(8 * count)))
+            return IdsRecord(record_type, key, ids)
+        if record_type == PURGE:
+            return PurgeRecord(reader.queue_key())
+    except (UnicodeDecodeError, struct.error) as exc:
+        raise CorruptRecord(str(exc)) from exc
+    raise CorruptRecord(f"unknown record type {record_type}")
+
+
+def read_record(data: bytes, offset: int) -> tuple[bytes, int] | None:
+    """(payload, next offset) of the record at `offset`; None if the data ends inside it;
+    CorruptRecord if its length is absurd or its CRC does not match."""
+    if offset + RECORD_HEAD_SIZE > len(data):
+        return None
+    length, crc = RECORD_HEAD.unpack_from(data, offset)
+    if length == 0 or length > MAX_RECORD_SIZE:
+        raise CorruptRecord(f"bad record length {length}")
+    end = offset + RECORD_HEAD_SIZE + length
+    if end > len(data):
+        return None
+    payload = data[offset + RECORD_HEAD_SIZE : end]
+    if zlib.crc32(payload) != crc:
+        raise CorruptRecord("CRC mismatch")
+    return payload, end

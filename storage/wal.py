@@ -1,0 +1,213 @@
+"""The segmented write-ahead log: appends on the event loop, writes and fsyncs in one writer
+thread (group commit: everything appended while one fsync runs shares the next one).
+
+Each append returns a ticket; `when_durable(ticket, callback)` runs the callback on the event
+loop once every record appended under that ticket is on disk. The definitions file is written
+(atomically) by the same thread just before the records of a batch, so a queue is always on
+disk before any message that was confirmed into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage.records import SEGMENT_HEADER_SIZE, segment_header
+
+log = logging.getLogger(__name__)
+
+SEGMENT_SIZE = 64 * 1024 * 1024
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    return directory / f"{number:012d}.wal"
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, directory fsync: the file is either old or new, never torn."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+@dataclass
+class _Batch:
+    ticket: int
+    pieces: list[tuple[int, bytes]] = field(default_factory=list)  # (segment number, bytes)
+    definitions: bytes | None = None
+    delete_segments: list[int] = field(default_factory=list)
+
+
+class WriteAheadLog:
+    def __init__(self, directory: Path, first_segment: int, segment_size: int = SEGMENT_SIZE,
+                 definitions_path: Path | None = None) -> None:
+        self.directory = directory
+        self.segment_size = segment_size
+        self.definitions_path = definitions_path
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warren-wal")
+        self._files: dict[int, object] = {}  # writer thread only
+        self.segment = first_segment
+        self.segment_bytes = SEGMENT_HEADER_SIZE
+        self._batch = _Batch(ticket=1)
+        self._batch.pieces.append((first_segment, segment_header(first_segment)))
+        self._flushing = False
+        self.durable_ticket = 0
+        self._waiters: deque[tuple[int, Callable[[], None]]] = deque()
+        self._definitions_source: Callable[[], bytes] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.before_flush: Callable[[], None] | None = None  # last chance to append
+        self.after_flush: Callable[[], None] | None = None
+        self.fsyncs = 0
+        self.bytes_written = 0
+        self.failed: BaseException | None = None
+
+    # -- event loop side ------------------------------------------------------------------
+
+    @property
+    def pending_ticket(self) -> int:
+        """The ticket records appended now will get."""
+        return self._batch.ticket
+
+    def append(self, record: bytes) -> tuple[int, int, int]:
+        """Queue a record for the next group commit: (ticket, segment number, offset)."""
+        if self.segment_bytes + len(record) > self.segment_size and (
+            self.segment_bytes > SEGMENT_HEADER_SIZE
+        ):
+            self.segment += 1
+            self.segment_bytes = SEGMENT_HEADER_SIZE
+            self._batch.pieces.append((self.segment, segment_header(self.segment)))
+        offset = self.segment_bytes
+        self._batch.pieces.append((self.segment, record))
+        self.segment_bytes += len(record)
+        self.schedule()
+        return self._batch.ticket, self.segment, offset
+
+    def definitions_changed(self, source: Callable[[], bytes]) -> None:
+        """Write the definitions file with the next batch (the snapshot is taken then)."""
+        self._definitions_source = source
+        self.schedule()
+
+    def delete_segment_when_durable(self, number: int) -> None:
+        """Delete a segment after everything appended so far is durable."""
+        self._batch.delete_segments.append(number)
+        self.schedule()
+
+    def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
+        if ticket <= self.durable_ticket:
+            callback()
+        else:
+            self._waiters.append((ticket, callback))
+
+    def schedule(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            self._idle.clear()
+            self._loop.call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()
+        batch = self._batch
+        if self._definitions_source is not None:
+            batch.definitions = self._definitions_source()
+            self._definitions_source = None
+        if not batch.pieces and batch.definitions is None and not batch.delete_segments:
+            self._flushing = False
+            self._idle.set()
+            return
+        self._batch = _Batch(ticket=batch.ticket + 1)
+        future = self._loop.run_in_executor(self._executor, self._write, batch)
+        future.add_done_callback(lambda done: self._flushed(batch.ticket, done))
+
+    def _flushed(self, ticket: int, done: asyncio.Future) -> None:
+        error = done.exception()
+        if error is not None:
+            self.failed = error
+            log.critical("write-ahead log write failed, confirms are withheld: %s", error)
+            self._flushing = False
+            self._idle.set()
+            return
+        self.durable_ticket = ticket
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= ticket:
+            waiters.popleft()[1]()
+        if self.after_flush is not None:
+            self.after_flush()
+        self._flushing = False
+        if self._batch.pieces or self._definitions_source or self._batch.delete_segments:
+            self.schedule()
+        else:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until everything appended so far is on disk."""
+        self.schedule()
+        await self._idle.wait()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
+
+    # -- writer thread --------------------------------------------------------------------
+
+    def _write(self, batch: _Batch) -> None:
+        if batch.definitions is not None and self.definitions_path is not None:
+            write_atomically(self.definitions_path, batch.definitions)
+            self.fsyncs += 2
+        touched = {}
+        created = False
+        for number, data in batch.pieces:
+            file = self._files.get(number)
+            if file is None:
+                for old in [n for n in self._files if n < number]:
+                    self._sync_and_close(old)
+                    touched.pop(old, None)
+                path = segment_path(self.directory, number)
+                file = self._files[number] = open(path, "ab")  # noqa: SIM115 - kept open
+                created = True
+            file.write(data)
+            self.bytes_written += len(data)
+            touched[number] = file
+        for file in touched.values():
+            file.flush()
+            os.fsync(file.fileno())
+            self.fsyncs += 1
+        if created:
+            fsync_directory(self.directory)
+        for number in batch.delete_segments:
+            self._sync_and_close(number)
+            try:
+                os.remove(segment_path(self.directory, number))
+            except FileNotFoundError:
+                pass
+        if batch.delete_segments:
+            fsync_directory(self.directory)
+
+    def _sync_and_close(self, number: int) -> None:
+        file = self._files.pop(number, None)
+        if file is not None:
+            file.flush()
+            os.fsync(file.fileno())
+            file.close()
