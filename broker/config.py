@@ -52,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
                         default=env.get("WARREN_LOAD_DEFINITIONS") or None,
                         help="a RabbitMQ definitions JSON file (users, vhosts, permissions, "
                         "exchanges, queues, bindings) to load at start ($WARREN_LOAD_DEFINITIONS)")
+    parser.add_argument("--segment-size", type=int,
+                        default=int(env.get("WARREN_SEGMENT_SIZE", 64 * 1024 * 1024)),
+                        help="size in bytes at which a log segment is closed and a new one "
+                        "started (default 64 MiB; $WARREN_SEGMENT_SIZE)")
     args = parser.parse_args(argv)
     return Config(
         host=args.bind,
@@ -63,4 +67,5 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default_pass=env.get("WARREN_DEFAULT_PASS", "guest"),
         default_vhost=env.get("WARREN_DEFAULT_VHOST", "/"),
         load_definitions=Path(args.load_definitions) if args.load_definitions else None,
+        segment_size=args.segment_size,
     )

@@ -364,3 +364,6 @@ class MessageStore:
             self._emit_pending()
             await self.wal.drain()
             self.wal.close()
+            log.info("write-ahead log: %d fsyncs, %d bytes written, %d segments, %d bytes on "
+                     "disk", self.wal.fsyncs, self.wal.bytes_written, self.segment_count,
+                     self.disk_bytes)
