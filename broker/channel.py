@@ -43,6 +43,8 @@ _REPLY_TO_FLAG = 0x0200
 _HEADERS_FLAG = 0x2000
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024  # RabbitMQ 3.10's default max_message_size
 
+_CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
+
 # Content assembly: basic.publish, then a content header, then body frames.
 _IDLE, _EXPECT_HEADER, _EXPECT_BODY = 0, 1, 2
 
@@ -136,7 +138,16 @@ class Channel:
             if self._content_state != _IDLE:
                 raise self._unexpected_content_frame()
             if index == BASIC_PUBLISH:
-                self._on_publish(codec.decode_publish(payload))
+                # Publishers repeat the same exchange, key and flags: decode each once, and let
+                # every message share the strings (less work, less memory per queued message).
+                cache = self.connection.publish_cache
+                publish = cache.get(payload)
+                if publish is None:
+                    publish = codec.decode_publish(payload)
+                    if len(cache) >= _CACHE_LIMIT:
+                        cache.clear()
+                    cache[payload] = publish
+                self._on_publish(publish)
             elif index == BASIC_ACK:
                 ack = codec.decode_ack(payload)
                 self.ack(ack.delivery_tag, ack.multiple)
@@ -234,6 +245,15 @@ class Channel:
         if self._content_state != _EXPECT_HEADER:
             raise self._unexpected_content_frame()
         class_id, body_size, props_raw = codec.decode_content_header(payload)
+        if len(props_raw) <= 256:  # share identical property bytes between messages
+            cache = self.connection.properties_cache
+            shared = cache.get(props_raw)
+            if shared is None:
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[props_raw] = props_raw
+            else:
+                props_raw = shared
         if class_id != 60:
             raise AMQPConnectionError(
                 UNEXPECTED_FRAME,
@@ -542,6 +562,7 @@ class Channel:
             return
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
+        body = queue.head_body(entry)
         queue.note_delivery(entry)
         if method.no_ack:
             queue.settle(entry)
@@ -551,7 +572,7 @@ class Channel:
         message = entry.message
         self.connection.write(codec.encode_get_ok(
             self.number, tag, entry.redelivered, message.route_bytes, queue.message_count,
-            message.props_raw, message.body, self.connection.frame_max,
+            message.props_raw, body, self.connection.frame_max,
         ))
         self.connection.node.messages_delivered += 1
 

@@ -106,6 +106,8 @@ class Connection:
         self.client_properties: dict[str, Any] = {}
         self.writable = True
         self._header_buffer = b""
+        self.publish_cache: dict[bytes, codec.Publish] = {}  # basic.publish payload -> decoded
+        self.properties_cache: dict[bytes, bytes] = {}
         self._confirm_channels: list[Channel] = []
         self._received_since_tick = True
         self._sent_since_tick = False

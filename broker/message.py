@@ -1,5 +1,6 @@
 """A published message: routing info, raw property bytes and body, shared by every queue it
-was routed to (fan-out never copies the body)."""
+was routed to (fan-out never copies the body). The body of a logged message deep in a long
+queue may be paged out (None) and read back from the log before it is delivered."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from protocol import properties
 class Message:
     __slots__ = (
         "exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers", "cc",
-        "store_id", "store_segment", "store_size", "store_queues", "store_delivered",
+        "body_size", "store_id", "store_segment", "store_size", "store_queues",
+        "store_delivered", "store_body_offset",
     )
 
     def __init__(
-        self, exchange: str, routing_key: str, route_bytes: bytes, props_raw: bytes, body: bytes
+        self, exchange: str, routing_key: str, route_bytes: bytes, props_raw: bytes,
+        body: bytes | None, body_size: int | None = None,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.route_bytes = route_bytes  # exchange and routing key as encoded shortstrs
         self.props_raw = props_raw
         self.body = body
+        self.body_size = len(body) if body_size is None else body_size
         self._headers: dict[str, Any] | None = None
         self.cc: tuple[str, ...] = ()  # extra routing keys from the CC and BCC headers
         # Set by the message store for a persistent message in durable queues (0 = not logged).
@@ -33,10 +37,6 @@ class Message:
         if self._headers is None:
             self._headers = properties.get(self.props_raw, "headers") or {}
         return self._headers
-
-    @property
-    def body_size(self) -> int:
-        return len(self.body)
 
     def get_property(self, name: str) -> Any:
         return properties.get(self.props_raw, name)

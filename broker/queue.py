@@ -4,10 +4,16 @@ length limits, consumers served by priority and round-robin within their prefetc
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from broker.message import Message, QueuedMessage
+
+# A durable queue keeps the bodies of its first RESIDENT_HEAD messages in memory; bodies of
+# logged messages behind them are paged out and read back PAGE_IN_BATCH at a time.
+RESIDENT_HEAD = 2048
+PAGE_IN_BATCH = 1024
 
 if TYPE_CHECKING:
     from broker.connection import Connection
@@ -38,6 +44,7 @@ class Queue:
         self._next_seq = 0
         self._dispatching = False
         self._bytes = 0  # body bytes of ready messages, for x-max-length-bytes
+        self._paging_in = False
         self.max_length = _limit(self.arguments.get("x-max-length"))
         self.max_length_bytes = _limit(self.arguments.get("x-max-length-bytes"))
         self.overflow = self.arguments.get("x-overflow", "drop-head")
@@ -78,6 +85,8 @@ class Queue:
         self._next_seq += 1
         self._bytes += message.body_size
         self.messages_published += 1
+        if message.store_id and len(self._ready) > RESIDENT_HEAD and self.durable:
+            self.vhost.store.page_out_when_durable(message)
         if self.max_length is not None or self.max_length_bytes is not None:
             self._drop_over_limit()
         if self.consumers:
@@ -198,11 +207,39 @@ class Queue:
                 consumer = self._next_ready_consumer()
                 if consumer is None:
                     break
+                head = self._requeued[0] if self._requeued else self._ready[0]
+                if head.message.body is None:
+                    self._page_in()
+                    break
                 entry = self.pop()
                 self.note_delivery(entry)
                 consumer.channel.deliver(consumer, self, entry)
         finally:
             self._dispatching = False
+
+    def _page_in(self) -> None:
+        """Read the next paged-out bodies from the log; dispatch resumes when they are in."""
+        if self._paging_in:
+            return
+        messages = [
+            entry.message for entry in itertools.islice(
+                itertools.chain(sorted(self._requeued), self._ready), PAGE_IN_BATCH
+            ) if entry.message.body is None
+        ]
+        self._paging_in = True
+        self.vhost.store.page_in(messages, self._paged_in)
+
+    def _paged_in(self) -> None:
+        self._paging_in = False
+        if not self.deleted:
+            self.dispatch()
+
+    def head_body(self, entry: QueuedMessage) -> bytes:
+        """The body of a message about to be handed out by basic.get (read now if paged out)."""
+        message = entry.message
+        if message.body is None:
+            message.body = self.vhost.store.read_body_now(message)
+        return message.body
 
     def _next_ready_consumer(self) -> Consumer | None:
         """The highest-priority consumer with room; round-robin within a priority."""

@@ -84,10 +84,16 @@ def publish_head(
 def encode_publish(
     message_id: int, published_at: int, queues: list[QueueKey], exchange: str,
     routing_key: str, props_raw: bytes, body: bytes,
-) -> bytes:
+) -> tuple[bytes, int]:
+    """The record, and where the message body starts inside it."""
     head = publish_head(message_id, published_at, queues, exchange, routing_key, props_raw,
                         len(body))
-    return frame(PUBLISH, head + body)
+    return frame(PUBLISH, head + body), RECORD_HEAD_SIZE + 1 + len(head)
+
+
+def publish_prefix(head: bytes) -> bytes:
+    """The payload bytes of a PUBLISH record before its body (type byte + head)."""
+    return bytes((PUBLISH,)) + head
 
 
 def encode_ids(record_type: int, key: QueueKey, message_ids: list[int]) -> bytes:
@@ -110,8 +116,9 @@ class PublishRecord:
     exchange: str
     routing_key: str
     props_raw: bytes
-    body: bytes
-    body_offset: int = 0  # of the body inside the record's payload, for reading it back
+    body: bytes | None  # None when decoded without it
+    body_size: int
+    body_offset: int  # of the body inside the record's payload, for reading it back
 
 
 @dataclass
@@ -154,8 +161,9 @@ class _Reader:
         return _u32.unpack(self.take(4))[0]
 
 
-def decode_payload(payload: bytes) -> Record:
-    """A record from its payload (type byte + body), CRC already checked."""
+def decode_payload(payload: bytes, with_body: bool = True) -> Record:
+    """A record from its payload (type byte + body), CRC already checked. Without `with_body`
+    a PUBLISH record only says where its message body is."""
     if not payload:
         raise CorruptRecord("empty record")
     record_type = payload[0]
@@ -169,9 +177,11 @@ def decode_payload(payload: bytes) -> Record:
             props_raw = reader.take(reader.u32())
             body_size = reader.u32()
             body_offset = reader.offset
-            body = reader.take(body_size)
+            if body_offset + body_size != len(payload):
+                raise CorruptRecord("publish record body size mismatch")
+            body = payload[body_offset:] if with_body else None
             return PublishRecord(message_id, published_at, queues, exchange, routing_key,
-                                 props_raw, body, body_offset)
+                                 props_raw, body, body_size, body_offset)
         if record_type in (REMOVE, DELIVERED):
             key = reader.queue_key()
             count = reader.u32()

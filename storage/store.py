@@ -1,5 +1,6 @@
 """The message store: which persistent messages each durable queue holds, kept in the
-write-ahead log; recovery of that state on start; compaction of dead segments.
+write-ahead log; recovery of that state on start; compaction of dead segments; paging of
+message bodies out of memory (a logged body can always be read back from its segment).
 
 A persistent message routed to durable queues is logged once (PUBLISH, listing the queues);
 acks, rejects and drops are logged as REMOVE, deliveries as DELIVERED (so a message handed out
@@ -9,17 +10,20 @@ are gathered during an event-loop turn and written as one record per queue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from protocol.codec import shortstr
 from storage import records
 from storage.records import QueueKey
-from storage.wal import SEGMENT_SIZE, WriteAheadLog, segment_path
+from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
 
 if TYPE_CHECKING:
     from broker.message import Message
@@ -40,11 +44,23 @@ class _Segment:
     messages: dict[int, Message] = field(default_factory=dict)  # live messages logged here
 
 
+class LoggedMessage(NamedTuple):
+    """Where a logged message is, without its body."""
+
+    segment: int
+    body_offset: int
+    body_size: int
+    exchange: str
+    routing_key: str
+    props_raw: bytes
+
+
 @dataclass
 class ScanResult:
     """What replaying the log found."""
 
-    publishes: dict[int, tuple[int, records.PublishRecord]] = field(default_factory=dict)
+    publishes: dict[int, LoggedMessage] = field(default_factory=dict)
+    shared: dict = field(default_factory=dict)  # one copy of repeated names and properties
     members: dict[QueueKey, dict[int, bool]] = field(default_factory=dict)  # id -> delivered
     segment_sizes: dict[int, int] = field(default_factory=dict)
     corrupt_records: int = 0
@@ -114,7 +130,9 @@ def _replay_segment(number: int, data: bytes, result: ScanResult) -> int:
             if read is None:
                 return offset  # the data ends inside this record: a torn write
             payload, next_offset = read
-            record = records.decode_payload(payload)
+            record = records.decode_payload(payload, with_body=False)
+            if isinstance(record, records.PublishRecord):
+                record.body_offset += offset + records.RECORD_HEAD_SIZE  # now file-absolute
         except records.CorruptRecord as exc:
             resume = _next_good_record(data, offset + 1)
             if resume is None:
@@ -147,7 +165,13 @@ def _apply(segment: int, record: records.Record, result: ScanResult) -> None:
             for key, members in result.members.items():
                 if key not in record.queues:
                     members.pop(record.message_id, None)
-        result.publishes[record.message_id] = (segment, record)
+        shared = result.shared
+        result.publishes[record.message_id] = LoggedMessage(
+            segment, record.body_offset, record.body_size,
+            shared.setdefault(record.exchange, record.exchange),
+            shared.setdefault(record.routing_key, record.routing_key),
+            shared.setdefault(record.props_raw, record.props_raw),
+        )
         for key in record.queues:
             members = result.members.setdefault(key, {})
             members.setdefault(record.message_id, False)
@@ -177,6 +201,8 @@ class MessageStore:
         self._next_id = 1
         self._removed: defaultdict[Queue, list[int]] = defaultdict(list)
         self._delivered: defaultdict[Queue, list[int]] = defaultdict(list)
+        self._to_page_out: deque[tuple[int, Message]] = deque()
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warren-reader")
         self.recovered_messages = 0
 
     # -- start-up -------------------------------------------------------------------------
@@ -193,6 +219,7 @@ class MessageStore:
         for number, size in scanned.segment_sizes.items():
             self._segments[number] = _Segment(number, size)
         messages: dict[int, Message] = {}
+        routes: dict[tuple[str, str], bytes] = {}
         for key, members in scanned.members.items():
             queue = queues.get(key)
             if queue is None:
@@ -200,15 +227,20 @@ class MessageStore:
             for message_id in sorted(members):
                 message = messages.get(message_id)
                 if message is None:
-                    segment, record = scanned.publishes[message_id]
+                    logged = scanned.publishes[message_id]
+                    route = (logged.exchange, logged.routing_key)
+                    route_bytes = routes.get(route)
+                    if route_bytes is None:
+                        route_bytes = routes[route] = shortstr(route[0]) + shortstr(route[1])
+                    # Bodies stay on disk: the queue pages them in as it reaches them.
                     message = Message(
-                        record.exchange, record.routing_key,
-                        shortstr(record.exchange) + shortstr(record.routing_key),
-                        record.props_raw, record.body,
+                        logged.exchange, logged.routing_key, route_bytes, logged.props_raw, None,
+                        logged.body_size,
                     )
                     message.store_id = message_id
-                    message.store_segment = segment
-                    message.store_size = len(record.body) + len(record.props_raw) + 64
+                    message.store_segment = segment = logged.segment
+                    message.store_body_offset = logged.body_offset
+                    message.store_size = logged.body_size + len(logged.props_raw) + 64
                     message.store_queues = []
                     messages[message_id] = message
                     info = self._segments[segment]
@@ -225,7 +257,7 @@ class MessageStore:
         self.wal = WriteAheadLog(self.directory, last + 1, self.segment_size,
                                  self.definitions_path)
         self.wal.before_flush = self._emit_pending
-        self.wal.after_flush = self._compact
+        self.wal.after_flush = self._after_flush
         self._segments[last + 1] = _Segment(last + 1, records.SEGMENT_HEADER_SIZE)
         for number in [n for n, info in self._segments.items() if not info.messages]:
             if number != last + 1:
@@ -238,13 +270,14 @@ class MessageStore:
         """Log a persistent message routed to durable queues; return its durability ticket."""
         message_id = self._next_id
         self._next_id += 1
-        record = records.encode_publish(
+        record, body_at = records.encode_publish(
             message_id, int(time.time() * 1000), [queue.key for queue in queues],
             message.exchange, message.routing_key, message.props_raw, message.body,
         )
         ticket, segment, offset = self.wal.append(record)
         message.store_id = message_id
         message.store_segment = segment
+        message.store_body_offset = offset + body_at
         message.store_size = len(record)
         message.store_queues = list(queues)
         info = self._segment(segment)
@@ -343,27 +376,88 @@ class MessageStore:
         old = self._segments.get(message.store_segment)
         if old is not None:
             old.messages.pop(message.store_id, None)
-        record = records.encode_publish(
-            message.store_id, int(time.time() * 1000),
-            [queue.key for queue in message.store_queues], message.exchange,
-            message.routing_key, message.props_raw, message.body,
-        )
+        queues = [queue.key for queue in message.store_queues]
+        if message.body is not None:
+            record, body_at = records.encode_publish(
+                message.store_id, int(time.time() * 1000), queues, message.exchange,
+                message.routing_key, message.props_raw, message.body,
+            )
+            size = len(record)
+        else:  # paged out: the writer thread copies the body from the old segment
+            prefix = records.publish_prefix(records.publish_head(
+                message.store_id, int(time.time() * 1000), queues, message.exchange,
+                message.routing_key, message.props_raw, message.body_size,
+            ))
+            record = CopiedRecord(prefix, message.store_segment, message.store_body_offset,
+                                  message.body_size)
+            body_at = records.RECORD_HEAD_SIZE + len(prefix)
+            size = body_at + message.body_size
         _, segment, offset = self.wal.append(record)
         info = self._segment(segment)
-        info.size = offset + len(record)
+        info.size = offset + size
         info.messages[message.store_id] = message
-        info.live_bytes += len(record)
+        info.live_bytes += size
         message.store_segment = segment
-        message.store_size = len(record)
+        message.store_body_offset = offset + body_at
+        message.store_size = size
         if message.store_delivered:
             for queue in message.store_queues:
                 self._delivered[queue].append(message.store_id)
+
+    # -- paging ---------------------------------------------------------------------------
+
+    def page_out_when_durable(self, message: Message) -> None:
+        """Drop the body from memory once its record is on disk (it is read back on demand)."""
+        self._to_page_out.append((self.wal.pending_ticket, message))
+
+    def _page_out(self) -> None:
+        durable, pending = self.wal.durable_ticket, self._to_page_out
+        while pending and pending[0][0] <= durable:
+            message = pending.popleft()[1]
+            if message.store_queues:
+                message.body = None
+
+    def page_in(self, messages: list[Message], done: Callable[[], None]) -> None:
+        """Read the bodies of paged-out messages in the reader thread, then call `done`."""
+        locations = [(m.store_segment, m.store_body_offset, m.body_size) for m in messages]
+        future = asyncio.get_running_loop().run_in_executor(
+            self._reader, _read_bodies, self.directory, locations
+        )
+
+        def loaded(result: asyncio.Future) -> None:
+            bodies = result.result() if not result.exception() else [None] * len(messages)
+            for message, body in zip(messages, bodies, strict=True):
+                if message.body is None and body is not None:
+                    message.body = body
+            done()
+
+        future.add_done_callback(loaded)
+
+    def read_body_now(self, message: Message) -> bytes:
+        """Blocking read of one body (basic.get, which must answer in order)."""
+        return read_at(self.directory, message.store_segment, message.store_body_offset,
+                       message.body_size)
+
+    def _after_flush(self) -> None:
+        self._page_out()
+        self._compact()
 
     async def close(self) -> None:
         if self.wal is not None:
             self._emit_pending()
             await self.wal.drain()
             self.wal.close()
+            self._reader.shutdown(wait=True)
             log.info("write-ahead log: %d fsyncs, %d bytes written, %d segments, %d bytes on "
                      "disk", self.wal.fsyncs, self.wal.bytes_written, self.segment_count,
                      self.disk_bytes)
+
+
+def _read_bodies(directory: Path, locations: list[tuple[int, int, int]]) -> list[bytes | None]:
+    bodies: list[bytes | None] = []
+    for segment, offset, size in locations:
+        try:
+            bodies.append(read_at(directory, segment, offset, size))
+        except OSError:  # moved by compaction meanwhile: the queue asks again
+            bodies.append(None)
+    return bodies

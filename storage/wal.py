@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.records import SEGMENT_HEADER_SIZE, segment_header
+from storage.records import RECORD_HEAD, RECORD_HEAD_SIZE, SEGMENT_HEADER_SIZE, segment_header
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,18 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def read_at(directory: Path, segment: int, offset: int, length: int) -> bytes:
+    """`length` bytes of a segment file from `offset` (blocking: call it in a thread)."""
+    fd = os.open(segment_path(directory, segment), os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise OSError(f"segment {segment}: short read at offset {offset}")
+    return data
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Temp file, fsync, rename, directory fsync: the file is either old or new, never torn."""
     temporary = path.with_suffix(path.suffix + ".tmp")
@@ -49,9 +62,21 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 @dataclass
+class CopiedRecord:
+    """A record rebuilt by the writer thread from a new prefix and a body read from another
+    segment (compaction moving a message whose body is paged out)."""
+
+    prefix: bytes
+    source_segment: int
+    source_offset: int
+    length: int
+
+
+@dataclass
 class _Batch:
     ticket: int
-    pieces: list[tuple[int, bytes]] = field(default_factory=list)  # (segment number, bytes)
+    # (segment number, record bytes or a record to rebuild)
+    pieces: list[tuple[int, bytes | CopiedRecord]] = field(default_factory=list)
     definitions: bytes | None = None
     delete_segments: list[int] = field(default_factory=list)
 
@@ -88,9 +113,13 @@ class WriteAheadLog:
         """The ticket records appended now will get."""
         return self._batch.ticket
 
-    def append(self, record: bytes) -> tuple[int, int, int]:
+    def append(self, record: bytes | CopiedRecord) -> tuple[int, int, int]:
         """Queue a record for the next group commit: (ticket, segment number, offset)."""
-        if self.segment_bytes + len(record) > self.segment_size and (
+        size = (
+            len(record) if isinstance(record, bytes)
+            else RECORD_HEAD_SIZE + len(record.prefix) + record.length
+        )
+        if self.segment_bytes + size > self.segment_size and (
             self.segment_bytes > SEGMENT_HEADER_SIZE
         ):
             self.segment += 1
@@ -98,7 +127,7 @@ class WriteAheadLog:
             self._batch.pieces.append((self.segment, segment_header(self.segment)))
         offset = self.segment_bytes
         self._batch.pieces.append((self.segment, record))
-        self.segment_bytes += len(record)
+        self.segment_bytes += size
         self.schedule()
         return self._batch.ticket, self.segment, offset
 
@@ -179,6 +208,8 @@ class WriteAheadLog:
         touched = {}
         created = False
         for number, data in batch.pieces:
+            if isinstance(data, CopiedRecord):
+                data = self._rebuild(data)
             file = self._files.get(number)
             if file is None:
                 for old in [n for n in self._files if n < number]:
@@ -204,6 +235,14 @@ class WriteAheadLog:
                 pass
         if batch.delete_segments:
             fsync_directory(self.directory)
+
+    def _rebuild(self, copy: CopiedRecord) -> bytes:
+        source = self._files.get(copy.source_segment)
+        if source is not None:
+            source.flush()
+        body = read_at(self.directory, copy.source_segment, copy.source_offset, copy.length)
+        crc = zlib.crc32(body, zlib.crc32(copy.prefix))
+        return RECORD_HEAD.pack(len(copy.prefix) + len(body), crc) + copy.prefix + body
 
     def _sync_and_close(self, number: int) -> None:
         file = self._files.pop(number, None)
