@@ -38,9 +38,6 @@ class Message:
             self._headers = properties.get(self.props_raw, "headers") or {}
         return self._headers
 
-    def get_property(self, name: str) -> Any:
-        return properties.get(self.props_raw, name)
-
 
 class QueuedMessage:
     """A message's place in one queue: its position (for requeue order) and redelivery flag."""

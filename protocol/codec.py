@@ -15,8 +15,6 @@ from pamqp import encode as pamqp_encode
 from pamqp.base import Frame as PamqpMethod
 
 from protocol.constants import (
-    BASIC_ACK,
-    BASIC_PUBLISH,
     FRAME_BODY,
     FRAME_END,
     FRAME_END_BYTE,
@@ -348,20 +346,3 @@ def encode_nack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     return _deliver_head.pack(FRAME_METHOD, channel, 13, 60, 120) + _tag_and_flag.pack(
         delivery_tag, multiple
     ) + FRAME_END_BYTE
-
-
-def method_name(index: int) -> str:
-    method_class = pamqp_commands.INDEX_MAPPING.get(index)
-    return method_class.name if method_class else f"{index >> 16}.{index & 0xFFFF}"
-
-
-def is_publish(index: int) -> bool:
-    return index == BASIC_PUBLISH
-
-
-def is_ack(index: int) -> bool:
-    return index == BASIC_ACK
-
-
-def field_table_bytes(table: dict[str, Any]) -> bytes:
-    return pamqp_encode.field_table(table)

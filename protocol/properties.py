@@ -125,7 +125,3 @@ def decode_all(raw: bytes) -> pamqp_commands.Basic.Properties:
     flags = _u16.unpack_from(raw)[0]
     properties.unmarshal(flags, raw[2:])
     return properties
-
-
-def encode(properties: pamqp_commands.Basic.Properties) -> bytes:
-    return properties.marshal()

@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pamqp import body as pamqp_body
 from pamqp import commands as spec
-from pamqp import encode as pamqp_encode
 from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
 from pamqp import heartbeat as pamqp_heartbeat
@@ -292,7 +291,6 @@ PUBLISHES = [
 def test_decode_publish_matches_pamqp(fields):
     payload = payload_of(marshal(spec.Basic.Publish(**fields)))
     assert codec.method_index(payload) == BASIC_PUBLISH
-    assert codec.is_publish(codec.method_index(payload))
     publish = codec.decode_publish(payload)
     assert publish.exchange == fields["exchange"]
     assert publish.routing_key == fields["routing_key"]
@@ -337,7 +335,6 @@ def test_decode_publish_invalid_utf8_raises_501():
 )
 def test_decode_ack_matches_pamqp(delivery_tag, multiple):
     payload = payload_of(marshal(spec.Basic.Ack(delivery_tag=delivery_tag, multiple=multiple)))
-    assert codec.is_ack(codec.method_index(payload))
     assert codec.method_index(payload) == BASIC_ACK
     ack = codec.decode_ack(payload)
     assert (ack.delivery_tag, ack.multiple) == (delivery_tag, multiple)
@@ -682,20 +679,10 @@ def test_unchecked_lets_names_pamqp_rejects_through(method_class, fields, name_f
         assert getattr(parsed, field) == value
 
 
-def test_field_table_bytes_equals_pamqp():
-    assert codec.field_table_bytes(SERVER_PROPERTIES) == pamqp_encode.field_table(SERVER_PROPERTIES)
-
-
 def test_shortstr():
     assert codec.shortstr("") == b"\x00"
     assert codec.shortstr("ab") == b"\x02ab"
     assert codec.shortstr("ü") == b"\x02\xc3\xbc"
-
-
-def test_method_name():
-    assert codec.method_name(BASIC_PUBLISH) == "Basic.Publish"
-    assert codec.method_name((10 << 16) | 11) == "Connection.StartOk"
-    assert codec.method_name((10 << 16) | 99) == "10.99"
 
 
 # ---------------------------------------------------------------------------------------------

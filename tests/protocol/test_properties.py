@@ -118,11 +118,6 @@ def test_has_on_too_short_bytes():
     assert not properties.has(b"\x80", "content_type")
 
 
-def test_encode_is_pamqp_marshal():
-    props = pamqp_properties(ALL_VALUES)
-    assert properties.encode(props) == props.marshal()
-
-
 def test_cluster_id_read_from_bytes_pamqp_would_not_write():
     raw = b"\x02\x04" + b"\x05rk.q1" + b"\x05node1"  # reply_to and cluster_id
     properties.validate(raw)
