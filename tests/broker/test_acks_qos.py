@@ -511,3 +511,22 @@ def test_ack_after_the_queue_was_deleted_is_accepted(connection, channel, unique
     channel.basic_ack(tag)
     channel.basic_qos(prefetch_count=0)  # a round trip: the channel is still open
     assert channel.is_open
+
+
+def test_round_robin_after_a_cancel_and_a_new_consumer(connection, channel, queue):
+    """The consumer just served goes to the back of the line; a new consumer joins at the end."""
+    received = []
+    tags = {}
+    for name in ("a", "b", "c"):
+        tags[name] = channel.basic_consume(
+            queue, lambda *_, name=name: received.append(name), auto_ack=True
+        )
+    publish(channel, queue, 4)
+    assert wait_for(connection, lambda: len(received) == 4)
+    channel.basic_cancel(tags["b"])
+    publish(channel, queue, 4)
+    assert wait_for(connection, lambda: len(received) == 8)
+    channel.basic_consume(queue, lambda *_: received.append("d"), auto_ack=True)
+    publish(channel, queue, 6)
+    assert wait_for(connection, lambda: len(received) == 14)
+    assert "".join(received) == "abca" + "caca" + "cadcad"

@@ -656,3 +656,45 @@ def test_amq_default_is_not_an_alias_of_the_default_exchange(channel, unique):
     channel.queue_declare(unique, exclusive=True)
     publish = lambda: channel.basic_publish("amq.default", unique, b"x")  # noqa: E731
     assert channel_error_after(channel, publish) == not_found("amq.default")
+
+
+@pytest.mark.parametrize(
+    ("binding_value", "wire_value", "routed"),
+    [
+        ([1], "A" + "b", False),  # array items keep their field types: I 1 != b 1
+        ([1], "A" + "I", True),
+        ({"n": 1}, "F" + "b", False),  # same inside tables
+        ({"n": 1}, "F" + "I", True),
+    ],
+    ids=["array-b", "array-I", "table-b", "table-I"],
+)
+def test_headers_nested_values_compare_with_their_types(
+    broker, channel, unique, binding_value, wire_value, routed
+):
+    """Top-level values compare as numbers, but arrays and tables compare item types too."""
+    declare_queue_bound(
+        channel, unique, "amq.headers", arguments={"x-match": "all", "k": binding_value}
+    )
+    container, item_type = wire_value
+    item = struct.pack(">b", 1) if item_type == "b" else struct.pack(">i", 1)
+    if container == "A":
+        items = item_type.encode() + item
+        value = struct.pack(">I", len(items)) + items
+    else:
+        value = field_table(field("n", item_type, item))
+    table = field_table(field("k", container, value))
+    with raw_client(broker) as raw:
+        raw.publish_raw(
+            1, "amq.headers", "", content_header_payload(1, HEADERS_FLAG, table), [b"m"]
+        )
+        raw.send_method(1, commands.Basic.Qos())
+        raw.expect_method(commands.Basic.QosOk)
+    assert get_bodies(channel, unique) == ([b"m"] if routed else [])
+
+
+def test_unicode_exchange_name(channel, unique):
+    name = unique + "-échange-交換"
+    channel.exchange_declare(name, "fanout", auto_delete=True)
+    declare_queue_bound(channel, unique, name)
+    channel.basic_publish(name, "", b"m")
+    assert get_bodies(channel, unique) == [b"m"]

@@ -482,6 +482,16 @@ def test_message_count_ignores_unacked(channel, unique):
     assert message_count(channel, unique) == 1
 
 
+@pytest.mark.parametrize(
+    "suffix", ["очередь-é", "with spaces", "x" * 180], ids=["unicode", "spaces", "long"]
+)
+def test_unusual_queue_names_work(channel, unique, suffix):
+    name = (unique + suffix)[:255]
+    assert channel.queue_declare(name, exclusive=True).method.queue == name
+    channel.basic_publish("", name, b"m")
+    assert get_bodies(channel, name) == [b"m"]
+
+
 def test_queue_name_is_case_sensitive(channel, unique):
     channel.queue_declare(unique.lower() + "-q", exclusive=True)
     upper = unique.upper() + "-Q"
