@@ -13,7 +13,7 @@ class Message:
     __slots__ = (
         "exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers", "cc",
         "body_size", "store_id", "store_segment", "store_size", "store_queues",
-        "store_delivered", "store_body_offset",
+        "store_delivered", "store_location",
     )
 
     def __init__(

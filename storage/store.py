@@ -127,8 +127,8 @@ def _replay_segment(number: int, data: bytes, result: ScanResult) -> int:
     while offset < len(data):
         try:
             read = records.read_record(data, offset)
-            if read is None:
-                return offset  # the data ends inside this record: a torn write
+            if read is None:  # the data ends inside this record: torn, unless its length lies
+                raise records.CorruptRecord("record runs past the end of the segment")
             payload, next_offset = read
             record = records.decode_payload(payload, with_body=False)
             if isinstance(record, records.PublishRecord):
@@ -147,8 +147,13 @@ def _replay_segment(number: int, data: bytes, result: ScanResult) -> int:
 
 
 def _next_good_record(data: bytes, start: int) -> int | None:
-    """The first offset from `start` where a whole, valid record begins."""
-    for offset in range(start, len(data) - records.RECORD_HEAD_SIZE):
+    """The first offset from `start` where a whole, valid record begins (None: the rest is a
+    torn tail)."""
+    unpack, size = records.RECORD_HEAD.unpack_from, len(data)
+    for offset in range(start, size - records.RECORD_HEAD_SIZE):
+        length = unpack(data, offset)[0]
+        if not 0 < length <= size - offset - records.RECORD_HEAD_SIZE:
+            continue  # cheap rejection before the CRC
         try:
             read = records.read_record(data, offset)
             if read is not None:
@@ -202,6 +207,8 @@ class MessageStore:
         self._removed: defaultdict[Queue, list[int]] = defaultdict(list)
         self._delivered: defaultdict[Queue, list[int]] = defaultdict(list)
         self._to_page_out: deque[tuple[int, Message]] = deque()
+        # (ticket of the copies, segment to delete once they are durable, body moves)
+        self._retiring: deque[tuple[int, int, list]] = deque()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warren-reader")
         self.recovered_messages = 0
 
@@ -239,7 +246,7 @@ class MessageStore:
                     )
                     message.store_id = message_id
                     message.store_segment = segment = logged.segment
-                    message.store_body_offset = logged.body_offset
+                    message.store_location = (segment, logged.body_offset)
                     message.store_size = logged.body_size + len(logged.props_raw) + 64
                     message.store_queues = []
                     messages[message_id] = message
@@ -259,10 +266,7 @@ class MessageStore:
         self.wal.before_flush = self._emit_pending
         self.wal.after_flush = self._after_flush
         self._segments[last + 1] = _Segment(last + 1, records.SEGMENT_HEADER_SIZE)
-        for number in [n for n, info in self._segments.items() if not info.messages]:
-            if number != last + 1:
-                del self._segments[number]
-                self.wal.delete_segment_when_durable(number)
+        self._compact()
 
     # -- logging --------------------------------------------------------------------------
 
@@ -277,7 +281,7 @@ class MessageStore:
         ticket, segment, offset = self.wal.append(record)
         message.store_id = message_id
         message.store_segment = segment
-        message.store_body_offset = offset + body_at
+        message.store_location = (segment, offset + body_at)
         message.store_size = len(record)
         message.store_queues = list(queues)
         info = self._segment(segment)
@@ -362,17 +366,19 @@ class MessageStore:
                 break
             if info.messages and not self._worth_copying(info):
                 break
-            for message in list(info.messages.values()):
-                self._copy_forward(message)
+            moves = [self._copy_forward(message) for message in list(info.messages.values())]
             del segments[number]
-            self.wal.delete_segment_when_durable(number)
+            # Readers keep using the old copies until the new ones are on disk; only then is
+            # the old segment deleted.
+            self._retiring.append((self.wal.pending_ticket, number, moves))
 
     def _worth_copying(self, info: _Segment) -> bool:
         if info.live_bytes * 2 < info.size:
             return True  # mostly dead
         return self.disk_bytes > 2 * self.live_bytes + 2 * self.segment_size
 
-    def _copy_forward(self, message: Message) -> None:
+    def _copy_forward(self, message: Message) -> tuple[Message, tuple[int, int]]:
+        """Re-log a live message in the current segment; returns where its body will be."""
         old = self._segments.get(message.store_segment)
         if old is not None:
             old.messages.pop(message.store_id, None)
@@ -388,8 +394,7 @@ class MessageStore:
                 message.store_id, int(time.time() * 1000), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body_size,
             ))
-            record = CopiedRecord(prefix, message.store_segment, message.store_body_offset,
-                                  message.body_size)
+            record = CopiedRecord(prefix, *message.store_location, message.body_size)
             body_at = records.RECORD_HEAD_SIZE + len(prefix)
             size = body_at + message.body_size
         _, segment, offset = self.wal.append(record)
@@ -398,11 +403,20 @@ class MessageStore:
         info.messages[message.store_id] = message
         info.live_bytes += size
         message.store_segment = segment
-        message.store_body_offset = offset + body_at
         message.store_size = size
         if message.store_delivered:
             for queue in message.store_queues:
                 self._delivered[queue].append(message.store_id)
+        return message, (segment, offset + body_at)
+
+    def _retire_segments(self) -> None:
+        """Copies made by compaction are durable: point readers at them, delete the old."""
+        durable, retiring = self.wal.durable_ticket, self._retiring
+        while retiring and retiring[0][0] <= durable:
+            _, number, moves = retiring.popleft()
+            for message, location in moves:
+                message.store_location = location
+            self.wal.delete_segment_when_durable(number)
 
     # -- paging ---------------------------------------------------------------------------
 
@@ -419,7 +433,7 @@ class MessageStore:
 
     def page_in(self, messages: list[Message], done: Callable[[], None]) -> None:
         """Read the bodies of paged-out messages in the reader thread, then call `done`."""
-        locations = [(m.store_segment, m.store_body_offset, m.body_size) for m in messages]
+        locations = [(*m.store_location, m.body_size) for m in messages]
         future = asyncio.get_running_loop().run_in_executor(
             self._reader, _read_bodies, self.directory, locations
         )
@@ -435,11 +449,11 @@ class MessageStore:
 
     def read_body_now(self, message: Message) -> bytes:
         """Blocking read of one body (basic.get, which must answer in order)."""
-        return read_at(self.directory, message.store_segment, message.store_body_offset,
-                       message.body_size)
+        return read_at(self.directory, *message.store_location, message.body_size)
 
     def _after_flush(self) -> None:
         self._page_out()
+        self._retire_segments()
         self._compact()
 
     async def close(self) -> None:
