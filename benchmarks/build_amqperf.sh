@@ -1,5 +1,6 @@
 #!/bin/sh
-# Build the amqperf load generator (a small C client on rabbitmq-c) into benchmarks/bin/amqperf.
+# Build the amqperf load generator (a small C client on rabbitmq-c) into benchmarks/bin/amqperf,
+# and benchmarks/confirmlat.c (publisher-confirm latency, used by persistent.py) next to it.
 #
 # The source is not part of this repository: it lives next to it, at ../shared/tools/amqperf.c
 # (override with AMQPERF_SRC=/path/to/amqperf.c). The binary goes to benchmarks/bin/, which is
@@ -41,3 +42,6 @@ mkdir -p "$here/bin"
 # shellcheck disable=SC2086  # cflags/libs are word lists on purpose
 "$cc" -O2 -Wall -o "$out" "$src" $cflags $libs
 echo "built $out"
+# shellcheck disable=SC2086
+"$cc" -O2 -Wall -o "$here/bin/confirmlat" "$here/confirmlat.c" $cflags $libs
+echo "built $here/bin/confirmlat"

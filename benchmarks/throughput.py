@@ -23,49 +23,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
-import signal
-import socket
-import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-AMQPERF = REPO_ROOT / "benchmarks" / "bin" / "amqperf"
-RABBITMQ_SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server")
-AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
-QUEUE_PREFIX = "amqperf-bench"
-
-
-class BenchError(RuntimeError):
-    """A run that did not complete: the broker or the client failed or timed out."""
-
-
-@dataclass
-class Broker:
-    """A broker under test: its label, AMQP port and, if we started it, its process and log."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-    product: str = ""
-    queue_seq: int = 0  # bumped after a failed run so leftovers never pollute the next one
-
-    @property
-    def queue(self) -> str:
-        return f"{QUEUE_PREFIX}-{self.queue_seq}" if self.queue_seq else QUEUE_PREFIX
-
-    def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise BenchError(f"{self.name} exited with code {self.process.returncode}")
+from common import (
+    AMQPERF,
+    BenchError,
+    Broker,
+    Results,
+    amqperf,
+    existing_broker,
+    fmt,
+    parse_amqperf,
+    report_log,
+    started_rabbitmq,
+    started_warren,
+)
 
 
 @dataclass
@@ -76,18 +54,6 @@ class Sample:
     publisher_rate: float
     p50_ms: float
     p99_ms: float
-
-
-@dataclass
-class Results:
-    """All samples of one broker, plus the errors of the runs that failed."""
-
-    samples: list[Sample] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def median(self, attribute: str) -> float | None:
-        values = [getattr(s, attribute) for s in self.samples]
-        return statistics.median(values) if values else None
 
 
 @dataclass
@@ -104,178 +70,7 @@ class Config:
     ack_every: int = 100
 
 
-# --- ports and AMQP probing ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def probe_amqp(port: int) -> str | None:
-    """Return the server's "product version" if an AMQP 0-9-1 broker answers on port, else None.
-
-    Sends the protocol header and reads the connection.start frame (frame type 1, channel 0).
-    """
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(AMQP_HEADER)
-            data = b""
-            while len(data) < 7 or len(data) < 8 + struct.unpack_from(">I", data, 3)[0]:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return None
-                data += chunk
-    except OSError:
-        return None
-    if data[0] != 1:
-        return None
-    product, version = server_property(data, b"product"), server_property(data, b"version")
-    return f"{product} {version}".strip() or "unknown AMQP broker"
-
-
-def server_property(frame: bytes, key: bytes) -> str:
-    """A long-string server property of connection.start, found by its key (good enough here)."""
-    marker = bytes([len(key)]) + key + b"S"
-    at = frame.find(marker)
-    if at < 0:
-        return ""
-    start = at + len(marker) + 4
-    (length,) = struct.unpack_from(">I", frame, start - 4)
-    return frame[start : start + length].decode("utf-8", "replace")
-
-
-def wait_for_amqp(port: int, process: subprocess.Popen[bytes] | None, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise BenchError(f"broker exited early with code {process.returncode}")
-        product = probe_amqp(port)
-        if product:
-            return product
-        time.sleep(0.2)
-    raise BenchError(f"no AMQP broker answered on port {port} within {timeout:.0f}s")
-
-
-# --- starting and stopping brokers --------------------------------------------------------------
-
-
-def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the process group we created for a broker, then SIGKILL after `grace` seconds."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@contextlib.contextmanager
-def started_warren(workdir: Path, extra_args: list[str]) -> Iterator[Broker | None]:
-    """Run `python -m broker` from the repository root on free ports; yield None if it fails."""
-    port = free_port()
-    log_path = workdir / "warren.log"
-    args = [
-        sys.executable, "-m", "broker",
-        "--port", str(port),
-        "--management-port", str(free_port()),
-        "--data-dir", str(workdir / "warren-data"),
-        *extra_args,
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            args, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    broker = Broker("Warren", port, process, log_path)
-    try:
-        try:
-            broker.product = wait_for_amqp(port, process, timeout=30)
-        except BenchError as exc:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            print(f"note: Warren did not start ({exc}). Its output:\n{tail}")
-            yield None
-            return
-        yield broker
-    finally:
-        stop_process_group(process, grace=10)
-
-
-def rabbitmq_server_binary() -> str | None:
-    for candidate in RABBITMQ_SERVER_CANDIDATES:
-        path = shutil.which(candidate)
-        if path:
-            return path
-    return None
-
-
-@contextlib.contextmanager
-def started_rabbitmq(workdir: Path) -> Iterator[Broker | None]:
-    """Start a private RabbitMQ node (no plugins) on free ports; yield None if that fails."""
-    server = rabbitmq_server_binary()
-    if server is None:
-        print("note: rabbitmq-server not found (apt-get install -y rabbitmq-server)")
-        yield None
-        return
-    base = workdir / "rabbitmq"
-    base.mkdir()
-    (base / "enabled_plugins").write_text("[].\n")
-    port = free_port()
-    env = {
-        **os.environ,
-        "HOME": str(base),  # the Erlang cookie goes here
-        "RABBITMQ_NODENAME": f"rabbit-bench-{os.getpid()}@localhost",
-        "RABBITMQ_NODE_PORT": str(port),
-        "RABBITMQ_DIST_PORT": str(free_port()),
-        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(base / "log"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
-    }
-    log_path = base / "startup.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [server], env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    broker = Broker("RabbitMQ", port, process, log_path)
-    try:
-        try:
-            broker.product = wait_for_amqp(port, process, timeout=120)
-        except BenchError as exc:
-            print(f"note: could not start RabbitMQ ({exc}); see {base / 'log'}")
-            yield None
-            return
-        yield broker
-    finally:
-        stop_process_group(process, grace=30)
-
-
-def existing_broker(name: str, port: int) -> Broker | None:
-    product = probe_amqp(port)
-    if product is None:
-        print(f"note: no AMQP broker answers on 127.0.0.1:{port}; {name} is left out")
-        return None
-    return Broker(name, port, product=product)
-
-
 # --- running amqperf ----------------------------------------------------------------------------
-
-
-def parse_amqperf(output: str) -> dict[str, str]:
-    """amqperf prints one line of key=value pairs; return them as a dict."""
-    lines = [line for line in output.splitlines() if "=" in line]
-    if not lines:
-        raise BenchError(f"unexpected amqperf output: {output!r}")
-    return dict(pair.split("=", 1) for pair in lines[-1].split())
-
-
-def amqperf(broker: Broker, mode: str, *args: str) -> list[str]:
-    return [str(AMQPERF), mode, "--port", str(broker.port), "--queue", broker.queue, *args]
 
 
 def run_pair(broker: Broker, cfg: Config, count: int, pub_args: list[str]) -> tuple[dict, dict]:
@@ -352,10 +147,6 @@ def warm_up(broker: Broker, cfg: Config) -> None:
 # --- report -------------------------------------------------------------------------------------
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_table(brokers: list[Broker], results: dict[str, Results], cfg: Config) -> None:
     print()
     print(
@@ -383,18 +174,6 @@ def print_table(brokers: list[Broker], results: dict[str, Results], cfg: Config)
         w, r = warren.median("consumer_rate"), rabbit.median("consumer_rate")
         if w and r:
             print(f"\nWarren/RabbitMQ consumer throughput: {w / r:.2f}x")
-
-
-def report_log(broker: Broker, lines: int = 20) -> None:
-    """Point at the broker's log and show its warnings, errors and tracebacks, if any."""
-    if broker.log_path is None or not broker.log_path.exists():
-        return
-    text = broker.log_path.read_text(errors="replace").splitlines()
-    keywords = ("Traceback", "ERROR", "CRITICAL", "WARNING", "Error")
-    notable = [line for line in text if any(k in line for k in keywords)]
-    print(f"\n{broker.name} log: {len(text)} lines, {len(notable)} with warnings or errors")
-    for line in notable[:lines]:
-        print(f"  | {line}")
 
 
 # --- main ---------------------------------------------------------------------------------------

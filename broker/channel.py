@@ -4,6 +4,7 @@ consumers, deliveries and their acknowledgements."""
 from __future__ import annotations
 
 import logging
+import struct
 from collections import OrderedDict, deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -380,7 +381,7 @@ class Channel:
                         queue.discard(message)
                         if self.confirm_mode:
                             self._nack_next = True
-        except (ValueError, IndexError, KeyError) as exc:  # malformed properties, e.g. headers
+        except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
         if routed:
             node.messages_routed += 1

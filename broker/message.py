@@ -4,9 +4,8 @@ queue may be paged out (None) and read back from the log before it is delivered.
 
 from __future__ import annotations
 
-from typing import Any
-
 from protocol import properties
+from protocol.fieldtable import TypedValue
 
 
 class Message:
@@ -26,16 +25,17 @@ class Message:
         self.props_raw = props_raw
         self.body = body
         self.body_size = len(body) if body_size is None else body_size
-        self._headers: dict[str, Any] | None = None
+        self._headers: dict[str, TypedValue] | None = None
         self.cc: tuple[str, ...] = ()  # extra routing keys from the CC and BCC headers
         # Set by the message store for a persistent message in durable queues (0 = not logged).
         self.store_id = 0
         self.store_delivered = False
 
     @property
-    def headers(self) -> dict[str, Any]:
+    def typed_headers(self) -> dict[str, TypedValue]:
+        """The headers table with AMQP value types kept (for the headers exchange)."""
         if self._headers is None:
-            self._headers = properties.get(self.props_raw, "headers") or {}
+            self._headers = properties.typed_headers(self.props_raw)
         return self._headers
 
 

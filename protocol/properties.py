@@ -14,6 +14,7 @@ from pamqp import decode as pamqp_decode
 
 from protocol.constants import PROPERTY_FLAGS, SYNTAX_ERROR
 from protocol.errors import AMQPConnectionError
+from protocol.fieldtable import TypedValue, decode_table
 
 _u16 = struct.Struct("!H")
 _u32 = struct.Struct("!I")
@@ -73,6 +74,14 @@ def delivery_mode(raw: bytes) -> int | None:
         return raw[offset]
     except (IndexError, struct.error):
         return None
+
+
+def typed_headers(raw: bytes) -> dict[str, TypedValue]:
+    """The headers property with field types kept; {} when absent."""
+    if not has(raw, "headers"):
+        return {}
+    start, _, _ = _field_spans(raw)["headers"]
+    return decode_table(raw, start)[0]
 
 
 def has(raw: bytes, name: str) -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from broker.exchanges.base import Binding, Exchange
 from protocol.constants import PRECONDITION_FAILED
 from protocol.errors import AMQPChannelError
+from protocol.fieldtable import FLOAT_TAGS, INTEGER_TAGS, TypedValue, typed
 
 if TYPE_CHECKING:
     from broker.message import Message
@@ -40,7 +41,7 @@ class HeadersExchange(Exchange):
         mode = binding.arguments.get("x-match", "all")
         with_x = mode.endswith("-with-x")
         pairs = [
-            (key, value)
+            (key, typed(value))
             for key, value in binding.arguments.items()
             if key != "x-match" and (with_x or not key.startswith("x-"))
         ]
@@ -50,7 +51,7 @@ class HeadersExchange(Exchange):
         del self._rules[binding]
 
     def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
-        headers = message.headers
+        headers = message.typed_headers
         found: set[Queue | Exchange] = set()
         for binding, (match_all, pairs) in self._rules.items():
             if binding.destination in found:
@@ -60,36 +61,32 @@ class HeadersExchange(Exchange):
         return found
 
 
-def _matches(headers: dict[str, Any], pairs: list[tuple[str, Any]], match_all: bool) -> bool:
+def _matches(headers: dict[str, TypedValue], pairs: list[tuple[str, TypedValue]],
+             match_all: bool) -> bool:
     if match_all:
         return all(_pair_matches(headers, key, value) for key, value in pairs)
     return any(_pair_matches(headers, key, value) for key, value in pairs)
 
 
-def _pair_matches(headers: dict[str, Any], key: str, value: Any) -> bool:
-    if key not in headers:
+def _pair_matches(headers: dict[str, TypedValue], key: str, expected: TypedValue) -> bool:
+    actual = headers.get(key)
+    if actual is None:
         return False
-    if value is None:  # a void binding value only asks for the header to be present
+    if expected[0] == "V":  # a void binding value only asks for the header to be present
         return True
-    return _same_value(headers[key], value)
+    return _same_value(actual, expected)
 
 
-def _same_value(actual: Any, expected: Any) -> bool:
-    """Like RabbitMQ: numbers compare by value across field types (but booleans and decimals
-    are their own types), strings and byte arrays by their bytes."""
-    if isinstance(actual, _TEXT) and isinstance(expected, _TEXT):
-        return _as_bytes(actual) == _as_bytes(expected)
+def _same_value(actual: TypedValue, expected: TypedValue) -> bool:
+    """RabbitMQ's rule at the top level: numbers compare by value whatever their field types,
+    strings and byte arrays by their bytes; anything else (and everything nested inside arrays
+    and tables) must have the same type and value."""
     if _is_number(actual) and _is_number(expected):
-        return actual == expected
-    return type(actual) is type(expected) and actual == expected
+        return actual[1] == expected[1]
+    if actual[0] in "Sx" and expected[0] in "Sx":
+        return actual[1] == expected[1]
+    return actual == expected
 
 
-_TEXT = (str, bytes, bytearray)
-
-
-def _as_bytes(value: str | bytes | bytearray) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_number(value: TypedValue) -> bool:
+    return value[0] in INTEGER_TAGS or value[0] in FLOAT_TAGS

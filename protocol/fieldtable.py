@@ -1,0 +1,91 @@
+"""Field tables decoded with their AMQP value types kept, for comparisons that depend on them
+(RabbitMQ's headers exchange compares nested arrays and tables type and value alike)."""
+
+from __future__ import annotations
+
+import decimal
+import struct
+from typing import Any
+
+TypedValue = tuple[str, Any]  # (AMQP type tag, value; arrays and tables hold TypedValues)
+
+_FIXED = {
+    "t": struct.Struct("!B"), "b": struct.Struct("!b"), "B": struct.Struct("!B"),
+    "s": struct.Struct("!h"), "U": struct.Struct("!h"), "u": struct.Struct("!H"),
+    "I": struct.Struct("!i"), "i": struct.Struct("!I"), "l": struct.Struct("!q"),
+    "L": struct.Struct("!Q"), "f": struct.Struct("!f"), "d": struct.Struct("!d"),
+    "T": struct.Struct("!Q"),
+}
+_u32 = struct.Struct("!I")
+INTEGER_TAGS = frozenset("bBsUuIilL")
+FLOAT_TAGS = frozenset("fd")
+
+
+def decode_table(data: bytes, offset: int = 0) -> tuple[dict[str, TypedValue], int]:
+    """A table at `offset` (with its 4-byte length): (entries, offset after it)."""
+    end = offset + 4 + _u32.unpack_from(data, offset)[0]
+    offset += 4
+    table: dict[str, TypedValue] = {}
+    while offset < end:
+        name_length = data[offset]
+        name = data[offset + 1 : offset + 1 + name_length].decode()
+        value, offset = _decode_value(data, offset + 1 + name_length)
+        table[name] = value
+    if offset != end:
+        raise ValueError("field table length mismatch")
+    return table, end
+
+
+def _decode_value(data: bytes, offset: int) -> tuple[TypedValue, int]:
+    tag = chr(data[offset])
+    offset += 1
+    fixed = _FIXED.get(tag)
+    if fixed is not None:
+        value = fixed.unpack_from(data, offset)[0]
+        return (tag, bool(value) if tag == "t" else value), offset + fixed.size
+    if tag in "Sx":
+        length = _u32.unpack_from(data, offset)[0]
+        return (tag, bytes(data[offset + 4 : offset + 4 + length])), offset + 4 + length
+    if tag == "F":
+        table, offset = decode_table(data, offset)
+        return (tag, table), offset
+    if tag == "A":
+        end = offset + 4 + _u32.unpack_from(data, offset)[0]
+        offset += 4
+        items = []
+        while offset < end:
+            item, offset = _decode_value(data, offset)
+            items.append(item)
+        return (tag, tuple(items)), end
+    if tag == "D":
+        scale = data[offset]
+        unscaled = struct.unpack_from("!i", data, offset + 1)[0]
+        return (tag, decimal.Decimal(unscaled).scaleb(-scale)), offset + 5
+    if tag == "V":
+        return (tag, None), offset
+    raise ValueError(f"unknown field type {tag!r}")
+
+
+def typed(value: Any) -> TypedValue:
+    """The typed form of a decoded Python value, typed the way pika encodes it."""
+    if value is None:
+        return "V", None
+    if isinstance(value, bool):
+        return "t", value
+    if isinstance(value, int):
+        return ("I" if -(2**31) <= value < 2**31 else "l"), value
+    if isinstance(value, float):
+        return "d", value
+    if isinstance(value, decimal.Decimal):
+        return "D", value
+    if isinstance(value, str):
+        return "S", value.encode()
+    if isinstance(value, bytes | bytearray):
+        return "x", bytes(value)
+    if isinstance(value, dict):
+        return "F", {key: typed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return "A", tuple(typed(item) for item in value)
+    if hasattr(value, "timestamp"):
+        return "T", int(value.timestamp())
+    return "S", str(value).encode()
