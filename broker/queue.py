@@ -251,24 +251,22 @@ class Queue:
 
 
 class _ConsumerGroup:
-    """The consumers of one x-priority, taking turns."""
+    """The consumers of one x-priority in line, as RabbitMQ keeps them: the first one with
+    room gets the message and goes to the back; a new consumer joins at the back."""
 
-    __slots__ = ("priority", "consumers", "_next")
+    __slots__ = ("priority", "consumers")
 
     def __init__(self, priority: int, consumers: list[Consumer]) -> None:
         self.priority = priority
         self.consumers = consumers
-        self._next = 0
 
     def next_ready(self) -> Consumer | None:
         consumers = self.consumers
-        count = len(consumers)
-        start = self._next % count
-        for step in range(count):
-            index = (start + step) % count
-            consumer = consumers[index]
+        for index, consumer in enumerate(consumers):
             if consumer.can_take():
-                self._next = index + 1
+                if index != len(consumers) - 1:
+                    del consumers[index]
+                    consumers.append(consumer)
                 return consumer
         return None
 
