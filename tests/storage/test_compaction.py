@@ -1,0 +1,147 @@
+"""Compaction: the log stays bounded while durable queues are filled and drained in cycles,
+and what it keeps (or copies forward) is exactly what the queues still hold.
+
+With --segment-size 65536 a fill of 2000 messages of 1 KB spans ~34 segments. After each
+drain the segments must go again, even with a few long-lived messages pinned in old segments
+(a "sticky" queue that gets one message per cycle and is never drained: compaction has to copy
+them forward). A restart then recovers exactly the messages left, in order, and no acked one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from warren_process import (
+    WarrenNode,
+    consume_unacked,
+    drain,
+    get_all,
+    message_count,
+    publish_confirmed,
+    publish_many,
+)
+
+SEGMENT_SIZE = 65536
+BODY = 1024
+MAX_SEGMENTS_WHEN_EMPTY = 4  # the current segment, one being compacted, some slack
+
+
+def wait_bounded(node: WarrenNode, segments: int, disk_bytes: int,
+                 timeout: float = 5.0) -> tuple[int, int]:
+    """Poll until the log is within bounds; return (segment count, bytes) as last seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = len(node.segments()), node.disk_bytes()
+        if (seen[0] <= segments and seen[1] <= disk_bytes) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.05)
+
+
+def body(cycle: int, index: int) -> bytes:
+    return (b"%02d-%05d-" % (cycle, index)).ljust(BODY, b"b")
+
+
+def run_cycles(node: WarrenNode, cycles: int, per_cycle: int) -> tuple[list[bytes], list[bytes]]:
+    """Fill and drain `cycles` times; the last drain leaves a third of its fill. Returns the
+    bodies left in (main queue, sticky queue)."""
+    with node.channel() as ch:
+        ch.queue_declare("churn", durable=True)
+        ch.queue_declare("sticky", durable=True)
+    sticky = []
+    live_limit_bytes = 2 * per_cycle * (BODY + 100) + 3 * SEGMENT_SIZE
+    figures = []
+    for cycle in range(cycles):
+        sticky.append(b"sticky-%02d" % cycle)
+        with node.channel() as ch:
+            publish_confirmed(ch, "sticky", [sticky[-1]])
+        bodies = [body(cycle, i) for i in range(per_cycle)]
+        publish_many(node, [("", "churn", b) for b in bodies], window=500)
+        full = len(node.segments()), node.disk_bytes()
+        assert full[1] <= live_limit_bytes, f"cycle {cycle}: {full} with {per_cycle} live"
+
+        last = cycle == cycles - 1
+        take = per_cycle - per_cycle // 3 if last else per_cycle
+        got = drain(node, "churn", take)
+        assert [g.body for g in got] == bodies[:take], f"cycle {cycle}: order or content"
+        if not last:
+            empty = wait_bounded(node, MAX_SEGMENTS_WHEN_EMPTY,
+                                 MAX_SEGMENTS_WHEN_EMPTY * SEGMENT_SIZE)
+            assert empty[0] <= MAX_SEGMENTS_WHEN_EMPTY, (
+                f"cycle {cycle}: {empty[0]} segments ({empty[1]} bytes) after the drain; "
+                f"segments: {[p.name for p in node.segments()]}"
+            )
+            assert empty[1] <= MAX_SEGMENTS_WHEN_EMPTY * SEGMENT_SIZE, empty
+            figures.append((full, empty))
+        with node.channel() as ch:
+            assert message_count(ch, "churn") == (per_cycle - take)
+    print(f"\n(segments, bytes) full -> drained per cycle: {figures}")
+    return bodies[take:], sticky
+
+
+def check_after_restart(node: WarrenNode, churn: list[bytes], sticky: list[bytes],
+                        redelivered: bool) -> None:
+    for queue, expected in (("churn", churn), ("sticky", sticky)):
+        found = consume_unacked(node, queue)
+        assert [got.body for got in found] == expected, f"{queue} after restart"
+        assert {got.redelivered for got in found} == {redelivered}, queue
+
+
+def test_fill_and_drain_cycles_keep_the_log_bounded(node_factory):
+    """20 cycles of 2000 persistent messages of 1 KB (about 5 s here)."""
+    node = node_factory(extra_args=["--segment-size", str(SEGMENT_SIZE)]).start()
+    started = time.monotonic()
+    churn, sticky = run_cycles(node, cycles=20, per_cycle=2000)
+    print(f"20 cycles x 2000 in {time.monotonic() - started:.1f}s")
+
+    node.restart()
+    check_after_restart(node, churn, sticky, redelivered=False)
+    node.crash_restart()
+    check_after_restart(node, churn, sticky, redelivered=True)
+
+
+def test_acked_messages_stay_gone_when_an_old_segment_is_pinned(node_factory):
+    """Segment 1 keeps a big live message; the later segments hold the acked messages' REMOVE
+    records and nothing live. Dropping those later segments while segment 1 stays would
+    bring the acked messages of segment 1 back at the next start."""
+    node = node_factory(extra_args=["--segment-size", str(SEGMENT_SIZE)]).start()
+    with node.channel() as ch:
+        ch.queue_declare("pinned", durable=True)
+        ch.queue_declare("churn", durable=True)
+        publish_confirmed(ch, "pinned", [b"P" * 40000])  # 60% of segment 1: not worth copying
+    publish_many(node, [("", "churn", b"%04d" % i + b"." * 2000) for i in range(60)])
+    drain(node, "churn", 60)
+
+    for attempt in range(3):
+        node.restart()
+        with node.channel() as ch:
+            leftovers = get_all(ch, "churn", ack=False)
+            assert leftovers == [], (
+                f"restart {attempt + 1}: {len(leftovers)} acked messages came back, first "
+                f"{leftovers[0].body[:4]!r} redelivered={leftovers[0].redelivered}; segments "
+                f"{[p.name for p in node.segments()]}"
+            )
+            assert message_count(ch, "pinned") == 1
+
+
+@pytest.mark.parametrize("how", ["basic.get", "basic.consume"])
+def test_long_recovered_queue_drained_while_it_compacts(node_factory, how):
+    """Recovered bodies stay on disk; draining the queue makes old segments mostly dead, so
+    compaction copies the rest forward while the consumer keeps reading them."""
+    node = node_factory(extra_args=["--segment-size", str(SEGMENT_SIZE)]).start()
+    with node.channel() as ch:
+        ch.queue_declare("long", durable=True)
+    bodies = [b"%05d-" % i + b"x" * 500 for i in range(5000)]
+    publish_many(node, [("", "long", b) for b in bodies], window=500)
+    node.restart()
+
+    if how == "basic.get":
+        with node.channel() as ch:
+            found = [got.body for got in get_all(ch, "long")]
+    else:
+        found = [got.body for got in drain(node, "long", len(bodies))]
+    assert found == bodies
+    assert "Traceback" not in node.log_text(), node.log_text()[-3000:]
+    node.restart()
+    with node.channel() as ch:
+        assert message_count(ch, "long") == 0
