@@ -530,3 +530,30 @@ def test_round_robin_after_a_cancel_and_a_new_consumer(connection, channel, queu
     publish(channel, queue, 6)
     assert wait_for(connection, lambda: len(received) == 14)
     assert "".join(received) == "abca" + "caca" + "cadcad"
+
+
+def test_nack_zero_with_multiple_requeues_all_outstanding(channel, queue):
+    publish(channel, queue, 3)
+    for _ in range(3):
+        get(channel, queue)
+    channel.basic_nack(0, multiple=True, requeue=True)
+    assert drain_with_flags(channel, queue) == [(b"0", True), (b"1", True), (b"2", True)]
+
+
+@pytest.mark.parametrize(
+    "settle_tag",
+    [
+        pytest.param(lambda ch: ch.basic_reject(0), id="reject"),
+        pytest.param(lambda ch: ch.basic_nack(0, multiple=False), id="nack"),
+    ],
+)
+def test_tag_zero_without_multiple_is_unknown(channel, settle_tag):
+    assert channel_error_after(channel, lambda: settle_tag(channel)) == unknown_tag(0)
+
+
+def test_ack_multiple_beyond_the_last_delivery_is_unknown(channel, queue):
+    publish(channel, queue, 1)
+    get(channel, queue)
+    assert channel_error_after(channel, lambda: channel.basic_ack(5, multiple=True)) == (
+        unknown_tag(5)
+    )

@@ -812,3 +812,48 @@ def test_basic_get_is_allowed_beside_an_exclusive_consumer(connection, channel, 
     collector.wait(1)
     method, _, body = connection.channel().basic_get(queue, auto_ack=True)
     assert (body, method.message_count) == (b"1", 1)
+
+
+# --------------------------------------------------------------------------------------------
+# property validation on publish
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expiration", "reason"),
+    [
+        ("abc", "no_integer"),
+        ("", "no_integer"),
+        (" 5", "no_integer"),
+        ("-1", "{value_negative,-1}"),
+        ("1.5", '{leftover_string,".5"}'),
+        (
+            "99999999999999999999",
+            "{value_too_large,\n" + " " * 44 + "99999999999999999999}",
+        ),
+    ],
+    ids=["letters", "empty", "space", "negative", "decimal", "too-large"],
+)
+def test_invalid_expiration_is_406(channel, queue, expiration, reason):
+    properties = pika.BasicProperties(expiration=expiration)
+    publish = lambda: channel.basic_publish("", queue, b"m", properties)  # noqa: E731
+    assert channel_error_after(channel, publish) == (
+        406,
+        f"PRECONDITION_FAILED - invalid expiration '{expiration}': {reason}",
+    )
+
+
+def test_expiration_zero_expires_at_once(channel, queue):
+    channel.basic_publish("", queue, b"gone", pika.BasicProperties(expiration="0"))
+    channel.basic_publish("", queue, b"kept", pika.BasicProperties(expiration="60000"))
+    assert get_bodies(channel, queue) == [b"kept"]
+
+
+@pytest.mark.parametrize("delivery_mode", [0, 3, 255])
+def test_unknown_delivery_mode_is_406(channel, queue, delivery_mode):
+    properties = pika.BasicProperties(delivery_mode=delivery_mode)
+    publish = lambda: channel.basic_publish("", queue, b"m", properties)  # noqa: E731
+    assert channel_error_after(channel, publish) == (
+        406,
+        f"PRECONDITION_FAILED - invalid message: {{delivery_mode_unknown,{delivery_mode}}}",
+    )
