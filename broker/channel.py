@@ -4,6 +4,7 @@ consumers, deliveries and their acknowledgements."""
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from collections import OrderedDict, deque
 from functools import partial
@@ -14,6 +15,8 @@ from pamqp import commands as spec
 from broker import names, topology
 from broker.consumer import Consumer
 from broker.message import Message, QueuedMessage
+from broker.names import erlang_pretty
+from broker.queue_args import InvalidArgument, check_expiry
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
 from protocol.constants import (
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 _USER_ID_FLAG = 0x0010
 _REPLY_TO_FLAG = 0x0200
 _HEADERS_FLAG = 0x2000
+_EXPIRATION_FLAG = 0x0100
+_DELIVERY_MODE_FLAG = 0x1000
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024  # RabbitMQ 3.10's default max_message_size
 
 _CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
@@ -324,6 +329,16 @@ class Channel:
         message = Message(publish.exchange, publish.routing_key, publish.route_bytes, props_raw,
                           body)
         message.cc = cc
+        if flags & _EXPIRATION_FLAG:
+            message.expiration = _parse_expiration(properties.get(props_raw, "expiration"))
+        if flags & _DELIVERY_MODE_FLAG:
+            mode = properties.delivery_mode(props_raw)
+            if mode not in (1, 2):
+                raise AMQPChannelError(
+                    PRECONDITION_FAILED, f"invalid message: {{delivery_mode_unknown,{mode}}}",
+                    60, 40,
+                )
+            message.persistent = mode == 2
         if self.tx_mode:
             self._tx_publishes.append((exchange, message, publish.mandatory))
             return
@@ -372,7 +387,7 @@ class Channel:
             else:
                 queues = self.vhost.route(exchange, message)
                 routed = bool(queues)
-                if routed and properties.delivery_mode(message.props_raw) == 2:
+                if routed and message.persistent:
                     durable = [queue for queue in queues if queue.durable]
                     if durable:
                         ticket = self.vhost.store.persist(message, durable)
@@ -461,7 +476,8 @@ class Channel:
         connection = self.connection
         connection.write(codec.encode_deliver(
             self.number, consumer.tag_bytes, tag, entry.redelivered, message.route_bytes,
-            message.props_raw, message.body, connection.frame_max,
+            queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
+            message.body, connection.frame_max,
         ))
         connection.node.messages_delivered += 1
 
@@ -557,6 +573,7 @@ class Channel:
         name = topology.queue_name(self, method.queue, 60, 70)
         self.vhost.check_permission(self.user, "read", "queue", name, 60, 70)
         queue = topology.queue_for(self, name, 60, 70)
+        queue.arm_unused_timer()
         entry = queue.pop()
         if entry is None:
             self.send_method(spec.Basic.GetEmpty())
@@ -573,7 +590,7 @@ class Channel:
         message = entry.message
         self.connection.write(codec.encode_get_ok(
             self.number, tag, entry.redelivered, message.route_bytes, queue.message_count,
-            message.props_raw, body, self.connection.frame_max,
+            queue.delivery_properties(entry), body, self.connection.frame_max,
         ))
         self.connection.node.messages_delivered += 1
 
@@ -583,16 +600,15 @@ class Channel:
         self, delivery_tag: int, multiple: bool, method_id: int
     ) -> list[tuple[int, Unacked]]:
         unacked = self.unacked
-        if multiple:
+        if multiple and (delivery_tag == 0 or delivery_tag in unacked):
             taken = []
             while unacked:
                 first = next(iter(unacked))
                 if delivery_tag and first > delivery_tag:
                     break
                 taken.append(unacked.popitem(last=False))
-            if taken or delivery_tag == 0:
-                return taken
-        else:
+            return taken
+        if not multiple:
             entry = unacked.pop(delivery_tag, None)
             if entry is not None:
                 return [(delivery_tag, entry)]
@@ -624,7 +640,7 @@ class Channel:
             if acked:
                 queue.settle(entry)
             else:
-                queue.discard(entry.message)
+                queue.reject(entry)
             if consumer is not None:
                 self.global_unacked -= 1
                 if consumer.prefetch and consumer.unacked == consumer.prefetch:
@@ -741,3 +757,22 @@ def _sender_selected_keys(props_raw: bytes) -> tuple[bytes, tuple[str, ...]]:
     if "BCC" in headers:
         props_raw = properties.remove_header(props_raw, "BCC")
     return props_raw, tuple(keys)
+
+
+_LEADING_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _parse_expiration(value: str) -> int:
+    """The expiration property as RabbitMQ reads it (Erlang's string:to_integer), or 406."""
+    match = _LEADING_INTEGER.match(value)
+    try:
+        if match is None:
+            raise InvalidArgument("no_integer")
+        if match.end() != len(value):
+            raise InvalidArgument(f'{{leftover_string,"{value[match.end():]}"}}')
+        return check_expiry(int(match.group()))
+    except InvalidArgument as error:
+        prefix = f"invalid expiration '{value}': "
+        raise AMQPChannelError(
+            PRECONDITION_FAILED, prefix + erlang_pretty(error.term, len(prefix)), 60, 40
+        ) from None

@@ -1,4 +1,5 @@
-"""A consumer: one subscription of a channel to a queue, with its prefetch window."""
+"""Consumers: one subscription of a channel to a queue with its prefetch window, and the line
+of a queue's consumers (priority groups taking turns, or a single active consumer)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,76 @@ class Consumer:
         if self.prefetch and self.unacked >= self.prefetch:
             return False
         return self.channel.can_deliver()
+
+
+class _PriorityGroup:
+    """The consumers of one x-priority in line, as RabbitMQ keeps them: the first one with
+    room gets the message and goes to the back; a new consumer joins at the back."""
+
+    __slots__ = ("priority", "consumers")
+
+    def __init__(self, priority: int, consumers: list[Consumer]) -> None:
+        self.priority = priority
+        self.consumers = consumers
+
+    def next_ready(self) -> Consumer | None:
+        consumers = self.consumers
+        for index, consumer in enumerate(consumers):
+            if consumer.can_take():
+                if index != len(consumers) - 1:
+                    del consumers[index]
+                    consumers.append(consumer)
+                return consumer
+        return None
+
+
+class ConsumerLine:
+    """Who gets the next message of a queue: the highest-priority consumer with room, taking
+    turns within a priority; with single-active-consumer, only the earliest one registered."""
+
+    def __init__(self, single_active: bool = False) -> None:
+        self.single_active = single_active
+        self.consumers: list[Consumer] = []  # in registration order
+        self._groups: list[_PriorityGroup] = []  # highest priority first
+
+    def __len__(self) -> int:
+        return len(self.consumers)
+
+    def __bool__(self) -> bool:
+        return bool(self.consumers)
+
+    def __iter__(self):
+        return iter(self.consumers)
+
+    @property
+    def active(self) -> Consumer | None:
+        """The single active consumer (single-active-consumer queues)."""
+        return self.consumers[0] if self.single_active and self.consumers else None
+
+    def add(self, consumer: Consumer) -> None:
+        self.consumers.append(consumer)
+        for group in self._groups:
+            if group.priority == consumer.priority:
+                group.consumers.append(consumer)
+                return
+        self._groups.append(_PriorityGroup(consumer.priority, [consumer]))
+        self._groups.sort(key=lambda group: -group.priority)
+
+    def remove(self, consumer: Consumer) -> None:
+        self.consumers.remove(consumer)
+        for group in self._groups:
+            if consumer in group.consumers:
+                group.consumers.remove(consumer)
+                if not group.consumers:
+                    self._groups.remove(group)
+                return
+
+    def next_ready(self) -> Consumer | None:
+        if self.single_active:
+            active = self.active
+            return active if active is not None and active.can_take() else None
+        for group in self._groups:
+            consumer = group.next_ready()
+            if consumer is not None:
+                return consumer
+        return None

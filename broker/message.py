@@ -4,6 +4,8 @@ queue may be paged out (None) and read back from the log before it is delivered.
 
 from __future__ import annotations
 
+import time
+
 from protocol import properties
 from protocol.fieldtable import TypedValue
 
@@ -11,8 +13,8 @@ from protocol.fieldtable import TypedValue
 class Message:
     __slots__ = (
         "exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers", "cc",
-        "body_size", "store_id", "store_segment", "store_size", "store_queues",
-        "store_delivered", "store_location",
+        "body_size", "timestamp", "expiration", "persistent", "store_id", "store_segment",
+        "store_size", "store_queues", "store_delivered", "store_location",
     )
 
     def __init__(
@@ -25,6 +27,9 @@ class Message:
         self.props_raw = props_raw
         self.body = body
         self.body_size = len(body) if body_size is None else body_size
+        self.timestamp = time.time()  # when published (wall clock): TTLs count from here
+        self.expiration: int | None = None  # the expiration property, in ms, once validated
+        self.persistent = False  # delivery_mode 2
         self._headers: dict[str, TypedValue] | None = None
         self.cc: tuple[str, ...] = ()  # extra routing keys from the CC and BCC headers
         # Set by the message store for a persistent message in durable queues (0 = not logged).
@@ -42,12 +47,16 @@ class Message:
 class QueuedMessage:
     """A message's place in one queue: its position (for requeue order) and redelivery flag."""
 
-    __slots__ = ("message", "seq", "redelivered")
+    __slots__ = ("message", "seq", "redelivered", "priority", "expires_at", "delivery_count")
 
-    def __init__(self, message: Message, seq: int) -> None:
+    def __init__(self, message: Message, seq: int, priority: int = 0,
+                 expires_at: float | None = None) -> None:
         self.message = message
         self.seq = seq
         self.redelivered = False
+        self.priority = priority
+        self.expires_at = expires_at  # wall-clock seconds, or None
+        self.delivery_count = 0  # deliveries that ended in a requeue (x-delivery-count)
 
     def __lt__(self, other: QueuedMessage) -> bool:
         return self.seq < other.seq

@@ -93,3 +93,12 @@ def _typed(value: Any) -> str:
     if value is None:
         return "none"
     return f"the value '{_plain(value)}' of type '{field_type_name(value)}'"
+
+
+def erlang_pretty(term: str, column: int, width: int = 80) -> str:
+    """An Erlang tuple as `~p` prints it starting at `column`: on one line if it fits in
+    `width`, else one element per line, aligned after the brace."""
+    if column + len(term) <= width or not (term.startswith("{") and term.endswith("}")):
+        return term
+    elements = term[1:-1].split(",")
+    return "{" + (",\n" + " " * (column + 1)).join(elements) + "}"

@@ -1,14 +1,21 @@
-"""A queue: ready messages in order, requeued messages back in their original position,
-length limits, consumers served by priority and round-robin within their prefetch windows."""
+"""A queue: ready messages in delivery order (by priority, requeued ones back in their
+original place), TTL expiry, length limits, dead-lettering, delivery limits, the unused-queue
+timer, and dispatch to its line of consumers."""
 
 from __future__ import annotations
 
-import heapq
+import asyncio
 import itertools
-from collections import deque
+import time
 from typing import TYPE_CHECKING, Any
 
+from broker import deadletter
+from broker.consumer import Consumer, ConsumerLine
+from broker.lanes import MessageLanes
 from broker.message import Message, QueuedMessage
+from broker.queue_args import QueueSettings, resolve
+from protocol import properties
+from protocol.fieldtable import encode_table
 
 # A durable queue keeps the bodies of its first RESIDENT_HEAD messages in memory; bodies of
 # logged messages behind them are paged out and read back PAGE_IN_BATCH at a time.
@@ -17,7 +24,6 @@ PAGE_IN_BATCH = 1024
 
 if TYPE_CHECKING:
     from broker.connection import Connection
-    from broker.consumer import Consumer
     from broker.exchanges import Binding
     from broker.vhost import VirtualHost
 
@@ -26,6 +32,7 @@ class Queue:
     def __init__(
         self, vhost: VirtualHost, name: str, *, durable: bool = False, auto_delete: bool = False,
         owner: Connection | None = None, arguments: dict[str, Any] | None = None,
+        settings: QueueSettings | None = None,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -33,26 +40,26 @@ class Queue:
         self.auto_delete = auto_delete
         self.owner = owner  # the connection of an exclusive queue
         self.arguments = arguments or {}
+        self.settings = settings or resolve(self.arguments)
         self.bindings_in: set[Binding] = set()
-        self.consumers: list[Consumer] = []
-        self._consumer_groups: list[_ConsumerGroup] = []  # by x-priority, highest first
+        self.consumers = ConsumerLine(self.settings.single_active_consumer)
         self.exclusive_consumer: Consumer | None = None
         self.deleted = False
         self.unacked_count = 0
-        self._ready: deque[QueuedMessage] = deque()
-        self._requeued: list[QueuedMessage] = []  # heap by seq: they precede everything in _ready
+        self._messages = MessageLanes(self.settings.max_priority)
         self._next_seq = 0
         self._dispatching = False
-        self._bytes = 0  # body bytes of ready messages, for x-max-length-bytes
         self._paging_in = False
-        self.max_length = _limit(self.arguments.get("x-max-length"))
-        self.max_length_bytes = _limit(self.arguments.get("x-max-length-bytes"))
-        self.overflow = self.arguments.get("x-overflow", "drop-head")
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_at: float | None = None
+        self._unused_timer: asyncio.TimerHandle | None = None
         # Plain counters, read by the management plane at scrape time.
         self.messages_published = 0
         self.messages_delivered = 0
         self.messages_acked = 0
         self.messages_redelivered = 0
+        self.messages_dead_lettered = 0
+        self.arm_unused_timer()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -65,7 +72,7 @@ class Queue:
 
     @property
     def message_count(self) -> int:
-        return len(self._ready) + len(self._requeued)
+        return len(self._messages)
 
     @property
     def consumer_count(self) -> int:
@@ -74,70 +81,123 @@ class Queue:
     def describe(self) -> str:
         return f"queue '{self.name}' in vhost '{self.vhost.name}'"
 
-    # -- messages -------------------------------------------------------------------------
+    def apply_settings(self, settings: QueueSettings) -> None:
+        """A policy changed: run with the new settings from now on."""
+        self.settings = settings
+        self.consumers.single_active = settings.single_active_consumer
+        self._enforce_limits()
+        self._schedule_expiry()
+        self.arm_unused_timer()
+        self.dispatch()
+
+    # -- messages in ----------------------------------------------------------------------
 
     def enqueue(self, message: Message) -> bool:
-        """Add a published message; False if the queue refuses it (x-overflow reject-publish)."""
-        limited = self.max_length is not None or self.max_length_bytes is not None
-        if limited and self.overflow != "drop-head" and self._full_for(message.body_size):
+        """Add a published message; False if the queue refuses it (x-overflow reject-publish,
+        reject-publish-dlx: then it is dead-lettered as maxlen)."""
+        settings = self.settings
+        limited = settings.max_length is not None or settings.max_length_bytes is not None
+        if limited and settings.overflow != "drop-head" and self._full_for(message.body_size):
+            if settings.overflow == "reject-publish-dlx":
+                self._dead_letter(message, "maxlen")
             return False
-        self._ready.append(QueuedMessage(message, self._next_seq))
+        entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
+                              self._deadline(message, message.timestamp))
         self._next_seq += 1
-        self._bytes += message.body_size
+        self._messages.append(entry)
         self.messages_published += 1
-        if message.store_id and len(self._ready) > RESIDENT_HEAD and self.durable:
+        if message.store_id and self.durable and len(self._messages) > RESIDENT_HEAD:
             self.vhost.store.page_out_when_durable(message)
-        if self.max_length is not None or self.max_length_bytes is not None:
-            self._drop_over_limit()
+        if limited:
+            self._enforce_limits()
         if self.consumers:
             self.dispatch()
+        if entry.expires_at is not None:
+            self._schedule_expiry()
         return True
-
-    def _full_for(self, size: int) -> bool:
-        if self.max_length is not None and self.message_count >= self.max_length:
-            return True
-        return self.max_length_bytes is not None and self._bytes + size > self.max_length_bytes
 
     def restore(self, message: Message, redelivered: bool) -> None:
         """Put back a message recovered from the log (at start-up, in log order)."""
-        entry = QueuedMessage(message, self._next_seq)
+        entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
+                              self._deadline(message, message.timestamp))
         entry.redelivered = redelivered
-        self._ready.append(entry)
         self._next_seq += 1
-        self._bytes += message.body_size
+        self._messages.append(entry)
+        if entry.expires_at is not None:
+            self._schedule_expiry()
 
-    def _drop_over_limit(self) -> None:
-        while self.message_count and (
-            (self.max_length is not None and self.message_count > self.max_length)
-            or (self.max_length_bytes is not None and self._bytes > self.max_length_bytes)
+    def _priority_of(self, message: Message) -> int:
+        if not self.settings.max_priority:
+            return 0
+        return properties.get(message.props_raw, "priority") or 0
+
+    def _deadline(self, message: Message, since: float) -> float | None:
+        """When a message expires (wall clock): the queue's TTL or its own expiration, the
+        earlier; both counted from when it was published, so a restart changes nothing."""
+        ttl = self.settings.message_ttl
+        own = message.expiration
+        if own is not None and (ttl is None or own < ttl):
+            ttl = own
+        return None if ttl is None else since + ttl / 1000
+
+    def _full_for(self, size: int) -> bool:
+        settings = self.settings
+        if settings.max_length is not None and len(self._messages) >= settings.max_length:
+            return True
+        return (settings.max_length_bytes is not None
+                and self._messages.bytes + size > settings.max_length_bytes)
+
+    def _enforce_limits(self) -> None:
+        """drop-head: drop (dead-letter as maxlen) from the head while over a limit."""
+        settings, messages = self.settings, self._messages
+        while messages and (
+            (settings.max_length is not None and len(messages) > settings.max_length)
+            or (settings.max_length_bytes is not None
+                and messages.bytes > settings.max_length_bytes)
         ):
-            self.discard(self.pop().message)
+            self._dead_letter(messages.pop().message, "maxlen")
+
+    # -- messages out ---------------------------------------------------------------------
 
     def pop(self) -> QueuedMessage | None:
-        if self._requeued:
-            entry = heapq.heappop(self._requeued)
-        elif self._ready:
-            entry = self._ready.popleft()
-        else:
-            return None
-        self._bytes -= entry.message.body_size
-        return entry
+        """The next message to hand out (expired ones at the head are dead-lettered first)."""
+        self._expire_head()
+        return self._messages.pop()
 
     def requeue(self, entry: QueuedMessage) -> None:
-        """Put a delivered message back where it was, marked redelivered (dispatch separately)."""
+        """Put a delivered message back where it was, marked redelivered (dispatch separately).
+        Past its delivery limit it is dead-lettered instead."""
+        limit = self.settings.delivery_limit
+        if limit is not None:
+            entry.delivery_count += 1
+            if entry.delivery_count > limit:
+                self._dead_letter(entry.message, "delivery_limit")
+                return
         entry.redelivered = True
-        self._bytes += entry.message.body_size
-        heapq.heappush(self._requeued, entry)
+        self._messages.requeue(entry)
+        if entry.expires_at is not None:
+            self._schedule_expiry()
 
     def settle(self, entry: QueuedMessage) -> None:
         """A delivered message was acknowledged."""
         self.messages_acked += 1
         self.discard(entry.message)
 
+    def reject(self, entry: QueuedMessage) -> None:
+        """Rejected (or nacked) without requeue: dead-lettered as rejected."""
+        self._dead_letter(entry.message, "rejected")
+
     def discard(self, message: Message) -> None:
         """A message leaves the queue for good (ack, reject, drop): unlog it if logged."""
         if message.store_id and self.durable:
             self.vhost.store.removed(self, message)
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        if self.settings.dead_letter_exchange is not None and deadletter.dead_letter(
+            self, message, reason
+        ):
+            self.messages_dead_lettered += 1
+        self.discard(message)
 
     def note_delivery(self, entry: QueuedMessage) -> None:
         """A message is handed to a consumer or basic.get (it stays unacked or is settled)."""
@@ -148,70 +208,126 @@ class Queue:
         if message.store_id and self.durable:
             self.vhost.store.delivered(self, message)
 
+    def delivery_properties(self, entry: QueuedMessage) -> bytes:
+        """The property bytes to deliver: the message's own, plus x-delivery-count once it
+        has come back (delivery-limit queues, as quorum queues do)."""
+        raw = entry.message.props_raw
+        if not entry.delivery_count:
+            return raw
+        headers = dict(properties.typed_headers(raw))
+        headers["x-delivery-count"] = ("l", entry.delivery_count)
+        return properties.rebuild(raw, {"headers": encode_table(headers)})
+
     def purge(self) -> int:
-        count = self.message_count
-        entries = [*self._requeued, *self._ready]
-        self._ready.clear()
-        self._requeued.clear()
-        self._bytes = 0
+        entries = self._messages.clear()
         for entry in entries:
             self.discard(entry.message)
-        return count
+        return len(entries)
 
     def drop_everything(self) -> None:
         """The queue is deleted: its ready messages go, and the log forgets it entirely."""
-        entries = [*self._requeued, *self._ready]
-        self._ready.clear()
-        self._requeued.clear()
-        self._bytes = 0
+        self._cancel_timers()
+        entries = self._messages.clear()
         if self.durable and self.vhost.store is not None:
             self.vhost.store.purged(self, [entry.message for entry in entries])
+
+    # -- expiry ---------------------------------------------------------------------------
+
+    def _expire_head(self) -> None:
+        """Dead-letter expired messages at the head (RabbitMQ expires only from the head, so
+        this never scans the queue)."""
+        messages = self._messages
+        head = messages.head()
+        if head is None or head.expires_at is None:
+            return
+        now = time.time()
+        while head is not None and head.expires_at is not None and head.expires_at <= now:
+            messages.pop()
+            self._dead_letter(head.message, "expired")
+            head = messages.head()
+
+    def _schedule_expiry(self) -> None:
+        """A timer for the head's deadline, so messages expire even when nobody consumes."""
+        head = self._messages.head()
+        deadline = head.expires_at if head is not None else None
+        if deadline is None or deadline == self._expiry_at:
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        loop = asyncio.get_event_loop()
+        self._expiry_at = deadline
+        self._expiry_timer = loop.call_later(max(0.0, deadline - time.time()), self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._expiry_timer = self._expiry_at = None
+        if self.deleted:
+            return
+        self._expire_head()
+        self._schedule_expiry()
+
+    # -- the unused-queue timer (x-expires) -----------------------------------------------
+
+    def arm_unused_timer(self) -> None:
+        """(Re)start the x-expires countdown: the queue was used, or lost its last consumer."""
+        if self._unused_timer is not None:
+            self._unused_timer.cancel()
+            self._unused_timer = None
+        expires = self.settings.expires
+        if expires is None or self.consumers or self.deleted:
+            return
+        loop = asyncio.get_event_loop()
+        self._unused_timer = loop.call_later(expires / 1000, self._on_unused)
+
+    def _on_unused(self) -> None:
+        self._unused_timer = None
+        if not self.consumers and not self.deleted:
+            self.vhost.delete_queue(self)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._expiry_timer, self._unused_timer):
+            if timer is not None:
+                timer.cancel()
+        self._expiry_timer = self._unused_timer = self._expiry_at = None
 
     # -- consumers ------------------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer) -> None:
-        self.consumers.append(consumer)
-        for group in self._consumer_groups:
-            if group.priority == consumer.priority:
-                group.consumers.append(consumer)
-                break
-        else:
-            self._consumer_groups.append(_ConsumerGroup(consumer.priority, [consumer]))
-            self._consumer_groups.sort(key=lambda group: -group.priority)
+        self.consumers.add(consumer)
         if consumer.exclusive:
             self.exclusive_consumer = consumer
+        self.arm_unused_timer()
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         """Detach a consumer; an auto-delete queue that loses its last one is deleted."""
         self.consumers.remove(consumer)
-        for group in self._consumer_groups:
-            if consumer in group.consumers:
-                group.consumers.remove(consumer)
-                if not group.consumers:
-                    self._consumer_groups.remove(group)
-                break
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
         if self.auto_delete and not self.consumers and not self.deleted:
             self.vhost.delete_queue(self)
+            return
+        self.arm_unused_timer()
+        self.dispatch()
 
     def dispatch(self) -> None:
-        """Deliver ready messages to consumers that have room, round-robin."""
+        """Deliver ready messages to consumers that have room."""
         if self._dispatching:
             return
         self._dispatching = True
         try:
-            consumers = self.consumers
-            while consumers and (self._requeued or self._ready):
-                consumer = self._next_ready_consumer()
+            messages, line = self._messages, self.consumers
+            while line and messages:
+                consumer = line.next_ready()
                 if consumer is None:
                     break
-                head = self._requeued[0] if self._requeued else self._ready[0]
+                head = messages.head()
+                if head.expires_at is not None and head.expires_at <= time.time():
+                    self._expire_head()
+                    continue
                 if head.message.body is None:
                     self._page_in()
                     break
-                entry = self.pop()
+                entry = messages.pop()
                 self.note_delivery(entry)
                 consumer.channel.deliver(consumer, self, entry)
         finally:
@@ -221,13 +337,12 @@ class Queue:
         """Read the next paged-out bodies from the log; dispatch resumes when they are in."""
         if self._paging_in:
             return
-        messages = [
-            entry.message for entry in itertools.islice(
-                itertools.chain(sorted(self._requeued), self._ready), PAGE_IN_BATCH
-            ) if entry.message.body is None
+        paged_out = [
+            entry.message for entry in itertools.islice(self._messages, PAGE_IN_BATCH)
+            if entry.message.body is None
         ]
         self._paging_in = True
-        self.vhost.store.page_in(messages, self._paged_in)
+        self.vhost.store.page_in(paged_out, self._paged_in)
 
     def _paged_in(self) -> None:
         self._paging_in = False
@@ -240,36 +355,3 @@ class Queue:
         if message.body is None:
             message.body = self.vhost.store.read_body_now(message)
         return message.body
-
-    def _next_ready_consumer(self) -> Consumer | None:
-        """The highest-priority consumer with room; round-robin within a priority."""
-        for group in self._consumer_groups:
-            consumer = group.next_ready()
-            if consumer is not None:
-                return consumer
-        return None
-
-
-class _ConsumerGroup:
-    """The consumers of one x-priority in line, as RabbitMQ keeps them: the first one with
-    room gets the message and goes to the back; a new consumer joins at the back."""
-
-    __slots__ = ("priority", "consumers")
-
-    def __init__(self, priority: int, consumers: list[Consumer]) -> None:
-        self.priority = priority
-        self.consumers = consumers
-
-    def next_ready(self) -> Consumer | None:
-        consumers = self.consumers
-        for index, consumer in enumerate(consumers):
-            if consumer.can_take():
-                if index != len(consumers) - 1:
-                    del consumers[index]
-                    consumers.append(consumer)
-                return consumer
-        return None
-
-
-def _limit(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

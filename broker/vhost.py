@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from broker import names
 from broker.exchanges import EXCHANGE_TYPES, Binding, DefaultExchange, Exchange, route
 from broker.message import Message
+from broker.policies import Policy, effective_policy
 from broker.queue import Queue
+from broker.queue_args import resolve, validate_queue_arguments
 from broker.resources import check_reserved_name, not_found, resource
 from protocol.constants import (
     ACCESS_REFUSED,
@@ -48,6 +50,7 @@ class VirtualHost:
         self.access = access
         self.queues: dict[str, Queue] = {}
         self.store: MessageStore | None = None  # set once the node's storage is open
+        self.policies: dict[str, Policy] = {}
         self.on_definitions_changed: Callable[[], None] = lambda: None
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
@@ -174,17 +177,21 @@ class VirtualHost:
         if passive:
             queue = self.get_queue(name, 50, 10)
             self.check_exclusive_access(queue, connection, 50, 10)
+            queue.arm_unused_timer()
             return queue
+        validate_queue_arguments(arguments, resource("queue", name, self.name))
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive_access(existing, connection, 50, 10)
             if exclusive != existing.exclusive:
                 raise self._locked(existing, 50, 10)
             self._check_queue_equivalence(existing, durable, auto_delete, arguments)
+            existing.arm_unused_timer()
             return existing
         queue = Queue(
             self, name, durable=durable and not exclusive, auto_delete=auto_delete,
             owner=connection if exclusive else None, arguments=arguments,
+            settings=resolve(arguments, effective_policy(self.policies, "queues", name)),
         )
         self.queues[name] = queue
         if exclusive:
@@ -239,13 +246,28 @@ class VirtualHost:
             self.remove_binding(binding)
         for consumer in list(queue.consumers):
             consumer.channel.cancel_by_server(consumer)
-        queue.consumers.clear()
         queue.drop_everything()
         if queue.owner is not None and queue in queue.owner.exclusive_queues:
             queue.owner.exclusive_queues.remove(queue)
         if queue.durable:
             self.on_definitions_changed()
         return count
+
+    # -- policies -------------------------------------------------------------------------
+
+    def set_policy(self, policy: Policy) -> None:
+        self.policies[policy.name] = policy
+        self._apply_policies()
+
+    def clear_policy(self, name: str) -> None:
+        if self.policies.pop(name, None) is not None:
+            self._apply_policies()
+
+    def _apply_policies(self) -> None:
+        for queue in list(self.queues.values()):
+            policy = effective_policy(self.policies, "queues", queue.name)
+            queue.apply_settings(resolve(queue.arguments, policy))
+        self.on_definitions_changed()
 
     # -- bindings -------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ class LoggedMessage(NamedTuple):
     """Where a logged message is, without its body."""
 
     segment: int
+    published_at: int
     body_offset: int
     body_size: int
     exchange: str
@@ -172,7 +173,7 @@ def _apply(segment: int, record: records.Record, result: ScanResult) -> None:
                     members.pop(record.message_id, None)
         shared = result.shared
         result.publishes[record.message_id] = LoggedMessage(
-            segment, record.body_offset, record.body_size,
+            segment, record.published_at, record.body_offset, record.body_size,
             shared.setdefault(record.exchange, record.exchange),
             shared.setdefault(record.routing_key, record.routing_key),
             shared.setdefault(record.props_raw, record.props_raw),
@@ -245,6 +246,8 @@ class MessageStore:
                         logged.body_size,
                     )
                     message.store_id = message_id
+                    message.persistent = True
+                    message.timestamp = logged.published_at / 1000
                     message.store_segment = segment = logged.segment
                     message.store_location = (segment, logged.body_offset)
                     message.store_size = logged.body_size + len(logged.props_raw) + 64
@@ -275,7 +278,7 @@ class MessageStore:
         message_id = self._next_id
         self._next_id += 1
         record, body_at = records.encode_publish(
-            message_id, int(time.time() * 1000), [queue.key for queue in queues],
+            message_id, int(message.timestamp * 1000), [queue.key for queue in queues],
             message.exchange, message.routing_key, message.props_raw, message.body,
         )
         ticket, segment, offset = self.wal.append(record)
@@ -385,13 +388,13 @@ class MessageStore:
         queues = [queue.key for queue in message.store_queues]
         if message.body is not None:
             record, body_at = records.encode_publish(
-                message.store_id, int(time.time() * 1000), queues, message.exchange,
+                message.store_id, int(message.timestamp * 1000), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body,
             )
             size = len(record)
         else:  # paged out: the writer thread copies the body from the old segment
             prefix = records.publish_prefix(records.publish_head(
-                message.store_id, int(time.time() * 1000), queues, message.exchange,
+                message.store_id, int(message.timestamp * 1000), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body_size,
             ))
             record = CopiedRecord(prefix, *message.store_location, message.body_size)

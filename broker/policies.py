@@ -1,0 +1,43 @@
+"""Policies: named, prioritised patterns whose definition (TTL, limits, dead-lettering...)
+applies to the queues or exchanges whose names match, as RabbitMQ's policies do."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+APPLY_TO = ("queues", "exchanges", "all")
+
+
+@dataclass
+class Policy:
+    vhost: str
+    name: str
+    pattern: str
+    definition: dict[str, Any]
+    priority: int = 0
+    apply_to: str = "all"
+    _regex: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._regex = re.compile(self.pattern)
+
+    def applies_to(self, kind: str, name: str) -> bool:
+        """kind: "queues" or "exchanges"."""
+        if self.apply_to not in ("all", kind):
+            return False
+        return self._regex.search(name) is not None
+
+    def as_definition(self) -> dict[str, Any]:
+        return {"vhost": self.vhost, "name": self.name, "pattern": self.pattern,
+                "apply-to": self.apply_to, "definition": self.definition,
+                "priority": self.priority}
+
+
+def effective_policy(policies: dict[str, Policy], kind: str, name: str) -> Policy | None:
+    """The matching policy of highest priority (ties: the first name in order)."""
+    matching = [p for p in policies.values() if p.applies_to(kind, name)]
+    if not matching:
+        return None
+    return min(matching, key=lambda policy: (-policy.priority, policy.name))

@@ -1,0 +1,189 @@
+"""Queue arguments and policies: validated at declare with RabbitMQ's checks and texts, and
+resolved into the settings a queue runs with (a policy's value against the argument's, the way
+RabbitMQ resolves each key)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from broker.names import field_type_name
+from protocol.constants import PRECONDITION_FAILED
+from protocol.errors import AMQPChannelError
+
+MAX_PRIORITY = 255
+MAX_EXPIRY = 2**32 - 1  # RabbitMQ's ?MAX_EXPIRY_TIMER, in milliseconds
+OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+
+
+class InvalidArgument(Exception):
+    """An argument RabbitMQ would refuse; `term` is the Erlang term it prints."""
+
+    def __init__(self, term: str) -> None:
+        super().__init__(term)
+        self.term = term
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(value: Any) -> int:
+    if not _is_int(value):
+        raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
+    return value
+
+
+def _non_negative(value: Any) -> int:
+    number = _int(value)
+    if number < 0:
+        raise InvalidArgument(f"{{value_negative,{number}}}")
+    return number
+
+
+def check_expiry(number: int) -> int:
+    if number < 0:
+        raise InvalidArgument(f"{{value_negative,{number}}}")
+    if number > MAX_EXPIRY:
+        raise InvalidArgument(f"{{value_too_large,{number}}}")
+    return number
+
+
+def _message_ttl(value: Any, _: dict) -> int:
+    return check_expiry(_int(value))
+
+
+def _expires(value: Any, _: dict) -> int:
+    if _int(value) == 0:
+        raise InvalidArgument("{value_zero,0}")
+    return check_expiry(value)
+
+
+def _max_priority(value: Any, _: dict) -> int:
+    number = _non_negative(value)
+    if number > MAX_PRIORITY:
+        raise InvalidArgument(f"{{max_value_exceeded,{number}}}")
+    return number
+
+
+def _longstr(value: Any, _: dict) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
+    return value
+
+
+def _dead_letter_routing_key(value: Any, arguments: dict) -> str:
+    _longstr(value, arguments)
+    if "x-dead-letter-exchange" not in arguments:
+        raise InvalidArgument("routing_key_but_no_dlx_defined")
+    return value
+
+
+def _overflow(value: Any, _: dict) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
+    if value not in OVERFLOW_MODES:
+        raise InvalidArgument("invalid_overflow")
+    return value
+
+
+def _bool(value: Any, _: dict) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
+    return value
+
+
+def _any(value: Any, _: dict) -> Any:
+    return value
+
+
+_CHECKS: dict[str, Callable[[Any, dict], Any]] = {
+    "x-expires": _expires,
+    "x-message-ttl": _message_ttl,
+    "x-dead-letter-exchange": _longstr,
+    "x-dead-letter-routing-key": _dead_letter_routing_key,
+    "x-max-length": lambda value, _: _non_negative(value),
+    "x-max-length-bytes": lambda value, _: _non_negative(value),
+    "x-max-in-memory-length": lambda value, _: _non_negative(value),
+    "x-max-in-memory-bytes": lambda value, _: _non_negative(value),
+    "x-max-priority": _max_priority,
+    "x-overflow": _overflow,
+    "x-single-active-consumer": _bool,
+    "x-delivery-limit": lambda value, _: _non_negative(value),
+    "x-queue-mode": _any,
+    "x-queue-type": _any,
+}
+
+
+def validate_queue_arguments(arguments: dict[str, Any], what: str) -> None:
+    """406 with RabbitMQ's text for the first argument it would refuse."""
+    for key, check in _CHECKS.items():
+        if key in arguments:
+            try:
+                check(arguments[key], arguments)
+            except InvalidArgument as error:
+                raise AMQPChannelError(
+                    PRECONDITION_FAILED, f"invalid arg '{key}' for {what}: {error.term}", 50, 10
+                ) from None
+
+
+@dataclass
+class QueueSettings:
+    """What a queue does, from its arguments and the policy that applies to it."""
+
+    message_ttl: int | None = None
+    expires: int | None = None
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: str = "drop-head"
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    max_priority: int | None = None
+    single_active_consumer: bool = False
+    delivery_limit: int | None = None
+    policy: str | None = None
+
+
+# policy key -> (argument, how the two combine: "min" = the lower wins, "arg" = argument wins)
+POLICY_KEYS = {
+    "message-ttl": ("x-message-ttl", "min"),
+    "expires": ("x-expires", "min"),
+    "max-length": ("x-max-length", "min"),
+    "max-length-bytes": ("x-max-length-bytes", "min"),
+    "delivery-limit": ("x-delivery-limit", "min"),
+    "overflow": ("x-overflow", "arg"),
+    "dead-letter-exchange": ("x-dead-letter-exchange", "arg"),
+    "dead-letter-routing-key": ("x-dead-letter-routing-key", "arg"),
+}
+
+
+def resolve(arguments: dict[str, Any], policy: Any | None = None) -> QueueSettings:
+    """Settings from (already validated) arguments and an optional Policy."""
+    values: dict[str, Any] = {
+        argument: arguments[argument]
+        for argument, _ in POLICY_KEYS.values() if argument in arguments
+    }
+    if policy is not None:
+        for key, (argument, rule) in POLICY_KEYS.items():
+            if key not in policy.definition:
+                continue
+            value = policy.definition[key]
+            if argument not in values:
+                values[argument] = value
+            elif rule == "min" and _is_int(value):
+                values[argument] = min(values[argument], value)
+    priority = arguments.get("x-max-priority")
+    return QueueSettings(
+        message_ttl=values.get("x-message-ttl"),
+        expires=values.get("x-expires"),
+        max_length=values.get("x-max-length"),
+        max_length_bytes=values.get("x-max-length-bytes"),
+        overflow=values.get("x-overflow", "drop-head"),
+        dead_letter_exchange=values.get("x-dead-letter-exchange"),
+        dead_letter_routing_key=values.get("x-dead-letter-routing-key"),
+        max_priority=priority if _is_int(priority) and priority > 0 else None,
+        single_active_consumer=arguments.get("x-single-active-consumer") is True,
+        delivery_limit=values.get("x-delivery-limit"),
+        policy=policy.name if policy is not None else None,
+    )
