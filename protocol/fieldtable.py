@@ -66,6 +66,39 @@ def _decode_value(data: bytes, offset: int) -> tuple[TypedValue, int]:
     raise ValueError(f"unknown field type {tag!r}")
 
 
+def encode_table(table: dict[str, TypedValue]) -> bytes:
+    """A typed table back to bytes (with its 4-byte length): the inverse of decode_table."""
+    body = b"".join(
+        bytes((len(raw_name),)) + raw_name + encode_value(value)
+        for raw_name, value in ((name.encode(), value) for name, value in table.items())
+    )
+    return _u32.pack(len(body)) + body
+
+
+def encode_value(value: TypedValue) -> bytes:
+    tag, content = value
+    fixed = _FIXED.get(tag)
+    if fixed is not None:
+        return tag.encode() + fixed.pack(content)
+    if tag in "Sx":
+        return tag.encode() + _u32.pack(len(content)) + content
+    if tag == "F":
+        return b"F" + encode_table(content)
+    if tag == "A":
+        items = b"".join(encode_value(item) for item in content)
+        return b"A" + _u32.pack(len(items)) + items
+    if tag == "D":
+        sign, digits, exponent = content.as_tuple()
+        unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        scale = -exponent if exponent < 0 else 0
+        if exponent > 0:
+            unscaled *= 10**exponent
+        return b"D" + bytes((scale,)) + struct.pack("!i", unscaled)
+    if tag == "V":
+        return b"V"
+    raise ValueError(f"unknown field type {tag!r}")
+
+
 def typed(value: Any) -> TypedValue:
     """The typed form of a decoded Python value, typed the way pika encodes it."""
     if value is None:

@@ -109,6 +109,31 @@ def replace_shortstr(raw: bytes, name: str, value: str) -> bytes:
     return raw[:start] + bytes((len(encoded),)) + encoded + raw[end:]
 
 
+def rebuild(raw: bytes, changes: dict[str, bytes | None]) -> bytes:
+    """Property bytes with some properties replaced (by already encoded values: a shortstr with
+    its length byte, a table with its length) or removed (None); the rest kept byte for byte."""
+    spans = _field_spans(raw)
+    flags = 0
+    parts = []
+    for name, flag, _ in PROPERTY_FLAGS:
+        if name in changes:
+            value = changes[name]
+        elif name in spans:
+            start, end, _ = spans[name]
+            value = raw[start:end]
+        else:
+            value = None
+        if value is not None:
+            flags |= flag
+            parts.append(value)
+    return _u16.pack(flags) + b"".join(parts)
+
+
+def shortstr_value(value: str) -> bytes:
+    encoded = value.encode()
+    return bytes((len(encoded),)) + encoded
+
+
 def remove_header(raw: bytes, key: str) -> bytes:
     """The same property bytes without one entry of the headers table; other entries keep
     their exact bytes."""
