@@ -14,6 +14,7 @@ from pamqp import commands as spec
 
 from broker import names, topology
 from broker.consumer import Consumer
+from broker.exchanges import DelayedExchange, delay_of
 from broker.message import Message, QueuedMessage
 from broker.names import erlang_pretty
 from broker.queue_args import InvalidArgument, check_expiry
@@ -384,6 +385,9 @@ class Channel:
                 DIRECT_REPLY_TO + "."
             ):
                 routed = self._deliver_reply(message)
+            elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
+                routed = True  # as with the plugin: held, so never returned as unroutable
+                ticket = self.vhost.hold_delayed(exchange, message, delay)
             else:
                 queues = self.vhost.route(exchange, message)
                 routed = bool(queues)

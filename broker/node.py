@@ -9,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from broker.auth import AccessControl, Permission, User, hash_password
+from broker.exchanges import DelayedExchange
 from broker.vhost import VirtualHost
 from storage.datadir import DataDir, open_data_dir
 from storage.definitions import apply_definitions, export_definitions, load_definitions
@@ -56,6 +57,10 @@ class Node:
             queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()
             if queue.durable
         }
+        for vhost in self.vhosts.values():  # delayed exchanges keep messages too
+            for exchange in vhost.exchanges.values():
+                if isinstance(exchange, DelayedExchange) and exchange.durable:
+                    durable_queues[exchange.holding.key] = exchange.holding
         self.store.recover(scanned, durable_queues, data_dir.was_shut_down_cleanly())
         data_dir.mark_running()
         for vhost in self.vhosts.values():

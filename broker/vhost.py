@@ -4,10 +4,19 @@ RabbitMQ's rules and reply texts. Permission checks against the node's access co
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from broker import names
-from broker.exchanges import EXCHANGE_TYPES, Binding, DefaultExchange, Exchange, route
+from broker.exchanges import (
+    DELAYABLE_TYPES,
+    EXCHANGE_TYPES,
+    Binding,
+    DefaultExchange,
+    DelayedExchange,
+    Exchange,
+    route,
+)
 from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
@@ -104,9 +113,17 @@ class VirtualHost:
                 existing, type_name, durable, auto_delete, internal, arguments
             )
             return existing
-        exchange = exchange_class(
-            name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
-        )
+        if exchange_class is DelayedExchange:
+            exchange = DelayedExchange(
+                name, inner_types=DELAYABLE_TYPES, durable=durable, auto_delete=auto_delete,
+                internal=internal, arguments=arguments,
+            )
+            exchange.holding.release = partial(self._release_delayed, exchange)
+        else:
+            exchange = exchange_class(
+                name, durable=durable, auto_delete=auto_delete, internal=internal,
+                arguments=arguments,
+            )
         self.exchanges[name] = exchange
         if durable:
             self.on_definitions_changed()
@@ -155,6 +172,10 @@ class VirtualHost:
 
     def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
+        if isinstance(exchange, DelayedExchange):
+            held = exchange.holding.drop()
+            if exchange.durable and self.store is not None:
+                self.store.purged(exchange.holding, held)
         for binding in list(exchange.bindings.values()):
             exchange.remove_binding(binding)
         for binding in list(exchange.bindings_in):
@@ -298,6 +319,26 @@ class VirtualHost:
             self._remove_exchange(source)
 
     # -- routing --------------------------------------------------------------------------
+
+    def hold_delayed(self, exchange: DelayedExchange, message: Message, delay: int) -> int:
+        """Keep a message in a delayed exchange; returns the log ticket (0: not logged)."""
+        ticket = 0
+        if message.persistent and exchange.durable:
+            ticket = self.store.persist(message, [exchange.holding])
+        exchange.holding.hold(message, delay)
+        return ticket
+
+    def _release_delayed(self, exchange: DelayedExchange, message: Message) -> None:
+        """A delayed message's time has come: route it as its exchange's type would."""
+        if message.store_id:
+            self.store.removed(exchange.holding, message)
+        queues = self.route(exchange, message)
+        if message.persistent:
+            durable = [queue for queue in queues if queue.durable]
+            if durable:
+                self.store.persist(message, durable)
+        for queue in list(queues):
+            queue.enqueue(message)
 
     def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
         return route(exchange, message, self.exchanges.get)

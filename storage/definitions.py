@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broker import __version__
 from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
 from broker.exchanges import Exchange
+from broker.policies import Policy
 
 if TYPE_CHECKING:
     from broker.node import Node
@@ -42,6 +44,9 @@ def apply_definitions(node: Node, document: dict[str, Any]) -> None:
             permission["user"], permission["vhost"],
             Permission(permission["configure"], permission["write"], permission["read"]),
         )
+    for entry in document.get("policies", []):
+        vhost = node.add_vhost(entry.get("vhost", "/"))
+        vhost.set_policy(_policy(entry))
     for exchange in document.get("exchanges", []):
         vhost = node.add_vhost(exchange.get("vhost", "/"))
         vhost.declare_exchange(
@@ -88,7 +93,10 @@ def export_definitions(node: Node) -> dict[str, Any]:
         "topic_permissions": [],
         "parameters": [],
         "global_parameters": [],
-        "policies": [],
+        "policies": [
+            policy.as_definition()
+            for vhost in node.vhosts.values() for policy in vhost.policies.values()
+        ],
         "queues": [],
         "exchanges": [],
         "bindings": [],
@@ -129,6 +137,17 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode(errors="replace")
     return str(value)
+
+
+def _policy(entry: dict[str, Any]) -> Policy:
+    try:
+        return Policy(
+            vhost=entry.get("vhost", "/"), name=entry["name"], pattern=entry["pattern"],
+            definition=dict(entry.get("definition", {})), priority=int(entry.get("priority", 0)),
+            apply_to=entry.get("apply-to", "all"),
+        )
+    except (KeyError, ValueError, re.error) as exc:
+        raise DefinitionsError(f"policy {entry.get('name')!r}: {exc}") from exc
 
 
 def _user(entry: dict[str, Any]) -> User:

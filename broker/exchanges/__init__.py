@@ -2,6 +2,7 @@
 bindings and alternate exchanges lives in `base.route`."""
 
 from broker.exchanges.base import Binding, Exchange, route
+from broker.exchanges.delayed import DelayedExchange, delay_of
 from broker.exchanges.direct import DefaultExchange, DirectExchange
 from broker.exchanges.fanout import FanoutExchange
 from broker.exchanges.headers import HeadersExchange
@@ -13,11 +14,16 @@ EXCHANGE_TYPES: dict[str, type[Exchange]] = {
     "topic": TopicExchange,
     "headers": HeadersExchange,
 }
+DELAYABLE_TYPES = dict(EXCHANGE_TYPES)
+EXCHANGE_TYPES["x-delayed-message"] = DelayedExchange
 
 __all__ = [
     "EXCHANGE_TYPES",
     "Binding",
     "DefaultExchange",
+    "DelayedExchange",
+    "DELAYABLE_TYPES",
+    "delay_of",
     "DirectExchange",
     "Exchange",
     "FanoutExchange",

@@ -1,0 +1,126 @@
+"""The x-delayed-message exchange (what rabbitmq-delayed-message-exchange adds to RabbitMQ,
+built in here): a message with an `x-delay` header (milliseconds) is held until its time
+comes, then routed like the exchange's `x-delayed-type` would route it. Delays are absolute
+deadlines; on a durable exchange, held persistent messages are in the log and survive a
+restart."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+
+from broker.exchanges.base import Binding, Exchange
+from protocol.constants import PRECONDITION_FAILED
+from protocol.errors import AMQPChannelError
+
+if TYPE_CHECKING:
+    from broker.message import Message
+    from broker.queue import Queue
+
+
+class DelayedExchange(Exchange):
+    type_name = "x-delayed-message"
+
+    def __init__(self, name: str, *, inner_types: dict[str, type[Exchange]], **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        delayed_type = self.arguments.get("x-delayed-type")
+        inner_class = inner_types.get(delayed_type) if isinstance(delayed_type, str) else None
+        if inner_class is None:
+            raise AMQPChannelError(
+                PRECONDITION_FAILED,
+                "Invalid argument, 'x-delayed-type' must be an existing exchange type", 40, 10,
+            )
+        self._inner = inner_class(name)
+        self.holding = Holding(self)
+
+    def bind(self, binding: Binding) -> None:
+        self._inner.bind(binding)
+
+    def unbind(self, binding: Binding) -> None:
+        self._inner.unbind(binding)
+
+    def validate_binding(self, arguments: dict[str, Any]) -> None:
+        self._inner.validate_binding(arguments)
+
+    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+        return self._inner.match(message, routing_key)
+
+
+def delay_of(message: Message) -> int:
+    """The x-delay header in ms (0 when absent, negative or not a number)."""
+    tag, value = message.typed_headers.get("x-delay", ("V", None))
+    if tag in "bBsUuIilL" and value > 0:
+        return value
+    return 0
+
+
+class Holding:
+    """The messages a delayed exchange holds, by deadline. To the message store it looks like
+    a durable queue (a `key`, `restore`), so held persistent messages are logged and come back
+    after a restart."""
+
+    def __init__(self, exchange: DelayedExchange) -> None:
+        self.exchange = exchange
+        self.release: Callable[[Message], None] | None = None  # set by the vhost
+        self._heap: list[tuple[float, int, Message]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self.deleted = False
+
+    @property
+    def name(self) -> str:
+        return f"delayed:{self.exchange.name}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return "\x00delayed", self.exchange.name
+
+    @property
+    def durable(self) -> bool:
+        return self.exchange.durable
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def hold(self, message: Message, delay_ms: int) -> None:
+        self._push(message, message.timestamp + delay_ms / 1000)
+
+    def restore(self, message: Message, redelivered: bool) -> None:
+        """A held message recovered from the log: its deadline is absolute."""
+        self._push(message, message.timestamp + delay_of(message) / 1000)
+
+    def _push(self, message: Message, deadline: float) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._order), message))
+        if self._heap[0][2] is message:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self._heap or self.deleted:
+            self._timer = None
+            return
+        delay = max(0.0, self._heap[0][0] - time.time())
+        self._timer = asyncio.get_event_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = time.time()
+        while self._heap and self._heap[0][0] <= now and not self.deleted:
+            _, _, message = heapq.heappop(self._heap)
+            if self.release is not None:
+                self.release(message)
+        self._schedule()
+
+    def drop(self) -> list[Message]:
+        """The exchange is deleted: everything it held is gone."""
+        self.deleted = True
+        if self._timer is not None:
+            self._timer.cancel()
+        messages = [message for _, _, message in self._heap]
+        self._heap.clear()
+        return messages
