@@ -141,7 +141,8 @@ def test_passive_declare_of_missing_exchange_is_404(channel, unique):
 def test_passive_declare_ignores_type_and_flags(channel, unique):
     channel.exchange_declare(unique, "direct", auto_delete=True)
     try:
-        channel.exchange_declare(unique, "fanout", durable=True, passive=True)
+        ok = channel.exchange_declare(unique, "fanout", durable=True, passive=True)
+        assert ok.method.NAME == "Exchange.DeclareOk"
     finally:
         channel.exchange_delete(unique)
 
@@ -209,7 +210,8 @@ def test_inequivalent_redeclare_is_406(connection, unique, first, second, arg, r
 
 def test_unknown_custom_arguments_are_not_compared(channel, unique):
     channel.exchange_declare(unique, "direct", arguments={"x-foo": "a"})
-    channel.exchange_declare(unique, "direct", arguments={"x-foo": "b"})
+    ok = channel.exchange_declare(unique, "direct", arguments={"x-foo": "b"})
+    assert ok.method.NAME == "Exchange.DeclareOk"
     channel.exchange_delete(unique)
 
 
@@ -488,8 +490,11 @@ def test_fanout_ignores_routing_key(channel, unique):
 
 def test_exchange_with_no_bindings_drops_silently(channel, unique):
     channel.exchange_declare(unique, "fanout")
+    returned = []
+    channel.add_on_return_callback(lambda *args: returned.append(args))
     channel.confirm_delivery()
     channel.basic_publish(unique, "", b"nowhere")  # confirmed, not returned
+    assert returned == [] and channel.is_open
     channel.exchange_delete(unique)
 
 

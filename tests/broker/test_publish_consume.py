@@ -503,7 +503,8 @@ def test_exclusive_consumer_gone_frees_the_queue(connection, unique):
     channel.queue_declare(unique, exclusive=True)
     tag, _ = consume(channel, unique, exclusive=True)
     channel.basic_cancel(tag)
-    consume(connection.channel(), unique, exclusive=True)
+    tag, _ = consume(connection.channel(), unique, exclusive=True)
+    assert channel.queue_declare(unique, passive=True).method.consumer_count == 1
 
 
 def test_consume_from_missing_queue_is_404(channel, unique):

@@ -196,15 +196,16 @@ def test_inequivalent_redeclare_is_406(connection, unique, first, second, arg, r
 
 def test_durable_is_not_compared_for_exclusive_queues(channel, unique):
     channel.queue_declare(unique, exclusive=True)
-    channel.queue_declare(unique, exclusive=True, durable=True)
+    assert channel.queue_declare(unique, exclusive=True, durable=True).method.queue == unique
     durable = f"{unique}-durable"
     channel.queue_declare(durable, exclusive=True, durable=True)
-    channel.queue_declare(durable, exclusive=True)
+    assert channel.queue_declare(durable, exclusive=True).method.queue == durable
 
 
 def test_unknown_custom_arguments_are_not_compared(channel, unique):
     channel.queue_declare(unique, exclusive=True, arguments={"x-foo": "a"})
-    channel.queue_declare(unique, exclusive=True, arguments={"x-foo": "b", "bar": 1})
+    ok = channel.queue_declare(unique, exclusive=True, arguments={"x-foo": "b", "bar": 1})
+    assert ok.method.queue == unique
 
 
 def test_passive_declare_ignores_flags_and_arguments(channel, unique):
@@ -326,7 +327,9 @@ def test_exclusive_queue_is_deleted_when_its_connection_closes(broker, connectio
 
 def test_auto_delete_queue_without_consumers_stays(channel, unique):
     channel.queue_declare(unique, auto_delete=True)
-    channel.queue_declare(unique, passive=True)
+    channel.basic_publish("", unique, b"m")
+    assert get_bodies(channel, unique) == [b"m"]  # basic.get is not a consumer
+    assert channel.queue_declare(unique, passive=True).method.queue == unique
     channel.queue_delete(unique)
 
 
