@@ -17,7 +17,7 @@ from broker.consumer import Consumer
 from broker.exchanges import DelayedExchange, delay_of
 from broker.message import Message, QueuedMessage
 from broker.names import erlang_pretty
-from broker.queue_args import InvalidArgument, check_expiry
+from broker.queue_args import InvalidArgument, check_expiry, validate_consumer_priority
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
 from protocol.constants import (
@@ -211,8 +211,12 @@ class Channel:
         """Give back everything the channel holds: consumers go, unacked messages are requeued."""
         self._content_state = _IDLE
         self._publish = None
+        # Consumers go first (so nothing is delivered back to this channel), then the unacked
+        # messages are requeued, and only then do the queues hand out again: the requeued
+        # messages first, in their original places.
+        consumed = {consumer.queue: None for consumer in self.consumers.values()}
         for consumer in list(self.consumers.values()):
-            self._remove_consumer(consumer)
+            self._remove_consumer(consumer, dispatch=False)
         if self.reply_key is not None:
             self.connection.node.reply_channels.pop(self.reply_key, None)
             self.reply_key = self.reply_consumer_tag = None
@@ -222,6 +226,9 @@ class Channel:
         pending.extend(self.unacked.values())
         self.unacked.clear()
         self._requeue(pending)
+        for queue in consumed:
+            if not queue.deleted:
+                queue.dispatch()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -386,7 +393,9 @@ class Channel:
             ):
                 routed = self._deliver_reply(message)
             elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
-                routed = True  # as with the plugin: held, so never returned as unroutable
+                # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
+                # does, and still delivered when its time comes.
+                routed = False
                 ticket = self.vhost.hold_delayed(exchange, message, delay)
             else:
                 queues = self.vhost.route(exchange, message)
@@ -524,7 +533,10 @@ class Channel:
         name = topology.queue_name(self, method.queue, 60, 20)
         self.vhost.check_permission(self.user, "read", "queue", name, 60, 20)
         queue = topology.queue_for(self, name, 60, 20)
-        if queue.exclusive_consumer is not None or (method.exclusive and queue.consumers):
+        validate_consumer_priority(method.arguments or {}, queue.describe())
+        if queue.exclusive_consumer is not None or (method.exclusive and (
+            queue.consumers or queue.settings.single_active_consumer
+        )):
             raise AMQPChannelError(
                 ACCESS_REFUSED, f"{queue.describe()} in exclusive use", 60, 20
             )
@@ -562,10 +574,10 @@ class Channel:
         if not method.nowait:
             self.send_method(spec.Basic.CancelOk(method.consumer_tag))
 
-    def _remove_consumer(self, consumer: Consumer) -> None:
+    def _remove_consumer(self, consumer: Consumer, dispatch: bool = True) -> None:
         del self.consumers[consumer.tag]
         if not consumer.queue.deleted:
-            consumer.queue.remove_consumer(consumer)
+            consumer.queue.remove_consumer(consumer, dispatch)
 
     def cancel_by_server(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""
@@ -594,7 +606,7 @@ class Channel:
         message = entry.message
         self.connection.write(codec.encode_get_ok(
             self.number, tag, entry.redelivered, message.route_bytes, queue.message_count,
-            queue.delivery_properties(entry), body, self.connection.frame_max,
+            queue.delivery_properties(entry, always=True), body, self.connection.frame_max,
         ))
         self.connection.node.messages_delivered += 1
 

@@ -64,12 +64,15 @@ class _PriorityGroup:
 
 class ConsumerLine:
     """Who gets the next message of a queue: the highest-priority consumer with room, taking
-    turns within a priority; with single-active-consumer, only the earliest one registered."""
+    turns within a priority. With single-active-consumer only the active one does: the first
+    registered, and when it goes, the waiting one of highest x-priority (earliest among
+    equals), as RabbitMQ 3.10 picks it."""
 
     def __init__(self, single_active: bool = False) -> None:
         self.single_active = single_active
         self.consumers: list[Consumer] = []  # in registration order
         self._groups: list[_PriorityGroup] = []  # highest priority first
+        self._active: Consumer | None = None
 
     def __len__(self) -> int:
         return len(self.consumers)
@@ -83,10 +86,21 @@ class ConsumerLine:
     @property
     def active(self) -> Consumer | None:
         """The single active consumer (single-active-consumer queues)."""
-        return self.consumers[0] if self.single_active and self.consumers else None
+        if not self.single_active:
+            return None
+        if self._active is None and self.consumers:  # e.g. the queue just became SAC
+            self._active = self._successor()
+        return self._active
+
+    def _successor(self) -> Consumer | None:
+        if not self.consumers:
+            return None
+        return min(enumerate(self.consumers), key=lambda pair: (-pair[1].priority, pair[0]))[1]
 
     def add(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
+        if self.single_active and self._active is None:
+            self._active = consumer
         for group in self._groups:
             if group.priority == consumer.priority:
                 group.consumers.append(consumer)
@@ -96,6 +110,8 @@ class ConsumerLine:
 
     def remove(self, consumer: Consumer) -> None:
         self.consumers.remove(consumer)
+        if consumer is self._active:
+            self._active = self._successor()
         for group in self._groups:
             if consumer in group.consumers:
                 group.consumers.remove(consumer)

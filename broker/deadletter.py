@@ -59,6 +59,7 @@ def _dead_lettered_copy(message: Message, queue: Queue, reason: str, exchange: s
     if expiration is not None:
         info["original-expiration"] = ("S", expiration.encode())
     _record_death(headers, info)
+    headers = dict(sorted(headers.items()))  # RabbitMQ re-sorts the table it writes x-death in
     if routing_key is not None:
         headers.pop("CC", None)
         keys = [routing_key]
@@ -88,14 +89,14 @@ def _record_death(headers: dict[str, TypedValue], info: dict[str, TypedValue]) -
     incremented (keeping its other fields) and moves to the front; a new one starts at 1."""
     queue, reason = info["queue"], info["reason"]
     tag, deaths = headers.get("x-death", ("V", None))
-    if tag != "A":
+    if tag != "A":  # the first death: its entry keeps RabbitMQ's field order
         headers["x-first-death-reason"] = reason
         headers["x-first-death-queue"] = queue
         headers["x-first-death-exchange"] = info["exchange"]
-        headers["x-death"] = ("A", (("F", _sorted({"count": ("l", 1), **info})),))
+        headers["x-death"] = ("A", (("F", {"count": ("l", 1), **info}),))
         return
     matched, others = None, []
-    for entry in deaths:
+    for entry in reversed(deaths):  # RabbitMQ regroups the entries with a prepending fold
         fields = entry[1] if entry[0] == "F" else {}
         if matched is None and fields.get("queue") == queue and fields.get("reason") == reason:
             matched = dict(fields)

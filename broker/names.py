@@ -33,6 +33,8 @@ def field_type_name(value: Any) -> str:
         return "signedint" if -(2**31) <= value < 2**31 else "long"
     if isinstance(value, float):
         return "double"
+    if isinstance(value, bytes | bytearray):
+        return "binary"
     if isinstance(value, decimal.Decimal):
         return "decimal"
     if isinstance(value, datetime.datetime):

@@ -49,6 +49,7 @@ class Queue:
         self._messages = MessageLanes(self.settings.max_priority)
         self._next_seq = 0
         self._dispatching = False
+        self._fresh: QueuedMessage | None = None  # the message being enqueued right now
         self._paging_in = False
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at: float | None = None
@@ -105,13 +106,15 @@ class Queue:
                               self._deadline(message, message.timestamp))
         self._next_seq += 1
         self._messages.append(entry)
+        self._fresh = entry
         self.messages_published += 1
         if message.store_id and self.durable and len(self._messages) > RESIDENT_HEAD:
             self.vhost.store.page_out_when_durable(message)
+        if self.consumers:  # a ready consumer takes it before any limit applies
+            self.dispatch()
+        self._fresh = None
         if limited:
             self._enforce_limits()
-        if self.consumers:
-            self.dispatch()
         if entry.expires_at is not None:
             self._schedule_expiry()
         return True
@@ -160,9 +163,12 @@ class Queue:
     # -- messages out ---------------------------------------------------------------------
 
     def pop(self) -> QueuedMessage | None:
-        """The next message to hand out (expired ones at the head are dead-lettered first)."""
+        """The next message to hand out (expired ones at the head are dead-lettered first, and
+        those that reach the head now, as RabbitMQ does)."""
         self._expire_head()
-        return self._messages.pop()
+        entry = self._messages.pop()
+        self._expire_head()
+        return entry
 
     def requeue(self, entry: QueuedMessage) -> None:
         """Put a delivered message back where it was, marked redelivered (dispatch separately).
@@ -175,6 +181,11 @@ class Queue:
                 return
         entry.redelivered = True
         self._messages.requeue(entry)
+        settings = self.settings
+        if settings.overflow == "drop-head" and (
+            settings.max_length is not None or settings.max_length_bytes is not None
+        ):
+            self._enforce_limits()  # a requeued message over the limit is dropped from the head
         if entry.expires_at is not None:
             self._schedule_expiry()
 
@@ -208,15 +219,16 @@ class Queue:
         if message.store_id and self.durable:
             self.vhost.store.delivered(self, message)
 
-    def delivery_properties(self, entry: QueuedMessage) -> bytes:
-        """The property bytes to deliver: the message's own, plus x-delivery-count once it
-        has come back (delivery-limit queues, as quorum queues do)."""
+    def delivery_properties(self, entry: QueuedMessage, always: bool = False) -> bytes:
+        """The property bytes to deliver: the message's own, plus (delivery-limit queues, as
+        quorum queues do) x-delivery-count once it has come back — or `always`, for
+        basic.get."""
         raw = entry.message.props_raw
-        if not entry.delivery_count:
+        if self.settings.delivery_limit is None or not (entry.delivery_count or always):
             return raw
         headers = dict(properties.typed_headers(raw))
         headers["x-delivery-count"] = ("l", entry.delivery_count)
-        return properties.rebuild(raw, {"headers": encode_table(headers)})
+        return properties.rebuild(raw, {"headers": encode_table(dict(sorted(headers.items())))})
 
     def purge(self) -> int:
         entries = self._messages.clear()
@@ -298,7 +310,7 @@ class Queue:
         self.arm_unused_timer()
         self.dispatch()
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def remove_consumer(self, consumer: Consumer, dispatch: bool = True) -> None:
         """Detach a consumer; an auto-delete queue that loses its last one is deleted."""
         self.consumers.remove(consumer)
         if self.exclusive_consumer is consumer:
@@ -307,7 +319,8 @@ class Queue:
             self.vhost.delete_queue(self)
             return
         self.arm_unused_timer()
-        self.dispatch()
+        if dispatch:
+            self.dispatch()
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers that have room."""
@@ -321,7 +334,10 @@ class Queue:
                 if consumer is None:
                     break
                 head = messages.head()
-                if head.expires_at is not None and head.expires_at <= time.time():
+                # A just-published message is offered to a ready consumer even with TTL 0.
+                if head.expires_at is not None and head is not self._fresh and (
+                    head.expires_at <= time.time()
+                ):
                     self._expire_head()
                     continue
                 if head.message.body is None:

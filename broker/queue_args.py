@@ -13,7 +13,7 @@ from protocol.constants import PRECONDITION_FAILED
 from protocol.errors import AMQPChannelError
 
 MAX_PRIORITY = 255
-MAX_EXPIRY = 2**32 - 1  # RabbitMQ's ?MAX_EXPIRY_TIMER, in milliseconds
+MAX_EXPIRY = 315_360_000_000  # ten years in milliseconds, RabbitMQ's upper bound
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 
 
@@ -31,7 +31,7 @@ def _is_int(value: Any) -> bool:
 
 def _int(value: Any) -> int:
     if not _is_int(value):
-        raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
+        raise InvalidArgument(f'"expected integer, got {field_type_name(value)}"')
     return value
 
 
@@ -73,6 +73,16 @@ def _longstr(value: Any, _: dict) -> str:
     return value
 
 
+class InvalidType(Exception):
+    """x-dead-letter-exchange of the wrong type: RabbitMQ words this one differently."""
+
+
+def _dead_letter_exchange(value: Any, _: dict) -> str:
+    if not isinstance(value, str):
+        raise InvalidType(field_type_name(value))
+    return value
+
+
 def _dead_letter_routing_key(value: Any, arguments: dict) -> str:
     _longstr(value, arguments)
     if "x-dead-letter-exchange" not in arguments:
@@ -101,7 +111,7 @@ def _any(value: Any, _: dict) -> Any:
 _CHECKS: dict[str, Callable[[Any, dict], Any]] = {
     "x-expires": _expires,
     "x-message-ttl": _message_ttl,
-    "x-dead-letter-exchange": _longstr,
+    "x-dead-letter-exchange": _dead_letter_exchange,
     "x-dead-letter-routing-key": _dead_letter_routing_key,
     "x-max-length": lambda value, _: _non_negative(value),
     "x-max-length-bytes": lambda value, _: _non_negative(value),
@@ -126,6 +136,22 @@ def validate_queue_arguments(arguments: dict[str, Any], what: str) -> None:
                 raise AMQPChannelError(
                     PRECONDITION_FAILED, f"invalid arg '{key}' for {what}: {error.term}", 50, 10
                 ) from None
+            except InvalidType as error:
+                raise AMQPChannelError(
+                    PRECONDITION_FAILED, f"invalid type '{error}' for arg '{key}' in {what}",
+                    50, 10,
+                ) from None
+
+
+def validate_consumer_priority(arguments: dict[str, Any], what: str) -> None:
+    """basic.consume's x-priority must be an integer."""
+    if "x-priority" in arguments:
+        try:
+            _int(arguments["x-priority"])
+        except InvalidArgument as error:
+            raise AMQPChannelError(
+                PRECONDITION_FAILED, f"invalid arg 'x-priority' for {what}: {error.term}", 60, 20
+            ) from None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from broker.exchanges import (
     Exchange,
     route,
 )
+from broker.exchanges.delayed import delivered_properties
 from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
@@ -321,17 +322,23 @@ class VirtualHost:
     # -- routing --------------------------------------------------------------------------
 
     def hold_delayed(self, exchange: DelayedExchange, message: Message, delay: int) -> int:
-        """Keep a message in a delayed exchange; returns the log ticket (0: not logged)."""
+        """Keep a message in a delayed exchange, as delivered later (x-delay negated); on a
+        durable exchange it is logged whatever its delivery mode. Returns the log ticket."""
+        held = Message(message.exchange, message.routing_key, message.route_bytes,
+                       delivered_properties(message, delay), message.body)
+        held.cc, held.persistent, held.timestamp = message.cc, message.persistent, message.timestamp
+        held.expiration = message.expiration
         ticket = 0
-        if message.persistent and exchange.durable:
-            ticket = self.store.persist(message, [exchange.holding])
-        exchange.holding.hold(message, delay)
+        if exchange.durable:
+            ticket = self.store.persist(held, [exchange.holding])
+        exchange.holding.hold(held, delay)
         return ticket
 
     def _release_delayed(self, exchange: DelayedExchange, message: Message) -> None:
         """A delayed message's time has come: route it as its exchange's type would."""
         if message.store_id:
             self.store.removed(exchange.holding, message)
+            message.store_id = 0  # logged afresh for the queues it reaches now, if persistent
         queues = self.route(exchange, message)
         if message.persistent:
             durable = [queue for queue in queues if queue.durable]

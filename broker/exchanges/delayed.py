@@ -14,8 +14,10 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from broker.exchanges.base import Binding, Exchange
-from protocol.constants import PRECONDITION_FAILED
-from protocol.errors import AMQPChannelError
+from protocol import properties
+from protocol.constants import COMMAND_INVALID, PRECONDITION_FAILED
+from protocol.errors import AMQPChannelError, AMQPConnectionError
+from protocol.fieldtable import encode_table
 
 if TYPE_CHECKING:
     from broker.message import Message
@@ -28,11 +30,21 @@ class DelayedExchange(Exchange):
     def __init__(self, name: str, *, inner_types: dict[str, type[Exchange]], **kwargs) -> None:
         super().__init__(name, **kwargs)
         delayed_type = self.arguments.get("x-delayed-type")
-        inner_class = inner_types.get(delayed_type) if isinstance(delayed_type, str) else None
-        if inner_class is None:
+        if not isinstance(delayed_type, str):
             raise AMQPChannelError(
                 PRECONDITION_FAILED,
                 "Invalid argument, 'x-delayed-type' must be an existing exchange type", 40, 10,
+            )
+        if delayed_type == self.type_name:
+            raise AMQPChannelError(
+                PRECONDITION_FAILED,
+                "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'",
+                40, 10,
+            )
+        inner_class = inner_types.get(delayed_type)
+        if inner_class is None:
+            raise AMQPConnectionError(
+                COMMAND_INVALID, f"unknown exchange type '{delayed_type}'", 40, 10
             )
         self._inner = inner_class(name)
         self.holding = Holding(self)
@@ -50,12 +62,30 @@ class DelayedExchange(Exchange):
         return self._inner.match(message, routing_key)
 
 
+MAX_DELAY = 2**32 - 1
+
+
 def delay_of(message: Message) -> int:
-    """The x-delay header in ms (0 when absent, negative or not a number)."""
+    """The x-delay header in ms as the plugin reads it: integers as they are, strings parsed,
+    floats truncated; 0 (no delay) when absent, not positive, too large or of another type."""
     tag, value = message.typed_headers.get("x-delay", ("V", None))
-    if tag in "bBsUuIilL" and value > 0:
-        return value
-    return 0
+    if tag in "Sx":
+        try:
+            value = int(value.decode())
+        except ValueError:
+            return 0
+    elif tag in "fdD":
+        value = int(value)
+    elif tag not in "bBsUuIilL":
+        return 0
+    return value if 0 < value <= MAX_DELAY else 0
+
+
+def delivered_properties(message: Message, delay: int) -> bytes:
+    """The plugin delivers a delayed message with x-delay rewritten to -delay (signedint)."""
+    headers = dict(message.typed_headers)
+    headers["x-delay"] = ("I", -delay)
+    return properties.rebuild(message.props_raw, {"headers": encode_table(headers)})
 
 
 class Holding:
@@ -90,8 +120,11 @@ class Holding:
         self._push(message, message.timestamp + delay_ms / 1000)
 
     def restore(self, message: Message, redelivered: bool) -> None:
-        """A held message recovered from the log: its deadline is absolute."""
-        self._push(message, message.timestamp + delay_of(message) / 1000)
+        """A held message recovered from the log (its x-delay already negated for delivery):
+        its deadline is absolute."""
+        tag, value = message.typed_headers.get("x-delay", ("I", 0))
+        delay = -value if tag in "bBsUuIilL" and value < 0 else 0
+        self._push(message, message.timestamp + delay / 1000)
 
     def _push(self, message: Message, deadline: float) -> None:
         heapq.heappush(self._heap, (deadline, next(self._order), message))
