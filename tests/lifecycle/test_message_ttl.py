@@ -197,3 +197,30 @@ def test_requeued_by_channel_close_keeps_per_message_expiry(channel, topo):
     other.close()
     pump(channel.connection, 0.1)
     assert count(channel, queue) == 0
+
+
+def test_dead_lettered_copy_ttl_counts_from_dead_lettering(channel, topo):
+    """src (TTL 400) dead-letters into dlq (TTL 400): the copy arrives at ~0.4 s and lives
+    there ~0.4 s more; its clock starts when it is dead-lettered, not at the first publish."""
+    dlq = topo.queue(channel, "dlq", {"x-message-ttl": 400})
+    src = topo.queue(channel, "src", dl_args("", dlq, message_ttl=400))
+    start = time.monotonic()
+    channel.basic_publish("", src, b"x", expiring(60000))
+    arrived = wait_count(channel, dlq, 1, timeout=4) - start
+    gone = wait_count(channel, dlq, 0, timeout=4) - start
+    assert 0.3 <= arrived <= 1.5
+    assert gone - arrived >= 0.25, f"arrived at {arrived:.2f}s, gone at {gone:.2f}s"
+
+
+def test_queue_ttl_expires_messages_waiting_for_a_busy_consumer(channel, topo):
+    queue = topo.queue(channel, "q", {"x-message-ttl": 300})
+    channel.basic_qos(prefetch_count=1)
+    _tag, collector = consume(channel, queue)
+    for body in (b"1", b"2", b"3"):
+        channel.basic_publish("", queue, body)
+    collector.wait(1)
+    assert count(channel, queue) == 2
+    wait_count(channel, queue, 0, timeout=3)
+    channel.basic_ack(collector.deliveries[0].method.delivery_tag)
+    pump(channel.connection, 0.2)
+    assert collector.bodies == [b"1"]

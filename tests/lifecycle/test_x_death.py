@@ -244,3 +244,18 @@ def test_new_reason_for_same_queue_is_a_new_entry(channel, topo):
     # the republished message carried x-first-death-* already: they stay
     assert properties.headers["x-first-death-queue"] == src
     assert properties.headers["x-first-death-reason"] == "rejected"
+
+
+def test_x_death_of_wrong_type_is_replaced(broker, channel, topo):
+    """A client-written x-death that is not an array is replaced by a fresh one-entry array;
+    RabbitMQ then adds NO x-first-death-* headers."""
+    dlq = topo.queue(channel, "dlq")
+    src = topo.queue(channel, "src", dl_args("", dlq))
+    channel.basic_publish("", src, b"x", pika.BasicProperties(headers={"x-death": "garbage"}))
+    reject_from(channel, src)
+    message = raw_get(broker, dlq)
+    assert [name for name, _, _ in message.headers] == ["x-death"]
+    (entry,) = entries(message)
+    assert [name for name, _, _ in entry] == FIRST_ORDER
+    assert as_dict(entry)["count"] == ("l", 1)
+    assert as_dict(entry)["queue"] == ("S", src)
