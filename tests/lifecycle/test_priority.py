@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 import pika
+import pika.exceptions
 import pytest
 from lifecycle_b import (
     Recorder,
@@ -256,3 +257,38 @@ def test_redeclare_must_match_max_priority(connection, channel, queue_name):
     )
     other = connection.channel()
     declare(other, queue_name, 5)
+
+
+# -- with a length limit ----------------------------------------------------------------------
+
+
+def test_max_length_drops_the_head_which_is_the_highest_priority(channel, queue_name):
+    """drop-head drops the message that would be delivered next: in a priority queue that is
+    the oldest of the highest priority, not the oldest message."""
+    channel.queue_declare(queue_name, arguments={"x-max-priority": 5, "x-max-length": 3})
+    channel.confirm_delivery()
+    publish(channel, queue_name, [("a", 1), ("b", 5), ("c", 1), ("d", 5), ("e", 3)])
+    assert bodies_of(get_all(channel, queue_name)) == ["e", "a", "c"]
+
+
+def test_max_length_drop_head_with_one_band(channel, queue_name):
+    channel.queue_declare(queue_name, arguments={"x-max-priority": 5, "x-max-length": 3})
+    channel.confirm_delivery()
+    publish(channel, queue_name, [("a", 5), ("b", 5), ("c", 5), ("d", 1)])
+    assert bodies_of(get_all(channel, queue_name)) == ["b", "c", "d"]
+
+
+def test_max_length_reject_publish_keeps_what_is_there(channel, queue_name):
+    channel.queue_declare(queue_name, arguments={"x-max-priority": 5, "x-max-length": 3,
+                                                 "x-overflow": "reject-publish"})
+    channel.confirm_delivery()
+    outcomes = []
+    for body, priority in [("a", 1), ("b", 5), ("c", 1), ("d", 5), ("e", 3)]:
+        try:
+            channel.basic_publish("", queue_name, body.encode(),
+                                  pika.BasicProperties(priority=priority))
+            outcomes.append("ack")
+        except pika.exceptions.NackError:
+            outcomes.append("nack")
+    assert outcomes == ["ack", "ack", "ack", "nack", "nack"]
+    assert bodies_of(get_all(channel, queue_name)) == ["b", "a", "c"]
