@@ -486,3 +486,17 @@ def test_delivery_limit_on_quorum_queues_the_lower_wins(channel, cleanup, key, a
     queue = declare(channel, cleanup, named(key, f"quorum{len(arguments)}"),
                     {"x-queue-type": "quorum", **arguments}, durable=True)
     assert deliveries_until_gone(channel, queue) == deliveries
+
+
+def test_routing_key_argument_still_needs_a_dlx_argument(connection, cleanup):
+    """Arguments are validated on their own: a policy's DLX does not make a lone
+    x-dead-letter-routing-key argument acceptable."""
+    queue = named("dlxonly", "lonekey")
+    channel = connection.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        channel.queue_declare(queue, arguments={"x-dead-letter-routing-key": "k"})
+    assert closed.value.args == (
+        406,
+        f"PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue '{queue}' in "
+        "vhost '/': routing_key_but_no_dlx_defined",
+    )
