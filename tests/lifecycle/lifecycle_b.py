@@ -151,7 +151,19 @@ def raw_basic_consume(broker, queue: str, arguments: bytes):
         payload = (struct.pack(">HHH", 60, 20, 0) + short_str(queue) + short_str("")
                    + bytes([0]) + arguments)
         client.send_frame(1, 1, payload)
-        return client.read_frame().method()
+        answer = client.read_frame().method()
+        # clean up: the queue was never consumed from, so auto-delete never happens
+        channel = 1
+        if isinstance(answer, commands.Channel.Close):
+            client.send_method(1, commands.Channel.CloseOk())
+            channel = 2
+            client.send_method(channel, commands.Channel.Open())
+            client.expect_method(commands.Channel.OpenOk)
+        if not isinstance(answer, commands.Connection.Close):
+            client.send_method(channel, commands.Queue.Delete(queue=queue))
+            while not isinstance(client.read_frame().method(), commands.Queue.DeleteOk):
+                pass
+        return answer
 
 
 # --------------------------------------------------------------------------------------------
