@@ -348,3 +348,24 @@ def test_redeclare_must_match(connections, queue_name):
     )
     channel = connection.channel()
     channel.queue_declare(queue_name, arguments=SAC)
+
+
+def test_cancelling_a_waiting_consumer_changes_nothing_for_the_active_one(
+    connections, control, queue_name
+):
+    recorder = Recorder()
+    a, b, c = connections(), connections(), connections()
+    a.channel().basic_consume(queue_name, recorder.callback("a"), auto_ack=True)
+    b_channel = b.channel()
+    b_tag = b_channel.basic_consume(queue_name, recorder.callback("b"), auto_ack=True)
+    c.channel().basic_consume(queue_name, recorder.callback("c"), auto_ack=True)
+    b_channel.basic_cancel(b_tag)
+    everyone = [a, b, c]
+    publish_bodies(control, queue_name, ["0"])
+    assert pump_until(everyone, lambda: len(recorder.deliveries) == 1)
+    a.close()
+    publish_bodies(control, queue_name, ["1"])
+    assert pump_until(everyone, lambda: len(recorder.deliveries) == 2)
+    assert recorder.pairs() == [("a", b"0"), ("c", b"1")]
+    declare_ok = control.queue_declare(queue_name, passive=True).method
+    assert declare_ok.consumer_count == 1
