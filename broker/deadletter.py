@@ -28,6 +28,8 @@ def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
     if settings.dead_letter_exchange is None or exchange is None:
         return False
     routing_key = settings.dead_letter_routing_key
+    if message.body is None:  # paged out: the copy needs its bytes (a rare, small read)
+        message.body = vhost.store.read_body_now(message)
     copy = _dead_lettered_copy(message, queue, reason, exchange.name, routing_key)
     targets = vhost.route(exchange, copy)
     if reason != "rejected":
@@ -72,8 +74,6 @@ def _dead_lettered_copy(message: Message, queue: Queue, reason: str, exchange: s
                    message.body, message.body_size)
     copy.cc = tuple(keys[1:])
     copy.persistent = message.persistent
-    if message.body is None:  # paged out: the copy reads the same bytes back
-        copy.store_location = message.store_location
     return copy
 
 

@@ -126,6 +126,8 @@ class VirtualHost:
                 arguments=arguments,
             )
         self.exchanges[name] = exchange
+        if self.policies:
+            self._apply_exchange_policy(exchange)
         if durable:
             self.on_definitions_changed()
         return exchange
@@ -289,7 +291,15 @@ class VirtualHost:
         for queue in list(self.queues.values()):
             policy = effective_policy(self.policies, "queues", queue.name)
             queue.apply_settings(resolve(queue.arguments, policy))
+        for exchange in self.exchanges.values():
+            if exchange.name:
+                self._apply_exchange_policy(exchange)
         self.on_definitions_changed()
+
+    def _apply_exchange_policy(self, exchange: Exchange) -> None:
+        policy = effective_policy(self.policies, "exchanges", exchange.name)
+        alternate = policy.definition.get("alternate-exchange") if policy else None
+        exchange.policy_alternate_exchange = alternate if isinstance(alternate, str) else None
 
     # -- bindings -------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from protocol import properties
 from protocol.codec import shortstr
 from storage import records
 from storage.records import QueueKey
@@ -246,6 +247,7 @@ class MessageStore:
                     )
                     message.store_id = message_id
                     message.persistent = True
+                    message.expiration = stored_expiration(logged.props_raw)
                     message.timestamp = logged.published_at / 1000
                     message.store_segment = segment = logged.segment
                     message.store_location = (segment, logged.body_offset)
@@ -274,6 +276,8 @@ class MessageStore:
 
     def persist(self, message: Message, queues: list[Queue]) -> int:
         """Log a persistent message routed to durable queues; return its durability ticket."""
+        if message.body is None:  # re-logging a paged-out message (a delayed one, released)
+            message.body = self.read_body_now(message)
         message_id = self._next_id
         self._next_id += 1
         record, body_at = records.encode_publish(
@@ -477,3 +481,13 @@ def _read_bodies(directory: Path, locations: list[tuple[int, int, int]]) -> list
         except OSError:  # moved by compaction meanwhile: the queue asks again
             bodies.append(None)
     return bodies
+
+
+def stored_expiration(props_raw: bytes) -> int | None:
+    """The expiration property of a logged message (validated when it was published)."""
+    value = properties.get(props_raw, "expiration") if properties.has(props_raw, "expiration") \
+        else None
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

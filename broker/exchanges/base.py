@@ -47,11 +47,13 @@ class Exchange:
         self.bindings: dict[tuple, Binding] = {}
         self.bindings_in: set[Binding] = set()  # bindings where this exchange is the destination
         self.has_exchange_destinations = False
+        self.policy_alternate_exchange: str | None = None  # from an exchanges policy
 
     @property
     def alternate_exchange(self) -> str | None:
+        """The argument's, else the policy's (RabbitMQ: the argument wins)."""
         value = self.arguments.get("alternate-exchange")
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) else self.policy_alternate_exchange
 
     def add_binding(self, binding: Binding) -> bool:
         """Add; False if an identical binding already exists."""
