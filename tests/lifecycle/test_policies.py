@@ -467,12 +467,29 @@ def deliveries_until_gone(channel, queue: str, limit: int = 8) -> int:
     return delivered
 
 
-def test_delivery_limit_policy_is_ignored_by_classic_queues(channel, cleanup):
+@pytest.mark.skipif(not REFERENCE, reason="Warren offers delivery limits on classic queues")
+def test_delivery_limit_policy_is_ignored_by_classic_queues_in_rabbitmq(channel, cleanup):
+    """RabbitMQ 3.10 refuses an x-delivery-limit argument on a classic queue (406) and ignores
+    a delivery-limit policy there."""
     queue = declare(channel, cleanup, named("dl", "classic"))
     assert deliveries_until_gone(channel, queue, limit=5) == 5
     method, properties, _body = channel.basic_get(queue, auto_ack=True)
     assert method.redelivered
     assert not (properties.headers or {}).get("x-delivery-count")
+
+
+@pytest.mark.skipif(REFERENCE, reason="Warren extension: delivery limits on classic queues")
+@pytest.mark.parametrize(
+    ("key", "arguments", "deliveries"),
+    [("dl", {}, 2), ("dl", {"x-delivery-limit": 3}, 2), ("dlhigh", {"x-delivery-limit": 1}, 2)],
+    ids=["policy-1", "policy-1-arg-3", "policy-3-arg-1"],
+)
+def test_delivery_limit_policy_on_classic_queues_in_warren(channel, cleanup, key, arguments,
+                                                          deliveries):
+    """Warren takes x-delivery-limit on classic queues too (tests/lifecycle/
+    test_delivery_limit.py); a policy then resolves as on quorum queues (the lower wins)."""
+    queue = declare(channel, cleanup, named(key, f"classic{len(arguments)}"), arguments)
+    assert deliveries_until_gone(channel, queue) == deliveries
 
 
 @pytest.mark.parametrize(
