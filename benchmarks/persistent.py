@@ -48,6 +48,7 @@ from pathlib import Path
 from common import (
     AMQPERF,
     CONFIRMLAT,
+    REPO_ROOT,
     BenchError,
     Broker,
     RabbitSpec,
@@ -706,8 +707,26 @@ def print_load(when: str) -> None:
         print(f"{when}: {os.cpu_count()} CPUs, load average {load}", flush=True)
 
 
+def warren_revision() -> str:
+    """The commit Warren runs from, with "+changes" if its sources differ from it."""
+    git = ["git", "-C", str(REPO_ROOT)]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--", "broker", "storage", "protocol"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        return head + ("+changes" if changed.strip() else "") if head else "unknown"
+    return "unknown"
+
+
 def run(args: argparse.Namespace, workdir: Path) -> int:
     print_load("start")
+    print(f"Warren sources: commit {warren_revision()}")
     if not (args.rabbitmq_port or args.start_rabbitmq):
         print("note: no RabbitMQ given (--rabbitmq-port P or --start-rabbitmq): Warren only")
     tool = None if args.fsync_tool == "none" else fsync_tool(args.fsync_tool)
