@@ -13,14 +13,27 @@ comes at once.
 
 from __future__ import annotations
 
+import struct
 import time
 
 import pika
 import pika.exceptions
 import pytest
 from lifecycle_b import REFERENCE, Recorder, pump, pump_until
+from pamqp import commands
 
-from tests.broker.helpers import channel_error, close_quietly, connect, connection_error
+from tests.broker.helpers import (
+    HEADERS_FLAG,
+    channel_error,
+    close_quietly,
+    connect,
+    connection_error,
+    content_header_payload,
+    field_table,
+    raw_client,
+    safe_name,
+)
+from tests.broker.helpers import field as table_field
 
 pytestmark = pytest.mark.skipif(
     REFERENCE, reason="RabbitMQ's reference node has no delayed-message-exchange plugin"
@@ -45,7 +58,7 @@ def channel(connection):
 @pytest.fixture
 def names(channel, unique):
     """(exchange, queue) names; deleted at the end."""
-    exchange, queue = f"{unique}-x", f"{unique}-q"
+    exchange, queue = f"{safe_name(unique)}-x", f"{safe_name(unique)}-q"
     yield exchange, queue
     if channel.is_open:
         channel.queue_delete(queue)
@@ -316,3 +329,49 @@ def test_confirm_comes_before_the_delay_ends(channel, direct_setup):
     channel.basic_publish(exchange, "k", b"m", headers(1000), mandatory=False)
     assert time.monotonic() - started < 0.5
     assert channel.basic_get(queue, auto_ack=True)[0] is None
+
+
+# -- other header types, exchange-to-exchange -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [("d", struct.pack(">d", 300.9)), ("f", struct.pack(">f", 300.5)),
+     ("s", struct.pack(">h", 300)), ("l", struct.pack(">q", 300))],
+    ids=["double", "float", "short", "long"],
+)
+def test_numeric_delay_types(broker, connection, channel, direct_setup, kind, value):
+    """Integer types are used as they are, floats are truncated (the plugin's get_delay)."""
+    exchange, queue = direct_setup
+    properties = field_table(table_field("x-delay", kind, value))
+    started = time.monotonic()
+    with raw_client(broker) as client:
+        client.publish_raw(1, exchange, "k", content_header_payload(1, HEADERS_FLAG, properties),
+                           [b"m"])
+        client.send_method(1, commands.Channel.Close(reply_code=200, reply_text="bye",
+                                                     class_id=0, method_id=0))
+        client.expect_method(commands.Channel.CloseOk)
+    delivery = consume_one(connection, channel, queue)
+    assert delivery.at - started >= 0.3 - TIMING_SLACK
+    assert delivery.properties.headers == {"x-delay": -300}
+
+
+def test_delayed_exchange_as_an_exchange_to_exchange_destination(connection, channel, names):
+    """Bound behind another exchange, the delayed exchange delays what it is given; the message
+    keeps the exchange it was published to."""
+    delayed, queue = names
+    source = f"{delayed}-source"
+    delayed_exchange(channel, delayed, "fanout")
+    channel.exchange_declare(source, "direct")
+    channel.exchange_bind(delayed, source, "k")
+    channel.queue_declare(queue)
+    channel.queue_bind(queue, delayed)
+    started = time.monotonic()
+    channel.basic_publish(source, "k", b"m", headers(300))
+    time.sleep(0.15)
+    assert channel.queue_declare(queue, passive=True).method.message_count == 0
+    delivery = consume_one(connection, channel, queue)
+    assert delivery.at - started >= 0.3 - TIMING_SLACK
+    assert (delivery.exchange, delivery.routing_key) == (source, "k")
+    assert delivery.properties.headers == {"x-delay": -300}
+    channel.exchange_delete(source)
