@@ -35,6 +35,7 @@ from protocol.constants import (
     UNEXPECTED_FRAME,
 )
 from protocol.errors import AMQPChannelError, AMQPConnectionError
+from protocol.fieldtable import arguments_table
 
 if TYPE_CHECKING:
     from broker.connection import Connection
@@ -50,6 +51,10 @@ _EXPIRATION_FLAG = 0x0100
 _DELIVERY_MODE_FLAG = 0x1000
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024  # RabbitMQ 3.10's default max_message_size
 
+# Methods whose arguments table is re-read with field types kept: index -> shortstrs before it.
+_TYPED_ARGUMENTS = {
+    spec.Queue.Declare.index: 1, spec.Exchange.Declare.index: 2, spec.Basic.Consume.index: 2,
+}
 _CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
 
 # Content assembly: basic.publish, then a content header, then body frames.
@@ -159,7 +164,11 @@ class Channel:
                 ack = codec.decode_ack(payload)
                 self.ack(ack.delivery_tag, ack.multiple)
             else:
-                self.handle_method(codec.decode_method(index, payload))
+                method = codec.decode_method(index, payload)
+                if index in _TYPED_ARGUMENTS:
+                    # Keep the field types of arguments: RabbitMQ names them in its replies.
+                    method.arguments = arguments_table(payload, _TYPED_ARGUMENTS[index])
+                self.handle_method(method)
 
     def handle_method(self, method: Any) -> None:
         handler = self._handlers.get(type(method))

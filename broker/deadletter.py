@@ -88,12 +88,16 @@ def _record_death(headers: dict[str, TypedValue], info: dict[str, TypedValue]) -
     """Update x-death as RabbitMQ does: the entry for this queue and reason gets its count
     incremented (keeping its other fields) and moves to the front; a new one starts at 1."""
     queue, reason = info["queue"], info["reason"]
-    tag, deaths = headers.get("x-death", ("V", None))
-    if tag != "A":  # the first death: its entry keeps RabbitMQ's field order
+    first_entry = ("A", (("F", {"count": ("l", 1), **info}),))  # in RabbitMQ's field order
+    if "x-death" not in headers:
         headers["x-first-death-reason"] = reason
         headers["x-first-death-queue"] = queue
         headers["x-first-death-exchange"] = info["exchange"]
-        headers["x-death"] = ("A", (("F", {"count": ("l", 1), **info}),))
+        headers["x-death"] = first_entry
+        return
+    tag, deaths = headers["x-death"]
+    if tag != "A":  # a client's x-death that is not an array: replaced, nothing else added
+        headers["x-death"] = first_entry
         return
     matched, others = None, []
     for entry in reversed(deaths):  # RabbitMQ regroups the entries with a prepending fold

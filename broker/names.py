@@ -26,7 +26,11 @@ def show(value: Any) -> str:
 
 
 def field_type_name(value: Any) -> str:
-    """The AMQP field type RabbitMQ would name for a value as pika encodes it."""
+    """The AMQP field type RabbitMQ names for a value: the one it came as, else the one pika
+    would encode it as."""
+    declared = getattr(type(value), "amqp_type", None)
+    if declared is not None:
+        return declared
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import struct
 from typing import Any
@@ -122,3 +123,41 @@ def typed(value: Any) -> TypedValue:
     if hasattr(value, "timestamp"):
         return "T", int(value.timestamp())
     return "S", str(value).encode()
+
+
+# Python values that remember the AMQP integer/float type they were sent as, so reply texts can
+# name it as RabbitMQ does ("of type 'long'", "expected integer, got float").
+_NUMBER_TYPES: dict[str, type] = {}
+for _tag, _name, _base in (
+    ("b", "byte", int), ("B", "unsignedbyte", int), ("s", "short", int),
+    ("U", "short", int), ("u", "unsignedshort", int), ("I", "signedint", int),
+    ("i", "unsignedint", int), ("l", "long", int), ("L", "long", int), ("f", "float", float),
+):
+    _NUMBER_TYPES[_tag] = type(f"Amqp_{_name}", (_base,), {"amqp_type": _name})
+
+
+def to_python(value: TypedValue) -> Any:
+    """A typed value as a plain Python value (numbers of a type that names their AMQP type)."""
+    tag, content = value
+    number_type = _NUMBER_TYPES.get(tag)
+    if number_type is not None:
+        return number_type(content)
+    if tag == "S":
+        return content.decode(errors="replace")
+    if tag == "F":
+        return {key: to_python(item) for key, item in content.items()}
+    if tag == "A":
+        return [to_python(item) for item in content]
+    if tag == "T":
+        return datetime.datetime.fromtimestamp(content, tz=datetime.UTC)
+    return content
+
+
+def arguments_table(payload: bytes, shortstrs: int) -> dict[str, Any]:
+    """The arguments table that ends a declare/consume method payload: after the method id,
+    the reserved short, `shortstrs` short strings and one octet of bits."""
+    offset = 6
+    for _ in range(shortstrs):
+        offset += 1 + payload[offset]
+    table, _ = decode_table(payload, offset + 1)
+    return {key: to_python(value) for key, value in table.items()}

@@ -362,8 +362,8 @@ class MessageStore:
         return len(self._segments)
 
     def _compact(self) -> None:
-        """Drop the oldest segments once nothing in them is live; copy the few live messages
-        of a mostly dead oldest segment forward first. Oldest-first keeps replay correct: a
+        """Drop the oldest segments once nothing in them is live; when the log has grown too
+        big for its live data, copy the live messages of the oldest segment forward first. Oldest-first keeps replay correct: a
         REMOVE never outlives the PUBLISH it cancels."""
         segments = self._segments
         while len(segments) > 1:
@@ -379,9 +379,13 @@ class MessageStore:
             self._retiring.append((self.wal.pending_ticket, number, moves))
 
     def _worth_copying(self, info: _Segment) -> bool:
-        if info.live_bytes * 2 < info.size:
-            return True  # mostly dead
-        return self.disk_bytes > 2 * self.live_bytes + 2 * self.segment_size
+        """Copy the live messages of the oldest segment forward when it is mostly dead (under
+        a quarter live: little to rewrite) or when the log has grown past twice the live data
+        plus one segment. A queue drained from its head frees most segments by itself, so a
+        lower bar would mostly rewrite what is about to be acked."""
+        if info.live_bytes * 4 < info.size:
+            return True
+        return self.disk_bytes > 2 * self.live_bytes + self.segment_size
 
     def _copy_forward(self, message: Message) -> tuple[Message, tuple[int, int]]:
         """Re-log a live message in the current segment; returns where its body will be."""

@@ -84,7 +84,7 @@ def delay_of(message: Message) -> int:
 def delivered_properties(message: Message, delay: int) -> bytes:
     """The plugin delivers a delayed message with x-delay rewritten to -delay (signedint)."""
     headers = dict(message.typed_headers)
-    headers["x-delay"] = ("I", -delay)
+    headers["x-delay"] = ("I", -delay) if delay <= 2**31 else ("l", -delay)
     return properties.rebuild(message.props_raw, {"headers": encode_table(headers)})
 
 
