@@ -17,7 +17,7 @@ from broker.exchanges import (
     Exchange,
     route,
 )
-from broker.exchanges.delayed import delivered_properties
+from broker.exchanges.delayed import delay_of, delivered_properties
 from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
@@ -358,4 +358,13 @@ class VirtualHost:
             queue.enqueue(message)
 
     def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
-        return route(exchange, message, self.exchanges.get)
+        return route(exchange, message, self.exchanges.get, self._hold_if_delayed)
+
+    def _hold_if_delayed(self, exchange: Exchange, message: Message) -> bool:
+        """A message reaching a delayed exchange through an e2e binding waits there too."""
+        if not isinstance(exchange, DelayedExchange):
+            return False
+        delay = delay_of(message)
+        if delay:
+            self.hold_delayed(exchange, message, delay)
+        return bool(delay)

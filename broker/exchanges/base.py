@@ -95,7 +95,8 @@ class Exchange:
 
 
 def route(
-    exchange: Exchange, message: Message, lookup: Callable[[str], Exchange | None]
+    exchange: Exchange, message: Message, lookup: Callable[[str], Exchange | None],
+    hold: Callable[[Exchange, Message], bool] | None = None,
 ) -> Collection[Queue]:
     """All queues a message published to `exchange` reaches, under its routing key and the
     extra keys of its CC and BCC headers."""
@@ -115,6 +116,8 @@ def route(
         if id(current) in visited:
             continue
         visited.add(id(current))
+        if current is not exchange and hold is not None and hold(current, message):
+            continue  # a delayed exchange behind an e2e binding keeps it for later
         matched = _match_keys(current, message) if current is not exchange else destinations
         for destination in matched:
             if isinstance(destination, Queue):

@@ -11,6 +11,8 @@ blocked by its prefetch while messages wait).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from lifecycle_b import Recorder, publish_bodies, pump, pump_until
 
@@ -45,6 +47,12 @@ def queue_name(control, unique):
     yield unique
     if control.is_open:
         control.queue_delete(unique)
+
+
+warren_only = pytest.mark.skipif(
+    bool(os.environ.get("WARREN_TEST_AMQP_PORT")),
+    reason="RabbitMQ 3.10 stalls here (a bug Warren does not copy)",
+)
 
 
 def test_only_the_first_consumer_gets_messages(connections, control, queue_name):
@@ -87,6 +95,7 @@ def test_false_means_round_robin(connections, control, unique):
     control.queue_delete(unique)
 
 
+@warren_only
 def test_connection_close_hands_over_with_unacked_requeued(connections, control, queue_name):
     recorder = Recorder()
     active, waiting = connections(), connections()
@@ -101,12 +110,18 @@ def test_connection_close_hands_over_with_unacked_requeued(connections, control,
     recorder.clear()
     active.close()
     assert pump_until([waiting], lambda: len(recorder.deliveries) == 5)
+    # pika cancels its consumers before closing: the waiting consumer takes over at the cancel
+    # and gets what is in the queue, then the closed channel's unacked messages, redelivered.
+    # (RabbitMQ 3.10 stalls the queue when a SAC consumer blocked by its prefetch is cancelled
+    # -- see RABBITMQ_LIFECYCLE_B.md -- and so happens to deliver 0 and 1 first; Warren does
+    # not copy that bug.)
     assert [(d.name, d.body, d.redelivered) for d in recorder.deliveries] == [
-        ("waiting", b"0", True), ("waiting", b"1", True), ("waiting", b"2", False),
-        ("waiting", b"3", False), ("waiting", b"4", False)]
+        ("waiting", b"2", False), ("waiting", b"3", False), ("waiting", b"4", False),
+        ("waiting", b"0", True), ("waiting", b"1", True)]
     assert [d.delivery_tag for d in recorder.deliveries] == [1, 2, 3, 4, 5]
 
 
+@warren_only
 def test_channel_close_hands_over(connections, control, queue_name):
     recorder = Recorder()
     connection = connections()
@@ -118,9 +133,10 @@ def test_channel_close_hands_over(connections, control, queue_name):
     assert pump_until([connection], lambda: len(recorder.deliveries) == 1)
     active_channel.close()
     assert pump_until([connection], lambda: len(recorder.deliveries) == 4)
+    # As above: the cancel pika sends first hands over at once; the requeued "0" follows.
     assert [(d.name, d.body, d.redelivered) for d in recorder.deliveries] == [
-        ("active", b"0", False), ("next", b"0", True), ("next", b"1", False),
-        ("next", b"2", False)]
+        ("active", b"0", False), ("next", b"1", False), ("next", b"2", False),
+        ("next", b"0", True)]
 
 
 def test_cancel_hands_over_without_requeueing(connections, control, queue_name):
