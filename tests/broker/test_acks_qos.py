@@ -10,29 +10,11 @@ from helpers import (
     channel_error_after,
     connection_error,
     consume,
-    deadline,
     get_bodies,
     opened,
     settle,
     wait_for,
 )
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    with deadline():
-        yield
-
-
-@pytest.fixture
-def connection(broker):
-    with opened(broker) as conn:
-        yield conn
-
-
-@pytest.fixture
-def channel(connection):
-    return connection.channel()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 from helpers import (
     channel_error,
     content_header_payload,
-    deadline,
     get_bodies,
     opened,
     raw_client,
@@ -18,23 +17,6 @@ from helpers import (
     wait_for,
 )
 from pamqp import commands
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    with deadline():
-        yield
-
-
-@pytest.fixture
-def connection(broker):
-    with opened(broker) as conn:
-        yield conn
-
-
-@pytest.fixture
-def channel(connection):
-    return connection.channel()
 
 
 def read_acks(raw, count: int) -> list[commands.Basic.Ack]:

@@ -17,31 +17,12 @@ from helpers import (
     channel_error_after,
     connection_error,
     content_header_payload,
-    deadline,
     field,
     field_table,
     get_bodies,
-    opened,
     raw_client,
 )
 from pamqp import commands
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    with deadline():
-        yield
-
-
-@pytest.fixture
-def connection(broker):
-    with opened(broker) as conn:
-        yield conn
-
-
-@pytest.fixture
-def channel(connection):
-    return connection.channel()
 
 
 def not_found(name: str) -> tuple[int, str]:

@@ -18,7 +18,6 @@ from helpers import (
     channel_error_after,
     consume,
     content_header_payload,
-    deadline,
     field,
     field_table,
     get_bodies,
@@ -30,23 +29,6 @@ from helpers import (
     wait_for,
 )
 from pamqp import commands
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    with deadline():
-        yield
-
-
-@pytest.fixture
-def connection(broker):
-    with opened(broker) as conn:
-        yield conn
-
-
-@pytest.fixture
-def channel(connection):
-    return connection.channel()
 
 
 @pytest.fixture

@@ -9,30 +9,12 @@ import pytest
 from helpers import (
     channel_error,
     consume,
-    deadline,
     get_bodies,
     message_count,
     opened,
     reply_text,
     wait_for,
 )
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    with deadline():
-        yield
-
-
-@pytest.fixture
-def connection(broker):
-    with opened(broker) as conn:
-        yield conn
-
-
-@pytest.fixture
-def channel(connection):
-    return connection.channel()
 
 
 @pytest.fixture

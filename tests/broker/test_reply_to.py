@@ -6,21 +6,9 @@ from __future__ import annotations
 import pika
 import pika.exceptions
 import pytest
-from helpers import channel_error, channel_error_after, consume, deadline, opened, settle, wait_for
+from helpers import channel_error, channel_error_after, consume, opened, settle, wait_for
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    with deadline():
-        yield
-
-
-@pytest.fixture
-def connection(broker):
-    with opened(broker) as conn:
-        yield conn
 
 
 @pytest.fixture
