@@ -15,8 +15,9 @@ import os
 
 import pytest
 from lifecycle_b import Recorder, publish_bodies, pump, pump_until
+from pamqp import commands
 
-from tests.broker.helpers import channel_error, close_quietly, connect
+from tests.broker.helpers import RawClient, channel_error, close_quietly, connect
 
 SAC = {"x-single-active-consumer": True}
 
@@ -385,3 +386,41 @@ def test_cancelling_a_waiting_consumer_changes_nothing_for_the_active_one(
     assert recorder.pairs() == [("a", b"0"), ("c", b"1")]
     declare_ok = control.queue_declare(queue_name, passive=True).method
     assert declare_ok.consumer_count == 1
+
+
+# -- hand-over without a basic.cancel first (pika always cancels before it closes) ------------
+
+
+@pytest.mark.parametrize("how", ["channel-close", "socket-close"])
+def test_close_without_cancel_hands_over_requeued_messages_first(
+    broker, connections, control, queue_name, how
+):
+    """A raw client that closes its channel (or drops its socket) without cancelling: its
+    unacked messages go back to the head of the queue before the waiting consumer takes over,
+    so it gets them first (redelivered), then the rest."""
+    client = RawClient(broker)
+    try:
+        client.handshake()
+        client.send_method(1, commands.Basic.Qos(prefetch_count=2))
+        client.expect_method(commands.Basic.QosOk)
+        client.send_method(1, commands.Basic.Consume(queue=queue_name, consumer_tag="raw"))
+        client.expect_method(commands.Basic.ConsumeOk)
+        waiting = connections()
+        recorder = Recorder()
+        waiting.channel().basic_consume(queue_name, recorder.callback("waiting"))
+        publish_bodies(control, queue_name, ["0", "1", "2", "3", "4"])
+        taken = [client.read_message()[2][0].payload for _ in range(2)]
+        assert taken == [b"0", b"1"]
+        pump([waiting], 0.2)
+        assert recorder.deliveries == []
+        if how == "channel-close":
+            client.send_method(1, commands.Channel.Close(reply_code=200, reply_text="bye",
+                                                         class_id=0, method_id=0))
+            client.expect_method(commands.Channel.CloseOk)
+        else:
+            client.close()
+        assert pump_until([waiting], lambda: len(recorder.deliveries) == 5)
+        assert [(d.body, d.redelivered) for d in recorder.deliveries] == [
+            (b"0", True), (b"1", True), (b"2", False), (b"3", False), (b"4", False)]
+    finally:
+        client.close()
