@@ -1,8 +1,9 @@
 """Shared fixtures: a real Warren broker in a subprocess, reached over real sockets.
 
 Set WARREN_TEST_AMQP_PORT to run the same tests against another broker already listening on
-localhost (for example RabbitMQ 3.10, to check that a test encodes RabbitMQ's behaviour). That
-broker must have the users, vhosts and permissions of tests/definitions.json loaded.
+localhost (for example RabbitMQ 3.10, to check that a test encodes RabbitMQ's behaviour), and
+WARREN_TEST_HTTP_PORT for its management plugin. That broker must have the users, vhosts and
+permissions of tests/definitions.json loaded.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class BrokerProcess:
 
     port: int
     host: str = "127.0.0.1"
+    management_port: int | None = None
     process: subprocess.Popen | None = None
     log_path: Path | None = None
     data_dir: Path | None = None
@@ -93,7 +95,8 @@ def run_warren(
     full_env = {**os.environ, **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=log)
-    broker = BrokerProcess(port=port, process=process, log_path=log_path, data_dir=data_dir)
+    broker = BrokerProcess(port=port, management_port=management_port, process=process,
+                           log_path=log_path, data_dir=data_dir)
     try:
         wait_for_port(port, process)
         yield broker
@@ -112,7 +115,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """One broker for the whole run; tests use unique names so they do not disturb each other."""
     external = os.environ.get("WARREN_TEST_AMQP_PORT")
     if external:
-        yield BrokerProcess(port=int(external))
+        http = os.environ.get("WARREN_TEST_HTTP_PORT")
+        yield BrokerProcess(port=int(external), management_port=int(http) if http else None)
         return
     with run_warren(tmp_path_factory.mktemp("broker")) as running:
         yield running
