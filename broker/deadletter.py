@@ -72,6 +72,7 @@ def _dead_lettered_copy(message: Message, queue: Queue, reason: str, exchange: s
     )
     copy = Message(exchange, keys[0], shortstr(exchange) + shortstr(keys[0]), props_raw,
                    message.body, message.body_size)
+    copy._headers = headers  # what its properties now say, without decoding them again
     copy.cc = tuple(keys[1:])
     copy.persistent = message.persistent
     return copy
