@@ -7,6 +7,7 @@ import asyncio
 import logging
 import platform
 import struct
+import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +94,12 @@ class Connection:
         self.node = node
         self.transport = transport
         self.peer = peer
+        self.local = transport.local_address
         self.name = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        local = f"{self.local[0]}:{self.local[1]}" if self.local else "unknown"
+        self.display_name = f"{self.name} -> {local}"  # RabbitMQ's connection name
+        self.connected_at = time.time()
+        self.auth_mechanism = ""
         self.state = State.AWAITING_HEADER
         self.reader = codec.FrameReader(FRAME_MIN_SIZE)
         self.frame_max = FRAME_MIN_SIZE
@@ -239,7 +245,7 @@ class Connection:
 
     def _on_start_ok(self, method: spec.Connection.StartOk) -> None:
         self.client_properties = method.client_properties or {}
-        mechanism = method.mechanism
+        mechanism = self.auth_mechanism = method.mechanism
         if mechanism == "PLAIN":
             username, password = _parse_plain(method.response)
         elif mechanism == "AMQPLAIN":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from broker.auth import AccessControl, Permission, User, hash_password
@@ -32,6 +33,7 @@ class Node:
         self.reply_channels: dict[str, Channel] = {}
         self.store: MessageStore | None = None
         self.data_dir: DataDir | None = None
+        self.started_at = time.time()
         self.messages_received = 0
         self.messages_routed = 0
         self.messages_unroutable = 0
@@ -96,6 +98,18 @@ class Node:
                 self._attach(vhost)
                 self.definitions_changed()
         return vhost
+
+    def delete_vhost(self, vhost: VirtualHost) -> None:
+        """Close its connections, delete its queues and exchanges, forget its permissions."""
+        for connection in list(self.connections):
+            if connection.vhost is vhost:
+                connection.close_forced(f"vhost '{vhost.name}' is deleted")
+        for queue in list(vhost.queues.values()):
+            vhost.delete_queue(queue)
+        del self.vhosts[vhost.name]
+        for key in [key for key in self.access.permissions if key[1] == vhost.name]:
+            del self.access.permissions[key]
+        self.definitions_changed()
 
     def _attach(self, vhost: VirtualHost) -> None:
         vhost.store = self.store

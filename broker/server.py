@@ -10,6 +10,7 @@ import signal
 from broker.config import Config
 from broker.node import Node
 from broker.transport import Transport
+from management.app import ManagementServer
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,15 @@ async def serve(config: Config) -> None:
         lambda: Transport(node), config.host, config.port, reuse_address=True, backlog=1024
     )
     log.info("Warren listening for AMQP on %s:%s", config.host, config.port)
+    management = ManagementServer(node)
+    await management.start(config.host, config.management_port)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down")
     server.close()
+    await management.stop()
     for connection in list(node.connections):
         connection.close_forced("broker forced connection closure with reason 'shutdown'")
     deadline = loop.time() + SHUTDOWN_GRACE

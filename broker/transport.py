@@ -16,6 +16,7 @@ class Transport(asyncio.Protocol):
     def __init__(self, node: Node) -> None:
         self.node = node
         self.connection: Connection | None = None
+        self.local_address: tuple[str, int] | None = None
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -23,6 +24,7 @@ class Transport(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
+        self.local_address = transport.get_extra_info("sockname")
         transport.set_write_buffer_limits(high=4 * 1024 * 1024)
         self.connection = Connection(self.node, self, transport.get_extra_info("peername"))
 

@@ -1,1 +1,2 @@
-"""Management plane (HTTP API, web UI, /metrics): reserved; served from a later release."""
+"""The management plane: a RabbitMQ-compatible HTTP API and Prometheus /metrics, served by the
+broker process on --management-port (aiohttp)."""

@@ -1,0 +1,173 @@
+"""/api/vhosts, /api/users, /api/permissions: who may do what where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
+from management.api.common import (
+    bad_request,
+    json_body,
+    json_response,
+    listing,
+    node_of,
+    not_found,
+)
+from management.auth import require_tag
+
+
+def vhost_info(name: str) -> dict[str, Any]:
+    return {"name": name, "description": "", "tags": [], "tracing": False,
+            "metadata": {"description": "", "tags": []}}
+
+
+async def list_vhosts(request: web.Request) -> web.Response:
+    return listing(request, [vhost_info(name) for name in node_of(request).vhosts])
+
+
+async def show_vhost(request: web.Request) -> web.Response:
+    name = request.match_info["vhost"]
+    if name not in node_of(request).vhosts:
+        raise not_found()
+    return json_response(vhost_info(name))
+
+
+async def put_vhost(request: web.Request) -> web.Response:
+    require_tag(request)
+    await json_body(request)
+    node = node_of(request)
+    name = request.match_info["vhost"]
+    existed = name in node.vhosts
+    node.add_vhost(name)
+    return web.Response(status=204 if existed else 201)
+
+
+async def delete_vhost(request: web.Request) -> web.Response:
+    require_tag(request)
+    node = node_of(request)
+    name = request.match_info["vhost"]
+    vhost = node.vhosts.get(name)
+    if vhost is None:
+        raise not_found()
+    node.delete_vhost(vhost)
+    return web.Response(status=204)
+
+
+def user_info(user: User) -> dict[str, Any]:
+    return {"name": user.name, "password_hash": user.password_hash,
+            "hashing_algorithm": SHA256_ALGORITHM, "tags": list(user.tags), "limits": {}}
+
+
+async def list_users(request: web.Request) -> web.Response:
+    require_tag(request)
+    return listing(request, [user_info(user) for user in node_of(request).access.users.values()])
+
+
+async def show_user(request: web.Request) -> web.Response:
+    require_tag(request)
+    user = node_of(request).access.users.get(request.match_info["user"])
+    if user is None:
+        raise not_found()
+    return json_response(user_info(user))
+
+
+async def put_user(request: web.Request) -> web.Response:
+    require_tag(request)
+    node = node_of(request)
+    body = await json_body(request)
+    name = request.match_info["user"]
+    existing = node.access.users.get(name)
+    if "password" in body:
+        password_hash = hash_password(str(body["password"]))
+    elif "password_hash" in body:
+        password_hash = str(body["password_hash"])
+    elif existing is not None:
+        password_hash = existing.password_hash
+    else:
+        raise bad_request("Must specify password or password_hash")
+    tags = body.get("tags", "")
+    if isinstance(tags, str):
+        tags = [tag for tag in tags.replace(" ", ",").split(",") if tag]
+    node.access.add_user(User(name, password_hash, list(tags), loopback_only=name == "guest"))
+    node.definitions_changed()
+    return web.Response(status=204 if existing else 201)
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    require_tag(request)
+    node = node_of(request)
+    name = request.match_info["user"]
+    if node.access.users.pop(name, None) is None:
+        raise not_found()
+    for key in [key for key in node.access.permissions if key[0] == name]:
+        del node.access.permissions[key]
+    node.definitions_changed()
+    return web.Response(status=204)
+
+
+def permission_info(user: str, vhost: str, permission: Permission) -> dict[str, Any]:
+    return {"user": user, "vhost": vhost, "configure": permission.configure,
+            "write": permission.write, "read": permission.read}
+
+
+async def list_permissions(request: web.Request) -> web.Response:
+    require_tag(request)
+    return listing(request, [
+        permission_info(user, vhost, permission)
+        for (user, vhost), permission in node_of(request).access.permissions.items()
+    ])
+
+
+async def show_permission(request: web.Request) -> web.Response:
+    require_tag(request)
+    key = (request.match_info["user"], request.match_info["vhost"])
+    permission = node_of(request).access.permissions.get(key)
+    if permission is None:
+        raise not_found()
+    return json_response(permission_info(*key, permission))
+
+
+async def put_permission(request: web.Request) -> web.Response:
+    require_tag(request)
+    node = node_of(request)
+    user, vhost = request.match_info["user"], request.match_info["vhost"]
+    if user not in node.access.users or vhost not in node.vhosts:
+        raise bad_request("no such user or vhost")
+    body = await json_body(request)
+    try:
+        permission = Permission(str(body.get("configure", "")), str(body.get("write", "")),
+                                str(body.get("read", "")))
+    except Exception as exc:  # re.error
+        raise bad_request(f"invalid regular expression: {exc}") from None
+    existed = (user, vhost) in node.access.permissions
+    node.access.set_permissions(user, vhost, permission)
+    node.definitions_changed()
+    return web.Response(status=204 if existed else 201)
+
+
+async def delete_permission(request: web.Request) -> web.Response:
+    require_tag(request)
+    node = node_of(request)
+    key = (request.match_info["user"], request.match_info["vhost"])
+    if node.access.permissions.pop(key, None) is None:
+        raise not_found()
+    node.definitions_changed()
+    return web.Response(status=204)
+
+
+ROUTES = [
+    ("GET", "/api/vhosts", list_vhosts),
+    ("GET", "/api/vhosts/{vhost}", show_vhost),
+    ("PUT", "/api/vhosts/{vhost}", put_vhost),
+    ("DELETE", "/api/vhosts/{vhost}", delete_vhost),
+    ("GET", "/api/users", list_users),
+    ("GET", "/api/users/{user}", show_user),
+    ("PUT", "/api/users/{user}", put_user),
+    ("DELETE", "/api/users/{user}", delete_user),
+    ("GET", "/api/permissions", list_permissions),
+    ("GET", "/api/permissions/{vhost}/{user}", show_permission),
+    ("PUT", "/api/permissions/{vhost}/{user}", put_permission),
+    ("DELETE", "/api/permissions/{vhost}/{user}", delete_permission),
+]

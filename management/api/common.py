@@ -1,0 +1,129 @@
+"""What every API handler needs: RabbitMQ's error bodies, JSON responses, the vhost in a path,
+and list pagination, sorting and column selection."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from aiohttp import web
+
+from broker.node import Node
+from broker.vhost import VirtualHost
+
+NODE_KEY = web.AppKey("node", Node)
+
+
+def node_of(request: web.Request) -> Node:
+    return request.app[NODE_KEY]
+
+
+def error(status: int, error_name: str, reason: str) -> web.HTTPException:
+    """An HTTP error with RabbitMQ's {"error": ..., "reason": ...} body."""
+    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
+           404: web.HTTPNotFound, 405: web.HTTPMethodNotAllowed}.get(status, web.HTTPBadRequest)
+    body = json.dumps({"error": error_name, "reason": reason})
+    if cls is web.HTTPMethodNotAllowed:
+        return web.HTTPMethodNotAllowed("", [], text=body, content_type="application/json")
+    return cls(text=body, content_type="application/json")
+
+
+def not_found() -> web.HTTPException:
+    return error(404, "Object Not Found", "Not Found")
+
+
+def bad_request(reason: str) -> web.HTTPException:
+    return error(400, "bad_request", reason)
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.json_response(value, status=status, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode(errors="replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def vhost_of(request: web.Request) -> VirtualHost:
+    vhost = node_of(request).vhosts.get(request.match_info["vhost"])
+    if vhost is None:
+        raise not_found()
+    return vhost
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or RabbitMQ's 400."""
+    text = await request.text()
+    if not text.strip():
+        return {}
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise bad_request(f"failed_to_parse_json: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request("not_json_object")
+    return body
+
+
+def listing(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+    """A list endpoint's answer with RabbitMQ's sort, sort_reverse, columns and pagination."""
+    query = request.query
+    sort = query.get("sort")
+    if sort:
+        items = sorted(items, key=lambda item: _sort_key(_path(item, sort)),
+                       reverse=query.get("sort_reverse") == "true")
+    name_filter = query.get("name")
+    total = len(items)
+    if name_filter:
+        items = [item for item in items if name_filter in str(item.get("name", ""))]
+    columns = query.get("columns")
+    if columns:
+        items = [_select(item, columns.split(",")) for item in items]
+    if "page" not in query:
+        return json_response(items)
+    try:
+        page = int(query["page"])
+        page_size = int(query.get("page_size", 100))
+    except ValueError:
+        raise bad_request("pagination parameters must be integers") from None
+    if page < 1 or not 1 <= page_size <= 500:
+        raise bad_request("page and page_size out of range")
+    page_count = max(1, math.ceil(len(items) / page_size))
+    chunk = items[(page - 1) * page_size : page * page_size]
+    return json_response({
+        "filtered_count": len(items), "item_count": len(chunk), "items": chunk,
+        "page": page, "page_count": page_count, "page_size": page_size,
+        "total_count": total,
+    })
+
+
+def _path(item: dict[str, Any], dotted: str) -> Any:
+    value: Any = item
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _sort_key(value: Any) -> tuple:
+    return (value is None, str(type(value)), value if value is not None else 0)
+
+
+def _select(item: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    selected: dict[str, Any] = {}
+    for column in columns:
+        value = _path(item, column)
+        target = selected
+        parts = column.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return selected

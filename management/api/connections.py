@@ -1,0 +1,116 @@
+"""/api/connections, /api/channels, /api/consumers; closing a connection with 320."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from broker.channel import Channel
+from broker.connection import Connection
+from management.api.common import json_response, listing, node_of, not_found
+from management.api.overview import node_name
+from management.auth import require_tag
+
+
+def connection_info(connection: Connection) -> dict[str, Any]:
+    peer_host, peer_port = connection.peer or ("", 0)
+    local_host, local_port = connection.local or ("", 0)
+    return {
+        "name": connection.display_name, "node": node_name(), "type": "network",
+        "protocol": "AMQP 0-9-1", "state": "running", "user": connection.user.name,
+        "user_who_performed_action": connection.user.name, "vhost": connection.vhost.name,
+        "host": local_host, "port": local_port, "peer_host": peer_host, "peer_port": peer_port,
+        "channels": len(connection.channels), "channel_max": connection.channel_max,
+        "frame_max": connection.frame_max, "timeout": connection.heartbeat,
+        "auth_mechanism": connection.auth_mechanism, "ssl": False,
+        "client_properties": connection.client_properties,
+        "connected_at": int(connection.connected_at * 1000),
+    }
+
+
+def channel_info(channel: Channel) -> dict[str, Any]:
+    connection = channel.connection
+    return {
+        "name": f"{connection.display_name} ({channel.number})", "number": channel.number,
+        "node": node_name(), "user": connection.user.name, "vhost": connection.vhost.name,
+        "state": "running", "confirm": channel.confirm_mode, "transactional": channel.tx_mode,
+        "consumer_count": len(channel.consumers),
+        "messages_unacknowledged": len(channel.unacked),
+        "prefetch_count": channel.default_prefetch, "global_prefetch_count":
+        channel.global_prefetch, "connection_details": {
+            "name": connection.display_name, "peer_host": (connection.peer or ("", 0))[0],
+            "peer_port": (connection.peer or ("", 0))[1],
+        },
+    }
+
+
+def _connections(request: web.Request) -> list[Connection]:
+    return [c for c in node_of(request).connections if c.user is not None]
+
+
+async def list_connections(request: web.Request) -> web.Response:
+    connections = _connections(request)
+    if "vhost" in request.match_info:
+        connections = [c for c in connections if c.vhost.name == request.match_info["vhost"]]
+    return listing(request, [connection_info(c) for c in connections])
+
+
+def connection_of(request: web.Request) -> Connection:
+    for connection in _connections(request):
+        if connection.display_name == request.match_info["name"]:
+            return connection
+    raise not_found()
+
+
+async def show_connection(request: web.Request) -> web.Response:
+    return json_response(connection_info(connection_of(request)))
+
+
+async def close_connection(request: web.Request) -> web.Response:
+    require_tag(request)
+    connection = connection_of(request)
+    reason = request.headers.get("X-Reason", "Closed via management plugin")
+    connection.close_forced(reason)
+    return web.Response(status=204)
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    return listing(request, [
+        channel_info(channel) for connection in _connections(request)
+        for channel in connection.channels.values()
+    ])
+
+
+async def list_consumers(request: web.Request) -> web.Response:
+    items = []
+    for connection in _connections(request):
+        if "vhost" in request.match_info and connection.vhost.name != request.match_info["vhost"]:
+            continue
+        for channel in connection.channels.values():
+            for consumer in channel.consumers.values():
+                items.append({
+                    "consumer_tag": consumer.tag, "exclusive": consumer.exclusive,
+                    "ack_required": not consumer.no_ack, "prefetch_count": consumer.prefetch,
+                    "active": True, "activity_status": "up", "arguments": consumer.arguments,
+                    "queue": {"name": consumer.queue.name, "vhost": consumer.queue.vhost.name},
+                    "channel_details": {
+                        "name": f"{connection.display_name} ({channel.number})",
+                        "number": channel.number, "connection_name": connection.display_name,
+                        "peer_host": (connection.peer or ("", 0))[0],
+                        "peer_port": (connection.peer or ("", 0))[1], "user":
+                        connection.user.name, "node": node_name(),
+                    },
+                })
+    return listing(request, items)
+
+
+ROUTES = [
+    ("GET", "/api/connections", list_connections),
+    ("GET", "/api/vhosts/{vhost}/connections", list_connections),
+    ("GET", "/api/connections/{name}", show_connection),
+    ("DELETE", "/api/connections/{name}", close_connection),
+    ("GET", "/api/channels", list_channels),
+    ("GET", "/api/consumers", list_consumers),
+    ("GET", "/api/consumers/{vhost}", list_consumers),
+]

@@ -1,0 +1,146 @@
+"""/api/exchanges: list, show, declare, delete, publish; an exchange's bindings."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from aiohttp import web
+from pamqp import commands as spec
+
+from broker.exchanges import Exchange
+from broker.message import Message
+from management.api.bindings import binding_info
+from management.api.common import (
+    bad_request,
+    json_body,
+    json_response,
+    listing,
+    node_of,
+    not_found,
+    vhost_of,
+)
+from protocol.codec import shortstr
+from protocol.errors import AMQPError
+
+
+def exchange_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    return "" if name == "amq.default" else name
+
+
+def exchange_info(exchange: Exchange, vhost: str) -> dict[str, Any]:
+    return {
+        "name": exchange.name, "vhost": vhost, "type": exchange.type_name,
+        "durable": exchange.durable, "auto_delete": exchange.auto_delete,
+        "internal": exchange.internal, "arguments": exchange.arguments, "user_who_performed_action":
+        "rmq-internal", "policy": None,
+    }
+
+
+def exchange_of(request: web.Request) -> Exchange:
+    exchange = vhost_of(request).exchanges.get(exchange_name(request))
+    if exchange is None:
+        raise not_found()
+    return exchange
+
+
+async def list_exchanges(request: web.Request) -> web.Response:
+    if "vhost" in request.match_info:
+        vhosts = [vhost_of(request)]
+    else:
+        vhosts = list(node_of(request).vhosts.values())
+    return listing(request, [
+        exchange_info(exchange, vhost.name) for vhost in vhosts
+        for exchange in vhost.exchanges.values()
+    ])
+
+
+async def show_exchange(request: web.Request) -> web.Response:
+    return json_response(exchange_info(exchange_of(request), request.match_info["vhost"]))
+
+
+async def declare_exchange(request: web.Request) -> web.Response:
+    vhost = vhost_of(request)
+    body = await json_body(request)
+    name = exchange_name(request)
+    existed = name in vhost.exchanges
+    try:
+        vhost.declare_exchange(
+            name, body.get("type", "direct"), passive=False,
+            durable=bool(body.get("durable", True)),
+            auto_delete=bool(body.get("auto_delete", False)),
+            internal=bool(body.get("internal", False)), arguments=body.get("arguments") or {},
+        )
+    except AMQPError as failure:
+        raise bad_request(failure.reply_text) from None
+    return web.Response(status=204 if existed else 201)
+
+
+async def delete_exchange(request: web.Request) -> web.Response:
+    vhost = vhost_of(request)
+    exchange = exchange_of(request)
+    try:
+        vhost.delete_exchange(exchange.name, request.query.get("if-unused") == "true")
+    except AMQPError as failure:
+        raise bad_request(failure.reply_text) from None
+    return web.Response(status=204)
+
+
+async def publish(request: web.Request) -> web.Response:
+    """Publish one message, as the management UI does; answers whether it was routed."""
+    vhost = vhost_of(request)
+    exchange = exchange_of(request)
+    body = await json_body(request)
+    for key in ("routing_key", "payload", "payload_encoding", "properties"):
+        if key not in body:
+            raise bad_request(f"{key} missing")
+    payload = body["payload"]
+    if body["payload_encoding"] == "base64":
+        try:
+            raw_body = base64.b64decode(payload)
+        except ValueError:
+            raise bad_request("payload is not valid base64") from None
+    else:
+        raw_body = str(payload).encode()
+    try:
+        props_raw = spec.Basic.Properties(**(body["properties"] or {})).marshal()
+    except (TypeError, ValueError) as exc:
+        raise bad_request(f"invalid properties: {exc}") from None
+    routing_key = str(body["routing_key"])
+    message = Message(exchange.name, routing_key,
+                      shortstr(exchange.name) + shortstr(routing_key), props_raw, raw_body)
+    message.persistent = (body["properties"] or {}).get("delivery_mode") == 2
+    queues = vhost.route(exchange, message)
+    if message.persistent:
+        durable = [queue for queue in queues if queue.durable]
+        if durable:
+            vhost.store.persist(message, durable)
+    for queue in list(queues):
+        queue.enqueue(message)
+    node_of(request).messages_received += 1
+    return json_response({"routed": bool(queues)})
+
+
+async def source_bindings(request: web.Request) -> web.Response:
+    exchange = exchange_of(request)
+    vhost = request.match_info["vhost"]
+    return listing(request, [binding_info(b, vhost) for b in exchange.bindings.values()])
+
+
+async def destination_bindings(request: web.Request) -> web.Response:
+    exchange = exchange_of(request)
+    vhost = request.match_info["vhost"]
+    return listing(request, [binding_info(b, vhost) for b in exchange.bindings_in])
+
+
+ROUTES = [
+    ("GET", "/api/exchanges", list_exchanges),
+    ("GET", "/api/exchanges/{vhost}", list_exchanges),
+    ("GET", "/api/exchanges/{vhost}/{name}", show_exchange),
+    ("PUT", "/api/exchanges/{vhost}/{name}", declare_exchange),
+    ("DELETE", "/api/exchanges/{vhost}/{name}", delete_exchange),
+    ("POST", "/api/exchanges/{vhost}/{name}/publish", publish),
+    ("GET", "/api/exchanges/{vhost}/{name}/bindings/source", source_bindings),
+    ("GET", "/api/exchanges/{vhost}/{name}/bindings/destination", destination_bindings),
+]

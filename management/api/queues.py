@@ -1,0 +1,185 @@
+"""/api/queues: list, show, declare, delete, purge, get messages; queue bindings."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from aiohttp import web
+
+from broker.queue import Queue
+from management.api.common import (
+    bad_request,
+    json_body,
+    json_response,
+    listing,
+    node_of,
+    not_found,
+    vhost_of,
+)
+from management.api.overview import node_name
+from protocol import properties
+from protocol.errors import AMQPError
+
+
+def queue_info(queue: Queue) -> dict[str, Any]:
+    ready, unacked = queue.message_count, queue.unacked_count
+    settings = queue.settings
+    return {
+        "name": queue.name, "vhost": queue.vhost.name, "durable": queue.durable,
+        "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
+        "arguments": queue.arguments, "node": node_name(), "type": "classic",
+        "state": "running", "policy": settings.policy, "effective_policy_definition": {},
+        "messages": ready + unacked, "messages_ready": ready,
+        "messages_unacknowledged": unacked, "consumers": len(queue.consumers),
+        "consumer_utilisation": None, "exclusive_consumer_tag": (
+            queue.exclusive_consumer.tag if queue.exclusive_consumer else None
+        ),
+        "single_active_consumer_tag": (
+            queue.consumers.active.tag if queue.consumers.active else None
+        ),
+        "memory": 0, "message_bytes": 0, "message_bytes_ready": 0,
+        "message_stats": {
+            "publish": queue.messages_published, "deliver_get": queue.messages_delivered,
+            "ack": queue.messages_acked, "redeliver": queue.messages_redelivered,
+        },
+        "owner_pid_details": None,
+    }
+
+
+def _queues(request: web.Request) -> list[Queue]:
+    node = node_of(request)
+    if "vhost" in request.match_info:
+        return list(vhost_of(request).queues.values())
+    return [queue for vhost in node.vhosts.values() for queue in vhost.queues.values()]
+
+
+def queue_of(request: web.Request) -> Queue:
+    queue = vhost_of(request).queues.get(request.match_info["name"])
+    if queue is None:
+        raise not_found()
+    return queue
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    return listing(request, [queue_info(queue) for queue in _queues(request)])
+
+
+async def show_queue(request: web.Request) -> web.Response:
+    return json_response(queue_info(queue_of(request)))
+
+
+async def declare_queue(request: web.Request) -> web.Response:
+    vhost = vhost_of(request)
+    body = await json_body(request)
+    name = request.match_info["name"]
+    existed = name in vhost.queues
+    arguments = body.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise bad_request("arguments must be an object")
+    try:
+        vhost.declare_queue(
+            name, None, passive=False, durable=bool(body.get("durable", True)),
+            exclusive=False, auto_delete=bool(body.get("auto_delete", False)),
+            arguments=arguments,
+        )
+    except AMQPError as failure:
+        raise bad_request(failure.reply_text) from None
+    return web.Response(status=204 if existed else 201)
+
+
+async def delete_queue(request: web.Request) -> web.Response:
+    queue = queue_of(request)
+    if request.query.get("if-unused") == "true" and queue.consumers:
+        raise bad_request(f"{queue.describe()} in use")
+    if request.query.get("if-empty") == "true" and queue.message_count:
+        raise bad_request(f"{queue.describe()} not empty")
+    queue.vhost.delete_queue(queue)
+    return web.Response(status=204)
+
+
+async def purge_queue(request: web.Request) -> web.Response:
+    queue_of(request).purge()
+    return web.Response(status=204)
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    """Fetch messages as the management UI does: each is taken and then acked or requeued."""
+    queue = queue_of(request)
+    body = await json_body(request)
+    ackmode = body.get("ackmode", "ack_requeue_true")
+    if ackmode not in ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
+                       "reject_requeue_false"):
+        raise bad_request(f"invalid ackmode {ackmode!r}")
+    try:
+        count = int(body.get("count", 1))
+    except (TypeError, ValueError):
+        raise bad_request("count must be an integer") from None
+    encoding, truncate = body.get("encoding", "auto"), body.get("truncate")
+    taken = []
+    for _ in range(count):
+        entry = queue.pop()
+        if entry is None:
+            break
+        queue.head_body(entry)
+        taken.append(entry)
+    results = []
+    for entry in taken:
+        message = entry.message
+        payload = message.body if truncate is None else message.body[: int(truncate)]
+        results.append({
+            **_payload(payload, encoding), "payload_bytes": message.body_size,
+            "redelivered": entry.redelivered, "exchange": message.exchange,
+            "routing_key": message.routing_key, "message_count": queue.message_count,
+            "properties": _properties(message.props_raw),
+        })
+    requeue = ackmode.endswith("requeue_true")
+    for entry in reversed(taken):
+        if requeue:
+            queue.requeue(entry)
+        elif ackmode.startswith("reject"):
+            queue.reject(entry)
+        else:
+            queue.settle(entry)
+    if requeue:
+        queue.dispatch()
+    return json_response(results)
+
+
+def _payload(body: bytes, encoding: str) -> dict[str, Any]:
+    if encoding == "auto":
+        try:
+            return {"payload": body.decode(), "payload_encoding": "string"}
+        except UnicodeDecodeError:
+            pass
+    return {"payload": base64.b64encode(body).decode(), "payload_encoding": "base64"}
+
+
+def _properties(raw: bytes) -> dict[str, Any]:
+    decoded = properties.decode_all(raw)
+    return {
+        name: getattr(decoded, name) for name in decoded.__slots__
+        if getattr(decoded, name, None) not in (None, "")
+    }
+
+
+async def queue_bindings(request: web.Request) -> web.Response:
+    from management.api.bindings import binding_info, default_binding
+
+    queue = queue_of(request)
+    items = [default_binding(queue)] + [
+        binding_info(b, queue.vhost.name) for b in queue.bindings_in
+    ]
+    return listing(request, items)
+
+
+ROUTES = [
+    ("GET", "/api/queues", list_queues),
+    ("GET", "/api/queues/{vhost}", list_queues),
+    ("GET", "/api/queues/{vhost}/{name}", show_queue),
+    ("PUT", "/api/queues/{vhost}/{name}", declare_queue),
+    ("DELETE", "/api/queues/{vhost}/{name}", delete_queue),
+    ("DELETE", "/api/queues/{vhost}/{name}/contents", purge_queue),
+    ("POST", "/api/queues/{vhost}/{name}/get", get_messages),
+    ("GET", "/api/queues/{vhost}/{name}/bindings", queue_bindings),
+]

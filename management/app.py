@@ -1,0 +1,62 @@
+"""The management HTTP server: routes of every API module, auth, rates sampling; started and
+stopped with the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from broker.node import Node
+from management import metrics
+from management.api import (
+    access,
+    bindings,
+    connections,
+    definitions,
+    exchanges,
+    overview,
+    policies,
+    queues,
+)
+from management.api.common import NODE_KEY
+from management.auth import authenticate
+from management.rates import RATES_KEY, Rates, sample_forever
+
+log = logging.getLogger(__name__)
+
+ROUTE_MODULES = (overview, queues, exchanges, bindings, access, policies, connections,
+                 definitions, metrics)
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[authenticate])
+    app[NODE_KEY] = node
+    app[RATES_KEY] = Rates()
+    for module in ROUTE_MODULES:
+        for method, path, handler in module.ROUTES:
+            app.router.add_route(method, path, handler)
+    return app
+
+
+class ManagementServer:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.app = build_app(node)
+        self._runner = web.AppRunner(self.app, access_log=None)
+        self._sampler: asyncio.Task | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        self._sampler = asyncio.create_task(sample_forever(self.node, self.app[RATES_KEY]))
+        log.info("management API and /metrics listening on %s:%s", host, port)
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        await self._runner.cleanup()

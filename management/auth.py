@@ -1,0 +1,53 @@
+"""HTTP basic auth with the broker's users, and RabbitMQ's management tags: any of
+administrator, monitoring, management or policymaker lets a user in; changing users, vhosts,
+permissions and definitions takes administrator, policies take policymaker."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from broker.auth import User
+from management.api.common import error, node_of
+
+MANAGEMENT_TAGS = {"administrator", "monitoring", "management", "policymaker"}
+USER_KEY = web.AppKey("user", User)
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
+
+
+def _unauthorised() -> web.HTTPException:
+    failure = error(401, "not_authorized", "Not_Authorized")
+    failure.headers.update(_CHALLENGE)
+    return failure
+
+
+@web.middleware
+async def authenticate(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        raise _unauthorised()
+    try:
+        username, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    except ValueError:
+        raise _unauthorised() from None
+    peer = request.remote or ""
+    loopback = peer.startswith("127.") or peer in ("::1", "localhost")
+    user = node_of(request).access.authenticate(username, password, loopback)
+    if user is None or not MANAGEMENT_TAGS & set(user.tags):
+        raise _unauthorised()
+    request[USER_KEY] = user
+    return await handler(request)
+
+
+def require_tag(request: web.Request, *tags: str) -> User:
+    """403 unless the user has one of `tags` (administrator always passes)."""
+    user = request[USER_KEY]
+    if "administrator" in user.tags or set(tags) & set(user.tags):
+        return user
+    raise error(401, "not_authorised", "Not administrator user")
