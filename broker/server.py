@@ -21,15 +21,15 @@ async def serve(config: Config) -> None:
     node = Node(config)
     await node.start()
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before any port opens: a stop is clean
+        loop.add_signal_handler(signum, stop.set)
+    management = ManagementServer(node)
+    await management.start(config.host, config.management_port)
     server = await loop.create_server(
         lambda: Transport(node), config.host, config.port, reuse_address=True, backlog=1024
     )
     log.info("Warren listening for AMQP on %s:%s", config.host, config.port)
-    management = ManagementServer(node)
-    await management.start(config.host, config.management_port)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down")
     server.close()
