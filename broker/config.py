@@ -40,8 +40,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
                         help="AMQP port (default 5672; $WARREN_PORT)")
     parser.add_argument("--management-port", type=int,
                         default=int(env.get("WARREN_MANAGEMENT_PORT", 15672)),
-                        help="HTTP management and /metrics port (default 15672; reserved, "
-                        "served from a later release; $WARREN_MANAGEMENT_PORT)")
+                        help="HTTP management API and /metrics port (default 15672; "
+                        "$WARREN_MANAGEMENT_PORT)")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(env.get("WARREN_DATA_DIR", "data")),
                         help="directory for persistent data (default ./data; $WARREN_DATA_DIR)")
