@@ -89,6 +89,7 @@ class Channel:
         self._body_received = 0
         # Publisher confirms and transactions.
         self.confirm_mode = False
+        self.has_published = False  # a publisher, for rabbitmq_global_publishers
         self._publish_seq = 0
         self._confirmed_upto = 0
         self._nacked: deque[int] = deque()  # publish seqs to nack rather than ack
@@ -395,8 +396,12 @@ class Channel:
         for before confirming (0 when nothing was logged)."""
         node = self.connection.node
         node.messages_received += 1
+        self.has_published = True
+        if self.confirm_mode:
+            node.messages_received_confirm += 1
         ticket = 0
         try:
+            queues = ()
             if exchange is self.vhost.default_exchange and message.routing_key.startswith(
                 DIRECT_REPLY_TO + "."
             ):
@@ -421,14 +426,15 @@ class Channel:
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
         if routed:
-            node.messages_routed += 1
+            node.messages_routed += len(queues) if queues else 1
+        elif not mandatory:
+            node.messages_unroutable_dropped += 1
         else:
-            node.messages_unroutable += 1
-            if mandatory:
-                self.connection.write(codec.encode_return(
-                    self.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
-                    message.body, self.connection.frame_max,
-                ))
+            node.messages_unroutable_returned += 1
+            self.connection.write(codec.encode_return(
+                self.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
+                message.body, self.connection.frame_max,
+            ))
         return ticket
 
     def _deliver_reply(self, message: Message) -> bool:
@@ -501,7 +507,14 @@ class Channel:
             queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
             message.body, connection.frame_max,
         ))
-        connection.node.messages_delivered += 1
+        node = connection.node
+        node.messages_delivered += 1
+        if consumer.no_ack:
+            node.delivered_consume_auto_ack += 1
+        else:
+            node.delivered_consume_manual_ack += 1
+        if entry.redelivered:
+            node.messages_redelivered += 1
 
     def deliver_reply(self, message: Message) -> None:
         tag = self._next_delivery_tag
@@ -601,6 +614,7 @@ class Channel:
         queue.arm_unused_timer()
         entry = queue.pop()
         if entry is None:
+            self.connection.node.get_empty += 1
             self.send_method(spec.Basic.GetEmpty())
             return
         tag = self._next_delivery_tag
@@ -617,7 +631,14 @@ class Channel:
             self.number, tag, entry.redelivered, message.route_bytes, queue.message_count,
             queue.delivery_properties(entry, always=True), body, self.connection.frame_max,
         ))
-        self.connection.node.messages_delivered += 1
+        node = self.connection.node
+        node.messages_delivered += 1
+        if method.no_ack:
+            node.delivered_get_auto_ack += 1
+        else:
+            node.delivered_get_manual_ack += 1
+        if entry.redelivered:
+            node.messages_redelivered += 1
 
     # -- acknowledgements -----------------------------------------------------------------
 

@@ -34,12 +34,23 @@ class Node:
         self.store: MessageStore | None = None
         self.data_dir: DataDir | None = None
         self.started_at = time.time()
+        # Plain counters: /metrics and the API read them when asked (rabbitmq_global_*).
         self.messages_received = 0
-        self.messages_routed = 0
-        self.messages_unroutable = 0
+        self.messages_received_confirm = 0
+        self.messages_routed = 0  # one per destination queue, as RabbitMQ counts
+        self.messages_unroutable_dropped = 0
+        self.messages_unroutable_returned = 0
         self.messages_delivered = 0
+        self.delivered_consume_auto_ack = 0
+        self.delivered_consume_manual_ack = 0
+        self.delivered_get_auto_ack = 0
+        self.delivered_get_manual_ack = 0
+        self.messages_redelivered = 0
+        self.get_empty = 0
         self.messages_acknowledged = 0
         self.messages_confirmed = 0
+        # (reason, "at_most_once" with a dead-letter exchange / "disabled" without) -> count
+        self.dead_lettered: dict[tuple[str, str], int] = {}
 
     async def start(self) -> None:
         """Open the data dir, load definitions, recover persistent messages."""
@@ -94,6 +105,7 @@ class Node:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name, self.access)
+            vhost.dead_lettered = self.dead_lettered
             if self.store is not None:
                 self._attach(vhost)
                 self.definitions_changed()

@@ -204,10 +204,14 @@ class Queue:
             self.vhost.store.removed(self, message)
 
     def _dead_letter(self, message: Message, reason: str) -> None:
-        if self.settings.dead_letter_exchange is not None and deadletter.dead_letter(
-            self, message, reason
-        ):
+        """Dead-letter (or, without a dead-letter exchange, drop) a message leaving for
+        `reason`; counted per reason and strategy as rabbitmq_prometheus counts it."""
+        has_exchange = self.settings.dead_letter_exchange is not None
+        if has_exchange and deadletter.dead_letter(self, message, reason):
             self.messages_dead_lettered += 1
+        counters = self.vhost.dead_lettered
+        key = (reason, "at_most_once" if has_exchange else "disabled")
+        counters[key] = counters.get(key, 0) + 1
         self.discard(message)
 
     def note_delivery(self, entry: QueuedMessage) -> None:

@@ -61,6 +61,7 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.store: MessageStore | None = None  # set once the node's storage is open
         self.policies: dict[str, Policy] = {}
+        self.dead_lettered: dict[tuple[str, str], int] = {}  # the node's, shared (see Node)
         self.on_definitions_changed: Callable[[], None] = lambda: None
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}

@@ -22,7 +22,7 @@ from management.api import (
     queues,
 )
 from management.api.common import NODE_KEY
-from management.auth import authenticate
+from management.auth import authenticate, rabbitmq_errors
 from management.rates import RATES_KEY, Rates, sample_forever
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ ROUTE_MODULES = (overview, queues, exchanges, bindings, access, policies, connec
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[authenticate])
+    app = web.Application(middlewares=[rabbitmq_errors, authenticate])
     app[NODE_KEY] = node
     app[RATES_KEY] = Rates()
     for module in ROUTE_MODULES:

@@ -10,17 +10,32 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from broker.auth import User
-from management.api.common import error, node_of
+from management.api.common import error, node_of, not_found
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "management", "policymaker"}
 USER_KEY = web.AppKey("user", User)
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
 
 
-def _unauthorised() -> web.HTTPException:
-    failure = error(401, "not_authorized", "Not_Authorized")
+def _login_failed() -> web.HTTPException:
+    failure = error(401, "not_authorized", "Login failed")
     failure.headers.update(_CHALLENGE)
     return failure
+
+
+@web.middleware
+async def rabbitmq_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The router's own 404 and 405 answered as RabbitMQ answers them."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound as failure:
+        if failure.content_type == "application/json":
+            raise
+        raise not_found() from None
+    except web.HTTPMethodNotAllowed as failure:
+        raise web.HTTPMethodNotAllowed(request.method, failure.allowed_methods) from None
 
 
 @web.middleware
@@ -29,18 +44,24 @@ async def authenticate(
 ) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
         return await handler(request)
-    header = request.headers.get("Authorization", "")
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise web.HTTPUnauthorized(headers=_CHALLENGE, text="")
     if not header.startswith("Basic "):
-        raise _unauthorised()
+        raise _login_failed()
     try:
-        username, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        username, _, password = base64.b64decode(header[6:], validate=True).decode().partition(
+            ":"
+        )
     except ValueError:
-        raise _unauthorised() from None
+        raise web.HTTPBadRequest() from None
     peer = request.remote or ""
     loopback = peer.startswith("127.") or peer in ("::1", "localhost")
     user = node_of(request).access.authenticate(username, password, loopback)
-    if user is None or not MANAGEMENT_TAGS & set(user.tags):
-        raise _unauthorised()
+    if user is None:
+        raise _login_failed()
+    if not MANAGEMENT_TAGS & set(user.tags):
+        raise error(401, "not_authorised", "Not management user")
     request[USER_KEY] = user
     return await handler(request)
 

@@ -27,21 +27,63 @@ _QUEUE_GAUGES = (
      lambda q: q.message_count + q.unacked_count),
     ("rabbitmq_queue_consumers", "Consumers on a queue", lambda q: len(q.consumers)),
 )
+# (name without _total, HELP, node counter, labelled by queue type too?)
 _GLOBAL_COUNTERS = (
     ("rabbitmq_global_messages_received", "Total number of messages received from publishers",
-     "messages_received"),
+     "messages_received", False),
+    ("rabbitmq_global_messages_received_confirm",
+     "Total number of messages received from publishers expecting confirmations",
+     "messages_received_confirm", False),
     ("rabbitmq_global_messages_routed", "Total number of messages routed to queues or streams",
-     "messages_routed"),
+     "messages_routed", False),
     ("rabbitmq_global_messages_unroutable_dropped",
      "Total number of messages published as non-mandatory into an exchange and dropped as "
-     "unroutable", "messages_unroutable"),
-    ("rabbitmq_global_messages_delivered",
-     "Total number of messages delivered to consumers", "messages_delivered"),
+     "unroutable", "messages_unroutable_dropped", False),
+    ("rabbitmq_global_messages_unroutable_returned",
+     "Total number of messages published as mandatory into an exchange and returned to the "
+     "publisher as unroutable", "messages_unroutable_returned", False),
+    ("rabbitmq_global_messages_confirmed", "Total number of messages confirmed to publishers",
+     "messages_confirmed", False),
+    ("rabbitmq_global_messages_delivered", "Total number of messages delivered to consumers",
+     "messages_delivered", True),
+    ("rabbitmq_global_messages_delivered_consume_auto_ack",
+     "Total number of messages delivered to consumers using basic.consume with automatic "
+     "acknowledgment", "delivered_consume_auto_ack", True),
+    ("rabbitmq_global_messages_delivered_consume_manual_ack",
+     "Total number of messages delivered to consumers using basic.consume with manual "
+     "acknowledgment", "delivered_consume_manual_ack", True),
+    ("rabbitmq_global_messages_delivered_get_auto_ack",
+     "Total number of messages delivered to consumers using basic.get with automatic "
+     "acknowledgment", "delivered_get_auto_ack", True),
+    ("rabbitmq_global_messages_delivered_get_manual_ack",
+     "Total number of messages delivered to consumers using basic.get with manual "
+     "acknowledgment", "delivered_get_manual_ack", True),
+    ("rabbitmq_global_messages_redelivered", "Total number of messages redelivered to consumers",
+     "messages_redelivered", True),
     ("rabbitmq_global_messages_acknowledged",
-     "Total number of message acknowledgements received from consumers",
-     "messages_acknowledged"),
-    ("rabbitmq_global_messages_confirmed",
-     "Total number of messages confirmed to publishers", "messages_confirmed"),
+     "Total number of messages acknowledged by consumers", "messages_acknowledged", True),
+    ("rabbitmq_global_messages_get_empty",
+     "Total number of times basic.get operations fetched no message", "get_empty", True),
+)
+QUEUE_TYPES = ("rabbit_classic_queue", "rabbit_quorum_queue", "rabbit_stream_queue")
+_CLASSIC = [(QUEUE_TYPES[0], "at_most_once"), (QUEUE_TYPES[0], "disabled")]
+_QUORUM = [(QUEUE_TYPES[1], "at_least_once"), (QUEUE_TYPES[1], "at_most_once"),
+           (QUEUE_TYPES[1], "disabled")]
+# The label sets rabbitmq_prometheus 3.10 exposes for each dead-letter reason (zeros included).
+_DEAD_LETTER_LABELS = {
+    "rejected": _CLASSIC + _QUORUM,
+    "expired": _CLASSIC + _QUORUM,
+    "maxlen": _CLASSIC + [(QUEUE_TYPES[1], "at_most_once"), (QUEUE_TYPES[1], "disabled")],
+    "delivery_limit": _CLASSIC + _QUORUM,
+}
+MEMORY_HIGH_WATERMARK = 0.4  # RabbitMQ's default vm_memory_high_watermark
+DISK_FREE_LIMIT = 50_000_000  # RabbitMQ's default disk_free_limit
+_DEAD_LETTERED = (
+    ("rejected", "Total number of messages dead-lettered due to basic.reject or basic.nack"),
+    ("expired", "Total number of messages dead-lettered due to message TTL exceeded"),
+    ("maxlen", "Total number of messages dead-lettered due to overflow drop-head or "
+     "reject-publish-dlx"),
+    ("delivery_limit", "Total number of messages dead-lettered due to delivery-limit exceeded"),
 )
 
 
@@ -74,20 +116,52 @@ class BrokerCollector:
         )
         yield GaugeMetricFamily("rabbitmq_consumers", "Consumers currently connected",
                                 value=sum(len(queue.consumers) for _, queue in queues))
-        for name, documentation, attribute in _GLOBAL_COUNTERS:
-            family = CounterMetricFamily(name, documentation, labels=["protocol"])
-            family.add_metric(["amqp091"], getattr(node, attribute))
+        for name, documentation, attribute, by_queue_type in _GLOBAL_COUNTERS:
+            value = getattr(node, attribute)
+            if by_queue_type:  # every queue is classic here; RabbitMQ lists all three types
+                family = CounterMetricFamily(name, documentation,
+                                             labels=["protocol", "queue_type"])
+                for queue_type in QUEUE_TYPES:
+                    family.add_metric(
+                        ["amqp091", queue_type], value if queue_type == QUEUE_TYPES[0] else 0
+                    )
+            else:
+                family = CounterMetricFamily(name, documentation, labels=["protocol"])
+                family.add_metric(["amqp091"], value)
             yield family
-        dead_lettered = CounterMetricFamily(
+        for reason, documentation in _DEAD_LETTERED:
+            family = CounterMetricFamily(
+                f"rabbitmq_global_messages_dead_lettered_{reason}", documentation,
+                labels=["queue_type", "dead_letter_strategy"],
+            )
+            for queue_type, strategy in _DEAD_LETTER_LABELS[reason]:
+                value = 0
+                if queue_type == QUEUE_TYPES[0]:
+                    value = node.dead_lettered.get((reason, strategy), 0)
+                family.add_metric([queue_type, strategy], value)
+            yield family
+        confirmed = CounterMetricFamily(
             "rabbitmq_global_messages_dead_lettered_confirmed",
             "Total number of messages dead-lettered and confirmed by target queues",
             labels=["queue_type", "dead_letter_strategy"],
         )
-        dead_lettered.add_metric(
-            ["rabbit_classic_queue", "at_most_once"],
-            sum(queue.messages_dead_lettered for _, queue in queues),
-        )
-        yield dead_lettered
+        confirmed.add_metric([QUEUE_TYPES[1], "at_least_once"], 0)  # quorum queues only
+        yield confirmed
+        consumers = GaugeMetricFamily("rabbitmq_global_consumers",
+                                      "Current number of consumers", labels=["protocol"])
+        consumers.add_metric(["amqp091"], sum(len(queue.consumers) for _, queue in queues))
+        yield consumers
+        publishers = GaugeMetricFamily("rabbitmq_global_publishers",
+                                       "Current number of publishers", labels=["protocol"])
+        publishers.add_metric(["amqp091"], sum(
+            1 for connection in node.connections for channel in connection.channels.values()
+            if channel.has_published
+        ))
+        yield publishers
+        yield GaugeMetricFamily("rabbitmq_resident_memory_limit_bytes",
+                                "Memory high watermark in bytes", value=_memory_limit())
+        yield GaugeMetricFamily("rabbitmq_disk_space_available_limit_bytes",
+                                "Free disk space low watermark in bytes", value=DISK_FREE_LIMIT)
         yield GaugeMetricFamily("rabbitmq_process_resident_memory_bytes",
                                 "Memory used in bytes", value=resident_memory())
         yield GaugeMetricFamily("rabbitmq_disk_space_available_bytes",
@@ -100,6 +174,13 @@ def _disk_free(node: Node) -> int:
     try:
         return shutil.disk_usage(node.config.data_dir).free
     except OSError:
+        return 0
+
+
+def _memory_limit() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_HIGH_WATERMARK)
+    except (ValueError, OSError):
         return 0
 
 

@@ -21,11 +21,10 @@ COUNTERS = {
     "deliver_get": lambda node: node.messages_delivered,
     "ack": lambda node: node.messages_acknowledged,
     "confirm": lambda node: node.messages_confirmed,
-    "return_unroutable": lambda node: node.messages_unroutable,
-    "redeliver": lambda node: sum(
-        queue.messages_redelivered for vhost in node.vhosts.values()
-        for queue in vhost.queues.values()
-    ),
+    "return_unroutable": lambda node: node.messages_unroutable_returned,
+    "drop_unroutable": lambda node: node.messages_unroutable_dropped,
+    "redeliver": lambda node: node.messages_redelivered,
+    "get_empty": lambda node: node.get_empty,
 }
 
 

@@ -72,12 +72,15 @@ def apply_definitions(node: Node, document: dict[str, Any]) -> None:
                    binding.get("arguments", {}))
 
 
-def export_definitions(node: Node) -> dict[str, Any]:
-    """The node's durable definitions, shaped like RabbitMQ 3.10's export."""
+def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
+    """The node's definitions, shaped like RabbitMQ 3.10's export: durable ones only for the
+    broker's own definitions file, every non-exclusive one for /api/definitions."""
     access = node.access
     document: dict[str, Any] = {
         "rabbit_version": "3.10.8",
-        "warren_version": __version__,
+        "rabbitmq_version": "3.10.8",
+        "product_name": "Warren",
+        "product_version": __version__,
         "users": [
             {"name": user.name, "password_hash": user.password_hash,
              "hashing_algorithm": SHA256_ALGORITHM, "tags": list(user.tags), "limits": {}}
@@ -103,21 +106,26 @@ def export_definitions(node: Node) -> dict[str, Any]:
     }
     for vhost in node.vhosts.values():
         for queue in vhost.queues.values():
-            if queue.durable:
+            if queue.durable or not (durable_only or queue.exclusive):
                 document["queues"].append({
-                    "name": queue.name, "vhost": vhost.name, "durable": True,
+                    "name": queue.name, "vhost": vhost.name, "durable": queue.durable,
                     "auto_delete": queue.auto_delete, "arguments": _json_table(queue.arguments),
                 })
         for exchange in vhost.exchanges.values():
-            if exchange.durable and exchange.name and not exchange.name.startswith("amq."):
+            if (exchange.durable or not durable_only) and exchange.name and not (
+                exchange.name.startswith("amq.")
+            ):
                 document["exchanges"].append({
                     "name": exchange.name, "vhost": vhost.name, "type": exchange.type_name,
-                    "durable": True, "auto_delete": exchange.auto_delete,
+                    "durable": exchange.durable, "auto_delete": exchange.auto_delete,
                     "internal": exchange.internal, "arguments": _json_table(exchange.arguments),
                 })
             for binding in exchange.bindings.values():
                 destination = binding.destination
-                if exchange.durable and destination.durable:
+                exclusive = getattr(destination, "exclusive", False)
+                if (exchange.durable and destination.durable) or not (
+                    durable_only or exclusive
+                ):
                     document["bindings"].append({
                         "source": exchange.name, "vhost": vhost.name,
                         "destination": destination.name,

@@ -362,8 +362,8 @@ class MessageStore:
         return len(self._segments)
 
     def _compact(self) -> None:
-        """Drop the oldest segments once nothing in them is live; when the log has grown too
-        big for its live data, copy the live messages of the oldest segment forward first. Oldest-first keeps replay correct: a
+        """Drop the oldest segments once nothing in them is live; when worth it, copy the live
+        messages of the oldest segment forward first. Oldest-first keeps replay correct: a
         REMOVE never outlives the PUBLISH it cancels."""
         segments = self._segments
         while len(segments) > 1:

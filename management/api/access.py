@@ -14,8 +14,9 @@ from management.api.common import (
     listing,
     node_of,
     not_found,
+    require_keys,
 )
-from management.auth import require_tag
+from management.auth import USER_KEY, require_tag
 
 
 def vhost_info(name: str) -> dict[str, Any]:
@@ -41,6 +42,9 @@ async def put_vhost(request: web.Request) -> web.Response:
     name = request.match_info["vhost"]
     existed = name in node.vhosts
     node.add_vhost(name)
+    if not existed:  # as RabbitMQ does: the creator gets full permissions on it
+        node.access.set_permissions(request[USER_KEY].name, name, Permission(".*", ".*", ".*"))
+        node.definitions_changed()
     return web.Response(status=204 if existed else 201)
 
 
@@ -79,6 +83,8 @@ async def put_user(request: web.Request) -> web.Response:
     body = await json_body(request)
     name = request.match_info["user"]
     existing = node.access.users.get(name)
+    if "tags" not in body:
+        raise bad_request("tags_not_present")
     if "password" in body:
         password_hash = hash_password(str(body["password"]))
     elif "password_hash" in body:
@@ -86,7 +92,7 @@ async def put_user(request: web.Request) -> web.Response:
     elif existing is not None:
         password_hash = existing.password_hash
     else:
-        raise bad_request("Must specify password or password_hash")
+        password_hash = ""  # RabbitMQ accepts it: the user just cannot log in with a password
     tags = body.get("tags", "")
     if isinstance(tags, str):
         tags = [tag for tag in tags.replace(" ", ",").split(",") if tag]
@@ -133,9 +139,10 @@ async def put_permission(request: web.Request) -> web.Response:
     require_tag(request)
     node = node_of(request)
     user, vhost = request.match_info["user"], request.match_info["vhost"]
-    if user not in node.access.users or vhost not in node.vhosts:
-        raise bad_request("no such user or vhost")
     body = await json_body(request)
+    require_keys(body, "configure", "write", "read")
+    if user not in node.access.users or vhost not in node.vhosts:
+        raise bad_request("vhost_or_user_not_found")
     try:
         permission = Permission(str(body.get("configure", "")), str(body.get("write", "")),
                                 str(body.get("read", "")))
@@ -157,8 +164,26 @@ async def delete_permission(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def permissions_of(request: web.Request) -> web.Response:
+    """/api/users/{user}/permissions and /api/vhosts/{vhost}/permissions."""
+    require_tag(request)
+    node = node_of(request)
+    user, vhost = request.match_info.get("user"), request.match_info.get("vhost")
+    if (user is not None and user not in node.access.users) or (
+        vhost is not None and vhost not in node.vhosts
+    ):
+        raise not_found()
+    return listing(request, [
+        permission_info(u, v, permission)
+        for (u, v), permission in node.access.permissions.items()
+        if (user is None or u == user) and (vhost is None or v == vhost)
+    ])
+
+
 ROUTES = [
     ("GET", "/api/vhosts", list_vhosts),
+    ("GET", "/api/users/{user}/permissions", permissions_of),
+    ("GET", "/api/vhosts/{vhost}/permissions", permissions_of),
     ("GET", "/api/vhosts/{vhost}", show_vhost),
     ("PUT", "/api/vhosts/{vhost}", put_vhost),
     ("DELETE", "/api/vhosts/{vhost}", delete_vhost),

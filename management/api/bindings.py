@@ -11,7 +11,9 @@ from aiohttp import web
 from broker.exchanges import Binding, Exchange
 from broker.queue import Queue
 from management.api.common import (
+    access_refused,
     bad_request,
+    error,
     json_body,
     json_response,
     listing,
@@ -63,19 +65,27 @@ async def list_bindings(request: web.Request) -> web.Response:
 
 def _endpoints(request: web.Request) -> tuple[Exchange, Queue | Exchange]:
     vhost = vhost_of(request)
-    source = vhost.exchanges.get(request.match_info["source"])
+    source_name = request.match_info["source"]
+    if source_name in ("", "amq.default"):
+        raise access_refused()
     name = request.match_info["destination"]
     if request.match_info["kind"] == "q":
-        destination = vhost.queues.get(name)
+        destination, kind = vhost.queues.get(name), "queue"
     else:
-        destination = vhost.exchanges.get(name)
-    if source is None or destination is None:
-        raise not_found()
+        destination, kind = vhost.exchanges.get(name), "exchange"
+    if destination is None:
+        raise error(404, "not_found", f"no {kind} '{name}' in vhost '{vhost.name}'")
+    source = vhost.exchanges.get(source_name)
+    if source is None:
+        raise error(404, "not_found", f"no exchange '{source_name}' in vhost '{vhost.name}'")
     return source, destination
 
 
 async def list_between(request: web.Request) -> web.Response:
-    source, destination = _endpoints(request)
+    try:
+        source, destination = _endpoints(request)
+    except web.HTTPNotFound:
+        return listing(request, [])
     return listing(request, [
         binding_info(binding, request.match_info["vhost"])
         for binding in source.bindings.values() if binding.destination is destination
@@ -94,7 +104,8 @@ async def create_binding(request: web.Request) -> web.Response:
         vhost.bind(source, destination, routing_key, arguments)
     except AMQPError as failure:
         raise bad_request(failure.reply_text) from None
-    location = f"{request.path}/{properties_key(routing_key, arguments)}"
+    location = (f"{request.match_info['destination']}/"
+                f"{urllib.parse.quote(properties_key(routing_key, arguments), safe='~')}")
     return web.Response(status=201, headers={"Location": location})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +20,7 @@ def node_of(request: web.Request) -> Node:
     return request.app[NODE_KEY]
 
 
-def error(status: int, error_name: str, reason: str) -> web.HTTPException:
+def error(status: int, error_name: str, reason: Any) -> web.HTTPException:
     """An HTTP error with RabbitMQ's {"error": ..., "reason": ...} body."""
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
            404: web.HTTPNotFound, 405: web.HTTPMethodNotAllowed}.get(status, web.HTTPBadRequest)
@@ -60,6 +61,32 @@ def vhost_of(request: web.Request) -> VirtualHost:
     return vhost
 
 
+def vhost_for_write(request: web.Request) -> VirtualHost:
+    """The vhost of a PUT/POST: a missing one is RabbitMQ's 404 vhost_not_found."""
+    vhost = node_of(request).vhosts.get(request.match_info["vhost"])
+    if vhost is None:
+        raise error(404, "not_found", "vhost_not_found")
+    return vhost
+
+
+def require_keys(body: dict[str, Any], *keys: str) -> None:
+    missing = [key for key in keys if key not in body]
+    if missing:
+        raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise error(400, "bad_request", ["not_boolean", value])  # type: ignore[arg-type]
+
+
+def access_refused() -> web.HTTPException:
+    return error(401, "not_authorised", "Access refused.")
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object, or RabbitMQ's 400."""
     text = await request.text()
@@ -67,24 +94,31 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(text)
-    except ValueError as exc:
-        raise bad_request(f"failed_to_parse_json: {exc}") from None
+    except ValueError:
+        raise bad_request("not_json") from None
     if not isinstance(body, dict):
-        raise bad_request("not_json_object")
+        raise bad_request("not_json")
     return body
 
 
 def listing(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
     """A list endpoint's answer with RabbitMQ's sort, sort_reverse, columns and pagination."""
     query = request.query
-    sort = query.get("sort")
+    sort = query.get("sort", "name")  # RabbitMQ lists by name unless told otherwise
     if sort:
         items = sorted(items, key=lambda item: _sort_key(_path(item, sort)),
                        reverse=query.get("sort_reverse") == "true")
     name_filter = query.get("name")
     total = len(items)
     if name_filter:
-        items = [item for item in items if name_filter in str(item.get("name", ""))]
+        if query.get("use_regex") == "true":
+            try:
+                pattern = re.compile(name_filter)
+            except re.error:
+                raise bad_request("invalid regular expression") from None
+            items = [item for item in items if pattern.search(str(item.get("name", "")))]
+        else:
+            items = [item for item in items if name_filter in str(item.get("name", ""))]
     columns = query.get("columns")
     if columns:
         items = [_select(item, columns.split(",")) for item in items]
@@ -94,10 +128,14 @@ def listing(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
         page = int(query["page"])
         page_size = int(query.get("page_size", 100))
     except ValueError:
-        raise bad_request("pagination parameters must be integers") from None
+        raise bad_request("Pagination parameters are invalid") from None
     if page < 1 or not 1 <= page_size <= 500:
-        raise bad_request("page and page_size out of range")
+        raise error(400, "invalid_pagination_parameters",
+                    f"Invalid pagination parameters: page number {page}, page size {page_size}")
     page_count = max(1, math.ceil(len(items) / page_size))
+    if page > page_count and items:
+        raise error(400, "page_out_of_range",
+                    f"Page out of range, page: {page} page size: {page_size}, len: {len(items)}")
     chunk = items[(page - 1) * page_size : page * page_size]
     return json_response({
         "filtered_count": len(items), "item_count": len(chunk), "items": chunk,

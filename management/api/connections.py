@@ -25,6 +25,8 @@ def connection_info(connection: Connection) -> dict[str, Any]:
         "frame_max": connection.frame_max, "timeout": connection.heartbeat,
         "auth_mechanism": connection.auth_mechanism, "ssl": False,
         "client_properties": connection.client_properties,
+        "user_provided_name": connection.client_properties.get("connection_name"),
+        "recv_oct": 0, "send_oct": 0, "recv_cnt": 0, "send_cnt": 0,
         "connected_at": int(connection.connected_at * 1000),
     }
 
@@ -56,6 +58,27 @@ async def list_connections(request: web.Request) -> web.Response:
     return listing(request, [connection_info(c) for c in connections])
 
 
+def channel_of(request: web.Request) -> Channel:
+    for connection in _connections(request):
+        for channel in connection.channels.values():
+            if f"{connection.display_name} ({channel.number})" == request.match_info["channel"]:
+                return channel
+    raise not_found()
+
+
+async def show_channel(request: web.Request) -> web.Response:
+    channel = channel_of(request)
+    info = channel_info(channel)
+    info["consumer_details"] = [
+        {"consumer_tag": consumer.tag, "queue": {"name": consumer.queue.name,
+                                                  "vhost": consumer.queue.vhost.name},
+         "ack_required": not consumer.no_ack, "prefetch_count": consumer.prefetch,
+         "exclusive": consumer.exclusive, "arguments": consumer.arguments}
+        for consumer in channel.consumers.values()
+    ]
+    return json_response(info)
+
+
 def connection_of(request: web.Request) -> Connection:
     for connection in _connections(request):
         if connection.display_name == request.match_info["name"]:
@@ -76,8 +99,13 @@ async def close_connection(request: web.Request) -> web.Response:
 
 
 async def list_channels(request: web.Request) -> web.Response:
+    connections = _connections(request)
+    if "name" in request.match_info:
+        connections = [connection_of(request)]
+    elif "vhost" in request.match_info:
+        connections = [c for c in connections if c.vhost.name == request.match_info["vhost"]]
     return listing(request, [
-        channel_info(channel) for connection in _connections(request)
+        channel_info(channel) for connection in connections
         for channel in connection.channels.values()
     ])
 
@@ -111,6 +139,9 @@ ROUTES = [
     ("GET", "/api/connections/{name}", show_connection),
     ("DELETE", "/api/connections/{name}", close_connection),
     ("GET", "/api/channels", list_channels),
+    ("GET", "/api/connections/{name}/channels", list_channels),
+    ("GET", "/api/channels/{channel}", show_channel),
+    ("GET", "/api/vhosts/{vhost}/channels", list_channels),
     ("GET", "/api/consumers", list_consumers),
     ("GET", "/api/consumers/{vhost}", list_consumers),
 ]

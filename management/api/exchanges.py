@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import base64
+import datetime
 from typing import Any
 
 from aiohttp import web
 from pamqp import commands as spec
 
-from broker.exchanges import Exchange
+from broker.exchanges import EXCHANGE_TYPES, Exchange
 from broker.message import Message
 from management.api.bindings import binding_info
 from management.api.common import (
+    access_refused,
     bad_request,
+    error,
     json_body,
     json_response,
     listing,
     node_of,
     not_found,
+    parse_bool,
+    require_keys,
+    vhost_for_write,
     vhost_of,
 )
 from protocol.codec import shortstr
@@ -61,25 +67,32 @@ async def show_exchange(request: web.Request) -> web.Response:
 
 
 async def declare_exchange(request: web.Request) -> web.Response:
-    vhost = vhost_of(request)
+    vhost = vhost_for_write(request)
     body = await json_body(request)
     name = exchange_name(request)
+    if not name or name.startswith("amq."):
+        raise access_refused()
     existed = name in vhost.exchanges
+    type_name = body.get("type", "direct")
+    if type_name not in EXCHANGE_TYPES:
+        raise bad_request(f"invalid exchange type '{type_name}'")
     try:
         vhost.declare_exchange(
-            name, body.get("type", "direct"), passive=False,
-            durable=bool(body.get("durable", True)),
-            auto_delete=bool(body.get("auto_delete", False)),
-            internal=bool(body.get("internal", False)), arguments=body.get("arguments") or {},
+            name, type_name, passive=False, durable=parse_bool(body.get("durable", False)),
+            auto_delete=parse_bool(body.get("auto_delete", False)),
+            internal=parse_bool(body.get("internal", False)),
+            arguments=body.get("arguments") or {},
         )
     except AMQPError as failure:
-        raise bad_request(failure.reply_text) from None
+        raise bad_request(failure.text) from None
     return web.Response(status=204 if existed else 201)
 
 
 async def delete_exchange(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     exchange = exchange_of(request)
+    if not exchange.name or exchange.name.startswith("amq."):
+        raise access_refused()
     try:
         vhost.delete_exchange(exchange.name, request.query.get("if-unused") == "true")
     except AMQPError as failure:
@@ -90,23 +103,23 @@ async def delete_exchange(request: web.Request) -> web.Response:
 async def publish(request: web.Request) -> web.Response:
     """Publish one message, as the management UI does; answers whether it was routed."""
     vhost = vhost_of(request)
-    exchange = exchange_of(request)
+    exchange = vhost.exchanges.get(exchange_name(request))
+    if exchange is None:
+        raise bad_request(f"404 NOT_FOUND - no exchange '{request.match_info['name']}' in "
+                          f"vhost '{vhost.name}'")
     body = await json_body(request)
-    for key in ("routing_key", "payload", "payload_encoding", "properties"):
-        if key not in body:
-            raise bad_request(f"{key} missing")
-    payload = body["payload"]
-    if body["payload_encoding"] == "base64":
+    require_keys(body, "properties", "routing_key", "payload", "payload_encoding")
+    payload, encoding = body["payload"], body["payload_encoding"]
+    if encoding == "base64":
         try:
-            raw_body = base64.b64decode(payload)
+            raw_body = base64.b64decode(payload, validate=True)
         except ValueError:
-            raise bad_request("payload is not valid base64") from None
-    else:
+            raise error(400, "bad_request", ["not_base64", payload]) from None
+    elif encoding == "string":
         raw_body = str(payload).encode()
-    try:
-        props_raw = spec.Basic.Properties(**(body["properties"] or {})).marshal()
-    except (TypeError, ValueError) as exc:
-        raise bad_request(f"invalid properties: {exc}") from None
+    else:
+        raise error(400, "bad_request", ["unsupported_encoding", encoding])
+    props_raw = _properties_raw(body["properties"] or {})
     routing_key = str(body["routing_key"])
     message = Message(exchange.name, routing_key,
                       shortstr(exchange.name) + shortstr(routing_key), props_raw, raw_body)
@@ -120,6 +133,22 @@ async def publish(request: web.Request) -> web.Response:
         queue.enqueue(message)
     node_of(request).messages_received += 1
     return json_response({"routed": bool(queues)})
+
+
+# The API's property names -> pamqp's Basic.Properties arguments
+_PROPERTY_NAMES = {"type": "message_type"}
+
+
+def _properties_raw(given: dict[str, Any]) -> bytes:
+    if not isinstance(given, dict):
+        raise bad_request("properties must be an object")
+    fields = {_PROPERTY_NAMES.get(name, name): value for name, value in given.items()}
+    if isinstance(fields.get("timestamp"), int):
+        fields["timestamp"] = datetime.datetime.fromtimestamp(fields["timestamp"], datetime.UTC)
+    try:
+        return spec.Basic.Properties(**fields).marshal()
+    except (TypeError, ValueError) as exc:
+        raise bad_request(f"invalid properties: {exc}") from None
 
 
 async def source_bindings(request: web.Request) -> web.Response:

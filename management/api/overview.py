@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from broker import __version__
+from broker.exchanges import EXCHANGE_TYPES
 from management.api.common import json_response, node_of, vhost_of
 from management.auth import USER_KEY
 from management.rates import RATES_KEY, message_stats
@@ -29,6 +30,10 @@ async def overview(request: web.Request) -> web.Response:
     return json_response({
         "management_version": RABBITMQ_VERSION,
         "rates_mode": "basic",
+        "exchange_types": [
+            {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
+        ],
+        "sample_retention_policies": {"global": [600, 3600], "basic": [600], "detailed": [600]},
         "rabbitmq_version": RABBITMQ_VERSION,
         "product_name": "Warren",
         "product_version": __version__,

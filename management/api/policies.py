@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 from aiohttp import web
@@ -14,6 +15,8 @@ from management.api.common import (
     listing,
     node_of,
     not_found,
+    require_keys,
+    vhost_for_write,
     vhost_of,
 )
 from management.auth import require_tag
@@ -36,15 +39,25 @@ async def show_policy(request: web.Request) -> web.Response:
 
 async def put_policy(request: web.Request) -> web.Response:
     require_tag(request, "policymaker")
-    vhost = vhost_of(request)
+    vhost = vhost_for_write(request)
     body = await json_body(request)
     name = request.match_info["name"]
-    definition = body.get("definition")
-    if not isinstance(body.get("pattern"), str) or not isinstance(definition, dict):
-        raise bad_request("pattern (a string) and definition (an object) are required")
+    require_keys(body, "pattern", "definition")
+    definition = body["definition"]
+    if not isinstance(body["pattern"], str) or not isinstance(definition, dict):
+        raise bad_request("pattern must be a string and definition an object")
     apply_to = body.get("apply-to", "all")
     if apply_to not in APPLY_TO:
-        raise bad_request(f"apply-to must be one of {', '.join(APPLY_TO)}")
+        raise _invalid(f"apply-to '{apply_to}' unrecognised; should be 'queues', 'exchanges' "
+                       "or 'all'")
+    unknown = [(key, value) for key, value in definition.items() if key not in POLICY_SETTINGS]
+    if unknown:
+        shown = ",".join(f"{{<<\"{key}\">>,{value}}}" for key, value in unknown)
+        raise _invalid(f"[{shown}] are not recognised policy settings")
+    for key, value in definition.items():
+        problem = POLICY_SETTINGS[key](value)
+        if problem:
+            raise _invalid(f"{_erlang_value(value)} is not a valid {problem}")
     try:
         policy = Policy(vhost.name, name, body["pattern"], definition,
                         int(body.get("priority", 0)), apply_to)
@@ -53,6 +66,41 @@ async def put_policy(request: web.Request) -> web.Response:
     existed = name in vhost.policies
     vhost.set_policy(policy)
     return web.Response(status=204 if existed else 201)
+
+
+def _invalid(detail: str) -> web.HTTPException:
+    """RabbitMQ's policy validation error (its text comes HTML-escaped)."""
+    return bad_request(html.escape(f"Validation failed\n\n{detail}\n", quote=False))
+
+
+def _erlang_value(value: object) -> str:
+    return f'<<"{value}">>' if isinstance(value, str) else str(value)
+
+
+def _integer(what: str):
+    def check(value: object) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return None if ok else what
+    return check
+
+
+def _text(what: str):
+    return lambda value: None if isinstance(value, str) else what
+
+
+POLICY_SETTINGS = {
+    "message-ttl": _integer("message TTL"),
+    "expires": _integer("TTL"),
+    "max-length": _integer("maximum length"),
+    "max-length-bytes": _integer("maximum length in bytes"),
+    "delivery-limit": _integer("delivery limit"),
+    "overflow": lambda value: None if value in ("drop-head", "reject-publish",
+                                                 "reject-publish-dlx") else "overflow value",
+    "dead-letter-exchange": _text("dead letter exchange"),
+    "dead-letter-routing-key": _text("dead letter routing key"),
+    "alternate-exchange": _text("alternate exchange"),
+    "queue-mode": _text("queue mode"),
+}
 
 
 async def delete_policy(request: web.Request) -> web.Response:

@@ -9,12 +9,17 @@ from aiohttp import web
 
 from broker.queue import Queue
 from management.api.common import (
+    access_refused,
     bad_request,
+    error,
     json_body,
     json_response,
     listing,
     node_of,
     not_found,
+    parse_bool,
+    require_keys,
+    vhost_for_write,
     vhost_of,
 )
 from management.api.overview import node_name
@@ -29,7 +34,18 @@ def queue_info(queue: Queue) -> dict[str, Any]:
         "name": queue.name, "vhost": queue.vhost.name, "durable": queue.durable,
         "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
         "arguments": queue.arguments, "node": node_name(), "type": "classic",
-        "state": "running", "policy": settings.policy, "effective_policy_definition": {},
+        "state": "running", "policy": settings.policy,
+        "effective_policy_definition": _policy_definition(queue),
+        "consumer_details": [
+            {"consumer_tag": consumer.tag, "ack_required": not consumer.no_ack,
+             "prefetch_count": consumer.prefetch, "exclusive": consumer.exclusive,
+             "arguments": consumer.arguments, "active": True, "activity_status": "up",
+             "queue": {"name": queue.name, "vhost": queue.vhost.name},
+             "channel_details": {"number": consumer.channel.number,
+                                 "connection_name": consumer.channel.connection.display_name}}
+            for consumer in queue.consumers
+        ],
+        "head_message_timestamp": None,
         "messages": ready + unacked, "messages_ready": ready,
         "messages_unacknowledged": unacked, "consumers": len(queue.consumers),
         "consumer_utilisation": None, "exclusive_consumer_tag": (
@@ -45,6 +61,11 @@ def queue_info(queue: Queue) -> dict[str, Any]:
         },
         "owner_pid_details": None,
     }
+
+
+def _policy_definition(queue: Queue) -> dict[str, Any]:
+    policy = queue.vhost.policies.get(queue.settings.policy or "")
+    return dict(policy.definition) if policy is not None else {}
 
 
 def _queues(request: web.Request) -> list[Queue]:
@@ -70,21 +91,23 @@ async def show_queue(request: web.Request) -> web.Response:
 
 
 async def declare_queue(request: web.Request) -> web.Response:
-    vhost = vhost_of(request)
+    vhost = vhost_for_write(request)
     body = await json_body(request)
     name = request.match_info["name"]
+    if name.startswith("amq."):
+        raise access_refused()
     existed = name in vhost.queues
     arguments = body.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise bad_request("arguments must be an object")
     try:
         vhost.declare_queue(
-            name, None, passive=False, durable=bool(body.get("durable", True)),
-            exclusive=False, auto_delete=bool(body.get("auto_delete", False)),
+            name, None, passive=False, durable=parse_bool(body.get("durable", False)),
+            exclusive=False, auto_delete=parse_bool(body.get("auto_delete", False)),
             arguments=arguments,
         )
     except AMQPError as failure:
-        raise bad_request(failure.reply_text) from None
+        raise bad_request(failure.text) from None
     return web.Response(status=204 if existed else 201)
 
 
@@ -105,9 +128,15 @@ async def purge_queue(request: web.Request) -> web.Response:
 
 async def get_messages(request: web.Request) -> web.Response:
     """Fetch messages as the management UI does: each is taken and then acked or requeued."""
-    queue = queue_of(request)
+    queue = vhost_of(request).queues.get(request.match_info["name"])
+    if queue is None:
+        raise error(404, "not_found", f"NOT_FOUND - no queue '{request.match_info['name']}' "
+                                      f"in vhost '{request.match_info['vhost']}'")
     body = await json_body(request)
-    ackmode = body.get("ackmode", "ack_requeue_true")
+    require_keys(body, "count", "ackmode", "encoding")
+    ackmode = body["ackmode"]
+    if body["encoding"] not in ("auto", "base64"):
+        raise bad_request("Unsupported encoding. Please use auto or base64.")
     if ackmode not in ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
                        "reject_requeue_false"):
         raise bad_request(f"invalid ackmode {ackmode!r}")
@@ -116,15 +145,13 @@ async def get_messages(request: web.Request) -> web.Response:
     except (TypeError, ValueError):
         raise bad_request("count must be an integer") from None
     encoding, truncate = body.get("encoding", "auto"), body.get("truncate")
-    taken = []
+    taken, results = [], []
     for _ in range(count):
         entry = queue.pop()
         if entry is None:
             break
         queue.head_body(entry)
         taken.append(entry)
-    results = []
-    for entry in taken:
         message = entry.message
         payload = message.body if truncate is None else message.body[: int(truncate)]
         results.append({
@@ -155,12 +182,17 @@ def _payload(body: bytes, encoding: str) -> dict[str, Any]:
     return {"payload": base64.b64encode(body).decode(), "payload_encoding": "base64"}
 
 
-def _properties(raw: bytes) -> dict[str, Any]:
+def _properties(raw: bytes) -> dict[str, Any] | list:
+    """The message's properties as RabbitMQ shows them ([] when there are none)."""
     decoded = properties.decode_all(raw)
-    return {
-        name: getattr(decoded, name) for name in decoded.__slots__
-        if getattr(decoded, name, None) not in (None, "")
-    }
+    shown: dict[str, Any] = {}
+    for name in decoded.__slots__:
+        value = getattr(decoded, name, None)
+        if value in (None, ""):
+            continue
+        name = "type" if name == "message_type" else name  # the API's (and AMQP's) name
+        shown[name] = int(value.timestamp()) if name == "timestamp" else value
+    return shown or []
 
 
 async def queue_bindings(request: web.Request) -> web.Response:
