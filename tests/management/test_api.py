@@ -1,0 +1,1094 @@
+"""RabbitMQ 3.10 management HTTP API, as Warren serves it on `broker.management_port`.
+
+Every expectation here was first checked against a real RabbitMQ 3.10.8 node with the
+management plugin (see RABBITMQ_API.md next to this file). Responses are compared on status
+codes, exact error bodies, and on a core set of JSON keys that must be *included* (RabbitMQ
+returns many more statistics keys; Warren need not). Values RabbitMQ reports through its lagging
+statistics database (message counts, connections, consumers) are polled for.
+
+Run against RabbitMQ with WARREN_TEST_AMQP_PORT=5682 WARREN_TEST_HTTP_PORT=15682.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+
+import pika
+import pika.exceptions
+import pytest
+from api_helpers import (
+    ACCESS_REFUSED,
+    GUEST,
+    NOT_FOUND,
+    REALM,
+    Api,
+    eventually,
+    q,
+    wait_for_queue_field,
+)
+
+LIMITED_HASH = "2jqSdWynH33k0txldNYde4e31pWh1Wtz+KGQKaVG4ytzsRwE"  # password "limited"
+
+
+@pytest.fixture(scope="module")
+def api(broker) -> Api:
+    if broker.management_port is None:
+        pytest.skip("the broker under test has no management port (set WARREN_TEST_HTTP_PORT)")
+    return Api(broker.host, broker.management_port)
+
+
+@pytest.fixture
+def vhost(api, unique):
+    """A fresh vhost (guest gets full permissions on it by creating it); deleted afterwards."""
+    name = f"vh-{unique}"
+    answer = api.put(f"/api/vhosts/{q(name)}")
+    assert answer.status == 201, answer
+    yield name
+    api.delete(f"/api/vhosts/{q(name)}")
+
+
+@pytest.fixture
+def queue(api, unique):
+    """A fresh non-durable queue in vhost "/"; deleted afterwards."""
+    name = f"q-{unique}"
+    api.create_queue("/", name)
+    yield name
+    api.delete(f"/api/queues/%2F/{q(name)}")
+
+
+@pytest.fixture
+def cleanup(api):
+    """Paths to DELETE when the test ends (in reverse order)."""
+    paths: list[str] = []
+    yield paths
+    for path in reversed(paths):
+        api.delete(path)
+
+
+@contextlib.contextmanager
+def amqp(broker, name: str | None = None):
+    props = {"connection_name": name} if name else None
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        host=broker.host, port=broker.port, credentials=pika.PlainCredentials(*GUEST),
+        client_properties=props, connection_attempts=1, socket_timeout=5,
+    ))
+    try:
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):
+            if connection.is_open:
+                connection.close()
+
+
+def assert_includes(obj: dict, keys: set[str]) -> None:
+    missing = keys - set(obj)
+    assert not missing, f"missing keys {sorted(missing)} in {sorted(obj)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Authentication
+# --------------------------------------------------------------------------------------------
+
+
+def test_no_credentials_is_401_with_basic_challenge(api):
+    answer = api.get("/api/overview", auth=None)
+    assert answer.status == 401
+    assert answer.header("www-authenticate") == REALM
+    assert answer.body == b""
+
+
+@pytest.mark.parametrize("user, password", [("guest", "wrong"), ("nosuchuser", "x")])
+def test_bad_credentials_is_401_login_failed(api, user, password):
+    answer = api.get("/api/whoami", auth=(user, password))
+    assert answer.status == 401
+    assert answer.header("www-authenticate") == REALM
+    assert answer.json() == {"error": "not_authorized", "reason": "Login failed"}
+
+
+@pytest.mark.parametrize("user", ["limited", "noperm"])
+def test_user_without_management_tag_is_refused(api, user):
+    answer = api.get("/api/overview", auth=(user, user))
+    assert answer.status == 401
+    assert answer.json() == {"error": "not_authorised", "reason": "Not management user"}
+    assert answer.header("www-authenticate") is None
+
+
+def test_unknown_path_is_404_and_wrong_method_405(api):
+    answer = api.get("/api/nosuchthing")
+    assert answer.status == 404
+    assert answer.json() == NOT_FOUND
+    assert api.post("/api/overview", {}).status == 405
+
+
+# --------------------------------------------------------------------------------------------
+# Overview, whoami, health
+# --------------------------------------------------------------------------------------------
+
+
+def test_overview(api, broker):
+    overview = api.ok_json("/api/overview")
+    assert_includes(overview, {
+        "management_version", "rabbitmq_version", "product_name", "product_version", "node",
+        "cluster_name", "erlang_version", "exchange_types", "message_stats", "queue_totals",
+        "object_totals", "listeners", "contexts", "rates_mode",
+    })
+    for key in ("management_version", "rabbitmq_version", "product_name", "product_version",
+                "node", "cluster_name"):
+        assert isinstance(overview[key], str) and overview[key], key
+    assert isinstance(overview["message_stats"], dict)
+    assert isinstance(overview["queue_totals"], dict)
+    totals = overview["object_totals"]
+    assert_includes(totals, {"connections", "channels", "exchanges", "queues", "consumers"})
+    assert all(isinstance(value, int) for value in totals.values())
+    assert totals["exchanges"] >= 7  # the default exchange and amq.* of "/" at least
+    types = {entry["name"] for entry in overview["exchange_types"]}
+    assert {"direct", "fanout", "topic", "headers"} <= types
+    amqp_listeners = [ln for ln in overview["listeners"] if ln["protocol"] == "amqp"]
+    assert any(ln["port"] == broker.port for ln in amqp_listeners), overview["listeners"]
+    assert_includes(amqp_listeners[0], {"node", "protocol", "ip_address", "port"})
+    assert isinstance(overview["contexts"], list)
+
+
+def test_overview_queue_totals_once_a_queue_holds_messages(api, queue):
+    api.publish("/", "amq.default", queue, "x")
+    overview = eventually(lambda: api.ok_json("/api/overview"),
+                          lambda o: o["queue_totals"]["messages"] >= 1)
+    totals = overview["queue_totals"]
+    assert_includes(totals, {"messages", "messages_ready", "messages_unacknowledged"})
+    assert overview["object_totals"]["queues"] >= 1
+
+
+def test_whoami(api):
+    assert api.ok_json("/api/whoami") == {"name": "guest", "tags": ["administrator"]}
+
+
+def test_alarms_health_check(api):
+    assert api.ok_json("/api/health/checks/alarms") == {"status": "ok"}
+
+
+def test_aliveness_test(api):
+    assert api.ok_json("/api/aliveness-test/%2F") == {"status": "ok"}
+    answer = api.get("/api/aliveness-test/no-such-vhost")
+    assert answer.status == 404
+    assert answer.json() == NOT_FOUND
+
+
+# --------------------------------------------------------------------------------------------
+# Vhosts, users, permissions
+# --------------------------------------------------------------------------------------------
+
+
+def test_vhost_lifecycle(api, unique):
+    name = f"vh-{unique}"
+    path = f"/api/vhosts/{q(name)}"
+    try:
+        assert api.put(path).status == 201
+        assert api.put(path).status == 204
+        vhost = api.ok_json(path)
+        assert_includes(vhost, {"name", "description", "tags", "tracing"})
+        assert vhost["name"] == name
+        assert vhost["tracing"] is False
+        assert name in [v["name"] for v in api.ok_json("/api/vhosts")]
+        # The creating user gets full permissions on it.
+        assert api.ok_json(f"/api/permissions/{q(name)}/guest") == {
+            "user": "guest", "vhost": name, "configure": ".*", "write": ".*", "read": ".*"}
+    finally:
+        answer = api.delete(path)
+    assert answer.status == 204
+    answer = api.delete(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    answer = api.get(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+def test_vhost_list_contains_definitions_vhosts(api):
+    names = {v["name"] for v in api.ok_json("/api/vhosts")}
+    assert {"/", "other"} <= names
+
+
+def test_users_list(api):
+    users = {u["name"]: u for u in api.ok_json("/api/users")}
+    assert {"guest", "limited", "noperm"} <= set(users)
+    assert_includes(users["guest"], {"name", "password_hash", "hashing_algorithm", "tags"})
+    assert users["guest"]["tags"] == ["administrator"]
+    assert users["limited"]["tags"] == []
+    assert users["limited"]["password_hash"] == LIMITED_HASH
+    assert users["limited"]["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+
+
+def test_user_lifecycle_with_password_and_string_tag(api, unique):
+    name = f"u-{unique}"
+    path = f"/api/users/{q(name)}"
+    try:
+        assert api.put(path, {"password": "pw1", "tags": "administrator"}).status == 201
+        user = api.ok_json(path)
+        assert_includes(user, {"name", "password_hash", "hashing_algorithm", "tags"})
+        assert user["name"] == name
+        assert user["tags"] == ["administrator"]
+        assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+        assert api.ok_json("/api/whoami") == {"name": "guest", "tags": ["administrator"]}
+        whoami = api.get("/api/whoami", auth=(name, "pw1"))
+        assert whoami.json() == {"name": name, "tags": ["administrator"]}
+        assert api.get("/api/whoami", auth=(name, "nope")).status == 401
+        # Update: tags as a list, then as a comma-separated string.
+        assert api.put(path, {"password": "pw2", "tags": ["monitoring", "management"]}).status \
+            == 204
+        assert api.ok_json(path)["tags"] == ["monitoring", "management"]
+        assert api.get("/api/whoami", auth=(name, "pw2")).json() == {
+            "name": name, "tags": ["monitoring", "management"]}
+        assert api.put(path, {"password": "pw2", "tags": "management,policymaker"}).status \
+            == 204
+        assert api.ok_json(path)["tags"] == ["management", "policymaker"]
+        assert api.put(path, {"password": "pw2", "tags": ""}).status == 204
+        assert api.ok_json(path)["tags"] == []
+    finally:
+        answer = api.delete(path)
+    assert answer.status == 204
+    answer = api.delete(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    assert api.get(path).status == 404
+
+
+def test_user_with_password_hash(api, unique, cleanup):
+    name = f"u-{unique}"
+    path = f"/api/users/{q(name)}"
+    cleanup.append(path)
+    assert api.put(path, {"password_hash": LIMITED_HASH, "tags": "management"}).status == 201
+    assert api.ok_json(path)["password_hash"] == LIMITED_HASH
+    assert api.get("/api/whoami", auth=(name, "limited")).json() == {
+        "name": name, "tags": ["management"]}
+
+
+def test_user_without_tags_is_400(api, unique):
+    answer = api.put(f"/api/users/{q('u-' + unique)}", {"password": "x"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": "tags_not_present"}
+    assert api.get(f"/api/users/{q('u-' + unique)}").status == 404
+
+
+def test_unknown_user_is_404(api):
+    answer = api.get("/api/users/no-such-user")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+def test_permissions_lifecycle(api, vhost):
+    path = f"/api/permissions/{q(vhost)}/limited"
+    body = {"configure": ".*", "write": "^w", "read": ""}
+    try:
+        assert api.put(path, body).status == 201
+        assert api.put(path, body).status == 204
+        expected = {"user": "limited", "vhost": vhost, **body}
+        assert api.ok_json(path) == expected
+        assert expected in api.ok_json("/api/permissions")
+        assert expected in api.ok_json("/api/users/limited/permissions")
+        assert expected in api.ok_json(f"/api/vhosts/{q(vhost)}/permissions")
+    finally:
+        answer = api.delete(path)
+    assert answer.status == 204
+    answer = api.delete(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    assert api.get(path).status == 404
+
+
+def test_definitions_permission_is_listed(api):
+    assert api.ok_json("/api/permissions/%2F/limited") == {
+        "user": "limited", "vhost": "/", "configure": "^limited-", "write": "^limited-",
+        "read": "^limited-"}
+
+
+def test_permissions_bad_input(api, vhost):
+    answer = api.put(f"/api/permissions/{q(vhost)}/limited", {"configure": ".*"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request",
+                             "reason": "[{key_missing,write},{key_missing,read}]"}
+    full = {"configure": ".*", "write": ".*", "read": ".*"}
+    for path in ("/api/permissions/no-such-vhost/limited",
+                 f"/api/permissions/{q(vhost)}/no-such-user"):
+        answer = api.put(path, full)
+        assert answer.status == 400, path
+        assert answer.json() == {"error": "bad_request", "reason": "vhost_or_user_not_found"}
+    answer = api.put(f"/api/permissions/{q(vhost)}/limited", {**full, "configure": "("})
+    assert answer.status == 400
+    assert answer.json()["error"] == "bad_request"
+    assert api.get(f"/api/permissions/{q(vhost)}/limited").status == 404
+
+
+# --------------------------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------------------------
+
+
+def test_policy_lifecycle(api, unique):
+    name = f"p-{unique}"
+    path = f"/api/policies/%2F/{q(name)}"
+    pattern = f"^{re.escape(unique)}-"
+    try:
+        body = {"pattern": pattern, "definition": {"max-length": 5}, "priority": 3,
+                "apply-to": "queues"}
+        assert api.put(path, body).status == 201
+        assert api.ok_json(path) == {"vhost": "/", "name": name, **body}
+        # A PUT replaces the policy: omitted priority / apply-to fall back to 0 / "all".
+        assert api.put(path, {"pattern": pattern, "definition": {"max-length": 6}}).status \
+            == 204
+        expected = {"vhost": "/", "name": name, "pattern": pattern, "apply-to": "all",
+                    "definition": {"max-length": 6}, "priority": 0}
+        assert api.ok_json(path) == expected
+        assert expected in api.ok_json("/api/policies")
+        assert expected in api.ok_json("/api/policies/%2F")
+    finally:
+        answer = api.delete(path)
+    assert answer.status == 204
+    answer = api.delete(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    assert api.get(path).status == 404
+
+
+def test_policy_applies_to_matching_queue(api, unique, cleanup):
+    name = f"p-{unique}"
+    queue = f"{unique}-q"
+    cleanup.append(f"/api/queues/%2F/{q(queue)}")
+    cleanup.append(f"/api/policies/%2F/{q(name)}")
+    body = {"pattern": f"^{re.escape(unique)}-", "definition": {"max-length": 2},
+            "apply-to": "queues"}
+    assert api.put(f"/api/policies/%2F/{q(name)}", body).status == 201
+    api.create_queue("/", queue)
+    for payload in "abc":
+        assert api.publish("/", "amq.default", queue, payload)
+    state = wait_for_queue_field(api, "/", queue, policy=name, messages=2)
+    assert state["effective_policy_definition"] == {"max-length": 2}
+    bodies = [m["payload"] for m in api.get_messages("/", queue, ackmode="ack_requeue_true")]
+    assert bodies == ["b", "c"]
+
+
+@pytest.mark.parametrize("body, reason_start", [
+    ({"pattern": "x", "definition": {"max-length": "x"}}, "Validation failed"),
+    ({"pattern": "x", "definition": {"bogus-key": 1}}, "Validation failed"),
+    ({"pattern": "x", "definition": {"max-length": 1}, "apply-to": "foo"},
+     "Validation failed\n\napply-to 'foo' unrecognised; should be 'queues', 'exchanges' or 'all'"),
+    ({"definition": {"max-length": 1}}, "[{key_missing,pattern}]"),
+], ids=["bad-value", "unknown-key", "bad-apply-to", "no-pattern"])
+def test_policy_bad_input(api, unique, body, reason_start):
+    path = f"/api/policies/%2F/{q('p-' + unique)}"
+    answer = api.put(path, body)
+    assert answer.status == 400, answer
+    assert answer.json()["error"] == "bad_request"
+    assert answer.json()["reason"].startswith(reason_start)
+    assert api.get(path).status == 404
+
+
+def test_policy_unknown_vhost(api):
+    answer = api.put("/api/policies/no-such-vhost/p", {"pattern": "x", "definition": {}})
+    assert answer.status == 404
+    assert answer.json() == {"error": "not_found", "reason": "vhost_not_found"}
+    answer = api.get("/api/policies/no-such-vhost")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+# --------------------------------------------------------------------------------------------
+# Queues
+# --------------------------------------------------------------------------------------------
+
+QUEUE_CORE = {"name", "vhost", "durable", "auto_delete", "exclusive", "arguments", "node"}
+QUEUE_STATS = {"messages", "messages_ready", "messages_unacknowledged", "consumers", "state",
+               "policy"}
+
+
+def test_queue_create_get_delete(api, unique):
+    name = f"q-{unique}"
+    path = f"/api/queues/%2F/{q(name)}"
+    body = {"durable": True, "auto_delete": False, "arguments": {"x-max-length": 10}}
+    try:
+        assert api.put(path, body).status == 201
+        assert api.put(path, body).status == 204
+        queue = api.ok_json(path)
+        assert_includes(queue, QUEUE_CORE)
+        assert {k: queue[k] for k in QUEUE_CORE - {"node"}} == {
+            "name": name, "vhost": "/", "durable": True, "auto_delete": False,
+            "exclusive": False, "arguments": {"x-max-length": 10}}
+        queue = wait_for_queue_field(api, "/", name, state="running")
+        assert_includes(queue, QUEUE_STATS | {"consumer_details"})
+        assert (queue["messages"], queue["messages_ready"], queue["messages_unacknowledged"],
+                queue["consumers"], queue["policy"]) == (0, 0, 0, 0, None)
+        assert queue["consumer_details"] == []
+        listed = [x for x in api.ok_json("/api/queues") if x["name"] == name]
+        assert len(listed) == 1 and listed[0]["vhost"] == "/"
+        assert_includes(listed[0], QUEUE_CORE)
+        assert name in [x["name"] for x in api.ok_json("/api/queues/%2F")]
+    finally:
+        answer = api.delete(path)
+    assert answer.status == 204
+    answer = api.delete(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    answer = api.get(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+def test_queue_empty_body_creates_transient_queue(api, unique, cleanup):
+    path = f"/api/queues/%2F/{q('q-' + unique)}"
+    cleanup.append(path)
+    assert api.put(path, {}).status == 201
+    queue = api.ok_json(path)
+    assert (queue["durable"], queue["auto_delete"], queue["exclusive"], queue["arguments"]) == (
+        False, False, False, {})
+
+
+def test_queue_in_vhost(api, vhost):
+    api.create_queue(vhost, "inner")
+    assert [x["name"] for x in api.ok_json(f"/api/queues/{q(vhost)}")] == ["inner"]
+    assert api.ok_json(f"/api/queues/{q(vhost)}/inner")["vhost"] == vhost
+
+
+def test_queue_unknown_vhost(api):
+    answer = api.get("/api/queues/no-such-vhost")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    answer = api.put("/api/queues/no-such-vhost/q", {})
+    assert answer.status == 404
+    assert answer.json() == {"error": "not_found", "reason": "vhost_not_found"}
+
+
+def test_queue_inequivalent_redeclare(api, unique, cleanup):
+    name = f"q-{unique}"
+    path = f"/api/queues/%2F/{q(name)}"
+    cleanup.append(path)
+    assert api.put(path, {"durable": True}).status == 201
+    answer = api.put(path, {"durable": False})
+    assert answer.status == 400
+    assert answer.json() == {
+        "error": "bad_request",
+        "reason": f"inequivalent arg 'durable' for queue '{name}' in vhost '/': "
+                  "received 'false' but current is 'true'"}
+
+
+def test_queue_bad_types(api, unique):
+    path = f"/api/queues/%2F/{q('q-' + unique)}"
+    answer = api.put(path, {"durable": "yes"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": ["not_boolean", "yes"]}
+    answer = api.put(path, {"arguments": {"x-max-length": "ten"}})
+    assert answer.status == 400
+    assert answer.json()["error"] == "bad_request"
+    assert "x-max-length" in answer.json()["reason"]
+    assert api.get(path).status == 404
+
+
+@pytest.mark.parametrize("raw", [b"{bad json", b"[1,2]"], ids=["malformed", "not-object"])
+def test_malformed_json_body_is_400(api, unique, raw):
+    path = f"/api/queues/%2F/{q('q-' + unique)}"
+    answer = api.put(path, raw=raw)
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": "not_json"}
+    assert api.get(path).status == 404
+
+
+def test_queue_message_counts_and_purge(api, queue):
+    for payload in ("a", "b", "c"):
+        assert api.publish("/", "amq.default", queue, payload) is True
+    state = wait_for_queue_field(api, "/", queue, messages=3)
+    assert (state["messages_ready"], state["messages_unacknowledged"]) == (3, 0)
+    answer = api.delete(f"/api/queues/%2F/{q(queue)}/contents")
+    assert answer.status == 204
+    wait_for_queue_field(api, "/", queue, messages=0, messages_ready=0)
+    assert api.get_messages("/", queue) == []
+    answer = api.delete("/api/queues/%2F/no-such-queue/contents")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+def test_queue_unacked_and_consumers(api, broker, queue):
+    api.publish("/", "amq.default", queue, "x")
+    with amqp(broker) as connection:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=5)
+        channel.basic_consume(queue, lambda *args: None, consumer_tag="c1")
+        eventually(lambda: (connection.process_data_events(0.05),
+                            api.ok_json(f"/api/queues/%2F/{q(queue)}"))[1],
+                   lambda s: (s["consumers"], s["messages_unacknowledged"],
+                              s["messages_ready"]) == (1, 1, 0))
+        details = api.ok_json(f"/api/queues/%2F/{q(queue)}")["consumer_details"]
+        assert [d["consumer_tag"] for d in details] == ["c1"]
+    state = wait_for_queue_field(api, "/", queue, consumers=0, messages_ready=1)
+    assert state["messages_unacknowledged"] == 0
+
+
+def test_queue_get_modes(api, queue):
+    props = {"delivery_mode": 2, "headers": {"h": 1}, "content_type": "text/plain",
+             "priority": 3, "correlation_id": "c", "message_id": "m", "timestamp": 1700000000,
+             "type": "t", "app_id": "a", "reply_to": "r", "expiration": "60000",
+             "content_encoding": "utf-8"}
+    assert api.publish("/", "amq.default", queue, "hello")
+    assert api.publish("/", "amq.default", queue, "aGVsbG8=", properties=props,
+                       encoding="base64")
+    first = api.get_messages("/", queue, count=5, ackmode="ack_requeue_true")
+    assert first == [
+        {"payload_bytes": 5, "redelivered": False, "exchange": "", "routing_key": queue,
+         "message_count": 1, "properties": [], "payload": "hello", "payload_encoding": "string"},
+        {"payload_bytes": 5, "redelivered": False, "exchange": "", "routing_key": queue,
+         "message_count": 0, "properties": props, "payload": "hello",
+         "payload_encoding": "string"},
+    ]
+    again = api.get_messages("/", queue, count=1, ackmode="reject_requeue_true")
+    assert [(m["payload"], m["redelivered"], m["message_count"]) for m in again] == [
+        ("hello", True, 1)]
+    taken = api.get_messages("/", queue, count=1, ackmode="ack_requeue_false")
+    assert [(m["payload"], m["properties"], m["message_count"]) for m in taken] == [
+        ("hello", [], 1)]
+    rest = api.get_messages("/", queue, count=10, ackmode="ack_requeue_false")
+    assert [(m["payload"], m["properties"], m["message_count"]) for m in rest] == [
+        ("hello", props, 0)]
+    assert api.get_messages("/", queue, count=10) == []
+
+
+def test_queue_get_encodings_and_truncate(api, queue):
+    assert api.publish("/", "amq.default", queue, "/w==", encoding="base64")  # b"\xff"
+    assert api.publish("/", "amq.default", queue, "hello")
+    auto = api.get_messages("/", queue, count=2, ackmode="ack_requeue_true", encoding="auto")
+    assert [(m["payload"], m["payload_encoding"], m["payload_bytes"]) for m in auto] == [
+        ("/w==", "base64", 1), ("hello", "string", 5)]
+    b64 = api.get_messages("/", queue, count=2, ackmode="ack_requeue_true", encoding="base64")
+    assert [(m["payload"], m["payload_encoding"]) for m in b64] == [
+        ("/w==", "base64"), ("aGVsbG8=", "base64")]
+    cut = api.get_messages("/", queue, count=2, ackmode="ack_requeue_true", encoding="auto",
+                           truncate=2)
+    assert [(m["payload"], m["payload_bytes"]) for m in cut] == [("/w==", 1), ("he", 5)]
+
+
+@pytest.mark.parametrize("missing", ["ackmode", "encoding", "count"])
+def test_queue_get_missing_key(api, queue, missing):
+    body = {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}
+    del body[missing]
+    answer = api.post(f"/api/queues/%2F/{q(queue)}/get", body)
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": f"[{{key_missing,{missing}}}]"}
+
+
+def test_queue_get_bad_encoding_and_unknown_queue(api, queue):
+    answer = api.post(f"/api/queues/%2F/{q(queue)}/get",
+                      {"count": 1, "ackmode": "ack_requeue_true", "encoding": "bogus"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request",
+                             "reason": "Unsupported encoding. Please use auto or base64."}
+    answer = api.post("/api/queues/%2F/no-such-queue/get",
+                      {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert answer.status == 404
+    assert answer.json() == {"error": "not_found",
+                             "reason": "NOT_FOUND - no queue 'no-such-queue' in vhost '/'"}
+
+
+def test_queue_delete_if_empty(api, queue):
+    api.publish("/", "amq.default", queue, "x")
+    wait_for_queue_field(api, "/", queue, messages=1)
+    assert api.delete(f"/api/queues/%2F/{q(queue)}?if-empty=true").status == 400
+    assert api.get(f"/api/queues/%2F/{q(queue)}").status == 200
+    api.delete(f"/api/queues/%2F/{q(queue)}/contents")
+    wait_for_queue_field(api, "/", queue, messages=0)
+    assert api.delete(f"/api/queues/%2F/{q(queue)}?if-empty=true").status == 204
+    assert api.get(f"/api/queues/%2F/{q(queue)}").status == 404
+
+
+# --------------------------------------------------------------------------------------------
+# Exchanges and publishing
+# --------------------------------------------------------------------------------------------
+
+EXCHANGE_CORE = {"name", "vhost", "type", "durable", "auto_delete", "internal", "arguments"}
+
+
+def test_exchange_list_has_default_and_amq(api):
+    exchanges = {x["name"]: x for x in api.ok_json("/api/exchanges/%2F")}
+    assert {"", "amq.direct", "amq.fanout", "amq.headers", "amq.match", "amq.topic"} <= set(
+        exchanges)
+    assert_includes(exchanges[""], EXCHANGE_CORE)
+    assert {k: exchanges["amq.topic"][k] for k in EXCHANGE_CORE} == {
+        "name": "amq.topic", "vhost": "/", "type": "topic", "durable": True,
+        "auto_delete": False, "internal": False, "arguments": {}}
+    everywhere = {(x["vhost"], x["name"]) for x in api.ok_json("/api/exchanges")}
+    assert {("/", "amq.direct"), ("other", "amq.direct")} <= everywhere
+    default = api.ok_json("/api/exchanges/%2F/amq.default")
+    assert (default["name"], default["type"]) == ("", "direct")
+
+
+def test_exchange_lifecycle(api, unique):
+    name = f"x-{unique}"
+    path = f"/api/exchanges/%2F/{q(name)}"
+    body = {"type": "topic", "durable": False, "auto_delete": False, "internal": False,
+            "arguments": {"alternate-exchange": "amq.fanout"}}
+    try:
+        assert api.put(path, body).status == 201
+        assert api.put(path, body).status == 204
+        exchange = api.ok_json(path)
+        assert_includes(exchange, EXCHANGE_CORE)
+        assert {k: exchange[k] for k in EXCHANGE_CORE} == {"name": name, "vhost": "/", **body}
+        assert name in [x["name"] for x in api.ok_json("/api/exchanges/%2F")]
+        answer = api.put(path, {**body, "type": "direct"})
+        assert answer.status == 400
+        assert answer.json() == {
+            "error": "bad_request",
+            "reason": f"inequivalent arg 'type' for exchange '{name}' in vhost '/': "
+                      "received 'direct' but current is 'topic'"}
+    finally:
+        answer = api.delete(path)
+    assert answer.status == 204
+    answer = api.delete(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    assert api.get(path).status == 404
+
+
+def test_exchange_empty_body_is_direct(api, unique, cleanup):
+    path = f"/api/exchanges/%2F/{q('x-' + unique)}"
+    cleanup.append(path)
+    assert api.put(path, {}).status == 201
+    exchange = api.ok_json(path)
+    assert (exchange["type"], exchange["durable"], exchange["auto_delete"],
+            exchange["internal"]) == ("direct", False, False, False)
+
+
+def test_exchange_bad_input(api, unique):
+    answer = api.put(f"/api/exchanges/%2F/{q('x-' + unique)}", {"type": "bogus"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": "invalid exchange type 'bogus'"}
+    answer = api.put("/api/exchanges/no-such-vhost/x", {"type": "direct"})
+    assert answer.status == 404
+    assert answer.json() == {"error": "not_found", "reason": "vhost_not_found"}
+    answer = api.get("/api/exchanges/no-such-vhost")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    answer = api.get("/api/exchanges/%2F/no-such-exchange")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+def test_amq_exchanges_are_protected(api):
+    for method, path in [("PUT", "/api/exchanges/%2F/amq.foo"),
+                         ("DELETE", "/api/exchanges/%2F/amq.direct"),
+                         ("DELETE", "/api/exchanges/%2F/amq.default")]:
+        answer = api.request(method, path, {"type": "direct"} if method == "PUT" else None)
+        assert answer.status == 401, (method, path, answer)
+        assert answer.json() == ACCESS_REFUSED
+    assert api.get("/api/exchanges/%2F/amq.direct").status == 200
+
+
+def test_publish_routed_and_unrouted(api, queue, unique, cleanup):
+    assert api.publish("/", "amq.default", queue, "to-default") is True
+    assert api.publish("/", "amq.default", f"{queue}-nobody", "lost") is False
+    exchange = f"x-{unique}"
+    cleanup.append(f"/api/exchanges/%2F/{q(exchange)}")
+    api.create_exchange("/", exchange, "fanout")
+    assert api.publish("/", exchange, "any", "unbound") is False
+    messages = api.get_messages("/", queue)
+    assert [(m["payload"], m["exchange"], m["routing_key"]) for m in messages] == [
+        ("to-default", "", queue)]
+
+
+def test_publish_properties_reach_amqp_consumer(api, broker, queue):
+    props = {"content_type": "application/json", "delivery_mode": 2, "headers": {"k": "v"},
+             "priority": 4, "correlation_id": "corr", "message_id": "mid"}
+    assert api.publish("/", "amq.default", queue, "e30=", properties=props, encoding="base64")
+    with amqp(broker) as connection:
+        channel = connection.channel()
+        method, properties, body = eventually(
+            lambda: channel.basic_get(queue, auto_ack=True), lambda got: got[0] is not None,
+            timeout=5)
+    assert body == b"{}"
+    assert (properties.content_type, properties.delivery_mode, properties.headers,
+            properties.priority, properties.correlation_id, properties.message_id) == (
+        "application/json", 2, {"k": "v"}, 4, "corr", "mid")
+    assert method.routing_key == queue
+
+
+@pytest.mark.parametrize("body, reason", [
+    ({"properties": {}, "routing_key": "k", "payload": "x"},
+     "[{key_missing,payload_encoding}]"),
+    ({"routing_key": "k", "payload": "x", "payload_encoding": "string"},
+     "[{key_missing,properties}]"),
+    ({"properties": {}, "routing_key": "k", "payload": "x", "payload_encoding": "bogus"},
+     ["unsupported_encoding", "bogus"]),
+    ({"properties": {}, "routing_key": "k", "payload": "!!!", "payload_encoding": "base64"},
+     ["not_base64", "!!!"]),
+], ids=["no-encoding", "no-properties", "bad-encoding", "bad-base64"])
+def test_publish_bad_input(api, body, reason):
+    answer = api.post("/api/exchanges/%2F/amq.fanout/publish", body)
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": reason}
+
+
+def test_publish_to_unknown_exchange_is_400(api):
+    answer = api.post("/api/exchanges/%2F/no-such-exchange/publish",
+                      {"properties": {}, "routing_key": "k", "payload": "x",
+                       "payload_encoding": "string"})
+    assert answer.status == 400
+    assert answer.json() == {
+        "error": "bad_request",
+        "reason": "404 NOT_FOUND - no exchange 'no-such-exchange' in vhost '/'"}
+
+
+# --------------------------------------------------------------------------------------------
+# Bindings
+# --------------------------------------------------------------------------------------------
+
+BINDING_KEYS = {"source", "vhost", "destination", "destination_type", "routing_key",
+                "arguments", "properties_key"}
+
+
+def test_binding_lifecycle(api, queue, unique, cleanup):
+    exchange = f"x-{unique}"
+    cleanup.append(f"/api/exchanges/%2F/{q(exchange)}")
+    api.create_exchange("/", exchange, "topic")
+    base = f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}"
+    assert api.ok_json(base) == []
+
+    answer = api.post(base, {"routing_key": "plain"})
+    assert answer.status == 201
+    assert answer.header("location").split("/")[-2:] == [queue, "plain"]
+    answer = api.post(base, {"routing_key": "a.#", "arguments": {"x-foo": "bar"}})
+    assert answer.status == 201
+    hashed_location = answer.header("location").split("/")[-1]
+    answer = api.post(base, {})
+    assert answer.status == 201
+    assert answer.header("location").split("/")[-1] == "~"
+
+    bindings = sorted(api.ok_json(base), key=lambda b: b["routing_key"])
+    assert [b["routing_key"] for b in bindings] == ["", "a.#", "plain"]
+    for binding in bindings:
+        assert_includes(binding, BINDING_KEYS)
+        assert (binding["source"], binding["vhost"], binding["destination"],
+                binding["destination_type"]) == (exchange, "/", queue, "queue")
+    empty, hashed, plain = bindings
+    assert (empty["properties_key"], empty["arguments"]) == ("~", {})
+    assert (plain["properties_key"], plain["arguments"]) == ("plain", {})
+    assert hashed["arguments"] == {"x-foo": "bar"}
+    assert hashed["properties_key"].startswith("a.%23~")
+    assert hashed_location == q(hashed["properties_key"])
+
+    for binding in bindings:
+        one = f"{base}/{q(binding['properties_key'])}"
+        assert api.ok_json(one) == binding
+    assert api.publish("/", exchange, "a.b.c", "routed") is True
+
+    assert api.delete(f"{base}/plain").status == 204
+    answer = api.delete(f"{base}/plain")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    assert api.delete(f"{base}/{q(hashed['properties_key'])}").status == 204
+    assert api.delete(f"{base}/~").status == 204
+    assert api.ok_json(base) == []
+    answer = api.get(f"{base}/nosuch")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+def test_binding_listings(api, queue, unique, cleanup):
+    source, target = f"x-{unique}-src", f"x-{unique}-dst"
+    for name in (target, source):
+        cleanup.append(f"/api/exchanges/%2F/{q(name)}")
+        api.create_exchange("/", name, "direct")
+    assert api.post(f"/api/bindings/%2F/e/{q(source)}/q/{q(queue)}",
+                    {"routing_key": "rk"}).status == 201
+    answer = api.post(f"/api/bindings/%2F/e/{q(source)}/e/{q(target)}", {"routing_key": "k"})
+    assert answer.status == 201
+    assert answer.header("location").split("/")[-2:] == [target, "k"]
+
+    to_queue = {"source": source, "vhost": "/", "destination": queue,
+                "destination_type": "queue", "routing_key": "rk", "arguments": {},
+                "properties_key": "rk"}
+    to_exchange = {"source": source, "vhost": "/", "destination": target,
+                   "destination_type": "exchange", "routing_key": "k", "arguments": {},
+                   "properties_key": "k"}
+    default = {"source": "", "vhost": "/", "destination": queue, "destination_type": "queue",
+               "routing_key": queue, "arguments": {}, "properties_key": queue}
+
+    def strip(bindings):
+        return [{k: b[k] for k in BINDING_KEYS} for b in bindings]
+
+    assert strip(api.ok_json(f"/api/queues/%2F/{q(queue)}/bindings")) == [default, to_queue]
+    source_list = strip(api.ok_json(f"/api/exchanges/%2F/{q(source)}/bindings/source"))
+    assert sorted(source_list, key=lambda b: b["destination_type"]) == [to_exchange, to_queue]
+    assert strip(api.ok_json(f"/api/exchanges/%2F/{q(source)}/bindings/destination")) == []
+    assert strip(api.ok_json(f"/api/exchanges/%2F/{q(target)}/bindings/destination")) == [
+        to_exchange]
+    assert strip(api.ok_json(f"/api/bindings/%2F/e/{q(source)}/e/{q(target)}")) == [to_exchange]
+    everything = strip(api.ok_json("/api/bindings/%2F"))
+    assert to_queue in everything and to_exchange in everything and default in everything
+    assert to_queue in strip(api.ok_json("/api/bindings"))
+    assert api.delete(f"/api/bindings/%2F/e/{q(source)}/e/{q(target)}/k").status == 204
+    assert api.ok_json(f"/api/exchanges/%2F/{q(target)}/bindings/destination") == []
+
+
+def test_binding_to_missing_objects(api, queue):
+    answer = api.post("/api/bindings/%2F/e/amq.direct/q/no-such-queue", {"routing_key": "k"})
+    assert answer.status == 404
+    assert answer.json() == {"error": "not_found",
+                             "reason": "no queue 'no-such-queue' in vhost '/'"}
+    answer = api.post(f"/api/bindings/%2F/e/no-such-exchange/q/{q(queue)}",
+                      {"routing_key": "k"})
+    assert answer.status == 404
+    assert answer.json() == {"error": "not_found",
+                             "reason": "no exchange 'no-such-exchange' in vhost '/'"}
+    answer = api.post(f"/api/bindings/%2F/e/amq.default/q/{q(queue)}", {"routing_key": "k"})
+    assert (answer.status, answer.json()) == (401, ACCESS_REFUSED)
+
+
+# --------------------------------------------------------------------------------------------
+# Connections, channels, consumers
+# --------------------------------------------------------------------------------------------
+
+
+def _find_connection(api, name):
+    return eventually(
+        lambda: [c for c in api.ok_json("/api/connections")
+                 if c.get("user_provided_name") == name
+                 or c.get("client_properties", {}).get("connection_name") == name],
+        lambda found: len(found) == 1)[0]
+
+
+def test_connections_channels_consumers(api, broker, queue, unique):
+    with amqp(broker, name=unique) as connection:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=7)
+        channel.basic_consume(queue, lambda *args: None, consumer_tag=f"ctag-{unique}")
+        connection.process_data_events(0)
+
+        conn = _find_connection(api, unique)
+        assert_includes(conn, {"name", "node", "user", "vhost", "state", "channels", "protocol",
+                               "peer_host", "peer_port", "host", "port", "client_properties",
+                               "auth_mechanism", "ssl", "connected_at", "timeout",
+                               "frame_max", "channel_max"})
+        conn = eventually(lambda: api.ok_json(f"/api/connections/{q(conn['name'])}"),
+                          lambda c: c["channels"] == 1)
+        assert (conn["user"], conn["vhost"], conn["state"], conn["protocol"], conn["port"],
+                conn["auth_mechanism"], conn["ssl"]) == (
+            "guest", "/", "running", "AMQP 0-9-1", broker.port, "PLAIN", False)
+        assert conn["name"] == f"{conn['peer_host']}:{conn['peer_port']} -> " \
+                               f"{conn['host']}:{conn['port']}"
+        assert conn["client_properties"]["connection_name"] == unique
+        assert conn["client_properties"]["product"] == "Pika Python Client Library"
+        assert conn["user_provided_name"] == unique
+        assert conn["name"] in [c["name"] for c in api.ok_json("/api/vhosts/%2F/connections")]
+
+        channels = eventually(
+            lambda: api.ok_json(f"/api/connections/{q(conn['name'])}/channels"),
+            lambda found: len(found) == 1 and found[0]["consumer_count"] == 1)
+        chan = channels[0]
+        assert_includes(chan, {"name", "number", "user", "vhost", "node", "state",
+                               "connection_details", "consumer_count", "prefetch_count",
+                               "global_prefetch_count", "messages_unacknowledged",
+                               "confirm", "transactional"})
+        assert chan["name"] == f"{conn['name']} ({chan['number']})"
+        assert (chan["user"], chan["vhost"], chan["state"], chan["prefetch_count"],
+                chan["confirm"], chan["transactional"]) == (
+            "guest", "/", "running", 7, False, False)
+        assert chan["connection_details"]["name"] == conn["name"]
+        assert chan["name"] in [c["name"] for c in api.ok_json("/api/channels")]
+        assert api.ok_json(f"/api/channels/{q(chan['name'])}")["number"] == chan["number"]
+
+        consumers = eventually(
+            lambda: [c for c in api.ok_json("/api/consumers/%2F")
+                     if c["consumer_tag"] == f"ctag-{unique}"],
+            lambda found: len(found) == 1)
+        consumer = consumers[0]
+        assert_includes(consumer, {"consumer_tag", "queue", "channel_details", "ack_required",
+                                   "prefetch_count", "exclusive", "arguments"})
+        assert consumer["queue"] == {"name": queue, "vhost": "/"}
+        assert (consumer["ack_required"], consumer["prefetch_count"], consumer["exclusive"],
+                consumer["arguments"]) == (True, 7, False, {})
+        assert consumer["channel_details"]["name"] == chan["name"]
+        assert consumer["channel_details"]["connection_name"] == conn["name"]
+        assert f"ctag-{unique}" in [c["consumer_tag"] for c in api.ok_json("/api/consumers")]
+        totals = api.ok_json("/api/overview")["object_totals"]
+        assert totals["connections"] >= 1 and totals["channels"] >= 1
+        assert totals["consumers"] >= 1
+
+
+def test_close_connection_with_reason(api, broker, unique):
+    with amqp(broker, name=unique) as connection:
+        connection.channel()
+        conn = _find_connection(api, unique)
+        answer = api.delete(f"/api/connections/{q(conn['name'])}",
+                            headers={"X-Reason": "bye now"})
+        assert answer.status == 204
+        deadline = time.monotonic() + 10
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            while time.monotonic() < deadline:
+                connection.process_data_events(0.1)
+        assert (closed.value.reply_code, closed.value.reply_text) == (
+            320, "CONNECTION_FORCED - bye now")
+    eventually(lambda: api.get(f"/api/connections/{q(conn['name'])}").status,
+               lambda status: status == 404)
+
+
+def test_unknown_connection_is_404(api):
+    for method in ("GET", "DELETE"):
+        answer = api.request(method, "/api/connections/no-such-connection")
+        assert (answer.status, answer.json()) == (404, NOT_FOUND), method
+
+
+# --------------------------------------------------------------------------------------------
+# Definitions
+# --------------------------------------------------------------------------------------------
+
+
+def test_definitions_export(api, queue, unique, cleanup):
+    exchange = f"x-{unique}"
+    cleanup.append(f"/api/exchanges/%2F/{q(exchange)}")
+    api.create_exchange("/", exchange, "fanout", durable=True,
+                        arguments={"alternate-exchange": "amq.direct"})
+    assert api.post(f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}", {}).status == 201
+    definitions = api.ok_json("/api/definitions")
+    assert_includes(definitions, {"rabbit_version", "rabbitmq_version", "product_name",
+                                  "product_version", "users", "vhosts", "permissions",
+                                  "topic_permissions", "parameters", "global_parameters",
+                                  "policies", "queues", "exchanges", "bindings"})
+    users = {u["name"]: u for u in definitions["users"]}
+    assert users["limited"] == {**users["limited"], "password_hash": LIMITED_HASH,
+                                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                                "tags": []}
+    assert users["guest"]["tags"] == ["administrator"]
+    assert {"/", "other"} <= {v["name"] for v in definitions["vhosts"]}
+    assert {"user": "limited", "vhost": "/", "configure": "^limited-", "write": "^limited-",
+            "read": "^limited-"} in definitions["permissions"]
+    assert {"name": queue, "vhost": "/", "durable": False, "auto_delete": False,
+            "arguments": {}} in [{k: x[k] for k in ("name", "vhost", "durable", "auto_delete",
+                                                     "arguments")}
+                                 for x in definitions["queues"]]
+    exchanges = {(x["vhost"], x["name"]): x for x in definitions["exchanges"]}
+    assert exchanges[("/", exchange)] == {
+        **exchanges[("/", exchange)], "name": exchange, "vhost": "/", "type": "fanout",
+        "durable": True, "auto_delete": False, "internal": False,
+        "arguments": {"alternate-exchange": "amq.direct"}}
+    assert not [name for (_, name) in exchanges if name == "" or name.startswith("amq.")]
+    binding = {"source": exchange, "vhost": "/", "destination": queue,
+               "destination_type": "queue", "routing_key": "", "arguments": {}}
+    assert binding in [{k: b[k] for k in binding} for b in definitions["bindings"]]
+    assert not [b for b in definitions["bindings"] if b["source"] == ""]
+
+
+def test_definitions_export_per_vhost(api, vhost):
+    api.create_queue(vhost, "dq", durable=True)
+    definitions = api.ok_json(f"/api/definitions/{q(vhost)}")
+    assert_includes(definitions, {"rabbit_version", "policies", "queues", "exchanges",
+                                  "bindings"})
+    assert definitions["queues"] == [{"name": "dq", "durable": True, "auto_delete": False,
+                                      "arguments": {}}]
+    assert definitions["exchanges"] == []
+    assert definitions["bindings"] == []
+    answer = api.get("/api/definitions/no-such-vhost")
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": "vhost_not_found"}
+
+
+def test_definitions_import(api, unique):
+    vhost, user, policy = f"vh-{unique}", f"u-{unique}", f"p-{unique}"
+    queue, exchange = f"q-{unique}", f"x-{unique}"
+    document = {
+        "vhosts": [{"name": vhost}],
+        "users": [{"name": user, "password_hash": LIMITED_HASH,
+                   "hashing_algorithm": "rabbit_password_hashing_sha256",
+                   "tags": "management"}],
+        "permissions": [{"user": user, "vhost": vhost, "configure": ".*", "write": ".*",
+                         "read": ".*"}],
+        "policies": [{"vhost": vhost, "name": policy, "pattern": "^q-", "apply-to": "queues",
+                      "definition": {"max-length": 3}, "priority": 1}],
+        "queues": [{"name": queue, "vhost": vhost, "durable": True, "auto_delete": False,
+                    "arguments": {}}],
+        "exchanges": [{"name": exchange, "vhost": vhost, "type": "fanout", "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}],
+        "bindings": [{"source": exchange, "vhost": vhost, "destination": queue,
+                      "destination_type": "queue", "routing_key": "", "arguments": {}}],
+    }
+    try:
+        answer = api.post("/api/definitions", document)
+        assert answer.status == 204, answer
+        v = q(vhost)
+        assert api.ok_json(f"/api/vhosts/{v}")["name"] == vhost
+        assert api.ok_json(f"/api/users/{q(user)}")["tags"] == ["management"]
+        assert api.get("/api/whoami", auth=(user, "limited")).json()["name"] == user
+        assert api.ok_json(f"/api/permissions/{v}/{q(user)}")["configure"] == ".*"
+        assert api.ok_json(f"/api/policies/{v}/{q(policy)}") == {
+            "vhost": vhost, "name": policy, "pattern": "^q-", "apply-to": "queues",
+            "definition": {"max-length": 3}, "priority": 1}
+        assert api.ok_json(f"/api/queues/{v}/{q(queue)}")["durable"] is True
+        assert api.ok_json(f"/api/exchanges/{v}/{q(exchange)}")["type"] == "fanout"
+        bindings = api.ok_json(f"/api/bindings/{v}/e/{q(exchange)}/q/{q(queue)}")
+        assert [b["properties_key"] for b in bindings] == ["~"]
+        # As with PUT /api/vhosts, the importing user gets full permissions on a new vhost.
+        assert api.ok_json(f"/api/permissions/{v}/guest") == {
+            "user": "guest", "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+        assert api.publish(vhost, exchange, "", "imported") is True
+    finally:
+        api.delete(f"/api/vhosts/{q(vhost)}")
+        api.delete(f"/api/users/{q(user)}")
+
+
+def test_definitions_import_per_vhost(api, vhost):
+    document = {"queues": [{"name": "imported", "durable": True, "auto_delete": False,
+                            "arguments": {"x-max-length": 4}}],
+                "exchanges": [{"name": "ix", "type": "topic", "durable": True,
+                               "auto_delete": False, "internal": False, "arguments": {}}],
+                "bindings": [{"source": "ix", "destination": "imported",
+                              "destination_type": "queue", "routing_key": "a.*",
+                              "arguments": {}}]}
+    answer = api.post(f"/api/definitions/{q(vhost)}", document)
+    assert answer.status == 204, answer
+    queue = api.ok_json(f"/api/queues/{q(vhost)}/imported")
+    assert (queue["vhost"], queue["arguments"]) == (vhost, {"x-max-length": 4})
+    assert api.publish(vhost, "ix", "a.b", "x") is True
+    answer = api.post("/api/definitions/no-such-vhost", {"queues": []})
+    assert answer.status == 404
+    assert answer.json() == {"error": "not_found", "reason": "vhost_not_found"}
+
+
+def test_definitions_import_bad_input(api, unique):
+    answer = api.post("/api/definitions", raw=b"{bad json")
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": "failed_to_parse_json"}
+    answer = api.post("/api/definitions", {"queues": [
+        {"name": f"q-{unique}", "vhost": "no-such-vhost", "durable": True,
+         "auto_delete": False, "arguments": {}}]})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": ["no_such_vhost", "no-such-vhost"]}
+
+
+# --------------------------------------------------------------------------------------------
+# Pagination, sorting, filtering, columns
+# --------------------------------------------------------------------------------------------
+
+
+def test_pagination_and_sorting(api, vhost):
+    for name in ("pa-b", "pa-a", "pa-c"):
+        api.create_queue(vhost, name)
+    base = f"/api/queues/{q(vhost)}"
+    page = api.ok_json(f"{base}?page=1&page_size=2&sort=name")
+    assert {k: v for k, v in page.items() if k != "items"} == {
+        "filtered_count": 3, "item_count": 2, "page": 1, "page_count": 2, "page_size": 2,
+        "total_count": 3}
+    assert [x["name"] for x in page["items"]] == ["pa-a", "pa-b"]
+    assert_includes(page["items"][0], QUEUE_CORE)
+    page = api.ok_json(f"{base}?page=2&page_size=2&sort=name")
+    assert (page["page"], page["item_count"], [x["name"] for x in page["items"]]) == (
+        2, 1, ["pa-c"])
+    page = api.ok_json(f"{base}?page=1&page_size=2&sort=name&sort_reverse=true")
+    assert [x["name"] for x in page["items"]] == ["pa-c", "pa-b"]
+    page = api.ok_json(f"{base}?page=1&page_size=10&name=pa-%5Bab%5D&use_regex=true")
+    assert (page["filtered_count"], page["total_count"], page["item_count"]) == (2, 3, 2)
+    assert [x["name"] for x in page["items"]] == ["pa-a", "pa-b"]
+    # Without `page` the answer stays a plain list, sorted.
+    assert [x["name"] for x in api.ok_json(f"{base}?sort=name")] == ["pa-a", "pa-b", "pa-c"]
+
+
+def test_columns(api, vhost):
+    api.create_queue(vhost, "col")
+    items = api.ok_json(f"/api/queues/{q(vhost)}?columns=name,messages")
+    assert len(items) == 1
+    assert items[0]["name"] == "col"
+    assert set(items[0]) <= {"name", "messages"}
+    page = api.ok_json(f"/api/queues/{q(vhost)}?page=1&page_size=5&columns=name,vhost")
+    assert page["items"] == [{"name": "col", "vhost": vhost}]
+
+
+@pytest.mark.parametrize("query, error, reason", [
+    ("page=5&page_size=2", "page_out_of_range", "Page out of range, page: 5 page size: 2, len: 3"),
+    ("page=0&page_size=2", "invalid_pagination_parameters",
+     "Invalid pagination parameters: page number 0, page size 2"),
+    ("page=x", "bad_request", "Pagination parameters are invalid"),
+], ids=["out-of-range", "page-zero", "not-a-number"])
+def test_pagination_errors(api, vhost, query, error, reason):
+    for name in ("e1", "e2", "e3"):
+        api.create_queue(vhost, name)
+    answer = api.get(f"/api/queues/{q(vhost)}?{query}")
+    assert answer.status == 400
+    assert answer.json() == {"error": error, "reason": reason}
