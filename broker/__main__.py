@@ -1,4 +1,5 @@
-"""`warren` / `python -m broker`: parse flags, set up logging and uvloop, run the server."""
+"""`warren` / `python -m broker`: parse flags, set up logging and uvloop, run the server;
+`warren ctl ...` runs the admin CLI instead."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from storage.store import StorageError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:  # `warren ctl ...`: the admin CLI, over the HTTP API
+        from management.cli import main as ctl_main
+
+        return ctl_main(argv[1:])
     config = parse_args(argv)
     logging.basicConfig(
         level=config.log_level.upper(),

@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(
         prog="warren",
         description="Warren: an AMQP 0-9-1 message broker compatible with RabbitMQ clients.",
-        epilog="Environment: WARREN_DEFAULT_USER, WARREN_DEFAULT_PASS and WARREN_DEFAULT_VHOST "
+        epilog="`warren ctl --help` lists the admin commands (rabbitmqctl's, over the HTTP API). "
+        "Environment: WARREN_DEFAULT_USER, WARREN_DEFAULT_PASS and WARREN_DEFAULT_VHOST "
         "replace the default guest/guest user and '/' vhost (guest may only connect from "
         "loopback, as in RabbitMQ).",
     )

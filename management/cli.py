@@ -1,0 +1,227 @@
+"""`warren ctl`: rabbitmqctl's everyday commands, run against the management HTTP API.
+
+Output is tab-separated with a header row, like rabbitmqctl's tables; `--json` prints the API's
+JSON instead. Exit codes: 0 done, 1 the broker refused (the reason is printed), 64 bad usage,
+69 the broker could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+EX_USAGE, EX_UNAVAILABLE = 64, 69
+
+LIST_COLUMNS = {
+    "list_queues": ("queues", ["name", "messages"]),
+    "list_exchanges": ("exchanges", ["name", "type"]),
+    "list_bindings": ("bindings", ["source", "destination_type", "destination", "routing_key"]),
+    "list_connections": ("connections", ["name", "user", "vhost", "channels"]),
+    "list_consumers": ("consumers", ["queue.name", "channel_details.name", "consumer_tag",
+                                     "ack_required", "prefetch_count"]),
+    "list_users": ("users", ["name", "tags"]),
+    "list_vhosts": ("vhosts", ["name"]),
+    "list_policies": ("policies", ["name", "pattern", "apply-to", "definition", "priority"]),
+}
+
+
+class CtlError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Api:
+    def __init__(self, url: str, user: str, password: str) -> None:
+        self.url = url.rstrip("/")
+        self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Authorization", self.auth)
+        request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as failure:
+            raise CtlError(_reason(failure)) from None
+        except OSError as failure:
+            raise CtlError(f"cannot reach the broker at {self.url}: {failure}",
+                           EX_UNAVAILABLE) from None
+        return json.loads(payload) if payload else None
+
+
+def _reason(failure: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(failure.read() or b"{}")
+    except ValueError:
+        body = {}
+    reason = body.get("reason") or failure.reason
+    return f"{failure.code} {body.get('error', '')}: {reason}".replace(" : ", ": ")
+
+
+def quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _cell(item: dict[str, Any], column: str) -> str:
+    value: Any = item
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
+
+
+def print_table(items: list[dict[str, Any]], columns: list[str]) -> None:
+    print("\t".join(columns))
+    for item in items:
+        print("\t".join(_cell(item, column) for column in columns))
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ
+    top = argparse.ArgumentParser(prog="warren ctl", description=__doc__.split("\n\n")[0])
+    top.add_argument("--url", default=env.get("WARREN_MANAGEMENT_URL", "http://localhost:15672"),
+                     help="management API (default http://localhost:15672; "
+                     "$WARREN_MANAGEMENT_URL)")
+    top.add_argument("--user", "-u", dest="api_user",
+                     default=env.get("WARREN_CTL_USER", "guest"),
+                     help="management user (default guest; $WARREN_CTL_USER)")
+    top.add_argument("--password", dest="api_password",
+                     default=env.get("WARREN_CTL_PASSWORD", "guest"),
+                     help="its password (default guest; $WARREN_CTL_PASSWORD)")
+    top.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, vhost: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        if vhost:
+            sub.add_argument("-p", "--vhost", default="/", help="virtual host (default /)")
+        return sub
+
+    for name, (resource, _) in LIST_COLUMNS.items():
+        sub = command(name, f"list {resource} (columns may be given)",
+                      vhost=resource not in ("users", "vhosts"))
+        sub.add_argument("columns", nargs="*")
+    sub = command("add_user", "create a user")
+    sub.add_argument("name")
+    sub.add_argument("password")
+    sub.add_argument("--tags", default="", help="comma-separated, e.g. administrator")
+    command("delete_user", "delete a user").add_argument("name")
+    sub = command("set_permissions", "set a user's permissions in a vhost", vhost=True)
+    for argument in ("user", "configure", "write", "read"):
+        sub.add_argument(argument)
+    command("add_vhost", "create a vhost").add_argument("name")
+    command("delete_vhost", "delete a vhost and everything in it").add_argument("name")
+    sub = command("set_policy", "set a policy", vhost=True)
+    sub.add_argument("name")
+    sub.add_argument("pattern")
+    sub.add_argument("definition", help="JSON object, e.g. '{\"max-length\": 1000}'")
+    sub.add_argument("--priority", type=int, default=0)
+    sub.add_argument("--apply-to", default="all", choices=["queues", "exchanges", "all"])
+    command("clear_policy", "remove a policy", vhost=True).add_argument("name")
+    command("purge_queue", "remove a queue's ready messages", vhost=True).add_argument("name")
+    command("delete_queue", "delete a queue", vhost=True).add_argument("name")
+    command("export_definitions", "write definitions JSON to a file (- = stdout)").add_argument(
+        "file")
+    command("import_definitions", "load definitions JSON from a file (- = stdin)").add_argument(
+        "file")
+    sub = command("close_connection", "close a client connection (320 CONNECTION_FORCED)")
+    sub.add_argument("name")
+    sub.add_argument("reason", nargs="?", default="Closed via warren ctl")
+    return top
+
+
+def run(args: argparse.Namespace) -> None:
+    api = Api(args.url, args.api_user, args.api_password)
+    name = args.command
+    vhost = quote(getattr(args, "vhost", "/"))
+    if name in LIST_COLUMNS:
+        resource, default_columns = LIST_COLUMNS[name]
+        if resource == "connections":
+            path = f"/api/vhosts/{vhost}/connections"
+        else:
+            path = f"/api/{resource}" + (f"/{vhost}" if hasattr(args, "vhost") else "")
+        items = api.call("GET", path)
+        if args.json:
+            print(json.dumps(items, indent=2))
+        else:
+            print_table(items, args.columns or default_columns)
+        return
+    if name == "add_user":
+        api.call("PUT", f"/api/users/{quote(args.name)}",
+                 {"password": args.password, "tags": args.tags})
+    elif name == "delete_user":
+        api.call("DELETE", f"/api/users/{quote(args.name)}")
+    elif name == "set_permissions":
+        api.call("PUT", f"/api/permissions/{vhost}/{quote(args.user)}",
+                 {"configure": args.configure, "write": args.write, "read": args.read})
+    elif name == "add_vhost":
+        api.call("PUT", f"/api/vhosts/{quote(args.name)}", {})
+    elif name == "delete_vhost":
+        api.call("DELETE", f"/api/vhosts/{quote(args.name)}")
+    elif name == "set_policy":
+        try:
+            definition = json.loads(args.definition)
+        except ValueError as exc:
+            raise CtlError(f"definition is not JSON: {exc}", EX_USAGE) from None
+        api.call("PUT", f"/api/policies/{vhost}/{quote(args.name)}", {
+            "pattern": args.pattern, "definition": definition, "priority": args.priority,
+            "apply-to": args.apply_to,
+        })
+    elif name == "clear_policy":
+        api.call("DELETE", f"/api/policies/{vhost}/{quote(args.name)}")
+    elif name == "purge_queue":
+        api.call("DELETE", f"/api/queues/{vhost}/{quote(args.name)}/contents")
+    elif name == "delete_queue":
+        api.call("DELETE", f"/api/queues/{vhost}/{quote(args.name)}")
+    elif name == "export_definitions":
+        text = json.dumps(api.call("GET", "/api/definitions"), indent=2)
+        if args.file == "-":
+            print(text)
+        else:
+            with open(args.file, "w") as file:
+                file.write(text + "\n")
+    elif name == "import_definitions":
+        try:
+            if args.file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.file) as file:
+                    text = file.read()
+            document = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise CtlError(f"cannot read definitions: {exc}", EX_USAGE) from None
+        api.call("POST", "/api/definitions", document)
+    elif name == "close_connection":
+        api.call("DELETE", f"/api/connections/{quote(args.name)}",
+                 headers={"X-Reason": args.reason})
+
+
+def main(argv: list[str]) -> int:
+    arguments = parser()
+    try:
+        args = arguments.parse_args(argv)
+    except SystemExit as exit_:
+        return 0 if exit_.code == 0 else EX_USAGE
+    try:
+        run(args)
+    except CtlError as failure:
+        print(f"Error: {failure}", file=sys.stderr)
+        return failure.code
+    return 0
