@@ -12,6 +12,7 @@ Run against RabbitMQ with WARREN_TEST_AMQP_PORT=5682 WARREN_TEST_HTTP_PORT=15682
 from __future__ import annotations
 
 import contextlib
+import datetime
 import re
 import time
 
@@ -1092,3 +1093,212 @@ def test_pagination_errors(api, vhost, query, error, reason):
     answer = api.get(f"/api/queues/{q(vhost)}?{query}")
     assert answer.status == 400
     assert answer.json() == {"error": error, "reason": reason}
+
+
+# --------------------------------------------------------------------------------------------
+# Authorisation by user tag and vhost permissions
+# --------------------------------------------------------------------------------------------
+
+NOT_ADMIN = {"error": "not_authorised", "reason": "Not administrator user"}
+NO_VHOST_ACCESS = {"error": "not_authorised",
+                   "reason": "User not authorised to access virtual host"}
+
+
+@pytest.fixture
+def tagged_user(api, unique):
+    """Create users `<tag>-<unique>` (password "pw") with one tag each; delete them after."""
+    created: list[str] = []
+
+    def make(tag: str) -> tuple[str, str]:
+        name = f"{tag}-{unique}"
+        assert api.put(f"/api/users/{q(name)}", {"password": "pw", "tags": tag}).status == 201
+        created.append(name)
+        return name, "pw"
+
+    yield make
+    for name in created:
+        api.delete(f"/api/users/{q(name)}")
+
+
+@pytest.mark.parametrize("tag", ["management", "monitoring", "policymaker"])
+def test_non_admin_tags_cannot_use_admin_endpoints(api, tagged_user, tag):
+    auth = tagged_user(tag)
+    assert api.get("/api/whoami", auth=auth).json() == {"name": auth[0], "tags": [tag]}
+    assert api.get("/api/overview", auth=auth).status == 200
+    for path in ("/api/users", "/api/definitions", "/api/permissions"):
+        answer = api.get(path, auth=auth)
+        assert (answer.status, answer.json()) == (401, NOT_ADMIN), path
+    answer = api.put(f"/api/vhosts/{q('vh-' + auth[0])}", auth=auth)
+    assert (answer.status, answer.json()) == (401, NOT_ADMIN)
+
+
+def test_management_user_sees_only_permitted_vhosts(api, tagged_user, vhost):
+    auth = tagged_user("management")
+    assert api.get("/api/vhosts", auth=auth).json() == []
+    assert api.get("/api/queues", auth=auth).json() == []
+    assert api.get("/api/exchanges", auth=auth).json() == []
+    permissions = {"configure": ".*", "write": ".*", "read": ".*"}
+    assert api.put(f"/api/permissions/{q(vhost)}/{q(auth[0])}", permissions).status == 201
+    api.create_queue(vhost, "visible")
+    assert [v["name"] for v in api.get("/api/vhosts", auth=auth).json()] == [vhost]
+    assert [(x["vhost"], x["name"]) for x in api.get("/api/queues", auth=auth).json()] == [
+        (vhost, "visible")]
+    assert {x["vhost"] for x in api.get("/api/exchanges", auth=auth).json()} == {vhost}
+    assert api.get(f"/api/aliveness-test/{q(vhost)}", auth=auth).json() == {"status": "ok"}
+    for path in ("/api/queues/%2F", "/api/exchanges/%2F/amq.direct"):
+        answer = api.get(path, auth=auth)
+        assert (answer.status, answer.json()) == (401, NO_VHOST_ACCESS), path
+    answer = api.put("/api/queues/%2F/not-mine", {}, auth=auth)
+    assert (answer.status, answer.json()) == (401, NO_VHOST_ACCESS)
+
+
+def test_monitoring_user_sees_every_vhost(api, tagged_user):
+    auth = tagged_user("monitoring")
+    assert {"/", "other"} <= {v["name"] for v in api.get("/api/vhosts", auth=auth).json()}
+
+
+def test_put_user_without_password_clears_it(api, tagged_user):
+    name, password = tagged_user("management")
+    assert api.put(f"/api/users/{q(name)}", {"tags": "management"}).status == 204
+    assert api.ok_json(f"/api/users/{q(name)}")["password_hash"] == ""
+    assert api.get("/api/whoami", auth=(name, password)).status == 401
+
+
+def test_users_without_permissions(api):
+    names = [u["name"] for u in api.ok_json("/api/users/without-permissions")]
+    assert "noperm" in names
+    assert "guest" not in names and "limited" not in names
+
+
+# --------------------------------------------------------------------------------------------
+# More queue, connection and vhost behaviour
+# --------------------------------------------------------------------------------------------
+
+
+def test_get_renders_amqp_header_types(api, broker, queue):
+    headers = {"int": 1, "neg": -5, "big": 2 ** 40, "str": "s", "bool": True,
+               "list": [1, "a", True], "nested": {"a": 1, "b": "x"},
+               "ts": datetime.datetime(2020, 1, 1)}
+    with amqp(broker) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", queue, b"body", pika.BasicProperties(
+            headers=headers, timestamp=1600000000, delivery_mode=1))
+    properties = api.get_messages("/", queue)[0]["properties"]
+    assert (properties["timestamp"], properties["delivery_mode"]) == (1600000000, 1)
+    for key, value in {**headers, "ts": 1577836800}.items():
+        assert properties["headers"][key] == value, key
+    assert set(properties["headers"]) == set(headers)
+
+
+def test_get_renders_odd_header_values_like_rabbitmq(api, broker, queue):
+    with amqp(broker) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", queue, b"body", pika.BasicProperties(
+            headers={"bytes": b"\xff\x00", "none": None}))
+    messages = api.get_messages("/", queue)
+    assert messages[0]["properties"]["headers"] == {
+        "bytes": "Not UTF-8, base64 is: /wA=", "none": "undefined"}
+
+
+def test_delete_if_unused_and_if_empty_reasons(api, broker, queue):
+    api.publish("/", "amq.default", queue, "x")
+    wait_for_queue_field(api, "/", queue, messages=1)
+    answer = api.delete(f"/api/queues/%2F/{q(queue)}?if-empty=true")
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request",
+                             "reason": f"queue '{queue}' in vhost '/' not empty"}
+    with amqp(broker) as connection:
+        channel = connection.channel()
+        channel.basic_consume(queue, lambda *args: None)
+        wait_for_queue_field(api, "/", queue, consumers=1)
+        answer = api.delete(f"/api/queues/%2F/{q(queue)}?if-unused=true")
+        assert answer.status == 400
+        assert answer.json() == {"error": "bad_request",
+                                 "reason": f"queue '{queue}' in vhost '/' in use"}
+    assert api.get(f"/api/queues/%2F/{q(queue)}").status == 200
+
+
+def test_exclusive_queue(api, broker, unique):
+    name = f"excl-{unique}"
+    with amqp(broker, name=unique) as connection:
+        channel = connection.channel()
+        channel.queue_declare(name, exclusive=True)
+        conn = _find_connection(api, unique)
+        state = eventually(lambda: api.ok_json(f"/api/queues/%2F/{q(name)}"),
+                           lambda s: "owner_pid_details" in s and s["owner_pid_details"])
+        assert (state["exclusive"], state["durable"]) == (True, False)
+        assert state["owner_pid_details"]["name"] == conn["name"]
+        answer = api.delete(f"/api/queues/%2F/{q(name)}")
+        assert answer.status == 400
+        assert answer.json() == {
+            "error": "bad_request",
+            "reason": f"cannot obtain exclusive access to locked queue '{name}' in vhost '/'. "
+                      "It could be originally declared on another connection or the exclusive "
+                      "property value does not match that of the original declaration."}
+        assert name not in [x["name"] for x in api.ok_json("/api/definitions")["queues"]]
+    eventually(lambda: api.get(f"/api/queues/%2F/{q(name)}").status, lambda s: s == 404)
+
+
+def test_close_connection_default_reason(api, broker, unique):
+    with amqp(broker, name=unique) as connection:
+        conn = _find_connection(api, unique)
+        assert api.delete(f"/api/connections/{q(conn['name'])}").status == 204
+        deadline = time.monotonic() + 10
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            while time.monotonic() < deadline:
+                connection.process_data_events(0.1)
+        assert (closed.value.reply_code, closed.value.reply_text) == (
+            320, "CONNECTION_FORCED - Closed via management plugin")
+
+
+def test_vhost_delete_removes_its_objects(api, unique):
+    name = f"vh-{unique}"
+    path = f"/api/vhosts/{q(name)}"
+    try:
+        assert api.put(path).status == 201
+        api.create_queue(name, "doomed", durable=True)
+        api.create_exchange(name, "doomed-x", "fanout")
+        assert api.delete(path).status == 204
+        assert api.get(f"/api/queues/{q(name)}/doomed").status == 404
+        assert api.put(path).status == 201
+        assert api.ok_json(f"/api/queues/{q(name)}") == []
+        assert "doomed-x" not in [x["name"] for x in api.ok_json(f"/api/exchanges/{q(name)}")]
+    finally:
+        api.delete(path)
+
+
+def test_page_size_limit(api, vhost):
+    answer = api.get(f"/api/queues/{q(vhost)}?page=1&page_size=501")
+    assert answer.status == 400
+    assert answer.json() == {
+        "error": "invalid_pagination_parameters",
+        "reason": "Invalid pagination parameters: page number 1, page size 501"}
+    page = api.ok_json(f"/api/queues/{q(vhost)}?page=1&page_size=500")
+    assert (page["items"], page["total_count"], page["page_count"]) == ([], 0, 0)
+
+
+def test_new_vhost_has_the_standard_exchanges(api, vhost):
+    exchanges = api.ok_json(
+        f"/api/exchanges/{q(vhost)}?columns=name,type,durable,internal,auto_delete,arguments")
+    assert exchanges == [
+        {"name": name, "type": type_, "durable": True, "internal": name == "amq.rabbitmq.trace",
+         "auto_delete": False, "arguments": {}}
+        for name, type_ in [("", "direct"), ("amq.direct", "direct"), ("amq.fanout", "fanout"),
+                            ("amq.headers", "headers"), ("amq.match", "headers"),
+                            ("amq.rabbitmq.trace", "topic"), ("amq.topic", "topic")]]
+
+
+def test_pagination_of_exchanges_and_vhosts(api, vhost):
+    total = len(api.ok_json(f"/api/exchanges/{q(vhost)}"))
+    page = api.ok_json(f"/api/exchanges/{q(vhost)}?page=1&page_size=3&sort=name&columns=name")
+    assert page == {"filtered_count": total, "item_count": 3, "page": 1,
+                    "page_count": -(-total // 3), "page_size": 3, "total_count": total,
+                    "items": [{"name": ""}, {"name": "amq.direct"}, {"name": "amq.fanout"}]}
+    by_type = api.ok_json(f"/api/exchanges/{q(vhost)}?sort=type&columns=name,type")
+    types = [x["type"] for x in by_type]
+    assert types == sorted(types)
+    page = api.ok_json(f"/api/vhosts?page=1&page_size=10&name={q(vhost)}&columns=name")
+    assert (page["filtered_count"], page["items"]) == (1, [{"name": vhost}])
+    assert page["total_count"] >= 3
