@@ -1302,3 +1302,71 @@ def test_pagination_of_exchanges_and_vhosts(api, vhost):
     page = api.ok_json(f"/api/vhosts?page=1&page_size=10&name={q(vhost)}&columns=name")
     assert (page["filtered_count"], page["items"]) == (1, [{"name": vhost}])
     assert page["total_count"] >= 3
+
+
+# --------------------------------------------------------------------------------------------
+# Nodes, health checks, vhost metadata and totals
+# --------------------------------------------------------------------------------------------
+
+
+def test_nodes(api):
+    nodes = api.ok_json("/api/nodes")
+    assert len(nodes) == 1
+    node = nodes[0]
+    assert_includes(node, {"name", "type", "running", "mem_used", "mem_limit", "mem_alarm",
+                           "disk_free", "disk_free_limit", "disk_free_alarm", "fd_used",
+                           "fd_total", "sockets_used", "sockets_total", "proc_used",
+                           "proc_total", "uptime", "processors", "partitions", "run_queue",
+                           "rates_mode", "exchange_types"})
+    assert node["name"] == api.ok_json("/api/overview")["node"]
+    assert (node["type"], node["running"], node["mem_alarm"], node["disk_free_alarm"],
+            node["partitions"]) == ("disc", True, False, False, [])
+    for key in ("mem_used", "mem_limit", "disk_free", "uptime", "processors"):
+        assert isinstance(node[key], int) and node[key] > 0, key
+    assert api.ok_json(f"/api/nodes/{q(node['name'])}")["name"] == node["name"]
+
+
+def test_more_health_checks(api, broker):
+    for check in ("local-alarms", "virtual-hosts", "node-is-quorum-critical",
+                  "node-is-mirror-sync-critical"):
+        answer = api.get(f"/api/health/checks/{check}")
+        assert answer.status == 200, check
+        assert answer.json()["status"] == "ok", check
+    assert api.ok_json(f"/api/health/checks/port-listener/{broker.port}") == {
+        "status": "ok", "port": broker.port}
+    assert api.ok_json("/api/health/checks/protocol-listener/amqp") == {
+        "status": "ok", "protocol": "amqp"}
+    answer = api.get("/api/health/checks/port-listener/1")
+    assert answer.status == 503
+    failed = answer.json()
+    assert {k: failed[k] for k in ("status", "reason", "missing")} == {
+        "status": "failed", "reason": "No active listener", "missing": 1}
+    assert broker.port in failed["ports"]
+    answer = api.get("/api/health/checks/protocol-listener/foo")
+    assert answer.status == 503
+    failed = answer.json()
+    assert {k: failed[k] for k in ("status", "reason", "missing")} == {
+        "status": "failed", "reason": "No active listener", "missing": "foo"}
+    assert "amqp" in failed["protocols"]
+
+
+def test_vhost_description_and_tags(api, unique):
+    path = f"/api/vhosts/{q('vh-' + unique)}"
+    try:
+        assert api.put(path, {"description": "my desc", "tags": "a,b"}).status == 201
+        vhost = api.ok_json(path)
+        assert (vhost["description"], vhost["tags"]) == ("my desc", ["a", "b"])
+        assert api.put(path, {"description": "new", "tags": ["c"]}).status == 204
+        vhost = api.ok_json(path)
+        assert (vhost["description"], vhost["tags"]) == ("new", ["c"])
+    finally:
+        api.delete(path)
+
+
+def test_vhost_message_totals(api, vhost):
+    api.create_queue(vhost, "counted")
+    assert api.publish(vhost, "amq.default", "counted", "one")
+    assert api.publish(vhost, "amq.default", "counted", "two")
+    state = eventually(lambda: api.ok_json(f"/api/vhosts/{q(vhost)}"),
+                       lambda v: v["messages"] == 2)
+    assert (state["messages_ready"], state["messages_unacknowledged"]) == (2, 0)
