@@ -10,7 +10,7 @@ import logging
 from aiohttp import web
 
 from broker.node import Node
-from management import metrics
+from management import metrics, ui
 from management.api import (
     access,
     bindings,
@@ -28,7 +28,7 @@ from management.rates import RATES_KEY, Rates, sample_forever
 log = logging.getLogger(__name__)
 
 ROUTE_MODULES = (overview, queues, exchanges, bindings, access, policies, connections,
-                 definitions, metrics)
+                 definitions, metrics, ui)
 
 
 def build_app(node: Node) -> web.Application:
