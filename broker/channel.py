@@ -414,15 +414,10 @@ class Channel:
             else:
                 queues = self.vhost.route(exchange, message)
                 routed = bool(queues)
-                if routed and message.persistent:
-                    durable = [queue for queue in queues if queue.durable]
-                    if durable:
-                        ticket = self.vhost.store.persist(message, durable)
-                for queue in tuple(queues) if len(queues) > 1 else queues:
-                    if not queue.enqueue(message):
-                        queue.discard(message)
-                        if self.confirm_mode:
-                            self._nack_next = True
+                if routed:
+                    ticket, refused = self.vhost.deliver(message, queues)
+                    if refused and self.confirm_mode:
+                        self._nack_next = True
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
         if routed:

@@ -37,12 +37,7 @@ def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
         targets = [target for target in targets if not _is_cycle(target.name, deaths)]
     if not targets:
         return False
-    if message.persistent:
-        durable = [target for target in targets if target.durable]
-        if durable:
-            vhost.store.persist(copy, durable)
-    for target in list(targets):
-        target.enqueue(copy)
+    vhost.deliver(copy, targets)
     return True
 
 

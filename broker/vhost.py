@@ -350,13 +350,22 @@ class VirtualHost:
         if message.store_id:
             self.store.removed(exchange.holding, message)
             message.store_id = 0  # logged afresh for the queues it reaches now, if persistent
-        queues = self.route(exchange, message)
+        self.deliver(message, self.route(exchange, message))
+
+    def deliver(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
+        """Put a routed message into its queues: logged first if it is persistent (once, for
+        the durable ones). Returns (the log ticket, or 0; whether a queue refused it)."""
+        ticket = 0
         if message.persistent:
             durable = [queue for queue in queues if queue.durable]
             if durable:
-                self.store.persist(message, durable)
-        for queue in list(queues):
-            queue.enqueue(message)
+                ticket = self.store.persist(message, durable)
+        refused = False
+        for queue in tuple(queues) if len(queues) > 1 else queues:
+            if not queue.enqueue(message):
+                queue.discard(message)
+                refused = True
+        return ticket, refused
 
     def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
         return route(exchange, message, self.exchanges.get, self._hold_if_delayed)

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from broker.auth import User
+from management.api.common import USER as USER_KEY
 from management.api.common import error, node_of, not_found
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "management", "policymaker"}
-USER_KEY = web.AppKey("user", User)
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
 
 

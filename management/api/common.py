@@ -10,10 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.auth import User
 from broker.node import Node
 from broker.vhost import VirtualHost
 
 NODE_KEY = web.AppKey("node", Node)
+USER = web.AppKey("user", User)  # the authenticated user of a request
 
 
 def node_of(request: web.Request) -> Node:
@@ -54,10 +56,24 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def sees_every_vhost(request: web.Request) -> bool:
+    """Administrators and monitoring users see all; other management users only the vhosts
+    they have permissions in (as in RabbitMQ)."""
+    return bool({"administrator", "monitoring"} & set(request[USER].tags))
+
+
+def may_use_vhost(request: web.Request, vhost: str) -> bool:
+    if sees_every_vhost(request):
+        return True
+    return node_of(request).access.permission(request[USER].name, vhost) is not None
+
+
 def vhost_of(request: web.Request) -> VirtualHost:
     vhost = node_of(request).vhosts.get(request.match_info["vhost"])
     if vhost is None:
         raise not_found()
+    if not may_use_vhost(request, vhost.name):
+        raise error(401, "not_authorised", "User not authorised to access virtual host")
     return vhost
 
 
@@ -66,6 +82,8 @@ def vhost_for_write(request: web.Request) -> VirtualHost:
     vhost = node_of(request).vhosts.get(request.match_info["vhost"])
     if vhost is None:
         raise error(404, "not_found", "vhost_not_found")
+    if not may_use_vhost(request, vhost.name):
+        raise error(401, "not_authorised", "User not authorised to access virtual host")
     return vhost
 
 
@@ -104,6 +122,9 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 def listing(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
     """A list endpoint's answer with RabbitMQ's sort, sort_reverse, columns and pagination."""
     query = request.query
+    if not sees_every_vhost(request):
+        items = [item for item in items
+                 if may_use_vhost(request, item.get("vhost", item.get("name", "")))]
     sort = query.get("sort", "name")  # RabbitMQ lists by name unless told otherwise
     if sort:
         items = sorted(items, key=lambda item: _sort_key(_path(item, sort)),

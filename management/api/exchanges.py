@@ -125,12 +125,7 @@ async def publish(request: web.Request) -> web.Response:
                       shortstr(exchange.name) + shortstr(routing_key), props_raw, raw_body)
     message.persistent = (body["properties"] or {}).get("delivery_mode") == 2
     queues = vhost.route(exchange, message)
-    if message.persistent:
-        durable = [queue for queue in queues if queue.durable]
-        if durable:
-            vhost.store.persist(message, durable)
-    for queue in list(queues):
-        queue.enqueue(message)
+    vhost.deliver(message, queues)
     node_of(request).messages_received += 1
     return json_response({"routed": bool(queues)})
 
