@@ -318,7 +318,7 @@ function drawChart(canvas, history, series, unit) {
     ctx.lineTo(pad.left + plotW, Math.round(y) + 0.5);
     ctx.stroke();
     const value = (max * i) / 4;
-    ctx.fillText(`${Number.isInteger(value) ? value : value.toFixed(1)}${unit}`, pad.left - 6, y);
+    ctx.fillText(`${+value.toPrecision(3)}${unit}`, pad.left - 6, y);
   }
   const span = HISTORY_SAMPLES * POLL_MS;
   const now = history.length ? history[history.length - 1].time : Date.now();
@@ -461,8 +461,8 @@ async function renderQueues(args, token) {
     if (token !== renderToken) return;
     table.update(result.items, (x) => ({ name: x.name, vhost: x.vhost }));
     count.textContent = state.filter
-      ? `${result.filtered_count} of ${result.total_count} queues`
-      : `${result.total_count} queues`;
+      ? `${fmtNumber(result.filtered_count)} of ${fmtNumber(result.total_count)} queues`
+      : `${fmtNumber(result.total_count)} queue${result.total_count === 1 ? "" : "s"}`;
     pageInfo.textContent = `Page ${result.page} of ${Math.max(1, result.page_count)}`;
     prev.disabled = result.page <= 1;
     next.disabled = result.page >= result.page_count;
