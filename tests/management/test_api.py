@@ -1370,3 +1370,68 @@ def test_vhost_message_totals(api, vhost):
     state = eventually(lambda: api.ok_json(f"/api/vhosts/{q(vhost)}"),
                        lambda v: v["messages"] == 2)
     assert (state["messages_ready"], state["messages_unacknowledged"]) == (2, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Awkward names, exchange policies, consumer and channel details
+# --------------------------------------------------------------------------------------------
+
+
+def test_names_with_slash_space_and_unicode(api, unique, cleanup):
+    name = f"a/b c ü-{unique}"
+    path = f"/api/queues/%2F/{q(name)}"
+    cleanup.append(path)
+    assert api.put(path, {}).status == 201
+    assert api.ok_json(path)["name"] == name
+    assert name in [x["name"] for x in api.ok_json("/api/queues/%2F")]
+    assert api.publish("/", "amq.default", name, "héllo") is True
+    assert api.post(f"/api/bindings/%2F/e/amq.direct/q/{q(name)}",
+                    {"routing_key": "k"}).status == 201
+    assert api.publish("/", "amq.direct", "k", "via direct") is True
+    messages = api.get_messages("/", name, count=5)
+    assert [(m["payload"], m["routing_key"]) for m in messages] == [
+        ("héllo", name), ("via direct", "k")]
+    assert api.delete(path).status == 204
+    assert api.get(path).status == 404
+
+
+def test_policy_shows_on_exchange(api, unique, cleanup):
+    exchange, policy = f"x-{unique}", f"p-{unique}"
+    cleanup.append(f"/api/exchanges/%2F/{q(exchange)}")
+    cleanup.append(f"/api/policies/%2F/{q(policy)}")
+    api.create_exchange("/", exchange, "fanout")
+    assert api.ok_json(f"/api/exchanges/%2F/{q(exchange)}").get("policy") in (None, "")
+    assert api.put(f"/api/policies/%2F/{q(policy)}", {
+        "pattern": f"^{re.escape(exchange)}$", "apply-to": "exchanges",
+        "definition": {"alternate-exchange": "amq.direct"}}).status == 201
+    eventually(lambda: api.ok_json(f"/api/exchanges/%2F/{q(exchange)}"),
+               lambda x: x.get("policy") == policy)
+
+
+def test_consumer_and_channel_details(api, broker, queue, unique):
+    api.publish("/", "amq.default", queue, "one")
+    with amqp(broker, name=unique) as connection:
+        first = connection.channel()
+        second = connection.channel()
+        second.basic_qos(prefetch_count=3)
+        second.basic_consume(queue, lambda *args: None, exclusive=True,
+                             arguments={"x-priority": 5}, consumer_tag=f"ex-{unique}")
+        connection.process_data_events(0.2)
+        conn = _find_connection(api, unique)
+        channels = eventually(
+            lambda: (connection.process_data_events(0.02),
+                     api.ok_json(f"/api/connections/{q(conn['name'])}/channels"))[1],
+            lambda found: sorted((c["number"], c["consumer_count"],
+                                  c["messages_unacknowledged"]) for c in found)
+            == [(first.channel_number, 0, 0), (second.channel_number, 1, 1)])
+        assert len(channels) == 2
+        assert api.ok_json(f"/api/connections/{q(conn['name'])}")["channels"] == 2
+        consumer = eventually(
+            lambda: [c for c in api.ok_json("/api/consumers")
+                     if c["consumer_tag"] == f"ex-{unique}"],
+            lambda found: len(found) == 1)[0]
+        assert (consumer["exclusive"], consumer["arguments"], consumer["prefetch_count"],
+                consumer["ack_required"]) == (True, {"x-priority": 5}, 3, True)
+        assert consumer["channel_details"]["number"] == second.channel_number
+        state = wait_for_queue_field(api, "/", queue, consumers=1, messages_unacknowledged=1)
+        assert state["exclusive_consumer_tag"] == f"ex-{unique}"
