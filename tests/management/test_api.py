@@ -1435,3 +1435,37 @@ def test_consumer_and_channel_details(api, broker, queue, unique):
         assert consumer["channel_details"]["number"] == second.channel_number
         state = wait_for_queue_field(api, "/", queue, consumers=1, messages_unacknowledged=1)
         assert state["exclusive_consumer_tag"] == f"ex-{unique}"
+
+
+# --------------------------------------------------------------------------------------------
+# Message statistics and audit fields
+# --------------------------------------------------------------------------------------------
+
+
+def test_queue_and_exchange_message_stats(api, queue, unique, cleanup):
+    exchange = f"x-{unique}"
+    cleanup.append(f"/api/exchanges/%2F/{q(exchange)}")
+    api.create_exchange("/", exchange, "fanout")
+    assert api.post(f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}", {}).status == 201
+    for _ in range(3):
+        assert api.publish("/", exchange, "", "x") is True
+    api.get_messages("/", queue, count=1, ackmode="ack_requeue_false")
+    api.get_messages("/", queue, count=1, ackmode="ack_requeue_true")
+    stats = eventually(lambda: api.ok_json(f"/api/queues/%2F/{q(queue)}"),
+                       lambda s: s["message_stats"]["publish"] == 3
+                       and s["message_stats"]["deliver_get"] == 2)["message_stats"]
+    assert_includes(stats, {"publish", "deliver_get", "ack", "redeliver"})
+    stats = eventually(lambda: api.ok_json(f"/api/exchanges/%2F/{q(exchange)}"),
+                       lambda x: x["message_stats"]["publish_in"] == 3)["message_stats"]
+    assert stats["publish_out"] == 3
+    overview = api.ok_json("/api/overview")["message_stats"]
+    assert overview["publish"] >= 3 and overview["deliver_get"] >= 2
+
+
+def test_user_who_performed_action(api, unique, cleanup):
+    path = f"/api/exchanges/%2F/{q('x-' + unique)}"
+    cleanup.append(path)
+    assert api.put(path, {"type": "direct"}).status == 201
+    assert api.ok_json(path)["user_who_performed_action"] == "guest"
+    assert api.ok_json("/api/exchanges/%2F/amq.direct")["user_who_performed_action"] == \
+        "rmq-internal"
