@@ -42,6 +42,7 @@ STANDARD_EXCHANGES = (
     ("amq.topic", "topic"),
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
+    ("amq.rabbitmq.trace", "topic"),
 )
 
 # Queue arguments RabbitMQ compares on redeclare (others are accepted and ignored).
@@ -61,12 +62,16 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.store: MessageStore | None = None  # set once the node's storage is open
         self.policies: dict[str, Policy] = {}
+        self.description = ""
+        self.tags: list[str] = []
         self.dead_lettered: dict[tuple[str, str], int] = {}  # the node's, shared (see Node)
         self.on_definitions_changed: Callable[[], None] = lambda: None
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
         for exchange_name, type_name in STANDARD_EXCHANGES:
-            self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](exchange_name, durable=True)
+            self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](
+                exchange_name, durable=True, internal=exchange_name == "amq.rabbitmq.trace"
+            )
 
     # -- permissions ----------------------------------------------------------------------
 
@@ -299,6 +304,7 @@ class VirtualHost:
 
     def _apply_exchange_policy(self, exchange: Exchange) -> None:
         policy = effective_policy(self.policies, "exchanges", exchange.name)
+        exchange.policy = policy.name if policy else None
         alternate = policy.definition.get("alternate-exchange") if policy else None
         exchange.policy_alternate_exchange = alternate if isinstance(alternate, str) else None
 

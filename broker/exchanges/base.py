@@ -48,6 +48,7 @@ class Exchange:
         self.bindings_in: set[Binding] = set()  # bindings where this exchange is the destination
         self.has_exchange_destinations = False
         self.policy_alternate_exchange: str | None = None  # from an exchanges policy
+        self.policy: str | None = None  # the name of the policy that applies
 
     @property
     def alternate_exchange(self) -> str | None:

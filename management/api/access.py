@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
+from broker.vhost import VirtualHost
 from management.api.common import (
     bad_request,
     json_body,
@@ -19,29 +20,38 @@ from management.api.common import (
 from management.auth import USER_KEY, require_tag
 
 
-def vhost_info(name: str) -> dict[str, Any]:
-    return {"name": name, "description": "", "tags": [], "tracing": False,
-            "metadata": {"description": "", "tags": []}}
+def vhost_info(vhost: VirtualHost) -> dict[str, Any]:
+    queues = vhost.queues.values()
+    ready = sum(queue.message_count for queue in queues)
+    unacked = sum(queue.unacked_count for queue in queues)
+    return {"name": vhost.name, "description": vhost.description, "tags": list(vhost.tags),
+            "tracing": False, "default_queue_type": "classic", "cluster_state": {},
+            "metadata": {"description": vhost.description, "tags": list(vhost.tags)},
+            "messages": ready + unacked, "messages_ready": ready,
+            "messages_unacknowledged": unacked}
 
 
 async def list_vhosts(request: web.Request) -> web.Response:
-    return listing(request, [vhost_info(name) for name in node_of(request).vhosts])
+    return listing(request, [vhost_info(vhost) for vhost in node_of(request).vhosts.values()])
 
 
 async def show_vhost(request: web.Request) -> web.Response:
-    name = request.match_info["vhost"]
-    if name not in node_of(request).vhosts:
+    vhost = node_of(request).vhosts.get(request.match_info["vhost"])
+    if vhost is None:
         raise not_found()
-    return json_response(vhost_info(name))
+    return json_response(vhost_info(vhost))
 
 
 async def put_vhost(request: web.Request) -> web.Response:
     require_tag(request)
-    await json_body(request)
+    body = await json_body(request)
     node = node_of(request)
     name = request.match_info["vhost"]
     existed = name in node.vhosts
-    node.add_vhost(name)
+    vhost = node.add_vhost(name)
+    vhost.description = str(body.get("description", vhost.description))
+    tags = body.get("tags", vhost.tags)
+    vhost.tags = [t for t in tags.split(",") if t] if isinstance(tags, str) else list(tags)
     if not existed:  # as RabbitMQ does: the creator gets full permissions on it
         node.access.set_permissions(request[USER_KEY].name, name, Permission(".*", ".*", ".*"))
         node.definitions_changed()
@@ -89,10 +99,8 @@ async def put_user(request: web.Request) -> web.Response:
         password_hash = hash_password(str(body["password"]))
     elif "password_hash" in body:
         password_hash = str(body["password_hash"])
-    elif existing is not None:
-        password_hash = existing.password_hash
     else:
-        password_hash = ""  # RabbitMQ accepts it: the user just cannot log in with a password
+        password_hash = ""  # as in RabbitMQ: no password given clears it (no password login)
     tags = body.get("tags", "")
     if isinstance(tags, str):
         tags = [tag for tag in tags.replace(" ", ",").split(",") if tag]
@@ -180,7 +188,17 @@ async def permissions_of(request: web.Request) -> web.Response:
     ])
 
 
+async def users_without_permissions(request: web.Request) -> web.Response:
+    require_tag(request)
+    access = node_of(request).access
+    with_permissions = {user for user, _ in access.permissions}
+    return listing(request, [
+        user_info(user) for user in access.users.values() if user.name not in with_permissions
+    ])
+
+
 ROUTES = [
+    ("GET", "/api/users/without-permissions", users_without_permissions),
     ("GET", "/api/vhosts", list_vhosts),
     ("GET", "/api/users/{user}/permissions", permissions_of),
     ("GET", "/api/vhosts/{vhost}/permissions", permissions_of),

@@ -153,7 +153,7 @@ def listing(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
     if page < 1 or not 1 <= page_size <= 500:
         raise error(400, "invalid_pagination_parameters",
                     f"Invalid pagination parameters: page number {page}, page size {page_size}")
-    page_count = max(1, math.ceil(len(items) / page_size))
+    page_count = math.ceil(len(items) / page_size)
     if page > page_count and items:
         raise error(400, "page_out_of_range",
                     f"Page out of range, page: {page} page size: {page_size}, len: {len(items)}")

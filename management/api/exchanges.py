@@ -39,8 +39,8 @@ def exchange_info(exchange: Exchange, vhost: str) -> dict[str, Any]:
     return {
         "name": exchange.name, "vhost": vhost, "type": exchange.type_name,
         "durable": exchange.durable, "auto_delete": exchange.auto_delete,
-        "internal": exchange.internal, "arguments": exchange.arguments, "user_who_performed_action":
-        "rmq-internal", "policy": None,
+        "internal": exchange.internal, "arguments": exchange.arguments,
+        "user_who_performed_action": "rmq-internal", "policy": exchange.policy,
     }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
+import resource
+import shutil
 import time
 
 from aiohttp import web
@@ -70,13 +73,51 @@ async def overview(request: web.Request) -> web.Response:
 
 async def nodes(request: web.Request) -> web.Response:
     node = node_of(request)
+    disk = shutil.disk_usage(node.config.data_dir) if node.config.data_dir.exists() else None
     return json_response([{
         "name": node_name(), "type": "disc", "running": True, "being_drained": False,
+        "rates_mode": "basic", "exchange_types": [
+            {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
+        ],
+        "mem_limit": int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.4),
+        "disk_free": disk.free if disk else 0, "disk_free_limit": 50_000_000,
+        "fd_total": _fd_limit(), "fd_used": len(os.listdir("/proc/self/fd")),
+        "sockets_total": _fd_limit(), "sockets_used": len(node.connections),
+        "proc_total": 1048576, "proc_used": len(asyncio.all_tasks()), "run_queue": 0,
         "uptime": int((time.time() - node.started_at) * 1000),
         "mem_used": resident_memory(), "mem_alarm": False, "disk_free_alarm": False,
         "partitions": [], "applications": [], "os_pid": str(_pid()),
         "processors": _cpus(),
     }])
+
+
+def _fd_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def health_ok(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def port_listener(request: web.Request) -> web.Response:
+    config = node_of(request).config
+    ports = [config.port, config.management_port]
+    try:
+        port = int(request.match_info["port"])
+    except ValueError:
+        port = -1
+    if port in ports:
+        return json_response({"status": "ok", "port": port})
+    return json_response({"status": "failed", "reason": "No active listener",
+                          "missing": port, "ports": ports}, status=503)
+
+
+async def protocol_listener(request: web.Request) -> web.Response:
+    protocol = request.match_info["protocol"]
+    if protocol in ("amqp", "amqp091", "amqp0-9-1", "http"):
+        return json_response({"status": "ok", "protocol": protocol})
+    return json_response({"status": "failed", "reason": "No active listener",
+                          "missing": protocol, "protocols": ["amqp", "http"]}, status=503)
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -115,5 +156,10 @@ ROUTES = [
     ("GET", "/api/whoami", whoami),
     ("GET", "/api/health/checks/alarms", alarms),
     ("GET", "/api/health/checks/local-alarms", alarms),
+    ("GET", "/api/health/checks/virtual-hosts", health_ok),
+    ("GET", "/api/health/checks/node-is-quorum-critical", health_ok),
+    ("GET", "/api/health/checks/node-is-mirror-sync-critical", health_ok),
+    ("GET", "/api/health/checks/port-listener/{port}", port_listener),
+    ("GET", "/api/health/checks/protocol-listener/{protocol}", protocol_listener),
     ("GET", "/api/aliveness-test/{vhost}", aliveness),
 ]
