@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import resource
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from broker import __version__
 from broker.exchanges import EXCHANGE_TYPES
-from management.api.common import json_response, node_of, vhost_of
+from management.api.common import json_response, node_of, not_found, vhost_of
 from management.auth import USER_KEY
 from management.rates import RATES_KEY, message_stats
 
@@ -120,6 +121,14 @@ async def protocol_listener(request: web.Request) -> web.Response:
                           "missing": protocol, "protocols": ["amqp", "http"]}, status=503)
 
 
+async def show_node(request: web.Request) -> web.Response:
+    if request.match_info["name"] != node_name():
+        raise not_found()
+    response = await nodes(request)
+    response.body = json.dumps(json.loads(response.body)[0]).encode()
+    return response
+
+
 async def whoami(request: web.Request) -> web.Response:
     user = request[USER_KEY]
     return json_response({"name": user.name, "tags": list(user.tags)})
@@ -153,6 +162,7 @@ def resident_memory() -> int:
 ROUTES = [
     ("GET", "/api/overview", overview),
     ("GET", "/api/nodes", nodes),
+    ("GET", "/api/nodes/{name}", show_node),
     ("GET", "/api/whoami", whoami),
     ("GET", "/api/health/checks/alarms", alarms),
     ("GET", "/api/health/checks/local-alarms", alarms),

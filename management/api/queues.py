@@ -59,7 +59,10 @@ def queue_info(queue: Queue) -> dict[str, Any]:
             "publish": queue.messages_published, "deliver_get": queue.messages_delivered,
             "ack": queue.messages_acked, "redeliver": queue.messages_redelivered,
         },
-        "owner_pid_details": None,
+        "owner_pid_details": (
+            {"name": queue.owner.display_name, "peer_host": (queue.owner.peer or ("", 0))[0],
+             "peer_port": (queue.owner.peer or ("", 0))[1]} if queue.owner else None
+        ),
     }
 
 
@@ -113,6 +116,12 @@ async def declare_queue(request: web.Request) -> web.Response:
 
 async def delete_queue(request: web.Request) -> web.Response:
     queue = queue_of(request)
+    if queue.exclusive:
+        raise bad_request(
+            f"cannot obtain exclusive access to locked {queue.describe()}. It could be "
+            "originally declared on another connection or the exclusive property value does "
+            "not match that of the original declaration."
+        )
     if request.query.get("if-unused") == "true" and queue.consumers:
         raise bad_request(f"{queue.describe()} in use")
     if request.query.get("if-empty") == "true" and queue.message_count:
