@@ -1469,3 +1469,37 @@ def test_user_who_performed_action(api, unique, cleanup):
     assert api.ok_json(path)["user_who_performed_action"] == "guest"
     assert api.ok_json("/api/exchanges/%2F/amq.direct")["user_who_performed_action"] == \
         "rmq-internal"
+
+
+def test_definitions_per_vhost_round_trip(api, vhost):
+    v = q(vhost)
+    api.create_queue(vhost, "rt-q", durable=True, arguments={"x-max-length": 7})
+    api.create_exchange(vhost, "rt-x", "topic", durable=True)
+    assert api.post(f"/api/bindings/{v}/e/rt-x/q/rt-q", {"routing_key": "a.*"}).status == 201
+    assert api.put(f"/api/policies/{v}/rt-p", {"pattern": "^rt-", "apply-to": "queues",
+                                               "definition": {"max-length": 9}}).status == 201
+    exported = api.ok_json(f"/api/definitions/{v}")
+    # Unlike queues, exchanges and bindings, policies keep their "vhost" key here.
+    assert exported["policies"] == [{"vhost": vhost, "name": "rt-p", "pattern": "^rt-",
+                                     "apply-to": "queues", "definition": {"max-length": 9},
+                                     "priority": 0}]
+    assert exported["exchanges"] == [{"name": "rt-x", "type": "topic", "durable": True,
+                                      "auto_delete": False, "internal": False,
+                                      "arguments": {}}]
+    assert exported["bindings"] == [{"source": "rt-x", "destination": "rt-q",
+                                     "destination_type": "queue", "routing_key": "a.*",
+                                     "arguments": {}}]
+    for path in (f"/api/queues/{v}/rt-q", f"/api/exchanges/{v}/rt-x",
+                 f"/api/policies/{v}/rt-p"):
+        assert api.delete(path).status == 204
+    assert api.post(f"/api/definitions/{v}", exported).status == 204
+    again = api.ok_json(f"/api/definitions/{v}")
+    for key in ("queues", "exchanges", "bindings", "policies"):
+        assert again[key] == exported[key], key
+    assert api.publish(vhost, "rt-x", "a.b", "back") is True
+
+
+def test_json_content_type(api):
+    assert api.get("/api/overview").header("content-type").startswith("application/json")
+    assert api.get("/api/queues/%2F/no-such-queue").header("content-type").startswith(
+        "application/json")
