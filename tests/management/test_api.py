@@ -1503,3 +1503,14 @@ def test_json_content_type(api):
     assert api.get("/api/overview").header("content-type").startswith("application/json")
     assert api.get("/api/queues/%2F/no-such-queue").header("content-type").startswith(
         "application/json")
+
+
+def test_cluster_name_and_empty_listings(api):
+    assert api.ok_json("/api/cluster-name") == {
+        "name": api.ok_json("/api/overview")["cluster_name"]}
+    for path in ("/api/parameters", "/api/global-parameters", "/api/topic-permissions",
+                 "/api/vhost-limits", "/api/operator-policies"):
+        assert isinstance(api.ok_json(path), list), path
+    auth = api.get("/api/auth", auth=None)
+    assert auth.status == 200
+    assert auth.json()["enable_uaa"] is False
