@@ -369,7 +369,10 @@ def test_policy_applies_to_matching_queue(api, unique, cleanup):
     ({"pattern": "x", "definition": {"max-length": 1}, "apply-to": "foo"},
      "Validation failed\n\napply-to 'foo' unrecognised; should be 'queues', 'exchanges' or 'all'"),
     ({"definition": {"max-length": 1}}, "[{key_missing,pattern}]"),
-], ids=["bad-value", "unknown-key", "bad-apply-to", "no-pattern"])
+    ({"pattern": "x", "definition": {"max-length": 1}, "priority": "high"},
+     "Validation failed\n\npriority should be a number"),
+    ({"pattern": "x", "definition": {}}, "Validation failed\n\nno policy provided"),
+], ids=["bad-value", "unknown-key", "bad-apply-to", "no-pattern", "bad-priority", "empty"])
 def test_policy_bad_input(api, unique, body, reason_start):
     path = f"/api/policies/%2F/{q('p-' + unique)}"
     answer = api.put(path, body)
@@ -1514,3 +1517,24 @@ def test_cluster_name_and_empty_listings(api):
     auth = api.get("/api/auth", auth=None)
     assert auth.status == 200
     assert auth.json()["enable_uaa"] is False
+
+
+def test_wrong_types(api, queue, unique):
+    get = f"/api/queues/%2F/{q(queue)}/get"
+    answer = api.post(get, {"count": "x", "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": ["not_integer", "x"]}
+    assert api.publish("/", "amq.default", queue, "m")
+    answer = api.post(get, {"count": "2", "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert answer.status == 200  # numeric strings are accepted
+    assert [m["payload"] for m in answer.json()] == ["m"]
+    answer = api.put(f"/api/exchanges/%2F/{q('x-' + unique)}", {"auto_delete": "maybe"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": ["not_boolean", "maybe"]}
+    answer = api.post("/api/exchanges/%2F/amq.default/publish", {
+        "properties": {"delivery_mode": "x"}, "routing_key": queue, "payload": "x",
+        "payload_encoding": "string"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request", "reason": ["not_int", "delivery_mode"]}
+    # Unknown properties are ignored.
+    assert api.publish("/", "amq.default", queue, "y", properties={"bogus": 1}) is True
