@@ -1542,3 +1542,38 @@ def test_wrong_types(api, queue, unique):
     assert answer.json() == {"error": "bad_request", "reason": ["not_int", "delivery_mode"]}
     # Unknown properties are ignored.
     assert api.publish("/", "amq.default", queue, "y", properties={"bogus": 1}) is True
+
+
+def test_internal_exchange_and_exchange_if_unused(api, queue, unique, cleanup):
+    exchange = f"x-{unique}"
+    path = f"/api/exchanges/%2F/{q(exchange)}"
+    cleanup.append(path)
+    assert api.put(path, {"type": "fanout", "internal": True}).status == 201
+    assert api.ok_json(path)["internal"] is True
+    answer = api.post(f"{path}/publish", {"properties": {}, "routing_key": "", "payload": "x",
+                                          "payload_encoding": "string"})
+    assert answer.status == 400
+    assert answer.json() == {
+        "error": "bad_request",
+        "reason": f"403 ACCESS_REFUSED - cannot publish to internal exchange '{exchange}' "
+                  "in vhost '/'"}
+    assert api.post(f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}", {}).status == 201
+    answer = api.delete(f"{path}?if-unused=true")
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request",
+                             "reason": f"exchange '{exchange}' in vhost '/' in use"}
+    assert api.delete(path).status == 204
+    assert [b["source"] for b in api.ok_json(f"/api/queues/%2F/{q(queue)}/bindings")] == [""]
+
+
+def test_auto_delete_queue_created_over_http(api, broker, unique, cleanup):
+    name = f"ad-{unique}"
+    path = f"/api/queues/%2F/{q(name)}"
+    cleanup.append(path)
+    assert api.put(path, {"auto_delete": True}).status == 201
+    assert api.ok_json(path)["auto_delete"] is True
+    with amqp(broker) as connection:
+        channel = connection.channel()
+        tag = channel.basic_consume(name, lambda *args: None)
+        channel.basic_cancel(tag)
+    eventually(lambda: api.get(path).status, lambda status: status == 404)
