@@ -1577,3 +1577,23 @@ def test_auto_delete_queue_created_over_http(api, broker, unique, cleanup):
         tag = channel.basic_consume(name, lambda *args: None)
         channel.basic_cancel(tag)
     eventually(lambda: api.get(path).status, lambda status: status == 404)
+
+
+def test_management_user_sees_only_own_connections(api, broker, tagged_user, unique):
+    user, password = tagged_user("management")
+    assert api.put(f"/api/permissions/%2F/{q(user)}",
+                   {"configure": ".*", "write": ".*", "read": ".*"}).status == 201
+    mine, theirs = f"{unique}-mine", f"{unique}-guest"
+    with amqp(broker, name=theirs), contextlib.closing(pika.BlockingConnection(
+            pika.ConnectionParameters(host=broker.host, port=broker.port,
+                                      credentials=pika.PlainCredentials(user, password),
+                                      client_properties={"connection_name": mine}))):
+        _find_connection(api, mine)
+        _find_connection(api, theirs)
+        seen = {c["client_properties"].get("connection_name"): c["user"]
+                for c in api.get("/api/connections", auth=(user, password)).json()}
+        assert seen == {mine: user}
+        monitor = tagged_user("monitoring")
+        names = {c["client_properties"].get("connection_name")
+                 for c in api.get("/api/connections", auth=monitor).json()}
+        assert {mine, theirs} <= names
