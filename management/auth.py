@@ -42,7 +42,7 @@ async def rabbitmq_errors(
 async def authenticate(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
+    if not request.path.startswith("/api/") or request.path == "/api/auth":
         return await handler(request)
     header = request.headers.get("Authorization")
     if header is None:

@@ -8,7 +8,14 @@ from aiohttp import web
 
 from broker.channel import Channel
 from broker.connection import Connection
-from management.api.common import json_response, listing, node_of, not_found
+from management.api.common import (
+    USER,
+    json_response,
+    listing,
+    node_of,
+    not_found,
+    sees_every_vhost,
+)
 from management.api.overview import node_name
 from management.auth import require_tag
 
@@ -48,7 +55,11 @@ def channel_info(channel: Channel) -> dict[str, Any]:
 
 
 def _connections(request: web.Request) -> list[Connection]:
-    return [c for c in node_of(request).connections if c.user is not None]
+    """Open connections; a management user sees only their own (as in RabbitMQ)."""
+    connections = [c for c in node_of(request).connections if c.user is not None]
+    if not sees_every_vhost(request):
+        connections = [c for c in connections if c.user.name == request[USER].name]
+    return connections
 
 
 async def list_connections(request: web.Request) -> web.Response:

@@ -26,7 +26,8 @@ async def export_vhost(request: web.Request) -> web.Response:
     document = export_definitions(node_of(request), durable_only=False)
     per_vhost = {"rabbit_version": document["rabbit_version"]}
     for key in ("policies", "queues", "exchanges", "bindings", "parameters"):
-        per_vhost[key] = [
+        per_vhost[key] = [  # RabbitMQ drops "vhost" from everything but policies
+            item if key == "policies" else
             {field: value for field, value in item.items() if field != "vhost"}
             for item in document[key] if item.get("vhost") == name
         ]

@@ -107,6 +107,9 @@ async def publish(request: web.Request) -> web.Response:
     if exchange is None:
         raise bad_request(f"404 NOT_FOUND - no exchange '{request.match_info['name']}' in "
                           f"vhost '{vhost.name}'")
+    if exchange.internal:
+        raise bad_request(f"403 ACCESS_REFUSED - cannot publish to internal exchange "
+                          f"'{exchange.name}' in vhost '{vhost.name}'")
     body = await json_body(request)
     require_keys(body, "properties", "routing_key", "payload", "payload_encoding")
     payload, encoding = body["payload"], body["payload_encoding"]
@@ -137,7 +140,14 @@ _PROPERTY_NAMES = {"type": "message_type"}
 def _properties_raw(given: dict[str, Any]) -> bytes:
     if not isinstance(given, dict):
         raise bad_request("properties must be an object")
-    fields = {_PROPERTY_NAMES.get(name, name): value for name, value in given.items()}
+    known = set(spec.Basic.Properties.__slots__)
+    fields = {
+        _PROPERTY_NAMES.get(name, name): value for name, value in given.items()
+        if _PROPERTY_NAMES.get(name, name) in known  # unknown properties are ignored
+    }
+    for name in ("delivery_mode", "priority"):
+        if name in fields and not isinstance(fields[name], int):
+            raise error(400, "bad_request", ["not_int", name])
     if isinstance(fields.get("timestamp"), int):
         fields["timestamp"] = datetime.datetime.fromtimestamp(fields["timestamp"], datetime.UTC)
     try:

@@ -129,6 +129,18 @@ async def show_node(request: web.Request) -> web.Response:
     return response
 
 
+async def cluster_name(request: web.Request) -> web.Response:
+    return json_response({"name": node_name()})
+
+
+async def empty_list(request: web.Request) -> web.Response:
+    return json_response([])
+
+
+async def auth_settings(request: web.Request) -> web.Response:
+    return json_response({"enable_uaa": False, "oauth_enabled": False})
+
+
 async def whoami(request: web.Request) -> web.Response:
     user = request[USER_KEY]
     return json_response({"name": user.name, "tags": list(user.tags)})
@@ -164,6 +176,12 @@ ROUTES = [
     ("GET", "/api/nodes", nodes),
     ("GET", "/api/nodes/{name}", show_node),
     ("GET", "/api/whoami", whoami),
+    ("GET", "/api/cluster-name", cluster_name),
+    ("GET", "/api/auth", auth_settings),
+    *(("GET", f"/api/{name}", empty_list) for name in (
+        "parameters", "global-parameters", "topic-permissions", "vhost-limits",
+        "operator-policies",
+    )),
     ("GET", "/api/health/checks/alarms", alarms),
     ("GET", "/api/health/checks/local-alarms", alarms),
     ("GET", "/api/health/checks/virtual-hosts", health_ok),

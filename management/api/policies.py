@@ -50,6 +50,10 @@ async def put_policy(request: web.Request) -> web.Response:
     if apply_to not in APPLY_TO:
         raise _invalid(f"apply-to '{apply_to}' unrecognised; should be 'queues', 'exchanges' "
                        "or 'all'")
+    if not definition:
+        raise _invalid("no policy provided")
+    if "priority" in body and not isinstance(body["priority"], int):
+        raise _invalid("priority should be a number")
     unknown = [(key, value) for key, value in definition.items() if key not in POLICY_SETTINGS]
     if unknown:
         shown = ",".join(f"{{<<\"{key}\">>,{value}}}" for key, value in unknown)

@@ -150,9 +150,9 @@ async def get_messages(request: web.Request) -> web.Response:
                        "reject_requeue_false"):
         raise bad_request(f"invalid ackmode {ackmode!r}")
     try:
-        count = int(body.get("count", 1))
+        count = int(body["count"])
     except (TypeError, ValueError):
-        raise bad_request("count must be an integer") from None
+        raise error(400, "bad_request", ["not_integer", body["count"]]) from None
     encoding, truncate = body.get("encoding", "auto"), body.get("truncate")
     taken, results = [], []
     for _ in range(count):
