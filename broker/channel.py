@@ -414,6 +414,8 @@ class Channel:
             else:
                 queues = self.vhost.route(exchange, message)
                 routed = bool(queues)
+                exchange.messages_in += 1
+                exchange.messages_out += len(queues)
                 if routed:
                     ticket, refused = self.vhost.deliver(message, queues)
                     if refused and self.confirm_mode:

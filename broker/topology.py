@@ -28,11 +28,14 @@ def exchange_declare(channel: Channel, method: spec.Exchange.Declare) -> None:
         if isinstance(alternate, str):
             vhost.check_permission(channel.user, "read", "exchange", name, 40, 10)
             vhost.check_permission(channel.user, "write", "exchange", alternate, 40, 10)
-    vhost.declare_exchange(
+    existed = name in vhost.exchanges
+    exchange = vhost.declare_exchange(
         name, method.exchange_type, passive=method.passive, durable=method.durable,
         auto_delete=method.auto_delete, internal=method.internal,
         arguments=method.arguments or {},
     )
+    if not existed:
+        exchange.declared_by = channel.user.name
     if not method.nowait:
         channel.send_method(spec.Exchange.DeclareOk())
 

@@ -49,6 +49,10 @@ class Exchange:
         self.has_exchange_destinations = False
         self.policy_alternate_exchange: str | None = None  # from an exchanges policy
         self.policy: str | None = None  # the name of the policy that applies
+        self.declared_by = "rmq-internal"  # the user who declared it (the API shows it)
+        # Plain counters for the management API: messages in, and copies routed out.
+        self.messages_in = 0
+        self.messages_out = 0
 
     @property
     def alternate_exchange(self) -> str | None:

@@ -13,6 +13,7 @@ from broker.exchanges import EXCHANGE_TYPES, Exchange
 from broker.message import Message
 from management.api.bindings import binding_info
 from management.api.common import (
+    USER,
     access_refused,
     bad_request,
     error,
@@ -40,7 +41,9 @@ def exchange_info(exchange: Exchange, vhost: str) -> dict[str, Any]:
         "name": exchange.name, "vhost": vhost, "type": exchange.type_name,
         "durable": exchange.durable, "auto_delete": exchange.auto_delete,
         "internal": exchange.internal, "arguments": exchange.arguments,
-        "user_who_performed_action": "rmq-internal", "policy": exchange.policy,
+        "user_who_performed_action": exchange.declared_by, "policy": exchange.policy,
+        "message_stats": {"publish_in": exchange.messages_in,
+                          "publish_out": exchange.messages_out},
     }
 
 
@@ -77,7 +80,7 @@ async def declare_exchange(request: web.Request) -> web.Response:
     if type_name not in EXCHANGE_TYPES:
         raise bad_request(f"invalid exchange type '{type_name}'")
     try:
-        vhost.declare_exchange(
+        exchange = vhost.declare_exchange(
             name, type_name, passive=False, durable=parse_bool(body.get("durable", False)),
             auto_delete=parse_bool(body.get("auto_delete", False)),
             internal=parse_bool(body.get("internal", False)),
@@ -85,6 +88,8 @@ async def declare_exchange(request: web.Request) -> web.Response:
         )
     except AMQPError as failure:
         raise bad_request(failure.text) from None
+    if not existed:
+        exchange.declared_by = request[USER].name
     return web.Response(status=204 if existed else 201)
 
 
@@ -96,7 +101,7 @@ async def delete_exchange(request: web.Request) -> web.Response:
     try:
         vhost.delete_exchange(exchange.name, request.query.get("if-unused") == "true")
     except AMQPError as failure:
-        raise bad_request(failure.reply_text) from None
+        raise bad_request(failure.text) from None
     return web.Response(status=204)
 
 
@@ -128,6 +133,8 @@ async def publish(request: web.Request) -> web.Response:
                       shortstr(exchange.name) + shortstr(routing_key), props_raw, raw_body)
     message.persistent = (body["properties"] or {}).get("delivery_mode") == 2
     queues = vhost.route(exchange, message)
+    exchange.messages_in += 1
+    exchange.messages_out += len(queues)
     vhost.deliver(message, queues)
     node_of(request).messages_received += 1
     return json_response({"routed": bool(queues)})

@@ -160,6 +160,7 @@ async def get_messages(request: web.Request) -> web.Response:
         if entry is None:
             break
         queue.head_body(entry)
+        queue.note_delivery(entry)
         taken.append(entry)
         message = entry.message
         payload = message.body if truncate is None else message.body[: int(truncate)]
