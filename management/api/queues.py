@@ -201,8 +201,26 @@ def _properties(raw: bytes) -> dict[str, Any] | list:
         if value in (None, ""):
             continue
         name = "type" if name == "message_type" else name  # the API's (and AMQP's) name
-        shown[name] = int(value.timestamp()) if name == "timestamp" else value
+        shown[name] = _json_value(value)
     return shown or []
+
+
+def _json_value(value: Any) -> Any:
+    """A property or header value as the management plugin renders it in JSON."""
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            return "Not UTF-8, base64 is: " + base64.b64encode(bytes(value)).decode()
+    if hasattr(value, "timestamp"):
+        return int(value.timestamp())
+    if value is None:
+        return "undefined"
+    return value
 
 
 async def queue_bindings(request: web.Request) -> web.Response:
