@@ -76,6 +76,16 @@ class Queue:
         return len(self._messages)
 
     @property
+    def ready_bytes(self) -> int:
+        return self._messages.bytes
+
+    @property
+    def memory_estimate(self) -> int:
+        """Roughly what the queue holds in memory: resident bodies plus ~500 B of index per
+        message (measured; see the README)."""
+        return self._messages.bytes + 500 * (len(self._messages) + self.unacked_count)
+
+    @property
     def consumer_count(self) -> int:
         return len(self.consumers)
 

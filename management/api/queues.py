@@ -54,7 +54,8 @@ def queue_info(queue: Queue) -> dict[str, Any]:
         "single_active_consumer_tag": (
             queue.consumers.active.tag if queue.consumers.active else None
         ),
-        "memory": 0, "message_bytes": 0, "message_bytes_ready": 0,
+        "memory": queue.memory_estimate, "message_bytes": queue.ready_bytes,
+        "message_bytes_ready": queue.ready_bytes,
         "message_stats": {
             "publish": queue.messages_published, "deliver_get": queue.messages_delivered,
             "ack": queue.messages_acked, "redeliver": queue.messages_redelivered,
