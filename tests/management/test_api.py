@@ -1597,3 +1597,18 @@ def test_management_user_sees_only_own_connections(api, broker, tagged_user, uni
         names = {c["client_properties"].get("connection_name")
                  for c in api.get("/api/connections", auth=monitor).json()}
         assert {mine, theirs} <= names
+
+
+def test_sort_by_message_count(api, vhost):
+    for name, count in (("s-one", 1), ("s-none", 0), ("s-two", 2)):
+        api.create_queue(vhost, name)
+        for _ in range(count):
+            assert api.publish(vhost, "amq.default", name, "x")
+    for name, count in (("s-one", 1), ("s-none", 0), ("s-two", 2)):
+        wait_for_queue_field(api, vhost, name, messages=count)
+    base = f"/api/queues/{q(vhost)}?columns=name,messages&sort=messages"
+    assert [x["name"] for x in api.ok_json(base)] == ["s-none", "s-one", "s-two"]
+    assert [x["name"] for x in api.ok_json(f"{base}&sort_reverse=true")] == [
+        "s-two", "s-one", "s-none"]
+    page = api.ok_json(f"{base}&sort_reverse=true&page=1&page_size=1")
+    assert page["items"] == [{"name": "s-two", "messages": 2}]
