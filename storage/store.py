@@ -374,6 +374,9 @@ class MessageStore:
                 break
             moves = [self._copy_forward(message) for message in list(info.messages.values())]
             del segments[number]
+            if not moves:  # nothing live: it can go with the next batch
+                self.wal.delete_segment_when_durable(number)
+                continue
             # Readers keep using the old copies until the new ones are on disk; only then is
             # the old segment deleted.
             self._retiring.append((self.wal.pending_ticket, number, moves))
