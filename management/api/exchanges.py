@@ -78,7 +78,7 @@ async def declare_exchange(request: web.Request) -> web.Response:
     existed = name in vhost.exchanges
     type_name = body.get("type", "direct")
     if type_name not in EXCHANGE_TYPES:
-        raise bad_request(f"invalid exchange type '{type_name}'")
+        raise bad_request(f"unknown exchange type '{type_name}'")
     try:
         exchange = vhost.declare_exchange(
             name, type_name, passive=False, durable=parse_bool(body.get("durable", False)),
