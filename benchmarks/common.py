@@ -6,6 +6,7 @@ Standard library only. The scripts import it as `common` (they run from this dir
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -16,8 +17,9 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -465,3 +467,25 @@ def report_log(broker: Broker, lines: int = 20, log_path: Path | None = None) ->
     )
     for line in notable[:lines]:
         print(f"  | {line}")
+
+
+def run_in_workdir(
+    args: argparse.Namespace, prefix: str, run: Callable[[argparse.Namespace, Path], int],
+    binaries: tuple[Path, ...] = (),
+) -> int:
+    """Every benchmark's main: check the load generators are built, run in a temporary
+    directory, keep it (brokers' logs and data) when asked or when the run failed."""
+    for binary in binaries:
+        if not binary.exists():
+            print(f"{binary} is missing: run benchmarks/build_amqperf.sh first", file=sys.stderr)
+            return 2
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    status = 1
+    try:
+        status = run(args, workdir)
+        return status
+    finally:
+        if args.keep_logs or status != 0:
+            print(f"\nlogs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,6 +47,7 @@ from common import (
     listening_pid,
     parse_amqperf,
     report_log,
+    run_in_workdir,
     started_rabbitmq,
     started_warren,
 )
@@ -414,20 +413,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not AMQPERF.exists():
-        print(f"{AMQPERF} is missing: run benchmarks/build_amqperf.sh first", file=sys.stderr)
-        return 2
-    workdir = Path(tempfile.mkdtemp(prefix="warren-lifecycle-"))
-    status = 1
-    try:
-        status = run(args, workdir)
-        return status
-    finally:
-        if args.keep_logs or status != 0:
-            print(f"\nlogs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir(parse_args(argv), "warren-lifecycle-", run, (AMQPERF,))
 
 
 if __name__ == "__main__":

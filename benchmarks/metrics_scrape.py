@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -41,6 +39,7 @@ from common import (
     rabbit_spec,
     report_log,
     rss_kib,
+    run_in_workdir,
     stop_process_group,
     wait_for_amqp,
 )
@@ -266,17 +265,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="warren-metrics-"))
-    status = 1
-    try:
-        status = run(args, workdir)
-        return status
-    finally:
-        if args.keep_logs or status != 0:
-            print(f"\nlogs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir(parse_args(argv), "warren-metrics-", run, ())
 
 
 if __name__ == "__main__":

@@ -36,10 +36,8 @@ import argparse
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -69,6 +67,7 @@ from common import (
     rabbit_spec,
     report_log,
     rss_kib,
+    run_in_workdir,
     started_rabbitmq,
     started_warren,
     stop_process_group,
@@ -747,21 +746,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    for binary in (AMQPERF, CONFIRMLAT):
-        if not binary.exists():
-            print(f"{binary} is missing: run benchmarks/build_amqperf.sh first", file=sys.stderr)
-            return 2
-    workdir = Path(tempfile.mkdtemp(prefix="warren-persistent-"))
-    status = 1
-    try:
-        status = run(args, workdir)
-        return status
-    finally:
-        if args.keep_logs or status != 0:
-            print(f"\nlogs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir(parse_args(argv), "warren-persistent-", run, (AMQPERF, CONFIRMLAT))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ from common import (
     fmt,
     parse_amqperf,
     report_log,
+    run_in_workdir,
     started_rabbitmq,
     started_warren,
 )
@@ -236,20 +235,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not AMQPERF.exists():
-        print(f"{AMQPERF} is missing: run benchmarks/build_amqperf.sh first", file=sys.stderr)
-        return 2
-    workdir = Path(tempfile.mkdtemp(prefix="warren-bench-"))
-    status = 1
-    try:
-        status = run(args, workdir)
-        return status
-    finally:
-        if args.keep_logs or status != 0:
-            print(f"\nlogs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir(parse_args(argv), "warren-bench-", run, (AMQPERF,))
 
 
 if __name__ == "__main__":
