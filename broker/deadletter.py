@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING
 from broker.message import Message
 from protocol import properties
 from protocol.codec import shortstr
-from protocol.fieldtable import TypedValue, encode_table
+from protocol.fieldtable import PRE_ENCODED, TypedValue, encode_table, encode_value
 
 if TYPE_CHECKING:
     from broker.queue import Queue
 
 log = logging.getLogger(__name__)
+
+# Encoded x-death values of first deaths, by what they are made of (time in whole seconds).
+_first_deaths: dict[tuple, bytes] = {}
 
 
 def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
@@ -55,6 +58,7 @@ def _dead_lettered_copy(message: Message, queue: Queue, reason: str, exchange: s
     expiration = properties.get(message.props_raw, "expiration")
     if expiration is not None:
         info["original-expiration"] = ("S", expiration.encode())
+    first_death = "x-death" not in headers
     _record_death(headers, info)
     headers = dict(sorted(headers.items()))  # RabbitMQ re-sorts the table it writes x-death in
     if routing_key is not None:
@@ -62,8 +66,18 @@ def _dead_lettered_copy(message: Message, queue: Queue, reason: str, exchange: s
         keys = [routing_key]
     else:
         keys = [message.routing_key, *message.cc]
+    to_encode = headers
+    if first_death:  # the common case: many messages die alike; encode their x-death once
+        cache_key = (reason, queue.name, message.exchange, tuple(death_keys), expiration,
+                     info["time"][1])
+        encoded = _first_deaths.get(cache_key)
+        if encoded is None:
+            if len(_first_deaths) >= 256:
+                _first_deaths.clear()
+            encoded = _first_deaths[cache_key] = encode_value(headers["x-death"])
+        to_encode = {**headers, "x-death": (PRE_ENCODED, encoded)}
     props_raw = properties.rebuild(
-        message.props_raw, {"headers": encode_table(headers), "expiration": None}
+        message.props_raw, {"headers": encode_table(to_encode), "expiration": None}
     )
     copy = Message(exchange, keys[0], shortstr(exchange) + shortstr(keys[0]), props_raw,
                    message.body, message.body_size)

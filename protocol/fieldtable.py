@@ -9,6 +9,7 @@ import struct
 from typing import Any
 
 TypedValue = tuple[str, Any]  # (AMQP type tag, value; arrays and tables hold TypedValues)
+PRE_ENCODED = "="  # a pseudo-tag for a value already encoded (tag byte included), for encoding
 
 _FIXED = {
     "t": struct.Struct("!B"), "b": struct.Struct("!b"), "B": struct.Struct("!B"),
@@ -78,6 +79,8 @@ def encode_table(table: dict[str, TypedValue]) -> bytes:
 
 def encode_value(value: TypedValue) -> bytes:
     tag, content = value
+    if tag == PRE_ENCODED:
+        return content
     fixed = _FIXED.get(tag)
     if fixed is not None:
         return tag.encode() + fixed.pack(content)
