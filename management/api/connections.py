@@ -20,8 +20,17 @@ from management.api.overview import node_name
 from management.auth import require_tag
 
 
+def channel_name(channel: Channel) -> str:
+    """RabbitMQ's name for a channel: its connection's name and its number."""
+    return f"{channel.connection.display_name} ({channel.number})"
+
+
+def _peer(connection: Connection) -> tuple[str, int]:
+    return connection.peer or ("", 0)
+
+
 def connection_info(connection: Connection) -> dict[str, Any]:
-    peer_host, peer_port = connection.peer or ("", 0)
+    peer_host, peer_port = _peer(connection)
     local_host, local_port = connection.local or ("", 0)
     return {
         "name": connection.display_name, "node": node_name(), "type": "network",
@@ -41,15 +50,15 @@ def connection_info(connection: Connection) -> dict[str, Any]:
 def channel_info(channel: Channel) -> dict[str, Any]:
     connection = channel.connection
     return {
-        "name": f"{connection.display_name} ({channel.number})", "number": channel.number,
+        "name": channel_name(channel), "number": channel.number,
         "node": node_name(), "user": connection.user.name, "vhost": connection.vhost.name,
         "state": "running", "confirm": channel.confirm_mode, "transactional": channel.tx_mode,
         "consumer_count": len(channel.consumers),
         "messages_unacknowledged": len(channel.unacked),
         "prefetch_count": channel.default_prefetch, "global_prefetch_count":
         channel.global_prefetch, "connection_details": {
-            "name": connection.display_name, "peer_host": (connection.peer or ("", 0))[0],
-            "peer_port": (connection.peer or ("", 0))[1],
+            "name": connection.display_name, "peer_host": _peer(connection)[0],
+            "peer_port": _peer(connection)[1],
         },
     }
 
@@ -72,7 +81,7 @@ async def list_connections(request: web.Request) -> web.Response:
 def channel_of(request: web.Request) -> Channel:
     for connection in _connections(request):
         for channel in connection.channels.values():
-            if f"{connection.display_name} ({channel.number})" == request.match_info["channel"]:
+            if channel_name(channel) == request.match_info["channel"]:
                 return channel
     raise not_found()
 
@@ -134,10 +143,10 @@ async def list_consumers(request: web.Request) -> web.Response:
                     "active": True, "activity_status": "up", "arguments": consumer.arguments,
                     "queue": {"name": consumer.queue.name, "vhost": consumer.queue.vhost.name},
                     "channel_details": {
-                        "name": f"{connection.display_name} ({channel.number})",
+                        "name": channel_name(channel),
                         "number": channel.number, "connection_name": connection.display_name,
-                        "peer_host": (connection.peer or ("", 0))[0],
-                        "peer_port": (connection.peer or ("", 0))[1], "user":
+                        "peer_host": _peer(connection)[0],
+                        "peer_port": _peer(connection)[1], "user":
                         connection.user.name, "node": node_name(),
                     },
                 })
