@@ -12,16 +12,33 @@ from pathlib import Path
 class Config:
     host: str = "0.0.0.0"
     port: int = 5672
+    amqps_host: str = "0.0.0.0"
+    amqps_port: int = 5671
+    tls_certfile: Path | None = None  # the AMQPS listener runs only when a certificate is set
+    tls_keyfile: Path | None = None
+    tls_cacertfile: Path | None = None
+    tls_verify_peer: bool = False
+    tls_fail_if_no_peer_cert: bool = False
+    management_host: str = "0.0.0.0"
     management_port: int = 15672
+    management_certfile: Path | None = None  # HTTPS when set
+    management_keyfile: Path | None = None
     data_dir: Path = Path("data")
     log_level: str = "info"
+    log_file: Path | None = None
     default_user: str = "guest"
     default_pass: str = "guest"
     default_vhost: str = "/"
+    loopback_users: tuple[str, ...] = ("guest",)
     load_definitions: Path | None = None
     frame_max: int = 131072
     channel_max: int = 2047
     heartbeat: int = 60
+    max_connections: int = 0  # 0: no limit
+    max_message_size: int = 128 * 1024 * 1024  # RabbitMQ 3.10's default
+    memory_high_watermark: float = 0.4  # fraction of RAM (or of the cgroup limit)
+    memory_high_watermark_absolute: int | None = None  # bytes; wins over the fraction
+    disk_free_limit: int = 50_000_000  # bytes free on the data dir's file system
     segment_size: int = 64 * 1024 * 1024
 
 
