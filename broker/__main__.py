@@ -6,11 +6,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from datetime import UTC, datetime
 
-from broker.config import parse_args
+from broker.config import Config, parse_args
 from broker.server import serve
 from storage.definitions import DefinitionsError
 from storage.store import StorageError
+
+
+class RabbitStyleFormatter(logging.Formatter):
+    """`2026-11-23 13:50:01.123456+00:00 [info] <broker.connection> message`, as RabbitMQ logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(" ")
+        line = f"{stamp} [{record.levelname.lower()}] <{record.name}> {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(config: Config) -> None:
+    if config.log_file is not None:
+        handler: logging.Handler = logging.FileHandler(config.log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(RabbitStyleFormatter())
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return ctl_main(argv[1:])
     config = parse_args(argv)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(config)
+    except OSError as error:
+        sys.stderr.write(f"warren: configuration error: cannot open log file: {error}\n")
+        return 2
     try:
         import uvloop
 

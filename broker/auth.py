@@ -52,7 +52,6 @@ class User:
     name: str
     password_hash: str
     tags: list[str] = field(default_factory=list)
-    loopback_only: bool = False
 
     def check_password(self, password: str) -> bool:
         return check_password(password, self.password_hash)
@@ -61,7 +60,8 @@ class User:
 class AccessControl:
     """The users of the node and what each may do in each vhost."""
 
-    def __init__(self) -> None:
+    def __init__(self, loopback_users: tuple[str, ...] = ("guest",)) -> None:
+        self.loopback_users = frozenset(loopback_users)  # may log in from loopback only
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
 
@@ -75,7 +75,7 @@ class AccessControl:
         user = self.users.get(username)
         if user is None or not user.check_password(password):
             return None
-        if user.loopback_only and not loopback:
+        if not loopback and username in self.loopback_users:
             return None
         return user
 

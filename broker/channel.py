@@ -49,7 +49,6 @@ _REPLY_TO_FLAG = 0x0200
 _HEADERS_FLAG = 0x2000
 _EXPIRATION_FLAG = 0x0100
 _DELIVERY_MODE_FLAG = 0x1000
-MAX_MESSAGE_SIZE = 128 * 1024 * 1024  # RabbitMQ 3.10's default max_message_size
 
 # Methods whose arguments table is re-read with field types kept: index -> shortstrs before it.
 _TYPED_ARGUMENTS = {
@@ -284,12 +283,13 @@ class Channel:
                 f"expected content header for class 60, got one for class {class_id} instead",
                 60, 40,
             )
-        if body_size > MAX_MESSAGE_SIZE:
+        max_size = self.connection.node.config.max_message_size
+        if body_size > max_size:
             self._content_state = _IDLE
             raise AMQPChannelError(
                 PRECONDITION_FAILED,
                 f"message size {body_size} is larger than configured max size "
-                f"{MAX_MESSAGE_SIZE}",
+                f"{max_size}",
                 60, 40,
             )
         self._props_raw = props_raw

@@ -1,11 +1,21 @@
-"""Command-line flags and environment variables, resolved into one Config."""
+"""Every setting of the broker, and how one Config is resolved from command-line flags, WARREN_*
+environment variables, a warren.toml file and the defaults, in that order of precedence.
+
+Each setting is declared once in SETTINGS: its Config field, its key in warren.toml, its flag and
+environment variable (both derived from the field name unless given), a parser that checks the
+value and a help text. `warren --help` and the README's table are generated from that list."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -14,11 +24,11 @@ class Config:
     port: int = 5672
     amqps_host: str = "0.0.0.0"
     amqps_port: int = 5671
-    tls_certfile: Path | None = None  # the AMQPS listener runs only when a certificate is set
-    tls_keyfile: Path | None = None
-    tls_cacertfile: Path | None = None
-    tls_verify_peer: bool = False
-    tls_fail_if_no_peer_cert: bool = False
+    amqps_certfile: Path | None = None  # the AMQPS listener runs only when a certificate is set
+    amqps_keyfile: Path | None = None
+    amqps_cacertfile: Path | None = None
+    amqps_verify_peer: bool = False
+    amqps_fail_if_no_peer_cert: bool = False
     management_host: str = "0.0.0.0"
     management_port: int = 15672
     management_certfile: Path | None = None  # HTTPS when set
@@ -41,49 +51,306 @@ class Config:
     disk_free_limit: int = 50_000_000  # bytes free on the data dir's file system
     segment_size: int = 64 * 1024 * 1024
 
+    @property
+    def amqps_enabled(self) -> bool:
+        return self.amqps_certfile is not None
 
-def parse_args(argv: list[str] | None = None) -> Config:
-    env = os.environ
+    @property
+    def management_https(self) -> bool:
+        return self.management_certfile is not None
+
+
+class ConfigError(Exception):
+    """A setting has a value the broker cannot use; the text names the setting and the problem."""
+
+
+# -- value parsers: each takes what TOML, a flag or an environment variable gave -------------
+
+Parser = Callable[[Any], Any]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _integer(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+    return parse
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _size(value: Any) -> int:
+    """Bytes, as an integer or a string with a unit: 50MB, 2GiB (RabbitMQ's units)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"expected a size in bytes such as 50000000, \"50MB\" or \"2GiB\", "
+                         f"got {value!r}")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ValueError(f"expected a fraction of RAM above 0 and at most 1, got {value!r}")
+    return float(value)
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _path(value: Any) -> Path:
+    return Path(_text(value)).expanduser()
+
+
+def _existing_file(value: Any) -> Path:
+    path = _path(value)
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of user names: a TOML array, or a comma-separated string."""
+    if isinstance(value, str):
+        return tuple(name.strip() for name in value.split(",") if name.strip())
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return tuple(value)
+    raise ValueError(f"expected a list of user names, got {value!r}")
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(value: Any) -> str:
+        if _text(value).lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value.lower()
+    return parse
+
+
+_PORT = _integer(1, 65535)
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str
+    key: str  # dotted path in warren.toml
+    parse: Parser
+    help: str
+    flag: str = ""  # default: --field-name
+    env: str = ""  # default: WARREN_FIELD_NAME
+
+    @property
+    def flag_name(self) -> str:
+        return self.flag or "--" + self.field.replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return self.env or "WARREN_" + self.field.upper()
+
+
+SETTINGS = [
+    Setting("host", "amqp.bind", _text, "address the AMQP listener binds", flag="--bind",
+            env="WARREN_BIND"),
+    Setting("port", "amqp.port", _PORT, "AMQP port"),
+    Setting("amqps_host", "amqps.bind", _text, "address the AMQPS (TLS) listener binds",
+            flag="--amqps-bind", env="WARREN_AMQPS_BIND"),
+    Setting("amqps_port", "amqps.port", _PORT, "AMQPS port; the listener runs when "
+            "amqps.certfile is set"),
+    Setting("amqps_certfile", "amqps.certfile", _existing_file,
+            "PEM certificate (chain) of the AMQPS listener"),
+    Setting("amqps_keyfile", "amqps.keyfile", _existing_file,
+            "PEM private key of that certificate"),
+    Setting("amqps_cacertfile", "amqps.cacertfile", _existing_file,
+            "PEM CA bundle that client certificates are verified against"),
+    Setting("amqps_verify_peer", "amqps.verify_peer", _boolean,
+            "ask clients for a certificate and verify it against amqps.cacertfile"),
+    Setting("amqps_fail_if_no_peer_cert", "amqps.fail_if_no_peer_cert", _boolean,
+            "with verify_peer: refuse clients that present no certificate"),
+    Setting("management_host", "management.bind", _text,
+            "address the management HTTP listener binds", flag="--management-bind",
+            env="WARREN_MANAGEMENT_BIND"),
+    Setting("management_port", "management.port", _PORT, "HTTP management API and /metrics port"),
+    Setting("management_certfile", "management.certfile", _existing_file,
+            "PEM certificate: the management port serves HTTPS when set"),
+    Setting("management_keyfile", "management.keyfile", _existing_file,
+            "PEM private key of the management certificate"),
+    Setting("data_dir", "data_dir", _path, "directory for persistent data"),
+    Setting("load_definitions", "load_definitions", _existing_file,
+            "a RabbitMQ definitions JSON file (users, vhosts, permissions, policies, exchanges, "
+            "queues, bindings) to load at start"),
+    Setting("default_user", "default_user", _text, "user created on first start"),
+    Setting("default_pass", "default_pass", _text, "password of the default user"),
+    Setting("default_vhost", "default_vhost", _text, "vhost created on first start"),
+    Setting("loopback_users", "loopback_users", _names,
+            "users who may only connect from loopback (comma-separated in a flag or variable; "
+            "an empty list lifts the restriction)"),
+    Setting("frame_max", "limits.frame_max", _integer(4096, 2**32 - 1),
+            "largest frame offered to clients, in bytes"),
+    Setting("channel_max", "limits.channel_max", _integer(1, 65535),
+            "most channels per connection offered to clients"),
+    Setting("heartbeat", "limits.heartbeat", _integer(0, 65535),
+            "heartbeat interval offered to clients, in seconds (0: none)"),
+    Setting("max_connections", "limits.max_connections", _integer(0, 2**31 - 1),
+            "most client connections at once (0: no limit)"),
+    Setting("max_message_size", "limits.max_message_size", _integer(1, 512 * 1024 * 1024),
+            "largest message body accepted, in bytes"),
+    Setting("memory_high_watermark", "alarms.memory_high_watermark", _fraction,
+            "memory alarm threshold as a fraction of RAM (or of the container's limit)"),
+    Setting("memory_high_watermark_absolute", "alarms.memory_high_watermark_absolute", _size,
+            "memory alarm threshold in bytes (\"2GiB\"); wins over the fraction"),
+    Setting("disk_free_limit", "alarms.disk_free_limit", _size,
+            "disk alarm when the data dir's file system has less free space (\"50MB\")"),
+    Setting("log_level", "log.level", _choice("debug", "info", "warning", "error"),
+            "log verbosity: debug, info, warning or error"),
+    Setting("log_file", "log.file", _path, "append the log to this file instead of stderr"),
+    Setting("segment_size", "storage.segment_size", _size,
+            "size at which a log segment is closed and a new one started"),
+]
+
+_DEFAULTS = Config()
+
+
+def _default_text(setting: Setting) -> str:
+    value = getattr(_DEFAULTS, setting.field)
+    if value is None:
+        return "unset"
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="warren",
         description="Warren: an AMQP 0-9-1 message broker compatible with RabbitMQ clients.",
-        epilog="`warren ctl --help` lists the admin commands (rabbitmqctl's, over the HTTP API). "
-        "Environment: WARREN_DEFAULT_USER, WARREN_DEFAULT_PASS and WARREN_DEFAULT_VHOST "
-        "replace the default guest/guest user and '/' vhost (guest may only connect from "
-        "loopback, as in RabbitMQ).",
+        epilog="Every setting can also be given as an environment variable or in the config "
+        "file, under the key shown in brackets. Flags win over the environment, which wins over "
+        "the file. `warren ctl --help` lists the admin commands.",
     )
-    parser.add_argument("--bind", default=env.get("WARREN_BIND", "0.0.0.0"),
-                        help="address to listen on (default: all interfaces; $WARREN_BIND)")
-    parser.add_argument("--port", type=int, default=int(env.get("WARREN_PORT", 5672)),
-                        help="AMQP port (default 5672; $WARREN_PORT)")
-    parser.add_argument("--management-port", type=int,
-                        default=int(env.get("WARREN_MANAGEMENT_PORT", 15672)),
-                        help="HTTP management API and /metrics port (default 15672; "
-                        "$WARREN_MANAGEMENT_PORT)")
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(env.get("WARREN_DATA_DIR", "data")),
-                        help="directory for persistent data (default ./data; $WARREN_DATA_DIR)")
-    parser.add_argument("--log-level", default=env.get("WARREN_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"],
-                        help="log verbosity (default info; $WARREN_LOG_LEVEL)")
-    parser.add_argument("--load-definitions", type=Path,
-                        default=env.get("WARREN_LOAD_DEFINITIONS") or None,
-                        help="a RabbitMQ definitions JSON file (users, vhosts, permissions, "
-                        "exchanges, queues, bindings) to load at start ($WARREN_LOAD_DEFINITIONS)")
-    parser.add_argument("--segment-size", type=int,
-                        default=int(env.get("WARREN_SEGMENT_SIZE", 64 * 1024 * 1024)),
-                        help="size in bytes at which a log segment is closed and a new one "
-                        "started (default 64 MiB; $WARREN_SEGMENT_SIZE)")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="a warren.toml file ($WARREN_CONFIG)")
+    for setting in SETTINGS:
+        parser.add_argument(
+            setting.flag_name, dest=setting.field, default=None,
+            metavar=setting.key.rsplit(".", 1)[-1].upper(),
+            help=f"{setting.help} (default {_default_text(setting)}; ${setting.env_name}; "
+            f"[{setting.key}])".replace("%", "%%"),
+        )
+    return parser
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """The settings in a warren.toml, by dotted key; unknown keys are an error."""
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    known = {setting.key for setting in SETTINGS}
+    values: dict[str, Any] = {}
+
+    def flatten(table: dict[str, Any], prefix: str) -> None:
+        for name, value in table.items():
+            key = prefix + name
+            if isinstance(value, dict) and key not in known:
+                flatten(value, key + ".")
+            elif key in known:
+                values[key] = value
+            else:
+                raise ConfigError(f"{path}: unknown setting '{key}'")
+
+    flatten(document, "")
+    return values
+
+
+def resolve(args: argparse.Namespace, env: dict[str, str]) -> Config:
+    config_path = args.config or (Path(env["WARREN_CONFIG"]) if env.get("WARREN_CONFIG") else None)
+    from_file = _read_file(config_path) if config_path else {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        flag_value = getattr(args, setting.field)
+        if flag_value is not None:
+            raw, source = flag_value, setting.flag_name
+        elif setting.env_name in env:
+            raw, source = env[setting.env_name], f"${setting.env_name}"
+        elif setting.key in from_file:
+            raw, source = from_file[setting.key], f"'{setting.key}' in {config_path}"
+        else:
+            continue
+        try:
+            values[setting.field] = setting.parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from error
+    config = Config(**values)
+    _check_together(config)
+    return config
+
+
+def _check_together(config: Config) -> None:
+    pairs = [("amqps.certfile", config.amqps_certfile, "amqps.keyfile", config.amqps_keyfile),
+             ("management.certfile", config.management_certfile,
+              "management.keyfile", config.management_keyfile)]
+    for key, value, other_key, other in pairs:
+        if (value is None) != (other is None):
+            given, missing = (key, other_key) if value is not None else (other_key, key)
+            raise ConfigError(f"'{given}' is set but '{missing}' is not: both are needed for TLS")
+    if config.amqps_verify_peer and config.amqps_cacertfile is None:
+        raise ConfigError("'amqps.verify_peer' needs 'amqps.cacertfile' to verify against")
+    ports = [("amqp.port", config.port), ("management.port", config.management_port)]
+    if config.amqps_enabled:
+        ports.append(("amqps.port", config.amqps_port))
+    seen: dict[int, str] = {}
+    for key, port in ports:
+        if port in seen:
+            raise ConfigError(f"'{key}' and '{seen[port]}' are both {port}")
+        seen[port] = key
+
+
+def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Resolve the Config, or print one line naming the bad setting and exit with status 2."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    return Config(
-        host=args.bind,
-        port=args.port,
-        management_port=args.management_port,
-        data_dir=args.data_dir,
-        log_level=args.log_level,
-        default_user=env.get("WARREN_DEFAULT_USER", "guest"),
-        default_pass=env.get("WARREN_DEFAULT_PASS", "guest"),
-        default_vhost=env.get("WARREN_DEFAULT_VHOST", "/"),
-        load_definitions=Path(args.load_definitions) if args.load_definitions else None,
-        segment_size=args.segment_size,
-    )
+    try:
+        return resolve(args, dict(os.environ) if env is None else env)
+    except ConfigError as error:
+        parser.exit(2, f"warren: configuration error: {error}\n")
+
+
+def settings_table() -> str:
+    """The README's table of settings, generated so it cannot drift from the code."""
+    rows = ["| warren.toml | flag | environment | default | meaning |",
+            "|---|---|---|---|---|"]
+    for setting in SETTINGS:
+        rows.append(f"| `{setting.key}` | `{setting.flag_name}` | `{setting.env_name}` | "
+                    f"{_default_text(setting)} | {setting.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(settings_table() + "\n")

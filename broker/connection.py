@@ -121,6 +121,7 @@ class Connection:
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        log.info("accepting AMQP connection %s", self.display_name)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -153,10 +154,10 @@ class Connection:
         except AMQPConnectionError as error:
             self.close_with_error(error)
         except HandshakeRefused as refusal:
-            log.warning("connection %s: handshake refused: %s", self.name, refusal)
+            log.warning("connection %s: handshake refused: %s", self.display_name, refusal)
             self._shutdown()
         except Exception:  # a bug must cost one connection, never the broker
-            log.exception("internal error on connection %s", self.name)
+            log.exception("internal error on connection %s", self.display_name)
             self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
         finally:
             if self._confirm_channels:
@@ -255,7 +256,8 @@ class Connection:
         loopback = self.peer is None or _is_loopback(self.peer[0])
         self.user = self.node.access.authenticate(username, password, loopback)
         if self.user is None:
-            log.warning("connection %s: authentication failed for user '%s'", self.name, username)
+            log.error("Error on AMQP connection %s (state: starting): %s login refused: user "
+                      "'%s' - invalid credentials", self.display_name, mechanism, username)
             capabilities = self.client_properties.get("capabilities") or {}
             if not capabilities.get("authentication_failure_close"):
                 raise HandshakeRefused(f"login refused for user '{username}'")
@@ -300,23 +302,30 @@ class Connection:
                 NOT_ALLOWED,
                 f"access to vhost '{vhost.name}' refused for user '{self.user.name}'", 10, 40,
             )
+        limit = self.node.config.max_connections
+        if limit and len(self.node.connections) >= limit:
+            raise AMQPConnectionError(
+                NOT_ALLOWED, f"connection refused: node connection limit ({limit}) is reached",
+                10, 40,
+            )
         self.vhost = vhost
         self.state = State.OPEN
         self.send_method(0, spec.Connection.OpenOk())
         self.node.connections.add(self)
         log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
-                 self.name, self.user.name, vhost.name)
+                 self.display_name, self.user.name, vhost.name)
         self._start_heartbeats()
 
     def _on_close(self, method: spec.Connection.Close) -> None:
         self.send_method(0, spec.Connection.CloseOk())
-        log.info("connection %s: closed by client (%s %s)", self.name, method.reply_code,
-                 method.reply_text)
+        log.debug("connection %s: closed by client (%s %s)", self.display_name,
+                  method.reply_code, method.reply_text)
         self._shutdown()
 
     def _handshake_timeout(self) -> None:
         if self.state is not State.OPEN and self.state is not State.CLOSED:
-            log.warning("connection %s: handshake timeout (%s)", self.name, self.state.value)
+            log.warning("closing AMQP connection %s: handshake timeout (state: %s)",
+                        self.display_name, self.state.value)
             self._shutdown()
 
     # -- heartbeats -----------------------------------------------------------------------
@@ -337,7 +346,7 @@ class Connection:
             self._missed_ticks += 1
             if self._missed_ticks >= 4:  # two whole heartbeat intervals of silence
                 log.warning("connection %s: missed heartbeats from client, timeout: %ss",
-                            self.name, self.heartbeat)
+                            self.display_name, self.heartbeat)
                 self._shutdown()
                 return
         self._received_since_tick = False
@@ -349,8 +358,9 @@ class Connection:
     # -- closing --------------------------------------------------------------------------
 
     def close_with_error(self, error: AMQPError) -> None:
-        log.warning("connection %s: closing with %s (class %s method %s)", self.name,
-                    error.reply_text, error.class_id, error.method_id)
+        log.error("Error on AMQP connection %s (state: %s): %s (class %s method %s)",
+                  self.display_name, self.state.value, error.reply_text, error.class_id,
+                  error.method_id)
         if error.reply_code == FRAME_ERROR or self.state in (
             State.AWAITING_HEADER, State.CLOSING, State.CLOSED
         ):
@@ -391,6 +401,7 @@ class Connection:
             self.transport.close()
 
     def connection_lost(self) -> None:
+        unexpected = self.state is State.OPEN
         self.state = State.CLOSED
         if self._timer is not None:
             self._timer.cancel()
@@ -399,7 +410,13 @@ class Connection:
         for queue in list(self.exclusive_queues):
             queue.vhost.delete_queue(queue)
         self.node.connections.discard(self)
-        log.info("connection %s closed", self.name)
+        if unexpected:
+            log.warning("closing AMQP connection %s (vhost: '%s', user: '%s'): client "
+                        "unexpectedly closed TCP connection", self.display_name,
+                        self.vhost.name, self.user.name)
+        elif self.vhost is not None:
+            log.info("closing AMQP connection %s (vhost: '%s', user: '%s')", self.display_name,
+                     self.vhost.name, self.user.name)
 
     # -- flow control ---------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.access = AccessControl()
+        self.access = AccessControl(config.loopback_users)
         self.vhosts: dict[str, VirtualHost] = {}
         self.connections: set[Connection] = set()
         self.reply_channels: dict[str, Channel] = {}
@@ -94,8 +94,7 @@ class Node:
         config = self.config
         self.add_vhost(config.default_vhost)
         self.access.add_user(User(
-            config.default_user, hash_password(config.default_pass), ["administrator"],
-            loopback_only=config.default_user == "guest",
+            config.default_user, hash_password(config.default_pass), ["administrator"]
         ))
         self.access.set_permissions(
             config.default_user, config.default_vhost, Permission(".*", ".*", ".*")

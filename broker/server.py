@@ -8,7 +8,9 @@ import logging
 import signal
 
 from broker.config import Config
+from broker.connection import HANDSHAKE_TIMEOUT
 from broker.node import Node
+from broker.tls import amqps_context, management_context
 from broker.transport import Transport
 from management.app import ManagementServer
 
@@ -18,6 +20,7 @@ SHUTDOWN_GRACE = 3.0
 
 
 async def serve(config: Config) -> None:
+    amqps_tls, management_tls = amqps_context(config), management_context(config)
     node = Node(config)
     await node.start()
     loop = asyncio.get_running_loop()
@@ -25,14 +28,21 @@ async def serve(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):  # before any port opens: a stop is clean
         loop.add_signal_handler(signum, stop.set)
     management = ManagementServer(node)
-    await management.start(config.host, config.management_port)
-    server = await loop.create_server(
+    await management.start(config.management_host, config.management_port, management_tls)
+    listeners = [await loop.create_server(
         lambda: Transport(node), config.host, config.port, reuse_address=True, backlog=1024
-    )
-    log.info("Warren listening for AMQP on %s:%s", config.host, config.port)
+    )]
+    log.info("started TCP listener on %s:%s", config.host, config.port)
+    if amqps_tls is not None:
+        listeners.append(await loop.create_server(
+            lambda: Transport(node), config.amqps_host, config.amqps_port, ssl=amqps_tls,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT, reuse_address=True, backlog=1024,
+        ))
+        log.info("started TLS (SSL) listener on %s:%s", config.amqps_host, config.amqps_port)
     await stop.wait()
     log.info("shutting down")
-    server.close()
+    for listener in listeners:
+        listener.close()
     await management.stop()
     for connection in list(node.connections):
         connection.close_forced("broker forced connection closure with reason 'shutdown'")

@@ -4,6 +4,7 @@ event-loop turn is collected and handed to the socket in a single call."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING
 
 from broker.connection import Connection
@@ -17,6 +18,7 @@ class Transport(asyncio.Protocol):
         self.node = node
         self.connection: Connection | None = None
         self.local_address: tuple[str, int] | None = None
+        self.tls: ssl.SSLObject | None = None  # set on the AMQPS listener
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -25,6 +27,7 @@ class Transport(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
         self.local_address = transport.get_extra_info("sockname")
+        self.tls = transport.get_extra_info("ssl_object")
         transport.set_write_buffer_limits(high=4 * 1024 * 1024)
         self.connection = Connection(self.node, self, transport.get_extra_info("peername"))
 

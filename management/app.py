@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 from aiohttp import web
 
@@ -48,11 +49,12 @@ class ManagementServer:
         self._runner = web.AppRunner(self.app, access_log=None)
         self._sampler: asyncio.Task | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=tls, reuse_address=True).start()
         self._sampler = asyncio.create_task(sample_forever(self.node, self.app[RATES_KEY]))
-        log.info("management API and /metrics listening on %s:%s", host, port)
+        log.info("management API and /metrics listening on %s://%s:%s",
+                 "https" if tls else "http", host, port)
 
     async def stop(self) -> None:
         if self._sampler is not None:

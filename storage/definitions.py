@@ -170,4 +170,4 @@ def _user(entry: dict[str, Any]) -> User:
     tags = entry.get("tags", [])
     if isinstance(tags, str):
         tags = [tag for tag in tags.split(",") if tag]
-    return User(name, password_hash, tags, loopback_only=name == "guest")
+    return User(name, password_hash, tags)

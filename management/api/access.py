@@ -104,7 +104,7 @@ async def put_user(request: web.Request) -> web.Response:
     tags = body.get("tags", "")
     if isinstance(tags, str):
         tags = [tag for tag in tags.replace(" ", ",").split(",") if tag]
-    node.access.add_user(User(name, password_hash, list(tags), loopback_only=name == "guest"))
+    node.access.add_user(User(name, password_hash, list(tags)))
     node.definitions_changed()
     return web.Response(status=204 if existing else 201)
 

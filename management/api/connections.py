@@ -39,12 +39,35 @@ def connection_info(connection: Connection) -> dict[str, Any]:
         "host": local_host, "port": local_port, "peer_host": peer_host, "peer_port": peer_port,
         "channels": len(connection.channels), "channel_max": connection.channel_max,
         "frame_max": connection.frame_max, "timeout": connection.heartbeat,
-        "auth_mechanism": connection.auth_mechanism, "ssl": False,
+        "auth_mechanism": connection.auth_mechanism, **_tls_info(connection),
         "client_properties": connection.client_properties,
         "user_provided_name": connection.client_properties.get("connection_name"),
         "recv_oct": 0, "send_oct": 0, "recv_cnt": 0, "send_cnt": 0,
         "connected_at": int(connection.connected_at * 1000),
     }
+
+
+def _tls_info(connection: Connection) -> dict[str, Any]:
+    """RabbitMQ's ssl_* and peer_cert_* fields: null on a plain TCP connection."""
+    tls = connection.transport.tls
+    if tls is None:
+        return {"ssl": False, "ssl_protocol": None, "ssl_cipher": None,
+                "peer_cert_subject": None, "peer_cert_issuer": None}
+    cert = tls.getpeercert() or {}
+    return {
+        "ssl": True, "ssl_protocol": (tls.version() or "").lower(),
+        "ssl_cipher": (tls.cipher() or ("",))[0],
+        "peer_cert_subject": _distinguished_name(cert.get("subject")),
+        "peer_cert_issuer": _distinguished_name(cert.get("issuer")),
+    }
+
+
+def _distinguished_name(rdns: Any) -> str | None:
+    if not rdns:
+        return None
+    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+             "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST"}
+    return ",".join(f"{short.get(key, key)}={value}" for rdn in rdns for key, value in rdn)
 
 
 def channel_info(channel: Channel) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import time
 from aiohttp import web
 
 from broker import __version__
+from broker.config import Config
 from broker.exchanges import EXCHANGE_TYPES
 from management.api.common import json_response, node_of, not_found, vhost_of
 from management.auth import USER_KEY
@@ -62,14 +63,23 @@ async def overview(request: web.Request) -> web.Response:
             "queues": len(queues),
         },
         "listeners": [
-            {"node": node_name(), "protocol": "amqp", "ip_address": config.host,
-             "port": config.port, "socket_opts": {}},
-            {"node": node_name(), "protocol": "http", "ip_address": config.host,
-             "port": config.management_port, "socket_opts": {}},
+            {"node": node_name(), "protocol": protocol, "ip_address": host, "port": port,
+             "socket_opts": {}}
+            for protocol, host, port in listeners(config)
         ],
         "contexts": [{"node": node_name(), "description": "RabbitMQ Management",
                       "path": "/", "port": str(config.management_port)}],
     })
+
+
+def listeners(config: Config) -> list[tuple[str, str, int]]:
+    """(protocol, address, port) of each listener, named as RabbitMQ names them."""
+    found = [("amqp", config.host, config.port)]
+    if config.amqps_enabled:
+        found.append(("amqp/ssl", config.amqps_host, config.amqps_port))
+    found.append(("https" if config.management_https else "http", config.management_host,
+                  config.management_port))
+    return found
 
 
 async def nodes(request: web.Request) -> web.Response:
@@ -101,8 +111,7 @@ async def health_ok(request: web.Request) -> web.Response:
 
 
 async def port_listener(request: web.Request) -> web.Response:
-    config = node_of(request).config
-    ports = [config.port, config.management_port]
+    ports = [port for _, _, port in listeners(node_of(request).config)]
     try:
         port = int(request.match_info["port"])
     except ValueError:
@@ -115,10 +124,12 @@ async def port_listener(request: web.Request) -> web.Response:
 
 async def protocol_listener(request: web.Request) -> web.Response:
     protocol = request.match_info["protocol"]
-    if protocol in ("amqp", "amqp091", "amqp0-9-1", "http"):
+    active = [name for name, _, _ in listeners(node_of(request).config)]
+    aliases = {"amqp091": "amqp", "amqp0-9-1": "amqp", "amqps": "amqp/ssl"}
+    if aliases.get(protocol, protocol) in active:
         return json_response({"status": "ok", "protocol": protocol})
     return json_response({"status": "failed", "reason": "No active listener",
-                          "missing": protocol, "protocols": ["amqp", "http"]}, status=503)
+                          "missing": protocol, "protocols": active}, status=503)
 
 
 async def show_node(request: web.Request) -> web.Response:
