@@ -1,0 +1,162 @@
+"""Configuration: warren.toml, WARREN_* variables and flags, their precedence, and the one-line
+error a bad setting gets; then a real broker started from a file, seen through pika."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pika
+import pytest
+from conftest import get_json
+from pika.exceptions import ChannelClosedByBroker, ProbableAccessDeniedError
+
+from broker.config import SETTINGS, Config, parse_args
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _warren(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "broker", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_defaults_match_rabbitmq():
+    config = parse_args([], env={})
+    assert config == Config()
+    assert (config.port, config.management_port, config.frame_max, config.channel_max,
+            config.heartbeat, config.disk_free_limit) == (5672, 15672, 131072, 2047, 60,
+                                                         50_000_000)
+    assert config.loopback_users == ("guest",) and config.memory_high_watermark == 0.4
+
+
+def test_flags_win_over_environment_which_wins_over_the_file(tmp_path):
+    file = tmp_path / "warren.toml"
+    file.write_text('[amqp]\nport = 1111\n[limits]\nheartbeat = 5\nchannel_max = 7\n'
+                    '[log]\nlevel = "debug"\n')
+    env = {"WARREN_CONFIG": str(file), "WARREN_PORT": "2222", "WARREN_HEARTBEAT": "9"}
+    config = parse_args(["--port", "3333"], env=env)
+    assert config.port == 3333  # flag over environment over file
+    assert config.heartbeat == 9  # environment over file
+    assert config.channel_max == 7 and config.log_level == "debug"  # file over default
+    assert parse_args(["--config", str(file)], env={}).port == 1111
+
+
+def test_file_understands_sizes_lists_and_booleans(tmp_path, certificates):
+    file = tmp_path / "warren.toml"
+    file.write_text(
+        'loopback_users = []\n'
+        '[alarms]\nmemory_high_watermark_absolute = "2GiB"\ndisk_free_limit = "1GB"\n'
+        f'[amqps]\ncertfile = "{certificates.server.cert}"\nkeyfile = "{certificates.server.key}"\n'
+        f'cacertfile = "{certificates.ca.cert}"\nverify_peer = true\n'
+    )
+    config = parse_args(["--config", str(file)], env={})
+    assert config.memory_high_watermark_absolute == 2 * 1024**3
+    assert config.disk_free_limit == 10**9
+    assert config.loopback_users == ()
+    assert config.amqps_enabled and config.amqps_verify_peer is True
+    assert parse_args(["--loopback-users", "guest, ops"], env={}).loopback_users == ("guest",
+                                                                                      "ops")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('[limits]\nfram_max = 5\n', "unknown setting 'limits.fram_max'"),
+    ('[limits]\nframe_max = 100\n', "'limits.frame_max' in {file}: must be between 4096 and"),
+    ('[limits]\nheartbeat = "soon"\n', "'limits.heartbeat' in {file}: expected an integer, got "
+                                       "'soon'"),
+    ('[alarms]\ndisk_free_limit = "lots"\n', "'alarms.disk_free_limit' in {file}: expected a "
+                                             "size in bytes"),
+    ('[alarms]\nmemory_high_watermark = 3\n', "expected a fraction of RAM"),
+    ('[amqps]\ncertfile = "/nonexistent.pem"\n', "'amqps.certfile' in {file}: no such file"),
+    ('[amqp]\nport = 5672\n[management]\nport = 5672\n', "'management.port' and 'amqp.port' are "
+                                                         "both 5672"),
+    ('[log]\nlevel = "loud"\n', "expected one of debug, info, warning, error"),
+    ('[amqp\nport = 1\n', "is not valid TOML"),
+])
+def test_invalid_file_is_one_clear_line_and_exit_status_2(tmp_path, content, message):
+    file = tmp_path / "warren.toml"
+    file.write_text(content)
+    result = _warren("--config", str(file))
+    assert result.returncode == 2
+    assert result.stderr.startswith("warren: configuration error: ")
+    assert message.format(file=file) in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_invalid_flag_and_variable_are_named(tmp_path):
+    result = _warren("--port", "http", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "--port: expected an integer, got 'http'" in result.stderr
+    result = _warren(env={"WARREN_MAX_MESSAGE_SIZE": "0", "PATH": "/usr/bin"})
+    assert result.returncode == 2
+    assert "$WARREN_MAX_MESSAGE_SIZE: must be between 1 and 536870912, got 0" in result.stderr
+
+
+def test_missing_config_file_is_reported():
+    result = _warren("--config", "/nonexistent/warren.toml")
+    assert result.returncode == 2
+    assert "cannot read config file /nonexistent/warren.toml" in result.stderr
+
+
+def test_help_lists_every_setting():
+    result = _warren("--help")
+    assert result.returncode == 0
+    for setting in SETTINGS:
+        assert setting.flag_name in result.stdout
+        assert f"${setting.env_name}" in result.stdout
+        assert f"[{setting.key}]" in result.stdout
+
+
+def test_readme_lists_every_setting():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for setting in SETTINGS:
+        assert f"`{setting.key}` | `{setting.flag_name}` | `{setting.env_name}`" in readme
+
+
+def test_broker_started_from_a_file(warren_factory, tmp_path, unique):
+    file = tmp_path / "warren.toml"
+    file.write_text(
+        'default_user = "ops"\ndefault_pass = "s3cret"\ndefault_vhost = "apps"\n'
+        '[limits]\nframe_max = 8192\nchannel_max = 3\nheartbeat = 7\nmax_message_size = 1000\n'
+    )
+    broker = warren_factory(env={"WARREN_CONFIG": str(file)})
+    params = pika.ConnectionParameters("127.0.0.1", broker.port, "apps",
+                                       pika.PlainCredentials("ops", "s3cret"))
+    connection = pika.BlockingConnection(params)
+    try:
+        negotiated = connection._impl.params
+        assert (negotiated.frame_max, negotiated.channel_max, negotiated.heartbeat) == (
+            8192, 3, 7)
+        channel = connection.channel()
+        channel.queue_declare(unique, exclusive=True)
+        channel.basic_publish("", unique, b"x" * 1000)  # at the limit: accepted
+        channel.basic_publish("", unique, b"x" * 1001)
+        with pytest.raises(ChannelClosedByBroker) as closed:
+            channel.basic_get(unique)
+        assert closed.value.reply_code == 406
+        assert closed.value.reply_text == ("PRECONDITION_FAILED - message size 1001 is larger "
+                                           "than configured max size 1000")
+        assert connection.channel().queue_declare(unique, passive=True).method.message_count == 1
+    finally:
+        connection.close()
+    whoami = get_json(f"http://127.0.0.1:{broker.management_port}/api/whoami", user=("ops",
+                                                                                      "s3cret"))
+    assert whoami["name"] == "ops"
+
+
+def test_node_connection_limit(warren_factory):
+    broker = warren_factory(extra_args=["--max-connections", "2"])
+    params = pika.ConnectionParameters("127.0.0.1", broker.port)
+    first, second = pika.BlockingConnection(params), pika.BlockingConnection(params)
+    try:
+        # pika reports a close during connection.open as a probable access denial.
+        with pytest.raises(ProbableAccessDeniedError) as refused:
+            pika.BlockingConnection(params)
+        assert ("(530) 'NOT_ALLOWED - connection refused: node connection limit (2) is reached'"
+                in str(refused.value))
+    finally:
+        first.close()
+    third = pika.BlockingConnection(params)  # a slot came free
+    third.close()
+    second.close()
