@@ -160,3 +160,8 @@ def test_node_connection_limit(warren_factory):
     third = pika.BlockingConnection(params)  # a slot came free
     third.close()
     second.close()
+
+
+def test_example_file_is_valid_and_holds_the_defaults():
+    example = REPO_ROOT / "docs" / "warren.example.toml"
+    assert parse_args(["--config", str(example)], env={}) == Config()
