@@ -52,7 +52,7 @@ ROOT="$WORK/root"
 
 echo "debootstrap $SUITE from $MIRROR into $ROOT"
 debootstrap --variant=minbase \
-    --include=python3,python3-venv,python3-pip,ca-certificates,passwd \
+    --include=python3,python3-venv,python3-pip,ca-certificates,passwd,tini \
     "$SUITE" "$ROOT" "$MIRROR"
 
 if [ "$HOST_CA" = 1 ] && ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then

@@ -220,10 +220,10 @@ def test_image_round_trip_clean_stop_and_durable_restart(runner: Runner) -> None
     first = runner.start()
     wait_healthy(first)
 
-    # runs as a non-root user; PID 1 is the broker's python itself (no shell in between)
+    # runs as a non-root user; PID 1 is tini, which forwards signals to the broker
     assert docker("exec", first.name, "id", "-u") != "0"
     cmdline = docker("exec", first.name, "cat", "/proc/1/cmdline").split("\0")
-    assert cmdline[:2] == ["/opt/warren/bin/python3", "/opt/warren/entrypoint.py"], cmdline
+    assert cmdline[:3] == ["tini", "--", "/opt/warren/bin/warren"], cmdline
 
     # pika round trip: durable queue, persistent messages confirmed, one fetched back
     connection = connect(first)
