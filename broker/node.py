@@ -44,6 +44,7 @@ class Node:
         self.data_dir: DataDir | None = None
         self.started_at = time.time()
         self.alarms = ResourceMonitor(config, node_name(), self._alarms_changed)
+        self._storage_retry: asyncio.TimerHandle | None = None
         # Plain counters: /metrics and the API read them when asked (rabbitmq_global_*).
         self.messages_received = 0
         self.messages_received_confirm = 0
@@ -98,6 +99,8 @@ class Node:
 
     async def stop(self) -> None:
         self.alarms.stop()
+        if self._storage_retry is not None:
+            self._storage_retry.cancel()
         if self.store is not None:
             await self.store.close()
         if self.data_dir is not None:
@@ -117,7 +120,9 @@ class Node:
             self.alarms.storage_recovered()
         elif isinstance(error, OSError):
             self.alarms.storage_failed(error)
-            asyncio.get_running_loop().call_later(STORAGE_RETRY_INTERVAL, self.definitions_changed)
+            self._storage_retry = asyncio.get_running_loop().call_later(
+                STORAGE_RETRY_INTERVAL, self.definitions_changed
+            )
 
     def _add_defaults(self) -> None:
         config = self.config

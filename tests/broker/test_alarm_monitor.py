@@ -1,10 +1,12 @@
 """broker/alarms.py without a broker: size parsing, cgroup limits, the limits the monitor
 computes, the alarms it raises and clears, and the write-ahead log's failures raising the disk
-alarm (storage/wal.py's hook)."""
+alarm (storage/wal.py's hook, broker/node.py's retries)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from broker.alarms import (
     parse_information_unit,
 )
 from broker.config import Config
+from broker.node import Node
 from storage.wal import WriteAheadLog
 
 
@@ -134,3 +137,31 @@ async def test_wal_reports_a_failed_write_and_the_next_good_one(tmp_path):
         assert results[1:] == [None]  # told once, not after every write
     finally:
         wal.close()
+
+
+async def test_node_raises_the_disk_alarm_while_its_log_cannot_write(tmp_path, monkeypatch):
+    """In-process node: fsync fails (as on a full disk) -> disk alarm; the node tries a write
+    again every second and the alarm clears once one succeeds."""
+    node = Node(Config(data_dir=tmp_path / "data"))
+    await node.start()
+    try:
+        real_fsync = os.fsync
+
+        def full_disk(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", full_disk)
+        node.definitions_changed()  # the log writes the definitions file next
+        await _until(lambda: DISK in node.alarms.active)
+        assert isinstance(node.alarms.storage_error, OSError)
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        await _until(lambda: not node.alarms.active)
+    finally:
+        await node.stop()
+
+
+async def _until(condition, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
