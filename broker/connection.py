@@ -1,5 +1,15 @@
 """An AMQP connection: handshake (start/tune/open), authentication, the channel table,
-heartbeats, connection.close both ways, and output collected per event-loop turn."""
+heartbeats, connection.close both ways, output collected per event-loop turn, and blocking
+publishers while a resource alarm is in effect.
+
+Blocking follows RabbitMQ 3.10's reader: while an alarm is in effect, a connection is blocked
+right after it hands us a content header or body frame (a publish). Blocked, it reads nothing
+more from its socket (frames already read are held, in order, not dropped), its heartbeat
+monitor is paused (it still sends heartbeats), its deliveries keep flowing out, and a client
+that advertised the `connection.blocked` capability is sent connection.blocked. When no alarm
+is left it is sent connection.unblocked and reading resumes with the held frames. Connections
+that do not publish are never blocked (the management API shows them as "blocking").
+"""
 
 from __future__ import annotations
 
@@ -15,13 +25,16 @@ from pamqp import commands as spec
 from pamqp import decode as pamqp_decode
 
 from broker import __version__
+from broker.alarms import blocked_reason
 from broker.channel import Channel
 from protocol import codec
 from protocol.constants import (
     ACCESS_REFUSED,
     CHANNEL_ERROR,
     CONNECTION_FORCED,
+    FRAME_BODY,
     FRAME_ERROR,
+    FRAME_HEADER,
     FRAME_HEARTBEAT,
     FRAME_METHOD,
     FRAME_MIN_SIZE,
@@ -39,6 +52,8 @@ from protocol.errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
     from broker.auth import User
     from broker.node import Node
     from broker.queue import Queue
@@ -49,6 +64,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_OK_TIMEOUT = 3.0  # seconds we wait for connection.close-ok before dropping the socket
 HANDSHAKE_TIMEOUT = 10.0
+_CONTENT_FRAMES = (FRAME_HEADER, FRAME_BODY)  # a publish in progress
 
 
 class State(Enum):
@@ -119,6 +135,12 @@ class Connection:
         self._sent_since_tick = False
         self._missed_ticks = 0
         self._timer: asyncio.TimerHandle | None = None
+        # Resource alarms: the node's set of alarms in effect (shared, never copied), whether we
+        # stopped reading because this connection published during one, and what was read.
+        self._alarms = node.alarms.active
+        self.blocked = False
+        self._blocked_sent = False
+        self._held: list[codec.Frame] = []
         self._loop = asyncio.get_running_loop()
         self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         log.info("accepting AMQP connection %s", self.display_name)
@@ -140,17 +162,24 @@ class Connection:
 
     def data_received(self, data: bytes) -> None:
         self._received_since_tick = True
-        if self.state is State.CLOSED:
+        if self.state is not State.CLOSED:
+            self._guarded(self._receive, data)
+
+    def _receive(self, data: bytes) -> None:
+        if self.state is State.AWAITING_HEADER:
+            data = self._read_protocol_header(data)
+            if not data:
+                return
+        if self.blocked or self._held:  # a transport that still delivers while paused
+            self._held.extend(self.reader.feed(data))
             return
+        self._handle_frames(self.reader.feed(data))
+
+    def _guarded(self, handle: Callable[[Any], None], argument: Any) -> None:
+        """Run an input handler: AMQP errors close the connection, bugs cost only this one;
+        confirms earned meanwhile go out together."""
         try:
-            if self.state is State.AWAITING_HEADER:
-                data = self._read_protocol_header(data)
-                if not data:
-                    return
-            for frame_type, channel_number, payload in self.reader.feed(data):
-                self._handle_frame(frame_type, channel_number, payload)
-                if self.state is State.CLOSED:
-                    return
+            handle(argument)
         except AMQPConnectionError as error:
             self.close_with_error(error)
         except HandshakeRefused as refusal:
@@ -164,6 +193,17 @@ class Connection:
                 for channel in self._confirm_channels:
                     channel.flush_confirms()
                 self._confirm_channels.clear()
+
+    def _handle_frames(self, frames: Iterable[codec.Frame]) -> None:
+        alarms = self._alarms
+        frames = iter(frames)
+        for frame_type, channel_number, payload in frames:
+            self._handle_frame(frame_type, channel_number, payload)
+            if self.state is State.CLOSED:
+                return
+            if alarms and frame_type in _CONTENT_FRAMES and self.state is State.OPEN:
+                self._block(frames)  # RabbitMQ blocks after a header or body frame
+                return
 
     def _read_protocol_header(self, data: bytes) -> bytes:
         data = self._header_buffer + data
@@ -340,7 +380,7 @@ class Connection:
     def _heartbeat_tick(self) -> None:
         if self.state is State.CLOSED:
             return
-        if self._received_since_tick:
+        if self._received_since_tick or self.blocked:  # we do not read a blocked connection
             self._missed_ticks = 0
         else:
             self._missed_ticks += 1
@@ -378,6 +418,9 @@ class Connection:
             self._shutdown()
 
     def _begin_close(self, code: int, text: str, class_id: int, method_id: int) -> None:
+        if self.blocked:  # read again: the client's close-ok must reach us
+            self.blocked = False
+            self._loop.call_soon(self._resume_reading)
         self.release_channels()
         self._send_close(code, text, class_id, method_id)
         self.state = State.CLOSING
@@ -403,6 +446,7 @@ class Connection:
     def connection_lost(self) -> None:
         unexpected = self.state is State.OPEN
         self.state = State.CLOSED
+        self._held.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -417,6 +461,39 @@ class Connection:
         elif self.vhost is not None:
             log.info("closing AMQP connection %s (vhost: '%s', user: '%s')", self.display_name,
                      self.vhost.name, self.user.name)
+
+    # -- resource alarms ------------------------------------------------------------------
+
+    def _block(self, rest: Iterator[codec.Frame]) -> None:
+        """It published while an alarm is in effect: hold what is left, stop reading."""
+        self.blocked = True
+        self._held.extend(rest)
+        self.transport.pause_reading()
+        capabilities = self.client_properties.get("capabilities") or {}
+        if isinstance(capabilities, dict) and capabilities.get("connection.blocked"):
+            self._blocked_sent = True
+            self.send_method(0, spec.Connection.Blocked(blocked_reason(self._alarms)))
+
+    def alarms_changed(self) -> None:
+        """The node raised or cleared an alarm: with none left, a blocked connection goes on."""
+        if not self.blocked or self._alarms or self.state is not State.OPEN:
+            return
+        self.blocked = False
+        self._received_since_tick = True  # the heartbeat monitor starts afresh
+        self._missed_ticks = 0
+        if self._blocked_sent:
+            self._blocked_sent = False
+            self.send_method(0, spec.Connection.Unblocked())
+        self._loop.call_soon(self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        """Handle the held frames (which may block us again), then read the socket again."""
+        if self.state is State.CLOSED or self.blocked:
+            return
+        held, self._held = self._held, []
+        self._guarded(self._handle_frames, held)
+        if not self.blocked and self.state is not State.CLOSED:
+            self.transport.resume_reading()
 
     # -- flow control ---------------------------------------------------------------------
 

@@ -1,14 +1,16 @@
 """The broker node: its vhosts, users, open connections, direct reply-to registry, storage,
-and the plain message counters that /metrics reads at scrape time."""
+resource alarms, and the plain message counters that /metrics reads at scrape time."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import platform
 import time
 from typing import TYPE_CHECKING
 
+from broker.alarms import ResourceMonitor
 from broker.auth import AccessControl, Permission, User, hash_password
 from broker.exchanges import DelayedExchange
 from broker.vhost import VirtualHost
@@ -23,6 +25,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STORAGE_RETRY_INTERVAL = 1.0  # seconds between writes tried while the log is failing
+
+
+def node_name() -> str:
+    """The node's name, RabbitMQ style: warren@host."""
+    return f"warren@{platform.node()}"
+
 
 class Node:
     def __init__(self, config: Config) -> None:
@@ -34,6 +43,8 @@ class Node:
         self.store: MessageStore | None = None
         self.data_dir: DataDir | None = None
         self.started_at = time.time()
+        self.alarms = ResourceMonitor(config, node_name(), self._alarms_changed)
+        self._storage_retry: asyncio.TimerHandle | None = None
         # Plain counters: /metrics and the API read them when asked (rabbitmq_global_*).
         self.messages_received = 0
         self.messages_received_confirm = 0
@@ -55,6 +66,7 @@ class Node:
     async def start(self) -> None:
         """Open the data dir, load definitions, recover persistent messages."""
         self.data_dir = data_dir = open_data_dir(self.config.data_dir)
+        self.alarms.start()
         if data_dir.definitions_path.exists():
             apply_definitions(self, json.loads(data_dir.definitions_path.read_text()))
         else:
@@ -75,6 +87,8 @@ class Node:
                 if isinstance(exchange, DelayedExchange) and exchange.durable:
                     durable_queues[exchange.holding.key] = exchange.holding
         self.store.recover(scanned, durable_queues, data_dir.was_shut_down_cleanly())
+        if self.store.wal is not None:
+            self.store.wal.on_write_result = self._storage_write_result
         data_dir.mark_running()
         for vhost in self.vhosts.values():
             self._attach(vhost)
@@ -84,11 +98,31 @@ class Node:
                  loop.time() - started, scanned.corrupt_records)
 
     async def stop(self) -> None:
+        self.alarms.stop()
+        if self._storage_retry is not None:
+            self._storage_retry.cancel()
         if self.store is not None:
             await self.store.close()
         if self.data_dir is not None:
             self.data_dir.mark_clean()
             self.data_dir.close()
+
+    def _alarms_changed(self) -> None:
+        """An alarm was raised or cleared: blocked connections may go on."""
+        for connection in list(self.connections):
+            connection.alarms_changed()
+
+    def _storage_write_result(self, error: BaseException | None) -> None:
+        """The log failed to write a batch (disk full, I/O error): the disk alarm goes up, and
+        a write (the definitions file) is tried again every second until one succeeds (error
+        None), which clears it."""
+        if error is None:
+            self.alarms.storage_recovered()
+        elif isinstance(error, OSError):
+            self.alarms.storage_failed(error)
+            self._storage_retry = asyncio.get_running_loop().call_later(
+                STORAGE_RETRY_INTERVAL, self.definitions_changed
+            )
 
     def _add_defaults(self) -> None:
         config = self.config

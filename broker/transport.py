@@ -62,6 +62,15 @@ class Transport(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def pause_reading(self) -> None:
+        """Read nothing more from the socket (a publisher blocked by a resource alarm)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def pause_writing(self) -> None:
         self.connection.pause_writing()
 

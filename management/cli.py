@@ -144,7 +144,53 @@ def parser() -> argparse.ArgumentParser:
     sub = command("close_connection", "close a client connection (320 CONNECTION_FORCED)")
     sub.add_argument("name")
     sub.add_argument("reason", nargs="?", default="Closed via warren ctl")
+    sub = command("set_vm_memory_high_watermark",
+                  "set the memory alarm threshold until the broker restarts: a fraction of "
+                  "memory, or 'absolute <value>' with units, e.g. 'absolute 1GB'")
+    sub.add_argument("value", nargs="+", metavar="<fraction> | absolute <value>")
+    sub = command("set_disk_free_limit",
+                  "set the free disk space alarm threshold until the broker restarts: a size "
+                  "with units, e.g. 1GB, or 'mem_relative <fraction>' of memory")
+    sub.add_argument("value", nargs="+", metavar="<disk_limit> | mem_relative <fraction>")
     return top
+
+
+def _fraction(text: str, low: float, high: float | None, message: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise CtlError(message, EX_USAGE) from None
+    if value < low or (high is not None and value > high):
+        raise CtlError(message, EX_USAGE)
+    return value
+
+
+def _node_setting(api: Api, name: str, values: list[str]) -> None:
+    """set_vm_memory_high_watermark / set_disk_free_limit, as rabbitmqctl takes them."""
+    node = api.call("GET", "/api/nodes")[0]["name"]
+    if name == "set_vm_memory_high_watermark":
+        if values[0] == "absolute" and len(values) == 2:
+            body, banner = {"absolute": values[1]}, f"{values[1]} bytes"
+        elif len(values) == 1:
+            fraction = _fraction(values[0], 0.0, 1.0,
+                                 "The threshold should be a fraction between 0.0 and 1.0")
+            body, banner = {"fraction": fraction}, values[0]
+        else:
+            raise CtlError("usage: set_vm_memory_high_watermark <fraction> | absolute <value>",
+                           EX_USAGE)
+        print(f"Setting memory threshold on {node} to {banner} ...")
+        api.call("PUT", f"/api/nodes/{quote(node)}/memory-high-watermark", body)
+        return
+    if values[0] == "mem_relative" and len(values) == 2:
+        fraction = _fraction(values[1], 0.0, None, "mem_relative takes a fraction >= 0")
+        body, banner = {"mem_relative": fraction}, f"{values[1]} times the total RAM"
+    elif len(values) == 1:
+        body, banner = {"limit": values[0]}, f"{values[0]} bytes"
+    else:
+        raise CtlError("usage: set_disk_free_limit <disk_limit> | mem_relative <fraction>",
+                       EX_USAGE)
+    print(f"Setting disk free limit on {node} to {banner} ...")
+    api.call("PUT", f"/api/nodes/{quote(node)}/disk-free-limit", body)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -211,6 +257,8 @@ def run(args: argparse.Namespace) -> None:
     elif name == "close_connection":
         api.call("DELETE", f"/api/connections/{quote(args.name)}",
                  headers={"X-Reason": args.reason})
+    elif name in ("set_vm_memory_high_watermark", "set_disk_free_limit"):
+        _node_setting(api, name, args.value)
 
 
 def main(argv: list[str]) -> int:

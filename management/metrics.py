@@ -5,16 +5,20 @@ a custom collector that reads the broker's plain counters when scraped (no per-m
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
 
+from broker.alarms import DISK, MEMORY, resident_memory
 from broker.node import Node
 from management.api.common import NODE_KEY
-from management.api.overview import resident_memory
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -76,8 +80,6 @@ _DEAD_LETTER_LABELS = {
     "maxlen": _CLASSIC + [(QUEUE_TYPES[1], "at_most_once"), (QUEUE_TYPES[1], "disabled")],
     "delivery_limit": _CLASSIC + _QUORUM,
 }
-MEMORY_HIGH_WATERMARK = 0.4  # RabbitMQ's default vm_memory_high_watermark
-DISK_FREE_LIMIT = 50_000_000  # RabbitMQ's default disk_free_limit
 _DEAD_LETTERED = (
     ("rejected", "Total number of messages dead-lettered due to basic.reject or basic.nack"),
     ("expired", "Total number of messages dead-lettered due to message TTL exceeded"),
@@ -94,6 +96,8 @@ class BrokerCollector:
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
+        if not self.per_object:  # rabbitmq_prometheus has these in /metrics only
+            yield from _alarms(node)
         queues = [
             (vhost.name, queue) for vhost in node.vhosts.values()
             for queue in vhost.queues.values()
@@ -159,29 +163,32 @@ class BrokerCollector:
         ))
         yield publishers
         yield GaugeMetricFamily("rabbitmq_resident_memory_limit_bytes",
-                                "Memory high watermark in bytes", value=_memory_limit())
+                                "Memory high watermark in bytes", value=node.alarms.memory_limit)
         yield GaugeMetricFamily("rabbitmq_disk_space_available_limit_bytes",
-                                "Free disk space low watermark in bytes", value=DISK_FREE_LIMIT)
+                                "Free disk space low watermark in bytes",
+                                value=node.alarms.disk_free_limit)
         yield GaugeMetricFamily("rabbitmq_process_resident_memory_bytes",
                                 "Memory used in bytes", value=resident_memory())
         yield GaugeMetricFamily("rabbitmq_disk_space_available_bytes",
-                                "Disk space available in bytes", value=_disk_free(node))
+                                "Disk space available in bytes", value=node.alarms.disk_free)
         yield GaugeMetricFamily("rabbitmq_process_open_fds", "Open file descriptors",
                                 value=_open_fds())
 
 
-def _disk_free(node: Node) -> int:
-    try:
-        return shutil.disk_usage(node.config.data_dir).free
-    except OSError:
-        return 0
-
-
-def _memory_limit() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_HIGH_WATERMARK)
-    except (ValueError, OSError):
-        return 0
+def _alarms(node: Node) -> Iterator[Metric]:
+    """rabbitmq_alarms_*: 1 while the alarm is in effect (untyped, as rabbitmq_prometheus
+    writes them). Warren raises no file descriptor alarm: it refuses no connection for that."""
+    active = node.alarms.active
+    for name, documentation, value in (
+        ("file_descriptor_limit", "is 1 if file descriptor limit alarm is in effect", 0),
+        ("free_disk_space_watermark", "is 1 if free disk space watermark alarm is in effect",
+         int(DISK in active)),
+        ("memory_used_watermark", "is 1 if VM memory watermark alarm is in effect",
+         int(MEMORY in active)),
+    ):
+        family = UnknownMetricFamily(f"rabbitmq_alarms_{name}", documentation)
+        family.add_metric([], value)
+        yield family
 
 
 def _open_fds() -> int:

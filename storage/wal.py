@@ -104,7 +104,9 @@ class WriteAheadLog:
         self.after_flush: Callable[[], None] | None = None
         self.fsyncs = 0
         self.bytes_written = 0
-        self.failed: BaseException | None = None
+        self.failed: BaseException | None = None  # the last write failure, until one succeeds
+        # Told of a failed write (the error) and of the first success after one (None).
+        self.on_write_result: Callable[[BaseException | None], None] | None = None
 
     # -- event loop side ------------------------------------------------------------------
 
@@ -175,7 +177,13 @@ class WriteAheadLog:
             log.critical("write-ahead log write failed, confirms are withheld: %s", error)
             self._flushing = False
             self._idle.set()
+            if self.on_write_result is not None:
+                self.on_write_result(error)
             return
+        if self.failed is not None:
+            self.failed = None
+            if self.on_write_result is not None:
+                self.on_write_result(None)
         self.durable_ticket = ticket
         waiters = self._waiters
         while waiters and waiters[0][0] <= ticket:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.channel import Channel
-from broker.connection import Connection
+from broker.connection import Connection, State
 from management.api.common import (
     USER,
     json_response,
@@ -29,13 +29,24 @@ def _peer(connection: Connection) -> tuple[str, int]:
     return connection.peer or ("", 0)
 
 
+def connection_state(connection: Connection) -> str:
+    """RabbitMQ's state: "blocked" once it published during an alarm, "blocking" while an alarm
+    is in effect and it has not published (yet), else "running" (or "closing")."""
+    if connection.blocked:
+        return "blocked"
+    if connection.state is State.OPEN:
+        return "blocking" if connection.node.alarms.active else "running"
+    return connection.state.value
+
+
 def connection_info(connection: Connection) -> dict[str, Any]:
     peer_host, peer_port = _peer(connection)
     local_host, local_port = connection.local or ("", 0)
     return {
         "name": connection.display_name, "node": node_name(), "type": "network",
-        "protocol": "AMQP 0-9-1", "state": "running", "user": connection.user.name,
-        "user_who_performed_action": connection.user.name, "vhost": connection.vhost.name,
+        "protocol": "AMQP 0-9-1", "state": connection_state(connection),
+        "user": connection.user.name, "user_who_performed_action": connection.user.name,
+        "vhost": connection.vhost.name,
         "host": local_host, "port": local_port, "peer_host": peer_host, "peer_port": peer_port,
         "channels": len(connection.channels), "channel_max": connection.channel_max,
         "frame_max": connection.frame_max, "timeout": connection.heartbeat,

@@ -1,4 +1,5 @@
-"""Node-wide views: /api/overview, /api/nodes, /api/whoami, health checks, aliveness test."""
+"""Node-wide views: /api/overview, /api/nodes, /api/whoami, health checks (alarms included),
+aliveness test; the node's memory high watermark and disk free limit set at run time."""
 
 from __future__ import annotations
 
@@ -7,23 +8,22 @@ import json
 import os
 import platform
 import resource
-import shutil
 import time
 
 from aiohttp import web
 
 from broker import __version__
+from broker.alarms import DISK, MEMORY, parse_information_unit, resident_memory
 from broker.config import Config
 from broker.exchanges import EXCHANGE_TYPES
-from management.api.common import json_response, node_of, not_found, vhost_of
-from management.auth import USER_KEY
+from broker.node import Node, node_name
+from management.api.common import bad_request, json_response, node_of, not_found, vhost_of
+from management.auth import USER_KEY, require_tag
 from management.rates import RATES_KEY, message_stats
 
 RABBITMQ_VERSION = "3.10.8"  # the version whose behaviour Warren follows
-
-
-def node_name() -> str:
-    return f"warren@{platform.node()}"
+HEALTH_CHECK_FAILURE_STATUS = 503
+_ALARM_RESOURCES = ((DISK, "disk space"), (MEMORY, "memory"))  # RabbitMQ's names and order
 
 
 async def overview(request: web.Request) -> web.Response:
@@ -84,19 +84,20 @@ def listeners(config: Config) -> list[tuple[str, str, int]]:
 
 async def nodes(request: web.Request) -> web.Response:
     node = node_of(request)
-    disk = shutil.disk_usage(node.config.data_dir) if node.config.data_dir.exists() else None
+    alarms = node.alarms
     return json_response([{
         "name": node_name(), "type": "disc", "running": True, "being_drained": False,
         "rates_mode": "basic", "exchange_types": [
             {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
         ],
-        "mem_limit": int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.4),
-        "disk_free": disk.free if disk else 0, "disk_free_limit": 50_000_000,
+        "mem_limit": alarms.memory_limit,
+        "disk_free": alarms.disk_free, "disk_free_limit": alarms.disk_free_limit,
         "fd_total": _fd_limit(), "fd_used": len(os.listdir("/proc/self/fd")),
         "sockets_total": _fd_limit(), "sockets_used": len(node.connections),
         "proc_total": 1048576, "proc_used": len(asyncio.all_tasks()), "run_queue": 0,
         "uptime": int((time.time() - node.started_at) * 1000),
-        "mem_used": resident_memory(), "mem_alarm": False, "disk_free_alarm": False,
+        "mem_used": resident_memory(), "mem_alarm": MEMORY in alarms.active,
+        "disk_free_alarm": DISK in alarms.active,
         "partitions": [], "applications": [], "os_pid": str(_pid()),
         "processors": _cpus(),
     }])
@@ -157,8 +158,77 @@ async def whoami(request: web.Request) -> web.Response:
     return json_response({"name": user.name, "tags": list(user.tags)})
 
 
+def _alarms_check(node: Node, reason: str) -> web.Response:
+    """RabbitMQ's answer: 200 {"status": "ok"}, or 503 with the alarms in effect."""
+    active = node.alarms.active
+    if not active:
+        return json_response({"status": "ok"})
+    return json_response({
+        "alarms": [{"node": node_name(), "resource": name}
+                   for alarm, name in _ALARM_RESOURCES if alarm in active],
+        "reason": reason, "status": "failed",
+    }, status=HEALTH_CHECK_FAILURE_STATUS)
+
+
 async def alarms(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return _alarms_check(node_of(request), "There are alarms in effect in the cluster")
+
+
+async def local_alarms(request: web.Request) -> web.Response:
+    return _alarms_check(node_of(request), "There are alarms in effect on the node")
+
+
+async def _settings(request: web.Request) -> dict:
+    """The JSON object of a PUT to a node setting, by an administrator, to this node."""
+    require_tag(request, "administrator")
+    if request.match_info["name"] != node_name():
+        raise not_found()
+    try:
+        body = await request.json()
+    except ValueError:
+        raise bad_request("body is not JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("body is not a JSON object")
+    return body
+
+
+async def set_memory_high_watermark(request: web.Request) -> web.Response:
+    """Warren's `rabbitmqctl set_vm_memory_high_watermark`: {"fraction": 0.4} or
+    {"absolute": "1GB"} (bytes or RabbitMQ's units); not kept across a restart."""
+    body = await _settings(request)
+    alarms = node_of(request).alarms
+    try:
+        if "absolute" in body:
+            alarms.set_memory_high_watermark(absolute=parse_information_unit(body["absolute"]))
+        elif isinstance(body.get("fraction"), int | float) and not isinstance(
+            body["fraction"], bool
+        ):
+            alarms.set_memory_high_watermark(fraction=float(body["fraction"]))
+        else:
+            raise bad_request("expected {\"fraction\": <0.0..1.0>} or {\"absolute\": <size>}")
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    return web.Response(status=204)
+
+
+async def set_disk_free_limit(request: web.Request) -> web.Response:
+    """Warren's `rabbitmqctl set_disk_free_limit`: {"limit": "1GB"} (bytes or RabbitMQ's units)
+    or {"mem_relative": 1.5} (times the usable memory); not kept across a restart."""
+    body = await _settings(request)
+    alarms = node_of(request).alarms
+    try:
+        if "limit" in body:
+            limit = parse_information_unit(body["limit"])
+        elif isinstance(body.get("mem_relative"), int | float) and not isinstance(
+            body["mem_relative"], bool
+        ) and body["mem_relative"] >= 0:
+            limit = round(body["mem_relative"] * alarms.usable_memory)
+        else:
+            raise bad_request("expected {\"limit\": <size>} or {\"mem_relative\": <fraction>}")
+        await alarms.set_disk_free_limit(limit)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    return web.Response(status=204)
 
 
 async def aliveness(request: web.Request) -> web.Response:
@@ -174,18 +244,12 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-def resident_memory() -> int:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
 ROUTES = [
     ("GET", "/api/overview", overview),
     ("GET", "/api/nodes", nodes),
     ("GET", "/api/nodes/{name}", show_node),
+    ("PUT", "/api/nodes/{name}/memory-high-watermark", set_memory_high_watermark),
+    ("PUT", "/api/nodes/{name}/disk-free-limit", set_disk_free_limit),
     ("GET", "/api/whoami", whoami),
     ("GET", "/api/cluster-name", cluster_name),
     ("GET", "/api/auth", auth_settings),
@@ -194,7 +258,7 @@ ROUTES = [
         "operator-policies",
     )),
     ("GET", "/api/health/checks/alarms", alarms),
-    ("GET", "/api/health/checks/local-alarms", alarms),
+    ("GET", "/api/health/checks/local-alarms", local_alarms),
     ("GET", "/api/health/checks/virtual-hosts", health_ok),
     ("GET", "/api/health/checks/node-is-quorum-critical", health_ok),
     ("GET", "/api/health/checks/node-is-mirror-sync-critical", health_ok),

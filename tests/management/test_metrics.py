@@ -856,3 +856,21 @@ def test_disk_space_is_that_of_the_data_directory(scrape, broker):
     free = shutil.disk_usage(broker.data_dir).free
     got = scrape().value("rabbitmq_disk_space_available_bytes")
     assert abs(got - free) <= max(0.05 * free, 64 << 20), f"metric {got}, free {free}"
+
+
+ALARM_FAMILIES = {
+    "rabbitmq_alarms_file_descriptor_limit": "is 1 if file descriptor limit alarm is in effect",
+    "rabbitmq_alarms_free_disk_space_watermark":
+        "is 1 if free disk space watermark alarm is in effect",
+    "rabbitmq_alarms_memory_used_watermark": "is 1 if VM memory watermark alarm is in effect",
+}
+
+
+def test_alarm_gauges_are_untyped_and_only_aggregated(scrape):
+    """0/1 per alarm (tests/broker/test_alarms.py raises them on a Warren of its own)."""
+    got = scrape("/metrics")
+    for name, text in ALARM_FAMILIES.items():
+        assert (got.types.get(name), got.helps.get(name)) == ("untyped", text), name
+        assert got.value(name) == 0, name  # the shared broker is never in alarm
+    assert not [name for name in scrape("/metrics/per-object").types
+                if name.startswith("rabbitmq_alarms_")]
