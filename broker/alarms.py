@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,33 +100,6 @@ def disk_free(path: Path) -> int:
     """Bytes available to the broker on the file system holding `path` (blocking: statvfs)."""
     stats = os.statvfs(path)
     return stats.f_bavail * stats.f_frsize
-
-
-_UNIT = re.compile(
-    r"^([0-9]+)(kB|KB|MB|GB|kb|mb|gb|Kb|Mb|Gb|mB|gB|kiB|KiB|MiB|GiB|kib|mib|gib|KIB|MIB|GIB"
-    r"|k|K|m|M|g|G)?$"
-)
-_MULTIPLIERS = {
-    **dict.fromkeys(("k", "K", "kiB", "KiB", "kib", "KIB"), 1024),
-    **dict.fromkeys(("m", "M", "MiB", "mib", "MIB"), 1024**2),
-    **dict.fromkeys(("g", "G", "GiB", "gib", "GIB"), 1024**3),
-    **dict.fromkeys(("kB", "KB", "kb", "Kb"), 1000),
-    **dict.fromkeys(("MB", "mB", "mb", "Mb"), 1000**2),
-    **dict.fromkeys(("GB", "gB", "gb", "Gb"), 1000**3),
-}
-
-
-def parse_information_unit(value: int | str) -> int:
-    """Bytes from RabbitMQ's notation: 1000000, "512MiB", "1GB", "2g" (ValueError otherwise)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"negative size: {value}")
-        return value
-    match = _UNIT.match(str(value))
-    if match is None:
-        raise ValueError(f"not a size: {value!r}")
-    number, unit = match.groups()
-    return int(number) * (_MULTIPLIERS[unit] if unit else 1)
 
 
 # -- the monitor -------------------------------------------------------------------------------

@@ -87,19 +87,22 @@ def _integer(low: int, high: int) -> Parser:
     return parse
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"([0-9]+)([kmg](?:i?b)?)?", re.IGNORECASE)
 
 
-def _size(value: Any) -> int:
-    """Bytes, as an integer or a string with a unit: 50MB, 2GiB (RabbitMQ's units)."""
+def parse_size(value: Any) -> int:
+    """Bytes, in RabbitMQ's notation: 50000000, "50MB" and "1GB" (powers of 1000), "512MiB",
+    "2GiB", "64m" and "1g" (powers of 1024)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
-    if match is None or match.group(2).lower() not in _UNITS:
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
         raise ValueError(f"expected a size in bytes such as 50000000, \"50MB\" or \"2GiB\", "
                          f"got {value!r}")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+    number, unit = int(match.group(1)), (match.group(2) or "").lower()
+    power = " kmg".index(unit[0]) if unit else 0
+    base = 1000 if unit.endswith("b") and not unit.endswith("ib") else 1024
+    return number * base**power
 
 
 def _fraction(value: Any) -> float:
@@ -218,14 +221,14 @@ SETTINGS = [
             "largest message body accepted, in bytes"),
     Setting("memory_high_watermark", "alarms.memory_high_watermark", _fraction,
             "memory alarm threshold as a fraction of RAM (or of the container's limit)"),
-    Setting("memory_high_watermark_absolute", "alarms.memory_high_watermark_absolute", _size,
+    Setting("memory_high_watermark_absolute", "alarms.memory_high_watermark_absolute", parse_size,
             "memory alarm threshold in bytes (\"2GiB\"); wins over the fraction"),
-    Setting("disk_free_limit", "alarms.disk_free_limit", _size,
+    Setting("disk_free_limit", "alarms.disk_free_limit", parse_size,
             "disk alarm when the data dir's file system has less free space (\"50MB\")"),
     Setting("log_level", "log.level", _choice("debug", "info", "warning", "error"),
             "log verbosity: debug, info, warning or error"),
     Setting("log_file", "log.file", _path, "append the log to this file instead of stderr"),
-    Setting("segment_size", "storage.segment_size", _size,
+    Setting("segment_size", "storage.segment_size", parse_size,
             "size at which a log segment is closed and a new one started"),
 ]
 

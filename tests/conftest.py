@@ -9,7 +9,6 @@ permissions of tests/definitions.json loaded.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -23,7 +22,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = REPO_ROOT / "tests" / "definitions.json"
-LAUNCHER = REPO_ROOT / "tests" / "launch_warren.py"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,14 +77,9 @@ class BrokerProcess:
 
 @contextlib.contextmanager
 def run_warren(
-    tmp_dir: Path, env: dict[str, str] | None = None, extra_args: list[str] | None = None,
-    config: dict | None = None,
+    tmp_dir: Path, env: dict[str, str] | None = None, extra_args: list[str] | None = None
 ) -> Iterator[BrokerProcess]:
-    """Start `python -m broker` on free ports; stop it (SIGTERM) when the block ends.
-
-    `config` (Config field -> JSON value) starts it through tests/launch_warren.py instead, for
-    fields that have no flag; it cannot be combined with `extra_args`.
-    """
+    """Start `python -m broker` on free ports; stop it (SIGTERM) when the block ends."""
     port, management_port = free_port(), free_port()
     data_dir = tmp_dir / "data"
     log_path = tmp_dir / "broker.log"
@@ -100,13 +93,6 @@ def run_warren(
         *(extra_args or []),
     ]
     full_env = {**os.environ, **(env or {})}
-    if config is not None:
-        assert not extra_args, "config and extra_args do not mix"
-        args = [sys.executable, str(LAUNCHER)]
-        full_env["WARREN_TEST_CONFIG"] = json.dumps({
-            "port": port, "management_port": management_port, "data_dir": str(data_dir),
-            "load_definitions": str(DEFINITIONS), "log_level": "info", **config,
-        })
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=log)
     broker = BrokerProcess(port=port, management_port=management_port, process=process,
@@ -145,11 +131,10 @@ def warren_factory(tmp_path: Path):
     stack = contextlib.ExitStack()
     counter = iter(range(1000))
 
-    def start(env: dict[str, str] | None = None, extra_args: list[str] | None = None,
-              config: dict | None = None):
+    def start(env: dict[str, str] | None = None, extra_args: list[str] | None = None):
         directory = tmp_path / f"warren{next(counter)}"
         directory.mkdir()
-        return stack.enter_context(run_warren(directory, env, extra_args, config))
+        return stack.enter_context(run_warren(directory, env, extra_args))
 
     with stack:
         yield start

@@ -13,8 +13,8 @@ import time
 from aiohttp import web
 
 from broker import __version__
-from broker.alarms import DISK, MEMORY, parse_information_unit, resident_memory
-from broker.config import Config
+from broker.alarms import DISK, MEMORY, resident_memory
+from broker.config import Config, parse_size
 from broker.exchanges import EXCHANGE_TYPES
 from broker.node import Node, node_name
 from management.api.common import bad_request, json_response, node_of, not_found, vhost_of
@@ -199,7 +199,7 @@ async def set_memory_high_watermark(request: web.Request) -> web.Response:
     alarms = node_of(request).alarms
     try:
         if "absolute" in body:
-            alarms.set_memory_high_watermark(absolute=parse_information_unit(body["absolute"]))
+            alarms.set_memory_high_watermark(absolute=parse_size(body["absolute"]))
         elif isinstance(body.get("fraction"), int | float) and not isinstance(
             body["fraction"], bool
         ):
@@ -218,7 +218,7 @@ async def set_disk_free_limit(request: web.Request) -> web.Response:
     alarms = node_of(request).alarms
     try:
         if "limit" in body:
-            limit = parse_information_unit(body["limit"])
+            limit = parse_size(body["limit"])
         elif isinstance(body.get("mem_relative"), int | float) and not isinstance(
             body["mem_relative"], bool
         ) and body["mem_relative"] >= 0:

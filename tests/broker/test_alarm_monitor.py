@@ -17,9 +17,8 @@ from broker.alarms import (
     ResourceMonitor,
     blocked_reason,
     cgroup_memory_limit,
-    parse_information_unit,
 )
-from broker.config import Config
+from broker.config import Config, parse_size
 from broker.node import Node
 from storage.wal import WriteAheadLog
 
@@ -29,13 +28,13 @@ from storage.wal import WriteAheadLog
     ("1g", 1024**3), ("1kB", 1000), ("50MB", 50_000_000), ("1000GB", 10**12), ("3Gb", 3 * 10**9),
 ])
 def test_information_units_as_rabbitmq_reads_them(text, expected):
-    assert parse_information_unit(text) == expected
+    assert parse_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "1.5GB", "-1", "1TB", "GB", "1 GB", -5, True])
 def test_bad_sizes_are_refused(text):
     with pytest.raises(ValueError):
-        parse_information_unit(text)
+        parse_size(text)
 
 
 def test_blocked_reason_texts_are_rabbitmqs():

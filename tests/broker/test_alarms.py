@@ -28,8 +28,8 @@ from pamqp import commands, frame, heartbeat
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-MEMORY_ALARM = {"memory_high_watermark_absolute": 1}  # any process is over one byte
-DISK_ALARM = {"disk_free_limit": 10**18}  # no disk has an exabyte free
+MEMORY_ALARM = ["--memory-high-watermark-absolute", "1"]  # any process is over one byte
+DISK_ALARM = ["--disk-free-limit", str(10**18)]  # no disk has an exabyte free
 NO_ALARM_MEMORY = {"fraction": 0.9}
 NO_ALARM_DISK = {"limit": "1MB"}
 
@@ -155,7 +155,7 @@ def frames_for(raw: RawAMQP, seconds: float) -> list[str]:
 @pytest.fixture
 def warren(warren_factory):
     """A Warren of its own, with RabbitMQ's default thresholds (no alarm)."""
-    return warren_factory(config={})
+    return warren_factory()
 
 
 @pytest.fixture
@@ -214,7 +214,7 @@ def test_publisher_blocked_consumer_drains_then_held_publishes_are_delivered(war
 
 
 def test_disk_then_both_alarms_unblock_only_when_all_clear(warren_factory):
-    broker = warren_factory(config=DISK_ALARM)
+    broker = warren_factory(extra_args=DISK_ALARM)
     name = f"both-{time.monotonic_ns()}"
     with opened(broker) as setup:
         setup.channel().queue_declare(name)
@@ -280,7 +280,7 @@ def test_empty_body_publish_is_routed_and_deliveries_reach_a_blocked_connection(
 
 
 def test_blocked_connection_is_not_dropped_for_missed_heartbeats(warren_factory):
-    broker = warren_factory(config=MEMORY_ALARM)
+    broker = warren_factory(extra_args=MEMORY_ALARM)
     name = f"heartbeats-{time.monotonic_ns()}"
     with opened(broker) as setup:
         setup.channel().queue_declare(name)
@@ -308,7 +308,7 @@ def test_blocked_connection_is_not_dropped_for_missed_heartbeats(warren_factory)
 
 
 def test_client_without_the_capability_is_paused_without_a_word(warren_factory):
-    broker = warren_factory(config=MEMORY_ALARM)
+    broker = warren_factory(extra_args=MEMORY_ALARM)
     name = f"no-capability-{time.monotonic_ns()}"
     with opened(broker) as setup:
         setup.channel().queue_declare(name)
@@ -326,7 +326,7 @@ def test_client_without_the_capability_is_paused_without_a_word(warren_factory):
 
 
 def test_broker_closing_a_blocked_connection_reads_its_close_ok(warren_factory):
-    broker = warren_factory(config=MEMORY_ALARM)
+    broker = warren_factory(extra_args=MEMORY_ALARM)
     raw = raw_open(broker)
     try:
         raw_publish(raw, "nowhere", b"held")
@@ -347,7 +347,7 @@ def _only_connection(broker) -> str:
 
 
 def test_client_disconnecting_while_blocked_is_cleaned_up(warren_factory):
-    broker = warren_factory(config=MEMORY_ALARM)
+    broker = warren_factory(extra_args=MEMORY_ALARM)
     raw = raw_open(broker, heartbeat_seconds=1)
     raw_publish(raw, "nowhere", b"held")
     raw.expect(commands.Connection.Blocked)
@@ -361,7 +361,7 @@ def test_client_disconnecting_while_blocked_is_cleaned_up(warren_factory):
 
 
 def test_alarm_from_config_in_nodes_health_checks_metrics_and_log(warren_factory):
-    broker = warren_factory(config=MEMORY_ALARM)
+    broker = warren_factory(extra_args=MEMORY_ALARM)
     node = node_name(broker)
     status, (info,) = api(broker, "GET", "/api/nodes")
     assert (info["mem_alarm"], info["mem_limit"], info["disk_free_alarm"],
