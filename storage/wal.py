@@ -10,6 +10,7 @@ disk before any message that was confirmed into it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import zlib
@@ -93,6 +94,7 @@ class WriteAheadLog:
         self.segment = first_segment
         self.segment_bytes = SEGMENT_HEADER_SIZE
         self._batch = _Batch(ticket=1)
+        self._failed_batch: _Batch | None = None  # written again, first, with the next batch
         self._batch.pieces.append((first_segment, segment_header(first_segment)))
         self._flushing = False
         self.durable_ticket = 0
@@ -159,6 +161,12 @@ class WriteAheadLog:
         if self.before_flush is not None:
             self.before_flush()
         batch = self._batch
+        if self._failed_batch is not None:
+            failed, self._failed_batch = self._failed_batch, None
+            batch.pieces[:0] = failed.pieces
+            batch.delete_segments[:0] = failed.delete_segments
+            if batch.definitions is None:
+                batch.definitions = failed.definitions
         if self._definitions_source is not None:
             batch.definitions = self._definitions_source()
             self._definitions_source = None
@@ -168,11 +176,14 @@ class WriteAheadLog:
             return
         self._batch = _Batch(ticket=batch.ticket + 1)
         future = self._loop.run_in_executor(self._executor, self._write, batch)
-        future.add_done_callback(lambda done: self._flushed(batch.ticket, done))
+        future.add_done_callback(lambda done: self._flushed(batch, done))
 
-    def _flushed(self, ticket: int, done: asyncio.Future) -> None:
+    def _flushed(self, batch: _Batch, done: asyncio.Future) -> None:
+        ticket = batch.ticket
         error = done.exception()
         if error is not None:
+            # Nothing of the batch counts as written: its waiters wait for the retry.
+            self._failed_batch = batch
             self.failed = error
             log.critical("write-ahead log write failed, confirms are withheld: %s", error)
             self._flushing = False
@@ -210,6 +221,22 @@ class WriteAheadLog:
     # -- writer thread --------------------------------------------------------------------
 
     def _write(self, batch: _Batch) -> None:
+        """Write and fsync a batch; if that fails, cut the segments back to where the batch
+        began, so that a retry puts every record at the offset append() gave it."""
+        starts: dict[int, int] = {}
+        try:
+            self._write_batch(batch, starts)
+        except BaseException:
+            for number, size in starts.items():
+                file = self._files.pop(number, None)
+                if file is not None:
+                    with contextlib.suppress(OSError):
+                        file.close()  # may fail again flushing what is buffered
+                with contextlib.suppress(OSError):
+                    os.truncate(segment_path(self.directory, number), size)
+            raise
+
+    def _write_batch(self, batch: _Batch, starts: dict[int, int]) -> None:
         if batch.definitions is not None and self.definitions_path is not None:
             write_atomically(self.definitions_path, batch.definitions)
             self.fsyncs += 2
@@ -226,6 +253,8 @@ class WriteAheadLog:
                 path = segment_path(self.directory, number)
                 file = self._files[number] = open(path, "ab")  # noqa: SIM115 - kept open
                 created = True
+            if number not in starts:
+                starts[number] = file.tell()
             file.write(data)
             self.bytes_written += len(data)
             touched[number] = file
