@@ -47,7 +47,7 @@ def last_segment(node: WarrenNode) -> Path:
 
 
 def warnings(node: WarrenNode) -> list[str]:
-    return [line for line in node.log_text().splitlines() if "[WARNING]" in line]
+    return [line for line in node.log_text().splitlines() if "[warning]" in line]
 
 
 def start_and_check_alive(node: WarrenNode) -> None:
