@@ -6,7 +6,9 @@ Per broker: declare Q queues (default 10,000; non-durable, one pika channel, nam
 wait until `/metrics/per-object` lists every queue (RabbitMQ fills it from statistics emitted
 every 5 s), then GET `/metrics` and `/metrics/per-object` R times each (default 5, after one
 unmeasured GET) and report the median and max wall time of a whole request (connect to last
-byte, no gzip), the body size, its number of samples and the broker's RSS afterwards.
+byte, no gzip), the body size, its number of samples, the broker's RSS afterwards, and the
+slowest AMQP round trip on another connection during those GETs (how long a scrape stalls the
+broker).
 
 Warren is started here (`python -m broker` from the repository root, free ports, temporary data
 directory) and scraped on its management port. RabbitMQ is a node already running with the
@@ -21,6 +23,7 @@ import argparse
 import contextlib
 import statistics
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -63,6 +66,7 @@ class Figures:
     max_ms: float
     size: int
     samples: int
+    amqp_max_ms: float  # slowest AMQP round trip on another connection while scraping
 
 
 # --- brokers ------------------------------------------------------------------------------------
@@ -179,15 +183,38 @@ def wait_listed(target: Target, queues: int, timeout: float) -> None:
     print(f"  note: only {listed}/{queues} queues listed in /metrics/per-object after {timeout}s")
 
 
+class RoundTrips(threading.Thread):
+    """AMQP round trips (a passive queue.declare) on a connection of its own, back to back,
+    keeping the slowest: how long a scrape holds up the broker's other work."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.connection = connect(port)
+        self.stop = threading.Event()
+        self.slowest = 0.0
+
+    def run(self) -> None:
+        channel = self.connection.channel()
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            channel.queue_declare(queue_name(0), passive=True)
+            self.slowest = max(self.slowest, time.perf_counter() - start)
+        self.connection.close()
+
+
 def scrape(target: Target, path: str, repeat: int) -> Figures:
     body = get(target.metrics_port, path)  # unmeasured: warms caches, checks it answers
+    round_trips = RoundTrips(target.broker.port)
+    round_trips.start()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         body = get(target.metrics_port, path)
         times.append(time.perf_counter() - start)
+    round_trips.stop.set()
+    round_trips.join()
     return Figures(path, statistics.median(times) * 1000, max(times) * 1000, len(body),
-                   count_samples(body))  # fmt: skip
+                   count_samples(body), round_trips.slowest * 1000)  # fmt: skip
 
 
 def measure(target: Target, args: argparse.Namespace) -> tuple[list[Figures], float, int | None]:
@@ -253,14 +280,14 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                         delete_queues(target, args.queues)
     print(f"\n{args.queues:,} queues, {args.messages:,} messages, median of {args.repeat} GETs")
     header = (f"{'broker':<10} {'server':<18} {'endpoint':<20} {'median ms':>10} {'max ms':>8} "
-              f"{'bytes':>12} {'samples':>8} {'RSS MiB':>8}")  # fmt: skip
+              f"{'bytes':>12} {'samples':>8} {'RSS MiB':>8} {'AMQP max ms':>11}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for name, product, figures, _, rss in results:
         for f in figures:
             rss_text = f"{rss / 1024:8.0f}" if rss else f"{'-':>8}"
             print(f"{name:<10} {product:<18} {f.path:<20} {f.median_ms:10.1f} {f.max_ms:8.1f} "
-                  f"{f.size:12,} {f.samples:8,} {rss_text}")  # fmt: skip
+                  f"{f.size:12,} {f.samples:8,} {rss_text} {f.amqp_max_ms:11.1f}")  # fmt: skip
     return 0 if results and results[0][0] == "Warren" else 1
 
 

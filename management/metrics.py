@@ -1,11 +1,14 @@
 """Prometheus /metrics with rabbitmq_prometheus's metric names, so RabbitMQ dashboards work:
-a custom collector that reads the broker's plain counters when scraped (no per-message work).
+a custom collector that reads the broker's plain counters when scraped (no per-message work),
+formatted off the event loop.
 /metrics is aggregated; /metrics/per-object has per-queue series labelled vhost and queue."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,13 +26,10 @@ from management.api.common import NODE_KEY
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _QUEUE_GAUGES = (
-    ("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers",
-     lambda q: q.message_count),
-    ("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged",
-     lambda q: q.unacked_count),
-    ("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth",
-     lambda q: q.message_count + q.unacked_count),
-    ("rabbitmq_queue_consumers", "Consumers on a queue", lambda q: len(q.consumers)),
+    ("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers"),
+    ("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged"),
+    ("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth"),
+    ("rabbitmq_queue_consumers", "Consumers on a queue"),
 )
 # (name without _total, HELP, node counter, labelled by queue type too?)
 _GLOBAL_COUNTERS = (
@@ -89,39 +89,77 @@ _DEAD_LETTERED = (
 )
 
 
-class BrokerCollector:
-    def __init__(self, node: Node, per_object: bool) -> None:
-        self.node = node
+@dataclass
+class Snapshot:
+    """The numbers a scrape reports, read on the event loop in one quick pass; the metric
+    families are built from them and formatted in a worker thread, so that a scrape of many
+    queues does not hold up AMQP traffic."""
+
+    queues: list[tuple[str, str, int, int, int]]  # vhost, name, ready, unacked, consumers
+    connections: int
+    channels: int
+    publishers: int
+    counters: dict[str, int]
+    dead_lettered: dict[tuple[str, str], int]
+    alarms: frozenset[str]
+    memory_limit: int
+    disk_free_limit: int
+    disk_free: int
+
+    @classmethod
+    def of(cls, node: Node) -> Snapshot:
+        return cls(
+            queues=[
+                (vhost.name, queue.name, queue.message_count, queue.unacked_count,
+                 len(queue.consumers))
+                for vhost in node.vhosts.values() for queue in vhost.queues.values()
+            ],
+            connections=len(node.connections),
+            channels=sum(len(connection.channels) for connection in node.connections),
+            publishers=sum(
+                1 for connection in node.connections
+                for channel in connection.channels.values() if channel.has_published
+            ),
+            counters={attribute: getattr(node, attribute)
+                      for _, _, attribute, _ in _GLOBAL_COUNTERS},
+            dead_lettered=dict(node.dead_lettered),
+            alarms=frozenset(node.alarms.active),
+            memory_limit=node.alarms.memory_limit,
+            disk_free_limit=node.alarms.disk_free_limit,
+            disk_free=node.alarms.disk_free,
+        )
+
+
+class SnapshotCollector:
+    def __init__(self, snapshot: Snapshot, per_object: bool) -> None:
+        self.snapshot = snapshot
         self.per_object = per_object
 
     def collect(self) -> Iterator[Metric]:
-        node = self.node
+        snapshot = self.snapshot
         if not self.per_object:  # rabbitmq_prometheus has these in /metrics only
-            yield from _alarms(node)
-        queues = [
-            (vhost.name, queue) for vhost in node.vhosts.values()
-            for queue in vhost.queues.values()
-        ]
-        for name, documentation, read in _QUEUE_GAUGES:
+            yield from _alarms(snapshot.alarms)
+        queues = snapshot.queues
+        for column, (name, documentation) in enumerate(_QUEUE_GAUGES):
             if self.per_object:
                 family = GaugeMetricFamily(name, documentation, labels=["vhost", "queue"])
-                for vhost, queue in queues:
-                    family.add_metric([vhost, queue.name], read(queue))
+                for queue in queues:
+                    family.add_metric([queue[0], queue[1]], _queue_value(queue, column))
             else:
-                family = GaugeMetricFamily(name, documentation,
-                                           value=sum(read(queue) for _, queue in queues))
+                family = GaugeMetricFamily(
+                    name, documentation, value=sum(_queue_value(queue, column) for queue in queues)
+                )
             yield family
+        consumers = sum(queue[4] for queue in queues)
         yield GaugeMetricFamily("rabbitmq_queues", "Queues available", value=len(queues))
         yield GaugeMetricFamily("rabbitmq_connections", "Connections currently open",
-                                value=len(node.connections))
-        yield GaugeMetricFamily(
-            "rabbitmq_channels", "Channels currently open",
-            value=sum(len(connection.channels) for connection in node.connections),
-        )
+                                value=snapshot.connections)
+        yield GaugeMetricFamily("rabbitmq_channels", "Channels currently open",
+                                value=snapshot.channels)
         yield GaugeMetricFamily("rabbitmq_consumers", "Consumers currently connected",
-                                value=sum(len(queue.consumers) for _, queue in queues))
+                                value=consumers)
         for name, documentation, attribute, by_queue_type in _GLOBAL_COUNTERS:
-            value = getattr(node, attribute)
+            value = snapshot.counters[attribute]
             if by_queue_type:  # every queue is classic here; RabbitMQ lists all three types
                 family = CounterMetricFamily(name, documentation,
                                              labels=["protocol", "queue_type"])
@@ -141,7 +179,7 @@ class BrokerCollector:
             for queue_type, strategy in _DEAD_LETTER_LABELS[reason]:
                 value = 0
                 if queue_type == QUEUE_TYPES[0]:
-                    value = node.dead_lettered.get((reason, strategy), 0)
+                    value = snapshot.dead_lettered.get((reason, strategy), 0)
                 family.add_metric([queue_type, strategy], value)
             yield family
         confirmed = CounterMetricFamily(
@@ -151,34 +189,36 @@ class BrokerCollector:
         )
         confirmed.add_metric([QUEUE_TYPES[1], "at_least_once"], 0)  # quorum queues only
         yield confirmed
-        consumers = GaugeMetricFamily("rabbitmq_global_consumers",
-                                      "Current number of consumers", labels=["protocol"])
-        consumers.add_metric(["amqp091"], sum(len(queue.consumers) for _, queue in queues))
-        yield consumers
+        global_consumers = GaugeMetricFamily("rabbitmq_global_consumers",
+                                             "Current number of consumers", labels=["protocol"])
+        global_consumers.add_metric(["amqp091"], consumers)
+        yield global_consumers
         publishers = GaugeMetricFamily("rabbitmq_global_publishers",
                                        "Current number of publishers", labels=["protocol"])
-        publishers.add_metric(["amqp091"], sum(
-            1 for connection in node.connections for channel in connection.channels.values()
-            if channel.has_published
-        ))
+        publishers.add_metric(["amqp091"], snapshot.publishers)
         yield publishers
         yield GaugeMetricFamily("rabbitmq_resident_memory_limit_bytes",
-                                "Memory high watermark in bytes", value=node.alarms.memory_limit)
+                                "Memory high watermark in bytes", value=snapshot.memory_limit)
         yield GaugeMetricFamily("rabbitmq_disk_space_available_limit_bytes",
                                 "Free disk space low watermark in bytes",
-                                value=node.alarms.disk_free_limit)
+                                value=snapshot.disk_free_limit)
         yield GaugeMetricFamily("rabbitmq_process_resident_memory_bytes",
                                 "Memory used in bytes", value=resident_memory())
         yield GaugeMetricFamily("rabbitmq_disk_space_available_bytes",
-                                "Disk space available in bytes", value=node.alarms.disk_free)
+                                "Disk space available in bytes", value=snapshot.disk_free)
         yield GaugeMetricFamily("rabbitmq_process_open_fds", "Open file descriptors",
                                 value=_open_fds())
 
 
-def _alarms(node: Node) -> Iterator[Metric]:
+def _queue_value(queue: tuple[str, str, int, int, int], column: int) -> int:
+    """ready, unacked, ready + unacked, consumers: the _QUEUE_GAUGES in order."""
+    _, _, ready, unacked, consumers = queue
+    return (ready, unacked, ready + unacked, consumers)[column]
+
+
+def _alarms(active: frozenset[str]) -> Iterator[Metric]:
     """rabbitmq_alarms_*: 1 while the alarm is in effect (untyped, as rabbitmq_prometheus
     writes them). Warren raises no file descriptor alarm: it refuses no connection for that."""
-    active = node.alarms.active
     for name, documentation, value in (
         ("file_descriptor_limit", "is 1 if file descriptor limit alarm is in effect", 0),
         ("free_disk_space_watermark", "is 1 if free disk space watermark alarm is in effect",
@@ -198,18 +238,23 @@ def _open_fds() -> int:
         return 0
 
 
-def _render(node: Node, per_object: bool) -> web.Response:
+def _exposition(snapshot: Snapshot, per_object: bool) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(node, per_object))
-    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+    registry.register(SnapshotCollector(snapshot, per_object))
+    return generate_latest(registry)
+
+
+async def _render(node: Node, per_object: bool) -> web.Response:
+    body = await asyncio.to_thread(_exposition, Snapshot.of(node), per_object)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return _render(request.app[NODE_KEY], per_object=False)
+    return await _render(request.app[NODE_KEY], per_object=False)
 
 
 async def metrics_per_object(request: web.Request) -> web.Response:
-    return _render(request.app[NODE_KEY], per_object=True)
+    return await _render(request.app[NODE_KEY], per_object=True)
 
 
 ROUTES = [
