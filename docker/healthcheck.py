@@ -1,10 +1,10 @@
 """Docker HEALTHCHECK for the Warren image: GET the broker's own health endpoint over loopback.
 
 Exit 0 when /api/health/checks/alarms (basic auth) answers 200 with status "ok", 1 otherwise.
-Credentials come from WARREN_DEFAULT_USER / WARREN_DEFAULT_PASS (default guest/guest, which
-may log in from loopback); the port from WARREN_MANAGEMENT_PORT (default 15672).
+The port, HTTP or HTTPS, and the default user's credentials are resolved from the container's
+environment (WARREN_* and WARREN_CONFIG) exactly as the broker resolves them.
 WARREN_HEALTHCHECK_URL replaces the whole URL (an https:// URL is not certificate-checked:
-it is the container's own loopback). Standard library only.
+it is the container's own loopback).
 """
 
 from __future__ import annotations
@@ -17,22 +17,18 @@ import sys
 import urllib.error
 import urllib.request
 
+from broker.config import parse_args
+
 DEFAULT_PATH = "/api/health/checks/alarms"
-
-
-def health_url(env: dict[str, str]) -> str:
-    """The URL to check, from the container's environment."""
-    if env.get("WARREN_HEALTHCHECK_URL"):
-        return env["WARREN_HEALTHCHECK_URL"]
-    port = env.get("WARREN_MANAGEMENT_PORT") or "15672"
-    return f"http://127.0.0.1:{port}{DEFAULT_PATH}"
 
 
 def check(env: dict[str, str], timeout: float = 4.0) -> tuple[bool, str]:
     """(healthy, one line saying why) for the broker this environment describes."""
-    user = env.get("WARREN_DEFAULT_USER") or "guest"
-    password = env.get("WARREN_DEFAULT_PASS") or "guest"
-    url = health_url(env)
+    config = parse_args([], env)
+    scheme = "https" if config.management_https else "http"
+    url = (env.get("WARREN_HEALTHCHECK_URL")
+           or f"{scheme}://127.0.0.1:{config.management_port}{DEFAULT_PATH}")
+    user, password = config.default_user, config.default_pass
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
     context = ssl._create_unverified_context() if url.startswith("https:") else None

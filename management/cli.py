@@ -11,6 +11,7 @@ import argparse
 import base64
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -39,9 +40,11 @@ class CtlError(Exception):
 
 
 class Api:
-    def __init__(self, url: str, user: str, password: str) -> None:
+    def __init__(self, url: str, user: str, password: str, cacert: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        # For an HTTPS management port whose certificate is signed by a private CA.
+        self.tls = ssl.create_default_context(cafile=cacert) if cacert else None
 
     def call(self, method: str, path: str, body: Any = None, headers: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -51,7 +54,7 @@ class Api:
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30, context=self.tls) as response:
                 payload = response.read()
         except urllib.error.HTTPError as failure:
             raise CtlError(_reason(failure)) from None
@@ -105,6 +108,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--password", dest="api_password",
                      default=env.get("WARREN_CTL_PASSWORD", "guest"),
                      help="its password (default guest; $WARREN_CTL_PASSWORD)")
+    top.add_argument("--cacert", default=env.get("WARREN_CTL_CACERT"),
+                     help="CA certificate (PEM) to verify an https:// --url with "
+                     "($WARREN_CTL_CACERT)")
     top.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -194,7 +200,7 @@ def _node_setting(api: Api, name: str, values: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    api = Api(args.url, args.api_user, args.api_password)
+    api = Api(args.url, args.api_user, args.api_password, args.cacert)
     name = args.command
     vhost = quote(getattr(args, "vhost", "/"))
     if name in LIST_COLUMNS:

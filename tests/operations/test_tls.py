@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import subprocess
+import sys
 import urllib.error
 
 import pika
@@ -109,3 +111,19 @@ def test_management_serves_https(warren_factory, certificates):
     # Plain HTTP on the HTTPS port gets nowhere.
     with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
         get_json(f"http://localhost:{broker.management_port}/api/overview")
+
+
+def test_warren_ctl_over_https(warren_factory, certificates):
+    broker = warren_factory(extra_args=[
+        "--management-certfile", str(certificates.server.cert),
+        "--management-keyfile", str(certificates.server.key),
+    ])
+    url = f"https://localhost:{broker.management_port}"
+    ctl = [sys.executable, "-m", "broker", "ctl", "--url", url]
+    trusted = subprocess.run([*ctl, "--cacert", str(certificates.ca.cert), "list_vhosts"],
+                             capture_output=True, text=True, timeout=30)
+    assert trusted.returncode == 0, trusted.stderr
+    assert "/" in trusted.stdout.split()
+    untrusted = subprocess.run([*ctl, "list_vhosts"], capture_output=True, text=True, timeout=30)
+    assert untrusted.returncode == 69  # EX_UNAVAILABLE, as rabbitmqctl for an unreachable node
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
