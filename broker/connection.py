@@ -27,6 +27,7 @@ from pamqp import decode as pamqp_decode
 from broker import __version__
 from broker.alarms import blocked_reason
 from broker.channel import Channel
+from broker.node import node_name
 from protocol import codec
 from protocol.constants import (
     ACCESS_REFUSED,
@@ -96,7 +97,7 @@ def server_properties() -> dict[str, Any]:
             "per_consumer_qos": True,
             "direct_reply_to": True,
         },
-        "cluster_name": f"warren@{platform.node()}",
+        "cluster_name": node_name(),
         "copyright": "Copyright (c) 2026 The Warren authors",
         "information": "Licensed under the Apache License 2.0. Website: https://warren.invalid",
         "platform": f"Python {platform.python_version()}",
