@@ -99,15 +99,20 @@ def print_table(items: list[dict[str, Any]], columns: list[str]) -> None:
 def parser() -> argparse.ArgumentParser:
     env = os.environ
     top = argparse.ArgumentParser(prog="warren ctl", description=__doc__.split("\n\n")[0])
-    top.add_argument("--url", default=env.get("WARREN_MANAGEMENT_URL", "http://localhost:15672"),
-                     help="management API (default http://localhost:15672; "
-                     "$WARREN_MANAGEMENT_URL)")
+    # Beside the broker (in its container, say) the broker's own variables are good defaults.
+    local_url = f"http://localhost:{env.get('WARREN_MANAGEMENT_PORT', '15672')}"
+    top.add_argument("--url", default=env.get("WARREN_MANAGEMENT_URL", local_url),
+                     help="management API (default http://localhost:$WARREN_MANAGEMENT_PORT or "
+                     "15672; $WARREN_MANAGEMENT_URL)")
     top.add_argument("--user", "-u", dest="api_user",
-                     default=env.get("WARREN_CTL_USER", "guest"),
-                     help="management user (default guest; $WARREN_CTL_USER)")
+                     default=env.get("WARREN_CTL_USER", env.get("WARREN_DEFAULT_USER", "guest")),
+                     help="management user (default $WARREN_DEFAULT_USER or guest; "
+                     "$WARREN_CTL_USER)")
     top.add_argument("--password", dest="api_password",
-                     default=env.get("WARREN_CTL_PASSWORD", "guest"),
-                     help="its password (default guest; $WARREN_CTL_PASSWORD)")
+                     default=env.get("WARREN_CTL_PASSWORD",
+                                     env.get("WARREN_DEFAULT_PASS", "guest")),
+                     help="its password (default $WARREN_DEFAULT_PASS or guest; "
+                     "$WARREN_CTL_PASSWORD)")
     top.add_argument("--cacert", default=env.get("WARREN_CTL_CACERT"),
                      help="CA certificate (PEM) to verify an https:// --url with "
                      "($WARREN_CTL_CACERT)")

@@ -138,3 +138,15 @@ def test_errors_and_exit_codes(broker):
     assert "cannot reach the broker" in refused.stderr
     wrong = ctl(broker, "--password", "wrong", "list_queues")
     assert wrong.returncode == 1 and "Login failed" in wrong.stderr
+
+
+def test_defaults_come_from_the_brokers_own_variables(warren_factory):
+    """Run beside the broker (as `docker exec warren warren ctl ...`), ctl finds the management
+    port and the default user in the same WARREN_* variables the broker was started with."""
+    env = {"WARREN_DEFAULT_USER": "ops", "WARREN_DEFAULT_PASS": "s3cret"}
+    broker = warren_factory(env=env)
+    env |= {"WARREN_MANAGEMENT_PORT": str(broker.management_port)}
+    result = subprocess.run([sys.executable, "-m", "broker", "ctl", "list_users"],
+                            capture_output=True, text=True, timeout=30, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    assert "ops" in [row.split("\t")[0] for row in result.stdout.splitlines()]
