@@ -47,6 +47,14 @@ function fmtRate(value) {
   return `${(value || 0).toFixed(1)}/s`;
 }
 
+function fmtBytes(value) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let size = value || 0;
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) { size /= 1024; unit += 1; }
+  return `${unit ? size.toFixed(1) : size} ${units[unit]}`;
+}
+
 function exchangeLabel(name) {
   return name === "" ? "(AMQP default)" : name;
 }
@@ -116,6 +124,7 @@ function logout(message) {
   sessionStorage.removeItem(USER_KEY);
   stopPage();
   overviewPoller.stop();
+  showAlarms(null);
   showLogin(message);
 }
 
@@ -257,6 +266,10 @@ const overviewPoller = {
   },
   async poll() {
     try {
+      // /api/nodes needs the monitoring tag: without it the node's figures are simply absent
+      const nodes = await api("/api/nodes").catch(() => null);
+      this.node = nodes && nodes[0];
+      showAlarms(this.node);
       const data = await api("/api/overview");
       const stats = data.message_stats || {};
       const rate = (key) => (stats[`${key}_details`] || {}).rate || 0;
@@ -277,6 +290,23 @@ const overviewPoller = {
     }
   },
 };
+
+/** The banner under the header while a resource alarm blocks publishers, on every page. */
+function showAlarms(node) {
+  const banner = document.getElementById("alarm-banner");
+  const alarms = [];
+  if (node && node.mem_alarm) {
+    alarms.push(`memory alarm: ${fmtBytes(node.mem_used)} used, high watermark ` +
+      `${fmtBytes(node.mem_limit)}`);
+  }
+  if (node && node.disk_free_alarm) {
+    alarms.push(`disk alarm: ${fmtBytes(node.disk_free)} free, limit ` +
+      `${fmtBytes(node.disk_free_limit)}`);
+  }
+  banner.textContent = alarms.length
+    ? `Publishers are blocked: ${alarms.join("; ")}.` : "";
+  banner.hidden = !alarms.length;
+}
 
 const RATE_SERIES = [
   { key: "publish", label: "Publish", color: "#e8590c" },
@@ -372,7 +402,8 @@ function renderOverview(args, token) {
       statBox("ov-total", "Total messages"), statBox("ov-publish", "Publish rate"),
       statBox("ov-deliver", "Deliver rate"), statBox("ov-queues", "Queues"),
       statBox("ov-connections", "Connections"), statBox("ov-channels", "Channels"),
-      statBox("ov-consumers", "Consumers")),
+      statBox("ov-consumers", "Consumers"), statBox("ov-memory", "Memory used / watermark"),
+      statBox("ov-disk", "Disk free / limit")),
     el("div", { class: "charts" },
       el("div", { class: "card chart" }, el("h2", {}, "Message rates"), rateCanvas,
         legend(RATE_SERIES)),
@@ -398,6 +429,13 @@ function renderOverview(args, token) {
       set("ov-connections", fmtNumber(objects.connections || 0));
       set("ov-channels", fmtNumber(objects.channels || 0));
       set("ov-consumers", fmtNumber(objects.consumers || 0));
+      const node = overviewPoller.node;
+      if (node) {
+        set("ov-memory", `${fmtBytes(node.mem_used)} / ${fmtBytes(node.mem_limit)}`);
+        set("ov-disk", `${fmtBytes(node.disk_free)} / ${fmtBytes(node.disk_free_limit)}`);
+        document.getElementById("ov-memory").classList.toggle("alarm", node.mem_alarm);
+        document.getElementById("ov-disk").classList.toggle("alarm", node.disk_free_alarm);
+      }
       set("ov-node", `${data.product_name || "Warren"} ${data.product_version || ""} on ` +
         `${data.node} · RabbitMQ ${data.rabbitmq_version} compatible · ${data.erlang_version}`);
     }

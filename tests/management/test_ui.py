@@ -149,3 +149,31 @@ def test_ui_login_queues_publish_and_get(broker, browser, unique):
     finally:
         with pika.BlockingConnection(params) as connection:
             connection.channel().queue_delete(queue)
+
+
+def _log_in(driver: webdriver.Chrome, base: str) -> None:
+    driver.get(base)
+    WebDriverWait(driver, WAIT).until(EC.visibility_of_element_located((By.ID, "login-form")))
+    driver.find_element(By.ID, "login-username").send_keys("guest")
+    driver.find_element(By.ID, "login-password").send_keys("guest")
+    driver.find_element(By.ID, "login-submit").click()
+
+
+def test_ui_shows_a_resource_alarm(warren_factory, browser):
+    broker = warren_factory(extra_args=["--disk-free-limit", str(10**18)])  # always in alarm
+    driver, wait = browser, WebDriverWait(browser, WAIT)
+    try:
+        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
+        _text_becomes(driver, "alarm-banner", "Publishers are blocked: disk alarm:")
+        assert "free, limit 909494.7 TiB." in driver.find_element(By.ID, "alarm-banner").text
+        assert driver.find_element(By.ID, "alarm-banner").is_displayed()
+        wait.until(lambda d: "alarm" in d.find_element(By.ID, "ov-disk").get_attribute("class"))
+        assert "alarm" not in driver.find_element(By.ID, "ov-memory").get_attribute("class")
+        assert " / " in driver.find_element(By.ID, "ov-memory").text
+        _shot(driver, "07-disk-alarm")
+        driver.find_element(By.ID, "logout").click()
+        wait.until(EC.visibility_of_element_located((By.ID, "login-form")))
+        assert not driver.find_element(By.ID, "alarm-banner").is_displayed()
+    except Exception:
+        _shot(driver, "failure-alarm")
+        raise
