@@ -131,6 +131,11 @@ class Channel:
 
     # -- output ---------------------------------------------------------------------------
 
+    def send_if_open(self, method: Any) -> None:
+        """A reply that waited (for the disk): dropped if the channel went meanwhile."""
+        if not self.closing and self.connection.channels.get(self.number) is self:
+            self.send_method(method)
+
     def send_method(self, method: Any) -> None:
         self.connection.write(codec.encode_method(self.number, method))
 
@@ -764,8 +769,7 @@ class Channel:
             self._send_commit_ok()
 
     def _send_commit_ok(self) -> None:
-        if not self.closing and self.connection.channels.get(self.number) is self:
-            self.send_method(spec.Tx.CommitOk())
+        self.send_if_open(spec.Tx.CommitOk())
 
     def _on_tx_rollback(self, method: spec.Tx.Rollback) -> None:
         self._require_tx(30)

@@ -19,6 +19,8 @@ from storage.definitions import apply_definitions, export_definitions, load_defi
 from storage.store import MessageStore, scan
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from broker.channel import Channel
     from broker.config import Config
     from broker.connection import Connection
@@ -164,6 +166,12 @@ class Node:
         """A durable definition changed: the log writes a fresh definitions file next."""
         if self.store is not None and self.store.wal is not None:
             self.store.wal.definitions_changed(self._definitions_snapshot)
+
+    def when_definitions_durable(self, callback: Callable[[], None]) -> None:
+        if self.store is not None and self.store.wal is not None:
+            self.store.wal.when_definitions_durable(callback)
+        else:
+            callback()
 
     def _definitions_snapshot(self) -> bytes:
         return json.dumps(export_definitions(self), indent=1).encode()

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
+def _reply_when_recorded(channel: Channel, reply: object) -> None:
+    """Send the reply to a change of durable topology once the definitions file holding it is
+    on disk: like RabbitMQ's answer after its database write, a declare-ok (or delete-ok, bind-ok)
+    survives a crash right after it. Other changes are answered at once."""
+    channel.connection.node.when_definitions_durable(lambda: channel.send_if_open(reply))
+
+
 def exchange_declare(channel: Channel, method: spec.Exchange.Declare) -> None:
     vhost, name = channel.vhost, method.exchange
     if not method.passive and name:
@@ -37,7 +44,7 @@ def exchange_declare(channel: Channel, method: spec.Exchange.Declare) -> None:
     if not existed:
         exchange.declared_by = channel.user.name
     if not method.nowait:
-        channel.send_method(spec.Exchange.DeclareOk())
+        _reply_when_recorded(channel, spec.Exchange.DeclareOk())
 
 
 def exchange_delete(channel: Channel, method: spec.Exchange.Delete) -> None:
@@ -46,7 +53,7 @@ def exchange_delete(channel: Channel, method: spec.Exchange.Delete) -> None:
                                        40, 20)
     channel.vhost.delete_exchange(method.exchange, method.if_unused)
     if not method.nowait:
-        channel.send_method(spec.Exchange.DeleteOk())
+        _reply_when_recorded(channel, spec.Exchange.DeleteOk())
 
 
 def _check_e2e(channel: Channel, method: spec.Exchange.Bind | spec.Exchange.Unbind,
@@ -67,7 +74,7 @@ def exchange_bind(channel: Channel, method: spec.Exchange.Bind) -> None:
     source = vhost.get_exchange(method.source, 40, 30)
     vhost.bind(source, destination, method.routing_key, method.arguments or {})
     if not method.nowait:
-        channel.send_method(spec.Exchange.BindOk())
+        _reply_when_recorded(channel, spec.Exchange.BindOk())
 
 
 def exchange_unbind(channel: Channel, method: spec.Exchange.Unbind) -> None:
@@ -78,7 +85,7 @@ def exchange_unbind(channel: Channel, method: spec.Exchange.Unbind) -> None:
     if source is not None and destination is not None:  # else the binding cannot exist: ok
         vhost.unbind(source, destination, method.routing_key, method.arguments or {})
     if not method.nowait:
-        channel.send_method(spec.Exchange.UnbindOk())
+        _reply_when_recorded(channel, spec.Exchange.UnbindOk())
 
 
 def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
@@ -108,10 +115,10 @@ def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
     )
     channel.last_queue_name = queue.name
     if not method.nowait:
-        channel.send_method(
-            unchecked(spec.Queue.DeclareOk, queue=queue.name, message_count=queue.message_count,
-                      consumer_count=queue.consumer_count)
-        )
+        _reply_when_recorded(channel, unchecked(
+            spec.Queue.DeclareOk, queue=queue.name, message_count=queue.message_count,
+            consumer_count=queue.consumer_count,
+        ))
 
 
 def queue_name(channel: Channel, name: str, class_id: int, method_id: int) -> str:
@@ -143,7 +150,7 @@ def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
     routing_key = method.routing_key or ("" if method.queue else queue.name)
     vhost.bind(exchange, queue, routing_key, method.arguments or {})
     if not method.nowait:
-        channel.send_method(spec.Queue.BindOk())
+        _reply_when_recorded(channel, spec.Queue.BindOk())
 
 
 def queue_unbind(channel: Channel, method: spec.Queue.Unbind) -> None:
@@ -159,7 +166,7 @@ def queue_unbind(channel: Channel, method: spec.Queue.Unbind) -> None:
     if binding is not None:  # unbinding what does not exist is fine, RabbitMQ says unbind-ok
         vhost.check_exclusive_access(queue, channel.connection, 50, 50)
         vhost.remove_binding(binding)
-    channel.send_method(spec.Queue.UnbindOk())
+    _reply_when_recorded(channel, spec.Queue.UnbindOk())
 
 
 def _refuse_default_exchange(name: str, class_id: int, method_id: int) -> None:
@@ -192,7 +199,7 @@ def queue_delete(channel: Channel, method: spec.Queue.Delete) -> None:
             raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} not empty", 50, 40)
         count = vhost.delete_queue(queue)
     if not method.nowait:
-        channel.send_method(spec.Queue.DeleteOk(count))
+        _reply_when_recorded(channel, spec.Queue.DeleteOk(count))
 
 
 HANDLERS = {

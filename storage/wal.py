@@ -140,6 +140,14 @@ class WriteAheadLog:
         self._definitions_source = source
         self.schedule()
 
+    def when_definitions_durable(self, callback: Callable[[], None]) -> None:
+        """Call back once the definitions changed so far are on disk (at once if none are
+        waiting to be written)."""
+        if self._definitions_source is None:
+            callback()
+        else:
+            self.when_durable(self._batch.ticket, callback)
+
     def delete_segment_when_durable(self, number: int) -> None:
         """Delete a segment after everything appended so far is durable."""
         self._batch.delete_segments.append(number)
