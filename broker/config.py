@@ -33,6 +33,7 @@ class Config:
     management_port: int = 15672
     management_certfile: Path | None = None  # HTTPS when set
     management_keyfile: Path | None = None
+    collect_statistics_interval: int = 5000  # ms between samples of the API's rates
     data_dir: Path = Path("data")
     log_level: str = "info"
     log_file: Path | None = None
@@ -199,6 +200,9 @@ SETTINGS = [
             "PEM certificate: the management port serves HTTPS when set"),
     Setting("management_keyfile", "management.keyfile", _existing_file,
             "PEM private key of the management certificate"),
+    Setting("collect_statistics_interval", "management.collect_statistics_interval",
+            _integer(100, 3_600_000), "milliseconds between the samples that the management "
+            "API's message rates are computed from"),
     Setting("data_dir", "data_dir", _path, "directory for persistent data"),
     Setting("load_definitions", "load_definitions", _existing_file,
             "a RabbitMQ definitions JSON file (users, vhosts, permissions, policies, exchanges, "

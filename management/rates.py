@@ -1,5 +1,5 @@
-"""Message rates for the API's *_details.rate fields: the node's plain counters sampled every
-few seconds (no per-message work), and the rate over the last interval."""
+"""Message rates for the API's *_details.rate fields: the node's and each queue's plain
+counters sampled every few seconds (no per-message work), and the rate over the last interval."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from broker.node import Node
-
-SAMPLE_INTERVAL = 5.0
+    from broker.queue import Queue
 
 # API name -> how to read the counter from the node
 COUNTERS = {
@@ -26,6 +25,20 @@ COUNTERS = {
     "redeliver": lambda node: node.messages_redelivered,
     "get_empty": lambda node: node.get_empty,
 }
+# The per-queue counters, in the order QueueSample keeps them.
+QUEUE_COUNTERS = ("publish", "deliver_get", "ack", "redeliver")
+
+
+def _queue_counts(queue: Queue) -> tuple[int, ...]:
+    return (queue.messages_published, queue.messages_delivered, queue.messages_acked,
+            queue.messages_redelivered)
+
+
+@dataclass
+class QueueSample:
+    queue: Queue  # a queue deleted and declared again under the same name starts afresh
+    counts: tuple[int, ...]
+    rates: tuple[float, ...] = (0.0,) * len(QUEUE_COUNTERS)
 
 
 @dataclass
@@ -35,6 +48,18 @@ class Rates:
     values: dict[str, int] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
     sampled_at: float = 0.0
+    queues: dict[tuple[str, str], QueueSample] = field(default_factory=dict)
+
+    def queue_stats(self, queue: Queue) -> dict[str, Any]:
+        """A queue's message_stats: counts as of now, rates over the last interval."""
+        sample = self.queues.get((queue.vhost.name, queue.name))
+        rates = sample.rates if sample is not None and sample.queue is queue else None
+        stats: dict[str, Any] = {}
+        for index, (name, count) in enumerate(zip(QUEUE_COUNTERS, _queue_counts(queue),
+                                                  strict=True)):
+            stats[name] = count
+            stats[f"{name}_details"] = {"rate": rates[index] if rates else 0.0}
+        return stats
 
 
 RATES_KEY = web.AppKey("rates", Rates)
@@ -49,13 +74,30 @@ def sample(node: Node, rates: Rates) -> None:
             name: round((values[name] - rates.values.get(name, 0)) / elapsed, 1)
             for name in values
         }
+    elapsed = max(now - rates.sampled_at, 1e-6) if rates.sampled_at else 0.0
     rates.values, rates.sampled_at = values, now
+    rates.queues = {
+        key: _sample_queue(queue, rates.queues.get(key), elapsed)
+        for vhost in node.vhosts.values() for key, queue in (
+            ((vhost.name, name), queue) for name, queue in vhost.queues.items()
+        )
+    }
+
+
+def _sample_queue(queue: Queue, last: QueueSample | None, elapsed: float) -> QueueSample:
+    counts = _queue_counts(queue)
+    if last is None or last.queue is not queue or not elapsed:
+        return QueueSample(queue, counts)
+    rates = tuple(round((now - before) / elapsed, 1)
+                  for now, before in zip(counts, last.counts, strict=True))
+    return QueueSample(queue, counts, rates)
 
 
 async def sample_forever(node: Node, rates: Rates) -> None:
+    interval = node.config.collect_statistics_interval / 1000
     while True:
         sample(node, rates)
-        await asyncio.sleep(SAMPLE_INTERVAL)
+        await asyncio.sleep(interval)
 
 
 def message_stats(node: Node, rates: Rates) -> dict[str, Any]:

@@ -23,11 +23,12 @@ from management.api.common import (
     vhost_of,
 )
 from management.api.overview import node_name
+from management.rates import RATES_KEY, Rates
 from protocol import properties
 from protocol.errors import AMQPError
 
 
-def queue_info(queue: Queue) -> dict[str, Any]:
+def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
     ready, unacked = queue.message_count, queue.unacked_count
     settings = queue.settings
     return {
@@ -56,10 +57,7 @@ def queue_info(queue: Queue) -> dict[str, Any]:
         ),
         "memory": queue.memory_estimate, "message_bytes": queue.ready_bytes,
         "message_bytes_ready": queue.ready_bytes,
-        "message_stats": {
-            "publish": queue.messages_published, "deliver_get": queue.messages_delivered,
-            "ack": queue.messages_acked, "redeliver": queue.messages_redelivered,
-        },
+        "message_stats": rates.queue_stats(queue),
         "owner_pid_details": (
             {"name": queue.owner.display_name, "peer_host": (queue.owner.peer or ("", 0))[0],
              "peer_port": (queue.owner.peer or ("", 0))[1]} if queue.owner else None
@@ -87,11 +85,12 @@ def queue_of(request: web.Request) -> Queue:
 
 
 async def list_queues(request: web.Request) -> web.Response:
-    return listing(request, [queue_info(queue) for queue in _queues(request)])
+    rates = request.app[RATES_KEY]
+    return listing(request, [queue_info(queue, rates) for queue in _queues(request)])
 
 
 async def show_queue(request: web.Request) -> web.Response:
-    return json_response(queue_info(queue_of(request)))
+    return json_response(queue_info(queue_of(request), request.app[RATES_KEY]))
 
 
 async def declare_queue(request: web.Request) -> web.Response:
@@ -155,6 +154,7 @@ async def get_messages(request: web.Request) -> web.Response:
     except (TypeError, ValueError):
         raise error(400, "bad_request", ["not_integer", body["count"]]) from None
     encoding, truncate = body.get("encoding", "auto"), body.get("truncate")
+    node = node_of(request)
     taken, results = [], []
     for _ in range(count):
         entry = queue.pop()
@@ -163,6 +163,10 @@ async def get_messages(request: web.Request) -> web.Response:
         queue.head_body(entry)
         queue.note_delivery(entry)
         taken.append(entry)
+        # Counted as RabbitMQ counts the basic.get it makes for the API.
+        node.messages_delivered += 1
+        node.delivered_get_manual_ack += 1
+        node.messages_redelivered += entry.redelivered
         message = entry.message
         payload = message.body if truncate is None else message.body[: int(truncate)]
         results.append({
@@ -179,6 +183,7 @@ async def get_messages(request: web.Request) -> web.Response:
             queue.reject(entry)
         else:
             queue.settle(entry)
+            node.messages_acknowledged += 1
     if requeue:
         queue.dispatch()
     return json_response(results)
