@@ -386,8 +386,9 @@ class Connection:
         else:
             self._missed_ticks += 1
             if self._missed_ticks >= 4:  # two whole heartbeat intervals of silence
-                log.warning("connection %s: missed heartbeats from client, timeout: %ss",
-                            self.display_name, self.heartbeat)
+                log.error("closing AMQP connection %s (vhost: '%s', user: '%s'): missed "
+                          "heartbeats from client, timeout: %ss", self.display_name,
+                          self.vhost.name, self.user.name, self.heartbeat)
                 self._shutdown()
                 return
         self._received_since_tick = False
