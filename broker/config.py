@@ -29,6 +29,8 @@ class Config:
     amqps_cacertfile: Path | None = None
     amqps_verify_peer: bool = False
     amqps_fail_if_no_peer_cert: bool = False
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN")
+    ssl_cert_login_from: str = "distinguished_name"  # or common_name: EXTERNAL's user name
     management_host: str = "0.0.0.0"
     management_port: int = 15672
     management_certfile: Path | None = None  # HTTPS when set
@@ -145,6 +147,14 @@ def _names(value: Any) -> tuple[str, ...]:
     raise ValueError(f"expected a list of user names, got {value!r}")
 
 
+def _mechanisms(value: Any) -> tuple[str, ...]:
+    names = tuple(name.upper() for name in _names(value))
+    unknown = [name for name in names if name not in ("PLAIN", "AMQPLAIN", "EXTERNAL")]
+    if unknown or not names:
+        raise ValueError(f"expected some of PLAIN, AMQPLAIN, EXTERNAL, got {value!r}")
+    return names
+
+
 def _choice(*choices: str) -> Parser:
     def parse(value: Any) -> str:
         if _text(value).lower() not in choices:
@@ -192,6 +202,13 @@ SETTINGS = [
             "ask clients for a certificate and verify it against amqps.cacertfile"),
     Setting("amqps_fail_if_no_peer_cert", "amqps.fail_if_no_peer_cert", _boolean,
             "with verify_peer: refuse clients that present no certificate"),
+    Setting("auth_mechanisms", "auth_mechanisms", _mechanisms,
+            "SASL mechanisms offered: PLAIN, AMQPLAIN, and EXTERNAL (the user named by the "
+            "client's TLS certificate; offered on AMQPS only)"),
+    Setting("ssl_cert_login_from", "ssl_cert_login_from",
+            _choice("distinguished_name", "common_name"),
+            "what of the certificate EXTERNAL takes as the user name: distinguished_name "
+            "(\"CN=app,O=Example\") or common_name"),
     Setting("management_host", "management.bind", _text,
             "address the management HTTP listener binds", flag="--management-bind",
             env="WARREN_MANAGEMENT_BIND"),
@@ -327,6 +344,9 @@ def _check_together(config: Config) -> None:
         if (value is None) != (other is None):
             given, missing = (key, other_key) if value is not None else (other_key, key)
             raise ConfigError(f"'{given}' is set but '{missing}' is not: both are needed for TLS")
+    if "EXTERNAL" in config.auth_mechanisms and not config.amqps_verify_peer:
+        # as RabbitMQ advises: an unverified certificate must not name a user
+        raise ConfigError("'auth_mechanisms' has EXTERNAL: it needs 'amqps.verify_peer = true'")
     if config.amqps_verify_peer and config.amqps_cacertfile is None:
         raise ConfigError("'amqps.verify_peer' needs 'amqps.cacertfile' to verify against")
     ports = [("amqp.port", config.port), ("management.port", config.management_port)]

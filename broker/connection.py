@@ -28,6 +28,7 @@ from broker import __version__
 from broker.alarms import blocked_reason
 from broker.channel import Channel
 from broker.node import node_name
+from broker.tls import login_name, peer_certificate
 from protocol import codec
 from protocol.constants import (
     ACCESS_REFUSED,
@@ -217,7 +218,7 @@ class Connection:
             self.state = State.AWAITING_START_OK
             self.send_method(0, spec.Connection.Start(
                 version_major=0, version_minor=9, server_properties=server_properties(),
-                mechanisms="PLAIN AMQPLAIN", locales="en_US",
+                mechanisms=" ".join(self._mechanisms()), locales="en_US",
             ))
             return data[8:]
         # Wrong protocol or version: answer with the one we speak and hang up, as RabbitMQ does.
@@ -285,20 +286,28 @@ class Connection:
 
     # -- handshake ------------------------------------------------------------------------
 
+    def _mechanisms(self) -> list[str]:
+        """The configured mechanisms; EXTERNAL only where there is TLS to take a name from."""
+        return [name for name in self.node.config.auth_mechanisms
+                if name != "EXTERNAL" or self.transport.tls is not None]
+
     def _on_start_ok(self, method: spec.Connection.StartOk) -> None:
         self.client_properties = method.client_properties or {}
         mechanism = self.auth_mechanism = method.mechanism
-        if mechanism == "PLAIN":
-            username, password = _parse_plain(method.response)
-        elif mechanism == "AMQPLAIN":
-            username, password = _parse_amqplain(method.response)
-        else:
+        if mechanism not in self._mechanisms():
             raise HandshakeRefused(f"unsupported authentication mechanism '{mechanism}'")
         loopback = self.peer is None or _is_loopback(self.peer[0])
-        self.user = self.node.access.authenticate(username, password, loopback)
+        if mechanism == "EXTERNAL":
+            username, why = self._certificate_user()
+            self.user = self.node.access.authenticate_external(username, loopback)
+        else:
+            parse = _parse_plain if mechanism == "PLAIN" else _parse_amqplain
+            username, password = parse(method.response)
+            why = f"user '{username}' - invalid credentials"
+            self.user = self.node.access.authenticate(username, password, loopback)
         if self.user is None:
-            log.error("Error on AMQP connection %s (state: starting): %s login refused: user "
-                      "'%s' - invalid credentials", self.display_name, mechanism, username)
+            log.error("Error on AMQP connection %s (state: starting): %s login refused: %s",
+                      self.display_name, mechanism, why)
             capabilities = self.client_properties.get("capabilities") or {}
             if not capabilities.get("authentication_failure_close"):
                 raise HandshakeRefused(f"login refused for user '{username}'")
@@ -313,6 +322,16 @@ class Connection:
             channel_max=config.channel_max, frame_max=config.frame_max,
             heartbeat=config.heartbeat,
         ))
+
+    def _certificate_user(self) -> tuple[str, str]:
+        """EXTERNAL: the user name the client's certificate gives, and why it may be refused."""
+        certificate = peer_certificate(self.transport.tls)
+        if certificate is None:
+            return "", "connection peer presented no TLS (x.509) certificate"
+        name = login_name(certificate, self.node.config.ssl_cert_login_from)
+        if name is None:
+            return "", "no name found"
+        return name, f"user '{name}' - not found"
 
     def _on_tune_ok(self, method: spec.Connection.TuneOk) -> None:
         config = self.node.config

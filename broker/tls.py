@@ -1,9 +1,12 @@
-"""TLS contexts for the AMQPS listener and the HTTPS management port, built from the Config."""
+"""TLS for the AMQPS listener and the HTTPS management port: the server contexts built from
+the Config, and names read off a client's certificate (for /api/connections and for the
+EXTERNAL authentication mechanism)."""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 from broker.config import Config
 
@@ -32,3 +35,43 @@ def management_context(config: Config) -> ssl.SSLContext | None:
     if config.management_certfile is None or config.management_keyfile is None:
         return None
     return _server_context(config.management_certfile, config.management_keyfile)
+
+
+_SHORT_NAMES = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+                "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST",
+                "domainComponent": "DC", "emailAddress": "emailAddress"}
+
+
+def distinguished_name(rdns: Any) -> str | None:
+    """A certificate name (as ssl.getpeercert() gives it) as RFC 4514 writes it and RabbitMQ
+    shows it: last RDN first, "CN=client,O=Example"."""
+    if not rdns:
+        return None
+    return ",".join(
+        "+".join(f"{_SHORT_NAMES.get(key, key)}={_escape(value)}" for key, value in rdn)
+        for rdn in reversed(rdns)
+    )
+
+
+def _escape(value: str) -> str:
+    escaped = "".join(f"\\{char}" if char in ',+"\\<>;=' else char for char in value)
+    if escaped[:1] in ("#", " "):
+        escaped = "\\" + escaped
+    if escaped.endswith(" "):
+        escaped = escaped[:-1] + "\\ "
+    return escaped
+
+
+def peer_certificate(tls: ssl.SSLObject | None) -> dict[str, Any] | None:
+    """The client's verified certificate, or None (no TLS, or no certificate asked for)."""
+    return (tls.getpeercert() or None) if tls is not None else None
+
+
+def login_name(certificate: dict[str, Any], login_from: str) -> str | None:
+    """The user name EXTERNAL takes from a certificate: its whole subject, or its common name
+    (RabbitMQ's ssl_cert_login_from = distinguished_name | common_name)."""
+    subject = certificate.get("subject")
+    if login_from == "common_name":
+        names = [value for rdn in subject or () for key, value in rdn if key == "commonName"]
+        return names[-1] if names else None
+    return distinguished_name(subject)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from broker.channel import Channel
 from broker.connection import Connection, State
+from broker.tls import distinguished_name
 from management.api.common import (
     USER,
     json_response,
@@ -68,17 +69,9 @@ def _tls_info(connection: Connection) -> dict[str, Any]:
     return {
         "ssl": True, "ssl_protocol": (tls.version() or "").lower(),
         "ssl_cipher": (tls.cipher() or ("",))[0],
-        "peer_cert_subject": _distinguished_name(cert.get("subject")),
-        "peer_cert_issuer": _distinguished_name(cert.get("issuer")),
+        "peer_cert_subject": distinguished_name(cert.get("subject")),
+        "peer_cert_issuer": distinguished_name(cert.get("issuer")),
     }
-
-
-def _distinguished_name(rdns: Any) -> str | None:
-    if not rdns:
-        return None
-    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
-             "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST"}
-    return ",".join(f"{short.get(key, key)}={value}" for rdn in rdns for key, value in rdn)
 
 
 def channel_info(channel: Channel) -> dict[str, Any]:

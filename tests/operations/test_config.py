@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pika
 import pytest
-from conftest import get_json
+from http_json import get_json
 from pika.exceptions import ChannelClosedByBroker, ProbableAccessDeniedError
 
 from broker.config import SETTINGS, Config, parse_args
@@ -73,6 +73,9 @@ def test_file_understands_sizes_lists_and_booleans(tmp_path, certificates):
                                                          "both 5672"),
     ('[log]\nlevel = "loud"\n', "expected one of debug, info, warning, error"),
     ('[amqp\nport = 1\n', "is not valid TOML"),
+    ('auth_mechanisms = ["EXTERNAL"]\n', "'auth_mechanisms' has EXTERNAL: it needs "
+                                        "'amqps.verify_peer = true'"),
+    ('auth_mechanisms = ["PLAIN", "CRAM-MD5"]\n', "expected some of PLAIN, AMQPLAIN, EXTERNAL"),
 ])
 def test_invalid_file_is_one_clear_line_and_exit_status_2(tmp_path, content, message):
     file = tmp_path / "warren.toml"

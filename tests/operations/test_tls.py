@@ -8,10 +8,11 @@ import ssl
 import subprocess
 import sys
 import urllib.error
+from urllib.parse import quote
 
 import pika
 import pytest
-from conftest import get_json
+from http_json import get_json, put_json
 from pika.exceptions import AMQPConnectionError
 
 # pika raises the TLS error itself when the handshake fails, its own error when the server hangs up
@@ -88,8 +89,8 @@ def test_verify_peer_requires_a_certificate_from_the_ca(warren_factory, certific
         assert _round_trip(connection, unique) == b"over tls"
         api = f"http://127.0.0.1:{broker.management_port}/api"
         [info] = [c for c in get_json(f"{api}/connections") if c["port"] == free_tcp_port]
-        assert info["peer_cert_subject"] == "O=Warren tests,CN=test-client"
-        assert info["peer_cert_issuer"] == "O=Warren tests,CN=warren-test-ca"
+        assert info["peer_cert_subject"] == "CN=test-client,O=Warren tests"  # RFC 4514 order
+        assert info["peer_cert_issuer"] == "CN=warren-test-ca,O=Warren tests"
     finally:
         connection.close()
     with pytest.raises(REFUSED):
@@ -127,3 +128,71 @@ def test_warren_ctl_over_https(warren_factory, certificates):
     untrusted = subprocess.run([*ctl, "list_vhosts"], capture_output=True, text=True, timeout=30)
     assert untrusted.returncode == 69  # EX_UNAVAILABLE, as rabbitmqctl for an unreachable node
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+
+
+def _verifying_args(certificates, port: int) -> list[str]:
+    return [*_tls_args(certificates, port), "--amqps-cacertfile", str(certificates.ca.cert),
+            "--amqps-verify-peer", "true"]
+
+
+def _external(port: int, context: ssl.SSLContext, vhost: str = "/") -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "localhost", port, vhost, credentials=pika.credentials.ExternalCredentials(),
+        ssl_options=pika.SSLOptions(context, "localhost"), connection_attempts=1,
+        socket_timeout=5,
+    ))
+
+
+def test_external_login_by_client_certificate(warren_factory, certificates, free_tcp_port,
+                                              unique):
+    broker = warren_factory(extra_args=[
+        *_verifying_args(certificates, free_tcp_port),
+        "--auth-mechanisms", "PLAIN,AMQPLAIN,EXTERNAL",
+    ])
+    api = f"http://127.0.0.1:{broker.management_port}/api"
+    user = "CN=test-client,O=Warren tests"
+    put_json(f"{api}/users/{quote(user, safe='')}", {"password": "", "tags": ""})
+    put_json(f"{api}/permissions/%2F/{quote(user, safe='')}",
+             {"configure": ".*", "write": ".*", "read": ".*"})
+    connection = _external(free_tcp_port, _client_context(certificates, certificates.client))
+    try:
+        assert _round_trip(connection, unique) == b"over tls"
+        [info] = [c for c in get_json(f"{api}/connections") if c["port"] == free_tcp_port]
+        assert (info["user"], info["auth_mechanism"]) == (user, "EXTERNAL")
+    finally:
+        connection.close()
+    # a certificate naming no user of the broker is refused, as a password login would be
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError) as refused:
+        _external(free_tcp_port, _client_context(certificates, certificates.unknown))
+    assert ("ACCESS_REFUSED - Login was refused using authentication mechanism EXTERNAL. For "
+            "details see the broker logfile.") in str(refused.value)
+    assert "EXTERNAL login refused: user 'CN=no-such-user,O=Warren tests' - not found" in (
+        broker.log_text())
+    # no certificate at all (verify_peer without fail_if_no_peer_cert lets the TLS through)
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        _external(free_tcp_port, _client_context(certificates))
+    assert "connection peer presented no TLS (x.509) certificate" in broker.log_text()
+    # EXTERNAL is not offered without TLS: pika finds no mechanism it can use
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", broker.port, credentials=pika.credentials.ExternalCredentials(),
+            connection_attempts=1))
+
+
+def test_external_with_common_name(warren_factory, certificates, free_tcp_port, unique):
+    broker = warren_factory(extra_args=[
+        *_verifying_args(certificates, free_tcp_port), "--auth-mechanisms", "EXTERNAL",
+        "--ssl-cert-login-from", "common_name",
+    ])
+    api = f"http://127.0.0.1:{broker.management_port}/api"
+    put_json(f"{api}/users/test-client", {"password": "", "tags": ""})
+    put_json(f"{api}/permissions/%2F/test-client", {"configure": ".*", "write": ".*",
+                                                     "read": ".*"})
+    connection = _external(free_tcp_port, _client_context(certificates, certificates.client))
+    try:
+        assert _round_trip(connection, unique) == b"over tls"
+    finally:
+        connection.close()
+    with pytest.raises(pika.exceptions.AMQPConnectionError):  # PLAIN is not offered any more
+        pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port,
+                                                          connection_attempts=1))
