@@ -2,16 +2,15 @@
 
 Dead-lettering writes a message's headers back sorted by key, with new entries (x-death,
 x-first-death-*) among them; the general way is decode, add, sort, encode
-(`encode_table(dict(sorted({**decode_table(raw), **new}.items())))`). When the table already is
-what that would write — keys strictly increasing (so sorted, no duplicates), every value encoded
-the way `encode_value` encodes its decoded form — the same bytes come from splicing the new,
-already encoded entries in at their sorted places. `insert_sorted` does that, or says it cannot
-(None) and the caller takes the general way.
+(`encode_table(dict(sorted({**decode_table(raw), **new}.items())))`). When the table is made of
+entries that encoding writes back unchanged — each value encoded the way `encode_value`
+encodes its decoded form, keys unique — the same bytes come from sorting the entries' bytes,
+the new (already encoded) ones among them (UTF-8 bytes sort as the decoded keys do).
+`insert_sorted` does that, or says it cannot (None) and the caller takes the general way.
 """
 
 from __future__ import annotations
 
-import bisect
 import struct
 
 from protocol.fieldtable import decode_value, encode_value
@@ -29,41 +28,32 @@ _VERBATIM_SIZES: dict[int, int | None] = {
 }  # fmt: skip
 
 
-def sorted_entry_starts(data: bytes, offset: int = 0) -> tuple[list[bytes], list[int]] | None:
-    """The keys and entry offsets of the table at `offset` (its 4-byte length first) plus the
-    offset just past it as a last "start", if the table is canonical: re-encoding its decoded,
-    key-sorted entries gives back exactly these bytes. None if it is not (or is malformed)."""
+def entries(data: bytes, offset: int = 0) -> list[tuple[bytes, bytes]] | None:
+    """The entries of the table at `offset` (its 4-byte length first) as (key, the entry's
+    bytes), if every value is canonical — encoding its decoded form gives back its bytes — and
+    every key valid UTF-8; None if not (or if the table is malformed)."""
     try:
         return _scan(data, offset)
     except (IndexError, ValueError, UnicodeDecodeError, struct.error):
         return None
 
 
-def _scan(data: bytes, offset: int) -> tuple[list[bytes], list[int]] | None:
+def _scan(data: bytes, offset: int) -> list[tuple[bytes, bytes]] | None:
     end = offset + 4 + _u32.unpack_from(data, offset)[0]
     if end > len(data):
         return None
     position = offset + 4
-    keys: list[bytes] = []
-    starts: list[int] = []
-    previous = b""
+    found = []
     while position < end:
         name_end = position + 1 + data[position]
         key = data[position + 1 : name_end]
-        if keys and key <= previous:
-            return None  # out of order or a duplicate: the general way sorts or merges it
         key.decode()  # the general way decodes keys strictly
         value_end = _value_end(data, name_end)
         if value_end is None:
             return None
-        keys.append(key)
-        starts.append(position)
-        previous = key
+        found.append((key, data[position:value_end]))
         position = value_end
-    if position != end:
-        return None
-    starts.append(end)
-    return keys, starts
+    return found if position == end else None
 
 
 def _value_end(data: bytes, offset: int) -> int | None:
@@ -83,31 +73,21 @@ def _value_end(data: bytes, offset: int) -> int | None:
 
 
 def insert_sorted(
-    data: bytes, offset: int, entries: tuple[tuple[bytes, bytes], ...],
+    data: bytes, offset: int, additions: tuple[tuple[bytes, bytes], ...],
     refuse: tuple[bytes, ...] = (),
 ) -> bytes | None:
-    """The table at `offset` (4-byte length first) with `entries` — (key, the entry's encoded
-    bytes: key length, key, value), sorted by key — spliced in at their sorted places; the same
-    bytes as decoding, adding, sorting and encoding it. None if the table is not canonical,
-    already holds one of the keys, or holds a key of `refuse`."""
-    scanned = sorted_entry_starts(data, offset)
-    if scanned is None:
+    """The table at `offset` (4-byte length first) with `additions` — (key, the entry's encoded
+    bytes: key length, key, value) — added and all entries sorted by key: the same bytes as
+    decoding, adding, sorting and encoding it. None if a value is not canonical, a key occurs
+    twice (the general way keeps one of them) or is one of `refuse`."""
+    found = entries(data, offset)
+    if found is None:
         return None
-    keys, starts = scanned
-    if refuse and not set(refuse).isdisjoint(keys):
+    merged = sorted(found + list(additions))
+    keys = {key for key, _ in merged}
+    if len(keys) < len(merged) or not keys.isdisjoint(refuse):
         return None
-    parts = []
-    copied = offset + 4
-    for key, encoded in entries:
-        index = bisect.bisect_left(keys, key)
-        if index < len(keys) and keys[index] == key:
-            return None
-        cut = starts[index]
-        parts.append(data[copied:cut])
-        parts.append(encoded)
-        copied = cut
-    parts.append(data[copied : starts[-1]])
-    body = b"".join(parts)
+    body = b"".join([entry for _, entry in merged])
     return _u32.pack(len(body)) + body
 
 
