@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, NamedTuple
 
 from broker.message import Message
@@ -37,10 +38,10 @@ _REFUSED_KEYS = (b"CC",)  # its keys join x-death's routing-keys; the copy may d
 
 
 class Rewrite(NamedTuple):
-    """A dead-lettered copy's property bytes, and its x-death entries (for the cycle check)."""
+    """A dead-lettered copy's property bytes, and the queues its x-death makes a cycle of."""
 
     props_raw: bytes
-    deaths: tuple[TypedValue, ...]
+    cycles: frozenset[str]
 
 
 class DeathKey(NamedTuple):
@@ -60,11 +61,12 @@ class FirstDeath(NamedTuple):
     x_death: bytes  # the x-death value (tag byte first)
     entries: tuple[tuple[bytes, bytes], ...]  # (key, entry bytes) for tablesplice.insert_sorted
     table: bytes  # the headers table of a message that had none (4-byte length first)
-    deaths: tuple[TypedValue, ...]
+    cycles: frozenset[str]
 
 
 _rewrites: dict[tuple, Rewrite] = {}
 _first_deaths: dict[DeathKey, FirstDeath] = {}
+_route_bytes: dict[tuple[str, str], bytes] = {}
 
 
 def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
@@ -80,8 +82,8 @@ def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
     rewrite = rewritten(message, queue.name, reason, routing_key is not None)
     copy = _copy(message, rewrite.props_raw, exchange.name, routing_key)
     targets = vhost.route(exchange, copy)
-    if reason != "rejected":
-        targets = [target for target in targets if not _is_cycle(target.name, rewrite.deaths)]
+    if rewrite.cycles:
+        targets = _without_cycles(targets, rewrite.cycles)
     if not targets:
         return False
     vhost.deliver(copy, targets)
@@ -110,10 +112,19 @@ def rewritten(message: Message, queue: str, reason: str, drop_cc: bool) -> Rewri
 
 
 def _copy(message: Message, props_raw: bytes, exchange: str, routing_key: str | None) -> Message:
-    keys = [routing_key] if routing_key is not None else [message.routing_key, *message.cc]
-    copy = Message(exchange, keys[0], shortstr(exchange) + shortstr(keys[0]), props_raw,
-                   message.body, message.body_size)
-    copy.cc = tuple(keys[1:])
+    if routing_key is None:
+        routing_key, cc = message.routing_key, message.cc
+    else:
+        cc = ()
+    route = (exchange, routing_key)
+    route_bytes = _route_bytes.get(route)
+    if route_bytes is None:
+        if len(_route_bytes) >= _CACHE_LIMIT:
+            _route_bytes.clear()
+        route_bytes = _route_bytes[route] = shortstr(exchange) + shortstr(routing_key)
+    copy = Message(exchange, routing_key, route_bytes, props_raw, message.body,
+                   message.body_size)
+    copy.cc = cc
     copy.persistent = message.persistent
     return copy
 
@@ -142,7 +153,7 @@ def _spliced(message: Message, queue: str, reason: str, now: int) -> Rewrite | N
         props_raw = properties.set_headers(raw, offset, table)
     else:
         props_raw = properties.rebuild(raw, {"headers": table, "expiration": None})
-    return Rewrite(props_raw, first.deaths)
+    return Rewrite(props_raw, first.cycles)
 
 
 def first_death(key: DeathKey) -> FirstDeath:
@@ -159,7 +170,7 @@ def first_death(key: DeathKey) -> FirstDeath:
         body = b"".join(entry for _, entry in entries)
         table = len(body).to_bytes(4, "big") + body
         first = _first_deaths[key] = FirstDeath(
-            encoded["x-death"], entries, table, headers["x-death"][1]
+            encoded["x-death"], entries, table, cycle_queues(headers["x-death"][1])
         )
     return first
 
@@ -184,7 +195,7 @@ def _reencoded(message: Message, queue: str, reason: str, drop_cc: bool, now: in
         message.props_raw, {"headers": encode_table(to_encode), "expiration": None}
     )
     _, deaths = headers["x-death"]
-    return Rewrite(props_raw, deaths)
+    return Rewrite(props_raw, cycle_queues(deaths))
 
 
 def _death_info(key: DeathKey) -> dict[str, TypedValue]:
@@ -243,15 +254,29 @@ def _sorted(table: dict[str, TypedValue]) -> dict[str, TypedValue]:
     return dict(sorted(table.items()))
 
 
-def _is_cycle(queue_name: str, deaths: tuple[TypedValue, ...]) -> bool:
-    """RabbitMQ's rule: the target queue is already in x-death and no entry up to and
-    including it was a rejection."""
-    wanted = ("S", queue_name.encode())
-    for entry in deaths:
-        fields = entry[1] if entry[0] == "F" else {}
+def cycle_queues(deaths: tuple[TypedValue, ...]) -> frozenset[str]:
+    """RabbitMQ's rule: a copy routed to a queue already in x-death, with no rejection in the
+    entries up to and including that queue's, is dropped. The queues it is dropped at."""
+    names = set()
+    for tag, fields in deaths:
+        if tag != "F":
+            continue
         if fields.get("reason") == ("S", b"rejected"):
-            return False
-        if fields.get("queue") == wanted:
-            log.warning("dead-letter cycle through queue '%s': message dropped", queue_name)
-            return True
-    return False
+            break
+        queue_tag, queue = fields.get("queue", ("V", None))
+        if queue_tag == "S":
+            try:
+                names.add(queue.decode())
+            except UnicodeDecodeError:  # no queue is named so
+                continue
+    return frozenset(names)
+
+
+def _without_cycles(targets: Collection[Queue], cycles: frozenset[str]) -> list[Queue]:
+    kept = []
+    for target in targets:
+        if target.name in cycles:
+            log.warning("dead-letter cycle through queue '%s': message dropped", target.name)
+        else:
+            kept.append(target)
+    return kept

@@ -78,7 +78,7 @@ def test_shortcuts_give_the_general_ways_bytes(message, queue, reason, drop_cc):
     again = deadletter.rewritten(message, queue, reason, drop_cc)  # from the cache
     assert first.props_raw == expected.props_raw
     assert again == first
-    assert first.deaths == expected.deaths
+    assert first.cycles == expected.cycles
 
 
 def test_first_death_without_headers_is_spliced():
@@ -133,3 +133,14 @@ def test_cache_keeps_apart_what_changes_the_copy():
     assert len(rewrites) == 5
     for props_raw in rewrites:
         decode_table(props_raw, properties.headers_offset(props_raw))
+
+
+def test_cycle_queues_stop_at_the_first_rejection():
+    def death(queue: bytes, reason: bytes, tag: str = "S"):
+        return ("F", {"queue": (tag, queue), "reason": ("S", reason)})
+
+    deaths = (death(b"a", b"expired"), ("S", b"not a table"), death(b"b", b"maxlen"),
+              death(b"c", b"expired", tag="x"), death(b"\xff", b"expired"),
+              death(b"d", b"rejected"), death(b"e", b"expired"))
+    assert deadletter.cycle_queues(deaths) == {"a", "b"}
+    assert deadletter.cycle_queues((death(b"a", b"rejected"), death(b"b", b"expired"))) == set()
