@@ -34,6 +34,7 @@ _EXPIRATION_FLAG = 0x0100
 # Keys a first death adds, sorted; and those that send a message the general way.
 _FIRST_DEATH_KEYS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                      "x-first-death-reason")
+_X_DEATH_ENTRY = b"\x07x-death"  # the start of an x-death entry in a table
 _REFUSED_KEYS = (b"CC",)  # its keys join x-death's routing-keys; the copy may drop it
 
 
@@ -136,6 +137,8 @@ def _spliced(message: Message, queue: str, reason: str, now: int) -> Rewrite | N
     """The rewrite made on bytes, or None when the message needs the general way (it has died
     before, has a CC header, or headers that encoding would change)."""
     raw = message.props_raw
+    if _X_DEATH_ENTRY in raw:  # most likely died before (else a value holds those bytes)
+        return None
     offset = properties.headers_offset(raw)
     if offset is None:
         return None

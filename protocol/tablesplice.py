@@ -28,17 +28,21 @@ _VERBATIM_SIZES: dict[int, int | None] = {
 }  # fmt: skip
 
 
-def entries(data: bytes, offset: int = 0) -> list[tuple[bytes, bytes]] | None:
+def entries(
+    data: bytes, offset: int = 0, refuse: frozenset[bytes] | set[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]] | None:
     """The entries of the table at `offset` (its 4-byte length first) as (key, the entry's
     bytes), if every value is canonical — encoding its decoded form gives back its bytes — and
-    every key valid UTF-8; None if not (or if the table is malformed)."""
+    every key valid UTF-8 and not in `refuse`; None if not (or if the table is malformed)."""
     try:
-        return _scan(data, offset)
+        return _scan(data, offset, refuse)
     except (IndexError, ValueError, UnicodeDecodeError, struct.error):
         return None
 
 
-def _scan(data: bytes, offset: int) -> list[tuple[bytes, bytes]] | None:
+def _scan(
+    data: bytes, offset: int, refuse: frozenset[bytes] | set[bytes]
+) -> list[tuple[bytes, bytes]] | None:
     end = offset + 4 + _u32.unpack_from(data, offset)[0]
     if end > len(data):
         return None
@@ -47,6 +51,8 @@ def _scan(data: bytes, offset: int) -> list[tuple[bytes, bytes]] | None:
     while position < end:
         name_end = position + 1 + data[position]
         key = data[position + 1 : name_end]
+        if key in refuse:
+            return None  # before its value is checked: that may cost a round trip
         key.decode()  # the general way decodes keys strictly
         value_end = _value_end(data, name_end)
         if value_end is None:
@@ -80,12 +86,11 @@ def insert_sorted(
     bytes: key length, key, value) — added and all entries sorted by key: the same bytes as
     decoding, adding, sorting and encoding it. None if a value is not canonical, a key occurs
     twice (the general way keeps one of them) or is one of `refuse`."""
-    found = entries(data, offset)
+    found = entries(data, offset, {key for key, _ in additions}.union(refuse))
     if found is None:
         return None
     merged = sorted(found + list(additions))
-    keys = {key for key, _ in merged}
-    if len(keys) < len(merged) or not keys.isdisjoint(refuse):
+    if len({key for key, _ in merged}) < len(merged):
         return None
     body = b"".join([entry for _, entry in merged])
     return _u32.pack(len(body)) + body
