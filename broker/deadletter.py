@@ -6,9 +6,9 @@ is dropped, not looped forever).
 The copy's property bytes are what decoding the headers, recording the death, sorting the table
 and encoding it again gives (`_reencoded`). Two shortcuts give the same bytes for less:
 messages alike (the same property bytes, dying from the same queue for the same reason in the
-same second) get the same rewrite, so it is made once (`_rewritten` caches it); and a first
-death in a table already as that encoding would write it splices the new entries into the
-table's bytes (`_spliced`, with protocol/tablesplice.py).
+same second) get the same rewrite, so it is made once (`rewritten` caches it); and a first
+death whose headers table encoding would write back unchanged (in any order) gets the new
+entries spliced into the table's bytes (`_spliced`, with protocol/tablesplice.py).
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def rewritten(message: Message, queue: str, reason: str, drop_cc: bool) -> Rewri
 
 
 def _copy(message: Message, props_raw: bytes, exchange: str, routing_key: str | None) -> Message:
+    """The copy to publish: the queue's dead-letter routing key, else the message's own keys."""
     if routing_key is None:
         routing_key, cc = message.routing_key, message.cc
     else:
@@ -182,6 +183,7 @@ def first_death(key: DeathKey) -> FirstDeath:
 
 
 def _reencoded(message: Message, queue: str, reason: str, drop_cc: bool, now: int) -> Rewrite:
+    """The rewrite made on decoded headers: any message, any x-death it already has."""
     headers = dict(message.typed_headers)
     expiration = properties.get(message.props_raw, "expiration")
     key = DeathKey(reason, queue, message.exchange, (message.routing_key, *_cc_keys(headers)),
