@@ -1,16 +1,25 @@
 """Dead-lettering: the copy of a message RabbitMQ 3.10 publishes to a queue's dead-letter
 exchange — x-death entries, x-first-death-* headers, the expiration moved to
 original-expiration — and its cycle rule (a message going round queues without a rejection
-is dropped, not looped forever)."""
+is dropped, not looped forever).
+
+The copy's property bytes are what decoding the headers, recording the death, sorting the table
+and encoding it again gives (`_reencoded`). Two shortcuts give the same bytes for less:
+messages alike (the same property bytes, dying from the same queue for the same reason in the
+same second) get the same rewrite, so it is made once (`rewritten` caches it); and a first
+death whose headers table encoding would write back unchanged (in any order) gets the new
+entries spliced into the table's bytes (`_spliced`, with protocol/tablesplice.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import TYPE_CHECKING, NamedTuple
 
 from broker.message import Message
-from protocol import properties
+from protocol import properties, tablesplice
 from protocol.codec import shortstr
 from protocol.fieldtable import PRE_ENCODED, TypedValue, encode_table, encode_value
 
@@ -19,8 +28,46 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Encoded x-death values of first deaths, by what they are made of (time in whole seconds).
-_first_deaths: dict[tuple, bytes] = {}
+_CACHE_LIMIT = 1024  # entries per cache below; a full cache is cleared, not evicted in order
+_CACHED_PROPERTIES_MAX = 256  # bytes: longer property bytes are likely unique, not cached
+_EXPIRATION_FLAG = 0x0100
+# Keys a first death adds, sorted; and those that send a message the general way.
+_FIRST_DEATH_KEYS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
+                     "x-first-death-reason")
+_X_DEATH_ENTRY = b"\x07x-death"  # the start of an x-death entry in a table
+_REFUSED_KEYS = (b"CC",)  # its keys join x-death's routing-keys; the copy may drop it
+
+
+class Rewrite(NamedTuple):
+    """A dead-lettered copy's property bytes, and the queues its x-death makes a cycle of."""
+
+    props_raw: bytes
+    cycles: frozenset[str]
+
+
+class DeathKey(NamedTuple):
+    """What a death records besides the message's headers (time in whole seconds)."""
+
+    reason: str
+    queue: str
+    exchange: str  # the message's
+    routing_keys: tuple[str, ...]  # the message's routing key, then its CC header's keys
+    expiration: str | None  # the message's expiration property
+    time: int
+
+
+class FirstDeath(NamedTuple):
+    """What a first death adds, encoded once for all messages that die alike."""
+
+    x_death: bytes  # the x-death value (tag byte first)
+    entries: tuple[tuple[bytes, bytes], ...]  # (key, entry bytes) for tablesplice.insert_sorted
+    table: bytes  # the headers table of a message that had none (4-byte length first)
+    cycles: frozenset[str]
+
+
+_rewrites: dict[tuple, Rewrite] = {}
+_first_deaths: dict[DeathKey, FirstDeath] = {}
+_route_bytes: dict[tuple[str, str], bytes] = {}
 
 
 def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
@@ -33,58 +80,142 @@ def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
     routing_key = settings.dead_letter_routing_key
     if message.body is None:  # paged out: the copy needs its bytes (a rare, small read)
         message.body = vhost.store.read_body_now(message)
-    copy = _dead_lettered_copy(message, queue, reason, exchange.name, routing_key)
+    rewrite = rewritten(message, queue.name, reason, routing_key is not None)
+    copy = _copy(message, rewrite.props_raw, exchange.name, routing_key)
     targets = vhost.route(exchange, copy)
-    if reason != "rejected":
-        deaths = copy.typed_headers.get("x-death", ("A", ()))[1]
-        targets = [target for target in targets if not _is_cycle(target.name, deaths)]
+    if rewrite.cycles:
+        targets = _without_cycles(targets, rewrite.cycles)
     if not targets:
         return False
     vhost.deliver(copy, targets)
     return True
 
 
-def _dead_lettered_copy(message: Message, queue: Queue, reason: str, exchange: str,
-                        routing_key: str | None) -> Message:
-    headers = dict(message.typed_headers)
-    death_keys = [message.routing_key, *_cc_keys(headers)]
-    info: dict[str, TypedValue] = {
-        "reason": ("S", reason.encode()),
-        "queue": ("S", queue.name.encode()),
-        "time": ("T", int(time.time())),
-        "exchange": ("S", message.exchange.encode()),
-        "routing-keys": ("A", tuple(("S", key.encode()) for key in death_keys)),
-    }
-    expiration = properties.get(message.props_raw, "expiration")
-    if expiration is not None:
-        info["original-expiration"] = ("S", expiration.encode())
-    first_death = "x-death" not in headers
-    _record_death(headers, info)
-    headers = dict(sorted(headers.items()))  # RabbitMQ re-sorts the table it writes x-death in
-    if routing_key is not None:
-        headers.pop("CC", None)
-        keys = [routing_key]
+def rewritten(message: Message, queue: str, reason: str, drop_cc: bool) -> Rewrite:
+    """The dead-lettered copy's properties: x-death recorded, expiration moved into it, the CC
+    header dropped if `drop_cc` (the queue has a dead-letter routing key)."""
+    raw = message.props_raw
+    now = int(time.time())
+    cacheable = type(raw) is bytes and len(raw) <= _CACHED_PROPERTIES_MAX
+    if cacheable:
+        key = (raw, reason, queue, message.exchange, message.routing_key, drop_cc, now)
+        rewrite = _rewrites.get(key)
+        if rewrite is not None:
+            return rewrite
+    rewrite = _spliced(message, queue, reason, now) or _reencoded(
+        message, queue, reason, drop_cc, now
+    )
+    if cacheable:
+        if len(_rewrites) >= _CACHE_LIMIT:
+            _rewrites.clear()
+        _rewrites[key] = rewrite
+    return rewrite
+
+
+def _copy(message: Message, props_raw: bytes, exchange: str, routing_key: str | None) -> Message:
+    """The copy to publish: the queue's dead-letter routing key, else the message's own keys."""
+    if routing_key is None:
+        routing_key, cc = message.routing_key, message.cc
     else:
-        keys = [message.routing_key, *message.cc]
+        cc = ()
+    route = (exchange, routing_key)
+    route_bytes = _route_bytes.get(route)
+    if route_bytes is None:
+        if len(_route_bytes) >= _CACHE_LIMIT:
+            _route_bytes.clear()
+        route_bytes = _route_bytes[route] = shortstr(exchange) + shortstr(routing_key)
+    copy = Message(exchange, routing_key, route_bytes, props_raw, message.body,
+                   message.body_size)
+    copy.cc = cc
+    copy.persistent = message.persistent
+    return copy
+
+
+# -- the splice: a first death, headers already as RabbitMQ would write them -------------------
+
+
+def _spliced(message: Message, queue: str, reason: str, now: int) -> Rewrite | None:
+    """The rewrite made on bytes, or None when the message needs the general way (it has died
+    before, has a CC header, or headers that encoding would change)."""
+    raw = message.props_raw
+    if _X_DEATH_ENTRY in raw:  # most likely died before (else a value holds those bytes)
+        return None
+    offset = properties.headers_offset(raw)
+    if offset is None:
+        return None
+    flags = (raw[0] << 8) | raw[1]
+    expiration = properties.get(raw, "expiration") if flags & _EXPIRATION_FLAG else None
+    first = first_death(DeathKey(reason, queue, message.exchange, (message.routing_key,),
+                                 expiration, now))
+    if properties.has(raw, "headers"):
+        table = tablesplice.insert_sorted(raw, offset, first.entries, _REFUSED_KEYS)
+        if table is None:
+            return None
+    else:
+        table = first.table
+    if expiration is None:
+        props_raw = properties.set_headers(raw, offset, table)
+    else:
+        props_raw = properties.rebuild(raw, {"headers": table, "expiration": None})
+    return Rewrite(props_raw, first.cycles)
+
+
+def first_death(key: DeathKey) -> FirstDeath:
+    """The encoded entries of a first death (cached: many messages die alike)."""
+    first = _first_deaths.get(key)
+    if first is None:
+        if len(_first_deaths) >= _CACHE_LIMIT:
+            _first_deaths.clear()
+        headers: dict[str, TypedValue] = {}
+        _record_death(headers, _death_info(key))
+        encoded = {name: encode_value(headers[name]) for name in _FIRST_DEATH_KEYS}
+        entries = tuple(tablesplice.encoded_entry(name, encoded[name])
+                        for name in _FIRST_DEATH_KEYS)
+        body = b"".join(entry for _, entry in entries)
+        table = len(body).to_bytes(4, "big") + body
+        first = _first_deaths[key] = FirstDeath(
+            encoded["x-death"], entries, table, cycle_queues(headers["x-death"][1])
+        )
+    return first
+
+
+# -- the general way: decode, record, sort, encode ---------------------------------------------
+
+
+def _reencoded(message: Message, queue: str, reason: str, drop_cc: bool, now: int) -> Rewrite:
+    """The rewrite made on decoded headers: any message, any x-death it already has."""
+    headers = dict(message.typed_headers)
+    expiration = properties.get(message.props_raw, "expiration")
+    key = DeathKey(reason, queue, message.exchange, (message.routing_key, *_cc_keys(headers)),
+                   expiration, now)
+    first = "x-death" not in headers
+    _record_death(headers, _death_info(key))
+    headers = dict(sorted(headers.items()))  # RabbitMQ re-sorts the table it writes x-death in
+    if drop_cc:
+        headers.pop("CC", None)
     to_encode = headers
-    if first_death:  # the common case: many messages die alike; encode their x-death once
-        cache_key = (reason, queue.name, message.exchange, tuple(death_keys), expiration,
-                     info["time"][1])
-        encoded = _first_deaths.get(cache_key)
-        if encoded is None:
-            if len(_first_deaths) >= 256:
-                _first_deaths.clear()
-            encoded = _first_deaths[cache_key] = encode_value(headers["x-death"])
-        to_encode = {**headers, "x-death": (PRE_ENCODED, encoded)}
+    if first:  # x-death as the cache of first deaths has it encoded
+        to_encode = {**headers, "x-death": (PRE_ENCODED, first_death(key).x_death)}
     props_raw = properties.rebuild(
         message.props_raw, {"headers": encode_table(to_encode), "expiration": None}
     )
-    copy = Message(exchange, keys[0], shortstr(exchange) + shortstr(keys[0]), props_raw,
-                   message.body, message.body_size)
-    copy._headers = headers  # what its properties now say, without decoding them again
-    copy.cc = tuple(keys[1:])
-    copy.persistent = message.persistent
-    return copy
+    _, deaths = headers["x-death"]
+    return Rewrite(props_raw, cycle_queues(deaths))
+
+
+def _death_info(key: DeathKey) -> dict[str, TypedValue]:
+    """An x-death entry's fields but count, in RabbitMQ's order."""
+    info: dict[str, TypedValue] = {
+        "reason": ("S", key.reason.encode()),
+        "queue": ("S", key.queue.encode()),
+        "time": ("T", key.time),
+        "exchange": ("S", key.exchange.encode()),
+        "routing-keys": ("A", tuple(("S", routing_key.encode())
+                                    for routing_key in key.routing_keys)),
+    }
+    if key.expiration is not None:
+        info["original-expiration"] = ("S", key.expiration.encode())
+    return info
 
 
 def _cc_keys(headers: dict[str, TypedValue]) -> list[str]:
@@ -128,15 +259,29 @@ def _sorted(table: dict[str, TypedValue]) -> dict[str, TypedValue]:
     return dict(sorted(table.items()))
 
 
-def _is_cycle(queue_name: str, deaths: tuple[TypedValue, ...]) -> bool:
-    """RabbitMQ's rule: the target queue is already in x-death and no entry up to and
-    including it was a rejection."""
-    wanted = ("S", queue_name.encode())
-    for entry in deaths:
-        fields = entry[1] if entry[0] == "F" else {}
+def cycle_queues(deaths: tuple[TypedValue, ...]) -> frozenset[str]:
+    """RabbitMQ's rule: a copy routed to a queue already in x-death, with no rejection in the
+    entries up to and including that queue's, is dropped. The queues it is dropped at."""
+    names = set()
+    for tag, fields in deaths:
+        if tag != "F":
+            continue
         if fields.get("reason") == ("S", b"rejected"):
-            return False
-        if fields.get("queue") == wanted:
-            log.warning("dead-letter cycle through queue '%s': message dropped", queue_name)
-            return True
-    return False
+            break
+        queue_tag, queue = fields.get("queue", ("V", None))
+        if queue_tag == "S":
+            try:
+                names.add(queue.decode())
+            except UnicodeDecodeError:  # no queue is named so
+                continue
+    return frozenset(names)
+
+
+def _without_cycles(targets: Collection[Queue], cycles: frozenset[str]) -> list[Queue]:
+    kept = []
+    for target in targets:
+        if target.name in cycles:
+            log.warning("dead-letter cycle through queue '%s': message dropped", target.name)
+        else:
+            kept.append(target)
+    return kept

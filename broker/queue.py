@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,10 @@ from protocol.fieldtable import encode_table
 # logged messages behind them are paged out and read back PAGE_IN_BATCH at a time.
 RESIDENT_HEAD = 2048
 PAGE_IN_BATCH = 1024
+# The expiry timer fires on a whole number of milliseconds after now, rounded up (as RabbitMQ's
+# classic queues round theirs), so messages whose deadlines fall in one tick expire together
+# rather than one timer each.
+EXPIRY_TICK_MS = 1
 
 if TYPE_CHECKING:
     from broker.connection import Connection
@@ -282,7 +287,8 @@ class Queue:
             self._expiry_timer.cancel()
         loop = asyncio.get_event_loop()
         self._expiry_at = deadline
-        self._expiry_timer = loop.call_later(max(0.0, deadline - time.time()), self._on_expiry)
+        ticks = math.ceil(max(0.0, deadline - time.time()) * 1000 / EXPIRY_TICK_MS)
+        self._expiry_timer = loop.call_later(ticks * EXPIRY_TICK_MS / 1000, self._on_expiry)
 
     def _on_expiry(self) -> None:
         self._expiry_timer = self._expiry_at = None

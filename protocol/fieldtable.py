@@ -31,14 +31,14 @@ def decode_table(data: bytes, offset: int = 0) -> tuple[dict[str, TypedValue], i
     while offset < end:
         name_length = data[offset]
         name = data[offset + 1 : offset + 1 + name_length].decode()
-        value, offset = _decode_value(data, offset + 1 + name_length)
+        value, offset = decode_value(data, offset + 1 + name_length)
         table[name] = value
     if offset != end:
         raise ValueError("field table length mismatch")
     return table, end
 
 
-def _decode_value(data: bytes, offset: int) -> tuple[TypedValue, int]:
+def decode_value(data: bytes, offset: int) -> tuple[TypedValue, int]:
     tag = chr(data[offset])
     offset += 1
     fixed = _FIXED.get(tag)
@@ -56,7 +56,7 @@ def _decode_value(data: bytes, offset: int) -> tuple[TypedValue, int]:
         offset += 4
         items = []
         while offset < end:
-            item, offset = _decode_value(data, offset)
+            item, offset = decode_value(data, offset)
             items.append(item)
         return (tag, tuple(items)), end
     if tag == "D":

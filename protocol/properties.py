@@ -129,6 +129,33 @@ def rebuild(raw: bytes, changes: dict[str, bytes | None]) -> bytes:
     return _u16.pack(flags) + b"".join(parts)
 
 
+_HEADERS_FLAG = 0x2000
+
+
+def headers_offset(raw: bytes) -> int | None:
+    """Where the headers table (present or not) starts: after the two shortstrs before it.
+    None for property bytes this quick walk does not handle (continuation flag words)."""
+    if len(raw) < 2:
+        return None
+    flags = (raw[0] << 8) | raw[1]
+    if flags & 1:
+        return None
+    offset = 2
+    if flags & 0x8000:
+        offset += 1 + raw[offset]
+    if flags & 0x4000:
+        offset += 1 + raw[offset]
+    return offset
+
+
+def set_headers(raw: bytes, offset: int, table: bytes) -> bytes:
+    """The same property bytes with the headers table at `offset` (from `headers_offset`)
+    replaced, or added, by `table` (encoded, with its 4-byte length); the rest byte for byte."""
+    flags = (raw[0] << 8) | raw[1]
+    end = offset + 4 + _u32.unpack_from(raw, offset)[0] if flags & _HEADERS_FLAG else offset
+    return _u16.pack(flags | _HEADERS_FLAG) + raw[2:offset] + table + raw[end:]
+
+
 def shortstr_value(value: str) -> bytes:
     encoded = value.encode()
     return bytes((len(encoded),)) + encoded
