@@ -23,7 +23,7 @@ from pathlib import Path
 
 import celery_tasks
 import pytest
-from celery import chain, group
+from celery import Celery, chain, group
 from celery.exceptions import TaskRevokedError
 
 HERE = Path(__file__).resolve().parent
@@ -168,6 +168,36 @@ def test_revoke_before_eta(app, worker):
     assert celery_tasks.add.delay(1, 1).get(timeout=TIMEOUT) == 2
 
 
+def test_many_countdown_tasks_and_immediate_tasks(worker):
+    """Each held countdown task raises the worker's prefetch by one (basic.qos), each one run
+    lowers it again; the immediate tasks sent meanwhile all run first."""
+    later = [celery_tasks.finished_at.apply_async((f"eta{i}",), countdown=2) for i in range(5)]
+    now = [celery_tasks.finished_at.delay(f"now{i}") for i in range(5)]
+    now_done = [r.get(timeout=TIMEOUT) for r in now]
+    later_done = [r.get(timeout=TIMEOUT) for r in later]
+    assert [label for label, _ in now_done] == [f"now{i}" for i in range(5)]
+    assert [label for label, _ in later_done] == [f"eta{i}" for i in range(5)]
+    assert max(t for _, t in now_done) < min(t for _, t in later_done)
+    # Back to normal: one more task goes through.
+    assert celery_tasks.add.delay(2, 2).get(timeout=TIMEOUT) == 4
+
+
+def test_publishing_with_confirms(app, worker):
+    """A client app with broker_transport_options confirm_publish (py-amqp waits for each
+    basic.ack), sending by name as a client without the task code does."""
+    client = Celery("confirming-client", broker=app.conf.broker_url, backend="rpc://")
+    client.conf.update(task_default_queue=app.conf.task_default_queue,
+                       broker_transport_options={"confirm_publish": True})
+    try:
+        result = client.send_task("celery_tasks.add", args=(20, 22))
+        assert result.get(timeout=TIMEOUT) == 42
+    finally:
+        with contextlib.suppress(AttributeError):
+            client.backend.result_consumer.stop()
+        client.pool.force_close_all()
+        client.close()
+
+
 # -- remote control and events ------------------------------------------------------------------
 
 
@@ -221,6 +251,46 @@ def test_task_events(app, worker):
     succeeded = next(event for event in seen if event["type"] == "task-succeeded")
     assert succeeded["hostname"] == worker.name
     assert succeeded["result"] == "7"
+
+
+def test_add_and_cancel_consumer(app, worker):
+    """Remote control that changes what the worker consumes: add_consumer declares and consumes
+    a new queue, cancel_consumer sends basic.cancel for it."""
+    queue = f"{app.conf.task_default_queue}-extra"
+    inspector = app.control.inspect(destination=[worker.name], timeout=2)
+
+    def consumed() -> list[str]:
+        return [q["name"] for q in (inspector.active_queues() or {}).get(worker.name, [])]
+
+    reply = app.control.add_consumer(queue, destination=[worker.name], reply=True, timeout=2)
+    assert reply == [{worker.name: {"ok": f"add consumer {queue}"}}]
+    deadline = time.monotonic() + TIMEOUT
+    while queue not in consumed():
+        assert time.monotonic() < deadline, "the worker did not start consuming"
+    assert celery_tasks.add.apply_async((5, 5), queue=queue).get(timeout=TIMEOUT) == 10
+
+    reply = app.control.cancel_consumer(queue, destination=[worker.name], reply=True, timeout=2)
+    assert reply == [{worker.name: {"ok": f"no longer consuming from {queue}"}}]
+    while queue in consumed():
+        assert time.monotonic() < deadline, "the worker did not stop consuming"
+    with app.connection_for_write() as connection:
+        ok = connection.default_channel.queue_declare(queue, passive=True)
+        assert ok.consumer_count == 0
+        connection.default_channel.queue_delete(queue)
+
+
+def test_threads_pool_worker(app, tmp_path):
+    """A second kind of worker: a thread pool with four threads (prefetch 4) on its own
+    queue, running a group whose tasks overlap."""
+    queue = f"{app.conf.task_default_queue}-threads"
+    with running_worker(app, tmp_path / "threads.log", queue=queue,
+                        extra=["--pool=threads", "--concurrency=4"]):
+        results = group(celery_tasks.mul.s(i, 3).set(queue=queue) for i in range(12))()
+        assert results.get(timeout=TIMEOUT) == [3 * i for i in range(12)]
+        later = celery_tasks.add.apply_async((1, 2), countdown=1, queue=queue)
+        assert later.get(timeout=TIMEOUT) == 3
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_delete(queue)
 
 
 # -- acks_late and a worker that dies -----------------------------------------------------------
