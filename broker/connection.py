@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as spec
 from pamqp import decode as pamqp_decode
 
-from broker import __version__
+from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import blocked_reason
 from broker.channel import Channel
 from broker.node import node_name
@@ -86,6 +86,11 @@ class HandshakeRefused(Exception):
 
 
 def server_properties() -> dict[str, Any]:
+    """connection.start's server properties. `product` and `version` are RabbitMQ's because
+    clients pick behaviour by them: kombu (so Celery) sends basic.qos global=true only to
+    "RabbitMQ" 3.3-3.x, and with global=false a Celery worker cannot raise the prefetch of its
+    running consumer for held ETA tasks (RabbitMQ's per-consumer semantics, which Warren has).
+    Warren names itself in `information`."""
     return {
         "capabilities": {
             "publisher_confirms": True,
@@ -100,10 +105,11 @@ def server_properties() -> dict[str, Any]:
         },
         "cluster_name": node_name(),
         "copyright": "Copyright (c) 2026 The Warren authors",
-        "information": "Licensed under the Apache License 2.0. Website: https://warren.invalid",
+        "information": f"Warren {__version__}. Licensed under the Apache License 2.0. "
+                       "Website: https://warren.invalid",
         "platform": f"Python {platform.python_version()}",
-        "product": "Warren",
-        "version": __version__,
+        "product": "RabbitMQ",
+        "version": RABBITMQ_VERSION,
     }
 
 

@@ -12,7 +12,7 @@ import time
 
 from aiohttp import web
 
-from broker import __version__
+from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import DISK, MEMORY, resident_memory
 from broker.config import Config, parse_size
 from broker.exchanges import EXCHANGE_TYPES
@@ -21,7 +21,6 @@ from management.api.common import bad_request, json_response, node_of, not_found
 from management.auth import USER_KEY, require_tag
 from management.rates import RATES_KEY, message_stats
 
-RABBITMQ_VERSION = "3.10.8"  # the version whose behaviour Warren follows
 HEALTH_CHECK_FAILURE_STATUS = 503
 _ALARM_RESOURCES = ((DISK, "disk space"), (MEMORY, "memory"))  # RabbitMQ's names and order
 
