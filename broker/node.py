@@ -95,6 +95,8 @@ class Node:
         for vhost in self.vhosts.values():
             self._attach(vhost)
         self.definitions_changed()
+        if self.store.wal is not None:  # the definitions are on disk before any client is served
+            await self.store.wal.drain()
         log.info("recovered %d messages in %d durable queues in %.2fs (%d corrupt records "
                  "skipped)", self.store.recovered_messages, len(durable_queues),
                  loop.time() - started, scanned.corrupt_records)
