@@ -1,0 +1,111 @@
+"""Publisher confirms and transactions of a channel: confirms held until the log is durable,
+then sent as runs of basic.ack (multiple) with basic.nack for refused messages; tx.select,
+commit and rollback."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from pamqp import commands as spec
+
+from protocol import codec
+from protocol.constants import (
+    PRECONDITION_FAILED,
+)
+from protocol.errors import AMQPChannelError
+
+if TYPE_CHECKING:
+    pass
+
+
+class ConfirmsAndTransactions:
+    """The confirm and tx methods of Channel, whose __init__ sets up the state they use."""
+
+    def _wait_until_durable(self, seq: int, ticket: int) -> None:
+        """Hold the confirm of publish `seq` (and the ones after it) until the log says `ticket`
+        is on disk."""
+        self._durable_waits.append((seq, ticket))
+        if ticket != self._awaited_ticket:
+            self._awaited_ticket = ticket
+            self.vhost.store.wal.when_durable(ticket, self._log_durable)
+
+    def _log_durable(self) -> None:
+        if self.closing or self.connection.channels.get(self.number) is not self:
+            return
+        durable = self.vhost.store.wal.durable_ticket
+        waits = self._durable_waits
+        while waits and waits[0][1] <= durable:
+            waits.popleft()
+        self.flush_confirms()
+
+    def flush_confirms(self) -> None:
+        """Confirm every publish handled so far (up to the first one still waiting for the disk):
+        one basic.ack (multiple) per run of accepted messages, a basic.nack for each refused one
+        (with multiple set, as RabbitMQ does)."""
+        upto, done = self._publish_seq, self._confirmed_upto
+        if self._durable_waits:
+            upto = self._durable_waits[0][0] - 1
+        if upto <= done:
+            return
+        write, number = self.connection.write, self.number
+        while self._nacked and self._nacked[0] <= upto:
+            nacked = self._nacked.popleft()
+            if nacked - 1 > done:
+                write(codec.encode_ack(number, nacked - 1, nacked - 1 - done > 1))
+            write(codec.encode_nack(number, nacked, True))
+            done = nacked
+        if upto > done:
+            write(codec.encode_ack(number, upto, upto - done > 1))
+        self.connection.node.messages_confirmed += upto - self._confirmed_upto
+        self._confirmed_upto = upto
+
+    def _on_confirm_select(self, method: spec.Confirm.Select) -> None:
+        if self.tx_mode:
+            raise AMQPChannelError(
+                PRECONDITION_FAILED, "cannot switch from tx to confirm mode", 85, 10
+            )
+        self.confirm_mode = True
+        if not method.nowait:
+            self.send_method(spec.Confirm.SelectOk())
+
+    def _on_tx_select(self, method: spec.Tx.Select) -> None:
+        if self.confirm_mode:
+            raise AMQPChannelError(
+                PRECONDITION_FAILED, "cannot switch from confirm to tx mode", 90, 10
+            )
+        self.tx_mode = True
+        self.send_method(spec.Tx.SelectOk())
+
+    def _require_tx(self, method_id: int) -> None:
+        if not self.tx_mode:
+            raise AMQPChannelError(
+                PRECONDITION_FAILED, "channel is not transactional", 90, method_id
+            )
+
+    def _on_tx_commit(self, method: spec.Tx.Commit) -> None:
+        self._require_tx(20)
+        publishes, self._tx_publishes = self._tx_publishes, []
+        settlements, self._tx_settlements = self._tx_settlements, []
+        ticket = 0
+        for exchange, message, mandatory in publishes:
+            ticket = self.route(exchange, message, mandatory) or ticket
+        for _, entry, acked, requeue in settlements:
+            self._apply_settlement([entry], acked, requeue)
+        if ticket:  # commit-ok promises the persistent messages are on disk
+            self.vhost.store.wal.when_durable(ticket, self._send_commit_ok)
+        else:
+            self._send_commit_ok()
+
+    def _send_commit_ok(self) -> None:
+        self.send_if_open(spec.Tx.CommitOk())
+
+    def _on_tx_rollback(self, method: spec.Tx.Rollback) -> None:
+        self._require_tx(30)
+        self._tx_publishes.clear()
+        settlements, self._tx_settlements = self._tx_settlements, []
+        restored = dict(self.unacked)
+        for tag, entry, _, _ in settlements:
+            restored[tag] = entry
+        self.unacked = OrderedDict(sorted(restored.items()))
+        self.send_method(spec.Tx.RollbackOk())
