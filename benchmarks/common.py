@@ -98,6 +98,9 @@ def probe_amqp(port: int) -> str | None:
     if data[0] != 1:
         return None
     product, version = server_property(data, b"product"), server_property(data, b"version")
+    information = server_property(data, b"information")
+    if information.startswith("Warren "):  # Warren says RabbitMQ in `product`, for clients
+        return information.split(". ", 1)[0]  # "Warren 0.1.0"
     return f"{product} {version}".strip() or "unknown AMQP broker"
 
 

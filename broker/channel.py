@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from broker.exchanges import Exchange
 
 
-
 # Methods whose arguments table is re-read with field types kept: index -> shortstrs before it.
 _TYPED_ARGUMENTS = {
     spec.Queue.Declare.index: 1, spec.Exchange.Declare.index: 2, spec.Basic.Consume.index: 2,
