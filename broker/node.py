@@ -16,7 +16,8 @@ from broker.exchanges import DelayedExchange
 from broker.vhost import VirtualHost
 from storage.datadir import DataDir, open_data_dir
 from storage.definitions import apply_definitions, export_definitions, load_definitions
-from storage.store import MessageStore, scan
+from storage.scan import scan
+from storage.store import MessageStore
 
 if TYPE_CHECKING:
     from broker.channel import Channel

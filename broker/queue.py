@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from array import array
 from typing import TYPE_CHECKING, Any
 
 from broker import deadletter
+from broker.coldrun import ColdRun
 from broker.consumer import Consumer, ConsumerLine
 from broker.lanes import MessageLanes
 from broker.message import Message, QueuedMessage
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from broker.connection import Connection
     from broker.exchanges import Binding
     from broker.vhost import VirtualHost
+    from storage.catalog import Catalog
 
 
 class Queue:
@@ -82,8 +85,10 @@ class Queue:
     @property
     def memory_estimate(self) -> int:
         """Roughly what the queue holds in memory: resident bodies plus ~500 B of index per
-        message (measured; see the README)."""
-        return self._messages.bytes + 500 * (len(self._messages) + self.unacked_count)
+        message that is an object, ~50 B per recovered message that is not (see the README)."""
+        messages = self._messages
+        cold = messages.cold_count
+        return messages.bytes + 500 * (len(messages) - cold + self.unacked_count) + 50 * cold
 
     @property
     def consumer_count(self) -> int:
@@ -137,7 +142,67 @@ class Queue:
         self._next_seq += 1
         self._messages.append(entry)
         if entry.expires_at is not None:
-            self._schedule_expiry()
+            self._schedule_expiry_after_recovery()
+
+    def restore_cold(self, rows: array, catalog: Catalog,
+                     expirations: list[int | None]) -> None:
+        """Put back recovered messages as catalog rows (at start-up, in log order): they become
+        objects only as they near the head. `expirations` are the expiration properties of the
+        catalog's meta table."""
+        metas, published, sizes = catalog.metas, catalog.published, catalog.body_sizes
+        body_bytes = sum(map(sizes.__getitem__, rows))
+        if self.settings.max_priority:
+            lanes: dict[int, array] = {}
+            top = self.settings.max_priority
+            priorities = [min(properties.get(props, "priority") or 0, top)
+                          for _, _, props in catalog.meta_table]
+            for row in rows:
+                lanes.setdefault(priorities[metas[row]], array("I")).append(row)
+            for priority, lane_rows in sorted(lanes.items(), reverse=True):
+                lane_bytes = sum(map(sizes.__getitem__, lane_rows))
+                self._restore_run(lane_rows, priority, lane_bytes, metas, published,
+                                  expirations)
+        else:
+            self._restore_run(rows, 0, body_bytes, metas, published, expirations)
+
+    def _schedule_expiry_after_recovery(self) -> None:
+        """Arm the expiry timer once recovery is over (looking at the head thaws it, which
+        needs the message store running)."""
+        asyncio.get_running_loop().call_soon(self._schedule_expiry)
+
+    def _restore_run(self, rows: array, priority: int, body_bytes: int, metas: array,
+                     published: array, expirations: list[int | None]) -> None:
+        ttl = self.settings.message_ttl
+        deadlines = None
+        if ttl is not None or any(expiration is not None for expiration in expirations):
+            deadlines = array("d", (
+                published[row] / 1000 + _effective_ttl(ttl, expirations[metas[row]]) / 1000
+                if ttl is not None or expirations[metas[row]] is not None else _NEVER
+                for row in rows
+            ))
+        run = ColdRun(rows, self._next_seq, deadlines, self._thaw)
+        self._next_seq += len(rows)
+        self._messages.append_cold(run, priority, body_bytes)
+        if deadlines is not None:
+            self._schedule_expiry_after_recovery()
+
+    def _thaw(self, run: ColdRun, start: int, stop: int) -> list[QueuedMessage]:
+        """Materialise rows `start:stop` of a cold run that reached the head."""
+        thaw = self.vhost.store.thaw
+        rows, deadlines, first_seq = run.rows, run.deadlines, run.first_seq
+        prioritised = bool(self.settings.max_priority)
+        entries = []
+        for index in range(start, stop):
+            message = thaw(rows[index])
+            deadline = deadlines[index] if deadlines is not None else _NEVER
+            entry = QueuedMessage(
+                message, first_seq + index,
+                self._priority_of(message) if prioritised else 0,
+                None if deadline == _NEVER else deadline,
+            )
+            entry.redelivered = message.store_delivered
+            entries.append(entry)
+        return entries
 
     def _priority_of(self, message: Message) -> int:
         if not self.settings.max_priority:
@@ -245,17 +310,21 @@ class Queue:
         return properties.rebuild(raw, {"headers": encode_table(dict(sorted(headers.items())))})
 
     def purge(self) -> int:
-        entries = self._messages.clear()
-        for entry in entries:
+        count = len(self._messages)
+        cleared = self._messages.clear()
+        for entry in cleared.entries:
             self.discard(entry.message)
-        return len(entries)
+        if cleared.cold:
+            self.vhost.store.removed_cold(self, [run.remaining() for run in cleared.cold])
+        return count
 
     def drop_everything(self) -> None:
         """The queue is deleted: its ready messages go, and the log forgets it entirely."""
         self._cancel_timers()
-        entries = self._messages.clear()
+        cleared = self._messages.clear()
         if self.durable and self.vhost.store is not None:
-            self.vhost.store.purged(self, [entry.message for entry in entries])
+            self.vhost.store.purged(self, [entry.message for entry in cleared.entries],
+                                    [run.remaining() for run in cleared.cold])
 
     # -- expiry ---------------------------------------------------------------------------
 
@@ -367,7 +436,7 @@ class Queue:
         """Read the next paged-out bodies from the log; dispatch resumes when they are in."""
         if self._paging_in:
             return
-        paged_out = [
+        paged_out = [  # the head's (iteration stops at a cold run, thawed when reached)
             entry.message for entry in itertools.islice(self._messages, PAGE_IN_BATCH)
             if entry.message.body is None
         ]
@@ -385,3 +454,14 @@ class Queue:
         if message.body is None:
             message.body = self.vhost.store.read_body_now(message)
         return message.body
+
+
+_NEVER = float("inf")  # a cold row's deadline when it has none
+
+
+def _effective_ttl(queue_ttl: int | None, own: int | None) -> int:
+    """The TTL that applies to a message: the queue's or its own expiration, the smaller."""
+    if own is not None and (queue_ttl is None or own < queue_ttl):
+        return own
+    assert queue_ttl is not None
+    return queue_ttl
