@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from broker.message import QueuedMessage
+    from storage.catalog import Rows
 
 # How many rows become objects at once (the queue pages their bodies in 1024 at a time).
 THAW_BATCH = 1024
@@ -23,7 +24,7 @@ class ColdRun:
 
     __slots__ = ("rows", "first_seq", "deadlines", "start", "_thaw")
 
-    def __init__(self, rows: array, first_seq: int, deadlines: array | None,
+    def __init__(self, rows: Rows, first_seq: int, deadlines: array | None,
                  thaw: Callable[[ColdRun, int, int], list[QueuedMessage]]) -> None:
         self.rows = rows
         self.first_seq = first_seq
@@ -41,6 +42,6 @@ class ColdRun:
         self.start = stop
         return self._thaw(self, start, stop)
 
-    def remaining(self) -> array:
+    def remaining(self) -> Rows:
         """The rows not thawed yet."""
         return self.rows[self.start:]

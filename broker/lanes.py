@@ -142,6 +142,19 @@ class MessageLanes:
     def __bool__(self) -> bool:
         return any(lane.ready or lane.requeued for lane in self._lanes)
 
+    def cold_runs(self) -> list[ColdRun]:
+        """The runs not thawed yet, lane by lane (highest priority first)."""
+        return [entry for lane in self._lanes for entry in lane.ready
+                if entry.__class__ is ColdRun] if self.cold_count else []
+
+    def objects(self) -> Iterator[QueuedMessage]:
+        """Every ready message that is an object (cold runs skipped), in no useful order."""
+        for lane in self._lanes:
+            yield from lane.requeued
+            for entry in lane.ready:
+                if entry.__class__ is not ColdRun:
+                    yield entry
+
     def __iter__(self) -> Iterator[QueuedMessage]:
         """The ready messages that are objects, in delivery order, up to the first cold run of
         each lane (what is about to be delivered)."""

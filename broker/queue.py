@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from broker.connection import Connection
     from broker.exchanges import Binding
     from broker.vhost import VirtualHost
-    from storage.catalog import Catalog
+    from storage.catalog import Catalog, Rows
 
 
 class Queue:
@@ -144,7 +144,7 @@ class Queue:
         if entry.expires_at is not None:
             self._schedule_expiry_after_recovery()
 
-    def restore_cold(self, rows: array, catalog: Catalog,
+    def restore_cold(self, rows: Rows, catalog: Catalog,
                      expirations: list[int | None]) -> None:
         """Put back recovered messages as catalog rows (at start-up, in log order): they become
         objects only as they near the head. `expirations` are the expiration properties of the
@@ -165,12 +165,22 @@ class Queue:
         else:
             self._restore_run(rows, 0, body_bytes, metas, published, expirations)
 
+    def cold_rows(self) -> list[Rows]:
+        """The catalog rows of the recovered messages still cold (for the index snapshot)."""
+        return [run.remaining() for run in self._messages.cold_runs()]
+
+    def logged_flags(self) -> dict[int, bool]:
+        """Message store id -> redelivered flag of the logged messages this queue holds
+        ready as objects (for the index snapshot; cold rows keep theirs in the catalog)."""
+        return {entry.message.store_id: entry.redelivered for entry in self._messages.objects()
+                if entry.message.store_id}
+
     def _schedule_expiry_after_recovery(self) -> None:
         """Arm the expiry timer once recovery is over (looking at the head thaws it, which
         needs the message store running)."""
         asyncio.get_running_loop().call_soon(self._schedule_expiry)
 
-    def _restore_run(self, rows: array, priority: int, body_bytes: int, metas: array,
+    def _restore_run(self, rows: Rows, priority: int, body_bytes: int, metas: array,
                      published: array, expirations: list[int | None]) -> None:
         ttl = self.settings.message_ttl
         deadlines = None

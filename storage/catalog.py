@@ -13,8 +13,10 @@ SEVERAL and `shared[row]` maps each holder to its delivered flag. NO_HOLDER: no 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from array import array
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from storage.records import QueueKey
@@ -38,14 +40,17 @@ ROW_ARRAYS = (
 RECORD_OVERHEAD = 64
 
 
+Rows = Sequence[int]  # catalog row numbers: an array("I"), or a range
+
+
 @dataclass
 class QueueRows:
-    """The rows one queue holds, in queue (= message id) order, with its delivered flags."""
+    """The rows one queue holds, in queue (= message id) order."""
 
-    rows: array = field(default_factory=lambda: array("I"))
-    delivered: array = field(default_factory=lambda: array("B"))
-    # Positions (in `rows`) of rows that other queues hold too.
-    shared_at: list[int] = field(default_factory=list)
+    rows: Rows
+    # Position in `rows` -> this queue's delivered flag, for rows other queues hold too (the
+    # flag of any other row is `Catalog.delivered[row]`).
+    shared_at: dict[int, bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,7 +67,11 @@ class Catalog:
     meta_table: list[tuple[str, str, bytes]] = field(default_factory=list)
     queue_keys: list[QueueKey | None] = field(default_factory=list)  # None: purged since
     shared: dict[int, dict[int, bool]] = field(default_factory=dict)
+    # (holder, first row, end row): blocks of single-holder rows in id order, if the rows are
+    # laid out that way (the snapshot's are); saves looking at every row to group them.
+    groups: list[tuple[int, int, int]] | None = None
     segment_sizes: dict[int, int] = field(default_factory=dict)  # readable bytes per segment
+    next_id: int = 0  # the id the next message gets, if known (else: above every row's)
     corrupt_records: int = 0
     truncated_bytes: int = 0
 
@@ -82,39 +91,50 @@ class Catalog:
 
     def by_queue(self) -> dict[QueueKey, QueueRows]:
         """Each queue's rows in message id order (the order the queue had)."""
-        keys = self.queue_keys
-        grouped: dict[int, list[int]] = {}
-        for row, holder in enumerate(self.holders):  # the single-holder rows, in row order
-            if holder >= 0:
-                rows = grouped.get(holder)
-                if rows is None:
-                    rows = grouped[holder] = []
-                rows.append(row)
+        blocks: dict[int, list[Rows]] = {}
+        if self.groups is not None:
+            for holder, start, end in self.groups:
+                blocks.setdefault(holder, []).append(range(start, end))
+        else:
+            grouped: dict[int, list[int]] = {}
+            for row, holder in enumerate(self.holders):  # single-holder rows, in row order
+                if holder >= 0:
+                    rows = grouped.get(holder)
+                    if rows is None:
+                        rows = grouped[holder] = []
+                    rows.append(row)
+            for holder, rows in grouped.items():
+                blocks[holder] = [rows]
+        shared_rows: dict[int, list[int]] = {}
         for row, members in self.shared.items():
             for holder in members:
-                grouped.setdefault(holder, []).append(row)
+                shared_rows.setdefault(holder, []).append(row)
+        for holder, rows in shared_rows.items():
+            blocks.setdefault(holder, []).append(rows)
         result: dict[QueueKey, QueueRows] = {}
-        ids, delivered, shared = self.ids, self.delivered, self.shared
-        for holder, rows in grouped.items():
-            key = keys[holder]
+        ids = self.ids
+        for holder, parts in blocks.items():
+            key = self.queue_keys[holder]
             if key is None:
                 continue  # purged
             assert key not in result, f"queue {key} listed twice"
-            # Rows are mostly in id order already (timsort is linear on sorted input).
-            rows.sort(key=ids.__getitem__)
-            entry = result[key] = QueueRows(array("I", rows))
-            entry.delivered = array("B", map(delivered.__getitem__, rows))
-            if shared:
-                for position, row in enumerate(rows):
-                    members = shared.get(row)
-                    if members is not None:
-                        entry.shared_at.append(position)
-                        entry.delivered[position] = members[holder]
+            if len(parts) == 1 and isinstance(parts[0], range):
+                rows: Rows = parts[0]
+            else:  # mostly in order already: timsort merges the runs in linear time
+                rows = _compact(sorted(itertools.chain.from_iterable(parts),
+                                       key=ids.__getitem__))
+            held = result[key] = QueueRows(rows)
+            for row in shared_rows.get(holder, ()):
+                position = bisect.bisect_left(rows, ids[row], key=ids.__getitem__)
+                held.shared_at[position] = self.shared[row][holder]
         return result
 
-    def live_rows(self) -> Iterator[int]:
-        """Rows some queue holds."""
-        for row, holder in enumerate(self.holders):
-            if holder != NO_HOLDER:
-                yield row
 
+def _compact(rows: list[int]) -> Rows:
+    """The rows as a range if they are consecutive (often: one queue's rows, in log order),
+    else as an array."""
+    if rows and rows[-1] - rows[0] + 1 == len(rows) and rows == list(
+        range(rows[0], rows[-1] + 1)
+    ):
+        return range(rows[0], rows[-1] + 1)
+    return array("I", rows)

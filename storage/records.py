@@ -8,7 +8,10 @@ All integers are big-endian. See docs/storage-format.md for the layout of each r
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAGIC = b"WARRENLG"
@@ -96,12 +99,12 @@ def publish_prefix(head: bytes) -> bytes:
     return bytes((PUBLISH,)) + head
 
 
-def encode_ids(record_type: int, key: QueueKey, message_ids: list[int]) -> bytes:
+def encode_ids(record_type: int, key: QueueKey, message_ids: Iterable[int]) -> bytes:
     """REMOVE or DELIVERED: a queue and message ids."""
-    return frame(
-        record_type,
-        _queue_key(key) + _u32.pack(len(message_ids)) + b"".join(map(_u64.pack, message_ids)),
-    )
+    ids = array("Q", message_ids)
+    if sys.byteorder == "little":
+        ids.byteswap()
+    return frame(record_type, _queue_key(key) + _u32.pack(len(ids)) + ids.tobytes())
 
 
 def encode_purge(key: QueueKey) -> bytes:

@@ -15,7 +15,9 @@ queue thaws them into `Message` objects near its head; the store keeps their pla
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import operator
 from array import array
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
@@ -27,7 +29,15 @@ from typing import TYPE_CHECKING
 from protocol import properties
 from protocol.codec import shortstr
 from storage import records
-from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog
+from storage.catalog import (
+    NO_HOLDER,
+    RECORD_OVERHEAD,
+    ROW_ARRAYS,
+    SEVERAL,
+    Catalog,
+    QueueRows,
+    Rows,
+)
 from storage.records import QueueKey
 from storage.scan import segment_numbers
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
@@ -37,6 +47,8 @@ if TYPE_CHECKING:
     from broker.queue import Queue
 
 log = logging.getLogger(__name__)
+
+IDS_PER_RECORD = 65536  # message ids per REMOVE or DELIVERED record written in bulk
 
 
 class StorageError(Exception):
@@ -63,6 +75,15 @@ class _Move:
         self.target = target
         self.segment = segment
         self.location = location
+
+
+def _set_all(column: array, rows: Rows, value: int) -> None:
+    """column[row] = value for every row."""
+    if isinstance(rows, range) and rows.step == 1:
+        column[rows.start:rows.stop] = array(column.typecode, [value]) * len(rows)
+    else:
+        for row in rows:
+            column[row] = value
 
 
 def check_segments(directory: Path) -> None:
@@ -127,58 +148,73 @@ class MessageStore:
         self._expirations = [stored_expiration(props) for _, _, props in catalog.meta_table]
         holders = array("i", [NO_HOLDER]) * len(catalog)
         hot: dict[int, Message] = {}
-        for key, held in catalog.by_queue().items():
-            queue = queues.get(key)
-            if queue is None:
-                continue  # the queue is gone; so are its messages
-            rows, flags = held.rows, held.delivered
+        cold: list[Rows] = []
+        memberships = {key: held for key, held in catalog.by_queue().items() if key in queues}
+        for key, held in memberships.items():
+            queue, rows = queues[key], held.rows
             if not hasattr(queue, "restore_cold"):  # a delayed exchange's messages
-                for row, delivered in zip(rows, flags, strict=True):
+                for position, row in enumerate(rows):
+                    delivered = held.shared_at.get(position, catalog.delivered[row])
                     self._restore_hot(catalog, row, queue, bool(delivered), hot)
                 continue
             cold_index = len(self._cold_queues)
             self._cold_queues.append(queue)
             start = 0
-            for position in [*held.shared_at, len(rows)]:
+            for position in [*sorted(held.shared_at), len(rows)]:
                 if position > start:
                     run = rows[start:position]
-                    for row in run:
-                        holders[row] = cold_index
+                    _set_all(holders, run, cold_index)
+                    cold.append(run)
                     queue.restore_cold(run, catalog, self._expirations)
                 if position < len(rows):
-                    self._restore_hot(catalog, rows[position], queue, bool(flags[position]), hot)
+                    self._restore_hot(catalog, rows[position], queue,
+                                      held.shared_at[position], hot)
                 start = position + 1
         catalog.holders = holders
         catalog.shared.clear()
-        self._account_cold(catalog)
+        catalog.groups = None
+        self._account_cold(catalog, cold)
         self.recovered_messages = self._cold_count + len(hot)
         if self._cold_count:
             self._catalog = catalog
-        if len(catalog):
-            self._next_id = max(catalog.ids) + 1
+        self._next_id = max(catalog.next_id, max(catalog.ids, default=0) + 1)
         last = max(self._segments, default=0)
         self.wal = WriteAheadLog(self.directory, last + 1, self.segment_size,
                                  self.definitions_path)
         self.wal.before_flush = self._emit_pending
         self.wal.after_flush = self._after_flush
         self._segments[last + 1] = _Segment(last + 1, records.SEGMENT_HEADER_SIZE)
+        if not clean:
+            self._log_redelivered(catalog, memberships, queues)
         self._compact()
 
-    def _account_cold(self, catalog: Catalog) -> None:
-        """Charge every cold row to its segment (for compaction)."""
-        segments = self._segments
+    def _log_redelivered(self, catalog: Catalog, memberships: dict[QueueKey, QueueRows],
+                         queues: dict[QueueKey, Queue]) -> None:
+        """After a crash every recovered message is marked redelivered; log that, so that
+        the marks outlive the next clean restart as any delivery would."""
+        ids = catalog.ids
+        for key, held in memberships.items():
+            rows = held.rows
+            for start in range(0, len(rows), IDS_PER_RECORD):
+                chunk = map(ids.__getitem__, rows[start:start + IDS_PER_RECORD])
+                self._append(records.encode_ids(records.DELIVERED, queues[key].key, chunk))
+
+    def _account_cold(self, catalog: Catalog, cold: list[Rows]) -> None:
+        """Charge every cold row to its segment (for compaction). Rows in id order mostly
+        come in long stretches of one segment."""
+        column = catalog.segments
+        by_segment: dict[int, array] = {}
+        for rows in cold:
+            for segment, stretch in itertools.groupby(rows, column.__getitem__):
+                found = by_segment.get(segment)
+                if found is None:
+                    by_segment[segment] = array("I", stretch)
+                else:
+                    found.extend(stretch)
         props_sizes = [len(props) for _, _, props in catalog.meta_table]
         metas, sizes = catalog.metas, catalog.body_sizes
-        by_segment: dict[int, array] = {}
-        for row, (holder, segment) in enumerate(zip(catalog.holders, catalog.segments,
-                                                    strict=True)):
-            if holder >= 0:
-                rows = by_segment.get(segment)
-                if rows is None:
-                    rows = by_segment[segment] = array("I")
-                rows.append(row)
         for number, rows in by_segment.items():
-            info = segments[number]
+            info = self._segments[number]
             info.cold_rows = rows
             info.cold_live = len(rows)
             info.live_bytes += (
@@ -269,6 +305,110 @@ class MessageStore:
         if not self._cold_count:  # every recovered row is an object or gone: free the arrays
             self._catalog = None
             self._cold_queues.clear()
+
+    # -- index snapshot -------------------------------------------------------------------
+
+    def live_catalog(self) -> Catalog | None:
+        """Every live message as a catalog, for the index snapshot written at a clean stop
+        (once the log is drained): each queue's cold rows, then the messages that are objects
+        with the redelivered flag their queue has for them. Rows are laid out in blocks, one
+        queue's in id order (`Catalog.groups`), so that loading them needs no pass over
+        every row. None if the store's books do not add up (the next start scans)."""
+        live = Catalog(next_id=self._next_id, groups=[])
+        positions: dict[QueueKey, int] = {}
+
+        def position(queue: Queue) -> int:
+            index = positions.get(queue.key)
+            if index is None:
+                index = positions[queue.key] = len(live.queue_keys)
+                live.queue_keys.append(queue.key)
+            return index
+
+        metas: dict[tuple[str, str, bytes], int] = {}
+        if self._catalog is not None:
+            if not self._add_cold_rows(live, position):
+                return None
+            metas = {meta: index for index, meta in enumerate(live.meta_table)}
+        flags: dict[int, dict[int, bool] | None] = {}  # id(queue) -> its logged_flags()
+
+        def flag(queue: Queue, message: Message) -> bool:
+            if id(queue) not in flags:
+                flags[id(queue)] = (queue.logged_flags() if hasattr(queue, "logged_flags")
+                                    else None)
+            queue_flags = flags[id(queue)]
+            if queue_flags is None:  # a delayed exchange's: never delivered
+                return message.store_delivered
+            return queue_flags.get(message.store_id, True)  # not ready: delivered, unacked
+
+        single: dict[int, list[tuple[int, Message, bool]]] = {}
+        shared: list[tuple[Message, dict[int, bool]]] = []
+        for info in self._segments.values():
+            for message in info.messages.values():
+                members = {position(queue): flag(queue, message)
+                           for queue in message.store_queues if not queue.deleted}
+                if len(members) == 1:
+                    (holder, delivered), = members.items()
+                    single.setdefault(holder, []).append((message.store_id, message, delivered))
+                elif members:
+                    shared.append((message, members))
+        for holder, found in single.items():
+            found.sort(key=operator.itemgetter(0))
+            start = len(live)
+            for _, message, delivered in found:
+                self._add_live_row(live, message, holder, delivered, metas)
+            live.groups.append((holder, start, len(live)))
+        for message, members in shared:
+            live.shared[len(live)] = members
+            self._add_live_row(live, message, SEVERAL, False, metas)
+        return live
+
+    def _add_cold_rows(self, live: Catalog, position: Callable[[Queue], int]) -> bool:
+        """Copy the cold rows into `live`, queue by queue; False if they are not exactly the
+        rows the catalog says are cold."""
+        catalog = self._catalog
+        live.meta_table = list(catalog.meta_table)
+        blocks: list[Rows] = []
+        for queue in self._cold_queues:
+            runs = [] if queue.deleted else queue.cold_rows()
+            if not runs:
+                continue
+            rows = runs[0] if len(runs) == 1 else array("I", sorted(
+                itertools.chain.from_iterable(runs), key=catalog.ids.__getitem__))
+            start = sum(map(len, blocks))
+            live.groups.append((position(queue), start, start + len(rows)))
+            blocks.append(rows)
+        if sum(map(len, blocks)) != self._cold_count:
+            log.error("message index not written: %d cold messages in queues, %d in the store",
+                      sum(map(len, blocks)), self._cold_count)
+            return False
+        everything = len(blocks) == 1 and blocks[0] == range(len(catalog))
+        for name, code in ROW_ARRAYS:
+            if name == "holders":
+                continue
+            column = getattr(catalog, name)
+            setattr(live, name, array(code, column) if everything else array(
+                code, map(column.__getitem__, itertools.chain.from_iterable(blocks))))
+        for holder, start, end in live.groups:
+            live.holders.extend(array("i", [holder]) * (end - start))
+        return True
+
+    @staticmethod
+    def _add_live_row(live: Catalog, message: Message, holder: int, delivered: bool,
+                      metas: dict[tuple[str, str, bytes], int]) -> None:
+        meta_key = (message.exchange, message.routing_key, message.props_raw)
+        meta = metas.get(meta_key)
+        if meta is None:
+            meta = metas[meta_key] = len(live.meta_table)
+            live.meta_table.append(meta_key)
+        segment, offset = message.store_location
+        live.ids.append(message.store_id)
+        live.segments.append(segment)
+        live.body_offsets.append(offset)
+        live.body_sizes.append(message.body_size)
+        live.published.append(int(message.timestamp * 1000))
+        live.metas.append(meta)
+        live.holders.append(holder)
+        live.delivered.append(delivered)
 
     # -- logging --------------------------------------------------------------------------
 
