@@ -20,7 +20,7 @@ import logging
 import operator
 from array import array
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,37 +329,54 @@ class MessageStore:
             if not self._add_cold_rows(live, position):
                 return None
             metas = {meta: index for index, meta in enumerate(live.meta_table)}
-        flags: dict[int, dict[int, bool] | None] = {}  # id(queue) -> its logged_flags()
-
-        def flag(queue: Queue, message: Message) -> bool:
-            if id(queue) not in flags:
-                flags[id(queue)] = (queue.logged_flags() if hasattr(queue, "logged_flags")
-                                    else None)
-            queue_flags = flags[id(queue)]
-            if queue_flags is None:  # a delayed exchange's: never delivered
-                return message.store_delivered
-            return queue_flags.get(message.store_id, True)  # not ready: delivered, unacked
-
-        single: dict[int, list[tuple[int, Message, bool]]] = {}
-        shared: list[tuple[Message, dict[int, bool]]] = []
+        # Messages that are objects, by the one queue holding them; then those several hold.
+        single: dict[int, list[Message]] = {}
+        shared: list[Message] = []
         for info in self._segments.values():
             for message in info.messages.values():
-                members = {position(queue): flag(queue, message)
-                           for queue in message.store_queues if not queue.deleted}
-                if len(members) == 1:
-                    (holder, delivered), = members.items()
-                    single.setdefault(holder, []).append((message.store_id, message, delivered))
-                elif members:
-                    shared.append((message, members))
-        for holder, found in single.items():
-            found.sort(key=operator.itemgetter(0))
+                holders = message.store_queues
+                if len(holders) == 1:
+                    found = single.get(id(holders[0]))
+                    if found is None:
+                        found = single[id(holders[0])] = []
+                    found.append(message)
+                else:
+                    shared.append(message)
+
+        def meta_index(meta: tuple[str, str, bytes]) -> int:
+            index = metas.get(meta)
+            if index is None:
+                index = metas[meta] = len(live.meta_table)
+                live.meta_table.append(meta)
+            return index
+
+        for messages in single.values():
+            queue = messages[0].store_queues[0]
+            if queue.deleted:
+                continue
+            messages.sort(key=operator.attrgetter("store_id"))
             start = len(live)
-            for _, message, delivered in found:
-                self._add_live_row(live, message, holder, delivered, metas)
-            live.groups.append((holder, start, len(live)))
-        for message, members in shared:
+            self._add_live_rows(live, messages, array("i", [position(queue)]) * len(messages),
+                                _flags_in(queue, messages), meta_index)
+            live.groups.append((position(queue), start, len(live)))
+        flags: dict[int, dict[int, bool]] = {}  # id(queue) -> its logged_flags()
+        several = []
+        for message in shared:  # each queue's flag: from the queue (delivered if not ready)
+            members = {}
+            for queue in message.store_queues:
+                if not queue.deleted:
+                    if id(queue) not in flags:
+                        flags[id(queue)] = queue.logged_flags()
+                    members[position(queue)] = flags[id(queue)].get(message.store_id, True)
+            if len(members) == 1:  # the others were deleted
+                (holder, delivered), = members.items()
+                live.groups.append((holder, len(live), len(live) + 1))
+                self._add_live_rows(live, [message], [holder], [delivered], meta_index)
+            elif members:
+                several.append((message, members))
+        for message, members in several:  # after every block
             live.shared[len(live)] = members
-            self._add_live_row(live, message, SEVERAL, False, metas)
+            self._add_live_rows(live, [message], [SEVERAL], [False], meta_index)
         return live
 
     def _add_cold_rows(self, live: Catalog, position: Callable[[Queue], int]) -> bool:
@@ -393,22 +410,20 @@ class MessageStore:
         return True
 
     @staticmethod
-    def _add_live_row(live: Catalog, message: Message, holder: int, delivered: bool,
-                      metas: dict[tuple[str, str, bytes], int]) -> None:
-        meta_key = (message.exchange, message.routing_key, message.props_raw)
-        meta = metas.get(meta_key)
-        if meta is None:
-            meta = metas[meta_key] = len(live.meta_table)
-            live.meta_table.append(meta_key)
-        segment, offset = message.store_location
-        live.ids.append(message.store_id)
-        live.segments.append(segment)
-        live.body_offsets.append(offset)
-        live.body_sizes.append(message.body_size)
-        live.published.append(int(message.timestamp * 1000))
-        live.metas.append(meta)
-        live.holders.append(holder)
-        live.delivered.append(delivered)
+    def _add_live_rows(live: Catalog, messages: list[Message], holders: Sequence[int],
+                       delivered: list[bool],
+                       meta_index: Callable[[tuple[str, str, bytes]], int]) -> None:
+        """Append rows for messages that are objects (column by column: much faster)."""
+        locations = [message.store_location for message in messages]
+        live.ids.extend([message.store_id for message in messages])
+        live.segments.extend([location[0] for location in locations])
+        live.body_offsets.extend([location[1] for location in locations])
+        live.body_sizes.extend([message.body_size for message in messages])
+        live.published.extend([published_ms(message.timestamp) for message in messages])
+        live.metas.extend([meta_index((message.exchange, message.routing_key, message.props_raw))
+                           for message in messages])
+        live.holders.extend(holders)
+        live.delivered.extend(delivered)
 
     # -- logging --------------------------------------------------------------------------
 
@@ -419,7 +434,7 @@ class MessageStore:
         message_id = self._next_id
         self._next_id += 1
         record, body_at = records.encode_publish(
-            message_id, int(message.timestamp * 1000), [queue.key for queue in queues],
+            message_id, published_ms(message.timestamp), [queue.key for queue in queues],
             message.exchange, message.routing_key, message.props_raw, message.body,
         )
         ticket, segment, offset = self.wal.append(record)
@@ -544,13 +559,13 @@ class MessageStore:
         queues = [queue.key for queue in message.store_queues]
         if message.body is not None:
             record, body_at = records.encode_publish(
-                message.store_id, int(message.timestamp * 1000), queues, message.exchange,
+                message.store_id, published_ms(message.timestamp), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body,
             )
             size = len(record)
         else:  # paged out: the writer thread copies the body from the old segment
             prefix = records.publish_prefix(records.publish_head(
-                message.store_id, int(message.timestamp * 1000), queues, message.exchange,
+                message.store_id, published_ms(message.timestamp), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body_size,
             ))
             record = CopiedRecord(prefix, *message.store_location, message.body_size)
@@ -667,6 +682,28 @@ def _read_bodies(directory: Path, locations: list[tuple[int, int, int]]) -> list
         except OSError:  # moved by compaction meanwhile: the queue asks again
             bodies.append(None)
     return bodies
+
+
+def _flags_in(queue: Queue, messages: list[Message]) -> list[bool]:
+    """The redelivered flags `queue` has for messages it alone holds. Never delivered from
+    any queue: False. Else the queue's own flag (it may have been delivered from another queue
+    that held it then): True unless the queue holds it ready and not redelivered."""
+    ready: dict[int, bool] | None = None
+    flags = []
+    for message in messages:
+        if not message.store_delivered:
+            flags.append(False)
+            continue
+        if ready is None:
+            ready = queue.logged_flags() if hasattr(queue, "logged_flags") else {}
+        flags.append(ready.get(message.store_id, True))
+    return flags
+
+
+def published_ms(timestamp: float) -> int:
+    """A message's publication time as logged (ms); a recovered message's timestamp is that
+    figure / 1000, so this gives it back exactly."""
+    return round(timestamp * 1000)
 
 
 def stored_expiration(props_raw: bytes) -> int | None:
