@@ -20,15 +20,18 @@ THAW_BATCH = 1024
 class ColdRun:
     """Catalog rows `rows[start:]`, the next ones to thaw first. Row i gets sequence number
     `first_seq + i` (reserved when the run was restored, so requeue order holds) and, if the
-    queue has deadlines, expires at `deadlines[i]`."""
+    queue has deadlines, expires at `deadlines[i]`. A row comes back redelivered if the log
+    says its queue delivered it, or if `all_redelivered`."""
 
-    __slots__ = ("rows", "first_seq", "deadlines", "start", "_thaw")
+    __slots__ = ("rows", "first_seq", "deadlines", "all_redelivered", "start", "_thaw")
 
     def __init__(self, rows: Rows, first_seq: int, deadlines: array | None,
+                 all_redelivered: bool,
                  thaw: Callable[[ColdRun, int, int], list[QueuedMessage]]) -> None:
         self.rows = rows
         self.first_seq = first_seq
         self.deadlines = deadlines
+        self.all_redelivered = all_redelivered  # recovered after a crash
         self.start = 0
         self._thaw = thaw
 

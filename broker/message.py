@@ -47,13 +47,17 @@ class Message:
 class QueuedMessage:
     """A message's place in one queue: its position (for requeue order) and redelivery flag."""
 
-    __slots__ = ("message", "seq", "redelivered", "priority", "expires_at", "delivery_count")
+    __slots__ = ("message", "seq", "redelivered", "logged_delivery", "priority", "expires_at",
+                 "delivery_count")
 
     def __init__(self, message: Message, seq: int, priority: int = 0,
                  expires_at: float | None = None) -> None:
         self.message = message
         self.seq = seq
         self.redelivered = False
+        # The log says this queue delivered it (it differs from `redelivered` after a crash,
+        # when every recovered message is marked redelivered, logged or not).
+        self.logged_delivery = False
         self.priority = priority
         self.expires_at = expires_at  # wall-clock seconds, or None
         self.delivery_count = 0  # deliveries that ended in a requeue (x-delivery-count)

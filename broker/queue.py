@@ -134,23 +134,23 @@ class Queue:
             self._schedule_expiry()
         return True
 
-    def restore(self, message: Message, redelivered: bool) -> None:
+    def restore(self, message: Message, redelivered: bool, logged_delivery: bool) -> None:
         """Put back a message recovered from the log (at start-up, in log order)."""
         entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
                               self._deadline(message, message.timestamp))
         entry.redelivered = redelivered
+        entry.logged_delivery = logged_delivery
         self._next_seq += 1
         self._messages.append(entry)
         if entry.expires_at is not None:
             self._schedule_expiry_after_recovery()
 
-    def restore_cold(self, rows: Rows, catalog: Catalog,
-                     expirations: list[int | None]) -> None:
+    def restore_cold(self, rows: Rows, catalog: Catalog, expirations: list[int | None],
+                     all_redelivered: bool) -> None:
         """Put back recovered messages as catalog rows (at start-up, in log order): they become
         objects only as they near the head. `expirations` are the expiration properties of the
-        catalog's meta table."""
-        metas, published, sizes = catalog.metas, catalog.published, catalog.body_sizes
-        body_bytes = sum(map(sizes.__getitem__, rows))
+        catalog's meta table; `all_redelivered` marks every one redelivered (after a crash)."""
+        metas, published = catalog.metas, catalog.published
         if self.settings.max_priority:
             lanes: dict[int, array] = {}
             top = self.settings.max_priority
@@ -159,21 +159,21 @@ class Queue:
             for row in rows:
                 lanes.setdefault(priorities[metas[row]], array("I")).append(row)
             for priority, lane_rows in sorted(lanes.items(), reverse=True):
-                lane_bytes = sum(map(sizes.__getitem__, lane_rows))
-                self._restore_run(lane_rows, priority, lane_bytes, metas, published,
-                                  expirations)
+                self._restore_run(lane_rows, priority, catalog.body_bytes(lane_rows), metas,
+                                  published, expirations, all_redelivered)
         else:
-            self._restore_run(rows, 0, body_bytes, metas, published, expirations)
+            self._restore_run(rows, 0, catalog.body_bytes(rows), metas, published, expirations,
+                              all_redelivered)
 
     def cold_rows(self) -> list[Rows]:
         """The catalog rows of the recovered messages still cold (for the index snapshot)."""
         return [run.remaining() for run in self._messages.cold_runs()]
 
     def logged_flags(self) -> dict[int, bool]:
-        """Message store id -> redelivered flag of the logged messages this queue holds
-        ready as objects (for the index snapshot; cold rows keep theirs in the catalog)."""
-        return {entry.message.store_id: entry.redelivered for entry in self._messages.objects()
-                if entry.message.store_id}
+        """Message store id -> whether the log has this queue's delivery of it, for the
+        logged messages this queue holds ready as objects (for the index snapshot)."""
+        return {entry.message.store_id: entry.logged_delivery
+                for entry in self._messages.objects() if entry.message.store_id}
 
     def _schedule_expiry_after_recovery(self) -> None:
         """Arm the expiry timer once recovery is over (looking at the head thaws it, which
@@ -181,7 +181,8 @@ class Queue:
         asyncio.get_running_loop().call_soon(self._schedule_expiry)
 
     def _restore_run(self, rows: Rows, priority: int, body_bytes: int, metas: array,
-                     published: array, expirations: list[int | None]) -> None:
+                     published: array, expirations: list[int | None],
+                     all_redelivered: bool) -> None:
         ttl = self.settings.message_ttl
         deadlines = None
         if ttl is not None or any(expiration is not None for expiration in expirations):
@@ -190,7 +191,7 @@ class Queue:
                 if ttl is not None or expirations[metas[row]] is not None else _NEVER
                 for row in rows
             ))
-        run = ColdRun(rows, self._next_seq, deadlines, self._thaw)
+        run = ColdRun(rows, self._next_seq, deadlines, all_redelivered, self._thaw)
         self._next_seq += len(rows)
         self._messages.append_cold(run, priority, body_bytes)
         if deadlines is not None:
@@ -200,6 +201,7 @@ class Queue:
         """Materialise rows `start:stop` of a cold run that reached the head."""
         thaw = self.vhost.store.thaw
         rows, deadlines, first_seq = run.rows, run.deadlines, run.first_seq
+        all_redelivered = run.all_redelivered
         prioritised = bool(self.settings.max_priority)
         entries = []
         for index in range(start, stop):
@@ -210,7 +212,8 @@ class Queue:
                 self._priority_of(message) if prioritised else 0,
                 None if deadline == _NEVER else deadline,
             )
-            entry.redelivered = message.store_delivered
+            entry.logged_delivery = message.store_delivered  # the row's: one queue holds it
+            entry.redelivered = all_redelivered or entry.logged_delivery
             entries.append(entry)
         return entries
 
@@ -306,6 +309,7 @@ class Queue:
             self.messages_redelivered += 1
         message = entry.message
         if message.store_id and self.durable:
+            entry.logged_delivery = True
             self.vhost.store.delivered(self, message)
 
     def delivery_properties(self, entry: QueuedMessage, always: bool = False) -> bytes:

@@ -83,7 +83,7 @@ class _Replay:
     """Applies records to a catalog under construction."""
 
     def __init__(self) -> None:
-        self.catalog = Catalog()
+        self.catalog = Catalog(in_id_order=True)
         self._rows: dict[int, int] | None = None  # message id -> row, built on first need
         self._last_id = 0
         self._delivered = bytearray()  # per row, grown on demand (most stay 0)
@@ -236,6 +236,7 @@ class _Replay:
             return
         row = self._row(message_id)
         if row is None:  # first seen here: a copy whose original segment is gone
+            self.catalog.in_id_order = False
             self._append(message_id, segment, body_at, body_size, published_at, meta, shape[2])
         else:  # a copy moved forward: it is here now, and lists the queues still holding it
             self.catalog.segments[row] = segment

@@ -31,11 +31,9 @@ from protocol.codec import shortstr
 from storage import records
 from storage.catalog import (
     NO_HOLDER,
-    RECORD_OVERHEAD,
     ROW_ARRAYS,
     SEVERAL,
     Catalog,
-    QueueRows,
     Rows,
 )
 from storage.records import QueueKey
@@ -48,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDS_PER_RECORD = 65536  # message ids per REMOVE or DELIVERED record written in bulk
-
 
 class StorageError(Exception):
     """The data directory cannot be used; the message says why."""
@@ -61,8 +57,9 @@ class _Segment:
     size: int = 0
     live_bytes: int = 0
     messages: dict[int, Message] = field(default_factory=dict)  # live messages logged here
-    cold_rows: array = field(default_factory=lambda: array("I"))  # catalog rows logged here
-    cold_live: int = 0  # how many of those rows are still cold (not thawed nor removed)
+    # Catalog rows logged here (ranges, arrays), and how many of them are still cold.
+    cold_rows: list[Rows] = field(default_factory=list)
+    cold_live: int = 0
 
 
 class _Move:
@@ -141,8 +138,6 @@ class MessageStore:
 
         A message held by one queue stays a catalog row (the queue thaws it later); one held
         by several queues, or by a delayed exchange, becomes a `Message` now."""
-        if not clean:
-            catalog.mark_all_delivered()
         for number, size in catalog.segment_sizes.items():
             self._segments[number] = _Segment(number, size)
         self._expirations = [stored_expiration(props) for _, _, props in catalog.meta_table]
@@ -155,7 +150,7 @@ class MessageStore:
             if not hasattr(queue, "restore_cold"):  # a delayed exchange's messages
                 for position, row in enumerate(rows):
                     delivered = held.shared_at.get(position, catalog.delivered[row])
-                    self._restore_hot(catalog, row, queue, bool(delivered), hot)
+                    self._restore_hot(catalog, row, queue, bool(delivered), clean, hot)
                 continue
             cold_index = len(self._cold_queues)
             self._cold_queues.append(queue)
@@ -165,10 +160,10 @@ class MessageStore:
                     run = rows[start:position]
                     _set_all(holders, run, cold_index)
                     cold.append(run)
-                    queue.restore_cold(run, catalog, self._expirations)
+                    queue.restore_cold(run, catalog, self._expirations, not clean)
                 if position < len(rows):
                     self._restore_hot(catalog, rows[position], queue,
-                                      held.shared_at[position], hot)
+                                      held.shared_at[position], clean, hot)
                 start = position + 1
         catalog.holders = holders
         catalog.shared.clear()
@@ -184,49 +179,32 @@ class MessageStore:
         self.wal.before_flush = self._emit_pending
         self.wal.after_flush = self._after_flush
         self._segments[last + 1] = _Segment(last + 1, records.SEGMENT_HEADER_SIZE)
-        if not clean:
-            self._log_redelivered(catalog, memberships, queues)
         self._compact()
-
-    def _log_redelivered(self, catalog: Catalog, memberships: dict[QueueKey, QueueRows],
-                         queues: dict[QueueKey, Queue]) -> None:
-        """After a crash every recovered message is marked redelivered; log that, so that
-        the marks outlive the next clean restart as any delivery would."""
-        ids = catalog.ids
-        for key, held in memberships.items():
-            rows = held.rows
-            for start in range(0, len(rows), IDS_PER_RECORD):
-                chunk = map(ids.__getitem__, rows[start:start + IDS_PER_RECORD])
-                self._append(records.encode_ids(records.DELIVERED, queues[key].key, chunk))
 
     def _account_cold(self, catalog: Catalog, cold: list[Rows]) -> None:
         """Charge every cold row to its segment (for compaction). Rows in id order mostly
         come in long stretches of one segment."""
         column = catalog.segments
-        by_segment: dict[int, array] = {}
         for rows in cold:
-            for segment, stretch in itertools.groupby(rows, column.__getitem__):
-                found = by_segment.get(segment)
-                if found is None:
-                    by_segment[segment] = array("I", stretch)
-                else:
-                    found.extend(stretch)
-        props_sizes = [len(props) for _, _, props in catalog.meta_table]
-        metas, sizes = catalog.metas, catalog.body_sizes
-        for number, rows in by_segment.items():
-            info = self._segments[number]
-            info.cold_rows = rows
-            info.cold_live = len(rows)
-            info.live_bytes += (
-                sum(map(sizes.__getitem__, rows))
-                + sum(map(props_sizes.__getitem__, map(metas.__getitem__, rows)))
-                + RECORD_OVERHEAD * len(rows)
-            )
-            self._cold_count += len(rows)
+            if isinstance(rows, range):
+                end = rows.start
+                for segment, stretch in itertools.groupby(rows, column.__getitem__):
+                    start, end = end, deque(stretch, maxlen=1)[0] + 1
+                    self._charge(catalog, self._segments[segment], range(start, end))
+            else:
+                for segment, stretch in itertools.groupby(rows, column.__getitem__):
+                    self._charge(catalog, self._segments[segment], array("I", stretch))
+
+    def _charge(self, catalog: Catalog, info: _Segment, rows: Rows) -> None:
+        info.cold_rows.append(rows)
+        info.cold_live += len(rows)
+        info.live_bytes += catalog.charged_bytes(rows)
+        self._cold_count += len(rows)
 
     def _restore_hot(self, catalog: Catalog, row: int, queue: Queue, delivered: bool,
-                     hot: dict[int, Message]) -> None:
-        """Put back a recovered message as an object (shared by the queues that hold it)."""
+                     clean: bool, hot: dict[int, Message]) -> None:
+        """Put back a recovered message as an object (shared by the queues that hold it).
+        `delivered`: the log has `queue`'s delivery of it."""
         message = hot.get(row)
         if message is None:
             message = hot[row] = self._materialise(catalog, row)
@@ -236,7 +214,7 @@ class MessageStore:
             info.live_bytes += message.store_size
         message.store_queues.append(queue)
         message.store_delivered = message.store_delivered or delivered
-        queue.restore(message, delivered)
+        queue.restore(message, delivered or not clean, delivered)
 
     def _materialise(self, catalog: Catalog, row: int) -> Message:
         """A `Message` for a catalog row (its body stays on disk)."""
@@ -300,7 +278,7 @@ class MessageStore:
         catalog.holders[row] = NO_HOLDER
         info.cold_live -= 1
         if not info.cold_live:
-            info.cold_rows = array("I")
+            info.cold_rows = []
         self._cold_count -= 1
         if not self._cold_count:  # every recovered row is an object or gone: free the arrays
             self._catalog = None
@@ -310,8 +288,9 @@ class MessageStore:
 
     def live_catalog(self) -> Catalog | None:
         """Every live message as a catalog, for the index snapshot written at a clean stop
-        (once the log is drained): each queue's cold rows, then the messages that are objects
-        with the redelivered flag their queue has for them. Rows are laid out in blocks, one
+        (once the log is drained): what a scan of the log would find, without scanning it.
+        Each queue's cold rows, then the messages that are objects; each row's delivered flag
+        says whether the log has its queue's delivery of it. Rows are laid out in blocks, one
         queue's in id order (`Catalog.groups`), so that loading them needs no pass over
         every row. None if the store's books do not add up (the next start scans)."""
         live = Catalog(next_id=self._next_id, groups=[])
@@ -532,7 +511,8 @@ class MessageStore:
             moves = [self._copy_forward(message) for message in list(info.messages.values())]
             if info.cold_live:
                 holders = self._catalog.holders
-                moves += [self._copy_cold_forward(row) for row in info.cold_rows
+                moves += [self._copy_cold_forward(row)
+                          for row in itertools.chain.from_iterable(info.cold_rows)
                           if holders[row] != NO_HOLDER]
             del segments[number]
             if not moves:  # nothing live: it can go with the next batch
@@ -601,7 +581,9 @@ class MessageStore:
         _, segment, offset = self.wal.append(record)
         info = self._segment(segment)
         info.size = offset + body_at + body_size
-        info.cold_rows.append(row)
+        if not info.cold_rows or not isinstance(info.cold_rows[-1], array):
+            info.cold_rows.append(array("I"))
+        info.cold_rows[-1].append(row)
         info.cold_live += 1
         info.live_bytes += catalog.charged_size(row)
         if catalog.delivered[row]:
@@ -685,9 +667,9 @@ def _read_bodies(directory: Path, locations: list[tuple[int, int, int]]) -> list
 
 
 def _flags_in(queue: Queue, messages: list[Message]) -> list[bool]:
-    """The redelivered flags `queue` has for messages it alone holds. Never delivered from
-    any queue: False. Else the queue's own flag (it may have been delivered from another queue
-    that held it then): True unless the queue holds it ready and not redelivered."""
+    """Whether the log has `queue`'s delivery of messages it alone holds. Never delivered
+    from any queue: no. Else the queue's own flag (it may have been delivered from another
+    queue that held it then): yes unless the queue holds it ready with no logged delivery."""
     ready: dict[int, bool] | None = None
     flags = []
     for message in messages:
