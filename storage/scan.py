@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 _head = records.RECORD_HEAD.unpack_from
 _publish_head = struct.Struct("!QQH").unpack_from  # message id, published at, queue count
 _PUBLISH_META = 1 + 8 + 8 + 2  # where the queue list starts in a PUBLISH payload
+# length, crc32, type, message id, published at, queue count: a PUBLISH record's first bytes
+_publish_record_head = struct.Struct("!IIBQQH").unpack_from
+_PUBLISH_RECORD_META = records.RECORD_HEAD_SIZE + _PUBLISH_META
 _u32 = struct.Struct("!I").unpack_from
 _HEAD = records.RECORD_HEAD_SIZE
 _MAX = records.MAX_RECORD_SIZE
@@ -107,74 +110,86 @@ class _Replay:
             view.release()
 
     def _records(self, number: int, data: bytes | mmap.mmap, view: memoryview, size: int) -> int:
-        crc32 = zlib.crc32
-        catalog = self.catalog
-        ids, segments, offsets, sizes, published, metas, holders = (
-            catalog.ids, catalog.segments, catalog.body_offsets, catalog.body_sizes,
-            catalog.published, catalog.metas, catalog.holders,
-        )
-        count, shape, shape_holders, shape_meta = self._last_shape
-        shape_size = len(shape)
         offset = records.SEGMENT_HEADER_SIZE
         while offset < size:
-            problem = None
-            start = offset + _HEAD
-            if start > size:
-                problem = "record runs past the end of the segment"
-            else:
-                length, crc = _head(data, offset)
-                end = start + length
-                if length == 0 or length > _MAX:
-                    problem = f"bad record length {length}"
-                elif end > size:
-                    problem = "record runs past the end of the segment"
-                elif crc32(view[start:end]) != crc:
-                    problem = "CRC mismatch"
-                elif data[start] == _PUBLISH:
-                    message_id, published_at, queue_count = _publish_head(data, start + 1)
-                    meta_at = start + _PUBLISH_META
-                    body_at = meta_at + shape_size + 4
-                    # The fast path: shaped like the previous record, logged for the first time.
-                    if (queue_count == count and data[meta_at:body_at - 4] == shape
-                            and message_id > self._last_id and body_at <= end
-                            and body_at + _u32(data, body_at - 4)[0] == end):
-                        self._last_id = message_id
-                        if self._rows is not None:
-                            self._rows[message_id] = len(ids)
-                        ids.append(message_id)
-                        segments.append(number)
-                        offsets.append(body_at)
-                        sizes.append(end - body_at)
-                        published.append(published_at)
-                        metas.append(shape_meta)
-                        if len(shape_holders) == 1:
-                            holders.append(shape_holders[0])
-                        else:
-                            catalog.shared[len(holders)] = dict.fromkeys(shape_holders, False)
-                            holders.append(SEVERAL)
-                    else:
-                        try:
-                            self._publish(number, data, start, end)
-                        except _DECODE_ERRORS as exc:
-                            problem = f"undecodable record ({exc})"
-                        count, shape, shape_holders, shape_meta = self._last_shape
-                        shape_size = len(shape)
-                else:
-                    problem = self._other(data, start, end)
-                    if problem is None and data[start] == _PURGE:
-                        count, shape, shape_holders, shape_meta = self._last_shape
-                        shape_size = len(shape)
+            offset = self._fast_run(number, data, view, offset, size)
+            if offset >= size:
+                break
+            problem, end = self._record(number, data, view, offset, size)
             if problem is None:
                 offset = end
                 continue
             resume = _next_good_record(data, offset + 1)
             if resume is None:
                 return offset
-            catalog.corrupt_records += 1
+            self.catalog.corrupt_records += 1
             log.warning("segment %d: corrupt record at offset %d skipped (%s)", number, offset,
                         problem)
             offset = resume
         return offset
+
+    def _fast_run(self, number: int, data: bytes | mmap.mmap, view: memoryview, offset: int,
+                  size: int) -> int:
+        """Apply PUBLISH records for one queue shaped like the previous one (same queue list,
+        exchange, routing key and properties), logged for the first time, for as long as they
+        come; return the offset of the first record that is not one (`_record` takes it)."""
+        count, shape, holders_of_shape, meta = self._last_shape
+        if len(holders_of_shape) != 1:
+            return offset
+        holder = holders_of_shape[0]
+        catalog = self.catalog
+        ids, segments, offsets, sizes, published, metas, holders = (
+            catalog.ids, catalog.segments, catalog.body_offsets, catalog.body_sizes,
+            catalog.published, catalog.metas, catalog.holders,
+        )
+        crc32, head, u32 = zlib.crc32, _publish_record_head, _u32
+        rows, last_id = self._rows, self._last_id
+        shape_end = _PUBLISH_RECORD_META + len(shape)  # where the body size is, from offset
+        while offset + _PUBLISH_RECORD_META <= size:
+            length, crc, kind, message_id, published_at, queue_count = head(data, offset)
+            start, end = offset + _HEAD, offset + _HEAD + length
+            body_at = offset + shape_end + 4
+            if (kind != _PUBLISH or queue_count != count or message_id <= last_id
+                    or body_at > end or end > size
+                    or data[offset + _PUBLISH_RECORD_META:body_at - 4] != shape
+                    or u32(data, body_at - 4)[0] != end - body_at
+                    or crc32(view[start:end]) != crc):
+                break
+            last_id = message_id
+            if rows is not None:
+                rows[message_id] = len(ids)
+            ids.append(message_id)
+            segments.append(number)
+            offsets.append(body_at)
+            sizes.append(end - body_at)
+            published.append(published_at)
+            metas.append(meta)
+            holders.append(holder)
+            offset = end
+        self._last_id = last_id
+        return offset
+
+    def _record(self, number: int, data: bytes | mmap.mmap, view: memoryview, offset: int,
+                size: int) -> tuple[str | None, int]:
+        """Check and apply the record at `offset`: (what is wrong with it or None, its end)."""
+        start = offset + _HEAD
+        if start > size:
+            return "record runs past the end of the segment", 0
+        length, crc = _head(data, offset)
+        end = start + length
+        if length == 0 or length > _MAX:
+            return f"bad record length {length}", end
+        if end > size:
+            return "record runs past the end of the segment", end
+        if zlib.crc32(view[start:end]) != crc:
+            return "CRC mismatch", end
+        if data[start] != _PUBLISH:
+            return self._other(data, start, end), end
+        try:
+            self._publish(number, data, start, end)
+        except _DECODE_ERRORS as exc:
+            return f"undecodable record ({exc})", end
+        return None, end
 
     def _other(self, data: bytes | mmap.mmap, start: int, end: int) -> str | None:
         """Apply a REMOVE, DELIVERED or PURGE record; what is wrong with it, if anything."""
