@@ -149,7 +149,11 @@ class Catalog:
             if key is None:
                 continue  # purged
             assert key not in result, f"queue {key} listed twice"
-            if len(parts) == 1 and (isinstance(parts[0], range) or self.in_id_order):
+            # Blocks come in id order (a group, or the rows in row order if that is id order)
+            # unless some of them are shared rows.
+            if len(parts) == 1 and holder not in shared_rows and (
+                self.groups is not None or self.in_id_order
+            ):
                 rows: Rows = _compact(parts[0])
             else:  # mostly in order already: timsort merges the runs in linear time
                 rows = _compact(sorted(itertools.chain.from_iterable(parts),

@@ -272,6 +272,8 @@ class _Replay:
         catalog.metas.append(meta)
         if len(holders) == 1:
             catalog.holders.append(holders[0])
+        elif not holders:
+            catalog.holders.append(NO_HOLDER)
         else:
             catalog.holders.append(SEVERAL)
             catalog.shared[row] = dict.fromkeys(holders, False)
