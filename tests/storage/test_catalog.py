@@ -16,7 +16,7 @@ import pytest
 
 from storage import records, snapshot
 from storage.catalog import SEVERAL, Catalog
-from storage.records import DELIVERED, PURGE, REMOVE
+from storage.records import DELIVERED, REMOVE
 from storage.scan import scan
 from storage.wal import segment_path
 
