@@ -641,6 +641,9 @@ class MessageStore:
         return read_at(self.directory, *message.store_location, message.body_size)
 
     def _after_flush(self) -> None:
+        # Removals and deliveries noted while that batch was being written: into the next
+        # batch (the log then sees it has more to write).
+        self._emit_pending()
         self._page_out()
         self._retire_segments()
         self._compact()
