@@ -17,6 +17,7 @@ from broker.vhost import VirtualHost
 from storage import snapshot
 from storage.datadir import DataDir, open_data_dir
 from storage.definitions import apply_definitions, export_definitions, load_definitions
+from storage.live import live_catalog
 from storage.scan import scan
 from storage.store import MessageStore
 
@@ -127,7 +128,7 @@ class Node:
             return  # the log may lack what memory holds: the next start scans it
         started = time.monotonic()
         try:
-            live = self.store.live_catalog()
+            live = live_catalog(self.store)
             if live is None:
                 return
             size = await asyncio.get_running_loop().run_in_executor(

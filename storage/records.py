@@ -53,6 +53,12 @@ def parse_segment_header(data: bytes) -> tuple[int, int]:
     return version, number
 
 
+def published_ms(timestamp: float) -> int:
+    """A message's publication time as logged (ms since the epoch). A recovered message's
+    timestamp is that figure / 1000, so this gives the same figure back."""
+    return round(timestamp * 1000)
+
+
 def frame(record_type: int, body: bytes) -> bytes:
     payload = bytes((record_type,)) + body
     return RECORD_HEAD.pack(len(payload), zlib.crc32(payload)) + payload

@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import operator
 from array import array
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,10 @@ from protocol.codec import shortstr
 from storage import records
 from storage.catalog import (
     NO_HOLDER,
-    ROW_ARRAYS,
-    SEVERAL,
     Catalog,
     Rows,
 )
-from storage.records import QueueKey
+from storage.records import QueueKey, published_ms
 from storage.scan import segment_numbers
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
 
@@ -284,125 +281,22 @@ class MessageStore:
             self._catalog = None
             self._cold_queues.clear()
 
-    # -- index snapshot -------------------------------------------------------------------
+    # -- for the index snapshot (storage/live.py) ----------------------------------------
 
-    def live_catalog(self) -> Catalog | None:
-        """Every live message as a catalog, for the index snapshot written at a clean stop
-        (once the log is drained): what a scan of the log would find, without scanning it.
-        Each queue's cold rows, then the messages that are objects; each row's delivered flag
-        says whether the log has its queue's delivery of it. Rows are laid out in blocks, one
-        queue's in id order (`Catalog.groups`), so that loading them needs no pass over
-        every row. None if the store's books do not add up (the next start scans)."""
-        live = Catalog(next_id=self._next_id, groups=[])
-        positions: dict[QueueKey, int] = {}
+    @property
+    def next_id(self) -> int:
+        return self._next_id
 
-        def position(queue: Queue) -> int:
-            index = positions.get(queue.key)
-            if index is None:
-                index = positions[queue.key] = len(live.queue_keys)
-                live.queue_keys.append(queue.key)
-            return index
+    @property
+    def cold(self) -> tuple[Catalog | None, list[Queue], int]:
+        """The catalog of the recovered messages still rows, the queues its `holders` index,
+        and how many rows are still cold."""
+        return self._catalog, self._cold_queues, self._cold_count
 
-        metas: dict[tuple[str, str, bytes], int] = {}
-        if self._catalog is not None:
-            if not self._add_cold_rows(live, position):
-                return None
-            metas = {meta: index for index, meta in enumerate(live.meta_table)}
-        # Messages that are objects, by the one queue holding them; then those several hold.
-        single: dict[int, list[Message]] = {}
-        shared: list[Message] = []
+    def logged_messages(self) -> Iterator[Message]:
+        """Every live logged message that is an object."""
         for info in self._segments.values():
-            for message in info.messages.values():
-                holders = message.store_queues
-                if len(holders) == 1:
-                    found = single.get(id(holders[0]))
-                    if found is None:
-                        found = single[id(holders[0])] = []
-                    found.append(message)
-                else:
-                    shared.append(message)
-
-        def meta_index(meta: tuple[str, str, bytes]) -> int:
-            index = metas.get(meta)
-            if index is None:
-                index = metas[meta] = len(live.meta_table)
-                live.meta_table.append(meta)
-            return index
-
-        for messages in single.values():
-            queue = messages[0].store_queues[0]
-            if queue.deleted:
-                continue
-            messages.sort(key=operator.attrgetter("store_id"))
-            start = len(live)
-            self._add_live_rows(live, messages, array("i", [position(queue)]) * len(messages),
-                                _flags_in(queue, messages), meta_index)
-            live.groups.append((position(queue), start, len(live)))
-        flags: dict[int, dict[int, bool]] = {}  # id(queue) -> its logged_flags()
-        several = []
-        for message in shared:  # each queue's flag: from the queue (delivered if not ready)
-            members = {}
-            for queue in message.store_queues:
-                if not queue.deleted:
-                    if id(queue) not in flags:
-                        flags[id(queue)] = queue.logged_flags()
-                    members[position(queue)] = flags[id(queue)].get(message.store_id, True)
-            if len(members) == 1:  # the others were deleted
-                (holder, delivered), = members.items()
-                live.groups.append((holder, len(live), len(live) + 1))
-                self._add_live_rows(live, [message], [holder], [delivered], meta_index)
-            elif members:
-                several.append((message, members))
-        for message, members in several:  # after every block
-            live.shared[len(live)] = members
-            self._add_live_rows(live, [message], [SEVERAL], [False], meta_index)
-        return live
-
-    def _add_cold_rows(self, live: Catalog, position: Callable[[Queue], int]) -> bool:
-        """Copy the cold rows into `live`, queue by queue; False if they are not exactly the
-        rows the catalog says are cold."""
-        catalog = self._catalog
-        live.meta_table = list(catalog.meta_table)
-        blocks: list[Rows] = []
-        for queue in self._cold_queues:
-            runs = [] if queue.deleted else queue.cold_rows()
-            if not runs:
-                continue
-            rows = runs[0] if len(runs) == 1 else array("I", sorted(
-                itertools.chain.from_iterable(runs), key=catalog.ids.__getitem__))
-            start = sum(map(len, blocks))
-            live.groups.append((position(queue), start, start + len(rows)))
-            blocks.append(rows)
-        if sum(map(len, blocks)) != self._cold_count:
-            log.error("message index not written: %d cold messages in queues, %d in the store",
-                      sum(map(len, blocks)), self._cold_count)
-            return False
-        everything = len(blocks) == 1 and blocks[0] == range(len(catalog))
-        for name, code in ROW_ARRAYS:
-            if name == "holders":
-                continue
-            column = getattr(catalog, name)
-            setattr(live, name, array(code, column) if everything else array(
-                code, map(column.__getitem__, itertools.chain.from_iterable(blocks))))
-        for holder, start, end in live.groups:
-            live.holders.extend(array("i", [holder]) * (end - start))
-        return True
-
-    @staticmethod
-    def _add_live_rows(live: Catalog, messages: list[Message], holders: Sequence[int],
-                       delivered: list[bool],
-                       meta_index: Callable[[tuple[str, str, bytes]], int]) -> None:
-        """Append rows for messages that are objects (column by column: much faster)."""
-        locations = [message.store_location for message in messages]
-        live.ids.extend([message.store_id for message in messages])
-        live.segments.extend([location[0] for location in locations])
-        live.body_offsets.extend([location[1] for location in locations])
-        live.body_sizes.extend([message.body_size for message in messages])
-        live.published.extend([published_ms(message.timestamp) for message in messages])
-        live.metas.extend([meta_index((message.exchange, message.routing_key, message.props_raw))
-                           for message in messages])
-        live.holders.extend(holders)
-        live.delivered.extend(delivered)
+            yield from info.messages.values()
 
     # -- logging --------------------------------------------------------------------------
 
@@ -667,28 +561,6 @@ def _read_bodies(directory: Path, locations: list[tuple[int, int, int]]) -> list
         except OSError:  # moved by compaction meanwhile: the queue asks again
             bodies.append(None)
     return bodies
-
-
-def _flags_in(queue: Queue, messages: list[Message]) -> list[bool]:
-    """Whether the log has `queue`'s delivery of messages it alone holds. Never delivered
-    from any queue: no. Else the queue's own flag (it may have been delivered from another
-    queue that held it then): yes unless the queue holds it ready with no logged delivery."""
-    ready: dict[int, bool] | None = None
-    flags = []
-    for message in messages:
-        if not message.store_delivered:
-            flags.append(False)
-            continue
-        if ready is None:
-            ready = queue.logged_flags() if hasattr(queue, "logged_flags") else {}
-        flags.append(ready.get(message.store_id, True))
-    return flags
-
-
-def published_ms(timestamp: float) -> int:
-    """A message's publication time as logged (ms); a recovered message's timestamp is that
-    figure / 1000, so this gives it back exactly."""
-    return round(timestamp * 1000)
 
 
 def stored_expiration(props_raw: bytes) -> int | None:
