@@ -6,15 +6,19 @@ bytes per message (see storage/catalog.py)."""
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
+
+from protocol import properties
 
 if TYPE_CHECKING:
     from broker.message import QueuedMessage
-    from storage.catalog import Rows
+    from broker.queue_args import QueueSettings
+    from storage.catalog import Catalog, Rows
 
 # How many rows become objects at once (the queue pages their bodies in 1024 at a time).
 THAW_BATCH = 1024
+NEVER = float("inf")  # the deadline of a row that does not expire
 
 
 class ColdRun:
@@ -48,3 +52,32 @@ class ColdRun:
     def remaining(self) -> Rows:
         """The rows not thawed yet."""
         return self.rows[self.start:]
+
+
+def lane_runs(rows: Rows, catalog: Catalog, expirations: list[int | None],
+              settings: QueueSettings) -> Iterator[tuple[int, Rows, array | None]]:
+    """How a queue with `settings` holds recovered `rows` (in queue order): per priority
+    lane, highest first, (priority, its rows, their deadlines or None if none expires).
+    `expirations`: the expiration property of each of the catalog's metas."""
+    metas = catalog.metas
+    top = settings.max_priority
+    if top:
+        priorities = [min(properties.get(props, "priority") or 0, top)
+                      for _, _, props in catalog.meta_table]
+        lanes: dict[int, array] = {}
+        for row in rows:
+            lanes.setdefault(priorities[metas[row]], array("I")).append(row)
+        split = sorted(lanes.items(), reverse=True)
+    else:
+        split = [(0, rows)]
+    ttls = [settings.ttl_for(expiration) for expiration in expirations]
+    for priority, lane_rows in split:
+        deadlines = None
+        if any(ttl is not None for ttl in ttls):  # deadlines count from publication
+            published = catalog.published
+            deadlines = array("d", (
+                NEVER if ttls[metas[row]] is None
+                else (published[row] + ttls[metas[row]]) / 1000
+                for row in lane_rows
+            ))
+        yield priority, lane_rows, deadlines

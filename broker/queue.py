@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from array import array
 from typing import TYPE_CHECKING, Any
 
 from broker import deadletter
-from broker.coldrun import ColdRun
+from broker.coldrun import NEVER, ColdRun, lane_runs
 from broker.consumer import Consumer, ConsumerLine
 from broker.lanes import MessageLanes
 from broker.message import Message, QueuedMessage
@@ -150,20 +149,13 @@ class Queue:
         """Put back recovered messages as catalog rows (at start-up, in log order): they become
         objects only as they near the head. `expirations` are the expiration properties of the
         catalog's meta table; `all_redelivered` marks every one redelivered (after a crash)."""
-        metas, published = catalog.metas, catalog.published
-        if self.settings.max_priority:
-            lanes: dict[int, array] = {}
-            top = self.settings.max_priority
-            priorities = [min(properties.get(props, "priority") or 0, top)
-                          for _, _, props in catalog.meta_table]
-            for row in rows:
-                lanes.setdefault(priorities[metas[row]], array("I")).append(row)
-            for priority, lane_rows in sorted(lanes.items(), reverse=True):
-                self._restore_run(lane_rows, priority, catalog.body_bytes(lane_rows), metas,
-                                  published, expirations, all_redelivered)
-        else:
-            self._restore_run(rows, 0, catalog.body_bytes(rows), metas, published, expirations,
-                              all_redelivered)
+        for priority, lane_rows, deadlines in lane_runs(rows, catalog, expirations,
+                                                        self.settings):
+            run = ColdRun(lane_rows, self._next_seq, deadlines, all_redelivered, self._thaw)
+            self._next_seq += len(lane_rows)
+            self._messages.append_cold(run, priority, catalog.body_bytes(lane_rows))
+            if deadlines is not None:
+                self._schedule_expiry_after_recovery()
 
     def cold_rows(self) -> list[Rows]:
         """The catalog rows of the recovered messages still cold (for the index snapshot)."""
@@ -180,37 +172,18 @@ class Queue:
         needs the message store running)."""
         asyncio.get_running_loop().call_soon(self._schedule_expiry)
 
-    def _restore_run(self, rows: Rows, priority: int, body_bytes: int, metas: array,
-                     published: array, expirations: list[int | None],
-                     all_redelivered: bool) -> None:
-        ttl = self.settings.message_ttl
-        deadlines = None
-        if ttl is not None or any(expiration is not None for expiration in expirations):
-            deadlines = array("d", (
-                published[row] / 1000 + _effective_ttl(ttl, expirations[metas[row]]) / 1000
-                if ttl is not None or expirations[metas[row]] is not None else _NEVER
-                for row in rows
-            ))
-        run = ColdRun(rows, self._next_seq, deadlines, all_redelivered, self._thaw)
-        self._next_seq += len(rows)
-        self._messages.append_cold(run, priority, body_bytes)
-        if deadlines is not None:
-            self._schedule_expiry_after_recovery()
-
     def _thaw(self, run: ColdRun, start: int, stop: int) -> list[QueuedMessage]:
         """Materialise rows `start:stop` of a cold run that reached the head."""
-        thaw = self.vhost.store.thaw
-        rows, deadlines, first_seq = run.rows, run.deadlines, run.first_seq
-        all_redelivered = run.all_redelivered
+        messages = self.vhost.store.thaw(run.rows[start:stop])
+        deadlines, all_redelivered = run.deadlines, run.all_redelivered
         prioritised = bool(self.settings.max_priority)
         entries = []
-        for index in range(start, stop):
-            message = thaw(rows[index])
-            deadline = deadlines[index] if deadlines is not None else _NEVER
+        for index, message in enumerate(messages, start):
+            deadline = deadlines[index] if deadlines is not None else NEVER
             entry = QueuedMessage(
-                message, first_seq + index,
+                message, run.first_seq + index,
                 self._priority_of(message) if prioritised else 0,
-                None if deadline == _NEVER else deadline,
+                None if deadline == NEVER else deadline,
             )
             entry.logged_delivery = message.store_delivered  # the row's: one queue holds it
             entry.redelivered = all_redelivered or entry.logged_delivery
@@ -225,10 +198,7 @@ class Queue:
     def _deadline(self, message: Message, since: float) -> float | None:
         """When a message expires (wall clock): the queue's TTL or its own expiration, the
         earlier; both counted from when it was published, so a restart changes nothing."""
-        ttl = self.settings.message_ttl
-        own = message.expiration
-        if own is not None and (ttl is None or own < ttl):
-            ttl = own
+        ttl = self.settings.ttl_for(message.expiration)
         return None if ttl is None else since + ttl / 1000
 
     def _full_for(self, size: int) -> bool:
@@ -469,13 +439,3 @@ class Queue:
             message.body = self.vhost.store.read_body_now(message)
         return message.body
 
-
-_NEVER = float("inf")  # a cold row's deadline when it has none
-
-
-def _effective_ttl(queue_ttl: int | None, own: int | None) -> int:
-    """The TTL that applies to a message: the queue's or its own expiration, the smaller."""
-    if own is not None and (queue_ttl is None or own < queue_ttl):
-        return own
-    assert queue_ttl is not None
-    return queue_ttl

@@ -28,11 +28,7 @@ from typing import TYPE_CHECKING
 from protocol import properties
 from protocol.codec import shortstr
 from storage import records
-from storage.catalog import (
-    NO_HOLDER,
-    Catalog,
-    Rows,
-)
+from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Rows
 from storage.records import QueueKey, published_ms
 from storage.scan import segment_numbers
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
@@ -120,7 +116,7 @@ class MessageStore:
         self._cold_queues: list[Queue] = []
         self._cold_count = 0
         self._moving: dict[int, _Move] = {}  # cold rows copied forward, not yet durable there
-        self._route_bytes: dict[int, bytes] = {}  # by meta index
+        self._route_bytes: dict[tuple[str, str], bytes] = {}  # by (exchange, routing key)
         self._expirations: list[int | None] = []  # by meta index
 
     # -- start-up -------------------------------------------------------------------------
@@ -214,45 +210,75 @@ class MessageStore:
         queue.restore(message, delivered or not clean, delivered)
 
     def _materialise(self, catalog: Catalog, row: int) -> Message:
-        """A `Message` for a catalog row (its body stays on disk)."""
+        """A `Message` for a catalog row (its body stays on disk; `store_queues` unset)."""
         from broker.message import Message
 
         meta = catalog.metas[row]
         exchange, routing_key, props = catalog.meta_table[meta]
-        route_bytes = self._route_bytes.get(meta)
+        return Message.logged(
+            exchange, routing_key, self._route(exchange, routing_key), props,
+            catalog.body_sizes[row], catalog.published[row] / 1000, self._expirations[meta],
+            catalog.ids[row], (catalog.segments[row], catalog.body_offsets[row]),
+            catalog.charged_size(row), bool(catalog.delivered[row]),
+        )
+
+    def _route(self, exchange: str, routing_key: str) -> bytes:
+        """Exchange and routing key as encoded shortstrs (one copy per route)."""
+        route_bytes = self._route_bytes.get((exchange, routing_key))
         if route_bytes is None:
-            route_bytes = self._route_bytes[meta] = shortstr(exchange) + shortstr(routing_key)
-        message = Message(exchange, routing_key, route_bytes, props, None,
-                          catalog.body_sizes[row])
-        message.store_id = catalog.ids[row]
-        message.persistent = True
-        message.expiration = self._expirations[meta]
-        message.timestamp = catalog.published[row] / 1000
-        message.store_segment = segment = catalog.segments[row]
-        message.store_location = (segment, catalog.body_offsets[row])
-        message.store_size = catalog.charged_size(row)
-        message.store_delivered = bool(catalog.delivered[row])
-        return message
+            route_bytes = shortstr(exchange) + shortstr(routing_key)
+            self._route_bytes[(exchange, routing_key)] = route_bytes
+        return route_bytes
 
     # -- cold rows ------------------------------------------------------------------------
 
-    def thaw(self, row: int) -> Message:
-        """The `Message` of a cold row that reached the head of its queue (the row is not
-        cold any more; the message is tracked like any other from now on)."""
+    def thaw(self, rows: Rows) -> list[Message]:
+        """The `Message`s of cold rows that reached the head of their queue (the rows are
+        not cold any more; the messages are tracked like any other from now on)."""
+        from broker.message import Message
+
         catalog = self._catalog
         assert catalog is not None
-        message = self._materialise(catalog, row)
-        message.store_queues = [self._cold_queues[catalog.holders[row]]]
-        move = self._moving.pop(row, None)
-        if move is not None:  # copied forward: it counts there; read the old copy until then
-            move.target = message
-            message.store_segment = move.segment
-        info = self._segments[message.store_segment]
-        info.messages[message.store_id] = message
-        self._uncold(catalog, row, info)
-        return message
+        logged, route, queues, moving = Message.logged, self._route, self._cold_queues, \
+            self._moving
+        ids, segments, offsets, sizes, published, metas, holders, delivered = (
+            catalog.ids, catalog.segments, catalog.body_offsets, catalog.body_sizes,
+            catalog.published, catalog.metas, catalog.holders, catalog.delivered,
+        )
+        meta_table, expirations = catalog.meta_table, self._expirations
+        thawed = []
+        last_meta = -1
+        for row in rows:
+            meta = metas[row]
+            if meta != last_meta:  # neighbours mostly share them
+                last_meta = meta
+                exchange, routing_key, props = meta_table[meta]
+                route_bytes, expiration = route(exchange, routing_key), expirations[meta]
+                overhead = len(props) + RECORD_OVERHEAD
+            body_size = sizes[row]
+            message = logged(
+                exchange, routing_key, route_bytes, props, body_size, published[row] / 1000,
+                expiration, ids[row], (segments[row], offsets[row]), body_size + overhead,
+                delivered[row] == 1,
+            )
+            message.store_queues = [queues[holders[row]]]
+            if moving:
+                move = moving.pop(row, None)
+                if move is not None:  # copied forward: counts there; read the old copy till then
+                    move.target = message
+                    message.store_segment = move.segment
+            info = self._segments[message.store_segment]
+            info.messages[message.store_id] = message
+            holders[row] = NO_HOLDER
+            info.cold_live -= 1
+            if not info.cold_live:
+                info.cold_rows = []
+            thawed.append(message)
+        self._cold_count -= len(thawed)
+        self._free_if_all_thawed()
+        return thawed
 
-    def removed_cold(self, queue: Queue, runs: list[array]) -> None:
+    def removed_cold(self, queue: Queue, runs: list[Rows]) -> None:
         """Cold rows left a durable queue without being thawed (purge)."""
         catalog = self._catalog
         ids = self._removed[queue]
@@ -262,7 +288,7 @@ class MessageStore:
         self._drop_cold(runs)
         self.wal.schedule()
 
-    def _drop_cold(self, runs: list[array]) -> None:
+    def _drop_cold(self, runs: list[Rows]) -> None:
         catalog = self._catalog
         for rows in runs:
             for row in rows:
@@ -277,6 +303,9 @@ class MessageStore:
         if not info.cold_live:
             info.cold_rows = []
         self._cold_count -= 1
+        self._free_if_all_thawed()
+
+    def _free_if_all_thawed(self) -> None:
         if not self._cold_count:  # every recovered row is an object or gone: free the arrays
             self._catalog = None
             self._cold_queues.clear()
