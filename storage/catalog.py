@@ -75,6 +75,7 @@ class Catalog:
     next_id: int = 0  # the id the next message gets, if known (else: above every row's)
     corrupt_records: int = 0
     truncated_bytes: int = 0
+    _props_sizes: list[int] = field(default_factory=list, repr=False)  # by meta, when needed
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,7 +95,9 @@ class Catalog:
         if len(self.meta_table) == 1:
             props = len(rows) * len(self.meta_table[0][2])
         else:
-            props = sum(map([len(meta[2]) for meta in self.meta_table].__getitem__, metas))
+            if len(self._props_sizes) != len(self.meta_table):
+                self._props_sizes = [len(meta[2]) for meta in self.meta_table]
+            props = sum(map(self._props_sizes.__getitem__, metas))
         return body + props + RECORD_OVERHEAD * len(rows)
 
     def body_bytes(self, rows: Rows) -> int:

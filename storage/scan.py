@@ -91,7 +91,8 @@ class _Replay:
         self._last_id = 0
         self._delivered = bytearray()  # per row, grown on demand (most stay 0)
         self._queues: dict[bytes, int] = {}  # raw queue key -> its current holder index
-        self._metas: dict[bytes, int] = {}  # raw exchange + routing key + props -> meta index
+        # raw exchange + routing key -> (exchange, routing key, raw props -> meta index)
+        self._routes: dict[bytes, tuple[str, str, dict[bytes, int]]] = {}
         # The previous PUBLISH record's queue count, bytes from the queue list to the body
         # size, and what they decoded to (holders, meta index).
         self._last_shape: tuple[int, bytes, tuple[int, ...], int] = (-1, b"", (), 0)
@@ -232,16 +233,18 @@ class _Replay:
             key_at = offset
             offset = _skip_shortstrs(data, offset, 2)
             holders.append(self._holder(data[key_at:offset]))
-        raw_meta = data[queues_end:body_at - 4]
-        meta = self._metas.get(raw_meta)
+        raw_route = data[queues_end:route_end]
+        route = self._routes.get(raw_route)
+        if route is None:
+            exchange_end = 1 + raw_route[0]
+            route = self._routes[raw_route] = (
+                raw_route[1:exchange_end].decode(), raw_route[exchange_end + 1:].decode(), {}
+            )
+        props = data[props_at:body_at - 4]
+        meta = route[2].get(props)  # the props bytes are the key and the table's copy
         if meta is None:
-            exchange_end = queues_end + 1 + data[queues_end]
-            meta = self._metas[raw_meta] = len(self.catalog.meta_table)
-            self.catalog.meta_table.append((
-                data[queues_end + 1:exchange_end].decode(),
-                data[exchange_end + 1:route_end].decode(),
-                data[props_at:body_at - 4],
-            ))
+            meta = route[2][props] = len(self.catalog.meta_table)
+            self.catalog.meta_table.append((route[0], route[1], props))
         shape = (count, data[meta_at:body_at - 4], tuple(holders), meta)
         self._last_shape = shape
         body_size = end - body_at

@@ -180,8 +180,11 @@ def _decode_payload(payload: memoryview) -> tuple[Catalog, dict[int, tuple[int, 
         stamps[number] = (size, mtime)
     catalog = Catalog(next_id=next_id)
     catalog.queue_keys = [(cursor.text(), cursor.text()) for _ in range(queues)]
+    names: dict[str, str] = {}  # one copy of each exchange and routing key
     for _ in range(metas):
         exchange, routing_key = cursor.text(), cursor.text()
+        exchange = names.setdefault(exchange, exchange)
+        routing_key = names.setdefault(routing_key, routing_key)
         catalog.meta_table.append((exchange, routing_key, cursor.take(cursor.unpack(_u32)[0])))
     catalog.groups = [cursor.unpack(_GROUP) for _ in range(groups)]
     rows = cursor.unpack(_ROWS)[0]
