@@ -18,7 +18,8 @@ fdatasync syscall tracepoints (no slowdown of the broker) or, without perf, `str
 
 Part 2, recovery: a fresh broker gets M persistent messages (default 1,000,000 x 1 KB) into one
 durable queue, with confirms; it is stopped with SIGTERM and restarted (--recovery-restarts
-times). Measured from the process start: until the AMQP port answers, and until queue.declare
+times); with --recovery-kill, as many times more it is killed with SIGKILL (a crash) and
+restarted. Measured from the process start: until the AMQP port answers, and until queue.declare
 passive reports all M messages; Warren's own "recovered ... in T s" figure; the broker's RSS then
 (VmRSS of Warren's python process, of RabbitMQ's beam.smp). At the end the queue is drained by a
 consumer, which must get all M. RabbitMQ's recovery always uses a private node started here
@@ -36,6 +37,7 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -396,12 +398,10 @@ class Recovery:
     rss_empty_kib: int | None = None
     disk_bytes: int | None = None
     stop_secs: float | None = None
-    restarts: list[Restart] = field(default_factory=list)
+    restarts: list[Restart] = field(default_factory=list)  # after SIGTERM
+    crash_restarts: list[Restart] = field(default_factory=list)  # after SIGKILL
     drain_rate: float | None = None
     error: str | None = None
-
-    def median(self, attribute: str) -> float | None:
-        return Results(self.restarts).median(attribute)
 
 
 def start(node: Node) -> Broker:
@@ -436,6 +436,14 @@ def stop(node: Node, broker: Broker) -> float:
     started = time.monotonic()
     stop_process_group(broker.process, grace=node.stop_grace)
     return time.monotonic() - started
+
+
+def kill(broker: Broker) -> None:
+    """SIGKILL the broker's process group (a crash) and wait for it."""
+    assert broker.process is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(broker.process.pid, signal.SIGKILL)
+    broker.process.wait()
 
 
 def fill(broker: Broker, count: int, size: int, timeout: float) -> float:
@@ -524,8 +532,10 @@ def drain(broker: Broker, count: int, timeout: float) -> float:
     return float(parse_amqperf(done.stdout)["rate"])
 
 
-def measure_recovery(node: Node, rec: Recovery, restarts: int, timeout: float) -> None:
-    """Fill a fresh broker, then stop and time `restarts` starts; drain at the end."""
+def measure_recovery(node: Node, rec: Recovery, restarts: int, timeout: float,
+                     crashes: bool) -> None:
+    """Fill a fresh broker, then stop and time `restarts` starts (and as many after a kill,
+    with `crashes`); drain at the end."""
     broker = start(node)
     try:
         rec.product = broker.product
@@ -533,19 +543,24 @@ def measure_recovery(node: Node, rec: Recovery, restarts: int, timeout: float) -
         rec.rss_empty_kib = rss_kib(pid) if pid else None
         print(f"  {node.name}: publishing {rec.messages:,} x {rec.size} B ...", flush=True)
         rec.publish_rate = fill(broker, rec.messages, rec.size, timeout)
-        for i in range(restarts):
-            stop_secs = stop(node, broker)
-            if i == 0:
-                rec.stop_secs = stop_secs
-                rec.disk_bytes = tree_size(node.data_path)
-            broker, restart = timed_start(node, rec.messages, timeout)
-            rec.restarts.append(restart)
-            print(
-                f"  {node.name}: restart {i + 1}/{restarts}: port after {restart.port_secs:.2f}s,"
-                f" all {rec.messages:,} messages after {restart.full_secs:.2f}s, RSS "
-                f"{fmt(kib_to_mib(restart.rss_kib), ',.0f')} MiB",
-                flush=True,
-            )
+        for crash in [False, True] if crashes else [False]:
+            for i in range(restarts):
+                if crash:
+                    kill(broker)
+                else:
+                    stop_secs = stop(node, broker)
+                    if i == 0:
+                        rec.stop_secs = stop_secs
+                        rec.disk_bytes = tree_size(node.data_path)
+                broker, restart = timed_start(node, rec.messages, timeout)
+                (rec.crash_restarts if crash else rec.restarts).append(restart)
+                print(
+                    f"  {node.name}: restart {i + 1}/{restarts} after "
+                    f"{'SIGKILL' if crash else 'SIGTERM'}: port after {restart.port_secs:.2f}s,"
+                    f" all {rec.messages:,} messages after {restart.full_secs:.2f}s, RSS "
+                    f"{fmt(kib_to_mib(restart.rss_kib), ',.0f')} MiB",
+                    flush=True,
+                )
         rec.drain_rate = drain(broker, rec.messages, timeout)
     finally:
         stop(node, broker)
@@ -570,29 +585,20 @@ def print_recovery_table(recoveries: list[Recovery], restarts: int) -> None:
     first = recoveries[0]
     print(
         f"\nRecovery of {first.messages:,} x {first.size}-byte persistent messages in one "
-        f"durable queue after SIGTERM; medians of {restarts} restarts; times from process start."
+        f"durable queue after SIGTERM (and SIGKILL: 'kill -9' rows); medians of {restarts} "
+        f"restarts; times from process start."
     )
     header = (
-        f"{'broker':<10} {'disk MiB':>8} {'fill msg/s':>10} {'stop s':>7} {'port s':>7} "
+        f"{'broker':<17} {'disk MiB':>8} {'fill msg/s':>10} {'stop s':>7} {'port s':>7} "
         f"{'all s':>7} {'own s':>6} {'RSS MiB':>8} {'empty MiB':>9} {'B/msg':>6} "
         f"{'drain msg/s':>11}"
     )
     print(header)
     print("-" * len(header))
     for rec in recoveries:
-        rss = rec.median("rss_kib")
-        per_msg = None
-        if rss is not None and rec.rss_empty_kib is not None:
-            per_msg = (rss - rec.rss_empty_kib) * 1024 / rec.messages
-        disk = None if rec.disk_bytes is None else rec.disk_bytes / 2**20
-        print(
-            f"{rec.name:<10} {fmt(disk, ',.0f'):>8} {fmt(rec.publish_rate, ',.0f'):>10} "
-            f"{fmt(rec.stop_secs, '.2f'):>7} {fmt(rec.median('port_secs'), '.2f'):>7} "
-            f"{fmt(rec.median('full_secs'), '.2f'):>7} "
-            f"{fmt(rec.median('reported_secs'), '.2f'):>6} "
-            f"{fmt(kib_to_mib(rss), ',.0f'):>8} {fmt(kib_to_mib(rec.rss_empty_kib), ',.0f'):>9} "
-            f"{fmt(per_msg, ',.0f'):>6} {fmt(rec.drain_rate, ',.0f'):>11}"
-        )
+        for label, timed in ((rec.name, rec.restarts), (f"{rec.name} kill -9", rec.crash_restarts)):
+            if timed or label == rec.name:
+                print_recovery_row(rec, label, Results(timed))
         if rec.error:
             print(f"  {rec.name}: FAILED: {rec.error}")
     print(
@@ -600,6 +606,22 @@ def print_recovery_table(recoveries: list[Recovery], restarts: int) -> None:
         "consumer; stop: SIGTERM to exit; port: until AMQP answers; all: until queue.declare "
         "passive counts every message; own: Warren's logged recovery time; B/msg: (RSS - RSS of "
         "the empty broker) / messages; drain: one consumer emptying the queue after recovery."
+    )
+
+
+def print_recovery_row(rec: Recovery, label: str, restarts: Results) -> None:
+    rss = restarts.median("rss_kib")
+    per_msg = None
+    if rss is not None and rec.rss_empty_kib is not None:
+        per_msg = (rss - rec.rss_empty_kib) * 1024 / rec.messages
+    disk = None if rec.disk_bytes is None else rec.disk_bytes / 2**20
+    print(
+        f"{label:<17} {fmt(disk, ',.0f'):>8} {fmt(rec.publish_rate, ',.0f'):>10} "
+        f"{fmt(rec.stop_secs, '.2f'):>7} {fmt(restarts.median('port_secs'), '.2f'):>7} "
+        f"{fmt(restarts.median('full_secs'), '.2f'):>7} "
+        f"{fmt(restarts.median('reported_secs'), '.2f'):>6} "
+        f"{fmt(kib_to_mib(rss), ',.0f'):>8} {fmt(kib_to_mib(rec.rss_empty_kib), ',.0f'):>9} "
+        f"{fmt(per_msg, ',.0f'):>6} {fmt(rec.drain_rate, ',.0f'):>11}"
     )
 
 
@@ -613,7 +635,8 @@ def run_recovery(args: argparse.Namespace, workdir: Path) -> bool:
         rec = Recovery(node.name, args.recovery_count, args.recovery_size)
         print(f"recovery: {node.name}", flush=True)
         try:
-            measure_recovery(node, rec, args.recovery_restarts, args.recovery_timeout)
+            measure_recovery(node, rec, args.recovery_restarts, args.recovery_timeout,
+                             args.recovery_kill)
         except (BenchError, subprocess.SubprocessError) as exc:
             rec.error = str(exc)
             print(f"  {node.name}: FAILED: {exc}", flush=True)
@@ -677,6 +700,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="message size in bytes for the recovery test",
     )
     p.add_argument("--recovery-restarts", type=int, default=3, help="timed restarts (median)")
+    p.add_argument(
+        "--recovery-kill",
+        action="store_true",
+        help="also time as many restarts after SIGKILL (a crash)",
+    )
     p.add_argument(
         "--recovery-timeout",
         type=float,

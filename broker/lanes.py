@@ -1,6 +1,10 @@
 """The ready messages of a queue, in delivery order: one lane, or one per priority level for
 an x-max-priority queue. Within a lane, requeued messages (a heap by original position) come
-before the never-delivered ones (a deque), so a requeued message is back where it was."""
+before the never-delivered ones (a deque), so a requeued message is back where it was.
+
+Messages recovered from the log may sit in a lane's deque as a `ColdRun` (many messages, no
+objects); the run is thawed a batch at a time when it reaches the head, so `head()` and `pop()`
+always see `QueuedMessage`s."""
 
 from __future__ import annotations
 
@@ -8,30 +12,64 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Iterator
+from typing import NamedTuple
 
+from broker.coldrun import ColdRun
 from broker.message import QueuedMessage
 
 
+class Cleared(NamedTuple):
+    """What `MessageLanes.clear()` took out: messages as objects, and runs never thawed."""
+
+    entries: list[QueuedMessage]
+    cold: list[ColdRun]
+
+
 class _Lane:
-    __slots__ = ("ready", "requeued")
+    __slots__ = ("ready", "requeued", "cold", "runs")
 
     def __init__(self) -> None:
-        self.ready: deque[QueuedMessage] = deque()
+        self.ready: deque[QueuedMessage | ColdRun] = deque()
         self.requeued: list[QueuedMessage] = []
+        self.cold = 0  # messages in cold runs
+        self.runs = 0  # cold runs in `ready`
 
     def head(self) -> QueuedMessage | None:
         if self.requeued:
             return self.requeued[0]
-        return self.ready[0] if self.ready else None
+        if not self.ready:
+            return None
+        first = self.ready[0]
+        if first.__class__ is ColdRun:
+            self._thaw_head(first)
+            first = self.ready[0]
+        return first
 
     def pop(self) -> QueuedMessage:
-        return heapq.heappop(self.requeued) if self.requeued else self.ready.popleft()
+        if self.requeued:
+            return heapq.heappop(self.requeued)
+        if self.ready[0].__class__ is ColdRun:
+            self._thaw_head(self.ready[0])
+        return self.ready.popleft()
+
+    def _thaw_head(self, run: ColdRun) -> None:
+        entries = run.take()
+        self.cold -= len(entries)
+        if not run:
+            self.ready.popleft()
+            self.runs -= 1
+        self.ready.extendleft(reversed(entries))
 
     def __len__(self) -> int:
-        return len(self.ready) + len(self.requeued)
+        return len(self.ready) - self.runs + self.cold + len(self.requeued)
 
     def in_order(self) -> Iterator[QueuedMessage]:
-        return itertools.chain(sorted(self.requeued), self.ready)
+        """The messages that are objects, in order, up to the first cold run."""
+        yield from sorted(self.requeued)
+        for entry in self.ready:
+            if entry.__class__ is ColdRun:
+                return
+            yield entry
 
 
 class MessageLanes:
@@ -51,6 +89,16 @@ class MessageLanes:
         self._lane(entry).ready.append(entry)
         self.bytes += entry.message.body_size
 
+    def append_cold(self, run: ColdRun, priority: int, body_bytes: int) -> None:
+        """Add recovered messages that stay rows until they come near the head."""
+        if not run:
+            return
+        lane = self._by_priority[min(priority, self.max_priority)]
+        lane.ready.append(run)
+        lane.cold += len(run)
+        lane.runs += 1
+        self.bytes += body_bytes
+
     def requeue(self, entry: QueuedMessage) -> None:
         heapq.heappush(self._lane(entry).requeued, entry)
         self.bytes += entry.message.body_size
@@ -69,26 +117,45 @@ class MessageLanes:
                 return entry
         return None
 
-    def clear(self) -> list[QueuedMessage]:
-        entries = list(self)
+    def clear(self) -> Cleared:
+        entries, cold = [], []
         for lane in self._lanes:
+            entries.extend(sorted(lane.requeued))
+            for entry in lane.ready:
+                (cold if entry.__class__ is ColdRun else entries).append(entry)
             lane.ready.clear()
             lane.requeued.clear()
+            lane.cold = lane.runs = 0
         self.bytes = 0
-        return entries
-
-    def last_ready_count(self) -> int:
-        """How many never-delivered messages the lane just appended to holds."""
-        return len(self._lanes[0].ready) if not self.max_priority else len(self)
+        return Cleared(entries, cold)
 
     def __len__(self) -> int:
         return sum(len(lane) for lane in self._lanes) if self.max_priority else len(
             self._lanes[0]
         )
 
+    @property
+    def cold_count(self) -> int:
+        """How many of the messages are still cold rows."""
+        return sum(lane.cold for lane in self._lanes)
+
     def __bool__(self) -> bool:
         return any(lane.ready or lane.requeued for lane in self._lanes)
 
+    def cold_runs(self) -> list[ColdRun]:
+        """The runs not thawed yet, lane by lane (highest priority first)."""
+        return [entry for lane in self._lanes for entry in lane.ready
+                if entry.__class__ is ColdRun] if self.cold_count else []
+
+    def objects(self) -> Iterator[QueuedMessage]:
+        """Every ready message that is an object (cold runs skipped), in no useful order."""
+        for lane in self._lanes:
+            yield from lane.requeued
+            for entry in lane.ready:
+                if entry.__class__ is not ColdRun:
+                    yield entry
+
     def __iter__(self) -> Iterator[QueuedMessage]:
-        """Every ready message in delivery order."""
+        """The ready messages that are objects, in delivery order, up to the first cold run of
+        each lane (what is about to be delivered)."""
         return itertools.chain.from_iterable(lane.in_order() for lane in self._lanes)

@@ -36,6 +36,31 @@ class Message:
         self.store_id = 0
         self.store_delivered = False
 
+    @classmethod
+    def logged(cls, exchange: str, routing_key: str, route_bytes: bytes, props_raw: bytes,
+               body_size: int, timestamp: float, expiration: int | None, store_id: int,
+               location: tuple[int, int], store_size: int, delivered: bool) -> Message:
+        """A message recovered from the log, its body still there (made in bulk as recovered
+        messages reach the head of their queue: no __init__)."""
+        message = cls.__new__(cls)
+        message.exchange = exchange
+        message.routing_key = routing_key
+        message.route_bytes = route_bytes
+        message.props_raw = props_raw
+        message.body = None
+        message.body_size = body_size
+        message.timestamp = timestamp
+        message.expiration = expiration
+        message.persistent = True
+        message._headers = None
+        message.cc = ()
+        message.store_id = store_id
+        message.store_segment = location[0]
+        message.store_location = location
+        message.store_size = store_size
+        message.store_delivered = delivered
+        return message
+
     @property
     def typed_headers(self) -> dict[str, TypedValue]:
         """The headers table with AMQP value types kept (for the headers exchange)."""
@@ -47,13 +72,17 @@ class Message:
 class QueuedMessage:
     """A message's place in one queue: its position (for requeue order) and redelivery flag."""
 
-    __slots__ = ("message", "seq", "redelivered", "priority", "expires_at", "delivery_count")
+    __slots__ = ("message", "seq", "redelivered", "logged_delivery", "priority", "expires_at",
+                 "delivery_count")
 
     def __init__(self, message: Message, seq: int, priority: int = 0,
                  expires_at: float | None = None) -> None:
         self.message = message
         self.seq = seq
         self.redelivered = False
+        # The log says this queue delivered it (it differs from `redelivered` after a crash,
+        # when every recovered message is marked redelivered, logged or not).
+        self.logged_delivery = False
         self.priority = priority
         self.expires_at = expires_at  # wall-clock seconds, or None
         self.delivery_count = 0  # deliveries that ended in a requeue (x-delivery-count)

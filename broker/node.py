@@ -14,9 +14,12 @@ from broker.alarms import ResourceMonitor
 from broker.auth import AccessControl, Permission, User, hash_password
 from broker.exchanges import DelayedExchange
 from broker.vhost import VirtualHost
+from storage import snapshot
 from storage.datadir import DataDir, open_data_dir
 from storage.definitions import apply_definitions, export_definitions, load_definitions
-from storage.store import MessageStore, scan
+from storage.live import live_catalog
+from storage.scan import scan
+from storage.store import MessageStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -77,7 +80,16 @@ class Node:
             load_definitions(self, self.config.load_definitions)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        scanned = await loop.run_in_executor(None, scan, data_dir.wal_path)
+        clean = data_dir.was_shut_down_cleanly()
+        catalog = None
+        if clean:
+            catalog = await loop.run_in_executor(
+                None, snapshot.load, data_dir.index_path, data_dir.wal_path
+            )
+        source = "the index written at the last clean stop"
+        if catalog is None:
+            source = "the log"
+            catalog = await loop.run_in_executor(None, scan, data_dir.wal_path)
         self.store = MessageStore(data_dir.wal_path, data_dir.definitions_path,
                                   self.config.segment_size)
         durable_queues = {
@@ -88,7 +100,7 @@ class Node:
             for exchange in vhost.exchanges.values():
                 if isinstance(exchange, DelayedExchange) and exchange.durable:
                     durable_queues[exchange.holding.key] = exchange.holding
-        self.store.recover(scanned, durable_queues, data_dir.was_shut_down_cleanly())
+        self.store.recover(catalog, durable_queues, clean)
         if self.store.wal is not None:
             self.store.wal.on_write_result = self._storage_write_result
         data_dir.mark_running()
@@ -98,8 +110,8 @@ class Node:
         if self.store.wal is not None:  # the definitions are on disk before any client is served
             await self.store.wal.drain()
         log.info("recovered %d messages in %d durable queues in %.2fs (%d corrupt records "
-                 "skipped)", self.store.recovered_messages, len(durable_queues),
-                 loop.time() - started, scanned.corrupt_records)
+                 "skipped), from %s", self.store.recovered_messages, len(durable_queues),
+                 loop.time() - started, catalog.corrupt_records, source)
 
     async def stop(self) -> None:
         self.alarms.stop()
@@ -107,9 +119,30 @@ class Node:
             self._storage_retry.cancel()
         if self.store is not None:
             await self.store.close()
+            if self.data_dir is not None and self.store.wal is not None:
+                await self._write_index()
         if self.data_dir is not None:
             self.data_dir.mark_clean()
             self.data_dir.close()
+
+    async def _write_index(self) -> None:
+        """The index snapshot, so that the next start need not scan the log (written before
+        the clean-stop marker; without the marker it is never used)."""
+        if self.store.wal.failed is not None:
+            return  # the log may lack what memory holds: the next start scans it
+        started = time.monotonic()
+        try:
+            live = live_catalog(self.store)
+            if live is None:
+                return
+            size = await asyncio.get_running_loop().run_in_executor(
+                None, snapshot.write, self.data_dir.index_path, live, self.data_dir.wal_path
+            )
+        except OSError as exc:
+            log.warning("message index not written (%s): the next start scans the log", exc)
+            return
+        log.info("message index of %d messages written (%d bytes) in %.2fs", len(live), size,
+                 time.monotonic() - started)
 
     def _alarms_changed(self) -> None:
         """An alarm was raised or cleared: blocked connections may go on."""

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from broker import deadletter
+from broker.coldrun import NEVER, ColdRun, lane_runs
 from broker.consumer import Consumer, ConsumerLine
 from broker.lanes import MessageLanes
 from broker.message import Message, QueuedMessage
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from broker.connection import Connection
     from broker.exchanges import Binding
     from broker.vhost import VirtualHost
+    from storage.catalog import Catalog, Rows
 
 
 class Queue:
@@ -87,8 +89,10 @@ class Queue:
     @property
     def memory_estimate(self) -> int:
         """Roughly what the queue holds in memory: resident bodies plus ~500 B of index per
-        message (measured; see the README)."""
-        return self._messages.bytes + 500 * (len(self._messages) + self.unacked_count)
+        message that is an object, ~50 B per recovered message that is not (see the README)."""
+        messages = self._messages
+        cold = messages.cold_count
+        return messages.bytes + 500 * (len(messages) - cold + self.unacked_count) + 50 * cold
 
     @property
     def consumer_count(self) -> int:
@@ -134,15 +138,62 @@ class Queue:
             self._schedule_expiry()
         return True
 
-    def restore(self, message: Message, redelivered: bool) -> None:
+    def restore(self, message: Message, redelivered: bool, logged_delivery: bool) -> None:
         """Put back a message recovered from the log (at start-up, in log order)."""
         entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
                               self._deadline(message, message.timestamp))
         entry.redelivered = redelivered
+        entry.logged_delivery = logged_delivery
         self._next_seq += 1
         self._messages.append(entry)
         if entry.expires_at is not None:
-            self._schedule_expiry()
+            self._schedule_expiry_after_recovery()
+
+    def restore_cold(self, rows: Rows, catalog: Catalog, expirations: list[int | None],
+                     all_redelivered: bool) -> None:
+        """Put back recovered messages as catalog rows (at start-up, in log order): they become
+        objects only as they near the head. `expirations` are the expiration properties of the
+        catalog's meta table; `all_redelivered` marks every one redelivered (after a crash)."""
+        for priority, lane_rows, deadlines in lane_runs(rows, catalog, expirations,
+                                                        self.settings):
+            run = ColdRun(lane_rows, self._next_seq, deadlines, all_redelivered, self._thaw)
+            self._next_seq += len(lane_rows)
+            self._messages.append_cold(run, priority, catalog.body_bytes(lane_rows))
+            if deadlines is not None:
+                self._schedule_expiry_after_recovery()
+
+    def cold_rows(self) -> list[Rows]:
+        """The catalog rows of the recovered messages still cold (for the index snapshot)."""
+        return [run.remaining() for run in self._messages.cold_runs()]
+
+    def logged_flags(self) -> dict[int, bool]:
+        """Message store id -> whether the log has this queue's delivery of it, for the
+        logged messages this queue holds ready as objects (for the index snapshot)."""
+        return {entry.message.store_id: entry.logged_delivery
+                for entry in self._messages.objects() if entry.message.store_id}
+
+    def _schedule_expiry_after_recovery(self) -> None:
+        """Arm the expiry timer once recovery is over (looking at the head thaws it, which
+        needs the message store running)."""
+        asyncio.get_running_loop().call_soon(self._schedule_expiry)
+
+    def _thaw(self, run: ColdRun, start: int, stop: int) -> list[QueuedMessage]:
+        """Materialise rows `start:stop` of a cold run that reached the head."""
+        messages = self.vhost.store.thaw(run.rows[start:stop])
+        deadlines, all_redelivered = run.deadlines, run.all_redelivered
+        prioritised = bool(self.settings.max_priority)
+        entries = []
+        for index, message in enumerate(messages, start):
+            deadline = deadlines[index] if deadlines is not None else NEVER
+            entry = QueuedMessage(
+                message, run.first_seq + index,
+                self._priority_of(message) if prioritised else 0,
+                None if deadline == NEVER else deadline,
+            )
+            entry.logged_delivery = message.store_delivered  # the row's: one queue holds it
+            entry.redelivered = all_redelivered or entry.logged_delivery
+            entries.append(entry)
+        return entries
 
     def _priority_of(self, message: Message) -> int:
         if not self.settings.max_priority:
@@ -152,10 +203,7 @@ class Queue:
     def _deadline(self, message: Message, since: float) -> float | None:
         """When a message expires (wall clock): the queue's TTL or its own expiration, the
         earlier; both counted from when it was published, so a restart changes nothing."""
-        ttl = self.settings.message_ttl
-        own = message.expiration
-        if own is not None and (ttl is None or own < ttl):
-            ttl = own
+        ttl = self.settings.ttl_for(message.expiration)
         return None if ttl is None else since + ttl / 1000
 
     def _full_for(self, size: int) -> bool:
@@ -236,6 +284,7 @@ class Queue:
             self.messages_redelivered += 1
         message = entry.message
         if message.store_id and self.durable:
+            entry.logged_delivery = True
             self.vhost.store.delivered(self, message)
 
     def delivery_properties(self, entry: QueuedMessage, always: bool = False) -> bytes:
@@ -250,17 +299,21 @@ class Queue:
         return properties.rebuild(raw, {"headers": encode_table(dict(sorted(headers.items())))})
 
     def purge(self) -> int:
-        entries = self._messages.clear()
-        for entry in entries:
+        count = len(self._messages)
+        cleared = self._messages.clear()
+        for entry in cleared.entries:
             self.discard(entry.message)
-        return len(entries)
+        if cleared.cold:
+            self.vhost.store.removed_cold(self, [run.remaining() for run in cleared.cold])
+        return count
 
     def drop_everything(self) -> None:
         """The queue is deleted: its ready messages go, and the log forgets it entirely."""
         self._cancel_timers()
-        entries = self._messages.clear()
+        cleared = self._messages.clear()
         if self.durable and self.vhost.store is not None:
-            self.vhost.store.purged(self, [entry.message for entry in entries])
+            self.vhost.store.purged(self, [entry.message for entry in cleared.entries],
+                                    [run.remaining() for run in cleared.cold])
 
     # -- expiry ---------------------------------------------------------------------------
 
@@ -373,7 +426,7 @@ class Queue:
         """Read the next paged-out bodies from the log; dispatch resumes when they are in."""
         if self._paging_in:
             return
-        paged_out = [
+        paged_out = [  # the head's (iteration stops at a cold run, thawed when reached)
             entry.message for entry in itertools.islice(self._messages, PAGE_IN_BATCH)
             if entry.message.body is None
         ]
@@ -391,3 +444,4 @@ class Queue:
         if message.body is None:
             message.body = self.vhost.store.read_body_now(message)
         return message.body
+

@@ -170,6 +170,14 @@ class QueueSettings:
     delivery_limit: int | None = None
     policy: str | None = None
 
+    def ttl_for(self, expiration: int | None) -> int | None:
+        """The TTL (ms) of a message with this expiration property: the queue's message TTL
+        or its own, the smaller; None if neither."""
+        ttl = self.message_ttl
+        if expiration is not None and (ttl is None or expiration < ttl):
+            return expiration
+        return ttl
+
 
 # policy key -> (argument, how the two combine: "min" = the lower wins, "arg" = argument wins)
 POLICY_KEYS = {

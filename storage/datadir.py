@@ -1,8 +1,8 @@
 """The data directory: checked before anything is written, then locked for this process.
 
 Layout: `definitions.json` (durable definitions, RabbitMQ's export format), `wal/` (log
-segments), `warren.lock` (held while a broker runs), `clean-shutdown` (present only while no
-broker runs after a clean stop).
+segments), `warren.lock` (held while a broker runs), `clean-shutdown` and `message-index`
+(present only while no broker runs after a clean stop).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from storage import snapshot
 from storage.store import StorageError, check_segments
 from storage.wal import fsync_directory, write_atomically
 
@@ -32,6 +33,11 @@ class DataDir:
         return self.path / "wal"
 
     @property
+    def index_path(self) -> Path:
+        """The index snapshot written at a clean stop (storage/snapshot.py)."""
+        return self.path / snapshot.FILE_NAME
+
+    @property
     def _clean_marker(self) -> Path:
         return self.path / "clean-shutdown"
 
@@ -40,7 +46,9 @@ class DataDir:
         return self._clean_marker.exists()
 
     def mark_running(self) -> None:
+        """From now on the log changes: a crash leaves no marker, and no index snapshot."""
         self._clean_marker.unlink(missing_ok=True)
+        self.index_path.unlink(missing_ok=True)
         fsync_directory(self.path)
 
     def mark_clean(self) -> None:

@@ -8,7 +8,10 @@ All integers are big-endian. See docs/storage-format.md for the layout of each r
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAGIC = b"WARRENLG"
@@ -48,6 +51,12 @@ def parse_segment_header(data: bytes) -> tuple[int, int]:
     if magic != MAGIC:
         raise CorruptRecord("not a Warren log segment (bad magic)")
     return version, number
+
+
+def published_ms(timestamp: float) -> int:
+    """A message's publication time as logged (ms since the epoch). A recovered message's
+    timestamp is that figure / 1000, so this gives the same figure back."""
+    return round(timestamp * 1000)
 
 
 def frame(record_type: int, body: bytes) -> bytes:
@@ -96,12 +105,12 @@ def publish_prefix(head: bytes) -> bytes:
     return bytes((PUBLISH,)) + head
 
 
-def encode_ids(record_type: int, key: QueueKey, message_ids: list[int]) -> bytes:
+def encode_ids(record_type: int, key: QueueKey, message_ids: Iterable[int]) -> bytes:
     """REMOVE or DELIVERED: a queue and message ids."""
-    return frame(
-        record_type,
-        _queue_key(key) + _u32.pack(len(message_ids)) + b"".join(map(_u64.pack, message_ids)),
-    )
+    ids = array("Q", message_ids)
+    if sys.byteorder == "little":
+        ids.byteswap()
+    return frame(record_type, _queue_key(key) + _u32.pack(len(ids)) + ids.tobytes())
 
 
 def encode_purge(key: QueueKey) -> bytes:

@@ -6,23 +6,31 @@ A persistent message routed to durable queues is logged once (PUBLISH, listing t
 acks, rejects and drops are logged as REMOVE, deliveries as DELIVERED (so a message handed out
 before a crash comes back redelivered), purges and deletes as PURGE. REMOVE and DELIVERED ids
 are gathered during an event-loop turn and written as one record per queue.
+
+Recovered messages held by one queue stay rows of the catalog (storage/catalog.py) until the
+queue thaws them into `Message` objects near its head; the store keeps their place in the log
+(and moves them when it compacts) all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+from array import array
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from protocol import properties
 from protocol.codec import shortstr
 from storage import records
-from storage.records import QueueKey
+from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Rows
+from storage.records import QueueKey, published_ms
+from storage.scan import segment_numbers
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
 
 if TYPE_CHECKING:
@@ -42,40 +50,30 @@ class _Segment:
     size: int = 0
     live_bytes: int = 0
     messages: dict[int, Message] = field(default_factory=dict)  # live messages logged here
+    # Catalog rows logged here (ranges, arrays), and how many of them are still cold.
+    cold_rows: list[Rows] = field(default_factory=list)
+    cold_live: int = 0
 
 
-class LoggedMessage(NamedTuple):
-    """Where a logged message is, without its body."""
+class _Move:
+    """A message copied forward by compaction: where its body will be once the copy is
+    durable. `target` is the message, or its catalog row while it is cold."""
 
-    segment: int
-    published_at: int
-    body_offset: int
-    body_size: int
-    exchange: str
-    routing_key: str
-    props_raw: bytes
+    __slots__ = ("target", "segment", "location")
 
-
-@dataclass
-class ScanResult:
-    """What replaying the log found."""
-
-    publishes: dict[int, LoggedMessage] = field(default_factory=dict)
-    shared: dict = field(default_factory=dict)  # one copy of repeated names and properties
-    members: dict[QueueKey, dict[int, bool]] = field(default_factory=dict)  # id -> delivered
-    segment_sizes: dict[int, int] = field(default_factory=dict)
-    corrupt_records: int = 0
-    truncated_bytes: int = 0
+    def __init__(self, target: Message | int, segment: int, location: tuple[int, int]) -> None:
+        self.target = target
+        self.segment = segment
+        self.location = location
 
 
-def segment_numbers(directory: Path) -> list[int]:
-    numbers = []
-    for path in directory.glob("*.wal"):
-        try:
-            numbers.append(int(path.stem))
-        except ValueError:
-            continue
-    return sorted(numbers)
+def _set_all(column: array, rows: Rows, value: int) -> None:
+    """column[row] = value for every row."""
+    if isinstance(rows, range) and rows.step == 1:
+        column[rows.start:rows.stop] = array(column.typecode, [value]) * len(rows)
+    else:
+        for row in rows:
+            column[row] = value
 
 
 def check_segments(directory: Path) -> None:
@@ -97,105 +95,6 @@ def check_segments(directory: Path) -> None:
             )
 
 
-def scan(directory: Path) -> ScanResult:
-    """Replay every segment in order. A torn or corrupt tail of the last segment is truncated;
-    a corrupt record elsewhere is skipped (and counted)."""
-    result = ScanResult()
-    numbers = segment_numbers(directory)
-    for index, number in enumerate(numbers):
-        path = segment_path(directory, number)
-        data = path.read_bytes()
-        last = index == len(numbers) - 1
-        end = _replay_segment(number, data, result)
-        result.segment_sizes[number] = end
-        if end < len(data):
-            lost = len(data) - end
-            result.truncated_bytes += lost
-            if last:
-                log.warning("%s: torn tail of %d bytes after offset %d truncated", path, lost, end)
-                with open(path, "r+b") as file:
-                    file.truncate(end)
-            else:
-                log.warning("%s: %d unreadable bytes after offset %d skipped", path, lost, end)
-    return result
-
-
-def _replay_segment(number: int, data: bytes, result: ScanResult) -> int:
-    """Apply a segment's records; return the offset where readable data ends."""
-    if len(data) < records.SEGMENT_HEADER_SIZE:
-        return 0
-    offset = records.SEGMENT_HEADER_SIZE
-    while offset < len(data):
-        try:
-            read = records.read_record(data, offset)
-            if read is None:  # the data ends inside this record: torn, unless its length lies
-                raise records.CorruptRecord("record runs past the end of the segment")
-            payload, next_offset = read
-            record = records.decode_payload(payload, with_body=False)
-            if isinstance(record, records.PublishRecord):
-                record.body_offset += offset + records.RECORD_HEAD_SIZE  # now file-absolute
-        except records.CorruptRecord as exc:
-            resume = _next_good_record(data, offset + 1)
-            if resume is None:
-                return offset
-            result.corrupt_records += 1
-            log.warning("segment %d: corrupt record at offset %d skipped (%s)", number, offset, exc)
-            offset = resume
-            continue
-        _apply(number, record, result)
-        offset = next_offset
-    return offset
-
-
-def _next_good_record(data: bytes, start: int) -> int | None:
-    """The first offset from `start` where a whole, valid record begins (None: the rest is a
-    torn tail)."""
-    unpack, size = records.RECORD_HEAD.unpack_from, len(data)
-    for offset in range(start, size - records.RECORD_HEAD_SIZE):
-        length = unpack(data, offset)[0]
-        if not 0 < length <= size - offset - records.RECORD_HEAD_SIZE:
-            continue  # cheap rejection before the CRC
-        try:
-            read = records.read_record(data, offset)
-            if read is not None:
-                records.decode_payload(read[0])
-                return offset
-        except records.CorruptRecord:
-            continue
-    return None
-
-
-def _apply(segment: int, record: records.Record, result: ScanResult) -> None:
-    if isinstance(record, records.PublishRecord):
-        if record.message_id in result.publishes:  # a copy moved forward lists current queues
-            for key, members in result.members.items():
-                if key not in record.queues:
-                    members.pop(record.message_id, None)
-        shared = result.shared
-        result.publishes[record.message_id] = LoggedMessage(
-            segment, record.published_at, record.body_offset, record.body_size,
-            shared.setdefault(record.exchange, record.exchange),
-            shared.setdefault(record.routing_key, record.routing_key),
-            shared.setdefault(record.props_raw, record.props_raw),
-        )
-        for key in record.queues:
-            members = result.members.setdefault(key, {})
-            members.setdefault(record.message_id, False)
-    elif isinstance(record, records.IdsRecord):
-        members = result.members.get(record.queue)
-        if members is None:
-            return
-        if record.record_type == records.REMOVE:
-            for message_id in record.message_ids:
-                members.pop(message_id, None)
-        else:
-            for message_id in record.message_ids:
-                if message_id in members:
-                    members[message_id] = True
-    else:
-        result.members.pop(record.queue, None)
-
-
 class MessageStore:
     def __init__(self, directory: Path, definitions_path: Path,
                  segment_size: int = SEGMENT_SIZE) -> None:
@@ -208,62 +107,65 @@ class MessageStore:
         self._removed: defaultdict[Queue, list[int]] = defaultdict(list)
         self._delivered: defaultdict[Queue, list[int]] = defaultdict(list)
         self._to_page_out: deque[tuple[int, Message]] = deque()
-        # (ticket of the copies, segment to delete once they are durable, body moves)
-        self._retiring: deque[tuple[int, int, list]] = deque()
+        # (ticket of the copies, segment to delete once they are durable, moves)
+        self._retiring: deque[tuple[int, int, list[_Move]]] = deque()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warren-reader")
         self.recovered_messages = 0
+        # Recovered messages still cold: catalog rows whose `holders` index `_cold_queues`.
+        self._catalog: Catalog | None = None
+        self._cold_queues: list[Queue] = []
+        self._cold_count = 0
+        self._moving: dict[int, _Move] = {}  # cold rows copied forward, not yet durable there
+        self._route_bytes: dict[tuple[str, str], bytes] = {}  # by (exchange, routing key)
+        self._expirations: list[int | None] = []  # by meta index
 
     # -- start-up -------------------------------------------------------------------------
 
-    def recover(self, scanned: ScanResult, queues: dict[QueueKey, Queue], clean: bool) -> None:
-        """Put the scanned messages back into their durable queues, in their original order.
+    def recover(self, catalog: Catalog, queues: dict[QueueKey, Queue], clean: bool) -> None:
+        """Put the recovered messages back into their durable queues, in their original order.
         Runs on the event loop before it serves anyone; then opens a fresh segment.
 
         After a clean shutdown the DELIVERED records say exactly which messages were handed
         out. After a crash the last of them may not have reached the disk, so every recovered
-        message is marked redelivered: "may have been delivered before" is then the truth."""
-        from broker.message import Message
+        message is marked redelivered: "may have been delivered before" is then the truth.
 
-        for number, size in scanned.segment_sizes.items():
+        A message held by one queue stays a catalog row (the queue thaws it later); one held
+        by several queues, or by a delayed exchange, becomes a `Message` now."""
+        for number, size in catalog.segment_sizes.items():
             self._segments[number] = _Segment(number, size)
-        messages: dict[int, Message] = {}
-        routes: dict[tuple[str, str], bytes] = {}
-        for key, members in scanned.members.items():
-            queue = queues.get(key)
-            if queue is None:
-                continue  # the queue is gone; so are its messages
-            for message_id in sorted(members):
-                message = messages.get(message_id)
-                if message is None:
-                    logged = scanned.publishes[message_id]
-                    route = (logged.exchange, logged.routing_key)
-                    route_bytes = routes.get(route)
-                    if route_bytes is None:
-                        route_bytes = routes[route] = shortstr(route[0]) + shortstr(route[1])
-                    # Bodies stay on disk: the queue pages them in as it reaches them.
-                    message = Message(
-                        logged.exchange, logged.routing_key, route_bytes, logged.props_raw, None,
-                        logged.body_size,
-                    )
-                    message.store_id = message_id
-                    message.persistent = True
-                    message.expiration = stored_expiration(logged.props_raw)
-                    message.timestamp = logged.published_at / 1000
-                    message.store_segment = segment = logged.segment
-                    message.store_location = (segment, logged.body_offset)
-                    message.store_size = logged.body_size + len(logged.props_raw) + 64
-                    message.store_queues = []
-                    messages[message_id] = message
-                    info = self._segments[segment]
-                    info.messages[message_id] = message
-                    info.live_bytes += message.store_size
-                message.store_queues.append(queue)
-                redelivered = members[message_id] or not clean
-                message.store_delivered = message.store_delivered or redelivered
-                queue.restore(message, redelivered)
-        self.recovered_messages = len(messages)
-        if scanned.publishes:
-            self._next_id = max(scanned.publishes) + 1
+        self._expirations = [stored_expiration(props) for _, _, props in catalog.meta_table]
+        holders = array("i", [NO_HOLDER]) * len(catalog)
+        hot: dict[int, Message] = {}
+        cold: list[Rows] = []
+        memberships = {key: held for key, held in catalog.by_queue().items() if key in queues}
+        for key, held in memberships.items():
+            queue, rows = queues[key], held.rows
+            if not hasattr(queue, "restore_cold"):  # a delayed exchange's messages
+                for position, row in enumerate(rows):
+                    delivered = held.shared_at.get(position, catalog.delivered[row])
+                    self._restore_hot(catalog, row, queue, bool(delivered), clean, hot)
+                continue
+            cold_index = len(self._cold_queues)
+            self._cold_queues.append(queue)
+            start = 0
+            for position in [*sorted(held.shared_at), len(rows)]:
+                if position > start:
+                    run = rows[start:position]
+                    _set_all(holders, run, cold_index)
+                    cold.append(run)
+                    queue.restore_cold(run, catalog, self._expirations, not clean)
+                if position < len(rows):
+                    self._restore_hot(catalog, rows[position], queue,
+                                      held.shared_at[position], clean, hot)
+                start = position + 1
+        catalog.holders = holders
+        catalog.shared.clear()
+        catalog.groups = None
+        self._account_cold(catalog, cold)
+        self.recovered_messages = self._cold_count + len(hot)
+        if self._cold_count:
+            self._catalog = catalog
+        self._next_id = max(catalog.next_id, max(catalog.ids, default=0) + 1)
         last = max(self._segments, default=0)
         self.wal = WriteAheadLog(self.directory, last + 1, self.segment_size,
                                  self.definitions_path)
@@ -271,6 +173,159 @@ class MessageStore:
         self.wal.after_flush = self._after_flush
         self._segments[last + 1] = _Segment(last + 1, records.SEGMENT_HEADER_SIZE)
         self._compact()
+
+    def _account_cold(self, catalog: Catalog, cold: list[Rows]) -> None:
+        """Charge every cold row to its segment (for compaction). Rows in id order mostly
+        come in long stretches of one segment."""
+        column = catalog.segments
+        for rows in cold:
+            if isinstance(rows, range):
+                end = rows.start
+                for segment, stretch in itertools.groupby(rows, column.__getitem__):
+                    start, end = end, deque(stretch, maxlen=1)[0] + 1
+                    self._charge(catalog, self._segments[segment], range(start, end))
+            else:
+                for segment, stretch in itertools.groupby(rows, column.__getitem__):
+                    self._charge(catalog, self._segments[segment], array("I", stretch))
+
+    def _charge(self, catalog: Catalog, info: _Segment, rows: Rows) -> None:
+        info.cold_rows.append(rows)
+        info.cold_live += len(rows)
+        info.live_bytes += catalog.charged_bytes(rows)
+        self._cold_count += len(rows)
+
+    def _restore_hot(self, catalog: Catalog, row: int, queue: Queue, delivered: bool,
+                     clean: bool, hot: dict[int, Message]) -> None:
+        """Put back a recovered message as an object (shared by the queues that hold it).
+        `delivered`: the log has `queue`'s delivery of it."""
+        message = hot.get(row)
+        if message is None:
+            message = hot[row] = self._materialise(catalog, row)
+            message.store_queues = []
+            info = self._segments[message.store_segment]
+            info.messages[message.store_id] = message
+            info.live_bytes += message.store_size
+        message.store_queues.append(queue)
+        message.store_delivered = message.store_delivered or delivered
+        queue.restore(message, delivered or not clean, delivered)
+
+    def _materialise(self, catalog: Catalog, row: int) -> Message:
+        """A `Message` for a catalog row (its body stays on disk; `store_queues` unset)."""
+        from broker.message import Message
+
+        meta = catalog.metas[row]
+        exchange, routing_key, props = catalog.meta_table[meta]
+        return Message.logged(
+            exchange, routing_key, self._route(exchange, routing_key), props,
+            catalog.body_sizes[row], catalog.published[row] / 1000, self._expirations[meta],
+            catalog.ids[row], (catalog.segments[row], catalog.body_offsets[row]),
+            catalog.charged_size(row), bool(catalog.delivered[row]),
+        )
+
+    def _route(self, exchange: str, routing_key: str) -> bytes:
+        """Exchange and routing key as encoded shortstrs (one copy per route)."""
+        route_bytes = self._route_bytes.get((exchange, routing_key))
+        if route_bytes is None:
+            route_bytes = shortstr(exchange) + shortstr(routing_key)
+            self._route_bytes[(exchange, routing_key)] = route_bytes
+        return route_bytes
+
+    # -- cold rows ------------------------------------------------------------------------
+
+    def thaw(self, rows: Rows) -> list[Message]:
+        """The `Message`s of cold rows that reached the head of their queue (the rows are
+        not cold any more; the messages are tracked like any other from now on)."""
+        from broker.message import Message
+
+        catalog = self._catalog
+        assert catalog is not None
+        logged, route, queues, moving = Message.logged, self._route, self._cold_queues, \
+            self._moving
+        ids, segments, offsets, sizes, published, metas, holders, delivered = (
+            catalog.ids, catalog.segments, catalog.body_offsets, catalog.body_sizes,
+            catalog.published, catalog.metas, catalog.holders, catalog.delivered,
+        )
+        meta_table, expirations = catalog.meta_table, self._expirations
+        thawed = []
+        last_meta = -1
+        for row in rows:
+            meta = metas[row]
+            if meta != last_meta:  # neighbours mostly share them
+                last_meta = meta
+                exchange, routing_key, props = meta_table[meta]
+                route_bytes, expiration = route(exchange, routing_key), expirations[meta]
+                overhead = len(props) + RECORD_OVERHEAD
+            body_size = sizes[row]
+            message = logged(
+                exchange, routing_key, route_bytes, props, body_size, published[row] / 1000,
+                expiration, ids[row], (segments[row], offsets[row]), body_size + overhead,
+                delivered[row] == 1,
+            )
+            message.store_queues = [queues[holders[row]]]
+            if moving:
+                move = moving.pop(row, None)
+                if move is not None:  # copied forward: counts there; read the old copy till then
+                    move.target = message
+                    message.store_segment = move.segment
+            info = self._segments[message.store_segment]
+            info.messages[message.store_id] = message
+            holders[row] = NO_HOLDER
+            info.cold_live -= 1
+            if not info.cold_live:
+                info.cold_rows = []
+            thawed.append(message)
+        self._cold_count -= len(thawed)
+        self._free_if_all_thawed()
+        return thawed
+
+    def removed_cold(self, queue: Queue, runs: list[Rows]) -> None:
+        """Cold rows left a durable queue without being thawed (purge)."""
+        catalog = self._catalog
+        ids = self._removed[queue]
+        for rows in runs:
+            for row in rows:
+                ids.append(catalog.ids[row])
+        self._drop_cold(runs)
+        self.wal.schedule()
+
+    def _drop_cold(self, runs: list[Rows]) -> None:
+        catalog = self._catalog
+        for rows in runs:
+            for row in rows:
+                move = self._moving.pop(row, None)
+                info = self._segments[move.segment if move else catalog.segments[row]]
+                info.live_bytes -= catalog.charged_size(row)
+                self._uncold(catalog, row, info)
+
+    def _uncold(self, catalog: Catalog, row: int, info: _Segment) -> None:
+        catalog.holders[row] = NO_HOLDER
+        info.cold_live -= 1
+        if not info.cold_live:
+            info.cold_rows = []
+        self._cold_count -= 1
+        self._free_if_all_thawed()
+
+    def _free_if_all_thawed(self) -> None:
+        if not self._cold_count:  # every recovered row is an object or gone: free the arrays
+            self._catalog = None
+            self._cold_queues.clear()
+
+    # -- for the index snapshot (storage/live.py) ----------------------------------------
+
+    @property
+    def next_id(self) -> int:
+        return self._next_id
+
+    @property
+    def cold(self) -> tuple[Catalog | None, list[Queue], int]:
+        """The catalog of the recovered messages still rows, the queues its `holders` index,
+        and how many rows are still cold."""
+        return self._catalog, self._cold_queues, self._cold_count
+
+    def logged_messages(self) -> Iterator[Message]:
+        """Every live logged message that is an object."""
+        for info in self._segments.values():
+            yield from info.messages.values()
 
     # -- logging --------------------------------------------------------------------------
 
@@ -281,7 +336,7 @@ class MessageStore:
         message_id = self._next_id
         self._next_id += 1
         record, body_at = records.encode_publish(
-            message_id, int(message.timestamp * 1000), [queue.key for queue in queues],
+            message_id, published_ms(message.timestamp), [queue.key for queue in queues],
             message.exchange, message.routing_key, message.props_raw, message.body,
         )
         ticket, segment, offset = self.wal.append(record)
@@ -318,9 +373,13 @@ class MessageStore:
         self._delivered[queue].append(message.store_id)
         self.wal.schedule()
 
-    def purged(self, queue: Queue, messages: list[Message]) -> None:
-        """Every message of a queue is gone at once (purge, delete)."""
+    def purged(self, queue: Queue, messages: list[Message],
+               cold: list[array] | None = None) -> None:
+        """Every message of a queue is gone at once (deleted): its messages, and its cold
+        rows."""
         self._emit_pending()
+        if cold:
+            self._drop_cold(cold)
         for message in messages:
             if message.store_id:
                 try:
@@ -370,9 +429,14 @@ class MessageStore:
             number, info = next(iter(segments.items()))
             if number >= self.wal.segment:
                 break
-            if info.messages and not self._worth_copying(info):
+            if (info.messages or info.cold_live) and not self._worth_copying(info):
                 break
             moves = [self._copy_forward(message) for message in list(info.messages.values())]
+            if info.cold_live:
+                holders = self._catalog.holders
+                moves += [self._copy_cold_forward(row)
+                          for row in itertools.chain.from_iterable(info.cold_rows)
+                          if holders[row] != NO_HOLDER]
             del segments[number]
             if not moves:  # nothing live: it can go with the next batch
                 self.wal.delete_segment_when_durable(number)
@@ -390,7 +454,7 @@ class MessageStore:
             return True
         return self.disk_bytes > 2 * self.live_bytes + self.segment_size
 
-    def _copy_forward(self, message: Message) -> tuple[Message, tuple[int, int]]:
+    def _copy_forward(self, message: Message) -> _Move:
         """Re-log a live message in the current segment; returns where its body will be."""
         old = self._segments.get(message.store_segment)
         if old is not None:
@@ -398,13 +462,13 @@ class MessageStore:
         queues = [queue.key for queue in message.store_queues]
         if message.body is not None:
             record, body_at = records.encode_publish(
-                message.store_id, int(message.timestamp * 1000), queues, message.exchange,
+                message.store_id, published_ms(message.timestamp), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body,
             )
             size = len(record)
         else:  # paged out: the writer thread copies the body from the old segment
             prefix = records.publish_prefix(records.publish_head(
-                message.store_id, int(message.timestamp * 1000), queues, message.exchange,
+                message.store_id, published_ms(message.timestamp), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body_size,
             ))
             record = CopiedRecord(prefix, *message.store_location, message.body_size)
@@ -420,15 +484,50 @@ class MessageStore:
         if message.store_delivered:
             for queue in message.store_queues:
                 self._delivered[queue].append(message.store_id)
-        return message, (segment, offset + body_at)
+        return _Move(message, segment, (segment, offset + body_at))
+
+    def _copy_cold_forward(self, row: int) -> _Move:
+        """Re-log a cold row's message in the current segment (its body copied by the writer
+        thread); it stays cold."""
+        catalog = self._catalog
+        queue = self._cold_queues[catalog.holders[row]]
+        message_id, body_size = catalog.ids[row], catalog.body_sizes[row]
+        exchange, routing_key, props = catalog.meta_table[catalog.metas[row]]
+        prefix = records.publish_prefix(records.publish_head(
+            message_id, catalog.published[row], [queue.key], exchange, routing_key, props,
+            body_size,
+        ))
+        # From where the body is durable now (an earlier copy may still be on its way).
+        record = CopiedRecord(prefix, catalog.segments[row], catalog.body_offsets[row],
+                              body_size)
+        body_at = records.RECORD_HEAD_SIZE + len(prefix)
+        _, segment, offset = self.wal.append(record)
+        info = self._segment(segment)
+        info.size = offset + body_at + body_size
+        if not info.cold_rows or not isinstance(info.cold_rows[-1], array):
+            info.cold_rows.append(array("I"))
+        info.cold_rows[-1].append(row)
+        info.cold_live += 1
+        info.live_bytes += catalog.charged_size(row)
+        if catalog.delivered[row]:
+            self._delivered[queue].append(message_id)
+        move = self._moving[row] = _Move(row, segment, (segment, offset + body_at))
+        return move
 
     def _retire_segments(self) -> None:
         """Copies made by compaction are durable: point readers at them, delete the old."""
         durable, retiring = self.wal.durable_ticket, self._retiring
         while retiring and retiring[0][0] <= durable:
             _, number, moves = retiring.popleft()
-            for message, location in moves:
-                message.store_location = location
+            catalog = self._catalog
+            for move in moves:
+                target = move.target
+                if not isinstance(target, int):
+                    target.store_location = move.location
+                elif catalog is not None and catalog.holders[target] != NO_HOLDER:
+                    catalog.segments[target], catalog.body_offsets[target] = move.location
+                    if self._moving.get(target) is move:
+                        del self._moving[target]
             self.wal.delete_segment_when_durable(number)
 
     # -- paging ---------------------------------------------------------------------------
@@ -465,6 +564,9 @@ class MessageStore:
         return read_at(self.directory, *message.store_location, message.body_size)
 
     def _after_flush(self) -> None:
+        # Removals and deliveries noted while that batch was being written: into the next
+        # batch (the log then sees it has more to write).
+        self._emit_pending()
         self._page_out()
         self._retire_segments()
         self._compact()

@@ -119,7 +119,7 @@ class Holding:
     def hold(self, message: Message, delay_ms: int) -> None:
         self._push(message, message.timestamp + delay_ms / 1000)
 
-    def restore(self, message: Message, redelivered: bool) -> None:
+    def restore(self, message: Message, redelivered: bool, logged_delivery: bool) -> None:
         """A held message recovered from the log (its x-delay already negated for delivery):
         its deadline is absolute."""
         tag, value = message.typed_headers.get("x-delay", ("I", 0))
