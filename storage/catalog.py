@@ -72,6 +72,8 @@ class Catalog:
     groups: list[tuple[int, int, int]] | None = None
     in_id_order: bool = False  # rows are in increasing id order (the scan's usually are)
     segment_sizes: dict[int, int] = field(default_factory=dict)  # readable bytes per segment
+    # From an index snapshot: its segments' (size, mtime ns, crc32), reused by the next one.
+    segment_stamps: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     next_id: int = 0  # the id the next message gets, if known (else: above every row's)
     corrupt_records: int = 0
     truncated_bytes: int = 0
