@@ -1,7 +1,8 @@
 """Recovered messages a queue holds without Python objects: a run of message-store catalog rows
 in one lane, in queue order. When a run reaches the head of its lane, the queue materialises
 ("thaws") its next rows into `QueuedMessage`s, a batch at a time; everything behind stays a few
-bytes per message (see storage/catalog.py)."""
+bytes per message (see storage/catalog.py). `lane_runs` says how a queue's settings split
+recovered rows into its priority lanes, and when each row expires."""
 
 from __future__ import annotations
 

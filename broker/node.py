@@ -50,6 +50,7 @@ class Node:
         self.started_at = time.time()
         self.alarms = ResourceMonitor(config, node_name(), self._alarms_changed)
         self._storage_retry: asyncio.TimerHandle | None = None
+        self._segment_stamps: dict[int, tuple[int, int, int]] = {}  # of the index loaded
         # Plain counters: /metrics and the API read them when asked (rabbitmq_global_*).
         self.messages_received = 0
         self.messages_received_confirm = 0
@@ -101,6 +102,7 @@ class Node:
                 if isinstance(exchange, DelayedExchange) and exchange.durable:
                     durable_queues[exchange.holding.key] = exchange.holding
         self.store.recover(catalog, durable_queues, clean)
+        self._segment_stamps = catalog.segment_stamps
         if self.store.wal is not None:
             self.store.wal.on_write_result = self._storage_write_result
         data_dir.mark_running()
@@ -136,7 +138,8 @@ class Node:
             if live is None:
                 return
             size = await asyncio.get_running_loop().run_in_executor(
-                None, snapshot.write, self.data_dir.index_path, live, self.data_dir.wal_path
+                None, snapshot.write, self.data_dir.index_path, live, self.data_dir.wal_path,
+                self._segment_stamps,
             )
         except OSError as exc:
             log.warning("message index not written (%s): the next start scans the log", exc)

@@ -3,7 +3,7 @@ message) and which durable queue holds each row.
 
 The log scan (storage/scan.py) and the index snapshot (storage/snapshot.py) produce a catalog;
 recovery puts its rows into the queues, and the message store keeps it afterwards as the home
-of recovered messages that no queue has materialised as a `Message` yet ("cold" rows: about 40
+of recovered messages that no queue has materialised as a `Message` yet ("cold" rows: about 41
 bytes each instead of several hundred for the objects).
 
 A row held by one queue names that queue's index in `queue_keys`; a row held by several says
@@ -33,7 +33,7 @@ ROW_ARRAYS = (
     ("published", "q"),  # ms since the epoch
     ("metas", "I"),  # index into meta_table
     ("holders", "i"),  # index into queue_keys, NO_HOLDER or SEVERAL
-    ("delivered", "B"),  # 1: comes back redelivered (for the single holder)
+    ("delivered", "B"),  # 1: the log has its delivery from its single holder
 )
 # Bytes a row is charged in its segment's live total (the record's size, roughly; the same
 # figure whether the message is cold or materialised).
@@ -72,6 +72,8 @@ class Catalog:
     groups: list[tuple[int, int, int]] | None = None
     in_id_order: bool = False  # rows are in increasing id order (the scan's usually are)
     segment_sizes: dict[int, int] = field(default_factory=dict)  # readable bytes per segment
+    # From an index snapshot: its segments' (size, mtime ns, crc32), reused by the next one.
+    segment_stamps: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     next_id: int = 0  # the id the next message gets, if known (else: above every row's)
     corrupt_records: int = 0
     truncated_bytes: int = 0
@@ -120,7 +122,7 @@ class Catalog:
                     if rows is None:
                         rows = grouped[holder] = []
                     rows.append(row)
-            return dict(grouped)
+            return grouped
         found: dict[int, Rows] = {}
         for holder in present:
             if holders.count(holder) == len(holders):

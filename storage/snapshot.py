@@ -3,19 +3,22 @@
 
 It is only a shortcut. It is used only after a clean stop (the `clean-shutdown` marker), only
 if its checksum holds and every segment file is exactly as it was when the snapshot was
-written (same numbers, sizes and modification times); start-up deletes it before the log
-changes again. In any other case the log is scanned, as after a crash. Layout: see
-docs/storage-format.md.
+written: same numbers, sizes and modification times, and the same CRC32 of its whole content
+(so that damage done while the broker was stopped is found, and then reported by the scan,
+as without a snapshot). Start-up deletes it before the log changes again. In any other case the
+log is scanned, as after a crash. Layout: see docs/storage-format.md.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import struct
 import sys
 import zlib
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from storage.catalog import NO_HOLDER, ROW_ARRAYS, SEVERAL, Catalog
@@ -29,7 +32,7 @@ MAGIC = b"WARRENIX"
 VERSION = 1
 _HEADER = struct.Struct("<8sHHIQ")  # magic, version, reserved, crc32 of the rest, its length
 _COUNTS = struct.Struct("<QIIIII")  # next id, segments, queues, metas, groups, shared rows
-_SEGMENT = struct.Struct("<IQQ")  # number, size, mtime in ns
+_SEGMENT = struct.Struct("<IQQI")  # number, size, mtime in ns, crc32 of the file
 _ROWS = struct.Struct("<Q")
 _GROUP = struct.Struct("<iQQ")  # holder, first row, end row
 _SHARED = struct.Struct("<IH")  # row, holder count
@@ -42,26 +45,52 @@ class _Invalid(ValueError):
     """The snapshot cannot be used (the reason is logged, then the log is scanned)."""
 
 
-def segment_stamps(wal_dir: Path) -> dict[int, tuple[int, int]]:
-    """Segment number -> (size, modification time in ns) of the segment files now."""
-    stamps = {}
+Stamp = tuple[int, int, int]  # a segment file's size, modification time (ns) and CRC32
+
+
+def segment_stamps(wal_dir: Path, known: dict[int, Stamp] | None = None) -> dict[int, Stamp]:
+    """Segment number -> Stamp of the segment files now. A CRC in `known` is taken for a file
+    of the same size and time (a closed segment never changes); the others are computed."""
+    found = {}
     for number in segment_numbers(wal_dir):
         stat = os.stat(segment_path(wal_dir, number))
-        stamps[number] = (stat.st_size, stat.st_mtime_ns)
-    return stamps
+        found[number] = (stat.st_size, stat.st_mtime_ns)
+    known = known or {}
+    todo = [number for number, stamp in found.items() if known.get(number, ())[:2] != stamp]
+    crcs = {number: known[number][2] for number in found if number not in todo}
+    crcs.update(zip(todo, checksums(wal_dir, todo), strict=True))
+    return {number: (*stamp, crcs[number]) for number, stamp in found.items()}
+
+
+def checksums(wal_dir: Path, numbers: list[int]) -> list[int]:
+    """The CRC32 of each segment's whole file: two at a time (zlib lets go of the GIL)."""
+    if not numbers:
+        return []
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="warren-crc") as pool:
+        return list(pool.map(lambda number: _file_crc(segment_path(wal_dir, number)), numbers))
+
+
+def _file_crc(path: Path) -> int:
+    with open(path, "rb") as file:
+        if not os.fstat(file.fileno()).st_size:
+            return 0
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return zlib.crc32(data)
 
 
 # -- writing ----------------------------------------------------------------------------------
 
 
-def write(path: Path, catalog: Catalog, wal_dir: Path) -> int:
-    """Write `catalog` (live rows only; `next_id` set) atomically; return the file's size."""
-    data = encode(catalog, segment_stamps(wal_dir))
+def write(path: Path, catalog: Catalog, wal_dir: Path,
+          known: dict[int, Stamp] | None = None) -> int:
+    """Write `catalog` (live rows only; `next_id` set) atomically; return the file's size.
+    `known`: segment stamps from the snapshot this run started from (their CRCs are reused)."""
+    data = encode(catalog, segment_stamps(wal_dir, known))
     write_atomically(path, data)
     return len(data)
 
 
-def encode(catalog: Catalog, stamps: dict[int, tuple[int, int]]) -> bytes:
+def encode(catalog: Catalog, stamps: dict[int, Stamp]) -> bytes:
     groups = catalog.groups or []
     parts = [_COUNTS.pack(catalog.next_id, len(stamps), len(catalog.queue_keys),
                           len(catalog.meta_table), len(groups), len(catalog.shared))]
@@ -112,7 +141,10 @@ def load(path: Path, wal_dir: Path) -> Catalog | None:
         return None
     try:
         catalog, stamps = decode(data)
-        now = segment_stamps(wal_dir)
+        # Sizes and times first (cheap: the CRCs are taken from `stamps`), then every byte.
+        now = segment_stamps(wal_dir, stamps)
+        if now == stamps:
+            now = segment_stamps(wal_dir)
         if now != stamps:
             changed = sorted({number for number in now.keys() | stamps.keys()
                               if now.get(number) != stamps.get(number)})
@@ -121,11 +153,12 @@ def load(path: Path, wal_dir: Path) -> Catalog | None:
         # Harmless: the scan reads what the log holds (and reports any damage it finds).
         log.info("message index %s not used (%s): scanning the log", path, exc)
         return None
-    catalog.segment_sizes = {number: size for number, (size, _) in stamps.items()}
+    catalog.segment_sizes = {number: stamp[0] for number, stamp in stamps.items()}
+    catalog.segment_stamps = stamps
     return catalog
 
 
-def decode(data: bytes) -> tuple[Catalog, dict[int, tuple[int, int]]]:
+def decode(data: bytes) -> tuple[Catalog, dict[int, Stamp]]:
     """(catalog, segment stamps) from a snapshot file's bytes; _Invalid if they are not one
     this version wrote intact."""
     if len(data) < _HEADER.size:
@@ -171,13 +204,13 @@ class _Cursor:
         return self.take(self.unpack(_u16)[0]).decode()
 
 
-def _decode_payload(payload: memoryview) -> tuple[Catalog, dict[int, tuple[int, int]]]:
+def _decode_payload(payload: memoryview) -> tuple[Catalog, dict[int, Stamp]]:
     cursor = _Cursor(payload)
     next_id, segments, queues, metas, groups, shared = cursor.unpack(_COUNTS)
     stamps = {}
     for _ in range(segments):
-        number, size, mtime = cursor.unpack(_SEGMENT)
-        stamps[number] = (size, mtime)
+        number, size, mtime, crc = cursor.unpack(_SEGMENT)
+        stamps[number] = (size, mtime, crc)
     catalog = Catalog(next_id=next_id)
     catalog.queue_keys = [(cursor.text(), cursor.text()) for _ in range(queues)]
     names: dict[str, str] = {}  # one copy of each exchange and routing key
