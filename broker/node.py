@@ -143,6 +143,9 @@ class Node:
         except OSError as exc:
             log.warning("message index not written (%s): the next start scans the log", exc)
             return
+        except Exception:  # a bug must not spoil the clean stop: the log has everything
+            log.exception("message index not written: the next start scans the log")
+            return
         log.info("message index of %d messages written (%d bytes) in %.2fs", len(live), size,
                  time.monotonic() - started)
 
