@@ -133,16 +133,22 @@ class Node:
         if self.store.wal.failed is not None:
             return  # the log may lack what memory holds: the next start scans it
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        # The segments' CRCs are computed in threads while the catalog is built here.
+        stamps = loop.run_in_executor(None, snapshot.segment_stamps, self.data_dir.wal_path,
+                                      self._segment_stamps)
         try:
             live = live_catalog(self.store)
             if live is None:
                 return
-            size = await asyncio.get_running_loop().run_in_executor(
-                None, snapshot.write, self.data_dir.index_path, live, self.data_dir.wal_path,
-                self._segment_stamps,
+            size = await loop.run_in_executor(
+                None, snapshot.write, self.data_dir.index_path, live, await stamps
             )
         except OSError as exc:
             log.warning("message index not written (%s): the next start scans the log", exc)
+            return
+        except Exception:  # a bug must not spoil the clean stop: the log has everything
+            log.exception("message index not written: the next start scans the log")
             return
         log.info("message index of %d messages written (%d bytes) in %.2fs", len(live), size,
                  time.monotonic() - started)

@@ -81,11 +81,10 @@ def _file_crc(path: Path) -> int:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def write(path: Path, catalog: Catalog, wal_dir: Path,
-          known: dict[int, Stamp] | None = None) -> int:
-    """Write `catalog` (live rows only; `next_id` set) atomically; return the file's size.
-    `known`: segment stamps from the snapshot this run started from (their CRCs are reused)."""
-    data = encode(catalog, segment_stamps(wal_dir, known))
+def write(path: Path, catalog: Catalog, stamps: dict[int, Stamp]) -> int:
+    """Write `catalog` (live rows only; `next_id` set) and the segments' `stamps`
+    atomically; return the file's size."""
+    data = encode(catalog, stamps)
     write_atomically(path, data)
     return len(data)
 

@@ -292,12 +292,12 @@ def test_snapshot_whose_groups_lie_is_refused():
 def test_load_checks_the_segments(tmp_path):
     wal = write_log(tmp_path / "wal", {1: [publish(1, [A])], 2: [publish(2, [A])]})
     index = tmp_path / "message-index"
-    snapshot.write(index, live_catalog(), wal)
+    snapshot.write(index, live_catalog(), snapshot.segment_stamps(wal))
     assert snapshot.load(index, wal) is not None
     with open(segment_path(wal, 2), "ab") as file:  # the log changed since
         file.write(publish(3, [A]))
     assert snapshot.load(index, wal) is None
-    snapshot.write(index, live_catalog(), wal)
+    snapshot.write(index, live_catalog(), snapshot.segment_stamps(wal))
     segment_path(wal, 2).unlink()
     assert snapshot.load(index, wal) is None
     assert snapshot.load(tmp_path / "missing", wal) is None
@@ -308,7 +308,7 @@ def test_load_checks_every_byte_of_the_segments(tmp_path):
     the index is not used, so that the scan finds the damage."""
     wal = write_log(tmp_path / "wal", {1: [publish(1, [A]), publish(2, [A])]})
     index = tmp_path / "message-index"
-    snapshot.write(index, live_catalog(), wal)
+    snapshot.write(index, live_catalog(), snapshot.segment_stamps(wal))
     loaded = snapshot.load(index, wal)
     assert loaded is not None and set(loaded.segment_stamps) == {1}
     path = segment_path(wal, 1)
