@@ -47,6 +47,10 @@ class Permission:
         return bool(pattern.pattern) and pattern.search(name) is not None
 
 
+def is_loopback(host: str) -> bool:
+    """A peer address on this machine: where loopback_users may log in from."""
+    return host.startswith(("127.", "::ffff:127.")) or host in ("::1", "localhost")
+
 @dataclass
 class User:
     name: str

@@ -26,6 +26,7 @@ from pamqp import decode as pamqp_decode
 
 from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import blocked_reason
+from broker.auth import is_loopback
 from broker.channel import Channel
 from broker.node import node_name
 from broker.tls import login_name, peer_certificate
@@ -302,7 +303,7 @@ class Connection:
         mechanism = self.auth_mechanism = method.mechanism
         if mechanism not in self._mechanisms():
             raise HandshakeRefused(f"unsupported authentication mechanism '{mechanism}'")
-        loopback = self.peer is None or _is_loopback(self.peer[0])
+        loopback = self.peer is None or is_loopback(self.peer[0])
         if mechanism == "EXTERNAL":
             username, why = self._certificate_user()
             self.user = self.node.access.authenticate_external(username, loopback)
@@ -562,8 +563,4 @@ def _parse_amqplain(response: Any) -> tuple[str, str]:
         login.decode() if isinstance(login, bytes) else str(login),
         password.decode() if isinstance(password, bytes) else str(password),
     )
-
-
-def _is_loopback(host: str) -> bool:
-    return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
 

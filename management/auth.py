@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from broker.auth import User
+from broker.auth import User, is_loopback
 from management.api.common import USER as USER_KEY
 from management.api.common import error, node_of, not_found
 
@@ -55,8 +55,7 @@ async def authenticate(
         )
     except ValueError:
         raise web.HTTPBadRequest() from None
-    peer = request.remote or ""
-    loopback = peer.startswith("127.") or peer in ("::1", "localhost")
+    loopback = is_loopback(request.remote or "")
     user = node_of(request).access.authenticate(username, password, loopback)
     if user is None:
         raise _login_failed()
