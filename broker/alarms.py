@@ -41,6 +41,14 @@ _BANNER = (
 # -- measurements ------------------------------------------------------------------------------
 
 
+def open_fds() -> int:
+    """File descriptors the broker process has open (0 when it cannot tell)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
 def resident_memory() -> int:
     """The broker process's resident set size in bytes (0 when it cannot be read)."""
     try:

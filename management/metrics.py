@@ -6,7 +6,6 @@ formatted off the event loop.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ from prometheus_client.core import (
     UnknownMetricFamily,
 )
 
-from broker.alarms import DISK, MEMORY, resident_memory
+from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.node import Node
 from management.api.common import NODE_KEY
 
@@ -207,7 +206,7 @@ class SnapshotCollector:
         yield GaugeMetricFamily("rabbitmq_disk_space_available_bytes",
                                 "Disk space available in bytes", value=snapshot.disk_free)
         yield GaugeMetricFamily("rabbitmq_process_open_fds", "Open file descriptors",
-                                value=_open_fds())
+                                value=open_fds())
 
 
 def _queue_value(queue: tuple[str, str, int, int, int], column: int) -> int:
@@ -229,13 +228,6 @@ def _alarms(active: frozenset[str]) -> Iterator[Metric]:
         family = UnknownMetricFamily(f"rabbitmq_alarms_{name}", documentation)
         family.add_metric([], value)
         yield family
-
-
-def _open_fds() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 0
 
 
 def _exposition(snapshot: Snapshot, per_object: bool) -> bytes:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from broker.channel import Channel
 from broker.connection import Connection, State
-from broker.tls import distinguished_name
+from broker.tls import distinguished_name, peer_certificate
 from management.api.common import (
     USER,
     json_response,
@@ -65,7 +65,7 @@ def _tls_info(connection: Connection) -> dict[str, Any]:
     if tls is None:
         return {"ssl": False, "ssl_protocol": None, "ssl_cipher": None,
                 "peer_cert_subject": None, "peer_cert_issuer": None}
-    cert = tls.getpeercert() or {}
+    cert = peer_certificate(tls) or {}
     return {
         "ssl": True, "ssl_protocol": (tls.version() or "").lower(),
         "ssl_cipher": (tls.cipher() or ("",))[0],

@@ -13,7 +13,7 @@ import time
 from aiohttp import web
 
 from broker import RABBITMQ_VERSION, __version__
-from broker.alarms import DISK, MEMORY, resident_memory
+from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.config import Config, parse_size
 from broker.exchanges import EXCHANGE_TYPES
 from broker.node import Node, node_name
@@ -91,7 +91,7 @@ async def nodes(request: web.Request) -> web.Response:
         ],
         "mem_limit": alarms.memory_limit,
         "disk_free": alarms.disk_free, "disk_free_limit": alarms.disk_free_limit,
-        "fd_total": _fd_limit(), "fd_used": len(os.listdir("/proc/self/fd")),
+        "fd_total": _fd_limit(), "fd_used": open_fds(),
         "sockets_total": _fd_limit(), "sockets_used": len(node.connections),
         "proc_total": 1048576, "proc_used": len(asyncio.all_tasks()), "run_queue": 0,
         "uptime": int((time.time() - node.started_at) * 1000),
