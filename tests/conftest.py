@@ -39,6 +39,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def free_tcp_port() -> int:
+    """A port nothing listens on, for a listener a test configures itself."""
+    return free_port()
+
+
 def wait_for_port(port: int, process: subprocess.Popen | None, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

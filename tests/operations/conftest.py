@@ -1,8 +1,7 @@
-"""Fixtures for the operations tests: certificates and a free port."""
+"""Fixtures for the operations tests: a certificate authority and its certificates."""
 
 from __future__ import annotations
 
-import socket
 from types import SimpleNamespace
 
 import pytest
@@ -20,10 +19,3 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         unknown=ca.issue("no-such-user", server=False),
         stranger=stranger_ca.issue("stranger-client", server=False),
     )
-
-
-@pytest.fixture
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
