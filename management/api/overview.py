@@ -17,7 +17,14 @@ from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.config import Config, parse_size
 from broker.exchanges import EXCHANGE_TYPES
 from broker.node import Node, node_name
-from management.api.common import bad_request, json_response, node_of, not_found, vhost_of
+from management.api.common import (
+    bad_request,
+    json_body,
+    json_response,
+    node_of,
+    not_found,
+    vhost_of,
+)
 from management.auth import USER_KEY, require_tag
 from management.rates import RATES_KEY, message_stats
 
@@ -182,13 +189,7 @@ async def _settings(request: web.Request) -> dict:
     require_tag(request, "administrator")
     if request.match_info["name"] != node_name():
         raise not_found()
-    try:
-        body = await request.json()
-    except ValueError:
-        raise bad_request("body is not JSON") from None
-    if not isinstance(body, dict):
-        raise bad_request("body is not a JSON object")
-    return body
+    return await json_body(request)
 
 
 async def set_memory_high_watermark(request: web.Request) -> web.Response:
