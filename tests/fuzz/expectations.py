@@ -95,7 +95,8 @@ ACCEPTABLE: list[Rule] = [
          "RabbitMQ's reader process crashes on a method id it does not know or a field table "
          "it cannot parse and drops the TCP connection without a frame; Warren closes the "
          "connection with a reply code and a text naming the problem (deliberate, "
-         "tests/broker/RABBITMQ_TEXTS.md)",
+         "tests/broker/RABBITMQ_TEXTS.md; some of these Warren closes are the 541 of the "
+         "arguments-table bug below)",
          lambda d: d.rabbitmq.kind == "closed" and d.warren.kind == "connection"),
     Rule("delayed silent close",
          "during the handshake RabbitMQ answers bad input with no frame and closes the socket "
@@ -105,8 +106,8 @@ ACCEPTABLE: list[Rule] = [
          and _stage(d) in HANDSHAKE_STAGES),
     Rule("early size refusal",
          "a content header announcing more than max_message_size (128 MiB): RabbitMQ waits "
-         "for the body and refuses the message with 406 once it is complete, Warren refuses it "
-         "with the same 406 at the header instead of buffering it",
+         "for the body (its size check runs on the complete message; not sent here), Warren "
+         "refuses the message at the header with 406 instead of buffering it",
          lambda d: _is(d.rabbitmq, "connection 505", "expected content body")
          and _is(d.warren, "channel 406", "message size")),
 ]

@@ -237,6 +237,6 @@ class CaseRunner:
 
 
 def run_cases(host: str, port: int, cases: Iterable[Case], concurrency: int = 16,
-              answer_timeout: float = 0.5) -> dict[int, Outcome]:
-    runner = CaseRunner(host, port, answer_timeout=answer_timeout)
+              answer_timeout: float = 0.5, settle: float = 0.1) -> dict[int, Outcome]:
+    runner = CaseRunner(host, port, answer_timeout=answer_timeout, settle=settle)
     return asyncio.run(runner.run_all(cases, concurrency))
