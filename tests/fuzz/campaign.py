@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from expectations import case_crc
 from fuzz_broker import FuzzVhost, publish_and_consume, undecodable_messages
 from mutator import make_case
-from runner import Outcome, run_cases
+from runner import Outcome, SetupFailed, run_cases
 
 BATCH = 500
 TIMED = ("silent", "accepted")  # outcomes decided by a timeout
@@ -44,13 +44,18 @@ def run_campaign(broker, count: int, batch: int = BATCH, concurrency: int = 16,
         for start in range(0, count, batch):
             cases = [make_case(n) for n in range(start, min(count, start + batch))]
             result.crcs.update((case.number, case_crc(case)) for case in cases)
-            outcomes = run_cases(broker.host, broker.port, cases, concurrency)
+            where = f"after cases {start}..{cases[-1].number}"
+            try:
+                outcomes = run_cases(broker.host, broker.port, cases, concurrency)
+            except (OSError, SetupFailed) as error:  # refused, reset, or a handshake that failed
+                result.broken.append(f"during cases {start}..{cases[-1].number}: {error!r}")
+                broker.assert_alive()
+                break
             doubtful = [case for case in cases if outcomes[case.number].kind in TIMED
                         and expected(case.number) not in (None, outcomes[case.number].key)]
             outcomes.update(run_cases(broker.host, broker.port, doubtful, 2 * concurrency,
                                       answer_timeout=2.0, settle=0.5))
             result.outcomes.update(outcomes)
-            where = f"after cases {start}..{cases[-1].number}"
             try:
                 broker.assert_alive()
             except AssertionError as error:
