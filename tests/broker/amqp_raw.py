@@ -145,6 +145,17 @@ class RawAMQP:
                     return channel, value
             self._fill(deadline)
 
+    def read_raw_frame(self, timeout: float | None = None) -> tuple[int, int, bytes]:
+        """The next frame undecoded, as (frame type, channel, payload): for content headers
+        whose properties pamqp might not decode."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while len(self.buffer) < 7 or len(self.buffer) < 8 + struct.unpack_from(
+                ">I", self.buffer, 3)[0]:
+            self._fill(deadline)
+        frame_type, channel, size = struct.unpack_from(">BHI", self.buffer)
+        payload, self.buffer = self.buffer[7:7 + size], self.buffer[8 + size:]
+        return frame_type, channel, payload
+
     def read_method(self, timeout: float | None = None) -> tuple[int, Any]:
         """The next non-heartbeat frame as (channel, frame)."""
         while True:
