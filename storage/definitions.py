@@ -35,8 +35,14 @@ def load_definitions(node: Node, path: Path) -> None:
 
 
 def apply_definitions(node: Node, document: dict[str, Any]) -> None:
-    for vhost in document.get("vhosts", []):
-        node.add_vhost(vhost["name"])
+    for entry in document.get("vhosts", []):
+        vhost = node.add_vhost(entry["name"])
+        # RabbitMQ 3.10 reads "metadata" (its 3.11 export shape) and top-level description/tags.
+        metadata = entry.get("metadata") or {}
+        vhost.update_metadata(
+            metadata.get("description", entry.get("description")),
+            metadata.get("tags", entry.get("tags")), metadata.get("default_queue_type"),
+        )
     for user in document.get("users", []):
         node.access.add_user(_user(user))
     for permission in document.get("permissions", []):
@@ -86,8 +92,8 @@ def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
              "hashing_algorithm": SHA256_ALGORITHM, "tags": list(user.tags), "limits": {}}
             for user in access.users.values()
         ],
-        "vhosts": [{"name": name, "limits": [], "metadata": {"description": "", "tags": []}}
-                   for name in node.vhosts],
+        "vhosts": [{"name": name, "limits": [], "metadata": vhost.metadata}
+                   for name, vhost in node.vhosts.items()],
         "permissions": [
             {"user": user, "vhost": vhost, "configure": permission.configure,
              "write": permission.write, "read": permission.read}

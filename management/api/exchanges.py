@@ -16,6 +16,7 @@ from management.api.common import (
     USER,
     access_refused,
     bad_request,
+    check_name_length,
     error,
     json_body,
     json_response,
@@ -73,6 +74,7 @@ async def declare_exchange(request: web.Request) -> web.Response:
     vhost = vhost_for_write(request)
     body = await json_body(request)
     name = exchange_name(request)
+    check_name_length("exchange", name)
     if not name or name.startswith("amq."):
         raise access_refused()
     existed = name in vhost.exchanges

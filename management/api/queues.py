@@ -11,6 +11,7 @@ from broker.queue import Queue
 from management.api.common import (
     access_refused,
     bad_request,
+    check_name_length,
     error,
     json_body,
     json_response,
@@ -22,6 +23,7 @@ from management.api.common import (
     vhost_for_write,
     vhost_of,
 )
+from management.api.connections import consumer_info
 from management.api.overview import node_name
 from management.rates import RATES_KEY, Rates
 from protocol import properties
@@ -37,15 +39,7 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
         "arguments": queue.arguments, "node": node_name(), "type": "classic",
         "state": "running", "policy": settings.policy,
         "effective_policy_definition": _policy_definition(queue),
-        "consumer_details": [
-            {"consumer_tag": consumer.tag, "ack_required": not consumer.no_ack,
-             "prefetch_count": consumer.prefetch, "exclusive": consumer.exclusive,
-             "arguments": consumer.arguments, "active": True, "activity_status": "up",
-             "queue": {"name": queue.name, "vhost": queue.vhost.name},
-             "channel_details": {"number": consumer.channel.number,
-                                 "connection_name": consumer.channel.connection.display_name}}
-            for consumer in queue.consumers
-        ],
+        "consumer_details": [consumer_info(consumer) for consumer in queue.consumers],
         "head_message_timestamp": None,
         "messages": ready + unacked, "messages_ready": ready,
         "messages_unacknowledged": unacked, "consumers": len(queue.consumers),
@@ -97,6 +91,7 @@ async def declare_queue(request: web.Request) -> web.Response:
     vhost = vhost_for_write(request)
     body = await json_body(request)
     name = request.match_info["name"]
+    check_name_length("queue", name)
     if name.startswith("amq."):
         raise access_refused()
     existed = name in vhost.queues
