@@ -316,7 +316,12 @@ class VirtualHost:
     # -- policies -------------------------------------------------------------------------
 
     def set_policy(self, policy: Policy) -> None:
-        self.policies[policy.name] = policy
+        self.set_policies([policy])
+
+    def set_policies(self, policies: list[Policy]) -> None:
+        """Add or replace several policies, then apply them to every queue and exchange once."""
+        for policy in policies:
+            self.policies[policy.name] = policy
         self._apply_policies()
 
     def clear_policy(self, name: str) -> None:
@@ -343,11 +348,13 @@ class VirtualHost:
     def bind(
         self, source: Exchange, destination: Queue | Exchange, routing_key: str,
         arguments: dict[str, Any],
-    ) -> None:
+    ) -> bool:
+        """Whether the binding is new (binding twice is allowed and changes nothing)."""
         source.validate_binding(arguments)
         added = source.add_binding(Binding(source, destination, routing_key, arguments))
         if added and source.durable and destination.durable:
             self.on_definitions_changed()
+        return added
 
     def unbind(
         self, source: Exchange, destination: Queue | Exchange, routing_key: str,

@@ -8,10 +8,13 @@ from aiohttp import web
 
 from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
 from broker.node import node_name
+from broker.patterns import InvalidPattern
 from broker.vhost import QUEUE_TYPES, VirtualHost
 from management.api.common import (
     bad_request,
     check_name_length,
+    erlang_chars,
+    error,
     json_body,
     json_response,
     listing,
@@ -157,15 +160,23 @@ async def put_permission(request: web.Request) -> web.Response:
     require_keys(body, "configure", "write", "read")
     if user not in node.access.users or vhost not in node.vhosts:
         raise bad_request("vhost_or_user_not_found")
-    try:
-        permission = Permission(str(body.get("configure", "")), str(body.get("write", "")),
-                                str(body.get("read", "")))
-    except Exception as exc:  # re.error
-        raise bad_request(f"invalid regular expression: {exc}") from None
+    permission = permission_from(body)
     existed = (user, vhost) in node.access.permissions
     node.access.set_permissions(user, vhost, permission)
     node.definitions_changed()
     return web.Response(status=204 if existed else 201)
+
+
+def permission_from(body: dict[str, Any]) -> Permission:
+    """The permission a PUT body (or a definitions entry) gives, or RabbitMQ's 400 naming the
+    first pattern that does not compile, with PCRE's message and offset."""
+    try:
+        return Permission(str(body["configure"]), str(body["write"]), str(body["read"]))
+    except InvalidPattern as bad:
+        raise error(400, "bad_request", [
+            "invalid_regexp", erlang_chars(bad.pattern),
+            [erlang_chars(bad.message), bad.offset],
+        ]) from None
 
 
 async def delete_permission(request: web.Request) -> web.Response:

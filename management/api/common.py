@@ -45,6 +45,11 @@ def bad_request(reason: str) -> web.HTTPException:
     return error(400, "bad_request", reason)
 
 
+def erlang_chars(text: str) -> list[int]:
+    """A string as RabbitMQ's JSON shows an Erlang char list: the list of its code points."""
+    return [ord(char) for char in text]
+
+
 def body_too_large() -> web.HTTPException:
     return bad_request("Exceeded HTTP request body size limit")
 

@@ -91,22 +91,26 @@ async def declare_queue(request: web.Request) -> web.Response:
     vhost = vhost_for_write(request)
     body = await json_body(request)
     name = request.match_info["name"]
-    check_name_length("queue", name)
-    if name.startswith("amq."):
-        raise access_refused()
+    declaration = queue_declaration(name, body)
     existed = name in vhost.queues
-    arguments = body.get("arguments") or {}
-    if not isinstance(arguments, dict):
-        raise bad_request("arguments must be an object")
     try:
-        vhost.declare_queue(
-            name, None, passive=False, durable=parse_bool(body.get("durable", False)),
-            exclusive=False, auto_delete=parse_bool(body.get("auto_delete", False)),
-            arguments=arguments,
-        )
+        vhost.declare_queue(name, None, passive=False, exclusive=False, **declaration)
     except AMQPError as failure:
         raise bad_request(failure.text) from None
     return web.Response(status=204 if existed else 201)
+
+
+def queue_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What a PUT body (or a definitions entry) declares: vhost.declare_queue's durable,
+    auto_delete and arguments, or the API's error for a bad name or value."""
+    check_name_length("queue", name)
+    if name.startswith("amq."):
+        raise access_refused()
+    arguments = body.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise bad_request("arguments must be an object")
+    return {"durable": parse_bool(body.get("durable", False)),
+            "auto_delete": parse_bool(body.get("auto_delete", False)), "arguments": arguments}
 
 
 async def delete_queue(request: web.Request) -> web.Response:
