@@ -7,8 +7,9 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 from dataclasses import dataclass, field
+
+from broker.patterns import compile_pattern
 
 SHA256_ALGORITHM = "rabbit_password_hashing_sha256"
 
@@ -35,8 +36,9 @@ class Permission:
     read: str
 
     def __post_init__(self) -> None:
+        """Raises broker.patterns.InvalidPattern for a pattern that does not compile."""
         self._compiled = {
-            kind: re.compile(pattern)
+            kind: compile_pattern(pattern)
             for kind, pattern in (("configure", self.configure), ("write", self.write),
                                   ("read", self.read))
         }

@@ -102,9 +102,10 @@ def _typed(value: Any) -> str:
 
 
 def erlang_pretty(term: str, column: int, width: int = 80) -> str:
-    """An Erlang tuple as `~p` prints it starting at `column`: on one line if it fits in
-    `width`, else one element per line, aligned after the brace."""
-    if column + len(term) <= width or not (term.startswith("{") and term.endswith("}")):
+    """An Erlang tuple as `~p` prints it starting at `column`: on one line if it ends before
+    column `width` (RabbitMQ wraps a term that would end exactly there), else one element per
+    line, aligned after the brace."""
+    if column + len(term) < width or not (term.startswith("{") and term.endswith("}")):
         return term
     elements = term[1:-1].split(",")
     return "{" + (",\n" + " " * (column + 1)).join(elements) + "}"

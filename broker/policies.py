@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.patterns import compile_pattern
+
 APPLY_TO = ("queues", "exchanges", "all")
 
 
@@ -21,7 +23,7 @@ class Policy:
     _regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._regex = re.compile(self.pattern)
+        self._regex = compile_pattern(self.pattern)  # raises InvalidPattern
 
     def applies_to(self, kind: str, name: str) -> bool:
         """kind: "queues" or "exchanges"."""

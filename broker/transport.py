@@ -1,5 +1,6 @@
 """The one asyncio.Protocol: adapts a socket to a Connection. Output written during one
-event-loop turn is collected and handed to the socket in a single call."""
+event-loop turn is collected and handed to the socket in a single call. Counts the bytes and
+the reads and writes of the socket (RabbitMQ's recv_oct/recv_cnt, send_oct/send_cnt)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class Transport(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
+        # Plain counters read by the management API: one increment per read or write batch.
+        self.recv_oct = self.recv_cnt = self.send_oct = self.send_cnt = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
@@ -32,6 +35,8 @@ class Transport(asyncio.Protocol):
         self.connection = Connection(self.node, self, transport.get_extra_info("peername"))
 
     def data_received(self, data: bytes) -> None:
+        self.recv_oct += len(data)
+        self.recv_cnt += 1
         self.connection.data_received(data)
 
     def eof_received(self) -> bool:
@@ -54,7 +59,10 @@ class Transport(asyncio.Protocol):
             out.clear()
             return
         self._out = []
-        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.send_oct += len(data)
+        self.send_cnt += 1
+        self._transport.write(data)
 
     def close(self) -> None:
         """Flush what is pending, then close the socket."""

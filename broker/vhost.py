@@ -45,6 +45,8 @@ STANDARD_EXCHANGES = (
     ("amq.rabbitmq.trace", "topic"),
 )
 
+QUEUE_TYPES = ("classic", "quorum", "stream")  # what a vhost's default queue type may be
+
 # Queue arguments RabbitMQ compares on redeclare (others are accepted and ignored).
 EQUIVALENCE_CHECKED_QUEUE_ARGS = (
     "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
@@ -64,6 +66,7 @@ class VirtualHost:
         self.policies: dict[str, Policy] = {}
         self.description = ""
         self.tags: list[str] = []
+        self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
         self.dead_lettered: dict[tuple[str, str], int] = {}  # the node's, shared (see Node)
         self.on_definitions_changed: Callable[[], None] = lambda: None
         self.default_exchange = DefaultExchange(self.queues.get)
@@ -72,6 +75,33 @@ class VirtualHost:
             self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](
                 exchange_name, durable=True, internal=exchange_name == "amq.rabbitmq.trace"
             )
+
+    # -- metadata -------------------------------------------------------------------------
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """RabbitMQ's vhost metadata: description, tags, and the default queue type if set."""
+        metadata: dict[str, Any] = {"description": self.description, "tags": list(self.tags)}
+        if self.default_queue_type is not None:
+            metadata["default_queue_type"] = self.default_queue_type
+        return metadata
+
+    def update_metadata(self, description: Any = None, tags: Any = None,
+                        default_queue_type: Any = None) -> None:
+        """Set what is given (None keeps the value); tags as a list or "a,b". A queue type
+        other than classic, quorum or stream is RabbitMQ's invalid_queue_type (ValueError),
+        and then nothing changes."""
+        if default_queue_type is not None and default_queue_type not in QUEUE_TYPES:
+            raise ValueError("invalid_queue_type")
+        if description is not None:
+            self.description = str(description)
+        if isinstance(tags, str):
+            self.tags = [tag for tag in tags.split(",") if tag]
+        elif tags is not None:
+            self.tags = [str(tag) for tag in tags]
+        if default_queue_type is not None:
+            self.default_queue_type = default_queue_type
+        self.on_definitions_changed()
 
     # -- permissions ----------------------------------------------------------------------
 
@@ -286,7 +316,12 @@ class VirtualHost:
     # -- policies -------------------------------------------------------------------------
 
     def set_policy(self, policy: Policy) -> None:
-        self.policies[policy.name] = policy
+        self.set_policies([policy])
+
+    def set_policies(self, policies: list[Policy]) -> None:
+        """Add or replace several policies, then apply them to every queue and exchange once."""
+        for policy in policies:
+            self.policies[policy.name] = policy
         self._apply_policies()
 
     def clear_policy(self, name: str) -> None:
@@ -313,11 +348,13 @@ class VirtualHost:
     def bind(
         self, source: Exchange, destination: Queue | Exchange, routing_key: str,
         arguments: dict[str, Any],
-    ) -> None:
+    ) -> bool:
+        """Whether the binding is new (binding twice is allowed and changes nothing)."""
         source.validate_binding(arguments)
         added = source.add_binding(Binding(source, destination, routing_key, arguments))
         if added and source.durable and destination.durable:
             self.on_definitions_changed()
+        return added
 
     def unbind(
         self, source: Exchange, destination: Queue | Exchange, routing_key: str,

@@ -22,7 +22,7 @@ from management.api import (
     policies,
     queues,
 )
-from management.api.common import NODE_KEY
+from management.api.common import MAX_BODY_SIZE, NODE_KEY
 from management.auth import authenticate, rabbitmq_errors
 from management.rates import RATES_KEY, Rates, sample_forever
 
@@ -33,7 +33,8 @@ ROUTE_MODULES = (overview, queues, exchanges, bindings, access, policies, connec
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[rabbitmq_errors, authenticate])
+    app = web.Application(middlewares=[rabbitmq_errors, authenticate],
+                          client_max_size=MAX_BODY_SIZE)
     app[NODE_KEY] = node
     app[RATES_KEY] = Rates()
     for module in ROUTE_MODULES:

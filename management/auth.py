@@ -11,7 +11,7 @@ from aiohttp import web
 
 from broker.auth import User, is_loopback
 from management.api.common import USER as USER_KEY
-from management.api.common import error, node_of, not_found
+from management.api.common import body_too_large, error, node_of, not_found
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "management", "policymaker"}
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
@@ -27,7 +27,8 @@ def _login_failed() -> web.HTTPException:
 async def rabbitmq_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """The router's own 404 and 405 answered as RabbitMQ answers them."""
+    """The router's own 404 and 405, and a body over the size limit, answered as RabbitMQ
+    answers them."""
     try:
         return await handler(request)
     except web.HTTPNotFound as failure:
@@ -36,6 +37,8 @@ async def rabbitmq_errors(
         raise not_found() from None
     except web.HTTPMethodNotAllowed as failure:
         raise web.HTTPMethodNotAllowed(request.method, failure.allowed_methods) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise body_too_large() from None
 
 
 @web.middleware

@@ -1,5 +1,6 @@
-"""Message rates for the API's *_details.rate fields: the node's and each queue's plain
-counters sampled every few seconds (no per-message work), and the rate over the last interval."""
+"""Rates for the API's *_details.rate fields: the node's, each queue's and each connection's
+plain counters sampled every few seconds (no per-message work), and the rate over the last
+interval."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from broker.connection import Connection
     from broker.node import Node
     from broker.queue import Queue
 
@@ -29,6 +31,15 @@ COUNTERS = {
 QUEUE_COUNTERS = ("publish", "deliver_get", "ack", "redeliver")
 
 
+# The per-connection socket counters with a rate in the API (RabbitMQ gives none to the _cnt).
+CONNECTION_COUNTERS = ("recv_oct", "send_oct")
+
+
+def _connection_counts(connection: Connection) -> tuple[int, ...]:
+    transport = connection.transport
+    return (transport.recv_oct, transport.send_oct)
+
+
 def _queue_counts(queue: Queue) -> tuple[int, ...]:
     return (queue.messages_published, queue.messages_delivered, queue.messages_acked,
             queue.messages_redelivered)
@@ -42,6 +53,12 @@ class QueueSample:
 
 
 @dataclass
+class CounterSample:
+    counts: tuple[int, ...]
+    rates: tuple[float, ...]
+
+
+@dataclass
 class Rates:
     """The last sample of the node's counters and the rates since the one before."""
 
@@ -49,6 +66,7 @@ class Rates:
     rates: dict[str, float] = field(default_factory=dict)
     sampled_at: float = 0.0
     queues: dict[tuple[str, str], QueueSample] = field(default_factory=dict)
+    connections: dict[Connection, CounterSample] = field(default_factory=dict)
 
     def queue_stats(self, queue: Queue) -> dict[str, Any]:
         """A queue's message_stats: counts as of now, rates over the last interval."""
@@ -60,6 +78,13 @@ class Rates:
             stats[name] = count
             stats[f"{name}_details"] = {"rate": rates[index] if rates else 0.0}
         return stats
+
+    def connection_rates(self, connection: Connection) -> dict[str, dict[str, float]]:
+        """recv_oct_details and send_oct_details: the rates over the last interval."""
+        sample = self.connections.get(connection)
+        rates = sample.rates if sample is not None else (0.0,) * len(CONNECTION_COUNTERS)
+        return {f"{name}_details": {"rate": rate}
+                for name, rate in zip(CONNECTION_COUNTERS, rates, strict=True)}
 
 
 RATES_KEY = web.AppKey("rates", Rates)
@@ -82,15 +107,30 @@ def sample(node: Node, rates: Rates) -> None:
             ((vhost.name, name), queue) for name, queue in vhost.queues.items()
         )
     }
+    rates.connections = {
+        connection: _sample_counts(_connection_counts(connection),
+                                   rates.connections.get(connection), elapsed)
+        for connection in node.connections
+    }
 
 
 def _sample_queue(queue: Queue, last: QueueSample | None, elapsed: float) -> QueueSample:
     counts = _queue_counts(queue)
     if last is None or last.queue is not queue or not elapsed:
         return QueueSample(queue, counts)
-    rates = tuple(round((now - before) / elapsed, 1)
-                  for now, before in zip(counts, last.counts, strict=True))
-    return QueueSample(queue, counts, rates)
+    return QueueSample(queue, counts, _rates(counts, last.counts, elapsed))
+
+
+def _sample_counts(counts: tuple[int, ...], last: CounterSample | None,
+                   elapsed: float) -> CounterSample:
+    if last is None or not elapsed:
+        return CounterSample(counts, (0.0,) * len(counts))
+    return CounterSample(counts, _rates(counts, last.counts, elapsed))
+
+
+def _rates(counts: tuple[int, ...], before: tuple[int, ...], elapsed: float) -> tuple[float, ...]:
+    return tuple(round((now - then) / elapsed, 1) for now, then in zip(counts, before,
+                                                                        strict=True))
 
 
 async def sample_forever(node: Node, rates: Rates) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from broker.policies import Policy
 
 if TYPE_CHECKING:
     from broker.node import Node
+    from broker.vhost import VirtualHost
 
 log = logging.getLogger(__name__)
 
@@ -34,42 +36,92 @@ def load_definitions(node: Node, path: Path) -> None:
     log.info("loaded definitions from %s", path)
 
 
-def apply_definitions(node: Node, document: dict[str, Any]) -> None:
-    for vhost in document.get("vhosts", []):
-        node.add_vhost(vhost["name"])
-    for user in document.get("users", []):
-        node.access.add_user(_user(user))
-    for permission in document.get("permissions", []):
-        node.access.set_permissions(
-            permission["user"], permission["vhost"],
-            Permission(permission["configure"], permission["write"], permission["read"]),
-        )
-    for entry in document.get("policies", []):
-        vhost = node.add_vhost(entry.get("vhost", "/"))
-        vhost.set_policy(_policy(entry))
-    for exchange in document.get("exchanges", []):
-        vhost = node.add_vhost(exchange.get("vhost", "/"))
-        vhost.declare_exchange(
-            exchange["name"], exchange.get("type", "direct"), passive=False,
-            durable=exchange.get("durable", True), auto_delete=exchange.get("auto_delete", False),
-            internal=exchange.get("internal", False), arguments=exchange.get("arguments", {}),
-        )
-    for queue in document.get("queues", []):
-        vhost = node.add_vhost(queue.get("vhost", "/"))
-        vhost.declare_queue(
-            queue["name"], None, passive=False, durable=queue.get("durable", True),
-            exclusive=False, auto_delete=queue.get("auto_delete", False),
-            arguments=queue.get("arguments", {}),
-        )
-    for binding in document.get("bindings", []):
-        vhost = node.add_vhost(binding.get("vhost", "/"))
-        source = vhost.get_exchange(binding["source"], 0, 0)
-        if binding.get("destination_type", "queue") == "queue":
-            destination = vhost.get_queue(binding["destination"], 0, 0)
+def apply_definitions(
+    node: Node, document: dict[str, Any], undo: list[Callable[[], None]] | None = None
+) -> None:
+    """Create what the document defines. With `undo`, every change made is recorded there as a
+    call that reverts it (in order), so that a caller can revert all if one entry fails; the
+    policies, which change existing queues, come last, after everything that can fail."""
+    record: Callable[[Callable[[], None]], Any] = (
+        undo.append if undo is not None else lambda _action: None
+    )
+    access = node.access
+    for entry in document.get("vhosts", []):
+        existing = node.vhosts.get(entry["name"])
+        if existing is None:
+            vhost = node.add_vhost(entry["name"])
+            record(partial(_forget_vhost, node, vhost))
         else:
-            destination = vhost.get_exchange(binding["destination"], 0, 0)
-        vhost.bind(source, destination, binding.get("routing_key", ""),
-                   binding.get("arguments", {}))
+            vhost = existing
+            record(partial(_restore_metadata, vhost, vhost.description, list(vhost.tags),
+                           vhost.default_queue_type))
+        # RabbitMQ 3.10 reads "metadata" (its 3.11 export shape) and top-level description/tags.
+        metadata = entry.get("metadata") or {}
+        vhost.update_metadata(
+            metadata.get("description", entry.get("description")),
+            metadata.get("tags", entry.get("tags")), metadata.get("default_queue_type"),
+        )
+    for entry in document.get("users", []):
+        user = _user(entry)
+        record(partial(_restore, access.users, user.name, access.users.get(user.name)))
+        access.add_user(user)
+    for entry in document.get("permissions", []):
+        key = (entry["user"], entry["vhost"])
+        permission = Permission(entry["configure"], entry["write"], entry["read"])
+        record(partial(_restore, access.permissions, key, access.permissions.get(key)))
+        access.set_permissions(*key, permission)
+    for entry in document.get("exchanges", []):
+        vhost = node.add_vhost(entry.get("vhost", "/"))
+        existed = entry["name"] in vhost.exchanges
+        exchange = vhost.declare_exchange(
+            entry["name"], entry.get("type", "direct"), passive=False,
+            durable=entry.get("durable", True), auto_delete=entry.get("auto_delete", False),
+            internal=entry.get("internal", False), arguments=entry.get("arguments", {}),
+        )
+        if not existed:
+            record(partial(vhost.delete_exchange, exchange.name, False))
+    for entry in document.get("queues", []):
+        vhost = node.add_vhost(entry.get("vhost", "/"))
+        existed = entry["name"] in vhost.queues
+        queue = vhost.declare_queue(
+            entry["name"], None, passive=False, durable=entry.get("durable", True),
+            exclusive=False, auto_delete=entry.get("auto_delete", False),
+            arguments=entry.get("arguments", {}),
+        )
+        if not existed:
+            record(partial(vhost.delete_queue, queue))
+    for entry in document.get("bindings", []):
+        vhost = node.add_vhost(entry.get("vhost", "/"))
+        source = vhost.get_exchange(entry["source"], 0, 0)
+        if entry.get("destination_type", "queue") == "queue":
+            destination = vhost.get_queue(entry["destination"], 0, 0)
+        else:
+            destination = vhost.get_exchange(entry["destination"], 0, 0)
+        routing_key, arguments = entry.get("routing_key", ""), entry.get("arguments", {})
+        if vhost.bind(source, destination, routing_key, arguments):
+            record(partial(vhost.unbind, source, destination, routing_key, arguments))
+    policies: dict[str, list[Policy]] = {}
+    for entry in document.get("policies", []):
+        policies.setdefault(entry.get("vhost", "/"), []).append(_policy(entry))
+    for name, listed in policies.items():
+        node.add_vhost(name).set_policies(listed)
+
+
+def _forget_vhost(node: Node, vhost: VirtualHost) -> None:
+    if node.vhosts.get(vhost.name) is vhost:
+        node.delete_vhost(vhost)
+
+
+def _restore_metadata(vhost: VirtualHost, description: str, tags: list[str],
+                      default_queue_type: str | None) -> None:
+    vhost.description, vhost.tags, vhost.default_queue_type = description, tags, default_queue_type
+
+
+def _restore(table: dict, key: Any, previous: Any) -> None:
+    if previous is None:
+        table.pop(key, None)
+    else:
+        table[key] = previous
 
 
 def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
@@ -86,8 +138,8 @@ def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
              "hashing_algorithm": SHA256_ALGORITHM, "tags": list(user.tags), "limits": {}}
             for user in access.users.values()
         ],
-        "vhosts": [{"name": name, "limits": [], "metadata": {"description": "", "tags": []}}
-                   for name in node.vhosts],
+        "vhosts": [{"name": name, "limits": [], "metadata": vhost.metadata}
+                   for name, vhost in node.vhosts.items()],
         "permissions": [
             {"user": user, "vhost": vhost, "configure": permission.configure,
              "write": permission.write, "read": permission.read}
@@ -154,7 +206,7 @@ def _policy(entry: dict[str, Any]) -> Policy:
             definition=dict(entry.get("definition", {})), priority=int(entry.get("priority", 0)),
             apply_to=entry.get("apply-to", "all"),
         )
-    except (KeyError, ValueError, re.error) as exc:
+    except (KeyError, ValueError) as exc:  # InvalidPattern is a ValueError
         raise DefinitionsError(f"policy {entry.get('name')!r}: {exc}") from exc
 
 

@@ -7,9 +7,14 @@ from typing import Any
 from aiohttp import web
 
 from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
-from broker.vhost import VirtualHost
+from broker.node import node_name
+from broker.patterns import InvalidPattern
+from broker.vhost import QUEUE_TYPES, VirtualHost
 from management.api.common import (
     bad_request,
+    check_name_length,
+    erlang_chars,
+    error,
     json_body,
     json_response,
     listing,
@@ -25,8 +30,9 @@ def vhost_info(vhost: VirtualHost) -> dict[str, Any]:
     ready = sum(queue.message_count for queue in queues)
     unacked = sum(queue.unacked_count for queue in queues)
     return {"name": vhost.name, "description": vhost.description, "tags": list(vhost.tags),
-            "tracing": False, "default_queue_type": "classic", "cluster_state": {},
-            "metadata": {"description": vhost.description, "tags": list(vhost.tags)},
+            "default_queue_type": vhost.default_queue_type or "undefined",
+            "metadata": vhost.metadata, "tracing": False,
+            "cluster_state": {node_name(): "running"},
             "messages": ready + unacked, "messages_ready": ready,
             "messages_unacknowledged": unacked}
 
@@ -47,11 +53,13 @@ async def put_vhost(request: web.Request) -> web.Response:
     body = await json_body(request)
     node = node_of(request)
     name = request.match_info["vhost"]
+    check_name_length("vhost", name)
+    queue_type = body.get("defaultqueuetype")  # RabbitMQ 3.10's key for default_queue_type
+    if queue_type is not None and queue_type not in QUEUE_TYPES:
+        raise bad_request("invalid_queue_type")
     existed = name in node.vhosts
     vhost = node.add_vhost(name)
-    vhost.description = str(body.get("description", vhost.description))
-    tags = body.get("tags", vhost.tags)
-    vhost.tags = [t for t in tags.split(",") if t] if isinstance(tags, str) else list(tags)
+    vhost.update_metadata(body.get("description"), body.get("tags"), queue_type)
     if not existed:  # as RabbitMQ does: the creator gets full permissions on it
         node.access.set_permissions(request[USER_KEY].name, name, Permission(".*", ".*", ".*"))
         node.definitions_changed()
@@ -92,6 +100,7 @@ async def put_user(request: web.Request) -> web.Response:
     node = node_of(request)
     body = await json_body(request)
     name = request.match_info["user"]
+    check_name_length("user", name)
     existing = node.access.users.get(name)
     if "tags" not in body:
         raise bad_request("tags_not_present")
@@ -151,15 +160,23 @@ async def put_permission(request: web.Request) -> web.Response:
     require_keys(body, "configure", "write", "read")
     if user not in node.access.users or vhost not in node.vhosts:
         raise bad_request("vhost_or_user_not_found")
-    try:
-        permission = Permission(str(body.get("configure", "")), str(body.get("write", "")),
-                                str(body.get("read", "")))
-    except Exception as exc:  # re.error
-        raise bad_request(f"invalid regular expression: {exc}") from None
+    permission = permission_from(body)
     existed = (user, vhost) in node.access.permissions
     node.access.set_permissions(user, vhost, permission)
     node.definitions_changed()
     return web.Response(status=204 if existed else 201)
+
+
+def permission_from(body: dict[str, Any]) -> Permission:
+    """The permission a PUT body (or a definitions entry) gives, or RabbitMQ's 400 naming the
+    first pattern that does not compile, with PCRE's message and offset."""
+    try:
+        return Permission(str(body["configure"]), str(body["write"]), str(body["read"]))
+    except InvalidPattern as bad:
+        raise error(400, "bad_request", [
+            "invalid_regexp", erlang_chars(bad.pattern),
+            [erlang_chars(bad.message), bad.offset],
+        ]) from None
 
 
 async def delete_permission(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -65,20 +66,26 @@ async def list_bindings(request: web.Request) -> web.Response:
 
 def _endpoints(request: web.Request) -> tuple[Exchange, Queue | Exchange]:
     vhost = vhost_of(request)
-    source_name = request.match_info["source"]
-    if source_name in ("", "amq.default"):
+    source_name, name = request.match_info["source"], request.match_info["destination"]
+    kind = "queue" if request.match_info["kind"] == "q" else "exchange"
+    check_binding_names(vhost.name, source_name, kind, name, vhost.exchanges.__contains__,
+                        vhost.queues.__contains__)
+    destination = (vhost.queues if kind == "queue" else vhost.exchanges)[name]
+    return vhost.exchanges[source_name], destination
+
+
+def check_binding_names(
+    vhost: str, source: str, kind: str, destination: str,
+    has_exchange: Callable[[str], bool], has_queue: Callable[[str], bool],
+) -> None:
+    """The API's errors for a binding's ends (kind: "queue" or "exchange"): the default
+    exchange as source is refused, a missing destination or source is named."""
+    if source in ("", "amq.default"):
         raise access_refused()
-    name = request.match_info["destination"]
-    if request.match_info["kind"] == "q":
-        destination, kind = vhost.queues.get(name), "queue"
-    else:
-        destination, kind = vhost.exchanges.get(name), "exchange"
-    if destination is None:
-        raise error(404, "not_found", f"no {kind} '{name}' in vhost '{vhost.name}'")
-    source = vhost.exchanges.get(source_name)
-    if source is None:
-        raise error(404, "not_found", f"no exchange '{source_name}' in vhost '{vhost.name}'")
-    return source, destination
+    if not (has_queue if kind == "queue" else has_exchange)(destination):
+        raise error(404, "not_found", f"no {kind} '{destination}' in vhost '{vhost}'")
+    if not has_exchange(source):
+        raise error(404, "not_found", f"no exchange '{source}' in vhost '{vhost}'")
 
 
 async def list_between(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from broker.channel import Channel
 from broker.connection import Connection, State
+from broker.consumer import Consumer
 from broker.tls import distinguished_name, peer_certificate
 from management.api.common import (
     USER,
@@ -19,6 +20,7 @@ from management.api.common import (
 )
 from management.api.overview import node_name
 from management.auth import require_tag
+from management.rates import RATES_KEY, Rates
 
 
 def channel_name(channel: Channel) -> str:
@@ -40,8 +42,9 @@ def connection_state(connection: Connection) -> str:
     return connection.state.value
 
 
-def connection_info(connection: Connection) -> dict[str, Any]:
+def connection_info(connection: Connection, rates: Rates) -> dict[str, Any]:
     peer_host, peer_port = _peer(connection)
+    transport = connection.transport
     local_host, local_port = connection.local or ("", 0)
     return {
         "name": connection.display_name, "node": node_name(), "type": "network",
@@ -54,7 +57,9 @@ def connection_info(connection: Connection) -> dict[str, Any]:
         "auth_mechanism": connection.auth_mechanism, **_tls_info(connection),
         "client_properties": connection.client_properties,
         "user_provided_name": connection.client_properties.get("connection_name"),
-        "recv_oct": 0, "send_oct": 0, "recv_cnt": 0, "send_cnt": 0,
+        "recv_oct": transport.recv_oct, "send_oct": transport.send_oct,
+        "recv_cnt": transport.recv_cnt, "send_cnt": transport.send_cnt,
+        **rates.connection_rates(connection),
         "connected_at": int(connection.connected_at * 1000),
     }
 
@@ -102,7 +107,8 @@ async def list_connections(request: web.Request) -> web.Response:
     connections = _connections(request)
     if "vhost" in request.match_info:
         connections = [c for c in connections if c.vhost.name == request.match_info["vhost"]]
-    return listing(request, [connection_info(c) for c in connections])
+    rates = request.app[RATES_KEY]
+    return listing(request, [connection_info(c, rates) for c in connections])
 
 
 def channel_of(request: web.Request) -> Channel:
@@ -116,14 +122,33 @@ def channel_of(request: web.Request) -> Channel:
 async def show_channel(request: web.Request) -> web.Response:
     channel = channel_of(request)
     info = channel_info(channel)
-    info["consumer_details"] = [
-        {"consumer_tag": consumer.tag, "queue": {"name": consumer.queue.name,
-                                                  "vhost": consumer.queue.vhost.name},
-         "ack_required": not consumer.no_ack, "prefetch_count": consumer.prefetch,
-         "exclusive": consumer.exclusive, "arguments": consumer.arguments}
-        for consumer in channel.consumers.values()
-    ]
+    info["consumer_details"] = [consumer_info(consumer) for consumer in channel.consumers.values()]
     return json_response(info)
+
+
+def consumer_info(consumer: Consumer) -> dict[str, Any]:
+    """A consumer as /api/consumers and a queue's or channel's consumer_details show it."""
+    channel = consumer.channel
+    connection = channel.connection
+    line = consumer.queue.consumers
+    if not line.single_active:
+        active, status = True, "up"
+    elif consumer is line.active:
+        active, status = True, "single_active"
+    else:  # standing by until the active one goes
+        active, status = False, "waiting"
+    return {
+        "consumer_tag": consumer.tag, "exclusive": consumer.exclusive,
+        "ack_required": not consumer.no_ack, "prefetch_count": consumer.prefetch,
+        "active": active, "activity_status": status, "arguments": consumer.arguments,
+        "queue": {"name": consumer.queue.name, "vhost": consumer.queue.vhost.name},
+        "channel_details": {
+            "name": channel_name(channel), "number": channel.number,
+            "connection_name": connection.display_name, "peer_host": _peer(connection)[0],
+            "peer_port": _peer(connection)[1], "user": connection.user.name,
+            "node": node_name(),
+        },
+    }
 
 
 def connection_of(request: web.Request) -> Connection:
@@ -134,7 +159,7 @@ def connection_of(request: web.Request) -> Connection:
 
 
 async def show_connection(request: web.Request) -> web.Response:
-    return json_response(connection_info(connection_of(request)))
+    return json_response(connection_info(connection_of(request), request.app[RATES_KEY]))
 
 
 async def close_connection(request: web.Request) -> web.Response:
@@ -163,20 +188,7 @@ async def list_consumers(request: web.Request) -> web.Response:
         if "vhost" in request.match_info and connection.vhost.name != request.match_info["vhost"]:
             continue
         for channel in connection.channels.values():
-            for consumer in channel.consumers.values():
-                items.append({
-                    "consumer_tag": consumer.tag, "exclusive": consumer.exclusive,
-                    "ack_required": not consumer.no_ack, "prefetch_count": consumer.prefetch,
-                    "active": True, "activity_status": "up", "arguments": consumer.arguments,
-                    "queue": {"name": consumer.queue.name, "vhost": consumer.queue.vhost.name},
-                    "channel_details": {
-                        "name": channel_name(channel),
-                        "number": channel.number, "connection_name": connection.display_name,
-                        "peer_host": _peer(connection)[0],
-                        "peer_port": _peer(connection)[1], "user":
-                        connection.user.name, "node": node_name(),
-                    },
-                })
+            items += [consumer_info(consumer) for consumer in channel.consumers.values()]
     return listing(request, items)
 
 

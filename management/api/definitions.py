@@ -1,14 +1,34 @@
-"""/api/definitions: export and import RabbitMQ's definitions document (whole node or one vhost)."""
+"""/api/definitions: export and import RabbitMQ's definitions document (whole node or one vhost).
+An import checks each entry with its endpoint's own checks and applies all of it or nothing."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 from broker.auth import Permission
-from management.api.common import bad_request, error, json_response, node_of, vhost_for_write
+from broker.node import Node
+from broker.vhost import QUEUE_TYPES
+from management.api.access import permission_from
+from management.api.bindings import check_binding_names
+from management.api.common import (
+    bad_request,
+    check_name_length,
+    erlang_chars,
+    error,
+    json_response,
+    node_of,
+    require_keys,
+    vhost_for_write,
+)
+from management.api.exchanges import exchange_declaration
+from management.api.policies import policy_from
+from management.api.queues import queue_declaration
 from management.auth import require_tag
+from protocol.constants import REPLY_NAMES
 from protocol.errors import AMQPError
 from storage.definitions import DefinitionsError, apply_definitions, export_definitions
 
@@ -35,6 +55,8 @@ async def export_vhost(request: web.Request) -> web.Response:
 
 
 async def import_all(request: web.Request) -> web.Response:
+    """Import a definitions document, all of it or nothing: every entry is checked as its own
+    endpoint checks it, then applied; if one still fails, what was applied is reverted."""
     user = require_tag(request)
     try:
         document = json.loads(await request.text())
@@ -46,23 +68,124 @@ async def import_all(request: web.Request) -> web.Response:
     if "vhost" in request.match_info:
         vhost = vhost_for_write(request).name
         for key in ("policies", "queues", "exchanges", "bindings"):
-            for item in document.get(key, []):
+            for item in _entries(document, key):
                 item["vhost"] = vhost
-    new_vhosts = {v.get("name") for v in document.get("vhosts", [])} - set(node.vhosts)
-    known = set(node.vhosts) | new_vhosts
-    for key in ("queues", "exchanges", "bindings", "policies", "permissions"):
-        for item in document.get(key, []):
-            if item.get("vhost", "/") not in known:
-                raise error(400, "bad_request", ["no_such_vhost", item.get("vhost")])
+    checked = _checked(node, document)
+    new_vhosts = {entry["name"] for entry in checked["vhosts"]} - set(node.vhosts)
+    undo: list[Callable[[], None]] = []
     try:
-        apply_definitions(node, document)
-        for name in new_vhosts:  # as with PUT /api/vhosts: the importer gets full access
-            if (user.name, name) not in node.access.permissions:
-                node.access.set_permissions(user.name, name, Permission(".*", ".*", ".*"))
-    except (DefinitionsError, AMQPError, KeyError, TypeError, ValueError) as exc:
+        apply_definitions(node, checked, undo)
+    except AMQPError as failure:  # as RabbitMQ shows an AMQP error of its import
+        _revert(undo)
+        raise error(400, "bad_request", [
+            "amqp_error", REPLY_NAMES.get(failure.reply_code, "").lower(),
+            erlang_chars(failure.text), "none",
+        ]) from None
+    except web.HTTPException:
+        _revert(undo)
+        raise
+    except (DefinitionsError, KeyError, TypeError, ValueError) as exc:
+        _revert(undo)
         raise bad_request(f"could not import definitions: {exc}") from None
-    node_of(request).definitions_changed()
+    for name in new_vhosts:  # as with PUT /api/vhosts: the importer gets full access
+        if (user.name, name) not in node.access.permissions:
+            node.access.set_permissions(user.name, name, Permission(".*", ".*", ".*"))
+    node.definitions_changed()
     return web.Response(status=204)
+
+
+def _revert(undo: list[Callable[[], None]]) -> None:
+    for action in reversed(undo):
+        action()
+
+
+def _entries(document: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    entries = document.get(key) or []
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise bad_request(f"{key} must be a list of objects")
+    return entries
+
+
+def _name(entry: dict[str, Any], key: str = "name") -> str:
+    name = entry.get(key)
+    if not isinstance(name, str):
+        raise bad_request(f"[{{key_missing,{key}}}]")
+    return name
+
+
+def _checked(node: Node, document: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The document's entries as the endpoints would take them (defaults filled in, values
+    parsed), or the endpoint's error for the first bad one; nothing is changed here."""
+    checked: dict[str, list[dict[str, Any]]] = {}
+    checked["vhosts"] = []
+    for entry in _entries(document, "vhosts"):
+        check_name_length("vhost", _name(entry))
+        queue_type = (entry.get("metadata") or {}).get("default_queue_type")
+        if queue_type is not None and queue_type not in QUEUE_TYPES:
+            raise bad_request("invalid_queue_type")
+        checked["vhosts"].append(entry)
+    vhosts = set(node.vhosts) | {entry["name"] for entry in checked["vhosts"]}
+    for key in ("queues", "exchanges", "bindings", "policies", "permissions"):
+        for entry in _entries(document, key):
+            if entry.get("vhost", "/") not in vhosts:
+                raise error(400, "bad_request", ["no_such_vhost", entry.get("vhost")])
+    checked["users"] = []
+    for entry in _entries(document, "users"):
+        check_name_length("user", _name(entry))
+        checked["users"].append(entry)
+    users = set(node.access.users) | {entry["name"] for entry in checked["users"]}
+    checked["permissions"] = []
+    for entry in _entries(document, "permissions"):
+        if _name(entry, "user") not in users:
+            raise error(400, "bad_request", ["no_such_user", entry["user"]])
+        require_keys(entry, "configure", "write", "read")
+        permission = permission_from(entry)
+        checked["permissions"].append({
+            "user": entry["user"], "vhost": entry.get("vhost", "/"),
+            "configure": permission.configure, "write": permission.write,
+            "read": permission.read,
+        })
+    if _entries(document, "topic_permissions"):
+        raise bad_request("topic permissions are not supported")
+    checked["policies"] = []
+    for entry in _entries(document, "policies"):
+        vhost, name = entry.get("vhost", "/"), _name(entry)
+        checked["policies"].append(
+            policy_from(vhost, name, entry, f" ({vhost}/{name})").as_definition())
+    queues: dict[str, set[str]] = {name: set(vhost.queues) for name, vhost in node.vhosts.items()}
+    checked["queues"] = []
+    for entry in _entries(document, "queues"):
+        name, vhost = _name(entry), entry.get("vhost", "/")
+        declared = queue_declaration(name, {"durable": True, **entry})
+        checked["queues"].append({"name": name, "vhost": vhost, **declared})
+        queues.setdefault(vhost, set()).add(name)
+    exchanges: dict[str, set[str]] = {name: set(vhost.exchanges) for name, vhost in
+                                      node.vhosts.items()}
+    checked["exchanges"] = []
+    for entry in _entries(document, "exchanges"):
+        name, vhost = _name(entry), entry.get("vhost", "/")
+        declared = exchange_declaration(name, {"durable": True, **entry})
+        checked["exchanges"].append({
+            "name": name, "vhost": vhost, "type": declared["type_name"],
+            **{key: declared[key] for key in ("durable", "auto_delete", "internal", "arguments")},
+        })
+        exchanges.setdefault(vhost, set()).add(name)
+    checked["bindings"] = []
+    for entry in _entries(document, "bindings"):
+        vhost = entry.get("vhost", "/")
+        kind = entry.get("destination_type", "queue")
+        if kind not in ("queue", "exchange"):
+            raise bad_request(f"unknown destination_type '{kind}'")
+        known_exchanges, known_queues = exchanges.get(vhost, set()), queues.get(vhost, set())
+        check_binding_names(vhost, _name(entry, "source"), kind, _name(entry, "destination"),
+                            known_exchanges.__contains__, known_queues.__contains__)
+        arguments = entry.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise bad_request("arguments must be an object")
+        checked["bindings"].append({**entry, "destination_type": kind,
+                                    "routing_key": str(entry.get("routing_key", "")),
+                                    "arguments": arguments})
+    return checked
 
 
 ROUTES = [

@@ -9,13 +9,14 @@ from typing import Any
 from aiohttp import web
 from pamqp import commands as spec
 
-from broker.exchanges import EXCHANGE_TYPES, Exchange
+from broker.exchanges import Exchange
 from broker.message import Message
 from management.api.bindings import binding_info
 from management.api.common import (
     USER,
     access_refused,
     bad_request,
+    check_name_length,
     error,
     json_body,
     json_response,
@@ -73,24 +74,30 @@ async def declare_exchange(request: web.Request) -> web.Response:
     vhost = vhost_for_write(request)
     body = await json_body(request)
     name = exchange_name(request)
-    if not name or name.startswith("amq."):
-        raise access_refused()
+    declaration = exchange_declaration(name, body)
     existed = name in vhost.exchanges
-    type_name = body.get("type", "direct")
-    if type_name not in EXCHANGE_TYPES:
-        raise bad_request(f"unknown exchange type '{type_name}'")
     try:
-        exchange = vhost.declare_exchange(
-            name, type_name, passive=False, durable=parse_bool(body.get("durable", False)),
-            auto_delete=parse_bool(body.get("auto_delete", False)),
-            internal=parse_bool(body.get("internal", False)),
-            arguments=body.get("arguments") or {},
-        )
+        exchange = vhost.declare_exchange(name, passive=False, **declaration)
     except AMQPError as failure:
         raise bad_request(failure.text) from None
     if not existed:
         exchange.declared_by = request[USER].name
     return web.Response(status=204 if existed else 201)
+
+
+def exchange_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What a PUT body (or a definitions entry) declares: vhost.declare_exchange's type_name,
+    durable, auto_delete, internal and arguments, or the API's error for a bad name or value."""
+    check_name_length("exchange", name)
+    if not name or name.startswith("amq."):
+        raise access_refused()
+    type_name = body.get("type", "direct")  # an unknown one is refused by declare_exchange
+    arguments = body.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise bad_request("arguments must be an object")
+    return {"type_name": type_name, "durable": parse_bool(body.get("durable", False)),
+            "auto_delete": parse_bool(body.get("auto_delete", False)),
+            "internal": parse_bool(body.get("internal", False)), "arguments": arguments}
 
 
 async def delete_exchange(request: web.Request) -> web.Response:

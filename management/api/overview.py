@@ -16,9 +16,12 @@ from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.config import Config, parse_size
 from broker.exchanges import EXCHANGE_TYPES
+from broker.message import Message
 from broker.node import Node, node_name
 from management.api.common import (
+    access_refused,
     bad_request,
+    error,
     json_body,
     json_response,
     node_of,
@@ -27,6 +30,9 @@ from management.api.common import (
 )
 from management.auth import USER_KEY, require_tag
 from management.rates import RATES_KEY, message_stats
+from protocol.codec import shortstr
+from protocol.constants import ACCESS_REFUSED
+from protocol.errors import AMQPError
 
 HEALTH_CHECK_FAILURE_STATUS = 503
 _ALARM_RESOURCES = ((DISK, "disk space"), (MEMORY, "memory"))  # RabbitMQ's names and order
@@ -114,7 +120,14 @@ def _fd_limit() -> int:
 
 
 async def health_ok(request: web.Request) -> web.Response:
+    """The vhosts check: a Warren node's vhosts all run while the node does."""
     return json_response({"status": "ok"})
+
+
+async def single_node_ok(request: web.Request) -> web.Response:
+    """The quorum- and mirror-critical checks: a Warren node is a cluster of one, which no
+    other node depends on (RabbitMQ answers a single node the same)."""
+    return json_response({"status": "ok", "reason": "single node cluster"})
 
 
 async def port_listener(request: web.Request) -> web.Response:
@@ -231,8 +244,40 @@ async def set_disk_free_limit(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+ALIVENESS_QUEUE = "aliveness-test"
+_NO_PROPERTIES = b"\x00\x00"  # a content header's property flags with none set
+
+
 async def aliveness(request: web.Request) -> web.Response:
-    vhost_of(request)
+    """RabbitMQ's round trip: declare the vhost's `aliveness-test` queue, publish a message to
+    it through the default exchange and get it back, as the user of the request."""
+    vhost, node = vhost_of(request), node_of(request)
+    user = request[USER_KEY]
+    if node.access.permission(user.name, vhost.name) is None:
+        raise access_refused()
+    try:
+        vhost.check_permission(user, "configure", "queue", ALIVENESS_QUEUE, 50, 10)
+        queue = vhost.declare_queue(ALIVENESS_QUEUE, None, passive=False, durable=False,
+                                    exclusive=False, auto_delete=False, arguments={})
+        vhost.check_permission(user, "write", "exchange", "", 60, 40)
+        message = Message("", ALIVENESS_QUEUE, shortstr("") + shortstr(ALIVENESS_QUEUE),
+                          _NO_PROPERTIES, b"test_message")
+        vhost.deliver(message, vhost.route(vhost.default_exchange, message))
+        node.messages_received += 1
+        vhost.check_permission(user, "read", "queue", ALIVENESS_QUEUE, 60, 70)
+    except AMQPError as failure:
+        if failure.reply_code == ACCESS_REFUSED:
+            raise error(401, "not_authorised", failure.reply_text) from None
+        raise bad_request(f"{failure.reply_code} {failure.reply_text}") from None
+    entry = queue.pop()  # a basic.get with no_ack, counted as one
+    if entry is None:
+        node.get_empty += 1
+        return json_response({"status": "failed", "reason": "aliveness-test queue is empty"},
+                             status=HEALTH_CHECK_FAILURE_STATUS)
+    queue.note_delivery(entry)
+    queue.settle(entry)
+    node.messages_delivered += 1
+    node.delivered_get_auto_ack += 1
     return json_response({"status": "ok"})
 
 
@@ -260,8 +305,8 @@ ROUTES = [
     ("GET", "/api/health/checks/alarms", alarms),
     ("GET", "/api/health/checks/local-alarms", local_alarms),
     ("GET", "/api/health/checks/virtual-hosts", health_ok),
-    ("GET", "/api/health/checks/node-is-quorum-critical", health_ok),
-    ("GET", "/api/health/checks/node-is-mirror-sync-critical", health_ok),
+    ("GET", "/api/health/checks/node-is-quorum-critical", single_node_ok),
+    ("GET", "/api/health/checks/node-is-mirror-sync-critical", single_node_ok),
     ("GET", "/api/health/checks/port-listener/{port}", port_listener),
     ("GET", "/api/health/checks/protocol-listener/{protocol}", protocol_listener),
     ("GET", "/api/aliveness-test/{vhost}", aliveness),

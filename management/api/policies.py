@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
-import re
+from typing import Any
 
 from aiohttp import web
 
+from broker.names import erlang_pretty
+from broker.patterns import InvalidPattern
 from broker.policies import APPLY_TO, Policy
 from management.api.common import (
     bad_request,
@@ -42,6 +44,15 @@ async def put_policy(request: web.Request) -> web.Response:
     vhost = vhost_for_write(request)
     body = await json_body(request)
     name = request.match_info["name"]
+    policy = policy_from(vhost.name, name, body)
+    existed = name in vhost.policies
+    vhost.set_policy(policy)
+    return web.Response(status=204 if existed else 201)
+
+
+def policy_from(vhost: str, name: str, body: dict[str, Any], where: str = "") -> Policy:
+    """The policy a PUT body (or a definitions entry) describes, or RabbitMQ's 400 for it;
+    `where` follows the validation text (the import's " (vhost/name)")."""
     require_keys(body, "pattern", "definition")
     definition = body["definition"]
     if not isinstance(body["pattern"], str) or not isinstance(definition, dict):
@@ -49,32 +60,36 @@ async def put_policy(request: web.Request) -> web.Response:
     apply_to = body.get("apply-to", "all")
     if apply_to not in APPLY_TO:
         raise _invalid(f"apply-to '{apply_to}' unrecognised; should be 'queues', 'exchanges' "
-                       "or 'all'")
+                       "or 'all'", where)
     if not definition:
-        raise _invalid("no policy provided")
-    if "priority" in body and not isinstance(body["priority"], int):
-        raise _invalid("priority should be a number")
+        raise _invalid("no policy provided", where)
+    priority = body.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise _invalid(f"priority should be a number, actually was {_erlang_value(priority)}",
+                       where)
     unknown = [(key, value) for key, value in definition.items() if key not in POLICY_SETTINGS]
     if unknown:
         shown = ",".join(f"{{<<\"{key}\">>,{value}}}" for key, value in unknown)
-        raise _invalid(f"[{shown}] are not recognised policy settings")
+        raise _invalid(f"[{shown}] are not recognised policy settings", where)
     for key, value in definition.items():
         problem = POLICY_SETTINGS[key](value)
         if problem:
-            raise _invalid(f"{_erlang_value(value)} is not a valid {problem}")
+            raise _invalid(f"{_erlang_value(value)} is not a valid {problem}", where)
     try:
-        policy = Policy(vhost.name, name, body["pattern"], definition,
-                        int(body.get("priority", 0)), apply_to)
-    except (ValueError, re.error) as exc:
-        raise bad_request(str(exc)) from None
-    existed = name in vhost.policies
-    vhost.set_policy(policy)
-    return web.Response(status=204 if existed else 201)
+        return Policy(vhost, name, body["pattern"], definition, priority, apply_to)
+    except InvalidPattern as bad:
+        lead = "pattern should be regular expression but is invalid: "
+        term = erlang_pretty(f"{{{_erlang_string(bad.message)},{bad.offset}}}", len(lead))
+        raise _invalid(lead + term, where) from None
 
 
-def _invalid(detail: str) -> web.HTTPException:
+def _erlang_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _invalid(detail: str, where: str = "") -> web.HTTPException:
     """RabbitMQ's policy validation error (its text comes HTML-escaped)."""
-    return bad_request(html.escape(f"Validation failed\n\n{detail}\n", quote=False))
+    return bad_request(html.escape(f"Validation failed\n\n{detail}\n{where}", quote=False))
 
 
 def _erlang_value(value: object) -> str:

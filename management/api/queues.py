@@ -11,6 +11,7 @@ from broker.queue import Queue
 from management.api.common import (
     access_refused,
     bad_request,
+    check_name_length,
     error,
     json_body,
     json_response,
@@ -22,6 +23,7 @@ from management.api.common import (
     vhost_for_write,
     vhost_of,
 )
+from management.api.connections import consumer_info
 from management.api.overview import node_name
 from management.rates import RATES_KEY, Rates
 from protocol import properties
@@ -37,15 +39,7 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
         "arguments": queue.arguments, "node": node_name(), "type": "classic",
         "state": "running", "policy": settings.policy,
         "effective_policy_definition": _policy_definition(queue),
-        "consumer_details": [
-            {"consumer_tag": consumer.tag, "ack_required": not consumer.no_ack,
-             "prefetch_count": consumer.prefetch, "exclusive": consumer.exclusive,
-             "arguments": consumer.arguments, "active": True, "activity_status": "up",
-             "queue": {"name": queue.name, "vhost": queue.vhost.name},
-             "channel_details": {"number": consumer.channel.number,
-                                 "connection_name": consumer.channel.connection.display_name}}
-            for consumer in queue.consumers
-        ],
+        "consumer_details": [consumer_info(consumer) for consumer in queue.consumers],
         "head_message_timestamp": None,
         "messages": ready + unacked, "messages_ready": ready,
         "messages_unacknowledged": unacked, "consumers": len(queue.consumers),
@@ -97,21 +91,26 @@ async def declare_queue(request: web.Request) -> web.Response:
     vhost = vhost_for_write(request)
     body = await json_body(request)
     name = request.match_info["name"]
-    if name.startswith("amq."):
-        raise access_refused()
+    declaration = queue_declaration(name, body)
     existed = name in vhost.queues
-    arguments = body.get("arguments") or {}
-    if not isinstance(arguments, dict):
-        raise bad_request("arguments must be an object")
     try:
-        vhost.declare_queue(
-            name, None, passive=False, durable=parse_bool(body.get("durable", False)),
-            exclusive=False, auto_delete=parse_bool(body.get("auto_delete", False)),
-            arguments=arguments,
-        )
+        vhost.declare_queue(name, None, passive=False, exclusive=False, **declaration)
     except AMQPError as failure:
         raise bad_request(failure.text) from None
     return web.Response(status=204 if existed else 201)
+
+
+def queue_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What a PUT body (or a definitions entry) declares: vhost.declare_queue's durable,
+    auto_delete and arguments, or the API's error for a bad name or value."""
+    check_name_length("queue", name)
+    if name.startswith("amq."):
+        raise access_refused()
+    arguments = body.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise bad_request("arguments must be an object")
+    return {"durable": parse_bool(body.get("durable", False)),
+            "auto_delete": parse_bool(body.get("auto_delete", False)), "arguments": arguments}
 
 
 async def delete_queue(request: web.Request) -> web.Response:
