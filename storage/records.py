@@ -65,7 +65,7 @@ def frame(record_type: int, body: bytes) -> bytes:
 
 
 def _shortstr(value: str) -> bytes:
-    raw = value.encode()
+    raw = value.encode("utf-8", "surrogateescape")  # routing keys may be any bytes
     return bytes((len(raw),)) + raw
 
 
@@ -161,7 +161,7 @@ class _Reader:
         return chunk
 
     def shortstr(self) -> str:
-        return self.take(self.take(1)[0]).decode()
+        return self.take(self.take(1)[0]).decode("utf-8", "surrogateescape")
 
     def queue_key(self) -> QueueKey:
         return self.shortstr(), self.shortstr()

@@ -13,6 +13,7 @@ from aiohttp import web
 from broker.auth import User
 from broker.node import Node
 from broker.vhost import VirtualHost
+from management import jsontext
 
 NODE_KEY = web.AppKey("node", Node)
 USER = web.AppKey("user", User)  # the authenticated user of a request
@@ -45,7 +46,7 @@ def json_response(value: Any, status: int = 200) -> web.Response:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default)
+    return jsontext.dumps(value, _json_default)
 
 
 def _json_default(value: Any) -> Any:
