@@ -65,8 +65,12 @@ def well_formed(data: bytes, offset: int, end: int, is_table: bool = True) -> bo
                 offset += 1 + data[offset]
                 if offset >= end:
                     return False  # a key without its value
-            step = steps.get(data[offset])
+            tag = data[offset]
             offset += 1
+            if tag == 83:  # "S", the most common value in headers
+                offset += 4 + unpack(data, offset)[0]
+                continue
+            step = steps.get(tag)
             if step is None:
                 return False
             if step >= 0:

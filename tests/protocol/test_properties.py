@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pamqp import commands as spec
+from rabbitmq_oracle import oracle_accepts
 
 from protocol import properties
 from protocol.constants import PROPERTY_FLAGS
@@ -281,76 +282,6 @@ def test_validate_accepts_what_rabbitmq_accepts(raw):
     assert properties.well_formed(raw)
     properties.validate(raw)
     properties.decode_all(raw)  # and every property reads back
-
-
-def rabbitmq_parse(raw: bytes) -> None:
-    """A transcription of RabbitMQ's decode_properties and rabbit_binary_parser (recursive,
-    fine at test depths), as the oracle: raises ValueError where RabbitMQ's match fails."""
-    def need(data, offset, size):
-        if offset + size > len(data):
-            raise ValueError("short")
-        return data[offset : offset + size]
-
-    def value(data, offset):
-        tag = chr(need(data, offset, 1)[0])
-        offset += 1
-        sizes = {"b": 1, "B": 1, "s": 2, "u": 2, "I": 4, "i": 4, "l": 8, "L": 8, "T": 8,
-                 "t": 1, "D": 5, "V": 0}
-        if tag in sizes:
-            need(data, offset, sizes[tag])
-            return offset + sizes[tag]
-        if tag in "fd":
-            size = 4 if tag == "f" else 8
-            number = struct.unpack(">f" if tag == "f" else ">d", need(data, offset, size))[0]
-            if not math.isfinite(number):
-                raise ValueError("Erlang matches finite floats only")
-            return offset + size
-        if tag in "SxFA":
-            length = struct.unpack(">I", need(data, offset, 4))[0]
-            inner = need(data, offset + 4, length)
-            if tag == "F":
-                table(inner)
-            elif tag == "A":
-                position = 0
-                while position < len(inner):
-                    position = value(inner, position)
-            return offset + 4 + length
-        raise ValueError("unknown tag")
-
-    def table(data):
-        position = 0
-        while position < len(data):
-            position += 1 + need(data, position, 1)[0]
-            need(data, position - 1, 1)
-            position = value(data, position)
-
-    flags = struct.unpack(">H", need(raw, 0, 2))[0]
-    offset = 2
-    for _, flag, kind in PROPERTY_FLAGS:
-        if flags & flag:
-            if kind == "shortstr":
-                offset += 1 + need(raw, offset, 1)[0]
-                need(raw, offset - 1, 0)
-                if offset > len(raw):
-                    raise ValueError("short")
-            elif kind == "table":
-                length = struct.unpack(">I", need(raw, offset, 4))[0]
-                table(need(raw, offset + 4, length))
-                offset += 4 + length
-            else:
-                size = 1 if kind == "octet" else 8
-                need(raw, offset, size)
-                offset += size
-    if offset != len(raw):
-        raise ValueError("bytes left over")
-
-
-def oracle_accepts(raw: bytes) -> bool:
-    try:
-        rabbitmq_parse(raw)
-    except ValueError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("raw", [*REFUSED.values(), *ACCEPTED.values()])
