@@ -27,7 +27,9 @@ class RabbitStyleFormatter(logging.Formatter):
 
 def configure_logging(config: Config) -> None:
     if config.log_file is not None:
-        handler: logging.Handler = logging.FileHandler(config.log_file, encoding="utf-8")
+        # Names a client sent as bytes that are not UTF-8 are logged as \x escapes.
+        handler: logging.Handler = logging.FileHandler(
+            config.log_file, encoding="utf-8", errors="backslashreplace")
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(RabbitStyleFormatter())

@@ -61,6 +61,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         self._publish: codec.Publish | None = None
         self._publish_exchange: Exchange | None = None
         self._props_raw = b""
+        self._props_ok = True  # whether _props_raw are well-formed property bytes
         self._permitted_exchange: str | None = None  # last exchange we checked write access to
         self._body_size = 0
         self._body_parts: list[bytes] = []

@@ -258,7 +258,12 @@ class Connection:
                 UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}"
             )
         index = codec.method_index(payload)
-        method = codec.decode_method(index, payload)
+        try:
+            method = codec.decode_method(index, payload)
+        except AMQPConnectionError as error:
+            if self.state is State.AWAITING_START_OK:  # RabbitMQ hangs up without a word
+                raise HandshakeRefused(f"malformed connection.start-ok: {error.text}") from None
+            raise
         if self.state is State.CLOSING:
             if isinstance(method, spec.Connection.Close | spec.Connection.CloseOk):
                 if isinstance(method, spec.Connection.Close):

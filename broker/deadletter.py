@@ -209,8 +209,8 @@ def _death_info(key: DeathKey) -> dict[str, TypedValue]:
         "reason": ("S", key.reason.encode()),
         "queue": ("S", key.queue.encode()),
         "time": ("T", key.time),
-        "exchange": ("S", key.exchange.encode()),
-        "routing-keys": ("A", tuple(("S", routing_key.encode())
+        "exchange": ("S", key.exchange.encode("utf-8", "surrogateescape")),
+        "routing-keys": ("A", tuple(("S", routing_key.encode("utf-8", "surrogateescape"))
                                     for routing_key in key.routing_keys)),
     }
     if key.expiration is not None:

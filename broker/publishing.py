@@ -68,16 +68,30 @@ class Publishing:
     def _on_header(self, payload: bytes) -> None:
         if self._content_state != EXPECT_HEADER:
             raise self._unexpected_content_frame()
-        class_id, body_size, props_raw = codec.decode_content_header(payload)
-        if len(props_raw) <= 256:  # share identical property bytes between messages
+        class_id, weight, body_size, props_raw = codec.decode_content_header(payload)
+        if weight:  # RabbitMQ does not take it for a content header at all
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME,
+                "expected content header for class 60, got non content header frame instead",
+                60, 40,
+            )
+        if len(props_raw) <= 256:
+            # Identical property bytes are shared between messages, and checked only once: the
+            # cache holds well-formed bytes only.
             cache = self.connection.properties_cache
             shared = cache.get(props_raw)
-            if shared is None:
+            if shared is not None:
+                props_raw = shared
+                self._props_ok = True
+            elif properties.well_formed(props_raw):
                 if len(cache) >= CACHE_LIMIT:
                     cache.clear()
                 cache[props_raw] = props_raw
+                self._props_ok = True
             else:
-                props_raw = shared
+                self._props_ok = False
+        else:
+            self._props_ok = properties.well_formed(props_raw)
         if class_id != 60:
             raise AMQPConnectionError(
                 UNEXPECTED_FRAME,
@@ -139,6 +153,8 @@ class Publishing:
         self._content_state = IDLE
         self._publish = None
         self._body_received = 0
+        if not self._props_ok:  # refused once complete, as RabbitMQ's channel decodes them
+            properties.validate(props_raw)
         flags = (props_raw[0] << 8) | props_raw[1] if len(props_raw) >= 2 else 0
         if flags & (_USER_ID_FLAG | _REPLY_TO_FLAG):
             props_raw = self._check_special_properties(flags, props_raw)
@@ -172,7 +188,6 @@ class Publishing:
             self.connection.confirms_due(self)
 
     def _check_special_properties(self, flags: int, props_raw: bytes) -> bytes:
-        properties.validate(props_raw)
         if flags & _USER_ID_FLAG:
             user_id = properties.get(props_raw, "user_id")
             if user_id != self.user.name:
@@ -247,7 +262,6 @@ class Publishing:
 def _sender_selected_keys(props_raw: bytes) -> tuple[bytes, tuple[str, ...]]:
     """RabbitMQ's sender-selected distribution: the CC and BCC headers (arrays of strings) add
     routing keys; BCC is removed before the message is stored."""
-    properties.validate(props_raw)
     headers = properties.get(props_raw, "headers") or {}
     keys: list[str] = []
     for name in ("CC", "BCC"):

@@ -14,6 +14,7 @@ from pamqp import commands as pamqp_commands
 from pamqp import encode as pamqp_encode
 from pamqp.base import Frame as PamqpMethod
 
+from protocol import fieldtable
 from protocol.constants import (
     FRAME_BODY,
     FRAME_END,
@@ -136,9 +137,11 @@ def decode_publish(payload: bytes) -> Publish:
         key_len = payload[exchange_end]
         key_end = exchange_end + 1 + key_len
         bits = payload[key_end]
-        exchange = payload[offset + 1 : exchange_end].decode()
-        routing_key = payload[exchange_end + 1 : key_end].decode()
-    except (IndexError, UnicodeDecodeError) as exc:
+        # RabbitMQ checks no UTF-8 here (its only method without the check): any bytes pass,
+        # kept as str by surrogateescape and sent on as they came (route_bytes).
+        exchange = payload[offset + 1 : exchange_end].decode("utf-8", "surrogateescape")
+        routing_key = payload[exchange_end + 1 : key_end].decode("utf-8", "surrogateescape")
+    except IndexError as exc:
         raise AMQPConnectionError(
             FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", 60, 40
         ) from exc
@@ -156,7 +159,8 @@ def decode_ack(payload: bytes) -> Ack:
 
 
 def decode_method(index: int, payload: bytes) -> PamqpMethod:
-    """Any method but the fast-path ones, through pamqp."""
+    """Any method but the fast-path ones, into a pamqp method object (decoded here: pamqp's own
+    unmarshal recurses into nested tables and takes any bytes as a table key)."""
     method_class = pamqp_commands.INDEX_MAPPING.get(index)
     if method_class is None:
         class_id, method_id = index >> 16, index & 0xFFFF
@@ -168,13 +172,57 @@ def decode_method(index: int, payload: bytes) -> PamqpMethod:
     try:
         if not _arguments_fit(method_class, payload):
             raise ValueError("arguments truncated")
-        method.unmarshal(payload[4:])
-    except Exception as exc:  # pamqp raises struct.error, ValueError, IndexError, ...
+        _unmarshal(method, payload)
+    except UnicodeDecodeError:
+        # As RabbitMQ checks every shortstr of a method but basic.publish's.
+        raise AMQPConnectionError(FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
+    except Exception as exc:  # struct.error, ValueError, IndexError, ...
         raise AMQPConnectionError(
             FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", index >> 16,
             index & 0xFFFF,
         ) from exc
     return method
+
+
+_NUMBERS = {
+    "octet": struct.Struct("!B"), "short": struct.Struct("!H"), "long": struct.Struct("!I"),
+    "longlong": struct.Struct("!Q"), "timestamp": struct.Struct("!Q"),
+}
+
+
+def _unmarshal(method: PamqpMethod, payload: bytes) -> None:
+    """Set the method's arguments from `payload` (whose lengths `_arguments_fit` checked)."""
+    offset, bit, bits = 4, 8, 0
+    for name in method.__slots__:
+        kind = method.amqp_type(name)
+        if kind == "bit":
+            if bit == 8:
+                bits, bit, offset = payload[offset], 0, offset + 1
+            value: Any = bool(bits & (1 << bit))
+            bit += 1
+        else:
+            bit = 8
+            if kind == "shortstr":
+                end = offset + 1 + payload[offset]
+                value = payload[offset + 1 : end].decode()
+            elif kind == "longstr":
+                end = offset + 4 + _u32.unpack_from(payload, offset)[0]
+                value = payload[offset + 4 : end]
+                try:
+                    value = value.decode()
+                except UnicodeDecodeError:
+                    pass  # kept as bytes, as pamqp keeps them
+            elif kind == "table":
+                end = offset + 4 + _u32.unpack_from(payload, offset)[0]
+                if not fieldtable.well_formed(payload, offset + 4, end):
+                    raise ValueError("malformed field table")
+                table = fieldtable.decode_table(payload, offset)[0]
+                value = {key: fieldtable.to_python(item) for key, item in table.items()}
+            else:
+                number = _NUMBERS[kind]
+                value, end = number.unpack_from(payload, offset)[0], offset + number.size
+            offset = end
+        setattr(method, name, value)
 
 
 _ARGUMENT_SIZES = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "timestamp": 8}
@@ -205,12 +253,14 @@ def _arguments_fit(method_class: type[PamqpMethod], payload: bytes) -> bool:
     return offset <= size
 
 
-def decode_content_header(payload: bytes) -> tuple[int, int, bytes]:
-    """(class_id, body_size, raw property bytes: flags and values, passed through untouched)."""
-    if len(payload) < 14:
+def decode_content_header(payload: bytes) -> tuple[int, int, int, bytes]:
+    """(class_id, weight, body_size, raw property bytes: flags and values, passed through
+    untouched and checked later, as RabbitMQ does: even a header without its flag word is a
+    frame, whose properties cannot be decoded)."""
+    if len(payload) < 12:
         raise frame_error(FRAME_HEADER, payload, "unknown_frame")
-    class_id, _weight, body_size = _content_header.unpack_from(payload)
-    return class_id, body_size, payload[12:]
+    class_id, weight, body_size = _content_header.unpack_from(payload)
+    return class_id, weight, body_size, payload[12:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +268,9 @@ def decode_content_header(payload: bytes) -> tuple[int, int, bytes]:
 
 
 def shortstr(value: str) -> bytes:
-    raw = value.encode()
+    """A shortstr; a str that came in as bytes that are not UTF-8 (decoded with
+    surrogateescape) goes out as those bytes."""
+    raw = value.encode("utf-8", "surrogateescape")
     return bytes((len(raw),)) + raw
 
 
@@ -251,7 +303,10 @@ def encode_method(channel: int, method: PamqpMethod) -> bytes:
         if in_bits:
             parts.append(bytes((bits,)))
             in_bits = False
-        parts.append(pamqp_encode.by_type(value, data_type))
+        if data_type == "shortstr":
+            parts.append(shortstr(value))
+        else:
+            parts.append(pamqp_encode.by_type(value, data_type))
     if in_bits:
         parts.append(bytes((bits,)))
     payload = b"".join(parts)

@@ -6,7 +6,13 @@ from protocol.constants import FRAME_ERROR, REPLY_NAMES
 
 
 def fit_shortstr(text: str) -> str:
-    data = text.encode()
+    """`text`, cut as RabbitMQ cuts it to fit a shortstr (252 bytes and '...')."""
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:  # a name taken from bytes that are not UTF-8 (surrogateescape)
+        data = text.encode("utf-8", "surrogateescape")
+        return text if len(data) <= 255 else (data[:252] + b"...").decode(
+            "utf-8", "surrogateescape")
     if len(data) <= 255:
         return text
     return (data[:252] + b"...").decode(errors="ignore")

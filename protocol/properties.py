@@ -2,22 +2,24 @@
 
 A message's properties travel as the publisher's bytes. Routing and features that need a property
 read just that one by walking the length-prefixed fields; nothing is decoded when no one asks.
+`well_formed` checks the bytes once, at publish, the way RabbitMQ's decoder reads them, so that
+nothing is stored that a later step could not read back.
 """
 
 from __future__ import annotations
 
+import datetime
 import struct
 from typing import Any
 
-from pamqp import commands as pamqp_commands
-from pamqp import decode as pamqp_decode
-
-from protocol.constants import PROPERTY_FLAGS, SYNTAX_ERROR
+from protocol.constants import INTERNAL_ERROR, PROPERTY_FLAGS
 from protocol.errors import AMQPConnectionError
-from protocol.fieldtable import TypedValue, decode_table
+from protocol.fieldtable import TypedValue, decode_table, decode_value, to_python
+from protocol.fieldtable import well_formed as table_well_formed
 
 _u16 = struct.Struct("!H")
 _u32 = struct.Struct("!I")
+_u64 = struct.Struct("!Q")
 _FIXED_SIZES = {"octet": 1, "timestamp": 8}
 _FLAG_OF = {name: flag for name, flag, _ in PROPERTY_FLAGS}
 
@@ -28,8 +30,6 @@ def _field_spans(raw: bytes) -> dict[str, tuple[int, int, str]]:
         raise ValueError("property flags truncated")
     flags = _u16.unpack_from(raw)[0]
     offset = 2
-    while _u16.unpack_from(raw, offset - 2)[0] & 1:  # continuation flag words (never used)
-        offset += 2
     spans = {}
     for name, flag, kind in PROPERTY_FLAGS:
         if not flags & flag:
@@ -47,15 +47,47 @@ def _field_spans(raw: bytes) -> dict[str, tuple[int, int, str]]:
     return spans
 
 
-def validate(raw: bytes) -> None:
-    """Raise a SYNTAX_ERROR connection error if the property bytes do not parse."""
+# The properties in wire order as (flag, size): a fixed size, or 0 for a shortstr (a length
+# byte first) and -1 for a table (a 4-byte length first).
+_LAYOUT = tuple(
+    (flag, {**_FIXED_SIZES, "shortstr": 0, "table": -1}[kind])
+    for _, flag, kind in PROPERTY_FLAGS
+)
+
+
+def well_formed(raw: bytes) -> bool:
+    """Whether the property bytes read back as RabbitMQ reads them: one 16-bit flag word
+    (its two lowest bits, undefined, are ignored — RabbitMQ knows no continuation words), each
+    flagged value inside the bytes, a headers table that `fieldtable.well_formed` accepts,
+    and no byte left over. One pass; nothing is built."""
+    size = len(raw)
+    if size < 2:
+        return False
+    flags = (raw[0] << 8) | raw[1]
+    offset = 2
     try:
-        spans = _field_spans(raw)
-        if "headers" in spans:
-            start, end, _ = spans["headers"]
-            pamqp_decode.field_table(raw[start:end])
-    except Exception as exc:
-        raise AMQPConnectionError(SYNTAX_ERROR, "malformed content header properties") from exc
+        for flag, width in _LAYOUT:
+            if not flags & flag:
+                continue
+            if width > 0:
+                offset += width
+            elif width == 0:
+                offset += 1 + raw[offset]
+            else:
+                start = offset + 4
+                offset = start + _u32.unpack_from(raw, offset)[0]
+                if offset > size or not table_well_formed(raw, start, offset):
+                    return False
+    except (IndexError, struct.error):
+        return False
+    return offset == size
+
+
+def validate(raw: bytes) -> None:
+    """Refuse property bytes RabbitMQ cannot decode as it does: its channel crashes and the
+    connection is closed with a bare 541 INTERNAL_ERROR (class and method 0)."""
+    if not well_formed(raw):
+        raise AMQPConnectionError(INTERNAL_ERROR, "")
 
 
 def delivery_mode(raw: bytes) -> int | None:
@@ -98,8 +130,9 @@ def get(raw: bytes, name: str) -> Any:
     if kind == "octet":
         return raw[start]
     if kind == "table":
-        return pamqp_decode.field_table(raw[start:end])[1]
-    return pamqp_decode.timestamp(raw[start:end])[1]
+        return to_python(("F", decode_table(raw, start)[0]))
+    seconds = _u64.unpack_from(raw, start)[0]
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
 
 
 def replace_shortstr(raw: bytes, name: str, value: str) -> bytes:
@@ -172,17 +205,24 @@ def remove_header(raw: bytes, key: str) -> bytes:
         entry_start = offset
         name_end = offset + 1 + table[offset]
         name = table[offset + 1 : name_end]
-        consumed, _ = pamqp_decode.embedded_value(table[name_end:])
-        offset = name_end + consumed
+        offset = decode_value(table, name_end)[1]
         if name == wanted:
             table = table[:entry_start] + table[offset:]
             break
     return raw[:start] + _u32.pack(len(table)) + table + raw[end:]
 
 
-def decode_all(raw: bytes) -> pamqp_commands.Basic.Properties:
-    """Every property, decoded by pamqp (for paths that need many of them)."""
-    properties = pamqp_commands.Basic.Properties()
-    flags = _u16.unpack_from(raw)[0]
-    properties.unmarshal(flags, raw[2:])
-    return properties
+def decode_all(raw: bytes) -> dict[str, Any]:
+    """Every present property by name: shortstrs as bytes, octets and the timestamp as ints,
+    the headers as a typed table (for paths that show them all, such as the management API)."""
+    shown: dict[str, Any] = {}
+    for name, (start, end, kind) in _field_spans(raw).items():
+        if kind == "shortstr":
+            shown[name] = raw[start + 1 : end]
+        elif kind == "octet":
+            shown[name] = raw[start]
+        elif kind == "table":
+            shown[name] = decode_table(raw, start)[0]
+        else:
+            shown[name] = _u64.unpack_from(raw, start)[0]
+    return shown

@@ -65,7 +65,7 @@ def frame(record_type: int, body: bytes) -> bytes:
 
 
 def _shortstr(value: str) -> bytes:
-    raw = value.encode()
+    raw = value.encode("utf-8", "surrogateescape")  # a routing key may be any bytes
     return bytes((len(raw),)) + raw
 
 
@@ -163,6 +163,11 @@ class _Reader:
     def shortstr(self) -> str:
         return self.take(self.take(1)[0]).decode()
 
+    def any_shortstr(self) -> str:
+        """A shortstr that may hold any bytes (a routing key: RabbitMQ checks no UTF-8 in
+        basic.publish), kept by surrogateescape."""
+        return self.take(self.take(1)[0]).decode("utf-8", "surrogateescape")
+
     def queue_key(self) -> QueueKey:
         return self.shortstr(), self.shortstr()
 
@@ -181,8 +186,8 @@ def decode_payload(payload: bytes, with_body: bool = True) -> Record:
         if record_type == PUBLISH:
             message_id, published_at, count = _publish_head.unpack(reader.take(_publish_head.size))
             queues = [reader.queue_key() for _ in range(count)]
-            exchange = reader.shortstr()
-            routing_key = reader.shortstr()
+            exchange = reader.any_shortstr()
+            routing_key = reader.any_shortstr()
             props_raw = reader.take(reader.u32())
             body_size = reader.u32()
             body_offset = reader.offset

@@ -238,7 +238,9 @@ class _Replay:
         if route is None:
             exchange_end = 1 + raw_route[0]
             route = self._routes[raw_route] = (
-                raw_route[1:exchange_end].decode(), raw_route[exchange_end + 1:].decode(), {}
+                # A routing key may be any bytes (RabbitMQ checks no UTF-8 in basic.publish).
+                raw_route[1:exchange_end].decode("utf-8", "surrogateescape"),
+                raw_route[exchange_end + 1:].decode("utf-8", "surrogateescape"), {}
             )
         props = data[props_at:body_at - 4]
         meta = route[2].get(props)  # the props bytes are the key and the table's copy

@@ -113,7 +113,7 @@ def encode(catalog: Catalog, stamps: dict[int, Stamp]) -> bytes:
 
 
 def _text(value: str) -> bytes:
-    raw = value.encode()
+    raw = value.encode("utf-8", "surrogateescape")  # routing keys may be any bytes
     return _u16.pack(len(raw)) + raw
 
 
@@ -200,7 +200,7 @@ class _Cursor:
         return bytes(self.view(size))
 
     def text(self) -> str:
-        return self.take(self.unpack(_u16)[0]).decode()
+        return self.take(self.unpack(_u16)[0]).decode("utf-8", "surrogateescape")
 
 
 def _decode_payload(payload: memoryview) -> tuple[Catalog, dict[int, Stamp]]:

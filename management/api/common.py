@@ -13,6 +13,7 @@ from aiohttp import web
 from broker.auth import User
 from broker.node import Node
 from broker.vhost import VirtualHost
+from management import jsontext
 
 # RabbitMQ 3.10 reads a request body in one chunk of cowboy's 8,000,000 bytes and refuses a
 # longer one with 400 "Exceeded HTTP request body size limit" (max_http_body_size, 10 MB, is
@@ -68,7 +69,7 @@ def json_response(value: Any, status: int = 200) -> web.Response:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default)
+    return jsontext.dumps(value, _json_default)
 
 
 def _json_default(value: Any) -> Any:

@@ -28,6 +28,7 @@ from management.api.overview import node_name
 from management.rates import RATES_KEY, Rates
 from protocol import properties
 from protocol.errors import AMQPError
+from protocol.fieldtable import TypedValue, rebuild_nested, typed_children
 
 
 def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
@@ -199,33 +200,33 @@ def _payload(body: bytes, encoding: str) -> dict[str, Any]:
 
 def _properties(raw: bytes) -> dict[str, Any] | list:
     """The message's properties as RabbitMQ shows them ([] when there are none)."""
-    decoded = properties.decode_all(raw)
     shown: dict[str, Any] = {}
-    for name in decoded.__slots__:
-        value = getattr(decoded, name, None)
-        if value in (None, ""):
-            continue
-        name = "type" if name == "message_type" else name  # the API's (and AMQP's) name
-        shown[name] = _json_value(value)
+    for name, value in properties.decode_all(raw).items():
+        if name == "headers":
+            shown[name] = rebuild_nested(("F", value), typed_children, _json_leaf)
+        elif isinstance(value, bytes):
+            if value:
+                shown[name] = _json_text(value)
+        else:
+            shown[name] = value
     return shown or []
 
 
-def _json_value(value: Any) -> Any:
-    """A property or header value as the management plugin renders it in JSON."""
-    if isinstance(value, dict):
-        return {key: _json_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(item) for item in value]
-    if isinstance(value, bytes | bytearray):
-        try:
-            return bytes(value).decode()
-        except UnicodeDecodeError:
-            return "Not UTF-8, base64 is: " + base64.b64encode(bytes(value)).decode()
-    if hasattr(value, "timestamp"):
-        return int(value.timestamp())
-    if value is None:
+def _json_leaf(value: TypedValue) -> Any:
+    """A header value other than a table or array as the management plugin renders it."""
+    tag, content = value
+    if tag in "Sx":
+        return _json_text(content)
+    if tag == "V":
         return "undefined"
-    return value
+    return content
+
+
+def _json_text(value: bytes) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return "Not UTF-8, base64 is: " + base64.b64encode(value).decode()
 
 
 async def queue_bindings(request: web.Request) -> web.Response:
