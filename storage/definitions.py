@@ -34,7 +34,9 @@ def load_definitions(node: Node, path: Path) -> None:
     log.info("loaded definitions from %s", path)
 
 
-def apply_definitions(node: Node, document: dict[str, Any]) -> None:
+def apply_definitions(node: Node, document: dict[str, Any], recovered: bool = False) -> None:
+    """Declare what `document` defines; `recovered`: it is the broker's own definitions file,
+    whose queues were accepted when declared and are not checked again."""
     for vhost in document.get("vhosts", []):
         node.add_vhost(vhost["name"])
     for user in document.get("users", []):
@@ -59,7 +61,7 @@ def apply_definitions(node: Node, document: dict[str, Any]) -> None:
         vhost.declare_queue(
             queue["name"], None, passive=False, durable=queue.get("durable", True),
             exclusive=False, auto_delete=queue.get("auto_delete", False),
-            arguments=queue.get("arguments", {}),
+            arguments=queue.get("arguments", {}), recovered=recovered,
         )
     for binding in document.get("bindings", []):
         vhost = node.add_vhost(binding.get("vhost", "/"))
