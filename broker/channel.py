@@ -51,6 +51,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         self.closing = False
         self.last_queue_name = ""
         self.consumers: dict[str, Consumer] = {}
+        self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
         self._next_delivery_tag = 1
         self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
