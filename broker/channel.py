@@ -23,6 +23,7 @@ from protocol.constants import (
     CHANNEL_ERROR,
     FRAME_BODY,
     FRAME_HEADER,
+    FRAME_METHOD,
     NOT_IMPLEMENTED,
     UNEXPECTED_FRAME,
 )
@@ -165,25 +166,33 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         handler(method)
 
     def _handle_while_closing(self, frame_type: int, payload: bytes) -> None:
-        """After we sent channel.close, everything but close/close-ok is dropped."""
-        if frame_type != 1:
+        """After we sent channel.close, everything but close/close-ok is dropped. A close of the
+        client's crossing ours gets close-ok, and the channel stays closing until the client's
+        close-ok arrives (as RabbitMQ keeps it): only that frees the number."""
+        if frame_type != FRAME_METHOD:
             return
         index = codec.method_index(payload)
         if index == spec.Channel.CloseOk.index:
             self.connection.channel_closed(self)
         elif index == spec.Channel.Close.index:
             self.send_method(spec.Channel.CloseOk())
-            self.connection.channel_closed(self)
+        elif index == spec.Channel.Open.index:
+            self._on_reopen(None)
 
     # -- channel lifecycle ----------------------------------------------------------------
 
-    def _on_reopen(self, method: spec.Channel.Open) -> None:
+    def _on_reopen(self, method: spec.Channel.Open | None) -> None:
         raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
 
     def _on_close(self, method: spec.Channel.Close) -> None:
         self.release()
-        self.send_method(spec.Channel.CloseOk())
-        self.connection.channel_closed(self)
+        self.closing = True  # until close-ok is sent: the client must not send anything
+        self.when_confirmed(self._send_close_ok)
+
+    def _send_close_ok(self) -> None:
+        if self.connection.channels.get(self.number) is self:
+            self.send_method(spec.Channel.CloseOk())
+            self.connection.channel_closed(self)
 
     def _on_close_ok(self, method: spec.Channel.CloseOk) -> None:
         self.connection.channel_closed(self)
@@ -192,6 +201,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         """Soft error: tell the client with channel.close and drop what it sends meanwhile."""
         self.release()
         self.closing = True
+        self.end_confirms()
         self.send_method(
             spec.Channel.Close(error.reply_code, error.reply_text, error.class_id, error.method_id)
         )

@@ -66,6 +66,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_OK_TIMEOUT = 3.0  # seconds we wait for connection.close-ok before dropping the socket
+# After our close-ok to a client's connection.close, RabbitMQ leaves closing the socket to the
+# client (closing first, with bytes of the client's unread, would make the kernel send a reset
+# that can destroy the close-ok): we read and discard until it does, or for this long.
+LINGER_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 10.0
 _CONTENT_FRAMES = (FRAME_HEADER, FRAME_BODY)  # a publish in progress
 
@@ -79,6 +83,7 @@ class State(Enum):
     AWAITING_OPEN = "opening"
     OPEN = "running"
     CLOSING = "closing"  # we sent connection.close, waiting for close-ok
+    LINGERING = "closed by client"  # it sent connection.close: we answer close-ok, then wait
     CLOSED = "closed"
 
 
@@ -136,6 +141,7 @@ class Connection:
         self.exclusive_queues: list[Queue] = []
         self.client_properties: dict[str, Any] = {}
         self.writable = True
+        self._close_ok_sent = False
         self._header_buffer = b""
         self.publish_cache: dict[bytes, codec.Publish] = {}  # basic.publish payload -> decoded
         self.properties_cache: dict[bytes, bytes] = {}
@@ -237,7 +243,7 @@ class Connection:
     def _handle_frame(self, frame_type: int, channel_number: int, payload: bytes) -> None:
         if channel_number:
             if frame_type == FRAME_HEARTBEAT or self.state is not State.OPEN:
-                if self.state is State.CLOSING:
+                if self.state is State.CLOSING or self.state is State.LINGERING:
                     return
                 raise AMQPConnectionError(
                     UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}"
@@ -251,6 +257,9 @@ class Connection:
                 return
             self._open_channel(channel_number, frame_type, payload)
             return
+        if self.state is State.LINGERING:
+            self._frame_after_close(frame_type, payload)
+            return
         if frame_type == FRAME_HEARTBEAT:
             return
         if frame_type != FRAME_METHOD:
@@ -260,9 +269,9 @@ class Connection:
         index = codec.method_index(payload)
         method = codec.decode_method(index, payload)
         if self.state is State.CLOSING:
-            if isinstance(method, spec.Connection.Close | spec.Connection.CloseOk):
-                if isinstance(method, spec.Connection.Close):
-                    self.send_method(0, spec.Connection.CloseOk())
+            # A connection.close of the client's crossing ours is not answered (RabbitMQ does
+            # not answer it either): both sides go on waiting for the other's close-ok.
+            if isinstance(method, spec.Connection.CloseOk):
                 self._shutdown()
             return
         handler = _CONNECTION_HANDLERS.get((self.state, type(method)))
@@ -384,10 +393,37 @@ class Connection:
         self._start_heartbeats()
 
     def _on_close(self, method: spec.Connection.Close) -> None:
-        self.send_method(0, spec.Connection.CloseOk())
+        """The client closes: its channels go at once; close-ok follows the confirms of
+        everything it published (after the disk, for persistent messages), and then the socket
+        is left for the client to close."""
         log.debug("connection %s: closed by client (%s %s)", self.display_name,
                   method.reply_code, method.reply_text)
-        self._shutdown()
+        self.state = State.LINGERING
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        channels = list(self.channels.values())
+        self._release_everything()
+        waiting = len(channels) + 1
+
+        def confirmed() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0 and self.state is State.LINGERING:
+                self._close_ok_sent = True
+                self.send_method(0, spec.Connection.CloseOk())
+                self._timer = self._loop.call_later(LINGER_TIMEOUT, self._shutdown)
+
+        for channel in channels:
+            channel.when_confirmed(confirmed)
+        confirmed()
+
+    def _frame_after_close(self, frame_type: int, payload: bytes) -> None:
+        """A frame on channel 0 after the client's connection.close: like RabbitMQ, a repeated
+        connection.close gets close-ok again; anything else is dropped."""
+        if (frame_type == FRAME_METHOD and self._close_ok_sent
+                and codec.method_index(payload) == spec.Connection.Close.index):
+            self.send_method(0, spec.Connection.CloseOk())
 
     def _handshake_timeout(self) -> None:
         if self.state is not State.OPEN and self.state is not State.CLOSED:
@@ -426,6 +462,9 @@ class Connection:
     # -- closing --------------------------------------------------------------------------
 
     def close_with_error(self, error: AMQPError) -> None:
+        if self.state is State.LINGERING:  # e.g. garbage after connection.close: hang up
+            self._shutdown()
+            return
         log.error("Error on AMQP connection %s (state: %s): %s (class %s method %s)",
                   self.display_name, self.state.value, error.reply_text, error.class_id,
                   error.method_id)
@@ -465,6 +504,13 @@ class Connection:
             channel.release()
         self.channels.clear()
 
+    def _release_everything(self) -> None:
+        """The connection is over for the broker: channels, exclusive queues, its place."""
+        self.release_channels()
+        for queue in list(self.exclusive_queues):
+            queue.vhost.delete_queue(queue)
+        self.node.connections.discard(self)
+
     def _shutdown(self) -> None:
         """Close the socket; cleanup follows in connection_lost."""
         if self.state is not State.CLOSED:
@@ -478,10 +524,7 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.release_channels()
-        for queue in list(self.exclusive_queues):
-            queue.vhost.delete_queue(queue)
-        self.node.connections.discard(self)
+        self._release_everything()
         if unexpected:
             log.warning("closing AMQP connection %s (vhost: '%s', user: '%s'): client "
                         "unexpectedly closed TCP connection", self.display_name,

@@ -5,15 +5,28 @@ what RabbitMQ 3.10.8 sends (RABBITMQ_ANSWERS.md, "Order of server-sent methods")
 - queue.delete of a queue one of the channel's own consumers reads: delete-ok, then
   basic.cancel (kombu's consumer bookkeeping relies on it).
 - mandatory unroutable publish in confirm mode: basic.return (with its content), then basic.ack.
+- confirms go out before the channel.close-ok / connection.close-ok of a client's close, never
+  after it; when the broker closes a channel for an error, the confirms it can give go before
+  its channel.close and none follows it.
 """
 
 from __future__ import annotations
 
+import os
+
+import amqp.exceptions
+import kombu
 import pytest
 from amqp_raw import RawAMQP, amqp_name
 from pamqp import commands, frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
+
+REFERENCE = bool(os.environ.get("WARREN_TEST_AMQP_PORT"))
+warren_only = pytest.mark.skipif(
+    REFERENCE, reason="RabbitMQ sends no confirm once the channel closes (RABBITMQ_ANSWERS.md)")
+
+PERSISTENT = commands.Basic.Properties(delivery_mode=2)
 
 
 def publish_bytes(channel: int, exchange: str, routing_key: str, body: bytes = b"x",
@@ -55,6 +68,19 @@ def test_own_consumer_is_cancelled_after_delete_ok(broker, unique, durable):
         amqp.close_connection()
 
 
+def test_kombu_deletes_a_queue_it_consumes(broker, unique):
+    """py-amqp waits for delete-ok; a basic.cancel before it raised ConsumerCancelled out of
+    queue.delete(). In RabbitMQ's order the delete returns and the cancel comes next."""
+    with kombu.Connection(f"amqp://guest:guest@{broker.host}:{broker.port}//") as connection:
+        channel = connection.channel()
+        queue = kombu.Queue(amqp_name(unique), channel=channel, auto_delete=False)
+        queue.declare()
+        kombu.Consumer(channel, queues=[queue], callbacks=[lambda body, message: None]).consume()
+        assert queue.delete() == 0
+        with pytest.raises(amqp.exceptions.ConsumerCancelled):
+            connection.drain_events(timeout=2)
+
+
 def test_own_consumer_cancel_follows_a_nowait_delete(broker, unique):
     queue = amqp_name(unique)
     with RawAMQP.connect(broker) as amqp:
@@ -75,4 +101,71 @@ def test_return_comes_before_the_confirm(broker):
         amqp.send(publish_bytes(1, "amq.direct", "nowhere", mandatory=True))
         assert names_until(amqp, commands.Basic.Ack) == [
             (1, "Basic.Return"), (1, "ContentHeader"), (1, "ContentBody"), (1, "Basic.Ack(1)")]
+        amqp.close_connection()
+
+
+@warren_only
+@pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
+def test_confirms_come_before_channel_close_ok(broker, unique, persistent):
+    """All in one write: publishes, then channel.close. Persistent messages on a durable queue
+    are confirmed after the disk, and close-ok waits for that."""
+    queue = amqp_name(unique)
+    with RawAMQP.connect(broker) as amqp:
+        amqp.handshake()
+        amqp.open_channel(1)
+        amqp.call(1, commands.Queue.Declare(queue=queue, durable=True))
+        amqp.call(1, commands.Confirm.Select())
+        properties = PERSISTENT if persistent else None
+        amqp.send(b"".join(publish_bytes(1, "", queue, properties=properties) for _ in range(5))
+                  + publish_bytes(1, "amq.direct", "nowhere", mandatory=True)
+                  + frame.marshal(commands.Channel.Close(200, "bye", 0, 0), 1))
+        assert names_until(amqp, commands.Channel.CloseOk) == [
+            (1, "Basic.Return"), (1, "ContentHeader"), (1, "ContentBody"),
+            (1, "Basic.Ack(6,multiple)"), (1, "Channel.CloseOk")]
+        amqp.open_channel(1)
+        assert amqp.call(1, commands.Queue.Delete(queue=queue)).message_count == 5
+        amqp.close_connection()
+
+
+@warren_only
+def test_confirms_come_before_connection_close_ok(broker, unique):
+    queue = amqp_name(unique)
+    with RawAMQP.connect(broker) as amqp:
+        amqp.handshake()
+        amqp.open_channel(1)
+        amqp.open_channel(2)
+        amqp.call(1, commands.Queue.Declare(queue=queue, durable=True))
+        for channel in (1, 2):
+            amqp.call(channel, commands.Confirm.Select())
+        amqp.send(b"".join(publish_bytes(channel, "", queue, properties=PERSISTENT)
+                           for channel in (1, 2, 1, 2, 1))
+                  + frame.marshal(commands.Connection.Close(200, "bye", 0, 0), 0))
+        assert sorted(names_until(amqp, commands.Connection.CloseOk)) == [
+            (0, "Connection.CloseOk"), (1, "Basic.Ack(3,multiple)"),
+            (2, "Basic.Ack(2,multiple)")]
+    with RawAMQP.connect(broker) as amqp:
+        amqp.handshake()
+        amqp.open_channel(1)
+        assert amqp.call(1, commands.Queue.Delete(queue=queue)).message_count == 5
+        amqp.close_connection()
+
+
+def test_nothing_follows_the_channel_close_of_an_error(broker, unique):
+    """Publishes, then a method that fails, in one write: RabbitMQ sends no confirm at all;
+    Warren sends the ones it can give before channel.close. Nothing comes after it."""
+    queue = amqp_name(unique)
+    with RawAMQP.connect(broker) as amqp:
+        amqp.handshake()
+        amqp.open_channel(1)
+        amqp.call(1, commands.Queue.Declare(queue=queue, auto_delete=True))
+        amqp.call(1, commands.Confirm.Select())
+        amqp.send(publish_bytes(1, "", queue) + publish_bytes(1, "", queue)
+                  + frame.marshal(commands.Basic.Get(queue=queue + "-missing"), 1))
+        seen = names_until(amqp, commands.Channel.Close)
+        assert seen in ([(1, "Channel.Close")],
+                        [(1, "Basic.Ack(2,multiple)"), (1, "Channel.Close")])
+        if broker.is_warren:
+            assert len(seen) == 2
+        amqp.send_method(1, commands.Channel.CloseOk())
+        amqp.open_channel(1)  # the next frame on channel 1 is open-ok: nothing came between
         amqp.close_connection()
