@@ -21,6 +21,7 @@ from protocol.constants import (
     BASIC_ACK,
     BASIC_PUBLISH,
     CHANNEL_ERROR,
+    COMMAND_INVALID,
     FRAME_BODY,
     FRAME_HEADER,
     FRAME_METHOD,
@@ -95,6 +96,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
             spec.Channel.Flow: self._on_flow,
             spec.Channel.FlowOk: lambda method: None,
             spec.Channel.Open: self._on_reopen,
+            spec.Connection.UpdateSecret: self._on_update_secret,
             spec.Basic.Qos: self._on_qos,
             spec.Basic.Consume: self._on_consume,
             spec.Basic.Cancel: self._on_cancel,
@@ -183,6 +185,9 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
 
     def _on_reopen(self, method: spec.Channel.Open | None) -> None:
         raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
+
+    def _on_update_secret(self, method: spec.Connection.UpdateSecret) -> None:
+        raise AMQPConnectionError(COMMAND_INVALID, "unimplemented method", 10, 70)  # RabbitMQ's
 
     def _on_close(self, method: spec.Channel.Close) -> None:
         self.release()

@@ -425,6 +425,14 @@ class Connection:
                 and codec.method_index(payload) == spec.Connection.Close.index):
             self.send_method(0, spec.Connection.CloseOk())
 
+    def _on_update_secret(self, method: spec.Connection.UpdateSecret) -> None:
+        """Credential rotation (pika's and aiormq's update_secret). RabbitMQ's internal backend
+        takes any new secret without checking it (only expiring credentials, such as OAuth
+        tokens, are re-validated), and so does Warren: the user is already authenticated."""
+        log.info("connection %s: user '%s' updated secret, reason: %s", self.display_name,
+                 self.user.name, method.reason)
+        self.send_method(0, spec.Connection.UpdateSecretOk())
+
     def _handshake_timeout(self) -> None:
         if self.state is not State.OPEN and self.state is not State.CLOSED:
             log.warning("closing AMQP connection %s: handshake timeout (state: %s)",
@@ -582,6 +590,7 @@ _CONNECTION_HANDLERS = {
     (State.AWAITING_TUNE_OK, spec.Connection.TuneOk): Connection._on_tune_ok,
     (State.AWAITING_OPEN, spec.Connection.Open): Connection._on_open,
     (State.OPEN, spec.Connection.Close): Connection._on_close,
+    (State.OPEN, spec.Connection.UpdateSecret): Connection._on_update_secret,
 }
 
 
