@@ -199,7 +199,7 @@ class Connection:
             self.close_with_error(error)
         except HandshakeRefused as refusal:
             log.warning("connection %s: handshake refused: %s", self.display_name, refusal)
-            self._shutdown()
+            self._refuse()
         except Exception:  # a bug must cost one connection, never the broker
             log.exception("internal error on connection %s", self.display_name)
             self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
@@ -302,6 +302,13 @@ class Connection:
 
     # -- handshake ------------------------------------------------------------------------
 
+    def capability(self, name: str) -> bool:
+        """Whether the client's start-ok advertised `name` in its capabilities table (as
+        RabbitMQ reads it: the value must be the boolean true). RabbitMQ consults only
+        consumer_cancel_notify, connection.blocked and authentication_failure_close."""
+        capabilities = self.client_properties.get("capabilities")
+        return isinstance(capabilities, dict) and capabilities.get(name) is True
+
     def _mechanisms(self) -> list[str]:
         """The configured mechanisms; EXTERNAL only where there is TLS to take a name from."""
         return [name for name in self.node.config.auth_mechanisms
@@ -324,8 +331,7 @@ class Connection:
         if self.user is None:
             log.error("Error on AMQP connection %s (state: starting): %s login refused: %s",
                       self.display_name, mechanism, why)
-            capabilities = self.client_properties.get("capabilities") or {}
-            if not capabilities.get("authentication_failure_close"):
+            if not self.capability("authentication_failure_close"):
                 raise HandshakeRefused(f"login refused for user '{username}'")
             raise AMQPConnectionError(
                 ACCESS_REFUSED,
@@ -519,6 +525,15 @@ class Connection:
             queue.vhost.delete_queue(queue)
         self.node.connections.discard(self)
 
+    def _refuse(self) -> None:
+        """A handshake RabbitMQ refuses without a word: read nothing more and close the socket
+        CLOSE_OK_TIMEOUT later, as it does (a client guessing passwords learns nothing fast)."""
+        self.state = State.CLOSING
+        self.transport.pause_reading()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(CLOSE_OK_TIMEOUT, self._shutdown)
+
     def _shutdown(self) -> None:
         """Close the socket; cleanup follows in connection_lost."""
         if self.state is not State.CLOSED:
@@ -548,8 +563,7 @@ class Connection:
         self.blocked = True
         self._held.extend(rest)
         self.transport.pause_reading()
-        capabilities = self.client_properties.get("capabilities") or {}
-        if isinstance(capabilities, dict) and capabilities.get("connection.blocked"):
+        if self.capability("connection.blocked"):
             self._blocked_sent = True
             self.send_method(0, spec.Connection.Blocked(blocked_reason(self._alarms)))
 

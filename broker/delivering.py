@@ -152,6 +152,8 @@ class Delivering:
     def cancel_by_server(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""
         self.consumers.pop(consumer.tag, None)
+        if not self.connection.capability("consumer_cancel_notify"):
+            return  # RabbitMQ tells only clients that asked for it; the consumer is just gone
         if self._held_cancels is not None:
             self._held_cancels.append(consumer.tag)
         elif not self.closing:
