@@ -28,6 +28,7 @@ from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import blocked_reason
 from broker.auth import is_loopback
 from broker.channel import Channel
+from broker.listeners import show
 from broker.node import node_name
 from broker.tls import login_name, peer_certificate
 from protocol import codec
@@ -123,11 +124,13 @@ class Connection:
     def __init__(self, node: Node, transport: Transport, peer: tuple[str, int] | None) -> None:
         self.node = node
         self.transport = transport
-        self.peer = peer
-        self.local = transport.local_address
-        self.name = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        local = f"{self.local[0]}:{self.local[1]}" if self.local else "unknown"
-        self.display_name = f"{self.name} -> {local}"  # RabbitMQ's connection name
+        # (host, port): an IPv6 socket address has two more items, which nothing here uses
+        self.peer = (peer[0], peer[1]) if peer else None
+        local = transport.local_address
+        self.local = (local[0], local[1]) if local else None
+        self.name = show(*self.peer) if self.peer else "unknown"
+        # RabbitMQ's connection name: "127.0.0.1:50880 -> 127.0.0.1:5672", "[::1]:50880 -> ..."
+        self.display_name = f"{self.name} -> {show(*self.local) if self.local else 'unknown'}"
         self.connected_at = time.time()
         self.auth_mechanism = ""
         self.state = State.AWAITING_HEADER
