@@ -410,7 +410,8 @@ class Connection:
         self.state = State.LINGERING
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        # also the limit on waiting for the disk (a failing log never confirms)
+        self._timer = self._loop.call_later(LINGER_TIMEOUT, self._shutdown)
         channels = list(self.channels.values())
         self._release_everything()
         waiting = len(channels) + 1
@@ -421,7 +422,6 @@ class Connection:
             if waiting == 0 and self.state is State.LINGERING:
                 self._close_ok_sent = True
                 self.send_method(0, spec.Connection.CloseOk())
-                self._timer = self._loop.call_later(LINGER_TIMEOUT, self._shutdown)
 
         for channel in channels:
             channel.when_confirmed(confirmed)
