@@ -104,6 +104,24 @@ def test_return_comes_before_the_confirm(broker):
         amqp.close_connection()
 
 
+def test_return_comes_before_tx_commit_ok(broker, unique):
+    """In a transaction the publishes are routed at tx.commit: basic.return first, then
+    commit-ok (after the disk for a persistent message on a durable queue)."""
+    queue = amqp_name(unique)
+    with RawAMQP.connect(broker) as amqp:
+        amqp.handshake()
+        amqp.open_channel(1)
+        amqp.call(1, commands.Queue.Declare(queue=queue, durable=True))
+        amqp.call(1, commands.Tx.Select())
+        amqp.send(publish_bytes(1, "", queue, properties=PERSISTENT)
+                  + publish_bytes(1, "amq.direct", "nowhere", mandatory=True)
+                  + frame.marshal(commands.Tx.Commit(), 1))
+        assert names_until(amqp, commands.Tx.CommitOk) == [
+            (1, "Basic.Return"), (1, "ContentHeader"), (1, "ContentBody"), (1, "Tx.CommitOk")]
+        assert amqp.call(1, commands.Queue.Delete(queue=queue)).message_count == 1
+        amqp.close_connection()
+
+
 @warren_only
 @pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
 def test_confirms_come_before_channel_close_ok(broker, unique, persistent):
