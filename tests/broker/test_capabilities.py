@@ -18,9 +18,9 @@ from amqp_raw import (
     assert_broker_works,
     close_summary,
     plain_response,
+    publish_bytes,
 )
 from pamqp import commands
-from test_reply_order import publish_bytes
 
 NOTHING = object()  # start-ok without a capabilities table
 

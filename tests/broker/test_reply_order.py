@@ -17,26 +17,14 @@ import os
 import amqp.exceptions
 import kombu
 import pytest
-from amqp_raw import RawAMQP, amqp_name
+from amqp_raw import RawAMQP, amqp_name, publish_bytes
 from pamqp import commands, frame
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 
 REFERENCE = bool(os.environ.get("WARREN_TEST_AMQP_PORT"))
 warren_only = pytest.mark.skipif(
     REFERENCE, reason="RabbitMQ sends no confirm once the channel closes (RABBITMQ_ANSWERS.md)")
 
 PERSISTENT = commands.Basic.Properties(delivery_mode=2)
-
-
-def publish_bytes(channel: int, exchange: str, routing_key: str, body: bytes = b"x",
-                  mandatory: bool = False,
-                  properties: commands.Basic.Properties | None = None) -> bytes:
-    return (frame.marshal(commands.Basic.Publish(exchange=exchange, routing_key=routing_key,
-                                                 mandatory=mandatory), channel)
-            + frame.marshal(ContentHeader(0, len(body), properties or commands.Basic.Properties()),
-                            channel)
-            + frame.marshal(ContentBody(body), channel))
 
 
 def names_until(amqp: RawAMQP, last: type, count: int = 50) -> list[tuple[int, str]]:
