@@ -21,8 +21,10 @@ from protocol.constants import (
     BASIC_ACK,
     BASIC_PUBLISH,
     CHANNEL_ERROR,
+    COMMAND_INVALID,
     FRAME_BODY,
     FRAME_HEADER,
+    FRAME_METHOD,
     NOT_IMPLEMENTED,
     UNEXPECTED_FRAME,
 )
@@ -51,6 +53,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         self.closing = False
         self.last_queue_name = ""
         self.consumers: dict[str, Consumer] = {}
+        self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
         self._next_delivery_tag = 1
         self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
@@ -94,6 +97,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
             spec.Channel.Flow: self._on_flow,
             spec.Channel.FlowOk: lambda method: None,
             spec.Channel.Open: self._on_reopen,
+            spec.Connection.UpdateSecret: self._on_update_secret,
             spec.Basic.Qos: self._on_qos,
             spec.Basic.Consume: self._on_consume,
             spec.Basic.Cancel: self._on_cancel,
@@ -165,25 +169,36 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         handler(method)
 
     def _handle_while_closing(self, frame_type: int, payload: bytes) -> None:
-        """After we sent channel.close, everything but close/close-ok is dropped."""
-        if frame_type != 1:
+        """After we sent channel.close, everything but close/close-ok is dropped. A close of the
+        client's crossing ours gets close-ok, and the channel stays closing until the client's
+        close-ok arrives (as RabbitMQ keeps it): only that frees the number."""
+        if frame_type != FRAME_METHOD:
             return
         index = codec.method_index(payload)
         if index == spec.Channel.CloseOk.index:
             self.connection.channel_closed(self)
         elif index == spec.Channel.Close.index:
             self.send_method(spec.Channel.CloseOk())
-            self.connection.channel_closed(self)
+        elif index == spec.Channel.Open.index:
+            self._on_reopen(None)
 
     # -- channel lifecycle ----------------------------------------------------------------
 
-    def _on_reopen(self, method: spec.Channel.Open) -> None:
+    def _on_reopen(self, method: spec.Channel.Open | None) -> None:
         raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
+
+    def _on_update_secret(self, method: spec.Connection.UpdateSecret) -> None:
+        raise AMQPConnectionError(COMMAND_INVALID, "unimplemented method", 10, 70)  # RabbitMQ's
 
     def _on_close(self, method: spec.Channel.Close) -> None:
         self.release()
-        self.send_method(spec.Channel.CloseOk())
-        self.connection.channel_closed(self)
+        self.closing = True  # until close-ok is sent: the client must not send anything
+        self.when_confirmed(self._send_close_ok)
+
+    def _send_close_ok(self) -> None:
+        if self.connection.channels.get(self.number) is self:
+            self.send_method(spec.Channel.CloseOk())
+            self.connection.channel_closed(self)
 
     def _on_close_ok(self, method: spec.Channel.CloseOk) -> None:
         self.connection.channel_closed(self)
@@ -192,6 +207,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         """Soft error: tell the client with channel.close and drop what it sends meanwhile."""
         self.release()
         self.closing = True
+        self.end_confirms()
         self.send_method(
             spec.Channel.Close(error.reply_code, error.reply_text, error.class_id, error.method_id)
         )

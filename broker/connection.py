@@ -28,6 +28,7 @@ from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import blocked_reason
 from broker.auth import is_loopback
 from broker.channel import Channel
+from broker.listeners import show
 from broker.node import node_name
 from broker.tls import login_name, peer_certificate
 from protocol import codec
@@ -66,6 +67,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_OK_TIMEOUT = 3.0  # seconds we wait for connection.close-ok before dropping the socket
+# After our close-ok to a client's connection.close, RabbitMQ leaves closing the socket to the
+# client (closing first, with bytes of the client's unread, would make the kernel send a reset
+# that can destroy the close-ok): we read and discard until it does, or for this long.
+LINGER_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 10.0
 _CONTENT_FRAMES = (FRAME_HEADER, FRAME_BODY)  # a publish in progress
 
@@ -79,6 +84,7 @@ class State(Enum):
     AWAITING_OPEN = "opening"
     OPEN = "running"
     CLOSING = "closing"  # we sent connection.close, waiting for close-ok
+    LINGERING = "closed by client"  # it sent connection.close: we answer close-ok, then wait
     CLOSED = "closed"
 
 
@@ -118,11 +124,13 @@ class Connection:
     def __init__(self, node: Node, transport: Transport, peer: tuple[str, int] | None) -> None:
         self.node = node
         self.transport = transport
-        self.peer = peer
-        self.local = transport.local_address
-        self.name = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        local = f"{self.local[0]}:{self.local[1]}" if self.local else "unknown"
-        self.display_name = f"{self.name} -> {local}"  # RabbitMQ's connection name
+        # (host, port): an IPv6 socket address has two more items, which nothing here uses
+        self.peer = (peer[0], peer[1]) if peer else None
+        local = transport.local_address
+        self.local = (local[0], local[1]) if local else None
+        self.name = show(*self.peer) if self.peer else "unknown"
+        # RabbitMQ's connection name: "127.0.0.1:50880 -> 127.0.0.1:5672", "[::1]:50880 -> ..."
+        self.display_name = f"{self.name} -> {show(*self.local) if self.local else 'unknown'}"
         self.connected_at = time.time()
         self.auth_mechanism = ""
         self.state = State.AWAITING_HEADER
@@ -136,6 +144,7 @@ class Connection:
         self.exclusive_queues: list[Queue] = []
         self.client_properties: dict[str, Any] = {}
         self.writable = True
+        self._close_ok_sent = False
         self._header_buffer = b""
         self.publish_cache: dict[bytes, codec.Publish] = {}  # basic.publish payload -> decoded
         self.properties_cache: dict[bytes, bytes] = {}
@@ -193,7 +202,7 @@ class Connection:
             self.close_with_error(error)
         except HandshakeRefused as refusal:
             log.warning("connection %s: handshake refused: %s", self.display_name, refusal)
-            self._shutdown()
+            self._refuse()
         except Exception:  # a bug must cost one connection, never the broker
             log.exception("internal error on connection %s", self.display_name)
             self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
@@ -237,7 +246,7 @@ class Connection:
     def _handle_frame(self, frame_type: int, channel_number: int, payload: bytes) -> None:
         if channel_number:
             if frame_type == FRAME_HEARTBEAT or self.state is not State.OPEN:
-                if self.state is State.CLOSING:
+                if self.state is State.CLOSING or self.state is State.LINGERING:
                     return
                 raise AMQPConnectionError(
                     UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}"
@@ -250,6 +259,9 @@ class Connection:
                     channel.close_with_error(error)
                 return
             self._open_channel(channel_number, frame_type, payload)
+            return
+        if self.state is State.LINGERING:
+            self._frame_after_close(frame_type, payload)
             return
         if frame_type == FRAME_HEARTBEAT:
             return
@@ -265,9 +277,9 @@ class Connection:
                 raise HandshakeRefused(f"malformed connection.start-ok: {error.text}") from None
             raise
         if self.state is State.CLOSING:
-            if isinstance(method, spec.Connection.Close | spec.Connection.CloseOk):
-                if isinstance(method, spec.Connection.Close):
-                    self.send_method(0, spec.Connection.CloseOk())
+            # A connection.close of the client's crossing ours is not answered (RabbitMQ does
+            # not answer it either): both sides go on waiting for the other's close-ok.
+            if isinstance(method, spec.Connection.CloseOk):
                 self._shutdown()
             return
         handler = _CONNECTION_HANDLERS.get((self.state, type(method)))
@@ -298,6 +310,13 @@ class Connection:
 
     # -- handshake ------------------------------------------------------------------------
 
+    def capability(self, name: str) -> bool:
+        """Whether the client's start-ok advertised `name` in its capabilities table (as
+        RabbitMQ reads it: the value must be the boolean true). RabbitMQ consults only
+        consumer_cancel_notify, connection.blocked and authentication_failure_close."""
+        capabilities = self.client_properties.get("capabilities")
+        return isinstance(capabilities, dict) and capabilities.get(name) is True
+
     def _mechanisms(self) -> list[str]:
         """The configured mechanisms; EXTERNAL only where there is TLS to take a name from."""
         return [name for name in self.node.config.auth_mechanisms
@@ -320,8 +339,7 @@ class Connection:
         if self.user is None:
             log.error("Error on AMQP connection %s (state: starting): %s login refused: %s",
                       self.display_name, mechanism, why)
-            capabilities = self.client_properties.get("capabilities") or {}
-            if not capabilities.get("authentication_failure_close"):
+            if not self.capability("authentication_failure_close"):
                 raise HandshakeRefused(f"login refused for user '{username}'")
             raise AMQPConnectionError(
                 ACCESS_REFUSED,
@@ -389,10 +407,45 @@ class Connection:
         self._start_heartbeats()
 
     def _on_close(self, method: spec.Connection.Close) -> None:
-        self.send_method(0, spec.Connection.CloseOk())
+        """The client closes: its channels go at once; close-ok follows the confirms of
+        everything it published (after the disk, for persistent messages), and then the socket
+        is left for the client to close."""
         log.debug("connection %s: closed by client (%s %s)", self.display_name,
                   method.reply_code, method.reply_text)
-        self._shutdown()
+        self.state = State.LINGERING
+        if self._timer is not None:
+            self._timer.cancel()
+        # also the limit on waiting for the disk (a failing log never confirms)
+        self._timer = self._loop.call_later(LINGER_TIMEOUT, self._shutdown)
+        channels = list(self.channels.values())
+        self._release_everything()
+        waiting = len(channels) + 1
+
+        def confirmed() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0 and self.state is State.LINGERING:
+                self._close_ok_sent = True
+                self.send_method(0, spec.Connection.CloseOk())
+
+        for channel in channels:
+            channel.when_confirmed(confirmed)
+        confirmed()
+
+    def _frame_after_close(self, frame_type: int, payload: bytes) -> None:
+        """A frame on channel 0 after the client's connection.close: like RabbitMQ, a repeated
+        connection.close gets close-ok again; anything else is dropped."""
+        if (frame_type == FRAME_METHOD and self._close_ok_sent
+                and codec.method_index(payload) == spec.Connection.Close.index):
+            self.send_method(0, spec.Connection.CloseOk())
+
+    def _on_update_secret(self, method: spec.Connection.UpdateSecret) -> None:
+        """Credential rotation (pika's and aiormq's update_secret). RabbitMQ's internal backend
+        takes any new secret without checking it (only expiring credentials, such as OAuth
+        tokens, are re-validated), and so does Warren: the user is already authenticated."""
+        log.info("connection %s: user '%s' updated secret, reason: %s", self.display_name,
+                 self.user.name, method.reason)
+        self.send_method(0, spec.Connection.UpdateSecretOk())
 
     def _handshake_timeout(self) -> None:
         if self.state is not State.OPEN and self.state is not State.CLOSED:
@@ -431,6 +484,9 @@ class Connection:
     # -- closing --------------------------------------------------------------------------
 
     def close_with_error(self, error: AMQPError) -> None:
+        if self.state is State.LINGERING:  # e.g. garbage after connection.close: hang up
+            self._shutdown()
+            return
         log.error("Error on AMQP connection %s (state: %s): %s (class %s method %s)",
                   self.display_name, self.state.value, error.reply_text, error.class_id,
                   error.method_id)
@@ -470,6 +526,22 @@ class Connection:
             channel.release()
         self.channels.clear()
 
+    def _release_everything(self) -> None:
+        """The connection is over for the broker: channels, exclusive queues, its place."""
+        self.release_channels()
+        for queue in list(self.exclusive_queues):
+            queue.vhost.delete_queue(queue)
+        self.node.connections.discard(self)
+
+    def _refuse(self) -> None:
+        """A handshake RabbitMQ refuses without a word: read nothing more and close the socket
+        CLOSE_OK_TIMEOUT later, as it does (a client guessing passwords learns nothing fast)."""
+        self.state = State.CLOSING
+        self.transport.pause_reading()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(CLOSE_OK_TIMEOUT, self._shutdown)
+
     def _shutdown(self) -> None:
         """Close the socket; cleanup follows in connection_lost."""
         if self.state is not State.CLOSED:
@@ -483,10 +555,7 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.release_channels()
-        for queue in list(self.exclusive_queues):
-            queue.vhost.delete_queue(queue)
-        self.node.connections.discard(self)
+        self._release_everything()
         if unexpected:
             log.warning("closing AMQP connection %s (vhost: '%s', user: '%s'): client "
                         "unexpectedly closed TCP connection", self.display_name,
@@ -502,8 +571,7 @@ class Connection:
         self.blocked = True
         self._held.extend(rest)
         self.transport.pause_reading()
-        capabilities = self.client_properties.get("capabilities") or {}
-        if isinstance(capabilities, dict) and capabilities.get("connection.blocked"):
+        if self.capability("connection.blocked"):
             self._blocked_sent = True
             self.send_method(0, spec.Connection.Blocked(blocked_reason(self._alarms)))
 
@@ -544,6 +612,7 @@ _CONNECTION_HANDLERS = {
     (State.AWAITING_TUNE_OK, spec.Connection.TuneOk): Connection._on_tune_ok,
     (State.AWAITING_OPEN, spec.Connection.Open): Connection._on_open,
     (State.OPEN, spec.Connection.Close): Connection._on_close,
+    (State.OPEN, spec.Connection.UpdateSecret): Connection._on_update_secret,
 }
 
 

@@ -74,7 +74,8 @@ class Node:
         self.data_dir = data_dir = open_data_dir(self.config.data_dir)
         self.alarms.start()
         if data_dir.definitions_path.exists():
-            apply_definitions(self, json.loads(data_dir.definitions_path.read_text()))
+            apply_definitions(self, json.loads(data_dir.definitions_path.read_text()),
+                              recovered=True)
         else:
             self._add_defaults()
         if self.config.load_definitions:

@@ -190,16 +190,26 @@ def queue_delete(channel: Channel, method: spec.Queue.Delete) -> None:
     name = queue_name(channel, method.queue, 50, 40)
     vhost.check_permission(channel.user, "configure", "queue", name, 50, 40)
     queue = vhost.queues.get(name)
-    count = 0
+    count, held = 0, []
     if queue is not None:
         vhost.check_exclusive_access(queue, channel.connection, 50, 40)
         if method.if_unused and queue.consumers:
             raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} in use", 50, 40)
         if method.if_empty and queue.message_count:
             raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} not empty", 50, 40)
-        count = vhost.delete_queue(queue)
-    if not method.nowait:
-        _reply_when_recorded(channel, spec.Queue.DeleteOk(count))
+        with channel.cancels_held() as held:
+            count = vhost.delete_queue(queue)
+    # RabbitMQ's channel answers delete-ok before it hears from the queue that its own
+    # consumers are gone: basic.cancel follows delete-ok (kombu relies on that order).
+    if method.nowait:
+        channel.send_cancels(held)
+        return
+
+    def reply() -> None:
+        channel.send_if_open(spec.Queue.DeleteOk(count))
+        channel.send_cancels(held)
+
+    channel.connection.node.when_definitions_durable(reply)
 
 
 HANDLERS = {

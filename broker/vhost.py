@@ -232,14 +232,18 @@ class VirtualHost:
 
     def declare_queue(
         self, name: str, connection: Connection, *, passive: bool, durable: bool,
-        exclusive: bool, auto_delete: bool, arguments: dict[str, Any],
+        exclusive: bool, auto_delete: bool, arguments: dict[str, Any], recovered: bool = False,
     ) -> Queue:
+        """Declare (or find, when passive) a queue. A `recovered` one, from the broker's own
+        definitions file, was accepted once: its arguments are not checked again (a later
+        check must not lose a queue and its messages at start-up)."""
         if passive:
             queue = self.get_queue(name, 50, 10)
             self.check_exclusive_access(queue, connection, 50, 10)
             queue.arm_unused_timer()
             return queue
-        validate_queue_arguments(arguments, resource("queue", name, self.name))
+        if not recovered:
+            validate_queue_arguments(arguments, resource("queue", name, self.name))
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive_access(existing, connection, 50, 10)

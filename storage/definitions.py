@@ -37,11 +37,14 @@ def load_definitions(node: Node, path: Path) -> None:
 
 
 def apply_definitions(
-    node: Node, document: dict[str, Any], undo: list[Callable[[], None]] | None = None
+    node: Node, document: dict[str, Any], undo: list[Callable[[], None]] | None = None,
+    recovered: bool = False,
 ) -> None:
     """Create what the document defines. With `undo`, every change made is recorded there as a
     call that reverts it (in order), so that a caller can revert all if one entry fails; the
-    policies, which change existing queues, come last, after everything that can fail."""
+    policies, which change existing queues, come last, after everything that can fail.
+    `recovered`: it is the broker's own definitions file, whose queues were accepted when
+    declared and are not checked again."""
     record: Callable[[Callable[[], None]], Any] = (
         undo.append if undo is not None else lambda _action: None
     )
@@ -86,7 +89,7 @@ def apply_definitions(
         queue = vhost.declare_queue(
             entry["name"], None, passive=False, durable=entry.get("durable", True),
             exclusive=False, auto_delete=entry.get("auto_delete", False),
-            arguments=entry.get("arguments", {}),
+            arguments=entry.get("arguments", {}), recovered=recovered,
         )
         if not existed:
             record(partial(vhost.delete_queue, queue))
