@@ -599,9 +599,11 @@ class Connection:
     # -- flow control ---------------------------------------------------------------------
 
     def pause_writing(self) -> None:
+        """Our output is backed up (see broker.transport): dispatch passes our consumers over."""
         self.writable = False
 
     def resume_writing(self) -> None:
+        """Our output drained: our consumers' queues dispatch to us again."""
         self.writable = True
         for channel in list(self.channels.values()):
             channel.kick_queues()
