@@ -59,6 +59,9 @@ class Publishing:
                 f"'{vhost.name}'",
                 60, 40,
             )
+        if exchange.type_name == "topic":  # the only type with topic permissions
+            vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key,
+                                         60, 40)
         if publish.immediate:
             raise AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
         self._publish = publish

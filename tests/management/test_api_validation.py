@@ -217,6 +217,14 @@ def bad_entries(p: str) -> dict[str, tuple[dict, tuple[int, object], bool]]:
             {"permissions": [{"user": f"{p}nobody", "vhost": "/", "configure": ".*",
                               "write": ".*", "read": ".*"}]},
             refused(["no_such_user", f"{p}nobody"]), True),
+        "topic permission bad regex": (
+            {"topic_permissions": [{"user": "guest", "vhost": f"{p}vh", "exchange": "amq.topic",
+                                    "write": "(", "read": ".*"}]},
+            refused(["invalid_regexp", "(", [chars("missing )"), 1]]), True),
+        "topic permission unknown user": (
+            {"topic_permissions": [{"user": f"{p}nobody", "vhost": "/", "exchange": "amq.topic",
+                                    "write": ".*", "read": ".*"}]},
+            refused(["no_such_user", f"{p}nobody"]), True),
         # RabbitMQ takes these (204), in part silently ignored:
         "binding to a missing queue": (
             {"bindings": [{"source": f"{p}x", "vhost": "/", "destination": f"{p}nosuch",
@@ -245,10 +253,6 @@ def bad_entries(p: str) -> dict[str, tuple[dict, tuple[int, object], bool]]:
             refused(["amqp_error", "precondition_failed", chars(
                 "Invalid x-match field value <<\"bogus\">>; expected all, any, all-with-x, or "
                 "any-with-x"), "none"]), False),
-        "topic permissions": (
-            {"topic_permissions": [{"user": "guest", "vhost": "/", "exchange": "amq.topic",
-                                    "write": ".*", "read": ".*"}]},
-            refused("topic permissions are not supported"), False),
     }
 
 
