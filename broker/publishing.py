@@ -59,7 +59,8 @@ class Publishing:
                 f"'{vhost.name}'",
                 60, 40,
             )
-        if exchange.type_name == "topic":  # the only type with topic permissions
+        # Topic permissions: checked on topic exchanges only, not at all while the node has none.
+        if exchange.type_name == "topic" and vhost.access.topic_permissions:
             vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key,
                                          60, 40)
         if publish.immediate:
