@@ -233,8 +233,8 @@ SETTINGS = [
             "API's message rates are computed from"),
     Setting("data_dir", "data_dir", _path, "directory for persistent data"),
     Setting("load_definitions", "load_definitions", _existing_file,
-            "a RabbitMQ definitions JSON file (users, vhosts, permissions, policies, exchanges, "
-            "queues, bindings) to load at start"),
+            "a RabbitMQ definitions JSON file (users, vhosts, permissions, topic permissions, "
+            "policies, exchanges, queues, bindings) to load at start"),
     Setting("default_user", "default_user", _text, "user created on first start"),
     Setting("default_pass", "default_pass", _text, "password of the default user"),
     Setting("default_vhost", "default_vhost", _text, "vhost created on first start"),

@@ -192,7 +192,8 @@ class Node:
         return vhost
 
     def delete_vhost(self, vhost: VirtualHost) -> None:
-        """Close its connections, delete its queues and exchanges, forget its permissions."""
+        """Close its connections, delete its queues and exchanges, forget its permissions and topic
+        permissions."""
         for connection in list(self.connections):
             if connection.vhost is vhost:
                 connection.close_forced(f"vhost '{vhost.name}' is deleted")
@@ -201,6 +202,7 @@ class Node:
         del self.vhosts[vhost.name]
         for key in [key for key in self.access.permissions if key[1] == vhost.name]:
             del self.access.permissions[key]
+        self.access.clear_topic_permissions(vhost=vhost.name)
         self.definitions_changed()
 
     def _attach(self, vhost: VirtualHost) -> None:

@@ -1,5 +1,6 @@
 """A virtual host: its exchanges, queues and bindings, declared, looked up and deleted with
-RabbitMQ's rules and reply texts. Permission checks against the node's access control."""
+RabbitMQ's rules and reply texts. Permission and topic permission checks against the node's
+access control."""
 
 from __future__ import annotations
 
@@ -116,6 +117,24 @@ class VirtualHost:
                 ACCESS_REFUSED,
                 f"access to {resource(resource_kind, checked_name, self.name)} "
                 f"refused for user '{user.name}'",
+                class_id, method_id,
+            )
+
+    def check_topic_permission(
+        self, user: User, kind: str, exchange: Exchange, routing_key: str, class_id: int,
+        method_id: int,
+    ) -> None:
+        """Raise 403 unless `user` may use `routing_key` on the topic exchange `exchange`:
+        write to publish with it, read to bind with it. Without a topic permission for the
+        exchange everything is allowed; other exchange types are never checked."""
+        if exchange.type_name != "topic":
+            return
+        permission = self.access.topic_permissions.get((user.name, self.name, exchange.name))
+        if permission is not None and not permission.allows(kind, routing_key):
+            raise AMQPChannelError(
+                ACCESS_REFUSED,
+                f"access to topic '{routing_key}' in exchange '{exchange.name}' in vhost "
+                f"'{self.name}' refused for user '{user.name}'",
                 class_id, method_id,
             )
 

@@ -23,6 +23,7 @@ from management.api import (
     overview,
     policies,
     queues,
+    topic_permissions,
 )
 from management.api.common import MAX_BODY_SIZE, NODE_KEY
 from management.auth import authenticate, rabbitmq_errors
@@ -30,8 +31,8 @@ from management.rates import RATES_KEY, Rates, sample_forever
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (overview, queues, exchanges, bindings, access, policies, connections,
-                 definitions, metrics, ui)
+ROUTE_MODULES = (overview, queues, exchanges, bindings, access, topic_permissions, policies,
+                 connections, definitions, metrics, ui)
 
 
 def build_app(node: Node) -> web.Application:

@@ -1,6 +1,6 @@
 """RabbitMQ definitions documents (the JSON `rabbitmqctl export_definitions` writes): users,
-vhosts, permissions, exchanges, queues and bindings. Loaded at start; exported whenever a
-durable definition changes, as the broker's own durable definitions file."""
+vhosts, permissions, topic permissions, exchanges, queues and bindings. Loaded at start;
+exported whenever a durable definition changes, as the broker's own durable definitions file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broker import __version__
-from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
+from broker.auth import SHA256_ALGORITHM, Permission, TopicPermission, User, hash_password
 from broker.exchanges import Exchange
 from broker.policies import Policy
 
@@ -73,6 +73,13 @@ def apply_definitions(
         permission = Permission(entry["configure"], entry["write"], entry["read"])
         record(partial(_restore, access.permissions, key, access.permissions.get(key)))
         access.set_permissions(*key, permission)
+    for entry in document.get("topic_permissions", []):
+        topic_permission = TopicPermission(entry["user"], entry["vhost"], entry["exchange"],
+                                           entry["write"], entry["read"])
+        key = (topic_permission.user, topic_permission.vhost, topic_permission.exchange)
+        record(partial(_restore, access.topic_permissions, key,
+                       access.topic_permissions.get(key)))
+        access.set_topic_permission(topic_permission)
     for entry in document.get("exchanges", []):
         vhost = node.add_vhost(entry.get("vhost", "/"))
         existed = entry["name"] in vhost.exchanges
@@ -148,7 +155,9 @@ def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
              "write": permission.write, "read": permission.read}
             for (user, vhost), permission in access.permissions.items()
         ],
-        "topic_permissions": [],
+        "topic_permissions": [
+            permission.as_definition() for permission in access.topic_permissions.values()
+        ],
         "parameters": [],
         "global_parameters": [],
         "policies": [

@@ -299,8 +299,7 @@ ROUTES = [
     ("GET", "/api/cluster-name", cluster_name),
     ("GET", "/api/auth", auth_settings),
     *(("GET", f"/api/{name}", empty_list) for name in (
-        "parameters", "global-parameters", "topic-permissions", "vhost-limits",
-        "operator-policies",
+        "parameters", "global-parameters", "vhost-limits", "operator-policies",
     )),
     ("GET", "/api/health/checks/alarms", alarms),
     ("GET", "/api/health/checks/local-alarms", local_alarms),
