@@ -22,7 +22,7 @@ from broker.exchanges.delayed import delay_of, delivered_properties
 from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
-from broker.queue_args import resolve, validate_queue_arguments
+from broker.queue_args import QUEUE_TYPES, resolve, validate_queue_arguments
 from broker.resources import check_reserved_name, not_found, resource
 from protocol.constants import (
     ACCESS_REFUSED,
@@ -46,7 +46,6 @@ STANDARD_EXCHANGES = (
     ("amq.rabbitmq.trace", "topic"),
 )
 
-QUEUE_TYPES = ("classic", "quorum", "stream")  # what a vhost's default queue type may be
 
 # Queue arguments RabbitMQ compares on redeclare (others are accepted and ignored).
 EQUIVALENCE_CHECKED_QUEUE_ARGS = (
@@ -262,7 +261,7 @@ class VirtualHost:
             queue.arm_unused_timer()
             return queue
         if not recovered:
-            validate_queue_arguments(arguments, resource("queue", name, self.name))
+            validate_queue_arguments(self._typed(arguments), resource("queue", name, self.name))
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive_access(existing, connection, 50, 10)
@@ -282,6 +281,13 @@ class VirtualHost:
         if queue.durable:
             self.on_definitions_changed()
         return queue
+
+    def _typed(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments with the vhost's default queue type where they name none, so that a
+        default type Warren does not run is refused as the same x-queue-type would be."""
+        if self.default_queue_type is None or "x-queue-type" in arguments:
+            return arguments
+        return {**arguments, "x-queue-type": self.default_queue_type}
 
     def _check_queue_equivalence(
         self, queue: Queue, durable: bool, auto_delete: bool, arguments: dict[str, Any]

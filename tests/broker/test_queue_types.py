@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import pika
 import pytest
 from amqp_raw import amqp_name
 from helpers import channel_error, opened
@@ -133,3 +134,33 @@ def test_a_queue_recorded_by_an_earlier_version_is_kept_at_start(warren_factory,
         channel = connection.channel()
         assert channel.queue_declare("old-quorum", passive=True).method.queue == "old-quorum"
     broker.assert_alive()
+
+
+@warren_only
+@pytest.mark.parametrize("default_type", ["quorum", "stream"])
+def test_a_vhost_default_queue_type_warren_does_not_run_refuses_plain_declares(
+        broker, unique, default_type):
+    # RabbitMQ declares a queue of the vhost's default type when x-queue-type is absent: Warren
+    # refuses it as it refuses that x-queue-type, rather than declaring a classic queue.
+    if broker.management_port is None:
+        pytest.skip("no management port for this broker")
+    vhost = f"dqt-{unique[-20:]}"  # short: the reply text must fit in 255 bytes
+    path = f"/api/vhosts/{urllib.parse.quote(vhost, safe='')}"
+    assert http(broker, "PUT", path, {"defaultqueuetype": default_type})[0] == 201
+    try:
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            broker.host, broker.port, virtual_host=vhost))
+        try:
+            queue = "plain"
+            channel = connection.channel()
+            assert channel_error(lambda: channel.queue_declare(queue, durable=True)) == (
+                406, f"PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue '{queue}' in "
+                     f"vhost '{vhost}': queue type '{default_type}' is not supported by this "
+                     "broker yet")
+            channel = connection.channel()
+            declared = channel.queue_declare(queue, arguments={"x-queue-type": "classic"})
+            assert declared.method.queue == queue
+        finally:
+            connection.close()
+    finally:
+        http(broker, "DELETE", path, None)
