@@ -30,7 +30,8 @@ def decode_table(data: bytes, offset: int = 0) -> tuple[dict[str, TypedValue], i
     table: dict[str, TypedValue] = {}
     while offset < end:
         name_length = data[offset]
-        name = data[offset + 1 : offset + 1 + name_length].decode()
+        # Any bytes (RabbitMQ takes them): keys that are not UTF-8 encode back unchanged.
+        name = data[offset + 1 : offset + 1 + name_length].decode("utf-8", "surrogateescape")
         value, offset = decode_value(data, offset + 1 + name_length)
         table[name] = value
     if offset != end:
@@ -72,7 +73,9 @@ def encode_table(table: dict[str, TypedValue]) -> bytes:
     """A typed table back to bytes (with its 4-byte length): the inverse of decode_table."""
     body = b"".join(
         bytes((len(raw_name),)) + raw_name + encode_value(value)
-        for raw_name, value in ((name.encode(), value) for name, value in table.items())
+        for raw_name, value in (
+            (name.encode("utf-8", "surrogateescape"), value) for name, value in table.items()
+        )
     )
     return _u32.pack(len(body)) + body
 

@@ -18,6 +18,7 @@ from protocol.fieldtable import TypedValue, decode_table
 
 _u16 = struct.Struct("!H")
 _u32 = struct.Struct("!I")
+_u64 = struct.Struct("!Q")
 _FIXED_SIZES = {"octet": 1, "timestamp": 8}
 _FLAG_OF = {name: flag for name, flag, _ in PROPERTY_FLAGS}
 
@@ -99,7 +100,7 @@ def get(raw: bytes, name: str) -> Any:
         return raw[start]
     if kind == "table":
         return pamqp_decode.field_table(raw[start:end])[1]
-    return pamqp_decode.timestamp(raw[start:end])[1]
+    return _u64.unpack_from(raw, start)[0]  # a timestamp: the integer sent, unconverted
 
 
 def replace_shortstr(raw: bytes, name: str, value: str) -> bytes:
