@@ -20,11 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pika
-import pytest
-from helpers import connect, wait_for
+from helpers import connect, content_header_payload, raw_client, wait_for
+from pamqp import commands
 from prometheus_client.parser import text_string_to_metric_families
 
 FAULT_BROKER = Path(__file__).resolve().parents[1] / "fault_broker.py"
+DELIVERY_MODE_FLAG = 0x1000
 STEPS = ("dead_letter", "expiry", "delayed", "delivery_count", "management_get")
 
 
@@ -144,29 +145,33 @@ def test_failed_dead_letter_keeps_the_message_in_its_queue(warren_factory):
     assert len(lines) == 3 and all("the message stays in the queue" in line for line in lines)
 
 
-@pytest.mark.parametrize("ackmode", ["ack_requeue_true", "ack_requeue_false",
-                                     "reject_requeue_true", "reject_requeue_false"])
-def test_failed_management_get_leaves_the_messages_untouched(warren_factory, ackmode):
+ACKMODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
+            "reject_requeue_false")
+
+
+def test_failed_management_get_leaves_the_messages_untouched(warren_factory):
     broker = start(warren_factory, "get_render")
     connection = connect(broker)
     channel = connection.channel()
-    dead_letter_queue = dead_letter_setup(channel, "faults.get")
-    for n in range(3):
-        channel.basic_publish("", "faults.get", f"m{n}".encode(), HEADERS)
+    for ackmode in ACKMODES:
+        queue = f"faults.get.{ackmode}"
+        dead_letter_queue = dead_letter_setup(channel, queue)
+        for n in range(3):
+            channel.basic_publish("", queue, f"m{n}".encode(), HEADERS)
 
-    for _ in range(2):  # a second try fails alike, and is not logged again
-        status, answer = api_get(broker, "faults.get", ackmode)
-        assert status == 500, answer
-        assert answer["error"] == "internal_server_error"
-        assert "queue 'faults.get' in vhost '/'" in answer["reason"]
+        for _ in range(2):  # a second try fails alike, and is not logged again
+            status, answer = api_get(broker, queue, ackmode)
+            assert status == 500, answer
+            assert answer["error"] == "internal_server_error"
+            assert f"queue '{queue}' in vhost '/'" in answer["reason"]
 
-    got = [channel.basic_get("faults.get", auto_ack=True) for _ in range(3)]
-    assert [body for _, _, body in got] == [b"m0", b"m1", b"m2"]  # in order, none taken
-    assert not any(method.redelivered for method, _, _ in got)
-    assert channel.queue_declare(dead_letter_queue, passive=True).method.message_count == 0
+        got = [channel.basic_get(queue, auto_ack=True) for _ in range(3)]
+        assert [body for _, _, body in got] == [b"m0", b"m1", b"m2"], ackmode  # none taken
+        assert not any(method.redelivered for method, _, _ in got), ackmode
+        assert channel.queue_declare(dead_letter_queue, passive=True).method.message_count == 0
     connection.close()
-    assert step_failures(broker)["management_get"] == 2.0
-    assert len(failure_lines(broker, "management_get")) == 1
+    assert step_failures(broker)["management_get"] == 2.0 * len(ACKMODES)
+    assert len(failure_lines(broker, "management_get")) == len(ACKMODES)  # one per queue
 
 
 def test_failed_delayed_release_keeps_holding_and_tries_again(warren_factory):
@@ -222,3 +227,36 @@ def test_failed_delivery_count_delivers_the_message_as_published(warren_factory)
     connection.close()
     assert step_failures(broker)["delivery_count"] == 2.0
     assert len(failure_lines(broker, "delivery_count")) == 1
+
+
+def test_raising_confirm_callback_does_not_wedge_the_log(warren_factory):
+    """The write-ahead log calls a channel back when a batch is durable (to send its confirms);
+    that callback raising once must not stop the log: later publishes are still confirmed
+    (the first with them, multiple=true), and a clean stop still writes everything."""
+    broker = start(warren_factory, "confirm_callback:1")
+    persistent = content_header_payload(1, DELIVERY_MODE_FLAG, b"\x02")
+    with raw_client(broker) as client:
+        client.send_method(1, commands.Queue.Declare(queue="faults.durable", durable=True))
+        client.expect_method(commands.Queue.DeclareOk)
+        client.send_method(1, commands.Confirm.Select())
+        client.expect_method(commands.Confirm.SelectOk)
+        client.publish_raw(1, "", "faults.durable", persistent, [b"1"])
+        time.sleep(0.5)  # its batch is written, and the callback raised
+        client.publish_raw(1, "", "faults.durable", persistent, [b"2"])
+        ack = client.expect_method(commands.Basic.Ack)
+        assert (ack.delivery_tag, ack.multiple) == (2, True)
+        client.publish_raw(1, "", "faults.durable", persistent, [b"3"])
+        ack = client.expect_method(commands.Basic.Ack)
+        assert (ack.delivery_tag, ack.multiple) == (3, False)
+    broker.process.terminate()
+    assert broker.process.wait(15) == 0, broker.log_text()[-3000:]
+    lines = [line for line in broker.log_text().splitlines()
+             if "a callback waiting for write-ahead log batch" in line]
+    assert len(lines) == 1, lines
+
+    again = warren_factory(extra_args=["--data-dir", str(broker.data_dir)])
+    connection = connect(again)
+    channel = connection.channel()
+    bodies = [channel.basic_get("faults.durable", auto_ack=True)[2] for _ in range(3)]
+    assert bodies == [b"1", b"2", b"3"]
+    connection.close()

@@ -3,7 +3,8 @@ flush hooks) does not wedge the log: the other waiters of that batch are still c
 batches are written and released, and drain() (what a clean stop waits for) returns.
 
 Faults are injected in-process on a real WriteAheadLog writing real segment files; the same
-fault through a whole broker (publisher confirms, clean stop) is in tests/broker/test_step_faults.
+fault through a whole broker (publisher confirms, clean stop, restart) is
+test_raising_confirm_callback_does_not_wedge_the_log in tests/broker/test_step_faults.py.
 """
 
 from __future__ import annotations
