@@ -100,7 +100,15 @@ def get(raw: bytes, name: str) -> Any:
         return raw[start]
     if kind == "table":
         return pamqp_decode.field_table(raw[start:end])[1]
-    return _u64.unpack_from(raw, start)[0]  # a timestamp: the integer sent, unconverted
+    return pamqp_decode.timestamp(raw[start:end])[1]
+
+
+def timestamp(raw: bytes) -> int | None:
+    """The timestamp property as sent (any unsigned 64-bit number), not converted to a date
+    (pamqp's conversion fails past year 9999 and reads values past 2106 as milliseconds)."""
+    if not has(raw, "timestamp"):
+        return None
+    return _u64.unpack_from(raw, _field_spans(raw)["timestamp"][0])[0]
 
 
 def replace_shortstr(raw: bytes, name: str, value: str) -> bytes:

@@ -7,7 +7,7 @@ bytes with Warren's own decoders, so that any property a publisher could send re
 - the timestamp property and timestamp fields as the integer sent (no conversion);
 - a decimal as the number "<scale>.<value as unsigned 32-bit>" (what RabbitMQ shows: 1.15 for
   scale 1 and value 15, 2.4294954951 for scale 2 and value -12345);
-- 'L' as a signed 64-bit integer, void as "undefined"; present empty strings as "".
+- void as "undefined"; present empty strings as "".
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def properties_json(raw: bytes) -> dict[str, Any] | list:
             continue
         if kind == "table":
             shown[name] = _table(properties.typed_headers(raw))
+        elif kind == "timestamp":
+            shown[name] = properties.timestamp(raw)
         else:
             shown[name] = properties.get(raw, name)
     return shown or []
@@ -68,8 +70,6 @@ def value_json(value: TypedValue) -> Any:
         return _table(content)
     if tag == "A":
         return [value_json(item) for item in content]
-    if tag == "L" and content >= 2**63:
-        return content - 2**64
     if tag == "D":
         return _decimal(content)
     if tag == "V":

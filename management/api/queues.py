@@ -154,8 +154,8 @@ async def get_messages(request: web.Request) -> web.Response:
         raise bad_request(f"invalid ackmode {ackmode!r}")
     count = _integer(body["count"])
     truncate = _integer(body["truncate"]) if "truncate" in body else None
-    if truncate is not None and truncate < 0:  # RabbitMQ's answer too, an empty 500
-        raise web.HTTPInternalServerError()
+    if truncate is not None and truncate < 0:  # RabbitMQ's answer too (an empty 500), though
+        raise web.HTTPInternalServerError(text="")  # it takes the message first
     encoding = body["encoding"]
     node = node_of(request)
     taken: list[QueuedMessage] = []
