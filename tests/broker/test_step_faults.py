@@ -116,6 +116,8 @@ def test_failed_dead_letter_keeps_the_message_in_its_queue(warren_factory):
     rejected = dead_letter_setup(channel, "faults.rejected")
     expired = dead_letter_setup(channel, "faults.expired", **{"x-message-ttl": 20})
     dropped = dead_letter_setup(channel, "faults.maxlen", **{"x-max-length": 1})
+    limited = dead_letter_setup(channel, "faults.limit", **{"x-delivery-limit": 0})
+    channel.basic_publish("", "faults.limit", b"limited", HEADERS)
     channel.basic_publish("", "faults.rejected", b"rejected", HEADERS)
     channel.basic_publish("", "faults.expired", b"expired", HEADERS)
     channel.basic_publish("", "faults.maxlen", b"first", HEADERS)
@@ -135,14 +137,19 @@ def test_failed_dead_letter_keeps_the_message_in_its_queue(warren_factory):
     assert channel.queue_declare("faults.maxlen", passive=True).method.message_count == 2
     assert [channel.basic_get("faults.maxlen", auto_ack=True)[2] for _ in range(2)] == [
         b"first", b"second"]
-    for dead_letter_queue in (rejected, expired, f"{dropped}"):
+    # Past its delivery limit when requeued: requeued all the same.
+    method, _, _ = channel.basic_get("faults.limit")
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    method, _, body = channel.basic_get("faults.limit", auto_ack=True)
+    assert (body, method.redelivered) == (b"limited", True)
+    for dead_letter_queue in (rejected, expired, dropped, limited):
         assert channel.queue_declare(dead_letter_queue, passive=True).method.message_count == 0
     connection.close()
 
     counts = step_failures(broker)
-    assert counts == {**dict.fromkeys(STEPS, 0.0), "dead_letter": 2.0, "expiry": 1.0}
+    assert counts == {**dict.fromkeys(STEPS, 0.0), "dead_letter": 3.0, "expiry": 1.0}
     lines = failure_lines(broker, "dead_letter") + failure_lines(broker, "expiry")
-    assert len(lines) == 3 and all("the message stays in the queue" in line for line in lines)
+    assert len(lines) == 4 and all("the message stays in the queue" in line for line in lines)
 
 
 ACKMODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
