@@ -6,7 +6,9 @@ them, so the walks here keep their own stacks).
 exactly what RabbitMQ's parser accepts. Decoded tables keep value types for comparisons that
 depend on them (RabbitMQ's headers exchange compares nested arrays and tables type and value
 alike). Keys are decoded with `surrogateescape`, so keys that are not UTF-8 (RabbitMQ takes any
-bytes) encode back to their original bytes.
+bytes) encode back to their original bytes. `L` is read as RabbitMQ reads it, a signed long,
+and decoded as `l`, so a table Warren rewrites (dead-lettering) writes it back as `l` as RabbitMQ
+does.
 """
 
 from __future__ import annotations
