@@ -35,8 +35,9 @@ def _targets() -> dict[str, tuple[object, str]]:
         # dead-lettering: the properties rewrite, or the whole step (routing the copy)
         "dead_letter_rewrite": (broker.deadletter, "rewritten"),
         "dead_letter": (broker.deadletter, "dead_letter"),
-        # the management API's get: rendering a message
+        # the management API's get: rendering a message, or the JSON text of the answer
         "get_render": (management.api.queues, "properties_json"),
+        "get_json": (management.api.queues, "json_response"),
         # the delayed exchange: x-delay rewritten when held, routing when released
         "delayed_hold": (broker.vhost, "delivered_properties"),
         "delayed_release": (broker.exchanges.delayed.DelayedExchange, "match"),

@@ -166,6 +166,7 @@ async def get_messages(request: web.Request) -> web.Response:
                 break
             taken.append(entry)
             results.append(_message(queue, entry, encoding, truncate))
+        answer = json_response(results)  # the JSON text too, before anything is settled
     except Exception as failure:
         queue.put_back(taken)
         node.step_failures.record(
@@ -192,7 +193,7 @@ async def get_messages(request: web.Request) -> web.Response:
             node.messages_acknowledged += 1
     if requeue:
         queue.dispatch()
-    return json_response(results)
+    return answer
 
 
 def _integer(value: Any) -> int:

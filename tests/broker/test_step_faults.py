@@ -2,9 +2,8 @@
 was, or is dead-lettered unchanged; the failure is logged once for the queue (not once per
 message) and counted in /metrics as warren_message_step_failures_total{step=...}.
 
-No valid message is known to break these steps any more (tests/lifecycle/
-test_dead_letter_odd_properties.py and tests/management/test_get_rendering.py run the odd ones
-through them), so the failures are injected: each test starts a Warren through
+No valid message is known to break these steps any more (tests/broker/test_odd_properties.py
+runs the odd ones through them), so the failures are injected: each test starts a Warren through
 tests/fault_broker.py, which replaces one function of the broker by one that raises, and then
 checks what a client sees — over AMQP, the management API and /metrics.
 """
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pika
+import pytest
 from helpers import connect, content_header_payload, raw_client, wait_for
 from pamqp import commands
 from prometheus_client.parser import text_string_to_metric_families
@@ -156,8 +156,9 @@ ACKMODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
             "reject_requeue_false")
 
 
-def test_failed_management_get_leaves_the_messages_untouched(warren_factory):
-    broker = start(warren_factory, "get_render")
+@pytest.mark.parametrize("fault", ["get_render", "get_json"])
+def test_failed_management_get_leaves_the_messages_untouched(warren_factory, fault):
+    broker = start(warren_factory, fault)
     connection = connect(broker)
     channel = connection.channel()
     for ackmode in ACKMODES:
