@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from broker.alarms import ResourceMonitor
 from broker.auth import AccessControl, Permission, User, hash_password
 from broker.exchanges import DelayedExchange
+from broker.stepfailures import StepFailures
 from broker.vhost import VirtualHost
 from storage import snapshot
 from storage.datadir import DataDir, open_data_dir
@@ -68,6 +69,7 @@ class Node:
         self.messages_confirmed = 0
         # (reason, "at_most_once" with a dead-letter exchange / "disabled" without) -> count
         self.dead_lettered: dict[tuple[str, str], int] = {}
+        self.step_failures = StepFailures()  # warren_message_step_failures_total
 
     async def start(self) -> None:
         """Open the data dir, load definitions, recover persistent messages."""
@@ -186,6 +188,7 @@ class Node:
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name, self.access)
             vhost.dead_lettered = self.dead_lettered
+            vhost.step_failures = self.step_failures
             if self.store is not None:
                 self._attach(vhost)
                 self.definitions_changed()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from broker import names
+from broker import names, stepfailures
 from broker.exchanges import (
     DELAYABLE_TYPES,
     EXCHANGE_TYPES,
@@ -18,12 +18,13 @@ from broker.exchanges import (
     Exchange,
     route,
 )
-from broker.exchanges.delayed import delay_of, delivered_properties
+from broker.exchanges.delayed import RELEASE_RETRY_SECONDS, delay_of, delivered_properties
 from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
 from broker.queue_args import QUEUE_TYPES, resolve, validate_queue_arguments
 from broker.resources import check_reserved_name, not_found, resource
+from broker.stepfailures import StepFailures
 from protocol.constants import (
     ACCESS_REFUSED,
     COMMAND_INVALID,
@@ -68,6 +69,7 @@ class VirtualHost:
         self.tags: list[str] = []
         self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
         self.dead_lettered: dict[tuple[str, str], int] = {}  # the node's, shared (see Node)
+        self.step_failures = StepFailures()  # the node's, shared
         self.on_definitions_changed: Callable[[], None] = lambda: None
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
@@ -407,8 +409,16 @@ class VirtualHost:
     def hold_delayed(self, exchange: DelayedExchange, message: Message, delay: int) -> int:
         """Keep a message in a delayed exchange, as delivered later (x-delay negated); on a
         durable exchange it is logged whatever its delivery mode. Returns the log ticket."""
-        held = Message(message.exchange, message.routing_key, message.route_bytes,
-                       delivered_properties(message, delay), message.body)
+        try:
+            props_raw = delivered_properties(message, delay)
+        except Exception as error:  # held as published rather than refused
+            props_raw = message.props_raw
+            self.step_failures.record(
+                stepfailures.DELAYED, self._describe_exchange(exchange), error,
+                "the message is held with its properties unchanged (x-delay not negated)",
+            )
+        held = Message(message.exchange, message.routing_key, message.route_bytes, props_raw,
+                       message.body)
         held.cc, held.persistent, held.timestamp = message.cc, message.persistent, message.timestamp
         held.expiration = message.expiration
         ticket = 0
@@ -418,11 +428,24 @@ class VirtualHost:
         return ticket
 
     def _release_delayed(self, exchange: DelayedExchange, message: Message) -> None:
-        """A delayed message's time has come: route it as its exchange's type would."""
+        """A delayed message's time has come: route it as its exchange's type would. If that
+        fails, the exchange holds it a while longer (and tries again)."""
+        try:
+            queues = self.route(exchange, message)
+        except Exception as error:
+            exchange.holding.hold_again(message)
+            self.step_failures.record(
+                stepfailures.DELAYED, self._describe_exchange(exchange), error,
+                f"the message stays held and is tried again every {RELEASE_RETRY_SECONDS} s",
+            )
+            return
         if message.store_id:
             self.store.removed(exchange.holding, message)
             message.store_id = 0  # logged afresh for the queues it reaches now, if persistent
-        self.deliver(message, self.route(exchange, message))
+        self.deliver(message, queues)
+
+    def _describe_exchange(self, exchange: Exchange) -> str:
+        return f"exchange '{exchange.name}' in vhost '{self.name}'"
 
     def deliver(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
         """Put a routed message into its queues: logged first if it is persistent (once, for
