@@ -11,28 +11,16 @@ from __future__ import annotations
 import struct
 
 import pytest
-from lifecycle_b import (
-    Recorder,
-    pump,
-    pump_until,
-    raw_basic_consume,
-    raw_close,
-)
+from client_helpers import channel_error
+from multi_consumer import Recorder, pump, pump_until, raw_basic_consume, raw_close
 from pamqp import commands
-
-from tests.broker.helpers import channel_error, close_quietly, connect, field_table, safe_name
-from tests.broker.helpers import field as table_field
-
-
-@pytest.fixture
-def connection(broker):
-    connection = connect(broker)
-    yield connection
-    close_quietly(connection)
+from raw_amqp import field as table_field
+from raw_amqp import field_table, safe_name
 
 
 @pytest.fixture
 def channel(connection):
+    """A plain channel (the lifecycle folder's default is in confirm mode)."""
     return connection.channel()
 
 

@@ -19,21 +19,11 @@ import time
 import pika
 import pika.exceptions
 import pytest
-from lifecycle_b import REFERENCE, Recorder, pump, pump_until
+from client_helpers import channel_error, connection_error
+from multi_consumer import REFERENCE, Recorder, pump, pump_until
 from pamqp import commands
-
-from tests.broker.helpers import (
-    HEADERS_FLAG,
-    channel_error,
-    close_quietly,
-    connect,
-    connection_error,
-    content_header_payload,
-    field_table,
-    raw_client,
-    safe_name,
-)
-from tests.broker.helpers import field as table_field
+from raw_amqp import HEADERS_FLAG, content_header_payload, field_table, raw_client, safe_name
+from raw_amqp import field as table_field
 
 pytestmark = pytest.mark.skipif(
     REFERENCE, reason="RabbitMQ's reference node has no delayed-message-exchange plugin"
@@ -44,14 +34,8 @@ LATE = 1.5  # generous upper bound on lateness
 
 
 @pytest.fixture
-def connection(broker):
-    connection = connect(broker)
-    yield connection
-    close_quietly(connection)
-
-
-@pytest.fixture
 def channel(connection):
+    """A plain channel (the lifecycle folder's default is in confirm mode)."""
     return connection.channel()
 
 
@@ -350,7 +334,7 @@ def test_numeric_delay_types(broker, connection, channel, direct_setup, kind, va
                            [b"m"])
         client.send_method(1, commands.Channel.Close(reply_code=200, reply_text="bye",
                                                      class_id=0, method_id=0))
-        client.expect_method(commands.Channel.CloseOk)
+        client.expect(commands.Channel.CloseOk)
     delivery = consume_one(connection, channel, queue)
     assert delivery.at - started >= 0.3 - TIMING_SLACK
     assert delivery.properties.headers == {"x-delay": -300}

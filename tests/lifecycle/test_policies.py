@@ -23,15 +23,9 @@ import time
 import pika
 import pika.exceptions
 import pytest
-from lifecycle_b import (
-    REFERENCE,
-    get_all,
-    reference_clear_policies,
-    reference_set_policies,
-)
-
-from tests.broker.helpers import close_quietly, connect
-from tests.conftest import DEFINITIONS, BrokerProcess, run_warren
+from brokers import DEFINITIONS, BrokerProcess, run_warren
+from client_helpers import close_quietly, connect
+from multi_consumer import REFERENCE, get_all, reference_clear_policies, reference_set_policies
 
 PREFIX = f"lcbpol{os.getpid()}t{time.time_ns() % 10**10}"
 
