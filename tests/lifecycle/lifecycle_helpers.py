@@ -15,7 +15,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from client_helpers import close_quietly, connect
+from client_helpers import close_quietly, connect, message_count, settle
 from pamqp import commands, frame
 from raw_amqp import RawAMQP, amqp_name
 
@@ -84,16 +84,10 @@ class Topology:
 # --------------------------------------------------------------------------------------------
 
 
-def count(channel, queue: str) -> int:
-    """Ready messages by passive declare (never consumes, never resets a TTL)."""
-    return channel.queue_declare(queue, passive=True).method.message_count
-
-
-def pump(connection, seconds: float) -> None:
-    """Sleep while answering the broker (heartbeats, deliveries)."""
-    end = time.monotonic() + seconds
-    while (remaining := end - time.monotonic()) > 0:
-        connection.process_data_events(time_limit=remaining)
+# Ready messages by passive declare (never consumes, never resets a TTL).
+count = message_count
+# Sleep while answering the broker (heartbeats, deliveries).
+pump = settle
 
 
 def wait_until(

@@ -3,7 +3,7 @@
 Consumers of the highest priority get the messages while they have prefetch room; lower ones
 only while every higher one is blocked; round-robin among consumers of one priority; no
 x-priority is 0 and negative priorities rank below it. Any integer type is accepted; other types
-close the channel with RabbitMQ's 406 text. See RABBITMQ_LIFECYCLE_B.md.
+close the channel with RabbitMQ's 406 text. See RABBITMQ_PRIORITY_POLICIES_DELAYED.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Higher priority first, FIFO within a priority; no priority property counts as 0; a priority
 above the maximum counts as the maximum (the delivered property is unchanged); requeued messages
 go back to their place (their band, ahead of later messages); 0..255 accepted (0 = plain FIFO),
-anything else refused with RabbitMQ's texts. See RABBITMQ_LIFECYCLE_B.md.
+anything else refused with RabbitMQ's texts. See RABBITMQ_PRIORITY_POLICIES_DELAYED.md.
 """
 
 from __future__ import annotations

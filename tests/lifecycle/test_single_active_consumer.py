@@ -4,9 +4,9 @@ classic queues.
 One consumer (the first registered) gets every message; the others wait. When the active one
 goes, the waiting consumer with the highest x-priority takes over (registration order among
 equals); a closed channel's unacked messages are requeued to it first. basic.cancel does not
-requeue. Exclusive basic.consume is refused on such a queue. See RABBITMQ_LIFECYCLE_B.md (which
-also describes a RabbitMQ 3.10 stall these tests avoid: cancelling an active consumer that is
-blocked by its prefetch while messages wait).
+requeue. Exclusive basic.consume is refused on such a queue. See
+RABBITMQ_PRIORITY_POLICIES_DELAYED.md (which also describes a RabbitMQ 3.10 stall these tests
+avoid: cancelling an active consumer that is blocked by its prefetch while messages wait).
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def test_connection_close_hands_over_with_unacked_requeued(connections, control,
     # pika cancels its consumers before closing: the waiting consumer takes over at the cancel
     # and gets what is in the queue, then the closed channel's unacked messages, redelivered.
     # (RabbitMQ 3.10 stalls the queue when a SAC consumer blocked by its prefetch is cancelled
-    # -- see RABBITMQ_LIFECYCLE_B.md -- and so happens to deliver 0 and 1 first; Warren does
-    # not copy that bug.)
+    # -- see RABBITMQ_PRIORITY_POLICIES_DELAYED.md -- and so happens to deliver 0 and 1 first;
+    # Warren does not copy that bug.)
     assert [(d.name, d.body, d.redelivered) for d in recorder.deliveries] == [
         ("waiting", b"2", False), ("waiting", b"3", False), ("waiting", b"4", False),
         ("waiting", b"0", True), ("waiting", b"1", True)]
