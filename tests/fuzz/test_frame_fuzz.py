@@ -45,8 +45,6 @@ def test_broker_serves_other_connections_after_every_batch(campaign):
     assert not campaign.broken, "\n".join(campaign.broken)
 
 
-@pytest.mark.xfail(strict=False, reason="known bug (branch wire): content headers whose "
-                   "properties do not decode are stored and delivered instead of refused")
 def test_queues_hold_only_messages_whose_properties_decode(campaign):
     assert not campaign.undecodable, (f"{len(campaign.undecodable)} messages:\n"
                                       + "\n".join(campaign.undecodable[:20]))
