@@ -104,6 +104,8 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
             spec.Channel.Close: self._on_close,
             spec.Channel.CloseOk: self._on_close_ok,
             spec.Channel.Flow: self._on_flow,
+            codec.AccessRequest: lambda method: self.send_method(
+                codec.unchecked(codec.AccessRequestOk, ticket=1)),
             spec.Channel.Open: self._on_reopen,
             spec.Basic.Qos: self._on_qos,
             spec.Basic.Consume: self._on_consume,

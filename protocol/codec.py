@@ -236,13 +236,32 @@ _UNCHECKED_SHORTSTRS = frozenset(method.index for method in (
 ))
 
 
+class AccessRequest(PamqpMethod):
+    """access.request (class 30), deprecated by AMQP 0-9-1 and absent from pamqp; RabbitMQ
+    still answers it with access.request-ok (ticket 1)."""
+
+    __slots__ = ("realm", "exclusive", "passive", "active", "write", "read")
+    frame_id, index, name, synchronous = 10, 0x001E000A, "Access.Request", True
+    _realm, _exclusive, _passive, _active, _write, _read = ("shortstr",) + ("bit",) * 5
+
+
+class AccessRequestOk(PamqpMethod):
+    __slots__ = ("ticket",)
+    frame_id, index, name = 11, 0x001E000B, "Access.RequestOk"
+    _ticket = "short"
+
+
+_METHODS = {**pamqp_commands.INDEX_MAPPING, AccessRequest.index: AccessRequest,
+            AccessRequestOk.index: AccessRequestOk}
+
+
 def decode_method(index: int, payload: bytes) -> PamqpMethod:
     """Any method but the fast-path ones, into a pamqp method object (decoded here: pamqp's own
     unmarshal recurses into nested tables and takes any bytes as a table key), checked as
     RabbitMQ's generated decoder checks it: the arguments fill the frame exactly
     (UndecodableMethod), then field by field, short strings are UTF-8 as Erlang reads it
     (MalformedUtf8, class and method 0 as RabbitMQ sends it on a channel) and tables parse."""
-    method_class = pamqp_commands.INDEX_MAPPING.get(index)
+    method_class = _METHODS.get(index)
     if method_class is None:
         class_id, method_id = index >> 16, index & 0xFFFF
         raise UnknownMethod(

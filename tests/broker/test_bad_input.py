@@ -539,3 +539,10 @@ def test_frames_read_before_the_properties_541_are_judged_first(amqp, unique):
     amqp.send(publish_frame(1) + header_frame(1, 0, bad_properties)
               + raw_frame(FRAME_BODY, 1, b"x"))
     expect_close(amqp, 505, UNEXPECTED_NON_METHOD)
+
+
+def test_access_request_gets_ticket_1(amqp):
+    """Deprecated by AMQP 0-9-1 (and unknown to pamqp), still answered by RabbitMQ."""
+    amqp.send(method_frame(1, 30, 10, shortstr(b"/data") + b"\x1f"))
+    assert amqp.read_raw_frame() == (FRAME_METHOD, 1, method_payload(30, 11, b"\x00\x01"))
+    amqp.close_connection()
