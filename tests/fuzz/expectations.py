@@ -88,9 +88,9 @@ ACCEPTABLE: list[Rule] = [
     Rule("reader crash",
          "RabbitMQ's reader process crashes on a method id it does not know or a field table "
          "it cannot parse and drops the TCP connection without a frame; Warren closes the "
-         "connection with a reply code and a text naming the problem (deliberate, "
-         "tests/broker/RABBITMQ_TEXTS.md; some of these Warren closes are the 541 of the "
-         "arguments-table bug below)",
+         "connection with a reply code and a text naming the problem: 540 for the method, "
+         "501 'cannot decode' for the table (deliberate, tests/broker/RABBITMQ_TEXTS.md; "
+         "during the handshake Warren drops the socket too)",
          lambda d: d.rabbitmq.kind == "closed" and d.warren.kind == "connection"),
     Rule("early size refusal",
          "a content header announcing more than max_message_size (128 MiB): RabbitMQ waits "
