@@ -1,5 +1,5 @@
-"""Users, password hashes (RabbitMQ's salted SHA-256, so exported hashes import unchanged) and
-per-vhost configure/write/read permissions."""
+"""Users, password hashes (RabbitMQ's salted SHA-256, so exported hashes import unchanged),
+per-vhost configure/write/read permissions and per-exchange topic permissions."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass, field
 
-from broker.patterns import compile_pattern
+from broker.patterns import InvalidPattern, compile_pattern
 
 SHA256_ALGORITHM = "rabbit_password_hashing_sha256"
 
@@ -49,6 +50,41 @@ class Permission:
         return bool(pattern.pattern) and pattern.search(name) is not None
 
 
+@dataclass
+class TopicPermission:
+    """What routing keys `user` may publish with (write) and bind with (read) on the topic
+    exchange `exchange` of `vhost`, as RabbitMQ's internal backend checks them: an unanchored
+    regex search, an empty pattern meaning "^$", and "{username}" and "{vhost}" in a pattern
+    replaced by the user's and vhost's names before matching (client_id is MQTT's only)."""
+
+    user: str
+    vhost: str
+    exchange: str
+    write: str
+    read: str
+
+    def __post_init__(self) -> None:
+        """Raises broker.patterns.InvalidPattern for a pattern that does not compile."""
+        self._compiled: dict[str, re.Pattern | None] = {}
+        for kind, pattern in (("write", self.write), ("read", self.read)):
+            compile_pattern(pattern)  # the pattern as given must compile, as in RabbitMQ
+            expanded = (pattern or "^$").replace("{username}", self.user)
+            expanded = expanded.replace("{vhost}", self.vhost)
+            try:
+                self._compiled[kind] = compile_pattern(expanded)
+            except InvalidPattern:  # a name with regex syntax in it: nothing matches
+                self._compiled[kind] = None
+
+    def allows(self, kind: str, routing_key: str) -> bool:
+        pattern = self._compiled[kind]
+        return pattern is not None and pattern.search(routing_key) is not None
+
+    def as_definition(self) -> dict[str, str]:
+        """As RabbitMQ's API and definitions export show it."""
+        return {"user": self.user, "vhost": self.vhost, "exchange": self.exchange,
+                "write": self.write, "read": self.read}
+
+
 def is_loopback(host: str) -> bool:
     """A peer address on this machine: where loopback_users may log in from."""
     return host.startswith(("127.", "::ffff:127.")) or host in ("::1", "localhost")
@@ -70,12 +106,32 @@ class AccessControl:
         self.loopback_users = frozenset(loopback_users)  # may log in from loopback only
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
+        # (user, vhost, exchange) -> its topic permission; none for a topic exchange: all allowed
+        self.topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}
 
     def add_user(self, user: User) -> None:
         self.users[user.name] = user
 
     def set_permissions(self, user: str, vhost: str, permission: Permission) -> None:
         self.permissions[(user, vhost)] = permission
+
+    def set_topic_permission(self, permission: TopicPermission) -> None:
+        self.topic_permissions[
+            (permission.user, permission.vhost, permission.exchange)] = permission
+
+    def topic_permissions_of(self, user: str | None = None,
+                             vhost: str | None = None) -> list[TopicPermission]:
+        """The topic permissions of a user and/or vhost (all of them for None)."""
+        return [permission for permission in self.topic_permissions.values()
+                if (user is None or permission.user == user)
+                and (vhost is None or permission.vhost == vhost)]
+
+    def clear_topic_permissions(self, user: str | None = None, vhost: str | None = None) -> int:
+        """Forget the topic permissions of a user and/or vhost; returns how many there were."""
+        gone = self.topic_permissions_of(user, vhost)
+        for permission in gone:
+            del self.topic_permissions[(permission.user, permission.vhost, permission.exchange)]
+        return len(gone)
 
     def authenticate(self, username: str, password: str, loopback: bool) -> User | None:
         user = self.users.get(username)

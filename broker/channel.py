@@ -62,6 +62,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         self._refusal: AMQPConnectionError | None = None
         self.last_queue_name = ""
         self.consumers: dict[str, Consumer] = {}
+        self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
         self._next_delivery_tag = 1
         self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
@@ -183,7 +184,9 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         handler(method)
 
     def _handle_while_closing(self, frame_type: int, payload: bytes) -> None:
-        """After we sent channel.close, everything but close/close-ok is dropped."""
+        """After we sent channel.close, everything but close/close-ok is dropped. A close of the
+        client's crossing ours gets close-ok, and the channel stays closing until the client's
+        close-ok arrives (as RabbitMQ keeps it): only that frees the number."""
         if self.dead:
             self._handle_while_dead(frame_type, payload)
             return
@@ -195,7 +198,8 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
             self.connection.channel_closed(self)
         elif index == spec.Channel.Close.index:
             self.send_method(spec.Channel.CloseOk())
-            self.connection.channel_closed(self)
+        elif index == spec.Channel.Open.index:
+            self._on_reopen(None)
 
     @classmethod
     def awaiting_content(cls, connection: Connection, number: int, index: int) -> Channel:
@@ -245,13 +249,18 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
 
     # -- channel lifecycle ----------------------------------------------------------------
 
-    def _on_reopen(self, method: spec.Channel.Open) -> None:
+    def _on_reopen(self, method: spec.Channel.Open | None) -> None:
         raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
 
     def _on_close(self, method: spec.Channel.Close) -> None:
         self.release()
-        self.send_method(spec.Channel.CloseOk())
-        self.connection.channel_closed(self)
+        self.closing = True  # until close-ok is sent: the client must not send anything
+        self.when_confirmed(self._send_close_ok)
+
+    def _send_close_ok(self) -> None:
+        if self.connection.channels.get(self.number) is self:
+            self.send_method(spec.Channel.CloseOk())
+            self.connection.channel_closed(self)
 
     def _on_close_ok(self, method: spec.Channel.CloseOk) -> None:
         self.connection.channel_closed(self)
@@ -260,6 +269,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         """Soft error: tell the client with channel.close and drop what it sends meanwhile."""
         self.release()
         self.closing = True
+        self.end_confirms()
         self.send_method(
             spec.Channel.Close(error.reply_code, error.reply_text, error.class_id, error.method_id)
         )

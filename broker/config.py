@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.listeners import DUAL_STACK
+
 
 @dataclass
 class Config:
-    host: str = "0.0.0.0"
+    host: tuple[str, ...] = DUAL_STACK  # every IPv6 and IPv4 address, as RabbitMQ listens
     port: int = 5672
-    amqps_host: str = "0.0.0.0"
+    amqps_host: tuple[str, ...] = DUAL_STACK
     amqps_port: int = 5671
     amqps_certfile: Path | None = None  # the AMQPS listener runs only when a certificate is set
     amqps_keyfile: Path | None = None
@@ -31,7 +33,7 @@ class Config:
     amqps_fail_if_no_peer_cert: bool = False
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN")
     ssl_cert_login_from: str = "distinguished_name"  # or common_name: EXTERNAL's user name
-    management_host: str = "0.0.0.0"
+    management_host: tuple[str, ...] = DUAL_STACK
     management_port: int = 15672
     management_certfile: Path | None = None  # HTTPS when set
     management_keyfile: Path | None = None
@@ -147,6 +149,14 @@ def _names(value: Any) -> tuple[str, ...]:
     raise ValueError(f"expected a list of user names, got {value!r}")
 
 
+def _addresses(value: Any) -> tuple[str, ...]:
+    """Addresses to listen on: a TOML array, or a comma-separated string ("::1,127.0.0.1")."""
+    addresses = _names(value)
+    if not addresses:
+        raise ValueError(f"expected one address or more, got {value!r}")
+    return addresses
+
+
 def _mechanisms(value: Any) -> tuple[str, ...]:
     names = tuple(name.upper() for name in _names(value))
     unknown = [name for name in names if name not in ("PLAIN", "AMQPLAIN", "EXTERNAL")]
@@ -185,10 +195,11 @@ class Setting:
 
 
 SETTINGS = [
-    Setting("host", "amqp.bind", _text, "address the AMQP listener binds", flag="--bind",
+    Setting("host", "amqp.bind", _addresses, "addresses the AMQP listener binds, "
+            "comma-separated (default: every IPv6 and IPv4 address)", flag="--bind",
             env="WARREN_BIND"),
     Setting("port", "amqp.port", _PORT, "AMQP port"),
-    Setting("amqps_host", "amqps.bind", _text, "address the AMQPS (TLS) listener binds",
+    Setting("amqps_host", "amqps.bind", _addresses, "addresses the AMQPS (TLS) listener binds",
             flag="--amqps-bind", env="WARREN_AMQPS_BIND"),
     Setting("amqps_port", "amqps.port", _PORT, "AMQPS port; the listener runs when "
             "amqps.certfile is set"),
@@ -209,8 +220,8 @@ SETTINGS = [
             _choice("distinguished_name", "common_name"),
             "what of the certificate EXTERNAL takes as the user name: distinguished_name "
             "(\"CN=app,O=Example\") or common_name"),
-    Setting("management_host", "management.bind", _text,
-            "address the management HTTP listener binds", flag="--management-bind",
+    Setting("management_host", "management.bind", _addresses,
+            "addresses the management HTTP listener binds", flag="--management-bind",
             env="WARREN_MANAGEMENT_BIND"),
     Setting("management_port", "management.port", _PORT, "HTTP management API and /metrics port"),
     Setting("management_certfile", "management.certfile", _existing_file,
@@ -222,8 +233,8 @@ SETTINGS = [
             "API's message rates are computed from"),
     Setting("data_dir", "data_dir", _path, "directory for persistent data"),
     Setting("load_definitions", "load_definitions", _existing_file,
-            "a RabbitMQ definitions JSON file (users, vhosts, permissions, policies, exchanges, "
-            "queues, bindings) to load at start"),
+            "a RabbitMQ definitions JSON file (users, vhosts, permissions, topic permissions, "
+            "policies, exchanges, queues, bindings) to load at start"),
     Setting("default_user", "default_user", _text, "user created on first start"),
     Setting("default_pass", "default_pass", _text, "password of the default user"),
     Setting("default_vhost", "default_vhost", _text, "vhost created on first start"),

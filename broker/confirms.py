@@ -16,7 +16,7 @@ from protocol.constants import (
 from protocol.errors import AMQPChannelError
 
 if TYPE_CHECKING:
-    pass
+    from collections.abc import Callable
 
 
 class ConfirmsAndTransactions:
@@ -38,6 +38,31 @@ class ConfirmsAndTransactions:
         while waits and waits[0][1] <= durable:
             waits.popleft()
         self.flush_confirms()
+
+    def when_confirmed(self, callback: Callable[[], None]) -> None:
+        """Send the confirms of every publish so far, waiting for the disk where a persistent
+        message needs it, then call back (at once when nothing waits): a channel's confirms
+        all go out before its close-ok, never after."""
+        self.flush_confirms()
+        if not self._durable_waits:
+            callback()
+            return
+
+        def durable() -> None:
+            self._durable_waits.clear()
+            self.flush_confirms()
+            callback()
+
+        self.vhost.store.wal.when_durable(self._durable_waits[-1][1], durable)
+
+    def end_confirms(self) -> None:
+        """The broker closes the channel for an error: what can be confirmed now is, ahead of
+        channel.close; confirms still waiting for the disk are never sent (nothing may follow
+        channel.close, and RabbitMQ sends none of them either)."""
+        self.flush_confirms()
+        self._durable_waits.clear()
+        self._nacked.clear()
+        self._confirmed_upto = self._publish_seq
 
     def flush_confirms(self) -> None:
         """Confirm every publish handled so far (up to the first one still waiting for the disk):

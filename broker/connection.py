@@ -28,6 +28,7 @@ from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import blocked_reason
 from broker.auth import is_loopback
 from broker.channel import SERVER_CONTENT_METHODS, Channel
+from broker.listeners import show
 from broker.node import node_name
 from broker.tls import login_name, peer_certificate
 from protocol import codec
@@ -70,6 +71,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_OK_TIMEOUT = 3.0  # seconds we wait for connection.close-ok before dropping the socket
+# After our close-ok to a client's connection.close, RabbitMQ leaves closing the socket to the
+# client (closing first, with bytes of the client's unread, would make the kernel send a reset
+# that can destroy the close-ok): we read and discard until it does, or for this long.
+LINGER_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 10.0
 SILENT_CLOSE_DELAY = 3.0  # a failed handshake keeps its socket this long, without a word
 _CONTENT_FRAMES = (FRAME_HEADER, FRAME_BODY)  # a publish in progress
@@ -84,6 +89,7 @@ class State(Enum):
     AWAITING_OPEN = "opening"
     OPEN = "running"
     CLOSING = "closing"  # we sent connection.close, waiting for close-ok
+    LINGERING = "closed by client"  # it sent connection.close: we answer close-ok, then wait
     CLOSED = "closed"
 
 
@@ -124,11 +130,13 @@ class Connection:
     def __init__(self, node: Node, transport: Transport, peer: tuple[str, int] | None) -> None:
         self.node = node
         self.transport = transport
-        self.peer = peer
-        self.local = transport.local_address
-        self.name = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        local = f"{self.local[0]}:{self.local[1]}" if self.local else "unknown"
-        self.display_name = f"{self.name} -> {local}"  # RabbitMQ's connection name
+        # (host, port): an IPv6 socket address has two more items, which nothing here uses
+        self.peer = (peer[0], peer[1]) if peer else None
+        local = transport.local_address
+        self.local = (local[0], local[1]) if local else None
+        self.name = show(*self.peer) if self.peer else "unknown"
+        # RabbitMQ's connection name: "127.0.0.1:50880 -> 127.0.0.1:5672", "[::1]:50880 -> ..."
+        self.display_name = f"{self.name} -> {show(*self.local) if self.local else 'unknown'}"
         self.connected_at = time.time()
         self.auth_mechanism = ""
         self.state = State.AWAITING_HEADER
@@ -142,6 +150,7 @@ class Connection:
         self.exclusive_queues: list[Queue] = []
         self.client_properties: dict[str, Any] = {}
         self.writable = True
+        self._close_ok_sent = False
         self._header_buffer = b""
         self.publish_cache: dict[bytes, codec.Publish] = {}  # basic.publish payload -> decoded
         self.properties_cache: dict[bytes, bytes] = {}
@@ -208,7 +217,7 @@ class Connection:
             self.close_with_error(error)
         except HandshakeRefused as refusal:
             log.warning("connection %s: handshake refused: %s", self.display_name, refusal)
-            self._close_silently()
+            self._refuse()
         except Exception:  # a bug must cost one connection, never the broker
             log.exception("internal error on connection %s", self.display_name)
             self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
@@ -261,7 +270,7 @@ class Connection:
         (codec.check_frame, inline in Channel.handle_frame), then the channel's state."""
         if channel_number:
             if self.state is not State.OPEN:
-                if self.state is State.CLOSING:
+                if self.state is State.CLOSING or self.state is State.LINGERING:
                     return
                 raise unexpected_frame(frame_type, payload)
             channel = self.channels.get(channel_number)
@@ -273,8 +282,13 @@ class Connection:
                 return
             self._open_channel(channel_number, frame_type, payload)
             return
+        if self.state is State.LINGERING:
+            self._frame_after_close(frame_type, payload)
+            return
         if frame_type == codec.READ_ERROR:
             raise self.reader.error
+        if self.state is State.CLOSING and (frame_type != FRAME_METHOD or len(payload) < 4):
+            return  # RabbitMQ looks only for close and close-ok once it has sent close
         codec.check_frame(frame_type, payload)
         if frame_type == FRAME_HEARTBEAT:
             return
@@ -286,9 +300,9 @@ class Connection:
         except MalformedUtf8:  # on channel 0 RabbitMQ names the method
             raise MalformedUtf8(index >> 16, index & 0xFFFF) from None
         if self.state is State.CLOSING:
-            if isinstance(method, spec.Connection.Close | spec.Connection.CloseOk):
-                if isinstance(method, spec.Connection.Close):
-                    self.send_method(0, spec.Connection.CloseOk())
+            # A connection.close of the client's crossing ours is not answered (RabbitMQ does
+            # not answer it either): both sides go on waiting for the other's close-ok.
+            if isinstance(method, spec.Connection.CloseOk):
                 self._shutdown()
             return
         handler = _CONNECTION_HANDLERS.get((self.state, type(method)))
@@ -333,6 +347,13 @@ class Connection:
 
     # -- handshake ------------------------------------------------------------------------
 
+    def capability(self, name: str) -> bool:
+        """Whether the client's start-ok advertised `name` in its capabilities table (as
+        RabbitMQ reads it: the value must be the boolean true). RabbitMQ consults only
+        consumer_cancel_notify, connection.blocked and authentication_failure_close."""
+        capabilities = self.client_properties.get("capabilities")
+        return isinstance(capabilities, dict) and capabilities.get(name) is True
+
     def _mechanisms(self) -> list[str]:
         """The configured mechanisms; EXTERNAL only where there is TLS to take a name from."""
         return [name for name in self.node.config.auth_mechanisms
@@ -355,8 +376,7 @@ class Connection:
         if self.user is None:
             log.error("Error on AMQP connection %s (state: starting): %s login refused: %s",
                       self.display_name, mechanism, why)
-            capabilities = self.client_properties.get("capabilities") or {}
-            if not capabilities.get("authentication_failure_close"):
+            if not self.capability("authentication_failure_close"):
                 raise HandshakeRefused(f"login refused for user '{username}'")
             raise AMQPConnectionError(
                 ACCESS_REFUSED,
@@ -424,10 +444,45 @@ class Connection:
         self._start_heartbeats()
 
     def _on_close(self, method: spec.Connection.Close) -> None:
-        self.send_method(0, spec.Connection.CloseOk())
+        """The client closes: its channels go at once; close-ok follows the confirms of
+        everything it published (after the disk, for persistent messages), and then the socket
+        is left for the client to close."""
         log.debug("connection %s: closed by client (%s %s)", self.display_name,
                   method.reply_code, method.reply_text)
-        self._shutdown()
+        self.state = State.LINGERING
+        if self._timer is not None:
+            self._timer.cancel()
+        # also the limit on waiting for the disk (a failing log never confirms)
+        self._timer = self._loop.call_later(LINGER_TIMEOUT, self._shutdown)
+        channels = list(self.channels.values())
+        self._release_everything()
+        waiting = len(channels) + 1
+
+        def confirmed() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0 and self.state is State.LINGERING:
+                self._close_ok_sent = True
+                self.send_method(0, spec.Connection.CloseOk())
+
+        for channel in channels:
+            channel.when_confirmed(confirmed)
+        confirmed()
+
+    def _frame_after_close(self, frame_type: int, payload: bytes) -> None:
+        """A frame on channel 0 after the client's connection.close: like RabbitMQ, a repeated
+        connection.close gets close-ok again; anything else is dropped."""
+        if (frame_type == FRAME_METHOD and self._close_ok_sent and len(payload) >= 4
+                and codec.method_index(payload) == spec.Connection.Close.index):
+            self.send_method(0, spec.Connection.CloseOk())
+
+    def _on_update_secret(self, method: spec.Connection.UpdateSecret) -> None:
+        """Credential rotation (pika's and aiormq's update_secret). RabbitMQ's internal backend
+        takes any new secret without checking it (only expiring credentials, such as OAuth
+        tokens, are re-validated), and so does Warren: the user is already authenticated."""
+        log.info("connection %s: user '%s' updated secret, reason: %s", self.display_name,
+                 self.user.name, method.reason)
+        self.send_method(0, spec.Connection.UpdateSecretOk())
 
     def _handshake_timeout(self) -> None:
         if self.state is not State.OPEN and self.state is not State.CLOSED:
@@ -466,6 +521,9 @@ class Connection:
     # -- closing --------------------------------------------------------------------------
 
     def close_with_error(self, error: AMQPError) -> None:
+        if self.state is State.LINGERING:  # e.g. garbage after connection.close: hang up
+            self._shutdown()
+            return
         log.error("Error on AMQP connection %s (state: %s): %s (class %s method %s)",
                   self.display_name, self.state.value, error.reply_text, error.class_id,
                   error.method_id)
@@ -473,7 +531,7 @@ class Connection:
             if isinstance(error, UnknownMethod):
                 self._shutdown()  # RabbitMQ's reader crashes: the socket goes at once
             else:
-                self._close_silently()
+                self._refuse()
             return
         if error.reply_code == FRAME_ERROR or self.state in (
             State.AWAITING_HEADER, State.CLOSING, State.CLOSED
@@ -511,10 +569,18 @@ class Connection:
             channel.release()
         self.channels.clear()
 
-    def _close_silently(self) -> None:
-        """RabbitMQ's answer to a handshake that went wrong: no frame; nothing more is read and
-        the socket is closed SILENT_CLOSE_DELAY seconds later (a client retrying bad
-        credentials or garbage is slowed down). Cleanup follows in connection_lost."""
+    def _release_everything(self) -> None:
+        """The connection is over for the broker: channels, exclusive queues, its place."""
+        self.release_channels()
+        for queue in list(self.exclusive_queues):
+            queue.vhost.delete_queue(queue)
+        self.node.connections.discard(self)
+
+    def _refuse(self) -> None:
+        """A handshake RabbitMQ refuses without a word: no frame; nothing more is read (not even
+        the rest of this read) and the socket is closed SILENT_CLOSE_DELAY seconds later, as it
+        does (a client guessing passwords or retrying garbage learns nothing fast). Cleanup
+        follows in connection_lost."""
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
@@ -536,10 +602,7 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.release_channels()
-        for queue in list(self.exclusive_queues):
-            queue.vhost.delete_queue(queue)
-        self.node.connections.discard(self)
+        self._release_everything()
         if unexpected:
             log.warning("closing AMQP connection %s (vhost: '%s', user: '%s'): client "
                         "unexpectedly closed TCP connection", self.display_name,
@@ -555,8 +618,7 @@ class Connection:
         self.blocked = True
         self._held.extend(rest)
         self.transport.pause_reading()
-        capabilities = self.client_properties.get("capabilities") or {}
-        if isinstance(capabilities, dict) and capabilities.get("connection.blocked"):
+        if self.capability("connection.blocked"):
             self._blocked_sent = True
             self.send_method(0, spec.Connection.Blocked(blocked_reason(self._alarms)))
 
@@ -584,9 +646,11 @@ class Connection:
     # -- flow control ---------------------------------------------------------------------
 
     def pause_writing(self) -> None:
+        """Our output is backed up (see broker.transport): dispatch passes our consumers over."""
         self.writable = False
 
     def resume_writing(self) -> None:
+        """Our output drained: our consumers' queues dispatch to us again."""
         self.writable = True
         for channel in list(self.channels.values()):
             channel.kick_queues()
@@ -613,6 +677,7 @@ _CONNECTION_HANDLERS = {
     (State.AWAITING_TUNE_OK, spec.Connection.TuneOk): Connection._on_tune_ok,
     (State.AWAITING_OPEN, spec.Connection.Open): Connection._on_open,
     (State.OPEN, spec.Connection.Close): Connection._on_close,
+    (State.OPEN, spec.Connection.UpdateSecret): Connection._on_update_secret,
 }
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, NamedTuple
 
+from broker import stepfailures
 from broker.message import Message
 from protocol import properties, tablesplice
 from protocol.codec import shortstr
@@ -71,7 +72,11 @@ _route_bytes: dict[tuple[str, str], bytes] = {}
 
 
 def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
-    """Publish the dead-lettered copy of `message` from `queue`; False if it went nowhere."""
+    """Publish the dead-lettered copy of `message` from `queue`; False if it went nowhere.
+
+    If its properties cannot be rewritten, the copy keeps them as they are (less the
+    expiration), and the failure is counted and logged; if the copy cannot be routed or
+    delivered, this raises, and the caller keeps the message."""
     settings = queue.settings
     vhost = queue.vhost
     exchange = vhost.exchanges.get(settings.dead_letter_exchange or "")
@@ -80,7 +85,15 @@ def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
     routing_key = settings.dead_letter_routing_key
     if message.body is None:  # paged out: the copy needs its bytes (a rare, small read)
         message.body = vhost.store.read_body_now(message)
-    rewrite = rewritten(message, queue.name, reason, routing_key is not None)
+    try:
+        rewrite = rewritten(message, queue.name, reason, routing_key is not None)
+    except Exception as error:  # properties Warren cannot rewrite: not a reason to lose it
+        vhost.step_failures.record(
+            stepfailures.EXPIRY if reason == "expired" else stepfailures.DEAD_LETTER,
+            queue.describe(), error,
+            "the message was dead-lettered with its properties unchanged (no x-death)",
+        )
+        rewrite = unchanged(message, queue.name, reason)
     copy = _copy(message, rewrite.props_raw, exchange.name, routing_key)
     targets = vhost.route(exchange, copy)
     if rewrite.cycles:
@@ -110,6 +123,17 @@ def rewritten(message: Message, queue: str, reason: str, drop_cc: bool) -> Rewri
             _rewrites.clear()
         _rewrites[key] = rewrite
     return rewrite
+
+
+def unchanged(message: Message, queue: str, reason: str) -> Rewrite:
+    """The fallback when the rewrite fails: the message's own properties, without the
+    expiration (a copy that expires again would be lost). With no x-death to look at, the
+    cycle rule applies to this death alone: a copy that did not die rejected does not go back
+    to the queue it died in."""
+    raw = message.props_raw
+    if properties.has(raw, "expiration"):
+        raw = properties.rebuild(raw, {"expiration": None})
+    return Rewrite(raw, frozenset() if reason == "rejected" else frozenset((queue,)))
 
 
 def _copy(message: Message, props_raw: bytes, exchange: str, routing_key: str | None) -> Message:
@@ -190,7 +214,8 @@ def _reencoded(message: Message, queue: str, reason: str, drop_cc: bool, now: in
                    expiration, now)
     first = "x-death" not in headers
     _record_death(headers, _death_info(key))
-    headers = dict(sorted(headers.items()))  # RabbitMQ re-sorts the table it writes x-death in
+    # RabbitMQ re-sorts the table it writes x-death in, by the keys' bytes
+    headers = dict(sorted(headers.items(), key=_key_bytes))
     if drop_cc:
         headers.pop("CC", None)
     to_encode = headers
@@ -201,6 +226,10 @@ def _reencoded(message: Message, queue: str, reason: str, drop_cc: bool, now: in
     )
     _, deaths = headers["x-death"]
     return Rewrite(props_raw, cycle_queues(deaths))
+
+
+def _key_bytes(entry: tuple[str, TypedValue]) -> bytes:
+    return entry[0].encode("utf-8", "surrogateescape")
 
 
 def _death_info(key: DeathKey) -> dict[str, TypedValue]:

@@ -3,6 +3,7 @@ consumers, and acknowledgements (ack, nack, reject, recover) with requeueing."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from pamqp import commands as spec
@@ -22,6 +23,8 @@ from protocol.constants import (
 from protocol.errors import AMQPChannelError, AMQPConnectionError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from broker.queue import Queue
 
 # An outstanding delivery: (queue or None for direct reply-to, queued message, consumer or None).
@@ -149,8 +152,27 @@ class Delivering:
     def cancel_by_server(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""
         self.consumers.pop(consumer.tag, None)
-        if not self.closing:
+        if not self.connection.capability("consumer_cancel_notify"):
+            return  # RabbitMQ tells only clients that asked for it; the consumer is just gone
+        if self._held_cancels is not None:
+            self._held_cancels.append(consumer.tag)
+        elif not self.closing:
             self.send_method(spec.Basic.Cancel(consumer.tag, False))
+
+    @contextmanager
+    def cancels_held(self) -> Iterator[list[str]]:
+        """Collect the consumer tags cancelled by the server inside the block instead of
+        sending basic.cancel at once (the caller sends them after its reply)."""
+        held: list[str] = []
+        self._held_cancels = held
+        try:
+            yield held
+        finally:
+            self._held_cancels = None
+
+    def send_cancels(self, tags: list[str]) -> None:
+        for tag in tags:
+            self.send_if_open(spec.Basic.Cancel(tag, False))
 
     def _on_get(self, method: spec.Basic.Get) -> None:
         name = topology.queue_name(self, method.queue, 60, 70)

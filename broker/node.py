@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from broker.alarms import ResourceMonitor
 from broker.auth import AccessControl, Permission, User, hash_password
 from broker.exchanges import DelayedExchange
+from broker.stepfailures import StepFailures
 from broker.vhost import VirtualHost
 from storage import snapshot
 from storage.datadir import DataDir, open_data_dir
@@ -68,13 +69,15 @@ class Node:
         self.messages_confirmed = 0
         # (reason, "at_most_once" with a dead-letter exchange / "disabled" without) -> count
         self.dead_lettered: dict[tuple[str, str], int] = {}
+        self.step_failures = StepFailures()  # warren_message_step_failures_total
 
     async def start(self) -> None:
         """Open the data dir, load definitions, recover persistent messages."""
         self.data_dir = data_dir = open_data_dir(self.config.data_dir)
         self.alarms.start()
         if data_dir.definitions_path.exists():
-            apply_definitions(self, json.loads(data_dir.definitions_path.read_text()))
+            apply_definitions(self, json.loads(data_dir.definitions_path.read_text()),
+                              recovered=True)
         else:
             self._add_defaults()
         if self.config.load_definitions:
@@ -185,13 +188,15 @@ class Node:
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name, self.access)
             vhost.dead_lettered = self.dead_lettered
+            vhost.step_failures = self.step_failures
             if self.store is not None:
                 self._attach(vhost)
                 self.definitions_changed()
         return vhost
 
     def delete_vhost(self, vhost: VirtualHost) -> None:
-        """Close its connections, delete its queues and exchanges, forget its permissions."""
+        """Close its connections, delete its queues and exchanges, forget its permissions and topic
+        permissions."""
         for connection in list(self.connections):
             if connection.vhost is vhost:
                 connection.close_forced(f"vhost '{vhost.name}' is deleted")
@@ -200,6 +205,7 @@ class Node:
         del self.vhosts[vhost.name]
         for key in [key for key in self.access.permissions if key[1] == vhost.name]:
             del self.access.permissions[key]
+        self.access.clear_topic_permissions(vhost=vhost.name)
         self.definitions_changed()
 
     def _attach(self, vhost: VirtualHost) -> None:

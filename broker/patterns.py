@@ -21,7 +21,10 @@ def compile_pattern(pattern: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise InvalidPattern(pattern, *_pcre_error(pattern, exc)) from None
+        message, position = _pcre_error(pattern, exc)
+        # PCRE counts bytes of UTF-8, Python characters
+        offset = len(pattern[:position].encode()) if position >= 0 else position
+        raise InvalidPattern(pattern, message, offset) from None
     except (TypeError, OverflowError, RecursionError) as exc:
         raise InvalidPattern(str(pattern), str(exc), 0) from None
 

@@ -61,6 +61,10 @@ class Publishing:
                 f"'{vhost.name}'",
                 60, 40,
             )
+        # Topic permissions: checked on topic exchanges only, not at all while the node has none.
+        if exchange.type_name == "topic" and vhost.access.topic_permissions:
+            vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key,
+                                         60, 40)
         if publish.immediate:
             raise AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
         self._publish = publish

@@ -10,7 +10,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from broker import deadletter
+from broker import deadletter, stepfailures
 from broker.coldrun import NEVER, ColdRun, lane_runs
 from broker.consumer import Consumer, ConsumerLine
 from broker.lanes import MessageLanes
@@ -221,7 +221,10 @@ class Queue:
             or (settings.max_length_bytes is not None
                 and messages.bytes > settings.max_length_bytes)
         ):
-            self._dead_letter(messages.pop().message, "maxlen")
+            entry = messages.pop()
+            if not self._dead_letter(entry.message, "maxlen"):
+                messages.requeue(entry)  # kept at the head, over the limit, until it can go
+                break
 
     # -- messages out ---------------------------------------------------------------------
 
@@ -239,8 +242,8 @@ class Queue:
         limit = self.settings.delivery_limit
         if limit is not None:
             entry.delivery_count += 1
-            if entry.delivery_count > limit:
-                self._dead_letter(entry.message, "delivery_limit")
+            if entry.delivery_count > limit and self._dead_letter(entry.message,
+                                                                  "delivery_limit"):
                 return
         entry.redelivered = True
         self._messages.requeue(entry)
@@ -258,24 +261,53 @@ class Queue:
         self.discard(entry.message)
 
     def reject(self, entry: QueuedMessage) -> None:
-        """Rejected (or nacked) without requeue: dead-lettered as rejected."""
-        self._dead_letter(entry.message, "rejected")
+        """Rejected (or nacked) without requeue: dead-lettered as rejected (or, if that fails,
+        back among the ready messages, as after a requeue)."""
+        if self._dead_letter(entry.message, "rejected"):
+            return
+        if self.deleted:
+            self.discard(entry.message)
+            return
+        entry.redelivered = True
+        self._messages.requeue(entry)
+        # Dispatched once the caller (a settlement, the management get) is done.
+        asyncio.get_running_loop().call_soon(self.dispatch)
+
+    def put_back(self, entries: list[QueuedMessage]) -> None:
+        """Messages taken from the head by a step that then failed go back to their places,
+        as if never taken (not marked redelivered, no delivery counted)."""
+        for entry in entries:
+            self._messages.requeue(entry)
+        if any(entry.expires_at is not None for entry in entries):
+            self._schedule_expiry()
 
     def discard(self, message: Message) -> None:
         """A message leaves the queue for good (ack, reject, drop): unlog it if logged."""
         if message.store_id and self.durable:
             self.vhost.store.removed(self, message)
 
-    def _dead_letter(self, message: Message, reason: str) -> None:
+    def _dead_letter(self, message: Message, reason: str) -> bool:
         """Dead-letter (or, without a dead-letter exchange, drop) a message leaving for
-        `reason`; counted per reason and strategy as rabbitmq_prometheus counts it."""
+        `reason`; counted per reason and strategy as rabbitmq_prometheus counts it. False if
+        its copy could not be routed or delivered: then the message has not left, and the
+        caller keeps it where it was (the failure is logged and counted)."""
         has_exchange = self.settings.dead_letter_exchange is not None
-        if has_exchange and deadletter.dead_letter(self, message, reason):
-            self.messages_dead_lettered += 1
+        if has_exchange:
+            try:
+                delivered = deadletter.dead_letter(self, message, reason)
+            except Exception as error:
+                self.vhost.step_failures.record(
+                    stepfailures.EXPIRY if reason == "expired" else stepfailures.DEAD_LETTER,
+                    self.describe(), error, "the message stays in the queue",
+                )
+                return False
+            if delivered:
+                self.messages_dead_lettered += 1
         counters = self.vhost.dead_lettered
         key = (reason, "at_most_once" if has_exchange else "disabled")
         counters[key] = counters.get(key, 0) + 1
         self.discard(message)
+        return True
 
     def note_delivery(self, entry: QueuedMessage) -> None:
         """A message is handed to a consumer or basic.get (it stays unacked or is settled)."""
@@ -294,9 +326,18 @@ class Queue:
         raw = entry.message.props_raw
         if self.settings.delivery_limit is None or not (entry.delivery_count or always):
             return raw
-        headers = dict(properties.typed_headers(raw))
-        headers["x-delivery-count"] = ("l", entry.delivery_count)
-        return properties.rebuild(raw, {"headers": encode_table(dict(sorted(headers.items())))})
+        try:
+            headers = dict(properties.typed_headers(raw))
+            headers["x-delivery-count"] = ("l", entry.delivery_count)
+            return properties.rebuild(
+                raw, {"headers": encode_table(dict(sorted(headers.items())))}
+            )
+        except Exception as error:  # delivered as published rather than not at all
+            self.vhost.step_failures.record(
+                stepfailures.DELIVERY_COUNT, self.describe(), error,
+                "the message was delivered without x-delivery-count",
+            )
+            return raw
 
     def purge(self) -> int:
         count = len(self._messages)
@@ -327,7 +368,9 @@ class Queue:
         now = time.time()
         while head is not None and head.expires_at is not None and head.expires_at <= now:
             messages.pop()
-            self._dead_letter(head.message, "expired")
+            if not self._dead_letter(head.message, "expired"):
+                head.expires_at = None  # stays, for consumers; trying again would fail again
+                messages.requeue(head)
             head = messages.head()
 
     def _schedule_expiry(self) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable
 
 from broker.config import Config
 from broker.connection import HANDSHAKE_TIMEOUT
+from broker.listeners import bind_all
 from broker.node import Node
 from broker.tls import amqps_context, management_context
 from broker.transport import Transport
@@ -29,16 +31,20 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     management = ManagementServer(node)
     await management.start(config.management_host, config.management_port, management_tls)
-    listeners = [await loop.create_server(
-        lambda: Transport(node), config.host, config.port, reuse_address=True, backlog=1024
-    )]
-    log.info("started TCP listener on %s:%s", config.host, config.port)
-    if amqps_tls is not None:
-        listeners.append(await loop.create_server(
-            lambda: Transport(node), config.amqps_host, config.amqps_port, ssl=amqps_tls,
+
+    def amqp(host: str) -> Awaitable[asyncio.Server]:
+        return loop.create_server(lambda: Transport(node), host, config.port,
+                                  reuse_address=True, backlog=1024)
+
+    def amqps(host: str) -> Awaitable[asyncio.Server]:
+        return loop.create_server(
+            lambda: Transport(node), host, config.amqps_port, ssl=amqps_tls,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT, reuse_address=True, backlog=1024,
-        ))
-        log.info("started TLS (SSL) listener on %s:%s", config.amqps_host, config.amqps_port)
+        )
+
+    listeners = await bind_all(config.host, config.port, amqp, "TCP")
+    if amqps_tls is not None:
+        listeners += await bind_all(config.amqps_host, config.amqps_port, amqps, "TLS (SSL)")
     await stop.wait()
     log.info("shutting down")
     for listener in listeners:

@@ -1,5 +1,6 @@
 """exchange.* and queue.* methods of a channel: declare, delete, bind, unbind, purge, with the
-permission checks RabbitMQ makes for each."""
+permission checks RabbitMQ makes for each (and, binding from a topic exchange, the topic
+permission check of the binding key)."""
 
 from __future__ import annotations
 
@@ -59,12 +60,23 @@ def exchange_delete(channel: Channel, method: spec.Exchange.Delete) -> None:
 def _check_e2e(channel: Channel, method: spec.Exchange.Bind | spec.Exchange.Unbind,
                method_id: int) -> None:
     """The checks of exchange.bind/unbind: no default exchange, write on the destination, read
-    on the source."""
+    on the source, and read on the binding key if the source is a topic exchange."""
     for name in (method.source, method.destination):
         _refuse_default_exchange(name, 40, method_id)
     vhost, user = channel.vhost, channel.user
     vhost.check_permission(user, "write", "exchange", method.destination, 40, method_id)
     vhost.check_permission(user, "read", "exchange", method.source, 40, method_id)
+    _check_binding_key(channel, method.source, method.routing_key, 40, method_id)
+
+
+def _check_binding_key(channel: Channel, exchange_name: str, routing_key: str, class_id: int,
+                       method_id: int) -> None:
+    """The topic permission check of a binding key, made (as RabbitMQ makes it) before the
+    destination is looked up; a missing exchange is left to the 404 that follows."""
+    exchange = channel.vhost.exchanges.get(exchange_name)
+    if exchange is not None:
+        channel.vhost.check_topic_permission(channel.user, "read", exchange, routing_key,
+                                             class_id, method_id)
 
 
 def exchange_bind(channel: Channel, method: spec.Exchange.Bind) -> None:
@@ -145,9 +157,10 @@ def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
     vhost.check_permission(user, "write", "queue", name, 50, 20)
     vhost.check_permission(user, "read", "exchange", method.exchange, 50, 20)
     _refuse_default_exchange(method.exchange, 50, 20)
+    routing_key = _binding_key(method, name)
+    _check_binding_key(channel, method.exchange, routing_key, 50, 20)
     queue = queue_for(channel, name, 50, 20)
     exchange = vhost.get_exchange(method.exchange, 50, 20)
-    routing_key = method.routing_key or ("" if method.queue else queue.name)
     vhost.bind(exchange, queue, routing_key, method.arguments or {})
     if not method.nowait:
         _reply_when_recorded(channel, spec.Queue.BindOk())
@@ -159,14 +172,22 @@ def queue_unbind(channel: Channel, method: spec.Queue.Unbind) -> None:
     vhost.check_permission(user, "write", "queue", name, 50, 50)
     vhost.check_permission(user, "read", "exchange", method.exchange, 50, 50)
     _refuse_default_exchange(method.exchange, 50, 50)
+    routing_key = _binding_key(method, name)
+    _check_binding_key(channel, method.exchange, routing_key, 50, 50)
     queue, exchange = vhost.queues.get(name), vhost.exchanges.get(method.exchange)
     binding = None
     if queue is not None and exchange is not None:
-        binding = exchange.find_binding(queue, method.routing_key, method.arguments or {})
+        binding = exchange.find_binding(queue, routing_key, method.arguments or {})
     if binding is not None:  # unbinding what does not exist is fine, RabbitMQ says unbind-ok
         vhost.check_exclusive_access(queue, channel.connection, 50, 50)
         vhost.remove_binding(binding)
     _reply_when_recorded(channel, spec.Queue.UnbindOk())
+
+
+def _binding_key(method: spec.Queue.Bind | spec.Queue.Unbind, queue: str) -> str:
+    """The routing key of queue.bind/unbind: with no queue named and no key given, the name of
+    the queue the channel declared last (RabbitMQ's shortcut)."""
+    return method.routing_key or ("" if method.queue else queue)
 
 
 def _refuse_default_exchange(name: str, class_id: int, method_id: int) -> None:
@@ -190,16 +211,26 @@ def queue_delete(channel: Channel, method: spec.Queue.Delete) -> None:
     name = queue_name(channel, method.queue, 50, 40)
     vhost.check_permission(channel.user, "configure", "queue", name, 50, 40)
     queue = vhost.queues.get(name)
-    count = 0
+    count, held = 0, []
     if queue is not None:
         vhost.check_exclusive_access(queue, channel.connection, 50, 40)
         if method.if_unused and queue.consumers:
             raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} in use", 50, 40)
         if method.if_empty and queue.message_count:
             raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} not empty", 50, 40)
-        count = vhost.delete_queue(queue)
-    if not method.nowait:
-        _reply_when_recorded(channel, spec.Queue.DeleteOk(count))
+        with channel.cancels_held() as held:
+            count = vhost.delete_queue(queue)
+    # RabbitMQ's channel answers delete-ok before it hears from the queue that its own
+    # consumers are gone: basic.cancel follows delete-ok (kombu relies on that order).
+    if method.nowait:
+        channel.send_cancels(held)
+        return
+
+    def reply() -> None:
+        channel.send_if_open(spec.Queue.DeleteOk(count))
+        channel.send_cancels(held)
+
+    channel.connection.node.when_definitions_durable(reply)
 
 
 HANDLERS = {

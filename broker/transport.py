@@ -1,6 +1,13 @@
 """The one asyncio.Protocol: adapts a socket to a Connection. Output written during one
 event-loop turn is collected and handed to the socket in a single call. Counts the bytes and
-the reads and writes of the socket (RabbitMQ's recv_oct/recv_cnt, send_oct/send_cnt)."""
+the reads and writes of the socket (RabbitMQ's recv_oct/recv_cnt, send_oct/send_cnt).
+
+Backpressure: the connection is unwritable (its consumers are passed over by dispatch) while
+the socket's own buffer is above its high-water mark (asyncio's pause_writing/resume_writing),
+and, within a loop turn, once the output collected in that turn passes TURN_BUDGET bytes, until
+it is handed to the socket. So a consumer with no prefetch limit on a long queue gets at most a
+budget per loop turn, and nothing more while its reader is behind, instead of the whole queue.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,9 @@ from broker.connection import Connection
 if TYPE_CHECKING:
     from broker.node import Node
 
+WRITE_HIGH_WATER = 4 * 1024 * 1024  # the socket's buffer above which asyncio pauses writing
+TURN_BUDGET = 1024 * 1024  # output of one loop turn past which dispatch waits for the flush
+
 
 class Transport(asyncio.Protocol):
     def __init__(self, node: Node) -> None:
@@ -22,6 +32,9 @@ class Transport(asyncio.Protocol):
         self.tls: ssl.SSLObject | None = None  # set on the AMQPS listener
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
+        self._out_bytes = 0  # in _out
+        self._over_budget = False  # _out passed TURN_BUDGET: unwritable until flushed
+        self._paused = False  # asyncio's pause_writing: the socket's buffer is above high water
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
         # Plain counters read by the management API: one increment per read or write batch.
@@ -31,7 +44,7 @@ class Transport(asyncio.Protocol):
         self._transport = transport
         self.local_address = transport.get_extra_info("sockname")
         self.tls = transport.get_extra_info("ssl_object")
-        transport.set_write_buffer_limits(high=4 * 1024 * 1024)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.connection = Connection(self.node, self, transport.get_extra_info("peername"))
 
     def data_received(self, data: bytes) -> None:
@@ -48,6 +61,10 @@ class Transport(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self._out.append(data)
+        self._out_bytes += len(data)
+        if self._out_bytes > TURN_BUDGET and not self._over_budget:
+            self._over_budget = True
+            self.connection.pause_writing()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -55,6 +72,7 @@ class Transport(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out
+        self._out_bytes = 0
         if not out or self._transport is None or self._transport.is_closing():
             out.clear()
             return
@@ -62,10 +80,15 @@ class Transport(asyncio.Protocol):
         data = out[0] if len(out) == 1 else b"".join(out)
         self.send_oct += len(data)
         self.send_cnt += 1
-        self._transport.write(data)
+        self._transport.write(data)  # may pause_writing
+        if self._over_budget:
+            self._over_budget = False
+            if not self._paused:  # dispatch fills the next turn's budget
+                self.connection.resume_writing()
 
     def close(self) -> None:
         """Flush what is pending, then close the socket."""
+        self._over_budget = False  # no more dispatch to a socket we are closing
         self._flush()
         if self._transport is not None:
             self._transport.close()
@@ -80,7 +103,10 @@ class Transport(asyncio.Protocol):
             self._transport.resume_reading()
 
     def pause_writing(self) -> None:
+        self._paused = True
         self.connection.pause_writing()
 
     def resume_writing(self) -> None:
-        self.connection.resume_writing()
+        self._paused = False
+        if not self._over_budget:
+            self.connection.resume_writing()

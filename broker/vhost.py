@@ -1,5 +1,6 @@
 """A virtual host: its exchanges, queues and bindings, declared, looked up and deleted with
-RabbitMQ's rules and reply texts. Permission checks against the node's access control."""
+RabbitMQ's rules and reply texts. Permission and topic permission checks against the node's
+access control."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from broker import names
+from broker import names, stepfailures
 from broker.exchanges import (
     DELAYABLE_TYPES,
     EXCHANGE_TYPES,
@@ -17,12 +18,13 @@ from broker.exchanges import (
     Exchange,
     route,
 )
-from broker.exchanges.delayed import delay_of, delivered_properties
+from broker.exchanges.delayed import RELEASE_RETRY_SECONDS, delay_of, delivered_properties
 from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
-from broker.queue_args import resolve, validate_queue_arguments
+from broker.queue_args import QUEUE_TYPES, resolve, validate_queue_arguments
 from broker.resources import check_reserved_name, not_found, resource
+from broker.stepfailures import StepFailures
 from protocol.constants import (
     ACCESS_REFUSED,
     COMMAND_INVALID,
@@ -45,7 +47,6 @@ STANDARD_EXCHANGES = (
     ("amq.rabbitmq.trace", "topic"),
 )
 
-QUEUE_TYPES = ("classic", "quorum", "stream")  # what a vhost's default queue type may be
 
 # Queue arguments RabbitMQ compares on redeclare (others are accepted and ignored).
 EQUIVALENCE_CHECKED_QUEUE_ARGS = (
@@ -68,6 +69,7 @@ class VirtualHost:
         self.tags: list[str] = []
         self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
         self.dead_lettered: dict[tuple[str, str], int] = {}  # the node's, shared (see Node)
+        self.step_failures = StepFailures()  # the node's, shared
         self.on_definitions_changed: Callable[[], None] = lambda: None
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
@@ -116,6 +118,24 @@ class VirtualHost:
                 ACCESS_REFUSED,
                 f"access to {resource(resource_kind, checked_name, self.name)} "
                 f"refused for user '{user.name}'",
+                class_id, method_id,
+            )
+
+    def check_topic_permission(
+        self, user: User, kind: str, exchange: Exchange, routing_key: str, class_id: int,
+        method_id: int,
+    ) -> None:
+        """Raise 403 unless `user` may use `routing_key` on the topic exchange `exchange`:
+        write to publish with it, read to bind with it. Without a topic permission for the
+        exchange everything is allowed; other exchange types are never checked."""
+        if exchange.type_name != "topic":
+            return
+        permission = self.access.topic_permissions.get((user.name, self.name, exchange.name))
+        if permission is not None and not permission.allows(kind, routing_key):
+            raise AMQPChannelError(
+                ACCESS_REFUSED,
+                f"access to topic '{routing_key}' in exchange '{exchange.name}' in vhost "
+                f"'{self.name}' refused for user '{user.name}'",
                 class_id, method_id,
             )
 
@@ -232,14 +252,18 @@ class VirtualHost:
 
     def declare_queue(
         self, name: str, connection: Connection, *, passive: bool, durable: bool,
-        exclusive: bool, auto_delete: bool, arguments: dict[str, Any],
+        exclusive: bool, auto_delete: bool, arguments: dict[str, Any], recovered: bool = False,
     ) -> Queue:
+        """Declare (or find, when passive) a queue. A `recovered` one, from the broker's own
+        definitions file, was accepted once: its arguments are not checked again (a later
+        check must not lose a queue and its messages at start-up)."""
         if passive:
             queue = self.get_queue(name, 50, 10)
             self.check_exclusive_access(queue, connection, 50, 10)
             queue.arm_unused_timer()
             return queue
-        validate_queue_arguments(arguments, resource("queue", name, self.name))
+        if not recovered:
+            validate_queue_arguments(self._typed(arguments), resource("queue", name, self.name))
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive_access(existing, connection, 50, 10)
@@ -259,6 +283,13 @@ class VirtualHost:
         if queue.durable:
             self.on_definitions_changed()
         return queue
+
+    def _typed(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments with the vhost's default queue type where they name none, so that a
+        default type Warren does not run is refused as the same x-queue-type would be."""
+        if self.default_queue_type is None or "x-queue-type" in arguments:
+            return arguments
+        return {**arguments, "x-queue-type": self.default_queue_type}
 
     def _check_queue_equivalence(
         self, queue: Queue, durable: bool, auto_delete: bool, arguments: dict[str, Any]
@@ -378,8 +409,16 @@ class VirtualHost:
     def hold_delayed(self, exchange: DelayedExchange, message: Message, delay: int) -> int:
         """Keep a message in a delayed exchange, as delivered later (x-delay negated); on a
         durable exchange it is logged whatever its delivery mode. Returns the log ticket."""
-        held = Message(message.exchange, message.routing_key, message.route_bytes,
-                       delivered_properties(message, delay), message.body)
+        try:
+            props_raw = delivered_properties(message, delay)
+        except Exception as error:  # held as published rather than refused
+            props_raw = message.props_raw
+            self.step_failures.record(
+                stepfailures.DELAYED, self._describe_exchange(exchange), error,
+                "the message is held with its properties unchanged (x-delay not negated)",
+            )
+        held = Message(message.exchange, message.routing_key, message.route_bytes, props_raw,
+                       message.body)
         held.cc, held.persistent, held.timestamp = message.cc, message.persistent, message.timestamp
         held.expiration = message.expiration
         ticket = 0
@@ -389,11 +428,24 @@ class VirtualHost:
         return ticket
 
     def _release_delayed(self, exchange: DelayedExchange, message: Message) -> None:
-        """A delayed message's time has come: route it as its exchange's type would."""
+        """A delayed message's time has come: route it as its exchange's type would. If that
+        fails, the exchange holds it a while longer (and tries again)."""
+        try:
+            queues = self.route(exchange, message)
+        except Exception as error:
+            exchange.holding.hold_again(message)
+            self.step_failures.record(
+                stepfailures.DELAYED, self._describe_exchange(exchange), error,
+                f"the message stays held and is tried again every {RELEASE_RETRY_SECONDS} s",
+            )
+            return
         if message.store_id:
             self.store.removed(exchange.holding, message)
             message.store_id = 0  # logged afresh for the queues it reaches now, if persistent
-        self.deliver(message, self.route(exchange, message))
+        self.deliver(message, queues)
+
+    def _describe_exchange(self, exchange: Exchange) -> str:
+        return f"exchange '{exchange.name}' in vhost '{self.name}'"
 
     def deliver(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
         """Put a routed message into its queues: logged first if it is persistent (once, for

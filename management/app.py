@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Sequence
 
 from aiohttp import web
 
+from broker.listeners import bind_all, show
 from broker.node import Node
 from management import metrics, ui
 from management.api import (
@@ -21,6 +23,7 @@ from management.api import (
     overview,
     policies,
     queues,
+    topic_permissions,
 )
 from management.api.common import MAX_BODY_SIZE, NODE_KEY
 from management.auth import authenticate, rabbitmq_errors
@@ -28,8 +31,8 @@ from management.rates import RATES_KEY, Rates, sample_forever
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (overview, queues, exchanges, bindings, access, policies, connections,
-                 definitions, metrics, ui)
+ROUTE_MODULES = (overview, queues, exchanges, bindings, access, topic_permissions, policies,
+                 connections, definitions, metrics, ui)
 
 
 def build_app(node: Node) -> web.Application:
@@ -50,12 +53,18 @@ class ManagementServer:
         self._runner = web.AppRunner(self.app, access_log=None)
         self._sampler: asyncio.Task | None = None
 
-    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    async def start(self, hosts: Sequence[str], port: int,
+                    tls: ssl.SSLContext | None = None) -> None:
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, ssl_context=tls, reuse_address=True).start()
+
+        async def bind(host: str) -> None:
+            await web.TCPSite(self._runner, host, port, ssl_context=tls,
+                              reuse_address=True).start()
+
+        await bind_all(hosts, port, bind, "HTTPS" if tls else "HTTP")
         self._sampler = asyncio.create_task(sample_forever(self.node, self.app[RATES_KEY]))
-        log.info("management API and /metrics listening on %s://%s:%s",
-                 "https" if tls else "http", host, port)
+        log.info("management API and /metrics listening on %s://%s",
+                 "https" if tls else "http", ", ".join(show(host, port) for host in hosts))
 
     async def stop(self) -> None:
         if self._sampler is not None:

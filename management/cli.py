@@ -30,6 +30,7 @@ LIST_COLUMNS = {
     "list_users": ("users", ["name", "tags"]),
     "list_vhosts": ("vhosts", ["name"]),
     "list_policies": ("policies", ["name", "pattern", "apply-to", "definition", "priority"]),
+    "list_topic_permissions": ("topic-permissions", ["user", "exchange", "write", "read"]),
 }
 
 
@@ -137,6 +138,15 @@ def parser() -> argparse.ArgumentParser:
     sub = command("set_permissions", "set a user's permissions in a vhost", vhost=True)
     for argument in ("user", "configure", "write", "read"):
         sub.add_argument(argument)
+    sub = command("set_topic_permissions",
+                  "set a user's topic permissions for one topic exchange of a vhost", vhost=True)
+    for argument in ("user", "exchange", "write", "read"):
+        sub.add_argument(argument)
+    sub = command("clear_topic_permissions",
+                  "remove all of a user's topic permissions in a vhost", vhost=True)
+    sub.add_argument("user")
+    sub.add_argument("exchange", nargs="?", help="not supported: the management API removes "
+                     "a user's topic permissions for every exchange of the vhost at once")
     command("add_vhost", "create a vhost").add_argument("name")
     command("delete_vhost", "delete a vhost and everything in it").add_argument("name")
     sub = command("set_policy", "set a policy", vhost=True)
@@ -210,8 +220,8 @@ def run(args: argparse.Namespace) -> None:
     vhost = quote(getattr(args, "vhost", "/"))
     if name in LIST_COLUMNS:
         resource, default_columns = LIST_COLUMNS[name]
-        if resource == "connections":
-            path = f"/api/vhosts/{vhost}/connections"
+        if resource in ("connections", "topic-permissions"):
+            path = f"/api/vhosts/{vhost}/{resource}"
         else:
             path = f"/api/{resource}" + (f"/{vhost}" if hasattr(args, "vhost") else "")
         items = api.call("GET", path)
@@ -228,6 +238,15 @@ def run(args: argparse.Namespace) -> None:
     elif name == "set_permissions":
         api.call("PUT", f"/api/permissions/{vhost}/{quote(args.user)}",
                  {"configure": args.configure, "write": args.write, "read": args.read})
+    elif name == "set_topic_permissions":
+        api.call("PUT", f"/api/topic-permissions/{vhost}/{quote(args.user)}",
+                 {"exchange": args.exchange, "write": args.write, "read": args.read})
+    elif name == "clear_topic_permissions":
+        if args.exchange is not None:
+            raise CtlError("clearing one exchange's topic permissions is not supported (the "
+                           "management API has no per-exchange delete); clear the user's "
+                           "topic permissions in the vhost and set the others again", EX_USAGE)
+        api.call("DELETE", f"/api/topic-permissions/{vhost}/{quote(args.user)}")
     elif name == "add_vhost":
         api.call("PUT", f"/api/vhosts/{quote(args.name)}", {})
     elif name == "delete_vhost":

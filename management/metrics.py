@@ -100,6 +100,7 @@ class Snapshot:
     publishers: int
     counters: dict[str, int]
     dead_lettered: dict[tuple[str, str], int]
+    step_failures: dict[str, int]
     alarms: frozenset[str]
     memory_limit: int
     disk_free_limit: int
@@ -122,6 +123,7 @@ class Snapshot:
             counters={attribute: getattr(node, attribute)
                       for _, _, attribute, _ in _GLOBAL_COUNTERS},
             dead_lettered=dict(node.dead_lettered),
+            step_failures=dict(node.step_failures.counts),
             alarms=frozenset(node.alarms.active),
             memory_limit=node.alarms.memory_limit,
             disk_free_limit=node.alarms.disk_free_limit,
@@ -188,6 +190,14 @@ class SnapshotCollector:
         )
         confirmed.add_metric([QUEUE_TYPES[1], "at_least_once"], 0)  # quorum queues only
         yield confirmed
+        step_failures = CounterMetricFamily(
+            "warren_message_step_failures",
+            "Total number of times a step after publishing failed on a message, which was kept "
+            "where it was or dead-lettered unchanged (Warren-specific)", labels=["step"],
+        )
+        for step, count in snapshot.step_failures.items():
+            step_failures.add_metric([step], count)
+        yield step_failures
         global_consumers = GaugeMetricFamily("rabbitmq_global_consumers",
                                              "Current number of consumers", labels=["protocol"])
         global_consumers.add_metric(["amqp091"], consumers)

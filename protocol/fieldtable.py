@@ -6,7 +6,9 @@ them, so the walks here keep their own stacks).
 exactly what RabbitMQ's parser accepts. Decoded tables keep value types for comparisons that
 depend on them (RabbitMQ's headers exchange compares nested arrays and tables type and value
 alike). Keys are decoded with `surrogateescape`, so keys that are not UTF-8 (RabbitMQ takes any
-bytes) encode back to their original bytes.
+bytes) encode back to their original bytes. `L` is read as RabbitMQ reads it, a signed long,
+and decoded as `l`, so a table Warren rewrites (dead-lettering) writes it back as `l` as RabbitMQ
+does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _FIXED = {
     "t": struct.Struct("!B"), "b": struct.Struct("!b"), "B": struct.Struct("!B"),
     "s": struct.Struct("!h"), "U": struct.Struct("!h"), "u": struct.Struct("!H"),
     "I": struct.Struct("!i"), "i": struct.Struct("!I"), "l": struct.Struct("!q"),
-    "L": struct.Struct("!Q"), "f": struct.Struct("!f"), "d": struct.Struct("!d"),
+    "L": struct.Struct("!q"), "f": struct.Struct("!f"), "d": struct.Struct("!d"),
     "T": struct.Struct("!Q"),
 }
 _u32 = struct.Struct("!I")
@@ -163,6 +165,8 @@ def _decode_scalar(data: bytes, offset: int, tag: str) -> tuple[TypedValue, int]
     fixed = _FIXED.get(tag)
     if fixed is not None:
         value = fixed.unpack_from(data, offset)[0]
+        if tag == "L":  # RabbitMQ reads 'L' as its (signed) long, written back as 'l'
+            return ("l", value), offset + fixed.size
         return (tag, bool(value) if tag == "t" else value), offset + fixed.size
     if tag in "Sx":
         length = _u32.unpack_from(data, offset)[0]

@@ -22,7 +22,7 @@ _u32 = struct.Struct("!I")
 _VERBATIM_SIZES: dict[int, int | None] = {
     **{ord(tag): size for tag, size in (
         ("b", 1), ("B", 1), ("s", 2), ("U", 2), ("u", 2), ("I", 4), ("i", 4), ("l", 8),
-        ("L", 8), ("T", 8),
+        ("T", 8),
     )},
     ord("S"): None, ord("x"): None, ord("V"): 0,
 }  # fmt: skip

@@ -1,6 +1,6 @@
 """RabbitMQ definitions documents (the JSON `rabbitmqctl export_definitions` writes): users,
-vhosts, permissions, exchanges, queues and bindings. Loaded at start; exported whenever a
-durable definition changes, as the broker's own durable definitions file."""
+vhosts, permissions, topic permissions, exchanges, queues and bindings. Loaded at start;
+exported whenever a durable definition changes, as the broker's own durable definitions file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broker import __version__
-from broker.auth import SHA256_ALGORITHM, Permission, User, hash_password
+from broker.auth import SHA256_ALGORITHM, Permission, TopicPermission, User, hash_password
 from broker.exchanges import Exchange
 from broker.policies import Policy
 
@@ -37,11 +37,14 @@ def load_definitions(node: Node, path: Path) -> None:
 
 
 def apply_definitions(
-    node: Node, document: dict[str, Any], undo: list[Callable[[], None]] | None = None
+    node: Node, document: dict[str, Any], undo: list[Callable[[], None]] | None = None,
+    recovered: bool = False,
 ) -> None:
     """Create what the document defines. With `undo`, every change made is recorded there as a
     call that reverts it (in order), so that a caller can revert all if one entry fails; the
-    policies, which change existing queues, come last, after everything that can fail."""
+    policies, which change existing queues, come last, after everything that can fail.
+    `recovered`: it is the broker's own definitions file, whose queues were accepted when
+    declared and are not checked again."""
     record: Callable[[Callable[[], None]], Any] = (
         undo.append if undo is not None else lambda _action: None
     )
@@ -70,6 +73,13 @@ def apply_definitions(
         permission = Permission(entry["configure"], entry["write"], entry["read"])
         record(partial(_restore, access.permissions, key, access.permissions.get(key)))
         access.set_permissions(*key, permission)
+    for entry in document.get("topic_permissions", []):
+        topic_permission = TopicPermission(entry["user"], entry["vhost"], entry["exchange"],
+                                           entry["write"], entry["read"])
+        key = (topic_permission.user, topic_permission.vhost, topic_permission.exchange)
+        record(partial(_restore, access.topic_permissions, key,
+                       access.topic_permissions.get(key)))
+        access.set_topic_permission(topic_permission)
     for entry in document.get("exchanges", []):
         vhost = node.add_vhost(entry.get("vhost", "/"))
         existed = entry["name"] in vhost.exchanges
@@ -86,7 +96,7 @@ def apply_definitions(
         queue = vhost.declare_queue(
             entry["name"], None, passive=False, durable=entry.get("durable", True),
             exclusive=False, auto_delete=entry.get("auto_delete", False),
-            arguments=entry.get("arguments", {}),
+            arguments=entry.get("arguments", {}), recovered=recovered,
         )
         if not existed:
             record(partial(vhost.delete_queue, queue))
@@ -145,7 +155,9 @@ def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
              "write": permission.write, "read": permission.read}
             for (user, vhost), permission in access.permissions.items()
         ],
-        "topic_permissions": [],
+        "topic_permissions": [
+            permission.as_definition() for permission in access.topic_permissions.values()
+        ],
         "parameters": [],
         "global_parameters": [],
         "policies": [

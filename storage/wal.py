@@ -107,6 +107,7 @@ class WriteAheadLog:
         self.fsyncs = 0
         self.bytes_written = 0
         self.failed: BaseException | None = None  # the last write failure, until one succeeds
+        self.callback_failures = 0  # waiters and hooks that raised (logged, then skipped)
         # Told of a failed write (the error) and of the first success after one (None).
         self.on_write_result: Callable[[BaseException | None], None] | None = None
 
@@ -166,8 +167,7 @@ class WriteAheadLog:
             self._loop.call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
-        if self.before_flush is not None:
-            self.before_flush()
+        self._run_hook(self.before_flush)
         batch = self._batch
         if self._failed_batch is not None:
             failed, self._failed_batch = self._failed_batch, None
@@ -176,8 +176,12 @@ class WriteAheadLog:
             if batch.definitions is None:
                 batch.definitions = failed.definitions
         if self._definitions_source is not None:
-            batch.definitions = self._definitions_source()
-            self._definitions_source = None
+            source, self._definitions_source = self._definitions_source, None
+            try:
+                batch.definitions = source()
+            except Exception:  # the records still go; the next definitions change retries
+                self.callback_failures += 1
+                log.exception("taking the definitions snapshot raised; not written this time")
         if not batch.pieces and batch.definitions is None and not batch.delete_segments:
             self._flushing = False
             self._idle.set()
@@ -197,23 +201,42 @@ class WriteAheadLog:
             self._flushing = False
             self._idle.set()
             if self.on_write_result is not None:
-                self.on_write_result(error)
+                self._run_hook(lambda: self.on_write_result(error))
             return
         if self.failed is not None:
             self.failed = None
             if self.on_write_result is not None:
-                self.on_write_result(None)
+                self._run_hook(lambda: self.on_write_result(None))
         self.durable_ticket = ticket
-        waiters = self._waiters
+        waiters, failed = self._waiters, 0
         while waiters and waiters[0][0] <= ticket:
-            waiters.popleft()[1]()
-        if self.after_flush is not None:
-            self.after_flush()
+            callback = waiters.popleft()[1]
+            try:
+                callback()
+            except Exception:  # one waiter's bug must not stop the others, nor the log
+                failed += 1
+                if failed == 1:
+                    log.exception("a callback waiting for write-ahead log batch %d raised; "
+                                  "the other waiters and later batches go on", ticket)
+        self.callback_failures += failed
+        self._run_hook(self.after_flush)
         self._flushing = False
         if self._batch.pieces or self._definitions_source or self._batch.delete_segments:
             self.schedule()
         else:
             self._idle.set()
+
+    def _run_hook(self, hook: Callable[[], None] | None) -> None:
+        """Run before_flush or after_flush; if it raises, log it and go on: the batch is
+        written (or released) all the same, and the log does not stay stuck mid-flush."""
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception:
+            self.callback_failures += 1
+            log.exception("write-ahead log hook %s raised; the log goes on",
+                          getattr(hook, "__name__", hook))
 
     async def drain(self) -> None:
         """Wait until everything appended so far is on disk."""

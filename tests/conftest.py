@@ -83,14 +83,16 @@ class BrokerProcess:
 
 @contextlib.contextmanager
 def run_warren(
-    tmp_dir: Path, env: dict[str, str] | None = None, extra_args: list[str] | None = None
+    tmp_dir: Path, env: dict[str, str] | None = None, extra_args: list[str] | None = None,
+    launcher: list[str] | None = None,
 ) -> Iterator[BrokerProcess]:
-    """Start `python -m broker` on free ports; stop it (SIGTERM) when the block ends."""
+    """Start `python -m broker` (or `launcher` + the broker's arguments) on free ports; stop it
+    (SIGTERM) when the block ends."""
     port, management_port = free_port(), free_port()
     data_dir = tmp_dir / "data"
     log_path = tmp_dir / "broker.log"
     args = [
-        sys.executable, "-m", "broker",
+        *(launcher or [sys.executable, "-m", "broker"]),
         "--port", str(port),
         "--management-port", str(management_port),
         "--data-dir", str(data_dir),
@@ -137,10 +139,11 @@ def warren_factory(tmp_path: Path):
     stack = contextlib.ExitStack()
     counter = iter(range(1000))
 
-    def start(env: dict[str, str] | None = None, extra_args: list[str] | None = None):
+    def start(env: dict[str, str] | None = None, extra_args: list[str] | None = None,
+              launcher: list[str] | None = None):
         directory = tmp_path / f"warren{next(counter)}"
         directory.mkdir()
-        return stack.enter_context(run_warren(directory, env, extra_args))
+        return stack.enter_context(run_warren(directory, env, extra_args, launcher))
 
     with stack:
         yield start

@@ -63,6 +63,7 @@ class DelayedExchange(Exchange):
 
 
 MAX_DELAY = 2**32 - 1
+RELEASE_RETRY_SECONDS = 5  # a message whose release failed is held this much longer
 
 
 def delay_of(message: Message) -> int:
@@ -118,6 +119,10 @@ class Holding:
 
     def hold(self, message: Message, delay_ms: int) -> None:
         self._push(message, message.timestamp + delay_ms / 1000)
+
+    def hold_again(self, message: Message) -> None:
+        """A message whose release failed: held RELEASE_RETRY_SECONDS more."""
+        self._push(message, time.time() + RELEASE_RETRY_SECONDS)
 
     def restore(self, message: Message, redelivered: bool, logged_delivery: bool) -> None:
         """A held message recovered from the log (its x-delay already negated for delivery):

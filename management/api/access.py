@@ -126,6 +126,7 @@ async def delete_user(request: web.Request) -> web.Response:
         raise not_found()
     for key in [key for key in node.access.permissions if key[0] == name]:
         del node.access.permissions[key]
+    node.access.clear_topic_permissions(user=name)
     node.definitions_changed()
     return web.Response(status=204)
 

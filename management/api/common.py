@@ -31,7 +31,8 @@ def node_of(request: web.Request) -> Node:
 def error(status: int, error_name: str, reason: Any) -> web.HTTPException:
     """An HTTP error with RabbitMQ's {"error": ..., "reason": ...} body."""
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
-           404: web.HTTPNotFound, 405: web.HTTPMethodNotAllowed}.get(status, web.HTTPBadRequest)
+           404: web.HTTPNotFound, 405: web.HTTPMethodNotAllowed,
+           500: web.HTTPInternalServerError}.get(status, web.HTTPBadRequest)
     body = json.dumps({"error": error_name, "reason": reason})
     if cls is web.HTTPMethodNotAllowed:
         return web.HTTPMethodNotAllowed("", [], text=body, content_type="application/json")

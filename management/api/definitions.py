@@ -27,6 +27,7 @@ from management.api.common import (
 from management.api.exchanges import exchange_declaration
 from management.api.policies import policy_from
 from management.api.queues import queue_declaration
+from management.api.topic_permissions import topic_permission_from
 from management.auth import require_tag
 from protocol.constants import REPLY_NAMES
 from protocol.errors import AMQPError
@@ -125,7 +126,8 @@ def _checked(node: Node, document: dict[str, Any]) -> dict[str, list[dict[str, A
             raise bad_request("invalid_queue_type")
         checked["vhosts"].append(entry)
     vhosts = set(node.vhosts) | {entry["name"] for entry in checked["vhosts"]}
-    for key in ("queues", "exchanges", "bindings", "policies", "permissions"):
+    for key in ("queues", "exchanges", "bindings", "policies", "permissions",
+                "topic_permissions"):
         for entry in _entries(document, key):
             if entry.get("vhost", "/") not in vhosts:
                 raise error(400, "bad_request", ["no_such_vhost", entry.get("vhost")])
@@ -145,8 +147,12 @@ def _checked(node: Node, document: dict[str, Any]) -> dict[str, list[dict[str, A
             "configure": permission.configure, "write": permission.write,
             "read": permission.read,
         })
-    if _entries(document, "topic_permissions"):
-        raise bad_request("topic permissions are not supported")
+    checked["topic_permissions"] = []
+    for entry in _entries(document, "topic_permissions"):
+        if _name(entry, "user") not in users:
+            raise error(400, "bad_request", ["no_such_user", entry["user"]])
+        permission = topic_permission_from(entry["user"], entry.get("vhost", "/"), entry)
+        checked["topic_permissions"].append(permission.as_definition())
     checked["policies"] = []
     for entry in _entries(document, "policies"):
         vhost, name = entry.get("vhost", "/"), _name(entry)

@@ -86,11 +86,11 @@ async def overview(request: web.Request) -> web.Response:
 
 def listeners(config: Config) -> list[tuple[str, str, int]]:
     """(protocol, address, port) of each listener, named as RabbitMQ names them."""
-    found = [("amqp", config.host, config.port)]
+    found = [("amqp", host, config.port) for host in config.host]
     if config.amqps_enabled:
-        found.append(("amqp/ssl", config.amqps_host, config.amqps_port))
-    found.append(("https" if config.management_https else "http", config.management_host,
-                  config.management_port))
+        found += [("amqp/ssl", host, config.amqps_port) for host in config.amqps_host]
+    protocol = "https" if config.management_https else "http"
+    found += [(protocol, host, config.management_port) for host in config.management_host]
     return found
 
 
@@ -299,8 +299,7 @@ ROUTES = [
     ("GET", "/api/cluster-name", cluster_name),
     ("GET", "/api/auth", auth_settings),
     *(("GET", f"/api/{name}", empty_list) for name in (
-        "parameters", "global-parameters", "topic-permissions", "vhost-limits",
-        "operator-policies",
+        "parameters", "global-parameters", "vhost-limits", "operator-policies",
     )),
     ("GET", "/api/health/checks/alarms", alarms),
     ("GET", "/api/health/checks/local-alarms", local_alarms),

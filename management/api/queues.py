@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from aiohttp import web
 
+from broker import stepfailures
+from broker.message import QueuedMessage
 from broker.queue import Queue
 from management.api.common import (
     access_refused,
@@ -24,11 +25,10 @@ from management.api.common import (
     vhost_of,
 )
 from management.api.connections import consumer_info
+from management.api.message_json import payload_json, properties_json
 from management.api.overview import node_name
 from management.rates import RATES_KEY, Rates
-from protocol import properties
 from protocol.errors import AMQPError
-from protocol.fieldtable import TypedValue, rebuild_nested, typed_children
 
 
 def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
@@ -136,7 +136,9 @@ async def purge_queue(request: web.Request) -> web.Response:
 
 
 async def get_messages(request: web.Request) -> web.Response:
-    """Fetch messages as the management UI does: each is taken and then acked or requeued."""
+    """Fetch messages as the management UI does: each is taken and then acked or requeued.
+    Every message is rendered before any is settled: if one cannot be, all taken go back to
+    their places untouched, and the answer is a 500 (the failure logged and counted)."""
     queue = vhost_of(request).queues.get(request.match_info["name"])
     if queue is None:
         raise error(404, "not_found", f"NOT_FOUND - no queue '{request.match_info['name']}' "
@@ -149,32 +151,37 @@ async def get_messages(request: web.Request) -> web.Response:
     if ackmode not in ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
                        "reject_requeue_false"):
         raise bad_request(f"invalid ackmode {ackmode!r}")
-    try:
-        count = int(body["count"])
-    except (TypeError, ValueError):
-        raise error(400, "bad_request", ["not_integer", body["count"]]) from None
-    encoding, truncate = body.get("encoding", "auto"), body.get("truncate")
+    count = _integer(body["count"])
+    truncate = _integer(body["truncate"]) if "truncate" in body else None
+    if truncate is not None and truncate < 0:  # RabbitMQ's answer too (an empty 500), though
+        raise web.HTTPInternalServerError(text="")  # it takes the message first
+    encoding = body["encoding"]
     node = node_of(request)
-    taken, results = [], []
-    for _ in range(count):
-        entry = queue.pop()
-        if entry is None:
-            break
-        queue.head_body(entry)
+    taken: list[QueuedMessage] = []
+    results = []
+    try:
+        for _ in range(count):
+            entry = queue.pop()
+            if entry is None:
+                break
+            taken.append(entry)
+            results.append(_message(queue, entry, encoding, truncate))
+        answer = json_response(results)  # the JSON text too, before anything is settled
+    except Exception as failure:
+        queue.put_back(taken)
+        node.step_failures.record(
+            stepfailures.MANAGEMENT_GET, queue.describe(), failure,
+            "the messages taken stay in the queue, untouched",
+        )
+        raise error(500, "internal_server_error",
+                    f"could not render a message of {queue.describe()}; it stays in the queue "
+                    f"({type(failure).__name__})") from None
+    for entry in taken:
         queue.note_delivery(entry)
-        taken.append(entry)
         # Counted as RabbitMQ counts the basic.get it makes for the API.
         node.messages_delivered += 1
         node.delivered_get_manual_ack += 1
         node.messages_redelivered += entry.redelivered
-        message = entry.message
-        payload = message.body if truncate is None else message.body[: int(truncate)]
-        results.append({
-            **_payload(payload, encoding), "payload_bytes": message.body_size,
-            "redelivered": entry.redelivered, "exchange": message.exchange,
-            "routing_key": message.routing_key, "message_count": queue.message_count,
-            "properties": _properties(message.props_raw),
-        })
     requeue = ackmode.endswith("requeue_true")
     for entry in reversed(taken):
         if requeue:
@@ -186,47 +193,27 @@ async def get_messages(request: web.Request) -> web.Response:
             node.messages_acknowledged += 1
     if requeue:
         queue.dispatch()
-    return json_response(results)
+    return answer
 
 
-def _payload(body: bytes, encoding: str) -> dict[str, Any]:
-    if encoding == "auto":
-        try:
-            return {"payload": body.decode(), "payload_encoding": "string"}
-        except UnicodeDecodeError:
-            pass
-    return {"payload": base64.b64encode(body).decode(), "payload_encoding": "base64"}
-
-
-def _properties(raw: bytes) -> dict[str, Any] | list:
-    """The message's properties as RabbitMQ shows them ([] when there are none)."""
-    shown: dict[str, Any] = {}
-    for name, value in properties.decode_all(raw).items():
-        if name == "headers":
-            shown[name] = rebuild_nested(("F", value), typed_children, _json_leaf)
-        elif isinstance(value, bytes):
-            if value:
-                shown[name] = _json_text(value)
-        else:
-            shown[name] = value
-    return shown or []
-
-
-def _json_leaf(value: TypedValue) -> Any:
-    """A header value other than a table or array as the management plugin renders it."""
-    tag, content = value
-    if tag in "Sx":
-        return _json_text(content)
-    if tag == "V":
-        return "undefined"
-    return content
-
-
-def _json_text(value: bytes) -> str:
+def _integer(value: Any) -> int:
     try:
-        return value.decode()
-    except UnicodeDecodeError:
-        return "Not UTF-8, base64 is: " + base64.b64encode(value).decode()
+        return int(value)
+    except (TypeError, ValueError):
+        raise error(400, "bad_request", ["not_integer", value]) from None
+
+
+def _message(queue: Queue, entry: QueuedMessage, encoding: str, truncate: int | None) -> dict:
+    """One message of a get as RabbitMQ renders it (message_count: those left after it)."""
+    message = entry.message
+    body = queue.head_body(entry)
+    payload = body if truncate is None else body[:truncate]
+    return {
+        **payload_json(payload, encoding), "payload_bytes": message.body_size,
+        "redelivered": entry.redelivered, "exchange": message.exchange,
+        "routing_key": message.routing_key, "message_count": queue.message_count,
+        "properties": properties_json(message.props_raw),
+    }
 
 
 async def queue_bindings(request: web.Request) -> web.Response:

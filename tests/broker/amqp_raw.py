@@ -49,6 +49,18 @@ def method_payload(class_id: int, method_id: int, arguments: bytes = b"") -> byt
     return struct.pack(">HH", class_id, method_id) + arguments
 
 
+def publish_bytes(channel: int, exchange: str, routing_key: str, body: bytes = b"x",
+                  mandatory: bool = False,
+                  properties: commands.Basic.Properties | None = None) -> bytes:
+    """basic.publish, content header and one body frame, as bytes to send in one write (with
+    other frames after them, to see what a broker does with frames that arrive together)."""
+    return (frame.marshal(commands.Basic.Publish(exchange=exchange, routing_key=routing_key,
+                                                 mandatory=mandatory), channel)
+            + frame.marshal(ContentHeader(0, len(body), properties or commands.Basic.Properties()),
+                            channel)
+            + frame.marshal(ContentBody(body), channel))
+
+
 def plain_response(user: str, password: str) -> str:
     """SASL PLAIN response: NUL user NUL password."""
     return f"\0{user}\0{password}"

@@ -349,6 +349,17 @@ def test_bind_routes_and_unbind_stops(channel, unique):
     assert get_bodies(channel, unique) == [b"bound"]
 
 
+def test_empty_queue_and_key_mean_the_last_declared_queue_for_bind_and_unbind(channel, unique):
+    """RabbitMQ expands "" to the channel's last declared queue and, with it, an empty routing key
+    to that queue's name: in queue.bind and in queue.unbind alike."""
+    channel.queue_declare(unique, exclusive=True)
+    channel.queue_bind("", "amq.direct", routing_key="")
+    channel.basic_publish("amq.direct", unique, b"bound")
+    channel.queue_unbind("", "amq.direct", routing_key="")
+    channel.basic_publish("amq.direct", unique, b"unbound")
+    assert get_bodies(channel, unique) == [b"bound"]
+
+
 def test_bind_missing_queue_is_404(channel, unique):
     assert channel_error(lambda: channel.queue_bind(unique, "amq.direct")) == not_found(unique)
 

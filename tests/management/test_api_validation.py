@@ -217,6 +217,14 @@ def bad_entries(p: str) -> dict[str, tuple[dict, tuple[int, object], bool]]:
             {"permissions": [{"user": f"{p}nobody", "vhost": "/", "configure": ".*",
                               "write": ".*", "read": ".*"}]},
             refused(["no_such_user", f"{p}nobody"]), True),
+        "topic permission bad regex": (
+            {"topic_permissions": [{"user": "guest", "vhost": f"{p}vh", "exchange": "amq.topic",
+                                    "write": "(", "read": ".*"}]},
+            refused(["invalid_regexp", "(", [chars("missing )"), 1]]), True),
+        "topic permission unknown user": (
+            {"topic_permissions": [{"user": f"{p}nobody", "vhost": "/", "exchange": "amq.topic",
+                                    "write": ".*", "read": ".*"}]},
+            refused(["no_such_user", f"{p}nobody"]), True),
         # RabbitMQ takes these (204), in part silently ignored:
         "binding to a missing queue": (
             {"bindings": [{"source": f"{p}x", "vhost": "/", "destination": f"{p}nosuch",
@@ -245,10 +253,6 @@ def bad_entries(p: str) -> dict[str, tuple[dict, tuple[int, object], bool]]:
             refused(["amqp_error", "precondition_failed", chars(
                 "Invalid x-match field value <<\"bogus\">>; expected all, any, all-with-x, or "
                 "any-with-x"), "none"]), False),
-        "topic permissions": (
-            {"topic_permissions": [{"user": "guest", "vhost": "/", "exchange": "amq.topic",
-                                    "write": ".*", "read": ".*"}]},
-            refused("topic permissions are not supported"), False),
     }
 
 
@@ -291,8 +295,8 @@ def test_import_of_good_parts_applies_them(api, unique):
 
 
 def test_failed_import_keeps_what_it_would_have_replaced(api, broker, unique):
-    """An import that fails puts back the users, permissions, policies and vhost metadata it
-    changed on its way."""
+    """An import that fails puts back the users, permissions, topic permissions, policies and
+    vhost metadata it changed on its way."""
     warren_only(broker, "keeps the entries applied before the bad one")
     prefix = f"keep{abs(hash(unique)) % 10**8}-"
     vhost, user = f"{prefix}vh", f"{prefix}user"
@@ -303,22 +307,28 @@ def test_failed_import_keeps_what_it_would_have_replaced(api, broker, unique):
                 {"configure": "c", "write": "w", "read": "r"})
         api.put(f"/api/policies/{q(vhost)}/pol", {"pattern": "^a", "definition": {
             "max-length": 1}})
-        before = [api.ok_json(path) for path in (
-            f"/api/vhosts/{q(vhost)}", f"/api/users/{q(user)}",
-            f"/api/permissions/{q(vhost)}/{q(user)}", f"/api/policies/{q(vhost)}/pol")]
+        api.put(f"/api/topic-permissions/{q(vhost)}/{q(user)}",
+                {"exchange": "amq.topic", "write": "w", "read": "r"})
+        paths = (f"/api/vhosts/{q(vhost)}", f"/api/users/{q(user)}",
+                 f"/api/permissions/{q(vhost)}/{q(user)}", f"/api/policies/{q(vhost)}/pol",
+                 f"/api/topic-permissions/{q(vhost)}/{q(user)}")
+        before = [api.ok_json(path) for path in paths]
         answer = api.post("/api/definitions", {
             "vhosts": [{"name": vhost, "metadata": {"description": "after", "tags": []}}],
             "users": [{"name": user, "password_hash": "", "tags": ["administrator"]}],
             "permissions": [{"user": user, "vhost": vhost, "configure": ".*", "write": ".*",
                              "read": ".*"}],
+            "topic_permissions": [
+                {"user": user, "vhost": vhost, "exchange": "amq.topic", "write": ".*",
+                 "read": ".*"},
+                {"user": user, "vhost": vhost, "exchange": "logs", "write": ".*", "read": ".*"},
+            ],
             "policies": [{"vhost": vhost, "name": "pol", "pattern": "^b",
                           "definition": {"max-length": 2}}],
             "queues": [{"name": "q", "vhost": vhost, "arguments": {"x-max-length": "ten"}}],
         })
         assert answer.status == 400
-        after = [api.ok_json(path) for path in (
-            f"/api/vhosts/{q(vhost)}", f"/api/users/{q(user)}",
-            f"/api/permissions/{q(vhost)}/{q(user)}", f"/api/policies/{q(vhost)}/pol")]
+        after = [api.ok_json(path) for path in paths]
         assert after == before
     finally:
         api.delete(f"/api/vhosts/{q(vhost)}")

@@ -71,6 +71,40 @@ def test_users_vhosts_permissions(broker, unique):
     assert [vhost] not in rows(ctl(broker, "list_vhosts"))[1:]
 
 
+def test_topic_permissions(broker, unique):
+    vhost, user = f"{unique}-vh", f"{unique}-user"
+    assert ctl(broker, "add_vhost", vhost).returncode == 0
+    assert ctl(broker, "add_user", user, "secret").returncode == 0
+    try:
+        assert ctl(broker, "set_permissions", "-p", vhost, user, ".*", ".*", ".*").returncode == 0
+        result = ctl(broker, "set_topic_permissions", "-p", vhost, user, "amq.topic", "^a\\.",
+                     "^b")
+        assert result.returncode == 0, result.stderr
+        assert rows(ctl(broker, "list_topic_permissions", "-p", vhost)) == [
+            ["user", "exchange", "write", "read"], [user, "amq.topic", "^a\\.", "^b"]]
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            broker.host, broker.port, vhost, pika.PlainCredentials(user, "secret")))
+        try:
+            channel = connection.channel()
+            channel.basic_publish("amq.topic", "a.b", b"allowed")
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+                channel.basic_publish("amq.topic", "c.d", b"refused")
+                channel.basic_qos(prefetch_count=1)
+            assert closed.value.reply_code == 403
+        finally:
+            connection.close()
+        bad = ctl(broker, "set_topic_permissions", "-p", vhost, user, "amq.topic", "(", ".*")
+        assert bad.returncode == 1 and "invalid_regexp" in bad.stderr
+        one = ctl(broker, "clear_topic_permissions", "-p", vhost, user, "amq.topic")
+        assert one.returncode == 64 and "not supported" in one.stderr
+        assert ctl(broker, "clear_topic_permissions", "-p", vhost, user).returncode == 0
+        assert rows(ctl(broker, "list_topic_permissions", "-p", vhost)) == [
+            ["user", "exchange", "write", "read"]]
+    finally:
+        ctl(broker, "delete_user", user)
+        ctl(broker, "delete_vhost", vhost)
+
+
 def test_policies_apply(broker, amqp, unique):
     channel = amqp.channel()
     channel.queue_declare(unique, auto_delete=True)

@@ -164,6 +164,26 @@ def test_keys_that_are_not_utf8_round_trip():
     assert encode_table(table) == data
 
 
+def test_odd_keys_and_long_L_at_the_bottom_of_a_deep_table():
+    """Keys that are not UTF-8 and RabbitMQ's reading of `L` (a signed long, written back as
+    `l`) hold 3000 deep, without recursion."""
+    def nested(long_tag: bytes) -> bytes:
+        data = tbl(b"\x02\xff\xfe" + long_tag + struct.pack(">Q", 2**63)
+                   + b"\x01k" + long_tag + struct.pack(">q", -1))
+        for _ in range(DEPTH + 1):
+            data = tbl(b"\x01tF" + data)
+        return data
+
+    data = nested(b"L")
+    with recursion_limit(100):
+        assert well_formed(data, 4, len(data))
+        table, _ = decode_table(data)
+        assert encode_table(table) == nested(b"l")
+    for _ in range(DEPTH + 1):
+        table = table["t"][1]
+    assert table == {"\udcff\udcfe": ("l", -(2**63)), "k": ("l", -1)}
+
+
 @pytest.mark.parametrize("value, expected", [
     (b"U\x00\x01", False), (b"f" + struct.pack(">f", float("nan")), False),
     (b"d" + struct.pack(">d", float("-inf")), False), (b"L" + bytes(8), True),

@@ -104,17 +104,18 @@ def test_priority_queue(node, how):
 
 
 def test_message_ttl_applies_to_recovered_messages(node):
-    fill(node, "ttl", arguments={"x-message-ttl": 4000})
+    # 8 s: the fill and the restart must end before the first message expires, also under load
+    fill(node, "ttl", arguments={"x-message-ttl": 8000})
     with node.channel() as ch:
         ch.queue_declare("own-ttl", durable=True)
         publish_confirmed(ch, "own-ttl", [b"short"] * 1500, properties=pika.BasicProperties(
-            delivery_mode=2, expiration="4000"))
+            delivery_mode=2, expiration="8000"))
         publish_confirmed(ch, "own-ttl", [b"long"], properties=pika.BasicProperties(
             delivery_mode=2, expiration="600000"))
     node.restart()
     with node.channel() as ch:
         assert message_count(ch, "ttl") == COUNT
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 25
     with node.channel() as ch:
         while message_count(ch, "ttl") or message_count(ch, "own-ttl") > 1:
             assert time.monotonic() < deadline, (message_count(ch, "ttl"),
