@@ -546,3 +546,10 @@ def test_access_request_gets_ticket_1(amqp):
     amqp.send(method_frame(1, 30, 10, shortstr(b"/data") + b"\x1f"))
     assert amqp.read_raw_frame() == (FRAME_METHOD, 1, method_payload(30, 11, b"\x00\x01"))
     amqp.close_connection()
+
+
+def test_exchange_declare_checks_the_type_first(amqp):
+    """RabbitMQ checks the type before the name (default exchange) and permissions: 503, a
+    connection error, even for the default exchange (found past the fuzzer's recording)."""
+    amqp.send_method(1, commands.Exchange.Declare(exchange="", exchange_type="no-such-type"))
+    expect_close(amqp, 503, "COMMAND_INVALID - unknown exchange type 'no-such-type'", 40, 10)
