@@ -34,7 +34,7 @@ from protocol.errors import (
     MalformedUtf8,
     UndecodableMethod,
     UnknownMethod,
-    erlang_binary,
+    erlang_bytes,
     frame_error,
 )
 
@@ -101,16 +101,14 @@ class FrameReader:
                     self.stalled = True
                     break
                 return self._broken(frames, frame_error(
-                    frame_type, b"",
-                    f"{{frame_too_large,{length},{frame_max - FRAME_OVERHEAD}}}",
-                ))
+                    frame_type, b"", ("frame_too_large", length, frame_max - FRAME_OVERHEAD)))
             end = offset + 7 + length
             if end >= size:
                 break
             payload = data[offset + 7 : end]
             if data[end] != FRAME_END:
                 return self._broken(frames, frame_error(
-                    frame_type, payload, f"{{invalid_frame_end_marker,{data[end]}}}"))
+                    frame_type, payload, ("invalid_frame_end_marker", data[end])))
             frames.append((frame_type, channel, payload))
             offset = end + 1
         self._pending = data[offset:] if offset < size else b""
@@ -179,7 +177,7 @@ def method_index(payload: bytes) -> int:
 def undecodable(index: int, payload: bytes) -> UndecodableMethod:
     """501 for method arguments that do not fill the frame exactly, worded like RabbitMQ's."""
     return UndecodableMethod(
-        FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", index >> 16, index & 0xFFFF
+        FRAME_ERROR, f"cannot decode {erlang_bytes(payload[4:])}", index >> 16, index & 0xFFFF
     )
 
 

@@ -287,7 +287,32 @@ def test_reader_rejects_bad_frame_end(bad_end):
     frame = bytearray(STREAM_FRAMES[0])
     frame[-1] = bad_end
     error = broken_frame_error(codec.FrameReader(FRAME_MAX), bytes(frame))
-    assert f"{{invalid_frame_end_marker,{bad_end}}}" in error.text
+    assert f"{{invalid_frame_end_marker,{bad_end}}}" in "".join(error.text.split())
+
+
+# RabbitMQ 3.10.8's texts for these payloads with end octet 00 (its ~p breaks a term that would
+# pass column 80 of the text after "FRAME_ERROR - ").
+LAID_OUT = [
+    ([100] * 16, 'type 1, all octets = <<"dddddddddddddddd">>: {invalid_frame_end_marker,0}'),
+    ([10] * 16, 'type 1, all octets = <<"' + "\\n" * 16 + '">>: {invalid_frame_end_marker,\n'
+     + " " * 62 + "0}"),
+    ([0] * 16, "type 1, all octets = <<" + ",".join(["0"] * 16) + ">>: {invalid_frame_end_marker,"
+     "\n" + " " * 59 + "0}"),
+    ([127] * 14, "type 1, all octets = <<" + ",".join(["127"] * 14) + ">>: "
+     "{invalid_frame_end_marker,\n" + " " * 83 + "0}"),
+    ([127] * 15, "type 1, all octets = <<" + "127," * 14 + "\n" + " " * 23
+     + "127>>: {invalid_frame_end_marker,0}"),
+    ([1, 2, 3, *range(100, 113)], "type 1, all octets = <<1,2,3,100,101,102,103,104,105,106,107,"
+     "108,109,110,111,\n" + " " * 23 + "112>>: {invalid_frame_end_marker,0}"),
+    ([0, 10, 0, 40, 1, 47, 200, *[120] * 11], "type 1, first 16 octets = <<0,10,0,40,1,47,200,"
+     "120,120,120,120,120,120,120,120,\n" + " " * 28 + "120>>: {invalid_frame_end_marker,0}"),
+]
+
+
+@pytest.mark.parametrize("payload, text", LAID_OUT)
+def test_frame_error_texts_are_laid_out_as_rabbitmqs(payload, text):
+    frame = bytes((FRAME_METHOD, 0, 1)) + len(payload).to_bytes(4, "big") + bytes(payload)
+    assert broken_frame_error(codec.FrameReader(FRAME_MAX), frame + b"\x00").text == text
 
 
 def test_reader_rejects_bad_frame_end_arriving_in_a_later_chunk():
