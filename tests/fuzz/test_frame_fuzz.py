@@ -8,7 +8,9 @@ send the damaged frame and a probe, and note what the broker answered (runner.py
 - no queue holds a message whose properties do not decode (content_header.py);
 - for each seed kind, Warren's answer to every case is RabbitMQ's (same close kind and reply
   code), as recorded in rabbitmq_outcomes.json, or a difference listed in expectations.py;
-  past the recorded cases, the answer is one RabbitMQ gave to some case of the same kind.
+  past the recorded cases, RabbitMQ's answer to the same bytes if a recorded case has them,
+  otherwise one RabbitMQ gave to some case of the same kind (a rough check: RabbitMQ may give
+  answers the recording never saw).
 
 Run against RabbitMQ itself (WARREN_TEST_AMQP_PORT and WARREN_TEST_HTTP_PORT), the same
 comparison checks that the recording is still what RabbitMQ answers. A failing case is
