@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 from amqp_raw import (
@@ -346,16 +347,6 @@ def publish_frame(channel: int, routing_key: bytes = b"nowhere", extra: bytes = 
                         + b"\x00" + extra)
 
 
-def expect_handshake_silence(amqp: RawAMQP) -> None:
-    """RabbitMQ's answer to a handshake gone wrong: no frame at all, and the socket closed about
-    3 s later (not at once: a client retrying bad input is slowed down)."""
-    with pytest.raises(TimeoutError):
-        frames = amqp.wait_closed(timeout=1.5)
-        pytest.fail(f"socket closed within 1.5 s; frames: {describe(frames)}")
-    frames = amqp.wait_closed(timeout=4)
-    assert frames == [], describe(frames)
-
-
 def tuned(broker) -> RawAMQP:
     """A raw connection whose tune-ok is sent: connection.open comes next."""
     amqp = RawAMQP.connect(broker)
@@ -373,29 +364,46 @@ START_OK = commands.Connection.StartOk(
     mechanism="PLAIN", response="\0guest\0guest", locale="en_US")
 
 
-@pytest.mark.parametrize("stage, data", [
-    ("start_ok", raw_frame(FRAME_METHOD, 0, method_payload(10, 11) + START_OK.marshal() + b"x")),
-    ("start_ok", raw_frame(FRAME_METHOD, 0, method_payload(10, 11) + START_OK.marshal(),
-                           end=b"\x00")),
-    ("tune_ok", raw_frame(FRAME_METHOD, 0, method_payload(10, 31, b"\x07\xff\x00\x02"))),
-    ("tune_ok", raw_frame(FRAME_HEADER, 0, bytes(4))),
-    ("open", method_frame(0, 10, 40, shortstr(b"/") + shortstr(b""))),
-], ids=["start-ok-trailing-byte", "start-ok-bad-frame-end", "tune-ok-truncated",
-        "short-header-while-tuning", "open-without-its-bits"])
-def test_handshake_errors_get_no_frame_and_a_delayed_close(broker, stage, data):
+HANDSHAKE_ERRORS = {  # name: (stage, bytes)
+    "start-ok-trailing-byte": (
+        "start_ok", raw_frame(FRAME_METHOD, 0, method_payload(10, 11) + START_OK.marshal() + b"x")),
+    "start-ok-bad-frame-end": (
+        "start_ok", raw_frame(FRAME_METHOD, 0, method_payload(10, 11) + START_OK.marshal(),
+                              end=b"\x00")),
+    "tune-ok-truncated": ("tune_ok", method_frame(0, 10, 31, b"\x07\xff\x00\x02")),
+    "short-header-while-tuning": ("tune_ok", raw_frame(FRAME_HEADER, 0, bytes(4))),
+    "open-without-its-bits": ("open", method_frame(0, 10, 40, shortstr(b"/") + shortstr(b""))),
+}
+
+
+def test_handshake_errors_get_no_frame_and_a_delayed_close(broker):
     """Before the connection is open RabbitMQ answers bad frames with silence (an undecodable
-    connection.open too), where Warren used to send a connection.close."""
-    with RawAMQP.connect(broker) as amqp:
-        amqp.send_protocol_header()
-        amqp.expect(commands.Connection.Start)
-        if stage != "start_ok":
-            amqp.start_ok()
-            amqp.expect(commands.Connection.Tune)
-        if stage == "open":
-            amqp.send_method(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072,
-                                                          heartbeat=0))
-        amqp.send(data)
-        expect_handshake_silence(amqp)
+    connection.open too), where Warren used to send a connection.close. All cases at once, so
+    that their 3 s run side by side."""
+    connections = {}
+    try:
+        for name, (stage, data) in HANDSHAKE_ERRORS.items():
+            amqp = connections[name] = RawAMQP.connect(broker)
+            amqp.send_protocol_header()
+            amqp.expect(commands.Connection.Start)
+            if stage != "start_ok":
+                amqp.start_ok()
+                amqp.expect(commands.Connection.Tune)
+            if stage == "open":
+                amqp.send_method(0, commands.Connection.TuneOk(
+                    channel_max=2047, frame_max=131072, heartbeat=0))
+            amqp.send(data)
+        time.sleep(1.5)
+        for name, amqp in connections.items():
+            with pytest.raises(TimeoutError):
+                frames = amqp.wait_closed(timeout=0.01)
+                pytest.fail(f"{name}: socket closed within 1.5 s; frames: {describe(frames)}")
+        for name, amqp in connections.items():
+            frames = amqp.wait_closed(timeout=4)
+            assert frames == [], (name, describe(frames))
+    finally:
+        for amqp in connections.values():
+            amqp.close()
     assert_broker_works(broker)
 
 
