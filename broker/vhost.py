@@ -58,6 +58,15 @@ EQUIVALENCE_CHECKED_QUEUE_ARGS = (
 )
 
 
+def exchange_type(type_name: str) -> type[Exchange]:
+    """The class of an exchange type; 503 for one RabbitMQ does not know, which a declare
+    checks before anything else."""
+    exchange_class = EXCHANGE_TYPES.get(type_name)
+    if exchange_class is None:
+        raise AMQPConnectionError(COMMAND_INVALID, f"unknown exchange type '{type_name}'", 40, 10)
+    return exchange_class
+
+
 class VirtualHost:
     def __init__(self, name: str, access: AccessControl) -> None:
         self.name = name
@@ -151,6 +160,10 @@ class VirtualHost:
         self, name: str, type_name: str, *, passive: bool, durable: bool, auto_delete: bool,
         internal: bool, arguments: dict[str, Any],
     ) -> Exchange:
+        """exchange.declare after its permission checks, which come after the type's (see
+        topology.exchange_declare)."""
+        if not passive:
+            exchange_class = exchange_type(type_name)
         if not name:
             raise AMQPChannelError(
                 ACCESS_REFUSED, "operation not permitted on the default exchange", 40, 10
@@ -160,11 +173,6 @@ class VirtualHost:
         existing = self.exchanges.get(name)
         if existing is None:
             check_reserved_name("exchange", name, 40, 10)
-        exchange_class = EXCHANGE_TYPES.get(type_name)
-        if exchange_class is None:
-            raise AMQPConnectionError(
-                COMMAND_INVALID, f"unknown exchange type '{type_name}'", 40, 10
-            )
         if existing is not None:
             self._check_exchange_equivalence(
                 existing, type_name, durable, auto_delete, internal, arguments
