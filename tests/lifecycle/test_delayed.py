@@ -5,7 +5,8 @@ plugin, so these tests run against Warren only (skipped with WARREN_TEST_AMQP_PO
 Expectations come from the plugin's README and source
 (RABBITMQ_PRIORITY_POLICIES_DELAYED.md): `x-delayed-type` is required and names the routing
 (direct, fanout, topic, headers); a message with an `x-delay` header of N > 0 ms (at most
-2^32-1) is routed N ms after it was published, with the bindings that exist then, and delivered with `x-delay` = -N; no header, 0, a negative or a too large
+2^32-1) is routed N ms after it was published, with the bindings that exist then, and
+delivered with `x-delay` = -N; no header, 0, a negative or a too large
 delay → routed at once, header untouched; string delays are parsed; at publish time a delayed
 message routes to nothing, so a mandatory one is returned at once (312 NO_ROUTE) and a confirm
 comes at once.
