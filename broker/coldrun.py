@@ -1,5 +1,7 @@
-"""Recovered messages a queue holds without Python objects: a run of message-store catalog rows
-in one lane, in queue order. When a run reaches the head of its lane, the queue materialises
+"""Messages a queue holds without Python objects: a run of message-store catalog rows in one
+lane, in queue order. Recovered messages start as runs; so do persistent messages arriving in a
+durable queue already longer than its resident head (the run at the tail of the lane is "open"
+and takes them one by one). When a run reaches the head of its lane, the queue materialises
 ("thaws") its next rows into `QueuedMessage`s, a batch at a time; everything behind stays a few
 bytes per message (see storage/catalog.py). `lane_runs` says how a queue's settings split
 recovered rows into its priority lanes, and when each row expires."""
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 # How many rows become objects at once (the queue pages their bodies in 1024 at a time).
 THAW_BATCH = 1024
 NEVER = float("inf")  # the deadline of a row that does not expire
+TRIM_AT = 16 * THAW_BATCH  # an open run drops the rows it has thawed past this many
 
 
 class ColdRun:
@@ -28,7 +31,8 @@ class ColdRun:
     queue has deadlines, expires at `deadlines[i]`. A row comes back redelivered if the log
     says its queue delivered it, or if `all_redelivered`."""
 
-    __slots__ = ("rows", "first_seq", "deadlines", "all_redelivered", "start", "_thaw")
+    __slots__ = ("rows", "first_seq", "deadlines", "all_redelivered", "start", "open", "paged",
+                 "_thaw")
 
     def __init__(self, rows: Rows, first_seq: int, deadlines: array | None,
                  all_redelivered: bool,
@@ -38,7 +42,28 @@ class ColdRun:
         self.deadlines = deadlines
         self.all_redelivered = all_redelivered  # recovered after a crash
         self.start = 0
+        self.open = False  # rows may be appended (a run of live arrivals, `rows` an array)
+        self.paged = False  # rows of the page store (storage/paging.py), not of the catalog
         self._thaw = thaw
+
+    @classmethod
+    def arrivals(cls, first_seq: int, thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
+                 paged: bool) -> ColdRun:
+        """An empty open run at the tail of a lane, for messages arriving from now on."""
+        run = cls(array("I"), first_seq, None, False, thaw)
+        run.open = True
+        run.paged = paged
+        return run
+
+    def append(self, row: int, deadline: float | None) -> None:
+        """Add a row at the tail of an open run (its sequence number: `first_seq + index`,
+        never above the queue's next one, since the queue counts every message it takes)."""
+        deadlines = self.deadlines
+        if deadline is not None and deadlines is None:
+            deadlines = self.deadlines = array("d", [NEVER]) * len(self.rows)
+        self.rows.append(row)
+        if deadlines is not None:
+            deadlines.append(NEVER if deadline is None else deadline)
 
     def __len__(self) -> int:
         return len(self.rows) - self.start
@@ -48,7 +73,15 @@ class ColdRun:
         start = self.start
         stop = min(len(self.rows), start + count)
         self.start = stop
-        return self._thaw(self, start, stop)
+        entries = self._thaw(self, start, stop)
+        if self.open and stop >= TRIM_AT and stop * 2 >= len(self.rows):
+            # A run fed at its tail while drained from its head: forget the rows thawed.
+            del self.rows[:stop]
+            if self.deadlines is not None:
+                del self.deadlines[:stop]
+            self.first_seq += stop
+            self.start = 0
+        return entries
 
     def remaining(self) -> Rows:
         """The rows not thawed yet."""

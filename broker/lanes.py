@@ -2,16 +2,16 @@
 an x-max-priority queue. Within a lane, requeued messages (a heap by original position) come
 before the never-delivered ones (a deque), so a requeued message is back where it was.
 
-Messages recovered from the log may sit in a lane's deque as a `ColdRun` (many messages, no
-objects); the run is thawed a batch at a time when it reaches the head, so `head()` and `pop()`
-always see `QueuedMessage`s."""
+Messages recovered from the log, or arriving in a long queue, may sit in a lane's deque as a
+`ColdRun` (many messages, no objects); the run is thawed a batch at a time when it reaches the
+head, so `head()` and `pop()` always see `QueuedMessage`s."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from broker.coldrun import ColdRun
@@ -53,8 +53,9 @@ class _Lane:
         return self.ready.popleft()
 
     def _thaw_head(self, run: ColdRun) -> None:
+        before = len(run)
         entries = run.take()
-        self.cold -= len(entries)
+        self.cold -= before - len(run)
         if not run:
             self.ready.popleft()
             self.runs -= 1
@@ -98,6 +99,24 @@ class MessageLanes:
         lane.cold += len(run)
         lane.runs += 1
         self.bytes += body_bytes
+
+    def append_row(self, row: int, priority: int, deadline: float | None, body_size: int,
+                   first_seq: int, thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
+                   paged: bool) -> None:
+        """Add an arriving message as a row (of the page store if `paged`, else of the message
+        store's catalog), at the tail of its lane's open run of that kind (a new one, starting
+        at sequence number `first_seq`, if the tail is not one)."""
+        lane = self._by_priority[min(priority, self.max_priority)] if self.max_priority \
+            else self._lanes[0]
+        ready = lane.ready
+        run = ready[-1] if ready else None
+        if run is None or run.__class__ is not ColdRun or not run.open or run.paged != paged:
+            run = ColdRun.arrivals(first_seq, thaw, paged)
+            ready.append(run)
+            lane.runs += 1
+        run.append(row, deadline)
+        lane.cold += 1
+        self.bytes += body_size
 
     def requeue(self, entry: QueuedMessage) -> None:
         heapq.heappush(self._lane(entry).requeued, entry)

@@ -19,9 +19,10 @@ from broker.queue_args import QueueSettings, resolve
 from protocol import properties
 from protocol.fieldtable import encode_table
 
-# A durable queue keeps the bodies of its first RESIDENT_HEAD messages in memory; bodies of
-# logged messages behind them are paged out and read back PAGE_IN_BATCH at a time.
-RESIDENT_HEAD = 2048
+# A durable queue keeps its first `resident_head` messages (a setting, 2048 by default) in
+# memory. A logged message arriving behind them becomes a row of the message store's catalog if
+# this queue alone holds it, else its body is paged out; bodies are read back PAGE_IN_BATCH at
+# a time.
 PAGE_IN_BATCH = 1024
 # The expiry timer fires on a whole number of milliseconds after now, rounded up (as RabbitMQ's
 # classic queues round theirs), so messages whose deadlines fall in one tick expire together
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from broker.exchanges import Binding
     from broker.vhost import VirtualHost
     from storage.catalog import Catalog, Rows
+    from storage.store import MessageStore
 
 
 class Queue:
@@ -121,20 +123,55 @@ class Queue:
             if settings.overflow == "reject-publish-dlx":
                 self._dead_letter(message, "maxlen")
             return False
+        store = self.vhost.store
+        if store is not None and len(self._messages) >= store.resident_head and (
+            self._enqueue_row(message, store, limited)
+        ):
+            return True
         entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
                               self._deadline(message, message.timestamp))
         self._next_seq += 1
         self._messages.append(entry)
         self._fresh = entry
         self.messages_published += 1
-        if message.store_id and self.durable and len(self._messages) > RESIDENT_HEAD:
-            self.vhost.store.page_out_when_durable(message)
         if self.consumers:  # a ready consumer takes it before any limit applies
             self.dispatch()
         self._fresh = None
         if limited:
             self._enforce_limits()
         if entry.expires_at is not None:
+            self._schedule_expiry()
+        return True
+
+    def _enqueue_row(self, message: Message, store: MessageStore, limited: bool) -> bool:
+        """Take a message arriving behind the resident head as a row, if it can be one: a
+        logged message this durable queue alone holds as a row of the message store's catalog
+        (its object goes once its record is durable), any other as a row of the page store
+        (its body written to a file that does not outlive the broker). It becomes an object
+        again when it nears the head. False: it stays an object."""
+        if message.store_id and self.durable:
+            holders = message.store_queues
+            if message.cc or len(holders) != 1 or holders[0] is not self:
+                store.page_out_when_durable(message)  # its body at least
+                return False
+            row, paged = store.freeze(self, message), False
+        else:
+            # (CC keys do not survive a row: the message keeps them for dead-lettering.)
+            if store.pages is None or message.cc or message.body is None:
+                return False
+            row, paged = store.pages.add(message), True
+            if row is None:
+                return False
+        deadline = self._deadline(message, message.timestamp)
+        self._messages.append_row(row, self._priority_of(message), deadline, message.body_size,
+                                  self._next_seq, self._thaw, paged)
+        self._next_seq += 1
+        self.messages_published += 1
+        if self.consumers:
+            self.dispatch()
+        if limited:
+            self._enforce_limits()
+        if deadline is not None:
             self._schedule_expiry()
         return True
 
@@ -163,8 +200,8 @@ class Queue:
                 self._schedule_expiry_after_recovery()
 
     def cold_rows(self) -> list[Rows]:
-        """The catalog rows of the recovered messages still cold (for the index snapshot)."""
-        return [run.remaining() for run in self._messages.cold_runs()]
+        """The message store's catalog rows this queue holds (for the index snapshot)."""
+        return [run.remaining() for run in self._messages.cold_runs() if not run.paged]
 
     def logged_flags(self) -> dict[int, bool]:
         """Message store id -> whether the log has this queue's delivery of it, for the
@@ -179,11 +216,14 @@ class Queue:
 
     def _thaw(self, run: ColdRun, start: int, stop: int) -> list[QueuedMessage]:
         """Materialise rows `start:stop` of a cold run that reached the head."""
-        messages = self.vhost.store.thaw(run.rows[start:stop])
+        store = self.vhost.store
+        messages = (store.pages if run.paged else store).thaw(run.rows[start:stop])
         deadlines, all_redelivered = run.deadlines, run.all_redelivered
         prioritised = bool(self.settings.max_priority)
         entries = []
         for index, message in enumerate(messages, start):
+            if message is None:  # a paged body that could not be read (logged)
+                continue
             deadline = deadlines[index] if deadlines is not None else NEVER
             entry = QueuedMessage(
                 message, run.first_seq + index,
@@ -303,17 +343,25 @@ class Queue:
         cleared = self._messages.clear()
         for entry in cleared.entries:
             self.discard(entry.message)
-        if cleared.cold:
-            self.vhost.store.removed_cold(self, [run.remaining() for run in cleared.cold])
+        logged = self._drop_paged(cleared.cold)
+        if logged:
+            self.vhost.store.removed_cold(self, logged)
         return count
 
     def drop_everything(self) -> None:
         """The queue is deleted: its ready messages go, and the log forgets it entirely."""
         self._cancel_timers()
         cleared = self._messages.clear()
+        logged = self._drop_paged(cleared.cold)
         if self.durable and self.vhost.store is not None:
-            self.vhost.store.purged(self, [entry.message for entry in cleared.entries],
-                                    [run.remaining() for run in cleared.cold])
+            self.vhost.store.purged(self, [entry.message for entry in cleared.entries], logged)
+
+    def _drop_paged(self, runs: list[ColdRun]) -> list[Rows]:
+        """Let the page store forget the paged rows of `runs`; returns the others' rows."""
+        paged = [run.remaining() for run in runs if run.paged]
+        if paged:
+            self.vhost.store.pages.drop(paged)
+        return [run.remaining() for run in runs if not run.paged]
 
     # -- expiry ---------------------------------------------------------------------------
 
