@@ -253,8 +253,8 @@ SETTINGS = [
     Setting("segment_size", "storage.segment_size", parse_size,
             "size at which a log segment is closed and a new one started"),
     Setting("resident_head", "storage.resident_head", _integer(1, 2**31 - 1),
-            "messages at the head of a queue kept whole in memory; a persistent message of a "
-            "durable queue arriving behind them is kept as a compact row, its body on disk"),
+            "messages at the head of a queue kept whole in memory; one arriving behind them is "
+            "kept as a compact row, its body on disk (in the log, or in data_dir/transient)"),
 ]
 
 _DEFAULTS = Config()

@@ -15,6 +15,7 @@ its rows is left (thawed, purged or deleted with its queue).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import shutil
@@ -60,9 +61,15 @@ class PageStore:
         self._file = 1
         self._offset = 0
         self._live: dict[int, int] = {1: 0}
+        self._live_bytes: dict[int, int] = {1: 0}
+        self.live_bytes = 0
+        self._compacting: set[int] = set()  # files whose rows are being copied forward
         # Bodies to write, in file order, and their rows; the objects of rows not written yet.
         self._bodies: list[tuple[int, int, bytes]] = []
         self._batch: list[tuple[int, Message]] = []
+        # Compaction: (from file, offset, size, to file, offset) copies, and the rows moved.
+        self._copies: list[tuple[int, int, int, int, int]] = []
+        self._moves: list[tuple[int, int, int, int, int, int]] = []
         self._doomed: list[int] = []  # files to delete once the writes before are done
         self._unwritten: dict[int, Message] = {}
         self._writing = False
@@ -83,9 +90,7 @@ class PageStore:
         size = len(body)
         if self._offset and self._offset + size > self.file_size:
             self._roll()
-        number, offset = self._file, self._offset
-        self._offset += size
-        self._live[number] += 1
+        number, offset = self._place(size)
         meta = self.metas.add(message.exchange, message.routing_key, message.props_raw,
                               message.expiration)
         published, persistent = published_ms(message.timestamp), 1 if message.persistent else 0
@@ -113,18 +118,76 @@ class PageStore:
         self._schedule()
         return row
 
+    def _place(self, size: int) -> tuple[int, int]:
+        """Where the next body of `size` bytes goes (counted live there)."""
+        if self._offset and self._offset + size > self.file_size:
+            self._roll()
+        number, offset = self._file, self._offset
+        self._offset += size
+        self._live[number] += 1
+        self._live_bytes[number] += size
+        self.live_bytes += size
+        return number, offset
+
     def _roll(self) -> None:
         full = self._file
         self._file += 1
         self._offset = 0
         self._live[self._file] = 0
+        self._live_bytes[self._file] = 0
         if not self._live[full]:
             self._delete(full)
+        self._compact()
 
     def _delete(self, number: int) -> None:
-        del self._live[number]
-        self._doomed.append(number)
-        self._schedule()
+        if number in self._live:
+            del self._live[number], self._live_bytes[number]
+            self._doomed.append(number)
+            self._schedule()
+
+    def _compact(self) -> None:
+        """While the files hold more than twice the live bytes plus one file, copy the rows of
+        the oldest files forward (as the log does): a few long-lived messages must not keep
+        every file they sit in. A queue drained from its head empties its files by itself."""
+        for number in sorted(self._live):
+            kept = len(self._live) - len(self._compacting)
+            if number == self._file or kept * self.file_size <= (
+                2 * self.live_bytes + self.file_size
+            ):
+                return
+            if number in self._compacting:
+                continue
+            self._compacting.add(number)
+            files, offsets, sizes = self._files, self._offsets, self._sizes
+            for row in itertools.compress(range(len(files)), map(number.__eq__, files)):
+                size = sizes[row]
+                # (`_place` may roll over, and compact again: this file is marked already.)
+                target, at = self._place(size)
+                self._copies.append((number, offsets[row], size, target, at))
+                self._moves.append((row, number, offsets[row], target, at, size))
+            self._moves.append((-1, number, 0, 0, 0, 0))  # the file is done
+            self._schedule()
+
+    def _moved(self, moves: list[tuple[int, int, int, int, int, int]]) -> None:
+        """Copies made by compaction are written: rows still where they were copied from
+        now read the copy; the old files go."""
+        files, offsets = self._files, self._offsets
+        for row, number, offset, target, at, size in moves:
+            if row < 0:
+                self._compacting.discard(number)
+                if not self._live.get(number, 1):
+                    self._delete(number)
+                continue
+            if row < len(files) and files[row] == number and offsets[row] == offset:
+                files[row], offsets[row] = target, at
+                moved_from = number
+            else:  # the row left meanwhile: its copy is dead
+                moved_from = target
+            self._live[moved_from] -= 1
+            self._live_bytes[moved_from] -= size
+            self.live_bytes -= size
+            if not self._live[moved_from] and moved_from != self._file:
+                self._delete(moved_from)
 
     def _schedule(self) -> None:
         if not self._flush_soon and not self._writing:
@@ -133,16 +196,18 @@ class PageStore:
 
     def _flush(self) -> None:
         self._flush_soon = False
-        if self._writing or not (self._bodies or self._doomed):
+        if self._writing or not (self._bodies or self._copies or self._doomed):
             return
-        bodies, batch, doomed = self._bodies, self._batch, self._doomed
-        self._bodies, self._batch, self._doomed = [], [], []
+        bodies, batch, copies, moves, doomed = (self._bodies, self._batch, self._copies,
+                                                self._moves, self._doomed)
+        self._bodies, self._batch, self._copies, self._moves, self._doomed = [], [], [], [], []
         self._writing = True
         future = asyncio.get_running_loop().run_in_executor(
-            self._writer, _write, self.directory, bodies, doomed)
-        future.add_done_callback(lambda done: self._written(done, batch))
+            self._writer, _write, self.directory, bodies, copies, doomed)
+        future.add_done_callback(lambda done: self._written(done, batch, moves))
 
-    def _written(self, done: asyncio.Future, batch: list[tuple[int, Message]]) -> None:
+    def _written(self, done: asyncio.Future, batch: list[tuple[int, Message]],
+                 moves: list[tuple[int, int, int, int, int, int]]) -> None:
         self._writing = False
         error = done.exception()
         if error is not None:
@@ -157,14 +222,17 @@ class PageStore:
         for row, message in batch:
             if unwritten.get(row) is message:
                 del unwritten[row]
-        if self._bodies or self._doomed:
+        if moves:
+            self._moved(moves)
+        if self._bodies or self._copies or self._doomed:
             self._flush()
 
     # -- back in ---------------------------------------------------------------------------
 
     def thaw(self, rows: Rows) -> list[Message | None]:
-        """The messages of rows that reached the head of their queue, bodies read back
-        (None for a row whose body could not be read: logged and counted as lost)."""
+        """The messages of rows that reached the head of their queue, bodies read back, a
+        stretch of neighbouring bodies at a time (None for a row whose body could not be
+        read: logged and counted as lost)."""
         from broker.message import Message
 
         logged, table, expirations = Message.logged, self.metas.table, self.metas.expirations
@@ -173,45 +241,53 @@ class PageStore:
             self._persistent)
         unwritten = self._unwritten
         messages: list[Message | None] = []
-        descriptors: dict[int, int] = {}
-        try:
-            for row in rows:
-                message = unwritten.pop(row, None) if unwritten else None
-                if message is None:
-                    meta = metas[row]
-                    exchange, routing_key, props = table[meta]
-                    size = sizes[row]
-                    body = self._read(descriptors, files[row], offsets[row], size)
-                    if body is not None:
-                        message = logged(exchange, routing_key, self._route(exchange, routing_key),
-                                         props, size, published[row] / 1000,
-                                         expirations[meta], 0, (0, 0), 0, False)
-                        message.body = body
-                        message.persistent = persistent[row] == 1
-                messages.append(message)
-                self._release(row)
-        finally:
-            for descriptor in descriptors.values():
-                os.close(descriptor)
-            self._reset_if_empty()
+        to_read: list[tuple[int, int, int]] = []  # (position in messages, row, stretch)
+        stretches: list[list[int]] = []  # [file, first offset, end offset]
+        for row in rows:
+            message = unwritten.pop(row, None) if unwritten else None
+            if message is None:
+                number, offset = files[row], offsets[row]
+                last = stretches[-1] if stretches else None
+                if last is not None and last[0] == number and last[2] == offset:
+                    last[2] = offset + sizes[row]
+                else:
+                    stretches.append([number, offset, offset + sizes[row]])
+                to_read.append((len(messages), row, len(stretches) - 1))
+            messages.append(message)
+        data = [self._read(*stretch) for stretch in stretches]
+        for position, row, stretch in to_read:
+            chunk = data[stretch]
+            if chunk is None:
+                self.lost += 1
+                continue
+            meta, size = metas[row], sizes[row]
+            exchange, routing_key, props = table[meta]
+            at = offsets[row] - stretches[stretch][1]
+            message = logged(exchange, routing_key, self._route(exchange, routing_key), props,
+                             size, published[row] / 1000, expirations[meta], 0, (0, 0), 0, False)
+            message.body = chunk[at:at + size]
+            message.persistent = persistent[row] == 1
+            messages[position] = message
+        for row in rows:
+            self._release(row)
+        self._reset_if_empty()
         return messages
 
-    def _read(self, descriptors: dict[int, int], number: int, offset: int,
-              size: int) -> bytes | None:
+    def _read(self, number: int, offset: int, end: int) -> bytes | None:
+        path = page_path(self.directory, number)
         try:
-            descriptor = descriptors.get(number)
-            if descriptor is None:
-                descriptor = descriptors[number] = os.open(page_path(self.directory, number),
-                                                           os.O_RDONLY)
-            body = os.pread(descriptor, size, offset)
-            if len(body) != size:
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                data = os.pread(descriptor, end - offset, offset)
+            finally:
+                os.close(descriptor)
+            if len(data) != end - offset:
                 raise OSError(f"short read at offset {offset}")
         except OSError as error:
-            self.lost += 1
-            log.error("page store: a paged-out message is lost, its body could not be read "
-                      "from %s: %s", page_path(self.directory, number), error)
+            log.error("page store: paged-out messages are lost, their bodies could not be read "
+                      "from %s: %s", path, error)
             return None
-        return body
+        return data
 
     def drop(self, runs: Iterable[Rows]) -> None:
         """Rows that leave without being thawed (purge, queue deleted)."""
@@ -228,7 +304,10 @@ class PageStore:
         self._free_rows.append(row)
         self.metas.release(self._metas[row])
         number = self._files[row]
+        self._files[row] = 0  # (files are numbered from 1) no file holds it
         self._live[number] -= 1
+        self._live_bytes[number] -= self._sizes[row]
+        self.live_bytes -= self._sizes[row]
         if not self._live[number] and number != self._file:
             self._delete(number)
 
@@ -254,29 +333,43 @@ class PageStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _write(directory: Path, bodies: list[tuple[int, int, bytes]], doomed: list[int]) -> int:
-    """Write bodies (in file order, each file's contiguous), then delete the doomed files."""
+def _write(directory: Path, bodies: list[tuple[int, int, bytes]],
+           copies: list[tuple[int, int, int, int, int]], doomed: list[int]) -> int:
+    """Write bodies (in file order; neighbours in one write), then make the copies of
+    compaction (from files written before), then delete the doomed files."""
     written = 0
     start = 0
     while start < len(bodies):
-        number, offset, _ = bodies[start]
-        end = start
-        while end < len(bodies) and bodies[end][0] == number:
+        number, offset, body = bodies[start]
+        end, next_offset = start + 1, offset + len(body)
+        while end < len(bodies) and bodies[end][0] == number and bodies[end][1] == next_offset:
+            next_offset += len(bodies[end][2])
             end += 1
         data = b"".join(body for _, _, body in bodies[start:end])
-        descriptor = os.open(page_path(directory, number), os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                done = os.pwrite(descriptor, view, offset)
-                view, offset = view[done:], offset + done
-        finally:
-            os.close(descriptor)
+        _write_at(directory, number, offset, data)
         written += len(data)
         start = end
+    for source, offset, size, target, at in copies:
+        with open(page_path(directory, source), "rb") as file:
+            data = os.pread(file.fileno(), size, offset)
+        if len(data) != size:
+            raise OSError(f"{page_path(directory, source)}: short read at offset {offset}")
+        _write_at(directory, target, at, data)
+        written += size
     for number in doomed:
         try:
             os.unlink(page_path(directory, number))
         except FileNotFoundError:
             pass
     return written
+
+
+def _write_at(directory: Path, number: int, offset: int, data: bytes) -> None:
+    descriptor = os.open(page_path(directory, number), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            done = os.pwrite(descriptor, view, offset)
+            view, offset = view[done:], offset + done
+    finally:
+        os.close(descriptor)
