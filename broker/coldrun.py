@@ -68,6 +68,15 @@ class ColdRun:
     def __len__(self) -> int:
         return len(self.rows) - self.start
 
+    def extend(self, rows: array, deadlines: list[float | None]) -> None:
+        """append() for many rows at once."""
+        if self.deadlines is None and any(deadline is not None for deadline in deadlines):
+            self.deadlines = array("d", [NEVER]) * len(self.rows)
+        self.rows.extend(rows)
+        if self.deadlines is not None:
+            self.deadlines.extend([NEVER if deadline is None else deadline
+                                   for deadline in deadlines])
+
     def take(self, count: int = THAW_BATCH) -> list[QueuedMessage]:
         """Materialise the next `count` rows (fewer at the end of the run)."""
         start = self.start

@@ -12,10 +12,13 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from broker.coldrun import ColdRun
 from broker.message import QueuedMessage
+
+if TYPE_CHECKING:
+    from storage.paging import PageStore
 
 
 class Cleared(NamedTuple):
@@ -73,6 +76,19 @@ class _Lane:
             yield entry
 
 
+def _open_run(lane: _Lane, first_seq: int,
+              thaw: Callable[[ColdRun, int, int], list[QueuedMessage]], paged: bool) -> ColdRun:
+    """The open run of that kind at the tail of a lane (a new one, starting at sequence
+    number `first_seq`, if the tail is not one)."""
+    ready = lane.ready
+    run = ready[-1] if ready else None
+    if run is None or run.__class__ is not ColdRun or not run.open or run.paged != paged:
+        run = ColdRun.arrivals(first_seq, thaw, paged)
+        ready.append(run)
+        lane.runs += 1
+    return run
+
+
 class MessageLanes:
     def __init__(self, max_priority: int | None = None) -> None:
         self.max_priority = max_priority or 0
@@ -102,21 +118,44 @@ class MessageLanes:
 
     def append_row(self, row: int, priority: int, deadline: float | None, body_size: int,
                    first_seq: int, thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
-                   paged: bool) -> None:
-        """Add an arriving message as a row (of the page store if `paged`, else of the message
-        store's catalog), at the tail of its lane's open run of that kind (a new one, starting
-        at sequence number `first_seq`, if the tail is not one)."""
+                   ) -> None:
+        """Add an arriving message as a row of the message store's catalog, at the tail of
+        its lane's open run (a new one, starting at sequence number `first_seq`, if the tail
+        is not one)."""
         lane = self._by_priority[min(priority, self.max_priority)] if self.max_priority \
             else self._lanes[0]
-        ready = lane.ready
-        run = ready[-1] if ready else None
-        if run is None or run.__class__ is not ColdRun or not run.open or run.paged != paged:
-            run = ColdRun.arrivals(first_seq, thaw, paged)
-            ready.append(run)
-            lane.runs += 1
-        run.append(row, deadline)
+        _open_run(lane, first_seq, thaw, False).append(row, deadline)
         lane.cold += 1
         self.bytes += body_size
+
+    def page_out_tail(self, pages: PageStore, budget: int, durable: bool,
+                      thaw: Callable[[ColdRun, int, int], list[QueuedMessage]]) -> None:
+        """Page out up to `budget` of the newest messages: in each lane, the objects after its
+        last run that the page store may take (not logged ones of a durable queue, nor ones
+        with CC keys, which a row would lose) become rows of its open paged run."""
+        for lane in self._lanes:
+            ready, taken = lane.ready, []
+            while ready and len(taken) < budget:
+                entry = ready[-1]
+                if entry.__class__ is ColdRun:
+                    break
+                message = entry.message
+                if message.cc or message.body is None or (durable and message.store_id):
+                    break
+                taken.append(ready.pop())
+            if not taken:
+                continue
+            taken.reverse()
+            rows = pages.add([entry.message for entry in taken])
+            if rows is None:  # the page store failed: they stay objects
+                ready.extend(taken)
+                return
+            _open_run(lane, taken[0].seq, thaw, True).extend(
+                rows, [entry.expires_at for entry in taken])
+            lane.cold += len(taken)
+            budget -= len(taken)
+            if budget <= 0:
+                return
 
     def requeue(self, entry: QueuedMessage) -> None:
         heapq.heappush(self._lane(entry).requeued, entry)

@@ -19,11 +19,12 @@ from broker.queue_args import QueueSettings, resolve
 from protocol import properties
 from protocol.fieldtable import encode_table
 
-# A durable queue keeps its first `resident_head` messages (a setting, 2048 by default) in
-# memory. A logged message arriving behind them becomes a row of the message store's catalog if
-# this queue alone holds it, else its body is paged out; bodies are read back PAGE_IN_BATCH at
-# a time.
+# A queue keeps its first `resident_head` messages (a setting, 2048 by default) in memory. A
+# logged message arriving behind them becomes a row of the message store's catalog if this
+# durable queue alone holds it, else its body is paged out (read back PAGE_IN_BATCH at a time);
+# other messages go to the page store, PAGE_OUT_BATCH at a time.
 PAGE_IN_BATCH = 1024
+PAGE_OUT_BATCH = 512  # messages behind the head paged out at once (see _page_out_arrivals)
 # The expiry timer fires on a whole number of milliseconds after now, rounded up (as RabbitMQ's
 # classic queues round theirs), so messages whose deadlines fall in one tick expire together
 # rather than one timer each.
@@ -60,6 +61,7 @@ class Queue:
         self._dispatching = False
         self._fresh: QueuedMessage | None = None  # the message being enqueued right now
         self._paging_in = False
+        self._behind = 0  # messages arrived behind the resident head, not paged out yet
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at: float | None = None
         self._unused_timer: asyncio.TimerHandle | None = None
@@ -124,9 +126,9 @@ class Queue:
                 self._dead_letter(message, "maxlen")
             return False
         store = self.vhost.store
-        if store is not None and len(self._messages) >= store.resident_head and (
-            self._enqueue_row(message, store, limited)
-        ):
+        behind = store is not None and len(self._messages) >= store.resident_head
+        logged = message.store_id and self.durable
+        if behind and logged and self._freeze(message, store, limited):
             return True
         entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
                               self._deadline(message, message.timestamp))
@@ -141,30 +143,36 @@ class Queue:
             self._enforce_limits()
         if entry.expires_at is not None:
             self._schedule_expiry()
+        if behind and not logged and store.pages is not None:
+            self._behind += 1
+            if self._behind >= PAGE_OUT_BATCH:
+                self._page_out_arrivals(store)
         return True
 
-    def _enqueue_row(self, message: Message, store: MessageStore, limited: bool) -> bool:
-        """Take a message arriving behind the resident head as a row, if it can be one: a
-        logged message this durable queue alone holds as a row of the message store's catalog
-        (its object goes once its record is durable), any other as a row of the page store
-        (its body written to a file that does not outlive the broker). It becomes an object
-        again when it nears the head. False: it stays an object."""
-        if message.store_id and self.durable:
-            holders = message.store_queues
-            if message.cc or len(holders) != 1 or holders[0] is not self:
-                store.page_out_when_durable(message)  # its body at least
-                return False
-            row, paged = store.freeze(self, message), False
-        else:
-            # (CC keys do not survive a row: the message keeps them for dead-lettering.)
-            if store.pages is None or message.cc or message.body is None:
-                return False
-            row, paged = store.pages.add(message), True
-            if row is None:
-                return False
+    def _page_out_arrivals(self, store: MessageStore) -> None:
+        """Messages arrived behind the resident head that the message store does not keep
+        (transient ones, any in a non-durable queue) go to the page store, a batch at a
+        time, from the tail: their bodies are written to a file that does not outlive the
+        broker and they become rows until they near the head."""
+        self._behind = 0
+        budget = len(self._messages) - store.resident_head  # (never within the head)
+        if budget > 0 and store.pages.failed is None:
+            self._messages.page_out_tail(store.pages, budget, self.durable, self._thaw)
+
+    def _freeze(self, message: Message, store: MessageStore, limited: bool) -> bool:
+        """A logged message arriving behind the resident head of this durable queue becomes a
+        row of the message store's catalog, if this queue alone holds it (its object goes
+        once its record is durable; it becomes one again when the row nears the head).
+        False: it stays an object (its body is paged out once durable)."""
+        holders = message.store_queues
+        # (CC keys do not survive a row: the message keeps them for dead-lettering.)
+        if message.cc or len(holders) != 1 or holders[0] is not self:
+            store.page_out_when_durable(message)
+            return False
+        row = store.freeze(self, message)
         deadline = self._deadline(message, message.timestamp)
         self._messages.append_row(row, self._priority_of(message), deadline, message.body_size,
-                                  self._next_seq, self._thaw, paged)
+                                  self._next_seq, self._thaw)
         self._next_seq += 1
         self.messages_published += 1
         if self.consumers:

@@ -33,9 +33,10 @@ class MetaTable:
             self.table[index] = FREED
             self.expirations[index] = None
 
-    def add(self, exchange: str, routing_key: str, props: bytes,
-            expiration: int | None) -> int:
-        """The index of this meta (added if new), counted once more."""
+    def add(self, exchange: str, routing_key: str, props: bytes, expiration: int | None,
+            count: int = 1) -> int:
+        """The index of this meta (added if new), counted `count` more times (with 0 the
+        caller must count it right after)."""
         meta = (exchange, routing_key, props)
         index = self._index.get(meta)
         if index is None:
@@ -49,13 +50,13 @@ class MetaTable:
                 self.expirations.append(expiration)
                 self.rows.append(0)
             self._index[meta] = index
-        self.rows[index] += 1
+        self.rows[index] += count
         return index
 
-    def release(self, index: int) -> None:
-        """A row using meta `index` is gone."""
+    def release(self, index: int, count: int = 1) -> None:
+        """`count` rows using meta `index` are gone."""
         rows = self.rows
-        rows[index] -= 1
+        rows[index] -= count
         if not rows[index]:
             meta = self.table[index]
             if self._index.get(meta) == index:

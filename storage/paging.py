@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 from array import array
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,42 +82,85 @@ class PageStore:
 
     # -- paging out ------------------------------------------------------------------------
 
-    def add(self, message: Message) -> int | None:
-        """Page a message out: returns its row, or None if the store cannot take it (a write
-        failed before; the caller keeps the object)."""
-        if self.failed is not None:
+    def add(self, messages: list[Message]) -> array | None:
+        """Page messages out (in queue order): returns their rows, or None if the store
+        cannot take them (a write failed before; the caller keeps the objects). Done a batch
+        at a time, column by column: much cheaper per message than one at a time."""
+        if self.failed is not None or not messages:
             return None
-        body = message.body
-        size = len(body)
-        if self._offset and self._offset + size > self.file_size:
-            self._roll()
-        number, offset = self._place(size)
-        meta = self.metas.add(message.exchange, message.routing_key, message.props_raw,
-                              message.expiration)
-        published, persistent = published_ms(message.timestamp), 1 if message.persistent else 0
-        free = self._free_rows
-        if free:
-            row = free.pop()
-            self._files[row] = number
-            self._offsets[row] = offset
-            self._sizes[row] = size
-            self._published[row] = published
-            self._metas[row] = meta
-            self._persistent[row] = persistent
-        else:
-            row = len(self._files)
-            self._files.append(number)
-            self._offsets.append(offset)
-            self._sizes.append(size)
-            self._published.append(published)
-            self._metas.append(meta)
-            self._persistent.append(persistent)
-        self.count += 1
-        self._bodies.append((number, offset, body))
-        self._batch.append((row, message))
-        self._unwritten[row] = message
+        bodies = [message.body for message in messages]
+        sizes = [len(body) for body in bodies]
+        numbers, offsets = [], []
+        limit, count, placed = self.file_size, 0, 0
+        for size in sizes:
+            if self._offset and self._offset + size > limit:
+                self._live[self._file] += count  # (counted before the file is left)
+                self._live_bytes[self._file] += placed
+                self.live_bytes += placed
+                count = placed = 0
+                self._roll()  # (which may compact: placing other bodies first)
+            numbers.append(self._file)
+            offsets.append(self._offset)
+            self._offset += size
+            count += 1
+            placed += size
+        self._live[self._file] += count
+        self._live_bytes[self._file] += placed
+        self.live_bytes += placed
+        metas = self._meta_indexes(messages)
+        published = [published_ms(message.timestamp) for message in messages]
+        persistent = [1 if message.persistent else 0 for message in messages]
+        rows = self._allocate(numbers, offsets, sizes, published, metas, persistent)
+        self.count += len(rows)
+        self._bodies.extend(zip(numbers, offsets, bodies, strict=True))
+        self._batch.extend(zip(rows, messages, strict=True))
+        self._unwritten.update(zip(rows, messages, strict=True))
         self._schedule()
-        return row
+        return rows
+
+    def _meta_indexes(self, messages: list[Message]) -> list[int]:
+        """Each message's meta (neighbours mostly share the same property bytes object)."""
+        table = self.metas
+        indexes = []
+        last_props = last_route = None
+        last = -1
+        for message in messages:
+            props, route = message.props_raw, message.route_bytes
+            if props is not last_props or route is not last_route:
+                last_props, last_route = props, route
+                last = table.add(message.exchange, message.routing_key, props,
+                                 message.expiration, 0)
+            indexes.append(last)
+        if indexes[0] == indexes[-1] and len(set(indexes)) == 1:
+            table.rows[last] += len(indexes)
+        else:
+            for index, count in Counter(indexes).items():
+                table.rows[index] += count
+        return indexes
+
+    def _allocate(self, *columns: list[int]) -> array:
+        """Rows for new messages (`columns` in the order of `_columns`): places left by
+        others first, then new ones at the end."""
+        arrays = self._columns()
+        free = self._free_rows
+        reused = min(len(free), len(columns[0]))
+        rows = array("I")
+        if reused:
+            rows = free[len(free) - reused:]
+            del free[len(free) - reused:]
+            for column, values in zip(arrays, columns, strict=True):
+                for row, value in zip(rows, values, strict=False):
+                    column[row] = value
+        if reused < len(columns[0]):
+            first = len(arrays[0])
+            for column, values in zip(arrays, columns, strict=True):
+                column.extend(values[reused:])
+            rows.extend(range(first, len(arrays[0])))
+        return rows
+
+    def _columns(self) -> tuple[array, ...]:
+        return (self._files, self._offsets, self._sizes, self._published, self._metas,
+                self._persistent)
 
     def _place(self, size: int) -> tuple[int, int]:
         """Where the next body of `size` bytes goes (counted live there)."""
@@ -268,8 +312,7 @@ class PageStore:
             message.body = chunk[at:at + size]
             message.persistent = persistent[row] == 1
             messages[position] = message
-        for row in rows:
-            self._release(row)
+        self._release(rows)
         self._reset_if_empty()
         return messages
 
@@ -293,23 +336,39 @@ class PageStore:
         """Rows that leave without being thawed (purge, queue deleted)."""
         unwritten = self._unwritten
         for rows in runs:
-            for row in rows:
-                if unwritten:
+            if unwritten:
+                for row in rows:
                     unwritten.pop(row, None)
-                self._release(row)
+            self._release(rows)
         self._reset_if_empty()
 
-    def _release(self, row: int) -> None:
-        self.count -= 1
-        self._free_rows.append(row)
-        self.metas.release(self._metas[row])
-        number = self._files[row]
-        self._files[row] = 0  # (files are numbered from 1) no file holds it
-        self._live[number] -= 1
-        self._live_bytes[number] -= self._sizes[row]
-        self.live_bytes -= self._sizes[row]
-        if not self._live[number] and number != self._file:
-            self._delete(number)
+    def _release(self, rows: Rows) -> None:
+        """Rows left (thawed or dropped): their places, metas and file space can be reused."""
+        files, sizes = self._files, self._sizes
+        self.count -= len(rows)
+        self._free_rows.extend(rows)
+        metas = [self._metas[row] for row in rows]
+        if len(set(metas)) == 1:
+            self.metas.release(metas[0], len(metas))
+        else:
+            for index, count in Counter(metas).items():
+                self.metas.release(index, count)
+        numbers = [files[row] for row in rows]
+        if numbers and numbers[0] == numbers[-1] and len(set(numbers)) == 1:
+            gone = {numbers[0]: (len(rows), sum([sizes[row] for row in rows]))}
+        else:
+            gone = {}
+            for number, row in zip(numbers, rows, strict=True):
+                count, size = gone.get(number, (0, 0))
+                gone[number] = (count + 1, size + sizes[row])
+        for row in rows:
+            files[row] = 0  # (files are numbered from 1) no file holds it
+        for number, (count, size) in gone.items():
+            self._live[number] -= count
+            self._live_bytes[number] -= size
+            self.live_bytes -= size
+            if not self._live[number] and number != self._file:
+                self._delete(number)
 
     def _reset_if_empty(self) -> None:
         if not self.count:  # nothing paged any more: give the arrays' memory back
