@@ -129,13 +129,20 @@ class MessageLanes:
         self.bytes += body_size
 
     def page_out_tail(self, pages: PageStore, budget: int, durable: bool,
-                      thaw: Callable[[ColdRun, int, int], list[QueuedMessage]]) -> None:
-        """Page out up to `budget` of the newest messages: in each lane, the objects after its
-        last run that the page store may take (not logged ones of a durable queue, nor ones
-        with CC keys, which a row would lose) become rows of its open paged run."""
+                      thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
+                      published_before: float) -> bool:
+        """Page out messages among the last `budget` of the queue: in each lane, the objects
+        after its last run, published before `published_before`, that the page store may take
+        (not logged ones of a durable queue, nor ones with CC keys, which a row would lose),
+        become rows of its open paged run. True if newer ones were left for later."""
+        newer_left = False
         for lane in self._lanes:
-            ready, taken = lane.ready, []
-            while ready and len(taken) < budget:
+            ready, newer, taken = lane.ready, [], []
+            while ready and len(newer) < budget and ready[-1].__class__ is not ColdRun and (
+                ready[-1].message.timestamp >= published_before
+            ):
+                newer.append(ready.pop())
+            while ready and len(newer) + len(taken) < budget:
                 entry = ready[-1]
                 if entry.__class__ is ColdRun:
                     break
@@ -143,19 +150,21 @@ class MessageLanes:
                 if message.cc or message.body is None or (durable and message.store_id):
                     break
                 taken.append(ready.pop())
-            if not taken:
-                continue
-            taken.reverse()
-            rows = pages.add([entry.message for entry in taken])
-            if rows is None:  # the page store failed: they stay objects
-                ready.extend(taken)
-                return
-            _open_run(lane, taken[0].seq, thaw, True).extend(
-                rows, [entry.expires_at for entry in taken])
-            lane.cold += len(taken)
-            budget -= len(taken)
+            if taken:
+                taken.reverse()
+                rows = pages.add([entry.message for entry in taken])
+                if rows is None:  # the page store failed: they stay objects
+                    ready.extend(taken)
+                else:
+                    _open_run(lane, taken[0].seq, thaw, True).extend(
+                        rows, [entry.expires_at for entry in taken])
+                    lane.cold += len(taken)
+            ready.extend(reversed(newer))
+            newer_left = newer_left or bool(newer)
+            budget -= len(newer) + len(taken)
             if budget <= 0:
-                return
+                break
+        return newer_left
 
     def requeue(self, entry: QueuedMessage) -> None:
         heapq.heappush(self._lane(entry).requeued, entry)

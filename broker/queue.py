@@ -22,9 +22,8 @@ from protocol.fieldtable import encode_table
 # A queue keeps its first `resident_head` messages (a setting, 2048 by default) in memory. A
 # logged message arriving behind them becomes a row of the message store's catalog if this
 # durable queue alone holds it, else its body is paged out (read back PAGE_IN_BATCH at a time);
-# other messages go to the page store, PAGE_OUT_BATCH at a time.
+# other messages go to the page store once they have waited there for `page_out_after`.
 PAGE_IN_BATCH = 1024
-PAGE_OUT_BATCH = 512  # messages behind the head paged out at once (see _page_out_arrivals)
 # The expiry timer fires on a whole number of milliseconds after now, rounded up (as RabbitMQ's
 # classic queues round theirs), so messages whose deadlines fall in one tick expire together
 # rather than one timer each.
@@ -61,7 +60,7 @@ class Queue:
         self._dispatching = False
         self._fresh: QueuedMessage | None = None  # the message being enqueued right now
         self._paging_in = False
-        self._behind = 0  # messages arrived behind the resident head, not paged out yet
+        self._page_timer: asyncio.TimerHandle | None = None  # see _page_out_waiting
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at: float | None = None
         self._unused_timer: asyncio.TimerHandle | None = None
@@ -143,21 +142,27 @@ class Queue:
             self._enforce_limits()
         if entry.expires_at is not None:
             self._schedule_expiry()
-        if behind and not logged and store.pages is not None:
-            self._behind += 1
-            if self._behind >= PAGE_OUT_BATCH:
-                self._page_out_arrivals(store)
+        if behind and not logged and self._page_timer is None and store.pages is not None:
+            self._page_timer = asyncio.get_event_loop().call_later(store.page_out_after,
+                                                                   self._page_out_waiting)
         return True
 
-    def _page_out_arrivals(self, store: MessageStore) -> None:
-        """Messages arrived behind the resident head that the message store does not keep
-        (transient ones, any in a non-durable queue) go to the page store, a batch at a
-        time, from the tail: their bodies are written to a file that does not outlive the
-        broker and they become rows until they near the head."""
-        self._behind = 0
+    def _page_out_waiting(self) -> None:
+        """Messages that have waited behind the resident head for `page_out_after` seconds,
+        and that the message store does not keep (transient ones, any in a non-durable
+        queue), go to the page store, all at once: their bodies are written to a file that
+        does not outlive the broker and they become rows until they near the head. (Waiting
+        first spares the messages of a queue whose consumers are only a little behind.)"""
+        self._page_timer = None
+        store = self.vhost.store
+        if self.deleted or store.pages.failed is not None:
+            return
         budget = len(self._messages) - store.resident_head  # (never within the head)
-        if budget > 0 and store.pages.failed is None:
-            self._messages.page_out_tail(store.pages, budget, self.durable, self._thaw)
+        if budget > 0 and self._messages.page_out_tail(
+            store.pages, budget, self.durable, self._thaw, time.time() - store.page_out_after
+        ):  # newer ones wait their turn
+            self._page_timer = asyncio.get_event_loop().call_later(store.page_out_after,
+                                                                   self._page_out_waiting)
 
     def _freeze(self, message: Message, store: MessageStore, limited: bool) -> bool:
         """A logged message arriving behind the resident head of this durable queue becomes a
@@ -425,10 +430,10 @@ class Queue:
             self.vhost.delete_queue(self)
 
     def _cancel_timers(self) -> None:
-        for timer in (self._expiry_timer, self._unused_timer):
+        for timer in (self._expiry_timer, self._unused_timer, self._page_timer):
             if timer is not None:
                 timer.cancel()
-        self._expiry_timer = self._unused_timer = self._expiry_at = None
+        self._expiry_timer = self._unused_timer = self._expiry_at = self._page_timer = None
 
     # -- consumers ------------------------------------------------------------------------
 

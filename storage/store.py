@@ -105,12 +105,14 @@ def check_segments(directory: Path) -> None:
 
 class MessageStore:
     def __init__(self, directory: Path, definitions_path: Path,
-                 segment_size: int = SEGMENT_SIZE, resident_head: int = 2048) -> None:
+                 segment_size: int = SEGMENT_SIZE, resident_head: int = 2048,
+                 page_out_after: float = 2.0) -> None:
         self.directory = directory
         self.definitions_path = definitions_path
         self.segment_size = segment_size
         self.resident_head = resident_head  # queue length past which arrivals become rows
         self.pages: PageStore | None = None  # where other messages behind the head go
+        self.page_out_after = page_out_after  # seconds they wait there first
         self.wal: WriteAheadLog | None = None
         self._segments: OrderedDict[int, _Segment] = OrderedDict()
         self._next_id = 1

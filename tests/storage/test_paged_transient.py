@@ -1,7 +1,8 @@
 """Transient messages of long queues page out: a message arriving in a queue that already holds
 `--resident-head` messages (lowered to 64 here), unless it is a persistent one of a durable
-queue (test_live_cold_rows.py), has its body written to `data_dir/transient` and is kept as a
-compact row until it nears the head. Nothing there outlives the broker: the directory is
+queue (test_live_cold_rows.py), has its body written to `data_dir/transient` once it has waited
+there `--page-out-after` ms (0 here, but the last test), and is kept as a compact row until it
+nears the head. Nothing there outlives the broker: the directory is
 emptied at start-up. A client sees nothing of it: order, properties, requeues, priorities,
 TTLs, limits, dead-lettering, purges and deletes work as for any message.
 """
@@ -20,7 +21,7 @@ COUNT = 3000
 
 @pytest.fixture
 def node(node_factory) -> WarrenNode:
-    return node_factory(extra_args=["--resident-head", str(HEAD),
+    return node_factory(extra_args=["--resident-head", str(HEAD), "--page-out-after", "0",
                                     "--segment-size", "65536"]).start()
 
 
@@ -55,9 +56,8 @@ def test_transient_backlog_goes_to_disk_and_comes_back_in_order(node):
                 delivery_mode=1, headers={"i": i % 5}, message_id=f"id-{i}"))
     queue = api(node, "/api/queues/%2F/backlog")
     assert queue["messages"] == COUNT
-    # bodies + ~500 B per object (the head, and up to 512 arrivals not paged out yet) + ~50 B
-    # per row (objects would be ~1.5 MB)
-    assert queue["memory"] < COUNT * 106 + 500 * (HEAD + 512) + 100 * COUNT, queue["memory"]
+    # bodies + ~500 B per object at the head + ~50 B per row (objects would be ~1.5 MB)
+    assert queue["memory"] < COUNT * 106 + 500 * HEAD + 100 * COUNT, queue["memory"]
     assert len(pages(node)) > 2  # 300 KB of bodies in files of 64 KB
     with node.channel() as ch:
         found = get_all(ch, "backlog")
@@ -226,3 +226,19 @@ def test_files_pinned_by_a_few_messages_are_compacted(node):
         found = get_all(ch, "pinned")
     assert [got.body for got in found] == [b"head-%d" % i for i in range(HEAD)] + pinned
     assert len(pages(node)) <= 1
+
+
+def test_messages_wait_before_they_are_paged_out(node_factory):
+    """A backlog that consumers take within --page-out-after is never written out; one that
+    waits longer is."""
+    node = node_factory(extra_args=["--resident-head", str(HEAD),
+                                    "--page-out-after", "4000"]).start()
+    bodies = fill(node, "slow")
+    assert pages(node) == []
+    before = api(node, "/api/queues/%2F/slow")["memory"]
+    assert before > 500 * (COUNT - HEAD)  # still objects
+    wait_for(lambda: api(node, "/api/queues/%2F/slow")["memory"] < 100 * COUNT + COUNT * 106,
+             "not paged out")
+    assert pages(node)
+    with node.channel() as ch:
+        assert [got.body for got in get_all(ch, "slow")] == bodies
