@@ -15,13 +15,15 @@ its rows is left (thawed, purged or deleted with its queue).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import logging
 import os
 import shutil
+import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +37,28 @@ if TYPE_CHECKING:
     from storage.catalog import Rows
 
 log = logging.getLogger(__name__)
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _libc_trim()
+_TRIM_EVERY = 1.0  # seconds
+_trimmed_at = 0.0
+
+
+def _give_back_memory() -> None:
+    """Let the C allocator return the pages the paged-out bodies held to the system (glibc
+    keeps freed memory in the middle of its heap otherwise), at most once a second."""
+    global _trimmed_at
+    now = time.monotonic()
+    if _malloc_trim is not None and now - _trimmed_at >= _TRIM_EVERY:
+        _trimmed_at = now
+        _malloc_trim(0)
 
 
 def page_path(directory: Path, number: int) -> Path:
@@ -266,6 +290,8 @@ class PageStore:
         for row, message in batch:
             if unwritten.get(row) is message:
                 del unwritten[row]
+        del batch[:]  # the objects go now
+        _give_back_memory()
         if moves:
             self._moved(moves)
         if self._bodies or self._copies or self._doomed:
