@@ -1,10 +1,12 @@
-"""Messages a queue holds without Python objects: a run of message-store catalog rows in one
-lane, in queue order. Recovered messages start as runs; so do persistent messages arriving in a
+"""Messages a queue holds without Python objects: a run of rows in one lane, in queue order.
+Rows of the message store's catalog: recovered messages, and persistent messages arriving in a
 durable queue already longer than its resident head (the run at the tail of the lane is "open"
-and takes them one by one). When a run reaches the head of its lane, the queue materialises
-("thaws") its next rows into `QueuedMessage`s, a batch at a time; everything behind stays a few
-bytes per message (see storage/catalog.py). `lane_runs` says how a queue's settings split
-recovered rows into its priority lanes, and when each row expires."""
+and takes them one by one). Or rows of the page store (`paged`): other messages that waited
+behind the head, taken a batch at a time. When a run reaches the head of its lane, the queue
+materialises ("thaws") its next rows into `QueuedMessage`s, a batch at a time; everything
+behind stays a few bytes per message (see storage/catalog.py, storage/paging.py). `lane_runs`
+says how a queue's settings split recovered rows into its priority lanes, and when each row
+expires."""
 
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ TRIM_AT = 16 * THAW_BATCH  # an open run drops the rows it has thawed past this 
 
 
 class ColdRun:
-    """Catalog rows `rows[start:]`, the next ones to thaw first. Row i gets sequence number
-    `first_seq + i` (reserved when the run was restored, so requeue order holds) and, if the
-    queue has deadlines, expires at `deadlines[i]`. A row comes back redelivered if the log
+    """Rows `rows[start:]`, the next ones to thaw first. Row i gets sequence number
+    `first_seq + i` (reserved when the run was restored; for an open run, never above the
+    number its message had, so requeue order holds) and, if the queue has deadlines, expires
+    at `deadlines[i]`. A row comes back redelivered if the log
     says its queue delivered it, or if `all_redelivered`."""
 
     __slots__ = ("rows", "first_seq", "deadlines", "all_redelivered", "start", "open", "paged",
@@ -56,8 +59,7 @@ class ColdRun:
         return run
 
     def append(self, row: int, deadline: float | None) -> None:
-        """Add a row at the tail of an open run (its sequence number: `first_seq + index`,
-        never above the queue's next one, since the queue counts every message it takes)."""
+        """Add a row at the tail of an open run."""
         deadlines = self.deadlines
         if deadline is not None and deadlines is None:
             deadlines = self.deadlines = array("d", [NEVER]) * len(self.rows)
