@@ -101,6 +101,7 @@ class PageStore:
         self._flush_soon = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warren-pager")
         self.failed: BaseException | None = None  # a write failed: page nothing more
+        self._closed = False
         self.bytes_written = 0
         self.lost = 0  # rows whose body could not be read back (logged)
 
@@ -110,7 +111,7 @@ class PageStore:
         """Page messages out (in queue order): returns their rows, or None if the store
         cannot take them (a write failed before; the caller keeps the objects). Done a batch
         at a time, column by column: much cheaper per message than one at a time."""
-        if self.failed is not None or not messages:
+        if self.failed is not None or self._closed or not messages:
             return None
         bodies = [message.body for message in messages]
         sizes = [len(body) for body in bodies]
@@ -264,7 +265,7 @@ class PageStore:
 
     def _flush(self) -> None:
         self._flush_soon = False
-        if self._writing or not (self._bodies or self._copies or self._doomed):
+        if self._closed or self._writing or not (self._bodies or self._copies or self._doomed):
             return
         bodies, batch, copies, moves, doomed = (self._bodies, self._batch, self._copies,
                                                 self._moves, self._doomed)
@@ -414,6 +415,7 @@ class PageStore:
 
     def close(self) -> None:
         """At a clean stop: nothing paged is needed any more."""
+        self._closed = True
         self._writer.shutdown(wait=True)
         shutil.rmtree(self.directory, ignore_errors=True)
 
