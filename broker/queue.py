@@ -92,7 +92,7 @@ class Queue:
     @property
     def memory_estimate(self) -> int:
         """Roughly what the queue holds in memory: resident bodies plus ~500 B of index per
-        message that is an object, ~50 B per recovered message that is not (see the README)."""
+        message that is an object, ~50 B per message that is a row (see the README)."""
         messages = self._messages
         cold = messages.cold_count
         return messages.bytes + 500 * (len(messages) - cold + self.unacked_count) + 50 * cold
