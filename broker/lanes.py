@@ -131,40 +131,49 @@ class MessageLanes:
     def page_out_tail(self, pages: PageStore, budget: int, durable: bool,
                       thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
                       published_before: float) -> bool:
-        """Page out messages among the last `budget` of the queue: in each lane, the objects
-        after its last run, published before `published_before`, that the page store may take
-        (not logged ones of a durable queue, nor ones with CC keys, which a row would lose),
-        become rows of its open paged run. True if newer ones were left for later."""
+        """Page out messages among the last `budget` of the queue: in each lane, each stretch
+        of objects published before `published_before` that the page store may take (not
+        logged ones of a durable queue, nor ones with CC keys, which a row would lose) becomes
+        a paged run in its place. True if newer ones were left for later."""
         newer_left = False
         for lane in self._lanes:
-            ready, newer, taken = lane.ready, [], []
-            while ready and len(newer) < budget and ready[-1].__class__ is not ColdRun and (
-                ready[-1].message.timestamp >= published_before
-            ):
-                newer.append(ready.pop())
-            while ready and len(newer) + len(taken) < budget:
-                entry = ready[-1]
-                if entry.__class__ is ColdRun:
-                    break
-                message = entry.message
-                if message.cc or message.body is None or (durable and message.store_id):
-                    break
-                taken.append(ready.pop())
-            if taken:
-                taken.reverse()
-                rows = pages.add([entry.message for entry in taken])
-                if rows is None:  # the page store failed: they stay objects
-                    ready.extend(taken)
-                else:
-                    _open_run(lane, taken[0].seq, thaw, True).extend(
-                        rows, [entry.expires_at for entry in taken])
-                    lane.cold += len(taken)
-            ready.extend(reversed(newer))
-            newer_left = newer_left or bool(newer)
-            budget -= len(newer) + len(taken)
+            ready, taken, seen = lane.ready, [], 0
+            while ready and seen < budget:  # off the tail, then back in order
+                entry = ready.pop()
+                taken.append(entry)
+                seen += len(entry) if entry.__class__ is ColdRun else 1
+            budget -= seen
+            stretch: list[QueuedMessage] = []
+            for entry in reversed(taken):
+                if entry.__class__ is not ColdRun:
+                    message = entry.message
+                    if not (message.cc or message.body is None or (durable and message.store_id)):
+                        if message.timestamp < published_before:
+                            stretch.append(entry)
+                            continue
+                        newer_left = True
+                if stretch:
+                    self._page_out(lane, stretch, pages, thaw)
+                    stretch = []
+                ready.append(entry)
+            if stretch:
+                self._page_out(lane, stretch, pages, thaw)
             if budget <= 0:
                 break
         return newer_left
+
+    @staticmethod
+    def _page_out(lane: _Lane, entries: list[QueuedMessage], pages: PageStore,
+                  thaw: Callable[[ColdRun, int, int], list[QueuedMessage]]) -> None:
+        """Objects at the tail of a lane become rows of the page store, in its open paged run
+        (they stay objects if the page store cannot take them)."""
+        rows = pages.add([entry.message for entry in entries])
+        if rows is None:
+            lane.ready.extend(entries)
+            return
+        _open_run(lane, entries[0].seq, thaw, True).extend(
+            rows, [entry.expires_at for entry in entries])
+        lane.cold += len(entries)
 
     def requeue(self, entry: QueuedMessage) -> None:
         heapq.heappush(self._lane(entry).requeued, entry)

@@ -68,9 +68,12 @@ def test_transient_backlog_goes_to_disk_and_comes_back_in_order(node):
     assert len(pages(node)) <= 1  # emptied files are deleted (the one being filled stays)
 
 
-def test_mixed_durable_queue_and_restart(node):
-    """Transient and persistent messages interleaved in a durable queue come out in order;
-    after a restart only the persistent ones are there, and the page files are gone."""
+def test_mixed_durable_queue_and_restart(node_factory):
+    """Transient and persistent messages interleaved in a durable queue are all rows, and come
+    out in order; after a restart only the persistent ones are there, and the page files are
+    gone. (Paged out after waiting 500 ms: by then persistent rows follow them.)"""
+    node = node_factory(extra_args=["--resident-head", str(HEAD), "--page-out-after", "500",
+                                    "--segment-size", "65536"]).start()
     with node.channel() as ch:
         ch.queue_declare("mixed", durable=True)
         ch.confirm_delivery()
@@ -80,6 +83,9 @@ def test_mixed_durable_queue_and_restart(node):
             body = b"%05d-%d" % (i, mode)
             ch.basic_publish("", "mixed", body, pika.BasicProperties(delivery_mode=mode))
             expected.append(body)
+    # persistent ones are rows at once, the transient ones between them become rows too
+    wait_for(lambda: api(node, "/api/queues/%2F/mixed")["memory"] < 500 * HEAD + 100 * COUNT,
+             "transient messages between persistent rows not paged out")
     found = drain(node, "mixed", 1000, batch=200)
     assert [got.body for got in found] == expected[:1000]
     node.restart()
