@@ -138,6 +138,20 @@ class MessageLanes:
         newer_left = False
         for lane in self._lanes:
             ready, taken, seen = lane.ready, [], 0
+            newest = 0  # the objects at the tail too young to go: looked at, not moved
+            for entry in reversed(ready):
+                if newest >= budget or entry.__class__ is ColdRun or (
+                    entry.message.timestamp < published_before
+                ):
+                    break
+                newest += 1
+            if newest:
+                newer_left = True
+            if newest >= budget or newest == len(ready):  # nothing older within reach here
+                budget -= newest
+                if budget <= 0:
+                    break
+                continue
             while ready and seen < budget:  # off the tail, then back in order
                 entry = ready.pop()
                 taken.append(entry)
