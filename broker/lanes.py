@@ -102,9 +102,13 @@ class MessageLanes:
             return self._lanes[0]
         return self._by_priority[min(entry.priority, self.max_priority)]
 
-    def append(self, entry: QueuedMessage) -> None:
-        self._lane(entry).ready.append(entry)
+    def append(self, entry: QueuedMessage) -> int:
+        """Add a message at the tail of its lane; returns how many entries (objects and runs)
+        that lane now has (a cheap hint of how long the queue is)."""
+        ready = self._lane(entry).ready
+        ready.append(entry)
         self.bytes += entry.message.body_size
+        return len(ready)
 
     def append_cold(self, run: ColdRun, priority: int, body_bytes: int) -> None:
         """Add recovered messages that stay rows until they come near the head."""

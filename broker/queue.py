@@ -24,6 +24,9 @@ from protocol.fieldtable import encode_table
 # durable queue alone holds it, else its body is paged out (read back PAGE_IN_BATCH at a time);
 # other messages go to the page store once they have waited there for `page_out_after`.
 PAGE_IN_BATCH = 1024
+# Entries in a message's lane from which its queue checks whether it is behind the resident
+# head (a cheap first test: a queue whose consumers keep up never gets there).
+PAGE_OUT_DEPTH = 64
 # The expiry timer fires on a whole number of milliseconds after now, rounded up (as RabbitMQ's
 # classic queues round theirs), so messages whose deadlines fall in one tick expire together
 # rather than one timer each.
@@ -124,15 +127,15 @@ class Queue:
             if settings.overflow == "reject-publish-dlx":
                 self._dead_letter(message, "maxlen")
             return False
-        store = self.vhost.store
-        behind = store is not None and len(self._messages) >= store.resident_head
         logged = message.store_id and self.durable
-        if behind and logged and self._freeze(message, store, limited):
+        if logged and len(self._messages) >= self.vhost.store.resident_head and self._freeze(
+            message, self.vhost.store, limited
+        ):
             return True
         entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
                               self._deadline(message, message.timestamp))
         self._next_seq += 1
-        self._messages.append(entry)
+        depth = self._messages.append(entry)
         self._fresh = entry
         self.messages_published += 1
         if self.consumers:  # a ready consumer takes it before any limit applies
@@ -142,10 +145,19 @@ class Queue:
             self._enforce_limits()
         if entry.expires_at is not None:
             self._schedule_expiry()
-        if behind and not logged and self._page_timer is None and store.pages is not None:
+        if depth >= PAGE_OUT_DEPTH and not logged and self._page_timer is None:
+            self._arm_page_timer()
+        return True
+
+    def _arm_page_timer(self) -> None:
+        """A message that the page store may take arrived in a long lane: if it is behind the
+        resident head, look again when it has waited there long enough."""
+        store = self.vhost.store
+        if store is not None and store.pages is not None and (
+            len(self._messages) > store.resident_head
+        ):
             self._page_timer = asyncio.get_event_loop().call_later(store.page_out_after,
                                                                    self._page_out_waiting)
-        return True
 
     def _page_out_waiting(self) -> None:
         """Messages that have waited behind the resident head for `page_out_after` seconds,
