@@ -40,20 +40,15 @@ class _Lane:
     def head(self) -> QueuedMessage | None:
         if self.requeued:
             return self.requeued[0]
-        if not self.ready:
-            return None
-        first = self.ready[0]
-        if first.__class__ is ColdRun:
-            self._thaw_head(first)
-            first = self.ready[0]
-        return first
+        # A batch can thaw into nothing (paged bodies that could not be read back): go on.
+        while self.ready and self.ready[0].__class__ is ColdRun:
+            self._thaw_head(self.ready[0])
+        return self.ready[0] if self.ready else None
 
-    def pop(self) -> QueuedMessage:
+    def pop(self) -> QueuedMessage | None:
         if self.requeued:
             return heapq.heappop(self.requeued)
-        if self.ready[0].__class__ is ColdRun:
-            self._thaw_head(self.ready[0])
-        return self.ready.popleft()
+        return self.ready.popleft() if self.head() is not None else None
 
     def _thaw_head(self, run: ColdRun) -> None:
         before = len(run)
@@ -200,15 +195,18 @@ class MessageLanes:
     def head(self) -> QueuedMessage | None:
         for lane in self._lanes:
             if lane.ready or lane.requeued:
-                return lane.head()
+                entry = lane.head()
+                if entry is not None:
+                    return entry
         return None
 
     def pop(self) -> QueuedMessage | None:
         for lane in self._lanes:
             if lane.ready or lane.requeued:
                 entry = lane.pop()
-                self.bytes -= entry.message.body_size
-                return entry
+                if entry is not None:
+                    self.bytes -= entry.message.body_size
+                    return entry
         return None
 
     def clear(self) -> Cleared:

@@ -242,7 +242,12 @@ class Queue:
     def _thaw(self, run: ColdRun, start: int, stop: int) -> list[QueuedMessage]:
         """Materialise rows `start:stop` of a cold run that reached the head."""
         store = self.vhost.store
-        messages = (store.pages if run.paged else store).thaw(run.rows[start:stop])
+        if run.paged:
+            lost_bytes = store.pages.lost_bytes
+            messages = store.pages.thaw(run.rows[start:stop])
+            self._messages.bytes -= store.pages.lost_bytes - lost_bytes
+        else:
+            messages = store.thaw(run.rows[start:stop])
         deadlines, all_redelivered = run.deadlines, run.all_redelivered
         prioritised = bool(self.settings.max_priority)
         entries = []

@@ -104,6 +104,7 @@ class PageStore:
         self._closed = False
         self.bytes_written = 0
         self.lost = 0  # rows whose body could not be read back (logged)
+        self.lost_bytes = 0  # and the size of their bodies
 
     # -- paging out ------------------------------------------------------------------------
 
@@ -330,6 +331,7 @@ class PageStore:
             chunk = data[stretch]
             if chunk is None:
                 self.lost += 1
+                self.lost_bytes += sizes[row]
                 continue
             meta, size = metas[row], sizes[row]
             exchange, routing_key, props = table[meta]
