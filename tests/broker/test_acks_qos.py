@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pika
 import pytest
-from helpers import (
+from client_helpers import (
     channel_error_after,
     connection_error,
     consume,

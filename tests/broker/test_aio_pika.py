@@ -13,19 +13,12 @@ import aio_pika
 import aio_pika.exceptions
 import aiormq.exceptions
 import pytest
-from helpers import deadline
 
 TIMEOUT = 5
 
 
 def url(broker) -> str:
     return f"amqp://guest:guest@{broker.host}:{broker.port}/"
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    with deadline():
-        yield
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ from typing import Any
 
 import pika
 import pytest
-from amqp_raw import ConnectionClosedByPeer, RawAMQP
-from helpers import consume, opened, settle, wait_for
+from client_helpers import consume, opened, settle, wait_for
 from pamqp import commands, frame, heartbeat
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
+from raw_amqp import ConnectionClosedByPeer, RawAMQP
 
 MEMORY_ALARM = ["--memory-high-watermark-absolute", "1"]  # any process is over one byte
 DISK_ALARM = ["--disk-free-limit", str(10**18)]  # no disk has an exabyte free

@@ -15,7 +15,8 @@ import aiormq.exceptions
 import pika
 import pika.exceptions
 import pytest
-from amqp_raw import (
+from pamqp import commands, encode
+from raw_amqp import (
     RawAMQP,
     amqp_name,
     amqplain_response,
@@ -23,7 +24,6 @@ from amqp_raw import (
     close_summary,
     describe,
 )
-from pamqp import commands, encode
 
 LOGIN_REFUSED = ("ACCESS_REFUSED - Login was refused using authentication mechanism {}. "
                  "For details see the broker logfile.")

@@ -13,10 +13,10 @@ import struct
 import time
 
 import pytest
-from amqp_raw import RawAMQP
-from helpers import deadline
+from client_helpers import deadline
 from pamqp import commands, frame
 from pamqp.header import ContentHeader
+from raw_amqp import RawAMQP
 
 MESSAGES = 50_000
 SIZE = 2048

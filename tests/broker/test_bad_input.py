@@ -16,7 +16,10 @@ import struct
 import time
 
 import pytest
-from amqp_raw import (
+from pamqp import commands
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
+from raw_amqp import (
     FRAME_BODY,
     FRAME_HEADER,
     FRAME_HEARTBEAT,
@@ -29,9 +32,6 @@ from amqp_raw import (
     method_payload,
     raw_frame,
 )
-from pamqp import commands
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 
 UNEXPECTED_NON_METHOD = "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
 

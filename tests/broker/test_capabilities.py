@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from amqp_raw import (
+from pamqp import commands
+from raw_amqp import (
     ConnectionClosedByPeer,
     RawAMQP,
     amqp_name,
@@ -20,7 +21,6 @@ from amqp_raw import (
     plain_response,
     publish_bytes,
 )
-from pamqp import commands
 
 NOTHING = object()  # start-ok without a capabilities table
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import time
 
-from amqp_raw import RawAMQP, amqp_name, assert_broker_works, close_summary, publish_bytes
 from pamqp import commands, frame
+from raw_amqp import RawAMQP, amqp_name, assert_broker_works, close_summary, publish_bytes
 
 BYE = commands.Connection.Close(200, "bye", 0, 0)
 MISSING_QUEUE_TEXT = "NOT_FOUND - no queue 'ans-no-such-queue' in vhost '/'"

@@ -6,24 +6,16 @@ from __future__ import annotations
 import pika
 import pika.exceptions
 import pytest
-from helpers import (
-    channel_error,
-    content_header_payload,
-    get_bodies,
-    opened,
-    raw_client,
-    safe_name,
-    settle,
-    wait_for,
-)
+from client_helpers import channel_error, get_bodies, opened, settle, wait_for
 from pamqp import commands
+from raw_amqp import content_header_payload, raw_client, safe_name
 
 
 def read_acks(raw, count: int) -> list[commands.Basic.Ack]:
     """Read frames until the acks received cover delivery tags 1..count."""
     acks = []
     while not acks or acks[-1].delivery_tag < count:
-        method = raw.read_frame().method()
+        method = raw.read_raw_frame().method()
         assert isinstance(method, commands.Basic.Ack), method
         acks.append(method)
     return acks
@@ -47,9 +39,9 @@ def raw_publish(raw, exchange: str, routing_key: str, body: bytes, mandatory=Fal
         1,
         commands.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
     )
-    raw.send_frame(2, 1, content_header_payload(len(body), 0, b""))
+    raw.send_raw_frame(2, 1, content_header_payload(len(body), 0, b""))
     if body:
-        raw.send_frame(3, 1, body)
+        raw.send_raw_frame(3, 1, body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,7 +54,7 @@ def test_confirm_select_ok(broker):
         replies = []
         for _ in range(2):  # selecting again is harmless
             raw.send_method(1, commands.Confirm.Select())
-            replies.append(raw.read_frame())
+            replies.append(raw.read_raw_frame())
     assert [(f.channel, type(f.method())) for f in replies] == [(1, commands.Confirm.SelectOk)] * 2
 
 
@@ -70,13 +62,13 @@ def test_every_publish_is_acked_in_order(broker, unique):
     unique = safe_name(unique)
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.send_method(1, commands.Confirm.Select())
-        raw.expect_method(commands.Confirm.SelectOk)
+        raw.expect(commands.Confirm.SelectOk)
         for i in range(5):
             raw_publish(raw, "", unique, str(i).encode())
             # One at a time: each publish gets an ack of its own tag.
-            ack = raw.expect_method(commands.Basic.Ack)
+            ack = raw.expect(commands.Basic.Ack)
             assert (ack.delivery_tag, ack.multiple) == (i + 1, False)
 
 
@@ -86,9 +78,9 @@ def test_burst_of_publishes_is_acked_completely(broker, unique):
     count = 500
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.send_method(1, commands.Confirm.Select())
-        raw.expect_method(commands.Confirm.SelectOk)
+        raw.expect(commands.Confirm.SelectOk)
         for i in range(count):
             raw_publish(raw, "", unique, str(i).encode())
         acks = read_acks(raw, count)
@@ -98,9 +90,9 @@ def test_burst_of_publishes_is_acked_completely(broker, unique):
 def test_unroutable_messages_are_acked_too(broker, unique):
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Confirm.Select())
-        raw.expect_method(commands.Confirm.SelectOk)
+        raw.expect(commands.Confirm.SelectOk)
         raw_publish(raw, "amq.direct", safe_name(unique), b"nowhere")
-        ack = raw.expect_method(commands.Basic.Ack)
+        ack = raw.expect(commands.Basic.Ack)
         assert (ack.delivery_tag, ack.multiple) == (1, False)
 
 
@@ -108,14 +100,14 @@ def test_mandatory_return_comes_before_the_ack(broker, unique):
     key = safe_name(unique)
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Confirm.Select())
-        raw.expect_method(commands.Confirm.SelectOk)
+        raw.expect(commands.Confirm.SelectOk)
         raw_publish(raw, "amq.direct", key, b"returned", mandatory=True)
-        returned = raw.expect_method(commands.Basic.Return)
+        returned = raw.expect(commands.Basic.Return)
         assert (returned.reply_code, returned.reply_text) == (312, "NO_ROUTE")
         assert (returned.exchange, returned.routing_key) == ("amq.direct", key)
-        header, body = raw.read_frame(), raw.read_frame()
+        header, body = raw.read_raw_frame(), raw.read_raw_frame()
         assert (header.kind, body.kind, body.payload) == (2, 3, b"returned")
-        ack = raw.expect_method(commands.Basic.Ack)
+        ack = raw.expect(commands.Basic.Ack)
         assert ack.delivery_tag == 1
 
 
@@ -140,20 +132,20 @@ def test_publish_rejected_by_a_full_queue_is_nacked(broker, unique):
                 arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
             ),
         )
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.send_method(1, commands.Confirm.Select())
-        raw.expect_method(commands.Confirm.SelectOk)
+        raw.expect(commands.Confirm.SelectOk)
         raw_publish(raw, "", unique, b"fits")
-        assert raw.expect_method(commands.Basic.Ack).delivery_tag == 1
+        assert raw.expect(commands.Basic.Ack).delivery_tag == 1
         raw_publish(raw, "", unique, b"rejected")
-        nack = raw.expect_method(commands.Basic.Nack)
+        nack = raw.expect(commands.Basic.Nack)
         # RabbitMQ 3.10 sends these nacks with multiple=True, even for a single message.
         assert (nack.delivery_tag, nack.multiple) == (2, True)
         raw_publish(raw, "", "", b"unroutable")  # an ack in between
-        ack = raw.expect_method(commands.Basic.Ack)
+        ack = raw.expect(commands.Basic.Ack)
         assert (ack.delivery_tag, ack.multiple) == (3, False)
         raw_publish(raw, "", unique, b"rejected again")
-        nack = raw.expect_method(commands.Basic.Nack)
+        nack = raw.expect(commands.Basic.Nack)
         assert (nack.delivery_tag, nack.multiple) == (4, True)
 
 
@@ -303,13 +295,13 @@ def test_commit_or_rollback_without_select_is_406(channel, method):
 def test_confirm_delivery_tags_are_per_channel(broker):
     with raw_client(broker) as raw:
         raw.send_method(2, commands.Channel.Open())
-        raw.expect_method(commands.Channel.OpenOk)
+        raw.expect(commands.Channel.OpenOk)
         for channel in (1, 2):
             raw.send_method(channel, commands.Confirm.Select())
-            raw.expect_method(commands.Confirm.SelectOk)
+            raw.expect(commands.Confirm.SelectOk)
         acks = []
         for channel in (1, 2, 1):
             raw.publish_raw(channel, "amq.direct", "nobody", content_header_payload(0, 0, b""), [])
-            received = raw.read_frame()
+            received = raw.read_raw_frame()
             acks.append((received.channel, received.method().delivery_tag))
     assert acks == [(1, 1), (2, 1), (1, 2)]

@@ -14,17 +14,11 @@ import aio_pika
 import pika
 import pika.exceptions
 import pytest
-from amqp_raw import (
-    RawAMQP,
-    amqp_name,
-    assert_broker_works,
-    close_summary,
-    describe,
-)
 from pamqp import commands
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
+from raw_amqp import RawAMQP, amqp_name, assert_broker_works, close_summary, describe
 
 # --------------------------------------------------------------------------------------------
 # Protocol header

@@ -11,18 +11,9 @@ import struct
 
 import pika
 import pytest
-from helpers import (
-    HEADERS_FLAG,
-    channel_error,
-    channel_error_after,
-    connection_error,
-    content_header_payload,
-    field,
-    field_table,
-    get_bodies,
-    raw_client,
-)
+from client_helpers import channel_error, channel_error_after, connection_error, get_bodies
 from pamqp import commands
+from raw_amqp import HEADERS_FLAG, content_header_payload, field, field_table, raw_client
 
 
 def not_found(name: str) -> tuple[int, str]:
@@ -634,7 +625,7 @@ def test_headers_compares_numbers_across_field_types(broker, channel, unique, ki
             1, "amq.headers", "", content_header_payload(1, HEADERS_FLAG, table), [b"m"]
         )
         raw.send_method(1, commands.Basic.Qos())  # a round trip: routing is done after it
-        raw.expect_method(commands.Basic.QosOk)
+        raw.expect(commands.Basic.QosOk)
     assert get_bodies(channel, unique) == ([b"m"] if routed else [])
 
 
@@ -674,7 +665,7 @@ def test_headers_nested_values_compare_with_their_types(
             1, "amq.headers", "", content_header_payload(1, HEADERS_FLAG, table), [b"m"]
         )
         raw.send_method(1, commands.Basic.Qos())
-        raw.expect_method(commands.Basic.QosOk)
+        raw.expect(commands.Basic.QosOk)
     assert get_bodies(channel, unique) == ([b"m"] if routed else [])
 
 

@@ -26,9 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from amqp_raw import RawAMQP, assert_broker_works
-from helpers import RawClient, raw_client, safe_name
 from pamqp import commands
+from raw_amqp import RawAMQP, assert_broker_works, raw_client, safe_name
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -63,12 +62,12 @@ CONNECTION_CLOSE = b"\x00\x0a\x00\x32"
 CHANNEL_CLOSE = b"\x00\x14\x00\x28"
 
 
-def expect_connection_close(client: RawClient) -> tuple[int, bytes, int, int]:
+def expect_connection_close(client: RawAMQP) -> tuple[int, bytes, int, int]:
     """The next frame is connection.close (nothing before it: no basic.ack, no delivery);
     answer close-ok and see the socket closed."""
-    frame = client.read_frame()
+    frame = client.read_raw_frame()
     assert frame.kind == 1 and frame.payload[:4] == CONNECTION_CLOSE, frame
-    client.send_frame(1, 0, b"\x00\x0a\x00\x33")
+    client.send_raw_frame(1, 0, b"\x00\x0a\x00\x33")
     client.sock.settimeout(5)
     try:
         while client.sock.recv(4096):
@@ -78,41 +77,41 @@ def expect_connection_close(client: RawClient) -> tuple[int, bytes, int, int]:
     return close_of(frame.payload)
 
 
-def expect_ok(client: RawClient, method_payload: bytes) -> bytes:
-    client.send_frame(1, 1, method_payload)
-    frame = client.read_frame()
+def expect_ok(client: RawAMQP, method_payload: bytes) -> bytes:
+    client.send_raw_frame(1, 1, method_payload)
+    frame = client.read_raw_frame()
     assert frame.kind == 1 and frame.payload[:4] not in (CONNECTION_CLOSE, CHANNEL_CLOSE), (
         close_of(frame.payload))
     return frame.payload
 
 
-def declare(client: RawClient, queue: str, durable: bool = False, arguments: bytes = b"") -> None:
+def declare(client: RawAMQP, queue: str, durable: bool = False, arguments: bytes = b"") -> None:
     flags = 0x02 if durable else 0
     expect_ok(client, method(50, 10, b"\x00\x00" + sstr(queue.encode()) + bytes((flags,))
                              + tbl(arguments)))
 
 
-def delete_queue(client: RawClient, queue: str) -> None:
+def delete_queue(client: RawAMQP, queue: str) -> None:
     expect_ok(client, method(50, 40, b"\x00\x00" + sstr(queue.encode()) + b"\x00"))
 
 
-def message_count(client: RawClient, queue: str) -> int:
+def message_count(client: RawAMQP, queue: str) -> int:
     reply = expect_ok(client, method(50, 10, b"\x00\x00" + sstr(queue.encode()) + b"\x01"
                                      + tbl(b"")))
     return struct.unpack_from(">I", reply, 5 + reply[4])[0]
 
 
-def get_raw(client: RawClient, queue: str, no_ack: bool = True) -> tuple[bytes, bytes, bytes]:
+def get_raw(client: RawAMQP, queue: str, no_ack: bool = True) -> tuple[bytes, bytes, bytes]:
     """basic.get: (get-ok payload, property bytes of the header, body)."""
-    client.send_frame(1, 1, method(60, 70, b"\x00\x00" + sstr(queue.encode())
+    client.send_raw_frame(1, 1, method(60, 70, b"\x00\x00" + sstr(queue.encode())
                                    + bytes((int(no_ack),))))
-    get_ok = client.read_frame().payload
+    get_ok = client.read_raw_frame().payload
     assert get_ok[:4] == b"\x00\x3c\x00\x47", ("expected basic.get-ok", get_ok[:60])
-    header_payload = client.read_frame().payload
+    header_payload = client.read_raw_frame().payload
     body_size = struct.unpack_from(">Q", header_payload, 4)[0]
     body = b""
     while len(body) < body_size:
-        body += client.read_frame().payload
+        body += client.read_raw_frame().payload
     return get_ok, header_payload[12:], body
 
 
@@ -124,19 +123,19 @@ def get_ok_route(get_ok: bytes) -> tuple[bytes, bytes]:
     return exchange, get_ok[offset + 1 : offset + 1 + get_ok[offset]]
 
 
-def publish(client: RawClient, exchange: bytes, routing_key: bytes, props: bytes, body: bytes,
+def publish(client: RawAMQP, exchange: bytes, routing_key: bytes, props: bytes, body: bytes,
             weight: int = 0) -> None:
-    client.send_frame(1, 1, method(60, 40, b"\x00\x00" + sstr(exchange) + sstr(routing_key)
+    client.send_raw_frame(1, 1, method(60, 40, b"\x00\x00" + sstr(exchange) + sstr(routing_key)
                                    + b"\x00"))
-    client.send_frame(2, 1, header(props, len(body), weight))
+    client.send_raw_frame(2, 1, header(props, len(body), weight))
     if body:
-        client.send_frame(3, 1, body)
+        client.send_raw_frame(3, 1, body)
 
 
-def wait_confirms(client: RawClient, last: int) -> None:
+def wait_confirms(client: RawAMQP, last: int) -> None:
     """Read basic.acks until the one covering publish number `last` (single or multiple)."""
     while True:
-        frame = client.read_frame()
+        frame = client.read_raw_frame()
         assert frame.payload[:4] == b"\x00\x3c\x00\x50", close_of(frame.payload)
         if struct.unpack_from(">Q", frame.payload, 4)[0] >= last:
             return
@@ -218,10 +217,10 @@ def test_properties_are_checked_when_the_message_is_complete(broker, unique):
     queue = safe_name(unique)
     with raw_client(broker) as client:
         declare(client, queue)
-        client.send_frame(1, 1, method(60, 40, b"\x00\x00" + sstr(b"") + sstr(queue.encode())
+        client.send_raw_frame(1, 1, method(60, 40, b"\x00\x00" + sstr(b"") + sstr(queue.encode())
                                        + b"\x00"))
-        client.send_frame(2, 1, header(REFUSED["field-type-Z"], 5))
-        client.send_frame(1, 1, method(60, 10, struct.pack(">IHB", 0, 1, 0)))  # basic.qos
+        client.send_raw_frame(2, 1, header(REFUSED["field-type-Z"], 5))
+        client.send_raw_frame(1, 1, method(60, 10, struct.pack(">IHB", 0, 1, 0)))  # basic.qos
         assert expect_connection_close(client) == (
             505, b"UNEXPECTED_FRAME - expected content body, got non content body frame instead",
             60, 40)
@@ -242,10 +241,10 @@ def test_non_zero_weight_is_not_a_content_header(broker, unique, class_id):
     queue = safe_name(unique)
     with raw_client(broker) as client:
         declare(client, queue)
-        client.send_frame(1, 1, method(60, 40, b"\x00\x00" + sstr(b"") + sstr(queue.encode())
+        client.send_raw_frame(1, 1, method(60, 40, b"\x00\x00" + sstr(b"") + sstr(queue.encode())
                                        + b"\x00"))
-        client.send_frame(2, 1, struct.pack(">HHQ", class_id, 1, 5) + b"\x00\x00")
-        client.send_frame(3, 1, b"hello")
+        client.send_raw_frame(2, 1, struct.pack(">HHQ", class_id, 1, 5) + b"\x00\x00")
+        client.send_raw_frame(3, 1, b"hello")
         assert expect_connection_close(client) == (
             505, b"UNEXPECTED_FRAME - expected content header for class 60, got non content "
                  b"header frame instead", 60, 40)
@@ -350,7 +349,7 @@ def test_headers_nested_3000_deep(broker, unique):
         get_ok, received, _ = get_raw(client, source, no_ack=False)
         assert received == props
         delivery_tag = struct.unpack_from(">Q", get_ok, 4)[0]
-        client.send_frame(1, 1, method(60, 90, struct.pack(">QB", delivery_tag, 0)))  # reject
+        client.send_raw_frame(1, 1, method(60, 90, struct.pack(">QB", delivery_tag, 0)))  # reject
         deadline = time.monotonic() + 5
         while message_count(client, dead) == 0:
             assert time.monotonic() < deadline, "not dead-lettered"
@@ -405,7 +404,7 @@ def test_publish_takes_a_routing_key_that_is_not_utf8(broker, unique):
 def test_publish_to_an_exchange_name_that_is_not_utf8_is_404_quoting_the_bytes(broker):
     with raw_client(broker) as client:
         publish(client, b"wp-\xff\xfe", b"x", b"\x00\x00", b"body")
-        frame = client.read_frame()
+        frame = client.read_raw_frame()
         assert frame.payload[:4] == CHANNEL_CLOSE
         assert close_of(frame.payload) == (
             404, b"NOT_FOUND - no exchange 'wp-\xff\xfe' in vhost '/'", 60, 40)
@@ -427,7 +426,7 @@ NOT_UTF8_NAMES = {
 @pytest.mark.parametrize("payload", NOT_UTF8_NAMES.values(), ids=NOT_UTF8_NAMES.keys())
 def test_other_methods_refuse_shortstrs_that_are_not_utf8(broker, payload):
     with raw_client(broker) as client:
-        client.send_frame(1, 1, payload)
+        client.send_raw_frame(1, 1, payload)
         assert expect_connection_close(client) == MALFORMED_UTF8
     assert_broker_works(broker)
 

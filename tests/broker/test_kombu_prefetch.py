@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from helpers import DEFAULT_TIMEOUT
+from client_helpers import DEFAULT_TIMEOUT
 from kombu import Connection, Consumer, Producer, Queue
 
 

@@ -20,8 +20,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import content_header_payload, field, field_table, raw_client
 from pamqp import commands
+from raw_amqp import content_header_payload, field, field_table, raw_client
 
 from protocol.fieldtable import decode_value
 
@@ -131,17 +131,17 @@ def names(broker):
         for queue in made:
             for dead_letters in (queue, queue + ".dlq"):
                 client.send_method(1, commands.Queue.Delete(queue=dead_letters))
-                client.expect_method(commands.Queue.DeleteOk)
+                client.expect(commands.Queue.DeleteOk)
 
 
 def declare(client, queue: str, **arguments) -> None:
     client.send_method(1, commands.Queue.Declare(queue=queue, arguments=arguments or None))
-    client.expect_method(commands.Queue.DeclareOk)
+    client.expect(commands.Queue.DeclareOk)
 
 
 def count(client, queue: str) -> int:
     client.send_method(1, commands.Queue.Declare(queue=queue, passive=True))
-    return client.expect_method(commands.Queue.DeclareOk).message_count
+    return client.expect(commands.Queue.DeclareOk).message_count
 
 
 def wait_count(client, queue: str, expected: int) -> int:

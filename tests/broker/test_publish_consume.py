@@ -12,23 +12,25 @@ import struct
 import pika
 import pika.exceptions
 import pytest
-from helpers import (
-    HEADERS_FLAG,
+from client_helpers import (
     channel_error,
     channel_error_after,
     consume,
-    content_header_payload,
-    field,
-    field_table,
     get_bodies,
     opened,
-    raw_client,
-    safe_name,
     settle,
-    short_str,
     wait_for,
 )
 from pamqp import commands
+from raw_amqp import (
+    HEADERS_FLAG,
+    content_header_payload,
+    field,
+    field_table,
+    raw_client,
+    safe_name,
+    short_str,
+)
 
 
 @pytest.fixture
@@ -263,10 +265,10 @@ def test_every_field_type_reaches_the_consumer_byte_for_byte(broker, unique):
     header = content_header_payload(len(body), flags, properties)
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.publish_raw(1, "", unique, header, [body])
         raw.send_method(1, commands.Basic.Consume(queue=unique, no_ack=True))
-        raw.expect_method(commands.Basic.ConsumeOk)
+        raw.expect(commands.Basic.ConsumeOk)
         deliver, received_header, bodies = raw.read_message()
         assert isinstance(deliver, commands.Basic.Deliver)
         assert received_header.payload == header
@@ -278,7 +280,7 @@ def test_headers_only_message_comes_back_byte_for_byte_from_get(broker, unique):
     header = content_header_payload(0, HEADERS_FLAG, EVERY_FIELD_TYPE)
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.publish_raw(1, "", unique, header, [])
         raw.send_method(1, commands.Basic.Get(queue=unique, no_ack=True))
         get_ok, received_header, bodies = raw.read_message()
@@ -293,14 +295,14 @@ def test_headers_exchange_routing_keeps_the_header_bytes(broker, unique):
     header = content_header_payload(1, HEADERS_FLAG, EVERY_FIELD_TYPE)
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.send_method(
             1,
             commands.Queue.Bind(
                 queue=unique, exchange="amq.headers", arguments={"x-match": "all", "b": -5}
             ),
         )
-        raw.expect_method(commands.Queue.BindOk)
+        raw.expect(commands.Queue.BindOk)
         raw.publish_raw(1, "amq.headers", "", header, [b"!"])
         raw.send_method(1, commands.Basic.Get(queue=unique, no_ack=True))
         _, received_header, _ = raw.read_message()
@@ -355,7 +357,7 @@ def test_body_frames_are_cut_at_frame_max_minus_8(
     with raw_client(broker, frame_max=131072) as raw:
         assert raw.frame_max == 131072
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.publish_raw(1, "", unique, content_header_payload(size, 0, b""), pieces)
         raw.send_method(1, commands.Basic.Get(queue=unique, no_ack=True))
         _, _, bodies = raw.read_message()
@@ -427,11 +429,11 @@ def test_server_generated_consumer_tags(broker, unique):
     pattern = re.compile(r"^amq\.ctag-[A-Za-z0-9_-]{22}$")
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         tags = []
         for _ in range(2):
             raw.send_method(1, commands.Basic.Consume(queue=unique))
-            tags.append(raw.expect_method(commands.Basic.ConsumeOk).consumer_tag)
+            tags.append(raw.expect(commands.Basic.ConsumeOk).consumer_tag)
     assert all(pattern.match(tag) for tag in tags), tags
     assert tags[0] != tags[1]
 
@@ -440,11 +442,11 @@ def test_duplicate_consumer_tag_on_a_channel_closes_the_connection(broker, uniqu
     unique = safe_name(unique)
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.send_method(1, commands.Basic.Consume(queue=unique, consumer_tag="same"))
-        raw.expect_method(commands.Basic.ConsumeOk)
+        raw.expect(commands.Basic.ConsumeOk)
         raw.send_method(1, commands.Basic.Consume(queue=unique, consumer_tag="same"))
-        close = raw.read_frame().method()
+        close = raw.read_raw_frame().method()
         assert isinstance(close, commands.Connection.Close)
         assert (close.reply_code, close.reply_text) == (
             530,
@@ -510,7 +512,7 @@ def test_cancel_stops_deliveries(connection, channel, queue):
 def test_cancel_of_unknown_tag_is_answered_with_cancel_ok(broker):
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Basic.Cancel(consumer_tag="never-existed"))
-        cancel_ok = raw.expect_method(commands.Basic.CancelOk)
+        cancel_ok = raw.expect(commands.Basic.CancelOk)
         assert cancel_ok.consumer_tag == "never-existed"
 
 
@@ -530,13 +532,13 @@ def test_basic_cancel_on_queue_delete_on_the_wire(broker, unique):
     unique = safe_name(unique)
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.send_method(1, commands.Basic.Consume(queue=unique, consumer_tag="c1"))
-        raw.expect_method(commands.Basic.ConsumeOk)
+        raw.expect(commands.Basic.ConsumeOk)
         raw.send_method(2, commands.Channel.Open())
-        raw.expect_method(commands.Channel.OpenOk)
+        raw.expect(commands.Channel.OpenOk)
         raw.send_method(2, commands.Queue.Delete(queue=unique))
-        frames = [raw.read_frame(), raw.read_frame()]  # in either order
+        frames = [raw.read_raw_frame(), raw.read_raw_frame()]  # in either order
         by_channel = {f.channel: f.method() for f in frames}
         assert isinstance(by_channel[2], commands.Queue.DeleteOk)
         cancel = by_channel[1]
@@ -544,7 +546,7 @@ def test_basic_cancel_on_queue_delete_on_the_wire(broker, unique):
         assert cancel.consumer_tag == "c1"
         # The client answers nothing; the channel stays usable.
         raw.send_method(1, commands.Basic.Qos())
-        raw.expect_method(commands.Basic.QosOk)
+        raw.expect(commands.Basic.QosOk)
 
 
 def test_basic_get_reports_remaining_message_count(channel, queue):
@@ -573,9 +575,9 @@ def test_basic_get_empty_on_the_wire(broker, unique):
     unique = safe_name(unique)
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue=unique, exclusive=True))
-        raw.expect_method(commands.Queue.DeclareOk)
+        raw.expect(commands.Queue.DeclareOk)
         raw.send_method(1, commands.Basic.Get(queue=unique))
-        empty = raw.expect_method(commands.Basic.GetEmpty)
+        empty = raw.expect(commands.Basic.GetEmpty)
         assert empty.cluster_id == ""
 
 
@@ -640,9 +642,9 @@ def test_close_frames_name_the_failing_method(
     with raw_client(broker) as raw:
         for method in setup:
             raw.send_method(1, with_name(method, name))
-            raw.read_frame()
+            raw.read_raw_frame()
         raw.send_method(1, with_name(failing, name))
-        close_frame = raw.read_frame()
+        close_frame = raw.read_raw_frame()
     close = close_frame.method()
     expected_type = commands.Channel.Close if kind == "channel" else commands.Connection.Close
     assert isinstance(close, expected_type), close
@@ -663,7 +665,7 @@ def test_close_frames_name_the_failing_method(
 def test_publish_errors_name_basic_publish(broker, unique, flags, properties, code, text):
     with raw_client(broker) as raw:
         raw.publish_raw(1, "", safe_name(unique), content_header_payload(0, flags, properties), [])
-        close = raw.read_frame().method()
+        close = raw.read_raw_frame().method()
     assert isinstance(close, commands.Channel.Close)
     assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
         code,
@@ -707,8 +709,8 @@ def test_immediate_publish_is_not_implemented(broker, unique):
         raw.send_method(
             1, commands.Basic.Publish(exchange="", routing_key=safe_name(unique), immediate=True)
         )
-        raw.send_frame(2, 1, content_header_payload(0, 0, b""))
-        close = raw.read_frame().method()
+        raw.send_raw_frame(2, 1, content_header_payload(0, 0, b""))
+        close = raw.read_raw_frame().method()
     assert isinstance(close, commands.Connection.Close)
     assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
         540,
@@ -721,32 +723,32 @@ def test_immediate_publish_is_not_implemented(broker, unique):
 def test_empty_queue_name_means_the_last_declared_queue(broker, unique):
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Queue.Declare(queue="", exclusive=True))
-        declared = raw.expect_method(commands.Queue.DeclareOk).queue
+        declared = raw.expect(commands.Queue.DeclareOk).queue
         key = safe_name(unique)
         raw.send_method(1, commands.Queue.Bind(queue="", exchange="amq.direct", routing_key=key))
-        raw.expect_method(commands.Queue.BindOk)
+        raw.expect(commands.Queue.BindOk)
         raw.publish_raw(1, "amq.direct", key, content_header_payload(1, 0, b""), [b"1"])
         raw.publish_raw(1, "amq.direct", key, content_header_payload(1, 0, b""), [b"2"])
         raw.send_method(1, commands.Basic.Get(queue="", no_ack=True))
         get_ok, _, bodies = raw.read_message()
         assert (get_ok.routing_key, bodies[0].payload) == (key, b"1")
         raw.send_method(1, commands.Queue.Purge(queue=""))
-        assert raw.expect_method(commands.Queue.PurgeOk).message_count == 1
+        assert raw.expect(commands.Queue.PurgeOk).message_count == 1
         raw.send_method(1, commands.Basic.Consume(queue="", consumer_tag="c"))
-        raw.expect_method(commands.Basic.ConsumeOk)
+        raw.expect(commands.Basic.ConsumeOk)
         raw.send_method(1, commands.Basic.Cancel(consumer_tag="c"))
-        raw.expect_method(commands.Basic.CancelOk)
+        raw.expect(commands.Basic.CancelOk)
         raw.send_method(1, commands.Queue.Delete(queue=""))
-        raw.expect_method(commands.Queue.DeleteOk)
+        raw.expect(commands.Queue.DeleteOk)
         raw.send_method(1, commands.Queue.Declare(queue=declared, passive=True))
-        close = raw.expect_method(commands.Channel.Close)
+        close = raw.expect(commands.Channel.Close)
         assert close.reply_code == 404
 
 
 def test_empty_queue_name_without_a_declared_queue_is_404(broker):
     with raw_client(broker) as raw:
         raw.send_method(1, commands.Basic.Consume(queue=""))
-        close = raw.expect_method(commands.Channel.Close)
+        close = raw.expect(commands.Channel.Close)
     assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
         404,
         "NOT_FOUND - no previously declared queue",
@@ -769,7 +771,7 @@ def test_nowait_methods_get_no_reply(broker, unique):
             1, commands.Basic.Consume(queue=queue, consumer_tag="c", no_ack=True, nowait=True)
         )
         raw.send_method(1, commands.Basic.Qos())
-        raw.expect_method(commands.Basic.QosOk)
+        raw.expect(commands.Basic.QosOk)
         raw.publish_raw(1, exchange, "k", content_header_payload(1, 0, b""), [b"z"])
         deliver, _, _ = raw.read_message()
         assert isinstance(deliver, commands.Basic.Deliver)
@@ -780,10 +782,10 @@ def test_nowait_methods_get_no_reply(broker, unique):
         raw.send_method(1, commands.Exchange.Delete(exchange=exchange, nowait=True))
         raw.send_method(1, commands.Confirm.Select(nowait=True))
         raw.send_method(1, commands.Basic.Qos())
-        raw.expect_method(commands.Basic.QosOk)
+        raw.expect(commands.Basic.QosOk)
         # Errors still close the channel.
         raw.send_method(1, commands.Queue.Declare(queue=queue, passive=True, nowait=True))
-        close = raw.expect_method(commands.Channel.Close)
+        close = raw.expect(commands.Channel.Close)
         assert (close.reply_code, close.class_id, close.method_id) == (404, 50, 10)
 
 

@@ -15,8 +15,8 @@ import urllib.request
 
 import pika
 import pytest
-from amqp_raw import amqp_name
-from helpers import channel_error, opened
+from client_helpers import channel_error, opened
+from raw_amqp import amqp_name
 
 from broker.auth import hash_password
 

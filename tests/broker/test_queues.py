@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import (
+from client_helpers import (
     channel_error,
     consume,
     get_bodies,

@@ -17,8 +17,8 @@ import os
 import amqp.exceptions
 import kombu
 import pytest
-from amqp_raw import RawAMQP, amqp_name, publish_bytes
 from pamqp import commands, frame
+from raw_amqp import RawAMQP, amqp_name, publish_bytes
 
 REFERENCE = bool(os.environ.get("WARREN_TEST_AMQP_PORT"))
 warren_only = pytest.mark.skipif(

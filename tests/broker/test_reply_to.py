@@ -6,7 +6,7 @@ from __future__ import annotations
 import pika
 import pika.exceptions
 import pytest
-from helpers import channel_error, channel_error_after, consume, opened, settle, wait_for
+from client_helpers import channel_error, channel_error_after, consume, opened, settle, wait_for
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 

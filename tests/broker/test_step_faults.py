@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pika
 import pytest
-from helpers import connect, content_header_payload, raw_client, wait_for
+from client_helpers import connect, wait_for
 from pamqp import commands
 from prometheus_client.parser import text_string_to_metric_families
+from raw_amqp import content_header_payload, raw_client
 
 FAULT_BROKER = Path(__file__).resolve().parents[1] / "fault_broker.py"
 DELIVERY_MODE_FLAG = 0x1000
@@ -245,16 +246,16 @@ def test_raising_confirm_callback_does_not_wedge_the_log(warren_factory):
     persistent = content_header_payload(1, DELIVERY_MODE_FLAG, b"\x02")
     with raw_client(broker) as client:
         client.send_method(1, commands.Queue.Declare(queue="faults.durable", durable=True))
-        client.expect_method(commands.Queue.DeclareOk)
+        client.expect(commands.Queue.DeclareOk)
         client.send_method(1, commands.Confirm.Select())
-        client.expect_method(commands.Confirm.SelectOk)
+        client.expect(commands.Confirm.SelectOk)
         client.publish_raw(1, "", "faults.durable", persistent, [b"1"])
         time.sleep(0.5)  # its batch is written, and the callback raised
         client.publish_raw(1, "", "faults.durable", persistent, [b"2"])
-        ack = client.expect_method(commands.Basic.Ack)
+        ack = client.expect(commands.Basic.Ack)
         assert (ack.delivery_tag, ack.multiple) == (2, True)
         client.publish_raw(1, "", "faults.durable", persistent, [b"3"])
-        ack = client.expect_method(commands.Basic.Ack)
+        ack = client.expect(commands.Basic.Ack)
         assert (ack.delivery_tag, ack.multiple) == (3, False)
     broker.process.terminate()
     assert broker.process.wait(15) == 0, broker.log_text()[-3000:]

@@ -20,7 +20,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from helpers import close_quietly, connect
+from client_helpers import close_quietly, connect
 
 PASSWORD = "tp-secret"
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import aiormq
 import pytest
-from amqp_raw import RawAMQP, assert_broker_works, close_summary
-from helpers import opened
+from client_helpers import opened
 from pamqp import commands
+from raw_amqp import RawAMQP, assert_broker_works, close_summary
 
 
 @pytest.mark.parametrize("secret", ["guest", "not-the-password", ""],

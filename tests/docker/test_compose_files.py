@@ -19,9 +19,8 @@ from typing import Any
 
 import pika
 import pytest
+from brokers import REPO_ROOT, BrokerProcess
 from prometheus_client.parser import text_string_to_metric_families
-
-from tests.conftest import REPO_ROOT, BrokerProcess
 
 DOCKER_DIR = REPO_ROOT / "docker"
 COMPOSE = DOCKER_DIR / "compose.yaml"

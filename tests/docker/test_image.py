@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 import pika
 import pika.exceptions
 import pytest
+from brokers import REPO_ROOT, free_port
 from prometheus_client.parser import text_string_to_metric_families
-
-from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.docker
 

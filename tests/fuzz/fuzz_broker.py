@@ -8,10 +8,10 @@ import contextlib
 import uuid
 
 import pika
-from amqp_raw import FRAME_HEADER, FRAME_METHOD, RawAMQP
-from api_helpers import Api, q
 from content_header import Undecodable, check_content_header
+from management_api import Api, q
 from pamqp import commands
+from raw_amqp import FRAME_HEADER, FRAME_METHOD, RawAMQP
 from seeds import PUBLISH_QUEUE, VHOST
 
 ALL = {"configure": ".*", "write": ".*", "read": ".*"}

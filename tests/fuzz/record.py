@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "broker"), str(HERE.parent / "management")]
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # the fuzzer, and the helpers of tests/
 
 from campaign import run_campaign  # noqa: E402
 from expectations import RECORDING, save  # noqa: E402

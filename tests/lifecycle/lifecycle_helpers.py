@@ -15,9 +15,9 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from amqp_raw import RawAMQP, amqp_name
-from helpers import close_quietly, connect
+from client_helpers import close_quietly, connect, message_count, settle
 from pamqp import commands, frame
+from raw_amqp import RawAMQP, amqp_name
 
 warren_only = pytest.mark.skipif(
     bool(os.environ.get("WARREN_TEST_AMQP_PORT")),
@@ -84,16 +84,10 @@ class Topology:
 # --------------------------------------------------------------------------------------------
 
 
-def count(channel, queue: str) -> int:
-    """Ready messages by passive declare (never consumes, never resets a TTL)."""
-    return channel.queue_declare(queue, passive=True).method.message_count
-
-
-def pump(connection, seconds: float) -> None:
-    """Sleep while answering the broker (heartbeats, deliveries)."""
-    end = time.monotonic() + seconds
-    while (remaining := end - time.monotonic()) > 0:
-        connection.process_data_events(time_limit=remaining)
+# Ready messages by passive declare (never consumes, never resets a TTL).
+count = message_count
+# Sleep while answering the broker (heartbeats, deliveries).
+pump = settle
 
 
 def wait_until(
@@ -253,13 +247,6 @@ class RawMessage:
         raise KeyError(name)
 
 
-def _read_raw_frame(amqp: RawAMQP) -> tuple[int, bytes]:
-    kind, _channel, size = struct.unpack(">BHI", amqp.read_bytes(7))
-    payload = amqp.read_bytes(size + 1)
-    assert payload[-1:] == b"\xce", "bad frame end"
-    return kind, payload[:-1]
-
-
 def raw_get(broker, queue: str, timeout: float = 3.0) -> RawMessage:
     """basic.get (no-ack) over a raw socket until a message comes; its exact header bytes."""
     end = time.monotonic() + timeout
@@ -268,18 +255,18 @@ def raw_get(broker, queue: str, timeout: float = 3.0) -> RawMessage:
         amqp.open_channel(1)
         while True:
             amqp.send_method(1, commands.Basic.Get(queue=queue, no_ack=True))
-            kind, payload = _read_raw_frame(amqp)
+            kind, _, payload = amqp.read_raw_frame()
             assert kind == 1, f"expected a method frame, got type {kind}"
             class_method = struct.unpack_from(">HH", payload)
             if class_method == (60, 71):  # get-ok
                 get_ok = frame.unmarshal(struct.pack(">BHI", 1, 1, len(payload)) + payload
                                          + b"\xce")[2]
-                kind, header = _read_raw_frame(amqp)
+                kind, _, header = amqp.read_raw_frame()
                 assert kind == 2, f"expected a content header, got frame type {kind}"
                 size = struct.unpack_from(">Q", header, 4)[0]
                 body = b""
                 while len(body) < size:
-                    kind, chunk = _read_raw_frame(amqp)
+                    kind, _, chunk = amqp.read_raw_frame()
                     assert kind == 3
                     body += chunk
                 return RawMessage(get_ok, header, body)

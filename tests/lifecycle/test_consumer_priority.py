@@ -3,7 +3,7 @@
 Consumers of the highest priority get the messages while they have prefetch room; lower ones
 only while every higher one is blocked; round-robin among consumers of one priority; no
 x-priority is 0 and negative priorities rank below it. Any integer type is accepted; other types
-close the channel with RabbitMQ's 406 text. See RABBITMQ_LIFECYCLE_B.md.
+close the channel with RabbitMQ's 406 text. See RABBITMQ_PRIORITY_POLICIES_DELAYED.md.
 """
 
 from __future__ import annotations
@@ -11,28 +11,16 @@ from __future__ import annotations
 import struct
 
 import pytest
-from lifecycle_b import (
-    Recorder,
-    pump,
-    pump_until,
-    raw_basic_consume,
-    raw_close,
-)
+from client_helpers import channel_error
+from multi_consumer import Recorder, pump, pump_until, raw_basic_consume, raw_close
 from pamqp import commands
-
-from tests.broker.helpers import channel_error, close_quietly, connect, field_table, safe_name
-from tests.broker.helpers import field as table_field
-
-
-@pytest.fixture
-def connection(broker):
-    connection = connect(broker)
-    yield connection
-    close_quietly(connection)
+from raw_amqp import field as table_field
+from raw_amqp import field_table, safe_name
 
 
 @pytest.fixture
 def channel(connection):
+    """A plain channel (the lifecycle folder's default is in confirm mode)."""
     return connection.channel()
 
 

@@ -2,10 +2,11 @@
 plugin (3.10.x era) does it. Warren builds it in; the RabbitMQ reference node does not have the
 plugin, so these tests run against Warren only (skipped with WARREN_TEST_AMQP_PORT).
 
-Expectations come from the plugin's README and source (RABBITMQ_LIFECYCLE_B.md): `x-delayed-type`
-is required and names the routing (direct, fanout, topic, headers); a message with an `x-delay`
-header of N > 0 ms (at most 2^32-1) is routed N ms after it was published, with the bindings
-that exist then, and delivered with `x-delay` = -N; no header, 0, a negative or a too large
+Expectations come from the plugin's README and source
+(RABBITMQ_PRIORITY_POLICIES_DELAYED.md): `x-delayed-type` is required and names the routing
+(direct, fanout, topic, headers); a message with an `x-delay` header of N > 0 ms (at most
+2^32-1) is routed N ms after it was published, with the bindings that exist then, and
+delivered with `x-delay` = -N; no header, 0, a negative or a too large
 delay → routed at once, header untouched; string delays are parsed; at publish time a delayed
 message routes to nothing, so a mandatory one is returned at once (312 NO_ROUTE) and a confirm
 comes at once.
@@ -19,21 +20,11 @@ import time
 import pika
 import pika.exceptions
 import pytest
-from lifecycle_b import REFERENCE, Recorder, pump, pump_until
+from client_helpers import channel_error, connection_error
+from multi_consumer import REFERENCE, Recorder, pump, pump_until
 from pamqp import commands
-
-from tests.broker.helpers import (
-    HEADERS_FLAG,
-    channel_error,
-    close_quietly,
-    connect,
-    connection_error,
-    content_header_payload,
-    field_table,
-    raw_client,
-    safe_name,
-)
-from tests.broker.helpers import field as table_field
+from raw_amqp import HEADERS_FLAG, content_header_payload, field_table, raw_client, safe_name
+from raw_amqp import field as table_field
 
 pytestmark = pytest.mark.skipif(
     REFERENCE, reason="RabbitMQ's reference node has no delayed-message-exchange plugin"
@@ -44,14 +35,8 @@ LATE = 1.5  # generous upper bound on lateness
 
 
 @pytest.fixture
-def connection(broker):
-    connection = connect(broker)
-    yield connection
-    close_quietly(connection)
-
-
-@pytest.fixture
 def channel(connection):
+    """A plain channel (the lifecycle folder's default is in confirm mode)."""
     return connection.channel()
 
 
@@ -350,7 +335,7 @@ def test_numeric_delay_types(broker, connection, channel, direct_setup, kind, va
                            [b"m"])
         client.send_method(1, commands.Channel.Close(reply_code=200, reply_text="bye",
                                                      class_id=0, method_id=0))
-        client.expect_method(commands.Channel.CloseOk)
+        client.expect(commands.Channel.CloseOk)
     delivery = consume_one(connection, channel, queue)
     assert delivery.at - started >= 0.3 - TIMING_SLACK
     assert delivery.properties.headers == {"x-delay": -300}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pika
 import pytest
-from helpers import consume
+from client_helpers import consume
 from lifecycle_helpers import (
     count,
     dl_args,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pika
 import pika.exceptions
 import pytest
-from helpers import consume, get_bodies
+from client_helpers import consume, get_bodies
 from lifecycle_helpers import count, dl_args, get_one, pump, wait_count
 
 

@@ -12,12 +12,12 @@ from decimal import Decimal
 
 import pika
 import pytest
-from amqp_raw import RawAMQP, amqp_name, close_summary
-from helpers import channel_error, channel_error_after
+from client_helpers import channel_error, channel_error_after
 from lifecycle_helpers import count, get_one, warren_only
 from pamqp import commands
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
+from raw_amqp import RawAMQP, amqp_name, close_summary
 
 INVALID = "PRECONDITION_FAILED - invalid arg '{arg}' for queue '{queue}' in vhost '/': {reason}"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 import pika
-from helpers import consume, get_bodies
+from client_helpers import consume, get_bodies
 from lifecycle_helpers import count, dl_args, get_one, pump, wait_count
 
 

@@ -11,7 +11,7 @@ Against Warren the module's policies come from a definitions file (`--load-defin
 `policies` entries of RabbitMQ's export format) given to a Warren of the module's own; against
 RabbitMQ (WARREN_TEST_AMQP_PORT) the same entries are imported with `rabbitmqctl
 import_definitions` and deleted afterwards. Every policy pattern starts with a prefix unique to
-the run. See RABBITMQ_LIFECYCLE_B.md.
+the run. See RABBITMQ_PRIORITY_POLICIES_DELAYED.md.
 """
 
 from __future__ import annotations
@@ -23,15 +23,9 @@ import time
 import pika
 import pika.exceptions
 import pytest
-from lifecycle_b import (
-    REFERENCE,
-    get_all,
-    reference_clear_policies,
-    reference_set_policies,
-)
-
-from tests.broker.helpers import close_quietly, connect
-from tests.conftest import DEFINITIONS, BrokerProcess, run_warren
+from brokers import DEFINITIONS, BrokerProcess, run_warren
+from client_helpers import close_quietly, connect
+from multi_consumer import REFERENCE, get_all, reference_clear_policies, reference_set_policies
 
 PREFIX = f"lcbpol{os.getpid()}t{time.time_ns() % 10**10}"
 

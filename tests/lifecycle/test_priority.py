@@ -3,7 +3,7 @@
 Higher priority first, FIFO within a priority; no priority property counts as 0; a priority
 above the maximum counts as the maximum (the delivered property is unchanged); requeued messages
 go back to their place (their band, ahead of later messages); 0..255 accepted (0 = plain FIFO),
-anything else refused with RabbitMQ's texts. See RABBITMQ_LIFECYCLE_B.md.
+anything else refused with RabbitMQ's texts. See RABBITMQ_PRIORITY_POLICIES_DELAYED.md.
 """
 
 from __future__ import annotations
@@ -13,28 +13,16 @@ import struct
 import pika
 import pika.exceptions
 import pytest
-from lifecycle_b import (
-    Recorder,
-    get_all,
-    pump_until,
-    raw_close,
-    raw_queue_declare,
-)
+from client_helpers import channel_error
+from multi_consumer import Recorder, get_all, pump_until, raw_close, raw_queue_declare
 from pamqp import commands
-
-from tests.broker.helpers import channel_error, close_quietly, connect, field_table, safe_name
-from tests.broker.helpers import field as table_field
-
-
-@pytest.fixture
-def connection(broker):
-    connection = connect(broker)
-    yield connection
-    close_quietly(connection)
+from raw_amqp import field as table_field
+from raw_amqp import field_table, safe_name
 
 
 @pytest.fixture
 def channel(connection):
+    """A plain channel (the lifecycle folder's default is in confirm mode)."""
     return connection.channel()
 
 

@@ -4,9 +4,9 @@ classic queues.
 One consumer (the first registered) gets every message; the others wait. When the active one
 goes, the waiting consumer with the highest x-priority takes over (registration order among
 equals); a closed channel's unacked messages are requeued to it first. basic.cancel does not
-requeue. Exclusive basic.consume is refused on such a queue. See RABBITMQ_LIFECYCLE_B.md (which
-also describes a RabbitMQ 3.10 stall these tests avoid: cancelling an active consumer that is
-blocked by its prefetch while messages wait).
+requeue. Exclusive basic.consume is refused on such a queue. See
+RABBITMQ_PRIORITY_POLICIES_DELAYED.md (which also describes a RabbitMQ 3.10 stall these tests
+avoid: cancelling an active consumer that is blocked by its prefetch while messages wait).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from lifecycle_b import Recorder, publish_bodies, pump, pump_until
+from client_helpers import channel_error, close_quietly, connect
+from multi_consumer import Recorder, publish_bodies, pump, pump_until
 from pamqp import commands
-
-from tests.broker.helpers import RawClient, channel_error, close_quietly, connect
+from raw_amqp import raw_client
 
 SAC = {"x-single-active-consumer": True}
 
@@ -114,8 +114,8 @@ def test_connection_close_hands_over_with_unacked_requeued(connections, control,
     # pika cancels its consumers before closing: the waiting consumer takes over at the cancel
     # and gets what is in the queue, then the closed channel's unacked messages, redelivered.
     # (RabbitMQ 3.10 stalls the queue when a SAC consumer blocked by its prefetch is cancelled
-    # -- see RABBITMQ_LIFECYCLE_B.md -- and so happens to deliver 0 and 1 first; Warren does
-    # not copy that bug.)
+    # -- see RABBITMQ_PRIORITY_POLICIES_DELAYED.md -- and so happens to deliver 0 and 1 first;
+    # Warren does not copy that bug.)
     assert [(d.name, d.body, d.redelivered) for d in recorder.deliveries] == [
         ("waiting", b"2", False), ("waiting", b"3", False), ("waiting", b"4", False),
         ("waiting", b"0", True), ("waiting", b"1", True)]
@@ -398,13 +398,11 @@ def test_close_without_cancel_hands_over_requeued_messages_first(
     """A raw client that closes its channel (or drops its socket) without cancelling: its
     unacked messages go back to the head of the queue before the waiting consumer takes over,
     so it gets them first (redelivered), then the rest."""
-    client = RawClient(broker)
-    try:
-        client.handshake()
+    with raw_client(broker) as client:
         client.send_method(1, commands.Basic.Qos(prefetch_count=2))
-        client.expect_method(commands.Basic.QosOk)
+        client.expect(commands.Basic.QosOk)
         client.send_method(1, commands.Basic.Consume(queue=queue_name, consumer_tag="raw"))
-        client.expect_method(commands.Basic.ConsumeOk)
+        client.expect(commands.Basic.ConsumeOk)
         waiting = connections()
         recorder = Recorder()
         waiting.channel().basic_consume(queue_name, recorder.callback("waiting"))
@@ -416,11 +414,9 @@ def test_close_without_cancel_hands_over_requeued_messages_first(
         if how == "channel-close":
             client.send_method(1, commands.Channel.Close(reply_code=200, reply_text="bye",
                                                          class_id=0, method_id=0))
-            client.expect_method(commands.Channel.CloseOk)
+            client.expect(commands.Channel.CloseOk)
         else:
             client.close()
         assert pump_until([waiting], lambda: len(recorder.deliveries) == 5)
         assert [(d.body, d.redelivered) for d in recorder.deliveries] == [
             (b"0", True), (b"1", True), (b"2", False), (b"3", False), (b"4", False)]
-    finally:
-        client.close()

@@ -19,7 +19,7 @@ import time
 import pika
 import pika.exceptions
 import pytest
-from api_helpers import (
+from management_api import (
     ACCESS_REFUSED,
     GUEST,
     NOT_FOUND,
@@ -31,13 +31,6 @@ from api_helpers import (
 )
 
 LIMITED_HASH = "2jqSdWynH33k0txldNYde4e31pWh1Wtz+KGQKaVG4ytzsRwE"  # password "limited"
-
-
-@pytest.fixture(scope="module")
-def api(broker) -> Api:
-    if broker.management_port is None:
-        pytest.skip("the broker under test has no management port (set WARREN_TEST_HTTP_PORT)")
-    return Api(broker.host, broker.management_port)
 
 
 @pytest.fixture

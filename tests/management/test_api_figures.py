@@ -18,16 +18,8 @@ from collections.abc import Iterator
 
 import pika
 import pytest
-from api_helpers import GUEST, Api, eventually, q
-
-from tests.conftest import run_warren
-
-
-@pytest.fixture(scope="module")
-def api(broker) -> Api:
-    if broker.management_port is None:
-        pytest.skip("the broker under test has no management port (set WARREN_TEST_HTTP_PORT)")
-    return Api(broker.host, broker.management_port)
+from brokers import run_warren
+from management_api import GUEST, Api, eventually, q
 
 
 @pytest.fixture

@@ -13,17 +13,10 @@ import json
 import time
 
 import pytest
-from api_helpers import NOT_FOUND, Api, q
+from management_api import NOT_FOUND, q
 
 BODY_LIMIT = 8_000_000  # bytes: RabbitMQ 3.10 reads a body in one 8,000,000-byte chunk
 TOO_LARGE = {"error": "bad_request", "reason": "Exceeded HTTP request body size limit"}
-
-
-@pytest.fixture(scope="module")
-def api(broker) -> Api:
-    if broker.management_port is None:
-        pytest.skip("the broker under test has no management port (set WARREN_TEST_HTTP_PORT)")
-    return Api(broker.host, broker.management_port)
 
 
 def chars(text: str) -> list[int]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import pika
 import pika.exceptions
 import pytest
+from client_helpers import opened
 from prometheus_client.parser import text_string_to_metric_families
 
 POLL_TIMEOUT = 15.0
@@ -290,35 +291,9 @@ def key(name: str, **labels: str) -> tuple:
 # --------------------------------------------------------------------------------------------
 
 
-def connect(broker) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        host=broker.host, port=broker.port, credentials=pika.PlainCredentials("guest", "guest"),
-        connection_attempts=1, socket_timeout=5, blocked_connection_timeout=30,
-    ))  # fmt: skip
-
-
-@contextlib.contextmanager
-def opened(broker) -> Iterator[pika.BlockingConnection]:
-    connection = connect(broker)
-    try:
-        yield connection
-    finally:
-        with contextlib.suppress(Exception):
-            if connection.is_open:
-                connection.close()
-
-
 @pytest.fixture
-def connection(broker):
-    with opened(broker) as conn:
-        yield conn
-
-
-@pytest.fixture
-def channel(connection):
-    ch = connection.channel()
-    ch.confirm_delivery()
-    return ch
+def channel(confirming_channel):
+    return confirming_channel
 
 
 @pytest.fixture

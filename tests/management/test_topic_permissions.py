@@ -12,16 +12,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from api_helpers import NOT_FOUND, Api, q
-
-from tests.conftest import run_warren
-
-
-@pytest.fixture(scope="module")
-def api(broker) -> Api:
-    if broker.management_port is None:
-        pytest.skip("the broker under test has no management port (set WARREN_TEST_HTTP_PORT)")
-    return Api(broker.host, broker.management_port)
+from brokers import run_warren
+from management_api import NOT_FOUND, Api, q
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import time
 
 import pika
 import pytest
+from client_helpers import message_count
 from warren_process import (
     WarrenNode,
     consume_unacked,
     drain,
     get_all,
-    message_count,
     publish_confirmed,
     publish_many,
 )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from client_helpers import message_count
 from warren_process import (
     WarrenNode,
     consume_unacked,
     drain,
     get_all,
-    message_count,
     publish_confirmed,
     publish_many,
 )

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 import pika
 import pika.exceptions
 import pytest
+from client_helpers import close_quietly
 from warren_process import (
     PERSISTENT,
     ConfirmingPublisher,
     WarrenNode,
-    close_quietly,
     consume_unacked,
     passive_exchange_exists,
     passive_queue_exists,

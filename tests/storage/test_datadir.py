@@ -18,13 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from warren_process import (
-    WarrenNode,
-    get_all,
-    port_is_open,
-    publish_confirmed,
-    run_to_exit,
-)
+from brokers import port_is_open
+from warren_process import WarrenNode, get_all, publish_confirmed, run_to_exit
 
 
 def snapshot(path: Path) -> dict[str, tuple]:

@@ -16,10 +16,10 @@ import time
 
 import pika
 import pytest
+from client_helpers import close_quietly
 from warren_process import (
     PERSISTENT,
     WarrenNode,
-    close_quietly,
     consume_unacked,
     get_all,
     publish_confirmed,

@@ -15,6 +15,7 @@ import urllib.request
 
 import pika
 import pytest
+from client_helpers import message_count
 from warren_process import (
     PERSISTENT,
     ConfirmingPublisher,
@@ -22,7 +23,6 @@ from warren_process import (
     consume_unacked,
     drain,
     get_all,
-    message_count,
     publish_confirmed,
     publish_many,
 )

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pika
 import pytest
-from warren_process import WarrenNode, message_count
+from client_helpers import message_count
+from warren_process import WarrenNode
 
 KEY = b"rk-\xff\xfe-\xc3"
 

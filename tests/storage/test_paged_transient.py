@@ -13,8 +13,9 @@ import time
 
 import pika
 import pytest
+from client_helpers import message_count
 from test_live_cold_rows import HEAD, api, wait_for
-from warren_process import TRANSIENT, WarrenNode, drain, get_all, message_count
+from warren_process import TRANSIENT, WarrenNode, drain, get_all
 
 COUNT = 3000
 

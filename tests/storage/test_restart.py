@@ -27,12 +27,12 @@ import threading
 import pika
 import pika.exceptions
 import pytest
+from client_helpers import close_quietly
 from warren_process import (
     PERSISTENT,
     SHUTDOWN_TEXT,
     TEST_DEFINITIONS,
     TRANSIENT,
-    close_quietly,
     get_all,
     passive_exchange_exists,
     passive_queue_exists,

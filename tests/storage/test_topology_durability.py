@@ -4,7 +4,7 @@ holding the change are on disk: a SIGKILL the instant after the reply loses noth
 from __future__ import annotations
 
 import pika
-from warren_process import close_quietly
+from client_helpers import close_quietly
 
 
 def test_durable_topology_answered_only_once_on_disk(node):

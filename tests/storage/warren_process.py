@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,29 +28,16 @@ from pathlib import Path
 
 import pika
 import pika.exceptions
+from brokers import DEFINITIONS, REPO_ROOT, free_port, port_is_open
+from client_helpers import close_quietly, parameters
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEST_DEFINITIONS = REPO_ROOT / "tests" / "definitions.json"
+TEST_DEFINITIONS = DEFINITIONS
 PYTHON = sys.executable
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 TRANSIENT = pika.BasicProperties(delivery_mode=1)
 
 SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class WarrenNode:
@@ -184,17 +170,7 @@ class WarrenNode:
     # pika -------------------------------------------------------------------------------
 
     def parameters(self, **overrides) -> pika.ConnectionParameters:
-        options = {
-            "host": self.host,
-            "port": self.port,
-            "credentials": pika.PlainCredentials("guest", "guest"),
-            "connection_attempts": 1,
-            "socket_timeout": 5,
-            "blocked_connection_timeout": 30,
-            "heartbeat": 0,
-        }
-        options.update(overrides)
-        return pika.ConnectionParameters(**options)
+        return parameters(self, **{"heartbeat": 0, **overrides})
 
     def connect(self, **overrides) -> pika.BlockingConnection:
         return pika.BlockingConnection(self.parameters(**overrides))
@@ -227,12 +203,6 @@ def run_to_exit(args: list[str], timeout: float = 15.0) -> tuple[int, str, float
         raise AssertionError(f"still running after {timeout}s: {exc.output!r}") from None
     output = (done.stdout + done.stderr).decode(errors="replace")
     return done.returncode, output, time.monotonic() - started
-
-
-def close_quietly(connection) -> None:
-    with contextlib.suppress(Exception):
-        if connection.is_open:
-            connection.close()
 
 
 @dataclass
@@ -276,10 +246,6 @@ def consume_unacked(node: WarrenNode, queue: str, timeout: float = 5.0) -> list[
         return found
     finally:
         close_quietly(connection)
-
-
-def message_count(channel, queue: str) -> int:
-    return channel.queue_declare(queue, passive=True).method.message_count
 
 
 def passive_queue_exists(connection, name: str) -> bool:

@@ -4,7 +4,7 @@ test_delayed.py, test_policies.py): several pika connections pumped together, ha
 argument tables over a raw socket, and the rabbitmqctl calls that set policies on a RabbitMQ
 reference node.
 
-The raw helpers reuse tests/broker/helpers.py (RawClient, field, field_table).
+The raw helpers use tests/raw_amqp.py (raw_client, short_str).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 import pika
 from pamqp import commands
-
-from tests.broker.helpers import RawClient, short_str
+from raw_amqp import raw_client, short_str
 
 REFERENCE = bool(os.environ.get("WARREN_TEST_AMQP_PORT"))
 RABBITMQCTL_NODE = os.environ.get("WARREN_TEST_RABBITMQCTL_NODE", "rabbit-ref@localhost")
@@ -128,40 +127,38 @@ def raw_close(method) -> tuple[int, str, int, int] | None:
 
 def raw_queue_declare(broker, queue: str, arguments: bytes, auto_delete: bool = True):
     """queue.declare with `arguments` as exact field-table bytes; the broker's answer."""
-    with RawClient(broker) as client:
-        client.handshake()
+    with raw_client(broker) as client:
         flags = 0b01000 if auto_delete else 0
         payload = (struct.pack(">HHH", 50, 10, 0) + short_str(queue) + bytes([flags])
                    + arguments)
-        client.send_frame(1, 1, payload)
-        answer = client.read_frame().method()
+        client.send_raw_frame(1, 1, payload)
+        answer = client.read_raw_frame().method()
         if isinstance(answer, commands.Queue.DeclareOk):
             client.send_method(1, commands.Queue.Delete(queue=queue))
-            client.read_frame()
+            client.read_raw_frame()
         return answer
 
 
 def raw_basic_consume(broker, queue: str, arguments: bytes):
     """Declare `queue` (auto-delete), then basic.consume with `arguments` as exact field-table
     bytes; the broker's answer to the consume."""
-    with RawClient(broker) as client:
-        client.handshake()
+    with raw_client(broker) as client:
         client.send_method(1, commands.Queue.Declare(queue=queue, auto_delete=True))
-        client.expect_method(commands.Queue.DeclareOk)
+        client.expect(commands.Queue.DeclareOk)
         payload = (struct.pack(">HHH", 60, 20, 0) + short_str(queue) + short_str("")
                    + bytes([0]) + arguments)
-        client.send_frame(1, 1, payload)
-        answer = client.read_frame().method()
+        client.send_raw_frame(1, 1, payload)
+        answer = client.read_raw_frame().method()
         # clean up: the queue was never consumed from, so auto-delete never happens
         channel = 1
         if isinstance(answer, commands.Channel.Close):
             client.send_method(1, commands.Channel.CloseOk())
             channel = 2
             client.send_method(channel, commands.Channel.Open())
-            client.expect_method(commands.Channel.OpenOk)
+            client.expect(commands.Channel.OpenOk)
         if not isinstance(answer, commands.Connection.Close):
             client.send_method(channel, commands.Queue.Delete(queue=queue))
-            while not isinstance(client.read_frame().method(), commands.Queue.DeleteOk):
+            while not isinstance(client.read_raw_frame().method(), commands.Queue.DeleteOk):
                 pass
         return answer
 

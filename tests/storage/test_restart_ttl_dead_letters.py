@@ -18,7 +18,7 @@ import time
 import pika
 import pika.exceptions
 import pytest
-from warren_process import close_quietly, message_count
+from client_helpers import close_quietly, message_count
 
 DURABLE_PERSISTENT = pika.BasicProperties(delivery_mode=2)
 

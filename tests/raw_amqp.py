@@ -1,9 +1,13 @@
-"""Raw-socket AMQP 0-9-1 helpers for tests that must see the exact bytes a broker sends.
+"""The raw-socket AMQP 0-9-1 client of the tests, for checks that must see exact bytes.
 
 `RawAMQP` is a blocking client built on pamqp: it performs the handshake step by step (so tests
-can stop anywhere, or send something wrong on purpose), sends methods or arbitrary bytes, and reads
-frames back. Frames the broker sends are decoded with `pamqp.frame.unmarshal`; heartbeats are
-returned like any other frame so heartbeat tests can count them.
+can stop anywhere, or send something wrong on purpose), sends methods, hand-made frames or
+arbitrary bytes, and reads frames back, either decoded with `pamqp.frame.unmarshal`
+(`read_frame`, `read_method`, `expect`) or as the untouched bytes (`read_raw_frame`, a
+`RawFrame`), for content headers pamqp would not decode. Heartbeats are returned like any other
+frame so heartbeat tests can count them. `raw_client(broker)` is a handshaken client with
+channel 1 open. The field-table builders (`field`, `field_table`, `content_header_payload`)
+write argument and property bytes pika cannot produce.
 
 Typical use::
 
@@ -20,7 +24,9 @@ import re
 import socket
 import struct
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 from pamqp import commands, constants, encode, frame, heartbeat
 from pamqp.body import ContentBody
@@ -28,6 +34,10 @@ from pamqp.header import ContentHeader, ProtocolHeader
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_END = b"\xce"
+
+
+DEFAULT_TIMEOUT = 5.0
+HEADERS_FLAG = 0x2000
 
 
 class ConnectionClosedByPeer(Exception):
@@ -47,6 +57,48 @@ def raw_frame(frame_type: int, channel: int, payload: bytes, end: bytes = FRAME_
 def method_payload(class_id: int, method_id: int, arguments: bytes = b"") -> bytes:
     """The payload of a method frame for any (class_id, method_id), even unknown ones."""
     return struct.pack(">HH", class_id, method_id) + arguments
+
+
+def safe_name(name: str) -> str:
+    """A name pamqp accepts (its queue-name regex): parametrized test ids contain brackets."""
+    return re.sub(r"[^a-zA-Z0-9_.:@#,/+ -]", "-", name)
+
+
+def short_str(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack(">B", len(data)) + data
+
+
+def field(name: str, kind: str, value: bytes) -> bytes:
+    """One field-table entry with its exact wire bytes: name, type octet, encoded value."""
+    return short_str(name) + kind.encode() + value
+
+
+def field_table(*fields: bytes) -> bytes:
+    """A field table (long length prefix) from `field(...)` entries, in the given order."""
+    data = b"".join(fields)
+    return struct.pack(">I", len(data)) + data
+
+
+def content_header_payload(body_size: int, property_flags: int, properties: bytes) -> bytes:
+    """A basic content header payload: class 60, weight 0, size, flags, property bytes."""
+    return struct.pack(">HHQH", 60, 0, body_size, property_flags) + properties
+
+
+class RawFrame(NamedTuple):
+    """A frame as read from the socket: type, channel and the untouched payload bytes."""
+
+    kind: int
+    channel: int
+    payload: bytes
+
+    def method(self):
+        assert self.kind == constants.FRAME_METHOD, (
+            f"expected a method frame, got type {self.kind}")
+        return frame.unmarshal(self.encoded())[2]
+
+    def encoded(self) -> bytes:
+        return raw_frame(self.kind, self.channel, self.payload)
 
 
 def publish_bytes(channel: int, exchange: str, routing_key: str, body: bytes = b"x",
@@ -82,6 +134,7 @@ class RawAMQP:
         self.buffer = b""
         self.start: commands.Connection.Start | None = None
         self.tune: commands.Connection.Tune | None = None
+        self.frame_max = 0
         sock.settimeout(timeout)
 
     # -- connection management -------------------------------------------------------------
@@ -116,6 +169,20 @@ class RawAMQP:
     def send_frame(self, channel: int, value: Any) -> None:
         """Send any pamqp frame object (method, ContentHeader, ContentBody, Heartbeat)."""
         self.send(frame.marshal(value, channel))
+
+    def send_raw_frame(self, kind: int, channel: int, payload: bytes) -> None:
+        """Send a frame made by hand from its type, channel and payload bytes."""
+        self.send(raw_frame(kind, channel, payload))
+
+    def publish_raw(self, channel: int, exchange: str, routing_key: str,
+                    header_payload: bytes, body_frames: list[bytes]) -> None:
+        """basic.publish followed by a hand-made content header and the given body frames."""
+        data = frame.marshal(
+            commands.Basic.Publish(exchange=exchange, routing_key=routing_key), channel)
+        data += raw_frame(constants.FRAME_HEADER, channel, header_payload)
+        for chunk in body_frames:
+            data += raw_frame(constants.FRAME_BODY, channel, chunk)
+        self.send(data)
 
     def send_heartbeat(self) -> None:
         self.send(heartbeat.Heartbeat.marshal())
@@ -157,16 +224,32 @@ class RawAMQP:
                     return channel, value
             self._fill(deadline)
 
-    def read_raw_frame(self, timeout: float | None = None) -> tuple[int, int, bytes]:
-        """The next frame undecoded, as (frame type, channel, payload): for content headers
-        whose properties pamqp might not decode."""
+    def read_raw_frame(self, timeout: float | None = None) -> RawFrame:
+        """The next frame undecoded, as RawFrame(kind, channel, payload): for content headers
+        whose properties pamqp might not decode, and for exact bytes."""
         deadline = time.monotonic() + (timeout or self.timeout)
         while len(self.buffer) < 7 or len(self.buffer) < 8 + struct.unpack_from(
                 ">I", self.buffer, 3)[0]:
             self._fill(deadline)
         frame_type, channel, size = struct.unpack_from(">BHI", self.buffer)
+        assert self.buffer[7 + size:8 + size] == FRAME_END, "bad frame end"
         payload, self.buffer = self.buffer[7:7 + size], self.buffer[8 + size:]
-        return frame_type, channel, payload
+        return RawFrame(frame_type, channel, payload)
+
+    def read_message(self, timeout: float | None = None) -> tuple[Any, RawFrame, list[RawFrame]]:
+        """The next delivered message: (deliver or get-ok method, header frame, body frames),
+        header and bodies undecoded."""
+        method = self.read_raw_frame(timeout).method()
+        header = self.read_raw_frame(timeout)
+        assert header.kind == constants.FRAME_HEADER, (
+            f"expected a content header, got frame type {header.kind}")
+        (size,) = struct.unpack_from(">Q", header.payload, 4)
+        bodies: list[RawFrame] = []
+        while sum(len(b.payload) for b in bodies) < size:
+            body = self.read_raw_frame(timeout)
+            assert body.kind == constants.FRAME_BODY, f"expected a body frame, got {body.kind}"
+            bodies.append(body)
+        return method, header, bodies
 
     def read_method(self, timeout: float | None = None) -> tuple[int, Any]:
         """The next non-heartbeat frame as (channel, frame)."""
@@ -252,20 +335,27 @@ class RawAMQP:
         frame_max: int | None = None,
         channel_max: int | None = None,
         mechanism: str = "PLAIN",
+        frame_max_at_most: int | None = None,
     ) -> Any:
         """Header, start-ok, tune-ok, open; return connection.open-ok.
 
-        heartbeat/frame_max/channel_max None means "accept what the broker offered".
+        heartbeat/frame_max/channel_max None means "accept what the broker offered";
+        frame_max_at_most takes the smaller of it and the offer. The frame_max sent is kept.
         """
         self.send_protocol_header()
         self.start = self.expect(commands.Connection.Start, channel=0)
         self.start_ok(user, password, mechanism)
         self.tune = self.expect(commands.Connection.Tune, channel=0)
+        if frame_max is None:
+            frame_max = self.tune.frame_max
+            if frame_max_at_most:
+                frame_max = min(frame_max, frame_max_at_most)
+        self.frame_max = frame_max
         self.send_method(
             0,
             commands.Connection.TuneOk(
                 channel_max=self.tune.channel_max if channel_max is None else channel_max,
-                frame_max=self.tune.frame_max if frame_max is None else frame_max,
+                frame_max=frame_max,
                 heartbeat=self.tune.heartbeat if heartbeat is None else heartbeat,
             ),
         )
@@ -314,6 +404,16 @@ class RawAMQP:
         close = self.expect(commands.Channel.Close, channel=channel, timeout=timeout)
         self.send_method(channel, commands.Channel.CloseOk())
         return close
+
+
+@contextmanager
+def raw_client(broker: Any, vhost: str = "/", frame_max: int | None = None) -> Iterator[RawAMQP]:
+    """A client that has done the handshake as guest (frame_max: at most this, if given) and
+    opened channel 1; closed when the block ends."""
+    with RawAMQP.connect(broker) as client:
+        client.handshake(vhost=vhost, frame_max_at_most=frame_max)
+        client.open_channel(1)
+        yield client
 
 
 def describe(frames: list[tuple[int, Any]]) -> str:

@@ -17,7 +17,8 @@ import json
 import time
 
 import pika
-from warren_process import TEST_DEFINITIONS, close_quietly, get_all, publish_confirmed
+from client_helpers import close_quietly
+from warren_process import TEST_DEFINITIONS, get_all, publish_confirmed
 
 TIMING_SLACK = 0.01
 

@@ -1,4 +1,6 @@
-"""Helpers for the routing and messaging tests: pika connections, waiting, raw AMQP frames.
+"""Helpers of the tests that use client libraries: a per-test deadline, pika connections,
+waiting, consumers that collect deliveries, and reading the broker's channel/connection closes.
+The raw-socket client is tests/raw_amqp.py; the fixtures are in tests/conftest.py.
 
 Everything here talks to the `broker` fixture of tests/conftest.py (anything with `.host` and
 `.port`), so the same tests run against Warren and against a RabbitMQ 3.10 reference node.
@@ -10,22 +12,15 @@ condition holds or a deadline passes.
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
-import socket
-import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pika
 import pika.exceptions
-from pamqp import commands, frame
 
 DEFAULT_TIMEOUT = 5.0
-FRAME_END = 0xCE
-
-
 TEST_DEADLINE = 60.0
 
 
@@ -220,191 +215,3 @@ def connection_error_after(
     except pika.exceptions.ConnectionClosedByBroker as error:
         return error.reply_code, error.reply_text
     raise AssertionError("the broker did not close the connection")
-
-
-# --------------------------------------------------------------------------------------------
-# raw AMQP over a socket (pamqp for methods, bytes kept as sent/received for content)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RawFrame:
-    """A frame as read from the socket: type, channel and the untouched payload bytes."""
-
-    kind: int
-    channel: int
-    payload: bytes
-
-    def method(self):
-        assert self.kind == 1, f"expected a method frame, got type {self.kind}"
-        return frame.unmarshal(self.encoded())[2]
-
-    def encoded(self) -> bytes:
-        return (
-            struct.pack(">BHI", self.kind, self.channel, len(self.payload))
-            + self.payload
-            + bytes([FRAME_END])
-        )
-
-
-def safe_name(name: str) -> str:
-    """A name pamqp accepts (its queue-name regex): parametrized test ids contain brackets."""
-    return re.sub(r"[^a-zA-Z0-9_.:@#,/+ -]", "-", name)
-
-
-def short_str(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack(">B", len(data)) + data
-
-
-def field(name: str, kind: str, value: bytes) -> bytes:
-    """One field-table entry with its exact wire bytes: name, type octet, encoded value."""
-    return short_str(name) + kind.encode() + value
-
-
-def field_table(*fields: bytes) -> bytes:
-    """A field table (long length prefix) from `field(...)` entries, in the given order."""
-    data = b"".join(fields)
-    return struct.pack(">I", len(data)) + data
-
-
-HEADERS_FLAG = 0x2000
-
-
-def content_header_payload(body_size: int, property_flags: int, properties: bytes) -> bytes:
-    """A basic content header payload: class 60, weight 0, size, flags, property bytes."""
-    return struct.pack(">HHQH", 60, 0, body_size, property_flags) + properties
-
-
-class RawClient:
-    """A minimal AMQP client over a plain socket, for checks that need exact bytes."""
-
-    def __init__(self, broker, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.sock = socket.create_connection((broker.host, broker.port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = bytearray()
-        self.frame_max = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> RawClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- sending
-    def send_bytes(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def send_method(self, channel: int, method) -> None:
-        self.send_bytes(frame.marshal(method, channel))
-
-    def send_frame(self, kind: int, channel: int, payload: bytes) -> None:
-        self.send_bytes(RawFrame(kind, channel, payload).encoded())
-
-    def publish_raw(
-        self,
-        channel: int,
-        exchange: str,
-        routing_key: str,
-        header_payload: bytes,
-        body_frames: list[bytes],
-    ) -> None:
-        """basic.publish followed by a hand-made content header and the given body frames."""
-        data = frame.marshal(
-            commands.Basic.Publish(exchange=exchange, routing_key=routing_key), channel
-        )
-        data += RawFrame(2, channel, header_payload).encoded()
-        for chunk in body_frames:
-            data += RawFrame(3, channel, chunk).encoded()
-        self.send_bytes(data)
-
-    # -- receiving
-    def read_frame(self, timeout: float = DEFAULT_TIMEOUT) -> RawFrame:
-        deadline = time.monotonic() + timeout
-        while True:
-            if len(self.buffer) >= 7:
-                kind, channel, size = struct.unpack_from(">BHI", self.buffer)
-                if len(self.buffer) >= 8 + size:
-                    payload = bytes(self.buffer[7 : 7 + size])
-                    assert self.buffer[7 + size] == FRAME_END, "bad frame end"
-                    del self.buffer[: 8 + size]
-                    if kind == 8:  # heartbeat
-                        continue
-                    return RawFrame(kind, channel, payload)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no complete frame in time")
-            self.sock.settimeout(remaining)
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("socket closed by the broker")
-            self.buffer += chunk
-
-    def expect_method(self, kind: type, timeout: float = DEFAULT_TIMEOUT):
-        received = self.read_frame(timeout).method()
-        assert isinstance(received, kind), f"expected {kind.__name__}, got {received!r}"
-        return received
-
-    # -- handshake
-    def handshake(self, vhost: str = "/", frame_max: int = 0) -> None:
-        """Protocol header, start/tune/open as guest; channel 1 opened."""
-        self.send_bytes(b"AMQP\x00\x00\x09\x01")
-        self.expect_method(commands.Connection.Start)
-        self.send_method(
-            0,
-            commands.Connection.StartOk(
-                client_properties={
-                    "product": "warren-raw-test",
-                    "capabilities": {
-                        "consumer_cancel_notify": True,
-                        "basic.nack": True,
-                        "publisher_confirms": True,
-                    },
-                },
-                mechanism="PLAIN",
-                response="\x00guest\x00guest",
-                locale="en_US",
-            ),
-        )
-        tune = self.expect_method(commands.Connection.Tune)
-        self.frame_max = min(tune.frame_max, frame_max) if frame_max else tune.frame_max
-        self.send_method(
-            0,
-            commands.Connection.TuneOk(
-                channel_max=tune.channel_max, frame_max=self.frame_max, heartbeat=0
-            ),
-        )
-        self.send_method(0, commands.Connection.Open(virtual_host=vhost))
-        self.expect_method(commands.Connection.OpenOk)
-        self.send_method(1, commands.Channel.Open())
-        self.expect_method(commands.Channel.OpenOk)
-
-    def read_message(
-        self, timeout: float = DEFAULT_TIMEOUT
-    ) -> tuple[object, RawFrame, list[RawFrame]]:
-        """The next delivered message: (deliver or get-ok method, header frame, body frames)."""
-        method = self.read_frame(timeout).method()
-        header_frame = self.read_frame(timeout)
-        assert header_frame.kind == 2, (
-            f"expected a content header, got frame type {header_frame.kind}"
-        )
-        (size,) = struct.unpack_from(">Q", header_frame.payload, 4)
-        bodies: list[RawFrame] = []
-        while sum(len(b.payload) for b in bodies) < size:
-            body_frame = self.read_frame(timeout)
-            assert body_frame.kind == 3, f"expected a body frame, got type {body_frame.kind}"
-            bodies.append(body_frame)
-        return method, header_frame, bodies
-
-
-@contextlib.contextmanager
-def raw_client(broker, **handshake_options) -> Iterator[RawClient]:
-    client = RawClient(broker)
-    try:
-        client.handshake(**handshake_options)
-        yield client
-    finally:
-        client.close()
