@@ -100,9 +100,9 @@ class Delivering:
         if method.queue == DIRECT_REPLY_TO:
             self._consume_replies(method, tag)
             return
-        name = topology.queue_name(self, method.queue, 60, 20)
-        self.vhost.check_permission(self.user, "read", "queue", name, 60, 20)
-        queue = topology.queue_for(self, name, 60, 20)
+        name = topology.queue_name(self, method.queue)
+        self.vhost.check_permission(self.user, "read", "queue", name)
+        queue = topology.queue_for(self, name)
         validate_consumer_priority(method.arguments or {}, queue.describe())
         if queue.exclusive_consumer is not None or (method.exclusive and (
             queue.consumers or queue.settings.single_active_consumer
@@ -175,9 +175,9 @@ class Delivering:
             self.send_if_open(spec.Basic.Cancel(tag, False))
 
     def _on_get(self, method: spec.Basic.Get) -> None:
-        name = topology.queue_name(self, method.queue, 60, 70)
-        self.vhost.check_permission(self.user, "read", "queue", name, 60, 70)
-        queue = topology.queue_for(self, name, 60, 70)
+        name = topology.queue_name(self, method.queue)
+        self.vhost.check_permission(self.user, "read", "queue", name)
+        queue = topology.queue_for(self, name)
         queue.arm_unused_timer()
         entry = queue.pop()
         if entry is None:

@@ -13,6 +13,7 @@ from broker.exchanges import DelayedExchange, delay_of
 from broker.message import Message
 from broker.names import erlang_pretty
 from broker.queue_args import InvalidArgument, check_expiry
+from broker.resources import not_found
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
 from protocol.constants import (
@@ -45,13 +46,11 @@ class Publishing:
     def _on_publish(self, publish: codec.Publish) -> None:
         vhost = self.vhost
         if publish.exchange != self._permitted_exchange:
-            vhost.check_permission(self.user, "write", "exchange", publish.exchange, 60, 40)
+            vhost.check_permission(self.user, "write", "exchange", publish.exchange)
             self._permitted_exchange = publish.exchange
         exchange = vhost.exchanges.get(publish.exchange)
         if exchange is None:
-            raise AMQPChannelError(
-                404, f"no exchange '{publish.exchange}' in vhost '{vhost.name}'", 60, 40
-            )
+            raise not_found("exchange", publish.exchange, vhost.name)
         if exchange.internal:
             raise AMQPChannelError(
                 ACCESS_REFUSED,
@@ -61,8 +60,7 @@ class Publishing:
             )
         # Topic permissions: checked on topic exchanges only, not at all while the node has none.
         if exchange.type_name == "topic" and vhost.access.topic_permissions:
-            vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key,
-                                         60, 40)
+            vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key)
         if publish.immediate:
             raise AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
         self._publish = publish
