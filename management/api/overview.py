@@ -273,8 +273,7 @@ async def aliveness(request: web.Request) -> web.Response:
                              status=HEALTH_CHECK_FAILURE_STATUS)
     queue.note_delivery(entry)
     queue.settle(entry)
-    node.messages_delivered += 1
-    node.delivered_get_auto_ack += 1
+    node.count_get(entry.redelivered, no_ack=True)
     return json_response({"status": "ok"})
 
 

@@ -174,10 +174,7 @@ async def get_messages(request: web.Request) -> web.Response:
                     f"({type(failure).__name__})") from None
     for entry in taken:
         queue.note_delivery(entry)
-        # Counted as RabbitMQ counts the basic.get it makes for the API.
-        node.messages_delivered += 1
-        node.delivered_get_manual_ack += 1
-        node.messages_redelivered += entry.redelivered
+        node.count_get(entry.redelivered, no_ack=False)  # RabbitMQ's API makes a basic.get
     requeue = ackmode.endswith("requeue_true")
     for entry in reversed(taken):
         if requeue:
