@@ -21,7 +21,7 @@ from broker.consumer import Consumer
 from broker.delivering import Delivering, Unacked
 from broker.errors import BrokerError
 from broker.message import Message
-from broker.publishing import CACHE_LIMIT, IDLE, Publishing
+from broker.publishing import CACHE_LIMIT, EXPECT_BODY, EXPECT_HEADER, IDLE, Publishing
 from protocol import codec
 from protocol.constants import (
     BASIC_ACK,
@@ -32,9 +32,14 @@ from protocol.constants import (
     FRAME_HEADER,
     FRAME_METHOD,
     NOT_IMPLEMENTED,
-    UNEXPECTED_FRAME,
 )
-from protocol.errors import AMQPChannelError, AMQPConnectionError, AMQPError, named_error
+from protocol.errors import (
+    AMQPChannelError,
+    AMQPConnectionError,
+    AMQPError,
+    named_error,
+    unexpected_frame,
+)
 from protocol.fieldtable import arguments_table
 
 if TYPE_CHECKING:
@@ -46,6 +51,11 @@ if TYPE_CHECKING:
 _TYPED_ARGUMENTS = {
     spec.Queue.Declare.index: 1, spec.Exchange.Declare.index: 2, spec.Basic.Consume.index: 2,
 }
+# Methods followed by content: basic.publish, and those only a server sends, whose content
+# RabbitMQ still assembles before it refuses them.
+SERVER_CONTENT_METHODS = frozenset(
+    (spec.Basic.Return.index, spec.Basic.Deliver.index, spec.Basic.GetOk.index)
+)
 
 def amqp_error(error: BrokerError, index: int) -> AMQPError:
     """The close a refusal of the broker core gets, for the method with `index`
@@ -62,6 +72,11 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         self.vhost = connection.vhost
         self.user = connection.user
         self.closing = False
+        # Frames are only checked, never acted on (_handle_while_dead): after a message whose
+        # properties do not decode (a 541 is due, see _crash), or before channel.open (then
+        # `_refusal` is raised once the content of the first method is complete).
+        self.dead = False
+        self._refusal: AMQPConnectionError | None = None
         self.last_queue_name = ""
         self.consumers: dict[str, Consumer] = {}
         self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
@@ -72,6 +87,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         self.global_unacked = 0
         # Content being assembled: the publish method, then header, then body frames.
         self._content_state = IDLE
+        self._content_method_id = 40  # basic.publish, or a method only servers send
         self._publish: codec.Publish | None = None
         self._publish_exchange: Exchange | None = None
         self._props_raw = b""
@@ -106,9 +122,9 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
             spec.Channel.Close: self._on_close,
             spec.Channel.CloseOk: self._on_close_ok,
             spec.Channel.Flow: self._on_flow,
-            spec.Channel.FlowOk: lambda method: None,
+            codec.AccessRequest: lambda method: self.send_method(
+                codec.unchecked(codec.AccessRequestOk, ticket=1)),
             spec.Channel.Open: self._on_reopen,
-            spec.Connection.UpdateSecret: self._on_update_secret,
             spec.Basic.Qos: self._on_qos,
             spec.Basic.Consume: self._on_consume,
             spec.Basic.Cancel: self._on_cancel,
@@ -138,7 +154,8 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
 
     def handle_frame(self, frame_type: int, payload: bytes) -> None:
         """One frame for this channel; AMQP errors propagate to the connection, and so do the
-        broker core's refusals, made AMQP errors of the method being handled."""
+        broker core's refusals, made AMQP errors of the method being handled. What kind of
+        frame it is is checked first, as codec.check_frame does (inline here: hot path)."""
         if self.closing:
             self._handle_while_closing(frame_type, payload)
             return
@@ -147,6 +164,9 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
                 self._on_body(payload)
             elif frame_type == FRAME_HEADER:
                 self._on_header(payload)
+            elif frame_type != FRAME_METHOD or len(payload) < 4:
+                codec.check_frame(frame_type, payload)
+                raise unexpected_frame(frame_type, payload)  # a heartbeat
             else:
                 index = codec.method_index(payload)
                 if self._content_state != IDLE:
@@ -170,6 +190,9 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
                     if index in _TYPED_ARGUMENTS:
                         # Keep the field types of arguments: RabbitMQ names them in its replies.
                         method.arguments = arguments_table(payload, _TYPED_ARGUMENTS[index])
+                    elif index in SERVER_CONTENT_METHODS:
+                        self.expect_unimplemented_content(index)
+                        return
                     self.handle_method(method)
         except BrokerError as error:
             index = codec.method_index(payload) if frame_type == FRAME_METHOD else BASIC_PUBLISH
@@ -177,17 +200,19 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
 
     def handle_method(self, method: Any) -> None:
         handler = self._handlers.get(type(method))
-        if handler is None:
-            raise AMQPConnectionError(
-                NOT_IMPLEMENTED if method.index >> 16 not in (10, 20) else UNEXPECTED_FRAME,
-                f"{method.name} not allowed here", method.index >> 16, method.index & 0xFFFF,
-            )
+        if handler is None:  # what RabbitMQ's channel does not take: methods servers send
+            raise AMQPConnectionError(COMMAND_INVALID, "unimplemented method",
+                                      method.index >> 16, method.index & 0xFFFF)
         handler(method)
 
     def _handle_while_closing(self, frame_type: int, payload: bytes) -> None:
         """After we sent channel.close, everything but close/close-ok is dropped. A close of the
         client's crossing ours gets close-ok, and the channel stays closing until the client's
         close-ok arrives (as RabbitMQ keeps it): only that frees the number."""
+        if self.dead:
+            self._handle_while_dead(frame_type, payload)
+            return
+        codec.check_frame(frame_type, payload)
         if frame_type != FRAME_METHOD:
             return
         index = codec.method_index(payload)
@@ -198,13 +223,56 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         elif index == spec.Channel.Open.index:
             self._on_reopen(None)
 
+    @classmethod
+    def awaiting_content(cls, connection: Connection, number: int, index: int) -> Channel:
+        """A channel never opened that got a content method: RabbitMQ's reader assembles the
+        content before the channel sees the method and wants channel.open instead."""
+        channel = cls(connection, number)
+        channel.closing = channel.dead = True
+        channel._content_method_id = index & 0xFFFF
+        channel._content_state = EXPECT_HEADER
+        channel._refusal = AMQPConnectionError(
+            CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF
+        )
+        return channel
+
+    def _handle_while_dead(self, frame_type: int, payload: bytes) -> None:
+        """A frame for a channel whose frames are only checked (see `dead`): as RabbitMQ's
+        reader checks them, frame kind and content order, whose errors come first; dropped."""
+        codec.check_frame(frame_type, payload)
+        state = self._content_state
+        if frame_type == FRAME_METHOD:
+            if state != IDLE:
+                raise self._unexpected_content_frame()
+            index = codec.method_index(payload)
+            codec.decode_method(index, payload)
+            if index == BASIC_PUBLISH or index in SERVER_CONTENT_METHODS:
+                self._content_method_id = index & 0xFFFF
+                self._content_state = EXPECT_HEADER
+            return
+        if frame_type == FRAME_HEADER:
+            if state != EXPECT_HEADER:
+                raise self._unexpected_content_frame()
+            class_id, weight, self._body_size, _ = codec.decode_content_header(payload)
+            if weight or class_id != 60:
+                raise self._not_our_header(class_id, weight)
+            self._body_received = 0
+            self._content_state = EXPECT_BODY
+        elif frame_type == FRAME_BODY:
+            if state != EXPECT_BODY:
+                raise self._unexpected_content_frame()
+            self._body_received += len(payload)
+        else:
+            raise unexpected_frame(frame_type, payload)
+        if self._body_received >= self._body_size:  # the content is complete
+            self._content_state = IDLE
+            if self._refusal is not None:
+                raise self._refusal
+
     # -- channel lifecycle ----------------------------------------------------------------
 
     def _on_reopen(self, method: spec.Channel.Open | None) -> None:
         raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
-
-    def _on_update_secret(self, method: spec.Connection.UpdateSecret) -> None:
-        raise AMQPConnectionError(COMMAND_INVALID, "unimplemented method", 10, 70)  # RabbitMQ's
 
     def _on_close(self, method: spec.Channel.Close) -> None:
         self.release()

@@ -27,13 +27,14 @@ from pamqp import decode as pamqp_decode
 from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import blocked_reason
 from broker.auth import is_loopback
-from broker.channel import Channel
+from broker.channel import SERVER_CONTENT_METHODS, Channel
 from broker.listeners import show
 from broker.node import node_name
 from broker.tls import login_name, peer_certificate
 from protocol import codec
 from protocol.constants import (
     ACCESS_REFUSED,
+    BASIC_PUBLISH,
     CHANNEL_ERROR,
     CONNECTION_FORCED,
     FRAME_BODY,
@@ -51,8 +52,11 @@ from protocol.errors import (
     AMQPChannelError,
     AMQPConnectionError,
     AMQPError,
-    erlang_binary,
+    MalformedUtf8,
+    UndecodableMethod,
+    UnknownMethod,
     fit_shortstr,
+    unexpected_frame,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +76,7 @@ CLOSE_OK_TIMEOUT = 3.0  # seconds we wait for connection.close-ok before droppin
 # that can destroy the close-ok): we read and discard until it does, or for this long.
 LINGER_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 10.0
+SILENT_CLOSE_DELAY = 3.0  # a failed handshake keeps its socket this long, without a word
 _CONTENT_FRAMES = (FRAME_HEADER, FRAME_BODY)  # a publish in progress
 
 
@@ -89,7 +94,8 @@ class State(Enum):
 
 
 class HandshakeRefused(Exception):
-    """The handshake cannot go on and RabbitMQ would say nothing: the socket is just closed."""
+    """The handshake cannot go on and RabbitMQ would say nothing: the socket is closed, after
+    SILENT_CLOSE_DELAY seconds (close_with_error says which errors end a handshake so)."""
 
 
 def server_properties() -> dict[str, Any]:
@@ -159,6 +165,7 @@ class Connection:
         self.blocked = False
         self._blocked_sent = False
         self._held: list[codec.Frame] = []
+        self._failure: AMQPConnectionError | None = None  # see fail_after_input
         self._loop = asyncio.get_running_loop()
         self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         log.info("accepting AMQP connection %s", self.display_name)
@@ -192,13 +199,21 @@ class Connection:
             self._held.extend(self.reader.feed(data))
             return
         self._handle_frames(self.reader.feed(data))
+        while self.reader.stalled and self.state is not State.CLOSED:  # frame_max was tuned
+            if self.blocked:
+                self._held.extend(self.reader.feed(b""))
+                return
+            self._handle_frames(self.reader.feed(b""))
 
     def _guarded(self, handle: Callable[[Any], None], argument: Any) -> None:
         """Run an input handler: AMQP errors close the connection, bugs cost only this one;
         confirms earned meanwhile go out together."""
         try:
             handle(argument)
+            if self._failure is not None:
+                raise self._failure
         except AMQPConnectionError as error:
+            self._failure = None
             self.close_with_error(error)
         except HandshakeRefused as refusal:
             log.warning("connection %s: handshake refused: %s", self.display_name, refusal)
@@ -211,6 +226,13 @@ class Connection:
                 for channel in self._confirm_channels:
                     channel.flush_confirms()
                 self._confirm_channels.clear()
+
+    def fail_after_input(self, error: AMQPConnectionError) -> None:
+        """Close the connection with `error` once the input read with this frame is handled
+        (unless a frame after it fails first): how a channel process's crash reaches RabbitMQ's
+        reader."""
+        if self._failure is None:
+            self._failure = error
 
     def _handle_frames(self, frames: Iterable[codec.Frame]) -> None:
         alarms = self._alarms
@@ -225,11 +247,10 @@ class Connection:
 
     def _read_protocol_header(self, data: bytes) -> bytes:
         data = self._header_buffer + data
-        if len(data) < 8:
-            if PROTOCOL_HEADER.startswith(data):
-                self._header_buffer = data
-                return b""
-        elif data[:8] == PROTOCOL_HEADER:
+        if len(data) < 8:  # RabbitMQ judges the header on all 8 bytes, however wrong the first
+            self._header_buffer = data
+            return b""
+        if data[:8] == PROTOCOL_HEADER:
             self._header_buffer = b""
             self.state = State.AWAITING_START_OK
             self.send_method(0, spec.Connection.Start(
@@ -244,13 +265,14 @@ class Connection:
         return b""
 
     def _handle_frame(self, frame_type: int, channel_number: int, payload: bytes) -> None:
+        """One frame, checked in RabbitMQ's order: a frame on a channel before the connection
+        is open is unexpected whatever it holds; otherwise what kind of frame it is
+        (codec.check_frame, inline in Channel.handle_frame), then the channel's state."""
         if channel_number:
-            if frame_type == FRAME_HEARTBEAT or self.state is not State.OPEN:
+            if self.state is not State.OPEN:
                 if self.state is State.CLOSING or self.state is State.LINGERING:
                     return
-                raise AMQPConnectionError(
-                    UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}"
-                )
+                raise unexpected_frame(frame_type, payload)
             channel = self.channels.get(channel_number)
             if channel is not None:
                 try:
@@ -263,19 +285,20 @@ class Connection:
         if self.state is State.LINGERING:
             self._frame_after_close(frame_type, payload)
             return
+        if frame_type == codec.READ_ERROR:
+            raise self.reader.error
+        if self.state is State.CLOSING and (frame_type != FRAME_METHOD or len(payload) < 4):
+            return  # RabbitMQ looks only for close and close-ok once it has sent close
+        codec.check_frame(frame_type, payload)
         if frame_type == FRAME_HEARTBEAT:
             return
         if frame_type != FRAME_METHOD:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}"
-            )
+            raise unexpected_frame(frame_type, payload)
         index = codec.method_index(payload)
         try:
             method = codec.decode_method(index, payload)
-        except AMQPConnectionError as error:
-            if self.state is State.AWAITING_START_OK:  # RabbitMQ hangs up without a word
-                raise HandshakeRefused(f"malformed connection.start-ok: {error.text}") from None
-            raise
+        except MalformedUtf8:  # on channel 0 RabbitMQ names the method
+            raise MalformedUtf8(index >> 16, index & 0xFFFF) from None
         if self.state is State.CLOSING:
             # A connection.close of the client's crossing ours is not answered (RabbitMQ does
             # not answer it either): both sides go on waiting for the other's close-ok.
@@ -291,16 +314,30 @@ class Connection:
         handler(self, method)
 
     def _open_channel(self, number: int, frame_type: int, payload: bytes) -> None:
-        index = codec.method_index(payload) if frame_type == FRAME_METHOD else 0
-        if index != spec.Channel.Open.index:
-            raise AMQPConnectionError(
-                CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF
-            )
+        """A frame on a channel not open: RabbitMQ's reader checks the frame, starts a channel
+        (within channel_max), takes the frame apart (a content frame is unexpected, a method
+        must decode), and only then does the channel want channel.open."""
+        codec.check_frame(frame_type, payload)
+        if frame_type == FRAME_HEARTBEAT:
+            raise unexpected_frame(frame_type, payload)
         if len(self.channels) >= self.channel_max:
             raise AMQPConnectionError(
                 NOT_ALLOWED,
                 f"number of channels opened ({len(self.channels)}) has reached the negotiated "
                 f"channel_max ({self.channel_max})",
+            )
+        if frame_type != FRAME_METHOD:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
+            )
+        index = codec.method_index(payload)
+        codec.decode_method(index, payload)
+        if index != spec.Channel.Open.index:
+            if index == BASIC_PUBLISH or index in SERVER_CONTENT_METHODS:
+                self.channels[number] = Channel.awaiting_content(self, number, index)
+                return
+            raise AMQPConnectionError(
+                CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF
             )
         self.channels[number] = Channel(self, number)
         self.send_method(number, spec.Channel.OpenOk())
@@ -435,7 +472,7 @@ class Connection:
     def _frame_after_close(self, frame_type: int, payload: bytes) -> None:
         """A frame on channel 0 after the client's connection.close: like RabbitMQ, a repeated
         connection.close gets close-ok again; anything else is dropped."""
-        if (frame_type == FRAME_METHOD and self._close_ok_sent
+        if (frame_type == FRAME_METHOD and self._close_ok_sent and len(payload) >= 4
                 and codec.method_index(payload) == spec.Connection.Close.index):
             self.send_method(0, spec.Connection.CloseOk())
 
@@ -490,6 +527,12 @@ class Connection:
         log.error("Error on AMQP connection %s (state: %s): %s (class %s method %s)",
                   self.display_name, self.state.value, error.reply_text, error.class_id,
                   error.method_id)
+        if self.state in _HANDSHAKE and not _answered_in_handshake(self.state, error):
+            if isinstance(error, UnknownMethod):
+                self._shutdown()  # RabbitMQ's reader crashes: the socket goes at once
+            else:
+                self._refuse()
+            return
         if error.reply_code == FRAME_ERROR or self.state in (
             State.AWAITING_HEADER, State.CLOSING, State.CLOSED
         ):
@@ -534,13 +577,17 @@ class Connection:
         self.node.connections.discard(self)
 
     def _refuse(self) -> None:
-        """A handshake RabbitMQ refuses without a word: read nothing more and close the socket
-        CLOSE_OK_TIMEOUT later, as it does (a client guessing passwords learns nothing fast)."""
-        self.state = State.CLOSING
+        """A handshake RabbitMQ refuses without a word: no frame; nothing more is read (not even
+        the rest of this read) and the socket is closed SILENT_CLOSE_DELAY seconds later, as it
+        does (a client guessing passwords or retrying garbage learns nothing fast). Cleanup
+        follows in connection_lost."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
         self.transport.pause_reading()
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(CLOSE_OK_TIMEOUT, self._shutdown)
+        self._timer = self._loop.call_later(SILENT_CLOSE_DELAY, self.transport.close)
 
     def _shutdown(self) -> None:
         """Close the socket; cleanup follows in connection_lost."""
@@ -607,6 +654,22 @@ class Connection:
         self.writable = True
         for channel in list(self.channels.values()):
             channel.kick_queues()
+
+
+_HANDSHAKE = (State.AWAITING_START_OK, State.AWAITING_TUNE_OK, State.AWAITING_OPEN)
+
+
+def _answered_in_handshake(state: State, error: AMQPError) -> bool:
+    """Whether RabbitMQ 3.10 answers this error with connection.close before the connection is
+    open (otherwise: no frame, socket closed SILENT_CLOSE_DELAY seconds later). It answers a
+    refused login (only to a client with the authentication_failure_close capability, see
+    _on_start_ok) and, once tuned, every AMQP error but arguments that do not decode (its
+    decoder's failure is no AMQP error there)."""
+    if state is State.AWAITING_START_OK:
+        return error.reply_code == ACCESS_REFUSED
+    if state is State.AWAITING_OPEN:
+        return not isinstance(error, UndecodableMethod | UnknownMethod)
+    return False
 
 
 _CONNECTION_HANDLERS = {

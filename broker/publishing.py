@@ -18,6 +18,7 @@ from broker.resources import not_found
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
 from protocol.constants import (
+    COMMAND_INVALID,
     NO_ROUTE,
     SYNTAX_ERROR,
     UNEXPECTED_FRAME,
@@ -33,8 +34,9 @@ _HEADERS_FLAG = 0x2000
 _EXPIRATION_FLAG = 0x0100
 _DELIVERY_MODE_FLAG = 0x1000
 
-# Content assembly: basic.publish, then a content header, then body frames.
-IDLE, EXPECT_HEADER, EXPECT_BODY = 0, 1, 2
+# Content assembly: basic.publish, then a content header, then body frames. The last two states
+# assemble the content of a method only servers send (basic.deliver...), refused once complete.
+IDLE, EXPECT_HEADER, EXPECT_BODY, UNIMPLEMENTED_HEADER, UNIMPLEMENTED_BODY = 0, 1, 2, 3, 4
 CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
 
 
@@ -64,15 +66,14 @@ class Publishing:
         self._content_state = EXPECT_HEADER
 
     def _on_header(self, payload: bytes) -> None:
-        if self._content_state != EXPECT_HEADER:
-            raise self._unexpected_content_frame()
         class_id, weight, body_size, props_raw = codec.decode_content_header(payload)
-        if weight:  # RabbitMQ does not take it for a content header at all
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                "expected content header for class 60, got non content header frame instead",
-                60, 40,
-            )
+        if self._content_state != EXPECT_HEADER:
+            if self._content_state == UNIMPLEMENTED_HEADER:
+                self._unimplemented_header(class_id, weight, body_size)
+                return
+            raise self._unexpected_content_frame()
+        if weight or class_id != 60:
+            raise self._not_our_header(class_id, weight)
         if len(props_raw) <= 256:
             # Identical property bytes are shared between messages, and checked only once: the
             # cache holds well-formed bytes only.
@@ -90,12 +91,6 @@ class Publishing:
                 self._props_ok = False
         else:
             self._props_ok = properties.well_formed(props_raw)
-        if class_id != 60:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                f"expected content header for class 60, got one for class {class_id} instead",
-                60, 40,
-            )
         max_size = self.connection.node.config.max_message_size
         if body_size > max_size:
             self._content_state = IDLE
@@ -110,6 +105,9 @@ class Publishing:
 
     def _on_body(self, payload: bytes) -> None:
         if self._content_state != EXPECT_BODY:
+            if self._content_state == UNIMPLEMENTED_BODY:
+                self._unimplemented_body(payload)
+                return
             raise self._unexpected_content_frame()
         self._body_received += len(payload)
         if self._body_received > self._body_size:
@@ -133,15 +131,57 @@ class Publishing:
             return AMQPConnectionError(
                 UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
             )
-        if self._content_state == EXPECT_HEADER:
+        if self._content_state in (EXPECT_HEADER, UNIMPLEMENTED_HEADER):
             return AMQPConnectionError(
                 UNEXPECTED_FRAME,
                 "expected content header for class 60, got non content header frame instead",
-                60, 40,
+                60, self._content_method_id,
             )
         return AMQPConnectionError(
-            UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60, 40
+            UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60,
+            self._content_method_id,
         )
+
+    def _not_our_header(self, class_id: int, weight: int) -> AMQPConnectionError:
+        """505 for a content header of another class, or with a weight (which RabbitMQ does not
+        take for a content header at all)."""
+        got = (f"one for class {class_id}" if not weight
+               else "non content header frame")
+        return AMQPConnectionError(
+            UNEXPECTED_FRAME, f"expected content header for class 60, got {got} instead", 60,
+            self._content_method_id,
+        )
+
+    def expect_unimplemented_content(self, index: int) -> None:
+        """A content method only servers send: like RabbitMQ, take its content, then refuse it."""
+        self._content_method_id = index & 0xFFFF
+        self._content_state = UNIMPLEMENTED_HEADER
+
+    def _unimplemented_header(self, class_id: int, weight: int, body_size: int) -> None:
+        if weight or class_id != 60:
+            raise self._not_our_header(class_id, weight)
+        self._body_size, self._body_received = body_size, 0
+        self._content_state = UNIMPLEMENTED_BODY
+        if not body_size:
+            self._refuse_unimplemented()
+
+    def _unimplemented_body(self, payload: bytes) -> None:
+        self._body_received += len(payload)
+        if self._body_received >= self._body_size:
+            self._refuse_unimplemented()
+
+    def _refuse_unimplemented(self) -> None:
+        self._content_state = IDLE
+        raise AMQPConnectionError(COMMAND_INVALID, "unimplemented method", 60,
+                                  self._content_method_id)
+
+    def _crash(self, error: AMQPConnectionError) -> None:
+        """RabbitMQ decodes the properties in the channel process once the message is
+        complete, and undecodable ones crash it (541 INTERNAL_ERROR): the message goes nowhere
+        and the connection is closed, but only after the frames its reader has already read,
+        whose errors come first (Connection.fail_after_input)."""
+        self.closing = self.dead = True
+        self.connection.fail_after_input(error)
 
     def _complete_publish(self, body: bytes) -> None:
         publish, exchange, props_raw = self._publish, self._publish_exchange, self._props_raw
@@ -149,7 +189,11 @@ class Publishing:
         self._publish = None
         self._body_received = 0
         if not self._props_ok:  # refused once complete, as RabbitMQ's channel decodes them
-            properties.validate(props_raw)
+            try:
+                properties.validate(props_raw)
+            except AMQPConnectionError as error:
+                self._crash(error)
+                return
         flags = (props_raw[0] << 8) | props_raw[1] if len(props_raw) >= 2 else 0
         if flags & (_USER_ID_FLAG | _REPLY_TO_FLAG):
             props_raw = self._check_special_properties(flags, props_raw)

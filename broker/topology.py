@@ -11,6 +11,7 @@ from pamqp import commands as spec
 from broker import names
 from broker.errors import NotFound
 from broker.resources import check_reserved_name, default_exchange_refused, not_found
+from broker.vhost import exchange_type
 from protocol.codec import unchecked
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ def _reply_when_recorded(channel: Channel, reply: object) -> None:
 
 def exchange_declare(channel: Channel, method: spec.Exchange.Declare) -> None:
     vhost, name = channel.vhost, method.exchange
+    if not method.passive:
+        exchange_type(method.exchange_type)  # RabbitMQ's first check, before permissions
     if not method.passive and name:
         vhost.check_permission(channel.user, "configure", "exchange", name)
         alternate = (method.arguments or {}).get("alternate-exchange")

@@ -58,6 +58,15 @@ EQUIVALENCE_CHECKED_QUEUE_ARGS = (
 )
 
 
+def exchange_type(type_name: str) -> type[Exchange]:
+    """The class of an exchange type; CommandInvalid for one RabbitMQ does not know, which a
+    declare checks before anything else."""
+    exchange_class = EXCHANGE_TYPES.get(type_name)
+    if exchange_class is None:
+        raise CommandInvalid(f"unknown exchange type '{type_name}'")
+    return exchange_class
+
+
 class VirtualHost:
     def __init__(self, name: str, access: AccessControl) -> None:
         self.name = name
@@ -146,6 +155,10 @@ class VirtualHost:
         self, name: str, type_name: str, *, passive: bool, durable: bool, auto_delete: bool,
         internal: bool, arguments: dict[str, Any],
     ) -> Exchange:
+        """exchange.declare after its permission checks, which come after the type's (see
+        topology.exchange_declare)."""
+        if not passive:
+            exchange_class = exchange_type(type_name)
         if not name:
             raise default_exchange_refused()
         if passive:
@@ -153,9 +166,6 @@ class VirtualHost:
         existing = self.exchanges.get(name)
         if existing is None:
             check_reserved_name("exchange", name)
-        exchange_class = EXCHANGE_TYPES.get(type_name)
-        if exchange_class is None:
-            raise CommandInvalid(f"unknown exchange type '{type_name}'")
         if existing is not None:
             self._check_exchange_equivalence(
                 existing, type_name, durable, auto_delete, internal, arguments

@@ -7,6 +7,7 @@ bytes are never re-encoded: they are kept raw from the publisher and copied into
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any
 
@@ -16,6 +17,8 @@ from pamqp.base import Frame as PamqpMethod
 
 from protocol import fieldtable
 from protocol.constants import (
+    BASIC_ACK,
+    BASIC_PUBLISH,
     FRAME_BODY,
     FRAME_END,
     FRAME_END_BYTE,
@@ -26,7 +29,14 @@ from protocol.constants import (
     FRAME_OVERHEAD,
     NOT_IMPLEMENTED,
 )
-from protocol.errors import AMQPConnectionError, erlang_binary, frame_error
+from protocol.errors import (
+    AMQPConnectionError,
+    MalformedUtf8,
+    UndecodableMethod,
+    UnknownMethod,
+    erlang_bytes,
+    frame_error,
+)
 
 _frame_header = struct.Struct("!BHI")
 _method_id = struct.Struct("!I")
@@ -40,26 +50,42 @@ _header_frame_head = struct.Struct("!BHIHHQ")
 _body_frame_head = struct.Struct("!BHI")
 _tag_and_flag = struct.Struct("!QB")
 
-_KNOWN_FRAME_TYPES = (FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT)
+# The shortest payload of each frame type (a heartbeat's is empty, and only that).
+_MIN_PAYLOAD = {FRAME_METHOD: 4, FRAME_HEADER: 12, FRAME_BODY: 0}
 HEARTBEAT_FRAME = bytes((FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END))
 
 Frame = tuple[int, int, bytes]  # (frame type, channel number, payload)
 
 
+READ_ERROR = -1  # the frame type of the last "frame" FrameReader returns when one is broken
+
+
 class FrameReader:
     """Splits a byte stream into frames; keeps an incomplete tail for the next call.
 
-    A frame larger than `frame_max` or without its end octet is a FRAME_ERROR, raised before the
-    frame is buffered, so a peer can never make us hold more than one frame_max of input.
+    A frame larger than `frame_max` or without its end octet is a FRAME_ERROR, found before the
+    frame is buffered, so a peer can never make us hold more than one frame_max of input. As
+    RabbitMQ reads one frame at a time, the frames before the broken one are handled first: the
+    error comes after them, as a (READ_ERROR, 0, b"") frame, and is kept in `error`; nothing
+    more is read. A frame over frame_max that follows others in the same read is not judged
+    until they are handled (`stalled`; call feed(b"") then), since they may raise frame_max
+    (connection.tune-ok). What a frame's type and payload make of it is checked later
+    (`check_frame`), where RabbitMQ checks it: not at all on a channel other than 0 before the
+    connection is open.
     """
 
-    __slots__ = ("_pending", "frame_max")
+    __slots__ = ("_pending", "frame_max", "error", "stalled")
 
     def __init__(self, frame_max: int) -> None:
         self._pending = b""
         self.frame_max = frame_max
+        self.error: AMQPConnectionError | None = None
+        self.stalled = False
 
     def feed(self, data: bytes) -> list[Frame]:
+        if self.error is not None:
+            return []
+        self.stalled = False
         if self._pending:
             data = self._pending + data
         frames: list[Frame] = []
@@ -71,28 +97,47 @@ class FrameReader:
             # Like RabbitMQ, accept payloads up to frame_max (not frame_max - 8), but name
             # frame_max - 8 as the limit when refusing one.
             if length > frame_max:
-                raise frame_error(
-                    frame_type, b"",
-                    f"{{frame_too_large,{length},{frame_max - FRAME_OVERHEAD}}}",
-                )
+                if frames:
+                    self.stalled = True
+                    break
+                return self._broken(frames, frame_error(
+                    frame_type, b"", ("frame_too_large", length, frame_max - FRAME_OVERHEAD)))
             end = offset + 7 + length
             if end >= size:
                 break
             payload = data[offset + 7 : end]
             if data[end] != FRAME_END:
-                raise frame_error(frame_type, payload, f"{{invalid_frame_end_marker,{data[end]}}}")
-            if frame_type not in _KNOWN_FRAME_TYPES or (
-                frame_type == FRAME_METHOD and length < 4
-            ) or (frame_type == FRAME_HEARTBEAT and length):
-                raise frame_error(frame_type, payload, "unknown_frame")
+                return self._broken(frames, frame_error(
+                    frame_type, payload, ("invalid_frame_end_marker", data[end])))
             frames.append((frame_type, channel, payload))
             offset = end + 1
         self._pending = data[offset:] if offset < size else b""
         return frames
 
+    def _broken(self, frames: list[Frame], error: AMQPConnectionError) -> list[Frame]:
+        if self.error is None:
+            self.error = error
+            frames.append((READ_ERROR, 0, b""))
+        self._pending = b""
+        return frames
+
     @property
     def has_partial_frame(self) -> bool:
         return bool(self._pending)
+
+
+def check_frame(frame_type: int, payload: bytes) -> None:
+    """501 unknown_frame for a frame that is none of the four kinds (RabbitMQ's analyze_frame):
+    an unknown type, a method frame too short for its ids, a content header too short for its
+    class, weight and body size, a heartbeat with a payload. Open channels make the same checks
+    inline (Channel.handle_frame)."""
+    if frame_type == FRAME_HEARTBEAT:
+        if payload:
+            raise frame_error(frame_type, payload, "unknown_frame")
+        return
+    minimum = _MIN_PAYLOAD.get(frame_type)
+    if minimum is None or len(payload) < minimum:
+        raise frame_error(frame_type, payload, "unknown_frame")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,58 +174,107 @@ def method_index(payload: bytes) -> int:
     return _method_id.unpack_from(payload)[0]
 
 
+def undecodable(index: int, payload: bytes) -> UndecodableMethod:
+    """501 for method arguments that do not fill the frame exactly, worded like RabbitMQ's."""
+    return UndecodableMethod(
+        FRAME_ERROR, f"cannot decode {erlang_bytes(payload[4:])}", index >> 16, index & 0xFFFF
+    )
+
+
 def decode_publish(payload: bytes) -> Publish:
+    offset = 6  # method id + reserved ticket
     try:
-        offset = 6  # method id + reserved ticket
-        exchange_len = payload[offset]
-        exchange_end = offset + 1 + exchange_len
-        key_len = payload[exchange_end]
-        key_end = exchange_end + 1 + key_len
-        bits = payload[key_end]
-        # RabbitMQ checks no UTF-8 here (its only method without the check): any bytes pass,
-        # kept as str by surrogateescape and sent on as they came (route_bytes).
-        exchange = payload[offset + 1 : exchange_end].decode("utf-8", "surrogateescape")
-        routing_key = payload[exchange_end + 1 : key_end].decode("utf-8", "surrogateescape")
-    except IndexError as exc:
-        raise AMQPConnectionError(
-            FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", 60, 40
-        ) from exc
+        exchange_end = offset + 1 + payload[offset]
+        key_end = exchange_end + 1 + payload[exchange_end]
+    except IndexError:
+        raise undecodable(BASIC_PUBLISH, payload) from None
+    if len(payload) != key_end + 1:  # the bits octet ends the arguments, as in RabbitMQ's match
+        raise undecodable(BASIC_PUBLISH, payload)
+    bits = payload[key_end]
+    # RabbitMQ checks no UTF-8 here (its only method without the check): any bytes pass,
+    # kept as str by surrogateescape and sent on as they came (route_bytes).
+    exchange = payload[offset + 1 : exchange_end].decode("utf-8", "surrogateescape")
+    routing_key = payload[exchange_end + 1 : key_end].decode("utf-8", "surrogateescape")
     return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2), payload[offset:key_end])
 
 
 def decode_ack(payload: bytes) -> Ack:
-    try:
-        tag, bits = _ack.unpack_from(payload, 4)
-    except struct.error as exc:
-        raise AMQPConnectionError(
-            FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", 60, 80
-        ) from exc
+    if len(payload) != 13:  # method id, delivery tag, bits: nothing more, nothing less
+        raise undecodable(BASIC_ACK, payload)
+    tag, bits = _ack.unpack_from(payload, 4)
     return Ack(tag, bool(bits & 1))
+
+
+# Erlang's <<_/utf8>> match, which RabbitMQ's shortstr check uses: well-formed sequences of up to
+# four bytes without overlong forms, where UTF-16 surrogates (ED A0-BF ..) and code points up to
+# 0x1FFFFF (F4 90 .. to F7 ..) pass, unlike in Python's strict decoder.
+_ERLANG_UTF8 = re.compile(
+    rb"(?:[\x00-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
+    rb"|[\xe1-\xef][\x80-\xbf]{2}|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf7][\x80-\xbf]{3})*"
+)
+
+
+def checked_shortstr(raw: bytes) -> str:
+    """A shortstr's text as RabbitMQ checks it (MalformedUtf8 if Erlang would refuse it). What
+    Erlang takes and Python's decoder does not is kept by surrogateescape, so it goes out again
+    as the same bytes."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        if _ERLANG_UTF8.fullmatch(raw) is None:
+            raise MalformedUtf8() from None
+        return raw.decode("utf-8", "surrogateescape")
+
+
+# Methods whose shortstrs RabbitMQ does not check (its generated decoder skips the content
+# methods): any bytes pass, kept by surrogateescape.
+_UNCHECKED_SHORTSTRS = frozenset(method.index for method in (
+    pamqp_commands.Basic.Publish, pamqp_commands.Basic.Return, pamqp_commands.Basic.Deliver,
+    pamqp_commands.Basic.GetOk,
+))
+
+
+class AccessRequest(PamqpMethod):
+    """access.request (class 30), deprecated by AMQP 0-9-1 and absent from pamqp; RabbitMQ
+    still answers it with access.request-ok (ticket 1)."""
+
+    __slots__ = ("realm", "exclusive", "passive", "active", "write", "read")
+    frame_id, index, name, synchronous = 10, 0x001E000A, "Access.Request", True
+    _realm, _exclusive, _passive, _active, _write, _read = ("shortstr",) + ("bit",) * 5
+
+
+class AccessRequestOk(PamqpMethod):
+    __slots__ = ("ticket",)
+    frame_id, index, name = 11, 0x001E000B, "Access.RequestOk"
+    _ticket = "short"
+
+
+_METHODS = {**pamqp_commands.INDEX_MAPPING, AccessRequest.index: AccessRequest,
+            AccessRequestOk.index: AccessRequestOk}
 
 
 def decode_method(index: int, payload: bytes) -> PamqpMethod:
     """Any method but the fast-path ones, into a pamqp method object (decoded here: pamqp's own
-    unmarshal recurses into nested tables and takes any bytes as a table key)."""
-    method_class = pamqp_commands.INDEX_MAPPING.get(index)
+    unmarshal recurses into nested tables and takes any bytes as a table key), checked as
+    RabbitMQ's generated decoder checks it: the arguments fill the frame exactly
+    (UndecodableMethod), then field by field, short strings are UTF-8 as Erlang reads it
+    (MalformedUtf8, class and method 0 as RabbitMQ sends it on a channel) and tables parse."""
+    method_class = _METHODS.get(index)
     if method_class is None:
         class_id, method_id = index >> 16, index & 0xFFFF
-        raise AMQPConnectionError(
+        raise UnknownMethod(
             NOT_IMPLEMENTED, f"unknown method class {class_id} method {method_id}", class_id,
             method_id,
         )
+    if not _arguments_fit(method_class, payload):
+        raise undecodable(index, payload)
     method = method_class()
     try:
-        if not _arguments_fit(method_class, payload):
-            raise ValueError("arguments truncated")
-        _unmarshal(method, payload)
-    except UnicodeDecodeError:
-        # As RabbitMQ checks every shortstr of a method but basic.publish's.
-        raise AMQPConnectionError(FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
+        _unmarshal(method, payload, index not in _UNCHECKED_SHORTSTRS)
+    except MalformedUtf8:
+        raise
     except Exception as exc:  # struct.error, ValueError, IndexError, ...
-        raise AMQPConnectionError(
-            FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}", index >> 16,
-            index & 0xFFFF,
-        ) from exc
+        raise undecodable(index, payload) from exc
     return method
 
 
@@ -190,7 +284,7 @@ _NUMBERS = {
 }
 
 
-def _unmarshal(method: PamqpMethod, payload: bytes) -> None:
+def _unmarshal(method: PamqpMethod, payload: bytes, check_utf8: bool) -> None:
     """Set the method's arguments from `payload` (whose lengths `_arguments_fit` checked)."""
     offset, bit, bits = 4, 8, 0
     for name in method.__slots__:
@@ -204,7 +298,9 @@ def _unmarshal(method: PamqpMethod, payload: bytes) -> None:
             bit = 8
             if kind == "shortstr":
                 end = offset + 1 + payload[offset]
-                value = payload[offset + 1 : end].decode()
+                raw = payload[offset + 1 : end]
+                value = (checked_shortstr(raw) if check_utf8
+                         else raw.decode("utf-8", "surrogateescape"))
             elif kind == "longstr":
                 end = offset + 4 + _u32.unpack_from(payload, offset)[0]
                 value = payload[offset + 4 : end]
@@ -229,8 +325,8 @@ _ARGUMENT_SIZES = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "timestamp"
 
 
 def _arguments_fit(method_class: type[PamqpMethod], payload: bytes) -> bool:
-    """Whether every argument lies inside `payload`, by the length prefixes. pamqp slices strings
-    without checking their length, so a truncated trailing shortstr or longstr would pass it."""
+    """Whether the arguments fill `payload` exactly, by their sizes and length prefixes: none
+    runs past it and nothing follows the last (RabbitMQ's binary match)."""
     offset, size, bits = 4, len(payload), 0
     for name in method_class.__slots__:
         kind = method_class.amqp_type(name)
@@ -250,7 +346,7 @@ def _arguments_fit(method_class: type[PamqpMethod], payload: bytes) -> bool:
             offset += 4 + _u32.unpack_from(payload, offset)[0]
         else:
             offset += _ARGUMENT_SIZES[kind]
-    return offset <= size
+    return offset == size
 
 
 def decode_content_header(payload: bytes) -> tuple[int, int, int, bytes]:
