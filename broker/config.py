@@ -55,6 +55,8 @@ class Config:
     memory_high_watermark_absolute: int | None = None  # bytes; wins over the fraction
     disk_free_limit: int = 50_000_000  # bytes free on the data dir's file system
     segment_size: int = 64 * 1024 * 1024
+    resident_head: int = 2048  # messages of a queue kept as objects; those behind: compact rows
+    page_out_after: int = 2000  # ms a message waits behind the head before it is paged out
 
     @property
     def amqps_enabled(self) -> bool:
@@ -262,6 +264,12 @@ SETTINGS = [
     Setting("log_file", "log.file", _path, "append the log to this file instead of stderr"),
     Setting("segment_size", "storage.segment_size", parse_size,
             "size at which a log segment is closed and a new one started"),
+    Setting("resident_head", "storage.resident_head", _integer(1, 2**31 - 1),
+            "messages at the head of a queue kept whole in memory; one arriving behind them is "
+            "kept as a compact row, its body on disk (in the log, or in data_dir/transient)"),
+    Setting("page_out_after", "storage.page_out_after", _integer(0, 3_600_000),
+            "milliseconds a message other than a persistent one of a durable queue waits "
+            "behind the resident head before its body goes to data_dir/transient"),
 ]
 
 _DEFAULTS = Config()

@@ -2,20 +2,23 @@
 an x-max-priority queue. Within a lane, requeued messages (a heap by original position) come
 before the never-delivered ones (a deque), so a requeued message is back where it was.
 
-Messages recovered from the log may sit in a lane's deque as a `ColdRun` (many messages, no
-objects); the run is thawed a batch at a time when it reaches the head, so `head()` and `pop()`
-always see `QueuedMessage`s."""
+Messages recovered from the log, or arriving in a long queue, may sit in a lane's deque as a
+`ColdRun` (many messages, no objects); the run is thawed a batch at a time when it reaches the
+head, so `head()` and `pop()` always see `QueuedMessage`s."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 from broker.coldrun import ColdRun
 from broker.message import QueuedMessage
+
+if TYPE_CHECKING:
+    from storage.paging import PageStore
 
 
 class Cleared(NamedTuple):
@@ -37,24 +40,20 @@ class _Lane:
     def head(self) -> QueuedMessage | None:
         if self.requeued:
             return self.requeued[0]
-        if not self.ready:
-            return None
-        first = self.ready[0]
-        if first.__class__ is ColdRun:
-            self._thaw_head(first)
-            first = self.ready[0]
-        return first
+        # A batch can thaw into nothing (paged bodies that could not be read back): go on.
+        while self.ready and self.ready[0].__class__ is ColdRun:
+            self._thaw_head(self.ready[0])
+        return self.ready[0] if self.ready else None
 
-    def pop(self) -> QueuedMessage:
+    def pop(self) -> QueuedMessage | None:
         if self.requeued:
             return heapq.heappop(self.requeued)
-        if self.ready[0].__class__ is ColdRun:
-            self._thaw_head(self.ready[0])
-        return self.ready.popleft()
+        return self.ready.popleft() if self.head() is not None else None
 
     def _thaw_head(self, run: ColdRun) -> None:
+        before = len(run)
         entries = run.take()
-        self.cold -= len(entries)
+        self.cold -= before - len(run)
         if not run:
             self.ready.popleft()
             self.runs -= 1
@@ -72,6 +71,19 @@ class _Lane:
             yield entry
 
 
+def _open_run(lane: _Lane, first_seq: int,
+              thaw: Callable[[ColdRun, int, int], list[QueuedMessage]], paged: bool) -> ColdRun:
+    """The open run of that kind at the tail of a lane (a new one, starting at sequence
+    number `first_seq`, if the tail is not one)."""
+    ready = lane.ready
+    run = ready[-1] if ready else None
+    if run is None or run.__class__ is not ColdRun or not run.open or run.paged != paged:
+        run = ColdRun.arrivals(first_seq, thaw, paged)
+        ready.append(run)
+        lane.runs += 1
+    return run
+
+
 class MessageLanes:
     def __init__(self, max_priority: int | None = None) -> None:
         self.max_priority = max_priority or 0
@@ -85,9 +97,13 @@ class MessageLanes:
             return self._lanes[0]
         return self._by_priority[min(entry.priority, self.max_priority)]
 
-    def append(self, entry: QueuedMessage) -> None:
-        self._lane(entry).ready.append(entry)
+    def append(self, entry: QueuedMessage) -> int:
+        """Add a message at the tail of its lane; returns how many entries (objects and runs)
+        that lane now has (a cheap hint of how long the queue is)."""
+        ready = self._lane(entry).ready
+        ready.append(entry)
         self.bytes += entry.message.body_size
+        return len(ready)
 
     def append_cold(self, run: ColdRun, priority: int, body_bytes: int) -> None:
         """Add recovered messages that stay rows until they come near the head."""
@@ -99,6 +115,79 @@ class MessageLanes:
         lane.runs += 1
         self.bytes += body_bytes
 
+    def append_row(self, row: int, priority: int, deadline: float | None, body_size: int,
+                   first_seq: int, thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
+                   ) -> None:
+        """Add an arriving message as a row of the message store's catalog, at the tail of
+        its lane's open run (a new one, starting at sequence number `first_seq`, if the tail
+        is not one)."""
+        lane = self._by_priority[min(priority, self.max_priority)] if self.max_priority \
+            else self._lanes[0]
+        _open_run(lane, first_seq, thaw, False).append(row, deadline)
+        lane.cold += 1
+        self.bytes += body_size
+
+    def page_out_tail(self, pages: PageStore, budget: int, durable: bool,
+                      thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
+                      published_before: float) -> bool:
+        """Page out messages among the last `budget` of the queue: in each lane, each stretch
+        of objects published before `published_before` that the page store may take (not
+        logged ones of a durable queue, nor ones with CC keys, which a row would lose) becomes
+        a paged run in its place. True if newer ones were left for later."""
+        newer_left = False
+        for lane in self._lanes:
+            ready, taken, seen = lane.ready, [], 0
+            newest = 0  # the objects at the tail too young to go: looked at, not moved
+            for entry in reversed(ready):
+                if newest >= budget or entry.__class__ is ColdRun or (
+                    entry.message.timestamp < published_before
+                ):
+                    break
+                newest += 1
+            if newest:
+                newer_left = True
+            if newest >= budget or newest == len(ready):  # nothing older within reach here
+                budget -= newest
+                if budget <= 0:
+                    break
+                continue
+            while ready and seen < budget:  # off the tail, then back in order
+                entry = ready.pop()
+                taken.append(entry)
+                seen += len(entry) if entry.__class__ is ColdRun else 1
+            budget -= seen
+            stretch: list[QueuedMessage] = []
+            for entry in reversed(taken):
+                if entry.__class__ is not ColdRun:
+                    message = entry.message
+                    if not (message.cc or message.body is None or (durable and message.store_id)):
+                        if message.timestamp < published_before:
+                            stretch.append(entry)
+                            continue
+                        newer_left = True
+                if stretch:
+                    self._page_out(lane, stretch, pages, thaw)
+                    stretch = []
+                ready.append(entry)
+            if stretch:
+                self._page_out(lane, stretch, pages, thaw)
+            if budget <= 0:
+                break
+        return newer_left
+
+    @staticmethod
+    def _page_out(lane: _Lane, entries: list[QueuedMessage], pages: PageStore,
+                  thaw: Callable[[ColdRun, int, int], list[QueuedMessage]]) -> None:
+        """Objects at the tail of a lane become rows of the page store, in its open paged run
+        (they stay objects if the page store cannot take them)."""
+        rows = pages.add([entry.message for entry in entries])
+        if rows is None:
+            lane.ready.extend(entries)
+            return
+        _open_run(lane, entries[0].seq, thaw, True).extend(
+            rows, [entry.expires_at for entry in entries])
+        lane.cold += len(entries)
+
     def requeue(self, entry: QueuedMessage) -> None:
         heapq.heappush(self._lane(entry).requeued, entry)
         self.bytes += entry.message.body_size
@@ -106,15 +195,18 @@ class MessageLanes:
     def head(self) -> QueuedMessage | None:
         for lane in self._lanes:
             if lane.ready or lane.requeued:
-                return lane.head()
+                entry = lane.head()
+                if entry is not None:
+                    return entry
         return None
 
     def pop(self) -> QueuedMessage | None:
         for lane in self._lanes:
             if lane.ready or lane.requeued:
                 entry = lane.pop()
-                self.bytes -= entry.message.body_size
-                return entry
+                if entry is not None:
+                    self.bytes -= entry.message.body_size
+                    return entry
         return None
 
     def clear(self) -> Cleared:

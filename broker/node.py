@@ -19,6 +19,7 @@ from storage import snapshot
 from storage.datadir import DataDir, open_data_dir
 from storage.definitions import apply_definitions, export_definitions, load_definitions
 from storage.live import live_catalog
+from storage.paging import PageStore
 from storage.scan import scan
 from storage.store import MessageStore
 
@@ -95,7 +96,9 @@ class Node:
             source = "the log"
             catalog = await loop.run_in_executor(None, scan, data_dir.wal_path)
         self.store = MessageStore(data_dir.wal_path, data_dir.definitions_path,
-                                  self.config.segment_size)
+                                  self.config.segment_size, self.config.resident_head,
+                                  self.config.page_out_after / 1000)
+        self.store.pages = PageStore(data_dir.path / "transient", self.config.segment_size)
         durable_queues = {
             queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()
             if queue.durable

@@ -19,10 +19,14 @@ from broker.queue_args import QueueSettings, resolve
 from protocol import properties
 from protocol.fieldtable import encode_table
 
-# A durable queue keeps the bodies of its first RESIDENT_HEAD messages in memory; bodies of
-# logged messages behind them are paged out and read back PAGE_IN_BATCH at a time.
-RESIDENT_HEAD = 2048
+# A queue keeps its first `resident_head` messages (a setting, 2048 by default) in memory. A
+# logged message arriving behind them becomes a row of the message store's catalog if this
+# durable queue alone holds it, else its body is paged out (read back PAGE_IN_BATCH at a time);
+# other messages go to the page store once they have waited there for `page_out_after`.
 PAGE_IN_BATCH = 1024
+# Entries in a message's lane from which its queue checks whether it is behind the resident
+# head (a cheap first test: a queue whose consumers keep up never gets there).
+PAGE_OUT_DEPTH = 64
 # The expiry timer fires on a whole number of milliseconds after now, rounded up (as RabbitMQ's
 # classic queues round theirs), so messages whose deadlines fall in one tick expire together
 # rather than one timer each.
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from broker.exchanges import Binding
     from broker.vhost import VirtualHost
     from storage.catalog import Catalog, Rows
+    from storage.store import MessageStore
 
 
 class Queue:
@@ -58,6 +63,7 @@ class Queue:
         self._dispatching = False
         self._fresh: QueuedMessage | None = None  # the message being enqueued right now
         self._paging_in = False
+        self._page_timer: asyncio.TimerHandle | None = None  # see _page_out_waiting
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at: float | None = None
         self._unused_timer: asyncio.TimerHandle | None = None
@@ -89,7 +95,7 @@ class Queue:
     @property
     def memory_estimate(self) -> int:
         """Roughly what the queue holds in memory: resident bodies plus ~500 B of index per
-        message that is an object, ~50 B per recovered message that is not (see the README)."""
+        message that is an object, ~50 B per message that is a row (see the README)."""
         messages = self._messages
         cold = messages.cold_count
         return messages.bytes + 500 * (len(messages) - cold + self.unacked_count) + 50 * cold
@@ -121,20 +127,76 @@ class Queue:
             if settings.overflow == "reject-publish-dlx":
                 self._dead_letter(message, "maxlen")
             return False
+        logged = message.store_id and self.durable
+        if logged and len(self._messages) >= self.vhost.store.resident_head and self._freeze(
+            message, self.vhost.store, limited
+        ):
+            return True
         entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
                               self._deadline(message, message.timestamp))
         self._next_seq += 1
-        self._messages.append(entry)
+        depth = self._messages.append(entry)
         self._fresh = entry
         self.messages_published += 1
-        if message.store_id and self.durable and len(self._messages) > RESIDENT_HEAD:
-            self.vhost.store.page_out_when_durable(message)
         if self.consumers:  # a ready consumer takes it before any limit applies
             self.dispatch()
         self._fresh = None
         if limited:
             self._enforce_limits()
         if entry.expires_at is not None:
+            self._schedule_expiry()
+        if depth >= PAGE_OUT_DEPTH and not logged and self._page_timer is None:
+            self._arm_page_timer()
+        return True
+
+    def _arm_page_timer(self) -> None:
+        """A message that the page store may take arrived in a long lane: if it is behind the
+        resident head, look again when it has waited there long enough."""
+        store = self.vhost.store
+        if store is not None and store.pages is not None and (
+            len(self._messages) > store.resident_head
+        ):
+            self._page_timer = asyncio.get_event_loop().call_later(store.page_out_after,
+                                                                   self._page_out_waiting)
+
+    def _page_out_waiting(self) -> None:
+        """Messages that have waited behind the resident head for `page_out_after` seconds,
+        and that the message store does not keep (transient ones, any in a non-durable
+        queue), go to the page store, all at once: their bodies are written to a file that
+        does not outlive the broker and they become rows until they near the head. (Waiting
+        first spares the messages of a queue whose consumers are only a little behind.)"""
+        self._page_timer = None
+        store = self.vhost.store
+        if self.deleted or store.pages.failed is not None:
+            return
+        budget = len(self._messages) - store.resident_head  # (never within the head)
+        if budget > 0 and self._messages.page_out_tail(
+            store.pages, budget, self.durable, self._thaw, time.time() - store.page_out_after
+        ):  # newer ones wait their turn
+            self._page_timer = asyncio.get_event_loop().call_later(store.page_out_after,
+                                                                   self._page_out_waiting)
+
+    def _freeze(self, message: Message, store: MessageStore, limited: bool) -> bool:
+        """A logged message arriving behind the resident head of this durable queue becomes a
+        row of the message store's catalog, if this queue alone holds it (its object goes
+        once its record is durable; it becomes one again when the row nears the head).
+        False: it stays an object (its body is paged out once durable)."""
+        holders = message.store_queues
+        # (CC keys do not survive a row: the message keeps them for dead-lettering.)
+        if message.cc or len(holders) != 1 or holders[0] is not self:
+            store.page_out_when_durable(message)
+            return False
+        row = store.freeze(self, message)
+        deadline = self._deadline(message, message.timestamp)
+        self._messages.append_row(row, self._priority_of(message), deadline, message.body_size,
+                                  self._next_seq, self._thaw)
+        self._next_seq += 1
+        self.messages_published += 1
+        if self.consumers:
+            self.dispatch()
+        if limited:
+            self._enforce_limits()
+        if deadline is not None:
             self._schedule_expiry()
         return True
 
@@ -163,8 +225,8 @@ class Queue:
                 self._schedule_expiry_after_recovery()
 
     def cold_rows(self) -> list[Rows]:
-        """The catalog rows of the recovered messages still cold (for the index snapshot)."""
-        return [run.remaining() for run in self._messages.cold_runs()]
+        """The message store's catalog rows this queue holds (for the index snapshot)."""
+        return [run.remaining() for run in self._messages.cold_runs() if not run.paged]
 
     def logged_flags(self) -> dict[int, bool]:
         """Message store id -> whether the log has this queue's delivery of it, for the
@@ -179,11 +241,19 @@ class Queue:
 
     def _thaw(self, run: ColdRun, start: int, stop: int) -> list[QueuedMessage]:
         """Materialise rows `start:stop` of a cold run that reached the head."""
-        messages = self.vhost.store.thaw(run.rows[start:stop])
+        store = self.vhost.store
+        if run.paged:
+            lost_bytes = store.pages.lost_bytes
+            messages = store.pages.thaw(run.rows[start:stop])
+            self._messages.bytes -= store.pages.lost_bytes - lost_bytes
+        else:
+            messages = store.thaw(run.rows[start:stop])
         deadlines, all_redelivered = run.deadlines, run.all_redelivered
         prioritised = bool(self.settings.max_priority)
         entries = []
         for index, message in enumerate(messages, start):
+            if message is None:  # a paged body that could not be read (logged)
+                continue
             deadline = deadlines[index] if deadlines is not None else NEVER
             entry = QueuedMessage(
                 message, run.first_seq + index,
@@ -344,17 +414,25 @@ class Queue:
         cleared = self._messages.clear()
         for entry in cleared.entries:
             self.discard(entry.message)
-        if cleared.cold:
-            self.vhost.store.removed_cold(self, [run.remaining() for run in cleared.cold])
+        logged = self._drop_paged(cleared.cold)
+        if logged:
+            self.vhost.store.removed_cold(self, logged)
         return count
 
     def drop_everything(self) -> None:
         """The queue is deleted: its ready messages go, and the log forgets it entirely."""
         self._cancel_timers()
         cleared = self._messages.clear()
+        logged = self._drop_paged(cleared.cold)
         if self.durable and self.vhost.store is not None:
-            self.vhost.store.purged(self, [entry.message for entry in cleared.entries],
-                                    [run.remaining() for run in cleared.cold])
+            self.vhost.store.purged(self, [entry.message for entry in cleared.entries], logged)
+
+    def _drop_paged(self, runs: list[ColdRun]) -> list[Rows]:
+        """Let the page store forget the paged rows of `runs`; returns the others' rows."""
+        paged = [run.remaining() for run in runs if run.paged]
+        if paged:
+            self.vhost.store.pages.drop(paged)
+        return [run.remaining() for run in runs if not run.paged]
 
     # -- expiry ---------------------------------------------------------------------------
 
@@ -412,10 +490,10 @@ class Queue:
             self.vhost.delete_queue(self)
 
     def _cancel_timers(self) -> None:
-        for timer in (self._expiry_timer, self._unused_timer):
+        for timer in (self._expiry_timer, self._unused_timer, self._page_timer):
             if timer is not None:
                 timer.cancel()
-        self._expiry_timer = self._unused_timer = self._expiry_at = None
+        self._expiry_timer = self._unused_timer = self._expiry_at = self._page_timer = None
 
     # -- consumers ------------------------------------------------------------------------
 

@@ -101,6 +101,8 @@ class Snapshot:
     counters: dict[str, int]
     dead_lettered: dict[tuple[str, str], int]
     step_failures: dict[str, int]
+    paged_out: int  # transient messages held in the page store now
+    paged_out_lost: int  # paged-out messages whose bodies could not be read back
     alarms: frozenset[str]
     memory_limit: int
     disk_free_limit: int
@@ -124,6 +126,8 @@ class Snapshot:
                       for _, _, attribute, _ in _GLOBAL_COUNTERS},
             dead_lettered=dict(node.dead_lettered),
             step_failures=dict(node.step_failures.counts),
+            paged_out=node.store.pages.count if node.store.pages is not None else 0,
+            paged_out_lost=node.store.pages.lost if node.store.pages is not None else 0,
             alarms=frozenset(node.alarms.active),
             memory_limit=node.alarms.memory_limit,
             disk_free_limit=node.alarms.disk_free_limit,
@@ -198,6 +202,14 @@ class SnapshotCollector:
         for step, count in snapshot.step_failures.items():
             step_failures.add_metric([step], count)
         yield step_failures
+        yield GaugeMetricFamily(
+            "warren_paged_out_messages",
+            "Messages behind the head of long queues whose bodies are paged out to the "
+            "transient page store (Warren-specific)", value=snapshot.paged_out)
+        yield CounterMetricFamily(
+            "warren_paged_out_messages_lost",
+            "Total number of paged-out messages whose bodies could not be read back from the "
+            "page store (a disk failure; logged) (Warren-specific)", value=snapshot.paged_out_lost)
         global_consumers = GaugeMetricFamily("rabbitmq_global_consumers",
                                              "Current number of consumers", labels=["protocol"])
         global_consumers.add_metric(["amqp091"], consumers)

@@ -132,7 +132,7 @@ def _add_cold_rows(builder: _Builder, store: MessageStore) -> bool:
     builder.use_metas(catalog.meta_table)
     blocks: list[Rows] = []
     for queue in cold_queues:
-        runs = [] if queue.deleted else queue.cold_rows()
+        runs = [] if queue is None or queue.deleted else queue.cold_rows()
         if not runs:
             continue
         rows = runs[0] if len(runs) == 1 else array("I", sorted(

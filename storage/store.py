@@ -9,7 +9,10 @@ are gathered during an event-loop turn and written as one record per queue.
 
 Recovered messages held by one queue stay rows of the catalog (storage/catalog.py) until the
 queue thaws them into `Message` objects near its head; the store keeps their place in the log
-(and moves them when it compacts) all the same.
+(and moves them when it compacts) all the same. A logged message arriving in a durable queue
+longer than `resident_head`, held by that queue alone, becomes such a row at once ("frozen"):
+its object is kept only until its record is durable. The catalog then lives as long as it has
+rows; the rows and metas that rows leave are reused by the next ones.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from protocol import properties
 from protocol.codec import shortstr
 from storage import records
 from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Rows
+from storage.metas import MetaTable
 from storage.records import QueueKey, published_ms
 from storage.scan import segment_numbers
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
@@ -36,6 +40,7 @@ from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segm
 if TYPE_CHECKING:
     from broker.message import Message
     from broker.queue import Queue
+    from storage.paging import PageStore
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +62,17 @@ class _Segment:
 
 class _Move:
     """A message copied forward by compaction: where its body will be once the copy is
-    durable. `target` is the message, or its catalog row while it is cold."""
+    durable. `target` is the message, or its catalog row while it is cold (then `message_id`
+    says whether the row still holds that message: rows are reused)."""
 
-    __slots__ = ("target", "segment", "location")
+    __slots__ = ("target", "segment", "location", "message_id")
 
-    def __init__(self, target: Message | int, segment: int, location: tuple[int, int]) -> None:
+    def __init__(self, target: Message | int, segment: int, location: tuple[int, int],
+                 message_id: int = 0) -> None:
         self.target = target
         self.segment = segment
         self.location = location
+        self.message_id = message_id
 
 
 def _set_all(column: array, rows: Rows, value: int) -> None:
@@ -97,10 +105,14 @@ def check_segments(directory: Path) -> None:
 
 class MessageStore:
     def __init__(self, directory: Path, definitions_path: Path,
-                 segment_size: int = SEGMENT_SIZE) -> None:
+                 segment_size: int = SEGMENT_SIZE, resident_head: int = 2048,
+                 page_out_after: float = 2.0) -> None:
         self.directory = directory
         self.definitions_path = definitions_path
         self.segment_size = segment_size
+        self.resident_head = resident_head  # queue length past which arrivals become rows
+        self.pages: PageStore | None = None  # where other messages behind the head go
+        self.page_out_after = page_out_after  # seconds they wait there first
         self.wal: WriteAheadLog | None = None
         self._segments: OrderedDict[int, _Segment] = OrderedDict()
         self._next_id = 1
@@ -111,10 +123,20 @@ class MessageStore:
         self._retiring: deque[tuple[int, int, list[_Move]]] = deque()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warren-reader")
         self.recovered_messages = 0
-        # Recovered messages still cold: catalog rows whose `holders` index `_cold_queues`.
+        # Messages held as cold catalog rows (recovered, or frozen on arrival), whose
+        # `holders` index `_cold_queues` (None: a queue deleted since).
         self._catalog: Catalog | None = None
-        self._cold_queues: list[Queue] = []
+        self._cold_queues: list[Queue | None] = []
         self._cold_count = 0
+        # Set up by the first freeze: where each queue is, the metas counted by row, the rows
+        # free for reuse.
+        self._holder_of: dict[Queue, int] | None = None
+        self._metas: MetaTable | None = None
+        self._free_rows = array("I")
+        # Frozen rows whose PUBLISH is not durable yet: row -> the message (body in memory),
+        # and (ticket, row, message) in log order, to forget them once durable.
+        self._unsynced: dict[int, Message] = {}
+        self._unsynced_order: deque[tuple[int, int, Message]] = deque()
         self._moving: dict[int, _Move] = {}  # cold rows copied forward, not yet durable there
         self._route_bytes: dict[tuple[str, str], bytes] = {}  # by (exchange, routing key)
         self._expirations: list[int | None] = []  # by meta index
@@ -232,6 +254,92 @@ class MessageStore:
 
     # -- cold rows ------------------------------------------------------------------------
 
+    def freeze(self, queue: Queue, message: Message) -> int:
+        """Hold a logged message that `queue` alone holds, far from its head, as a catalog row
+        from now on; returns the row. The store keeps the object (and its body) only until
+        its record is durable: a thaw or a compaction copy before that takes it from there."""
+        catalog = self._catalog
+        if catalog is None:
+            catalog = self._catalog = Catalog()
+            self._expirations = []
+        if self._holder_of is None:
+            self._start_freezing(catalog)
+        holder = self._holder_of.get(queue)
+        if holder is None:
+            holder = self._holder_of[queue] = len(self._cold_queues)
+            self._cold_queues.append(queue)
+        props = message.props_raw
+        meta = self._metas.add(message.exchange, message.routing_key, props, message.expiration)
+        segment, offset = message.store_location
+        published, size = published_ms(message.timestamp), message.body_size
+        delivered = 1 if message.store_delivered else 0
+        free = self._free_rows
+        if free:
+            row = free.pop()
+            catalog.ids[row] = message.store_id
+            catalog.segments[row] = segment
+            catalog.body_offsets[row] = offset
+            catalog.body_sizes[row] = size
+            catalog.published[row] = published
+            catalog.metas[row] = meta
+            catalog.holders[row] = holder
+            catalog.delivered[row] = delivered
+        else:
+            row = len(catalog.ids)
+            catalog.ids.append(message.store_id)
+            catalog.segments.append(segment)
+            catalog.body_offsets.append(offset)
+            catalog.body_sizes.append(size)
+            catalog.published.append(published)
+            catalog.metas.append(meta)
+            catalog.holders.append(holder)
+            catalog.delivered.append(delivered)
+        # From now on the segment counts it as a cold row, charged as rows are.
+        info = self._segments[message.store_segment]
+        info.messages.pop(message.store_id, None)
+        charged = size + len(props) + RECORD_OVERHEAD
+        info.live_bytes += charged - message.store_size
+        message.store_size = charged
+        cold_rows = info.cold_rows
+        if not cold_rows or cold_rows[-1].__class__ is not array:
+            cold_rows.append(array("I"))
+        cold_rows[-1].append(row)
+        info.cold_live += 1
+        self._cold_count += 1
+        self._unsynced[row] = message
+        self._unsynced_order.append((self.wal.pending_ticket, row, message))
+        return row
+
+    def _start_freezing(self, catalog: Catalog) -> None:
+        """Index the queues and metas of the catalog (recovered rows may be in it) so that
+        rows can be added, and count the rows of each meta so that unused ones are reused."""
+        self._holder_of = {queue: index for index, queue in enumerate(self._cold_queues)
+                           if queue is not None}
+        self._metas = MetaTable(catalog.meta_table, self._expirations, itertools.compress(
+            catalog.metas, map(NO_HOLDER.__ne__, catalog.holders)))
+        self._free_rows = array("I", itertools.compress(range(len(catalog)), map(
+            NO_HOLDER.__eq__, catalog.holders)))
+
+    def _release_row(self, catalog: Catalog, row: int) -> None:
+        """A row left the catalog (thawed or dropped): its place, and its meta's if it was
+        the last row using it, can be reused."""
+        catalog.holders[row] = NO_HOLDER
+        if self._holder_of is None:
+            return  # recovered rows only: nothing is added, the arrays go when all are gone
+        self._free_rows.append(row)
+        if self._unsynced:
+            self._unsynced.pop(row, None)
+        self._metas.release(catalog.metas[row])
+
+    def _forget_unsynced(self) -> None:
+        """Frozen rows whose records are durable now: their objects are not needed."""
+        durable, pending, unsynced = self.wal.durable_ticket, self._unsynced_order, \
+            self._unsynced
+        while pending and pending[0][0] <= durable:
+            _, row, message = pending.popleft()
+            if unsynced.get(row) is message:
+                del unsynced[row]
+
     def thaw(self, rows: Rows) -> list[Message]:
         """The `Message`s of cold rows that reached the head of their queue (the rows are
         not cold any more; the messages are tracked like any other from now on)."""
@@ -245,23 +353,27 @@ class MessageStore:
             catalog.ids, catalog.segments, catalog.body_offsets, catalog.body_sizes,
             catalog.published, catalog.metas, catalog.holders, catalog.delivered,
         )
-        meta_table, expirations = catalog.meta_table, self._expirations
+        meta_table, expirations, unsynced = catalog.meta_table, self._expirations, \
+            self._unsynced
+        release = self._release_row if self._holder_of is not None else None
         thawed = []
         last_meta = -1
         for row in rows:
-            meta = metas[row]
-            if meta != last_meta:  # neighbours mostly share them
-                last_meta = meta
-                exchange, routing_key, props = meta_table[meta]
-                route_bytes, expiration = route(exchange, routing_key), expirations[meta]
-                overhead = len(props) + RECORD_OVERHEAD
-            body_size = sizes[row]
-            message = logged(
-                exchange, routing_key, route_bytes, props, body_size, published[row] / 1000,
-                expiration, ids[row], (segments[row], offsets[row]), body_size + overhead,
-                delivered[row] == 1,
-            )
-            message.store_queues = [queues[holders[row]]]
+            message = unsynced.get(row) if unsynced else None
+            if message is None:
+                meta = metas[row]
+                if meta != last_meta:  # neighbours mostly share them
+                    last_meta = meta
+                    exchange, routing_key, props = meta_table[meta]
+                    route_bytes, expiration = route(exchange, routing_key), expirations[meta]
+                    overhead = len(props) + RECORD_OVERHEAD
+                body_size = sizes[row]
+                message = logged(
+                    exchange, routing_key, route_bytes, props, body_size,
+                    published[row] / 1000, expiration, ids[row], (segments[row], offsets[row]),
+                    body_size + overhead, delivered[row] == 1,
+                )
+                message.store_queues = [queues[holders[row]]]
             if moving:
                 move = moving.pop(row, None)
                 if move is not None:  # copied forward: counts there; read the old copy till then
@@ -269,7 +381,10 @@ class MessageStore:
                     message.store_segment = move.segment
             info = self._segments[message.store_segment]
             info.messages[message.store_id] = message
-            holders[row] = NO_HOLDER
+            if release is not None:
+                release(catalog, row)
+            else:
+                holders[row] = NO_HOLDER
             info.cold_live -= 1
             if not info.cold_live:
                 info.cold_rows = []
@@ -298,7 +413,7 @@ class MessageStore:
                 self._uncold(catalog, row, info)
 
     def _uncold(self, catalog: Catalog, row: int, info: _Segment) -> None:
-        catalog.holders[row] = NO_HOLDER
+        self._release_row(catalog, row)
         info.cold_live -= 1
         if not info.cold_live:
             info.cold_rows = []
@@ -306,9 +421,12 @@ class MessageStore:
         self._free_if_all_thawed()
 
     def _free_if_all_thawed(self) -> None:
-        if not self._cold_count:  # every recovered row is an object or gone: free the arrays
+        if not self._cold_count:  # every row is an object or gone: free the arrays
             self._catalog = None
             self._cold_queues.clear()
+            self._holder_of = self._metas = None
+            self._free_rows = array("I")
+            self._expirations = []
 
     # -- for the index snapshot (storage/live.py) ----------------------------------------
 
@@ -380,6 +498,8 @@ class MessageStore:
         self._emit_pending()
         if cold:
             self._drop_cold(cold)
+        if self._holder_of is not None and queue in self._holder_of:
+            self._cold_queues[self._holder_of.pop(queue)] = None
         for message in messages:
             if message.store_id:
                 try:
@@ -433,10 +553,7 @@ class MessageStore:
                 break
             moves = [self._copy_forward(message) for message in list(info.messages.values())]
             if info.cold_live:
-                holders = self._catalog.holders
-                moves += [self._copy_cold_forward(row)
-                          for row in itertools.chain.from_iterable(info.cold_rows)
-                          if holders[row] != NO_HOLDER]
+                moves += [self._copy_cold_forward(row) for row in self._cold_rows_in(info)]
             del segments[number]
             if not moves:  # nothing live: it can go with the next batch
                 self.wal.delete_segment_when_durable(number)
@@ -486,6 +603,18 @@ class MessageStore:
                 self._delivered[queue].append(message.store_id)
         return _Move(message, segment, (segment, offset + body_at))
 
+    def _cold_rows_in(self, info: _Segment) -> list[int]:
+        """The cold rows whose message is in a segment now (its list may name rows that have
+        left it since, some of them reused by other messages)."""
+        catalog, moving = self._catalog, self._moving
+        holders, segments, number = catalog.holders, catalog.segments, info.number
+        found = dict.fromkeys(
+            row for row in itertools.chain.from_iterable(info.cold_rows)
+            if holders[row] != NO_HOLDER
+            and (moving[row].segment if row in moving else segments[row]) == number
+        )
+        return list(found)
+
     def _copy_cold_forward(self, row: int) -> _Move:
         """Re-log a cold row's message in the current segment (its body copied by the writer
         thread); it stays cold."""
@@ -493,14 +622,21 @@ class MessageStore:
         queue = self._cold_queues[catalog.holders[row]]
         message_id, body_size = catalog.ids[row], catalog.body_sizes[row]
         exchange, routing_key, props = catalog.meta_table[catalog.metas[row]]
-        prefix = records.publish_prefix(records.publish_head(
-            message_id, catalog.published[row], [queue.key], exchange, routing_key, props,
-            body_size,
-        ))
-        # From where the body is durable now (an earlier copy may still be on its way).
-        record = CopiedRecord(prefix, catalog.segments[row], catalog.body_offsets[row],
-                              body_size)
-        body_at = records.RECORD_HEAD_SIZE + len(prefix)
+        unsynced = self._unsynced.get(row) if self._unsynced else None
+        if unsynced is not None and unsynced.body is not None:  # maybe not written yet
+            record, body_at = records.encode_publish(
+                message_id, catalog.published[row], [queue.key], exchange, routing_key, props,
+                unsynced.body,
+            )
+        else:
+            prefix = records.publish_prefix(records.publish_head(
+                message_id, catalog.published[row], [queue.key], exchange, routing_key, props,
+                body_size,
+            ))
+            # From where the body is durable now (an earlier copy may still be on its way).
+            record = CopiedRecord(prefix, catalog.segments[row], catalog.body_offsets[row],
+                                  body_size)
+            body_at = records.RECORD_HEAD_SIZE + len(prefix)
         _, segment, offset = self.wal.append(record)
         info = self._segment(segment)
         info.size = offset + body_at + body_size
@@ -511,7 +647,7 @@ class MessageStore:
         info.live_bytes += catalog.charged_size(row)
         if catalog.delivered[row]:
             self._delivered[queue].append(message_id)
-        move = self._moving[row] = _Move(row, segment, (segment, offset + body_at))
+        move = self._moving[row] = _Move(row, segment, (segment, offset + body_at), message_id)
         return move
 
     def _retire_segments(self) -> None:
@@ -524,7 +660,9 @@ class MessageStore:
                 target = move.target
                 if not isinstance(target, int):
                     target.store_location = move.location
-                elif catalog is not None and catalog.holders[target] != NO_HOLDER:
+                elif (catalog is not None and target < len(catalog)
+                      and catalog.holders[target] != NO_HOLDER
+                      and catalog.ids[target] == move.message_id):  # still that message's row
                     catalog.segments[target], catalog.body_offsets[target] = move.location
                     if self._moving.get(target) is move:
                         del self._moving[target]
@@ -568,10 +706,14 @@ class MessageStore:
         # batch (the log then sees it has more to write).
         self._emit_pending()
         self._page_out()
+        if self._unsynced_order:
+            self._forget_unsynced()
         self._retire_segments()
         self._compact()
 
     async def close(self) -> None:
+        if self.pages is not None:
+            self.pages.close()
         if self.wal is not None:
             self._emit_pending()
             await self.wal.drain()
