@@ -1,6 +1,11 @@
 """A channel: its state, method dispatch and lifecycle. What it does with messages lives in
 three mixins: publishing.py (content assembly and routing), delivering.py (consumers,
-deliveries, acknowledgements) and confirms.py (publisher confirms, transactions)."""
+deliveries, acknowledgements) and confirms.py (publisher confirms, transactions).
+
+This is where the broker core's refusals (broker/errors.py) become AMQP: `handle_frame` turns
+a BrokerError raised while handling a frame into a channel or connection close with the reply
+code of its kind and the class and method ids of the method being handled (basic.publish for
+its content frames). The try costs nothing on the way through (Python 3.11's exceptions)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from broker import topology
 from broker.confirms import ConfirmsAndTransactions
 from broker.consumer import Consumer
 from broker.delivering import Delivering, Unacked
+from broker.errors import BrokerError
 from broker.message import Message
 from broker.publishing import CACHE_LIMIT, EXPECT_BODY, EXPECT_HEADER, IDLE, Publishing
 from protocol import codec
@@ -27,7 +33,13 @@ from protocol.constants import (
     FRAME_METHOD,
     NOT_IMPLEMENTED,
 )
-from protocol.errors import AMQPChannelError, AMQPConnectionError, unexpected_frame
+from protocol.errors import (
+    AMQPChannelError,
+    AMQPConnectionError,
+    AMQPError,
+    named_error,
+    unexpected_frame,
+)
 from protocol.fieldtable import arguments_table
 
 if TYPE_CHECKING:
@@ -44,6 +56,11 @@ _TYPED_ARGUMENTS = {
 SERVER_CONTENT_METHODS = frozenset(
     (spec.Basic.Return.index, spec.Basic.Deliver.index, spec.Basic.GetOk.index)
 )
+
+def amqp_error(error: BrokerError, index: int) -> AMQPError:
+    """The close a refusal of the broker core gets, for the method with `index`
+    (class << 16 | method)."""
+    return named_error(error.kind, error.text, index >> 16, index & 0xFFFF)
 
 
 class Channel(Publishing, Delivering, ConfirmsAndTransactions):
@@ -113,8 +130,8 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
             spec.Basic.Cancel: self._on_cancel,
             spec.Basic.Get: self._on_get,
             spec.Basic.Ack: lambda m: self.ack(m.delivery_tag, m.multiple),
-            spec.Basic.Nack: lambda m: self._settle(m.delivery_tag, m.multiple, m.requeue, 120),
-            spec.Basic.Reject: lambda m: self._settle(m.delivery_tag, False, m.requeue, 90),
+            spec.Basic.Nack: lambda m: self._settle(m.delivery_tag, m.multiple, m.requeue),
+            spec.Basic.Reject: lambda m: self._settle(m.delivery_tag, False, m.requeue),
             spec.Basic.Recover: self._on_recover,
             spec.Basic.RecoverAsync: self._on_recover,
             spec.Confirm.Select: self._on_confirm_select,
@@ -136,45 +153,50 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
     # -- input ----------------------------------------------------------------------------
 
     def handle_frame(self, frame_type: int, payload: bytes) -> None:
-        """One frame for this channel; AMQP errors propagate to the connection. What kind of
+        """One frame for this channel; AMQP errors propagate to the connection, and so do the
+        broker core's refusals, made AMQP errors of the method being handled. What kind of
         frame it is is checked first, as codec.check_frame does (inline here: hot path)."""
         if self.closing:
             self._handle_while_closing(frame_type, payload)
             return
-        if frame_type == FRAME_BODY:
-            self._on_body(payload)
-        elif frame_type == FRAME_HEADER:
-            self._on_header(payload)
-        elif frame_type != FRAME_METHOD or len(payload) < 4:
-            codec.check_frame(frame_type, payload)
-            raise unexpected_frame(frame_type, payload)  # a heartbeat
-        else:
-            index = codec.method_index(payload)
-            if self._content_state != IDLE:
-                raise self._unexpected_content_frame()
-            if index == BASIC_PUBLISH:
-                # Publishers repeat the same exchange, key and flags: decode each once, and let
-                # every message share the strings (less work, less memory per queued message).
-                cache = self.connection.publish_cache
-                publish = cache.get(payload)
-                if publish is None:
-                    publish = codec.decode_publish(payload)
-                    if len(cache) >= CACHE_LIMIT:
-                        cache.clear()
-                    cache[payload] = publish
-                self._on_publish(publish)
-            elif index == BASIC_ACK:
-                ack = codec.decode_ack(payload)
-                self.ack(ack.delivery_tag, ack.multiple)
+        try:
+            if frame_type == FRAME_BODY:
+                self._on_body(payload)
+            elif frame_type == FRAME_HEADER:
+                self._on_header(payload)
+            elif frame_type != FRAME_METHOD or len(payload) < 4:
+                codec.check_frame(frame_type, payload)
+                raise unexpected_frame(frame_type, payload)  # a heartbeat
             else:
-                method = codec.decode_method(index, payload)
-                if index in _TYPED_ARGUMENTS:
-                    # Keep the field types of arguments: RabbitMQ names them in its replies.
-                    method.arguments = arguments_table(payload, _TYPED_ARGUMENTS[index])
-                elif index in SERVER_CONTENT_METHODS:
-                    self.expect_unimplemented_content(index)
-                    return
-                self.handle_method(method)
+                index = codec.method_index(payload)
+                if self._content_state != IDLE:
+                    raise self._unexpected_content_frame()
+                if index == BASIC_PUBLISH:
+                    # Publishers repeat the same exchange, key and flags: decode each once, and let
+                    # every message share the strings (less work, less memory per queued message).
+                    cache = self.connection.publish_cache
+                    publish = cache.get(payload)
+                    if publish is None:
+                        publish = codec.decode_publish(payload)
+                        if len(cache) >= CACHE_LIMIT:
+                            cache.clear()
+                        cache[payload] = publish
+                    self._on_publish(publish)
+                elif index == BASIC_ACK:
+                    ack = codec.decode_ack(payload)
+                    self.ack(ack.delivery_tag, ack.multiple)
+                else:
+                    method = codec.decode_method(index, payload)
+                    if index in _TYPED_ARGUMENTS:
+                        # Keep the field types of arguments: RabbitMQ names them in its replies.
+                        method.arguments = arguments_table(payload, _TYPED_ARGUMENTS[index])
+                    elif index in SERVER_CONTENT_METHODS:
+                        self.expect_unimplemented_content(index)
+                        return
+                    self.handle_method(method)
+        except BrokerError as error:
+            index = codec.method_index(payload) if frame_type == FRAME_METHOD else BASIC_PUBLISH
+            raise amqp_error(error, index) from None
 
     def handle_method(self, method: Any) -> None:
         handler = self._handlers.get(type(method))

@@ -9,11 +9,8 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands as spec
 
+from broker.errors import PreconditionFailed
 from protocol import codec
-from protocol.constants import (
-    PRECONDITION_FAILED,
-)
-from protocol.errors import AMQPChannelError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,29 +84,23 @@ class ConfirmsAndTransactions:
 
     def _on_confirm_select(self, method: spec.Confirm.Select) -> None:
         if self.tx_mode:
-            raise AMQPChannelError(
-                PRECONDITION_FAILED, "cannot switch from tx to confirm mode", 85, 10
-            )
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
         self.confirm_mode = True
         if not method.nowait:
             self.send_method(spec.Confirm.SelectOk())
 
     def _on_tx_select(self, method: spec.Tx.Select) -> None:
         if self.confirm_mode:
-            raise AMQPChannelError(
-                PRECONDITION_FAILED, "cannot switch from confirm to tx mode", 90, 10
-            )
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
         self.tx_mode = True
         self.send_method(spec.Tx.SelectOk())
 
-    def _require_tx(self, method_id: int) -> None:
+    def _require_tx(self) -> None:
         if not self.tx_mode:
-            raise AMQPChannelError(
-                PRECONDITION_FAILED, "channel is not transactional", 90, method_id
-            )
+            raise PreconditionFailed("channel is not transactional")
 
     def _on_tx_commit(self, method: spec.Tx.Commit) -> None:
-        self._require_tx(20)
+        self._require_tx()
         publishes, self._tx_publishes = self._tx_publishes, []
         settlements, self._tx_settlements = self._tx_settlements, []
         ticket = 0
@@ -126,7 +117,7 @@ class ConfirmsAndTransactions:
         self.send_if_open(spec.Tx.CommitOk())
 
     def _on_tx_rollback(self, method: spec.Tx.Rollback) -> None:
-        self._require_tx(30)
+        self._require_tx()
         self._tx_publishes.clear()
         settlements, self._tx_settlements = self._tx_settlements, []
         restored = dict(self.unacked)

@@ -10,17 +10,15 @@ from pamqp import commands as spec
 
 from broker import names, topology
 from broker.consumer import Consumer
+from broker.errors import AccessRefused, NotAllowed, NotImplementedByBroker, PreconditionFailed
 from broker.message import Message, QueuedMessage
 from broker.queue_args import validate_consumer_priority
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec
 from protocol.constants import (
-    ACCESS_REFUSED,
-    NOT_ALLOWED,
     NOT_IMPLEMENTED,
-    PRECONDITION_FAILED,
 )
-from protocol.errors import AMQPChannelError, AMQPConnectionError
+from protocol.errors import AMQPConnectionError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,9 +79,7 @@ class Delivering:
 
     def _on_qos(self, method: spec.Basic.Qos) -> None:
         if method.prefetch_size:
-            raise AMQPConnectionError(
-                NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})", 60, 10
-            )
+            raise NotImplementedByBroker(f"prefetch_size!=0 ({method.prefetch_size})")
         if method.global_:
             self.global_prefetch = method.prefetch_count
         else:
@@ -94,22 +90,18 @@ class Delivering:
     def _on_consume(self, method: spec.Basic.Consume) -> None:
         tag = method.consumer_tag or names.generate("amq.ctag-")
         if tag in self.consumers or tag == self.reply_consumer_tag:
-            raise AMQPConnectionError(
-                NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20
-            )
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
         if method.queue == DIRECT_REPLY_TO:
             self._consume_replies(method, tag)
             return
-        name = topology.queue_name(self, method.queue, 60, 20)
-        self.vhost.check_permission(self.user, "read", "queue", name, 60, 20)
-        queue = topology.queue_for(self, name, 60, 20)
+        name = topology.queue_name(self, method.queue)
+        self.vhost.check_permission(self.user, "read", "queue", name)
+        queue = topology.queue_for(self, name)
         validate_consumer_priority(method.arguments or {}, queue.describe())
         if queue.exclusive_consumer is not None or (method.exclusive and (
             queue.consumers or queue.settings.single_active_consumer
         )):
-            raise AMQPChannelError(
-                ACCESS_REFUSED, f"{queue.describe()} in exclusive use", 60, 20
-            )
+            raise AccessRefused(f"{queue.describe()} in exclusive use")
         consumer = Consumer(
             self, queue, tag, no_ack=method.no_ack, exclusive=method.exclusive,
             prefetch=self.default_prefetch, arguments=method.arguments,
@@ -121,13 +113,9 @@ class Delivering:
 
     def _consume_replies(self, method: spec.Basic.Consume, tag: str) -> None:
         if not method.no_ack:
-            raise AMQPChannelError(
-                PRECONDITION_FAILED, "reply consumer cannot acknowledge", 60, 20
-            )
+            raise PreconditionFailed("reply consumer cannot acknowledge")
         if self.reply_key is not None:
-            raise AMQPChannelError(
-                PRECONDITION_FAILED, "reply consumer already set", 60, 20
-            )
+            raise PreconditionFailed("reply consumer already set")
         self.reply_consumer_tag = tag
         self.reply_key = names.generate("")
         self.connection.node.reply_channels[self.reply_key] = self
@@ -175,9 +163,9 @@ class Delivering:
             self.send_if_open(spec.Basic.Cancel(tag, False))
 
     def _on_get(self, method: spec.Basic.Get) -> None:
-        name = topology.queue_name(self, method.queue, 60, 70)
-        self.vhost.check_permission(self.user, "read", "queue", name, 60, 70)
-        queue = topology.queue_for(self, name, 60, 70)
+        name = topology.queue_name(self, method.queue)
+        self.vhost.check_permission(self.user, "read", "queue", name)
+        queue = topology.queue_for(self, name)
         queue.arm_unused_timer()
         entry = queue.pop()
         if entry is None:
@@ -198,17 +186,10 @@ class Delivering:
             self.number, tag, entry.redelivered, message.route_bytes, queue.message_count,
             queue.delivery_properties(entry, always=True), body, self.connection.frame_max,
         ))
-        node = self.connection.node
-        node.messages_delivered += 1
-        if method.no_ack:
-            node.delivered_get_auto_ack += 1
-        else:
-            node.delivered_get_manual_ack += 1
-        if entry.redelivered:
-            node.messages_redelivered += 1
+        self.connection.node.count_get(entry.redelivered, method.no_ack)
 
     def _take_unacked(
-        self, delivery_tag: int, multiple: bool, method_id: int
+        self, delivery_tag: int, multiple: bool
     ) -> list[tuple[int, Unacked]]:
         unacked = self.unacked
         if multiple and (delivery_tag == 0 or delivery_tag in unacked):
@@ -223,18 +204,15 @@ class Delivering:
             entry = unacked.pop(delivery_tag, None)
             if entry is not None:
                 return [(delivery_tag, entry)]
-        raise AMQPChannelError(
-            PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}", 60, method_id
-        )
+        raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
 
     def ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(delivery_tag, multiple, False, 80, acked=True)
+        self._settle(delivery_tag, multiple, False, acked=True)
 
     def _settle(
-        self, delivery_tag: int, multiple: bool, requeue: bool, method_id: int,
-        acked: bool = False,
+        self, delivery_tag: int, multiple: bool, requeue: bool, acked: bool = False,
     ) -> None:
-        taken = self._take_unacked(delivery_tag, multiple, method_id)
+        taken = self._take_unacked(delivery_tag, multiple)
         if self.tx_mode:
             self._tx_settlements.extend((tag, entry, acked, requeue) for tag, entry in taken)
             return

@@ -10,8 +10,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from protocol.constants import PRECONDITION_FAILED
-from protocol.errors import AMQPChannelError
+from broker.errors import PreconditionFailed
 
 
 def generate(prefix: str) -> str:
@@ -75,9 +74,16 @@ def arguments_equivalent(new: Any, old: Any) -> bool:
     return type(new) is type(old) and new == old
 
 
+def inequivalent(arg: str, what: str, received: Any, current: Any) -> PreconditionFailed:
+    """A redeclare whose property `arg` differs from the declared one's."""
+    return PreconditionFailed(
+        f"inequivalent arg '{arg}' for {what}: received {show(received)} "
+        f"but current is {show(current)}"
+    )
+
+
 def check_arguments_equivalent(
-    keys: Iterable[str], received: dict[str, Any], current: dict[str, Any], what: str,
-    class_id: int, method_id: int,
+    keys: Iterable[str], received: dict[str, Any], current: dict[str, Any], what: str
 ) -> None:
     for key in keys:
         new, old = received.get(key), current.get(key)
@@ -87,11 +93,9 @@ def check_arguments_equivalent(
             shown_new, shown_old = f"'{_plain(new)}'", f"'{_plain(old)}'"
         else:
             shown_new, shown_old = _typed(new), _typed(old)
-        raise AMQPChannelError(
-            PRECONDITION_FAILED,
+        raise PreconditionFailed(
             f"inequivalent arg '{key}' for {what}: received {shown_new} but current is "
-            f"{shown_old}",
-            class_id, method_id,
+            f"{shown_old}"
         )
 
 

@@ -159,6 +159,17 @@ class Node:
         log.info("message index of %d messages written (%d bytes) in %.2fs", len(live), size,
                  time.monotonic() - started)
 
+    def count_get(self, redelivered: bool, no_ack: bool) -> None:
+        """Count a message handed out by a get: basic.get, and the API's get and aliveness test
+        (which RabbitMQ makes as basic.get)."""
+        self.messages_delivered += 1
+        if no_ack:
+            self.delivered_get_auto_ack += 1
+        else:
+            self.delivered_get_manual_ack += 1
+        if redelivered:
+            self.messages_redelivered += 1
+
     def _alarms_changed(self) -> None:
         """An alarm was raised or cleared: blocked connections may go on."""
         for connection in list(self.connections):

@@ -9,22 +9,21 @@ import struct
 from typing import TYPE_CHECKING
 
 from broker import names
+from broker.errors import AccessRefused, NotImplementedByBroker, PreconditionFailed
 from broker.exchanges import DelayedExchange, delay_of
 from broker.message import Message
 from broker.names import erlang_pretty
 from broker.queue_args import InvalidArgument, check_expiry
+from broker.resources import not_found
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
 from protocol.constants import (
-    ACCESS_REFUSED,
     COMMAND_INVALID,
     NO_ROUTE,
-    NOT_IMPLEMENTED,
-    PRECONDITION_FAILED,
     SYNTAX_ERROR,
     UNEXPECTED_FRAME,
 )
-from protocol.errors import AMQPChannelError, AMQPConnectionError
+from protocol.errors import AMQPConnectionError
 
 if TYPE_CHECKING:
     from broker.exchanges import Exchange
@@ -47,26 +46,21 @@ class Publishing:
     def _on_publish(self, publish: codec.Publish) -> None:
         vhost = self.vhost
         if publish.exchange != self._permitted_exchange:
-            vhost.check_permission(self.user, "write", "exchange", publish.exchange, 60, 40)
+            vhost.check_permission(self.user, "write", "exchange", publish.exchange)
             self._permitted_exchange = publish.exchange
         exchange = vhost.exchanges.get(publish.exchange)
         if exchange is None:
-            raise AMQPChannelError(
-                404, f"no exchange '{publish.exchange}' in vhost '{vhost.name}'", 60, 40
-            )
+            raise not_found("exchange", publish.exchange, vhost.name)
         if exchange.internal:
-            raise AMQPChannelError(
-                ACCESS_REFUSED,
+            raise AccessRefused(
                 f"cannot publish to internal exchange '{publish.exchange}' in vhost "
-                f"'{vhost.name}'",
-                60, 40,
+                f"'{vhost.name}'"
             )
         # Topic permissions: checked on topic exchanges only, not at all while the node has none.
         if exchange.type_name == "topic" and vhost.access.topic_permissions:
-            vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key,
-                                         60, 40)
+            vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key)
         if publish.immediate:
-            raise AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+            raise NotImplementedByBroker("immediate=true")
         self._publish = publish
         self._publish_exchange = exchange
         self._content_state = EXPECT_HEADER
@@ -100,11 +94,8 @@ class Publishing:
         max_size = self.connection.node.config.max_message_size
         if body_size > max_size:
             self._content_state = IDLE
-            raise AMQPChannelError(
-                PRECONDITION_FAILED,
-                f"message size {body_size} is larger than configured max size "
-                f"{max_size}",
-                60, 40,
+            raise PreconditionFailed(
+                f"message size {body_size} is larger than configured max size {max_size}"
             )
         self._props_raw = props_raw
         self._body_size = body_size
@@ -217,10 +208,7 @@ class Publishing:
         if flags & _DELIVERY_MODE_FLAG:
             mode = properties.delivery_mode(props_raw)
             if mode not in (1, 2):
-                raise AMQPChannelError(
-                    PRECONDITION_FAILED, f"invalid message: {{delivery_mode_unknown,{mode}}}",
-                    60, 40,
-                )
+                raise PreconditionFailed(f"invalid message: {{delivery_mode_unknown,{mode}}}")
             message.persistent = mode == 2
         if self.tx_mode:
             self._tx_publishes.append((exchange, message, publish.mandatory))
@@ -239,17 +227,13 @@ class Publishing:
         if flags & _USER_ID_FLAG:
             user_id = properties.get(props_raw, "user_id")
             if user_id != self.user.name:
-                raise AMQPChannelError(
-                    PRECONDITION_FAILED,
+                raise PreconditionFailed(
                     f"user_id property set to '{user_id}' but authenticated user was "
-                    f"'{self.user.name}'",
-                    60, 40,
+                    f"'{self.user.name}'"
                 )
         if flags & _REPLY_TO_FLAG and properties.get(props_raw, "reply_to") == DIRECT_REPLY_TO:
             if self.reply_key is None:
-                raise AMQPChannelError(
-                    PRECONDITION_FAILED, "fast reply consumer does not exist", 60, 40
-                )
+                raise PreconditionFailed("fast reply consumer does not exist")
             props_raw = properties.replace_shortstr(
                 props_raw, "reply_to", f"{DIRECT_REPLY_TO}.{self.reply_key}"
             )
@@ -317,11 +301,9 @@ def _sender_selected_keys(props_raw: bytes) -> tuple[bytes, tuple[str, ...]]:
             continue
         value = headers[name]
         if not isinstance(value, list):
-            raise AMQPChannelError(
-                PRECONDITION_FAILED,
+            raise PreconditionFailed(
                 f'invalid message: {{unacceptable_type_in_header,"{name}",'
-                f"{names.field_type_name(value)}}}",
-                60, 40,
+                f"{names.field_type_name(value)}}}"
             )
         keys.extend(item.decode() if isinstance(item, bytes | bytearray) else str(item)
                     for item in value)
@@ -344,6 +326,4 @@ def _parse_expiration(value: str) -> int:
         return check_expiry(int(match.group()))
     except InvalidArgument as error:
         prefix = f"invalid expiration '{value}': "
-        raise AMQPChannelError(
-            PRECONDITION_FAILED, prefix + erlang_pretty(error.term, len(prefix)), 60, 40
-        ) from None
+        raise PreconditionFailed(prefix + erlang_pretty(error.term, len(prefix))) from None

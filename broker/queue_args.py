@@ -8,9 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from broker.errors import PreconditionFailed
 from broker.names import field_type_name
-from protocol.constants import PRECONDITION_FAILED
-from protocol.errors import AMQPChannelError
 
 MAX_PRIORITY = 255
 MAX_EXPIRY = 315_360_000_000  # ten years in milliseconds, RabbitMQ's upper bound
@@ -141,19 +140,16 @@ _CHECKS: dict[str, Callable[[Any, dict], Any]] = {
 
 
 def validate_queue_arguments(arguments: dict[str, Any], what: str) -> None:
-    """406 with RabbitMQ's text for the first argument it would refuse."""
+    """PreconditionFailed with RabbitMQ's text for the first argument it would refuse."""
     for key, check in _CHECKS.items():
         if key in arguments:
             try:
                 check(arguments[key], arguments)
             except InvalidArgument as error:
-                raise AMQPChannelError(
-                    PRECONDITION_FAILED, f"invalid arg '{key}' for {what}: {error.term}", 50, 10
-                ) from None
+                raise PreconditionFailed(f"invalid arg '{key}' for {what}: {error.term}") from None
             except InvalidType as error:
-                raise AMQPChannelError(
-                    PRECONDITION_FAILED, f"invalid type '{error}' for arg '{key}' in {what}",
-                    50, 10,
+                raise PreconditionFailed(
+                    f"invalid type '{error}' for arg '{key}' in {what}"
                 ) from None
 
 
@@ -163,8 +159,8 @@ def validate_consumer_priority(arguments: dict[str, Any], what: str) -> None:
         try:
             _int(arguments["x-priority"])
         except InvalidArgument as error:
-            raise AMQPChannelError(
-                PRECONDITION_FAILED, f"invalid arg 'x-priority' for {what}: {error.term}", 60, 20
+            raise PreconditionFailed(
+                f"invalid arg 'x-priority' for {what}: {error.term}"
             ) from None
 
 

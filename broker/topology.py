@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING
 from pamqp import commands as spec
 
 from broker import names
-from broker.resources import check_reserved_name, not_found
+from broker.errors import NotFound
+from broker.resources import check_reserved_name, default_exchange_refused, not_found
 from broker.vhost import exchange_type
 from protocol.codec import unchecked
-from protocol.constants import ACCESS_REFUSED, NOT_FOUND, PRECONDITION_FAILED
-from protocol.errors import AMQPChannelError
 
 if TYPE_CHECKING:
     from broker.channel import Channel
@@ -34,11 +33,11 @@ def exchange_declare(channel: Channel, method: spec.Exchange.Declare) -> None:
     if not method.passive:
         exchange_type(method.exchange_type)  # RabbitMQ's first check, before permissions
     if not method.passive and name:
-        vhost.check_permission(channel.user, "configure", "exchange", name, 40, 10)
+        vhost.check_permission(channel.user, "configure", "exchange", name)
         alternate = (method.arguments or {}).get("alternate-exchange")
         if isinstance(alternate, str):
-            vhost.check_permission(channel.user, "read", "exchange", name, 40, 10)
-            vhost.check_permission(channel.user, "write", "exchange", alternate, 40, 10)
+            vhost.check_permission(channel.user, "read", "exchange", name)
+            vhost.check_permission(channel.user, "write", "exchange", alternate)
     existed = name in vhost.exchanges
     exchange = vhost.declare_exchange(
         name, method.exchange_type, passive=method.passive, durable=method.durable,
@@ -53,47 +52,43 @@ def exchange_declare(channel: Channel, method: spec.Exchange.Declare) -> None:
 
 def exchange_delete(channel: Channel, method: spec.Exchange.Delete) -> None:
     if method.exchange:
-        channel.vhost.check_permission(channel.user, "configure", "exchange", method.exchange,
-                                       40, 20)
+        channel.vhost.check_permission(channel.user, "configure", "exchange", method.exchange)
     channel.vhost.delete_exchange(method.exchange, method.if_unused)
     if not method.nowait:
         _reply_when_recorded(channel, spec.Exchange.DeleteOk())
 
 
-def _check_e2e(channel: Channel, method: spec.Exchange.Bind | spec.Exchange.Unbind,
-               method_id: int) -> None:
+def _check_e2e(channel: Channel, method: spec.Exchange.Bind | spec.Exchange.Unbind) -> None:
     """The checks of exchange.bind/unbind: no default exchange, write on the destination, read
     on the source, and read on the binding key if the source is a topic exchange."""
     for name in (method.source, method.destination):
-        _refuse_default_exchange(name, 40, method_id)
+        _refuse_default_exchange(name)
     vhost, user = channel.vhost, channel.user
-    vhost.check_permission(user, "write", "exchange", method.destination, 40, method_id)
-    vhost.check_permission(user, "read", "exchange", method.source, 40, method_id)
-    _check_binding_key(channel, method.source, method.routing_key, 40, method_id)
+    vhost.check_permission(user, "write", "exchange", method.destination)
+    vhost.check_permission(user, "read", "exchange", method.source)
+    _check_binding_key(channel, method.source, method.routing_key)
 
 
-def _check_binding_key(channel: Channel, exchange_name: str, routing_key: str, class_id: int,
-                       method_id: int) -> None:
+def _check_binding_key(channel: Channel, exchange_name: str, routing_key: str) -> None:
     """The topic permission check of a binding key, made (as RabbitMQ makes it) before the
     destination is looked up; a missing exchange is left to the 404 that follows."""
     exchange = channel.vhost.exchanges.get(exchange_name)
     if exchange is not None:
-        channel.vhost.check_topic_permission(channel.user, "read", exchange, routing_key,
-                                             class_id, method_id)
+        channel.vhost.check_topic_permission(channel.user, "read", exchange, routing_key)
 
 
 def exchange_bind(channel: Channel, method: spec.Exchange.Bind) -> None:
-    _check_e2e(channel, method, 30)
+    _check_e2e(channel, method)
     vhost = channel.vhost
-    destination = vhost.get_exchange(method.destination, 40, 30)
-    source = vhost.get_exchange(method.source, 40, 30)
+    destination = vhost.get_exchange(method.destination)
+    source = vhost.get_exchange(method.source)
     vhost.bind(source, destination, method.routing_key, method.arguments or {})
     if not method.nowait:
         _reply_when_recorded(channel, spec.Exchange.BindOk())
 
 
 def exchange_unbind(channel: Channel, method: spec.Exchange.Unbind) -> None:
-    _check_e2e(channel, method, 40)
+    _check_e2e(channel, method)
     vhost = channel.vhost
     source = vhost.exchanges.get(method.source)
     destination = vhost.exchanges.get(method.destination)
@@ -110,19 +105,19 @@ def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
         # a reply address exists while the requester consumes.
         key = name[len(DIRECT_REPLY_TO) + 1 :]
         if name != DIRECT_REPLY_TO and key not in channel.connection.node.reply_channels:
-            raise not_found("queue", name, vhost.name, 50, 10)
+            raise not_found("queue", name, vhost.name)
         if not method.nowait:
             channel.send_method(unchecked(spec.Queue.DeclareOk, queue=name, message_count=0,
                                           consumer_count=1))
         return
     if method.passive:
-        name = queue_name(channel, name, 50, 10)
+        name = queue_name(channel, name)
     else:
         if name:
-            check_reserved_name("queue", name, 50, 10)
+            check_reserved_name("queue", name)
         else:
             name = names.generate("amq.gen-")
-        vhost.check_permission(channel.user, "configure", "queue", name, 50, 10)
+        vhost.check_permission(channel.user, "configure", "queue", name)
     queue = vhost.declare_queue(
         name, channel.connection, passive=method.passive, durable=method.durable,
         exclusive=method.exclusive, auto_delete=method.auto_delete,
@@ -136,34 +131,33 @@ def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
         ))
 
 
-def queue_name(channel: Channel, name: str, class_id: int, method_id: int) -> str:
+def queue_name(channel: Channel, name: str) -> str:
     """A method's queue name; "" means the queue this channel declared last."""
     if name:
         return name
     if not channel.last_queue_name:
-        raise AMQPChannelError(NOT_FOUND, "no previously declared queue", class_id, method_id)
+        raise NotFound("no previously declared queue")
     return channel.last_queue_name
 
 
-def queue_for(channel: Channel, name: str, class_id: int, method_id: int) -> Queue:
+def queue_for(channel: Channel, name: str) -> Queue:
     """The queue a method names ("" meaning the channel's last declared queue), with exclusive
     access checked."""
-    queue = channel.vhost.get_queue(queue_name(channel, name, class_id, method_id), class_id,
-                                    method_id)
-    channel.vhost.check_exclusive_access(queue, channel.connection, class_id, method_id)
+    queue = channel.vhost.get_queue(queue_name(channel, name))
+    channel.vhost.check_exclusive_access(queue, channel.connection)
     return queue
 
 
 def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
     vhost, user = channel.vhost, channel.user
-    name = queue_name(channel, method.queue, 50, 20)
-    vhost.check_permission(user, "write", "queue", name, 50, 20)
-    vhost.check_permission(user, "read", "exchange", method.exchange, 50, 20)
-    _refuse_default_exchange(method.exchange, 50, 20)
+    name = queue_name(channel, method.queue)
+    vhost.check_permission(user, "write", "queue", name)
+    vhost.check_permission(user, "read", "exchange", method.exchange)
+    _refuse_default_exchange(method.exchange)
     routing_key = _binding_key(method, name)
-    _check_binding_key(channel, method.exchange, routing_key, 50, 20)
-    queue = queue_for(channel, name, 50, 20)
-    exchange = vhost.get_exchange(method.exchange, 50, 20)
+    _check_binding_key(channel, method.exchange, routing_key)
+    queue = queue_for(channel, name)
+    exchange = vhost.get_exchange(method.exchange)
     vhost.bind(exchange, queue, routing_key, method.arguments or {})
     if not method.nowait:
         _reply_when_recorded(channel, spec.Queue.BindOk())
@@ -171,18 +165,18 @@ def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
 
 def queue_unbind(channel: Channel, method: spec.Queue.Unbind) -> None:
     vhost, user = channel.vhost, channel.user
-    name = queue_name(channel, method.queue, 50, 50)
-    vhost.check_permission(user, "write", "queue", name, 50, 50)
-    vhost.check_permission(user, "read", "exchange", method.exchange, 50, 50)
-    _refuse_default_exchange(method.exchange, 50, 50)
+    name = queue_name(channel, method.queue)
+    vhost.check_permission(user, "write", "queue", name)
+    vhost.check_permission(user, "read", "exchange", method.exchange)
+    _refuse_default_exchange(method.exchange)
     routing_key = _binding_key(method, name)
-    _check_binding_key(channel, method.exchange, routing_key, 50, 50)
+    _check_binding_key(channel, method.exchange, routing_key)
     queue, exchange = vhost.queues.get(name), vhost.exchanges.get(method.exchange)
     binding = None
     if queue is not None and exchange is not None:
         binding = exchange.find_binding(queue, routing_key, method.arguments or {})
     if binding is not None:  # unbinding what does not exist is fine, RabbitMQ says unbind-ok
-        vhost.check_exclusive_access(queue, channel.connection, 50, 50)
+        vhost.check_exclusive_access(queue, channel.connection)
         vhost.remove_binding(binding)
     _reply_when_recorded(channel, spec.Queue.UnbindOk())
 
@@ -193,17 +187,15 @@ def _binding_key(method: spec.Queue.Bind | spec.Queue.Unbind, queue: str) -> str
     return method.routing_key or ("" if method.queue else queue)
 
 
-def _refuse_default_exchange(name: str, class_id: int, method_id: int) -> None:
+def _refuse_default_exchange(name: str) -> None:
     if not name:
-        raise AMQPChannelError(
-            ACCESS_REFUSED, "operation not permitted on the default exchange", class_id, method_id
-        )
+        raise default_exchange_refused()
 
 
 def queue_purge(channel: Channel, method: spec.Queue.Purge) -> None:
-    name = queue_name(channel, method.queue, 50, 30)
-    channel.vhost.check_permission(channel.user, "read", "queue", name, 50, 30)
-    queue = queue_for(channel, name, 50, 30)
+    name = queue_name(channel, method.queue)
+    channel.vhost.check_permission(channel.user, "read", "queue", name)
+    queue = queue_for(channel, name)
     count = queue.purge()
     if not method.nowait:
         channel.send_method(spec.Queue.PurgeOk(count))
@@ -211,18 +203,15 @@ def queue_purge(channel: Channel, method: spec.Queue.Purge) -> None:
 
 def queue_delete(channel: Channel, method: spec.Queue.Delete) -> None:
     vhost = channel.vhost
-    name = queue_name(channel, method.queue, 50, 40)
-    vhost.check_permission(channel.user, "configure", "queue", name, 50, 40)
+    name = queue_name(channel, method.queue)
+    vhost.check_permission(channel.user, "configure", "queue", name)
     queue = vhost.queues.get(name)
     count, held = 0, []
     if queue is not None:
-        vhost.check_exclusive_access(queue, channel.connection, 50, 40)
-        if method.if_unused and queue.consumers:
-            raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} in use", 50, 40)
-        if method.if_empty and queue.message_count:
-            raise AMQPChannelError(PRECONDITION_FAILED, f"{queue.describe()} not empty", 50, 40)
+        vhost.check_exclusive_access(queue, channel.connection)
         with channel.cancels_held() as held:
-            count = vhost.delete_queue(queue)
+            count = vhost.delete_queue(queue, if_unused=method.if_unused,
+                                       if_empty=method.if_empty)
     # RabbitMQ's channel answers delete-ok before it hears from the queue that its own
     # consumers are gone: basic.cancel follows delete-ok (kombu relies on that order).
     if method.nowait:

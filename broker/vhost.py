@@ -9,6 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from broker import names, stepfailures
+from broker.errors import AccessRefused, CommandInvalid, PreconditionFailed
 from broker.exchanges import (
     DELAYABLE_TYPES,
     EXCHANGE_TYPES,
@@ -23,15 +24,14 @@ from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
 from broker.queue_args import QUEUE_TYPES, resolve, validate_queue_arguments
-from broker.resources import check_reserved_name, not_found, resource
-from broker.stepfailures import StepFailures
-from protocol.constants import (
-    ACCESS_REFUSED,
-    COMMAND_INVALID,
-    PRECONDITION_FAILED,
-    RESOURCE_LOCKED,
+from broker.resources import (
+    check_reserved_name,
+    default_exchange_refused,
+    not_found,
+    queue_locked,
+    resource,
 )
-from protocol.errors import AMQPChannelError, AMQPConnectionError
+from broker.stepfailures import StepFailures
 
 if TYPE_CHECKING:
     from broker.auth import AccessControl, User
@@ -59,11 +59,11 @@ EQUIVALENCE_CHECKED_QUEUE_ARGS = (
 
 
 def exchange_type(type_name: str) -> type[Exchange]:
-    """The class of an exchange type; 503 for one RabbitMQ does not know, which a declare
-    checks before anything else."""
+    """The class of an exchange type; CommandInvalid for one RabbitMQ does not know, which a
+    declare checks before anything else."""
     exchange_class = EXCHANGE_TYPES.get(type_name)
     if exchange_class is None:
-        raise AMQPConnectionError(COMMAND_INVALID, f"unknown exchange type '{type_name}'", 40, 10)
+        raise CommandInvalid(f"unknown exchange type '{type_name}'")
     return exchange_class
 
 
@@ -117,43 +117,38 @@ class VirtualHost:
     # -- permissions ----------------------------------------------------------------------
 
     def check_permission(
-        self, user: User, kind: str, resource_kind: str, name: str, class_id: int, method_id: int
+        self, user: User, kind: str, resource_kind: str, name: str
     ) -> None:
-        """Raise 403 unless `user` has `kind` (configure/write/read) on the named resource."""
+        """AccessRefused unless `user` has `kind` (configure/write/read) on the named resource."""
         checked_name = name or "amq.default" if resource_kind == "exchange" else name
         permission = self.access.permission(user.name, self.name)
         if permission is None or not permission.allows(kind, checked_name):
-            raise AMQPChannelError(
-                ACCESS_REFUSED,
+            raise AccessRefused(
                 f"access to {resource(resource_kind, checked_name, self.name)} "
-                f"refused for user '{user.name}'",
-                class_id, method_id,
+                f"refused for user '{user.name}'"
             )
 
     def check_topic_permission(
-        self, user: User, kind: str, exchange: Exchange, routing_key: str, class_id: int,
-        method_id: int,
+        self, user: User, kind: str, exchange: Exchange, routing_key: str
     ) -> None:
-        """Raise 403 unless `user` may use `routing_key` on the topic exchange `exchange`:
+        """AccessRefused unless `user` may use `routing_key` on the topic exchange `exchange`:
         write to publish with it, read to bind with it. Without a topic permission for the
         exchange everything is allowed; other exchange types are never checked."""
         if exchange.type_name != "topic":
             return
         permission = self.access.topic_permissions.get((user.name, self.name, exchange.name))
         if permission is not None and not permission.allows(kind, routing_key):
-            raise AMQPChannelError(
-                ACCESS_REFUSED,
+            raise AccessRefused(
                 f"access to topic '{routing_key}' in exchange '{exchange.name}' in vhost "
-                f"'{self.name}' refused for user '{user.name}'",
-                class_id, method_id,
+                f"'{self.name}' refused for user '{user.name}'"
             )
 
     # -- exchanges ------------------------------------------------------------------------
 
-    def get_exchange(self, name: str, class_id: int, method_id: int) -> Exchange:
+    def get_exchange(self, name: str) -> Exchange:
         exchange = self.exchanges.get(name)
         if exchange is None:
-            raise not_found("exchange", name, self.name, class_id, method_id)
+            raise not_found("exchange", name, self.name)
         return exchange
 
     def declare_exchange(
@@ -165,14 +160,12 @@ class VirtualHost:
         if not passive:
             exchange_class = exchange_type(type_name)
         if not name:
-            raise AMQPChannelError(
-                ACCESS_REFUSED, "operation not permitted on the default exchange", 40, 10
-            )
+            raise default_exchange_refused()
         if passive:
-            return self.get_exchange(name, 40, 10)
+            return self.get_exchange(name)
         existing = self.exchanges.get(name)
         if existing is None:
-            check_reserved_name("exchange", name, 40, 10)
+            check_reserved_name("exchange", name)
         if existing is not None:
             self._check_exchange_equivalence(
                 existing, type_name, durable, auto_delete, internal, arguments
@@ -208,33 +201,23 @@ class VirtualHost:
             ("internal", internal, exchange.internal),
         ):
             if received != current:
-                raise AMQPChannelError(
-                    PRECONDITION_FAILED,
-                    f"inequivalent arg '{arg}' for {what}: received {names.show(received)} "
-                    f"but current is {names.show(current)}",
-                    40, 10,
-                )
+                raise names.inequivalent(arg, what, received, current)
         names.check_arguments_equivalent(
-            ("alternate-exchange",), arguments, exchange.arguments, what, 40, 10
+            ("alternate-exchange",), arguments, exchange.arguments, what
         )
 
     def delete_exchange(self, name: str, if_unused: bool) -> None:
         if not name:
-            raise AMQPChannelError(
-                ACCESS_REFUSED, "operation not permitted on the default exchange", 40, 20
-            )
+            raise default_exchange_refused()
         if name.startswith("amq."):
-            raise AMQPChannelError(
-                ACCESS_REFUSED,
-                f"deletion of system {resource('exchange', name, self.name)} not allowed", 40, 20,
+            raise AccessRefused(
+                f"deletion of system {resource('exchange', name, self.name)} not allowed"
             )
         exchange = self.exchanges.get(name)
         if exchange is None:
             return
         if if_unused and exchange.bindings:
-            raise AMQPChannelError(
-                PRECONDITION_FAILED, f"{resource('exchange', name, self.name)} in use", 40, 20
-            )
+            raise PreconditionFailed(f"{resource('exchange', name, self.name)} in use")
         self._remove_exchange(exchange)
 
     def _remove_exchange(self, exchange: Exchange) -> None:
@@ -252,10 +235,10 @@ class VirtualHost:
 
     # -- queues ---------------------------------------------------------------------------
 
-    def get_queue(self, name: str, class_id: int, method_id: int) -> Queue:
+    def get_queue(self, name: str) -> Queue:
         queue = self.queues.get(name)
         if queue is None:
-            raise not_found("queue", name, self.name, class_id, method_id)
+            raise not_found("queue", name, self.name)
         return queue
 
     def declare_queue(
@@ -266,17 +249,17 @@ class VirtualHost:
         definitions file, was accepted once: its arguments are not checked again (a later
         check must not lose a queue and its messages at start-up)."""
         if passive:
-            queue = self.get_queue(name, 50, 10)
-            self.check_exclusive_access(queue, connection, 50, 10)
+            queue = self.get_queue(name)
+            self.check_exclusive_access(queue, connection)
             queue.arm_unused_timer()
             return queue
         if not recovered:
             validate_queue_arguments(self._typed(arguments), resource("queue", name, self.name))
         existing = self.queues.get(name)
         if existing is not None:
-            self.check_exclusive_access(existing, connection, 50, 10)
+            self.check_exclusive_access(existing, connection)
             if exclusive != existing.exclusive:
-                raise self._locked(existing, 50, 10)
+                raise queue_locked(existing.describe())
             self._check_queue_equivalence(existing, durable, auto_delete, arguments)
             existing.arm_unused_timer()
             return existing
@@ -308,36 +291,29 @@ class VirtualHost:
             ("auto_delete", auto_delete, queue.auto_delete),
         ):
             if received != current:
-                raise AMQPChannelError(
-                    PRECONDITION_FAILED,
-                    f"inequivalent arg '{arg}' for {what}: received {names.show(received)} "
-                    f"but current is {names.show(current)}",
-                    50, 10,
-                )
+                raise names.inequivalent(arg, what, received, current)
         names.check_arguments_equivalent(
-            EQUIVALENCE_CHECKED_QUEUE_ARGS, arguments, queue.arguments, what, 50, 10
+            EQUIVALENCE_CHECKED_QUEUE_ARGS, arguments, queue.arguments, what
         )
-
-    def check_exclusive_access(
-        self, queue: Queue, connection: Connection, class_id: int, method_id: int
-    ) -> None:
-        if queue.owner is not None and queue.owner is not connection:
-            raise self._locked(queue, class_id, method_id)
 
     @staticmethod
-    def _locked(queue: Queue, class_id: int, method_id: int) -> AMQPChannelError:
-        return AMQPChannelError(
-            RESOURCE_LOCKED,
-            f"cannot obtain exclusive access to locked {queue.describe()}. It could be originally "
-            "declared on another connection or the exclusive property value does not match that "
-            "of the original declaration.",
-            class_id, method_id,
-        )
+    def check_exclusive_access(queue: Queue, connection: Connection | None) -> None:
+        """ResourceLocked if `queue` is exclusive to another connection (`None`: no connection,
+        as for the management API)."""
+        if queue.owner is not None and queue.owner is not connection:
+            raise queue_locked(queue.describe())
 
-    def delete_queue(self, queue: Queue) -> int:
-        """Remove a queue with its bindings; its consumers are told with basic.cancel."""
+    def delete_queue(self, queue: Queue, *, if_unused: bool = False,
+                     if_empty: bool = False) -> int:
+        """Remove a queue with its bindings; its consumers are told with basic.cancel. Returns
+        how many messages it held. PreconditionFailed (and nothing removed) if `if_unused` and
+        it has consumers, or `if_empty` and it holds messages."""
         if queue.deleted:
             return 0
+        if if_unused and queue.consumers:
+            raise PreconditionFailed(f"{queue.describe()} in use")
+        if if_empty and queue.message_count:
+            raise PreconditionFailed(f"{queue.describe()} not empty")
         queue.deleted = True
         count = queue.message_count
         self.queues.pop(queue.name, None)

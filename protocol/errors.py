@@ -44,6 +44,18 @@ class AMQPConnectionError(AMQPError):
     """Closes the whole connection (hard error)."""
 
 
+# RabbitMQ's names of its errors (not_found, precondition_failed ...) -> reply codes.
+REPLY_CODES = {name.lower(): code for code, name in REPLY_NAMES.items()}
+
+
+def named_error(kind: str, text: str, class_id: int = 0, method_id: int = 0) -> AMQPError:
+    """The AMQP error RabbitMQ names `kind`: hard (5xx: command_invalid, not_allowed,
+    not_implemented ...) closes the connection, the others the channel."""
+    code = REPLY_CODES[kind]
+    error_class = AMQPConnectionError if code >= 500 else AMQPChannelError
+    return error_class(code, text, class_id, method_id)
+
+
 class UndecodableMethod(AMQPConnectionError):
     """501 `cannot decode <<...>>`: method arguments that do not fill the frame exactly (a length
     running past it, or bytes after the last argument). RabbitMQ's generated decoder fails its

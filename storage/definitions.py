@@ -102,11 +102,11 @@ def apply_definitions(
             record(partial(vhost.delete_queue, queue))
     for entry in document.get("bindings", []):
         vhost = node.add_vhost(entry.get("vhost", "/"))
-        source = vhost.get_exchange(entry["source"], 0, 0)
+        source = vhost.get_exchange(entry["source"])
         if entry.get("destination_type", "queue") == "queue":
-            destination = vhost.get_queue(entry["destination"], 0, 0)
+            destination = vhost.get_queue(entry["destination"])
         else:
-            destination = vhost.get_exchange(entry["destination"], 0, 0)
+            destination = vhost.get_exchange(entry["destination"])
         routing_key, arguments = entry.get("routing_key", ""), entry.get("arguments", {})
         if vhost.bind(source, destination, routing_key, arguments):
             record(partial(vhost.unbind, source, destination, routing_key, arguments))

@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+from broker.errors import CommandInvalid, PreconditionFailed
 from broker.exchanges.base import Binding, Exchange
 from protocol import properties
-from protocol.constants import COMMAND_INVALID, PRECONDITION_FAILED
-from protocol.errors import AMQPChannelError, AMQPConnectionError
 from protocol.fieldtable import encode_table
 
 if TYPE_CHECKING:
@@ -31,21 +30,16 @@ class DelayedExchange(Exchange):
         super().__init__(name, **kwargs)
         delayed_type = self.arguments.get("x-delayed-type")
         if not isinstance(delayed_type, str):
-            raise AMQPChannelError(
-                PRECONDITION_FAILED,
-                "Invalid argument, 'x-delayed-type' must be an existing exchange type", 40, 10,
+            raise PreconditionFailed(
+                "Invalid argument, 'x-delayed-type' must be an existing exchange type"
             )
         if delayed_type == self.type_name:
-            raise AMQPChannelError(
-                PRECONDITION_FAILED,
-                "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'",
-                40, 10,
+            raise PreconditionFailed(
+                "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'"
             )
         inner_class = inner_types.get(delayed_type)
         if inner_class is None:
-            raise AMQPConnectionError(
-                COMMAND_INVALID, f"unknown exchange type '{delayed_type}'", 40, 10
-            )
+            raise CommandInvalid(f"unknown exchange type '{delayed_type}'")
         self._inner = inner_class(name)
         self.holding = Holding(self)
 

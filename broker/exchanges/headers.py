@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from broker.errors import PreconditionFailed
 from broker.exchanges.base import Binding, Exchange
-from protocol.constants import PRECONDITION_FAILED
-from protocol.errors import AMQPChannelError
 from protocol.fieldtable import FLOAT_TAGS, INTEGER_TAGS, TypedValue, typed
 
 if TYPE_CHECKING:
@@ -30,11 +29,9 @@ class HeadersExchange(Exchange):
         mode = arguments.get("x-match", "all")
         if mode not in MATCH_MODES:
             shown = mode.decode() if isinstance(mode, bytes) else mode
-            raise AMQPChannelError(
-                PRECONDITION_FAILED,
+            raise PreconditionFailed(
                 f"Invalid x-match field value <<\"{shown}\">>; "
-                "expected all, any, all-with-x, or any-with-x",
-                50, 20,
+                "expected all, any, all-with-x, or any-with-x"
             )
 
     def bind(self, binding: Binding) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.errors import BrokerError
 from broker.exchanges import Binding, Exchange
 from broker.queue import Queue
 from management.api.common import (
@@ -20,9 +21,9 @@ from management.api.common import (
     listing,
     node_of,
     not_found,
+    refusal,
     vhost_of,
 )
-from protocol.errors import AMQPError
 
 
 def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:
@@ -109,8 +110,8 @@ async def create_binding(request: web.Request) -> web.Response:
         raise bad_request("arguments must be an object")
     try:
         vhost.bind(source, destination, routing_key, arguments)
-    except AMQPError as failure:
-        raise bad_request(failure.reply_text) from None
+    except BrokerError as failure:
+        raise refusal(failure, "reply") from None
     location = (f"{request.match_info['destination']}/"
                 f"{urllib.parse.quote(properties_key(routing_key, arguments), safe='~')}")
     return web.Response(status=201, headers={"Location": location})

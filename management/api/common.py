@@ -1,19 +1,22 @@
-"""What every API handler needs: RabbitMQ's error bodies, JSON responses, the vhost in a path,
-and list pagination, sorting and column selection."""
+"""What every API handler needs: RabbitMQ's error bodies (and, in `refusal`, the one place the
+broker core's refusals become HTTP answers), JSON responses, the vhost in a path, and list
+pagination, sorting and column selection."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from broker.auth import User
+from broker.errors import BrokerError
 from broker.node import Node
 from broker.vhost import VirtualHost
 from management import jsontext
+from protocol.errors import named_error
 
 # RabbitMQ 3.10 reads a request body in one chunk of cowboy's 8,000,000 bytes and refuses a
 # longer one with 400 "Exceeded HTTP request body size limit" (max_http_body_size, 10 MB, is
@@ -37,6 +40,26 @@ def error(status: int, error_name: str, reason: Any) -> web.HTTPException:
     if cls is web.HTTPMethodNotAllowed:
         return web.HTTPMethodNotAllowed("", [], text=body, content_type="application/json")
     return cls(text=body, content_type="application/json")
+
+
+def refusal(
+    failure: BrokerError, form: Literal["text", "reply", "import", "aliveness"] = "text"
+) -> web.HTTPException:
+    """A refusal of the broker core as RabbitMQ's API shows it: a 400 whose reason is the
+    text ("text": declare, delete), the AMQP reply text ("reply": a binding), the AMQP error of
+    an import ("import": definitions), or reply code and text, access refused being 401
+    ("aliveness": the aliveness test, which RabbitMQ runs over AMQP)."""
+    if form == "text":
+        return bad_request(failure.text)
+    amqp = named_error(failure.kind, failure.text)
+    if form == "reply":
+        return bad_request(amqp.reply_text)
+    if form == "import":
+        return error(400, "bad_request",
+                     ["amqp_error", failure.kind, erlang_chars(failure.text), "none"])
+    if failure.kind == "access_refused":
+        return error(401, "not_authorised", amqp.reply_text)
+    return bad_request(f"{amqp.reply_code} {amqp.reply_text}")
 
 
 def not_found() -> web.HTTPException:

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.auth import Permission
+from broker.errors import BrokerError
 from broker.node import Node
 from broker.vhost import QUEUE_TYPES
 from management.api.access import permission_from
@@ -17,10 +18,10 @@ from management.api.bindings import check_binding_names
 from management.api.common import (
     bad_request,
     check_name_length,
-    erlang_chars,
     error,
     json_response,
     node_of,
+    refusal,
     require_keys,
     vhost_for_write,
 )
@@ -29,8 +30,6 @@ from management.api.policies import policy_from
 from management.api.queues import queue_declaration
 from management.api.topic_permissions import topic_permission_from
 from management.auth import require_tag
-from protocol.constants import REPLY_NAMES
-from protocol.errors import AMQPError
 from storage.definitions import DefinitionsError, apply_definitions, export_definitions
 
 
@@ -76,12 +75,9 @@ async def import_all(request: web.Request) -> web.Response:
     undo: list[Callable[[], None]] = []
     try:
         apply_definitions(node, checked, undo)
-    except AMQPError as failure:  # as RabbitMQ shows an AMQP error of its import
+    except BrokerError as failure:
         _revert(undo)
-        raise error(400, "bad_request", [
-            "amqp_error", REPLY_NAMES.get(failure.reply_code, "").lower(),
-            erlang_chars(failure.text), "none",
-        ]) from None
+        raise refusal(failure, "import") from None
     except web.HTTPException:
         _revert(undo)
         raise

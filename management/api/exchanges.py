@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from pamqp import commands as spec
 
+from broker.errors import BrokerError
 from broker.exchanges import Exchange
 from broker.message import Message
 from management.api.bindings import binding_info
@@ -24,12 +25,12 @@ from management.api.common import (
     node_of,
     not_found,
     parse_bool,
+    refusal,
     require_keys,
     vhost_for_write,
     vhost_of,
 )
 from protocol.codec import shortstr
-from protocol.errors import AMQPError
 
 
 def exchange_name(request: web.Request) -> str:
@@ -78,8 +79,8 @@ async def declare_exchange(request: web.Request) -> web.Response:
     existed = name in vhost.exchanges
     try:
         exchange = vhost.declare_exchange(name, passive=False, **declaration)
-    except AMQPError as failure:
-        raise bad_request(failure.text) from None
+    except BrokerError as failure:
+        raise refusal(failure) from None
     if not existed:
         exchange.declared_by = request[USER].name
     return web.Response(status=204 if existed else 201)
@@ -107,8 +108,8 @@ async def delete_exchange(request: web.Request) -> web.Response:
         raise access_refused()
     try:
         vhost.delete_exchange(exchange.name, request.query.get("if-unused") == "true")
-    except AMQPError as failure:
-        raise bad_request(failure.text) from None
+    except BrokerError as failure:
+        raise refusal(failure) from None
     return web.Response(status=204)
 
 

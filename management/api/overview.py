@@ -15,24 +15,23 @@ from aiohttp import web
 from broker import RABBITMQ_VERSION, __version__
 from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.config import Config, parse_size
+from broker.errors import BrokerError
 from broker.exchanges import EXCHANGE_TYPES
 from broker.message import Message
 from broker.node import Node, node_name
 from management.api.common import (
     access_refused,
     bad_request,
-    error,
     json_body,
     json_response,
     node_of,
     not_found,
+    refusal,
     vhost_of,
 )
 from management.auth import USER_KEY, require_tag
 from management.rates import RATES_KEY, message_stats
 from protocol.codec import shortstr
-from protocol.constants import ACCESS_REFUSED
-from protocol.errors import AMQPError
 
 HEALTH_CHECK_FAILURE_STATUS = 503
 _ALARM_RESOURCES = ((DISK, "disk space"), (MEMORY, "memory"))  # RabbitMQ's names and order
@@ -256,19 +255,17 @@ async def aliveness(request: web.Request) -> web.Response:
     if node.access.permission(user.name, vhost.name) is None:
         raise access_refused()
     try:
-        vhost.check_permission(user, "configure", "queue", ALIVENESS_QUEUE, 50, 10)
+        vhost.check_permission(user, "configure", "queue", ALIVENESS_QUEUE)
         queue = vhost.declare_queue(ALIVENESS_QUEUE, None, passive=False, durable=False,
                                     exclusive=False, auto_delete=False, arguments={})
-        vhost.check_permission(user, "write", "exchange", "", 60, 40)
+        vhost.check_permission(user, "write", "exchange", "")
         message = Message("", ALIVENESS_QUEUE, shortstr("") + shortstr(ALIVENESS_QUEUE),
                           _NO_PROPERTIES, b"test_message")
         vhost.deliver(message, vhost.route(vhost.default_exchange, message))
         node.messages_received += 1
-        vhost.check_permission(user, "read", "queue", ALIVENESS_QUEUE, 60, 70)
-    except AMQPError as failure:
-        if failure.reply_code == ACCESS_REFUSED:
-            raise error(401, "not_authorised", failure.reply_text) from None
-        raise bad_request(f"{failure.reply_code} {failure.reply_text}") from None
+        vhost.check_permission(user, "read", "queue", ALIVENESS_QUEUE)
+    except BrokerError as failure:
+        raise refusal(failure, "aliveness") from None
     entry = queue.pop()  # a basic.get with no_ack, counted as one
     if entry is None:
         node.get_empty += 1
@@ -276,8 +273,7 @@ async def aliveness(request: web.Request) -> web.Response:
                              status=HEALTH_CHECK_FAILURE_STATUS)
     queue.note_delivery(entry)
     queue.settle(entry)
-    node.messages_delivered += 1
-    node.delivered_get_auto_ack += 1
+    node.count_get(entry.redelivered, no_ack=True)
     return json_response({"status": "ok"})
 
 

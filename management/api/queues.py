@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from broker import stepfailures
+from broker.errors import BrokerError
 from broker.message import QueuedMessage
 from broker.queue import Queue
 from management.api.common import (
@@ -20,6 +21,7 @@ from management.api.common import (
     node_of,
     not_found,
     parse_bool,
+    refusal,
     require_keys,
     vhost_for_write,
     vhost_of,
@@ -28,7 +30,6 @@ from management.api.connections import consumer_info
 from management.api.message_json import payload_json, properties_json
 from management.api.overview import node_name
 from management.rates import RATES_KEY, Rates
-from protocol.errors import AMQPError
 
 
 def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
@@ -96,8 +97,8 @@ async def declare_queue(request: web.Request) -> web.Response:
     existed = name in vhost.queues
     try:
         vhost.declare_queue(name, None, passive=False, exclusive=False, **declaration)
-    except AMQPError as failure:
-        raise bad_request(failure.text) from None
+    except BrokerError as failure:
+        raise refusal(failure) from None
     return web.Response(status=204 if existed else 201)
 
 
@@ -116,17 +117,12 @@ def queue_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
 
 async def delete_queue(request: web.Request) -> web.Response:
     queue = queue_of(request)
-    if queue.exclusive:
-        raise bad_request(
-            f"cannot obtain exclusive access to locked {queue.describe()}. It could be "
-            "originally declared on another connection or the exclusive property value does "
-            "not match that of the original declaration."
-        )
-    if request.query.get("if-unused") == "true" and queue.consumers:
-        raise bad_request(f"{queue.describe()} in use")
-    if request.query.get("if-empty") == "true" and queue.message_count:
-        raise bad_request(f"{queue.describe()} not empty")
-    queue.vhost.delete_queue(queue)
+    try:
+        queue.vhost.check_exclusive_access(queue, None)
+        queue.vhost.delete_queue(queue, if_unused=request.query.get("if-unused") == "true",
+                                 if_empty=request.query.get("if-empty") == "true")
+    except BrokerError as failure:
+        raise refusal(failure) from None
     return web.Response(status=204)
 
 
@@ -178,10 +174,7 @@ async def get_messages(request: web.Request) -> web.Response:
                     f"({type(failure).__name__})") from None
     for entry in taken:
         queue.note_delivery(entry)
-        # Counted as RabbitMQ counts the basic.get it makes for the API.
-        node.messages_delivered += 1
-        node.delivered_get_manual_ack += 1
-        node.messages_redelivered += entry.redelivered
+        node.count_get(entry.redelivered, no_ack=False)  # RabbitMQ's API makes a basic.get
     requeue = ackmode.endswith("requeue_true")
     for entry in reversed(taken):
         if requeue:

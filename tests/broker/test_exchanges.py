@@ -13,7 +13,16 @@ import pika
 import pytest
 from client_helpers import channel_error, channel_error_after, connection_error, get_bodies
 from pamqp import commands
-from raw_amqp import HEADERS_FLAG, content_header_payload, field, field_table, raw_client
+from raw_amqp import (
+    HEADERS_FLAG,
+    RawAMQP,
+    amqp_name,
+    close_summary,
+    content_header_payload,
+    field,
+    field_table,
+    raw_client,
+)
 
 
 def not_found(name: str) -> tuple[int, str]:
@@ -601,6 +610,27 @@ def test_headers_invalid_x_match_is_406(channel, unique):
         'PRECONDITION_FAILED - Invalid x-match field value <<"foo">>; '
         "expected all, any, all-with-x, or any-with-x",
     )
+
+
+def test_headers_invalid_x_match_on_exchange_bind_names_exchange_bind(broker, unique):
+    """The refusal carries the ids of the method that asked (exchange.bind 40/30), not those of
+    queue.bind, as in RabbitMQ 3.10.8 (RABBITMQ_TEXTS_ROUTING.md)."""
+    source, destination = amqp_name(unique, "h."), amqp_name(unique, "d.")
+    with RawAMQP.connect(broker) as amqp:
+        amqp.handshake()
+        amqp.open_channel(1)
+        amqp.call(1, commands.Exchange.Declare(exchange=source, exchange_type="headers",
+                                               auto_delete=True))
+        amqp.call(1, commands.Exchange.Declare(exchange=destination, auto_delete=True))
+        close = amqp.call(1, commands.Exchange.Bind(destination=destination, source=source,
+                                                    arguments={"x-match": "foo"}))
+        assert close_summary(close) == (
+            406, 'PRECONDITION_FAILED - Invalid x-match field value <<"foo">>; '
+            "expected all, any, all-with-x, or any-with-x", 40, 30)
+        amqp.send_method(1, commands.Channel.CloseOk())
+        amqp.open_channel(2)
+        for name in (source, destination):
+            amqp.call(2, commands.Exchange.Delete(exchange=name))
 
 
 @pytest.mark.parametrize(
