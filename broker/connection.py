@@ -1,6 +1,9 @@
 """An AMQP connection: handshake (start/tune/open), authentication, the channel table,
-heartbeats, connection.close both ways, output collected per event-loop turn, and blocking
-publishers while a resource alarm is in effect.
+heartbeats, connection.close both ways, output handed to the transport (which collects it per
+event-loop turn), and blocking publishers while a resource alarm is in effect. The one place
+an AMQP error ends something: a channel error from a channel closes that channel
+(`_handle_frame`), a connection error closes the connection and any other exception is an
+internal error that costs this connection only (`_guarded`).
 
 Blocking follows RabbitMQ 3.10's reader: while an alarm is in effect, a connection is blocked
 right after it hands us a content header or body frame (a publish). Blocked, it reads nothing

@@ -1,5 +1,6 @@
-"""Start-up and shutdown: build the node, load definitions, listen, and on SIGTERM/SIGINT stop
-accepting, close client connections with 320 CONNECTION_FORCED and exit."""
+"""Start-up and shutdown: build and start the node (definitions, message recovery), start the
+management server, listen, and on SIGTERM/SIGINT stop accepting, stop the management server,
+close client connections with 320 CONNECTION_FORCED, wait for them a little, stop the node."""
 
 from __future__ import annotations
 

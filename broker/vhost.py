@@ -1,6 +1,8 @@
-"""A virtual host: its exchanges, queues and bindings, declared, looked up and deleted with
-RabbitMQ's rules and reply texts. Permission and topic permission checks against the node's
-access control."""
+"""A virtual host: its exchanges, queues, bindings and policies, declared, looked up and deleted
+with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). Routing a
+message (`route`) and putting it into its queues, logged first when persistent (`deliver`);
+messages held by delayed exchanges. Permission and topic permission checks against the
+node's access control."""
 
 from __future__ import annotations
 

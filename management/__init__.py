@@ -1,2 +1,2 @@
-"""The management plane: a RabbitMQ-compatible HTTP API and Prometheus /metrics, served by the
-broker process on --management-port (aiohttp)."""
+"""The management plane: a RabbitMQ-compatible HTTP API, Prometheus /metrics and a web UI, served
+by the broker process on --management-port (aiohttp); `warren ctl` is a client of the API."""

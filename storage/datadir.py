@@ -1,8 +1,9 @@
 """The data directory: checked before anything is written, then locked for this process.
 
 Layout: `definitions.json` (durable definitions, RabbitMQ's export format), `wal/` (log
-segments), `warren.lock` (held while a broker runs), `clean-shutdown` and `message-index`
-(present only while no broker runs after a clean stop).
+segments), `transient/` (the page store's files, emptied at start), `warren.lock` (held while
+a broker runs), `clean-shutdown` and `message-index` (present only while no broker runs after
+a clean stop).
 """
 
 from __future__ import annotations
