@@ -13,6 +13,7 @@ from broker.alarms import ResourceMonitor
 from broker.auth import AccessControl, Permission, User, hash_password
 from broker.definitions import apply_definitions, definitions_bytes, load_definitions
 from broker.exchanges import DelayedExchange
+from broker.message import Message
 from broker.stepfailures import StepFailures
 from broker.vhost import VirtualHost
 from storage import snapshot
@@ -94,10 +95,11 @@ class Node:
         if catalog is None:
             source = "the log"
             catalog = await loop.run_in_executor(None, scan, data_dir.wal_path)
-        self.store = MessageStore(data_dir.wal_path, data_dir.definitions_path,
+        self.store = MessageStore(data_dir.wal_path, data_dir.definitions_path, Message.logged,
                                   self.config.segment_size, self.config.resident_head,
                                   self.config.page_out_after / 1000)
-        self.store.pages = PageStore(data_dir.path / "transient", self.config.segment_size)
+        self.store.pages = PageStore(data_dir.path / "transient", self.config.segment_size,
+                                      Message.logged)
         durable_queues = {
             queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()
             if queue.durable
