@@ -9,8 +9,8 @@ import sys
 from datetime import UTC, datetime
 
 from broker.config import Config, parse_args
+from broker.definitions import DefinitionsError
 from broker.server import serve
-from storage.definitions import DefinitionsError
 from storage.store import StorageError
 
 

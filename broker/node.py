@@ -4,7 +4,6 @@ resource alarms, and the plain message counters that /metrics reads at scrape ti
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import platform
 import time
@@ -12,12 +11,14 @@ from typing import TYPE_CHECKING
 
 from broker.alarms import ResourceMonitor
 from broker.auth import AccessControl, Permission, User, hash_password
+from broker.definitions import apply_definitions, definitions_bytes, load_definitions
 from broker.exchanges import DelayedExchange
+from broker.message import Message
 from broker.stepfailures import StepFailures
 from broker.vhost import VirtualHost
 from storage import snapshot
 from storage.datadir import DataDir, open_data_dir
-from storage.definitions import apply_definitions, export_definitions, load_definitions
+from storage.definitions import read_document
 from storage.live import live_catalog
 from storage.paging import PageStore
 from storage.scan import scan
@@ -77,8 +78,7 @@ class Node:
         self.data_dir = data_dir = open_data_dir(self.config.data_dir)
         self.alarms.start()
         if data_dir.definitions_path.exists():
-            apply_definitions(self, json.loads(data_dir.definitions_path.read_text()),
-                              recovered=True)
+            apply_definitions(self, read_document(data_dir.definitions_path), recovered=True)
         else:
             self._add_defaults()
         if self.config.load_definitions:
@@ -95,10 +95,11 @@ class Node:
         if catalog is None:
             source = "the log"
             catalog = await loop.run_in_executor(None, scan, data_dir.wal_path)
-        self.store = MessageStore(data_dir.wal_path, data_dir.definitions_path,
+        self.store = MessageStore(data_dir.wal_path, data_dir.definitions_path, Message.logged,
                                   self.config.segment_size, self.config.resident_head,
                                   self.config.page_out_after / 1000)
-        self.store.pages = PageStore(data_dir.path / "transient", self.config.segment_size)
+        self.store.pages = PageStore(data_dir.path / "transient", self.config.segment_size,
+                                      Message.logged)
         durable_queues = {
             queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()
             if queue.durable
@@ -238,4 +239,4 @@ class Node:
             callback()
 
     def _definitions_snapshot(self) -> bytes:
-        return json.dumps(export_definitions(self), indent=1).encode()
+        return definitions_bytes(self)

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 
 class Queue:
+    keeps_cold_rows = True  # to the message store: a storage.holders.MessageHolder
+
     def __init__(
         self, vhost: VirtualHost, name: str, *, durable: bool = False, auto_delete: bool = False,
         owner: Connection | None = None, arguments: dict[str, Any] | None = None,

@@ -22,8 +22,7 @@ from storage.catalog import ROW_ARRAYS, SEVERAL, Catalog, Rows
 from storage.records import QueueKey, published_ms
 
 if TYPE_CHECKING:
-    from broker.message import Message
-    from broker.queue import Queue
+    from storage.holders import MessageHolder, StoredMessage
     from storage.store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ class _Builder:
         self._positions: dict[QueueKey, int] = {}
         self._metas: dict[Meta, int] = {}
 
-    def position(self, queue: Queue) -> int:
+    def position(self, queue: MessageHolder) -> int:
         index = self._positions.get(queue.key)
         if index is None:
             index = self._positions[queue.key] = len(self.live.queue_keys)
@@ -57,7 +56,7 @@ class _Builder:
             self.live.meta_table.append(meta)
         return index
 
-    def add_messages(self, messages: list[Message], holders: Sequence[int],
+    def add_messages(self, messages: list[StoredMessage], holders: Sequence[int],
                      delivered: list[bool]) -> None:
         """Rows for messages that are objects (column by column: much faster)."""
         live = self.live
@@ -81,8 +80,8 @@ def live_catalog(store: MessageStore) -> Catalog | None:
         return None
     live = builder.live
     # Messages that are objects, by the one queue holding them; then those several hold.
-    single: dict[int, list[Message]] = {}
-    shared: list[Message] = []
+    single: dict[int, list[StoredMessage]] = {}
+    shared: list[StoredMessage] = []
     for message in store.logged_messages():
         holders = message.store_queues
         if len(holders) == 1:
@@ -156,7 +155,7 @@ def _add_cold_rows(builder: _Builder, store: MessageStore) -> bool:
     return True
 
 
-def _flags_in(queue: Queue, messages: list[Message]) -> list[bool]:
+def _flags_in(queue: MessageHolder, messages: list[StoredMessage]) -> list[bool]:
     """Whether the log has `queue`'s delivery of messages it alone holds. Never delivered
     from any queue: no. Else the queue's own flag (it may have been delivered from another
     queue that held it then): yes unless the queue holds it ready with no logged delivery."""
@@ -167,6 +166,6 @@ def _flags_in(queue: Queue, messages: list[Message]) -> list[bool]:
             flags.append(False)
             continue
         if ready is None:
-            ready = queue.logged_flags() if hasattr(queue, "logged_flags") else {}
+            ready = queue.logged_flags()
         flags.append(ready.get(message.store_id, True))
     return flags

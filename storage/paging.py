@@ -33,8 +33,8 @@ from storage.metas import MetaTable
 from storage.records import published_ms
 
 if TYPE_CHECKING:
-    from broker.message import Message
     from storage.catalog import Rows
+    from storage.holders import MakeLoggedMessage, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,10 @@ def page_path(directory: Path, number: int) -> Path:
 
 
 class PageStore:
-    def __init__(self, directory: Path, file_size: int) -> None:
+    def __init__(self, directory: Path, file_size: int, make_message: MakeLoggedMessage) -> None:
         shutil.rmtree(directory, ignore_errors=True)  # pages of an earlier run: never read
         directory.mkdir(parents=True)
+        self.make_message = make_message  # the broker's: a message back from a row
         self.directory = directory
         self.file_size = file_size
         # One entry per row; a row left (thawed or dropped) is reused by the next message.
@@ -91,12 +92,12 @@ class PageStore:
         self._compacting: set[int] = set()  # files whose rows are being copied forward
         # Bodies to write, in file order, and their rows; the objects of rows not written yet.
         self._bodies: list[tuple[int, int, bytes]] = []
-        self._batch: list[tuple[int, Message]] = []
+        self._batch: list[tuple[int, StoredMessage]] = []
         # Compaction: (from file, offset, size, to file, offset) copies, and the rows moved.
         self._copies: list[tuple[int, int, int, int, int]] = []
         self._moves: list[tuple[int, int, int, int, int, int]] = []
         self._doomed: list[int] = []  # files to delete once the writes before are done
-        self._unwritten: dict[int, Message] = {}
+        self._unwritten: dict[int, StoredMessage] = {}
         self._writing = False
         self._flush_soon = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warren-pager")
@@ -108,7 +109,7 @@ class PageStore:
 
     # -- paging out ------------------------------------------------------------------------
 
-    def add(self, messages: list[Message]) -> array | None:
+    def add(self, messages: list[StoredMessage]) -> array | None:
         """Page messages out (in queue order): returns their rows, or None if the store
         cannot take them (a write failed before; the caller keeps the objects). Done a batch
         at a time, column by column: much cheaper per message than one at a time."""
@@ -144,7 +145,7 @@ class PageStore:
         self._schedule()
         return rows
 
-    def _meta_indexes(self, messages: list[Message]) -> list[int]:
+    def _meta_indexes(self, messages: list[StoredMessage]) -> list[int]:
         """Each message's meta (neighbours mostly share the same property bytes object)."""
         table = self.metas
         indexes = []
@@ -276,7 +277,7 @@ class PageStore:
             self._writer, _write, self.directory, bodies, copies, doomed)
         future.add_done_callback(lambda done: self._written(done, batch, moves))
 
-    def _written(self, done: asyncio.Future, batch: list[tuple[int, Message]],
+    def _written(self, done: asyncio.Future, batch: list[tuple[int, StoredMessage]],
                  moves: list[tuple[int, int, int, int, int, int]]) -> None:
         self._writing = False
         error = done.exception()
@@ -301,18 +302,16 @@ class PageStore:
 
     # -- back in ---------------------------------------------------------------------------
 
-    def thaw(self, rows: Rows) -> list[Message | None]:
+    def thaw(self, rows: Rows) -> list[StoredMessage | None]:
         """The messages of rows that reached the head of their queue, bodies read back, a
         stretch of neighbouring bodies at a time (None for a row whose body could not be
         read: logged and counted as lost)."""
-        from broker.message import Message
-
-        logged, table, expirations = Message.logged, self.metas.table, self.metas.expirations
+        logged, table, expirations = self.make_message, self.metas.table, self.metas.expirations
         files, offsets, sizes, metas, published, persistent = (
             self._files, self._offsets, self._sizes, self._metas, self._published,
             self._persistent)
         unwritten = self._unwritten
-        messages: list[Message | None] = []
+        messages: list[StoredMessage | None] = []
         to_read: list[tuple[int, int, int]] = []  # (position in messages, row, stretch)
         stretches: list[list[int]] = []  # [file, first offset, end offset]
         for row in rows:

@@ -8,11 +8,13 @@ before a crash comes back redelivered), purges and deletes as PURGE. REMOVE and 
 are gathered during an event-loop turn and written as one record per queue.
 
 Recovered messages held by one queue stay rows of the catalog (storage/catalog.py) until the
-queue thaws them into `Message` objects near its head; the store keeps their place in the log
-(and moves them when it compacts) all the same. A logged message arriving in a durable queue
-longer than `resident_head`, held by that queue alone, becomes such a row at once ("frozen"):
-its object is kept only until its record is durable. The catalog then lives as long as it has
-rows; the rows and metas that rows leave are reused by the next ones.
+queue thaws them into message objects near its head (made by the broker's `make_message`:
+storage knows messages and queues only through the protocols of storage/holders.py); the
+store keeps their place in the log (and moves them when it compacts) all the same. A logged
+message arriving in a durable queue longer than `resident_head`, held by that queue alone,
+becomes such a row at once ("frozen"): its object is kept only until its record is durable.
+The catalog then lives as long as it has rows; the rows and metas that rows leave are reused
+by the next ones.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ from storage.scan import segment_numbers
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
 
 if TYPE_CHECKING:
-    from broker.message import Message
-    from broker.queue import Queue
+    from storage.holders import MakeLoggedMessage, MessageHolder, StoredMessage
     from storage.paging import PageStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class _Segment:
     number: int
     size: int = 0
     live_bytes: int = 0
-    messages: dict[int, Message] = field(default_factory=dict)  # live messages logged here
+    messages: dict[int, StoredMessage] = field(default_factory=dict)  # live messages logged here
     # Catalog rows logged here (ranges, arrays), and how many of them are still cold.
     cold_rows: list[Rows] = field(default_factory=list)
     cold_live: int = 0
@@ -67,7 +68,7 @@ class _Move:
 
     __slots__ = ("target", "segment", "location", "message_id")
 
-    def __init__(self, target: Message | int, segment: int, location: tuple[int, int],
+    def __init__(self, target: StoredMessage | int, segment: int, location: tuple[int, int],
                  message_id: int = 0) -> None:
         self.target = target
         self.segment = segment
@@ -104,10 +105,11 @@ def check_segments(directory: Path) -> None:
 
 
 class MessageStore:
-    def __init__(self, directory: Path, definitions_path: Path,
+    def __init__(self, directory: Path, definitions_path: Path, make_message: MakeLoggedMessage,
                  segment_size: int = SEGMENT_SIZE, resident_head: int = 2048,
                  page_out_after: float = 2.0) -> None:
         self.directory = directory
+        self.make_message = make_message  # the broker's: a message back from a catalog row
         self.definitions_path = definitions_path
         self.segment_size = segment_size
         self.resident_head = resident_head  # queue length past which arrivals become rows
@@ -116,9 +118,9 @@ class MessageStore:
         self.wal: WriteAheadLog | None = None
         self._segments: OrderedDict[int, _Segment] = OrderedDict()
         self._next_id = 1
-        self._removed: defaultdict[Queue, list[int]] = defaultdict(list)
-        self._delivered: defaultdict[Queue, list[int]] = defaultdict(list)
-        self._to_page_out: deque[tuple[int, Message]] = deque()
+        self._removed: defaultdict[MessageHolder, list[int]] = defaultdict(list)
+        self._delivered: defaultdict[MessageHolder, list[int]] = defaultdict(list)
+        self._to_page_out: deque[tuple[int, StoredMessage]] = deque()
         # (ticket of the copies, segment to delete once they are durable, moves)
         self._retiring: deque[tuple[int, int, list[_Move]]] = deque()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warren-reader")
@@ -126,24 +128,24 @@ class MessageStore:
         # Messages held as cold catalog rows (recovered, or frozen on arrival), whose
         # `holders` index `_cold_queues` (None: a queue deleted since).
         self._catalog: Catalog | None = None
-        self._cold_queues: list[Queue | None] = []
+        self._cold_queues: list[MessageHolder | None] = []
         self._cold_count = 0
         # Set up by the first freeze: where each queue is, the metas counted by row, the rows
         # free for reuse.
-        self._holder_of: dict[Queue, int] | None = None
+        self._holder_of: dict[MessageHolder, int] | None = None
         self._metas: MetaTable | None = None
         self._free_rows = array("I")
         # Frozen rows whose PUBLISH is not durable yet: row -> the message (body in memory),
         # and (ticket, row, message) in log order, to forget them once durable.
-        self._unsynced: dict[int, Message] = {}
-        self._unsynced_order: deque[tuple[int, int, Message]] = deque()
+        self._unsynced: dict[int, StoredMessage] = {}
+        self._unsynced_order: deque[tuple[int, int, StoredMessage]] = deque()
         self._moving: dict[int, _Move] = {}  # cold rows copied forward, not yet durable there
         self._route_bytes: dict[tuple[str, str], bytes] = {}  # by (exchange, routing key)
         self._expirations: list[int | None] = []  # by meta index
 
     # -- start-up -------------------------------------------------------------------------
 
-    def recover(self, catalog: Catalog, queues: dict[QueueKey, Queue], clean: bool) -> None:
+    def recover(self, catalog: Catalog, queues: dict[QueueKey, MessageHolder], clean: bool) -> None:
         """Put the recovered messages back into their durable queues, in their original order.
         Runs on the event loop before it serves anyone; then opens a fresh segment.
 
@@ -152,17 +154,17 @@ class MessageStore:
         message is marked redelivered: "may have been delivered before" is then the truth.
 
         A message held by one queue stays a catalog row (the queue thaws it later); one held
-        by several queues, or by a delayed exchange, becomes a `Message` now."""
+        by several queues, or by a holder that keeps no cold rows, becomes a message now."""
         for number, size in catalog.segment_sizes.items():
             self._segments[number] = _Segment(number, size)
         self._expirations = [stored_expiration(props) for _, _, props in catalog.meta_table]
         holders = array("i", [NO_HOLDER]) * len(catalog)
-        hot: dict[int, Message] = {}
+        hot: dict[int, StoredMessage] = {}
         cold: list[Rows] = []
         memberships = {key: held for key, held in catalog.by_queue().items() if key in queues}
         for key, held in memberships.items():
             queue, rows = queues[key], held.rows
-            if not hasattr(queue, "restore_cold"):  # a delayed exchange's messages
+            if not queue.keeps_cold_rows:  # e.g. a delayed exchange's messages
                 for position, row in enumerate(rows):
                     delivered = held.shared_at.get(position, catalog.delivered[row])
                     self._restore_hot(catalog, row, queue, bool(delivered), clean, hot)
@@ -216,8 +218,8 @@ class MessageStore:
         info.live_bytes += catalog.charged_bytes(rows)
         self._cold_count += len(rows)
 
-    def _restore_hot(self, catalog: Catalog, row: int, queue: Queue, delivered: bool,
-                     clean: bool, hot: dict[int, Message]) -> None:
+    def _restore_hot(self, catalog: Catalog, row: int, queue: MessageHolder, delivered: bool,
+                     clean: bool, hot: dict[int, StoredMessage]) -> None:
         """Put back a recovered message as an object (shared by the queues that hold it).
         `delivered`: the log has `queue`'s delivery of it."""
         message = hot.get(row)
@@ -231,13 +233,11 @@ class MessageStore:
         message.store_delivered = message.store_delivered or delivered
         queue.restore(message, delivered or not clean, delivered)
 
-    def _materialise(self, catalog: Catalog, row: int) -> Message:
-        """A `Message` for a catalog row (its body stays on disk; `store_queues` unset)."""
-        from broker.message import Message
-
+    def _materialise(self, catalog: Catalog, row: int) -> StoredMessage:
+        """A message for a catalog row (its body stays on disk; `store_queues` unset)."""
         meta = catalog.metas[row]
         exchange, routing_key, props = catalog.meta_table[meta]
-        return Message.logged(
+        return self.make_message(
             exchange, routing_key, self._route(exchange, routing_key), props,
             catalog.body_sizes[row], catalog.published[row] / 1000, self._expirations[meta],
             catalog.ids[row], (catalog.segments[row], catalog.body_offsets[row]),
@@ -254,7 +254,7 @@ class MessageStore:
 
     # -- cold rows ------------------------------------------------------------------------
 
-    def freeze(self, queue: Queue, message: Message) -> int:
+    def freeze(self, queue: MessageHolder, message: StoredMessage) -> int:
         """Hold a logged message that `queue` alone holds, far from its head, as a catalog row
         from now on; returns the row. The store keeps the object (and its body) only until
         its record is durable: a thaw or a compaction copy before that takes it from there."""
@@ -340,14 +340,12 @@ class MessageStore:
             if unsynced.get(row) is message:
                 del unsynced[row]
 
-    def thaw(self, rows: Rows) -> list[Message]:
-        """The `Message`s of cold rows that reached the head of their queue (the rows are
+    def thaw(self, rows: Rows) -> list[StoredMessage]:
+        """The messages of cold rows that reached the head of their queue (the rows are
         not cold any more; the messages are tracked like any other from now on)."""
-        from broker.message import Message
-
         catalog = self._catalog
         assert catalog is not None
-        logged, route, queues, moving = Message.logged, self._route, self._cold_queues, \
+        logged, route, queues, moving = self.make_message, self._route, self._cold_queues, \
             self._moving
         ids, segments, offsets, sizes, published, metas, holders, delivered = (
             catalog.ids, catalog.segments, catalog.body_offsets, catalog.body_sizes,
@@ -393,7 +391,7 @@ class MessageStore:
         self._free_if_all_thawed()
         return thawed
 
-    def removed_cold(self, queue: Queue, runs: list[Rows]) -> None:
+    def removed_cold(self, queue: MessageHolder, runs: list[Rows]) -> None:
         """Cold rows left a durable queue without being thawed (purge)."""
         catalog = self._catalog
         ids = self._removed[queue]
@@ -435,19 +433,19 @@ class MessageStore:
         return self._next_id
 
     @property
-    def cold(self) -> tuple[Catalog | None, list[Queue], int]:
+    def cold(self) -> tuple[Catalog | None, list[MessageHolder], int]:
         """The catalog of the recovered messages still rows, the queues its `holders` index,
         and how many rows are still cold."""
         return self._catalog, self._cold_queues, self._cold_count
 
-    def logged_messages(self) -> Iterator[Message]:
+    def logged_messages(self) -> Iterator[StoredMessage]:
         """Every live logged message that is an object."""
         for info in self._segments.values():
             yield from info.messages.values()
 
     # -- logging --------------------------------------------------------------------------
 
-    def persist(self, message: Message, queues: list[Queue]) -> int:
+    def persist(self, message: StoredMessage, queues: list[MessageHolder]) -> int:
         """Log a persistent message routed to durable queues; return its durability ticket."""
         if message.body is None:  # re-logging a paged-out message (a delayed one, released)
             message.body = self.read_body_now(message)
@@ -475,7 +473,7 @@ class MessageStore:
             info = self._segments[number] = _Segment(number, records.SEGMENT_HEADER_SIZE)
         return info
 
-    def removed(self, queue: Queue, message: Message) -> None:
+    def removed(self, queue: MessageHolder, message: StoredMessage) -> None:
         """A persistent message left a durable queue (ack, reject, drop, expiry)."""
         try:
             message.store_queues.remove(queue)
@@ -486,12 +484,12 @@ class MessageStore:
             self._forget(message)
         self.wal.schedule()
 
-    def delivered(self, queue: Queue, message: Message) -> None:
+    def delivered(self, queue: MessageHolder, message: StoredMessage) -> None:
         message.store_delivered = True
         self._delivered[queue].append(message.store_id)
         self.wal.schedule()
 
-    def purged(self, queue: Queue, messages: list[Message],
+    def purged(self, queue: MessageHolder, messages: list[StoredMessage],
                cold: list[array] | None = None) -> None:
         """Every message of a queue is gone at once (deleted): its messages, and its cold
         rows."""
@@ -510,7 +508,7 @@ class MessageStore:
                     self._forget(message)
         self.wal.append(records.encode_purge(queue.key))
 
-    def _forget(self, message: Message) -> None:
+    def _forget(self, message: StoredMessage) -> None:
         info = self._segments.get(message.store_segment)
         if info is not None and info.messages.pop(message.store_id, None) is not None:
             info.live_bytes -= message.store_size
@@ -571,7 +569,7 @@ class MessageStore:
             return True
         return self.disk_bytes > 2 * self.live_bytes + self.segment_size
 
-    def _copy_forward(self, message: Message) -> _Move:
+    def _copy_forward(self, message: StoredMessage) -> _Move:
         """Re-log a live message in the current segment; returns where its body will be."""
         old = self._segments.get(message.store_segment)
         if old is not None:
@@ -670,7 +668,7 @@ class MessageStore:
 
     # -- paging ---------------------------------------------------------------------------
 
-    def page_out_when_durable(self, message: Message) -> None:
+    def page_out_when_durable(self, message: StoredMessage) -> None:
         """Drop the body from memory once its record is on disk (it is read back on demand)."""
         self._to_page_out.append((self.wal.pending_ticket, message))
 
@@ -681,7 +679,7 @@ class MessageStore:
             if message.store_queues:
                 message.body = None
 
-    def page_in(self, messages: list[Message], done: Callable[[], None]) -> None:
+    def page_in(self, messages: list[StoredMessage], done: Callable[[], None]) -> None:
         """Read the bodies of paged-out messages in the reader thread, then call `done`."""
         locations = [(*m.store_location, m.body_size) for m in messages]
         future = asyncio.get_running_loop().run_in_executor(
@@ -697,7 +695,7 @@ class MessageStore:
 
         future.add_done_callback(loaded)
 
-    def read_body_now(self, message: Message) -> bytes:
+    def read_body_now(self, message: StoredMessage) -> bytes:
         """Blocking read of one body (basic.get, which must answer in order)."""
         return read_at(self.directory, *message.store_location, message.body_size)
 

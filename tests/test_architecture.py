@@ -33,23 +33,10 @@ TARGET_LARGEST_CYCLE = 6
 
 # --- the ratchet: today's state; lower it as the redesign of issue 12 lands -----------------
 
-CURRENT_FORBIDDEN_IMPORTS = frozenset({
-    ("storage.definitions", "broker"),
-    ("storage.definitions", "broker.auth"),
-    ("storage.definitions", "broker.exchanges"),
-    ("storage.definitions", "broker.node"),
-    ("storage.definitions", "broker.policies"),
-    ("storage.definitions", "broker.vhost"),
-    ("storage.live", "broker.message"),
-    ("storage.live", "broker.queue"),
-    ("storage.paging", "broker.message"),  # came with branch `memory` (a type hint)
-    ("storage.store", "broker.message"),
-    ("storage.store", "broker.queue"),
-})
-# broker.channel, .connection, .consumer, .deadletter, .delivering, .exchanges (and its seven
-# modules), .node, .publishing, .queue, .topology, .transport, .vhost with storage.datadir,
-# .definitions, .live and .store.
-CURRENT_LARGEST_CYCLE = 22
+CURRENT_FORBIDDEN_IMPORTS: frozenset[tuple[str, str]] = frozenset()  # storage/ is done
+# All in broker/: .channel, .connection, .consumer, .deadletter, .definitions, .delivering,
+# .exchanges (and its seven modules), .node, .publishing, .queue, .topology, .transport, .vhost.
+CURRENT_LARGEST_CYCLE = 19
 
 
 # --- the walker -----------------------------------------------------------------------------

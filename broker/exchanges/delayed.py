@@ -21,6 +21,7 @@ from protocol.fieldtable import encode_table
 if TYPE_CHECKING:
     from broker.message import Message
     from broker.queue import Queue
+    from storage.catalog import Catalog, Rows
 
 
 class DelayedExchange(Exchange):
@@ -84,9 +85,11 @@ def delivered_properties(message: Message, delay: int) -> bytes:
 
 
 class Holding:
-    """The messages a delayed exchange holds, by deadline. To the message store it looks like
-    a durable queue (a `key`, `restore`), so held persistent messages are logged and come back
-    after a restart."""
+    """The messages a delayed exchange holds, by deadline. To the message store it is a
+    `storage.holders.MessageHolder` (a `key`, `restore`), so held persistent messages are
+    logged and come back after a restart, each as an object (it keeps no cold rows)."""
+
+    keeps_cold_rows = False
 
     def __init__(self, exchange: DelayedExchange) -> None:
         self.exchange = exchange
@@ -124,6 +127,16 @@ class Holding:
         tag, value = message.typed_headers.get("x-delay", ("I", 0))
         delay = -value if tag in "bBsUuIilL" and value < 0 else 0
         self._push(message, message.timestamp + delay / 1000)
+
+    def restore_cold(self, rows: Rows, catalog: Catalog, expirations: list[int | None],
+                     all_redelivered: bool) -> None:
+        raise TypeError("a delayed exchange keeps no cold rows")  # the store never asks
+
+    def cold_rows(self) -> list[Rows]:
+        return []
+
+    def logged_flags(self) -> dict[int, bool]:
+        return {}  # nothing here is delivered from this holder: the log's flags stand
 
     def _push(self, message: Message, deadline: float) -> None:
         heapq.heappush(self._heap, (deadline, next(self._order), message))

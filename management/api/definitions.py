@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.auth import Permission
+from broker.definitions import DefinitionsError, apply_definitions, export_definitions
 from broker.errors import BrokerError
 from broker.node import Node
 from broker.vhost import QUEUE_TYPES
@@ -30,7 +31,6 @@ from management.api.policies import policy_from
 from management.api.queues import queue_declaration
 from management.api.topic_permissions import topic_permission_from
 from management.auth import require_tag
-from storage.definitions import DefinitionsError, apply_definitions, export_definitions
 
 
 async def export_all(request: web.Request) -> web.Response:

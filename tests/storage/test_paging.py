@@ -36,7 +36,7 @@ def files(store: PageStore) -> list[str]:
 
 def test_random_mix_gives_every_body_back(tmp_path):
     async def run() -> None:
-        store = PageStore(tmp_path / "transient", FILE_SIZE)
+        store = PageStore(tmp_path / "transient", FILE_SIZE, Message.logged)
         rng = random.Random(7)
         held: list[tuple[int, bytes]] = []  # (row, body) in order of paging
         number = 0
@@ -74,7 +74,7 @@ def test_random_mix_gives_every_body_back(tmp_path):
 
 def test_a_few_long_held_rows_do_not_keep_every_file(tmp_path):
     async def run() -> None:
-        store = PageStore(tmp_path / "transient", FILE_SIZE)
+        store = PageStore(tmp_path / "transient", FILE_SIZE, Message.logged)
         pinned: list[tuple[int, bytes]] = []
         for round_ in range(30):
             keep = message(round_, 50)
@@ -99,7 +99,7 @@ def test_an_earlier_runs_files_are_removed(tmp_path):
     (directory / "000000000001.pages").write_bytes(b"old")
 
     async def run() -> None:
-        store = PageStore(directory, FILE_SIZE)
+        store = PageStore(directory, FILE_SIZE, Message.logged)
         assert files(store) == []
         store.close()
 

@@ -494,3 +494,31 @@ def test_shutdown_while_publishing_keeps_every_confirmed_message(node):
     assert bodies(found)[: len(confirmed)] == confirmed
     assert len(found) <= len(confirmed) + 1
     assert not any(got.redelivered for got in found)
+
+
+
+def test_a_garbled_definitions_file_stops_the_start_with_a_clear_error(node_factory):
+    """The broker's own definitions file is not JSON (edited by hand, say): Warren refuses to
+    start with exit code 1 and says which file and why, rather than a traceback."""
+    node = node_factory().start()
+    node.stop()
+    definitions = node.data_dir / "definitions.json"
+    assert definitions.exists()
+    definitions.write_text('{"users": [')
+    node.start(wait=False)
+    assert node.process.wait(20) == 1
+    log = node.log_text()
+    assert f"cannot start: {definitions} is unreadable" in log
+    assert "Traceback" not in log
+
+
+def test_load_definitions_that_are_not_a_json_object_stop_the_start(node_factory, tmp_path):
+    """--load-definitions with JSON that is not an object (a list): exit code 1 and a clear
+    error naming the file, rather than a traceback."""
+    path = tmp_path / "definitions.json"
+    path.write_text("[]")
+    node = node_factory().start(load_definitions=path, wait=False)
+    assert node.process.wait(20) == 1
+    log = node.log_text()
+    assert f"cannot start: cannot read definitions from {path}: not a JSON object" in log
+    assert "Traceback" not in log
