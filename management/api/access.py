@@ -21,6 +21,7 @@ from management.api.common import (
     node_of,
     not_found,
     require_keys,
+    user_and_vhost_of,
 )
 from management.auth import USER_KEY, require_tag
 
@@ -194,11 +195,7 @@ async def permissions_of(request: web.Request) -> web.Response:
     """/api/users/{user}/permissions and /api/vhosts/{vhost}/permissions."""
     require_tag(request)
     node = node_of(request)
-    user, vhost = request.match_info.get("user"), request.match_info.get("vhost")
-    if (user is not None and user not in node.access.users) or (
-        vhost is not None and vhost not in node.vhosts
-    ):
-        raise not_found()
+    user, vhost = user_and_vhost_of(request)
     return listing(request, [
         permission_info(u, v, permission)
         for (u, v), permission in node.access.permissions.items()

@@ -66,6 +66,18 @@ def not_found() -> web.HTTPException:
     return error(404, "Object Not Found", "Not Found")
 
 
+def user_and_vhost_of(request: web.Request) -> tuple[str | None, str | None]:
+    """The user and vhost a /api/users/{user}/... or /api/vhosts/{vhost}/... path names
+    (None for the one it does not name); 404 when a named one does not exist."""
+    node = node_of(request)
+    user, vhost = request.match_info.get("user"), request.match_info.get("vhost")
+    if (user is not None and user not in node.access.users) or (
+        vhost is not None and vhost not in node.vhosts
+    ):
+        raise not_found()
+    return user, vhost
+
+
 def bad_request(reason: str) -> web.HTTPException:
     return error(400, "bad_request", reason)
 

@@ -19,6 +19,7 @@ from management.api.common import (
     node_of,
     not_found,
     require_keys,
+    user_and_vhost_of,
 )
 from management.auth import require_tag
 
@@ -87,13 +88,8 @@ async def delete_topic_permissions(request: web.Request) -> web.Response:
 async def topic_permissions_of(request: web.Request) -> web.Response:
     """/api/users/{user}/topic-permissions and /api/vhosts/{vhost}/topic-permissions."""
     require_tag(request)
-    node = node_of(request)
-    user, vhost = request.match_info.get("user"), request.match_info.get("vhost")
-    if (user is not None and user not in node.access.users) or (
-        vhost is not None and vhost not in node.vhosts
-    ):
-        raise not_found()
-    return _listing(request, node.access.topic_permissions_of(user, vhost))
+    user, vhost = user_and_vhost_of(request)
+    return _listing(request, node_of(request).access.topic_permissions_of(user, vhost))
 
 
 def _listing(request: web.Request, permissions: list[TopicPermission]) -> web.Response:
