@@ -148,7 +148,10 @@ def queue_for(channel: Channel, name: str) -> Queue:
     return queue
 
 
-def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
+def _queue_binding(channel: Channel, method: spec.Queue.Bind | spec.Queue.Unbind,
+                   ) -> tuple[str, str]:
+    """The checks queue.bind and queue.unbind share, in RabbitMQ's order: (queue name,
+    binding key)."""
     vhost, user = channel.vhost, channel.user
     name = queue_name(channel, method.queue)
     vhost.check_permission(user, "write", "queue", name)
@@ -156,6 +159,12 @@ def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
     _refuse_default_exchange(method.exchange)
     routing_key = _binding_key(method, name)
     _check_binding_key(channel, method.exchange, routing_key)
+    return name, routing_key
+
+
+def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
+    vhost = channel.vhost
+    name, routing_key = _queue_binding(channel, method)
     queue = queue_for(channel, name)
     exchange = vhost.get_exchange(method.exchange)
     vhost.bind(exchange, queue, routing_key, method.arguments or {})
@@ -164,13 +173,8 @@ def queue_bind(channel: Channel, method: spec.Queue.Bind) -> None:
 
 
 def queue_unbind(channel: Channel, method: spec.Queue.Unbind) -> None:
-    vhost, user = channel.vhost, channel.user
-    name = queue_name(channel, method.queue)
-    vhost.check_permission(user, "write", "queue", name)
-    vhost.check_permission(user, "read", "exchange", method.exchange)
-    _refuse_default_exchange(method.exchange)
-    routing_key = _binding_key(method, name)
-    _check_binding_key(channel, method.exchange, routing_key)
+    vhost = channel.vhost
+    name, routing_key = _queue_binding(channel, method)
     queue, exchange = vhost.queues.get(name), vhost.exchanges.get(method.exchange)
     binding = None
     if queue is not None and exchange is not None:
