@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from broker import names
 from broker.errors import AccessRefused, NotImplementedByBroker, PreconditionFailed
-from broker.exchanges import DelayedExchange, delay_of
 from broker.message import Message
 from broker.names import erlang_pretty
 from broker.queue_args import InvalidArgument, check_expiry
@@ -240,55 +239,22 @@ class Publishing:
         return props_raw
 
     def route(self, exchange: Exchange, message: Message, mandatory: bool) -> int:
-        """Deliver a complete message to the queues it routes to. Returns the log ticket to wait
-        for before confirming (0 when nothing was logged)."""
-        node = self.connection.node
-        node.messages_received += 1
+        """Publish a complete message (VirtualHost.publish); basic.return if it is unroutable
+        and mandatory. Returns the log ticket to wait for before confirming (0: none)."""
         self.has_published = True
-        if self.confirm_mode:
-            node.messages_received_confirm += 1
-        ticket = 0
         try:
-            queues = ()
-            if exchange is self.vhost.default_exchange and message.routing_key.startswith(
-                DIRECT_REPLY_TO + "."
-            ):
-                routed = self._deliver_reply(message)
-            elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
-                # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
-                # does, and still delivered when its time comes.
-                routed = False
-                ticket = self.vhost.hold_delayed(exchange, message, delay)
-            else:
-                queues = self.vhost.route(exchange, message)
-                routed = bool(queues)
-                exchange.messages_in += 1
-                exchange.messages_out += len(queues)
-                if routed:
-                    ticket, refused = self.vhost.deliver(message, queues)
-                    if refused and self.confirm_mode:
-                        self._nack_next = True
+            routed, ticket, refused = self.vhost.publish(
+                exchange, message, mandatory=mandatory, confirm=self.confirm_mode)
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
-        if routed:
-            node.messages_routed += len(queues) if queues else 1
-        elif not mandatory:
-            node.messages_unroutable_dropped += 1
-        else:
-            node.messages_unroutable_returned += 1
+        if refused and self.confirm_mode:
+            self._nack_next = True
+        if not routed and mandatory:
             self.connection.write(codec.encode_return(
                 self.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
                 message.body, self.connection.frame_max,
             ))
         return ticket
-
-    def _deliver_reply(self, message: Message) -> bool:
-        key = message.routing_key[len(DIRECT_REPLY_TO) + 1 :]
-        channel = self.connection.node.reply_channels.get(key)
-        if channel is None:
-            return False
-        channel.deliver_reply(message)
-        return True
 
 
 def _sender_selected_keys(props_raw: bytes) -> tuple[bytes, tuple[str, ...]]:

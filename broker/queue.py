@@ -329,8 +329,9 @@ class Queue:
         if entry.expires_at is not None:
             self._schedule_expiry()
 
-    def settle(self, entry: QueuedMessage) -> None:
-        """A delivered message was acknowledged."""
+    def ack(self, entry: QueuedMessage) -> None:
+        """A delivered message was acknowledged (by the client, or at once when delivered
+        with no_ack): it leaves the queue."""
         self.messages_acked += 1
         self.discard(entry.message)
 
@@ -563,10 +564,40 @@ class Queue:
         if not self.deleted:
             self.dispatch()
 
-    def head_body(self, entry: QueuedMessage) -> bytes:
-        """The body of a message about to be handed out by basic.get (read now if paged out)."""
+    # -- get: basic.get, the API's get, the aliveness test --------------------------------
+
+    def get(self, no_ack: bool) -> QueuedMessage | None:
+        """The one get every front makes: the next message handed out (`take`, then
+        `hand_out`); None when the queue is empty (counted as an empty get)."""
+        entry = self.take()
+        if entry is not None:
+            self.hand_out(entry, no_ack)
+        return entry
+
+    def take(self) -> QueuedMessage | None:
+        """A get's first half: the next message, its body in memory, not yet handed out: a
+        caller that then fails gives it back with `put_back`, else completes the get with
+        `hand_out`. None when the queue is empty (counted as an empty get). If its paged-out
+        body cannot be read, it stays in its place and this raises."""
+        self.arm_unused_timer()
+        entry = self.pop()
+        if entry is None:
+            self.vhost.counters.get_empty += 1
+            return None
         message = entry.message
         if message.body is None:
-            message.body = self.vhost.store.read_body_now(message)
-        return message.body
+            try:
+                message.body = self.vhost.store.read_body_now(message)
+            except Exception:
+                self.put_back([entry])
+                raise
+        return entry
 
+    def hand_out(self, entry: QueuedMessage, no_ack: bool) -> None:
+        """A get's second half: the message taken is delivered (counted by the queue and the
+        node as a get), and with `no_ack` acknowledged at once; else the caller keeps it as
+        unacked until it acks, rejects or requeues it."""
+        self.note_delivery(entry)
+        self.vhost.counters.count_get(entry.redelivered, no_ack)
+        if no_ack:
+            self.ack(entry)

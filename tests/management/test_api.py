@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import re
 import time
 
@@ -30,6 +31,7 @@ from management_api import (
     wait_for_queue_field,
 )
 
+REFERENCE = bool(os.environ.get("WARREN_TEST_AMQP_PORT"))
 LIMITED_HASH = "2jqSdWynH33k0txldNYde4e31pWh1Wtz+KGQKaVG4ytzsRwE"  # password "limited"
 
 
@@ -679,6 +681,71 @@ def test_publish_routed_and_unrouted(api, queue, unique, cleanup):
     messages = api.get_messages("/", queue)
     assert [(m["payload"], m["exchange"], m["routing_key"]) for m in messages] == [
         ("to-default", "", queue)]
+
+
+def overview_counts(api, *names: str) -> dict[str, int]:
+    stats = api.ok_json("/api/overview")["message_stats"]
+    return {name: stats.get(name, 0) for name in names}
+
+
+def test_publish_unroutable_is_returned_and_confirmed(api, unique):
+    """RabbitMQ's API publishes in confirm mode with mandatory=true: an unroutable message is
+    counted as returned, not dropped, and as confirmed (checked against RabbitMQ 3.10.8)."""
+    names = ("publish", "confirm", "return_unroutable", "drop_unroutable")
+    before = overview_counts(api, *names)
+    assert api.publish("/", "amq.direct", f"nowhere-{unique}", "lost") is False
+    after = eventually(lambda: overview_counts(api, *names),
+                       lambda now: now["return_unroutable"] > before["return_unroutable"])
+    assert {name: after[name] - before[name] for name in names} == {
+        "publish": 1, "confirm": 1, "return_unroutable": 1, "drop_unroutable": 0}
+
+
+def test_publish_refused_by_a_full_queue_is_400(api, unique, cleanup):
+    """x-overflow reject-publish: RabbitMQ's API gets a nack and answers 400; the message is
+    not in the queue."""
+    name = f"q-full-{unique}"
+    cleanup.append(f"/api/queues/%2F/{q(name)}")
+    api.create_queue("/", name, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    answer = api.post("/api/exchanges/%2F/amq.default/publish",
+                      {"properties": {}, "routing_key": name, "payload": "x",
+                       "payload_encoding": "string"})
+    assert answer.status == 400
+    assert answer.json() == {"error": "bad_request",
+                             "reason": "rejected Unable to publish message. Check queue limits."}
+    assert api.get_messages("/", name) == []
+
+
+@pytest.mark.skipif(REFERENCE, reason="RabbitMQ's reference node has no delayed-message plugin")
+def test_publish_to_a_delayed_exchange_is_held(api, queue, unique, cleanup):
+    """The API publishes as basic.publish does: a message with x-delay waits in its delayed
+    exchange (routed nowhere yet, so "routed": false, as the plugin returns a mandatory one)
+    and reaches the queue when its time comes."""
+    exchange = f"x-delayed-{unique}"
+    cleanup.append(f"/api/exchanges/%2F/{q(exchange)}")
+    api.create_exchange("/", exchange, "x-delayed-message",
+                        arguments={"x-delayed-type": "direct"})
+    assert api.post(f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}",
+                    {"routing_key": "k"}).status == 201
+    assert api.publish("/", exchange, "k", "later", properties={"headers": {"x-delay": 300}}) \
+        is False
+    assert api.get_messages("/", queue) == []
+    messages = eventually(lambda: api.get_messages("/", queue), bool, timeout=5)
+    assert [m["payload"] for m in messages] == ["later"]
+    assert messages[0]["properties"]["headers"] == {"x-delay": -300}
+
+
+def test_get_ack_requeue_false_is_a_get_without_ack(api, queue):
+    """RabbitMQ's API takes a message with ack_requeue_false as basic.get with no_ack: a
+    delivery, and no ack counted (checked against RabbitMQ 3.10.8)."""
+    assert api.publish("/", "amq.default", queue, "x") is True
+    names = ("deliver_get", "ack", "get_empty")
+    before = overview_counts(api, *names)
+    assert [m["payload"] for m in api.get_messages("/", queue, count=2)] == ["x"]
+    after = eventually(lambda: overview_counts(api, *names),
+                       lambda now: now["deliver_get"] > before["deliver_get"])
+    # the second of count=2 found the queue empty: an empty get, as RabbitMQ counts it
+    assert {name: after[name] - before[name] for name in names} == {
+        "deliver_get": 1, "ack": 0, "get_empty": 1}
 
 
 def test_publish_properties_reach_amqp_consumer(api, broker, queue):
