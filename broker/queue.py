@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import deadletter, stepfailures
 from broker.coldrun import NEVER, ColdRun, lane_runs
@@ -36,17 +36,30 @@ EXPIRY_TICK_MS = 1
 
 if TYPE_CHECKING:
     from broker.connection import Connection
+    from broker.counters import MessageCounters
     from broker.exchanges import Binding
-    from broker.vhost import VirtualHost
     from storage.catalog import Catalog, Rows
     from storage.store import MessageStore
+
+
+class QueueHost(deadletter.Republisher, Protocol):
+    """What a queue needs of its vhost (broker/vhost.py's `VirtualHost`, which imports this
+    module): its name, the message store, the node's counters, dead-lettering's republishing
+    and counters, and its own deletion (auto-delete, x-expires)."""
+
+    name: str
+    counters: MessageCounters
+    dead_lettered: dict[tuple[str, str], int]
+
+    def delete_queue(self, queue: Queue, *, if_unused: bool = False,
+                     if_empty: bool = False) -> int: ...
 
 
 class Queue:
     keeps_cold_rows = True  # to the message store: a storage.holders.MessageHolder
 
     def __init__(
-        self, vhost: VirtualHost, name: str, *, durable: bool = False, auto_delete: bool = False,
+        self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
         owner: Connection | None = None, arguments: dict[str, Any] | None = None,
         settings: QueueSettings | None = None,
     ) -> None:
