@@ -22,6 +22,7 @@ from broker import stepfailures
 from broker.message import Message
 from protocol import properties, tablesplice
 from protocol.codec import shortstr
+from protocol.constants import PROPERTY_FLAGS
 from protocol.fieldtable import PRE_ENCODED, TypedValue, encode_table, encode_value
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 _CACHE_LIMIT = 1024  # entries per cache below; a full cache is cleared, not evicted in order
 _CACHED_PROPERTIES_MAX = 256  # bytes: longer property bytes are likely unique, not cached
-_EXPIRATION_FLAG = 0x0100
+_EXPIRATION_FLAG = next(flag for name, flag, _ in PROPERTY_FLAGS if name == "expiration")
 # Keys a first death adds, sorted; and those that send a message the general way.
 _FIRST_DEATH_KEYS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                      "x-first-death-reason")
@@ -53,7 +54,7 @@ class Republisher(Protocol):
 
     def route(self, exchange: Exchange, message: Message) -> Collection[BoundQueue]: ...
 
-    def deliver(self, message: Message, queues: Collection[Any]) -> tuple[int, bool]: ...
+    def enqueue(self, message: Message, queues: Collection[Any]) -> tuple[int, bool]: ...
 
 
 class DyingQueue(Protocol):
@@ -129,7 +130,7 @@ def dead_letter(queue: DyingQueue, message: Message, reason: str) -> bool:
         targets = _without_cycles(targets, rewrite.cycles)
     if not targets:
         return False
-    vhost.deliver(copy, targets)
+    vhost.enqueue(copy, targets)
     return True
 
 

@@ -1,6 +1,8 @@
 """A queue: ready messages in delivery order (by priority, requeued ones back in their
 original place), TTL expiry, length limits, dead-lettering, delivery limits, the unused-queue
-timer, and dispatch to its line of consumers (by calling the consumer's channel's `deliver`).
+timer, dispatch to its line of consumers (by calling the consumer's channel's `deliver`), the
+one get every front makes (`get`, or its halves `take` and `hand_out`), and what becomes of a
+delivered message (`ack`, `reject`, `requeue`). It sees its vhost as a `QueueHost`.
 Deep in a long queue, logged messages become rows of the store's catalog and transient ones
 are paged out (storage/paging.py), held in the lanes as `ColdRun`s."""
 

@@ -1,7 +1,7 @@
 """A virtual host: its exchanges, queues, bindings and policies, declared, looked up and deleted
 with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). `publish`,
 the one publish every front calls: direct reply-to, the delayed exchange's hold, routing
-(`route`), putting it into its queues, logged first when persistent (`deliver`), and the
+(`route`), putting it into its queues, logged first when persistent (`enqueue`), and the
 counters. Messages held by delayed exchanges. Permission and topic permission checks against
 the node's access control."""
 
@@ -416,7 +416,7 @@ class VirtualHost:
         Malformed headers that routing must read raise ValueError, IndexError, KeyError or
         struct.error (the message is counted as received, nothing else happens).
 
-        (One call on the hot path: what route and deliver do is written out here.)"""
+        (One call on the hot path: what `route` does is written out here.)"""
         counters = self.counters
         counters.messages_received += 1
         if confirm:
@@ -435,7 +435,7 @@ class VirtualHost:
             exchange.messages_in += 1
             exchange.messages_out += routed
             if routed:
-                ticket, refused = self.deliver(message, queues)
+                ticket, refused = self.enqueue(message, queues)
         if routed:
             counters.messages_routed += routed
         elif mandatory:
@@ -480,12 +480,12 @@ class VirtualHost:
         if message.store_id:
             self.store.removed(exchange.holding, message)
             message.store_id = 0  # logged afresh for the queues it reaches now, if persistent
-        self.deliver(message, queues)
+        self.enqueue(message, queues)
 
     def _describe_exchange(self, exchange: Exchange) -> str:
         return f"exchange '{exchange.name}' in vhost '{self.name}'"
 
-    def deliver(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
+    def enqueue(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
         """Put a routed message into its queues: logged first if it is persistent (once, for
         the durable ones). Returns (the log ticket, or 0; whether a queue refused it)."""
         ticket = 0
