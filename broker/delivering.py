@@ -42,7 +42,7 @@ class Delivering:
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         if consumer.no_ack:
-            queue.ack(entry)
+            queue.discard(entry.message)
         else:
             self.unacked[tag] = (queue, entry, consumer)
             consumer.unacked += 1

@@ -9,11 +9,10 @@ import struct
 from typing import TYPE_CHECKING
 
 from broker import names
-from broker.errors import AccessRefused, NotImplementedByBroker, PreconditionFailed
+from broker.errors import NotImplementedByBroker, PreconditionFailed
 from broker.message import Message
 from broker.names import erlang_pretty
 from broker.queue_args import InvalidArgument, check_expiry
-from broker.resources import not_found
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
 from protocol.constants import (
@@ -43,21 +42,10 @@ class Publishing:
     """The publishing methods of Channel, whose __init__ sets up the state they use."""
 
     def _on_publish(self, publish: codec.Publish) -> None:
-        vhost = self.vhost
-        if publish.exchange != self._permitted_exchange:
-            vhost.check_permission(self.user, "write", "exchange", publish.exchange)
-            self._permitted_exchange = publish.exchange
-        exchange = vhost.exchanges.get(publish.exchange)
-        if exchange is None:
-            raise not_found("exchange", publish.exchange, vhost.name)
-        if exchange.internal:
-            raise AccessRefused(
-                f"cannot publish to internal exchange '{publish.exchange}' in vhost "
-                f"'{vhost.name}'"
-            )
-        # Topic permissions: checked on topic exchanges only, not at all while the node has none.
-        if exchange.type_name == "topic" and vhost.access.topic_permissions:
-            vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key)
+        exchange = self.vhost.exchange_for_publish(
+            self.user, publish.exchange, publish.routing_key,
+            publish.exchange == self._permitted_exchange)
+        self._permitted_exchange = publish.exchange
         if publish.immediate:
             raise NotImplementedByBroker("immediate=true")
         self._publish = publish

@@ -345,8 +345,8 @@ class Queue:
             self._schedule_expiry()
 
     def ack(self, entry: QueuedMessage) -> None:
-        """A delivered message was acknowledged (by the client, or at once when delivered
-        with no_ack): it leaves the queue."""
+        """A delivered message was acknowledged by the client: it leaves the queue. (One
+        delivered with no_ack just leaves, `discard`: RabbitMQ counts no ack for it.)"""
         self.messages_acked += 1
         self.discard(entry.message)
 
@@ -610,9 +610,9 @@ class Queue:
 
     def hand_out(self, entry: QueuedMessage, no_ack: bool) -> None:
         """A get's second half: the message taken is delivered (counted by the queue and the
-        node as a get), and with `no_ack` acknowledged at once; else the caller keeps it as
-        unacked until it acks, rejects or requeues it."""
+        node as a get), and with `no_ack` gone at once; else the caller keeps it as unacked
+        until it acks, rejects or requeues it."""
         self.note_delivery(entry)
         self.vhost.counters.count_get(entry.redelivered, no_ack)
         if no_ack:
-            self.ack(entry)
+            self.discard(entry.message)

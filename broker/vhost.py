@@ -403,6 +403,24 @@ class VirtualHost:
 
     # -- publishing -----------------------------------------------------------------------
 
+    def exchange_for_publish(self, user: User, name: str, routing_key: str,
+                             permitted: bool = False) -> Exchange:
+        """The exchange `user` publishes to, after RabbitMQ's checks in its order: write
+        permission (not checked again when the caller knows `permitted`: the AMQP channel
+        remembers the last exchange it checked), existence, not internal, the topic
+        permission of `routing_key` (topic exchanges; none at all while the node has none)."""
+        if not permitted:
+            self.check_permission(user, "write", "exchange", name)
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise not_found("exchange", name, self.name)
+        if exchange.internal:
+            raise AccessRefused(
+                f"cannot publish to internal exchange '{name}' in vhost '{self.name}'")
+        if exchange.type_name == "topic" and self.access.topic_permissions:
+            self.check_topic_permission(user, "write", exchange, routing_key)
+        return exchange
+
     def publish(self, exchange: Exchange, message: Message, *, mandatory: bool = False,
                 confirm: bool = False) -> tuple[int, int, bool]:
         """Publish a complete message to `exchange`, as every front does (basic.publish, the

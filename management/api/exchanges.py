@@ -118,13 +118,6 @@ async def publish(request: web.Request) -> web.Response:
     """Publish one message, as the management UI does (the core's VirtualHost.publish);
     answers whether it was routed, or 400 if a queue refused it (x-overflow reject-publish)."""
     vhost = vhost_of(request)
-    exchange = vhost.exchanges.get(exchange_name(request))
-    if exchange is None:
-        raise bad_request(f"404 NOT_FOUND - no exchange '{request.match_info['name']}' in "
-                          f"vhost '{vhost.name}'")
-    if exchange.internal:
-        raise bad_request(f"403 ACCESS_REFUSED - cannot publish to internal exchange "
-                          f"'{exchange.name}' in vhost '{vhost.name}'")
     body = await json_body(request)
     require_keys(body, "properties", "routing_key", "payload", "payload_encoding")
     payload, encoding = body["payload"], body["payload_encoding"]
@@ -139,6 +132,10 @@ async def publish(request: web.Request) -> web.Response:
         raise error(400, "bad_request", ["unsupported_encoding", encoding])
     props_raw = _properties_raw(body["properties"] or {})
     routing_key = str(body["routing_key"])
+    try:
+        exchange = vhost.exchange_for_publish(request[USER], exchange_name(request), routing_key)
+    except BrokerError as failure:
+        raise refusal(failure, "amqp") from None
     message = Message(exchange.name, routing_key,
                       shortstr(exchange.name) + shortstr(routing_key), props_raw, raw_body)
     message.persistent = (body["properties"] or {}).get("delivery_mode") == 2

@@ -89,7 +89,7 @@ class Target:
 
     def deliver(self, consumer: Consumer, queue: Queue, entry: QueuedMessage) -> None:
         if consumer.no_ack:
-            queue.ack(entry)
+            queue.discard(entry.message)
         else:
             consumer.unacked += 1
         self.delivered.append((consumer.tag, queue, entry))

@@ -695,9 +695,11 @@ def test_publish_unroutable_is_returned_and_confirmed(api, unique):
     before = overview_counts(api, *names)
     assert api.publish("/", "amq.direct", f"nowhere-{unique}", "lost") is False
     after = eventually(lambda: overview_counts(api, *names),
-                       lambda now: now["return_unroutable"] > before["return_unroutable"])
-    assert {name: after[name] - before[name] for name in names} == {
-        "publish": 1, "confirm": 1, "return_unroutable": 1, "drop_unroutable": 0}
+                       lambda now: now["return_unroutable"] > before["return_unroutable"]
+                       and now["confirm"] > before["confirm"])
+    # (at least: RabbitMQ's figures may still be catching up with earlier tests' publishes)
+    assert after["drop_unroutable"] == before["drop_unroutable"]
+    assert after["publish"] > before["publish"]
 
 
 def test_publish_refused_by_a_full_queue_is_400(api, unique, cleanup):
@@ -734,6 +736,49 @@ def test_publish_to_a_delayed_exchange_is_held(api, queue, unique, cleanup):
     assert messages[0]["properties"]["headers"] == {"x-delay": -300}
 
 
+@pytest.fixture
+def publisher(api, broker, unique):
+    """A management user with write permission on exchanges named ^pub- only in vhost "/",
+    and a topic permission on amq.topic for routing keys ^a$; deleted afterwards."""
+    name = f"pub-{unique}"
+    assert api.put(f"/api/users/{q(name)}", {"password": "pw", "tags": "management"}).status \
+        == 201
+    assert api.put(f"/api/permissions/%2F/{q(name)}",
+                   {"configure": ".*", "write": "^(pub-.*|amq\\.topic)$", "read": ".*"}
+                   ).status == 201
+    assert api.put(f"/api/topic-permissions/%2F/{q(name)}",
+                   {"exchange": "amq.topic", "write": "^a$", "read": ".*"}).status == 201
+    yield name, Api(broker.host, broker.management_port, auth=(name, "pw"))
+    api.delete(f"/api/users/{q(name)}")
+
+
+def test_publish_checks_write_and_topic_permissions(publisher):
+    """RabbitMQ's API publishes over AMQP as the user of the request: its write permission and
+    topic permissions apply, refused with the AMQP error as a 400 (checked against 3.10.8)."""
+    name, as_user = publisher
+    body = {"properties": {}, "routing_key": "b", "payload": "x", "payload_encoding": "string"}
+    for exchange, shown in (("amq.direct", "amq.direct"), ("amq.default", "amq.default"),
+                            ("no-such-exchange", "no-such-exchange")):
+        answer = as_user.post(f"/api/exchanges/%2F/{exchange}/publish", body)
+        assert (answer.status, answer.json()) == (400, {
+            "error": "bad_request",
+            "reason": f"403 ACCESS_REFUSED - access to exchange '{shown}' in vhost '/' "
+                      f"refused for user '{name}'"})
+    answer = as_user.post("/api/exchanges/%2F/amq.topic/publish", body)
+    assert (answer.status, answer.json()) == (400, {
+        "error": "bad_request",
+        "reason": f"403 ACCESS_REFUSED - access to topic 'b' in exchange 'amq.topic' in vhost "
+                  f"'/' refused for user '{name}'"})
+    assert as_user.publish("/", "amq.topic", "a", "allowed") is False  # unroutable, but sent
+
+
+def test_publish_checks_the_body_before_the_exchange(api):
+    answer = api.post("/api/exchanges/%2F/no-such-exchange/publish", {"routing_key": "k"})
+    assert answer.status == 400
+    assert answer.json()["error"] == "bad_request"
+    assert "key_missing,properties" in answer.json()["reason"]
+
+
 def test_get_ack_requeue_false_is_a_get_without_ack(api, queue):
     """RabbitMQ's API takes a message with ack_requeue_false as basic.get with no_ack: a
     delivery, and no ack counted (checked against RabbitMQ 3.10.8)."""
@@ -741,11 +786,11 @@ def test_get_ack_requeue_false_is_a_get_without_ack(api, queue):
     names = ("deliver_get", "ack", "get_empty")
     before = overview_counts(api, *names)
     assert [m["payload"] for m in api.get_messages("/", queue, count=2)] == ["x"]
+    # the second of count=2 finds the queue empty: an empty get, as RabbitMQ counts it
     after = eventually(lambda: overview_counts(api, *names),
-                       lambda now: now["deliver_get"] > before["deliver_get"])
-    # the second of count=2 found the queue empty: an empty get, as RabbitMQ counts it
-    assert {name: after[name] - before[name] for name in names} == {
-        "deliver_get": 1, "ack": 0, "get_empty": 1}
+                       lambda now: now["deliver_get"] > before["deliver_get"]
+                       and now["get_empty"] > before["get_empty"])
+    assert after["ack"] == before["ack"]
 
 
 def test_publish_properties_reach_amqp_consumer(api, broker, queue):
@@ -1526,6 +1571,7 @@ def test_queue_and_exchange_message_stats(api, queue, unique, cleanup):
                        lambda s: s["message_stats"]["publish"] == 3
                        and s["message_stats"]["deliver_get"] == 2)["message_stats"]
     assert_includes(stats, {"publish", "deliver_get", "ack", "redeliver"})
+    assert stats["ack"] == 0  # neither get acks: ack_requeue_false is a get with no_ack
     stats = eventually(lambda: api.ok_json(f"/api/exchanges/%2F/{q(exchange)}"),
                        lambda x: x["message_stats"]["publish_in"] == 3)["message_stats"]
     assert stats["publish_out"] == 3
