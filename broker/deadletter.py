@@ -16,27 +16,57 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from broker import stepfailures
 from broker.message import Message
 from protocol import properties, tablesplice
 from protocol.codec import shortstr
+from protocol.constants import PROPERTY_FLAGS
 from protocol.fieldtable import PRE_ENCODED, TypedValue, encode_table, encode_value
 
 if TYPE_CHECKING:
-    from broker.queue import Queue
+    from broker.exchanges import BoundQueue, Exchange
+    from broker.queue_args import QueueSettings
+    from broker.stepfailures import StepFailures
+    from storage.store import MessageStore
 
 log = logging.getLogger(__name__)
 
 _CACHE_LIMIT = 1024  # entries per cache below; a full cache is cleared, not evicted in order
 _CACHED_PROPERTIES_MAX = 256  # bytes: longer property bytes are likely unique, not cached
-_EXPIRATION_FLAG = 0x0100
+_EXPIRATION_FLAG = next(flag for name, flag, _ in PROPERTY_FLAGS if name == "expiration")
 # Keys a first death adds, sorted; and those that send a message the general way.
 _FIRST_DEATH_KEYS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                      "x-first-death-reason")
 _X_DEATH_ENTRY = b"\x07x-death"  # the start of an x-death entry in a table
 _REFUSED_KEYS = (b"CC",)  # its keys join x-death's routing-keys; the copy may drop it
+
+
+class Republisher(Protocol):
+    """What dead-lettering needs of the vhost a message dies in (broker/vhost.py's
+    `VirtualHost`): its exchanges, routing and delivery of the copy, the message store (to read
+    a paged-out body back) and the step failures."""
+
+    exchanges: dict[str, Exchange]
+    store: MessageStore | None
+    step_failures: StepFailures
+
+    def route(self, exchange: Exchange, message: Message) -> Collection[BoundQueue]: ...
+
+    def enqueue(self, message: Message, queues: Collection[Any]) -> tuple[int, bool]: ...
+
+
+class DyingQueue(Protocol):
+    """The queue a message dies in (broker/queue.py's `Queue`, which imports this module)."""
+
+    name: str
+    settings: QueueSettings
+
+    @property
+    def vhost(self) -> Republisher: ...
+
+    def describe(self) -> str: ...
 
 
 class Rewrite(NamedTuple):
@@ -71,7 +101,7 @@ _first_deaths: dict[DeathKey, FirstDeath] = {}
 _route_bytes: dict[tuple[str, str], bytes] = {}
 
 
-def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
+def dead_letter(queue: DyingQueue, message: Message, reason: str) -> bool:
     """Publish the dead-lettered copy of `message` from `queue`; False if it went nowhere.
 
     If its properties cannot be rewritten, the copy keeps them as they are (less the
@@ -100,7 +130,7 @@ def dead_letter(queue: Queue, message: Message, reason: str) -> bool:
         targets = _without_cycles(targets, rewrite.cycles)
     if not targets:
         return False
-    vhost.deliver(copy, targets)
+    vhost.enqueue(copy, targets)
     return True
 
 
@@ -306,7 +336,8 @@ def cycle_queues(deaths: tuple[TypedValue, ...]) -> frozenset[str]:
     return frozenset(names)
 
 
-def _without_cycles(targets: Collection[Queue], cycles: frozenset[str]) -> list[Queue]:
+def _without_cycles(targets: Collection[BoundQueue], cycles: frozenset[str]
+                    ) -> list[BoundQueue]:
     kept = []
     for target in targets:
         if target.name in cycles:

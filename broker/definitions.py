@@ -10,19 +10,37 @@ import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import __version__
-from broker.auth import SHA256_ALGORITHM, Permission, TopicPermission, User, hash_password
+from broker.auth import (
+    SHA256_ALGORITHM,
+    AccessControl,
+    Permission,
+    TopicPermission,
+    User,
+    hash_password,
+)
 from broker.exchanges import Exchange
 from broker.policies import Policy
 from storage.definitions import DefinitionsError, read_document
 
 if TYPE_CHECKING:
-    from broker.node import Node
     from broker.vhost import VirtualHost
 
 log = logging.getLogger(__name__)
+
+
+class Node(Protocol):
+    """What definitions are built from and applied to: broker/node.py's `Node` (a protocol, so
+    that this module, which the node imports, does not import it back)."""
+
+    access: AccessControl
+    vhosts: dict[str, VirtualHost]
+
+    def add_vhost(self, name: str) -> VirtualHost: ...
+
+    def delete_vhost(self, vhost: VirtualHost) -> None: ...
 
 
 __all__ = ["DefinitionsError", "apply_definitions", "definitions_bytes", "export_definitions",

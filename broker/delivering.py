@@ -42,7 +42,7 @@ class Delivering:
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         if consumer.no_ack:
-            queue.settle(entry)
+            queue.discard(entry.message)
         else:
             self.unacked[tag] = (queue, entry, consumer)
             consumer.unacked += 1
@@ -166,27 +166,21 @@ class Delivering:
         name = topology.queue_name(self, method.queue)
         self.vhost.check_permission(self.user, "read", "queue", name)
         queue = topology.queue_for(self, name)
-        queue.arm_unused_timer()
-        entry = queue.pop()
+        entry = queue.get(method.no_ack)
         if entry is None:
-            self.connection.node.get_empty += 1
             self.send_method(spec.Basic.GetEmpty())
             return
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
-        body = queue.head_body(entry)
-        queue.note_delivery(entry)
-        if method.no_ack:
-            queue.settle(entry)
-        else:
+        if not method.no_ack:
             self.unacked[tag] = (queue, entry, None)
             queue.unacked_count += 1
         message = entry.message
         self.connection.write(codec.encode_get_ok(
             self.number, tag, entry.redelivered, message.route_bytes, queue.message_count,
-            queue.delivery_properties(entry, always=True), body, self.connection.frame_max,
+            queue.delivery_properties(entry, always=True), message.body,
+            self.connection.frame_max,
         ))
-        self.connection.node.count_get(entry.redelivered, method.no_ack)
 
     def _take_unacked(
         self, delivery_tag: int, multiple: bool
@@ -227,7 +221,7 @@ class Delivering:
         for queue, entry, consumer in entries:
             queue.unacked_count -= 1
             if acked:
-                queue.settle(entry)
+                queue.ack(entry)
             else:
                 queue.reject(entry)
             if consumer is not None:

@@ -1,5 +1,6 @@
 """The broker node: its vhosts, users, open connections, direct reply-to registry, storage,
-resource alarms, and the plain message counters that /metrics reads at scrape time."""
+resource alarms, and the plain message counters that /metrics reads at scrape time (a
+`broker/counters.py` `MessageCounters`, shared with its vhosts)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from broker.alarms import ResourceMonitor
 from broker.auth import AccessControl, Permission, User, hash_password
+from broker.counters import MessageCounters
 from broker.definitions import apply_definitions, definitions_bytes, load_definitions
 from broker.exchanges import DelayedExchange
 from broker.message import Message
@@ -41,8 +43,12 @@ def node_name() -> str:
     return f"warren@{platform.node()}"
 
 
-class Node:
+class Node(MessageCounters):
+    """The node; its plain message counters are those of `MessageCounters`, shared with its
+    vhosts."""
+
     def __init__(self, config: Config) -> None:
+        super().__init__()
         self.config = config
         self.access = AccessControl(config.loopback_users)
         self.vhosts: dict[str, VirtualHost] = {}
@@ -54,21 +60,6 @@ class Node:
         self.alarms = ResourceMonitor(config, node_name(), self._alarms_changed)
         self._storage_retry: asyncio.TimerHandle | None = None
         self._segment_stamps: dict[int, tuple[int, int, int]] = {}  # of the index loaded
-        # Plain counters: /metrics and the API read them when asked (rabbitmq_global_*).
-        self.messages_received = 0
-        self.messages_received_confirm = 0
-        self.messages_routed = 0  # one per destination queue, as RabbitMQ counts
-        self.messages_unroutable_dropped = 0
-        self.messages_unroutable_returned = 0
-        self.messages_delivered = 0
-        self.delivered_consume_auto_ack = 0
-        self.delivered_consume_manual_ack = 0
-        self.delivered_get_auto_ack = 0
-        self.delivered_get_manual_ack = 0
-        self.messages_redelivered = 0
-        self.get_empty = 0
-        self.messages_acknowledged = 0
-        self.messages_confirmed = 0
         # (reason, "at_most_once" with a dead-letter exchange / "disabled" without) -> count
         self.dead_lettered: dict[tuple[str, str], int] = {}
         self.step_failures = StepFailures()  # warren_message_step_failures_total
@@ -160,16 +151,14 @@ class Node:
         log.info("message index of %d messages written (%d bytes) in %.2fs", len(live), size,
                  time.monotonic() - started)
 
-    def count_get(self, redelivered: bool, no_ack: bool) -> None:
-        """Count a message handed out by a get: basic.get, and the API's get and aliveness test
-        (which RabbitMQ makes as basic.get)."""
-        self.messages_delivered += 1
-        if no_ack:
-            self.delivered_get_auto_ack += 1
-        else:
-            self.delivered_get_manual_ack += 1
-        if redelivered:
-            self.messages_redelivered += 1
+    def deliver_reply(self, key: str, message: Message) -> bool:
+        """Direct reply-to: deliver to the channel consuming replies under `key`; False if
+        none does (the reply is unroutable)."""
+        channel = self.reply_channels.get(key)
+        if channel is None:
+            return False
+        channel.deliver_reply(message)
+        return True
 
     def _alarms_changed(self) -> None:
         """An alarm was raised or cleared: blocked connections may go on."""
@@ -202,8 +191,10 @@ class Node:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name, self.access)
+            vhost.counters = self
             vhost.dead_lettered = self.dead_lettered
             vhost.step_failures = self.step_failures
+            vhost.deliver_reply = self.deliver_reply
             if self.store is not None:
                 self._attach(vhost)
                 self.definitions_changed()

@@ -9,12 +9,10 @@ import struct
 from typing import TYPE_CHECKING
 
 from broker import names
-from broker.errors import AccessRefused, NotImplementedByBroker, PreconditionFailed
-from broker.exchanges import DelayedExchange, delay_of
+from broker.errors import NotImplementedByBroker, PreconditionFailed
 from broker.message import Message
 from broker.names import erlang_pretty
 from broker.queue_args import InvalidArgument, check_expiry
-from broker.resources import not_found
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
 from protocol.constants import (
@@ -44,21 +42,10 @@ class Publishing:
     """The publishing methods of Channel, whose __init__ sets up the state they use."""
 
     def _on_publish(self, publish: codec.Publish) -> None:
-        vhost = self.vhost
-        if publish.exchange != self._permitted_exchange:
-            vhost.check_permission(self.user, "write", "exchange", publish.exchange)
-            self._permitted_exchange = publish.exchange
-        exchange = vhost.exchanges.get(publish.exchange)
-        if exchange is None:
-            raise not_found("exchange", publish.exchange, vhost.name)
-        if exchange.internal:
-            raise AccessRefused(
-                f"cannot publish to internal exchange '{publish.exchange}' in vhost "
-                f"'{vhost.name}'"
-            )
-        # Topic permissions: checked on topic exchanges only, not at all while the node has none.
-        if exchange.type_name == "topic" and vhost.access.topic_permissions:
-            vhost.check_topic_permission(self.user, "write", exchange, publish.routing_key)
+        exchange = self.vhost.exchange_for_publish(
+            self.user, publish.exchange, publish.routing_key,
+            publish.exchange == self._permitted_exchange)
+        self._permitted_exchange = publish.exchange
         if publish.immediate:
             raise NotImplementedByBroker("immediate=true")
         self._publish = publish
@@ -240,55 +227,22 @@ class Publishing:
         return props_raw
 
     def route(self, exchange: Exchange, message: Message, mandatory: bool) -> int:
-        """Deliver a complete message to the queues it routes to. Returns the log ticket to wait
-        for before confirming (0 when nothing was logged)."""
-        node = self.connection.node
-        node.messages_received += 1
+        """Publish a complete message (VirtualHost.publish); basic.return if it is unroutable
+        and mandatory. Returns the log ticket to wait for before confirming (0: none)."""
         self.has_published = True
-        if self.confirm_mode:
-            node.messages_received_confirm += 1
-        ticket = 0
         try:
-            queues = ()
-            if exchange is self.vhost.default_exchange and message.routing_key.startswith(
-                DIRECT_REPLY_TO + "."
-            ):
-                routed = self._deliver_reply(message)
-            elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
-                # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
-                # does, and still delivered when its time comes.
-                routed = False
-                ticket = self.vhost.hold_delayed(exchange, message, delay)
-            else:
-                queues = self.vhost.route(exchange, message)
-                routed = bool(queues)
-                exchange.messages_in += 1
-                exchange.messages_out += len(queues)
-                if routed:
-                    ticket, refused = self.vhost.deliver(message, queues)
-                    if refused and self.confirm_mode:
-                        self._nack_next = True
+            routed, ticket, refused = self.vhost.publish(
+                exchange, message, mandatory=mandatory, confirm=self.confirm_mode)
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
-        if routed:
-            node.messages_routed += len(queues) if queues else 1
-        elif not mandatory:
-            node.messages_unroutable_dropped += 1
-        else:
-            node.messages_unroutable_returned += 1
+        if refused and self.confirm_mode:
+            self._nack_next = True
+        if not routed and mandatory:
             self.connection.write(codec.encode_return(
                 self.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
                 message.body, self.connection.frame_max,
             ))
         return ticket
-
-    def _deliver_reply(self, message: Message) -> bool:
-        key = message.routing_key[len(DIRECT_REPLY_TO) + 1 :]
-        channel = self.connection.node.reply_channels.get(key)
-        if channel is None:
-            return False
-        channel.deliver_reply(message)
-        return True
 
 
 def _sender_selected_keys(props_raw: bytes) -> tuple[bytes, tuple[str, ...]]:

@@ -1,6 +1,8 @@
 """A queue: ready messages in delivery order (by priority, requeued ones back in their
 original place), TTL expiry, length limits, dead-lettering, delivery limits, the unused-queue
-timer, and dispatch to its line of consumers (by calling the consumer's channel's `deliver`).
+timer, dispatch to its line of consumers (by calling the consumer's channel's `deliver`), the
+one get every front makes (`get`, or its halves `take` and `hand_out`), and what becomes of a
+delivered message (`ack`, `reject`, `requeue`). It sees its vhost as a `QueueHost`.
 Deep in a long queue, logged messages become rows of the store's catalog and transient ones
 are paged out (storage/paging.py), held in the lanes as `ColdRun`s."""
 
@@ -10,7 +12,7 @@ import asyncio
 import itertools
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import deadletter, stepfailures
 from broker.coldrun import NEVER, ColdRun, lane_runs
@@ -36,17 +38,30 @@ EXPIRY_TICK_MS = 1
 
 if TYPE_CHECKING:
     from broker.connection import Connection
+    from broker.counters import MessageCounters
     from broker.exchanges import Binding
-    from broker.vhost import VirtualHost
     from storage.catalog import Catalog, Rows
     from storage.store import MessageStore
+
+
+class QueueHost(deadletter.Republisher, Protocol):
+    """What a queue needs of its vhost (broker/vhost.py's `VirtualHost`, which imports this
+    module): its name, the message store, the node's counters, dead-lettering's republishing
+    and counters, and its own deletion (auto-delete, x-expires)."""
+
+    name: str
+    counters: MessageCounters
+    dead_lettered: dict[tuple[str, str], int]
+
+    def delete_queue(self, queue: Queue, *, if_unused: bool = False,
+                     if_empty: bool = False) -> int: ...
 
 
 class Queue:
     keeps_cold_rows = True  # to the message store: a storage.holders.MessageHolder
 
     def __init__(
-        self, vhost: VirtualHost, name: str, *, durable: bool = False, auto_delete: bool = False,
+        self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
         owner: Connection | None = None, arguments: dict[str, Any] | None = None,
         settings: QueueSettings | None = None,
     ) -> None:
@@ -329,8 +344,9 @@ class Queue:
         if entry.expires_at is not None:
             self._schedule_expiry()
 
-    def settle(self, entry: QueuedMessage) -> None:
-        """A delivered message was acknowledged."""
+    def ack(self, entry: QueuedMessage) -> None:
+        """A delivered message was acknowledged by the client: it leaves the queue. (One
+        delivered with no_ack just leaves, `discard`: RabbitMQ counts no ack for it.)"""
         self.messages_acked += 1
         self.discard(entry.message)
 
@@ -563,10 +579,40 @@ class Queue:
         if not self.deleted:
             self.dispatch()
 
-    def head_body(self, entry: QueuedMessage) -> bytes:
-        """The body of a message about to be handed out by basic.get (read now if paged out)."""
+    # -- get: basic.get, the API's get, the aliveness test --------------------------------
+
+    def get(self, no_ack: bool) -> QueuedMessage | None:
+        """The one get every front makes: the next message handed out (`take`, then
+        `hand_out`); None when the queue is empty (counted as an empty get)."""
+        entry = self.take()
+        if entry is not None:
+            self.hand_out(entry, no_ack)
+        return entry
+
+    def take(self) -> QueuedMessage | None:
+        """A get's first half: the next message, its body in memory, not yet handed out: a
+        caller that then fails gives it back with `put_back`, else completes the get with
+        `hand_out`. None when the queue is empty (counted as an empty get). If its paged-out
+        body cannot be read, it stays in its place and this raises."""
+        self.arm_unused_timer()
+        entry = self.pop()
+        if entry is None:
+            self.vhost.counters.get_empty += 1
+            return None
         message = entry.message
         if message.body is None:
-            message.body = self.vhost.store.read_body_now(message)
-        return message.body
+            try:
+                message.body = self.vhost.store.read_body_now(message)
+            except Exception:
+                self.put_back([entry])
+                raise
+        return entry
 
+    def hand_out(self, entry: QueuedMessage, no_ack: bool) -> None:
+        """A get's second half: the message taken is delivered (counted by the queue and the
+        node as a get), and with `no_ack` gone at once; else the caller keeps it as unacked
+        until it acks, rejects or requeues it."""
+        self.note_delivery(entry)
+        self.vhost.counters.count_get(entry.redelivered, no_ack)
+        if no_ack:
+            self.discard(entry.message)

@@ -11,14 +11,12 @@ from pamqp import commands as spec
 from broker import names
 from broker.errors import NotFound
 from broker.resources import check_reserved_name, default_exchange_refused, not_found
-from broker.vhost import exchange_type
+from broker.vhost import DIRECT_REPLY_TO, exchange_type
 from protocol.codec import unchecked
 
 if TYPE_CHECKING:
     from broker.channel import Channel
     from broker.queue import Queue
-
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 def _reply_when_recorded(channel: Channel, reply: object) -> None:

@@ -1,8 +1,9 @@
 """A virtual host: its exchanges, queues, bindings and policies, declared, looked up and deleted
-with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). Routing a
-message (`route`) and putting it into its queues, logged first when persistent (`deliver`);
-messages held by delayed exchanges. Permission and topic permission checks against the
-node's access control."""
+with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). `publish`,
+the one publish every front calls: direct reply-to, the delayed exchange's hold, routing
+(`route`), putting it into its queues, logged first when persistent (`enqueue`), and the
+counters. Messages held by delayed exchanges. Permission and topic permission checks against
+the node's access control."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from broker import names, stepfailures
+from broker.counters import MessageCounters
 from broker.errors import AccessRefused, CommandInvalid, PreconditionFailed
 from broker.exchanges import (
     DELAYABLE_TYPES,
@@ -39,6 +41,11 @@ if TYPE_CHECKING:
     from broker.auth import AccessControl, User
     from broker.connection import Connection
     from storage.store import MessageStore
+
+# Direct reply-to's pseudo-queue; a reply is published to the default exchange with this, a
+# dot and the requester's key as its routing key.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+_REPLY_PREFIX = DIRECT_REPLY_TO + "."
 
 STANDARD_EXCHANGES = (
     ("amq.direct", "direct"),
@@ -79,8 +86,12 @@ class VirtualHost:
         self.description = ""
         self.tags: list[str] = []
         self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
-        self.dead_lettered: dict[tuple[str, str], int] = {}  # the node's, shared (see Node)
-        self.step_failures = StepFailures()  # the node's, shared
+        # The node's, shared (see Node.add_vhost); a vhost of its own has its own.
+        self.counters = MessageCounters()
+        self.dead_lettered: dict[tuple[str, str], int] = {}
+        self.step_failures = StepFailures()
+        # Direct reply-to: (key, message) -> whether a requester took it (the node's registry).
+        self.deliver_reply: Callable[[str, Message], bool] = lambda _key, _message: False
         self.on_definitions_changed: Callable[[], None] = lambda: None
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
@@ -390,7 +401,66 @@ class VirtualHost:
         if source.auto_delete and not source.bindings and self.exchanges.get(source.name) is source:
             self._remove_exchange(source)
 
-    # -- routing --------------------------------------------------------------------------
+    # -- publishing -----------------------------------------------------------------------
+
+    def exchange_for_publish(self, user: User, name: str, routing_key: str,
+                             permitted: bool = False) -> Exchange:
+        """The exchange `user` publishes to, after RabbitMQ's checks in its order: write
+        permission (not checked again when the caller knows `permitted`: the AMQP channel
+        remembers the last exchange it checked), existence, not internal, the topic
+        permission of `routing_key` (topic exchanges; none at all while the node has none)."""
+        if not permitted:
+            self.check_permission(user, "write", "exchange", name)
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise not_found("exchange", name, self.name)
+        if exchange.internal:
+            raise AccessRefused(
+                f"cannot publish to internal exchange '{name}' in vhost '{self.name}'")
+        if exchange.type_name == "topic" and self.access.topic_permissions:
+            self.check_topic_permission(user, "write", exchange, routing_key)
+        return exchange
+
+    def publish(self, exchange: Exchange, message: Message, *, mandatory: bool = False,
+                confirm: bool = False) -> tuple[int, int, bool]:
+        """Publish a complete message to `exchange`, as every front does (basic.publish, the
+        API's publish, the aliveness test): a direct reply is handed to its requester, a
+        message for a delayed exchange with an x-delay is held, any other is routed and put
+        into its queues; the exchange's and the node's counters count it. Returns (how many
+        queues (or requesters) it reached, 0 when unroutable — returned to a `mandatory`
+        publisher; the log ticket to wait for before confirming, or 0; whether a queue
+        refused it, x-overflow reject-publish: a nack for a `confirm` publisher).
+
+        Malformed headers that routing must read raise ValueError, IndexError, KeyError or
+        struct.error (the message is counted as received, nothing else happens).
+
+        (One call on the hot path: what `route` does is written out here.)"""
+        counters = self.counters
+        counters.messages_received += 1
+        if confirm:
+            counters.messages_received_confirm += 1
+        ticket, refused = 0, False
+        if exchange is self.default_exchange and message.routing_key.startswith(_REPLY_PREFIX):
+            routed = int(self.deliver_reply(message.routing_key[len(_REPLY_PREFIX):], message))
+        elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
+            # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
+            # does, and still delivered when its time comes.
+            routed = 0
+            ticket = self.hold_delayed(exchange, message, delay)
+        else:
+            queues = route(exchange, message, self.exchanges.get, self._hold_if_delayed)
+            routed = len(queues)
+            exchange.messages_in += 1
+            exchange.messages_out += routed
+            if routed:
+                ticket, refused = self.enqueue(message, queues)
+        if routed:
+            counters.messages_routed += routed
+        elif mandatory:
+            counters.messages_unroutable_returned += 1
+        else:
+            counters.messages_unroutable_dropped += 1
+        return routed, ticket, refused
 
     def hold_delayed(self, exchange: DelayedExchange, message: Message, delay: int) -> int:
         """Keep a message in a delayed exchange, as delivered later (x-delay negated); on a
@@ -428,12 +498,12 @@ class VirtualHost:
         if message.store_id:
             self.store.removed(exchange.holding, message)
             message.store_id = 0  # logged afresh for the queues it reaches now, if persistent
-        self.deliver(message, queues)
+        self.enqueue(message, queues)
 
     def _describe_exchange(self, exchange: Exchange) -> str:
         return f"exchange '{exchange.name}' in vhost '{self.name}'"
 
-    def deliver(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
+    def enqueue(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
         """Put a routed message into its queues: logged first if it is persistent (once, for
         the durable ones). Returns (the log ticket, or 0; whether a queue refused it)."""
         ticket = 0
@@ -449,6 +519,9 @@ class VirtualHost:
         return ticket, refused
 
     def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
+        """The queues a message reaches (a delayed exchange behind an e2e binding holds it);
+        for the core's own publishes (dead-lettering, a delayed message's release), which
+        count nothing."""
         return route(exchange, message, self.exchanges.get, self._hold_if_delayed)
 
     def _hold_if_delayed(self, exchange: Exchange, message: Message) -> bool:

@@ -34,9 +34,11 @@ TARGET_LARGEST_CYCLE = 6
 # --- the ratchet: today's state; lower it as the redesign of issue 12 lands -----------------
 
 CURRENT_FORBIDDEN_IMPORTS: frozenset[tuple[str, str]] = frozenset()  # storage/ is done
-# All in broker/: .channel, .connection, .consumer, .deadletter, .definitions, .delivering,
-# .exchanges (and its seven modules), .node, .publishing, .queue, .topology, .transport, .vhost.
-CURRENT_LARGEST_CYCLE = 19
+# All in broker/: .channel, .connection, .consumer, .definitions, .delivering, .node,
+# .publishing, .queue, .topology, .transport, .vhost (the core's own modules reach each other
+# only through the connection and channel; exchanges, deadletter and definitions import no
+# queue, vhost or node: protocols).
+CURRENT_LARGEST_CYCLE = 11
 
 
 # --- the walker -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Exchange types. Each type only binds, unbinds and matches; routing across exchange-to-exchange
 bindings and alternate exchanges lives in `base.route`."""
 
-from broker.exchanges.base import Binding, Exchange, route
+from broker.exchanges.base import Binding, BoundQueue, Exchange, route
 from broker.exchanges.delayed import DelayedExchange, delay_of
 from broker.exchanges.direct import DefaultExchange, DirectExchange
 from broker.exchanges.fanout import FanoutExchange
@@ -20,6 +20,7 @@ EXCHANGE_TYPES["x-delayed-message"] = DelayedExchange
 __all__ = [
     "EXCHANGE_TYPES",
     "Binding",
+    "BoundQueue",
     "DefaultExchange",
     "DelayedExchange",
     "DELAYABLE_TYPES",

@@ -4,11 +4,20 @@ alternate exchanges with a visited set, so binding cycles cannot loop."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from broker.message import Message
-    from broker.queue import Queue
+
+
+class BoundQueue(Protocol):
+    """A queue as exchanges see it (broker/queue.py's `Queue`): what a binding leads to when
+    it is not an exchange, and what routing returns. A protocol, so that exchanges import
+    nothing of the queue's module."""
+
+    name: str
+    durable: bool
+    bindings_in: set[Binding]
 
 
 def arguments_key(arguments: dict[str, Any] | None) -> str:
@@ -22,7 +31,7 @@ class Binding:
     __slots__ = ("source", "destination", "routing_key", "arguments", "key")
 
     def __init__(
-        self, source: Exchange, destination: Queue | Exchange, routing_key: str,
+        self, source: Exchange, destination: BoundQueue | Exchange, routing_key: str,
         arguments: dict[str, Any],
     ) -> None:
         self.source = source
@@ -81,7 +90,7 @@ class Exchange:
             )
 
     def find_binding(
-        self, destination: Queue | Exchange, routing_key: str, arguments: dict[str, Any]
+        self, destination: BoundQueue | Exchange, routing_key: str, arguments: dict[str, Any]
     ) -> Binding | None:
         return self.bindings.get((id(destination), routing_key, arguments_key(arguments)))
 
@@ -92,7 +101,7 @@ class Exchange:
     def unbind(self, binding: Binding) -> None:
         raise NotImplementedError
 
-    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[BoundQueue | Exchange]:
         raise NotImplementedError
 
     def validate_binding(self, arguments: dict[str, Any]) -> None:
@@ -102,18 +111,16 @@ class Exchange:
 def route(
     exchange: Exchange, message: Message, lookup: Callable[[str], Exchange | None],
     hold: Callable[[Exchange, Message], bool] | None = None,
-) -> Collection[Queue]:
+) -> Collection[BoundQueue]:
     """All queues a message published to `exchange` reaches, under its routing key and the
     extra keys of its CC and BCC headers."""
-    from broker.queue import Queue
-
     if message.cc:
         destinations = _match_keys(exchange, message)
     else:
         destinations = exchange.match(message, message.routing_key)
         if not exchange.has_exchange_destinations and destinations:
             return destinations  # the common case: one exchange, queues only
-    queues: set[Queue] = set()
+    queues: set[BoundQueue] = set()
     visited: set[int] = set()
     pending = [exchange]
     while pending:
@@ -125,10 +132,10 @@ def route(
             continue  # a delayed exchange behind an e2e binding keeps it for later
         matched = _match_keys(current, message) if current is not exchange else destinations
         for destination in matched:
-            if isinstance(destination, Queue):
-                queues.add(destination)
-            else:
+            if isinstance(destination, Exchange):
                 pending.append(destination)
+            else:
+                queues.add(destination)
         if not matched and current.alternate_exchange:
             alternate = lookup(current.alternate_exchange)
             if alternate is not None:
@@ -136,10 +143,10 @@ def route(
     return queues
 
 
-def _match_keys(exchange: Exchange, message: Message) -> Collection[Queue | Exchange]:
+def _match_keys(exchange: Exchange, message: Message) -> Collection[BoundQueue | Exchange]:
     if not message.cc:
         return exchange.match(message, message.routing_key)
-    found: set[Queue | Exchange] = set()
+    found: set[BoundQueue | Exchange] = set()
     for key in (message.routing_key, *message.cc):
         found.update(exchange.match(message, key))
     return found

@@ -14,13 +14,12 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import CommandInvalid, PreconditionFailed
-from broker.exchanges.base import Binding, Exchange
+from broker.exchanges.base import Binding, BoundQueue, Exchange
 from protocol import properties
 from protocol.fieldtable import encode_table
 
 if TYPE_CHECKING:
     from broker.message import Message
-    from broker.queue import Queue
     from storage.catalog import Catalog, Rows
 
 
@@ -53,7 +52,7 @@ class DelayedExchange(Exchange):
     def validate_binding(self, arguments: dict[str, Any]) -> None:
         self._inner.validate_binding(arguments)
 
-    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[BoundQueue | Exchange]:
         return self._inner.match(message, routing_key)
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
-from broker.exchanges.base import Binding, Exchange
+from broker.exchanges.base import Binding, BoundQueue, Exchange
 
 if TYPE_CHECKING:
     from broker.message import Message
-    from broker.queue import Queue
 
 
 class DirectExchange(Exchange):
@@ -18,7 +17,7 @@ class DirectExchange(Exchange):
 
     def __init__(self, name: str, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        self._by_key: dict[str, dict[Queue | Exchange, int]] = {}
+        self._by_key: dict[str, dict[BoundQueue | Exchange, int]] = {}
 
     def bind(self, binding: Binding) -> None:
         destinations = self._by_key.setdefault(binding.routing_key, {})
@@ -34,7 +33,7 @@ class DirectExchange(Exchange):
             if not destinations:
                 del self._by_key[binding.routing_key]
 
-    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[BoundQueue | Exchange]:
         return self._by_key.get(routing_key, ())
 
 
@@ -43,7 +42,7 @@ class DefaultExchange(Exchange):
 
     type_name = "direct"
 
-    def __init__(self, queue_lookup: Callable[[str], Queue | None]) -> None:
+    def __init__(self, queue_lookup: Callable[[str], BoundQueue | None]) -> None:
         super().__init__("", durable=True)
         self._queue_lookup = queue_lookup
 
@@ -52,6 +51,6 @@ class DefaultExchange(Exchange):
 
     unbind = bind
 
-    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[BoundQueue | Exchange]:
         queue = self._queue_lookup(routing_key)
         return (queue,) if queue is not None else ()

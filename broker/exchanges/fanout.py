@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from broker.exchanges.base import Binding, Exchange
+from broker.exchanges.base import Binding, BoundQueue, Exchange
 
 if TYPE_CHECKING:
     from broker.message import Message
-    from broker.queue import Queue
 
 
 class FanoutExchange(Exchange):
@@ -17,7 +16,7 @@ class FanoutExchange(Exchange):
 
     def __init__(self, name: str, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        self._destinations: dict[Queue | Exchange, int] = {}
+        self._destinations: dict[BoundQueue | Exchange, int] = {}
 
     def bind(self, binding: Binding) -> None:
         self._destinations[binding.destination] = self._destinations.get(binding.destination, 0) + 1
@@ -29,5 +28,5 @@ class FanoutExchange(Exchange):
         else:
             del self._destinations[binding.destination]
 
-    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[BoundQueue | Exchange]:
         return self._destinations

@@ -7,12 +7,11 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import PreconditionFailed
-from broker.exchanges.base import Binding, Exchange
+from broker.exchanges.base import Binding, BoundQueue, Exchange
 from protocol.fieldtable import FLOAT_TAGS, INTEGER_TAGS, TypedValue, typed
 
 if TYPE_CHECKING:
     from broker.message import Message
-    from broker.queue import Queue
 
 MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
@@ -47,9 +46,9 @@ class HeadersExchange(Exchange):
     def unbind(self, binding: Binding) -> None:
         del self._rules[binding]
 
-    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
+    def match(self, message: Message, routing_key: str) -> Collection[BoundQueue | Exchange]:
         headers = message.typed_headers
-        found: set[Queue | Exchange] = set()
+        found: set[BoundQueue | Exchange] = set()
         for binding, (match_all, pairs) in self._rules.items():
             if binding.destination in found:
                 continue

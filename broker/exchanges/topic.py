@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from broker.exchanges.base import Binding, Exchange
+from broker.exchanges.base import Binding, BoundQueue, Exchange
 
 if TYPE_CHECKING:
     from broker.message import Message
-    from broker.queue import Queue
 
 
 class _Node:
@@ -19,7 +18,7 @@ class _Node:
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.destinations: dict[Queue | Exchange, int] = {}
+        self.destinations: dict[BoundQueue | Exchange, int] = {}
 
 
 class TopicExchange(Exchange):
@@ -52,8 +51,8 @@ class TopicExchange(Exchange):
                 break
             del path[depth - 1].children[words[depth - 1]]
 
-    def match(self, message: Message, routing_key: str) -> Collection[Queue | Exchange]:
-        found: set[Queue | Exchange] = set()
+    def match(self, message: Message, routing_key: str) -> Collection[BoundQueue | Exchange]:
+        found: set[BoundQueue | Exchange] = set()
         _collect(self._root, _words(routing_key), 0, found)
         return found
 

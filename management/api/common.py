@@ -43,12 +43,14 @@ def error(status: int, error_name: str, reason: Any) -> web.HTTPException:
 
 
 def refusal(
-    failure: BrokerError, form: Literal["text", "reply", "import", "aliveness"] = "text"
+    failure: BrokerError,
+    form: Literal["text", "reply", "import", "aliveness", "amqp"] = "text",
 ) -> web.HTTPException:
     """A refusal of the broker core as RabbitMQ's API shows it: a 400 whose reason is the
     text ("text": declare, delete), the AMQP reply text ("reply": a binding), the AMQP error of
-    an import ("import": definitions), or reply code and text, access refused being 401
-    ("aliveness": the aliveness test, which RabbitMQ runs over AMQP)."""
+    an import ("import": definitions), or reply code and text ("amqp": the publish, which
+    RabbitMQ makes over AMQP; "aliveness": the aliveness test, the same but access refused
+    being a 401)."""
     if form == "text":
         return bad_request(failure.text)
     amqp = named_error(failure.kind, failure.text)
@@ -57,7 +59,7 @@ def refusal(
     if form == "import":
         return error(400, "bad_request",
                      ["amqp_error", failure.kind, erlang_chars(failure.text), "none"])
-    if failure.kind == "access_refused":
+    if form == "aliveness" and failure.kind == "access_refused":
         return error(401, "not_authorised", amqp.reply_text)
     return bad_request(f"{amqp.reply_code} {amqp.reply_text}")
 

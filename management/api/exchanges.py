@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 from typing import Any
@@ -114,15 +115,9 @@ async def delete_exchange(request: web.Request) -> web.Response:
 
 
 async def publish(request: web.Request) -> web.Response:
-    """Publish one message, as the management UI does; answers whether it was routed."""
+    """Publish one message, as the management UI does (the core's VirtualHost.publish);
+    answers whether it was routed, or 400 if a queue refused it (x-overflow reject-publish)."""
     vhost = vhost_of(request)
-    exchange = vhost.exchanges.get(exchange_name(request))
-    if exchange is None:
-        raise bad_request(f"404 NOT_FOUND - no exchange '{request.match_info['name']}' in "
-                          f"vhost '{vhost.name}'")
-    if exchange.internal:
-        raise bad_request(f"403 ACCESS_REFUSED - cannot publish to internal exchange "
-                          f"'{exchange.name}' in vhost '{vhost.name}'")
     body = await json_body(request)
     require_keys(body, "properties", "routing_key", "payload", "payload_encoding")
     payload, encoding = body["payload"], body["payload_encoding"]
@@ -137,15 +132,24 @@ async def publish(request: web.Request) -> web.Response:
         raise error(400, "bad_request", ["unsupported_encoding", encoding])
     props_raw = _properties_raw(body["properties"] or {})
     routing_key = str(body["routing_key"])
+    try:
+        exchange = vhost.exchange_for_publish(request[USER], exchange_name(request), routing_key)
+    except BrokerError as failure:
+        raise refusal(failure, "amqp") from None
     message = Message(exchange.name, routing_key,
                       shortstr(exchange.name) + shortstr(routing_key), props_raw, raw_body)
     message.persistent = (body["properties"] or {}).get("delivery_mode") == 2
-    queues = vhost.route(exchange, message)
-    exchange.messages_in += 1
-    exchange.messages_out += len(queues)
-    vhost.deliver(message, queues)
-    node_of(request).messages_received += 1
-    return json_response({"routed": bool(queues)})
+    # RabbitMQ's API publishes on a channel in confirm mode with mandatory=true, and answers
+    # once the message is confirmed: a persistent one in durable queues when it is on disk.
+    routed, ticket, refused = vhost.publish(exchange, message, mandatory=True, confirm=True)
+    if refused:
+        raise bad_request("rejected Unable to publish message. Check queue limits.")
+    if ticket:
+        durable = asyncio.get_running_loop().create_future()
+        vhost.store.wal.when_durable(ticket, lambda: durable.done() or durable.set_result(None))
+        await durable
+    node_of(request).messages_confirmed += 1
+    return json_response({"routed": bool(routed)})
 
 
 # The API's property names -> pamqp's Basic.Properties arguments

@@ -132,9 +132,10 @@ async def purge_queue(request: web.Request) -> web.Response:
 
 
 async def get_messages(request: web.Request) -> web.Response:
-    """Fetch messages as the management UI does: each is taken and then acked or requeued.
-    Every message is rendered before any is settled: if one cannot be, all taken go back to
-    their places untouched, and the answer is a 500 (the failure logged and counted)."""
+    """Fetch messages as the management UI does: each is taken and then acked or requeued (the
+    core's get in its two halves, Queue.take and Queue.hand_out). Every message is rendered
+    before any is handed out: if one cannot be, all taken go back to their places untouched,
+    and the answer is a 500 (the failure logged and counted)."""
     queue = vhost_of(request).queues.get(request.match_info["name"])
     if queue is None:
         raise error(404, "not_found", f"NOT_FOUND - no queue '{request.match_info['name']}' "
@@ -157,7 +158,7 @@ async def get_messages(request: web.Request) -> web.Response:
     results = []
     try:
         for _ in range(count):
-            entry = queue.pop()
+            entry = queue.take()
             if entry is None:
                 break
             taken.append(entry)
@@ -172,18 +173,18 @@ async def get_messages(request: web.Request) -> web.Response:
         raise error(500, "internal_server_error",
                     f"could not render a message of {queue.describe()}; it stays in the queue "
                     f"({type(failure).__name__})") from None
-    for entry in taken:
-        queue.note_delivery(entry)
-        node.count_get(entry.redelivered, no_ack=False)  # RabbitMQ's API makes a basic.get
+    # As RabbitMQ's API: ack_requeue_false is a basic.get with no_ack (no ack counted), the
+    # others a basic.get then a basic.reject (requeue or not).
+    no_ack = ackmode == "ack_requeue_false"
     requeue = ackmode.endswith("requeue_true")
-    for entry in reversed(taken):
-        if requeue:
-            queue.requeue(entry)
-        elif ackmode.startswith("reject"):
-            queue.reject(entry)
-        else:
-            queue.settle(entry)
-            node.messages_acknowledged += 1
+    for entry in taken:
+        queue.hand_out(entry, no_ack)
+    if not no_ack:
+        for entry in reversed(taken):
+            if requeue:
+                queue.requeue(entry)
+            else:
+                queue.reject(entry)
     if requeue:
         queue.dispatch()
     return answer
@@ -199,8 +200,7 @@ def _integer(value: Any) -> int:
 def _message(queue: Queue, entry: QueuedMessage, encoding: str, truncate: int | None) -> dict:
     """One message of a get as RabbitMQ renders it (message_count: those left after it)."""
     message = entry.message
-    body = queue.head_body(entry)
-    payload = body if truncate is None else body[:truncate]
+    payload = message.body if truncate is None else message.body[:truncate]
     return {
         **payload_json(payload, encoding), "payload_bytes": message.body_size,
         "redelivered": entry.redelivered, "exchange": message.exchange,
