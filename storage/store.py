@@ -291,26 +291,8 @@ class MessageStore:
         published, size = published_ms(message.timestamp), message.body_size
         delivered = 1 if ref.delivered else 0
         free = self._free_rows
-        if free:
-            row = free.pop()
-            catalog.ids[row] = ref.id
-            catalog.segments[row] = segment
-            catalog.body_offsets[row] = offset
-            catalog.body_sizes[row] = size
-            catalog.published[row] = published
-            catalog.metas[row] = meta
-            catalog.holders[row] = holder
-            catalog.delivered[row] = delivered
-        else:
-            row = len(catalog.ids)
-            catalog.ids.append(ref.id)
-            catalog.segments.append(segment)
-            catalog.body_offsets.append(offset)
-            catalog.body_sizes.append(size)
-            catalog.published.append(published)
-            catalog.metas.append(meta)
-            catalog.holders.append(holder)
-            catalog.delivered.append(delivered)
+        row = catalog.put_row(free.pop() if free else None, ref.id, segment, offset, size,
+                              published, meta, holder, delivered)
         # From now on the segment counts it as a cold row, charged as rows are.
         info = self._segments[ref.segment]
         info.messages.pop(ref.id, None)
