@@ -160,7 +160,8 @@ class MessageLanes:
             for entry in reversed(taken):
                 if entry.__class__ is not ColdRun:
                     message = entry.message
-                    if not (message.cc or message.body is None or (durable and message.store_id)):
+                    logged = durable and message.store_ref is not None
+                    if not (message.cc or message.body is None or logged):
                         if message.timestamp < published_before:
                             stretch.append(entry)
                             continue

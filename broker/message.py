@@ -5,16 +5,19 @@ queue may be paged out (None) and read back from the log before it is delivered.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from protocol import properties
 from protocol.fieldtable import TypedValue
+
+if TYPE_CHECKING:
+    from storage.storeref import StoreRef
 
 
 class Message:
     __slots__ = (
         "exchange", "routing_key", "route_bytes", "props_raw", "body", "_headers", "cc",
-        "body_size", "timestamp", "expiration", "persistent", "store_id", "store_segment",
-        "store_size", "store_queues", "store_delivered", "store_location",
+        "body_size", "timestamp", "expiration", "persistent", "store_ref",
     )
 
     def __init__(
@@ -32,16 +35,16 @@ class Message:
         self.persistent = False  # delivery_mode 2
         self._headers: dict[str, TypedValue] | None = None
         self.cc: tuple[str, ...] = ()  # extra routing keys from the CC and BCC headers
-        # Set by the message store for a persistent message in durable queues (0 = not logged).
-        self.store_id = 0
-        self.store_delivered = False
+        # The message store's, set when it logs the message (for durable queues): None while
+        # it is not logged. Only storage reads what is in it.
+        self.store_ref: StoreRef | None = None
 
     @classmethod
     def logged(cls, exchange: str, routing_key: str, route_bytes: bytes, props_raw: bytes,
-               body_size: int, timestamp: float, expiration: int | None, store_id: int,
-               location: tuple[int, int], store_size: int, delivered: bool) -> Message:
-        """A message recovered from the log, its body still there (made in bulk as recovered
-        messages reach the head of their queue: no __init__)."""
+               body_size: int, timestamp: float, expiration: int | None,
+               store_ref: StoreRef | None) -> Message:
+        """A message made back from a row of the stores, its body still on disk (made in bulk
+        as messages held as rows reach the head of their queue: no __init__)."""
         message = cls.__new__(cls)
         message.exchange = exchange
         message.routing_key = routing_key
@@ -54,11 +57,7 @@ class Message:
         message.persistent = True
         message._headers = None
         message.cc = ()
-        message.store_id = store_id
-        message.store_segment = location[0]
-        message.store_location = location
-        message.store_size = store_size
-        message.store_delivered = delivered
+        message.store_ref = store_ref
         return message
 
     @property

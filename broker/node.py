@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from broker.channel import Channel
     from broker.config import Config
     from broker.connection import Connection
+    from storage.holders import MessageHolder
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,7 @@ class Node(MessageCounters):
                                   self.config.page_out_after / 1000)
         self.store.pages = PageStore(data_dir.path / "transient", self.config.segment_size,
                                       Message.logged)
-        durable_queues = {
-            queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()
-            if queue.durable
-        }
-        for vhost in self.vhosts.values():  # delayed exchanges keep messages too
-            for exchange in vhost.exchanges.values():
-                if isinstance(exchange, DelayedExchange) and exchange.durable:
-                    durable_queues[exchange.holding.key] = exchange.holding
+        durable_queues = self._message_holders()
         self.store.recover(catalog, durable_queues, clean)
         self._segment_stamps = catalog.segment_stamps
         if self.store.wal is not None:
@@ -112,6 +106,19 @@ class Node(MessageCounters):
         log.info("recovered %d messages in %d durable queues in %.2fs (%d corrupt records "
                  "skipped), from %s", self.store.recovered_messages, len(durable_queues),
                  loop.time() - started, catalog.corrupt_records, source)
+
+    def _message_holders(self) -> dict[tuple[str, str], MessageHolder]:
+        """What holds logged messages, by the key the message store logs them under: the
+        durable queues and the durable delayed exchanges' held messages."""
+        holders: dict[tuple[str, str], MessageHolder] = {
+            queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()
+            if queue.durable
+        }
+        for vhost in self.vhosts.values():  # delayed exchanges keep messages too
+            for exchange in vhost.exchanges.values():
+                if isinstance(exchange, DelayedExchange) and exchange.durable:
+                    holders[exchange.holding.key] = exchange.holding
+        return holders
 
     async def stop(self) -> None:
         self.alarms.stop()
@@ -136,7 +143,7 @@ class Node(MessageCounters):
         stamps = loop.run_in_executor(None, snapshot.segment_stamps, self.data_dir.wal_path,
                                       self._segment_stamps)
         try:
-            live = live_catalog(self.store)
+            live = live_catalog(self.store, self._message_holders())
             if live is None:
                 return
             size = await loop.run_in_executor(

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import math
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import deadletter, stepfailures
@@ -58,7 +59,7 @@ class QueueHost(deadletter.Republisher, Protocol):
 
 
 class Queue:
-    keeps_cold_rows = True  # to the message store: a storage.holders.MessageHolder
+    keeps_cold_rows = True  # to recovery and the index snapshot: a storage.holders.MessageHolder
 
     def __init__(
         self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
@@ -146,7 +147,7 @@ class Queue:
             if settings.overflow == "reject-publish-dlx":
                 self._dead_letter(message, "maxlen")
             return False
-        logged = message.store_id and self.durable
+        logged = message.store_ref is not None and self.durable
         if logged and len(self._messages) >= self.vhost.store.resident_head and self._freeze(
             message, self.vhost.store, limited
         ):
@@ -200,12 +201,11 @@ class Queue:
         row of the message store's catalog, if this queue alone holds it (its object goes
         once its record is durable; it becomes one again when the row nears the head).
         False: it stays an object (its body is paged out once durable)."""
-        holders = message.store_queues
         # (CC keys do not survive a row: the message keeps them for dead-lettering.)
-        if message.cc or len(holders) != 1 or holders[0] is not self:
+        row = None if message.cc else store.freeze(self.key, message)
+        if row is None:  # (or other queues hold it too)
             store.page_out_when_durable(message)
             return False
-        row = store.freeze(self, message)
         deadline = self._deadline(message, message.timestamp)
         self._messages.append_row(row, self._priority_of(message), deadline, message.body_size,
                                   self._next_seq, self._thaw)
@@ -247,11 +247,12 @@ class Queue:
         """The message store's catalog rows this queue holds (for the index snapshot)."""
         return [run.remaining() for run in self._messages.cold_runs() if not run.paged]
 
-    def logged_flags(self) -> dict[int, bool]:
-        """Message store id -> whether the log has this queue's delivery of it, for the
-        logged messages this queue holds ready as objects (for the index snapshot)."""
-        return {entry.message.store_id: entry.logged_delivery
-                for entry in self._messages.objects() if entry.message.store_id}
+    def logged_deliveries(self) -> Iterator[tuple[Message, bool]]:
+        """The logged messages this queue holds ready as objects, each with whether the log
+        has this queue's delivery of it (for the index snapshot)."""
+        for entry in self._messages.objects():
+            if entry.message.store_ref is not None:
+                yield entry.message, entry.logged_delivery
 
     def _schedule_expiry_after_recovery(self) -> None:
         """Arm the expiry timer once recovery is over (looking at the head thaws it, which
@@ -279,7 +280,7 @@ class Queue:
                 self._priority_of(message) if prioritised else 0,
                 None if deadline == NEVER else deadline,
             )
-            entry.logged_delivery = message.store_delivered  # the row's: one queue holds it
+            entry.logged_delivery = store.delivery_logged(message)  # the row's: one queue holds it
             entry.redelivered = all_redelivered or entry.logged_delivery
             entries.append(entry)
         return entries
@@ -373,8 +374,8 @@ class Queue:
 
     def discard(self, message: Message) -> None:
         """A message leaves the queue for good (ack, reject, drop): unlog it if logged."""
-        if message.store_id and self.durable:
-            self.vhost.store.removed(self, message)
+        if message.store_ref is not None and self.durable:
+            self.vhost.store.remove(self.key, message)
 
     def _dead_letter(self, message: Message, reason: str) -> bool:
         """Dead-letter (or, without a dead-letter exchange, drop) a message leaving for
@@ -405,9 +406,9 @@ class Queue:
         if entry.redelivered:
             self.messages_redelivered += 1
         message = entry.message
-        if message.store_id and self.durable:
+        if message.store_ref is not None and self.durable:
             entry.logged_delivery = True
-            self.vhost.store.delivered(self, message)
+            self.vhost.store.mark_delivered(self.key, message)
 
     def delivery_properties(self, entry: QueuedMessage, always: bool = False) -> bytes:
         """The property bytes to deliver: the message's own, plus (delivery-limit queues, as
@@ -436,7 +437,7 @@ class Queue:
             self.discard(entry.message)
         logged = self._drop_paged(cleared.cold)
         if logged:
-            self.vhost.store.removed_cold(self, logged)
+            self.vhost.store.remove_rows(self.key, logged)
         return count
 
     def drop_everything(self) -> None:
@@ -445,7 +446,8 @@ class Queue:
         cleared = self._messages.clear()
         logged = self._drop_paged(cleared.cold)
         if self.durable and self.vhost.store is not None:
-            self.vhost.store.purged(self, [entry.message for entry in cleared.entries], logged)
+            self.vhost.store.drop_queue(self.key, [entry.message for entry in cleared.entries],
+                                        logged)
 
     def _drop_paged(self, runs: list[ColdRun]) -> list[Rows]:
         """Let the page store forget the paged rows of `runs`; returns the others' rows."""

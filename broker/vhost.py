@@ -238,7 +238,7 @@ class VirtualHost:
         if isinstance(exchange, DelayedExchange):
             held = exchange.holding.drop()
             if exchange.durable and self.store is not None:
-                self.store.purged(exchange.holding, held)
+                self.store.drop_queue(exchange.holding.key, held)
         for binding in list(exchange.bindings.values()):
             exchange.remove_binding(binding)
         for binding in list(exchange.bindings_in):
@@ -479,7 +479,7 @@ class VirtualHost:
         held.expiration = message.expiration
         ticket = 0
         if exchange.durable:
-            ticket = self.store.persist(held, [exchange.holding])
+            ticket = self.store.persist(held, [exchange.holding.key])
         exchange.holding.hold(held, delay)
         return ticket
 
@@ -495,9 +495,8 @@ class VirtualHost:
                 f"the message stays held and is tried again every {RELEASE_RETRY_SECONDS} s",
             )
             return
-        if message.store_id:
-            self.store.removed(exchange.holding, message)
-            message.store_id = 0  # logged afresh for the queues it reaches now, if persistent
+        if message.store_ref is not None:  # logged afresh for the queues it reaches now
+            self.store.release(exchange.holding.key, message)
         self.enqueue(message, queues)
 
     def _describe_exchange(self, exchange: Exchange) -> str:
@@ -510,7 +509,7 @@ class VirtualHost:
         if message.persistent:
             durable = [queue for queue in queues if queue.durable]
             if durable:
-                ticket = self.store.persist(message, durable)
+                ticket = self.store.persist(message, [queue.key for queue in durable])
         refused = False
         for queue in tuple(queues) if len(queues) > 1 else queues:
             if not queue.enqueue(message):

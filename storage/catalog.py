@@ -82,6 +82,31 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def put_row(self, row: int | None, message_id: int, segment: int, body_offset: int,
+                body_size: int, published: int, meta: int, holder: int, delivered: int) -> int:
+        """Write a message's row, in the order of ROW_ARRAYS: over `row` (a place left by
+        another message) or, with None, at the end. Returns the row."""
+        if row is None:
+            row = len(self.ids)
+            self.ids.append(message_id)
+            self.segments.append(segment)
+            self.body_offsets.append(body_offset)
+            self.body_sizes.append(body_size)
+            self.published.append(published)
+            self.metas.append(meta)
+            self.holders.append(holder)
+            self.delivered.append(delivered)
+        else:
+            self.ids[row] = message_id
+            self.segments[row] = segment
+            self.body_offsets[row] = body_offset
+            self.body_sizes[row] = body_size
+            self.published[row] = published
+            self.metas[row] = meta
+            self.holders[row] = holder
+            self.delivered[row] = delivered
+        return row
+
     def charged_size(self, row: int) -> int:
         """What a row counts for in its segment's live bytes."""
         return self.body_sizes[row] + len(self.meta_table[self.metas[row]][2]) + RECORD_OVERHEAD

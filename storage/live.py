@@ -15,7 +15,7 @@ import itertools
 import logging
 import operator
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from storage.catalog import ROW_ARRAYS, SEVERAL, Catalog, Rows
@@ -38,11 +38,11 @@ class _Builder:
         self._positions: dict[QueueKey, int] = {}
         self._metas: dict[Meta, int] = {}
 
-    def position(self, queue: MessageHolder) -> int:
-        index = self._positions.get(queue.key)
+    def position(self, key: QueueKey) -> int:
+        index = self._positions.get(key)
         if index is None:
-            index = self._positions[queue.key] = len(self.live.queue_keys)
-            self.live.queue_keys.append(queue.key)
+            index = self._positions[key] = len(self.live.queue_keys)
+            self.live.queue_keys.append(key)
         return index
 
     def use_metas(self, table: list[Meta]) -> None:
@@ -60,10 +60,10 @@ class _Builder:
                      delivered: list[bool]) -> None:
         """Rows for messages that are objects (column by column: much faster)."""
         live = self.live
-        locations = [message.store_location for message in messages]
-        live.ids.extend([message.store_id for message in messages])
-        live.segments.extend([location[0] for location in locations])
-        live.body_offsets.extend([location[1] for location in locations])
+        refs = [message.store_ref for message in messages]
+        live.ids.extend([ref.id for ref in refs])
+        live.segments.extend([ref.body_segment for ref in refs])
+        live.body_offsets.extend([ref.body_offset for ref in refs])
         live.body_sizes.extend([message.body_size for message in messages])
         live.published.extend([published_ms(message.timestamp) for message in messages])
         live.metas.extend([self.meta((message.exchange, message.routing_key, message.props_raw))
@@ -72,43 +72,46 @@ class _Builder:
         live.delivered.extend(delivered)
 
 
-def live_catalog(store: MessageStore) -> Catalog | None:
-    """Every live message of `store` as a catalog; None if the store's books do not add up
-    (then no snapshot is written, and the next start scans the log)."""
+def live_catalog(store: MessageStore, holders: Mapping[QueueKey, MessageHolder]) -> Catalog | None:
+    """Every live message of `store` as a catalog, `holders` being the durable queues and
+    delayed exchanges there are now, by key; None if the store's books do not add up (then no
+    snapshot is written, and the next start scans the log)."""
     builder = _Builder(store.next_id)
-    if not _add_cold_rows(builder, store):
+    if not _add_cold_rows(builder, store, holders):
         return None
     live = builder.live
     # Messages that are objects, by the one queue holding them; then those several hold.
-    single: dict[int, list[StoredMessage]] = {}
-    shared: list[StoredMessage] = []
+    single: dict[QueueKey, list[StoredMessage]] = {}
+    shared: list[tuple[StoredMessage, tuple[QueueKey, ...]]] = []
     for message in store.logged_messages():
-        holders = message.store_queues
-        if len(holders) == 1:
-            found = single.get(id(holders[0]))
+        keys = store.holding(message)
+        if len(keys) == 1:
+            found = single.get(keys[0])
             if found is None:
-                found = single[id(holders[0])] = []
+                found = single[keys[0]] = []
             found.append(message)
         else:
-            shared.append(message)
-    for messages in single.values():
-        queue = messages[0].store_queues[0]
-        if queue.deleted:
+            shared.append((message, keys))
+    for key, messages in single.items():
+        queue = holders.get(key)
+        if queue is None:  # deleted
             continue
-        messages.sort(key=operator.attrgetter("store_id"))
-        start, holder = len(live), builder.position(queue)
+        messages.sort(key=operator.attrgetter("store_ref.id"))
+        start, holder = len(live), builder.position(key)
         builder.add_messages(messages, array("i", [holder]) * len(messages),
                              _flags_in(queue, messages))
         live.groups.append((holder, start, len(live)))
-    flags: dict[int, dict[int, bool]] = {}  # id(queue) -> its logged_flags()
+    flags: dict[QueueKey, dict[int, bool]] = {}  # each queue's _ready_flags()
     several = []
-    for message in shared:  # each queue's flag: from the queue (delivered if not ready)
+    for message, keys in shared:  # each queue's flag: from the queue (delivered if not ready)
         members = {}
-        for queue in message.store_queues:
-            if not queue.deleted:
-                if id(queue) not in flags:
-                    flags[id(queue)] = queue.logged_flags()
-                members[builder.position(queue)] = flags[id(queue)].get(message.store_id, True)
+        message_id = message.store_ref.id
+        for key in keys:
+            queue = holders.get(key)
+            if queue is not None:
+                if key not in flags:
+                    flags[key] = _ready_flags(queue)
+                members[builder.position(key)] = flags[key].get(message_id, True)
         if len(members) == 1:  # the others were deleted
             (holder, delivered), = members.items()
             live.groups.append((holder, len(live), len(live) + 1))
@@ -121,23 +124,25 @@ def live_catalog(store: MessageStore) -> Catalog | None:
     return live
 
 
-def _add_cold_rows(builder: _Builder, store: MessageStore) -> bool:
-    """Copy the recovered messages still catalog rows, queue by queue; False if the queues
-    do not hold exactly the rows the store counts as cold."""
+def _add_cold_rows(builder: _Builder, store: MessageStore,
+                   holders: Mapping[QueueKey, MessageHolder]) -> bool:
+    """Copy the messages still catalog rows, queue by queue; False if the queues do not hold
+    exactly the rows the store counts as cold."""
     catalog, cold_queues, cold_count = store.cold
     if catalog is None:
         return True
     live = builder.live
     builder.use_metas(catalog.meta_table)
     blocks: list[Rows] = []
-    for queue in cold_queues:
-        runs = [] if queue is None or queue.deleted else queue.cold_rows()
+    for key in cold_queues:
+        queue = None if key is None else holders.get(key)
+        runs = [] if queue is None else queue.cold_rows()
         if not runs:
             continue
         rows = runs[0] if len(runs) == 1 else array("I", sorted(
             itertools.chain.from_iterable(runs), key=catalog.ids.__getitem__))
         start = sum(map(len, blocks))
-        live.groups.append((builder.position(queue), start, start + len(rows)))
+        live.groups.append((builder.position(key), start, start + len(rows)))
         blocks.append(rows)
     if sum(map(len, blocks)) != cold_count:
         log.error("message index not written: %d cold messages in queues, %d in the store",
@@ -162,10 +167,18 @@ def _flags_in(queue: MessageHolder, messages: list[StoredMessage]) -> list[bool]
     ready: dict[int, bool] | None = None
     flags = []
     for message in messages:
-        if not message.store_delivered:
+        ref = message.store_ref
+        if not ref.delivered:
             flags.append(False)
             continue
         if ready is None:
-            ready = queue.logged_flags()
-        flags.append(ready.get(message.store_id, True))
+            ready = _ready_flags(queue)
+        flags.append(ready.get(ref.id, True))
     return flags
+
+
+def _ready_flags(queue: MessageHolder) -> dict[int, bool]:
+    """Message id -> whether the log has `queue`'s delivery of it, for the logged messages
+    it holds ready as objects."""
+    return {message.store_ref.id: delivered
+            for message, delivered in queue.logged_deliveries()}

@@ -336,7 +336,7 @@ class PageStore:
             exchange, routing_key, props = table[meta]
             at = offsets[row] - stretches[stretch][1]
             message = logged(exchange, routing_key, self._route(exchange, routing_key), props,
-                             size, published[row] / 1000, expirations[meta], 0, (0, 0), 0, False)
+                             size, published[row] / 1000, expirations[meta], None)
             message.body = chunk[at:at + size]
             message.persistent = persistent[row] == 1
             messages[position] = message

@@ -12,7 +12,6 @@ import logging
 import mmap
 import struct
 import zlib
-from array import array
 from pathlib import Path
 
 from storage import records
@@ -89,7 +88,6 @@ class _Replay:
         self.catalog = Catalog(in_id_order=True)
         self._rows: dict[int, int] | None = None  # message id -> row, built on first need
         self._last_id = 0
-        self._delivered = bytearray()  # per row, grown on demand (most stay 0)
         self._queues: dict[bytes, int] = {}  # raw queue key -> its current holder index
         # raw exchange + routing key -> (exchange, routing key, raw props -> meta index)
         self._routes: dict[bytes, tuple[str, str, dict[bytes, int]]] = {}
@@ -139,9 +137,9 @@ class _Replay:
             return offset
         holder = holders_of_shape[0]
         catalog = self.catalog
-        ids, segments, offsets, sizes, published, metas, holders = (
+        ids, segments, offsets, sizes, published, metas, holders, delivered = (
             catalog.ids, catalog.segments, catalog.body_offsets, catalog.body_sizes,
-            catalog.published, catalog.metas, catalog.holders,
+            catalog.published, catalog.metas, catalog.holders, catalog.delivered,
         )
         crc32, head, u32 = zlib.crc32, _publish_record_head, _u32
         rows, last_id = self._rows, self._last_id
@@ -166,6 +164,7 @@ class _Replay:
             published.append(published_at)
             metas.append(meta)
             holders.append(holder)
+            delivered.append(0)
             offset = end
         self._last_id = last_id
         return offset
@@ -266,21 +265,12 @@ class _Replay:
     def _append(self, message_id: int, segment: int, body_at: int, body_size: int,
                 published_at: int, meta: int, holders: tuple[int, ...]) -> None:
         catalog = self.catalog
-        row = len(catalog.ids)
+        holder = holders[0] if len(holders) == 1 else SEVERAL if holders else NO_HOLDER
+        row = catalog.put_row(None, message_id, segment, body_at, body_size, published_at,
+                              meta, holder, 0)
         if self._rows is not None:
             self._rows[message_id] = row
-        catalog.ids.append(message_id)
-        catalog.segments.append(segment)
-        catalog.body_offsets.append(body_at)
-        catalog.body_sizes.append(body_size)
-        catalog.published.append(published_at)
-        catalog.metas.append(meta)
-        if len(holders) == 1:
-            catalog.holders.append(holders[0])
-        elif not holders:
-            catalog.holders.append(NO_HOLDER)
-        else:
-            catalog.holders.append(SEVERAL)
+        if holder == SEVERAL:
             catalog.shared[row] = dict.fromkeys(holders, False)
 
     def _row(self, message_id: int) -> int | None:
@@ -289,16 +279,6 @@ class _Replay:
             self._rows = dict(zip(ids, range(len(ids)), strict=True))
         return self._rows.get(message_id)
 
-    def _is_delivered(self, row: int) -> bool:
-        return row < len(self._delivered) and bool(self._delivered[row])
-
-    def _set_delivered(self, row: int, delivered: bool) -> None:
-        flags = self._delivered
-        if row >= len(flags):
-            if not delivered:
-                return
-            flags.extend(bytes(len(self.catalog.ids) - len(flags)))
-        flags[row] = delivered
 
     def _set_holders(self, row: int, listed: tuple[int, ...]) -> None:
         """A copy lists the queues that still hold the row; each keeps its delivered flag."""
@@ -309,7 +289,7 @@ class _Replay:
         elif holder == NO_HOLDER:
             before = {}
         else:
-            before = {holder: self._is_delivered(row)}
+            before = {holder: bool(catalog.delivered[row])}
         self._put_holders(row, {index: before.get(index, False) for index in listed})
 
     def _put_holders(self, row: int, flags: dict[int, bool]) -> None:
@@ -319,7 +299,7 @@ class _Replay:
         elif len(flags) == 1:
             (holder, delivered), = flags.items()
             catalog.holders[row] = holder
-            self._set_delivered(row, delivered)
+            catalog.delivered[row] = delivered
         else:
             catalog.holders[row] = SEVERAL
             catalog.shared[row] = flags
@@ -345,7 +325,7 @@ class _Replay:
                 if kind == _REMOVE:
                     holders[row] = NO_HOLDER
                 else:
-                    self._set_delivered(row, True)
+                    catalog.delivered[row] = 1
             elif current == SEVERAL:
                 flags = shared[row]
                 if holder in flags:
@@ -367,12 +347,8 @@ class _Replay:
             self._last_shape = (-1, b"", (), 0)  # its queue list now means another index
 
     def finish(self) -> Catalog:
-        catalog = self.catalog
-        flags = self._delivered
-        flags.extend(bytes(len(catalog.ids) - len(flags)))
-        catalog.delivered = array("B", flags)
         self._rows = None
-        return catalog
+        return self.catalog
 
 
 def _next_good_record(data: bytes | mmap.mmap, start: int) -> int | None:

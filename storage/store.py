@@ -7,10 +7,14 @@ acks, rejects and drops are logged as REMOVE, deliveries as DELIVERED (so a mess
 before a crash comes back redelivered), purges and deletes as PURGE. REMOVE and DELIVERED ids
 are gathered during an event-loop turn and written as one record per queue.
 
+The store speaks queue keys (vhost, name), message ids and places in the log. A logged message
+carries one `StoreRef` (storage/storeref.py): its id, where it is, the keys of the queues
+holding it; the broker's queues tell the store by key what left them or was delivered.
+Storage calls back into queues only to put recovered messages back (storage/holders.py).
+
 Recovered messages held by one queue stay rows of the catalog (storage/catalog.py) until the
-queue thaws them into message objects near its head (made by the broker's `make_message`:
-storage knows messages and queues only through the protocols of storage/holders.py); the
-store keeps their place in the log (and moves them when it compacts) all the same. A logged
+queue thaws them into message objects near its head (made by the broker's `make_message`);
+the store keeps their place in the log (and moves them when it compacts) all the same. A logged
 message arriving in a durable queue longer than `resident_head`, held by that queue alone,
 becomes such a row at once ("frozen"): its object is kept only until its record is durable.
 The catalog then lives as long as it has rows; the rows and metas that rows leave are reused
@@ -37,6 +41,7 @@ from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Rows
 from storage.metas import MetaTable
 from storage.records import QueueKey, published_ms
 from storage.scan import segment_numbers
+from storage.storeref import StoreRef
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
 
 if TYPE_CHECKING:
@@ -63,12 +68,12 @@ class _Segment:
 
 class _Move:
     """A message copied forward by compaction: where its body will be once the copy is
-    durable. `target` is the message, or its catalog row while it is cold (then `message_id`
-    says whether the row still holds that message: rows are reused)."""
+    durable. `target` is the message's reference, or its catalog row while it is cold (then
+    `message_id` says whether the row still holds that message: rows are reused)."""
 
     __slots__ = ("target", "segment", "location", "message_id")
 
-    def __init__(self, target: StoredMessage | int, segment: int, location: tuple[int, int],
+    def __init__(self, target: StoreRef | int, segment: int, location: tuple[int, int],
                  message_id: int = 0) -> None:
         self.target = target
         self.segment = segment
@@ -118,8 +123,14 @@ class MessageStore:
         self.wal: WriteAheadLog | None = None
         self._segments: OrderedDict[int, _Segment] = OrderedDict()
         self._next_id = 1
-        self._removed: defaultdict[MessageHolder, list[int]] = defaultdict(list)
-        self._delivered: defaultdict[MessageHolder, list[int]] = defaultdict(list)
+        self._removed: defaultdict[QueueKey, list[int]] = defaultdict(list)
+        self._delivered: defaultdict[QueueKey, list[int]] = defaultdict(list)
+        # The tuples of queue keys messages are held by, one per distinct set (shared).
+        self._holdings: dict[tuple[QueueKey, ...], tuple[QueueKey, ...]] = {}
+        # Deleted queues: key -> the id of the next message logged after the delete. Messages
+        # below it that still list the key (handed out then, not settled yet) are not the
+        # holdings of a queue declared again under the same name.
+        self._deleted_before: dict[QueueKey, int] = {}
         self._to_page_out: deque[tuple[int, StoredMessage]] = deque()
         # (ticket of the copies, segment to delete once they are durable, moves)
         self._retiring: deque[tuple[int, int, list[_Move]]] = deque()
@@ -128,11 +139,11 @@ class MessageStore:
         # Messages held as cold catalog rows (recovered, or frozen on arrival), whose
         # `holders` index `_cold_queues` (None: a queue deleted since).
         self._catalog: Catalog | None = None
-        self._cold_queues: list[MessageHolder | None] = []
+        self._cold_queues: list[QueueKey | None] = []
         self._cold_count = 0
         # Set up by the first freeze: where each queue is, the metas counted by row, the rows
         # free for reuse.
-        self._holder_of: dict[MessageHolder, int] | None = None
+        self._holder_of: dict[QueueKey, int] | None = None
         self._metas: MetaTable | None = None
         self._free_rows = array("I")
         # Frozen rows whose PUBLISH is not durable yet: row -> the message (body in memory),
@@ -145,7 +156,8 @@ class MessageStore:
 
     # -- start-up -------------------------------------------------------------------------
 
-    def recover(self, catalog: Catalog, queues: dict[QueueKey, MessageHolder], clean: bool) -> None:
+    def recover(self, catalog: Catalog, queues: dict[QueueKey, MessageHolder],
+                clean: bool) -> None:
         """Put the recovered messages back into their durable queues, in their original order.
         Runs on the event loop before it serves anyone; then opens a fresh segment.
 
@@ -167,10 +179,10 @@ class MessageStore:
             if not queue.keeps_cold_rows:  # e.g. a delayed exchange's messages
                 for position, row in enumerate(rows):
                     delivered = held.shared_at.get(position, catalog.delivered[row])
-                    self._restore_hot(catalog, row, queue, bool(delivered), clean, hot)
+                    self._restore_hot(catalog, row, key, queue, bool(delivered), clean, hot)
                 continue
             cold_index = len(self._cold_queues)
-            self._cold_queues.append(queue)
+            self._cold_queues.append(key)
             start = 0
             for position in [*sorted(held.shared_at), len(rows)]:
                 if position > start:
@@ -179,7 +191,7 @@ class MessageStore:
                     cold.append(run)
                     queue.restore_cold(run, catalog, self._expirations, not clean)
                 if position < len(rows):
-                    self._restore_hot(catalog, rows[position], queue,
+                    self._restore_hot(catalog, rows[position], key, queue,
                                       held.shared_at[position], clean, hot)
                 start = position + 1
         catalog.holders = holders
@@ -218,30 +230,31 @@ class MessageStore:
         info.live_bytes += catalog.charged_bytes(rows)
         self._cold_count += len(rows)
 
-    def _restore_hot(self, catalog: Catalog, row: int, queue: MessageHolder, delivered: bool,
-                     clean: bool, hot: dict[int, StoredMessage]) -> None:
+    def _restore_hot(self, catalog: Catalog, row: int, key: QueueKey, queue: MessageHolder,
+                     delivered: bool, clean: bool, hot: dict[int, StoredMessage]) -> None:
         """Put back a recovered message as an object (shared by the queues that hold it).
         `delivered`: the log has `queue`'s delivery of it."""
         message = hot.get(row)
         if message is None:
             message = hot[row] = self._materialise(catalog, row)
-            message.store_queues = []
-            info = self._segments[message.store_segment]
-            info.messages[message.store_id] = message
-            info.live_bytes += message.store_size
-        message.store_queues.append(queue)
-        message.store_delivered = message.store_delivered or delivered
+            ref = message.store_ref
+            info = self._segments[ref.segment]
+            info.messages[ref.id] = message
+            info.live_bytes += ref.size
+        ref = message.store_ref
+        ref.queues = self._holding((*ref.queues, key))
+        ref.delivered = ref.delivered or delivered
         queue.restore(message, delivered or not clean, delivered)
 
     def _materialise(self, catalog: Catalog, row: int) -> StoredMessage:
-        """A message for a catalog row (its body stays on disk; `store_queues` unset)."""
+        """A message for a catalog row (its body stays on disk; held by no queue yet)."""
         meta = catalog.metas[row]
         exchange, routing_key, props = catalog.meta_table[meta]
+        ref = StoreRef(catalog.ids[row], catalog.segments[row], catalog.body_offsets[row],
+                       catalog.charged_size(row), (), bool(catalog.delivered[row]))
         return self.make_message(
             exchange, routing_key, self._route(exchange, routing_key), props,
-            catalog.body_sizes[row], catalog.published[row] / 1000, self._expirations[meta],
-            catalog.ids[row], (catalog.segments[row], catalog.body_offsets[row]),
-            catalog.charged_size(row), bool(catalog.delivered[row]),
+            catalog.body_sizes[row], catalog.published[row] / 1000, self._expirations[meta], ref,
         )
 
     def _route(self, exchange: str, routing_key: str) -> bytes:
@@ -254,52 +267,38 @@ class MessageStore:
 
     # -- cold rows ------------------------------------------------------------------------
 
-    def freeze(self, queue: MessageHolder, message: StoredMessage) -> int:
-        """Hold a logged message that `queue` alone holds, far from its head, as a catalog row
-        from now on; returns the row. The store keeps the object (and its body) only until
-        its record is durable: a thaw or a compaction copy before that takes it from there."""
+    def freeze(self, key: QueueKey, message: StoredMessage) -> int | None:
+        """Hold a logged message far from the head of queue `key` as a catalog row from now
+        on, if that queue alone holds it; returns the row (None: other queues hold it too).
+        The store keeps the object (and its body) only until its record is durable: a thaw
+        or a compaction copy before that takes it from there."""
+        ref = message.store_ref
+        if ref.queues != (key,):
+            return None
         catalog = self._catalog
         if catalog is None:
             catalog = self._catalog = Catalog()
             self._expirations = []
         if self._holder_of is None:
             self._start_freezing(catalog)
-        holder = self._holder_of.get(queue)
+        holder = self._holder_of.get(key)
         if holder is None:
-            holder = self._holder_of[queue] = len(self._cold_queues)
-            self._cold_queues.append(queue)
+            holder = self._holder_of[key] = len(self._cold_queues)
+            self._cold_queues.append(key)
         props = message.props_raw
         meta = self._metas.add(message.exchange, message.routing_key, props, message.expiration)
-        segment, offset = message.store_location
+        segment, offset = ref.body_segment, ref.body_offset
         published, size = published_ms(message.timestamp), message.body_size
-        delivered = 1 if message.store_delivered else 0
+        delivered = 1 if ref.delivered else 0
         free = self._free_rows
-        if free:
-            row = free.pop()
-            catalog.ids[row] = message.store_id
-            catalog.segments[row] = segment
-            catalog.body_offsets[row] = offset
-            catalog.body_sizes[row] = size
-            catalog.published[row] = published
-            catalog.metas[row] = meta
-            catalog.holders[row] = holder
-            catalog.delivered[row] = delivered
-        else:
-            row = len(catalog.ids)
-            catalog.ids.append(message.store_id)
-            catalog.segments.append(segment)
-            catalog.body_offsets.append(offset)
-            catalog.body_sizes.append(size)
-            catalog.published.append(published)
-            catalog.metas.append(meta)
-            catalog.holders.append(holder)
-            catalog.delivered.append(delivered)
+        row = catalog.put_row(free.pop() if free else None, ref.id, segment, offset, size,
+                              published, meta, holder, delivered)
         # From now on the segment counts it as a cold row, charged as rows are.
-        info = self._segments[message.store_segment]
-        info.messages.pop(message.store_id, None)
+        info = self._segments[ref.segment]
+        info.messages.pop(ref.id, None)
         charged = size + len(props) + RECORD_OVERHEAD
-        info.live_bytes += charged - message.store_size
-        message.store_size = charged
+        info.live_bytes += charged - ref.size
+        ref.size = charged
         cold_rows = info.cold_rows
         if not cold_rows or cold_rows[-1].__class__ is not array:
             cold_rows.append(array("I"))
@@ -313,8 +312,8 @@ class MessageStore:
     def _start_freezing(self, catalog: Catalog) -> None:
         """Index the queues and metas of the catalog (recovered rows may be in it) so that
         rows can be added, and count the rows of each meta so that unused ones are reused."""
-        self._holder_of = {queue: index for index, queue in enumerate(self._cold_queues)
-                           if queue is not None}
+        self._holder_of = {key: index for index, key in enumerate(self._cold_queues)
+                           if key is not None}
         self._metas = MetaTable(catalog.meta_table, self._expirations, itertools.compress(
             catalog.metas, map(NO_HOLDER.__ne__, catalog.holders)))
         self._free_rows = array("I", itertools.compress(range(len(catalog)), map(
@@ -345,8 +344,8 @@ class MessageStore:
         not cold any more; the messages are tracked like any other from now on)."""
         catalog = self._catalog
         assert catalog is not None
-        logged, route, queues, moving = self.make_message, self._route, self._cold_queues, \
-            self._moving
+        logged, route, queues, moving, holding = self.make_message, self._route, \
+            self._cold_queues, self._moving, self._holding
         ids, segments, offsets, sizes, published, metas, holders, delivered = (
             catalog.ids, catalog.segments, catalog.body_offsets, catalog.body_sizes,
             catalog.published, catalog.metas, catalog.holders, catalog.delivered,
@@ -355,7 +354,7 @@ class MessageStore:
             self._unsynced
         release = self._release_row if self._holder_of is not None else None
         thawed = []
-        last_meta = -1
+        last_meta = last_holder = -1
         for row in rows:
             message = unsynced.get(row) if unsynced else None
             if message is None:
@@ -366,19 +365,22 @@ class MessageStore:
                     route_bytes, expiration = route(exchange, routing_key), expirations[meta]
                     overhead = len(props) + RECORD_OVERHEAD
                 body_size = sizes[row]
-                message = logged(
-                    exchange, routing_key, route_bytes, props, body_size,
-                    published[row] / 1000, expiration, ids[row], (segments[row], offsets[row]),
-                    body_size + overhead, delivered[row] == 1,
-                )
-                message.store_queues = [queues[holders[row]]]
+                holder = holders[row]
+                if holder != last_holder:  # (a run's rows are all one queue's)
+                    last_holder, held_by = holder, holding((queues[holder],))
+                ref = StoreRef(ids[row], segments[row], offsets[row], body_size + overhead,
+                               held_by, delivered[row] == 1)
+                message = logged(exchange, routing_key, route_bytes, props, body_size,
+                                 published[row] / 1000, expiration, ref)
+            else:
+                ref = message.store_ref
             if moving:
                 move = moving.pop(row, None)
                 if move is not None:  # copied forward: counts there; read the old copy till then
-                    move.target = message
-                    message.store_segment = move.segment
-            info = self._segments[message.store_segment]
-            info.messages[message.store_id] = message
+                    move.target = ref
+                    ref.segment = move.segment
+            info = self._segments[ref.segment]
+            info.messages[ref.id] = message
             if release is not None:
                 release(catalog, row)
             else:
@@ -391,10 +393,10 @@ class MessageStore:
         self._free_if_all_thawed()
         return thawed
 
-    def removed_cold(self, queue: MessageHolder, runs: list[Rows]) -> None:
-        """Cold rows left a durable queue without being thawed (purge)."""
+    def remove_rows(self, key: QueueKey, runs: list[Rows]) -> None:
+        """Cold rows left queue `key` without being thawed (purge): logged as removed."""
         catalog = self._catalog
-        ids = self._removed[queue]
+        ids = self._removed[key]
         for rows in runs:
             for row in rows:
                 ids.append(catalog.ids[row])
@@ -433,9 +435,9 @@ class MessageStore:
         return self._next_id
 
     @property
-    def cold(self) -> tuple[Catalog | None, list[MessageHolder], int]:
-        """The catalog of the recovered messages still rows, the queues its `holders` index,
-        and how many rows are still cold."""
+    def cold(self) -> tuple[Catalog | None, list[QueueKey | None], int]:
+        """The catalog of the messages still rows, the queue keys its `holders` index (None:
+        deleted since), and how many rows are still cold."""
         return self._catalog, self._cold_queues, self._cold_count
 
     def logged_messages(self) -> Iterator[StoredMessage]:
@@ -443,24 +445,44 @@ class MessageStore:
         for info in self._segments.values():
             yield from info.messages.values()
 
+    def holding(self, message: StoredMessage) -> tuple[QueueKey, ...]:
+        """The keys of the queues that hold a logged message (a queue deleted since it was
+        logged does not, even if one of that name was declared again)."""
+        ref = message.store_ref
+        deleted = self._deleted_before
+        if not deleted:
+            return ref.queues
+        return tuple(key for key in ref.queues if deleted.get(key, 0) <= ref.id)
+
+    @staticmethod
+    def delivery_logged(message: StoredMessage) -> bool:
+        """Whether the log has a delivery of this message (False if it is not logged)."""
+        ref = message.store_ref
+        return ref is not None and ref.delivered
+
+    def _holding(self, keys: tuple[QueueKey, ...]) -> tuple[QueueKey, ...]:
+        """The shared tuple equal to `keys` (messages held by the same queues share one)."""
+        held = self._holdings.get(keys)
+        if held is None:
+            if len(self._holdings) >= 10_000:  # many sets of queues: start again
+                self._holdings.clear()
+            held = self._holdings[keys] = keys
+        return held
+
     # -- logging --------------------------------------------------------------------------
 
-    def persist(self, message: StoredMessage, queues: list[MessageHolder]) -> int:
-        """Log a persistent message routed to durable queues; return its durability ticket."""
-        if message.body is None:  # re-logging a paged-out message (a delayed one, released)
-            message.body = self.read_body_now(message)
+    def persist(self, message: StoredMessage, keys: list[QueueKey]) -> int:
+        """Log a persistent message (body in memory, not logged yet) routed to the durable
+        queues `keys`; return its durability ticket."""
         message_id = self._next_id
         self._next_id += 1
         record, body_at = records.encode_publish(
-            message_id, published_ms(message.timestamp), [queue.key for queue in queues],
-            message.exchange, message.routing_key, message.props_raw, message.body,
+            message_id, published_ms(message.timestamp), keys, message.exchange,
+            message.routing_key, message.props_raw, message.body,
         )
         ticket, segment, offset = self.wal.append(record)
-        message.store_id = message_id
-        message.store_segment = segment
-        message.store_location = (segment, offset + body_at)
-        message.store_size = len(record)
-        message.store_queues = list(queues)
+        message.store_ref = StoreRef(message_id, segment, offset + body_at, len(record),
+                                     self._holding(tuple(keys)))
         info = self._segment(segment)
         info.size = offset + len(record)
         info.messages[message_id] = message
@@ -473,51 +495,67 @@ class MessageStore:
             info = self._segments[number] = _Segment(number, records.SEGMENT_HEADER_SIZE)
         return info
 
-    def removed(self, queue: MessageHolder, message: StoredMessage) -> None:
-        """A persistent message left a durable queue (ack, reject, drop, expiry)."""
-        try:
-            message.store_queues.remove(queue)
-        except ValueError:
-            return
-        self._removed[queue].append(message.store_id)
-        if not message.store_queues:
-            self._forget(message)
+    def remove(self, key: QueueKey, message: StoredMessage) -> None:
+        """A logged message left queue `key` for good (ack, reject, drop, expiry): logged as
+        removed (gathered per loop turn)."""
+        if self._leave(key, message):
+            self._removed[key].append(message.store_ref.id)
+            self.wal.schedule()
+
+    def release(self, key: QueueKey, message: StoredMessage) -> None:
+        """A logged message leaves `key` to be routed afresh (a delayed exchange releasing
+        it): removed there, its body read back if it is on disk only, and no longer logged
+        (a persistent one is logged again for the durable queues it reaches)."""
+        if message.body is None:
+            message.body = self.read_body_now(message)
+        self.remove(key, message)
+        message.store_ref = None
+
+    def mark_delivered(self, key: QueueKey, message: StoredMessage) -> None:
+        """Queue `key` handed a logged message out: logged (gathered per loop turn), so that
+        it comes back redelivered after a crash."""
+        ref = message.store_ref
+        ref.delivered = True
+        self._delivered[key].append(ref.id)
         self.wal.schedule()
 
-    def delivered(self, queue: MessageHolder, message: StoredMessage) -> None:
-        message.store_delivered = True
-        self._delivered[queue].append(message.store_id)
-        self.wal.schedule()
-
-    def purged(self, queue: MessageHolder, messages: list[StoredMessage],
-               cold: list[array] | None = None) -> None:
-        """Every message of a queue is gone at once (deleted): its messages, and its cold
-        rows."""
+    def drop_queue(self, key: QueueKey, messages: list[StoredMessage],
+                   cold: list[Rows] | None = None) -> None:
+        """Queue `key` is deleted: everything logged for it is gone at once (a PURGE record),
+        its ready messages (`messages`, logged or not) and its cold rows with it."""
         self._emit_pending()
         if cold:
             self._drop_cold(cold)
-        if self._holder_of is not None and queue in self._holder_of:
-            self._cold_queues[self._holder_of.pop(queue)] = None
+        if self._holder_of is not None:
+            self._holder_of.pop(key, None)
+        self._cold_queues = [None if held == key else held for held in self._cold_queues]
         for message in messages:
-            if message.store_id:
-                try:
-                    message.store_queues.remove(queue)
-                except ValueError:
-                    continue
-                if not message.store_queues:
-                    self._forget(message)
-        self.wal.append(records.encode_purge(queue.key))
+            if message.store_ref is not None:
+                self._leave(key, message)
+        self._deleted_before[key] = self._next_id
+        self.wal.append(records.encode_purge(key))
 
-    def _forget(self, message: StoredMessage) -> None:
-        info = self._segments.get(message.store_segment)
-        if info is not None and info.messages.pop(message.store_id, None) is not None:
-            info.live_bytes -= message.store_size
+    def _leave(self, key: QueueKey, message: StoredMessage) -> bool:
+        """Queue `key` no longer holds a logged message (forgotten once no queue does);
+        False if it did not hold it."""
+        ref = message.store_ref
+        queues = ref.queues
+        if key not in queues:
+            return False
+        if len(queues) == 1:
+            ref.queues = ()
+            info = self._segments.get(ref.segment)
+            if info is not None and info.messages.pop(ref.id, None) is not None:
+                info.live_bytes -= ref.size
+        else:
+            ref.queues = self._holding(tuple(held for held in queues if held != key))
+        return True
 
     def _emit_pending(self) -> None:
         for record_type, pending in ((records.DELIVERED, self._delivered),
                                      (records.REMOVE, self._removed)):
-            for queue, ids in pending.items():
-                self._append(records.encode_ids(record_type, queue.key, ids))
+            for key, ids in pending.items():
+                self._append(records.encode_ids(record_type, key, ids))
             pending.clear()
 
     def _append(self, record: bytes) -> None:
@@ -571,35 +609,36 @@ class MessageStore:
 
     def _copy_forward(self, message: StoredMessage) -> _Move:
         """Re-log a live message in the current segment; returns where its body will be."""
-        old = self._segments.get(message.store_segment)
+        ref = message.store_ref
+        old = self._segments.get(ref.segment)
         if old is not None:
-            old.messages.pop(message.store_id, None)
-        queues = [queue.key for queue in message.store_queues]
+            old.messages.pop(ref.id, None)
+        queues = list(self.holding(message))
         if message.body is not None:
             record, body_at = records.encode_publish(
-                message.store_id, published_ms(message.timestamp), queues, message.exchange,
+                ref.id, published_ms(message.timestamp), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body,
             )
             size = len(record)
         else:  # paged out: the writer thread copies the body from the old segment
             prefix = records.publish_prefix(records.publish_head(
-                message.store_id, published_ms(message.timestamp), queues, message.exchange,
+                ref.id, published_ms(message.timestamp), queues, message.exchange,
                 message.routing_key, message.props_raw, message.body_size,
             ))
-            record = CopiedRecord(prefix, *message.store_location, message.body_size)
+            record = CopiedRecord(prefix, ref.body_segment, ref.body_offset, message.body_size)
             body_at = records.RECORD_HEAD_SIZE + len(prefix)
             size = body_at + message.body_size
         _, segment, offset = self.wal.append(record)
         info = self._segment(segment)
         info.size = offset + size
-        info.messages[message.store_id] = message
+        info.messages[ref.id] = message
         info.live_bytes += size
-        message.store_segment = segment
-        message.store_size = size
-        if message.store_delivered:
-            for queue in message.store_queues:
-                self._delivered[queue].append(message.store_id)
-        return _Move(message, segment, (segment, offset + body_at))
+        ref.segment = segment
+        ref.size = size
+        if ref.delivered:
+            for key in queues:
+                self._delivered[key].append(ref.id)
+        return _Move(ref, segment, (segment, offset + body_at))
 
     def _cold_rows_in(self, info: _Segment) -> list[int]:
         """The cold rows whose message is in a segment now (its list may name rows that have
@@ -617,18 +656,18 @@ class MessageStore:
         """Re-log a cold row's message in the current segment (its body copied by the writer
         thread); it stays cold."""
         catalog = self._catalog
-        queue = self._cold_queues[catalog.holders[row]]
+        key = self._cold_queues[catalog.holders[row]]
         message_id, body_size = catalog.ids[row], catalog.body_sizes[row]
         exchange, routing_key, props = catalog.meta_table[catalog.metas[row]]
         unsynced = self._unsynced.get(row) if self._unsynced else None
         if unsynced is not None and unsynced.body is not None:  # maybe not written yet
             record, body_at = records.encode_publish(
-                message_id, catalog.published[row], [queue.key], exchange, routing_key, props,
+                message_id, catalog.published[row], [key], exchange, routing_key, props,
                 unsynced.body,
             )
         else:
             prefix = records.publish_prefix(records.publish_head(
-                message_id, catalog.published[row], [queue.key], exchange, routing_key, props,
+                message_id, catalog.published[row], [key], exchange, routing_key, props,
                 body_size,
             ))
             # From where the body is durable now (an earlier copy may still be on its way).
@@ -644,7 +683,7 @@ class MessageStore:
         info.cold_live += 1
         info.live_bytes += catalog.charged_size(row)
         if catalog.delivered[row]:
-            self._delivered[queue].append(message_id)
+            self._delivered[key].append(message_id)
         move = self._moving[row] = _Move(row, segment, (segment, offset + body_at), message_id)
         return move
 
@@ -657,7 +696,7 @@ class MessageStore:
             for move in moves:
                 target = move.target
                 if not isinstance(target, int):
-                    target.store_location = move.location
+                    target.body_segment, target.body_offset = move.location
                 elif (catalog is not None and target < len(catalog)
                       and catalog.holders[target] != NO_HOLDER
                       and catalog.ids[target] == move.message_id):  # still that message's row
@@ -676,12 +715,14 @@ class MessageStore:
         durable, pending = self.wal.durable_ticket, self._to_page_out
         while pending and pending[0][0] <= durable:
             message = pending.popleft()[1]
-            if message.store_queues:
+            ref = message.store_ref
+            if ref is not None and ref.queues:
                 message.body = None
 
     def page_in(self, messages: list[StoredMessage], done: Callable[[], None]) -> None:
         """Read the bodies of paged-out messages in the reader thread, then call `done`."""
-        locations = [(*m.store_location, m.body_size) for m in messages]
+        locations = [(m.store_ref.body_segment, m.store_ref.body_offset, m.body_size)
+                     for m in messages]
         future = asyncio.get_running_loop().run_in_executor(
             self._reader, _read_bodies, self.directory, locations
         )
@@ -697,7 +738,8 @@ class MessageStore:
 
     def read_body_now(self, message: StoredMessage) -> bytes:
         """Blocking read of one body (basic.get, which must answer in order)."""
-        return read_at(self.directory, *message.store_location, message.body_size)
+        ref = message.store_ref
+        return read_at(self.directory, ref.body_segment, ref.body_offset, message.body_size)
 
     def _after_flush(self) -> None:
         # Removals and deliveries noted while that batch was being written: into the next

@@ -10,7 +10,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import CommandInvalid, PreconditionFailed
@@ -84,9 +84,9 @@ def delivered_properties(message: Message, delay: int) -> bytes:
 
 
 class Holding:
-    """The messages a delayed exchange holds, by deadline. To the message store it is a
-    `storage.holders.MessageHolder` (a `key`, `restore`), so held persistent messages are
-    logged and come back after a restart, each as an object (it keeps no cold rows)."""
+    """The messages a delayed exchange holds, by deadline. The message store logs held
+    messages under its `key`; to recovery it is a `storage.holders.MessageHolder`, so they
+    come back after a restart, each as an object (it keeps no cold rows)."""
 
     keeps_cold_rows = False
 
@@ -134,8 +134,8 @@ class Holding:
     def cold_rows(self) -> list[Rows]:
         return []
 
-    def logged_flags(self) -> dict[int, bool]:
-        return {}  # nothing here is delivered from this holder: the log's flags stand
+    def logged_deliveries(self) -> Iterator[tuple[Message, bool]]:
+        return iter(())  # nothing here is delivered from this holder: the log's flags stand
 
     def _push(self, message: Message, deadline: float) -> None:
         heapq.heappush(self._heap, (deadline, next(self._order), message))

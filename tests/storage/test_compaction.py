@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from client_helpers import message_count
+from client_helpers import close_quietly, message_count
 from warren_process import (
     WarrenNode,
     consume_unacked,
@@ -147,3 +147,33 @@ def test_long_recovered_queue_drained_while_it_compacts(node_factory, how):
     node.restart()
     with node.channel() as ch:
         assert message_count(ch, "long") == 0
+
+
+def test_deleted_queues_message_is_not_copied_into_a_queue_of_the_same_name(node_factory):
+    """A durable queue is deleted while a consumer still holds one of its messages unacked,
+    and declared again under the same name. When compaction copies that message forward, the
+    copy must not list the new queue: after a crash the new queue holds only its own messages
+    (the deleted queue's message is gone, as in RabbitMQ)."""
+    node = node_factory(extra_args=["--segment-size", str(SEGMENT_SIZE)]).start()
+    holder = node.connect()
+    try:
+        held = holder.channel()
+        held.queue_declare("reborn", durable=True)
+        publish_confirmed(held, "reborn", [b"old"])
+        first = node.segments()[-1]  # where "old" is
+        assert held.basic_get("reborn", auto_ack=False)[2] == b"old"  # unacked from here on
+        with node.channel() as ch:
+            ch.queue_delete("reborn")
+            ch.queue_declare("reborn", durable=True)
+        bodies = [body(0, i) for i in range(300)]  # several segments
+        publish_many(node, [("", "reborn", b) for b in bodies], window=100)
+        assert [got.body for got in drain(node, "reborn", len(bodies))] == bodies
+        deadline = time.monotonic() + 20
+        while first.exists() and time.monotonic() < deadline:  # "old" copied forward
+            time.sleep(0.05)
+        assert not first.exists(), [path.name for path in node.segments()]
+        node.crash_restart()
+    finally:
+        close_quietly(holder)
+    with node.channel() as ch:
+        assert get_all(ch, "reborn") == []

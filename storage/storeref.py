@@ -1,0 +1,27 @@
+"""The message store's reference on a logged message: the one field (`store_ref`) a message
+keeps for the stores, set when it is logged (None: never logged, or unlogged again), read and
+changed by storage only. The broker tests it against None ("is this message logged?") and
+asks the store anything else."""
+
+from __future__ import annotations
+
+from storage.records import QueueKey
+
+
+class StoreRef:
+    """Where a logged message is: its id, the segment whose live bytes count it, where its
+    body can be read (the same segment, except while a compaction copy is not durable yet),
+    the bytes charged to its segment, the queues holding it (keys; a tuple the store shares
+    between messages held by the same queues) and whether the log has a delivery of it."""
+
+    __slots__ = ("id", "segment", "body_segment", "body_offset", "size", "queues", "delivered")
+
+    def __init__(self, message_id: int, segment: int, body_offset: int, size: int,
+                 queues: tuple[QueueKey, ...], delivered: bool = False) -> None:
+        self.id = message_id
+        self.segment = segment
+        self.body_segment = segment
+        self.body_offset = body_offset
+        self.size = size
+        self.queues = queues
+        self.delivered = delivered
