@@ -35,7 +35,7 @@ PAGE_OUT_DEPTH = 64
 EXPIRY_TICK_MS = 1
 
 if TYPE_CHECKING:
-    from broker.connection import Connection
+    from broker.clients import QueueOwner
     from broker.exchanges import Binding
     from broker.vhost import VirtualHost
     from storage.catalog import Catalog, Rows
@@ -47,7 +47,7 @@ class Queue:
 
     def __init__(
         self, vhost: VirtualHost, name: str, *, durable: bool = False, auto_delete: bool = False,
-        owner: Connection | None = None, arguments: dict[str, Any] | None = None,
+        owner: QueueOwner | None = None, arguments: dict[str, Any] | None = None,
         settings: QueueSettings | None = None,
     ) -> None:
         self.vhost = vhost
