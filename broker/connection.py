@@ -46,6 +46,7 @@ from protocol.constants import FRAME_BODY, FRAME_HEADER, INTERNAL_ERROR
 from protocol.errors import AMQPChannelError, AMQPConnectionError, AMQPError
 from protocol.session import (
     HANDSHAKE_TIMEOUT,
+    MISSED_HEARTBEATS,
     Action,
     Authenticate,
     AwaitChannelContent,
@@ -381,7 +382,7 @@ class Connection:
         if action.after:
             self._timer = self._loop.call_later(action.after, self._timed_out, action.reason)
             return
-        if action.reason == "missed heartbeats":
+        if action.reason == MISSED_HEARTBEATS:
             log.error("closing AMQP connection %s (vhost: '%s', user: '%s'): missed "
                       "heartbeats from client, timeout: %ss", self.display_name,
                       self.vhost.name, self.user.name, self.session.heartbeat)

@@ -78,6 +78,10 @@ LINGER_TIMEOUT = 30.0
 SILENT_CLOSE_DELAY = 3.0  # a refused handshake keeps its socket this long, without a word
 MISSED_TICKS = 4  # heartbeat ticks (half an interval each) without input that end a connection
 
+# CloseSocket reasons the adapter logs.
+HANDSHAKE_TIMED_OUT = "handshake timeout"
+MISSED_HEARTBEATS = "missed heartbeats"
+
 # Content-carrying methods a server sends: on a channel never opened RabbitMQ's reader still
 # assembles their content before the channel refuses them.
 SERVER_CONTENT_METHODS = frozenset(
@@ -261,7 +265,7 @@ class Session(Generic[C]):
 
     def start(self) -> list[Action]:
         """The socket is accepted: the handshake must end in time."""
-        return [CloseSocket(HANDSHAKE_TIMEOUT, "handshake timeout")]
+        return [CloseSocket(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMED_OUT)]
 
     def capability(self, name: str) -> bool:
         """Whether the client's start-ok advertised `name` in its capabilities table (as
@@ -468,7 +472,7 @@ class Session(Generic[C]):
         else:
             self._missed_ticks += 1
             if self._missed_ticks >= MISSED_TICKS:
-                return self.close_socket("missed heartbeats")
+                return self.close_socket(MISSED_HEARTBEATS)
         return [] if sent else [Send(codec.HEARTBEAT_FRAME)]
 
     # -- closing ----------------------------------------------------------------------------

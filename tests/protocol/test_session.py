@@ -29,8 +29,10 @@ from protocol.constants import (
 from protocol.errors import AMQPConnectionError
 from protocol.session import (
     CLOSE_OK_TIMEOUT,
+    HANDSHAKE_TIMED_OUT,
     HANDSHAKE_TIMEOUT,
     LINGER_TIMEOUT,
+    MISSED_HEARTBEATS,
     SILENT_CLOSE_DELAY,
     Authenticate,
     AwaitChannelContent,
@@ -124,7 +126,7 @@ def opened(session: Session[str]) -> None:
 
 def test_happy_path_from_protocol_header_to_open_ok():
     session = new_session()
-    assert session.start() == [CloseSocket(HANDSHAKE_TIMEOUT, "handshake timeout")]
+    assert session.start() == [CloseSocket(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMED_OUT)]
 
     actions = feed(session, PROTOCOL_HEADER[:3])
     assert actions == [] and session.state is State.AWAITING_HEADER
@@ -359,7 +361,7 @@ def test_heartbeat_monitor_sends_when_idle_and_closes_after_two_silent_intervals
     for _ in range(3):
         assert session.heartbeat_tick(received=False, sent=True) == []
     assert session.heartbeat_tick(received=False, sent=True) == [
-        CloseSocket(0.0, "missed heartbeats")]
+        CloseSocket(0.0, MISSED_HEARTBEATS)]
     assert session.state is State.CLOSED
 
 
