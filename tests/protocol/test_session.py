@@ -439,3 +439,36 @@ def test_a_channel_frame_before_the_connection_is_open_is_unexpected():
     # Once tuned RabbitMQ answers it (state "opening").
     close = only_method(session.fail(raised.value))
     assert close.reply_code == UNEXPECTED_FRAME
+
+
+# --- frames on channel 0 ---------------------------------------------------------------------
+
+
+def test_heartbeats_on_channel_0_are_taken_and_a_content_frame_is_505():
+    session = new_session()
+    opened(session)
+    assert feed(session, codec.HEARTBEAT_FRAME) == []
+    with pytest.raises(AMQPConnectionError) as raised:
+        feed(session, struct.pack("!BHI", FRAME_BODY, 0, 1) + b"x\xce")
+    assert raised.value.reply_code == UNEXPECTED_FRAME
+    assert raised.value.reply_text.startswith("UNEXPECTED_FRAME - type 3, all octets = ")
+
+
+def test_a_frame_over_frame_max_ends_the_stream_with_the_readers_error():
+    session = new_session()
+    feed(session, PROTOCOL_HEADER)  # frame_max is 4096 until tune-ok
+    with pytest.raises(AMQPConnectionError) as raised:
+        feed(session, struct.pack("!BHI", 1, 0, FRAME_MIN_SIZE + 1))
+    assert raised.value.reply_code == FRAME_ERROR
+    assert "frame_too_large" in raised.value.reply_text
+
+
+def test_malformed_utf8_on_channel_0_names_the_method():
+    session = new_session()
+    opened(session)
+    payload = struct.pack("!HHH", 10, 50, 200) + b"\x03\xff\xfe\xfd" + struct.pack("!HH", 0, 0)
+    with pytest.raises(AMQPConnectionError) as raised:
+        feed(session, struct.pack("!BHI", 1, 0, len(payload)) + payload + b"\xce")
+    assert (raised.value.reply_code, raised.value.class_id, raised.value.method_id) == (
+        FRAME_ERROR, 10, 50)
+    assert raised.value.reply_text == "FRAME_ERROR - Malformed UTF-8 in shortstr"
