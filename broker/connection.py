@@ -109,7 +109,6 @@ def server_properties() -> dict[str, Any]:
     }
 
 
-
 class ClientSocket(Protocol):
     """What a connection needs of its transport (broker/transport.py)."""
 
@@ -123,6 +122,9 @@ class ClientSocket(Protocol):
 
 
 class Connection:
+    """One client's AMQP connection: its session, its user and vhost once open, its channels
+    (the session's table) and exclusive queues (a broker.clients.ClientConnection)."""
+
     def __init__(self, node: Node, transport: ClientSocket, peer: tuple[str, int] | None
                  ) -> None:
         self.node = node
