@@ -367,10 +367,11 @@ class Connection:
                  self.user.name, action.reason)
 
     def _open_channel(self, action: OpenChannel) -> None:
-        self.channels[action.number] = Channel(self, action.number)
+        self.session.channel_made(action.number, Channel(self, action.number))
 
     def _await_channel_content(self, action: AwaitChannelContent) -> None:
-        self.channels[action.number] = Channel.awaiting_content(self, action.number, action.index)
+        self.session.channel_made(
+            action.number, Channel.awaiting_content(self, action.number, action.index))
 
     def _close_channels(self, action: CloseChannels) -> None:
         if self.blocked:  # read again: the client's close-ok must reach us

@@ -8,7 +8,8 @@ after N seconds", "start heartbeats" ...
 The adapter answers the actions that ask something of it before it hands the session its next
 frame: `Authenticate` with `login_accepted()` or `login_refused()`, `OpenVhost` with
 `vhost_opened()` (or a refusal of its own: an `AMQPConnectionError`, which it hands to
-`fail`), `ClientClosed` with `close_confirmed()` once the client's publishes are confirmed.
+`fail`), `OpenChannel` and `AwaitChannelContent` with `channel_made()`, `ClientClosed` with
+`close_confirmed()` once the client's publishes are confirmed.
 
 The handshake's transitions are written as one table, `TRANSITIONS`: (state, event) -> (next
 state, handler); an event is the method class of a frame on channel 0 or one of the adapter's
@@ -17,8 +18,8 @@ answers above. A handler returns the actions; the state becomes the next one onl
 
 Errors are raised, as h11 raises them: `AMQPConnectionError` (closes the connection) and
 `HandshakeRefused` (RabbitMQ says nothing: the socket is closed SILENT_CLOSE_DELAY seconds
-later). The adapter catches them around everything it hands the session and passes them to
-`fail`, which decides the answer by state, exactly as RabbitMQ 3.10.8 does (see
+later). The adapter catches them around everything it hands the session and passes the first
+to `fail`, the second to `refuse`; `fail` decides the answer by state, as RabbitMQ 3.10.8 does (see
 tests/broker/RABBITMQ_TEXTS.md): connection.close and a wait for close-ok, connection.close and
 an immediate hang-up (framing errors), silence and a delayed close (refusals during the
 handshake), or an immediate close (an unknown method during the handshake).
@@ -199,7 +200,7 @@ class SecretUpdated:
 
 @dataclass(frozen=True, slots=True)
 class OpenChannel:
-    """channel.open on a free number: make the channel and put it in `channels`."""
+    """channel.open on a free number: make the channel, hand it to channel_made()."""
 
     number: int
 
@@ -208,7 +209,7 @@ class OpenChannel:
 class AwaitChannelContent:
     """A content method (method index `index`) on a channel never opened: RabbitMQ's reader
     assembles the content before the channel sees the method and wants channel.open; make a
-    channel that does so and put it in `channels`."""
+    channel that does so and hand it to channel_made()."""
 
     number: int
     index: int
@@ -527,6 +528,10 @@ class Session(Generic[C]):
         channels = list(self.channels.values())
         self.channels.clear()
         return channels
+
+    def channel_made(self, number: int, channel: C) -> None:
+        """The adapter's answer to OpenChannel and AwaitChannelContent: its channel object."""
+        self.channels[number] = channel
 
     def channel_closed(self, number: int) -> None:
         """The channel's close handshake is over: the number is free again."""

@@ -74,7 +74,7 @@ def feed(session: Session[str], data: bytes) -> list:
             got = session.frame_on_new_channel(number, frame_type, payload)
             for action in got:
                 if isinstance(action, OpenChannel | AwaitChannelContent):
-                    session.channels[action.number] = f"channel {action.number}"
+                    session.channel_made(action.number, f"channel {action.number}")
         else:
             got = session.handle_frame(frame_type, payload)
         actions += got
