@@ -29,9 +29,8 @@ from storage.store import MessageStore
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from broker.channel import Channel
+    from broker.clients import ClientConnection, ReplyConsumer
     from broker.config import Config
-    from broker.connection import Connection
     from storage.holders import MessageHolder
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,8 @@ class Node(MessageCounters):
         self.config = config
         self.access = AccessControl(config.loopback_users)
         self.vhosts: dict[str, VirtualHost] = {}
-        self.connections: set[Connection] = set()
-        self.reply_channels: dict[str, Channel] = {}
+        self.connections: set[ClientConnection] = set()
+        self.reply_channels: dict[str, ReplyConsumer] = {}
         self.store: MessageStore | None = None
         self.data_dir: DataDir | None = None
         self.started_at = time.time()

@@ -38,7 +38,7 @@ PAGE_OUT_DEPTH = 64
 EXPIRY_TICK_MS = 1
 
 if TYPE_CHECKING:
-    from broker.connection import Connection
+    from broker.clients import QueueOwner
     from broker.counters import MessageCounters
     from broker.exchanges import Binding
     from storage.catalog import Catalog, Rows
@@ -63,7 +63,7 @@ class Queue:
 
     def __init__(
         self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
-        owner: Connection | None = None, arguments: dict[str, Any] | None = None,
+        owner: QueueOwner | None = None, arguments: dict[str, Any] | None = None,
         settings: QueueSettings | None = None,
     ) -> None:
         self.vhost = vhost

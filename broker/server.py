@@ -10,12 +10,12 @@ import signal
 from collections.abc import Awaitable
 
 from broker.config import Config
-from broker.connection import HANDSHAKE_TIMEOUT
 from broker.listeners import bind_all
 from broker.node import Node
 from broker.tls import amqps_context, management_context
 from broker.transport import Transport
 from management.app import ManagementServer
+from protocol.session import HANDSHAKE_TIMEOUT
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from broker.stepfailures import StepFailures
 
 if TYPE_CHECKING:
     from broker.auth import AccessControl, User
-    from broker.connection import Connection
+    from broker.clients import QueueOwner
     from storage.store import MessageStore
 
 # Direct reply-to's pseudo-queue; a reply is published to the default exchange with this, a
@@ -255,7 +255,7 @@ class VirtualHost:
         return queue
 
     def declare_queue(
-        self, name: str, connection: Connection, *, passive: bool, durable: bool,
+        self, name: str, connection: QueueOwner, *, passive: bool, durable: bool,
         exclusive: bool, auto_delete: bool, arguments: dict[str, Any], recovered: bool = False,
     ) -> Queue:
         """Declare (or find, when passive) a queue. A `recovered` one, from the broker's own
@@ -310,7 +310,7 @@ class VirtualHost:
         )
 
     @staticmethod
-    def check_exclusive_access(queue: Queue, connection: Connection | None) -> None:
+    def check_exclusive_access(queue: Queue, connection: QueueOwner | None) -> None:
         """ResourceLocked if `queue` is exclusive to another connection (`None`: no connection,
         as for the management API)."""
         if queue.owner is not None and queue.owner is not connection:
