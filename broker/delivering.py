@@ -137,7 +137,7 @@ class Delivering:
         if not consumer.queue.deleted:
             consumer.queue.remove_consumer(consumer, dispatch)
 
-    def cancel_by_server(self, consumer: Consumer) -> None:
+    def cancelled(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""
         self.consumers.pop(consumer.tag, None)
         if not self.connection.capability("consumer_cancel_notify"):

@@ -1,6 +1,6 @@
 """A queue: ready messages in delivery order (by priority, requeued ones back in their
 original place), TTL expiry, length limits, dead-lettering, delivery limits, the unused-queue
-timer, and dispatch to its line of consumers (by calling the consumer's channel's `deliver`).
+timer, and dispatch to its line of consumers (through each consumer's `DeliveryTarget`).
 Deep in a long queue, logged messages become rows of the store's catalog and transient ones
 are paged out (storage/paging.py), held in the lanes as `ColdRun`s."""
 
@@ -543,7 +543,7 @@ class Queue:
                     break
                 entry = messages.pop()
                 self.note_delivery(entry)
-                consumer.channel.deliver(consumer, self, entry)
+                consumer.target.deliver(consumer, self, entry)
         finally:
             self._dispatching = False
 

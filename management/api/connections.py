@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -128,7 +128,7 @@ async def show_channel(request: web.Request) -> web.Response:
 
 def consumer_info(consumer: Consumer) -> dict[str, Any]:
     """A consumer as /api/consumers and a queue's or channel's consumer_details show it."""
-    channel = consumer.channel
+    channel = cast(Channel, consumer.target)  # AMQP channels are the only consumers today
     connection = channel.connection
     line = consumer.queue.consumers
     if not line.single_active:
