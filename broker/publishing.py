@@ -1,12 +1,14 @@
-"""The publishing side of a channel: basic.publish and its content header and body frames
-assembled into a Message, checked (user_id, reply-to, expiration, delivery mode, CC/BCC) and
-routed, with basic.return for an unroutable mandatory message."""
+"""The publishing side of a channel, `Publishing`: basic.publish and its content header and
+body frames assembled into a Message, checked (user_id, reply-to, expiration, delivery mode,
+CC/BCC) and routed, with basic.return for an unroutable mandatory message; then handed to the
+channel's confirms (protocol/confirms.py) or held by its transaction
+(protocol/transactions.py)."""
 
 from __future__ import annotations
 
 import re
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from broker import names
 from broker.errors import AccessRefused, NotImplementedByBroker, PreconditionFailed
@@ -17,6 +19,7 @@ from broker.queue_args import InvalidArgument, check_expiry
 from broker.resources import not_found
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
+from protocol.confirms import ConfirmTracker
 from protocol.constants import (
     COMMAND_INVALID,
     NO_ROUTE,
@@ -24,8 +27,11 @@ from protocol.constants import (
     UNEXPECTED_FRAME,
 )
 from protocol.errors import AMQPConnectionError
+from protocol.transactions import TransactionBuffer
 
 if TYPE_CHECKING:
+    from broker.channel import Channel
+    from broker.delivering import Deliveries, Unacked
     from broker.exchanges import Exchange
 
 _USER_ID_FLAG = 0x0010
@@ -40,10 +46,45 @@ IDLE, EXPECT_HEADER, EXPECT_BODY, UNIMPLEMENTED_HEADER, UNIMPLEMENTED_BODY = 0, 
 CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
 
 
-class Publishing:
-    """The publishing methods of Channel, whose __init__ sets up the state they use."""
+class HeldPublish(NamedTuple):
+    """A message published in a transaction, routed at tx.commit."""
 
-    def _on_publish(self, publish: codec.Publish) -> None:
+    exchange: Exchange
+    message: Message
+    mandatory: bool
+
+
+class Publishing:
+    """A channel's publishes: the content being assembled, and what is routed where."""
+
+    def __init__(self, channel: Channel, deliveries: Deliveries, confirms: ConfirmTracker,
+                 transaction: TransactionBuffer[HeldPublish, Unacked]) -> None:
+        self.channel = channel
+        self.connection = channel.connection
+        self.vhost = channel.vhost
+        self.user = channel.user
+        self.deliveries = deliveries  # for the direct reply-to consumer's key
+        self.confirms = confirms
+        self.transaction = transaction
+        self.has_published = False  # a publisher, for rabbitmq_global_publishers
+        self._permitted_exchange: str | None = None  # last exchange we checked write access to
+        # Content being assembled: the publish method, then header, then body frames.
+        self.content_state = IDLE
+        self.content_method_id = 40  # basic.publish, or a method only servers send
+        self._publish: codec.Publish | None = None
+        self._publish_exchange: Exchange | None = None
+        self._props_raw = b""
+        self._props_ok = True  # whether _props_raw are well-formed property bytes
+        self.body_size = 0
+        self._body_parts: list[bytes] = []
+        self.body_received = 0
+
+    def reset(self) -> None:
+        """The channel closes: a content being assembled is dropped."""
+        self.content_state = IDLE
+        self._publish = None
+
+    def on_publish(self, publish: codec.Publish) -> None:
         vhost = self.vhost
         if publish.exchange != self._permitted_exchange:
             vhost.check_permission(self.user, "write", "exchange", publish.exchange)
@@ -63,17 +104,17 @@ class Publishing:
             raise NotImplementedByBroker("immediate=true")
         self._publish = publish
         self._publish_exchange = exchange
-        self._content_state = EXPECT_HEADER
+        self.content_state = EXPECT_HEADER
 
-    def _on_header(self, payload: bytes) -> None:
+    def on_header(self, payload: bytes) -> None:
         class_id, weight, body_size, props_raw = codec.decode_content_header(payload)
-        if self._content_state != EXPECT_HEADER:
-            if self._content_state == UNIMPLEMENTED_HEADER:
+        if self.content_state != EXPECT_HEADER:
+            if self.content_state == UNIMPLEMENTED_HEADER:
                 self._unimplemented_header(class_id, weight, body_size)
                 return
-            raise self._unexpected_content_frame()
+            raise self.unexpected_content_frame()
         if weight or class_id != 60:
-            raise self._not_our_header(class_id, weight)
+            raise self.not_our_header(class_id, weight)
         if len(props_raw) <= 256:
             # Identical property bytes are shared between messages, and checked only once: the
             # cache holds well-formed bytes only.
@@ -93,29 +134,29 @@ class Publishing:
             self._props_ok = properties.well_formed(props_raw)
         max_size = self.connection.node.config.max_message_size
         if body_size > max_size:
-            self._content_state = IDLE
+            self.content_state = IDLE
             raise PreconditionFailed(
                 f"message size {body_size} is larger than configured max size {max_size}"
             )
         self._props_raw = props_raw
-        self._body_size = body_size
-        self._content_state = EXPECT_BODY
+        self.body_size = body_size
+        self.content_state = EXPECT_BODY
         if body_size == 0:
             self._complete_publish(b"")
 
-    def _on_body(self, payload: bytes) -> None:
-        if self._content_state != EXPECT_BODY:
-            if self._content_state == UNIMPLEMENTED_BODY:
+    def on_body(self, payload: bytes) -> None:
+        if self.content_state != EXPECT_BODY:
+            if self.content_state == UNIMPLEMENTED_BODY:
                 self._unimplemented_body(payload)
                 return
-            raise self._unexpected_content_frame()
-        self._body_received += len(payload)
-        if self._body_received > self._body_size:
+            raise self.unexpected_content_frame()
+        self.body_received += len(payload)
+        if self.body_received > self.body_size:
             # Like RabbitMQ: an overrun is not checked here; the content never completes and
             # the next method frame is the error.
             self._body_parts.clear()
             return
-        if self._body_received == self._body_size:
+        if self.body_received == self.body_size:
             if self._body_parts:
                 self._body_parts.append(payload)
                 body = b"".join(self._body_parts)
@@ -126,68 +167,68 @@ class Publishing:
         else:
             self._body_parts.append(payload)
 
-    def _unexpected_content_frame(self) -> AMQPConnectionError:
-        if self._content_state == IDLE:
+    def unexpected_content_frame(self) -> AMQPConnectionError:
+        if self.content_state == IDLE:
             return AMQPConnectionError(
                 UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
             )
-        if self._content_state in (EXPECT_HEADER, UNIMPLEMENTED_HEADER):
+        if self.content_state in (EXPECT_HEADER, UNIMPLEMENTED_HEADER):
             return AMQPConnectionError(
                 UNEXPECTED_FRAME,
                 "expected content header for class 60, got non content header frame instead",
-                60, self._content_method_id,
+                60, self.content_method_id,
             )
         return AMQPConnectionError(
             UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60,
-            self._content_method_id,
+            self.content_method_id,
         )
 
-    def _not_our_header(self, class_id: int, weight: int) -> AMQPConnectionError:
+    def not_our_header(self, class_id: int, weight: int) -> AMQPConnectionError:
         """505 for a content header of another class, or with a weight (which RabbitMQ does not
         take for a content header at all)."""
         got = (f"one for class {class_id}" if not weight
                else "non content header frame")
         return AMQPConnectionError(
             UNEXPECTED_FRAME, f"expected content header for class 60, got {got} instead", 60,
-            self._content_method_id,
+            self.content_method_id,
         )
 
     def expect_unimplemented_content(self, index: int) -> None:
         """A content method only servers send: like RabbitMQ, take its content, then refuse it."""
-        self._content_method_id = index & 0xFFFF
-        self._content_state = UNIMPLEMENTED_HEADER
+        self.content_method_id = index & 0xFFFF
+        self.content_state = UNIMPLEMENTED_HEADER
 
     def _unimplemented_header(self, class_id: int, weight: int, body_size: int) -> None:
         if weight or class_id != 60:
-            raise self._not_our_header(class_id, weight)
-        self._body_size, self._body_received = body_size, 0
-        self._content_state = UNIMPLEMENTED_BODY
+            raise self.not_our_header(class_id, weight)
+        self.body_size, self.body_received = body_size, 0
+        self.content_state = UNIMPLEMENTED_BODY
         if not body_size:
             self._refuse_unimplemented()
 
     def _unimplemented_body(self, payload: bytes) -> None:
-        self._body_received += len(payload)
-        if self._body_received >= self._body_size:
+        self.body_received += len(payload)
+        if self.body_received >= self.body_size:
             self._refuse_unimplemented()
 
     def _refuse_unimplemented(self) -> None:
-        self._content_state = IDLE
+        self.content_state = IDLE
         raise AMQPConnectionError(COMMAND_INVALID, "unimplemented method", 60,
-                                  self._content_method_id)
+                                  self.content_method_id)
 
     def _crash(self, error: AMQPConnectionError) -> None:
         """RabbitMQ decodes the properties in the channel process once the message is
         complete, and undecodable ones crash it (541 INTERNAL_ERROR): the message goes nowhere
         and the connection is closed, but only after the frames its reader has already read,
         whose errors come first (Connection.fail_after_input)."""
-        self.closing = self.dead = True
+        self.channel.closing = self.channel.dead = True
         self.connection.fail_after_input(error)
 
     def _complete_publish(self, body: bytes) -> None:
         publish, exchange, props_raw = self._publish, self._publish_exchange, self._props_raw
-        self._content_state = IDLE
+        self.content_state = IDLE
         self._publish = None
-        self._body_received = 0
+        self.body_received = 0
         if not self._props_ok:  # refused once complete, as RabbitMQ's channel decodes them
             try:
                 properties.validate(props_raw)
@@ -210,18 +251,12 @@ class Publishing:
             if mode not in (1, 2):
                 raise PreconditionFailed(f"invalid message: {{delivery_mode_unknown,{mode}}}")
             message.persistent = mode == 2
-        if self.tx_mode:
-            self._tx_publishes.append((exchange, message, publish.mandatory))
+        if self.transaction.active:
+            self.transaction.hold_publish(HeldPublish(exchange, message, publish.mandatory))
             return
-        ticket = self.route(exchange, message, publish.mandatory)
-        if self.confirm_mode:
-            self._publish_seq += 1
-            if self._nack_next:
-                self._nack_next = False
-                self._nacked.append(self._publish_seq)
-            if ticket:
-                self._wait_until_durable(self._publish_seq, ticket)
-            self.connection.confirms_due(self)
+        ticket, refused = self.route(exchange, message, publish.mandatory)
+        if self.confirms.active:
+            self.channel.confirm_later(ticket, refused)
 
     def _check_special_properties(self, flags: int, props_raw: bytes) -> bytes:
         if flags & _USER_ID_FLAG:
@@ -232,22 +267,24 @@ class Publishing:
                     f"'{self.user.name}'"
                 )
         if flags & _REPLY_TO_FLAG and properties.get(props_raw, "reply_to") == DIRECT_REPLY_TO:
-            if self.reply_key is None:
+            reply_key = self.deliveries.reply_key
+            if reply_key is None:
                 raise PreconditionFailed("fast reply consumer does not exist")
             props_raw = properties.replace_shortstr(
-                props_raw, "reply_to", f"{DIRECT_REPLY_TO}.{self.reply_key}"
+                props_raw, "reply_to", f"{DIRECT_REPLY_TO}.{reply_key}"
             )
         return props_raw
 
-    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> int:
+    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[int, bool]:
         """Deliver a complete message to the queues it routes to. Returns the log ticket to wait
-        for before confirming (0 when nothing was logged)."""
+        for before confirming (0 when nothing was logged), and whether a queue refused it."""
         node = self.connection.node
         node.messages_received += 1
         self.has_published = True
-        if self.confirm_mode:
+        if self.confirms.active:
             node.messages_received_confirm += 1
         ticket = 0
+        refused = False
         try:
             queues = ()
             if exchange is self.vhost.default_exchange and message.routing_key.startswith(
@@ -266,8 +303,6 @@ class Publishing:
                 exchange.messages_out += len(queues)
                 if routed:
                     ticket, refused = self.vhost.deliver(message, queues)
-                    if refused and self.confirm_mode:
-                        self._nack_next = True
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
         if routed:
@@ -277,17 +312,17 @@ class Publishing:
         else:
             node.messages_unroutable_returned += 1
             self.connection.write(codec.encode_return(
-                self.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
+                self.channel.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
                 message.body, self.connection.frame_max,
             ))
-        return ticket
+        return ticket, refused
 
     def _deliver_reply(self, message: Message) -> bool:
         key = message.routing_key[len(DIRECT_REPLY_TO) + 1 :]
         channel = self.connection.node.reply_channels.get(key)
         if channel is None:
             return False
-        channel.deliver_reply(message)
+        channel.deliveries.deliver_reply(message)
         return True
 
 
