@@ -22,14 +22,7 @@ from pamqp import commands as spec
 from broker import topology
 from broker.delivering import Deliveries, Unacked
 from broker.errors import BrokerError, PreconditionFailed
-from broker.publishing import (
-    CACHE_LIMIT,
-    EXPECT_BODY,
-    EXPECT_HEADER,
-    IDLE,
-    HeldPublish,
-    Publishing,
-)
+from broker.publishing import CACHE_LIMIT, HeldPublish, Publishing
 from protocol import codec
 from protocol.confirms import ConfirmTracker
 from protocol.constants import (
@@ -42,6 +35,7 @@ from protocol.constants import (
     FRAME_METHOD,
     NOT_IMPLEMENTED,
 )
+from protocol.content import IDLE
 from protocol.errors import (
     AMQPChannelError,
     AMQPConnectionError,
@@ -102,9 +96,11 @@ class Channel:
         self.deliver = deliveries.deliver
         self.cancelled = deliveries.cancelled
         self.kick_queues = deliveries.kick_queues
+        self._content = publishing.content
         self._on_publish = publishing.on_publish
         self._on_header = publishing.on_header
-        self._on_body = publishing.on_body
+        self._content_body = publishing.content.body
+        self._complete_publish = publishing.complete
         self._ack = deliveries.ack
         self._handlers = {
             method_class: partial(handler, self)
@@ -159,7 +155,9 @@ class Channel:
             return
         try:
             if frame_type == FRAME_BODY:
-                self._on_body(payload)
+                body = self._content_body(payload)
+                if body is not None:
+                    self._complete_publish(body)
             elif frame_type == FRAME_HEADER:
                 self._on_header(payload)
             elif frame_type != FRAME_METHOD or len(payload) < 4:
@@ -167,8 +165,8 @@ class Channel:
                 raise unexpected_frame(frame_type, payload)  # a heartbeat
             else:
                 index = codec.method_index(payload)
-                if self.publishing.content_state != IDLE:
-                    raise self.publishing.unexpected_content_frame()
+                if self._content.state != IDLE:
+                    raise self._content.unexpected()
                 if index == BASIC_PUBLISH:
                     # Publishers repeat the same exchange, key and flags: decode each once, and let
                     # every message share the strings (less work, less memory per queued message).
@@ -189,7 +187,9 @@ class Channel:
                         # Keep the field types of arguments: RabbitMQ names them in its replies.
                         method.arguments = arguments_table(payload, _TYPED_ARGUMENTS[index])
                     elif index in SERVER_CONTENT_METHODS:
-                        self.publishing.expect_unimplemented_content(index)
+                        # Like RabbitMQ: its content is taken, then the method refused.
+                        self._content.start(index, keep=False, refusal=AMQPConnectionError(
+                            COMMAND_INVALID, "unimplemented method", 60, index & 0xFFFF))
                         return
                     self.handle_method(method)
         except BrokerError as error:
@@ -227,46 +227,30 @@ class Channel:
         content before the channel sees the method and wants channel.open instead."""
         channel = cls(connection, number)
         channel.closing = channel.dead = True
-        channel.publishing.content_method_id = index & 0xFFFF
-        channel.publishing.content_state = EXPECT_HEADER
         channel._refusal = AMQPConnectionError(
             CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF
         )
+        channel._content.start(index, keep=False, refusal=channel._refusal)
         return channel
 
     def _handle_while_dead(self, frame_type: int, payload: bytes) -> None:
         """A frame for a channel whose frames are only checked (see `dead`): as RabbitMQ's
         reader checks them, frame kind and content order, whose errors come first; dropped."""
         codec.check_frame(frame_type, payload)
-        content = self.publishing
-        state = content.content_state
+        content = self._content
         if frame_type == FRAME_METHOD:
-            if state != IDLE:
-                raise content.unexpected_content_frame()
+            if content.state != IDLE:
+                raise content.unexpected()
             index = codec.method_index(payload)
             codec.decode_method(index, payload)
             if index == BASIC_PUBLISH or index in SERVER_CONTENT_METHODS:
-                content.content_method_id = index & 0xFFFF
-                content.content_state = EXPECT_HEADER
-            return
-        if frame_type == FRAME_HEADER:
-            if state != EXPECT_HEADER:
-                raise content.unexpected_content_frame()
-            class_id, weight, content.body_size, _ = codec.decode_content_header(payload)
-            if weight or class_id != 60:
-                raise content.not_our_header(class_id, weight)
-            content.body_received = 0
-            content.content_state = EXPECT_BODY
+                content.start(index, keep=False, refusal=self._refusal)
+        elif frame_type == FRAME_HEADER:
+            content.header(payload)
         elif frame_type == FRAME_BODY:
-            if state != EXPECT_BODY:
-                raise content.unexpected_content_frame()
-            content.body_received += len(payload)
+            content.body(payload)
         else:
             raise unexpected_frame(frame_type, payload)
-        if content.body_received >= content.body_size:  # the content is complete
-            content.content_state = IDLE
-            if self._refusal is not None:
-                raise self._refusal
 
     # -- channel lifecycle ----------------------------------------------------------------
 

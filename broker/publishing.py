@@ -20,12 +20,8 @@ from broker.resources import not_found
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
 from protocol.confirms import ConfirmTracker
-from protocol.constants import (
-    COMMAND_INVALID,
-    NO_ROUTE,
-    SYNTAX_ERROR,
-    UNEXPECTED_FRAME,
-)
+from protocol.constants import BASIC_PUBLISH, NO_ROUTE, SYNTAX_ERROR
+from protocol.content import ContentAssembly
 from protocol.errors import AMQPConnectionError
 from protocol.transactions import TransactionBuffer
 
@@ -40,9 +36,6 @@ _HEADERS_FLAG = 0x2000
 _EXPIRATION_FLAG = 0x0100
 _DELIVERY_MODE_FLAG = 0x1000
 
-# Content assembly: basic.publish, then a content header, then body frames. The last two states
-# assemble the content of a method only servers send (basic.deliver...), refused once complete.
-IDLE, EXPECT_HEADER, EXPECT_BODY, UNIMPLEMENTED_HEADER, UNIMPLEMENTED_BODY = 0, 1, 2, 3, 4
 CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
 
 
@@ -68,20 +61,16 @@ class Publishing:
         self.transaction = transaction
         self.has_published = False  # a publisher, for rabbitmq_global_publishers
         self._permitted_exchange: str | None = None  # last exchange we checked write access to
-        # Content being assembled: the publish method, then header, then body frames.
-        self.content_state = IDLE
-        self.content_method_id = 40  # basic.publish, or a method only servers send
+        # The content being assembled: its frames in content, the publish it follows here.
+        self.content = ContentAssembly()
         self._publish: codec.Publish | None = None
         self._publish_exchange: Exchange | None = None
         self._props_raw = b""
         self._props_ok = True  # whether _props_raw are well-formed property bytes
-        self.body_size = 0
-        self._body_parts: list[bytes] = []
-        self.body_received = 0
 
     def reset(self) -> None:
         """The channel closes: a content being assembled is dropped."""
-        self.content_state = IDLE
+        self.content.reset()
         self._publish = None
 
     def on_publish(self, publish: codec.Publish) -> None:
@@ -104,17 +93,13 @@ class Publishing:
             raise NotImplementedByBroker("immediate=true")
         self._publish = publish
         self._publish_exchange = exchange
-        self.content_state = EXPECT_HEADER
+        self.content.start(BASIC_PUBLISH)
 
     def on_header(self, payload: bytes) -> None:
-        class_id, weight, body_size, props_raw = codec.decode_content_header(payload)
-        if self.content_state != EXPECT_HEADER:
-            if self.content_state == UNIMPLEMENTED_HEADER:
-                self._unimplemented_header(class_id, weight, body_size)
-                return
-            raise self.unexpected_content_frame()
-        if weight or class_id != 60:
-            raise self.not_our_header(class_id, weight)
+        taken = self.content.header(payload)
+        if taken is None:  # content only checked (of a method only servers send)
+            return
+        props_raw, body_size = taken
         if len(props_raw) <= 256:
             # Identical property bytes are shared between messages, and checked only once: the
             # cache holds well-formed bytes only.
@@ -134,87 +119,13 @@ class Publishing:
             self._props_ok = properties.well_formed(props_raw)
         max_size = self.connection.node.config.max_message_size
         if body_size > max_size:
-            self.content_state = IDLE
+            self.content.reset()
             raise PreconditionFailed(
                 f"message size {body_size} is larger than configured max size {max_size}"
             )
         self._props_raw = props_raw
-        self.body_size = body_size
-        self.content_state = EXPECT_BODY
         if body_size == 0:
-            self._complete_publish(b"")
-
-    def on_body(self, payload: bytes) -> None:
-        if self.content_state != EXPECT_BODY:
-            if self.content_state == UNIMPLEMENTED_BODY:
-                self._unimplemented_body(payload)
-                return
-            raise self.unexpected_content_frame()
-        self.body_received += len(payload)
-        if self.body_received > self.body_size:
-            # Like RabbitMQ: an overrun is not checked here; the content never completes and
-            # the next method frame is the error.
-            self._body_parts.clear()
-            return
-        if self.body_received == self.body_size:
-            if self._body_parts:
-                self._body_parts.append(payload)
-                body = b"".join(self._body_parts)
-                self._body_parts = []
-            else:
-                body = payload
-            self._complete_publish(body)
-        else:
-            self._body_parts.append(payload)
-
-    def unexpected_content_frame(self) -> AMQPConnectionError:
-        if self.content_state == IDLE:
-            return AMQPConnectionError(
-                UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
-            )
-        if self.content_state in (EXPECT_HEADER, UNIMPLEMENTED_HEADER):
-            return AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                "expected content header for class 60, got non content header frame instead",
-                60, self.content_method_id,
-            )
-        return AMQPConnectionError(
-            UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60,
-            self.content_method_id,
-        )
-
-    def not_our_header(self, class_id: int, weight: int) -> AMQPConnectionError:
-        """505 for a content header of another class, or with a weight (which RabbitMQ does not
-        take for a content header at all)."""
-        got = (f"one for class {class_id}" if not weight
-               else "non content header frame")
-        return AMQPConnectionError(
-            UNEXPECTED_FRAME, f"expected content header for class 60, got {got} instead", 60,
-            self.content_method_id,
-        )
-
-    def expect_unimplemented_content(self, index: int) -> None:
-        """A content method only servers send: like RabbitMQ, take its content, then refuse it."""
-        self.content_method_id = index & 0xFFFF
-        self.content_state = UNIMPLEMENTED_HEADER
-
-    def _unimplemented_header(self, class_id: int, weight: int, body_size: int) -> None:
-        if weight or class_id != 60:
-            raise self.not_our_header(class_id, weight)
-        self.body_size, self.body_received = body_size, 0
-        self.content_state = UNIMPLEMENTED_BODY
-        if not body_size:
-            self._refuse_unimplemented()
-
-    def _unimplemented_body(self, payload: bytes) -> None:
-        self.body_received += len(payload)
-        if self.body_received >= self.body_size:
-            self._refuse_unimplemented()
-
-    def _refuse_unimplemented(self) -> None:
-        self.content_state = IDLE
-        raise AMQPConnectionError(COMMAND_INVALID, "unimplemented method", 60,
-                                  self.content_method_id)
+            self.complete(b"")
 
     def _crash(self, error: AMQPConnectionError) -> None:
         """RabbitMQ decodes the properties in the channel process once the message is
@@ -224,11 +135,10 @@ class Publishing:
         self.channel.closing = self.channel.dead = True
         self.connection.fail_after_input(error)
 
-    def _complete_publish(self, body: bytes) -> None:
+    def complete(self, body: bytes) -> None:
+        """The content is complete (`body` is the whole body): make the message and route it."""
         publish, exchange, props_raw = self._publish, self._publish_exchange, self._props_raw
-        self.content_state = IDLE
         self._publish = None
-        self.body_received = 0
         if not self._props_ok:  # refused once complete, as RabbitMQ's channel decodes them
             try:
                 properties.validate(props_raw)
