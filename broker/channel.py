@@ -1,4 +1,5 @@
-"""A channel: its lifecycle and method dispatch. What it does with messages is owned by four
+"""A channel: its lifecycle (protocol/channelstate.py: open, closing, dead) and method
+dispatch. What it does with messages is owned by four
 collaborators, each with its own state: `publishing` (publishing.py: content assembly and
 routing), `deliveries` (delivering.py: consumers, qos, delivery tags and the outcome of each
 delivery), `confirms` (protocol/confirms.py: which publishes are confirmed; the channel sends
@@ -24,6 +25,7 @@ from broker.delivering import Deliveries, Unacked
 from broker.errors import BrokerError, PreconditionFailed
 from broker.publishing import CACHE_LIMIT, HeldPublish, Publishing
 from protocol import codec
+from protocol.channelstate import BROKER_CLOSE, CLIENT_CLOSE, DEAD, ChannelLifecycle
 from protocol.confirms import ConfirmTracker
 from protocol.constants import (
     BASIC_ACK,
@@ -77,12 +79,11 @@ class Channel:
         self.number = number
         self.vhost = connection.vhost
         self.user = connection.user
-        self.closing = False
-        # Frames are only checked, never acted on (_handle_while_dead): after a message whose
-        # properties do not decode (a 541 is due, see Publishing._crash), or before
-        # channel.open (then `_refusal` is raised once the content of the first method is
-        # complete).
-        self.dead = False
+        # OPEN, CLOSING or DEAD (protocol/channelstate.py). A DEAD channel's frames are only
+        # checked, never acted on (_handle_while_dead): after a message whose properties do
+        # not decode (a 541 is due, see Publishing._crash), or before channel.open (then
+        # `_refusal` is raised once the content of the first method is complete).
+        self.lifecycle = ChannelLifecycle()
         self._refusal: AMQPConnectionError | None = None
         self.last_queue_name = ""
         self.transaction: TransactionBuffer[HeldPublish, Unacked] = TransactionBuffer()
@@ -138,7 +139,7 @@ class Channel:
 
     def send_if_open(self, method: Any) -> None:
         """A reply that waited (for the disk): dropped if the channel went meanwhile."""
-        if not self.closing and self.connection.channels.get(self.number) is self:
+        if self.lifecycle.is_open and self.connection.channels.get(self.number) is self:
             self.send_method(method)
 
     def send_method(self, method: Any) -> None:
@@ -150,7 +151,7 @@ class Channel:
         """One frame for this channel; AMQP errors propagate to the connection, and so do the
         broker core's refusals, made AMQP errors of the method being handled. What kind of
         frame it is is checked first, as codec.check_frame does (inline here: hot path)."""
-        if self.closing:
+        if self.lifecycle.state:  # not open
             self._handle_while_closing(frame_type, payload)
             return
         try:
@@ -207,7 +208,7 @@ class Channel:
         """After we sent channel.close, everything but close/close-ok is dropped. A close of the
         client's crossing ours gets close-ok, and the channel stays closing until the client's
         close-ok arrives (as RabbitMQ keeps it): only that frees the number."""
-        if self.dead:
+        if self.lifecycle.state == DEAD:
             self._handle_while_dead(frame_type, payload)
             return
         codec.check_frame(frame_type, payload)
@@ -226,7 +227,7 @@ class Channel:
         """A channel never opened that got a content method: RabbitMQ's reader assembles the
         content before the channel sees the method and wants channel.open instead."""
         channel = cls(connection, number)
-        channel.closing = channel.dead = True
+        channel.lifecycle = ChannelLifecycle(DEAD)
         channel._refusal = AMQPConnectionError(
             CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF
         )
@@ -234,7 +235,7 @@ class Channel:
         return channel
 
     def _handle_while_dead(self, frame_type: int, payload: bytes) -> None:
-        """A frame for a channel whose frames are only checked (see `dead`): as RabbitMQ's
+        """A frame for a channel whose frames are only checked (DEAD): as RabbitMQ's
         reader checks them, frame kind and content order, whose errors come first; dropped."""
         codec.check_frame(frame_type, payload)
         content = self._content
@@ -259,7 +260,7 @@ class Channel:
 
     def _on_close(self, method: spec.Channel.Close) -> None:
         self.release()
-        self.closing = True  # until close-ok is sent: the client must not send anything
+        self.lifecycle.on(CLIENT_CLOSE)  # until close-ok is sent: the client must not send
         self.when_confirmed(self._send_close_ok)
 
     def _send_close_ok(self) -> None:
@@ -273,7 +274,7 @@ class Channel:
     def close_with_error(self, error: AMQPChannelError) -> None:
         """Soft error: tell the client with channel.close and drop what it sends meanwhile."""
         self.release()
-        self.closing = True
+        self.lifecycle.on(BROKER_CLOSE)
         self.flush_confirms()
         self.confirms.end()
         self.send_method(
@@ -329,7 +330,7 @@ class Channel:
         self.connection.confirms_due(self)
 
     def _log_durable(self) -> None:
-        if self.closing or self.connection.channels.get(self.number) is not self:
+        if not self.lifecycle.is_open or self.connection.channels.get(self.number) is not self:
             return
         self.confirms.durable(self.vhost.store.wal.durable_ticket)
         self.flush_confirms()

@@ -96,7 +96,7 @@ class Deliveries:
             return  # RabbitMQ tells only clients that asked for it; the consumer is just gone
         if self._held_cancels is not None:
             self._held_cancels.append(consumer.tag)
-        elif not self.channel.closing:
+        elif self.channel.lifecycle.is_open:
             self.channel.send_method(spec.Basic.Cancel(consumer.tag, False))
 
     def deliver_reply(self, message: Message) -> None:

@@ -19,6 +19,7 @@ from broker.queue_args import InvalidArgument, check_expiry
 from broker.resources import not_found
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
+from protocol.channelstate import CRASH
 from protocol.confirms import ConfirmTracker
 from protocol.constants import BASIC_PUBLISH, NO_ROUTE, SYNTAX_ERROR
 from protocol.content import ContentAssembly
@@ -132,7 +133,7 @@ class Publishing:
         complete, and undecodable ones crash it (541 INTERNAL_ERROR): the message goes nowhere
         and the connection is closed, but only after the frames its reader has already read,
         whose errors come first (Connection.fail_after_input)."""
-        self.channel.closing = self.channel.dead = True
+        self.channel.lifecycle.on(CRASH)
         self.connection.fail_after_input(error)
 
     def complete(self, body: bytes) -> None:
