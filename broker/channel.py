@@ -1,6 +1,12 @@
-"""A channel: its state, method dispatch and lifecycle. What it does with messages lives in
-three mixins: publishing.py (content assembly and routing), delivering.py (consumers,
-deliveries, acknowledgements) and confirms.py (publisher confirms, transactions).
+"""A channel: its lifecycle (protocol/channelstate.py: open, closing, dead) and method
+dispatch. What it does with messages is owned by four
+collaborators, each with its own state: `publishing` (publishing.py: content assembly and
+routing), `deliveries` (delivering.py: consumers, qos, delivery tags and the outcome of each
+delivery), `confirms` (protocol/confirms.py: which publishes are confirmed; the channel sends
+them, and waits for the log where a publish needs it) and `transaction`
+(protocol/transactions.py: what tx.commit applies). The channel is its consumers'
+`DeliveryTarget` (broker/consumer.py): `deliver`, `can_deliver` and `cancelled` are its
+`deliveries`' methods.
 
 This is where the broker core's refusals (broker/errors.py) become AMQP: `handle_frame` turns
 a BrokerError raised while handling a frame into a channel or connection close with the reply
@@ -9,20 +15,18 @@ its content frames). The try costs nothing on the way through (Python 3.11's exc
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
 
 from broker import topology
-from broker.confirms import ConfirmsAndTransactions
-from broker.consumer import Consumer
-from broker.delivering import Delivering, Unacked
-from broker.errors import BrokerError
-from broker.message import Message
-from broker.publishing import CACHE_LIMIT, EXPECT_BODY, EXPECT_HEADER, IDLE, Publishing
+from broker.delivering import Deliveries, Unacked
+from broker.errors import BrokerError, PreconditionFailed
+from broker.publishing import CACHE_LIMIT, HeldPublish, Publishing
 from protocol import codec
+from protocol.channelstate import BROKER_CLOSE, CLIENT_CLOSE, DEAD, ChannelLifecycle
+from protocol.confirms import ConfirmTracker
 from protocol.constants import (
     BASIC_ACK,
     BASIC_PUBLISH,
@@ -33,6 +37,7 @@ from protocol.constants import (
     FRAME_METHOD,
     NOT_IMPLEMENTED,
 )
+from protocol.content import IDLE
 from protocol.errors import (
     AMQPChannelError,
     AMQPConnectionError,
@@ -41,10 +46,12 @@ from protocol.errors import (
     unexpected_frame,
 )
 from protocol.fieldtable import arguments_table
+from protocol.transactions import TransactionBuffer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from broker.connection import Connection
-    from broker.exchanges import Exchange
 
 
 # Methods whose arguments table is re-read with field types kept: index -> shortstrs before it.
@@ -63,54 +70,39 @@ def amqp_error(error: BrokerError, index: int) -> AMQPError:
     return named_error(error.kind, error.text, index >> 16, index & 0xFFFF)
 
 
-class Channel(Publishing, Delivering, ConfirmsAndTransactions):
-    """One AMQP channel of a connection. All of its state is set up here."""
+class Channel:
+    """One AMQP channel of a connection: its lifecycle, and the frames it takes, handed to
+    its collaborators."""
 
     def __init__(self, connection: Connection, number: int) -> None:
         self.connection = connection
         self.number = number
         self.vhost = connection.vhost
         self.user = connection.user
-        self.closing = False
-        # Frames are only checked, never acted on (_handle_while_dead): after a message whose
-        # properties do not decode (a 541 is due, see _crash), or before channel.open (then
+        # OPEN, CLOSING or DEAD (protocol/channelstate.py). A DEAD channel's frames are only
+        # checked, never acted on (_handle_while_dead): after a message whose properties do
+        # not decode (a 541 is due, see Publishing._crash), or before channel.open (then
         # `_refusal` is raised once the content of the first method is complete).
-        self.dead = False
+        self.lifecycle = ChannelLifecycle()
         self._refusal: AMQPConnectionError | None = None
         self.last_queue_name = ""
-        self.consumers: dict[str, Consumer] = {}
-        self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
-        self.unacked: OrderedDict[int, Unacked] = OrderedDict()
-        self._next_delivery_tag = 1
-        self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
-        self.global_prefetch = 0  # basic.qos global=true: shared by the channel's consumers
-        self.global_unacked = 0
-        # Content being assembled: the publish method, then header, then body frames.
-        self._content_state = IDLE
-        self._content_method_id = 40  # basic.publish, or a method only servers send
-        self._publish: codec.Publish | None = None
-        self._publish_exchange: Exchange | None = None
-        self._props_raw = b""
-        self._props_ok = True  # whether _props_raw are well-formed property bytes
-        self._permitted_exchange: str | None = None  # last exchange we checked write access to
-        self._body_size = 0
-        self._body_parts: list[bytes] = []
-        self._body_received = 0
-        # Publisher confirms and transactions.
-        self.confirm_mode = False
-        self.has_published = False  # a publisher, for rabbitmq_global_publishers
-        self._publish_seq = 0
-        self._confirmed_upto = 0
-        self._nacked: deque[int] = deque()  # publish seqs to nack rather than ack
-        self._nack_next = False  # a queue refused the message being routed
-        self._durable_waits: deque[tuple[int, int]] = deque()  # (publish seq, log ticket)
-        self._awaited_ticket = 0
-        self.tx_mode = False
-        self._tx_publishes: list[tuple[Exchange, Message, bool]] = []
-        self._tx_settlements: list[tuple[int, Unacked, bool, bool]] = []
-        # Direct reply-to: the consumer tag and the key replies are addressed to.
-        self.reply_consumer_tag: str | None = None
-        self.reply_key: str | None = None
+        self.transaction: TransactionBuffer[HeldPublish, Unacked] = TransactionBuffer()
+        self.confirms = ConfirmTracker()
+        self.deliveries = deliveries = Deliveries(self, self.transaction)
+        self.publishing = publishing = Publishing(self, deliveries, self.confirms,
+                                                  self.transaction)
+        # Bound methods kept as attributes: one lookup on the hot path (queue dispatch, frames)
+        # and what the connection and the queues call, in one place.
+        self.can_deliver = deliveries.can_deliver  # the DeliveryTarget methods
+        self.deliver = deliveries.deliver
+        self.cancelled = deliveries.cancelled
+        self.kick_queues = deliveries.kick_queues
+        self._content = publishing.content
+        self._on_publish = publishing.on_publish
+        self._on_header = publishing.on_header
+        self._content_body = publishing.content.body
+        self._complete_publish = publishing.complete
+        self._ack = deliveries.ack
         self._handlers = {
             method_class: partial(handler, self)
             for method_class, handler in topology.HANDLERS.items()
@@ -118,6 +110,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         self._handlers.update(self._own_handlers())
 
     def _own_handlers(self) -> dict[type, Any]:
+        deliveries = self.deliveries
         return {
             spec.Channel.Close: self._on_close,
             spec.Channel.CloseOk: self._on_close_ok,
@@ -125,15 +118,17 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
             codec.AccessRequest: lambda method: self.send_method(
                 codec.unchecked(codec.AccessRequestOk, ticket=1)),
             spec.Channel.Open: self._on_reopen,
-            spec.Basic.Qos: self._on_qos,
-            spec.Basic.Consume: self._on_consume,
-            spec.Basic.Cancel: self._on_cancel,
-            spec.Basic.Get: self._on_get,
-            spec.Basic.Ack: lambda m: self.ack(m.delivery_tag, m.multiple),
-            spec.Basic.Nack: lambda m: self._settle(m.delivery_tag, m.multiple, m.requeue),
-            spec.Basic.Reject: lambda m: self._settle(m.delivery_tag, False, m.requeue),
-            spec.Basic.Recover: self._on_recover,
-            spec.Basic.RecoverAsync: self._on_recover,
+            spec.Basic.Qos: deliveries.on_qos,
+            spec.Basic.Consume: deliveries.on_consume,
+            spec.Basic.Cancel: deliveries.on_cancel,
+            spec.Basic.Get: deliveries.on_get,
+            spec.Basic.Ack: lambda m: deliveries.ack(m.delivery_tag, m.multiple),
+            spec.Basic.Nack: lambda m: deliveries.reject(m.delivery_tag, m.multiple, m.requeue,
+                                                         nack=True),
+            spec.Basic.Reject: lambda m: deliveries.reject(m.delivery_tag, False, m.requeue,
+                                                           nack=False),
+            spec.Basic.Recover: deliveries.on_recover,
+            spec.Basic.RecoverAsync: deliveries.on_recover,
             spec.Confirm.Select: self._on_confirm_select,
             spec.Tx.Select: self._on_tx_select,
             spec.Tx.Commit: self._on_tx_commit,
@@ -144,7 +139,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
 
     def send_if_open(self, method: Any) -> None:
         """A reply that waited (for the disk): dropped if the channel went meanwhile."""
-        if not self.closing and self.connection.channels.get(self.number) is self:
+        if self.lifecycle.is_open and self.connection.channels.get(self.number) is self:
             self.send_method(method)
 
     def send_method(self, method: Any) -> None:
@@ -156,12 +151,14 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         """One frame for this channel; AMQP errors propagate to the connection, and so do the
         broker core's refusals, made AMQP errors of the method being handled. What kind of
         frame it is is checked first, as codec.check_frame does (inline here: hot path)."""
-        if self.closing:
+        if self.lifecycle.state:  # not open
             self._handle_while_closing(frame_type, payload)
             return
         try:
             if frame_type == FRAME_BODY:
-                self._on_body(payload)
+                body = self._content_body(payload)
+                if body is not None:
+                    self._complete_publish(body)
             elif frame_type == FRAME_HEADER:
                 self._on_header(payload)
             elif frame_type != FRAME_METHOD or len(payload) < 4:
@@ -169,8 +166,8 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
                 raise unexpected_frame(frame_type, payload)  # a heartbeat
             else:
                 index = codec.method_index(payload)
-                if self._content_state != IDLE:
-                    raise self._unexpected_content_frame()
+                if self._content.state != IDLE:
+                    raise self._content.unexpected()
                 if index == BASIC_PUBLISH:
                     # Publishers repeat the same exchange, key and flags: decode each once, and let
                     # every message share the strings (less work, less memory per queued message).
@@ -184,14 +181,16 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
                     self._on_publish(publish)
                 elif index == BASIC_ACK:
                     ack = codec.decode_ack(payload)
-                    self.ack(ack.delivery_tag, ack.multiple)
+                    self._ack(ack.delivery_tag, ack.multiple)
                 else:
                     method = codec.decode_method(index, payload)
                     if index in _TYPED_ARGUMENTS:
                         # Keep the field types of arguments: RabbitMQ names them in its replies.
                         method.arguments = arguments_table(payload, _TYPED_ARGUMENTS[index])
                     elif index in SERVER_CONTENT_METHODS:
-                        self.expect_unimplemented_content(index)
+                        # Like RabbitMQ: its content is taken, then the method refused.
+                        self._content.start(index, keep=False, refusal=AMQPConnectionError(
+                            COMMAND_INVALID, "unimplemented method", 60, index & 0xFFFF))
                         return
                     self.handle_method(method)
         except BrokerError as error:
@@ -209,7 +208,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         """After we sent channel.close, everything but close/close-ok is dropped. A close of the
         client's crossing ours gets close-ok, and the channel stays closing until the client's
         close-ok arrives (as RabbitMQ keeps it): only that frees the number."""
-        if self.dead:
+        if self.lifecycle.state == DEAD:
             self._handle_while_dead(frame_type, payload)
             return
         codec.check_frame(frame_type, payload)
@@ -228,46 +227,31 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
         """A channel never opened that got a content method: RabbitMQ's reader assembles the
         content before the channel sees the method and wants channel.open instead."""
         channel = cls(connection, number)
-        channel.closing = channel.dead = True
-        channel._content_method_id = index & 0xFFFF
-        channel._content_state = EXPECT_HEADER
+        channel.lifecycle = ChannelLifecycle(DEAD)
         channel._refusal = AMQPConnectionError(
             CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF
         )
+        channel._content.start(index, keep=False, refusal=channel._refusal)
         return channel
 
     def _handle_while_dead(self, frame_type: int, payload: bytes) -> None:
-        """A frame for a channel whose frames are only checked (see `dead`): as RabbitMQ's
+        """A frame for a channel whose frames are only checked (DEAD): as RabbitMQ's
         reader checks them, frame kind and content order, whose errors come first; dropped."""
         codec.check_frame(frame_type, payload)
-        state = self._content_state
+        content = self._content
         if frame_type == FRAME_METHOD:
-            if state != IDLE:
-                raise self._unexpected_content_frame()
+            if content.state != IDLE:
+                raise content.unexpected()
             index = codec.method_index(payload)
             codec.decode_method(index, payload)
             if index == BASIC_PUBLISH or index in SERVER_CONTENT_METHODS:
-                self._content_method_id = index & 0xFFFF
-                self._content_state = EXPECT_HEADER
-            return
-        if frame_type == FRAME_HEADER:
-            if state != EXPECT_HEADER:
-                raise self._unexpected_content_frame()
-            class_id, weight, self._body_size, _ = codec.decode_content_header(payload)
-            if weight or class_id != 60:
-                raise self._not_our_header(class_id, weight)
-            self._body_received = 0
-            self._content_state = EXPECT_BODY
+                content.start(index, keep=False, refusal=self._refusal)
+        elif frame_type == FRAME_HEADER:
+            content.header(payload)
         elif frame_type == FRAME_BODY:
-            if state != EXPECT_BODY:
-                raise self._unexpected_content_frame()
-            self._body_received += len(payload)
+            content.body(payload)
         else:
             raise unexpected_frame(frame_type, payload)
-        if self._body_received >= self._body_size:  # the content is complete
-            self._content_state = IDLE
-            if self._refusal is not None:
-                raise self._refusal
 
     # -- channel lifecycle ----------------------------------------------------------------
 
@@ -276,7 +260,7 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
 
     def _on_close(self, method: spec.Channel.Close) -> None:
         self.release()
-        self.closing = True  # until close-ok is sent: the client must not send anything
+        self.lifecycle.on(CLIENT_CLOSE)  # until close-ok is sent: the client must not send
         self.when_confirmed(self._send_close_ok)
 
     def _send_close_ok(self) -> None:
@@ -290,8 +274,9 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
     def close_with_error(self, error: AMQPChannelError) -> None:
         """Soft error: tell the client with channel.close and drop what it sends meanwhile."""
         self.release()
-        self.closing = True
-        self.end_confirms()
+        self.lifecycle.on(BROKER_CLOSE)
+        self.flush_confirms()
+        self.confirms.end()
         self.send_method(
             spec.Channel.Close(error.reply_code, error.reply_text, error.class_id, error.method_id)
         )
@@ -301,25 +286,88 @@ class Channel(Publishing, Delivering, ConfirmsAndTransactions):
             raise AMQPConnectionError(NOT_IMPLEMENTED, "active=false", 20, 20)
         self.send_method(spec.Channel.FlowOk(True))
 
+    def _on_confirm_select(self, method: spec.Confirm.Select) -> None:
+        if self.transaction.active:
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
+        self.confirms.active = True
+        if not method.nowait:
+            self.send_method(spec.Confirm.SelectOk())
+
+    def _on_tx_select(self, method: spec.Tx.Select) -> None:
+        if self.confirms.active:
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
+        self.transaction.active = True
+        self.send_method(spec.Tx.SelectOk())
+
+    def _on_tx_commit(self, method: spec.Tx.Commit) -> None:
+        """Route the held publishes, apply the held outcomes; commit-ok once the persistent
+        messages among them are on disk."""
+        publishes, outcomes = self.transaction.commit()
+        ticket = 0
+        for publish in publishes:
+            ticket = self.publishing.route(*publish)[0] or ticket
+        for outcome in outcomes:
+            self.deliveries.apply_outcome([outcome.delivery], outcome.acked, outcome.requeue)
+        if ticket:  # commit-ok promises the persistent messages are on disk
+            self.vhost.store.wal.when_durable(ticket, self._send_commit_ok)
+        else:
+            self._send_commit_ok()
+
+    def _send_commit_ok(self) -> None:
+        self.send_if_open(spec.Tx.CommitOk())
+
+    def _on_tx_rollback(self, method: spec.Tx.Rollback) -> None:
+        self.deliveries.tags.restore(self.transaction.rollback())
+        self.send_method(spec.Tx.RollbackOk())
+
+    # -- publisher confirms: the tracker's confirms sent, the log awaited -----------------
+
+    def confirm_later(self, ticket: int, refused: bool) -> None:
+        """A publish in confirm mode was routed: confirmed at the end of this input, or once
+        the log `ticket` (when not 0) is durable; nacked if a queue `refused` it."""
+        if self.confirms.published(refused, ticket):
+            self.vhost.store.wal.when_durable(ticket, self._log_durable)
+        self.connection.confirms_due(self)
+
+    def _log_durable(self) -> None:
+        if not self.lifecycle.is_open or self.connection.channels.get(self.number) is not self:
+            return
+        self.confirms.durable(self.vhost.store.wal.durable_ticket)
+        self.flush_confirms()
+
+    def flush_confirms(self) -> None:
+        """Send the confirms due: every publish handled so far, up to the first one still
+        waiting for the disk."""
+        confirms = self.confirms
+        before = confirms.confirmed_upto
+        due = confirms.due()
+        if not due:
+            return
+        write, number = self.connection.write, self.number
+        for confirm in due:
+            encode = codec.encode_nack if confirm.nack else codec.encode_ack
+            write(encode(number, confirm.delivery_tag, confirm.multiple))
+        self.connection.node.messages_confirmed += confirms.confirmed_upto - before
+
+    def when_confirmed(self, callback: Callable[[], None]) -> None:
+        """Send the confirms of every publish so far, waiting for the disk where a persistent
+        message needs it, then call back (at once when nothing waits): a channel's confirms
+        all go out before its close-ok, never after."""
+        self.flush_confirms()
+        ticket = self.confirms.last_ticket
+        if not ticket:
+            callback()
+            return
+
+        def durable() -> None:
+            self.confirms.all_durable()
+            self.flush_confirms()
+            callback()
+
+        self.vhost.store.wal.when_durable(ticket, durable)
+
     def release(self) -> None:
-        """Give back everything the channel holds: consumers go, unacked messages are requeued."""
-        self._content_state = IDLE
-        self._publish = None
-        # Consumers go first (so nothing is delivered back to this channel), then the unacked
-        # messages are requeued, and only then do the queues hand out again: the requeued
-        # messages first, in their original places.
-        consumed = {consumer.queue: None for consumer in self.consumers.values()}
-        for consumer in list(self.consumers.values()):
-            self._remove_consumer(consumer, dispatch=False)
-        if self.reply_key is not None:
-            self.connection.node.reply_channels.pop(self.reply_key, None)
-            self.reply_key = self.reply_consumer_tag = None
-        pending = [unacked for _, unacked, _, _ in self._tx_settlements]
-        self._tx_settlements.clear()
-        self._tx_publishes.clear()
-        pending.extend(self.unacked.values())
-        self.unacked.clear()
-        self._requeue(pending)
-        for queue in consumed:
-            if not queue.deleted:
-                queue.dispatch()
+        """Give back everything the channel holds: consumers go, unacked messages (and those
+        whose outcome a transaction held) are requeued, a content being assembled is dropped."""
+        self.publishing.reset()
+        self.deliveries.release(self.transaction.clear())

@@ -1,28 +1,54 @@
-"""Consumers: one subscription of a channel to a queue with its prefetch window, and the line
-of a queue's consumers (priority groups taking turns, or a single active consumer)."""
+"""Consumers: one subscription to a queue with its prefetch window, the line of a queue's
+consumers (priority groups taking turns, or a single active consumer), and `DeliveryTarget`,
+the interface through which a queue hands messages out.
+
+The core owns `DeliveryTarget`: a queue delivers to whatever implements it (today an AMQP
+channel, broker/channel.py), never to a Channel by name, so that another front can consume and
+this module imports nothing of the AMQP adapter."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol.codec import shortstr
 
 if TYPE_CHECKING:
-    from broker.channel import Channel
+    from broker.message import QueuedMessage
     from broker.queue import Queue
+
+
+class DeliveryTarget(Protocol):
+    """Where a consumer's messages go: what a queue needs of a consuming front."""
+
+    def can_deliver(self) -> bool:
+        """Whether the front takes a message now, for all of its consumers (its shared prefetch
+        window has room, its connection is writable). The consumer's own window is checked by
+        `Consumer.can_take`."""
+        ...
+
+    def deliver(self, consumer: Consumer, queue: Queue, entry: QueuedMessage) -> None:
+        """Hand `entry`, just taken from `queue` (delivery already counted by
+        `Queue.note_delivery`), to `consumer`: the target keeps it unacknowledged, or settles it
+        with the queue at once for a no-ack consumer."""
+        ...
+
+    def cancelled(self, consumer: Consumer) -> None:
+        """The queue of `consumer` was deleted: the consumer is gone (told to the client if the
+        front tells such things)."""
+        ...
 
 
 class Consumer:
     __slots__ = (
-        "channel", "queue", "tag", "tag_bytes", "no_ack", "exclusive", "arguments",
+        "target", "queue", "tag", "tag_bytes", "no_ack", "exclusive", "arguments",
         "prefetch", "unacked", "priority",
     )
 
     def __init__(
-        self, channel: Channel, queue: Queue, tag: str, *, no_ack: bool, exclusive: bool,
+        self, target: DeliveryTarget, queue: Queue, tag: str, *, no_ack: bool, exclusive: bool,
         prefetch: int, arguments: dict[str, Any] | None = None,
     ) -> None:
-        self.channel = channel
+        self.target = target  # who delivers this consumer's messages (e.g. an AMQP channel)
         self.queue = queue
         self.tag = tag
         self.tag_bytes = shortstr(tag)
@@ -35,10 +61,10 @@ class Consumer:
         self.priority = priority if isinstance(priority, int) else 0
 
     def can_take(self) -> bool:
-        """Whether a message may be delivered now: window open, channel flowing, socket writable."""
+        """Whether a message may be delivered now: own window open, and the target takes one."""
         if self.prefetch and self.unacked >= self.prefetch:
             return False
-        return self.channel.can_deliver()
+        return self.target.can_deliver()
 
 
 class _PriorityGroup:

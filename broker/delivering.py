@@ -1,5 +1,6 @@
-"""The consuming side of a channel: basic.qos, consume, cancel and get, deliveries to
-consumers, and acknowledgements (ack, nack, reject, recover) with requeueing."""
+"""The consuming side of a channel, `Deliveries`: basic.qos, consume, cancel and get, deliveries
+to consumers (the channel is their `DeliveryTarget`), and the outcome of each delivery: ack,
+or nack/reject (requeued, or rejected to the queue), and recover."""
 
 from __future__ import annotations
 
@@ -15,23 +16,48 @@ from broker.message import Message, QueuedMessage
 from broker.queue_args import validate_consumer_priority
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec
-from protocol.constants import (
-    NOT_IMPLEMENTED,
-)
+from protocol.constants import NOT_IMPLEMENTED
+from protocol.deliverytags import DeliveryTags
 from protocol.errors import AMQPConnectionError
+from protocol.transactions import TransactionBuffer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from broker.channel import Channel
+    from broker.publishing import HeldPublish
     from broker.queue import Queue
 
-# An outstanding delivery: (queue or None for direct reply-to, queued message, consumer or None).
+# An outstanding delivery: (queue, queued message, consumer or None for basic.get). A plain
+# tuple, not a NamedTuple: one is made per delivery on the hot path, and a tuple is the
+# cheapest record to build and unpack.
 Unacked = tuple["Queue", QueuedMessage, "Consumer | None"]
 
+_ACK, _NACK, _REJECT = (method.index & 0xFFFF for method in (
+    spec.Basic.Ack, spec.Basic.Nack, spec.Basic.Reject))
 
-class Delivering:
-    """The consumer and acknowledgement methods of Channel, whose __init__ sets up the state
-    they use."""
+
+class Deliveries:
+    """A channel's consumers, its prefetch windows and its unacknowledged deliveries by tag."""
+
+    def __init__(
+        self, channel: Channel, transaction: TransactionBuffer[HeldPublish, Unacked]
+    ) -> None:
+        self.channel = channel
+        self.connection = channel.connection
+        self.number = channel.number
+        self.transaction = transaction  # while active, outcomes wait for tx.commit
+        self.consumers: dict[str, Consumer] = {}
+        self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
+        self.tags: DeliveryTags[Unacked] = DeliveryTags()
+        self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
+        self.global_prefetch = 0  # basic.qos global=true: shared by the channel's consumers
+        self.global_unacked = 0
+        # Direct reply-to: the consumer tag and the key replies are addressed to.
+        self.reply_consumer_tag: str | None = None
+        self.reply_key: str | None = None
+
+    # -- delivery (the channel's DeliveryTarget methods) ----------------------------------
 
     def can_deliver(self) -> bool:
         if self.global_prefetch and self.global_unacked >= self.global_prefetch:
@@ -39,12 +65,11 @@ class Delivering:
         return self.connection.writable
 
     def deliver(self, consumer: Consumer, queue: Queue, entry: QueuedMessage) -> None:
-        tag = self._next_delivery_tag
-        self._next_delivery_tag = tag + 1
         if consumer.no_ack:
+            tag = self.tags.issue()
             queue.discard(entry.message)
         else:
-            self.unacked[tag] = (queue, entry, consumer)
+            tag = self.tags.keep((queue, entry, consumer))
             consumer.unacked += 1
             self.global_unacked += 1
             queue.unacked_count += 1
@@ -64,11 +89,20 @@ class Delivering:
         if entry.redelivered:
             node.messages_redelivered += 1
 
+    def cancelled(self, consumer: Consumer) -> None:
+        """The consumed queue went away: tell the client (consumer_cancel_notify)."""
+        self.consumers.pop(consumer.tag, None)
+        if not self.connection.capability("consumer_cancel_notify"):
+            return  # RabbitMQ tells only clients that asked for it; the consumer is just gone
+        if self._held_cancels is not None:
+            self._held_cancels.append(consumer.tag)
+        elif self.channel.lifecycle.is_open:
+            self.channel.send_method(spec.Basic.Cancel(consumer.tag, False))
+
     def deliver_reply(self, message: Message) -> None:
-        tag = self._next_delivery_tag
-        self._next_delivery_tag = tag + 1
         self.connection.write(codec.encode_deliver(
-            self.number, codec.shortstr(self.reply_consumer_tag), tag, False, message.route_bytes,
+            self.number, codec.shortstr(self.reply_consumer_tag), self.tags.issue(), False,
+            message.route_bytes,
             message.props_raw, message.body, self.connection.frame_max,
         ))
 
@@ -77,38 +111,41 @@ class Delivering:
         for queue in {consumer.queue for consumer in self.consumers.values()}:
             queue.dispatch()
 
-    def _on_qos(self, method: spec.Basic.Qos) -> None:
+    # -- qos, consume, cancel, get --------------------------------------------------------
+
+    def on_qos(self, method: spec.Basic.Qos) -> None:
         if method.prefetch_size:
             raise NotImplementedByBroker(f"prefetch_size!=0 ({method.prefetch_size})")
         if method.global_:
             self.global_prefetch = method.prefetch_count
         else:
             self.default_prefetch = method.prefetch_count
-        self.send_method(spec.Basic.QosOk())
+        self.channel.send_method(spec.Basic.QosOk())
         self.kick_queues()
 
-    def _on_consume(self, method: spec.Basic.Consume) -> None:
+    def on_consume(self, method: spec.Basic.Consume) -> None:
         tag = method.consumer_tag or names.generate("amq.ctag-")
         if tag in self.consumers or tag == self.reply_consumer_tag:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
         if method.queue == DIRECT_REPLY_TO:
             self._consume_replies(method, tag)
             return
-        name = topology.queue_name(self, method.queue)
-        self.vhost.check_permission(self.user, "read", "queue", name)
-        queue = topology.queue_for(self, name)
+        channel = self.channel
+        name = topology.queue_name(channel, method.queue)
+        channel.vhost.check_permission(channel.user, "read", "queue", name)
+        queue = topology.queue_for(channel, name)
         validate_consumer_priority(method.arguments or {}, queue.describe())
         if queue.exclusive_consumer is not None or (method.exclusive and (
             queue.consumers or queue.settings.single_active_consumer
         )):
             raise AccessRefused(f"{queue.describe()} in exclusive use")
         consumer = Consumer(
-            self, queue, tag, no_ack=method.no_ack, exclusive=method.exclusive,
+            channel, queue, tag, no_ack=method.no_ack, exclusive=method.exclusive,
             prefetch=self.default_prefetch, arguments=method.arguments,
         )
         self.consumers[tag] = consumer
         if not method.nowait:
-            self.send_method(spec.Basic.ConsumeOk(tag))
+            channel.send_method(spec.Basic.ConsumeOk(tag))
         queue.add_consumer(consumer)
 
     def _consume_replies(self, method: spec.Basic.Consume, tag: str) -> None:
@@ -120,32 +157,26 @@ class Delivering:
         self.reply_key = names.generate("")
         self.connection.node.reply_channels[self.reply_key] = self
         if not method.nowait:
-            self.send_method(spec.Basic.ConsumeOk(tag))
+            self.channel.send_method(spec.Basic.ConsumeOk(tag))
 
-    def _on_cancel(self, method: spec.Basic.Cancel) -> None:
+    def _stop_replies(self) -> None:
+        if self.reply_key is not None:
+            self.connection.node.reply_channels.pop(self.reply_key, None)
+            self.reply_key = self.reply_consumer_tag = None
+
+    def on_cancel(self, method: spec.Basic.Cancel) -> None:
         consumer = self.consumers.get(method.consumer_tag)
         if consumer is not None:
             self._remove_consumer(consumer)
-        elif method.consumer_tag == self.reply_consumer_tag and self.reply_key is not None:
-            self.connection.node.reply_channels.pop(self.reply_key, None)
-            self.reply_key = self.reply_consumer_tag = None
+        elif method.consumer_tag == self.reply_consumer_tag:
+            self._stop_replies()
         if not method.nowait:
-            self.send_method(spec.Basic.CancelOk(method.consumer_tag))
+            self.channel.send_method(spec.Basic.CancelOk(method.consumer_tag))
 
     def _remove_consumer(self, consumer: Consumer, dispatch: bool = True) -> None:
         del self.consumers[consumer.tag]
         if not consumer.queue.deleted:
             consumer.queue.remove_consumer(consumer, dispatch)
-
-    def cancel_by_server(self, consumer: Consumer) -> None:
-        """The consumed queue went away: tell the client (consumer_cancel_notify)."""
-        self.consumers.pop(consumer.tag, None)
-        if not self.connection.capability("consumer_cancel_notify"):
-            return  # RabbitMQ tells only clients that asked for it; the consumer is just gone
-        if self._held_cancels is not None:
-            self._held_cancels.append(consumer.tag)
-        elif not self.closing:
-            self.send_method(spec.Basic.Cancel(consumer.tag, False))
 
     @contextmanager
     def cancels_held(self) -> Iterator[list[str]]:
@@ -160,20 +191,21 @@ class Delivering:
 
     def send_cancels(self, tags: list[str]) -> None:
         for tag in tags:
-            self.send_if_open(spec.Basic.Cancel(tag, False))
+            self.channel.send_if_open(spec.Basic.Cancel(tag, False))
 
-    def _on_get(self, method: spec.Basic.Get) -> None:
-        name = topology.queue_name(self, method.queue)
-        self.vhost.check_permission(self.user, "read", "queue", name)
-        queue = topology.queue_for(self, name)
+    def on_get(self, method: spec.Basic.Get) -> None:
+        channel = self.channel
+        name = topology.queue_name(channel, method.queue)
+        channel.vhost.check_permission(channel.user, "read", "queue", name)
+        queue = topology.queue_for(channel, name)
         entry = queue.get(method.no_ack)
         if entry is None:
-            self.send_method(spec.Basic.GetEmpty())
+            channel.send_method(spec.Basic.GetEmpty())
             return
-        tag = self._next_delivery_tag
-        self._next_delivery_tag = tag + 1
-        if not method.no_ack:
-            self.unacked[tag] = (queue, entry, None)
+        if method.no_ack:
+            tag = self.tags.issue()
+        else:
+            tag = self.tags.keep((queue, entry, None))
             queue.unacked_count += 1
         message = entry.message
         self.connection.write(codec.encode_get_ok(
@@ -182,39 +214,29 @@ class Delivering:
             self.connection.frame_max,
         ))
 
-    def _take_unacked(
-        self, delivery_tag: int, multiple: bool
-    ) -> list[tuple[int, Unacked]]:
-        unacked = self.unacked
-        if multiple and (delivery_tag == 0 or delivery_tag in unacked):
-            taken = []
-            while unacked:
-                first = next(iter(unacked))
-                if delivery_tag and first > delivery_tag:
-                    break
-                taken.append(unacked.popitem(last=False))
-            return taken
-        if not multiple:
-            entry = unacked.pop(delivery_tag, None)
-            if entry is not None:
-                return [(delivery_tag, entry)]
-        raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+    # -- outcomes: ack, nack/reject, recover ----------------------------------------------
 
     def ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(delivery_tag, multiple, False, acked=True)
+        """basic.ack: the deliveries are done with (or, in a transaction, will be at commit)."""
+        taken = self.tags.take(delivery_tag, multiple, _ACK)
+        if self.transaction.active:
+            self.transaction.hold_outcomes(taken, True, False)
+        else:
+            self.apply_outcome([delivery for _, delivery in taken], True, False)
 
-    def _settle(
-        self, delivery_tag: int, multiple: bool, requeue: bool, acked: bool = False,
-    ) -> None:
-        taken = self._take_unacked(delivery_tag, multiple)
-        if self.tx_mode:
-            self._tx_settlements.extend((tag, entry, acked, requeue) for tag, entry in taken)
-            return
-        self._apply_settlement([entry for _, entry in taken], acked, requeue)
+    def reject(self, delivery_tag: int, multiple: bool, requeue: bool, nack: bool) -> None:
+        """basic.nack (`nack`) and basic.reject (a nack of one): requeued, or rejected to the
+        queue (dead-lettered or dropped)."""
+        taken = self.tags.take(delivery_tag, multiple, _NACK if nack else _REJECT)
+        if self.transaction.active:
+            self.transaction.hold_outcomes(taken, False, requeue)
+        else:
+            self.apply_outcome([delivery for _, delivery in taken], False, requeue)
 
-    def _apply_settlement(self, entries: list[Unacked], acked: bool, requeue: bool) -> None:
+    def apply_outcome(self, entries: list[Unacked], acked: bool, requeue: bool) -> None:
+        """Give the queues the outcome of deliveries taken from `tags`."""
         if requeue and not acked:
-            self._requeue(entries)
+            self.requeue(entries)
             return
         was_blocked = self.global_prefetch and self.global_unacked >= self.global_prefetch
         kick: list[Queue] = []
@@ -237,7 +259,8 @@ class Delivering:
             for queue in kick:
                 queue.dispatch()
 
-    def _requeue(self, entries: list[Unacked]) -> None:
+    def requeue(self, entries: list[Unacked]) -> None:
+        """Deliveries go back to their queues (in their original places)."""
         was_blocked = self.global_prefetch and self.global_unacked >= self.global_prefetch
         queues: dict[Queue, None] = {}
         for queue, entry, consumer in entries:
@@ -255,11 +278,24 @@ class Delivering:
         if was_blocked:
             self.kick_queues()
 
-    def _on_recover(self, method: spec.Basic.Recover | spec.Basic.RecoverAsync) -> None:
+    def on_recover(self, method: spec.Basic.Recover | spec.Basic.RecoverAsync) -> None:
         if not method.requeue:
             raise AMQPConnectionError(NOT_IMPLEMENTED, "requeue=false", 60, method.index & 0xFFFF)
-        entries = list(self.unacked.values())
-        self.unacked.clear()
-        self._requeue(entries)
+        self.requeue(self.tags.take_all())
         if isinstance(method, spec.Basic.Recover):
-            self.send_method(spec.Basic.RecoverOk())
+            self.channel.send_method(spec.Basic.RecoverOk())
+
+    def release(self, pending: list[Unacked]) -> None:
+        """The channel closes: consumers go first (so nothing is delivered back to it), then
+        `pending` (deliveries whose outcome a transaction held) and the unacked deliveries are
+        requeued, and only then do the queues hand out again: the requeued messages first, in
+        their original places."""
+        consumed = {consumer.queue: None for consumer in self.consumers.values()}
+        for consumer in list(self.consumers.values()):
+            self._remove_consumer(consumer, dispatch=False)
+        self._stop_replies()
+        pending.extend(self.tags.take_all())
+        self.requeue(pending)
+        for queue in consumed:
+            if not queue.deleted:
+                queue.dispatch()

@@ -1,12 +1,14 @@
-"""The publishing side of a channel: basic.publish and its content header and body frames
-assembled into a Message, checked (user_id, reply-to, expiration, delivery mode, CC/BCC) and
-routed, with basic.return for an unroutable mandatory message."""
+"""The publishing side of a channel, `Publishing`: basic.publish and its content header and
+body frames assembled into a Message, checked (user_id, reply-to, expiration, delivery mode,
+CC/BCC) and routed, with basic.return for an unroutable mandatory message; then handed to the
+channel's confirms (protocol/confirms.py) or held by its transaction
+(protocol/transactions.py)."""
 
 from __future__ import annotations
 
 import re
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from broker import names
 from broker.errors import NotImplementedByBroker, PreconditionFailed
@@ -15,15 +17,16 @@ from broker.names import erlang_pretty
 from broker.queue_args import InvalidArgument, check_expiry
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec, properties
-from protocol.constants import (
-    COMMAND_INVALID,
-    NO_ROUTE,
-    SYNTAX_ERROR,
-    UNEXPECTED_FRAME,
-)
+from protocol.channelstate import CRASH
+from protocol.confirms import ConfirmTracker
+from protocol.constants import BASIC_PUBLISH, NO_ROUTE, SYNTAX_ERROR
+from protocol.content import ContentAssembly
 from protocol.errors import AMQPConnectionError
+from protocol.transactions import TransactionBuffer
 
 if TYPE_CHECKING:
+    from broker.channel import Channel
+    from broker.delivering import Deliveries, Unacked
     from broker.exchanges import Exchange
 
 _USER_ID_FLAG = 0x0010
@@ -32,16 +35,44 @@ _HEADERS_FLAG = 0x2000
 _EXPIRATION_FLAG = 0x0100
 _DELIVERY_MODE_FLAG = 0x1000
 
-# Content assembly: basic.publish, then a content header, then body frames. The last two states
-# assemble the content of a method only servers send (basic.deliver...), refused once complete.
-IDLE, EXPECT_HEADER, EXPECT_BODY, UNIMPLEMENTED_HEADER, UNIMPLEMENTED_BODY = 0, 1, 2, 3, 4
 CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
 
 
-class Publishing:
-    """The publishing methods of Channel, whose __init__ sets up the state they use."""
+class HeldPublish(NamedTuple):
+    """A message published in a transaction, routed at tx.commit."""
 
-    def _on_publish(self, publish: codec.Publish) -> None:
+    exchange: Exchange
+    message: Message
+    mandatory: bool
+
+
+class Publishing:
+    """A channel's publishes: the content being assembled, and what is routed where."""
+
+    def __init__(self, channel: Channel, deliveries: Deliveries, confirms: ConfirmTracker,
+                 transaction: TransactionBuffer[HeldPublish, Unacked]) -> None:
+        self.channel = channel
+        self.connection = channel.connection
+        self.vhost = channel.vhost
+        self.user = channel.user
+        self.deliveries = deliveries  # for the direct reply-to consumer's key
+        self.confirms = confirms
+        self.transaction = transaction
+        self.has_published = False  # a publisher, for rabbitmq_global_publishers
+        self._permitted_exchange: str | None = None  # last exchange we checked write access to
+        # The content being assembled: its frames in content, the publish it follows here.
+        self.content = ContentAssembly()
+        self._publish: codec.Publish | None = None
+        self._publish_exchange: Exchange | None = None
+        self._props_raw = b""
+        self._props_ok = True  # whether _props_raw are well-formed property bytes
+
+    def reset(self) -> None:
+        """The channel closes: a content being assembled is dropped."""
+        self.content.reset()
+        self._publish = None
+
+    def on_publish(self, publish: codec.Publish) -> None:
         exchange = self.vhost.exchange_for_publish(
             self.user, publish.exchange, publish.routing_key,
             publish.exchange == self._permitted_exchange)
@@ -50,17 +81,13 @@ class Publishing:
             raise NotImplementedByBroker("immediate=true")
         self._publish = publish
         self._publish_exchange = exchange
-        self._content_state = EXPECT_HEADER
+        self.content.start(BASIC_PUBLISH)
 
-    def _on_header(self, payload: bytes) -> None:
-        class_id, weight, body_size, props_raw = codec.decode_content_header(payload)
-        if self._content_state != EXPECT_HEADER:
-            if self._content_state == UNIMPLEMENTED_HEADER:
-                self._unimplemented_header(class_id, weight, body_size)
-                return
-            raise self._unexpected_content_frame()
-        if weight or class_id != 60:
-            raise self._not_our_header(class_id, weight)
+    def on_header(self, payload: bytes) -> None:
+        taken = self.content.header(payload)
+        if taken is None:  # content only checked (of a method only servers send)
+            return
+        props_raw, body_size = taken
         if len(props_raw) <= 256:
             # Identical property bytes are shared between messages, and checked only once: the
             # cache holds well-formed bytes only.
@@ -80,101 +107,26 @@ class Publishing:
             self._props_ok = properties.well_formed(props_raw)
         max_size = self.connection.node.config.max_message_size
         if body_size > max_size:
-            self._content_state = IDLE
+            self.content.reset()
             raise PreconditionFailed(
                 f"message size {body_size} is larger than configured max size {max_size}"
             )
         self._props_raw = props_raw
-        self._body_size = body_size
-        self._content_state = EXPECT_BODY
         if body_size == 0:
-            self._complete_publish(b"")
-
-    def _on_body(self, payload: bytes) -> None:
-        if self._content_state != EXPECT_BODY:
-            if self._content_state == UNIMPLEMENTED_BODY:
-                self._unimplemented_body(payload)
-                return
-            raise self._unexpected_content_frame()
-        self._body_received += len(payload)
-        if self._body_received > self._body_size:
-            # Like RabbitMQ: an overrun is not checked here; the content never completes and
-            # the next method frame is the error.
-            self._body_parts.clear()
-            return
-        if self._body_received == self._body_size:
-            if self._body_parts:
-                self._body_parts.append(payload)
-                body = b"".join(self._body_parts)
-                self._body_parts = []
-            else:
-                body = payload
-            self._complete_publish(body)
-        else:
-            self._body_parts.append(payload)
-
-    def _unexpected_content_frame(self) -> AMQPConnectionError:
-        if self._content_state == IDLE:
-            return AMQPConnectionError(
-                UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
-            )
-        if self._content_state in (EXPECT_HEADER, UNIMPLEMENTED_HEADER):
-            return AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                "expected content header for class 60, got non content header frame instead",
-                60, self._content_method_id,
-            )
-        return AMQPConnectionError(
-            UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60,
-            self._content_method_id,
-        )
-
-    def _not_our_header(self, class_id: int, weight: int) -> AMQPConnectionError:
-        """505 for a content header of another class, or with a weight (which RabbitMQ does not
-        take for a content header at all)."""
-        got = (f"one for class {class_id}" if not weight
-               else "non content header frame")
-        return AMQPConnectionError(
-            UNEXPECTED_FRAME, f"expected content header for class 60, got {got} instead", 60,
-            self._content_method_id,
-        )
-
-    def expect_unimplemented_content(self, index: int) -> None:
-        """A content method only servers send: like RabbitMQ, take its content, then refuse it."""
-        self._content_method_id = index & 0xFFFF
-        self._content_state = UNIMPLEMENTED_HEADER
-
-    def _unimplemented_header(self, class_id: int, weight: int, body_size: int) -> None:
-        if weight or class_id != 60:
-            raise self._not_our_header(class_id, weight)
-        self._body_size, self._body_received = body_size, 0
-        self._content_state = UNIMPLEMENTED_BODY
-        if not body_size:
-            self._refuse_unimplemented()
-
-    def _unimplemented_body(self, payload: bytes) -> None:
-        self._body_received += len(payload)
-        if self._body_received >= self._body_size:
-            self._refuse_unimplemented()
-
-    def _refuse_unimplemented(self) -> None:
-        self._content_state = IDLE
-        raise AMQPConnectionError(COMMAND_INVALID, "unimplemented method", 60,
-                                  self._content_method_id)
+            self.complete(b"")
 
     def _crash(self, error: AMQPConnectionError) -> None:
         """RabbitMQ decodes the properties in the channel process once the message is
         complete, and undecodable ones crash it (541 INTERNAL_ERROR): the message goes nowhere
         and the connection is closed, but only after the frames its reader has already read,
         whose errors come first (Connection.fail_after_input)."""
-        self.closing = self.dead = True
+        self.channel.lifecycle.on(CRASH)
         self.connection.fail_after_input(error)
 
-    def _complete_publish(self, body: bytes) -> None:
+    def complete(self, body: bytes) -> None:
+        """The content is complete (`body` is the whole body): make the message and route it."""
         publish, exchange, props_raw = self._publish, self._publish_exchange, self._props_raw
-        self._content_state = IDLE
         self._publish = None
-        self._body_received = 0
         if not self._props_ok:  # refused once complete, as RabbitMQ's channel decodes them
             try:
                 properties.validate(props_raw)
@@ -197,18 +149,12 @@ class Publishing:
             if mode not in (1, 2):
                 raise PreconditionFailed(f"invalid message: {{delivery_mode_unknown,{mode}}}")
             message.persistent = mode == 2
-        if self.tx_mode:
-            self._tx_publishes.append((exchange, message, publish.mandatory))
+        if self.transaction.active:
+            self.transaction.hold_publish(HeldPublish(exchange, message, publish.mandatory))
             return
-        ticket = self.route(exchange, message, publish.mandatory)
-        if self.confirm_mode:
-            self._publish_seq += 1
-            if self._nack_next:
-                self._nack_next = False
-                self._nacked.append(self._publish_seq)
-            if ticket:
-                self._wait_until_durable(self._publish_seq, ticket)
-            self.connection.confirms_due(self)
+        ticket, refused = self.route(exchange, message, publish.mandatory)
+        if self.confirms.active:
+            self.channel.confirm_later(ticket, refused)
 
     def _check_special_properties(self, flags: int, props_raw: bytes) -> bytes:
         if flags & _USER_ID_FLAG:
@@ -219,30 +165,30 @@ class Publishing:
                     f"'{self.user.name}'"
                 )
         if flags & _REPLY_TO_FLAG and properties.get(props_raw, "reply_to") == DIRECT_REPLY_TO:
-            if self.reply_key is None:
+            reply_key = self.deliveries.reply_key
+            if reply_key is None:
                 raise PreconditionFailed("fast reply consumer does not exist")
             props_raw = properties.replace_shortstr(
-                props_raw, "reply_to", f"{DIRECT_REPLY_TO}.{self.reply_key}"
+                props_raw, "reply_to", f"{DIRECT_REPLY_TO}.{reply_key}"
             )
         return props_raw
 
-    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> int:
+    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[int, bool]:
         """Publish a complete message (VirtualHost.publish); basic.return if it is unroutable
-        and mandatory. Returns the log ticket to wait for before confirming (0: none)."""
+        and mandatory. Returns the log ticket to wait for before confirming (0 when nothing was
+        logged), and whether a queue refused it."""
         self.has_published = True
         try:
             routed, ticket, refused = self.vhost.publish(
-                exchange, message, mandatory=mandatory, confirm=self.confirm_mode)
+                exchange, message, mandatory=mandatory, confirm=self.confirms.active)
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
-        if refused and self.confirm_mode:
-            self._nack_next = True
         if not routed and mandatory:
             self.connection.write(codec.encode_return(
-                self.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
+                self.channel.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
                 message.body, self.connection.frame_max,
             ))
-        return ticket
+        return ticket, refused
 
 
 def _sender_selected_keys(props_raw: bytes) -> tuple[bytes, tuple[str, ...]]:

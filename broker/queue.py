@@ -1,6 +1,6 @@
 """A queue: ready messages in delivery order (by priority, requeued ones back in their
 original place), TTL expiry, length limits, dead-lettering, delivery limits, the unused-queue
-timer, dispatch to its line of consumers (by calling the consumer's channel's `deliver`), the
+timer, dispatch to its line of consumers (through each consumer's `DeliveryTarget`), the
 one get every front makes (`get`, or its halves `take` and `hand_out`), and what becomes of a
 delivered message (`ack`, `reject`, `requeue`). It sees its vhost as a `QueueHost`.
 Deep in a long queue, logged messages become rows of the store's catalog and transient ones
@@ -561,7 +561,7 @@ class Queue:
                     break
                 entry = messages.pop()
                 self.note_delivery(entry)
-                consumer.channel.deliver(consumer, self, entry)
+                consumer.target.deliver(consumer, self, entry)
         finally:
             self._dispatching = False
 

@@ -211,18 +211,18 @@ def queue_delete(channel: Channel, method: spec.Queue.Delete) -> None:
     count, held = 0, []
     if queue is not None:
         vhost.check_exclusive_access(queue, channel.connection)
-        with channel.cancels_held() as held:
+        with channel.deliveries.cancels_held() as held:
             count = vhost.delete_queue(queue, if_unused=method.if_unused,
                                        if_empty=method.if_empty)
     # RabbitMQ's channel answers delete-ok before it hears from the queue that its own
     # consumers are gone: basic.cancel follows delete-ok (kombu relies on that order).
     if method.nowait:
-        channel.send_cancels(held)
+        channel.deliveries.send_cancels(held)
         return
 
     def reply() -> None:
         channel.send_if_open(spec.Queue.DeleteOk(count))
-        channel.send_cancels(held)
+        channel.deliveries.send_cancels(held)
 
     channel.connection.node.when_definitions_durable(reply)
 

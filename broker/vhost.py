@@ -333,7 +333,7 @@ class VirtualHost:
         for binding in list(queue.bindings_in):
             self.remove_binding(binding)
         for consumer in list(queue.consumers):
-            consumer.channel.cancel_by_server(consumer)
+            consumer.target.cancelled(consumer)
         queue.drop_everything()
         if queue.owner is not None and queue in queue.owner.exclusive_queues:
             queue.owner.exclusive_queues.remove(queue)

@@ -120,7 +120,7 @@ class Snapshot:
             channels=sum(len(connection.channels) for connection in node.connections),
             publishers=sum(
                 1 for connection in node.connections
-                for channel in connection.channels.values() if channel.has_published
+                for channel in connection.channels.values() if channel.publishing.has_published
             ),
             counters={attribute: getattr(node, attribute)
                       for _, _, attribute, _ in _GLOBAL_COUNTERS},

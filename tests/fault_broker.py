@@ -24,7 +24,7 @@ class InjectedFault(Exception):
 
 def _targets() -> dict[str, tuple[object, str]]:
     """Fault name -> (object, attribute) of the function it replaces."""
-    import broker.confirms
+    import broker.channel
     import broker.deadletter
     import broker.exchanges.delayed
     import broker.queue
@@ -44,7 +44,7 @@ def _targets() -> dict[str, tuple[object, str]]:
         # x-delivery-count added on delivery from a queue with a delivery limit
         "delivery_count": (broker.queue, "encode_table"),
         # a write-ahead log waiter: the publisher-confirm callback
-        "confirm_callback": (broker.confirms.ConfirmsAndTransactions, "_log_durable"),
+        "confirm_callback": (broker.channel.Channel, "_log_durable"),
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -80,15 +80,16 @@ def _tls_info(connection: Connection) -> dict[str, Any]:
 
 
 def channel_info(channel: Channel) -> dict[str, Any]:
-    connection = channel.connection
+    connection, deliveries = channel.connection, channel.deliveries
     return {
         "name": channel_name(channel), "number": channel.number,
         "node": node_name(), "user": connection.user.name, "vhost": connection.vhost.name,
-        "state": "running", "confirm": channel.confirm_mode, "transactional": channel.tx_mode,
-        "consumer_count": len(channel.consumers),
-        "messages_unacknowledged": len(channel.unacked),
-        "prefetch_count": channel.default_prefetch, "global_prefetch_count":
-        channel.global_prefetch, "connection_details": {
+        "state": "running", "confirm": channel.confirms.active,
+        "transactional": channel.transaction.active,
+        "consumer_count": len(deliveries.consumers),
+        "messages_unacknowledged": len(deliveries.tags),
+        "prefetch_count": deliveries.default_prefetch, "global_prefetch_count":
+        deliveries.global_prefetch, "connection_details": {
             "name": connection.display_name, "peer_host": _peer(connection)[0],
             "peer_port": _peer(connection)[1],
         },
@@ -122,13 +123,14 @@ def channel_of(request: web.Request) -> Channel:
 async def show_channel(request: web.Request) -> web.Response:
     channel = channel_of(request)
     info = channel_info(channel)
-    info["consumer_details"] = [consumer_info(consumer) for consumer in channel.consumers.values()]
+    info["consumer_details"] = [consumer_info(consumer)
+                                for consumer in channel.deliveries.consumers.values()]
     return json_response(info)
 
 
 def consumer_info(consumer: Consumer) -> dict[str, Any]:
     """A consumer as /api/consumers and a queue's or channel's consumer_details show it."""
-    channel = consumer.channel
+    channel = cast(Channel, consumer.target)  # AMQP channels are the only consumers today
     connection = channel.connection
     line = consumer.queue.consumers
     if not line.single_active:
@@ -188,7 +190,7 @@ async def list_consumers(request: web.Request) -> web.Response:
         if "vhost" in request.match_info and connection.vhost.name != request.match_info["vhost"]:
             continue
         for channel in connection.channels.values():
-            items += [consumer_info(consumer) for consumer in channel.consumers.values()]
+            items += [consumer_info(consumer) for consumer in channel.deliveries.consumers.values()]
     return listing(request, items)
 
 
