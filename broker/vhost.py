@@ -31,6 +31,7 @@ from broker.queue_args import QUEUE_TYPES, resolve, validate_queue_arguments
 from broker.resources import (
     check_reserved_name,
     default_exchange_refused,
+    is_reserved,
     not_found,
     queue_locked,
     resource,
@@ -222,7 +223,7 @@ class VirtualHost:
     def delete_exchange(self, name: str, if_unused: bool) -> None:
         if not name:
             raise default_exchange_refused()
-        if name.startswith("amq."):
+        if is_reserved(name):
             raise AccessRefused(
                 f"deletion of system {resource('exchange', name, self.name)} not allowed"
             )

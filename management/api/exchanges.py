@@ -13,6 +13,7 @@ from pamqp import commands as spec
 from broker.errors import BrokerError
 from broker.exchanges import Exchange
 from broker.message import Message
+from broker.resources import is_reserved
 from management.api.bindings import binding_info
 from management.api.common import (
     USER,
@@ -91,7 +92,7 @@ def exchange_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
     """What a PUT body (or a definitions entry) declares: vhost.declare_exchange's type_name,
     durable, auto_delete, internal and arguments, or the API's error for a bad name or value."""
     check_name_length("exchange", name)
-    if not name or name.startswith("amq."):
+    if not name or is_reserved(name):
         raise access_refused()
     type_name = body.get("type", "direct")  # an unknown one is refused by declare_exchange
     arguments = body.get("arguments") or {}
@@ -105,7 +106,7 @@ def exchange_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
 async def delete_exchange(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     exchange = exchange_of(request)
-    if not exchange.name or exchange.name.startswith("amq."):
+    if not exchange.name or is_reserved(exchange.name):
         raise access_refused()
     try:
         vhost.delete_exchange(exchange.name, request.query.get("if-unused") == "true")

@@ -10,6 +10,7 @@ from broker import stepfailures
 from broker.errors import BrokerError
 from broker.message import QueuedMessage
 from broker.queue import Queue
+from broker.resources import is_reserved
 from management.api.common import (
     access_refused,
     bad_request,
@@ -106,7 +107,7 @@ def queue_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
     """What a PUT body (or a definitions entry) declares: vhost.declare_queue's durable,
     auto_delete and arguments, or the API's error for a bad name or value."""
     check_name_length("queue", name)
-    if name.startswith("amq."):
+    if is_reserved(name):
         raise access_refused()
     arguments = body.get("arguments") or {}
     if not isinstance(arguments, dict):
