@@ -779,6 +779,16 @@ def test_publish_checks_the_body_before_the_exchange(api):
     assert "key_missing,properties" in answer.json()["reason"]
 
 
+def test_publish_persistent_to_a_durable_queue(api, unique, cleanup):
+    """Answered once the message is logged (as RabbitMQ answers once it is confirmed)."""
+    name = f"q-durable-{unique}"
+    cleanup.append(f"/api/queues/%2F/{q(name)}")
+    api.create_queue("/", name, durable=True)
+    assert api.publish("/", "amq.default", name, "kept", properties={"delivery_mode": 2})
+    messages = api.get_messages("/", name)
+    assert [(m["payload"], m["properties"]["delivery_mode"]) for m in messages] == [("kept", 2)]
+
+
 def test_get_ack_requeue_false_is_a_get_without_ack(api, queue):
     """RabbitMQ's API takes a message with ack_requeue_false as basic.get with no_ack: a
     delivery, and no ack counted (checked against RabbitMQ 3.10.8)."""
