@@ -1,9 +1,9 @@
 """A virtual host: its exchanges, queues, bindings and policies, declared, looked up and deleted
-with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). `publish`,
-the one publish every front calls: direct reply-to, the delayed exchange's hold, routing
-(`route`), putting it into its queues, logged first when persistent (`enqueue`), and the
-counters. Messages held by delayed exchanges. Permission and topic permission checks against
-the node's access control."""
+with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). The one
+publish every front calls: its checks (`exchange_for_publish`), then `publish`: direct
+reply-to, the delayed exchange's hold, routing (`route`), putting it into its queues, logged
+first when persistent (`enqueue`), and the counters. Messages held by delayed exchanges.
+Permission and topic permission checks against the node's access control."""
 
 from __future__ import annotations
 
