@@ -417,7 +417,7 @@ class VirtualHost:
             raise not_found("exchange", name, self.name)
         if exchange.internal:
             raise AccessRefused(
-                f"cannot publish to internal exchange '{name}' in vhost '{self.name}'")
+                f"cannot publish to internal {resource('exchange', name, self.name)}")
         if exchange.type_name == "topic" and self.access.topic_permissions:
             self.check_topic_permission(user, "write", exchange, routing_key)
         return exchange
@@ -502,7 +502,7 @@ class VirtualHost:
         self.enqueue(message, queues)
 
     def _describe_exchange(self, exchange: Exchange) -> str:
-        return f"exchange '{exchange.name}' in vhost '{self.name}'"
+        return resource("exchange", exchange.name, self.name)
 
     def enqueue(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
         """Put a routed message into its queues: logged first if it is persistent (once, for

@@ -12,6 +12,7 @@ from aiohttp import web
 from broker.errors import BrokerError
 from broker.exchanges import Binding, Exchange
 from broker.queue import Queue
+from broker.resources import resource
 from management.api.common import (
     access_refused,
     bad_request,
@@ -84,9 +85,9 @@ def check_binding_names(
     if source in ("", "amq.default"):
         raise access_refused()
     if not (has_queue if kind == "queue" else has_exchange)(destination):
-        raise error(404, "not_found", f"no {kind} '{destination}' in vhost '{vhost}'")
+        raise error(404, "not_found", f"no {resource(kind, destination, vhost)}")
     if not has_exchange(source):
-        raise error(404, "not_found", f"no exchange '{source}' in vhost '{vhost}'")
+        raise error(404, "not_found", f"no {resource('exchange', source, vhost)}")
 
 
 async def list_between(request: web.Request) -> web.Response:

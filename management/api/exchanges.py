@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pamqp import commands as spec
 
-from broker.errors import BrokerError
+from broker.errors import AccessRefused, BrokerError
 from broker.exchanges import Exchange
 from broker.message import Message
 from broker.resources import is_reserved
@@ -106,10 +106,10 @@ def exchange_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
 async def delete_exchange(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     exchange = exchange_of(request)
-    if not exchange.name or is_reserved(exchange.name):
-        raise access_refused()
     try:
         vhost.delete_exchange(exchange.name, request.query.get("if-unused") == "true")
+    except AccessRefused:  # the default and amq.* exchanges: RabbitMQ's API says 401
+        raise access_refused() from None
     except BrokerError as failure:
         raise refusal(failure) from None
     return web.Response(status=204)

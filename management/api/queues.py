@@ -10,7 +10,7 @@ from broker import stepfailures
 from broker.errors import BrokerError
 from broker.message import QueuedMessage
 from broker.queue import Queue
-from broker.resources import is_reserved
+from broker.resources import is_reserved, resource
 from management.api.common import (
     access_refused,
     bad_request,
@@ -139,8 +139,8 @@ async def get_messages(request: web.Request) -> web.Response:
     and the answer is a 500 (the failure logged and counted)."""
     queue = vhost_of(request).queues.get(request.match_info["name"])
     if queue is None:
-        raise error(404, "not_found", f"NOT_FOUND - no queue '{request.match_info['name']}' "
-                                      f"in vhost '{request.match_info['vhost']}'")
+        raise error(404, "not_found", "NOT_FOUND - no " + resource(
+            "queue", request.match_info["name"], request.match_info["vhost"]))
     body = await json_body(request)
     require_keys(body, "count", "ackmode", "encoding")
     ackmode = body["ackmode"]
