@@ -128,7 +128,12 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 
 async def purge_queue(request: web.Request) -> web.Response:
-    queue_of(request).purge()
+    queue = queue_of(request)
+    try:
+        queue.vhost.check_exclusive_access(queue, None)
+    except BrokerError as failure:
+        raise refusal(failure) from None
+    queue.purge()
     return web.Response(status=204)
 
 
@@ -143,6 +148,10 @@ async def get_messages(request: web.Request) -> web.Response:
             "queue", request.match_info["name"], request.match_info["vhost"]))
     body = await json_body(request)
     require_keys(body, "count", "ackmode", "encoding")
+    try:  # RabbitMQ's API makes the get over AMQP: another connection's exclusive queue is locked
+        queue.vhost.check_exclusive_access(queue, None)
+    except BrokerError as failure:
+        raise refusal(failure, "amqp") from None
     ackmode = body["ackmode"]
     if body["encoding"] not in ("auto", "base64"):
         raise bad_request("Unsupported encoding. Please use auto or base64.")

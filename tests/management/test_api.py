@@ -789,6 +789,32 @@ def test_publish_persistent_to_a_durable_queue(api, unique, cleanup):
     assert [(m["payload"], m["properties"]["delivery_mode"]) for m in messages] == [("kept", 2)]
 
 
+def test_purge_and_get_refuse_another_connections_exclusive_queue(api, broker, unique):
+    """As RabbitMQ 3.10.8 answers (its API works over a connection of its own): the queue
+    keeps its message."""
+    name = f"q-excl-{abs(hash(unique)) % 10**9}"  # short: the AMQP reply text is a shortstr
+    locked = (f"cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could "
+              "be originally declared on another connection or the exclusive property value "
+              "does not match that of the original declaration.")
+    with amqp(broker) as connection:
+        channel = connection.channel()
+        channel.queue_declare(name, exclusive=True)
+        channel.basic_publish("", name, b"x")
+
+        def ready() -> int:
+            return channel.queue_declare(name, passive=True).method.message_count
+
+        eventually(ready, lambda count: count == 1, timeout=5)
+        answer = api.delete(f"/api/queues/%2F/{q(name)}/contents")
+        assert (answer.status, answer.json()) == (400, {"error": "bad_request",
+                                                        "reason": locked})
+        answer = api.post(f"/api/queues/%2F/{q(name)}/get",
+                          {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
+        assert (answer.status, answer.json()) == (400, {
+            "error": "bad_request", "reason": "405 RESOURCE_LOCKED - " + locked})
+        assert ready() == 1
+
+
 def test_get_ack_requeue_false_is_a_get_without_ack(api, queue):
     """RabbitMQ's API takes a message with ack_requeue_false as basic.get with no_ack: a
     delivery, and no ack counted (checked against RabbitMQ 3.10.8)."""
