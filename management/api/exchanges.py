@@ -29,6 +29,7 @@ from management.api.common import (
     parse_bool,
     refusal,
     require_keys,
+    require_permission,
     vhost_for_write,
     vhost_of,
 )
@@ -79,6 +80,7 @@ async def declare_exchange(request: web.Request) -> web.Response:
     name = exchange_name(request)
     declaration = exchange_declaration(name, body)
     existed = name in vhost.exchanges
+    require_permission(request, vhost, "configure", "exchange", name)
     try:
         exchange = vhost.declare_exchange(name, passive=False, **declaration)
     except BrokerError as failure:
@@ -106,6 +108,7 @@ def exchange_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
 async def delete_exchange(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     exchange = exchange_of(request)
+    require_permission(request, vhost, "configure", "exchange", exchange.name)
     try:
         vhost.delete_exchange(exchange.name, request.query.get("if-unused") == "true")
     except AccessRefused:  # the default and amq.* exchanges: RabbitMQ's API says 401
@@ -136,7 +139,7 @@ async def publish(request: web.Request) -> web.Response:
     try:
         exchange = vhost.exchange_for_publish(request[USER], exchange_name(request), routing_key)
     except BrokerError as failure:
-        raise refusal(failure, "amqp") from None
+        raise refusal(failure, "publish") from None
     message = Message(exchange.name, routing_key,
                       shortstr(exchange.name) + shortstr(routing_key), props_raw, raw_body)
     message.persistent = (body["properties"] or {}).get("delivery_mode") == 2

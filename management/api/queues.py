@@ -12,6 +12,7 @@ from broker.message import QueuedMessage
 from broker.queue import Queue
 from broker.resources import is_reserved, resource
 from management.api.common import (
+    USER,
     access_refused,
     bad_request,
     check_name_length,
@@ -24,6 +25,7 @@ from management.api.common import (
     parse_bool,
     refusal,
     require_keys,
+    require_permission,
     vhost_for_write,
     vhost_of,
 )
@@ -96,6 +98,7 @@ async def declare_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     declaration = queue_declaration(name, body)
     existed = name in vhost.queues
+    require_permission(request, vhost, "configure", "queue", name)
     try:
         vhost.declare_queue(name, None, passive=False, exclusive=False, **declaration)
     except BrokerError as failure:
@@ -118,6 +121,7 @@ def queue_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
 
 async def delete_queue(request: web.Request) -> web.Response:
     queue = queue_of(request)
+    require_permission(request, queue.vhost, "configure", "queue", queue.name)
     try:
         queue.vhost.check_exclusive_access(queue, None)
         queue.vhost.delete_queue(queue, if_unused=request.query.get("if-unused") == "true",
@@ -129,6 +133,7 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 async def purge_queue(request: web.Request) -> web.Response:
     queue = queue_of(request)
+    require_permission(request, queue.vhost, "read", "queue", queue.name)
     try:
         queue.vhost.check_exclusive_access(queue, None)
     except BrokerError as failure:
@@ -148,7 +153,8 @@ async def get_messages(request: web.Request) -> web.Response:
             "queue", request.match_info["name"], request.match_info["vhost"]))
     body = await json_body(request)
     require_keys(body, "count", "ackmode", "encoding")
-    try:  # RabbitMQ's API makes the get over AMQP: another connection's exclusive queue is locked
+    try:  # RabbitMQ's API makes the get over AMQP, as the request's user
+        queue.vhost.check_permission(request[USER], "read", "queue", queue.name)
         queue.vhost.check_exclusive_access(queue, None)
     except BrokerError as failure:
         raise refusal(failure, "amqp") from None

@@ -815,6 +815,62 @@ def test_purge_and_get_refuse_another_connections_exclusive_queue(api, broker, u
         assert ready() == 1
 
 
+def test_queue_exchange_and_binding_changes_need_the_users_permissions(api, broker, unique,
+                                                                       cleanup):
+    """RabbitMQ's API acts as the request's user: declaring and deleting need configure,
+    binding write on the destination and read on the source, purging and getting read; each
+    refusal is a 401 and changes nothing (checked against RabbitMQ 3.10.8)."""
+    user, queue, exchange = f"perm-{unique}", f"q-perm-{unique}", f"x-perm-{unique}"
+    cleanup += [f"/api/users/{q(user)}", f"/api/queues/%2F/{q(queue)}",
+                f"/api/exchanges/%2F/{q(exchange)}", f"/api/queues/%2F/{q(queue)}-new",
+                f"/api/exchanges/%2F/{q(exchange)}-new"]
+    assert api.put(f"/api/users/{q(user)}", {"password": "pw", "tags": "management"}).status \
+        == 201
+    api.create_queue("/", queue)
+    api.create_exchange("/", exchange, "direct")
+    assert api.publish("/", "amq.default", queue, "x")
+    as_user = Api(broker.host, broker.management_port, auth=(user, "pw"))
+
+    def permit(configure=".*", write=".*", read=".*") -> None:
+        assert api.put(f"/api/permissions/%2F/{q(user)}", {
+            "configure": configure, "write": write, "read": read}).status in (201, 204)
+
+    refused = (401, {"error": "not_authorised", "reason": "Access refused."})
+    binding = f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}"
+    permit(configure="^nothing$")
+    for method, path, body in (
+        ("PUT", f"/api/queues/%2F/{q(queue)}-new", {}),
+        ("DELETE", f"/api/queues/%2F/{q(queue)}", None),
+        ("PUT", f"/api/exchanges/%2F/{q(exchange)}-new", {"type": "direct"}),
+        ("DELETE", f"/api/exchanges/%2F/{q(exchange)}", None),
+    ):
+        answer = as_user.request(method, path, body)
+        assert (answer.status, answer.json()) == refused, (method, path)
+    permit(read="^nothing$")
+    answer = as_user.post(binding, {"routing_key": "k"})
+    assert (answer.status, answer.json()) == refused
+    answer = as_user.delete(f"/api/queues/%2F/{q(queue)}/contents")
+    assert (answer.status, answer.json()) == refused
+    answer = as_user.post(f"/api/queues/%2F/{q(queue)}/get",
+                          {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
+    assert (answer.status, answer.json()) == (401, {
+        "error": "not_authorised", "reason": f"ACCESS_REFUSED - access to queue '{queue}' in "
+                                             f"vhost '/' refused for user '{user}'"})
+    permit(write="^nothing$")
+    answer = as_user.post(binding, {"routing_key": "k"})
+    assert (answer.status, answer.json()) == refused
+    permit()
+    assert as_user.post(binding, {"routing_key": "k"}).status == 201
+    permit(write="^nothing$")
+    answer = as_user.delete(f"{binding}/k")
+    assert (answer.status, answer.json()) == refused
+    # nothing changed: the queue, its message, the exchange and the binding are all there
+    assert api.get(f"/api/queues/%2F/{q(queue)}-new").status == 404
+    assert api.get(f"/api/exchanges/%2F/{q(exchange)}-new").status == 404
+    assert [b["routing_key"] for b in api.ok_json(binding)] == ["k"]
+    assert [m["payload"] for m in api.get_messages("/", queue)] == ["x"]
+
+
 def test_get_ack_requeue_false_is_a_get_without_ack(api, queue):
     """RabbitMQ's API takes a message with ack_requeue_false as basic.get with no_ack: a
     delivery, and no ack counted (checked against RabbitMQ 3.10.8)."""
