@@ -23,6 +23,7 @@ from broker.auth import (
 )
 from broker.exchanges import Exchange
 from broker.policies import Policy
+from broker.resources import is_reserved
 from storage.definitions import DefinitionsError, read_document
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
                 })
         for exchange in vhost.exchanges.values():
             if (exchange.durable or not durable_only) and exchange.name and not (
-                exchange.name.startswith("amq.")
+                is_reserved(exchange.name)
             ):
                 document["exchanges"].append({
                     "name": exchange.name, "vhost": vhost.name, "type": exchange.type_name,

@@ -21,6 +21,7 @@ from broker.consumer import Consumer, ConsumerLine
 from broker.lanes import MessageLanes
 from broker.message import Message, QueuedMessage
 from broker.queue_args import QueueSettings, resolve
+from broker.resources import resource
 from protocol import properties
 from protocol.fieldtable import encode_table
 
@@ -125,7 +126,7 @@ class Queue:
         return len(self.consumers)
 
     def describe(self) -> str:
-        return f"queue '{self.name}' in vhost '{self.vhost.name}'"
+        return resource("queue", self.name, self.vhost.name)
 
     def apply_settings(self, settings: QueueSettings) -> None:
         """A policy changed: run with the new settings from now on."""

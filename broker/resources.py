@@ -14,9 +14,16 @@ def not_found(kind: str, name: str, vhost: str) -> NotFound:
     return NotFound(f"no {resource(kind, name, vhost)}")
 
 
+RESERVED_PREFIX = "amq."  # names the broker's own: clients may not create or delete them
+
+
+def is_reserved(name: str) -> bool:
+    return name.startswith(RESERVED_PREFIX)
+
+
 def check_reserved_name(kind: str, name: str) -> None:
     """Names starting with amq. are the broker's: clients may not create them."""
-    if name.startswith("amq."):
+    if is_reserved(name):
         raise AccessRefused(f"{kind} name '{name}' contains reserved prefix 'amq.*'")
 
 

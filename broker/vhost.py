@@ -1,9 +1,9 @@
 """A virtual host: its exchanges, queues, bindings and policies, declared, looked up and deleted
-with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). `publish`,
-the one publish every front calls: direct reply-to, the delayed exchange's hold, routing
-(`route`), putting it into its queues, logged first when persistent (`enqueue`), and the
-counters. Messages held by delayed exchanges. Permission and topic permission checks against
-the node's access control."""
+with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). The one
+publish every front calls: its checks (`exchange_for_publish`), then `publish`: direct
+reply-to, the delayed exchange's hold, routing (`route`), putting it into its queues, logged
+first when persistent (`enqueue`), and the counters. Messages held by delayed exchanges.
+Permission and topic permission checks against the node's access control."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from broker.queue_args import QUEUE_TYPES, resolve, validate_queue_arguments
 from broker.resources import (
     check_reserved_name,
     default_exchange_refused,
+    is_reserved,
     not_found,
     queue_locked,
     resource,
@@ -222,7 +223,7 @@ class VirtualHost:
     def delete_exchange(self, name: str, if_unused: bool) -> None:
         if not name:
             raise default_exchange_refused()
-        if name.startswith("amq."):
+        if is_reserved(name):
             raise AccessRefused(
                 f"deletion of system {resource('exchange', name, self.name)} not allowed"
             )
@@ -416,7 +417,7 @@ class VirtualHost:
             raise not_found("exchange", name, self.name)
         if exchange.internal:
             raise AccessRefused(
-                f"cannot publish to internal exchange '{name}' in vhost '{self.name}'")
+                f"cannot publish to internal {resource('exchange', name, self.name)}")
         if exchange.type_name == "topic" and self.access.topic_permissions:
             self.check_topic_permission(user, "write", exchange, routing_key)
         return exchange
@@ -434,7 +435,7 @@ class VirtualHost:
         Malformed headers that routing must read raise ValueError, IndexError, KeyError or
         struct.error (the message is counted as received, nothing else happens).
 
-        (One call on the hot path: what `route` does is written out here.)"""
+        (On the hot path: it calls exchanges.route itself, not `self.route`.)"""
         counters = self.counters
         counters.messages_received += 1
         if confirm:
@@ -500,7 +501,7 @@ class VirtualHost:
         self.enqueue(message, queues)
 
     def _describe_exchange(self, exchange: Exchange) -> str:
-        return f"exchange '{exchange.name}' in vhost '{self.name}'"
+        return resource("exchange", exchange.name, self.name)
 
     def enqueue(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
         """Put a routed message into its queues: logged first if it is persistent (once, for

@@ -12,6 +12,8 @@ from aiohttp import web
 from broker.errors import BrokerError
 from broker.exchanges import Binding, Exchange
 from broker.queue import Queue
+from broker.resources import resource
+from broker.vhost import VirtualHost
 from management.api.common import (
     access_refused,
     bad_request,
@@ -22,6 +24,7 @@ from management.api.common import (
     node_of,
     not_found,
     refusal,
+    require_permission,
     vhost_of,
 )
 
@@ -84,9 +87,9 @@ def check_binding_names(
     if source in ("", "amq.default"):
         raise access_refused()
     if not (has_queue if kind == "queue" else has_exchange)(destination):
-        raise error(404, "not_found", f"no {kind} '{destination}' in vhost '{vhost}'")
+        raise error(404, "not_found", f"no {resource(kind, destination, vhost)}")
     if not has_exchange(source):
-        raise error(404, "not_found", f"no exchange '{source}' in vhost '{vhost}'")
+        raise error(404, "not_found", f"no {resource('exchange', source, vhost)}")
 
 
 async def list_between(request: web.Request) -> web.Response:
@@ -108,6 +111,7 @@ async def create_binding(request: web.Request) -> web.Response:
     arguments = body.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise bad_request("arguments must be an object")
+    _require_binding_permissions(request, vhost, source, destination)
     try:
         vhost.bind(source, destination, routing_key, arguments)
     except BrokerError as failure:
@@ -122,8 +126,19 @@ async def show_binding(request: web.Request) -> web.Response:
 
 
 async def delete_binding(request: web.Request) -> web.Response:
-    vhost_of(request).remove_binding(_binding(request))
+    vhost, binding = vhost_of(request), _binding(request)
+    _require_binding_permissions(request, vhost, binding.source, binding.destination)
+    vhost.remove_binding(binding)
     return web.Response(status=204)
+
+
+def _require_binding_permissions(request: web.Request, vhost: VirtualHost, source: Exchange,
+                                 destination: Queue | Exchange) -> None:
+    """As queue.bind and exchange.bind check them: write on the destination, read on the
+    source."""
+    kind = "exchange" if isinstance(destination, Exchange) else "queue"
+    require_permission(request, vhost, "write", kind, destination.name)
+    require_permission(request, vhost, "read", "exchange", source.name)
 
 
 def _binding(request: web.Request) -> Binding:

@@ -44,13 +44,13 @@ def error(status: int, error_name: str, reason: Any) -> web.HTTPException:
 
 def refusal(
     failure: BrokerError,
-    form: Literal["text", "reply", "import", "aliveness", "amqp"] = "text",
+    form: Literal["text", "reply", "import", "amqp", "publish"] = "text",
 ) -> web.HTTPException:
     """A refusal of the broker core as RabbitMQ's API shows it: a 400 whose reason is the
     text ("text": declare, delete), the AMQP reply text ("reply": a binding), the AMQP error of
-    an import ("import": definitions), or reply code and text ("amqp": the publish, which
-    RabbitMQ makes over AMQP; "aliveness": the aliveness test, the same but access refused
-    being a 401)."""
+    an import ("import": definitions), or reply code and text, access refused being a 401 with
+    the reply text ("amqp": the aliveness test and the get, which RabbitMQ makes over AMQP) or
+    a 400 like the others ("publish")."""
     if form == "text":
         return bad_request(failure.text)
     amqp = named_error(failure.kind, failure.text)
@@ -59,9 +59,19 @@ def refusal(
     if form == "import":
         return error(400, "bad_request",
                      ["amqp_error", failure.kind, erlang_chars(failure.text), "none"])
-    if form == "aliveness" and failure.kind == "access_refused":
+    if form == "amqp" and failure.kind == "access_refused":
         return error(401, "not_authorised", amqp.reply_text)
     return bad_request(f"{amqp.reply_code} {amqp.reply_text}")
+
+
+def require_permission(request: web.Request, vhost: VirtualHost, kind: str,
+                       resource_kind: str, name: str) -> None:
+    """The core's permission check for the request's user (RabbitMQ's API acts as that user):
+    `kind` (configure, write, read) on the named queue or exchange, else RabbitMQ's 401."""
+    try:
+        vhost.check_permission(request[USER], kind, resource_kind, name)
+    except BrokerError:
+        raise access_refused() from None
 
 
 def not_found() -> web.HTTPException:

@@ -10,9 +10,10 @@ from typing import Any
 from aiohttp import web
 from pamqp import commands as spec
 
-from broker.errors import BrokerError
+from broker.errors import AccessRefused, BrokerError
 from broker.exchanges import Exchange
 from broker.message import Message
+from broker.resources import is_reserved
 from management.api.bindings import binding_info
 from management.api.common import (
     USER,
@@ -28,6 +29,7 @@ from management.api.common import (
     parse_bool,
     refusal,
     require_keys,
+    require_permission,
     vhost_for_write,
     vhost_of,
 )
@@ -78,6 +80,7 @@ async def declare_exchange(request: web.Request) -> web.Response:
     name = exchange_name(request)
     declaration = exchange_declaration(name, body)
     existed = name in vhost.exchanges
+    require_permission(request, vhost, "configure", "exchange", name)
     try:
         exchange = vhost.declare_exchange(name, passive=False, **declaration)
     except BrokerError as failure:
@@ -91,7 +94,7 @@ def exchange_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
     """What a PUT body (or a definitions entry) declares: vhost.declare_exchange's type_name,
     durable, auto_delete, internal and arguments, or the API's error for a bad name or value."""
     check_name_length("exchange", name)
-    if not name or name.startswith("amq."):
+    if not name or is_reserved(name):
         raise access_refused()
     type_name = body.get("type", "direct")  # an unknown one is refused by declare_exchange
     arguments = body.get("arguments") or {}
@@ -105,10 +108,11 @@ def exchange_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
 async def delete_exchange(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     exchange = exchange_of(request)
-    if not exchange.name or exchange.name.startswith("amq."):
-        raise access_refused()
+    require_permission(request, vhost, "configure", "exchange", exchange.name)
     try:
         vhost.delete_exchange(exchange.name, request.query.get("if-unused") == "true")
+    except AccessRefused:  # the default and amq.* exchanges: RabbitMQ's API says 401
+        raise access_refused() from None
     except BrokerError as failure:
         raise refusal(failure) from None
     return web.Response(status=204)
@@ -135,7 +139,7 @@ async def publish(request: web.Request) -> web.Response:
     try:
         exchange = vhost.exchange_for_publish(request[USER], exchange_name(request), routing_key)
     except BrokerError as failure:
-        raise refusal(failure, "amqp") from None
+        raise refusal(failure, "publish") from None
     message = Message(exchange.name, routing_key,
                       shortstr(exchange.name) + shortstr(routing_key), props_raw, raw_body)
     message.persistent = (body["properties"] or {}).get("delivery_mode") == 2

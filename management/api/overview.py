@@ -264,7 +264,7 @@ async def aliveness(request: web.Request) -> web.Response:
         vhost.publish(vhost.default_exchange, message)
         vhost.check_permission(user, "read", "queue", ALIVENESS_QUEUE)
     except BrokerError as failure:
-        raise refusal(failure, "aliveness") from None
+        raise refusal(failure, "amqp") from None
     if queue.get(no_ack=True) is None:  # a basic.get with no_ack, counted as one
         return json_response({"status": "failed", "reason": "aliveness-test queue is empty"},
                              status=HEALTH_CHECK_FAILURE_STATUS)

@@ -10,7 +10,9 @@ from broker import stepfailures
 from broker.errors import BrokerError
 from broker.message import QueuedMessage
 from broker.queue import Queue
+from broker.resources import is_reserved, resource
 from management.api.common import (
+    USER,
     access_refused,
     bad_request,
     check_name_length,
@@ -23,6 +25,7 @@ from management.api.common import (
     parse_bool,
     refusal,
     require_keys,
+    require_permission,
     vhost_for_write,
     vhost_of,
 )
@@ -95,6 +98,7 @@ async def declare_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     declaration = queue_declaration(name, body)
     existed = name in vhost.queues
+    require_permission(request, vhost, "configure", "queue", name)
     try:
         vhost.declare_queue(name, None, passive=False, exclusive=False, **declaration)
     except BrokerError as failure:
@@ -106,7 +110,7 @@ def queue_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
     """What a PUT body (or a definitions entry) declares: vhost.declare_queue's durable,
     auto_delete and arguments, or the API's error for a bad name or value."""
     check_name_length("queue", name)
-    if name.startswith("amq."):
+    if is_reserved(name):
         raise access_refused()
     arguments = body.get("arguments") or {}
     if not isinstance(arguments, dict):
@@ -117,6 +121,7 @@ def queue_declaration(name: str, body: dict[str, Any]) -> dict[str, Any]:
 
 async def delete_queue(request: web.Request) -> web.Response:
     queue = queue_of(request)
+    require_permission(request, queue.vhost, "configure", "queue", queue.name)
     try:
         queue.vhost.check_exclusive_access(queue, None)
         queue.vhost.delete_queue(queue, if_unused=request.query.get("if-unused") == "true",
@@ -127,7 +132,13 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 
 async def purge_queue(request: web.Request) -> web.Response:
-    queue_of(request).purge()
+    queue = queue_of(request)
+    require_permission(request, queue.vhost, "read", "queue", queue.name)
+    try:
+        queue.vhost.check_exclusive_access(queue, None)
+    except BrokerError as failure:
+        raise refusal(failure) from None
+    queue.purge()
     return web.Response(status=204)
 
 
@@ -138,10 +149,15 @@ async def get_messages(request: web.Request) -> web.Response:
     and the answer is a 500 (the failure logged and counted)."""
     queue = vhost_of(request).queues.get(request.match_info["name"])
     if queue is None:
-        raise error(404, "not_found", f"NOT_FOUND - no queue '{request.match_info['name']}' "
-                                      f"in vhost '{request.match_info['vhost']}'")
+        raise error(404, "not_found", "NOT_FOUND - no " + resource(
+            "queue", request.match_info["name"], request.match_info["vhost"]))
     body = await json_body(request)
     require_keys(body, "count", "ackmode", "encoding")
+    try:  # RabbitMQ's API makes the get over AMQP, as the request's user
+        queue.vhost.check_permission(request[USER], "read", "queue", queue.name)
+        queue.vhost.check_exclusive_access(queue, None)
+    except BrokerError as failure:
+        raise refusal(failure, "amqp") from None
     ackmode = body["ackmode"]
     if body["encoding"] not in ("auto", "base64"):
         raise bad_request("Unsupported encoding. Please use auto or base64.")

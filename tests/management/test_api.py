@@ -779,6 +779,98 @@ def test_publish_checks_the_body_before_the_exchange(api):
     assert "key_missing,properties" in answer.json()["reason"]
 
 
+def test_publish_persistent_to_a_durable_queue(api, unique, cleanup):
+    """Answered once the message is logged (as RabbitMQ answers once it is confirmed)."""
+    name = f"q-durable-{unique}"
+    cleanup.append(f"/api/queues/%2F/{q(name)}")
+    api.create_queue("/", name, durable=True)
+    assert api.publish("/", "amq.default", name, "kept", properties={"delivery_mode": 2})
+    messages = api.get_messages("/", name)
+    assert [(m["payload"], m["properties"]["delivery_mode"]) for m in messages] == [("kept", 2)]
+
+
+def test_purge_and_get_refuse_another_connections_exclusive_queue(api, broker, unique):
+    """As RabbitMQ 3.10.8 answers (its API works over a connection of its own): the queue
+    keeps its message."""
+    name = f"q-excl-{abs(hash(unique)) % 10**9}"  # short: the AMQP reply text is a shortstr
+    locked = (f"cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could "
+              "be originally declared on another connection or the exclusive property value "
+              "does not match that of the original declaration.")
+    with amqp(broker) as connection:
+        channel = connection.channel()
+        channel.queue_declare(name, exclusive=True)
+        channel.basic_publish("", name, b"x")
+
+        def ready() -> int:
+            return channel.queue_declare(name, passive=True).method.message_count
+
+        eventually(ready, lambda count: count == 1, timeout=5)
+        answer = api.delete(f"/api/queues/%2F/{q(name)}/contents")
+        assert (answer.status, answer.json()) == (400, {"error": "bad_request",
+                                                        "reason": locked})
+        answer = api.post(f"/api/queues/%2F/{q(name)}/get",
+                          {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
+        assert (answer.status, answer.json()) == (400, {
+            "error": "bad_request", "reason": "405 RESOURCE_LOCKED - " + locked})
+        assert ready() == 1
+
+
+def test_queue_exchange_and_binding_changes_need_the_users_permissions(api, broker, unique,
+                                                                       cleanup):
+    """RabbitMQ's API acts as the request's user: declaring and deleting need configure,
+    binding write on the destination and read on the source, purging and getting read; each
+    refusal is a 401 and changes nothing (checked against RabbitMQ 3.10.8)."""
+    user, queue, exchange = f"perm-{unique}", f"q-perm-{unique}", f"x-perm-{unique}"
+    cleanup += [f"/api/users/{q(user)}", f"/api/queues/%2F/{q(queue)}",
+                f"/api/exchanges/%2F/{q(exchange)}", f"/api/queues/%2F/{q(queue)}-new",
+                f"/api/exchanges/%2F/{q(exchange)}-new"]
+    assert api.put(f"/api/users/{q(user)}", {"password": "pw", "tags": "management"}).status \
+        == 201
+    api.create_queue("/", queue)
+    api.create_exchange("/", exchange, "direct")
+    assert api.publish("/", "amq.default", queue, "x")
+    as_user = Api(broker.host, broker.management_port, auth=(user, "pw"))
+
+    def permit(configure=".*", write=".*", read=".*") -> None:
+        assert api.put(f"/api/permissions/%2F/{q(user)}", {
+            "configure": configure, "write": write, "read": read}).status in (201, 204)
+
+    refused = (401, {"error": "not_authorised", "reason": "Access refused."})
+    binding = f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}"
+    permit(configure="^nothing$")
+    for method, path, body in (
+        ("PUT", f"/api/queues/%2F/{q(queue)}-new", {}),
+        ("DELETE", f"/api/queues/%2F/{q(queue)}", None),
+        ("PUT", f"/api/exchanges/%2F/{q(exchange)}-new", {"type": "direct"}),
+        ("DELETE", f"/api/exchanges/%2F/{q(exchange)}", None),
+    ):
+        answer = as_user.request(method, path, body)
+        assert (answer.status, answer.json()) == refused, (method, path)
+    permit(read="^nothing$")
+    answer = as_user.post(binding, {"routing_key": "k"})
+    assert (answer.status, answer.json()) == refused
+    answer = as_user.delete(f"/api/queues/%2F/{q(queue)}/contents")
+    assert (answer.status, answer.json()) == refused
+    answer = as_user.post(f"/api/queues/%2F/{q(queue)}/get",
+                          {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
+    assert (answer.status, answer.json()) == (401, {
+        "error": "not_authorised", "reason": f"ACCESS_REFUSED - access to queue '{queue}' in "
+                                             f"vhost '/' refused for user '{user}'"})
+    permit(write="^nothing$")
+    answer = as_user.post(binding, {"routing_key": "k"})
+    assert (answer.status, answer.json()) == refused
+    permit()
+    assert as_user.post(binding, {"routing_key": "k"}).status == 201
+    permit(write="^nothing$")
+    answer = as_user.delete(f"{binding}/k")
+    assert (answer.status, answer.json()) == refused
+    # nothing changed: the queue, its message, the exchange and the binding are all there
+    assert api.get(f"/api/queues/%2F/{q(queue)}-new").status == 404
+    assert api.get(f"/api/exchanges/%2F/{q(exchange)}-new").status == 404
+    assert [b["routing_key"] for b in api.ok_json(binding)] == ["k"]
+    assert [m["payload"] for m in api.get_messages("/", queue)] == ["x"]
+
+
 def test_get_ack_requeue_false_is_a_get_without_ack(api, queue):
     """RabbitMQ's API takes a message with ack_requeue_false as basic.get with no_ack: a
     delivery, and no ack counted (checked against RabbitMQ 3.10.8)."""
