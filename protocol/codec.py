@@ -18,7 +18,12 @@ from pamqp.base import Frame as PamqpMethod
 from protocol import fieldtable
 from protocol.constants import (
     BASIC_ACK,
+    BASIC_DELIVER,
+    BASIC_GET_OK,
+    BASIC_NACK,
     BASIC_PUBLISH,
+    BASIC_RETURN,
+    CLASS_BASIC,
     FRAME_BODY,
     FRAME_END,
     FRAME_END_BYTE,
@@ -40,12 +45,11 @@ from protocol.errors import (
 
 _frame_header = struct.Struct("!BHI")
 _method_id = struct.Struct("!I")
-_class_method = struct.Struct("!HH")
 _content_header = struct.Struct("!HHQ")
 _ack = struct.Struct("!QB")
 _u16 = struct.Struct("!H")
 _u32 = struct.Struct("!I")
-_deliver_head = struct.Struct("!BHIHH")
+_method_head = struct.Struct("!BHII")  # frame type, channel, size, packed class and method
 _header_frame_head = struct.Struct("!BHIHHQ")
 _body_frame_head = struct.Struct("!BHI")
 _tag_and_flag = struct.Struct("!QB")
@@ -413,7 +417,8 @@ def encode_content(channel: int, props_raw: bytes, body: bytes, frame_max: int) 
     """Content header frame (with the raw property bytes) followed by body frames."""
     body_size = len(body)
     parts = [
-        _header_frame_head.pack(FRAME_HEADER, channel, 12 + len(props_raw), 60, 0, body_size),
+        _header_frame_head.pack(FRAME_HEADER, channel, 12 + len(props_raw), CLASS_BASIC, 0,
+                                body_size),
         props_raw,
         FRAME_END_BYTE,
     ]
@@ -443,7 +448,7 @@ def encode_deliver(
     """basic.deliver + content. `consumer_tag_bytes` and `route_bytes` are encoded shortstrs."""
     method_tail = consumer_tag_bytes + _tag_and_flag.pack(delivery_tag, redelivered) + route_bytes
     return (
-        _deliver_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), 60, 60)
+        _method_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), BASIC_DELIVER)
         + method_tail
         + FRAME_END_BYTE
         + encode_content(channel, props_raw, body, frame_max)
@@ -466,7 +471,7 @@ def encode_get_ok(
         + struct.pack("!I", message_count)
     )
     return (
-        _deliver_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), 60, 71)
+        _method_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), BASIC_GET_OK)
         + method_tail
         + FRAME_END_BYTE
         + encode_content(channel, props_raw, body, frame_max)
@@ -479,7 +484,7 @@ def encode_return(
 ) -> bytes:
     method_tail = _u16.pack(reply_code) + shortstr(reply_text) + route_bytes
     return (
-        _deliver_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), 60, 50)
+        _method_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), BASIC_RETURN)
         + method_tail
         + FRAME_END_BYTE
         + encode_content(channel, props_raw, body, frame_max)
@@ -487,13 +492,13 @@ def encode_return(
 
 
 def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
-    return _deliver_head.pack(FRAME_METHOD, channel, 13, 60, 80) + _tag_and_flag.pack(
+    return _method_head.pack(FRAME_METHOD, channel, 13, BASIC_ACK) + _tag_and_flag.pack(
         delivery_tag, multiple
     ) + FRAME_END_BYTE
 
 
 def encode_nack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     """basic.nack from the broker (publisher confirms): requeue bit is always 0."""
-    return _deliver_head.pack(FRAME_METHOD, channel, 13, 60, 120) + _tag_and_flag.pack(
+    return _method_head.pack(FRAME_METHOD, channel, 13, BASIC_NACK) + _tag_and_flag.pack(
         delivery_tag, multiple
     ) + FRAME_END_BYTE

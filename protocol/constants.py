@@ -62,10 +62,14 @@ CLASS_BASIC = 60
 CLASS_CONFIRM = 85
 CLASS_TX = 90
 
-# Method ids of the hot path, packed as (class_id << 16) | method_id.
-BASIC_PUBLISH = (60 << 16) | 40
-BASIC_DELIVER = (60 << 16) | 60
-BASIC_ACK = (60 << 16) | 80
+# Methods of the hot path (and the broker's other content methods), packed as
+# (class_id << 16) | method_id: the 4 bytes that start a method frame's payload.
+BASIC_PUBLISH = (CLASS_BASIC << 16) | 40
+BASIC_RETURN = (CLASS_BASIC << 16) | 50
+BASIC_DELIVER = (CLASS_BASIC << 16) | 60
+BASIC_GET_OK = (CLASS_BASIC << 16) | 71
+BASIC_ACK = (CLASS_BASIC << 16) | 80
+BASIC_NACK = (CLASS_BASIC << 16) | 120
 
 # Basic property flag bits, in wire order.
 PROPERTY_FLAGS = (

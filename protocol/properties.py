@@ -22,6 +22,10 @@ _u32 = struct.Struct("!I")
 _u64 = struct.Struct("!Q")
 _FIXED_SIZES = {"octet": 1, "timestamp": 8}
 _FLAG_OF = {name: flag for name, flag, _ in PROPERTY_FLAGS}
+# The flag bits the quick walks below test.
+_CONTENT_TYPE, _CONTENT_ENCODING, _HEADERS, _DELIVERY_MODE = (
+    _FLAG_OF[name] for name in ("content_type", "content_encoding", "headers", "delivery_mode")
+)
 
 
 def _field_spans(raw: bytes) -> dict[str, tuple[int, int, str]]:
@@ -94,14 +98,14 @@ def delivery_mode(raw: bytes) -> int | None:
     """The delivery_mode property, found without decoding anything else (hot path)."""
     try:
         flags = (raw[0] << 8) | raw[1]
-        if not flags & 0x1000:
+        if not flags & _DELIVERY_MODE:
             return None
         offset = 2
-        if flags & 0x8000:
+        if flags & _CONTENT_TYPE:
             offset += 1 + raw[offset]
-        if flags & 0x4000:
+        if flags & _CONTENT_ENCODING:
             offset += 1 + raw[offset]
-        if flags & 0x2000:
+        if flags & _HEADERS:
             offset += 4 + _u32.unpack_from(raw, offset)[0]
         return raw[offset]
     except (IndexError, struct.error):
@@ -162,9 +166,6 @@ def rebuild(raw: bytes, changes: dict[str, bytes | None]) -> bytes:
     return _u16.pack(flags) + b"".join(parts)
 
 
-_HEADERS_FLAG = 0x2000
-
-
 def headers_offset(raw: bytes) -> int | None:
     """Where the headers table (present or not) starts: after the two shortstrs before it.
     None for property bytes this quick walk does not handle (continuation flag words)."""
@@ -174,9 +175,9 @@ def headers_offset(raw: bytes) -> int | None:
     if flags & 1:
         return None
     offset = 2
-    if flags & 0x8000:
+    if flags & _CONTENT_TYPE:
         offset += 1 + raw[offset]
-    if flags & 0x4000:
+    if flags & _CONTENT_ENCODING:
         offset += 1 + raw[offset]
     return offset
 
@@ -185,13 +186,8 @@ def set_headers(raw: bytes, offset: int, table: bytes) -> bytes:
     """The same property bytes with the headers table at `offset` (from `headers_offset`)
     replaced, or added, by `table` (encoded, with its 4-byte length); the rest byte for byte."""
     flags = (raw[0] << 8) | raw[1]
-    end = offset + 4 + _u32.unpack_from(raw, offset)[0] if flags & _HEADERS_FLAG else offset
-    return _u16.pack(flags | _HEADERS_FLAG) + raw[2:offset] + table + raw[end:]
-
-
-def shortstr_value(value: str) -> bytes:
-    encoded = value.encode()
-    return bytes((len(encoded),)) + encoded
+    end = offset + 4 + _u32.unpack_from(raw, offset)[0] if flags & _HEADERS else offset
+    return _u16.pack(flags | _HEADERS) + raw[2:offset] + table + raw[end:]
 
 
 def remove_header(raw: bytes, key: str) -> bytes:

@@ -29,8 +29,9 @@ PURGE = 4  # every message of a queue logged so far is gone (purge, delete)
 
 _u16 = struct.Struct("!H")
 _u32 = struct.Struct("!I")
-_u64 = struct.Struct("!Q")
-_publish_head = struct.Struct("!QQH")  # message id, published at (ms since epoch), queue count
+# A PUBLISH payload's fixed start, after its type: message id, published at (ms since the
+# epoch), queue count.
+PUBLISH_HEAD = struct.Struct("!QQH")
 
 QueueKey = tuple[str, str]  # (vhost, queue name)
 
@@ -80,7 +81,7 @@ def publish_head(
     """Everything of a PUBLISH body before the message body itself (which comes last, so a
     record can be rebuilt around body bytes read from another segment)."""
     return b"".join((
-        _publish_head.pack(message_id, published_at, len(queues)),
+        PUBLISH_HEAD.pack(message_id, published_at, len(queues)),
         *(_queue_key(key) for key in queues),
         _shortstr(exchange),
         _shortstr(routing_key),
@@ -184,7 +185,7 @@ def decode_payload(payload: bytes, with_body: bool = True) -> Record:
     reader = _Reader(payload, 1)
     try:
         if record_type == PUBLISH:
-            message_id, published_at, count = _publish_head.unpack(reader.take(_publish_head.size))
+            message_id, published_at, count = PUBLISH_HEAD.unpack(reader.take(PUBLISH_HEAD.size))
             queues = [reader.queue_key() for _ in range(count)]
             exchange = reader.any_shortstr()
             routing_key = reader.any_shortstr()

@@ -21,8 +21,8 @@ from storage.wal import segment_path
 log = logging.getLogger(__name__)
 
 _head = records.RECORD_HEAD.unpack_from
-_publish_head = struct.Struct("!QQH").unpack_from  # message id, published at, queue count
-_PUBLISH_META = 1 + 8 + 8 + 2  # where the queue list starts in a PUBLISH payload
+_publish_head = records.PUBLISH_HEAD.unpack_from  # message id, published at, queue count
+_PUBLISH_META = 1 + records.PUBLISH_HEAD.size  # where the queue list starts in a PUBLISH payload
 # length, crc32, type, message id, published at, queue count: a PUBLISH record's first bytes
 _publish_record_head = struct.Struct("!IIBQQH").unpack_from
 _PUBLISH_RECORD_META = records.RECORD_HEAD_SIZE + _PUBLISH_META

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from storage import records, snapshot
-from storage.catalog import SEVERAL, Catalog
+from storage.catalog import ROW_ARRAYS, SEVERAL, Catalog
 from storage.records import DELIVERED, REMOVE
 from storage.scan import scan
 from storage.wal import segment_path
@@ -244,6 +244,19 @@ def live_catalog() -> Catalog:
 
 
 STAMPS = {1: (1000, 123, 0xDEADBEEF), 2: (2000, 456, 7)}
+
+
+def test_put_row_appends_or_overwrites_every_column():
+    """A row written over a free one holds the new message's fields in every column of
+    ROW_ARRAYS (the arguments come in that order), and nothing of the old message."""
+    catalog = Catalog()
+    first = catalog.put_row(None, 1, 2, 3, 4, 5, 6, 7, 1)
+    second = catalog.put_row(None, 11, 12, 13, 14, 15, 16, 17, 0)
+    assert (first, second) == (0, 1)
+    assert catalog.put_row(first, 21, 22, 23, 24, 25, 26, 27, 0) == first
+    assert len(catalog) == 2
+    assert [[getattr(catalog, name)[row] for name, _ in ROW_ARRAYS] for row in (0, 1)] == [
+        [21, 22, 23, 24, 25, 26, 27, 0], [11, 12, 13, 14, 15, 16, 17, 0]]
 
 
 def test_snapshot_round_trip():

@@ -9,12 +9,14 @@ compaction moving messages that are still rows.
 from __future__ import annotations
 
 import time
+from functools import partial
 
+import long_queues
 import pika
 import pytest
 from client_helpers import message_count
+from long_queues import publish_priorities, restart
 from warren_process import (
-    WarrenNode,
     consume_unacked,
     drain,
     get_all,
@@ -23,27 +25,7 @@ from warren_process import (
 )
 
 COUNT = 3500  # more than three batches of 1024
-
-
-def fill(node: WarrenNode, queue: str, count: int = COUNT, arguments: dict | None = None,
-         size: int = 100) -> list[bytes]:
-    bodies = [b"%05d-" % i + b"m" * size for i in range(count)]
-    with node.channel() as ch:
-        ch.queue_declare(queue, durable=True, arguments=arguments)
-    publish_many(node, [("", queue, body) for body in bodies], window=500)
-    return bodies
-
-
-def restart(node: WarrenNode, how: str) -> None:
-    """A clean restart, or a crash once what was done so far is on disk (acks, purges and
-    deletes are written without waiting: a confirmed publish after them waits for them)."""
-    if how == "crash":
-        with node.channel() as ch:
-            ch.queue_declare("barrier", durable=True)
-            publish_confirmed(ch, "barrier", [b"barrier"])
-        node.crash_restart()
-    else:
-        node.restart()
+fill = partial(long_queues.fill, count=COUNT, size=100)
 
 
 @pytest.mark.parametrize("how", ["clean", "crash"])
@@ -86,20 +68,8 @@ def test_requeued_messages_go_back_to_their_place(node):
 
 @pytest.mark.parametrize("how", ["clean", "crash"])
 def test_priority_queue(node, how):
-    with node.channel() as ch:
-        ch.queue_declare("prio", durable=True, arguments={"x-max-priority": 2})
-    messages = [(b"%05d" % i, i % 4) for i in range(COUNT)]  # priorities 0..3; 3 counts as 2
-    publisher = node.connect()
-    ch = publisher.channel()
-    ch.confirm_delivery()
-    for body, priority in messages:
-        ch.basic_publish("", "prio", body, pika.BasicProperties(delivery_mode=2,
-                                                                priority=priority))
-    publisher.close()
+    expected = publish_priorities(node, "prio", COUNT)
     restart(node, how)
-
-    expected = [body for level in (2, 1, 0) for body, priority in messages
-                if min(priority, 2) == level]
     assert [got.body for got in drain(node, "prio", COUNT, batch=250)] == expected
 
 

@@ -9,13 +9,22 @@ restarts (clean or crash) treat these messages as any others.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
+from functools import partial
 
+import long_queues
 import pika
 import pytest
 from client_helpers import message_count
+from long_queues import (
+    HEAD,
+    api,
+    check_requeued_go_back,
+    publish_priorities,
+    purge_and_delete,
+    restart,
+    wait_until,
+)
 from warren_process import (
     PERSISTENT,
     ConfirmingPublisher,
@@ -27,53 +36,13 @@ from warren_process import (
     publish_many,
 )
 
-HEAD = 64  # --resident-head of these nodes
 COUNT = 3000  # well past the head, and more than two thaw batches of 1024
-AUTH = {"authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}
+fill = partial(long_queues.fill, count=COUNT, size=20)
 
 
 @pytest.fixture
 def node(node_factory) -> WarrenNode:
     return node_factory(extra_args=["--resident-head", str(HEAD)]).start()
-
-
-def fill(node: WarrenNode, queue: str, count: int = COUNT, arguments: dict | None = None,
-         size: int = 20, declare: bool = True) -> list[bytes]:
-    bodies = [b"%05d-" % i + b"m" * size for i in range(count)]
-    if declare:
-        with node.channel() as ch:
-            ch.queue_declare(queue, durable=True, arguments=arguments)
-    publish_many(node, [("", queue, body) for body in bodies], window=500)
-    return bodies
-
-
-def api(node: WarrenNode, path: str, method: str = "GET", body: dict | None = None):
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{node.management_port}{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={**AUTH, "content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read()
-    return json.loads(text) if text else None
-
-
-def restart(node: WarrenNode, how: str) -> None:
-    """A clean restart, or a crash once what was done so far is on disk (a confirmed publish
-    waits for the acks, purges and deletes logged before it)."""
-    if how == "crash":
-        with node.channel() as ch:
-            ch.queue_declare("barrier", durable=True)
-            publish_confirmed(ch, "barrier", [b"barrier"])
-        node.crash_restart()
-    else:
-        node.restart()
-
-
-def wait_for(condition, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 def test_live_long_queue_is_compact_and_comes_out_in_order(node):
@@ -121,34 +90,11 @@ def test_restart_with_live_rows_half_consumed(node, how):
 
 
 def test_requeued_messages_go_back_to_their_place(node):
-    bodies = fill(node, "rq")
-    connection = node.connect()
-    ch = connection.channel()
-    taken = [ch.basic_get("rq") for _ in range(HEAD + 30)]  # past the head: thawed rows
-    assert [body for _, _, body in taken] == bodies[:HEAD + 30]
-    for index in (HEAD + 20, 3, HEAD + 5):
-        ch.basic_nack(taken[index][0].delivery_tag, requeue=True)
-    ch.basic_ack(taken[0][0].delivery_tag)
-    connection.close()  # the others go back too
-    found = get_all(node.connect().channel(), "rq")
-    assert [got.body for got in found] == bodies[1:]
-    assert all(got.redelivered for got in found[:HEAD + 29])
-    assert not any(got.redelivered for got in found[HEAD + 29:])
+    check_requeued_go_back(node, "rq", fill(node, "rq"))  # taken past the head: thawed rows
 
 
 def test_priority_queue(node):
-    with node.channel() as ch:
-        ch.queue_declare("prio", durable=True, arguments={"x-max-priority": 2})
-    messages = [(b"%05d" % i, i % 4) for i in range(COUNT)]  # 3 counts as 2
-    publisher = node.connect()
-    ch = publisher.channel()
-    ch.confirm_delivery()
-    for body, priority in messages:
-        ch.basic_publish("", "prio", body, pika.BasicProperties(delivery_mode=2,
-                                                                priority=priority))
-    publisher.close()
-    expected = [body for level in (2, 1, 0) for body, priority in messages
-                if min(priority, 2) == level]
+    expected = publish_priorities(node, "prio", COUNT)
     assert [got.body for got in drain(node, "prio", COUNT, batch=250)] == expected
 
 
@@ -165,7 +111,7 @@ def test_ttl_expires_rows_and_dead_letters_them_in_order(node):
         publish_confirmed(ch, "own-ttl", [b"short"] * 500, properties=pika.BasicProperties(
             delivery_mode=2, expiration="1500"))
     expired_by = time.monotonic() + 1.6
-    wait_for(lambda: not message_count(node.connect().channel(), "ttl"), "ttl not empty")
+    wait_until(lambda: not message_count(node.connect().channel(), "ttl"), "ttl not empty")
     with node.channel() as ch:
         assert message_count(ch, "own-ttl") == HEAD * 2 + 500  # not at the head: not expired
         dead = get_all(ch, "expired")
@@ -211,16 +157,8 @@ def test_reject_publish_refuses_past_the_limit(node):
 
 @pytest.mark.parametrize("how", ["clean", "crash"])
 def test_purge_and_delete_long_live_queues(node, how):
-    fill(node, "to-purge")
-    fill(node, "to-delete")
-    kept = fill(node, "kept", count=HEAD * 3)
-    with node.channel() as ch:
-        method, _, _ = ch.basic_get("to-purge")
-        assert ch.queue_purge("to-purge").method.message_count == COUNT - 1
-        ch.basic_ack(method.delivery_tag)
-        ch.queue_delete("to-delete")
-        ch.queue_declare("to-delete", durable=True)
-    more = fill(node, "to-delete", count=HEAD * 2, declare=False)
+    kept = purge_and_delete(node, fill, COUNT)
+    more = fill(node, "to-delete", count=HEAD * 2)  # declared again
     restart(node, how)
     with node.channel() as ch:
         assert message_count(ch, "to-purge") == 0
@@ -275,7 +213,7 @@ def test_live_rows_are_copied_forward_by_compaction(node_factory):
     before = len(node.segments())
     assert before > 10
     drain(node, "busy", 1800, batch=200)
-    wait_for(lambda: len(node.segments()) <= 4, "segments not compacted")
+    wait_until(lambda: len(node.segments()) <= 4, "segments not compacted")
     assert [got.body for got in consume_unacked(node, "pinned")] == pinned
     for how in ("clean", "crash", "clean"):
         restart(node, how)

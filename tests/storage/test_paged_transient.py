@@ -10,14 +10,24 @@ TTLs, limits, dead-lettering, purges and deletes work as for any message.
 from __future__ import annotations
 
 import time
+from functools import partial
 
+import long_queues
 import pika
 import pytest
 from client_helpers import message_count
-from test_live_cold_rows import HEAD, api, wait_for
+from long_queues import (
+    HEAD,
+    api,
+    check_requeued_go_back,
+    publish_priorities,
+    purge_and_delete,
+    wait_until,
+)
 from warren_process import TRANSIENT, WarrenNode, drain, get_all
 
 COUNT = 3000
+fill = partial(long_queues.fill, count=COUNT, size=100, durable=False, properties=TRANSIENT)
 
 
 @pytest.fixture
@@ -37,15 +47,6 @@ def publish(node: WarrenNode, queue: str, bodies: list[bytes], exchange: str = "
         ch.confirm_delivery()
         for body in bodies:
             ch.basic_publish(exchange, queue, body, properties)
-
-
-def fill(node: WarrenNode, queue: str, count: int = COUNT, arguments: dict | None = None,
-         durable: bool = False, size: int = 100) -> list[bytes]:
-    with node.channel() as ch:
-        ch.queue_declare(queue, durable=durable, arguments=arguments)
-    bodies = [b"%05d-" % i + b"t" * size for i in range(count)]
-    publish(node, queue, bodies)
-    return bodies
 
 
 def test_transient_backlog_goes_to_disk_and_comes_back_in_order(node):
@@ -85,8 +86,8 @@ def test_mixed_durable_queue_and_restart(node_factory):
             ch.basic_publish("", "mixed", body, pika.BasicProperties(delivery_mode=mode))
             expected.append(body)
     # persistent ones are rows at once, the transient ones between them become rows too
-    wait_for(lambda: api(node, "/api/queues/%2F/mixed")["memory"] < 500 * HEAD + 100 * COUNT,
-             "transient messages between persistent rows not paged out")
+    wait_until(lambda: api(node, "/api/queues/%2F/mixed")["memory"] < 500 * HEAD + 100 * COUNT,
+               "transient messages between persistent rows not paged out")
     found = drain(node, "mixed", 1000, batch=200)
     assert [got.body for got in found] == expected[:1000]
     node.restart()
@@ -107,30 +108,11 @@ def test_files_of_an_earlier_run_are_removed_at_start(node):
 
 
 def test_requeued_messages_go_back_to_their_place(node):
-    bodies = fill(node, "rq")
-    connection = node.connect()
-    ch = connection.channel()
-    taken = [ch.basic_get("rq") for _ in range(HEAD + 30)]
-    assert [body for _, _, body in taken] == bodies[:HEAD + 30]
-    for index in (HEAD + 20, 3, HEAD + 5):
-        ch.basic_nack(taken[index][0].delivery_tag, requeue=True)
-    ch.basic_ack(taken[0][0].delivery_tag)
-    connection.close()
-    found = get_all(node.connect().channel(), "rq")
-    assert [got.body for got in found] == bodies[1:]
-    assert all(got.redelivered for got in found[:HEAD + 29])
-    assert not any(got.redelivered for got in found[HEAD + 29:])
+    check_requeued_go_back(node, "rq", fill(node, "rq"))
 
 
 def test_priority_queue(node):
-    with node.channel() as ch:
-        ch.queue_declare("prio", arguments={"x-max-priority": 2})
-        ch.confirm_delivery()
-        messages = [(b"%05d" % i, i % 4) for i in range(COUNT)]
-        for body, priority in messages:
-            ch.basic_publish("", "prio", body, pika.BasicProperties(priority=priority))
-    expected = [body for level in (2, 1, 0) for body, priority in messages
-                if min(priority, 2) == level]
+    expected = publish_priorities(node, "prio", COUNT, TRANSIENT)
     assert [got.body for got in drain(node, "prio", COUNT, batch=250)] == expected
 
 
@@ -139,7 +121,7 @@ def test_ttl_dead_letters_paged_messages_in_order(node):
         ch.queue_declare("expired")
     bodies = fill(node, "ttl", arguments={"x-message-ttl": 1000, "x-dead-letter-exchange": "",
                                           "x-dead-letter-routing-key": "expired"})
-    wait_for(lambda: not message_count(node.connect().channel(), "ttl"), "ttl not empty")
+    wait_until(lambda: not message_count(node.connect().channel(), "ttl"), "ttl not empty")
     with node.channel() as ch:
         dead = get_all(ch, "expired")
     assert [got.body for got in dead] == bodies
@@ -175,14 +157,8 @@ def test_limits(node):
 
 
 def test_purge_and_delete_remove_the_files(node):
-    fill(node, "to-purge")
-    fill(node, "to-delete")
-    kept = fill(node, "kept", count=HEAD * 3)
+    kept = purge_and_delete(node, fill, COUNT)
     with node.channel() as ch:
-        method, _, _ = ch.basic_get("to-purge")
-        assert ch.queue_purge("to-purge").method.message_count == COUNT - 1
-        ch.basic_ack(method.delivery_tag)
-        ch.queue_delete("to-delete")
         assert [got.body for got in get_all(ch, "kept")] == kept
     assert len(pages(node)) <= 1
 
@@ -228,7 +204,7 @@ def test_files_pinned_by_a_few_messages_are_compacted(node):
         fill_busy = [b"busy-%d-%d-" % (i, j) + b"b" * 1000 for j in range(200)]
         publish(node, "busy", fill_busy)
         drain(node, "busy", 200, batch=100)
-    wait_for(lambda: len(pages(node)) <= 3, f"files not compacted: {pages(node)}")
+    wait_until(lambda: len(pages(node)) <= 3, f"files not compacted: {pages(node)}")
     with node.channel() as ch:
         found = get_all(ch, "pinned")
     assert [got.body for got in found] == [b"head-%d" % i for i in range(HEAD)] + pinned
@@ -244,8 +220,8 @@ def test_messages_wait_before_they_are_paged_out(node_factory):
     assert pages(node) == []
     before = api(node, "/api/queues/%2F/slow")["memory"]
     assert before > 500 * (COUNT - HEAD)  # still objects
-    wait_for(lambda: api(node, "/api/queues/%2F/slow")["memory"] < 100 * COUNT + COUNT * 106,
-             "not paged out")
+    wait_until(lambda: api(node, "/api/queues/%2F/slow")["memory"] < 100 * COUNT + COUNT * 106,
+               "not paged out")
     assert pages(node)
     with node.channel() as ch:
         assert [got.body for got in get_all(ch, "slow")] == bodies
@@ -266,7 +242,7 @@ def test_paged_out_and_lost_messages_are_counted_in_metrics(node):
     """A page file removed under the broker (a disk failure) loses what it held: the consumer
     gets the rest, in order, and /metrics counts what is paged out and what was lost."""
     bodies = fill(node, "counted")
-    wait_for(lambda: metric(node, "warren_paged_out_messages") > 0, "nothing paged out")
+    wait_until(lambda: metric(node, "warren_paged_out_messages") > 0, "nothing paged out")
     assert metric(node, "warren_paged_out_messages_lost_total") == 0
     paged = int(metric(node, "warren_paged_out_messages"))
     assert paged <= COUNT - HEAD

@@ -380,9 +380,10 @@ class ConfirmingPublisher:
 
 
 def publish_many(node: WarrenNode, messages: list[tuple[str, str, bytes]],
-                 window: int = 200) -> None:
-    """Publish persistent messages with confirms; all must be confirmed."""
-    publisher = ConfirmingPublisher(node.parameters(), messages, window=window).run()
+                 window: int = 200, properties: pika.BasicProperties = PERSISTENT) -> None:
+    """Publish messages (persistent unless told) with confirms; all must be confirmed."""
+    publisher = ConfirmingPublisher(node.parameters(), messages, window=window,
+                                    properties=properties).run()
     assert publisher.error is None, publisher.error
     assert not publisher.nacked, f"{len(publisher.nacked)} nacked"
     assert len(publisher.confirmed) == len(messages)
