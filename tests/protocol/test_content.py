@@ -94,7 +94,7 @@ def test_header_of_another_class_or_with_weight_is_505(class_id, weight, got):
 
 
 def test_content_not_kept_is_checked_then_refused_once_complete():
-    refusal = AMQPConnectionError(540, "unimplemented method", 60, 60)
+    refusal = AMQPConnectionError(503, "unimplemented method", 60, 60)
     content = ContentAssembly()
     content.start(BASIC_DELIVER, keep=False, refusal=refusal)
     assert content.header(header(4)) is None
