@@ -28,7 +28,7 @@ NOT_BUILT = "issue 13: quorum/stream queues not built in Warren yet"
 NOT_BUILT_YET = pytest.mark.skipif(not REFERENCE, reason=NOT_BUILT)
 # Warren-only behaviour (restarts, warren ctl, Warren's better answers): never against RabbitMQ,
 # and skipped on Warren too until the feature is built (delete the second mark).
-WARREN_ONLY = pytest.mark.skipif(REFERENCE, reason="Warren only (restarts its own process)")
+WARREN_ONLY = pytest.mark.skipif(REFERENCE, reason="Warren only")
 WARREN_ONLY_NOT_BUILT = [WARREN_ONLY, pytest.mark.skip(reason=NOT_BUILT)]
 # RabbitMQ's own answer where Warren is asked to do better: documented, checked on RabbitMQ only.
 RABBITMQ_ONLY = pytest.mark.skipif(not REFERENCE, reason="RabbitMQ's answer; Warren does better")
