@@ -17,7 +17,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from client_helpers import close_quietly, connect, settle, wait_for
+from client_helpers import close_quietly, connect, message_count, settle, wait_for
 from management_api import STATS_TIMEOUT, Api, q
 from raw_amqp import amqp_name
 
@@ -29,7 +29,8 @@ NOT_BUILT_YET = pytest.mark.skipif(not REFERENCE, reason=NOT_BUILT)
 # Warren-only behaviour (restarts, warren ctl, Warren's better answers): never against RabbitMQ,
 # and skipped on Warren too until the feature is built (delete the second mark).
 WARREN_ONLY = pytest.mark.skipif(REFERENCE, reason="Warren only")
-WARREN_ONLY_NOT_BUILT = [WARREN_ONLY, pytest.mark.skip(reason=NOT_BUILT)]
+NOT_BUILT_ON_WARREN = pytest.mark.skip(reason=NOT_BUILT)
+WARREN_ONLY_NOT_BUILT = [WARREN_ONLY, NOT_BUILT_ON_WARREN]
 # RabbitMQ's own answer where Warren is asked to do better: documented, checked on RabbitMQ only.
 RABBITMQ_ONLY = pytest.mark.skipif(not REFERENCE, reason="RabbitMQ's answer; Warren does better")
 
@@ -121,6 +122,18 @@ def invalid_property(prop: str, queue: str) -> tuple[int, str]:
 def queue_text(queue: str) -> str:
     """How RabbitMQ names a queue in its texts."""
     return f"queue '{queue}' in vhost '/'"
+
+
+def wait_count(channel, queue: str, expected: int, timeout: float = 5.0) -> None:
+    """Wait for a passive declare to report `expected` messages (a stream's count lags its
+    appends a little in RabbitMQ)."""
+    seen: list[int] = []
+
+    def reached() -> bool:
+        seen.append(message_count(channel, queue))
+        return seen[-1] == expected
+
+    assert wait_for(channel.connection, reached, timeout), f"{queue}: {seen[-1:]} != {expected}"
 
 
 # --------------------------------------------------------------------------------------------

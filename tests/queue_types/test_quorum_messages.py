@@ -13,7 +13,7 @@ import pika.exceptions
 import pytest
 from client_helpers import consume, message_count, settle, wait_for
 from management_api import Api
-from queue_types_helpers import NOT_BUILT_YET, api_queue
+from queue_types_helpers import NOT_BUILT_YET, api_queue, wait_count
 
 pytestmark = NOT_BUILT_YET
 
@@ -36,16 +36,6 @@ def get_acked(channel, queue: str):
     method, properties, body = get_unacked(channel, queue)
     channel.basic_ack(method.delivery_tag)
     return method, properties, body
-
-
-def wait_count(channel, queue: str, expected: int) -> None:
-    seen: list[int] = []
-
-    def reached() -> bool:
-        seen.append(message_count(channel, queue))
-        return seen[-1] == expected
-
-    assert wait_for(channel.connection, reached, 5.0), f"{queue}: {seen[-1:]} != {expected}"
 
 
 def death(properties) -> dict:

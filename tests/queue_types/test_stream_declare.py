@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from client_helpers import channel_error, connection_error, opened
 from queue_types_helpers import (
+    NOT_BUILT_ON_WARREN,
     NOT_BUILT_YET,
     RABBITMQ_ONLY,
     STREAM,
@@ -131,6 +132,7 @@ def test_rabbitmq_crashes_on_an_unparsable_max_age(broker, queues, age):
 
 
 @WARREN_ONLY
+@NOT_BUILT_ON_WARREN  # delete when streams are built
 @UNPARSABLE_AGES
 def test_warren_refuses_an_unparsable_max_age_with_a_406(broker, queues, age):
     name = queues.name()
