@@ -203,12 +203,13 @@ def publish_each(channel, queue: str, bodies: list[bytes], **properties: Any) ->
 # --------------------------------------------------------------------------------------------
 
 
-def api_queue(api: Api, queue: str, ready: Callable[[dict], bool],
+def api_queue(api: Api, queue: str, ready: Callable[[dict], bool], keys: tuple[str, ...] = (),
               timeout: float = STATS_TIMEOUT) -> dict:
-    """GET /api/queues/%2F/{queue} until `ready(answer)` (RabbitMQ's figures lag)."""
+    """GET /api/queues/%2F/{queue} until `ready(answer)` and every one of `keys` is there
+    (RabbitMQ's statistics lag, and fill the object in parts)."""
     end = time.monotonic() + timeout
     while True:
         answer = api.ok_json(f"/api/queues/%2F/{q(queue)}")
-        if ready(answer) or time.monotonic() >= end:
+        if (ready(answer) and all(key in answer for key in keys)) or time.monotonic() >= end:
             return answer
         time.sleep(0.25)

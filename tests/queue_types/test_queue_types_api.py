@@ -12,13 +12,18 @@ from queue_types_helpers import NOT_BUILT_YET, api_queue, publish_each, stream_r
 
 pytestmark = NOT_BUILT_YET
 
+QUORUM_KEYS = ("node", "leader", "members", "online", "messages_persistent",
+               "message_bytes_persistent", "message_bytes", "messages_dlx", "message_bytes_dlx",
+               "single_active_consumer_ctag", "state")
+STREAM_KEYS = ("node", "members", "online", "messages_ready", "messages_unacknowledged")
+
 
 def test_a_quorum_queue_in_the_api(api, channel, queues):
     queue = queues.quorum(channel, delivery_limit=2)
     channel.basic_publish("", queue, b"transient")
     channel.basic_publish("", queue, b"persistent", pika.BasicProperties(delivery_mode=2))
     answer = api_queue(api, queue, lambda a: a.get("messages") == 2
-                       and a.get("messages_persistent") == 2)
+                       and a.get("messages_persistent") == 2, QUORUM_KEYS)
     assert answer["type"] == "quorum"
     assert (answer["name"], answer["vhost"], answer["durable"], answer["auto_delete"],
             answer["exclusive"]) == (queue, "/", True, False, False)
@@ -34,7 +39,7 @@ def test_a_quorum_queue_in_the_api(api, channel, queues):
     assert answer["messages_persistent"] == 2
     assert answer["message_bytes_persistent"] == answer["message_bytes"] == 19
     assert (answer["messages_dlx"], answer["message_bytes_dlx"]) == (0, 0)
-    assert answer["single_active_consumer_ctag"] is None
+    assert answer["single_active_consumer_ctag"] == "first-ctag"
     assert answer["state"] == "running"
 
 
@@ -50,7 +55,7 @@ def test_a_quorum_queue_in_the_queue_list(api, channel, queues):
 def test_a_stream_in_the_api(api, channel, queues):
     stream = queues.stream(channel, max_age="1D")
     publish_each(channel, stream, [b"a", b"b", b"c"])
-    answer = api_queue(api, stream, lambda a: a.get("messages") == 3)
+    answer = api_queue(api, stream, lambda a: a.get("messages") == 3, STREAM_KEYS)
     assert answer["type"] == "stream"
     assert (answer["name"], answer["durable"], answer["auto_delete"], answer["exclusive"]) == (
         stream, True, False, False)
@@ -71,8 +76,22 @@ def test_a_stream_keeps_its_message_count_while_read(api, broker, channel, queue
     with stream_reader(broker, stream, "first", ack=False) as reader:
         reader.wait(3)
         answer = api_queue(api, stream, lambda a: a.get("consumers") == 1
-                           and a.get("messages") == 3)
+                           and a.get("messages") == 3, ("readers", "node"))
         assert answer["consumers"] == 1
         assert (answer["messages"], answer["messages_unacknowledged"]) == (3, 0)
         assert answer["readers"] == {answer["node"]: 1}
     assert api.get(f"/api/queues/%2F/{q(stream)}").status == 200
+
+
+def test_single_active_consumer_in_the_api(api, connection, channel, queues):
+    """single_active_consumer_ctag names the active consumer (RabbitMQ fills it a few seconds
+    after consumer_details); consumer_details say which consumer is active, which waits."""
+    queue = queues.quorum(channel, single_active_consumer=True)
+    connection.channel().basic_consume(queue, lambda *_: None, consumer_tag="first-ctag")
+    connection.channel().basic_consume(queue, lambda *_: None, consumer_tag="second-ctag")
+    answer = api_queue(api, queue, lambda a: len(a.get("consumer_details", [])) == 2
+                       and a.get("single_active_consumer_ctag") is not None)
+    details = sorted((d["consumer_tag"], d["active"], d["activity_status"])
+                     for d in answer["consumer_details"])
+    assert details == [("first-ctag", True, "single_active"), ("second-ctag", False, "waiting")]
+    assert answer["single_active_consumer_ctag"] == "first-ctag"

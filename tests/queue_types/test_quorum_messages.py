@@ -8,10 +8,12 @@ tests/lifecycle/test_delivery_limit.py."""
 
 from __future__ import annotations
 
+import time
+
 import pika
 import pika.exceptions
 import pytest
-from client_helpers import consume, message_count, settle, wait_for
+from client_helpers import consume, message_count, opened, settle, wait_for
 from management_api import Api
 from queue_types_helpers import NOT_BUILT_YET, api_queue, wait_count
 
@@ -82,6 +84,41 @@ def test_a_consumer_sees_the_delivery_count_only_on_redeliveries(connection, cha
     consuming.close()  # unacked: returned once more
     _method, properties, _body = get_acked(channel, queue)
     assert properties.headers == {"h": "v", "x-delivery-count": 3}
+
+
+# -- requeue order -------------------------------------------------------------------------------
+
+
+def test_a_requeued_message_goes_to_the_back(channel, queues):
+    """Unlike a classic queue (which puts it back in its place), a RabbitMQ 3.10.8 quorum queue
+    delivers a message returned by nack/reject with requeue after the ones already waiting."""
+    queue = queues.quorum(channel)
+    for body in (b"a", b"b", b"c"):
+        channel.basic_publish("", queue, body)
+    method, _properties, _body = get_unacked(channel, queue)
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    settle(channel.connection, 0.1)
+    assert [get_acked(channel, queue)[2] for _ in range(3)] == [b"b", b"c", b"a"]
+
+
+def test_a_consumer_gets_its_requeued_message_after_the_others(connection, channel, queues):
+    queue = queues.quorum(channel)
+    for body in (b"a", b"b", b"c"):
+        channel.basic_publish("", queue, body)
+    consuming = connection.channel()
+    consuming.basic_qos(prefetch_count=1)
+    seen: list[bytes] = []
+
+    def on_message(ch, method, _properties, body) -> None:
+        seen.append(body)
+        if len(seen) == 1:
+            ch.basic_nack(method.delivery_tag, requeue=True)
+        else:
+            ch.basic_ack(method.delivery_tag)
+
+    consuming.basic_consume(queue, on_message)
+    assert wait_for(connection, lambda: len(seen) >= 4)
+    assert seen == [b"a", b"b", b"c", b"a"]
 
 
 # -- x-delivery-limit --------------------------------------------------------------------------
@@ -267,6 +304,33 @@ def test_expired_messages_are_dead_lettered_with_reason_expired(channel, queues)
     _method, properties, body = get_acked(channel, dlq)
     assert body == b"m"
     assert death(properties)["reason"] == "expired"
+
+
+# -- x-expires -----------------------------------------------------------------------------------
+
+
+def test_x_expires_deletes_an_unused_quorum_queue(broker, queues):
+    """RabbitMQ checks a quorum queue's expiry on a periodic tick: a 1 s x-expires queue went
+    after about 5 s."""
+    with opened(broker) as connection:
+        channel = connection.channel()
+        queue = queues.quorum(channel, expires=1000)
+        start = time.monotonic()
+        gone: list[float] = []
+
+        def deleted() -> bool:
+            probe = connection.channel()
+            try:
+                probe.queue_declare(queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as error:
+                assert error.reply_code == 404
+                gone.append(time.monotonic() - start)
+                return True
+            probe.close()
+            return False
+
+        assert wait_for(connection, deleted, 12.0)
+        assert gone[0] >= 1.0
 
 
 # -- consumers -----------------------------------------------------------------------------------
