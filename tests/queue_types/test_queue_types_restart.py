@@ -118,9 +118,12 @@ def test_a_stream_keeps_its_messages_at_their_offsets(warren, how):
             channel.confirm_delivery()
             channel.basic_publish("", "log", b"m3")
         assert reader.wait(4)[-1] == b"m3"
-        assert reader.offsets == [0, 1, 2, 3]
+        # appends go on after the recovered tail (RabbitMQ may skip an offset at a new segment)
+        assert reader.offsets[3] > 2
+        new_offset = reader.offsets[3]
     with stream_reader(broker, "log", 2) as reader:
         assert reader.wait(2) == [b"m2", b"m3"]
+        assert reader.offsets == [2, new_offset]
     with opened(broker) as connection:
         channel = connection.channel()
         assert channel_error(lambda: channel.queue_declare(
