@@ -1,0 +1,97 @@
+"""The management API's view of quorum queues and streams, as RabbitMQ 3.10.8 shows them on one
+node (RABBITMQ_QUEUE_TYPES.md §3, §6): `type`, and the replica fields `leader` (quorum only),
+`members` and `online`, which on a single node all name that node. Shapes and keys are
+compared, never node names. A quorum queue counts every message as persistent, transient or
+not (it stores them all durably)."""
+
+from __future__ import annotations
+
+import pika
+from management_api import q
+from queue_types_helpers import NOT_BUILT_YET, api_queue, publish_each, stream_reader
+
+pytestmark = NOT_BUILT_YET
+
+QUORUM_KEYS = ("node", "leader", "members", "online", "messages_persistent",
+               "message_bytes_persistent", "message_bytes", "messages_dlx", "message_bytes_dlx",
+               "single_active_consumer_ctag", "state")
+STREAM_KEYS = ("node", "members", "online", "messages_ready", "messages_unacknowledged")
+
+
+def test_a_quorum_queue_in_the_api(api, channel, queues):
+    queue = queues.quorum(channel, delivery_limit=2)
+    channel.basic_publish("", queue, b"transient")
+    channel.basic_publish("", queue, b"persistent", pika.BasicProperties(delivery_mode=2))
+    answer = api_queue(api, queue, lambda a: a.get("messages") == 2
+                       and a.get("messages_persistent") == 2, QUORUM_KEYS)
+    assert answer["type"] == "quorum"
+    assert (answer["name"], answer["vhost"], answer["durable"], answer["auto_delete"],
+            answer["exclusive"]) == (queue, "/", True, False, False)
+    assert answer["arguments"] == {"x-queue-type": "quorum", "x-delivery-limit": 2}
+    node = answer["node"]
+    assert isinstance(node, str) and node
+    assert answer["leader"] == node
+    assert answer["members"] == [node]
+    assert answer["online"] == [node]
+    assert (answer["messages"], answer["messages_ready"], answer["messages_unacknowledged"]) == (
+        2, 2, 0)
+    # every message is stored durably, the transient one too
+    assert answer["messages_persistent"] == 2
+    assert answer["message_bytes_persistent"] == answer["message_bytes"] == 19
+    assert (answer["messages_dlx"], answer["message_bytes_dlx"]) == (0, 0)
+    assert answer["single_active_consumer_ctag"] is None
+    assert answer["state"] == "running"
+
+
+def test_a_quorum_queue_in_the_queue_list(api, channel, queues):
+    queue = queues.quorum(channel)
+    listed = {entry["name"]: entry for entry in api.ok_json("/api/queues/%2F")}
+    entry = listed[queue]
+    assert entry["type"] == "quorum"
+    # at once, before any statistics: the replica fields name the (only) node
+    assert entry["members"] == [entry["leader"]] == entry["online"]
+
+
+def test_a_stream_in_the_api(api, channel, queues):
+    stream = queues.stream(channel, max_age="1D")
+    publish_each(channel, stream, [b"a", b"b", b"c"])
+    answer = api_queue(api, stream, lambda a: a.get("messages") == 3, STREAM_KEYS)
+    assert answer["type"] == "stream"
+    assert (answer["name"], answer["durable"], answer["auto_delete"], answer["exclusive"]) == (
+        stream, True, False, False)
+    assert answer["arguments"] == {"x-queue-type": "stream", "x-max-age": "1D"}
+    node = answer["node"]
+    assert answer["members"] == [node]
+    assert answer["online"] == [node]
+    assert "leader" not in answer
+    assert (answer["messages"], answer["messages_ready"], answer["messages_unacknowledged"]) == (
+        3, 3, 0)
+
+
+def test_a_stream_keeps_its_message_count_while_read(api, broker, channel, queues):
+    """Reading (unacked here) removes nothing and leaves nothing 'unacknowledged'; the API
+    names the reader's node in `readers`."""
+    stream = queues.stream(channel)
+    publish_each(channel, stream, [b"a", b"b", b"c"])
+    with stream_reader(broker, stream, "first", ack=False) as reader:
+        reader.wait(3)
+        answer = api_queue(api, stream, lambda a: a.get("consumers") == 1
+                           and a.get("messages") == 3, ("readers", "node"))
+        assert answer["consumers"] == 1
+        assert (answer["messages"], answer["messages_unacknowledged"]) == (3, 0)
+        assert answer["readers"] == {answer["node"]: 1}
+    assert api.get(f"/api/queues/%2F/{q(stream)}").status == 200
+
+
+def test_single_active_consumer_in_the_api(api, connection, channel, queues):
+    """single_active_consumer_ctag names the active consumer (RabbitMQ fills it a few seconds
+    after consumer_details); consumer_details say which consumer is active, which waits."""
+    queue = queues.quorum(channel, single_active_consumer=True)
+    connection.channel().basic_consume(queue, lambda *_: None, consumer_tag="first-ctag")
+    connection.channel().basic_consume(queue, lambda *_: None, consumer_tag="second-ctag")
+    answer = api_queue(api, queue, lambda a: len(a.get("consumer_details", [])) == 2
+                       and a.get("single_active_consumer_ctag") is not None)
+    details = sorted((d["consumer_tag"], d["active"], d["activity_status"])
+                     for d in answer["consumer_details"])
+    assert details == [("first-ctag", True, "single_active"), ("second-ctag", False, "waiting")]
+    assert answer["single_active_consumer_ctag"] == "first-ctag"
