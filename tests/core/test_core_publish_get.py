@@ -8,6 +8,9 @@ import asyncio
 
 from core_kit import declare, message, new_vhost, publish
 
+from broker.auth import Permission, TopicPermission, User
+from broker.errors import BrokerError
+
 
 def counts(vhost, *names: str) -> dict[str, int]:
     return {name: getattr(vhost.counters, name) for name in names}
@@ -97,3 +100,37 @@ def test_take_is_undone_by_put_back_and_completed_by_hand_out():
     assert (vhost.counters.delivered_get_manual_ack, queue.messages_acked) == (1, 0)
     queue.ack(entry)
     assert queue.messages_acked == 1
+
+
+def refusal_of(call) -> tuple[str, str] | None:
+    try:
+        call()
+    except BrokerError as failure:
+        return failure.kind, failure.text
+    return None
+
+
+def test_exchange_for_publish_checks_in_rabbitmq_order():
+    """Write permission first (even for an exchange that does not exist), then existence,
+    then internal, then the topic permission of the routing key."""
+    vhost = new_vhost()
+    user = User("u", "")
+    vhost.access.add_user(user)
+    vhost.access.set_permissions("u", "/", Permission("", "^(amq\\.topic|amq\\.rabbitmq.*)$", ""))
+    check = vhost.exchange_for_publish
+    assert refusal_of(lambda: check(user, "amq.direct", "k")) == (
+        "access_refused", "access to exchange 'amq.direct' in vhost '/' refused for user 'u'")
+    assert refusal_of(lambda: check(user, "", "k"))[1].startswith(
+        "access to exchange 'amq.default'")
+    assert refusal_of(lambda: check(user, "amq.rabbitmq.nothing", "k")) == (
+        "not_found", "no exchange 'amq.rabbitmq.nothing' in vhost '/'")
+    assert refusal_of(lambda: check(user, "amq.rabbitmq.trace", "k")) == (
+        "access_refused", "cannot publish to internal exchange 'amq.rabbitmq.trace' in vhost '/'")
+    assert check(user, "amq.topic", "any") is vhost.exchanges["amq.topic"]
+    vhost.access.set_topic_permission(TopicPermission("u", "/", "amq.topic", "^a$", ".*"))
+    assert refusal_of(lambda: check(user, "amq.topic", "b")) == (
+        "access_refused",
+        "access to topic 'b' in exchange 'amq.topic' in vhost '/' refused for user 'u'")
+    assert check(user, "amq.topic", "a") is vhost.exchanges["amq.topic"]
+    # a caller that checked the write permission before (the AMQP channel) skips it
+    assert check(user, "amq.direct", "k", permitted=True) is vhost.exchanges["amq.direct"]
