@@ -105,6 +105,15 @@ def test_nack_and_reject_are_refused(broker, stream, settle_with):
             not_implemented("basic.nack and basic.reject", stream))
 
 
+def test_a_consumer_priority_is_refused(connection, stream):
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=10)
+    assert channel_error(lambda: channel.basic_consume(
+        stream, lambda *_: None, arguments={"x-priority": 5})) == (
+        406, f"PRECONDITION_FAILED - invalid arg 'x-priority' for {queue_text(stream)} of queue "
+             "type rabbit_stream_queue")
+
+
 def test_the_stream_is_untouched_by_refused_operations(broker, stream):
     with opened(broker) as connection:
         connection_error(lambda: connection.channel().queue_purge(stream))
