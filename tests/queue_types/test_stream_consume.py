@@ -202,6 +202,27 @@ def test_every_delivery_carries_its_offset_as_a_long_header(broker, channel, que
     assert (method_a.routing_key, method_a.exchange) == (stream, "")
 
 
+def test_a_stream_keeps_expiring_messages(broker, channel, queues):
+    """A stream has no TTL: a message's expiration property is delivered, not applied."""
+    stream = queues.stream(channel)
+    channel.basic_publish("", stream, b"short-lived", pika.BasicProperties(expiration="100"))
+    settle(channel.connection, 0.4)
+    with stream_reader(broker, stream, "first") as reader:
+        assert reader.wait(1) == [b"short-lived"]
+        assert reader.deliveries[0][1].expiration == "100"
+
+
+def test_a_cancelled_reader_can_start_again_anywhere(broker, stream):
+    with stream_reader(broker, stream, "first") as reader:
+        reader.wait(5)
+        reader.channel.basic_cancel(reader.tag)
+        reader.channel.basic_consume(stream, reader.on_message,
+                                     arguments={"x-stream-offset": 3})
+        assert reader.wait(7)[5:] == [b"m3", b"m4"]
+        # delivery tags go on counting on the channel
+        assert [method.delivery_tag for method, _, _ in reader.deliveries] == list(range(1, 8))
+
+
 def test_reading_never_removes(broker, channel, stream):
     """The passive declare's count (RabbitMQ's lags the appends by up to seconds) stays."""
     wait_count(channel, stream, 5, timeout=10)
