@@ -153,9 +153,9 @@ class StreamReader:
         self.ack = ack
         self.deliveries: list[tuple[Any, pika.BasicProperties, bytes]] = []
         arguments = {} if offset is None else {"x-stream-offset": offset}
-        self.tag = self.channel.basic_consume(queue, self._on_message, arguments=arguments)
+        self.tag = self.channel.basic_consume(queue, self.on_message, arguments=arguments)
 
-    def _on_message(self, channel, method, properties, body) -> None:
+    def on_message(self, channel, method, properties, body) -> None:
         self.deliveries.append((method, properties, body))
         if self.ack:
             channel.basic_ack(method.delivery_tag)
