@@ -31,6 +31,7 @@ from protocol.constants import (
     BASIC_ACK,
     BASIC_PUBLISH,
     CHANNEL_ERROR,
+    CLASS_CHANNEL,
     COMMAND_INVALID,
     FRAME_BODY,
     FRAME_HEADER,
@@ -256,7 +257,7 @@ class Channel:
     # -- channel lifecycle ----------------------------------------------------------------
 
     def _on_reopen(self, method: spec.Channel.Open | None) -> None:
-        raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
+        raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", CLASS_CHANNEL, 10)
 
     def _on_close(self, method: spec.Channel.Close) -> None:
         self.release()
@@ -283,7 +284,7 @@ class Channel:
 
     def _on_flow(self, method: spec.Channel.Flow) -> None:
         if not method.active:  # RabbitMQ has never supported client-side flow control
-            raise AMQPConnectionError(NOT_IMPLEMENTED, "active=false", 20, 20)
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "active=false", CLASS_CHANNEL, 20)
         self.send_method(spec.Channel.FlowOk(True))
 
     def _on_confirm_select(self, method: spec.Confirm.Select) -> None:

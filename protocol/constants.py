@@ -12,7 +12,6 @@ FRAME_OVERHEAD = 8  # 7-byte frame header + end byte
 FRAME_MIN_SIZE = 4096
 
 # Reply codes (AMQP 0-9-1 spec, as RabbitMQ names them in reply texts).
-REPLY_SUCCESS = 200
 CONTENT_TOO_LARGE = 311
 NO_ROUTE = 312
 NO_CONSUMERS = 313
@@ -53,13 +52,9 @@ REPLY_NAMES = {
     INTERNAL_ERROR: "INTERNAL_ERROR",
 }
 
-# Class ids.
-CLASS_CONNECTION = 10
+# Class ids the broker names outside pamqp's method classes.
 CLASS_CHANNEL = 20
-CLASS_EXCHANGE = 40
-CLASS_QUEUE = 50
 CLASS_BASIC = 60
-CLASS_CONFIRM = 85
 CLASS_TX = 90
 
 # Methods of the hot path (and the broker's other content methods), packed as

@@ -7,7 +7,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from broker.channel import Channel
-from broker.connection import Connection, State
+from broker.connection import Connection
 from broker.consumer import Consumer
 from broker.tls import distinguished_name, peer_certificate
 from management.api.common import (
@@ -21,6 +21,7 @@ from management.api.common import (
 from management.api.overview import node_name
 from management.auth import require_tag
 from management.rates import RATES_KEY, Rates
+from protocol.session import State
 
 
 def channel_name(channel: Channel) -> str:
