@@ -18,9 +18,16 @@ import pika
 import pytest
 from brokers import BrokerProcess, run_warren
 from client_helpers import channel_error, opened
-from queue_types_helpers import QUORUM, STREAM, WARREN_ONLY_NOT_BUILT, publish_each, stream_reader
+from queue_types_helpers import (
+    NOT_BUILT_ON_WARREN,
+    QUORUM,
+    STREAM,
+    WARREN_ONLY,
+    publish_each,
+    stream_reader,
+)
 
-pytestmark = WARREN_ONLY_NOT_BUILT
+pytestmark = WARREN_ONLY
 
 HOW = pytest.mark.parametrize("how", ["sigterm", "kill-9"])
 
@@ -102,6 +109,7 @@ def test_an_unacked_quorum_message_comes_back_redelivered(warren, how):
         assert set(properties.headers) == {"x-delivery-count"}
 
 
+@NOT_BUILT_ON_WARREN  # streams
 @HOW
 def test_a_stream_keeps_its_messages_at_their_offsets(warren, how):
     with opened(warren.broker) as connection:
@@ -133,6 +141,7 @@ def test_a_stream_keeps_its_messages_at_their_offsets(warren, how):
     broker.assert_alive()
 
 
+@NOT_BUILT_ON_WARREN  # streams
 def test_warren_ctl_lists_the_queue_types(warren):
     broker = warren.broker
     with opened(broker) as connection:
@@ -149,3 +158,30 @@ def test_warren_ctl_lists_the_queue_types(warren):
     assert rows[0] == ["name", "type"]
     assert {tuple(row) for row in rows[1:]} >= {
         ("t-classic", "classic"), ("t-quorum", "quorum"), ("t-stream", "stream")}
+
+
+def ctl(broker: BrokerProcess, *arguments: str) -> list[list[str]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "ctl", "--url",
+         f"http://127.0.0.1:{broker.management_port}", *arguments],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return [line.split("\t") for line in result.stdout.splitlines()]
+
+
+def test_warren_ctl_lists_quorum_queues_with_their_members(warren):
+    """`list_queues name type leader members online`: rabbitmqctl's rows on one node are
+    `q  quorum  rabbit@node  [rabbit@node]  [rabbit@node]`; a classic queue's replica fields
+    are empty."""
+    broker = warren.broker
+    with opened(broker) as connection:
+        channel = connection.channel()
+        channel.queue_declare("t-classic")
+        channel.queue_declare("t-quorum", durable=True, arguments=QUORUM)
+    rows = ctl(broker, "list_queues", "name", "type", "leader", "members", "online")
+    assert rows[0] == ["name", "type", "leader", "members", "online"]
+    by_name = {row[0]: row for row in rows[1:]}
+    assert by_name["t-classic"] == ["t-classic", "classic", "", "", ""]
+    _, kind, leader, members, online = by_name["t-quorum"]
+    assert kind == "quorum" and leader
+    assert members == online == f"[{leader}]"

@@ -9,15 +9,12 @@ from __future__ import annotations
 import pytest
 from client_helpers import channel_error
 from queue_types_helpers import (
-    NOT_BUILT_YET,
     QUORUM,
     declare_error,
     invalid_arg,
     invalid_property,
     unsupported_arg,
 )
-
-pytestmark = NOT_BUILT_YET
 
 QUORUM_MODULE = "rabbit_quorum_queue"
 

@@ -15,9 +15,7 @@ import pika.exceptions
 import pytest
 from client_helpers import consume, message_count, opened, settle, wait_for
 from management_api import Api
-from queue_types_helpers import NOT_BUILT_YET, api_queue, wait_count
-
-pytestmark = NOT_BUILT_YET
+from queue_types_helpers import api_queue, wait_count
 
 
 def get_unacked(channel, queue: str):
