@@ -132,3 +132,32 @@ def test_redeclaring_with_other_properties_or_arguments_is_inequivalent(connecti
     assert channel_error(lambda: channel.queue_declare(
         name, durable=True, arguments={**QUORUM, "x-delivery-limit": 3})) == (
         inequivalent(name, "x-delivery-limit", "the value '3' of type 'signedint'", "none"))
+
+
+@pytest.mark.parametrize(("name", "arguments", "options", "expected"), [
+    # a server-named declare is refused before any argument is looked at
+    ("", {"x-overflow": "bogus", "x-max-priority": 5}, {"durable": False},
+     (406, "PRECONDITION_FAILED - Cannot declare a server-named queue for type "
+           "rabbit_quorum_queue")),
+    # the values of the arguments it runs, then the arguments it refuses ...
+    ("q", {"x-max-priority": 5, "x-overflow": "bogus"}, {"durable": True},
+     ("invalid_arg", "x-overflow", "invalid_overflow")),
+    # ... whose values are not checked
+    ("q", {"x-max-priority": "x"}, {"durable": True}, ("unsupported", "x-max-priority")),
+    # then the properties: auto-delete, exclusive, non-durable
+    ("q", {"x-max-priority": 5}, {"durable": False}, ("unsupported", "x-max-priority")),
+    ("q", {}, {"durable": True, "auto_delete": True, "exclusive": True},
+     ("property", "auto-delete")),
+    ("q", {}, {"durable": False, "exclusive": True}, ("property", "exclusive-owner")),
+], ids=["server-named-first", "values-first", "refused-value-unchecked",
+        "refused-before-properties", "auto-delete-first", "exclusive-before-durable"])
+def test_the_order_of_the_refusals(broker, queues, name, arguments, options, expected):
+    queue = queues.name() if name else ""
+    answer = declare_error(broker, queue, {**QUORUM, **arguments}, **options)
+    if expected[0] == "invalid_arg":
+        expected = invalid_arg(expected[1], queue, expected[2])
+    elif expected[0] == "unsupported":
+        expected = unsupported_arg(expected[1], queue, QUORUM_MODULE)
+    elif expected[0] == "property":
+        expected = invalid_property(expected[1], queue)
+    assert answer == expected
