@@ -17,6 +17,7 @@ OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum", "stream")  # the types RabbitMQ 3.10 knows
 UNIMPLEMENTED_QUEUE_TYPES = ("stream",)  # known, refused until Warren has them
 DEAD_LETTER_STRATEGIES = ("at-most-once", "at-least-once")
+LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders")  # (one node: no-op)
 
 
 class InvalidArgument(Exception):
@@ -108,6 +109,18 @@ def _dead_letter_strategy(value: Any, _: dict) -> str:
     return value
 
 
+def _positive(value: Any, _: dict) -> int:
+    if _non_negative(value) == 0:
+        raise InvalidArgument("{value_zero,0}")
+    return value
+
+
+def _leader_locator(value: Any, arguments: dict) -> str:
+    if _longstr(value, arguments) not in LEADER_LOCATORS:
+        raise InvalidArgument("invalid_queue_locator_arg")
+    return value
+
+
 def _bool(value: Any, _: dict) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
@@ -144,11 +157,12 @@ _CHECKS: dict[str, Callable[[Any, dict], Any]] = {
     "x-single-active-consumer": _bool,
     "x-delivery-limit": lambda value, _: _non_negative(value),
     "x-queue-mode": _any,
-    "x-quorum-initial-group-size": lambda value, _: _non_negative(value),
+    "x-quorum-initial-group-size": _positive,
+    "x-queue-leader-locator": _leader_locator,
 }
 # The arguments whose values a classic queue checks (the others are accepted and ignored).
-CLASSIC_CHECKED = tuple(key for key in _CHECKS
-                        if key not in ("x-dead-letter-strategy", "x-quorum-initial-group-size"))
+CLASSIC_CHECKED = tuple(key for key in _CHECKS if key not in (
+    "x-dead-letter-strategy", "x-quorum-initial-group-size", "x-queue-leader-locator"))
 
 
 def validate_queue_arguments(arguments: dict[str, Any], what: str,

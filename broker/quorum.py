@@ -31,7 +31,7 @@ SUPPORTED_ARGUMENTS = (
     "x-queue-type", "x-expires", "x-message-ttl", "x-dead-letter-exchange",
     "x-dead-letter-routing-key", "x-dead-letter-strategy", "x-max-length", "x-max-length-bytes",
     "x-max-in-memory-length", "x-max-in-memory-bytes", "x-overflow", "x-single-active-consumer",
-    "x-quorum-initial-group-size",
+    "x-quorum-initial-group-size", "x-queue-leader-locator",
 )
 REFUSED_ARGUMENTS = ("x-max-priority", "x-queue-mode", "x-queue-master-locator",
                      "x-queue-version", "x-max-age")

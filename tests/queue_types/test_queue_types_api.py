@@ -95,3 +95,18 @@ def test_single_active_consumer_in_the_api(api, connection, channel, queues):
                      for d in answer["consumer_details"])
     assert details == [("first-ctag", True, "single_active"), ("second-ctag", False, "waiting")]
     assert answer["single_active_consumer_ctag"] == "first-ctag"
+
+
+def test_definitions_export_and_import_keep_a_quorum_queue(api, channel, queues):
+    """Exported with its x-queue-type; imported under another name, it is a quorum queue."""
+    queue = queues.quorum(channel, delivery_limit=3)
+    exported = api.ok_json("/api/definitions")
+    (entry,) = [item for item in exported["queues"] if item["name"] == queue]
+    assert entry["durable"] is True
+    assert entry["arguments"] == {"x-queue-type": "quorum", "x-delivery-limit": 3}
+    copy = queues.name("copy")
+    status = api.post("/api/definitions", {"queues": [{**entry, "name": copy}]}).status
+    assert status in (200, 201, 204)
+    answer = api_queue(api, copy, lambda a: a.get("type") == "quorum", ("type",))
+    assert (answer["type"], answer["arguments"]) == (
+        "quorum", {"x-queue-type": "quorum", "x-delivery-limit": 3})

@@ -185,3 +185,27 @@ def test_warren_ctl_lists_quorum_queues_with_their_members(warren):
     _, kind, leader, members, online = by_name["t-quorum"]
     assert kind == "quorum" and leader
     assert members == online == f"[{leader}]"
+
+
+@HOW
+def test_a_transient_message_fanned_out_is_kept_by_the_quorum_queue_only(warren, how):
+    """A transient message routed to a quorum queue and to a durable classic queue is logged
+    for the quorum queue alone: after a restart only the quorum queue has it; acking the
+    classic queue's copy before the restart changes nothing for the quorum queue's."""
+    with opened(warren.broker) as connection:
+        channel = connection.channel()
+        channel.exchange_declare("fan", "fanout", durable=True)
+        channel.queue_declare("qq", durable=True, arguments=QUORUM)
+        channel.queue_declare("cq", durable=True)
+        channel.queue_declare("cq2", durable=True)
+        for queue in ("qq", "cq", "cq2"):
+            channel.queue_bind(queue, "fan")
+        channel.confirm_delivery()
+        channel.basic_publish("fan", "", b"transient")
+        assert channel.basic_get("cq", auto_ack=True)[2] == b"transient"
+    broker = warren.restart(how)
+    with opened(broker) as connection:
+        channel = connection.channel()
+        assert channel.queue_declare("cq2", passive=True).method.message_count == 0
+        assert channel.basic_get("qq", auto_ack=True)[2] == b"transient"
+    broker.assert_alive()

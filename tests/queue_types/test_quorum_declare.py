@@ -69,6 +69,8 @@ def test_arguments_quorum_queues_do_not_run_are_refused(broker, queues, argument
     {"x-single-active-consumer": True},
     {"x-single-active-consumer": False},
     {"x-quorum-initial-group-size": 1},
+    {"x-queue-leader-locator": "client-local"},
+    {"x-queue-leader-locator": "balanced"},
     {"x-max-in-memory-length": 10},
     {"x-foo": 1},  # unknown arguments are ignored, as on classic queues
 ], ids=lambda arguments: ",".join(f"{key}={value}" for key, value in arguments.items()))
@@ -91,8 +93,14 @@ def test_arguments_quorum_queues_run_are_accepted(channel, queues, arguments):
     ({"x-expires": 0}, "x-expires", "{value_zero,0}"),
     ({"x-quorum-initial-group-size": "x"}, "x-quorum-initial-group-size",
      '"expected integer, got longstr"'),
+    ({"x-quorum-initial-group-size": 0}, "x-quorum-initial-group-size", "{value_zero,0}"),
+    ({"x-quorum-initial-group-size": -1}, "x-quorum-initial-group-size", "{value_negative,-1}"),
+    ({"x-queue-leader-locator": "min-masters"}, "x-queue-leader-locator",
+     "invalid_queue_locator_arg"),
+    ({"x-queue-leader-locator": 1}, "x-queue-leader-locator", "{unacceptable_type,signedint}"),
 ], ids=["dl-strategy-bogus", "dl-strategy-int", "overflow-bogus", "max-length-str",
-        "max-length-negative", "ttl-negative", "expires-zero", "group-size-str"])
+        "max-length-negative", "ttl-negative", "expires-zero", "group-size-str",
+        "group-size-zero", "group-size-negative", "leader-locator-bogus", "leader-locator-int"])
 def test_bad_values_get_rabbitmqs_texts(broker, queues, arguments, arg, term):
     name = queues.name()
     assert declare_error(broker, name, {**QUORUM, **arguments}, durable=True) == (
