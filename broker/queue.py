@@ -53,7 +53,7 @@ class QueueHost(deadletter.Republisher, Protocol):
 
     name: str
     counters: MessageCounters
-    dead_lettered: dict[tuple[str, str], int]
+    dead_lettered: dict[tuple[str, str, str], int]  # (queue type, reason, strategy)
 
     def delete_queue(self, queue: Queue, *, if_unused: bool = False,
                      if_empty: bool = False) -> int: ...
@@ -403,7 +403,7 @@ class Queue:
             if delivered:
                 self.messages_dead_lettered += 1
         counters = self.vhost.dead_lettered
-        key = (reason, "at_most_once" if has_exchange else "disabled")
+        key = (self.type_name, reason, "at_most_once" if has_exchange else "disabled")
         counters[key] = counters.get(key, 0) + 1
         self.discard(message)
         return True

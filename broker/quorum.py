@@ -159,7 +159,7 @@ class QuorumQueue(Queue):
         if not self._offer_dead_letter(message, reason):
             return False
         counters = self.vhost.dead_lettered
-        key = (reason, "at_least_once")
+        key = (self.type_name, reason, "at_least_once")
         counters[key] = counters.get(key, 0) + 1
         return True
 

@@ -91,7 +91,7 @@ class VirtualHost:
         self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
         # The node's, shared (see Node.add_vhost); a vhost of its own has its own.
         self.counters = MessageCounters()
-        self.dead_lettered: dict[tuple[str, str], int] = {}
+        self.dead_lettered: dict[tuple[str, str, str], int] = {}
         self.step_failures = StepFailures()
         # Direct reply-to: (key, message) -> whether a requester took it (the node's registry).
         self.deliver_reply: Callable[[str, Message], bool] = lambda _key, _message: False
