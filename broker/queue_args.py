@@ -229,7 +229,6 @@ POLICY_KEYS = {
     "overflow": ("x-overflow", "arg"),
     "dead-letter-exchange": ("x-dead-letter-exchange", "arg"),
     "dead-letter-routing-key": ("x-dead-letter-routing-key", "arg"),
-    "dead-letter-strategy": ("x-dead-letter-strategy", "arg"),
 }
 
 
@@ -260,6 +259,6 @@ def resolve(arguments: dict[str, Any], policy: Any | None = None) -> QueueSettin
         max_priority=priority if is_integer(priority) and priority > 0 else None,
         single_active_consumer=arguments.get("x-single-active-consumer") is True,
         delivery_limit=values.get("x-delivery-limit"),
-        dead_letter_strategy=values.get("x-dead-letter-strategy", "at-most-once"),
+        dead_letter_strategy=arguments.get("x-dead-letter-strategy", "at-most-once"),
         policy=policy.name if policy is not None else None,
     )
