@@ -17,7 +17,7 @@ from pathlib import Path
 import pika
 import pytest
 from brokers import BrokerProcess, run_warren
-from client_helpers import channel_error, opened
+from client_helpers import channel_error, opened, wait_for
 from queue_types_helpers import (
     NOT_BUILT_ON_WARREN,
     QUORUM,
@@ -209,3 +209,29 @@ def test_a_transient_message_fanned_out_is_kept_by_the_quorum_queue_only(warren,
         assert channel.queue_declare("cq2", passive=True).method.message_count == 0
         assert channel.basic_get("qq", auto_ack=True)[2] == b"transient"
     broker.assert_alive()
+
+
+@pytest.mark.slow
+def test_a_kept_at_least_once_dead_letter_is_delivered_once_routable(warren):
+    """at-least-once + reject-publish: a dead letter its exchange routes nowhere stays in the
+    quorum queue (messages_dlx) and is offered again every 10 s; once a queue is bound to the
+    exchange, it arrives there and leaves the quorum queue. (Warren's retry period; RabbitMQ
+    retries on a timer of its own, not observed.)"""
+    broker = warren.broker
+    with opened(broker) as connection:
+        channel = connection.channel()
+        channel.exchange_declare("dlx", "fanout")
+        channel.queue_declare("qq", durable=True, arguments={
+            **QUORUM, "x-dead-letter-exchange": "dlx",
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+        channel.confirm_delivery()
+        channel.basic_publish("", "qq", b"dead")
+        method, _properties, _body = channel.basic_get("qq")
+        channel.basic_reject(method.delivery_tag, requeue=False)
+        channel.queue_declare("late")
+        channel.queue_bind("late", "dlx")
+        arrived = wait_for(connection, lambda: channel.queue_declare(
+            "late", passive=True).method.message_count == 1, 15.0)
+        assert arrived
+        assert channel.basic_get("late", auto_ack=True)[2] == b"dead"
+        assert channel.queue_declare("qq", passive=True).method.message_count == 0
