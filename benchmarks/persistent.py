@@ -1,8 +1,9 @@
 """Persistent messages with publisher confirms, and recovery, on Warren next to RabbitMQ 3.10.
 
 Part 1, throughput: 1 KB persistent messages published with confirms (at most 500 unconfirmed)
-into a durable queue while one consumer acks (prefetch 1000, ack every 100). Per broker and
-repetition, three runs, each with the consumer draining the queue:
+into a durable queue (`--queue-type quorum`: a quorum queue) while one consumer acks (prefetch
+1000, ack every 100). Per broker and repetition, three runs, each with the consumer draining
+the queue:
 
 * throughput: `amqperf pub --persistent --confirm 500` sends N messages as fast as the window
   allows; reported are the publisher's and the consumer's msg/s and the broker's fsyncs per
@@ -99,6 +100,7 @@ class Config:
     window: int = 500
     prefetch: int = 1000
     ack_every: int = 100
+    queue_type: str = "classic"  # x-queue-type of part 1's queue (quorum: declared with pika)
 
 
 @dataclass
@@ -136,16 +138,39 @@ class Sample:
 # --- part 1: throughput and confirm latency ----------------------------------------------------
 
 
-def declare_queue(broker: Broker) -> None:
+def declare_queue(broker: Broker, queue_type: str = "classic") -> None:
+    if queue_type != "classic":  # amqperf declares no arguments
+        import pika  # (only for this: the rest of the script is standard library)
+
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+        try:
+            connection.channel().queue_declare(broker.queue, durable=True,
+                                               arguments={"x-queue-type": queue_type})
+        finally:
+            connection.close()
+        return
     declare = amqperf(broker, "pub", "--declare", "--durable", "--count", "0")
     done = subprocess.run(declare, capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
         raise BenchError(f"queue.declare failed: {done.stderr.strip()}")
 
 
+def delete_queues(broker: Broker) -> None:
+    """Delete the queues this run declared (queue_seq 0 up to the current one)."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+    try:
+        channel = connection.channel()
+        for seq in range(broker.queue_seq + 1):
+            channel.queue_delete(f"{broker.queue_prefix}-{seq}" if seq else broker.queue_prefix)
+    finally:
+        connection.close()
+
+
 def run_with_consumer(broker: Broker, cfg: Config, count: int, publisher: list[str]) -> Run:
     """Run `publisher` (which sends `count` messages) while an amqperf consumer drains them."""
-    declare_queue(broker)
+    declare_queue(broker, cfg.queue_type)
     con_cmd = amqperf(
         broker, "con", "--count", str(count), "--prefetch", str(cfg.prefetch),
         "--ack-every", str(cfg.ack_every),
@@ -347,13 +372,16 @@ def run_throughput(args: argparse.Namespace, cfg: Config) -> bool:
             return False
         results = {b.name: Results() for b in brokers}
         for b in brokers:
-            b.queue_prefix = QUEUE_PREFIX
+            b.queue_prefix = QUEUE_PREFIX if cfg.queue_type == "classic" else (
+                f"{QUEUE_PREFIX}-{cfg.queue_type}")
             print(f"{b.name}: {b.product} on port {b.port}", flush=True)
             warm_up(b, cfg)
         for i in range(args.repeat):
             print(f"repetition {i + 1}/{args.repeat}", flush=True)
             for b in brokers:
                 measure_safely(b, cfg, results[b.name])
+        if cfg.queue_type != "classic" and rabbit is not None and args.rabbitmq_port:
+            delete_queues(rabbit)  # a shared node: leave no quorum queue behind
     # The brokers we started are stopped now, so their logs are complete.
     print_throughput_tables(brokers, results, cfg)
     cross_check_warren(warren, results.get("Warren", Results()), cfg.fsync_tool)
@@ -661,6 +689,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=200_000, help="messages per throughput run")
     p.add_argument("--size", type=int, default=1024, help="message size in bytes (part 1)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions per broker (median shown)")
+    p.add_argument("--queue-type", default="classic", choices=("classic", "quorum"),
+                   help="x-queue-type of the throughput part's queue (default classic)")
     p.add_argument(
         "--latency-count",
         type=int,
@@ -761,7 +791,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         print("note: neither perf nor strace works here: fsyncs are not counted")
     cfg = Config(
         args.count, args.latency_count, args.latency_rate, args.rate_count, args.warmup,
-        args.timeout, workdir, tool, size=args.size,
+        args.timeout, workdir, tool, size=args.size, queue_type=args.queue_type,
     )  # fmt: skip
     ok = True
     if not args.skip_throughput:

@@ -259,8 +259,9 @@ class Deliveries:
             for queue in kick:
                 queue.dispatch()
 
-    def requeue(self, entries: list[Unacked]) -> None:
-        """Deliveries go back to their queues (in their original places)."""
+    def requeue(self, entries: list[Unacked], returned: bool = True) -> None:
+        """Deliveries go back to their queues (in their original places), `returned` by the
+        client (nack, reject, recover) or released (its channel closes)."""
         was_blocked = self.global_prefetch and self.global_unacked >= self.global_prefetch
         queues: dict[Queue, None] = {}
         for queue, entry, consumer in entries:
@@ -271,7 +272,10 @@ class Deliveries:
             if queue.deleted:
                 queue.discard(entry.message)
             else:
-                queue.requeue(entry)
+                if returned:
+                    queue.requeue(entry)
+                else:
+                    queue.release(entry)
                 queues[queue] = None
         for queue in queues:
             queue.dispatch()
@@ -295,7 +299,7 @@ class Deliveries:
             self._remove_consumer(consumer, dispatch=False)
         self._stop_replies()
         pending.extend(self.tags.take_all())
-        self.requeue(pending)
+        self.requeue(pending, returned=False)
         for queue in consumed:
             if not queue.deleted:
                 queue.dispatch()

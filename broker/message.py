@@ -60,6 +60,16 @@ class Message:
         message.store_ref = store_ref
         return message
 
+    def unlogged_twin(self) -> Message:
+        """The same message (body shared, not copied) without the store's reference, for
+        queues that do not hold the logged original."""
+        twin = Message(self.exchange, self.routing_key, self.route_bytes, self.props_raw,
+                       self.body, self.body_size)
+        twin.timestamp, twin.expiration, twin.persistent = (self.timestamp, self.expiration,
+                                                             self.persistent)
+        twin.cc = self.cc
+        return twin
+
     @property
     def typed_headers(self) -> dict[str, TypedValue]:
         """The headers table with AMQP value types kept (for the headers exchange)."""

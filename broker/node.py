@@ -61,7 +61,7 @@ class Node(MessageCounters):
         self._storage_retry: asyncio.TimerHandle | None = None
         self._segment_stamps: dict[int, tuple[int, int, int]] = {}  # of the index loaded
         # (reason, "at_most_once" with a dead-letter exchange / "disabled" without) -> count
-        self.dead_lettered: dict[tuple[str, str], int] = {}
+        self.dead_lettered: dict[tuple[str, str, str], int] = {}
         self.step_failures = StepFailures()  # warren_message_step_failures_total
 
     async def start(self) -> None:

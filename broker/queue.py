@@ -53,7 +53,7 @@ class QueueHost(deadletter.Republisher, Protocol):
 
     name: str
     counters: MessageCounters
-    dead_lettered: dict[tuple[str, str], int]
+    dead_lettered: dict[tuple[str, str, str], int]  # (queue type, reason, strategy)
 
     def delete_queue(self, queue: Queue, *, if_unused: bool = False,
                      if_empty: bool = False) -> int: ...
@@ -61,6 +61,8 @@ class QueueHost(deadletter.Republisher, Protocol):
 
 class Queue:
     keeps_cold_rows = True  # to recovery and the index snapshot: a storage.holders.MessageHolder
+    type_name = "classic"  # x-queue-type (broker/queue_types.py builds each type's class)
+    logs_every_message = False  # only persistent ones (a quorum queue logs transient ones too)
 
     def __init__(
         self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
@@ -346,6 +348,11 @@ class Queue:
         if entry.expires_at is not None:
             self._schedule_expiry()
 
+    def release(self, entry: QueuedMessage) -> None:
+        """A delivery comes back because its consumer or channel went away (not returned by
+        the client): as `requeue` here; a quorum queue tells the two apart."""
+        self.requeue(entry)
+
     def ack(self, entry: QueuedMessage) -> None:
         """A delivered message was acknowledged by the client: it leaves the queue. (One
         delivered with no_ack just leaves, `discard`: RabbitMQ counts no ack for it.)"""
@@ -396,7 +403,7 @@ class Queue:
             if delivered:
                 self.messages_dead_lettered += 1
         counters = self.vhost.dead_lettered
-        key = (reason, "at_most_once" if has_exchange else "disabled")
+        key = (self.type_name, reason, "at_most_once" if has_exchange else "disabled")
         counters[key] = counters.get(key, 0) + 1
         self.discard(message)
         return True
@@ -411,12 +418,17 @@ class Queue:
             entry.logged_delivery = True
             self.vhost.store.mark_delivered(self.key, message)
 
+    @property
+    def counts_deliveries(self) -> bool:
+        """Whether deliveries carry x-delivery-count (delivery-limit queues; quorum queues)."""
+        return self.settings.delivery_limit is not None
+
     def delivery_properties(self, entry: QueuedMessage, always: bool = False) -> bytes:
         """The property bytes to deliver: the message's own, plus (delivery-limit queues, as
         quorum queues do) x-delivery-count once it has come back — or `always`, for
         basic.get."""
         raw = entry.message.props_raw
-        if self.settings.delivery_limit is None or not (entry.delivery_count or always):
+        if not self.counts_deliveries or not (entry.delivery_count or always):
             return raw
         try:
             headers = dict(properties.typed_headers(raw))
@@ -506,6 +518,10 @@ class Queue:
             return
         loop = asyncio.get_event_loop()
         self._unused_timer = loop.call_later(expires / 1000, self._on_unused)
+
+    def declared_again(self) -> None:
+        """A declare (passive or not) found this queue: it counts as a use (x-expires)."""
+        self.arm_unused_timer()
 
     def _on_unused(self) -> None:
         self._unused_timer = None

@@ -4,7 +4,7 @@ RabbitMQ resolves each key)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,9 @@ MAX_PRIORITY = 255
 MAX_EXPIRY = 315_360_000_000  # ten years in milliseconds, RabbitMQ's upper bound
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum", "stream")  # the types RabbitMQ 3.10 knows
-UNIMPLEMENTED_QUEUE_TYPES = ("quorum", "stream")  # known, refused until Warren has them
+UNIMPLEMENTED_QUEUE_TYPES = ("stream",)  # known, refused until Warren has them
+DEAD_LETTER_STRATEGIES = ("at-most-once", "at-least-once")
+LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders")  # (one node: no-op)
 
 
 class InvalidArgument(Exception):
@@ -26,12 +28,12 @@ class InvalidArgument(Exception):
         self.term = term
 
 
-def _is_int(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _int(value: Any) -> int:
-    if not _is_int(value):
+    if not is_integer(value):
         raise InvalidArgument(f'"expected integer, got {field_type_name(value)}"')
     return value
 
@@ -99,6 +101,26 @@ def _overflow(value: Any, _: dict) -> str:
     return value
 
 
+def _dead_letter_strategy(value: Any, _: dict) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
+    if value not in DEAD_LETTER_STRATEGIES:
+        raise InvalidArgument("invalid_dlx_strategy")
+    return value
+
+
+def _positive(value: Any, _: dict) -> int:
+    if _non_negative(value) == 0:
+        raise InvalidArgument("{value_zero,0}")
+    return value
+
+
+def _leader_locator(value: Any, arguments: dict) -> str:
+    if _longstr(value, arguments) not in LEADER_LOCATORS:
+        raise InvalidArgument("invalid_queue_locator_arg")
+    return value
+
+
 def _bool(value: Any, _: dict) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
@@ -110,14 +132,12 @@ def _any(value: Any, _: dict) -> Any:
 
 
 def _queue_type(value: Any, _: dict) -> str:
-    """RabbitMQ's check of x-queue-type; the types Warren does not run yet are refused rather
-    than silently declared as classic queues."""
+    """RabbitMQ's check of x-queue-type. (A type Warren does not run yet is refused when a
+    queue of that type would be made: broker/queue_types.py.)"""
     if not isinstance(value, str):
         raise InvalidArgument(f"{{unacceptable_type,{field_type_name(value)}}}")
     if value not in QUEUE_TYPES:
         raise InvalidArgument(f'"unsupported queue type \'{value}\'"')
-    if value in UNIMPLEMENTED_QUEUE_TYPES:
-        raise InvalidArgument(f"queue type '{value}' is not supported by this broker yet")
     return value
 
 
@@ -127,6 +147,7 @@ _CHECKS: dict[str, Callable[[Any, dict], Any]] = {
     "x-message-ttl": _message_ttl,
     "x-dead-letter-exchange": _dead_letter_exchange,
     "x-dead-letter-routing-key": _dead_letter_routing_key,
+    "x-dead-letter-strategy": _dead_letter_strategy,
     "x-max-length": lambda value, _: _non_negative(value),
     "x-max-length-bytes": lambda value, _: _non_negative(value),
     "x-max-in-memory-length": lambda value, _: _non_negative(value),
@@ -136,13 +157,21 @@ _CHECKS: dict[str, Callable[[Any, dict], Any]] = {
     "x-single-active-consumer": _bool,
     "x-delivery-limit": lambda value, _: _non_negative(value),
     "x-queue-mode": _any,
+    "x-quorum-initial-group-size": _positive,
+    "x-queue-leader-locator": _leader_locator,
 }
+# The arguments whose values a classic queue checks (the others are accepted and ignored).
+CLASSIC_CHECKED = tuple(key for key in _CHECKS if key not in (
+    "x-dead-letter-strategy", "x-quorum-initial-group-size", "x-queue-leader-locator"))
 
 
-def validate_queue_arguments(arguments: dict[str, Any], what: str) -> None:
-    """PreconditionFailed with RabbitMQ's text for the first argument it would refuse."""
+def validate_queue_arguments(arguments: dict[str, Any], what: str,
+                             checked: Collection[str] = CLASSIC_CHECKED) -> None:
+    """PreconditionFailed with RabbitMQ's text for the first argument it would refuse, among
+    those whose values the queue's type checks (`checked`: RabbitMQ checks only the arguments
+    a type supports)."""
     for key, check in _CHECKS.items():
-        if key in arguments:
+        if key in arguments and key in checked:
             try:
                 check(arguments[key], arguments)
             except InvalidArgument as error:
@@ -178,6 +207,7 @@ class QueueSettings:
     max_priority: int | None = None
     single_active_consumer: bool = False
     delivery_limit: int | None = None
+    dead_letter_strategy: str = "at-most-once"  # (quorum queues)
     policy: str | None = None
 
     def ttl_for(self, expiration: int | None) -> int | None:
@@ -215,7 +245,7 @@ def resolve(arguments: dict[str, Any], policy: Any | None = None) -> QueueSettin
             value = policy.definition[key]
             if argument not in values:
                 values[argument] = value
-            elif rule == "min" and _is_int(value):
+            elif rule == "min" and is_integer(value):
                 values[argument] = min(values[argument], value)
     priority = arguments.get("x-max-priority")
     return QueueSettings(
@@ -226,8 +256,9 @@ def resolve(arguments: dict[str, Any], policy: Any | None = None) -> QueueSettin
         overflow=values.get("x-overflow", "drop-head"),
         dead_letter_exchange=values.get("x-dead-letter-exchange"),
         dead_letter_routing_key=values.get("x-dead-letter-routing-key"),
-        max_priority=priority if _is_int(priority) and priority > 0 else None,
+        max_priority=priority if is_integer(priority) and priority > 0 else None,
         single_active_consumer=arguments.get("x-single-active-consumer") is True,
         delivery_limit=values.get("x-delivery-limit"),
+        dead_letter_strategy=arguments.get("x-dead-letter-strategy", "at-most-once"),
         policy=policy.name if policy is not None else None,
     )

@@ -114,6 +114,7 @@ def queue_declare(channel: Channel, method: spec.Queue.Declare) -> None:
         if name:
             check_reserved_name("queue", name)
         else:
+            vhost.check_server_named(method.arguments or {})
             name = names.generate("amq.gen-")
         vhost.check_permission(channel.user, "configure", "queue", name)
     queue = vhost.declare_queue(

@@ -27,7 +27,8 @@ from broker.exchanges.delayed import RELEASE_RETRY_SECONDS, delay_of, delivered_
 from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
-from broker.queue_args import QUEUE_TYPES, resolve, validate_queue_arguments
+from broker.queue_args import QUEUE_TYPES, resolve
+from broker.queue_types import queue_type_of, refuses_server_names
 from broker.resources import (
     check_reserved_name,
     default_exchange_refused,
@@ -82,6 +83,7 @@ class VirtualHost:
         self.name = name
         self.access = access
         self.queues: dict[str, Queue] = {}
+        self.logging_queues = 0  # queues that log transient messages too (quorum queues)
         self.store: MessageStore | None = None  # set once the node's storage is open
         self.policies: dict[str, Policy] = {}
         self.description = ""
@@ -89,7 +91,7 @@ class VirtualHost:
         self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
         # The node's, shared (see Node.add_vhost); a vhost of its own has its own.
         self.counters = MessageCounters()
-        self.dead_lettered: dict[tuple[str, str], int] = {}
+        self.dead_lettered: dict[tuple[str, str, str], int] = {}
         self.step_failures = StepFailures()
         # Direct reply-to: (key, message) -> whether a requester took it (the node's registry).
         self.deliver_reply: Callable[[str, Message], bool] = lambda _key, _message: False
@@ -265,29 +267,42 @@ class VirtualHost:
         if passive:
             queue = self.get_queue(name)
             self.check_exclusive_access(queue, connection)
-            queue.arm_unused_timer()
+            queue.declared_again()
             return queue
+        what = resource("queue", name, self.name)
+        typed = self._typed(arguments)
+        queue_type = queue_type_of(typed, None if recovered else what)
         if not recovered:
-            validate_queue_arguments(self._typed(arguments), resource("queue", name, self.name))
+            queue_type.check(typed, what)
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive_access(existing, connection)
             if exclusive != existing.exclusive:
                 raise queue_locked(existing.describe())
             self._check_queue_equivalence(existing, durable, auto_delete, arguments)
-            existing.arm_unused_timer()
+            existing.declared_again()
             return existing
-        queue = Queue(
+        if not recovered:
+            queue_type.check_new(what, durable, exclusive, auto_delete)
+        queue = queue_type.queue_class(
             self, name, durable=durable and not exclusive, auto_delete=auto_delete,
             owner=connection if exclusive else None, arguments=arguments,
             settings=resolve(arguments, effective_policy(self.policies, "queues", name)),
         )
         self.queues[name] = queue
+        self.logging_queues += queue.logs_every_message
         if exclusive:
             connection.exclusive_queues.append(queue)
         if queue.durable:
             self.on_definitions_changed()
         return queue
+
+    def check_server_named(self, arguments: dict[str, Any]) -> None:
+        """PreconditionFailed if the queue type of a declare with queue="" (server-named)
+        cannot have a generated name (quorum queues)."""
+        module = refuses_server_names(self._typed(arguments))
+        if module is not None:
+            raise PreconditionFailed(f"Cannot declare a server-named queue for type {module}")
 
     def _typed(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The arguments with the vhost's default queue type where they name none, so that a
@@ -331,6 +346,7 @@ class VirtualHost:
         queue.deleted = True
         count = queue.message_count
         self.queues.pop(queue.name, None)
+        self.logging_queues -= queue.logs_every_message
         for binding in list(queue.bindings_in):
             self.remove_binding(binding)
         for consumer in list(queue.consumers):
@@ -511,12 +527,38 @@ class VirtualHost:
             durable = [queue for queue in queues if queue.durable]
             if durable:
                 ticket = self.store.persist(message, [queue.key for queue in durable])
+        elif self.logging_queues:
+            return self._enqueue_transient(message, queues)
         refused = False
         for queue in tuple(queues) if len(queues) > 1 else queues:
             if not queue.enqueue(message):
                 queue.discard(message)
                 refused = True
         return ticket, refused
+
+    def _enqueue_transient(self, message: Message, queues: Collection[Queue]
+                           ) -> tuple[int, bool]:
+        """A transient message: logged for the queues that log every message (quorum queues);
+        the others get an unlogged twin (the same body), which a restart forgets."""
+        logging = [queue for queue in queues if queue.logs_every_message]
+        if not logging:
+            return 0, self._put(message, queues)
+        ticket = self.store.persist(message, [queue.key for queue in logging])
+        refused = self._put(message, logging)
+        if len(logging) < len(queues):
+            others = [queue for queue in queues if not queue.logs_every_message]
+            refused = self._put(message.unlogged_twin(), others) or refused
+        return ticket, refused
+
+    @staticmethod
+    def _put(message: Message, queues: Collection[Queue]) -> bool:
+        """Enqueue into each queue; whether one refused it."""
+        refused = False
+        for queue in queues:
+            if not queue.enqueue(message):
+                queue.discard(message)
+                refused = True
+        return refused
 
     def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
         """The queues a message reaches (a delayed exchange behind an e2e binding holds it);

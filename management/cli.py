@@ -78,10 +78,16 @@ def quote(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
+# Columns rabbitmqctl prints as Erlang lists: a quorum queue's `[rabbit@node]`.
+ERLANG_LIST_COLUMNS = ("members", "online")
+
+
 def _cell(item: dict[str, Any], column: str) -> str:
     value: Any = item
     for part in column.split("."):
         value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, list) and column in ERLANG_LIST_COLUMNS:
+        return "[" + ",".join(map(str, value)) + "]"
     if isinstance(value, list):
         return ",".join(map(str, value))
     if isinstance(value, dict):

@@ -99,7 +99,7 @@ class Snapshot:
     channels: int
     publishers: int
     counters: dict[str, int]
-    dead_lettered: dict[tuple[str, str], int]
+    dead_lettered: dict[tuple[str, str, str], int]  # (queue type, reason, strategy)
     step_failures: dict[str, int]
     paged_out: int  # transient messages held in the page store now
     paged_out_lost: int  # paged-out messages whose bodies could not be read back
@@ -182,9 +182,8 @@ class SnapshotCollector:
                 labels=["queue_type", "dead_letter_strategy"],
             )
             for queue_type, strategy in _DEAD_LETTER_LABELS[reason]:
-                value = 0
-                if queue_type == QUEUE_TYPES[0]:
-                    value = snapshot.dead_lettered.get((reason, strategy), 0)
+                type_name = queue_type.removeprefix("rabbit_").removesuffix("_queue")
+                value = snapshot.dead_lettered.get((type_name, reason, strategy), 0)
                 family.add_metric([queue_type, strategy], value)
             yield family
         confirmed = CounterMetricFamily(

@@ -45,7 +45,7 @@ async def test_rejected_copy_has_x_death():
     assert death[0]["time"].timestamp() >= int(before)
     assert (found["x-first-death-reason"], found["x-first-death-queue"],
             found["x-first-death-exchange"], found["app"]) == ("rejected", "work", "", "kept")
-    assert vhost.dead_lettered == {("rejected", "at_most_once"): 1}
+    assert vhost.dead_lettered == {("classic", "rejected", "at_most_once"): 1}
     assert work.messages_dead_lettered == 1
 
 
@@ -74,7 +74,7 @@ async def test_expired_messages_are_dead_lettered_as_expired():
     body, found = only_death(dead)
     assert body == b"old"
     assert found["x-death"][0]["reason"] == "expired"
-    assert vhost.dead_lettered == {("expired", "at_most_once"): 1}
+    assert vhost.dead_lettered == {("classic", "expired", "at_most_once"): 1}
 
 
 async def test_maxlen_drop_head_dead_letters_the_oldest():
@@ -106,7 +106,7 @@ async def test_without_a_dead_letter_exchange_the_message_is_dropped_and_counted
     work.reject(work.get(no_ack=False))
     await turn()
     assert work.message_count == 0
-    assert vhost.dead_lettered == {("rejected", "disabled"): 1}
+    assert vhost.dead_lettered == {("classic", "rejected", "disabled"): 1}
 
 
 async def test_a_cycle_without_rejection_is_dropped():
@@ -120,7 +120,7 @@ async def test_a_cycle_without_rejection_is_dropped():
     publish(vhost, "a", "m")
     await asyncio.sleep(0.1)
     assert (a.message_count, b.message_count) == (0, 0)
-    assert vhost.dead_lettered[("expired", "at_most_once")] == 2
+    assert vhost.dead_lettered[("classic", "expired", "at_most_once")] == 2
 
 
 async def test_dead_letter_routing_key_defaults_to_the_message_own():

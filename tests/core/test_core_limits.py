@@ -17,7 +17,7 @@ def test_max_length_drop_head():
     for index in range(4):
         assert publish(vhost, "q", f"m{index}") == (1, 0, False)
     assert bodies(queue) == [b"m2", b"m3"]
-    assert vhost.dead_lettered == {("maxlen", "disabled"): 2}
+    assert vhost.dead_lettered == {("classic", "maxlen", "disabled"): 2}
 
 
 def test_max_length_reject_publish_refuses_the_new_message():
@@ -76,7 +76,7 @@ async def test_queue_ttl_expires_without_a_consumer():
     assert queue.message_count == 1
     await asyncio.sleep(0.08)
     assert queue.message_count == 0
-    assert vhost.dead_lettered == {("expired", "disabled"): 1}
+    assert vhost.dead_lettered == {("classic", "expired", "disabled"): 1}
 
 
 async def test_per_message_expiration_the_earlier_of_the_two():
@@ -98,7 +98,7 @@ async def test_expiry_only_at_the_head():
     await asyncio.sleep(0.05)
     assert queue.message_count == 2
     assert bodies(queue) == [b"live"]
-    assert vhost.dead_lettered == {("expired", "disabled"): 1}
+    assert vhost.dead_lettered == {("classic", "expired", "disabled"): 1}
 
 
 async def test_ttl_zero_reaches_a_ready_consumer_only():
@@ -112,7 +112,7 @@ async def test_ttl_zero_reaches_a_ready_consumer_only():
     await asyncio.sleep(0.02)  # the expiry timer's next tick
     assert target.bodies() == [b"taken"]
     assert queue.message_count == 0
-    assert vhost.dead_lettered == {("expired", "disabled"): 1}
+    assert vhost.dead_lettered == {("classic", "expired", "disabled"): 1}
 
 
 def test_a_policy_lowers_the_limit_of_a_queue():

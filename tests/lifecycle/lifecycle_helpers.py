@@ -23,11 +23,6 @@ warren_only = pytest.mark.skipif(
     bool(os.environ.get("WARREN_TEST_AMQP_PORT")),
     reason="Warren extension (RabbitMQ 3.10 has it only on quorum queues)",
 )
-# Warren refuses quorum queues until it has them (tests/broker/test_queue_types.py).
-quorum_queues = pytest.mark.skipif(
-    not os.environ.get("WARREN_TEST_AMQP_PORT"),
-    reason="quorum queues: refused by Warren until implemented (RabbitMQ's shapes kept here)",
-)
 
 
 def dl_args(exchange: str = "", routing_key: str | None = None, **more: Any) -> dict:

@@ -10,8 +10,8 @@ offers it on classic queues, with the shapes observed on a RabbitMQ 3.10.8 quoru
 - limit N: delivered N+1 times (counts 0..N); the next return dead-letters it with reason
   `delivery_limit` (first-death x-death shape, no x-delivery-count on the copy, no expiration,
   original-expiration kept); without a DLX it is dropped.
-The quorum-queue cases run against RabbitMQ only (Warren refuses quorum queues until it has them,
-see tests/broker/test_queue_types.py); the classic-queue ones against Warren only.
+The quorum-queue cases run against both (Warren's quorum queues: broker/quorum.py); the
+classic-queue ones against Warren only.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from lifecycle_helpers import (
     dl_args,
     get_one,
     pump,
-    quorum_queues,
     raw_get,
     wait_count,
     wait_until,
@@ -32,7 +31,7 @@ from lifecycle_helpers import (
 )
 
 KINDS = [
-    pytest.param("quorum", id="quorum", marks=quorum_queues),
+    pytest.param("quorum", id="quorum"),
     pytest.param("classic", id="classic", marks=warren_only),
 ]
 

@@ -486,7 +486,6 @@ def test_delivery_limit_policy_on_classic_queues_in_warren(channel, cleanup, key
     assert deliveries_until_gone(channel, queue) == deliveries
 
 
-@pytest.mark.skipif(not REFERENCE, reason="quorum queues: refused by Warren until implemented")
 @pytest.mark.parametrize(
     ("key", "arguments", "deliveries"),
     [("dl", {}, 2), ("dl", {"x-delivery-limit": 3}, 2), ("dlhigh", {"x-delivery-limit": 1}, 2),

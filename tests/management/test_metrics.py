@@ -849,3 +849,28 @@ def test_alarm_gauges_are_untyped_and_only_aggregated(scrape):
         assert got.value(name) == 0, name  # the shared broker is never in alarm
     assert not [name for name in scrape("/metrics/per-object").types
                 if name.startswith("rabbitmq_alarms_")]
+
+
+@warren_only
+def test_dead_lettered_from_a_quorum_queue_is_labelled_quorum(scrape, channel, queues, unique):
+    """Deaths in a quorum queue count under queue_type rabbit_quorum_queue, not classic."""
+    target, dlx = f"{unique}-dead", f"{unique}-dlx"
+    source = f"{unique}-quorum"
+    channel.exchange_declare(dlx, "fanout")
+    channel.queue_declare(target)
+    channel.queue_bind(target, dlx)
+    channel.queue_declare(source, durable=True, arguments={
+        "x-queue-type": "quorum", "x-dead-letter-exchange": dlx, "x-delivery-limit": 0})
+    queues.extend([source, target, dlx])
+    publish(channel, source, 2)
+    before = scrape()
+    for requeue in (False, True):  # rejected, then past the delivery limit
+        method, _, _ = channel.basic_get(source)
+        channel.basic_reject(method.delivery_tag, requeue=requeue)
+    wait_for_deltas(scrape, before, {
+        dl("rejected", "at_most_once", QUORUM): 1,
+        dl("delivery_limit", "at_most_once", QUORUM): 1,
+        dl("rejected", "at_most_once"): 0,
+        dl("delivery_limit", "at_most_once"): 0,
+    })  # fmt: skip
+    wait_for_ready(scrape, target, 2)

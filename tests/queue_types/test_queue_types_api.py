@@ -10,8 +10,6 @@ import pika
 from management_api import q
 from queue_types_helpers import NOT_BUILT_YET, api_queue, publish_each, stream_reader
 
-pytestmark = NOT_BUILT_YET
-
 QUORUM_KEYS = ("node", "leader", "members", "online", "messages_persistent",
                "message_bytes_persistent", "message_bytes", "messages_dlx", "message_bytes_dlx",
                "single_active_consumer_ctag", "state")
@@ -52,6 +50,7 @@ def test_a_quorum_queue_in_the_queue_list(api, channel, queues):
     assert entry["members"] == [entry["leader"]] == entry["online"]
 
 
+@NOT_BUILT_YET  # streams: not built in Warren yet
 def test_a_stream_in_the_api(api, channel, queues):
     stream = queues.stream(channel, max_age="1D")
     publish_each(channel, stream, [b"a", b"b", b"c"])
@@ -68,6 +67,7 @@ def test_a_stream_in_the_api(api, channel, queues):
         3, 3, 0)
 
 
+@NOT_BUILT_YET
 def test_a_stream_keeps_its_message_count_while_read(api, broker, channel, queues):
     """Reading (unacked here) removes nothing and leaves nothing 'unacknowledged'; the API
     names the reader's node in `readers`."""
@@ -95,3 +95,18 @@ def test_single_active_consumer_in_the_api(api, connection, channel, queues):
                      for d in answer["consumer_details"])
     assert details == [("first-ctag", True, "single_active"), ("second-ctag", False, "waiting")]
     assert answer["single_active_consumer_ctag"] == "first-ctag"
+
+
+def test_definitions_export_and_import_keep_a_quorum_queue(api, channel, queues):
+    """Exported with its x-queue-type; imported under another name, it is a quorum queue."""
+    queue = queues.quorum(channel, delivery_limit=3)
+    exported = api.ok_json("/api/definitions")
+    (entry,) = [item for item in exported["queues"] if item["name"] == queue]
+    assert entry["durable"] is True
+    assert entry["arguments"] == {"x-queue-type": "quorum", "x-delivery-limit": 3}
+    copy = queues.name("copy")
+    status = api.post("/api/definitions", {"queues": [{**entry, "name": copy}]}).status
+    assert status in (200, 201, 204)
+    answer = api_queue(api, copy, lambda a: a.get("type") == "quorum", ("type",))
+    assert (answer["type"], answer["arguments"]) == (
+        "quorum", {"x-queue-type": "quorum", "x-delivery-limit": 3})

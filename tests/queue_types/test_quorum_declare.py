@@ -9,15 +9,12 @@ from __future__ import annotations
 import pytest
 from client_helpers import channel_error
 from queue_types_helpers import (
-    NOT_BUILT_YET,
     QUORUM,
     declare_error,
     invalid_arg,
     invalid_property,
     unsupported_arg,
 )
-
-pytestmark = NOT_BUILT_YET
 
 QUORUM_MODULE = "rabbit_quorum_queue"
 
@@ -72,6 +69,8 @@ def test_arguments_quorum_queues_do_not_run_are_refused(broker, queues, argument
     {"x-single-active-consumer": True},
     {"x-single-active-consumer": False},
     {"x-quorum-initial-group-size": 1},
+    {"x-queue-leader-locator": "client-local"},
+    {"x-queue-leader-locator": "balanced"},
     {"x-max-in-memory-length": 10},
     {"x-foo": 1},  # unknown arguments are ignored, as on classic queues
 ], ids=lambda arguments: ",".join(f"{key}={value}" for key, value in arguments.items()))
@@ -94,8 +93,14 @@ def test_arguments_quorum_queues_run_are_accepted(channel, queues, arguments):
     ({"x-expires": 0}, "x-expires", "{value_zero,0}"),
     ({"x-quorum-initial-group-size": "x"}, "x-quorum-initial-group-size",
      '"expected integer, got longstr"'),
+    ({"x-quorum-initial-group-size": 0}, "x-quorum-initial-group-size", "{value_zero,0}"),
+    ({"x-quorum-initial-group-size": -1}, "x-quorum-initial-group-size", "{value_negative,-1}"),
+    ({"x-queue-leader-locator": "min-masters"}, "x-queue-leader-locator",
+     "invalid_queue_locator_arg"),
+    ({"x-queue-leader-locator": 1}, "x-queue-leader-locator", "{unacceptable_type,signedint}"),
 ], ids=["dl-strategy-bogus", "dl-strategy-int", "overflow-bogus", "max-length-str",
-        "max-length-negative", "ttl-negative", "expires-zero", "group-size-str"])
+        "max-length-negative", "ttl-negative", "expires-zero", "group-size-str",
+        "group-size-zero", "group-size-negative", "leader-locator-bogus", "leader-locator-int"])
 def test_bad_values_get_rabbitmqs_texts(broker, queues, arguments, arg, term):
     name = queues.name()
     assert declare_error(broker, name, {**QUORUM, **arguments}, durable=True) == (
@@ -135,3 +140,32 @@ def test_redeclaring_with_other_properties_or_arguments_is_inequivalent(connecti
     assert channel_error(lambda: channel.queue_declare(
         name, durable=True, arguments={**QUORUM, "x-delivery-limit": 3})) == (
         inequivalent(name, "x-delivery-limit", "the value '3' of type 'signedint'", "none"))
+
+
+@pytest.mark.parametrize(("name", "arguments", "options", "expected"), [
+    # a server-named declare is refused before any argument is looked at
+    ("", {"x-overflow": "bogus", "x-max-priority": 5}, {"durable": False},
+     (406, "PRECONDITION_FAILED - Cannot declare a server-named queue for type "
+           "rabbit_quorum_queue")),
+    # the values of the arguments it runs, then the arguments it refuses ...
+    ("q", {"x-max-priority": 5, "x-overflow": "bogus"}, {"durable": True},
+     ("invalid_arg", "x-overflow", "invalid_overflow")),
+    # ... whose values are not checked
+    ("q", {"x-max-priority": "x"}, {"durable": True}, ("unsupported", "x-max-priority")),
+    # then the properties: auto-delete, exclusive, non-durable
+    ("q", {"x-max-priority": 5}, {"durable": False}, ("unsupported", "x-max-priority")),
+    ("q", {}, {"durable": True, "auto_delete": True, "exclusive": True},
+     ("property", "auto-delete")),
+    ("q", {}, {"durable": False, "exclusive": True}, ("property", "exclusive-owner")),
+], ids=["server-named-first", "values-first", "refused-value-unchecked",
+        "refused-before-properties", "auto-delete-first", "exclusive-before-durable"])
+def test_the_order_of_the_refusals(broker, queues, name, arguments, options, expected):
+    queue = queues.name() if name else ""
+    answer = declare_error(broker, queue, {**QUORUM, **arguments}, **options)
+    if expected[0] == "invalid_arg":
+        expected = invalid_arg(expected[1], queue, expected[2])
+    elif expected[0] == "unsupported":
+        expected = unsupported_arg(expected[1], queue, QUORUM_MODULE)
+    elif expected[0] == "property":
+        expected = invalid_property(expected[1], queue)
+    assert answer == expected

@@ -1,0 +1,92 @@
+"""Queue types: what `x-queue-type` names, how a declare of that type is checked, and which
+class runs it. `VirtualHost.declare_queue` asks `queue_type_of` for the type, lets it check the
+declare (`QueueType.check`, `QueueType.check_new`) and builds `QueueType.queue_class`.
+
+A type adds one `QueueType` to `QUEUE_TYPES`. Until it is built, a type RabbitMQ knows
+(broker/queue_args.py's UNIMPLEMENTED_QUEUE_TYPES) has a placeholder entry that refuses to
+make a queue of it with a 406 (a redeclare of an existing queue as that type still gets the
+inequivalent-argument 406 first).
+
+RabbitMQ 3.10.8's order, observed (tests/queue_types/RABBITMQ_QUEUE_TYPES.md §1): the values of
+the arguments the type runs, then the arguments it refuses, then the properties it refuses
+(auto-delete, exclusive, non-durable); a server-named declare is refused before all of them
+(broker/topology.py asks `refuses_server_names`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from broker import quorum
+from broker.errors import PreconditionFailed
+from broker.queue import Queue
+from broker.queue_args import CLASSIC_CHECKED, UNIMPLEMENTED_QUEUE_TYPES, validate_queue_arguments
+from broker.quorum import QuorumQueue
+
+
+@dataclass(frozen=True)
+class QueueType:
+    name: str
+    module: str  # RabbitMQ's module, named in its texts
+    queue_class: type[Queue]
+    checked: tuple[str, ...]  # arguments whose values are checked
+    refused: tuple[str, ...] = ()  # arguments refused, in the order RabbitMQ names them
+    durable_only: bool = False  # refuses auto-delete, exclusive and non-durable queues
+    server_named: bool = True  # may be declared with queue=""
+    built: bool = True  # False: a type RabbitMQ knows that Warren does not run yet
+
+    def check(self, arguments: dict[str, Any], what: str) -> None:
+        """The arguments of a declare of this type (new queue or not)."""
+        validate_queue_arguments(arguments, what, self.checked)
+        for argument in self.refused:
+            if argument in arguments:
+                raise PreconditionFailed(
+                    f"invalid arg '{argument}' for {what} of queue type {self.module}")
+
+    def check_new(self, what: str, durable: bool, exclusive: bool, auto_delete: bool) -> None:
+        """The properties of a queue about to be made (or the refusal of a type not built:
+        rather than a classic queue in its place)."""
+        if not self.built:
+            raise PreconditionFailed(f"invalid arg 'x-queue-type' for {what}: queue type "
+                                     f"'{self.name}' is not supported by this broker yet")
+        if not self.durable_only:
+            return
+        for refused, prop in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
+                              (not durable, "non-durable")):
+            if refused:
+                raise PreconditionFailed(f"invalid property '{prop}' for {what}")
+
+
+CLASSIC = QueueType("classic", "rabbit_classic_queue", Queue, CLASSIC_CHECKED)
+QUEUE_TYPES: dict[str, QueueType] = {
+    "classic": CLASSIC,
+    "quorum": QueueType(
+        "quorum", quorum.MODULE, QuorumQueue, quorum.SUPPORTED_ARGUMENTS,
+        quorum.REFUSED_ARGUMENTS, durable_only=True, server_named=False,
+    ),
+}
+
+
+for _name in UNIMPLEMENTED_QUEUE_TYPES:
+    QUEUE_TYPES[_name] = QueueType(_name, f"rabbit_{_name}_queue", Queue, CLASSIC_CHECKED,
+                                   built=False)
+
+
+def queue_type_of(arguments: dict[str, Any], what: str | None) -> QueueType:
+    """The type an (already typed: the vhost's default filled in) declare names. `what`: the
+    queue as texts name it, to check x-queue-type with RabbitMQ's refusals; None for a queue
+    from the broker's own definitions file, never refused (a type it does not know, recorded
+    by an earlier version, is run as a classic queue rather than lost)."""
+    if what is not None:
+        validate_queue_arguments(arguments, what, ("x-queue-type",))
+    queue_type = QUEUE_TYPES.get(arguments.get("x-queue-type", "classic"), CLASSIC)
+    return queue_type if queue_type.built else CLASSIC if what is None else queue_type
+
+
+def refuses_server_names(arguments: dict[str, Any]) -> str | None:
+    """The module of a type that cannot be declared with a server-generated name, if the
+    (typed) arguments name one."""
+    queue_type = QUEUE_TYPES.get(arguments.get("x-queue-type", "classic"))
+    if queue_type is None or queue_type.server_named:
+        return None
+    return queue_type.module

@@ -1,0 +1,36 @@
+"""The fields of /api/queues that depend on the queue's type, as RabbitMQ 3.10.8 shows them on
+one node (tests/queue_types/RABBITMQ_QUEUE_TYPES.md §3): a quorum queue names its leader, its
+members and the online ones (all this node), counts every message as persistent (it logs them
+all) and shows the dead letters at-least-once keeps. A type adds one entry to TYPE_FIELDS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from broker.queue import Queue
+from broker.quorum import QuorumQueue
+
+
+def _quorum(queue: Queue, node: str) -> dict[str, Any]:
+    assert isinstance(queue, QuorumQueue)
+    kept, kept_bytes = len(queue.kept_dead_letters), queue.dead_letter_bytes
+    ready, unacked = queue.message_count, queue.unacked_count
+    active = queue.consumers.active
+    return {
+        "leader": node, "members": [node], "online": [node],
+        "messages": ready + unacked + kept,
+        "messages_persistent": ready + unacked + kept,
+        "message_bytes_persistent": queue.ready_bytes + kept_bytes,
+        "messages_dlx": kept, "message_bytes_dlx": kept_bytes,
+        "single_active_consumer_ctag": active.tag if active else None,
+    }
+
+
+TYPE_FIELDS: dict[str, Callable[[Queue, str], dict[str, Any]]] = {"quorum": _quorum}
+
+
+def type_fields(queue: Queue, node: str) -> dict[str, Any]:
+    """The fields `queue`'s type adds to (or overrides in) its API object."""
+    fields = TYPE_FIELDS.get(queue.type_name)
+    return fields(queue, node) if fields is not None else {}
