@@ -61,6 +61,8 @@ class QueueHost(deadletter.Republisher, Protocol):
 
 class Queue:
     keeps_cold_rows = True  # to recovery and the index snapshot: a storage.holders.MessageHolder
+    type_name = "classic"
+    logs_itself = False  # a stream keeps its own log (broker/stream.py), not the message store
 
     def __init__(
         self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
@@ -519,6 +521,12 @@ class Queue:
         self._expiry_timer = self._unused_timer = self._expiry_at = self._page_timer = None
 
     # -- consumers ------------------------------------------------------------------------
+
+    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any]) -> None:
+        """Refuse a basic.consume this queue type does not take (streams); classic: none."""
+
+    def check_settle(self) -> None:
+        """Refuse basic.nack / basic.reject of this queue's deliveries (streams); classic: none."""
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.add(consumer)

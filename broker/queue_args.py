@@ -15,7 +15,7 @@ MAX_PRIORITY = 255
 MAX_EXPIRY = 315_360_000_000  # ten years in milliseconds, RabbitMQ's upper bound
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum", "stream")  # the types RabbitMQ 3.10 knows
-UNIMPLEMENTED_QUEUE_TYPES = ("quorum", "stream")  # known, refused until Warren has them
+UNIMPLEMENTED_QUEUE_TYPES = ("quorum",)  # known, refused until Warren has them
 
 
 class InvalidArgument(Exception):

@@ -38,7 +38,7 @@ from management.rates import RATES_KEY, Rates
 def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
     ready, unacked = queue.message_count, queue.unacked_count
     settings = queue.settings
-    return {
+    info = {
         "name": queue.name, "vhost": queue.vhost.name, "durable": queue.durable,
         "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
         "arguments": queue.arguments, "node": node_name(), "type": "classic",
@@ -62,6 +62,10 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
              "peer_port": (queue.owner.peer or ("", 0))[1]} if queue.owner else None
         ),
     }
+    api_fields = getattr(queue, "api_fields", None)  # issue 13: a queue type's own fields
+    if api_fields is not None:
+        info.update(api_fields(node_name()))
+    return info
 
 
 def _policy_definition(queue: Queue) -> dict[str, Any]:

@@ -22,8 +22,6 @@ from client_helpers import (
     settle,
 )
 from queue_types_helpers import (
-    NOT_BUILT_ON_WARREN,
-    NOT_BUILT_YET,
     RABBITMQ_ONLY,
     WARREN_ONLY,
     publish_each,
@@ -31,8 +29,6 @@ from queue_types_helpers import (
     stream_reader,
     wait_count,
 )
-
-pytestmark = NOT_BUILT_YET
 
 FIVE = [b"m0", b"m1", b"m2", b"m3", b"m4"]
 
@@ -283,7 +279,6 @@ def test_rabbitmq_crashes_on_an_unparsable_offset(broker, stream):
 
 @pytest.mark.parametrize("offset", ["bogus", "1x", ""], ids=["word", "unit", "empty"])
 @WARREN_ONLY
-@NOT_BUILT_ON_WARREN  # delete when streams are built
 def test_warren_refuses_an_unparsable_offset_with_a_clear_406(broker, connection, stream,
                                                                offset):
     channel = connection.channel()
