@@ -153,6 +153,7 @@ class StreamLog:
         stream = cls(directory, segment_size, max_bytes, max_age_ms)
         directory.mkdir(parents=True, exist_ok=True)
         names = sorted(path for path in directory.iterdir() if path.suffix == ".seg")
+        last_chunk: int | None = None
         for number, path in enumerate(names):
             last = number == len(names) - 1
             segment, chunk = _scan_segment(path, check=last)
@@ -168,13 +169,12 @@ class StreamLog:
                 continue
             stream.segments.append(segment)
             stream.stored_bytes += segment.end - SEGMENT_HEAD.size
-            if last and chunk is not None:
-                stream.last_chunk = chunk
+            if last:
+                last_chunk = chunk
         if stream.segments:
             last = stream.segments[-1]
             stream.next_offset = stream.committed = _count_end(last, directory)
-            if not stream.last_chunk or stream.last_chunk < last.first_offset:
-                stream.last_chunk = max(last.first_offset, stream.committed - 1, 0)
+            stream.last_chunk = last.first_offset if last_chunk is None else last_chunk
             stream._file_first, stream._file_size = last.first_offset, last.end
             stream._file_marked = last.marks[-1] if len(last.marks) else SEGMENT_HEAD.size
         elif not stream.segments:
@@ -338,9 +338,10 @@ class StreamLog:
                 and self._file_size > SEGMENT_HEAD.size
             ):
                 if self._file is not None:
-                    self._file.write(b"".join(parts))
-                    parts.clear()
-                    batch.ends[self._file_first] = (self._file_size, newest)
+                    if parts:  # this batch's first records went to the segment now closed
+                        self._file.write(b"".join(parts))
+                        parts.clear()
+                        batch.ends[self._file_first] = (self._file_size, newest)
                     self._close_file()
                 path = segment_file(self.directory, offset)
                 self._file = open(path, "w+b")  # noqa: SIM115 - kept open while written

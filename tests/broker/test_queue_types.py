@@ -59,7 +59,7 @@ def test_a_classic_queue_type_is_a_classic_queue(channel, unique):
 
 
 @warren_only
-@pytest.mark.parametrize("queue_type", ["quorum", "stream"])
+@pytest.mark.parametrize("queue_type", ["quorum"])  # streams are built (tests/queue_types)
 def test_quorum_and_stream_queues_are_refused_until_implemented(broker, connection, unique,
                                                                 queue_type):
     queue = amqp_name(unique)
@@ -97,7 +97,7 @@ def test_the_api_refuses_an_unknown_queue_type_with_400(broker, unique):
 
 
 @warren_only
-@pytest.mark.parametrize("queue_type", ["quorum", "stream"])
+@pytest.mark.parametrize("queue_type", ["quorum"])  # streams are built (tests/queue_types)
 def test_the_api_refuses_quorum_and_stream_queues_until_implemented(broker, unique, queue_type):
     queue = amqp_name(unique)
     text = (f"invalid arg 'x-queue-type' for queue '{queue}' in vhost '/': queue type "
@@ -137,7 +137,7 @@ def test_a_queue_recorded_by_an_earlier_version_is_kept_at_start(warren_factory,
 
 
 @warren_only
-@pytest.mark.parametrize("default_type", ["quorum", "stream"])
+@pytest.mark.parametrize("default_type", ["quorum"])  # streams are built
 def test_a_vhost_default_queue_type_warren_does_not_run_refuses_plain_declares(
         broker, unique, default_type):
     # RabbitMQ declares a queue of the vhost's default type when x-queue-type is absent: Warren

@@ -11,7 +11,7 @@ import aio_pika.exceptions
 import pytest
 from queue_types_helpers import NOT_BUILT_YET, QUORUM, STREAM
 
-pytestmark = NOT_BUILT_YET
+QUORUM_NOT_BUILT = NOT_BUILT_YET  # delete when quorum queues are built
 
 TIMEOUT = 5
 
@@ -55,6 +55,7 @@ async def test_a_stream_read_from_first_and_from_an_offset(aio_connection, queue
     assert await asyncio.wait_for(read(stream, "first", 4), TIMEOUT) == expected
 
 
+@QUORUM_NOT_BUILT
 async def test_a_quorum_queue_counts_redeliveries(aio_connection, queues):
     name = queues.name("q")
     channel = await aio_connection.channel()
@@ -72,6 +73,7 @@ async def test_a_quorum_queue_counts_redeliveries(aio_connection, queues):
     assert await queue.get(fail=False, timeout=TIMEOUT) is None
 
 
+@QUORUM_NOT_BUILT
 async def test_a_non_durable_quorum_declare_is_refused(aio_connection, queues):
     name = queues.name("nd")
     channel = await aio_connection.channel()

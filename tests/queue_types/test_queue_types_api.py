@@ -10,7 +10,7 @@ import pika
 from management_api import q
 from queue_types_helpers import NOT_BUILT_YET, api_queue, publish_each, stream_reader
 
-pytestmark = NOT_BUILT_YET
+QUORUM_NOT_BUILT = NOT_BUILT_YET  # delete when quorum queues are built
 
 QUORUM_KEYS = ("node", "leader", "members", "online", "messages_persistent",
                "message_bytes_persistent", "message_bytes", "messages_dlx", "message_bytes_dlx",
@@ -18,6 +18,7 @@ QUORUM_KEYS = ("node", "leader", "members", "online", "messages_persistent",
 STREAM_KEYS = ("node", "members", "online", "messages_ready", "messages_unacknowledged")
 
 
+@QUORUM_NOT_BUILT
 def test_a_quorum_queue_in_the_api(api, channel, queues):
     queue = queues.quorum(channel, delivery_limit=2)
     channel.basic_publish("", queue, b"transient")
@@ -43,6 +44,7 @@ def test_a_quorum_queue_in_the_api(api, channel, queues):
     assert answer["state"] == "running"
 
 
+@QUORUM_NOT_BUILT
 def test_a_quorum_queue_in_the_queue_list(api, channel, queues):
     queue = queues.quorum(channel)
     listed = {entry["name"]: entry for entry in api.ok_json("/api/queues/%2F")}
@@ -83,6 +85,7 @@ def test_a_stream_keeps_its_message_count_while_read(api, broker, channel, queue
     assert api.get(f"/api/queues/%2F/{q(stream)}").status == 200
 
 
+@QUORUM_NOT_BUILT
 def test_single_active_consumer_in_the_api(api, connection, channel, queues):
     """single_active_consumer_ctag names the active consumer (RabbitMQ fills it a few seconds
     after consumer_details); consumer_details say which consumer is active, which waits."""
