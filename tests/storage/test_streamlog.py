@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+
 from storage import streamlog
 from storage.streamlog import SEGMENT_HEAD, StreamLog
 
