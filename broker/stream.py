@@ -52,9 +52,33 @@ _LONG = struct.Struct("!q")
 _HEADERS_FLAG = 0x20  # the headers bit of the property flags' first byte
 _OFFSET_KEY = "x-stream-offset"
 
-# (offset, exchange, routing key, route bytes, property bytes with x-stream-offset, body,
-# timestamp ms): a record made ready for delivery in the reader thread.
-Ready = tuple[int, str, str, bytes, bytes, bytes, int]
+
+
+class StreamDelivery:
+    """A record read for one consumer, in the shape a `DeliveryTarget` delivers (a queued
+    message and its message in one object: streams have no requeue, no redelivery, no TTL):
+    its property bytes already carry x-stream-offset."""
+
+    __slots__ = ("seq", "route_bytes", "props_raw", "body", "timestamp")
+    redelivered = False
+    delivery_count = 0
+    store_ref = None
+
+    def __init__(self, seq: int, route_bytes: bytes, props_raw: bytes, body: bytes,
+                 timestamp: int) -> None:
+        self.seq = seq  # the offset
+        self.route_bytes = route_bytes
+        self.props_raw = props_raw
+        self.body = body
+        self.timestamp = timestamp / 1000
+
+    @property
+    def message(self) -> StreamDelivery:
+        return self
+
+    @property
+    def body_size(self) -> int:
+        return len(self.body)
 
 
 def with_offset(props: bytes, offset: int) -> bytes:
@@ -72,16 +96,10 @@ def with_offset(props: bytes, offset: int) -> bytes:
     return properties.rebuild(props, {"headers": encode_table(dict(sorted(headers.items())))})
 
 
-def _prepare(records: list[Record]) -> list[Ready]:
+def _prepare(records: list[Record]) -> list[StreamDelivery]:
     """Reader thread: records made ready to deliver."""
-    ready = []
-    for offset, timestamp, route, props, body in records:
-        exchange_end = 1 + route[0]
-        exchange = route[1:exchange_end].decode()
-        routing_key = route[exchange_end + 1:].decode()
-        ready.append((offset, exchange, routing_key, route, with_offset(props, offset), body,
-                      timestamp))
-    return ready
+    return [StreamDelivery(offset, route, with_offset(props, offset), body, timestamp)
+            for offset, timestamp, route, props, body in records]
 
 
 class _Reader:
@@ -96,7 +114,7 @@ class _Reader:
         self.position = SEGMENT_HEAD.size
         self.min_offset = 0
         self.min_ts = 0
-        self.buffer: deque[Ready] = deque()
+        self.buffer: deque[StreamDelivery] = deque()
         self.reading = False
 
 
@@ -269,14 +287,11 @@ class StreamQueue(Queue):
     def _serve(self, reader: _Reader) -> None:
         consumer, buffer = reader.consumer, reader.buffer
         target = consumer.target
+        delivered = 0
         while buffer and consumer.can_take():
-            offset, exchange, routing_key, route, props, body, timestamp = buffer.popleft()
-            message = Message.logged(exchange, routing_key, route, props, len(body),
-                                     timestamp / 1000, None, None)
-            message.body = body
-            entry = QueuedMessage(message, offset)
-            self.messages_delivered += 1
-            target.deliver(consumer, self, entry)
+            target.deliver(consumer, self, buffer.popleft())  # type: ignore[arg-type]
+            delivered += 1
+        self.messages_delivered += delivered
         if len(buffer) < max(consumer.prefetch, 1) and not reader.reading:
             self._read_more(reader)
 
@@ -362,7 +377,7 @@ class StreamQueue(Queue):
 
 
 def _read_job(directory: Path, first_offset: int, position: int, end: int, min_offset: int,
-              min_ts: int, want: int) -> tuple[list[Ready], int]:
+              min_ts: int, want: int) -> tuple[list[StreamDelivery], int]:
     records, position = streamlog.read(directory, first_offset, position, end, min_offset,
                                        min_ts, want, READ_BYTES)
     return _prepare(records), position
