@@ -99,6 +99,9 @@ class Node(MessageCounters):
         data_dir.mark_running()
         for vhost in self.vhosts.values():
             self._attach(vhost)
+        for queue in durable_queues.values():  # streams: their logs read back before serving
+            if getattr(queue, "logs_itself", False):
+                await loop.run_in_executor(None, queue.open_log)
         self.definitions_changed()
         if self.store.wal is not None:  # the definitions are on disk before any client is served
             await self.store.wal.drain()

@@ -171,6 +171,10 @@ class StreamQueue(Queue):
             )
         return self.stream_log
 
+    def open_log(self) -> None:
+        """Open (recover) the log now (blocking: the node calls it in a thread at start)."""
+        self.log  # noqa: B018 - opened on first use
+
     @property
     def message_count(self) -> int:
         if self.stream_log is None and self.vhost.store is None:

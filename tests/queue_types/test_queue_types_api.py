@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pika
 from management_api import q
-from queue_types_helpers import NOT_BUILT_YET, api_queue, publish_each, stream_reader
+from queue_types_helpers import NOT_BUILT_YET, WARREN_ONLY, api_queue, publish_each, stream_reader
 
 QUORUM_NOT_BUILT = NOT_BUILT_YET  # delete when quorum queues are built
 
@@ -98,3 +98,13 @@ def test_single_active_consumer_in_the_api(api, connection, channel, queues):
                      for d in answer["consumer_details"])
     assert details == [("first-ctag", True, "single_active"), ("second-ctag", False, "waiting")]
     assert answer["single_active_consumer_ctag"] == "first-ctag"
+
+
+@WARREN_ONLY
+def test_warren_shows_a_streams_size_on_disk(api, channel, queues):
+    """Not in RabbitMQ 3.10.8's queue object: Warren's `stream_disk_bytes`, the bytes of the
+    stream's segment files (issue 13 asks for the size on disk)."""
+    stream = queues.stream(channel)
+    publish_each(channel, stream, [b"x" * 1000] * 3)
+    answer = api_queue(api, stream, lambda a: a.get("messages") == 3, ("stream_disk_bytes",))
+    assert 3000 < answer["stream_disk_bytes"] < 4000
