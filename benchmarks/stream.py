@@ -6,7 +6,9 @@ Per broker: a stream is declared (x-queue-type: stream), then
 2. one `streamcon` (benchmarks/streamcon.c) reads the stream from `first` with prefetch 1000,
    acking every 100: its msg/s from its first delivery to its N-th;
 3. four `streamcon`s at once from `first`: each one's msg/s and their sum.
-Also Warren's RSS (VmRSS) after the publish and the size of its stream directory. The stream is
+Also Warren's RSS (VmRSS) after the publish and the size of its stream directory; with
+--small M, Warren's RSS growth per message for M 16-byte messages in another stream (a
+stream's memory is its index only, so this should be a fraction of a byte). The stream is
 deleted at the end. RabbitMQ is a node already listening (--rabbitmq-port, e.g. the shared
 reference on 5682); without it Warren is measured alone. Needs benchmarks/bin/confirmlat and
 benchmarks/bin/streamcon: run benchmarks/build_amqperf.sh.
@@ -98,19 +100,40 @@ def measure(broker: Broker, count: int, timeout: float, data_dir: Path | None) -
         declare(broker, name, delete=True)
 
 
+def small_messages(broker: Broker, count: int, timeout: float) -> None:
+    name = f"stream-small-{uuid.uuid4().hex[:8]}"
+    declare(broker, name)
+    pid = listening_pid(broker.port)
+    try:
+        before = rss_kib(pid) or 0 if pid else 0
+        client(BIN_DIR / "confirmlat", "pub", "--port", str(broker.port), "--queue", name,
+               "--count", str(count), "--size", "16", "--window", "500", "--transient",
+               timeout=timeout)
+        after = rss_kib(pid) or 0 if pid else 0
+        print(f"{broker.name}: {count} x 16 B in a stream: RSS {before / 1024:.0f} -> "
+              f"{after / 1024:.0f} MiB, {(after - before) * 1024 / count:.2f} B per message")
+    finally:
+        declare(broker, name, delete=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--rabbitmq-port", type=int)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--warren-arg", action="append", default=[])
+    parser.add_argument("--small", type=int, default=0, help="messages of the memory run")
+    parser.add_argument("--skip-large", action="store_true", help="only the memory run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="warren-stream-bench-") as workdir:
         with started_warren(Path(workdir), args.warren_arg) as warren:
             if warren is None:
                 return 1
-            measure(warren, args.count, args.timeout, Path(workdir) / "warren-data")
-        if args.rabbitmq_port:
+            if not args.skip_large:
+                measure(warren, args.count, args.timeout, Path(workdir) / "warren-data")
+            if args.small:
+                small_messages(warren, args.small, args.timeout)
+        if args.rabbitmq_port and not args.skip_large:
             rabbit = existing_broker("RabbitMQ", args.rabbitmq_port)
             if rabbit is None:
                 print(f"no RabbitMQ answering on {args.rabbitmq_port}")
