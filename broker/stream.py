@@ -159,8 +159,7 @@ class StreamQueue(Queue):
             size = arguments.get("x-stream-max-segment-size-bytes")
             max_bytes = arguments.get("x-max-length-bytes")
             age = arguments.get("x-max-age")
-            root = Path(self.vhost.store.directory).parent / "streams"
-            directory = streamlog.stream_directory(root, self.vhost.name, self.name)
+            directory = self.directory
             if self.fresh and directory.exists():  # left by a crash before its deletion
                 shutil.rmtree(directory, ignore_errors=True)
             self.stream_log = StreamLog.open(
@@ -170,6 +169,11 @@ class StreamQueue(Queue):
                 parse_age(age) if isinstance(age, str) else None,
             )
         return self.stream_log
+
+    @property
+    def directory(self) -> Path:
+        root = Path(self.vhost.store.directory).parent / "streams"
+        return streamlog.stream_directory(root, self.vhost.name, self.name)
 
     def open_log(self) -> None:
         """Open (recover) the log now (blocking: the node calls it in a thread at start)."""

@@ -286,6 +286,7 @@ class VirtualHost:
             return existing
         if is_stream and not recovered:
             stream_args.validate_properties(durable, exclusive, auto_delete, what)
+            arguments = typed  # the vhost's default type is recorded, as RabbitMQ records it
         queue = (StreamQueue if is_stream else Queue)(
             self, name, durable=durable and not exclusive, auto_delete=auto_delete,
             owner=connection if exclusive else None, arguments=arguments,

@@ -382,6 +382,17 @@ class StreamLog:
         self._close_file()
 
 
+def remove_orphans(root: Path, keep: set[Path]) -> list[Path]:
+    """Delete the stream directories under `root` that no stream owns (a stream deleted just
+    before a crash, renamed aside or not); the ones removed (blocking: call it in a thread)."""
+    if not root.is_dir():
+        return []
+    removed = [path for path in root.iterdir() if path not in keep]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
 # -- reading (blocking: reader threads) ---------------------------------------------------
 
 

@@ -143,6 +143,25 @@ def test_a_stream_keeps_its_messages_at_their_offsets(warren, how):
     broker.assert_alive()
 
 
+def test_a_deleted_streams_files_do_not_outlive_a_crash(warren):
+    """A stream deleted just before a kill -9 (its directory renamed aside, not yet removed),
+    and one left on disk by no stream, are removed at the next start; the live one stays."""
+    with opened(warren.broker) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for name in ("gone", "kept"):
+            channel.queue_declare(name, durable=True, arguments=STREAM)
+            publish_each(channel, name, [b"m0"])
+        channel.queue_delete("gone")
+    streams = warren.directory / "data" / "streams"
+    (streams / "stray").mkdir(parents=True, exist_ok=True)
+    broker = warren.restart("kill-9")
+    assert sorted(path.name for path in streams.iterdir()) == [
+        f"{b'/'.hex()}.{b'kept'.hex()}"]
+    with stream_reader(broker, "kept", "first") as reader:
+        assert reader.wait(1) == [b"m0"]
+
+
 @QUORUM_NOT_BUILT
 def test_warren_ctl_lists_the_queue_types(warren):
     broker = warren.broker

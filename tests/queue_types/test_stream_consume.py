@@ -291,3 +291,18 @@ def test_warren_refuses_an_unparsable_offset_with_a_clear_406(broker, connection
     # only the channel is closed; the stream is still there, whole
     with stream_reader(broker, stream, "first") as reader:
         assert reader.wait(5) == FIVE
+
+
+# -- deletion ------------------------------------------------------------------------------------
+
+
+def test_a_stream_declared_again_after_its_deletion_starts_empty(broker, channel, queues):
+    stream = queues.stream(channel)
+    publish_each(channel, stream, [b"old0", b"old1"])
+    channel.queue_delete(stream)
+    channel.queue_declare(stream, durable=True, arguments={"x-queue-type": "stream"})
+    publish_each(channel, stream, [b"new0"])
+    with stream_reader(broker, stream, "first") as reader:
+        assert reader.wait(1) == [b"new0"]
+        assert reader.idle(0.3) == [b"new0"]
+        assert reader.offsets == [0]
