@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from broker.errors import NotImplementedByBroker, PreconditionFailed
 from broker.message import Message, QueuedMessage
 from broker.queue import Queue
+from broker.queue_args import QueueSettings
 from broker.stream_args import StartAt, parse_age, parse_offset
 from protocol import properties
 from protocol.fieldtable import encode_table
@@ -157,7 +158,7 @@ class StreamQueue(Queue):
         if self.stream_log is None:
             arguments = self.arguments
             size = arguments.get("x-stream-max-segment-size-bytes")
-            max_bytes = arguments.get("x-max-length-bytes")
+            max_bytes = self.settings.max_length_bytes  # the argument's or a policy's, lower
             age = arguments.get("x-max-age")
             directory = self.directory
             if self.fresh and directory.exists():  # left by a crash before its deletion
@@ -174,6 +175,23 @@ class StreamQueue(Queue):
     def directory(self) -> Path:
         root = Path(self.vhost.store.directory).parent / "streams"
         return streamlog.stream_directory(root, self.vhost.name, self.name)
+
+    @property
+    def unacked_count(self) -> int:
+        """Always 0, as RabbitMQ shows a stream (reading removes nothing, so nothing delivered
+        is waiting to leave): the API and /metrics agree. The fronts' += on it is dropped."""
+        return 0
+
+    @unacked_count.setter
+    def unacked_count(self, _value: int) -> None:
+        pass
+
+    def apply_settings(self, settings: QueueSettings) -> None:
+        """A policy changed: its max-length-bytes (if lower than the argument) is the
+        retention by size from the next new segment on; a stream runs no other policy key."""
+        self.settings = settings
+        if self.stream_log is not None:
+            self.stream_log.max_bytes = settings.max_length_bytes
 
     def open_log(self) -> None:
         """Open (recover) the log now (blocking: the node calls it in a thread at start)."""
@@ -196,11 +214,11 @@ class StreamQueue(Queue):
         return index + 1200 * buffered
 
     def api_fields(self, node: str) -> dict[str, Any]:
-        """What the management API shows of a stream (RabbitMQ 3.10.8's keys; the size on
-        disk is Warren's own)."""
+        """What the management API shows of a stream besides `type` (RabbitMQ 3.10.8's keys;
+        the size on disk is Warren's own)."""
         count = self.message_count
         return {
-            "type": "stream", "members": [node], "online": [node],
+            "members": [node], "online": [node],
             "readers": {node: len(self._readers)} if self._readers else {},
             "messages": count, "messages_ready": count, "messages_unacknowledged": 0,
             "stream_disk_bytes": self.log.disk_bytes if self.stream_log is not None else 0,

@@ -41,7 +41,7 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
     info = {
         "name": queue.name, "vhost": queue.vhost.name, "durable": queue.durable,
         "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
-        "arguments": queue.arguments, "node": node_name(), "type": "classic",
+        "arguments": queue.arguments, "node": node_name(), "type": queue.type_name,
         "state": "running", "policy": settings.policy,
         "effective_policy_definition": _policy_definition(queue),
         "consumer_details": [consumer_info(consumer) for consumer in queue.consumers],

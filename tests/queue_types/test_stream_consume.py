@@ -263,6 +263,23 @@ def test_max_age_drops_old_segments(broker, channel, queues):
     assert reader.offsets[0] >= 10
 
 
+def test_a_max_length_bytes_policy_applies_to_a_stream(api, broker, channel, queues):
+    """A policy's max-length-bytes is a stream's retention by size, as the argument is."""
+    stream = queues.stream(channel, stream_max_segment_size_bytes=1000)
+    policy = f"/api/policies/%2F/{stream}"
+    assert api.put(policy, {"pattern": f"^{stream}$", "apply-to": "queues",
+                            "definition": {"max-length-bytes": 2000}}).status in (201, 204)
+    try:
+        time.sleep(0.5)  # RabbitMQ applies policies asynchronously
+        publish_each(channel, stream, [b"%03d" % index + b"x" * 97 for index in range(40)])
+        first, last, delivered = first_offset_and_last_body(broker, stream)
+        assert first > 0
+        assert last.startswith(b"039")
+        assert 0 < delivered < 40
+    finally:
+        api.delete(policy)
+
+
 # -- an offset that cannot be parsed -------------------------------------------------------------
 
 
