@@ -158,7 +158,7 @@ class StreamLog:
             last = number == len(names) - 1
             segment, chunk = _scan_segment(path, check=last)
             if segment is None:
-                if last and not stream.segments:
+                if last:  # torn as it was created: nothing in it was ever confirmed
                     with contextlib.suppress(OSError):
                         path.unlink()
                     continue

@@ -155,3 +155,16 @@ def test_removing_a_stream_renames_it_aside_then_deletes_it(tmp_path):
     batch = stream.take()
     stream.write(batch)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_segment_torn_as_it_was_created_is_removed(tmp_path):
+    stream = StreamLog.open(tmp_path / "s", segment_size=1000)
+    fill(stream, 12)
+    stream.close()
+    torn = streamlog.segment_file(tmp_path / "s", stream.committed)
+    torn.write_bytes(b"WARREN")  # a kill -9 while the next segment's header was written
+    again = StreamLog.open(tmp_path / "s", segment_size=1000)
+    assert not torn.exists()
+    assert again.committed == 12
+    fill(again, 10)
+    assert [offset for offset, _ in read_all(again)] == list(range(22))
