@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 # Reads run here, a bounded batch at a time: at most this many records or bytes per read.
 READ_RECORDS = 2000
 READ_BYTES = 4 * 1024 * 1024
+# Readers at the same place share reads: the last few reads (done or under way) are kept, so
+# consumers reading the same stretch (several from `first`) read and prepare it once.
+SHARED_READS = 4
 _READERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="warren-stream-read")
 _LONG = struct.Struct("!q")
 _HEADERS_FLAG = 0x20  # the headers bit of the property flags' first byte
@@ -148,6 +151,7 @@ class StreamQueue(Queue):
         self.log_ticket = 0
         self._companion = _Companion(self)
         self._readers: dict[Consumer, _Reader] = {}
+        self._reads: dict[tuple[int, int, int, int], asyncio.Future] = {}  # see SHARED_READS
         self.fresh = False  # declared now, not recovered: whatever is on disk under its name goes
 
     # -- the log --------------------------------------------------------------------------
@@ -271,6 +275,8 @@ class StreamQueue(Queue):
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
         self._readers.pop(consumer, None)
+        if not self._readers:
+            self._reads.clear()
 
     def _start(self, reader: _Reader, start: StartAt) -> None:
         stream = self.log
@@ -340,9 +346,18 @@ class StreamQueue(Queue):
             reader.position = SEGMENT_HEAD.size
         reader.reading = True
         want = min(max(reader.consumer.prefetch * 2, 64), READ_RECORDS)
-        future = asyncio.get_running_loop().run_in_executor(
-            _READERS, _read_job, stream.directory, segment.first_offset, reader.position,
-            segment.end, reader.min_offset, reader.min_ts, want)
+        key = (segment.first_offset, reader.position, segment.end, want)
+        skipping = reader.min_offset > segment.first_offset or reader.min_ts
+        future = None if skipping else self._reads.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().run_in_executor(
+                _READERS, _read_job, stream.directory, segment.first_offset, reader.position,
+                segment.end, reader.min_offset, reader.min_ts, want)
+            if not skipping:
+                self._reads[key] = future
+                if len(self._reads) > SHARED_READS:
+                    del self._reads[next(iter(self._reads))]
+        # called soon, never at once: a read found done does not recurse into _serve
         future.add_done_callback(lambda done: self._read_done(reader, segment, done))
 
     def _read_done(self, reader: _Reader, segment: Segment, done: asyncio.Future) -> None:
@@ -397,6 +412,7 @@ class StreamQueue(Queue):
         """The stream is deleted: its directory goes with the next write."""
         self._cancel_timers()
         self._readers.clear()
+        self._reads.clear()
         if self.vhost.store is not None:
             self.log.remove()
             self.vhost.store.wal.companion_pending(self._companion)
