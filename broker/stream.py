@@ -10,7 +10,8 @@ cursor of its own, as RabbitMQ 3.10's streams work over AMQP 0-9-1.
   records are read a bounded batch at a time in a reader thread (never on the event loop, so a
   reader from `first` on a big stream does not block it), the x-stream-offset header (long)
   spliced into each one's headers in sorted position there too, and delivered while the
-  consumer has credit. An ack gives credit back and removes nothing. What a write makes durable
+  consumer has credit (consumers at the same place share reads: SHARED_READS). An ack gives
+  credit back and removes nothing. What a write makes durable
   is offered to the readers waiting at the end.
 - Refused as RabbitMQ refuses them (540 connection close): basic.get, queue.purge,
   basic.nack / basic.reject. Retention (x-max-age, x-max-length-bytes) drops whole segments.
