@@ -45,3 +45,6 @@ echo "built $out"
 # shellcheck disable=SC2086
 "$cc" -O2 -Wall -o "$here/bin/confirmlat" "$here/confirmlat.c" $cflags $libs
 echo "built $here/bin/confirmlat"
+# shellcheck disable=SC2086
+"$cc" -O2 -Wall -o "$here/bin/streamcon" "$here/streamcon.c" $cflags $libs
+echo "built $here/bin/streamcon"

@@ -135,6 +135,7 @@ class Deliveries:
         channel.vhost.check_permission(channel.user, "read", "queue", name)
         queue = topology.queue_for(channel, name)
         validate_consumer_priority(method.arguments or {}, queue.describe())
+        queue.check_consumer(method.no_ack, self.default_prefetch, method.arguments or {})
         if queue.exclusive_consumer is not None or (method.exclusive and (
             queue.consumers or queue.settings.single_active_consumer
         )):
@@ -228,6 +229,8 @@ class Deliveries:
         """basic.nack (`nack`) and basic.reject (a nack of one): requeued, or rejected to the
         queue (dead-lettered or dropped)."""
         taken = self.tags.take(delivery_tag, multiple, _NACK if nack else _REJECT)
+        for _, (queue, _, _) in taken:
+            queue.check_settle()
         if self.transaction.active:
             self.transaction.hold_outcomes(taken, False, requeue)
         else:

@@ -25,6 +25,7 @@ from storage.live import live_catalog
 from storage.paging import PageStore
 from storage.scan import scan
 from storage.store import MessageStore
+from storage.streamlog import remove_orphans
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -99,6 +100,14 @@ class Node(MessageCounters):
         data_dir.mark_running()
         for vhost in self.vhosts.values():
             self._attach(vhost)
+        streams = [queue for queue in durable_queues.values()
+                   if getattr(queue, "logs_itself", False)]
+        for queue in streams:  # their logs read back before serving
+            await loop.run_in_executor(None, queue.open_log)
+        orphans = await loop.run_in_executor(None, remove_orphans, data_dir.path / "streams",
+                                             {queue.directory for queue in streams})
+        if orphans:
+            log.warning("removed %d stream directories no stream owns", len(orphans))
         self.definitions_changed()
         if self.store.wal is not None:  # the definitions are on disk before any client is served
             await self.store.wal.drain()

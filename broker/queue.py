@@ -63,6 +63,7 @@ class Queue:
     keeps_cold_rows = True  # to recovery and the index snapshot: a storage.holders.MessageHolder
     type_name = "classic"  # x-queue-type (broker/queue_types.py builds each type's class)
     logs_every_message = False  # only persistent ones (a quorum queue logs transient ones too)
+    logs_itself = False  # a stream keeps its own log (broker/stream.py), not the message store
 
     def __init__(
         self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
@@ -523,6 +524,10 @@ class Queue:
         """A declare (passive or not) found this queue: it counts as a use (x-expires)."""
         self.arm_unused_timer()
 
+    def created(self, recovered: bool) -> None:
+        """The vhost has just made this queue (`recovered`: from its definitions file): a hook
+        for types with state outside the queue object (a stream's log)."""
+
     def _on_unused(self) -> None:
         self._unused_timer = None
         if not self.consumers and not self.deleted:
@@ -535,6 +540,12 @@ class Queue:
         self._expiry_timer = self._unused_timer = self._expiry_at = self._page_timer = None
 
     # -- consumers ------------------------------------------------------------------------
+
+    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any]) -> None:
+        """Refuse a basic.consume this queue type does not take (streams); classic: none."""
+
+    def check_settle(self) -> None:
+        """Refuse basic.nack / basic.reject of this queue's deliveries (streams); classic: none."""
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.add(consumer)

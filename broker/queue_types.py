@@ -14,14 +14,16 @@ the arguments the type runs, then the arguments it refuses, then the properties 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker import quorum
+from broker import quorum, stream_args
 from broker.errors import PreconditionFailed
 from broker.queue import Queue
 from broker.queue_args import CLASSIC_CHECKED, UNIMPLEMENTED_QUEUE_TYPES, validate_queue_arguments
 from broker.quorum import QuorumQueue
+from broker.stream import StreamQueue
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,14 @@ class QueueType:
     durable_only: bool = False  # refuses auto-delete, exclusive and non-durable queues
     server_named: bool = True  # may be declared with queue=""
     built: bool = True  # False: a type RabbitMQ knows that Warren does not run yet
+    # Checks of the type's own that come before the shared ones (a stream's refusals).
+    check_first: Callable[[dict[str, Any], str], None] | None = None
+    records_default_type: bool = False  # a new queue keeps the vhost's default x-queue-type
 
     def check(self, arguments: dict[str, Any], what: str) -> None:
         """The arguments of a declare of this type (new queue or not)."""
+        if self.check_first is not None:
+            self.check_first(arguments, what)
         validate_queue_arguments(arguments, what, self.checked)
         for argument in self.refused:
             if argument in arguments:
@@ -63,6 +70,11 @@ QUEUE_TYPES: dict[str, QueueType] = {
     "quorum": QueueType(
         "quorum", quorum.MODULE, QuorumQueue, quorum.SUPPORTED_ARGUMENTS,
         quorum.REFUSED_ARGUMENTS, durable_only=True, server_named=False,
+    ),
+    "stream": QueueType(
+        "stream", stream_args.MODULE, StreamQueue, CLASSIC_CHECKED, durable_only=True,
+        server_named=False, check_first=stream_args.validate_declare,
+        records_default_type=True,
     ),
 }
 

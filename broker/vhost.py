@@ -65,7 +65,7 @@ EQUIVALENCE_CHECKED_QUEUE_ARGS = (
     "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
     "x-max-priority", "x-overflow", "x-queue-mode", "x-queue-type", "x-single-active-consumer",
     "x-delivery-limit", "x-queue-master-locator", "x-queue-leader-locator",
-    "x-quorum-initial-group-size",
+    "x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes",
 )
 
 
@@ -284,6 +284,8 @@ class VirtualHost:
             return existing
         if not recovered:
             queue_type.check_new(what, durable, exclusive, auto_delete)
+            if queue_type.records_default_type:
+                arguments = typed  # the vhost's default type is recorded, as RabbitMQ records it
         queue = queue_type.queue_class(
             self, name, durable=durable and not exclusive, auto_delete=auto_delete,
             owner=connection if exclusive else None, arguments=arguments,
@@ -291,6 +293,7 @@ class VirtualHost:
         )
         self.queues[name] = queue
         self.logging_queues += queue.logs_every_message
+        queue.created(recovered)
         if exclusive:
             connection.exclusive_queues.append(queue)
         if queue.durable:
@@ -524,7 +527,7 @@ class VirtualHost:
         the durable ones). Returns (the log ticket, or 0; whether a queue refused it)."""
         ticket = 0
         if message.persistent:
-            durable = [queue for queue in queues if queue.durable]
+            durable = [queue for queue in queues if queue.durable and not queue.logs_itself]
             if durable:
                 ticket = self.store.persist(message, [queue.key for queue in durable])
         elif self.logging_queues:
@@ -534,6 +537,8 @@ class VirtualHost:
             if not queue.enqueue(message):
                 queue.discard(message)
                 refused = True
+            elif queue.logs_itself:  # a stream: its own log, durable under this ticket
+                ticket = max(ticket, queue.log_ticket)
         return ticket, refused
 
     def _enqueue_transient(self, message: Message, queues: Collection[Queue]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from storage.records import RECORD_HEAD, RECORD_HEAD_SIZE, SEGMENT_HEADER_SIZE, segment_header
 
@@ -73,6 +74,24 @@ class CopiedRecord:
     length: int
 
 
+class Companion(Protocol):
+    """A log of its own whose writes go out with the write-ahead log's group commits (a
+    stream, storage/streamlog.py): durable under the same tickets, fsynced by the same thread."""
+
+    def take(self) -> Any | None:
+        """Event loop, as a batch starts: what to write with it (None: nothing)."""
+        ...
+
+    def write(self, payload: Any) -> None:
+        """Writer thread: write and fsync `payload`; on failure leave the files as they were
+        (the payload is written again, first, with the next batch)."""
+        ...
+
+    def written(self, payload: Any) -> None:
+        """Event loop: `payload` is durable."""
+        ...
+
+
 @dataclass
 class _Batch:
     ticket: int
@@ -80,6 +99,7 @@ class _Batch:
     pieces: list[tuple[int, bytes | CopiedRecord]] = field(default_factory=list)
     definitions: bytes | None = None
     delete_segments: list[int] = field(default_factory=list)
+    companions: list[tuple[Companion, Any]] = field(default_factory=list)
 
 
 class WriteAheadLog:
@@ -99,6 +119,7 @@ class WriteAheadLog:
         self._flushing = False
         self.durable_ticket = 0
         self._waiters: deque[tuple[int, Callable[[], None]]] = deque()
+        self._companions: dict[Companion, None] = {}  # with writes waiting for the next batch
         self._definitions_source: Callable[[], bytes] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -154,6 +175,12 @@ class WriteAheadLog:
         self._batch.delete_segments.append(number)
         self.schedule()
 
+    def companion_pending(self, companion: Companion) -> int:
+        """`companion` has writes for the next batch; the ticket they will be durable under."""
+        self._companions[companion] = None
+        self.schedule()
+        return self._batch.ticket
+
     def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
         if ticket <= self.durable_ticket:
             callback()
@@ -173,6 +200,7 @@ class WriteAheadLog:
             failed, self._failed_batch = self._failed_batch, None
             batch.pieces[:0] = failed.pieces
             batch.delete_segments[:0] = failed.delete_segments
+            batch.companions[:0] = failed.companions
             if batch.definitions is None:
                 batch.definitions = failed.definitions
         if self._definitions_source is not None:
@@ -182,7 +210,14 @@ class WriteAheadLog:
             except Exception:  # the records still go; the next definitions change retries
                 self.callback_failures += 1
                 log.exception("taking the definitions snapshot raised; not written this time")
-        if not batch.pieces and batch.definitions is None and not batch.delete_segments:
+        companions, self._companions = self._companions, {}
+        for companion in companions:
+            payload = companion.take()
+            if payload is not None:
+                batch.companions.append((companion, payload))
+        if not batch.pieces and batch.definitions is None and not batch.delete_segments and (
+            not batch.companions
+        ):
             self._flushing = False
             self._idle.set()
             return
@@ -208,7 +243,14 @@ class WriteAheadLog:
             if self.on_write_result is not None:
                 self._run_hook(lambda: self.on_write_result(None))
         self.durable_ticket = ticket
-        waiters, failed = self._waiters, 0
+        failed = 0
+        for companion, payload in batch.companions:
+            try:
+                companion.written(payload)
+            except Exception:
+                failed += 1
+                log.exception("a companion log's callback raised; the log goes on")
+        waiters = self._waiters
         while waiters and waiters[0][0] <= ticket:
             callback = waiters.popleft()[1]
             try:
@@ -221,7 +263,8 @@ class WriteAheadLog:
         self.callback_failures += failed
         self._run_hook(self.after_flush)
         self._flushing = False
-        if self._batch.pieces or self._definitions_source or self._batch.delete_segments:
+        if (self._batch.pieces or self._definitions_source or self._batch.delete_segments
+                or self._companions):
             self.schedule()
         else:
             self._idle.set()
@@ -271,6 +314,8 @@ class WriteAheadLog:
         if batch.definitions is not None and self.definitions_path is not None:
             write_atomically(self.definitions_path, batch.definitions)
             self.fsyncs += 2
+        for companion, payload in batch.companions:
+            companion.write(payload)
         touched = {}
         created = False
         for number, data in batch.pieces:

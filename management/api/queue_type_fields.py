@@ -1,7 +1,8 @@
 """The fields of /api/queues that depend on the queue's type, as RabbitMQ 3.10.8 shows them on
 one node (tests/queue_types/RABBITMQ_QUEUE_TYPES.md §3): a quorum queue names its leader, its
 members and the online ones (all this node), counts every message as persistent (it logs them
-all) and shows the dead letters at-least-once keeps. A type adds one entry to TYPE_FIELDS."""
+all) and shows the dead letters at-least-once keeps; a stream its members, readers and
+size on disk (`StreamQueue.api_fields`). A type adds one entry to TYPE_FIELDS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from broker.queue import Queue
 from broker.quorum import QuorumQueue
+from broker.stream import StreamQueue
 
 
 def _quorum(queue: Queue, node: str) -> dict[str, Any]:
@@ -27,7 +29,14 @@ def _quorum(queue: Queue, node: str) -> dict[str, Any]:
     }
 
 
-TYPE_FIELDS: dict[str, Callable[[Queue, str], dict[str, Any]]] = {"quorum": _quorum}
+def _stream(queue: Queue, node: str) -> dict[str, Any]:
+    assert isinstance(queue, StreamQueue)
+    return queue.api_fields(node)
+
+
+TYPE_FIELDS: dict[str, Callable[[Queue, str], dict[str, Any]]] = {
+    "quorum": _quorum, "stream": _stream,
+}
 
 
 def type_fields(queue: Queue, node: str) -> dict[str, Any]:

@@ -1,10 +1,6 @@
-"""Helpers of the quorum and stream queue tests (issue 13): the switches that keep the suite
-green until Warren has both queue types, named queues with clean-up, stream consumers that
-collect their deliveries, and waiting on the management API's (lagging) queue figures.
-
-Switches: every test file has one `pytestmark = NOT_BUILT_YET` line (or WARREN_ONLY_NOT_BUILT
-for the Warren-only files); the implementer deletes that line to switch the file on for Warren.
-"""
+"""Helpers of the quorum and stream queue tests (issue 13): the marks for tests that run on one
+broker only, named queues with clean-up, stream consumers that collect their deliveries, and
+waiting on the management API's (lagging) queue figures."""
 
 from __future__ import annotations
 
@@ -22,15 +18,8 @@ from management_api import STATS_TIMEOUT, Api, q
 from raw_amqp import amqp_name
 
 REFERENCE = bool(os.environ.get("WARREN_TEST_AMQP_PORT"))
-NOT_BUILT = "issue 13: quorum/stream queues not built in Warren yet"
-
-# Runs against RabbitMQ now; against Warren once the feature is built (delete the line).
-NOT_BUILT_YET = pytest.mark.skipif(not REFERENCE, reason=NOT_BUILT)
-# Warren-only behaviour (restarts, warren ctl, Warren's better answers): never against RabbitMQ,
-# and skipped on Warren too until the feature is built (delete the second mark).
+# Warren-only behaviour (restarts, warren ctl, Warren's better answers): never against RabbitMQ.
 WARREN_ONLY = pytest.mark.skipif(REFERENCE, reason="Warren only")
-NOT_BUILT_ON_WARREN = pytest.mark.skip(reason=NOT_BUILT)
-WARREN_ONLY_NOT_BUILT = [WARREN_ONLY, NOT_BUILT_ON_WARREN]
 # RabbitMQ's own answer where Warren is asked to do better: documented, checked on RabbitMQ only.
 RABBITMQ_ONLY = pytest.mark.skipif(not REFERENCE, reason="RabbitMQ's answer; Warren does better")
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import pika
 import pytest
 from client_helpers import channel_error, connection_error, consume, opened, settle
-from queue_types_helpers import NOT_BUILT_YET, queue_text
-
-pytestmark = NOT_BUILT_YET
+from queue_types_helpers import queue_text
 
 
 def test_a_global_prefetch_is_refused_on_a_quorum_queue(broker, channel, queues):

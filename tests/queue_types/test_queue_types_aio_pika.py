@@ -9,7 +9,7 @@ import asyncio
 import aio_pika
 import aio_pika.exceptions
 import pytest
-from queue_types_helpers import NOT_BUILT_YET, QUORUM, STREAM
+from queue_types_helpers import QUORUM, STREAM
 
 TIMEOUT = 5
 
@@ -36,7 +36,6 @@ async def read(queue, offset, count: int) -> list[tuple[bytes, int]]:
     return got
 
 
-@NOT_BUILT_YET  # streams: not built in Warren yet
 async def test_a_stream_read_from_first_and_from_an_offset(aio_connection, queues):
     name = queues.name("s")
     channel = await aio_connection.channel()  # publisher confirms by default

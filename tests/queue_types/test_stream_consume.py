@@ -23,8 +23,6 @@ from client_helpers import (
     settle,
 )
 from queue_types_helpers import (
-    NOT_BUILT_ON_WARREN,
-    NOT_BUILT_YET,
     RABBITMQ_ONLY,
     WARREN_ONLY,
     publish_each,
@@ -32,8 +30,6 @@ from queue_types_helpers import (
     stream_reader,
     wait_count,
 )
-
-pytestmark = NOT_BUILT_YET
 
 FIVE = [b"m0", b"m1", b"m2", b"m3", b"m4"]
 
@@ -298,6 +294,23 @@ def test_max_age_drops_old_segments(broker, channel, queues):
     assert reader.offsets[0] >= 10
 
 
+def test_a_max_length_bytes_policy_applies_to_a_stream(api, broker, channel, queues):
+    """A policy's max-length-bytes is a stream's retention by size, as the argument is."""
+    stream = queues.stream(channel, stream_max_segment_size_bytes=1000)
+    policy = f"/api/policies/%2F/{stream}"
+    assert api.put(policy, {"pattern": f"^{stream}$", "apply-to": "queues",
+                            "definition": {"max-length-bytes": 2000}}).status in (201, 204)
+    try:
+        time.sleep(0.5)  # RabbitMQ applies policies asynchronously
+        publish_each(channel, stream, [b"%03d" % index + b"x" * 97 for index in range(40)])
+        first, last, delivered = first_offset_and_last_body(broker, stream)
+        assert first > 0
+        assert last.startswith(b"039")
+        assert 0 < delivered < 40
+    finally:
+        api.delete(policy)
+
+
 # -- an offset that cannot be parsed -------------------------------------------------------------
 # RabbitMQ 3.10.8 parses a string offset as first/last/next or an interval: one that starts with a
 # digit but is no interval gets a 406 naming the value; anything else it cannot parse (a word, an
@@ -343,7 +356,6 @@ def test_rabbitmq_crashes_on_an_unparsable_offset(broker, stream, offset):
 
 
 @WARREN_ONLY
-@NOT_BUILT_ON_WARREN  # delete when streams are built
 @UNPARSABLE
 def test_warren_refuses_an_unparsable_offset_with_a_clear_406(broker, connection, stream,
                                                                offset):
@@ -358,3 +370,18 @@ def test_warren_refuses_an_unparsable_offset_with_a_clear_406(broker, connection
     # only the channel is closed; the stream is still there, whole
     with stream_reader(broker, stream, "first") as reader:
         assert reader.wait(5) == FIVE
+
+
+# -- deletion ------------------------------------------------------------------------------------
+
+
+def test_a_stream_declared_again_after_its_deletion_starts_empty(broker, channel, queues):
+    stream = queues.stream(channel)
+    publish_each(channel, stream, [b"old0", b"old1"])
+    channel.queue_delete(stream)
+    channel.queue_declare(stream, durable=True, arguments={"x-queue-type": "stream"})
+    publish_each(channel, stream, [b"new0"])
+    with stream_reader(broker, stream, "first") as reader:
+        assert reader.wait(1) == [b"new0"]
+        assert reader.idle(0.3) == [b"new0"]
+        assert reader.offsets == [0]

@@ -10,9 +10,8 @@ from __future__ import annotations
 import pytest
 from client_helpers import channel_error, connection_error, opened
 from queue_types_helpers import (
-    NOT_BUILT_ON_WARREN,
-    NOT_BUILT_YET,
     RABBITMQ_ONLY,
+    REFERENCE,
     STREAM,
     WARREN_ONLY,
     declare_error,
@@ -21,7 +20,7 @@ from queue_types_helpers import (
     unsupported_arg,
 )
 
-pytestmark = NOT_BUILT_YET
+from broker.queue_args import UNIMPLEMENTED_QUEUE_TYPES
 
 STREAM_MODULE = "rabbit_stream_queue"
 
@@ -98,6 +97,24 @@ def test_arguments_streams_do_not_run_are_refused(broker, queues, arguments, ref
         unsupported_arg(refused, name, STREAM_MODULE))
 
 
+def test_redeclaring_a_stream_as_classic_or_with_other_retention(connection, queues):
+    """The part of the test below that needs no quorum queue."""
+    channel = connection.channel()
+    name = queues.stream(channel)
+    assert channel_error(lambda: channel.queue_declare(name, durable=True)) == (
+        406, f"PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '{name}' in vhost "
+             "'/': received none but current is the value 'stream' of type 'longstr'")
+    channel = connection.channel()
+    assert channel_error(lambda: channel.queue_declare(
+        name, durable=True, arguments={**STREAM, "x-max-age": "1h"})) == (
+        406, f"PRECONDITION_FAILED - inequivalent arg 'x-max-age' for queue '{name}' in vhost "
+             "'/': received the value '1h' of type 'longstr' but current is none")
+    channel = connection.channel()
+    assert channel.queue_declare(name, durable=True, arguments=STREAM)
+
+
+@pytest.mark.skipif(not REFERENCE and "quorum" in UNIMPLEMENTED_QUEUE_TYPES,
+                    reason="redeclares as quorum: runs on Warren once quorum queues are built")
 def test_redeclaring_a_stream_as_another_type_or_with_other_retention(connection, queues):
     channel = connection.channel()
     name = queues.stream(channel)
@@ -132,7 +149,6 @@ def test_rabbitmq_crashes_on_an_unparsable_max_age(broker, queues, age):
 
 
 @WARREN_ONLY
-@NOT_BUILT_ON_WARREN  # delete when streams are built
 @UNPARSABLE_AGES
 def test_warren_refuses_an_unparsable_max_age_with_a_406(broker, queues, age):
     name = queues.name()
