@@ -38,7 +38,6 @@ class QueueType:
     built: bool = True  # False: a type RabbitMQ knows that Warren does not run yet
     # Checks of the type's own that come before the shared ones (a stream's refusals).
     check_first: Callable[[dict[str, Any], str], None] | None = None
-    records_default_type: bool = False  # a new queue keeps the vhost's default x-queue-type
 
     def check(self, arguments: dict[str, Any], what: str) -> None:
         """The arguments of a declare of this type (new queue or not)."""
@@ -74,7 +73,6 @@ QUEUE_TYPES: dict[str, QueueType] = {
     "stream": QueueType(
         "stream", stream_args.MODULE, StreamQueue, CLASSIC_CHECKED, durable_only=True,
         server_named=False, check_first=stream_args.validate_declare,
-        records_default_type=True,
     ),
 }
 

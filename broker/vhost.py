@@ -279,13 +279,12 @@ class VirtualHost:
             self.check_exclusive_access(existing, connection)
             if exclusive != existing.exclusive:
                 raise queue_locked(existing.describe())
-            self._check_queue_equivalence(existing, durable, auto_delete, arguments)
+            self._check_queue_equivalence(existing, durable, auto_delete, typed)
             existing.declared_again()
             return existing
         if not recovered:
             queue_type.check_new(what, durable, exclusive, auto_delete)
-            if queue_type.records_default_type:
-                arguments = typed  # the vhost's default type is recorded, as RabbitMQ records it
+            arguments = typed  # the vhost's default type is recorded, as RabbitMQ records it
         queue = queue_type.queue_class(
             self, name, durable=durable and not exclusive, auto_delete=auto_delete,
             owner=connection if exclusive else None, arguments=arguments,

@@ -37,9 +37,19 @@ def _stream(queue: Queue, node: str) -> dict[str, Any]:
 TYPE_FIELDS: dict[str, Callable[[Queue, str], dict[str, Any]]] = {
     "quorum": _quorum, "stream": _stream,
 }
+# The classic queue's fields a type's object does not have (RabbitMQ 3.10.8).
+OMITTED: dict[str, tuple[str, ...]] = {
+    "quorum": ("exclusive_consumer_tag", "single_active_consumer_tag", "head_message_timestamp",
+               "owner_pid_details"),
+}
 
 
-def type_fields(queue: Queue, node: str) -> dict[str, Any]:
-    """The fields `queue`'s type adds to (or overrides in) its API object."""
+def with_type_fields(info: dict[str, Any], queue: Queue, node: str) -> dict[str, Any]:
+    """A queue's API object `info` with the fields its type adds, overrides or lacks."""
     fields = TYPE_FIELDS.get(queue.type_name)
-    return fields(queue, node) if fields is not None else {}
+    if fields is None:
+        return info
+    for key in OMITTED.get(queue.type_name, ()):
+        info.pop(key, None)
+    info.update(fields(queue, node))
+    return info

@@ -32,7 +32,7 @@ from management.api.common import (
 from management.api.connections import consumer_info
 from management.api.message_json import payload_json, properties_json
 from management.api.overview import node_name
-from management.api.queue_type_fields import type_fields
+from management.api.queue_type_fields import with_type_fields
 from management.rates import RATES_KEY, Rates
 
 
@@ -40,7 +40,7 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
     ready, unacked = queue.message_count, queue.unacked_count
     settings = queue.settings
     node = node_name()
-    return {
+    return with_type_fields({
         "name": queue.name, "vhost": queue.vhost.name, "durable": queue.durable,
         "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
         "arguments": queue.arguments, "node": node, "type": queue.type_name,
@@ -63,8 +63,7 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
             {"name": queue.owner.display_name, "peer_host": (queue.owner.peer or ("", 0))[0],
              "peer_port": (queue.owner.peer or ("", 0))[1]} if queue.owner else None
         ),
-        **type_fields(queue, node),
-    }
+    }, queue, node)
 
 
 def _policy_definition(queue: Queue) -> dict[str, Any]:

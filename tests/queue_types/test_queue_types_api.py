@@ -39,6 +39,9 @@ def test_a_quorum_queue_in_the_api(api, channel, queues):
     assert (answer["messages_dlx"], answer["message_bytes_dlx"]) == (0, 0)
     assert answer["single_active_consumer_ctag"] is None
     assert answer["state"] == "running"
+    # a classic queue's fields it does not have
+    for key in ("exclusive_consumer_tag", "single_active_consumer_tag", "head_message_timestamp"):
+        assert key not in answer, key
 
 
 def test_a_quorum_queue_in_the_queue_list(api, channel, queues):
