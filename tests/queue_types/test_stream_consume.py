@@ -263,6 +263,15 @@ def test_max_age_drops_old_segments(broker, channel, queues):
     assert reader.offsets[0] >= 10
 
 
+def test_a_message_larger_than_a_segment_is_stored_and_read_whole(broker, channel, queues):
+    stream = queues.stream(channel, stream_max_segment_size_bytes=1000)
+    bodies = [b"small", bytes(range(256)) * 1200, b"after"]  # 300 KB: several frames too
+    publish_each(channel, stream, bodies)
+    with stream_reader(broker, stream, "first") as reader:
+        assert reader.wait(3) == bodies
+        assert reader.offsets == sorted(reader.offsets)
+
+
 def test_a_max_length_bytes_policy_applies_to_a_stream(api, broker, channel, queues):
     """A policy's max-length-bytes is a stream's retention by size, as the argument is."""
     stream = queues.stream(channel, stream_max_segment_size_bytes=1000)
