@@ -164,18 +164,15 @@ class StreamQueue(Queue):
     def log(self) -> StreamLog:
         """The stream's log, opened (recovered) at first use, once the node's storage is open."""
         if self.stream_log is None:
-            arguments = self.arguments
-            size = arguments.get("x-stream-max-segment-size-bytes")
+            size, age = self._retention()
             max_bytes = self.settings.max_length_bytes  # the argument's or a policy's, lower
-            age = arguments.get("x-max-age")
             directory = self.directory
             if self.fresh and directory.exists():  # left by a crash before its deletion
                 shutil.rmtree(directory, ignore_errors=True)
             self.stream_log = StreamLog.open(
                 directory,
-                size if isinstance(size, int) and size > 0 else streamlog.DEFAULT_SEGMENT_SIZE,
-                max_bytes if isinstance(max_bytes, int) else None,
-                parse_age(age) if isinstance(age, str) else None,
+                size or streamlog.DEFAULT_SEGMENT_SIZE,
+                max_bytes if isinstance(max_bytes, int) else None, age,
             )
         return self.stream_log
 
@@ -194,12 +191,30 @@ class StreamQueue(Queue):
     def unacked_count(self, _value: int) -> None:
         pass
 
+    def _retention(self) -> tuple[int | None, int | None]:
+        """(segment size, max age in ms) from the arguments and the policy, the lower of
+        each, as RabbitMQ resolves them (max-length-bytes comes resolved in `settings`)."""
+        policy = self.vhost.policies.get(self.settings.policy or "")
+        definition = policy.definition if policy is not None else {}
+        sizes = [value for value in (self.arguments.get("x-stream-max-segment-size-bytes"),
+                                     definition.get("stream-max-segment-size-bytes"))
+                 if isinstance(value, int) and not isinstance(value, bool) and value > 0]
+        ages = [parse_age(value) for value in (self.arguments.get("x-max-age"),
+                                               definition.get("max-age"))
+                if isinstance(value, str)]
+        ages = [age for age in ages if age is not None]
+        return (min(sizes) if sizes else None), (min(ages) if ages else None)
+
     def apply_settings(self, settings: QueueSettings) -> None:
-        """A policy changed: its max-length-bytes (if lower than the argument) is the
-        retention by size from the next new segment on; a stream runs no other policy key."""
+        """A policy changed: its max-length-bytes, max-age, stream-max-segment-size-bytes
+        (where lower than the argument's) apply from the next new segment on; a stream runs
+        no other policy key."""
         self.settings = settings
         if self.stream_log is not None:
-            self.stream_log.max_bytes = settings.max_length_bytes
+            size, age = self._retention()
+            stream = self.stream_log
+            stream.max_bytes, stream.max_age_ms = settings.max_length_bytes, age
+            stream.segment_size = max(size or streamlog.DEFAULT_SEGMENT_SIZE, 64)
 
     def open_log(self) -> None:
         """Open (recover) the log now (blocking: the node calls it in a thread at start)."""

@@ -10,6 +10,7 @@ from aiohttp import web
 from broker.names import erlang_pretty
 from broker.patterns import InvalidPattern
 from broker.policies import APPLY_TO, Policy
+from broker.stream_args import parse_age
 from management.api.common import (
     bad_request,
     json_body,
@@ -119,6 +120,10 @@ POLICY_SETTINGS = {
     "dead-letter-routing-key": _text("dead letter routing key"),
     "alternate-exchange": _text("alternate exchange"),
     "queue-mode": _text("queue mode"),
+    # streams (RabbitMQ 3.10.8 answers a bad max-age with an empty 500; Warren says why)
+    "max-age": lambda value: None if isinstance(value, str) and parse_age(value) is not None
+    else "max age (a positive integer and one of Y M D h m s)",
+    "stream-max-segment-size-bytes": _integer("maximum segment size in bytes"),
 }
 
 

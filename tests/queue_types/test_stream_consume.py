@@ -294,6 +294,15 @@ def test_max_age_drops_old_segments(broker, channel, queues):
     assert reader.offsets[0] >= 10
 
 
+def test_a_message_larger_than_a_segment_is_stored_and_read_whole(broker, channel, queues):
+    stream = queues.stream(channel, stream_max_segment_size_bytes=1000)
+    bodies = [b"small", bytes(range(256)) * 1200, b"after"]  # 300 KB: several frames too
+    publish_each(channel, stream, bodies)
+    with stream_reader(broker, stream, "first") as reader:
+        assert reader.wait(3) == bodies
+        assert reader.offsets == sorted(reader.offsets)
+
+
 def test_a_max_length_bytes_policy_applies_to_a_stream(api, broker, channel, queues):
     """A policy's max-length-bytes is a stream's retention by size, as the argument is."""
     stream = queues.stream(channel, stream_max_segment_size_bytes=1000)
@@ -307,6 +316,25 @@ def test_a_max_length_bytes_policy_applies_to_a_stream(api, broker, channel, que
         assert first > 0
         assert last.startswith(b"039")
         assert 0 < delivered < 40
+    finally:
+        api.delete(policy)
+
+
+def test_a_max_age_policy_applies_to_a_stream(api, broker, channel, queues):
+    """A policy's max-age is a stream's retention by age, as x-max-age is."""
+    stream = queues.stream(channel, stream_max_segment_size_bytes=500)
+    policy = f"/api/policies/%2F/{stream}"
+    assert api.put(policy, {"pattern": f"^{stream}$", "apply-to": "queues",
+                            "definition": {"max-age": "1s"}}).status in (201, 204)
+    try:
+        time.sleep(0.5)  # RabbitMQ applies policies asynchronously
+        publish_each(channel, stream, [b"old" + b"x" * 97] * 10)
+        time.sleep(2.2)
+        publish_each(channel, stream, [b"new" + b"y" * 97] * 10)
+        with stream_reader(broker, stream, "first") as reader:
+            reader.wait(1)
+            bodies = reader.idle(0.5)
+        assert bodies and all(body.startswith(b"new") for body in bodies)
     finally:
         api.delete(policy)
 

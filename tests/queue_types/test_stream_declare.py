@@ -154,3 +154,30 @@ def test_warren_refuses_an_unparsable_max_age_with_a_406(broker, queues, age):
     name = queues.name()
     assert declare_error(broker, name, {**STREAM, "x-max-age": age}, durable=True) == (
         invalid_arg("x-max-age", name, "invalid_max_age"))
+
+
+# A max-age policy that does not parse: RabbitMQ 3.10.8 answers an empty 500 (its validator
+# crashes); Warren refuses it with a 400 saying what a max age is.
+BAD_POLICY_AGES = pytest.mark.parametrize("age", ["bogus", 3600], ids=["word", "integer"])
+
+
+def put_max_age_policy(api, queues, age) -> tuple[int, str]:
+    name = f"{queues.prefix}-policy"
+    answer = api.put(f"/api/policies/%2F/{name}", {
+        "pattern": f"^{name}-nothing$", "apply-to": "queues", "definition": {"max-age": age}})
+    api.delete(f"/api/policies/%2F/{name}")
+    return answer.status, answer.body.decode(errors="replace")
+
+
+@RABBITMQ_ONLY
+@BAD_POLICY_AGES
+def test_rabbitmq_crashes_on_an_unparsable_max_age_policy(api, queues, age):
+    assert put_max_age_policy(api, queues, age) == (500, "")
+
+
+@WARREN_ONLY
+@BAD_POLICY_AGES
+def test_warren_refuses_an_unparsable_max_age_policy_with_a_400(api, queues, age):
+    status, body = put_max_age_policy(api, queues, age)
+    assert status == 400
+    assert "is not a valid max age" in body

@@ -168,3 +168,17 @@ def test_a_segment_torn_as_it_was_created_is_removed(tmp_path):
     assert again.committed == 12
     fill(again, 10)
     assert [offset for offset, _ in read_all(again)] == list(range(22))
+
+
+def test_a_record_larger_than_a_segment_or_a_read_gets_a_segment_of_its_own(tmp_path):
+    stream = StreamLog.open(tmp_path / "s", segment_size=1000)
+    fill(stream, 1, size=100)
+    fill(stream, 1, size=5_000_000)
+    fill(stream, 1, size=100)
+    assert [segment.first_offset for segment in stream.segments] == [0, 1, 2]
+    segment = stream.segments[1]
+    records, position = streamlog.read(stream.directory, 1, SEGMENT_HEAD.size, segment.end, 0,
+                                       0, 10, 1000)
+    assert [(offset, len(body)) for offset, _, _, _, body in records] == [(1, 5_000_000)]
+    assert position == segment.end
+    assert [offset for offset, _ in read_all(stream)] == [0, 1, 2]
