@@ -135,7 +135,8 @@ class Deliveries:
         channel.vhost.check_permission(channel.user, "read", "queue", name)
         queue = topology.queue_for(channel, name)
         validate_consumer_priority(method.arguments or {}, queue.describe())
-        queue.check_consumer(method.no_ack, self.default_prefetch, method.arguments or {})
+        queue.check_consumer(method.no_ack, self.default_prefetch, method.arguments or {},
+                             global_qos=bool(self.global_prefetch))
         if queue.exclusive_consumer is not None or (method.exclusive and (
             queue.consumers or queue.settings.single_active_consumer
         )):

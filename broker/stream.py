@@ -34,7 +34,7 @@ from broker.errors import NotImplementedByBroker, PreconditionFailed
 from broker.message import Message, QueuedMessage
 from broker.queue import Queue
 from broker.queue_args import QueueSettings
-from broker.stream_args import StartAt, parse_age, parse_offset
+from broker.stream_args import MODULE, StartAt, parse_age, parse_offset
 from protocol import properties
 from protocol.fieldtable import encode_table
 from protocol.tablesplice import encoded_entry, insert_sorted
@@ -144,6 +144,8 @@ class _Companion:
 
 class StreamQueue(Queue):
     type_name = "stream"
+    type_module = MODULE
+    refused_consumer_arguments = ("x-priority",)
     logs_itself = True  # VirtualHost.enqueue: not in the message store; confirm on log_ticket
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -256,7 +258,9 @@ class StreamQueue(Queue):
 
     # -- consuming --------------------------------------------------------------------------
 
-    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any]) -> None:
+    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any],
+                       global_qos: bool = False) -> None:
+        super().check_consumer(no_ack, prefetch, arguments, global_qos)
         what = self.describe()
         if no_ack:
             raise NotImplementedByBroker(
