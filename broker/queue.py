@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from broker import deadletter, stepfailures
 from broker.coldrun import NEVER, ColdRun, lane_runs
 from broker.consumer import Consumer, ConsumerLine
+from broker.errors import NotImplementedByBroker
 from broker.lanes import MessageLanes
 from broker.message import Message, QueuedMessage
 from broker.queue_args import QueueSettings, refuse_arguments, resolve
@@ -66,6 +67,7 @@ class Queue:
     # basic.consume arguments this type refuses (x-stream-offset: only a stream reads it; a
     # classic queue taking it would give a would-be stream reader destructive reads)
     refused_consumer_arguments: tuple[str, ...] = ("x-stream-offset",)
+    supports_global_qos = True  # consumers under a basic.qos global=true prefetch
     logs_every_message = False  # only persistent ones (a quorum queue logs transient ones too)
     logs_itself = False  # a stream keeps its own log (broker/stream.py), not the message store
 
@@ -551,6 +553,11 @@ class Queue:
         refuses (`global_qos`: the channel has a basic.qos global=true prefetch)."""
         refuse_arguments(arguments, self.refused_consumer_arguments, self.describe(),
                          self.type_module)
+        self.check_global_qos(global_qos)
+
+    def check_global_qos(self, global_qos: bool) -> None:
+        if global_qos and not self.supports_global_qos:
+            raise NotImplementedByBroker(f"{self.describe()} does not support global qos")
 
     def check_delete(self, if_unused: bool, if_empty: bool) -> None:
         """Refuse a queue.delete this queue type does not take (quorum: the conditional ones);

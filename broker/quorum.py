@@ -57,6 +57,7 @@ def quorum_settings(settings: QueueSettings) -> QueueSettings:
 class QuorumQueue(Queue):
     type_name = "quorum"
     type_module = MODULE
+    supports_global_qos = False
     logs_every_message = True
     counts_deliveries = True  # every delivery is counted, with or without a delivery limit
 
@@ -73,12 +74,6 @@ class QuorumQueue(Queue):
 
     def apply_settings(self, settings: QueueSettings) -> None:
         super().apply_settings(quorum_settings(settings))
-
-    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any],
-                       global_qos: bool = False) -> None:
-        super().check_consumer(no_ack, prefetch, arguments, global_qos)
-        if global_qos:
-            raise NotImplementedByBroker(f"{self.describe()} does not support global qos")
 
     def check_delete(self, if_unused: bool, if_empty: bool) -> None:
         for refused, flag in ((if_unused, "if-unused"), (if_empty, "if-empty")):
