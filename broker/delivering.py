@@ -51,7 +51,8 @@ class Deliveries:
         self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
         self.tags: DeliveryTags[Unacked] = DeliveryTags()
         self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
-        self.global_prefetch = 0  # basic.qos global=true: shared by the channel's consumers
+        # basic.qos global=true: shared by the channel's consumers, until a global=false one
+        self.global_prefetch = 0
         self.global_unacked = 0
         # Direct reply-to: the consumer tag and the key replies are addressed to.
         self.reply_consumer_tag: str | None = None
@@ -119,7 +120,8 @@ class Deliveries:
         if method.global_:
             self.global_prefetch = method.prefetch_count
         else:
-            self.default_prefetch = method.prefetch_count
+            # RabbitMQ lifts the channel-wide limit here too (rabbit_limiter:unlimit_prefetch)
+            self.default_prefetch, self.global_prefetch = method.prefetch_count, 0
         self.channel.send_method(spec.Basic.QosOk())
         self.kick_queues()
 
@@ -135,7 +137,8 @@ class Deliveries:
         channel.vhost.check_permission(channel.user, "read", "queue", name)
         queue = topology.queue_for(channel, name)
         validate_consumer_priority(method.arguments or {}, queue.describe())
-        queue.check_consumer(method.no_ack, self.default_prefetch, method.arguments or {})
+        queue.check_consumer(method.no_ack, self.default_prefetch, method.arguments or {},
+                             global_qos=bool(self.global_prefetch))
         if queue.exclusive_consumer is not None or (method.exclusive and (
             queue.consumers or queue.settings.single_active_consumer
         )):

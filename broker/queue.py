@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from broker import deadletter, stepfailures
 from broker.coldrun import NEVER, ColdRun, lane_runs
 from broker.consumer import Consumer, ConsumerLine
+from broker.errors import NotImplementedByBroker
 from broker.lanes import MessageLanes
 from broker.message import Message, QueuedMessage
-from broker.queue_args import QueueSettings, resolve
+from broker.queue_args import QueueSettings, refuse_arguments, resolve
 from broker.resources import resource
 from protocol import properties
 from protocol.fieldtable import encode_table
@@ -62,6 +63,11 @@ class QueueHost(deadletter.Republisher, Protocol):
 class Queue:
     keeps_cold_rows = True  # to recovery and the index snapshot: a storage.holders.MessageHolder
     type_name = "classic"  # x-queue-type (broker/queue_types.py builds each type's class)
+    type_module = "rabbit_classic_queue"  # how RabbitMQ names the type in its refusals
+    # basic.consume arguments this type refuses (x-stream-offset: only a stream reads it; a
+    # classic queue taking it would give a would-be stream reader destructive reads)
+    refused_consumer_arguments: tuple[str, ...] = ("x-stream-offset",)
+    supports_global_qos = True  # consumers under a basic.qos global=true prefetch
     logs_every_message = False  # only persistent ones (a quorum queue logs transient ones too)
     logs_itself = False  # a stream keeps its own log (broker/stream.py), not the message store
 
@@ -541,8 +547,21 @@ class Queue:
 
     # -- consumers ------------------------------------------------------------------------
 
-    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any]) -> None:
-        """Refuse a basic.consume this queue type does not take (streams); classic: none."""
+    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any],
+                       global_qos: bool = False) -> None:
+        """Refuse a basic.consume this queue type does not take: the consumer arguments it
+        refuses (`global_qos`: the channel has a basic.qos global=true prefetch)."""
+        refuse_arguments(arguments, self.refused_consumer_arguments, self.describe(),
+                         self.type_module)
+        self.check_global_qos(global_qos)
+
+    def check_global_qos(self, global_qos: bool) -> None:
+        if global_qos and not self.supports_global_qos:
+            raise NotImplementedByBroker(f"{self.describe()} does not support global qos")
+
+    def check_delete(self, if_unused: bool, if_empty: bool) -> None:
+        """Refuse a queue.delete this queue type does not take (quorum: the conditional ones);
+        classic: none."""
 
     def check_settle(self) -> None:
         """Refuse basic.nack / basic.reject of this queue's deliveries (streams); classic: none."""

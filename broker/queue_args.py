@@ -182,6 +182,15 @@ def validate_queue_arguments(arguments: dict[str, Any], what: str,
                 ) from None
 
 
+def refuse_arguments(arguments: dict[str, Any], refused: tuple[str, ...], what: str,
+                     module: str) -> None:
+    """406 naming the first of `refused` (in that order) present in `arguments`, as RabbitMQ
+    names an argument a queue type (`module`) does not take."""
+    for argument in refused:
+        if argument in arguments:
+            raise PreconditionFailed(f"invalid arg '{argument}' for {what} of queue type {module}")
+
+
 def validate_consumer_priority(arguments: dict[str, Any], what: str) -> None:
     """basic.consume's x-priority must be an integer."""
     if "x-priority" in arguments:

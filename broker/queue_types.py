@@ -21,7 +21,12 @@ from typing import Any
 from broker import quorum, stream_args
 from broker.errors import PreconditionFailed
 from broker.queue import Queue
-from broker.queue_args import CLASSIC_CHECKED, UNIMPLEMENTED_QUEUE_TYPES, validate_queue_arguments
+from broker.queue_args import (
+    CLASSIC_CHECKED,
+    UNIMPLEMENTED_QUEUE_TYPES,
+    refuse_arguments,
+    validate_queue_arguments,
+)
 from broker.quorum import QuorumQueue
 from broker.stream import StreamQueue
 
@@ -44,10 +49,7 @@ class QueueType:
         if self.check_first is not None:
             self.check_first(arguments, what)
         validate_queue_arguments(arguments, what, self.checked)
-        for argument in self.refused:
-            if argument in arguments:
-                raise PreconditionFailed(
-                    f"invalid arg '{argument}' for {what} of queue type {self.module}")
+        refuse_arguments(arguments, self.refused, what, self.module)
 
     def check_new(self, what: str, durable: bool, exclusive: bool, auto_delete: bool) -> None:
         """The properties of a queue about to be made (or the refusal of a type not built:
@@ -63,7 +65,7 @@ class QueueType:
                 raise PreconditionFailed(f"invalid property '{prop}' for {what}")
 
 
-CLASSIC = QueueType("classic", "rabbit_classic_queue", Queue, CLASSIC_CHECKED)
+CLASSIC = QueueType("classic", Queue.type_module, Queue, CLASSIC_CHECKED)
 QUEUE_TYPES: dict[str, QueueType] = {
     "classic": CLASSIC,
     "quorum": QueueType(

@@ -19,6 +19,7 @@ import dataclasses
 from typing import Any
 
 from broker import deadletter, stepfailures
+from broker.errors import NotImplementedByBroker
 from broker.message import Message, QueuedMessage
 from broker.queue import Queue
 from broker.queue_args import QueueSettings, is_integer
@@ -55,6 +56,8 @@ def quorum_settings(settings: QueueSettings) -> QueueSettings:
 
 class QuorumQueue(Queue):
     type_name = "quorum"
+    type_module = MODULE
+    supports_global_qos = False
     logs_every_message = True
     counts_deliveries = True  # every delivery is counted, with or without a delivery limit
 
@@ -71,6 +74,13 @@ class QuorumQueue(Queue):
 
     def apply_settings(self, settings: QueueSettings) -> None:
         super().apply_settings(quorum_settings(settings))
+
+    def check_delete(self, if_unused: bool, if_empty: bool) -> None:
+        for refused, flag in ((if_unused, "if-unused"), (if_empty, "if-empty")):
+            if refused:
+                raise NotImplementedByBroker(
+                    f"cannot delete {self.describe()}. queue.delete operations with {flag} flag "
+                    "set are not supported by quorum queues")
 
     def declared_again(self) -> None:
         """A quorum queue's x-expires counts from its last consumer or get: a declare does not

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from broker.errors import NotImplementedByBroker, PreconditionFailed
 from broker.message import Message, QueuedMessage
 from broker.queue import Queue
-from broker.queue_args import QueueSettings
-from broker.stream_args import StartAt, parse_age, parse_offset
+from broker.queue_args import QueueSettings, refuse_arguments
+from broker.stream_args import MODULE, StartAt, parse_age, parse_offset
 from protocol import properties
 from protocol.fieldtable import encode_table
 from protocol.tablesplice import encoded_entry, insert_sorted
@@ -144,6 +144,9 @@ class _Companion:
 
 class StreamQueue(Queue):
     type_name = "stream"
+    type_module = MODULE
+    refused_consumer_arguments = ("x-priority",)
+    supports_global_qos = False
     logs_itself = True  # VirtualHost.enqueue: not in the message store; confirm on log_ticket
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -271,13 +274,16 @@ class StreamQueue(Queue):
 
     # -- consuming --------------------------------------------------------------------------
 
-    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any]) -> None:
+    def check_consumer(self, no_ack: bool, prefetch: int, arguments: dict[str, Any],
+                       global_qos: bool = False) -> None:
         what = self.describe()
+        refuse_arguments(arguments, self.refused_consumer_arguments, what, self.type_module)
         if no_ack:
             raise NotImplementedByBroker(
                 f"automatic acknowledgement not supported by stream queues {what}")
         if not prefetch:
             raise PreconditionFailed(f"consumer prefetch count is not set for '{what}'")
+        self.check_global_qos(global_qos)
         parse_offset(arguments, what)
 
     def add_consumer(self, consumer: Consumer) -> None:

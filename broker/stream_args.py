@@ -8,12 +8,15 @@ parser crashes (541) on an x-max-age with no leading number, Warren gives the sa
 `invalid_max_age` as for every other bad one.
 
 Consuming: x-stream-offset is `first`, `last`, `next`, a number, an AMQP timestamp (seconds)
-or an interval such as "1h"; anything else is a 406 naming x-stream-offset (RabbitMQ: 541).
+or an interval such as "1h"; anything else is RabbitMQ's 406
+`{invalid_stream_offset_arg,{Type,Value}}` (where RabbitMQ crashes with a 541 on an offset
+that does not start with a digit or is no string, Warren gives the same 406).
 """
 
 from __future__ import annotations
 
 import datetime
+import decimal
 import re
 import time
 from dataclasses import dataclass
@@ -95,7 +98,23 @@ def parse_offset(arguments: dict[str, Any], what: str) -> StartAt:
         age = parse_age(text)
         if age is not None:
             return StartAt("time", int(time.time() * 1000) - age)
-    shown = value.decode(errors="replace") if isinstance(value, bytes) else value
-    raise PreconditionFailed(
-        f"invalid x-stream-offset {shown!r} for {what}: expected first, last, next, an offset, "
-        "a timestamp or an interval such as \"1h\"")
+    raise PreconditionFailed(f"invalid arg 'x-stream-offset' for {what}: "
+                             f"{{invalid_stream_offset_arg,{_field_term(value)}}}")
+
+
+def _field_term(value: Any) -> str:
+    """The Erlang term RabbitMQ holds for a field-table value, {Type,Value}, as it prints it."""
+    kind = field_type_name(value)
+    if isinstance(value, str | bytes):
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        return f'{{{kind},<<"{text}">>}}'
+    if isinstance(value, bool):
+        return f"{{bool,{str(value).lower()}}}"
+    if isinstance(value, decimal.Decimal):
+        sign, digits, exponent = value.as_tuple()
+        number = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        return f"{{decimal,{{{max(-int(exponent), 0)},{number}}}}}"
+    if isinstance(value, dict):
+        fields = ",".join(f'{{<<"{key}">>,{_field_term(item)[1:]}' for key, item in value.items())
+        return f"{{table,[{fields}]}}"
+    return f"{{{kind},{value}}}"

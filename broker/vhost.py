@@ -341,6 +341,7 @@ class VirtualHost:
         it has consumers, or `if_empty` and it holds messages."""
         if queue.deleted:
             return 0
+        queue.check_delete(if_unused, if_empty)
         if if_unused and queue.consumers:
             raise PreconditionFailed(f"{queue.describe()} in use")
         if if_empty and queue.message_count:

@@ -323,6 +323,18 @@ def test_global_and_per_consumer_limits_combine(connection, channel, queue):
     assert len(one.deliveries) + len(two.deliveries) == 2
 
 
+def test_a_consumer_prefetch_lifts_the_global_one(connection, channel, queue):
+    """RabbitMQ: basic.qos global=false after global=true removes the channel-wide limit
+    (rabbit_limiter:unlimit_prefetch); the per-consumer one (0: none) is what is left."""
+    publish(channel, queue, 5)
+    channel.basic_qos(prefetch_count=1, global_qos=True)
+    channel.basic_qos(prefetch_count=0)
+    _, collector = consume(channel, queue)
+    collector.wait(5)
+    settle(connection)
+    assert len(collector.deliveries) == 5
+
+
 def test_prefetch_is_fixed_when_the_consumer_starts(connection, channel, queue):
     """basic.qos (global=False) only affects consumers started after it."""
     publish(channel, queue, 10)

@@ -21,6 +21,23 @@ def test_a_global_prefetch_is_refused_on_a_quorum_queue(broker, channel, queues)
             540, f"NOT_IMPLEMENTED - {queue_text(queue)} does not support global qos")
 
 
+def test_a_consumer_prefetch_set_after_the_global_one_is_accepted(broker, channel, queues):
+    """basic.qos global=false lifts the channel's global prefetch (RabbitMQ's
+    rabbit_limiter:unlimit_prefetch): the quorum queue then sees no global qos; a global
+    prefetch set after the consumer one is refused as ever."""
+    queue = queues.quorum(channel)
+    channel.basic_publish("", queue, b"m")
+    with opened(broker) as connection:
+        consuming = connection.channel()
+        consuming.basic_qos(prefetch_count=1, global_qos=True)
+        consuming.basic_qos(prefetch_count=5)
+        _tag, collector = consume(consuming, queue)
+        assert collector.wait(1)[0].body == b"m"
+        consuming.basic_qos(prefetch_count=1, global_qos=True)
+        assert connection_error(lambda: consuming.basic_consume(queue, lambda *_: None)) == (
+            540, f"NOT_IMPLEMENTED - {queue_text(queue)} does not support global qos")
+
+
 @pytest.mark.parametrize("flag", ["if_empty", "if_unused"])
 def test_conditional_delete_is_refused_on_a_quorum_queue(broker, channel, queues, flag):
     queue = queues.quorum(channel)

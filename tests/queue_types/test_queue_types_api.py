@@ -84,6 +84,18 @@ def test_a_stream_keeps_its_message_count_while_read(api, broker, channel, queue
     assert api.get(f"/api/queues/%2F/{q(stream)}").status == 200
 
 
+def test_a_conditional_api_delete_of_a_quorum_queue_is_refused(api, channel, queues):
+    """RabbitMQ 3.10.8: 400 with the 540's text, for either flag; the queue is kept."""
+    queue = queues.quorum(channel)
+    for flag in ("if-unused", "if-empty"):
+        answer = api.delete(f"/api/queues/%2F/{q(queue)}?{flag}=true")
+        assert (answer.status, answer.json()) == (400, {
+            "error": "bad_request",
+            "reason": f"cannot delete queue '{queue}' in vhost '/'. queue.delete operations "
+                      f"with {flag} flag set are not supported by quorum queues"})
+    assert api.get(f"/api/queues/%2F/{q(queue)}").status == 200
+
+
 def test_single_active_consumer_in_the_api(api, connection, channel, queues):
     """single_active_consumer_ctag names the active consumer (RabbitMQ fills it a few seconds
     after consumer_details); consumer_details say which consumer is active, which waits."""

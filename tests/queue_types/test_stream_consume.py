@@ -64,6 +64,15 @@ def test_a_global_prefetch_is_not_a_consumer_prefetch(connection, stream):
              f"'{queue_text(stream)}'")
 
 
+def test_a_global_prefetch_with_a_consumer_prefetch_is_refused(broker, stream):
+    with opened(broker) as connection:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=10)
+        channel.basic_qos(prefetch_count=10, global_qos=True)
+        assert connection_error(lambda: channel.basic_consume(stream, lambda *_: None)) == (
+            540, f"NOT_IMPLEMENTED - {queue_text(stream)} does not support global qos")
+
+
 def test_an_auto_ack_consumer_is_refused(broker, stream):
     with opened(broker) as connection:
         channel = connection.channel()
