@@ -15,7 +15,6 @@ MAX_PRIORITY = 255
 MAX_EXPIRY = 315_360_000_000  # ten years in milliseconds, RabbitMQ's upper bound
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum", "stream")  # the types RabbitMQ 3.10 knows
-UNIMPLEMENTED_QUEUE_TYPES: tuple[str, ...] = ()  # known, refused until Warren has them
 DEAD_LETTER_STRATEGIES = ("at-most-once", "at-least-once")
 LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders")  # (one node: no-op)
 

@@ -2,10 +2,8 @@
 class runs it. `VirtualHost.declare_queue` asks `queue_type_of` for the type, lets it check the
 declare (`QueueType.check`, `QueueType.check_new`) and builds `QueueType.queue_class`.
 
-A type adds one `QueueType` to `QUEUE_TYPES`. Until it is built, a type RabbitMQ knows
-(broker/queue_args.py's UNIMPLEMENTED_QUEUE_TYPES) has a placeholder entry that refuses to
-make a queue of it with a 406 (a redeclare of an existing queue as that type still gets the
-inequivalent-argument 406 first).
+A type adds one `QueueType` to `QUEUE_TYPES` (classic, quorum and stream: the types RabbitMQ
+3.10 knows).
 
 RabbitMQ 3.10.8's order, observed (tests/queue_types/RABBITMQ_QUEUE_TYPES.md §1): the values of
 the arguments the type runs, then the arguments it refuses, then the properties it refuses
@@ -23,7 +21,6 @@ from broker.errors import PreconditionFailed
 from broker.queue import Queue
 from broker.queue_args import (
     CLASSIC_CHECKED,
-    UNIMPLEMENTED_QUEUE_TYPES,
     refuse_arguments,
     validate_queue_arguments,
 )
@@ -40,7 +37,6 @@ class QueueType:
     refused: tuple[str, ...] = ()  # arguments refused, in the order RabbitMQ names them
     durable_only: bool = False  # refuses auto-delete, exclusive and non-durable queues
     server_named: bool = True  # may be declared with queue=""
-    built: bool = True  # False: a type RabbitMQ knows that Warren does not run yet
     # Checks of the type's own that come before the shared ones (a stream's refusals).
     check_first: Callable[[dict[str, Any], str], None] | None = None
 
@@ -52,11 +48,7 @@ class QueueType:
         refuse_arguments(arguments, self.refused, what, self.module)
 
     def check_new(self, what: str, durable: bool, exclusive: bool, auto_delete: bool) -> None:
-        """The properties of a queue about to be made (or the refusal of a type not built:
-        rather than a classic queue in its place)."""
-        if not self.built:
-            raise PreconditionFailed(f"invalid arg 'x-queue-type' for {what}: queue type "
-                                     f"'{self.name}' is not supported by this broker yet")
+        """The properties of a queue about to be made."""
         if not self.durable_only:
             return
         for refused, prop in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
@@ -79,11 +71,6 @@ QUEUE_TYPES: dict[str, QueueType] = {
 }
 
 
-for _name in UNIMPLEMENTED_QUEUE_TYPES:
-    QUEUE_TYPES[_name] = QueueType(_name, f"rabbit_{_name}_queue", Queue, CLASSIC_CHECKED,
-                                   built=False)
-
-
 def queue_type_of(arguments: dict[str, Any], what: str | None) -> QueueType:
     """The type an (already typed: the vhost's default filled in) declare names. `what`: the
     queue as texts name it, to check x-queue-type with RabbitMQ's refusals; None for a queue
@@ -91,8 +78,7 @@ def queue_type_of(arguments: dict[str, Any], what: str | None) -> QueueType:
     by an earlier version, is run as a classic queue rather than lost)."""
     if what is not None:
         validate_queue_arguments(arguments, what, ("x-queue-type",))
-    queue_type = QUEUE_TYPES.get(arguments.get("x-queue-type", "classic"), CLASSIC)
-    return queue_type if queue_type.built else CLASSIC if what is None else queue_type
+    return QUEUE_TYPES.get(arguments.get("x-queue-type", "classic"), CLASSIC)
 
 
 def refuses_server_names(arguments: dict[str, Any]) -> str | None:

@@ -11,7 +11,6 @@ import pytest
 from client_helpers import channel_error, connection_error, opened
 from queue_types_helpers import (
     RABBITMQ_ONLY,
-    REFERENCE,
     STREAM,
     WARREN_ONLY,
     declare_error,
@@ -19,8 +18,6 @@ from queue_types_helpers import (
     invalid_property,
     unsupported_arg,
 )
-
-from broker.queue_args import UNIMPLEMENTED_QUEUE_TYPES
 
 STREAM_MODULE = "rabbit_stream_queue"
 
@@ -113,8 +110,6 @@ def test_redeclaring_a_stream_as_classic_or_with_other_retention(connection, que
     assert channel.queue_declare(name, durable=True, arguments=STREAM)
 
 
-@pytest.mark.skipif(not REFERENCE and "quorum" in UNIMPLEMENTED_QUEUE_TYPES,
-                    reason="redeclares as quorum: runs on Warren once quorum queues are built")
 def test_redeclaring_a_stream_as_another_type_or_with_other_retention(connection, queues):
     channel = connection.channel()
     name = queues.stream(channel)
