@@ -392,6 +392,18 @@ class Queue:
         if message.store_ref is not None and self.durable:
             self.vhost.store.remove(self.key, message)
 
+    def _publish_dead_letter(self, message: Message, reason: str) -> bool | None:
+        """Publish the dead-lettered copy of `message`: whether a queue took it, or None if
+        that failed (logged and counted; the message stays where it was)."""
+        try:
+            return deadletter.dead_letter(self, message, reason)
+        except Exception as error:
+            self.vhost.step_failures.record(
+                stepfailures.EXPIRY if reason == "expired" else stepfailures.DEAD_LETTER,
+                self.describe(), error, "the message stays in the queue",
+            )
+            return None
+
     def _dead_letter(self, message: Message, reason: str) -> bool:
         """Dead-letter (or, without a dead-letter exchange, drop) a message leaving for
         `reason`; counted per reason and strategy as rabbitmq_prometheus counts it. False if
@@ -399,13 +411,8 @@ class Queue:
         caller keeps it where it was (the failure is logged and counted)."""
         has_exchange = self.settings.dead_letter_exchange is not None
         if has_exchange:
-            try:
-                delivered = deadletter.dead_letter(self, message, reason)
-            except Exception as error:
-                self.vhost.step_failures.record(
-                    stepfailures.EXPIRY if reason == "expired" else stepfailures.DEAD_LETTER,
-                    self.describe(), error, "the message stays in the queue",
-                )
+            delivered = self._publish_dead_letter(message, reason)
+            if delivered is None:
                 return False
             if delivered:
                 self.messages_dead_lettered += 1

@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from broker import deadletter, stepfailures
 from broker.errors import NotImplementedByBroker
 from broker.message import Message, QueuedMessage
 from broker.queue import Queue
@@ -176,13 +175,8 @@ class QuorumQueue(Queue):
     def _offer_dead_letter(self, message: Message, reason: str) -> bool:
         """Publish the dead-lettered copy; one routed nowhere is kept (and stays logged) to be
         offered again. False if it failed (the message stays where it was)."""
-        try:
-            delivered = deadletter.dead_letter(self, message, reason)
-        except Exception as error:
-            self.vhost.step_failures.record(
-                stepfailures.EXPIRY if reason == "expired" else stepfailures.DEAD_LETTER,
-                self.describe(), error, "the message stays in the queue",
-            )
+        delivered = self._publish_dead_letter(message, reason)
+        if delivered is None:
             return False
         if delivered:
             self.messages_dead_lettered += 1
