@@ -165,7 +165,8 @@ class SnapshotCollector:
                                 value=consumers)
         for name, documentation, attribute, by_queue_type in _GLOBAL_COUNTERS:
             value = snapshot.counters[attribute]
-            if by_queue_type:  # every queue is classic here; RabbitMQ lists all three types
+            if by_queue_type:  # RabbitMQ lists all three types; Warren does not split these
+                # counters by type yet, so quorum and stream traffic shows under classic
                 family = CounterMetricFamily(name, documentation,
                                              labels=["protocol", "queue_type"])
                 for queue_type in QUEUE_TYPES:
