@@ -30,8 +30,6 @@ from broker.stream import StreamQueue
 
 @dataclass(frozen=True)
 class QueueType:
-    name: str
-    module: str  # RabbitMQ's module, named in its texts
     queue_class: type[Queue]
     checked: tuple[str, ...]  # arguments whose values are checked
     refused: tuple[str, ...] = ()  # arguments refused, in the order RabbitMQ names them
@@ -39,6 +37,15 @@ class QueueType:
     server_named: bool = True  # may be declared with queue=""
     # Checks of the type's own that come before the shared ones (a stream's refusals).
     check_first: Callable[[dict[str, Any], str], None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.queue_class.type_name
+
+    @property
+    def module(self) -> str:
+        """RabbitMQ's module for the type, named in its texts."""
+        return self.queue_class.type_module
 
     def check(self, arguments: dict[str, Any], what: str) -> None:
         """The arguments of a declare of this type (new queue or not)."""
@@ -57,16 +64,16 @@ class QueueType:
                 raise PreconditionFailed(f"invalid property '{prop}' for {what}")
 
 
-CLASSIC = QueueType("classic", Queue.type_module, Queue, CLASSIC_CHECKED)
+CLASSIC = QueueType(Queue, CLASSIC_CHECKED)
 QUEUE_TYPES: dict[str, QueueType] = {
     "classic": CLASSIC,
     "quorum": QueueType(
-        "quorum", quorum.MODULE, QuorumQueue, quorum.SUPPORTED_ARGUMENTS,
-        quorum.REFUSED_ARGUMENTS, durable_only=True, server_named=False,
+        QuorumQueue, quorum.SUPPORTED_ARGUMENTS, quorum.REFUSED_ARGUMENTS, durable_only=True,
+        server_named=False,
     ),
     "stream": QueueType(
-        "stream", stream_args.MODULE, StreamQueue, CLASSIC_CHECKED, durable_only=True,
-        server_named=False, check_first=stream_args.validate_declare,
+        StreamQueue, CLASSIC_CHECKED, durable_only=True, server_named=False,
+        check_first=stream_args.validate_declare,
     ),
 }
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from broker.errors import PreconditionFailed
 from broker.names import field_type_name
+from broker.queue_args import refuse_arguments
 
 MODULE = "rabbit_stream_queue"
 # RabbitMQ's order: the first of these in it is the one named.
@@ -48,9 +49,7 @@ def parse_age(text: str) -> int | None:
 
 def validate_declare(arguments: dict[str, Any], what: str) -> None:
     """The argument checks of a stream declare (after the checks every queue type shares)."""
-    for key in REFUSED_ARGUMENTS:
-        if key in arguments:
-            raise PreconditionFailed(f"invalid arg '{key}' for {what} of queue type {MODULE}")
+    refuse_arguments(arguments, REFUSED_ARGUMENTS, what, MODULE)
     if "x-max-age" in arguments:
         age = arguments["x-max-age"]
         if not isinstance(age, str):
