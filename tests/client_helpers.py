@@ -75,6 +75,30 @@ def close_quietly(connection: pika.BlockingConnection) -> None:
             connection.close()
 
 
+class Declared:
+    """The queues and exchanges a test declared under `prefix`; all are deleted at the end, on a
+    fresh connection (a test may leave its own channel or connection closed)."""
+
+    def __init__(self, broker, prefix: str) -> None:
+        self.broker = broker
+        self.prefix = prefix
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+
+    def cleanup(self) -> None:
+        if not (self.queues or self.exchanges):
+            return
+        connection = connect(self.broker)
+        try:
+            channel = connection.channel()
+            for queue in self.queues:
+                channel.queue_delete(queue)
+            for exchange in self.exchanges:
+                channel.exchange_delete(exchange)
+        finally:
+            close_quietly(connection)
+
+
 @contextlib.contextmanager
 def opened(broker, **overrides) -> Iterator[pika.BlockingConnection]:
     """A connection for the duration of a `with` block."""

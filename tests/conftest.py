@@ -27,7 +27,7 @@ from management_api import Api
 TESTS = Path(__file__).resolve().parent
 # Folders whose tests fail after client_helpers.TEST_DEADLINE seconds instead of hanging on a
 # broker that never answers (the others start and stop brokers of their own, which may be slow).
-DEADLINE_FOLDERS = ("broker", "clients", "lifecycle")
+DEADLINE_FOLDERS = ("broker", "clients", "lifecycle", "queue_types")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from client_helpers import close_quietly, connect, message_count, settle
+from client_helpers import Declared, message_count, settle
 from pamqp import commands, frame
 from raw_amqp import RawAMQP, amqp_name
 
@@ -35,15 +35,12 @@ def dl_args(exchange: str = "", routing_key: str | None = None, **more: Any) -> 
     return args
 
 
-class Topology:
-    """Queue and exchange names derived from `unique`; everything declared is deleted at the end
-    (on a fresh connection, so a test may leave its own channel closed)."""
+class Topology(Declared):
+    """Queue and exchange names derived from `unique`; everything declared is deleted at the
+    end."""
 
     def __init__(self, broker, unique: str) -> None:
-        self.broker = broker
-        self.prefix = amqp_name(unique)
-        self.queues: list[str] = []
-        self.exchanges: list[str] = []
+        super().__init__(broker, amqp_name(unique))
 
     def name(self, suffix: str) -> str:
         return f"{self.prefix}-{suffix}"
@@ -59,19 +56,6 @@ class Topology:
         self.exchanges.append(name)
         channel.exchange_declare(name, kind, **options)
         return name
-
-    def cleanup(self) -> None:
-        if not (self.queues or self.exchanges):
-            return
-        connection = connect(self.broker)
-        try:
-            channel = connection.channel()
-            for queue in self.queues:
-                channel.queue_delete(queue)
-            for exchange in self.exchanges:
-                channel.exchange_delete(exchange)
-        finally:
-            close_quietly(connection)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from client_helpers import close_quietly, connect, message_count, settle, wait_for
+from client_helpers import Declared, close_quietly, connect, message_count, settle, wait_for
 from management_api import STATS_TIMEOUT, Api, q
 from raw_amqp import amqp_name
 
@@ -27,17 +27,13 @@ QUORUM = {"x-queue-type": "quorum"}
 STREAM = {"x-queue-type": "stream"}
 
 
-class Queues:
-    """Queue and exchange names derived from `unique`; all are deleted at the end, on a fresh
-    connection (a test may leave its own channel or connection closed)."""
+class Queues(Declared):
+    """Queue and exchange names derived from `unique`; all are deleted at the end."""
 
     def __init__(self, broker, unique: str) -> None:
-        self.broker = broker
         name = amqp_name(unique)
         # short enough for RabbitMQ's reply texts (shortstr, 255 bytes) to name it in full
-        self.prefix = name if len(name) <= 64 else f"{name[:44]}-{name[-19:]}"
-        self.queues: list[str] = []
-        self.exchanges: list[str] = []
+        super().__init__(broker, name if len(name) <= 64 else f"{name[:44]}-{name[-19:]}")
 
     def name(self, suffix: str = "q") -> str:
         name = f"{self.prefix}-{suffix}"
@@ -64,17 +60,6 @@ class Queues:
         self.exchanges.append(name)
         channel.exchange_declare(name, kind)
         return name
-
-    def cleanup(self) -> None:
-        connection = connect(self.broker)
-        try:
-            channel = connection.channel()
-            for queue in self.queues:
-                channel.queue_delete(queue)
-            for exchange in self.exchanges:
-                channel.exchange_delete(exchange)
-        finally:
-            close_quietly(connection)
 
 
 def dashed(arguments: dict[str, Any]) -> dict[str, Any]:
