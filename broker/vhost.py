@@ -524,14 +524,40 @@ class VirtualHost:
 
     def enqueue(self, message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
         """Put a routed message into its queues: logged first if it is persistent (once, for
-        the durable ones). Returns (the log ticket, or 0; whether a queue refused it)."""
+        the durable ones). Returns (the log ticket to wait for, or 0; whether a queue refused
+        it)."""
+        if not message.persistent:
+            if self.logging_queues:
+                return self._enqueue_transient(message, queues)
+            return self._put(message, queues)
         ticket = 0
-        if message.persistent:
-            durable = [queue for queue in queues if queue.durable and not queue.logs_itself]
-            if durable:
-                ticket = self.store.persist(message, [queue.key for queue in durable])
-        elif self.logging_queues:
-            return self._enqueue_transient(message, queues)
+        durable = [queue for queue in queues if queue.durable and not queue.logs_itself]
+        if durable:
+            ticket = self.store.persist(message, [queue.key for queue in durable])
+        put_ticket, refused = self._put(message, queues)
+        return max(ticket, put_ticket), refused
+
+    def _enqueue_transient(self, message: Message, queues: Collection[Queue]
+                           ) -> tuple[int, bool]:
+        """A transient message: logged for the queues that log every message (quorum queues);
+        the others get an unlogged twin (the same body), which a restart forgets."""
+        logging = [queue for queue in queues if queue.logs_every_message]
+        if not logging:
+            return self._put(message, queues)
+        ticket = self.store.persist(message, [queue.key for queue in logging])
+        put_ticket, refused = self._put(message, logging)
+        ticket = max(ticket, put_ticket)
+        if len(logging) < len(queues):
+            others = [queue for queue in queues if not queue.logs_every_message]
+            put_ticket, refused_by_other = self._put(message.unlogged_twin(), others)
+            ticket, refused = max(ticket, put_ticket), refused or refused_by_other
+        return ticket, refused
+
+    @staticmethod
+    def _put(message: Message, queues: Collection[Queue]) -> tuple[int, bool]:
+        """Enqueue into each queue. Returns the log ticket of the queues that keep their own log
+        (streams: the confirm waits for it), or 0; and whether a queue refused the message."""
+        ticket = 0
         refused = False
         for queue in tuple(queues) if len(queues) > 1 else queues:
             if not queue.enqueue(message):
@@ -540,30 +566,6 @@ class VirtualHost:
             elif queue.logs_itself:  # a stream: its own log, durable under this ticket
                 ticket = max(ticket, queue.log_ticket)
         return ticket, refused
-
-    def _enqueue_transient(self, message: Message, queues: Collection[Queue]
-                           ) -> tuple[int, bool]:
-        """A transient message: logged for the queues that log every message (quorum queues);
-        the others get an unlogged twin (the same body), which a restart forgets."""
-        logging = [queue for queue in queues if queue.logs_every_message]
-        if not logging:
-            return 0, self._put(message, queues)
-        ticket = self.store.persist(message, [queue.key for queue in logging])
-        refused = self._put(message, logging)
-        if len(logging) < len(queues):
-            others = [queue for queue in queues if not queue.logs_every_message]
-            refused = self._put(message.unlogged_twin(), others) or refused
-        return ticket, refused
-
-    @staticmethod
-    def _put(message: Message, queues: Collection[Queue]) -> bool:
-        """Enqueue into each queue; whether one refused it."""
-        refused = False
-        for queue in queues:
-            if not queue.enqueue(message):
-                queue.discard(message)
-                refused = True
-        return refused
 
     def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
         """The queues a message reaches (a delayed exchange behind an e2e binding holds it);

@@ -30,6 +30,7 @@ def _targets() -> dict[str, tuple[object, str]]:
     import broker.queue
     import broker.vhost
     import management.api.queues
+    import storage.streamlog
 
     return {
         # dead-lettering: the properties rewrite, or the whole step (routing the copy)
@@ -45,6 +46,8 @@ def _targets() -> dict[str, tuple[object, str]]:
         "delivery_count": (broker.queue, "encode_table"),
         # a write-ahead log waiter: the publisher-confirm callback
         "confirm_callback": (broker.channel.Channel, "_log_durable"),
+        # a stream's write in the write-ahead log's batch (failed: the batch is tried again)
+        "stream_write": (storage.streamlog.StreamLog, "write"),
     }
 
 
