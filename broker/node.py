@@ -60,6 +60,7 @@ class Node(MessageCounters):
         self.started_at = time.time()
         self.alarms = ResourceMonitor(config, node_name(), self._alarms_changed)
         self._storage_retry: asyncio.TimerHandle | None = None
+        self._storage_failing = False  # since the last failed write of the log
         self._segment_stamps: dict[int, tuple[int, int, int]] = {}  # of the index loaded
         # (reason, "at_most_once" with a dead-letter exchange / "disabled" without) -> count
         self.dead_lettered: dict[tuple[str, str, str], int] = {}
@@ -181,16 +182,29 @@ class Node(MessageCounters):
             connection.alarms_changed()
 
     def _storage_write_result(self, error: BaseException | None) -> None:
-        """The log failed to write a batch (disk full, I/O error): the disk alarm goes up, and
-        a write (the definitions file) is tried again every second until one succeeds (error
-        None), which clears it."""
+        """The log failed to write a batch: a write (the definitions file, with the failed
+        batch first) is tried again every second until one succeeds (error None), whatever
+        the failure, so that withheld confirms do not wait for traffic. A disk failure
+        (OSError: disk full, I/O error) also raises the disk alarm until then; any other
+        failure (a bug in a step of the write) is logged with its traceback."""
         if error is None:
             self.alarms.storage_recovered()
-        elif isinstance(error, OSError):
+            self._storage_failing = False
+            return
+        if isinstance(error, OSError):
             self.alarms.storage_failed(error)
+        elif not self._storage_failing:  # the traceback once, not every second
+            log.error("write-ahead log write raised; tried again every %.0f s",
+                      STORAGE_RETRY_INTERVAL, exc_info=error)
+        self._storage_failing = True
+        if self._storage_retry is None:  # one retry armed at a time
             self._storage_retry = asyncio.get_running_loop().call_later(
-                STORAGE_RETRY_INTERVAL, self.definitions_changed
+                STORAGE_RETRY_INTERVAL, self._retry_storage
             )
+
+    def _retry_storage(self) -> None:
+        self._storage_retry = None
+        self.definitions_changed()
 
     def _add_defaults(self) -> None:
         config = self.config
