@@ -100,18 +100,22 @@ def measure(broker: Broker, count: int, timeout: float, data_dir: Path | None) -
         declare(broker, name, delete=True)
 
 
-def small_messages(broker: Broker, count: int, timeout: float) -> None:
+def small_messages(broker: Broker, count: int, timeout: float, data_dir: Path) -> None:
     name = f"stream-small-{uuid.uuid4().hex[:8]}"
     declare(broker, name)
     pid = listening_pid(broker.port)
     try:
-        before = rss_kib(pid) or 0 if pid else 0
-        client(BIN_DIR / "confirmlat", "pub", "--port", str(broker.port), "--queue", name,
-               "--count", str(count), "--size", "16", "--window", "500", "--transient",
-               timeout=timeout)
-        after = rss_kib(pid) or 0 if pid else 0
-        print(f"{broker.name}: {count} x 16 B in a stream: RSS {before / 1024:.0f} -> "
-              f"{after / 1024:.0f} MiB, {(after - before) * 1024 / count:.2f} B per message")
+        before = (rss_kib(pid) or 0) if pid else 0
+        started = time.monotonic()
+        published = client(BIN_DIR / "confirmlat", "pub", "--port", str(broker.port), "--queue",
+                           name, "--count", str(count), "--size", "16", "--window", "500",
+                           "--transient", timeout=timeout)
+        after = (rss_kib(pid) or 0) if pid else 0
+        size = tree_size(data_dir / "streams")
+        print(f"{broker.name}: {count} x 16 B in a stream ({float(published['rate']):,.0f} msg/s, "
+              f"{time.monotonic() - started:.0f} s): RSS {before / 1024:.0f} -> "
+              f"{after / 1024:.0f} MiB, {(after - before) * 1024 / count:.2f} B per message; "
+              f"on disk {size / 2**20:.0f} MiB")
     finally:
         declare(broker, name, delete=True)
 
@@ -132,7 +136,7 @@ def main() -> int:
             if not args.skip_large:
                 measure(warren, args.count, args.timeout, Path(workdir) / "warren-data")
             if args.small:
-                small_messages(warren, args.small, args.timeout)
+                small_messages(warren, args.small, args.timeout, Path(workdir) / "warren-data")
         if args.rabbitmq_port and not args.skip_large:
             rabbit = existing_broker("RabbitMQ", args.rabbitmq_port)
             if rabbit is None:

@@ -21,6 +21,7 @@ from broker.errors import PreconditionFailed
 from broker.queue import Queue
 from broker.queue_args import (
     CLASSIC_CHECKED,
+    CLASSIC_REFUSED,
     refuse_arguments,
     validate_queue_arguments,
 )
@@ -33,6 +34,8 @@ class QueueType:
     queue_class: type[Queue]
     checked: tuple[str, ...]  # arguments whose values are checked
     refused: tuple[str, ...] = ()  # arguments refused, in the order RabbitMQ names them
+    # RabbitMQ names the first refused argument in the client's order instead (classic queues)
+    refused_in_argument_order: bool = False
     durable_only: bool = False  # refuses auto-delete, exclusive and non-durable queues
     server_named: bool = True  # may be declared with queue=""
     # Checks of the type's own that come before the shared ones (a stream's refusals).
@@ -52,7 +55,8 @@ class QueueType:
         if self.check_first is not None:
             self.check_first(arguments, what)
         validate_queue_arguments(arguments, what, self.checked)
-        refuse_arguments(arguments, self.refused, what, self.module)
+        refuse_arguments(arguments, self.refused, what, self.module,
+                         self.refused_in_argument_order)
 
     def check_new(self, what: str, durable: bool, exclusive: bool, auto_delete: bool) -> None:
         """The properties of a queue about to be made."""
@@ -64,7 +68,7 @@ class QueueType:
                 raise PreconditionFailed(f"invalid property '{prop}' for {what}")
 
 
-CLASSIC = QueueType(Queue, CLASSIC_CHECKED)
+CLASSIC = QueueType(Queue, CLASSIC_CHECKED, CLASSIC_REFUSED, refused_in_argument_order=True)
 QUEUE_TYPES: dict[str, QueueType] = {
     "classic": CLASSIC,
     "quorum": QueueType(
