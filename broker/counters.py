@@ -3,18 +3,28 @@ and the API's message_stats at scrape time; nothing counts per message into Prom
 
 `Node` is a `MessageCounters`, and hands itself to its vhosts, whose core operations
 (`VirtualHost.publish`, `Queue.get`) count here; a vhost made alone (the core's unit tests)
-gets counters of its own. The AMQP channel counts its deliveries, acks and confirms here too."""
+gets counters of its own. The AMQP channel counts its deliveries, acks and confirms here too.
+
+The delivery side (delivered, redelivered, acknowledged, get_empty: the figures
+rabbitmq_prometheus labels with `queue_type`) is counted by queue type: each queue holds the
+`DeliveryCounters` of its type (`MessageCounters.of_type`) and counts into it, which costs the
+same as counting into the node; the node's totals are their sums."""
 
 from __future__ import annotations
 
+QUEUE_TYPE_NAMES = ("classic", "quorum", "stream")  # as Queue.type_name names them
 
-class MessageCounters:
+
+class DeliveryCounters:
+    """The delivery-side counters of one queue type."""
+
+    __slots__ = (
+        "messages_delivered", "delivered_consume_auto_ack", "delivered_consume_manual_ack",
+        "delivered_get_auto_ack", "delivered_get_manual_ack", "messages_redelivered",
+        "get_empty", "messages_acknowledged",
+    )
+
     def __init__(self) -> None:
-        self.messages_received = 0
-        self.messages_received_confirm = 0
-        self.messages_routed = 0  # one per destination queue, as RabbitMQ counts
-        self.messages_unroutable_dropped = 0
-        self.messages_unroutable_returned = 0
         self.messages_delivered = 0
         self.delivered_consume_auto_ack = 0
         self.delivered_consume_manual_ack = 0
@@ -23,7 +33,6 @@ class MessageCounters:
         self.messages_redelivered = 0
         self.get_empty = 0
         self.messages_acknowledged = 0
-        self.messages_confirmed = 0
 
     def count_get(self, redelivered: bool, no_ack: bool) -> None:
         """A message handed out by a get: basic.get, and the API's get and aliveness test
@@ -35,3 +44,34 @@ class MessageCounters:
             self.delivered_get_manual_ack += 1
         if redelivered:
             self.messages_redelivered += 1
+
+
+def _total(attribute: str) -> property:
+    """A node-wide figure: the sum over the queue types."""
+    return property(lambda self: sum(getattr(counters, attribute)
+                                     for counters in self.by_queue_type.values()),
+                    doc=f"{attribute}, all queue types")
+
+
+class MessageCounters:
+    def __init__(self) -> None:
+        self.messages_received = 0
+        self.messages_received_confirm = 0
+        self.messages_routed = 0  # one per destination queue, as RabbitMQ counts
+        self.messages_unroutable_dropped = 0
+        self.messages_unroutable_returned = 0
+        self.messages_confirmed = 0
+        self.by_queue_type = {name: DeliveryCounters() for name in QUEUE_TYPE_NAMES}
+
+    def of_type(self, type_name: str) -> DeliveryCounters:
+        """The counters a queue of `type_name` counts into."""
+        return self.by_queue_type[type_name]
+
+    messages_delivered = _total("messages_delivered")
+    delivered_consume_auto_ack = _total("delivered_consume_auto_ack")
+    delivered_consume_manual_ack = _total("delivered_consume_manual_ack")
+    delivered_get_auto_ack = _total("delivered_get_auto_ack")
+    delivered_get_manual_ack = _total("delivered_get_manual_ack")
+    messages_redelivered = _total("messages_redelivered")
+    get_empty = _total("get_empty")
+    messages_acknowledged = _total("messages_acknowledged")

@@ -81,14 +81,14 @@ class Deliveries:
             queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
             message.body, connection.frame_max,
         ))
-        node = connection.node
-        node.messages_delivered += 1
+        counters = queue.counters  # the node's, for the queue's type
+        counters.messages_delivered += 1
         if consumer.no_ack:
-            node.delivered_consume_auto_ack += 1
+            counters.delivered_consume_auto_ack += 1
         else:
-            node.delivered_consume_manual_ack += 1
+            counters.delivered_consume_manual_ack += 1
         if entry.redelivered:
-            node.messages_redelivered += 1
+            counters.messages_redelivered += 1
 
     def cancelled(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""
@@ -249,6 +249,7 @@ class Deliveries:
         for queue, entry, consumer in entries:
             queue.unacked_count -= 1
             if acked:
+                queue.counters.messages_acknowledged += 1
                 queue.ack(entry)
             else:
                 queue.reject(entry)
@@ -257,8 +258,6 @@ class Deliveries:
                 if consumer.prefetch and consumer.unacked == consumer.prefetch:
                     kick.append(queue)
                 consumer.unacked -= 1
-        if acked:
-            self.connection.node.messages_acknowledged += len(entries)
         if was_blocked:
             self.kick_queues()
         else:

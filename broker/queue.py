@@ -103,6 +103,7 @@ class Queue:
         self.messages_acked = 0
         self.messages_redelivered = 0
         self.messages_dead_lettered = 0
+        self.counters = vhost.counters.of_type(self.type_name)  # the node's, for its type
         self.arm_unused_timer()
 
     @property
@@ -653,7 +654,7 @@ class Queue:
         self.arm_unused_timer()
         entry = self.pop()
         if entry is None:
-            self.vhost.counters.get_empty += 1
+            self.counters.get_empty += 1
             return None
         message = entry.message
         if message.body is None:
@@ -669,6 +670,6 @@ class Queue:
         node as a get), and with `no_ack` gone at once; else the caller keeps it as unacked
         until it acks, rejects or requeues it."""
         self.note_delivery(entry)
-        self.vhost.counters.count_get(entry.redelivered, no_ack)
+        self.counters.count_get(entry.redelivered, no_ack)
         if no_ack:
             self.discard(entry.message)

@@ -98,7 +98,8 @@ class Snapshot:
     connections: int
     channels: int
     publishers: int
-    counters: dict[str, int]
+    counters: dict[str, int]  # the unlabelled ones; by_queue_type: the others, by type
+    by_queue_type: dict[str, dict[str, int]]  # Queue.type_name -> attribute -> value
     dead_lettered: dict[tuple[str, str, str], int]  # (queue type, reason, strategy)
     step_failures: dict[str, int]
     paged_out: int  # transient messages held in the page store now
@@ -123,7 +124,12 @@ class Snapshot:
                 for channel in connection.channels.values() if channel.publishing.has_published
             ),
             counters={attribute: getattr(node, attribute)
-                      for _, _, attribute, _ in _GLOBAL_COUNTERS},
+                      for _, _, attribute, by_type in _GLOBAL_COUNTERS if not by_type},
+            by_queue_type={
+                type_name: {attribute: getattr(counters, attribute)
+                            for _, _, attribute, by_type in _GLOBAL_COUNTERS if by_type}
+                for type_name, counters in node.by_queue_type.items()
+            },
             dead_lettered=dict(node.dead_lettered),
             step_failures=dict(node.step_failures.counts),
             paged_out=node.store.pages.count if node.store.pages is not None else 0,
@@ -164,18 +170,15 @@ class SnapshotCollector:
         yield GaugeMetricFamily("rabbitmq_consumers", "Consumers currently connected",
                                 value=consumers)
         for name, documentation, attribute, by_queue_type in _GLOBAL_COUNTERS:
-            value = snapshot.counters[attribute]
-            if by_queue_type:  # RabbitMQ lists all three types; Warren does not split these
-                # counters by type yet, so quorum and stream traffic shows under classic
+            if by_queue_type:  # all three types, zeros included, as RabbitMQ lists them
                 family = CounterMetricFamily(name, documentation,
                                              labels=["protocol", "queue_type"])
                 for queue_type in QUEUE_TYPES:
-                    family.add_metric(
-                        ["amqp091", queue_type], value if queue_type == QUEUE_TYPES[0] else 0
-                    )
+                    family.add_metric(["amqp091", queue_type],
+                                      snapshot.by_queue_type[_type_name(queue_type)][attribute])
             else:
                 family = CounterMetricFamily(name, documentation, labels=["protocol"])
-                family.add_metric(["amqp091"], value)
+                family.add_metric(["amqp091"], snapshot.counters[attribute])
             yield family
         for reason, documentation in _DEAD_LETTERED:
             family = CounterMetricFamily(
@@ -183,8 +186,7 @@ class SnapshotCollector:
                 labels=["queue_type", "dead_letter_strategy"],
             )
             for queue_type, strategy in _DEAD_LETTER_LABELS[reason]:
-                type_name = queue_type.removeprefix("rabbit_").removesuffix("_queue")
-                value = snapshot.dead_lettered.get((type_name, reason, strategy), 0)
+                value = snapshot.dead_lettered.get((_type_name(queue_type), reason, strategy), 0)
                 family.add_metric([queue_type, strategy], value)
             yield family
         confirmed = CounterMetricFamily(
@@ -229,6 +231,11 @@ class SnapshotCollector:
                                 "Disk space available in bytes", value=snapshot.disk_free)
         yield GaugeMetricFamily("rabbitmq_process_open_fds", "Open file descriptors",
                                 value=open_fds())
+
+
+def _type_name(queue_type: str) -> str:
+    """rabbit_quorum_queue -> quorum (Queue.type_name)."""
+    return queue_type.removeprefix("rabbit_").removesuffix("_queue")
 
 
 def _queue_value(queue: tuple[str, str, int, int, int], column: int) -> int:

@@ -597,6 +597,69 @@ def test_basic_get_counters(scrape, channel, queue):
     })  # fmt: skip
 
 
+def by_type(name: str, queue_type: str) -> tuple:
+    return key(name, protocol="amqp091", queue_type=queue_type)
+
+
+DELIVERY_COUNTERS = ("delivered", "delivered_consume_manual_ack", "delivered_consume_auto_ack",
+                     "delivered_get_manual_ack", "delivered_get_auto_ack", "redelivered",
+                     "acknowledged", "get_empty")
+
+
+def deltas_by_type(queue_type: str, **counts: int) -> dict[tuple, float]:
+    """rabbitmq_global_messages_<counter>_total: `counts` under `queue_type` (0 where not
+    given), 0 under the other two types."""
+    return {by_type(f"rabbitmq_global_messages_{counter}_total", labelled):
+            counts.get(counter, 0) if labelled == queue_type else 0
+            for counter in DELIVERY_COUNTERS for labelled in QUEUE_TYPES}
+
+
+def test_quorum_queue_traffic_is_counted_under_its_type(scrape, connection, channel, queues,
+                                                         unique):
+    """Deliveries, gets and acks of a quorum queue count under rabbit_quorum_queue only."""
+    queue = f"{unique}-quorum"
+    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    queues.append(queue)
+    publish(channel, queue, 4)
+    before = scrape()
+    method, _, _ = channel.basic_get(queue)
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    method, _, _ = channel.basic_get(queue, auto_ack=True)
+    consuming = connection.channel()
+    received: list[int] = []
+    consuming.basic_consume(queue, lambda ch, m, p, b: received.append(m.delivery_tag))
+    wait_until(lambda: _assert_len(received, 3), pump=connection)
+    consuming.basic_ack(received[-1], multiple=True)
+    assert channel.basic_get(queue)[0] is None
+    wait_for_deltas(scrape, before, deltas_by_type(
+        QUORUM, delivered=5, delivered_get_manual_ack=1, delivered_get_auto_ack=1,
+        delivered_consume_manual_ack=3, redelivered=1, acknowledged=3, get_empty=1,
+    ), pump=connection)
+
+
+def test_stream_traffic_is_counted_under_its_type(scrape, connection, channel, queues, unique):
+    """A stream consumer's deliveries and acks count under rabbit_stream_queue only."""
+    queue = f"{unique}-stream"
+    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "stream"})
+    queues.append(queue)
+    publish(channel, queue, 3)
+    before = scrape()
+    consuming = connection.channel()
+    consuming.basic_qos(prefetch_count=10)
+    received: list[int] = []
+    consuming.basic_consume(queue, lambda ch, m, p, b: received.append(m.delivery_tag),
+                            arguments={"x-stream-offset": "first"})
+    wait_until(lambda: _assert_len(received, 3), pump=connection)
+    consuming.basic_ack(received[-1], multiple=True)
+    wait_for_deltas(scrape, before, deltas_by_type(
+        STREAM, delivered=3, delivered_consume_manual_ack=3, acknowledged=3,
+    ), pump=connection)
+
+
+def _assert_len(items: list, count: int) -> None:
+    assert len(items) == count, items
+
+
 def test_connections_channels_gauges(scrape, broker):
     before = scrape()
     with opened(broker) as first, opened(broker) as second, opened(broker) as third:
