@@ -74,6 +74,7 @@ class Deliveries:
             consumer.unacked += 1
             self.global_unacked += 1
             queue.unacked_count += 1
+            queue.unacked_bytes += entry.message.body_size
         message = entry.message
         connection = self.connection
         connection.write(codec.encode_deliver(
@@ -211,6 +212,7 @@ class Deliveries:
         else:
             tag = self.tags.keep((queue, entry, None))
             queue.unacked_count += 1
+            queue.unacked_bytes += entry.message.body_size
         message = entry.message
         self.connection.write(codec.encode_get_ok(
             self.number, tag, entry.redelivered, message.route_bytes, queue.message_count,
@@ -248,6 +250,7 @@ class Deliveries:
         kick: list[Queue] = []
         for queue, entry, consumer in entries:
             queue.unacked_count -= 1
+            queue.unacked_bytes -= entry.message.body_size
             if acked:
                 queue.counters.messages_acknowledged += 1
                 queue.ack(entry)
@@ -271,6 +274,7 @@ class Deliveries:
         queues: dict[Queue, None] = {}
         for queue, entry, consumer in entries:
             queue.unacked_count -= 1
+            queue.unacked_bytes -= entry.message.body_size
             if consumer is not None:
                 consumer.unacked -= 1
                 self.global_unacked -= 1

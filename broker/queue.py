@@ -104,6 +104,7 @@ class Queue:
         self.messages_redelivered = 0
         self.messages_dead_lettered = 0
         self.counters = vhost.counters.of_type(self.type_name)  # the node's, for its type
+        self.unacked_bytes = 0  # body bytes of the deliveries counted in unacked_count
         self.arm_unused_timer()
 
     @property

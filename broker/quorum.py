@@ -201,6 +201,18 @@ class QuorumQueue(Queue):
                 self.kept_dead_letters.append((message, reason))  # failed: kept all the same
         self._arm_retry()
 
+    def in_memory(self) -> tuple[int, int]:
+        """How many messages have their bodies in memory, and their bytes: the ready ones held
+        as objects with their body (not catalog rows behind the resident head, not paged out)
+        and every unacked delivery (its body went out with it). Walks the objects: the API
+        asks, not the message path."""
+        count = size = 0
+        for entry in self._messages.objects():
+            if entry.message.body is not None:
+                count += 1
+                size += entry.message.body_size
+        return count + self.unacked_count, size + self.unacked_bytes
+
     @property
     def dead_letter_bytes(self) -> int:
         return sum(message.body_size for message, _ in self.kept_dead_letters)

@@ -45,6 +45,7 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
         "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
         "arguments": queue.arguments, "node": node, "type": queue.type_name,
         "state": "running", "policy": settings.policy,
+        "operator_policy": None,  # (Warren has no operator policies)
         "effective_policy_definition": _policy_definition(queue),
         "consumer_details": [consumer_info(consumer) for consumer in queue.consumers],
         "head_message_timestamp": None,
@@ -56,8 +57,9 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
         "single_active_consumer_tag": (
             queue.consumers.active.tag if queue.consumers.active else None
         ),
-        "memory": queue.memory_estimate, "message_bytes": queue.ready_bytes,
+        "memory": queue.memory_estimate, "message_bytes": queue.ready_bytes + queue.unacked_bytes,
         "message_bytes_ready": queue.ready_bytes,
+        "message_bytes_unacknowledged": queue.unacked_bytes,
         "message_stats": rates.queue_stats(queue),
         "owner_pid_details": (
             {"name": queue.owner.display_name, "peer_host": (queue.owner.peer or ("", 0))[0],

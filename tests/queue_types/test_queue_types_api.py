@@ -7,13 +7,38 @@ not (it stores them all durably)."""
 from __future__ import annotations
 
 import pika
-from management_api import q
-from queue_types_helpers import WARREN_ONLY, api_queue, publish_each, stream_reader
+from client_helpers import opened
+from management_api import Api, q
+from queue_types_helpers import REFERENCE, WARREN_ONLY, api_queue, publish_each, stream_reader
 
 QUORUM_KEYS = ("node", "leader", "members", "online", "messages_persistent",
                "message_bytes_persistent", "message_bytes", "messages_dlx", "message_bytes_dlx",
                "single_active_consumer_ctag", "state")
 STREAM_KEYS = ("node", "members", "online", "messages_ready", "messages_unacknowledged")
+
+# RabbitMQ 3.10.8's keys, with ready and unacked messages and a consumer (RABBITMQ_QUEUE_TYPES.md
+# §3, §6), and those of them Warren shows for no queue type: per-channel and rate details
+# (deliveries, incoming, *_details), the Erlang process's (garbage_collection, reductions), and
+# consumer_capacity, which Warren does not measure (its consumer_utilisation is null).
+NOT_IN_WARREN = {"deliveries", "incoming", "garbage_collection", "reductions",
+                 "reductions_details", "messages_details", "messages_ready_details",
+                 "messages_unacknowledged_details", "consumer_capacity"}
+_RATES_AND_PROCESS = NOT_IN_WARREN - {"consumer_capacity"}
+RABBITMQ_QUORUM_KEYS = _RATES_AND_PROCESS | {
+    "arguments", "auto_delete", "consumer_capacity", "consumer_details", "consumer_utilisation",
+    "consumers", "durable", "effective_policy_definition", "exclusive", "leader", "members",
+    "memory", "message_bytes", "message_bytes_dlx", "message_bytes_persistent",
+    "message_bytes_ram", "message_bytes_ready", "message_bytes_unacknowledged", "message_stats",
+    "messages", "messages_dlx", "messages_persistent", "messages_ram", "messages_ready",
+    "messages_unacknowledged", "name", "node", "online", "open_files", "operator_policy", "policy",
+    "single_active_consumer_ctag", "state", "type", "vhost",
+}
+RABBITMQ_STREAM_KEYS = _RATES_AND_PROCESS | {
+    "arguments", "auto_delete", "consumer_details", "consumers", "durable",
+    "effective_policy_definition", "exclusive", "members", "memory", "message_stats", "messages",
+    "messages_ready", "messages_unacknowledged", "name", "node", "online", "operator_policy",
+    "policy", "readers", "state", "type", "vhost",
+}
 
 
 def test_a_quorum_queue_in_the_api(api, channel, queues):
@@ -133,3 +158,87 @@ def test_warren_shows_a_streams_size_on_disk(api, channel, queues):
     publish_each(channel, stream, [b"x" * 1000] * 3)
     answer = api_queue(api, stream, lambda a: a.get("messages") == 3, ("stream_disk_bytes",))
     assert 3000 < answer["stream_disk_bytes"] < 4000
+
+
+def _holding_unacked(connection, channel, queue: str, bodies: list[bytes], unacked: int,
+                     **consume: object) -> list:
+    """Publish `bodies`, then leave the first `unacked` delivered and unacknowledged."""
+    publish_each(channel, queue, bodies)
+    consuming = connection.channel()
+    consuming.basic_qos(prefetch_count=unacked)
+    received: list = []
+    consuming.basic_consume(queue, lambda ch, m, p, b: received.append(b), **consume)
+    deadline = 50
+    while len(received) < unacked and deadline:
+        connection.process_data_events(time_limit=0.1)
+        deadline -= 1
+    return received
+
+
+def test_a_quorum_queue_counts_its_unacked_bytes(api, connection, channel, queues):
+    """message_bytes is ready + unacked (RabbitMQ 3.10.8: 500 for 3 ready and 2 unacked of
+    100 B), with message_bytes_unacknowledged, open_files and operator_policy as RabbitMQ has
+    them; the key set is RabbitMQ's, but for what Warren shows for no queue type."""
+    queue = queues.quorum(channel)
+    received = _holding_unacked(connection, channel, queue, [b"a" * 10, b"b" * 20, b"c" * 40],
+                                unacked=2)
+    assert received == [b"a" * 10, b"b" * 20]
+    answer = api_queue(api, queue, lambda a: a.get("messages_unacknowledged") == 2
+                       and a.get("message_bytes_unacknowledged") == 30,
+                       tuple(RABBITMQ_QUORUM_KEYS - NOT_IN_WARREN))
+    assert (answer["messages"], answer["messages_ready"], answer["messages_unacknowledged"]) == (
+        3, 1, 2)
+    assert (answer["message_bytes"], answer["message_bytes_ready"],
+            answer["message_bytes_unacknowledged"], answer["message_bytes_persistent"]) == (
+        70, 40, 30, 70)
+    assert answer["open_files"] == {answer["node"]: 0}
+    assert answer["operator_policy"] is None
+    missing = RABBITMQ_QUORUM_KEYS - NOT_IN_WARREN - set(answer)
+    assert not missing, missing
+    if not REFERENCE:
+        assert set(answer) - RABBITMQ_QUORUM_KEYS == set()
+        # Warren holds all three bodies in memory (RabbitMQ 3.10 keeps none: 0 and 0)
+        assert (answer["messages_ram"], answer["message_bytes_ram"]) == (3, 70)
+    else:
+        assert (answer["messages_ram"], answer["message_bytes_ram"]) == (0, 0)
+    connection.process_data_events(time_limit=0.1)
+
+
+def test_a_stream_shows_rabbitmqs_keys(api, connection, channel, queues):
+    """A stream's object has RabbitMQ's keys, none of the classic queue's it lacks
+    (message_bytes, exclusive_consumer_tag ...), and Warren's stream_disk_bytes."""
+    stream = queues.stream(channel)
+    _holding_unacked(connection, channel, stream, [b"a" * 10, b"b" * 20, b"c" * 40],
+                     unacked=2, arguments={"x-stream-offset": "first"})
+    answer = api_queue(api, stream, lambda a: a.get("consumers") == 1
+                       and a.get("messages") == 3, tuple(RABBITMQ_STREAM_KEYS - NOT_IN_WARREN))
+    assert answer["operator_policy"] is None
+    missing = RABBITMQ_STREAM_KEYS - NOT_IN_WARREN - set(answer)
+    assert not missing, missing
+    extra = set(answer) - RABBITMQ_STREAM_KEYS
+    assert extra == (set() if REFERENCE else {"stream_disk_bytes"})
+    connection.process_data_events(time_limit=0.1)
+
+
+@WARREN_ONLY
+def test_a_long_quorum_queue_holds_only_its_resident_head_in_memory(warren_factory):
+    """Behind the resident head (--resident-head) a quorum queue's messages are rows of the
+    catalog, not bodies in memory: messages_ram and message_bytes_ram count only the head
+    (and the unacked deliveries)."""
+    broker = warren_factory(extra_args=["--resident-head", "4"])
+    api = Api(broker.host, broker.management_port)
+    with opened(broker) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare("long", durable=True, arguments={"x-queue-type": "quorum"})
+        publish_each(channel, "long", [b"x" * 10] * 20)
+        answer = api.ok_json("/api/queues/%2F/long")
+        assert (answer["messages"], answer["message_bytes"]) == (20, 200)
+        assert (answer["messages_ram"], answer["message_bytes_ram"]) == (4, 40)
+        method, _, body = channel.basic_get("long")
+        assert body == b"x" * 10
+        answer = api.ok_json("/api/queues/%2F/long")
+        assert (answer["messages_unacknowledged"], answer["message_bytes_unacknowledged"]) == (
+            1, 10)
+        assert answer["messages_ram"] == answer["message_bytes_ram"] // 10
+        assert 1 <= answer["messages_ram"] <= 5  # the unacked one and what is resident now
