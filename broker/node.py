@@ -105,6 +105,8 @@ class Node(MessageCounters):
                    if getattr(queue, "logs_itself", False)]
         for queue in streams:  # their logs read back before serving
             await loop.run_in_executor(None, queue.open_log)
+        for queue in streams:  # what an older Warren logged for them as classic queues
+            await queue.adopt_recovered()
         orphans = await loop.run_in_executor(None, remove_orphans, data_dir.path / "streams",
                                              {queue.directory for queue in streams})
         if orphans:

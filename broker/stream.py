@@ -56,6 +56,9 @@ _READERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="warren-stream-r
 _LONG = struct.Struct("!q")
 _HEADERS_FLAG = 0x20  # the headers bit of the property flags' first byte
 _OFFSET_KEY = "x-stream-offset"
+# Messages an older Warren logged in the message store for a stream it ran as a classic queue
+# are moved into the stream's log this many at a time (`adopt_recovered`).
+ADOPT_BATCH = 10_000
 
 
 
@@ -253,14 +256,54 @@ class StreamQueue(Queue):
     # -- publishing -------------------------------------------------------------------------
 
     def enqueue(self, message: Message) -> bool:
+        self._append(message)
+        self.messages_published += 1
+        return True
+
+    def _append(self, message: Message) -> None:
+        """Append to the log; `log_ticket` is the write-ahead log batch it is durable with."""
         body = message.body
-        if body is None:  # a logged message coming back (dead-lettered here)
+        if body is None:  # a logged message coming back (dead-lettered here, or recovered)
             body = self.vhost.store.read_body_now(message)
         self.log.append(message.route_bytes, message.props_raw, body,
                         int(message.timestamp * 1000))
         self.log_ticket = self.vhost.store.wal.companion_pending(self._companion)
-        self.messages_published += 1
-        return True
+
+    async def adopt_recovered(self) -> int:
+        """Move the messages recovered from the message store under this queue's name into
+        its log, in their order, and drop them from the store; returns how many. A Warren from
+        before streams (issue 13) ran a queue declared `x-queue-type: stream` as a classic
+        queue and logged its persistent messages in the message store: without this they would
+        stay there unread. A batch leaves the store only once the stream has it on disk, so a
+        crash during the move appends at most that batch again at the next start (a
+        duplicate, never a loss). The node calls this at start, before serving anyone."""
+        moved = 0
+        loop = asyncio.get_running_loop()
+        while self._messages:
+            batch = []
+            while len(batch) < ADOPT_BATCH:
+                entry = self._messages.pop()  # (thaws the catalog rows as they come)
+                if entry is None:
+                    break
+                batch.append(entry.message)
+                self._append(entry.message)
+            if not batch:
+                break
+            durable = loop.create_future()
+            self.vhost.store.wal.when_durable(
+                self.log_ticket, lambda done=durable: done.done() or done.set_result(None))
+            await durable
+            for message in batch:
+                self.discard(message)
+            moved += len(batch)
+        if moved:
+            log.warning("%s: moved %d messages an older Warren had kept for it as a classic "
+                        "queue into the stream's log", self.describe(), moved)
+        return moved
+
+    def _schedule_expiry_after_recovery(self) -> None:
+        """A stream ignores the expiration property: recovered messages (`adopt_recovered`)
+        do not expire."""
 
     def written(self, payload: Any) -> None:
         """A batch is durable: readers at the end can go on."""
