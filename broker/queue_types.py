@@ -18,6 +18,7 @@ from typing import Any
 
 from broker import quorum, stream_args
 from broker.errors import PreconditionFailed
+from broker.names import check_arguments_equivalent
 from broker.queue import Queue
 from broker.queue_args import (
     CLASSIC_CHECKED,
@@ -27,6 +28,22 @@ from broker.queue_args import (
 )
 from broker.quorum import QuorumQueue
 from broker.stream import StreamQueue
+
+# The arguments compared when an existing queue is declared again, in the order the first
+# that differs is named; each type compares those it runs (RabbitMQ 3.10.8:
+# RABBITMQ_QUEUE_TYPES.md §1b), x-queue-type always. A redeclare checks nothing else of them.
+COMPARED_ORDER = (
+    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+    "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
+    "x-max-priority", "x-overflow", "x-queue-mode", "x-queue-type", "x-single-active-consumer",
+    "x-delivery-limit", "x-queue-master-locator", "x-queue-leader-locator",
+    "x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes",
+    "x-dead-letter-strategy", "x-initial-cluster-size", "x-queue-version",
+)
+
+
+def _compared(*keys: str) -> tuple[str, ...]:
+    return tuple(key for key in COMPARED_ORDER if key in (*keys, "x-queue-type"))
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,7 @@ class QueueType:
     server_named: bool = True  # may be declared with queue=""
     # Checks of the type's own that come before the shared ones (a stream's refusals).
     check_first: Callable[[dict[str, Any], str], None] | None = None
+    compared: tuple[str, ...] = _compared()  # on redeclare, in COMPARED_ORDER
 
     @property
     def name(self) -> str:
@@ -58,6 +76,12 @@ class QueueType:
         refuse_arguments(arguments, self.refused, what, self.module,
                          self.refused_in_argument_order)
 
+    def check_equivalent(self, received: dict[str, Any], current: dict[str, Any],
+                         what: str) -> None:
+        """A declare of an existing queue of this type: PreconditionFailed (inequivalent arg)
+        for the first compared argument that differs; the others are not looked at."""
+        check_arguments_equivalent(self.compared, received, current, what)
+
     def check_new(self, what: str, durable: bool, exclusive: bool, auto_delete: bool) -> None:
         """The properties of a queue about to be made."""
         if not self.durable_only:
@@ -68,18 +92,32 @@ class QueueType:
                 raise PreconditionFailed(f"invalid property '{prop}' for {what}")
 
 
-CLASSIC = QueueType(Queue, CLASSIC_CHECKED, CLASSIC_REFUSED, refused_in_argument_order=True)
+CLASSIC = QueueType(
+    Queue, CLASSIC_CHECKED, CLASSIC_REFUSED, refused_in_argument_order=True,
+    compared=_compared(
+        "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+        "x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode",
+        "x-single-active-consumer", "x-queue-master-locator", "x-queue-version",
+        "x-delivery-limit",  # Warren's classic queues run it (RabbitMQ's do not compare it)
+    ),
+)
 QUEUE_TYPES: dict[str, QueueType] = {
     "classic": CLASSIC,
     "quorum": QueueType(
         QuorumQueue, quorum.SUPPORTED_ARGUMENTS, quorum.REFUSED_ARGUMENTS, durable_only=True,
-        server_named=False,
+        server_named=False, compared=_compared(*quorum.SUPPORTED_ARGUMENTS, "x-delivery-limit"),
     ),
     "stream": QueueType(
         StreamQueue, CLASSIC_CHECKED, durable_only=True, server_named=False,
         check_first=stream_args.validate_declare,
+        compared=_compared("x-max-length-bytes", "x-queue-leader-locator", "x-max-age",
+                           "x-stream-max-segment-size-bytes", "x-initial-cluster-size"),
     ),
 }
+
+
+def type_of_queue(queue: Queue) -> QueueType:
+    return QUEUE_TYPES.get(queue.type_name, CLASSIC)
 
 
 def queue_type_of(arguments: dict[str, Any], what: str | None) -> QueueType:

@@ -28,7 +28,7 @@ from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
 from broker.queue_args import QUEUE_TYPES, resolve
-from broker.queue_types import queue_type_of, refuses_server_names
+from broker.queue_types import queue_type_of, refuses_server_names, type_of_queue
 from broker.resources import (
     check_reserved_name,
     default_exchange_refused,
@@ -56,16 +56,6 @@ STANDARD_EXCHANGES = (
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
     ("amq.rabbitmq.trace", "topic"),
-)
-
-
-# Queue arguments RabbitMQ compares on redeclare (others are accepted and ignored).
-EQUIVALENCE_CHECKED_QUEUE_ARGS = (
-    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
-    "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
-    "x-max-priority", "x-overflow", "x-queue-mode", "x-queue-type", "x-single-active-consumer",
-    "x-delivery-limit", "x-queue-master-locator", "x-queue-leader-locator",
-    "x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes",
 )
 
 
@@ -272,9 +262,9 @@ class VirtualHost:
         what = resource("queue", name, self.name)
         typed = self._typed(arguments)
         queue_type = queue_type_of(typed, None if recovered else what)
-        if not recovered:
-            queue_type.check(typed, what)
         existing = self.queues.get(name)
+        if existing is None and not recovered:  # (an existing queue's: only compared)
+            queue_type.check(typed, what)
         if existing is not None:
             self.check_exclusive_access(existing, connection)
             if exclusive != existing.exclusive:
@@ -323,9 +313,7 @@ class VirtualHost:
         ):
             if received != current:
                 raise names.inequivalent(arg, what, received, current)
-        names.check_arguments_equivalent(
-            EQUIVALENCE_CHECKED_QUEUE_ARGS, arguments, queue.arguments, what
-        )
+        type_of_queue(queue).check_equivalent(arguments, queue.arguments, what)
 
     @staticmethod
     def check_exclusive_access(queue: Queue, connection: QueueOwner | None) -> None:
