@@ -279,6 +279,7 @@ class StreamQueue(Queue):
         duplicate, never a loss). The node calls this at start, before serving anyone."""
         moved = 0
         loop = asyncio.get_running_loop()
+        store = self.vhost.store
         while self._messages:
             batch = []
             while len(batch) < ADOPT_BATCH:
@@ -286,11 +287,17 @@ class StreamQueue(Queue):
                 if entry is None:
                     break
                 batch.append(entry.message)
-                self._append(entry.message)
             if not batch:
                 break
+            on_disk_only = [message for message in batch if message.body is None]
+            if on_disk_only:  # their bodies read in the store's reader thread, in one go
+                read = loop.create_future()
+                store.page_in(on_disk_only, lambda done=read: done.set_result(None))
+                await read
+            for message in batch:
+                self._append(message)
             durable = loop.create_future()
-            self.vhost.store.wal.when_durable(
+            store.wal.when_durable(
                 self.log_ticket, lambda done=durable: done.done() or done.set_result(None))
             await durable
             for message in batch:
