@@ -1,0 +1,293 @@
+"""Replication of a data dir (storage/replication/): a leader data dir written by the real
+Node, message store and write-ahead log, followers on real sockets in the same process.
+
+The etcd side (writing the in-sync set, the lease behind may_confirm) is the cluster's; here
+an InSyncStore (tests/storage/replication_kit.py) records the sets written and can hold a
+write, as a slow etcd would. What is checked is on disk and in the log's confirm callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from replication_kit import (
+    SECRET,
+    Confirms,
+    InSyncStore,
+    confirmed,
+    declare,
+    files_of,
+    follower_for,
+    in_step,
+    publish,
+    start_leader,
+    stop,
+    wait_until,
+)
+
+from broker.config import Config
+from broker.node import Node
+from storage.replication import ReplicationFollower, ReplicationRefused, wire
+from storage.replication import files as replication_files
+from storage.replication.transport import read_message, send
+
+
+async def test_a_populated_dir_is_caught_up_and_starts_as_a_warren_data_dir(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    task = None
+    try:
+        declare(node, "orders")
+        declare(node, "ledger", **{"x-queue-type": "stream"})
+        for n in range(200):
+            publish(node, "orders", f"order {n}".encode() * 20)
+            publish(node, "ledger", f"entry {n}".encode())
+        await node.store.wal.drain()
+        follower = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(follower.run())
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        assert any(name.startswith("streams/") for name in files_of(tmp_path / "follower"))
+    finally:
+        await stop(node, leader, *(t for t in [task] if t))
+    promoted = Node(Config(data_dir=tmp_path / "follower"))
+    await promoted.start()
+    try:
+        queues = promoted.vhosts["/"].queues
+        assert queues["orders"].message_count == 200
+        assert queues["ledger"].message_count == 200
+    finally:
+        await promoted.stop()
+
+
+async def test_live_actions_follow_publishes_acks_definitions_and_segment_deletes(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        node.store.wal.segment_size = 64 * 1024  # several segments, some of them deleted
+        declare(node, "live")
+        for n in range(300):
+            publish(node, "live", b"x" * 1000 + str(n).encode())
+        await in_step(node, leader, follower)
+        queue = node.vhosts["/"].queues["live"]
+        for _ in range(250):  # acked: their segments die and are deleted
+            entry = queue.get(no_ack=True)
+            assert entry is not None
+        for n in range(20):
+            publish(node, "live", f"after {n}".encode())
+        node.add_vhost("replicated-vhost")
+        await in_step(node, leader, follower)
+        await asyncio.sleep(0.1)  # the deletes go with the batch after the acks
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        assert b"replicated-vhost" in (tmp_path / "follower" / "definitions.json").read_bytes()
+        assert not (tmp_path / "follower" / "wal" / "000000000001.wal").exists(), \
+            "a segment the leader deleted is deleted on the follower"
+    finally:
+        await stop(node, leader, task)
+
+
+async def test_a_follower_tail_the_leader_does_not_have_is_cut_and_extra_files_go(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    first = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(first.run())
+    try:
+        declare(node, "q")
+        for n in range(50):
+            publish(node, "q", f"confirmed {n}".encode())
+        await in_step(node, leader, first)
+        await stop(None, None, task)
+        # What a deposed leader would have: records it wrote but nobody confirmed, a segment
+        # of its own, and a definitions file that differs.
+        segment = max((tmp_path / "follower" / "wal").glob("*.wal"))
+        with open(segment, "ab") as file:
+            file.write(b"unconfirmed tail" * 100)
+        (tmp_path / "follower" / "wal" / "000000009999.wal").write_bytes(b"stray")
+        (tmp_path / "follower" / "clean-shutdown").write_bytes(b"")
+        for n in range(10):
+            publish(node, "q", f"later {n}".encode())
+        second = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(second.run())
+        await in_step(node, leader, second)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        assert not (tmp_path / "follower" / "clean-shutdown").exists(), \
+            "a follower never starts from a clean stop's snapshot"
+    finally:
+        await stop(node, leader, task)
+
+
+async def test_a_wrong_secret_is_refused_both_ways(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    try:
+        follower = follower_for(leader, tmp_path / "follower", secret="not the secret")
+        with pytest.raises(ReplicationRefused, match="secret"):
+            await asyncio.wait_for(follower.run(), 10)
+        # A follower that cannot prove it knows the secret gets REFUSE from the leader.
+        reader, writer = await asyncio.open_connection("127.0.0.1", leader.port)
+        send(writer, wire.Hello(wire.FOLLOWER, leader.epoch, bytes(32), "intruder"))
+        hello = await read_message(reader, wire.MAX_HANDSHAKE_FRAME)
+        assert isinstance(hello, wire.Hello) and hello.role == wire.LEADER
+        send(writer, wire.Auth(bytes(32)))
+        refusal = await asyncio.wait_for(read_message(reader, wire.MAX_HANDSHAKE_FRAME), 5)
+        assert refusal == wire.Refuse(wire.REFUSED_AUTH, "authentication failed")
+        writer.close()
+        assert leader.followers() == []
+    finally:
+        await stop(node, leader)
+
+
+async def test_another_epoch_is_refused_by_the_leader_and_by_the_follower(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0,
+                                         epoch=7)
+    try:
+        old = follower_for(leader, tmp_path / "follower", epoch=6)
+        with pytest.raises(ReplicationRefused, match="epoch 6 is not the leader's epoch 7"):
+            await asyncio.wait_for(old.run(), 10)
+    finally:
+        await stop(node, leader)
+
+    # A leader that authenticates for epoch 7 and then sends actions of epoch 6.
+    async def stale_leader(reader, writer):
+        hello = await read_message(reader, wire.MAX_HANDSHAKE_FRAME)
+        nonce = bytes(range(32))
+        send(writer, wire.Hello(wire.LEADER, 7, nonce, "stale",
+                                wire.leader_mac(SECRET, hello.nonce, nonce, 7)))
+        await read_message(reader, wire.MAX_HANDSHAKE_FRAME)  # AUTH
+        await read_message(reader, wire.MAX_FRAME)  # FILE_LIST
+        writer.write(wire.encode_actions(6, 10, [
+            wire.Action(wire.APPEND, "wal/000000000001.wal", 0, [b"from an old epoch"])]))
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(stale_leader, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        follower = ReplicationFollower(tmp_path / "f2", secret=SECRET, node_name="f2",
+                                       leader=("127.0.0.1", port), epoch=7)
+        with pytest.raises(ReplicationRefused, match="epoch 6, not 7"):
+            await asyncio.wait_for(follower.run(), 10)
+        assert not (tmp_path / "f2" / "wal" / "000000000001.wal").exists()
+    finally:
+        server.close()
+
+
+class _SlowDisk:
+    """Holds the follower's fsync (Applier.sync) until released: a follower whose disk is
+    slow, or that is stuck."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()
+        real = replication_files.Applier.sync
+
+        def sync(applier):
+            if not self.gate.is_set():
+                self.waiting.set()
+                self.gate.wait(30)
+            real(applier)
+
+        monkeypatch.setattr(replication_files.Applier, "sync", sync)
+
+
+async def test_a_confirm_waits_for_the_followers_fsync(tmp_path, monkeypatch):
+    disk = _SlowDisk(monkeypatch)
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        declare(node, "q")
+        await in_step(node, leader, follower)
+        disk.gate.clear()
+        ticket = publish(node, "q", b"must be on the follower first")
+        seen = confirmed(node, ticket)
+        await node.store.wal.drain()  # on the leader's disk
+        await asyncio.get_running_loop().run_in_executor(None, disk.waiting.wait, 10)
+        await asyncio.sleep(0.3)
+        assert seen == [], "confirmed before the follower's fsync"
+        assert node.store.wal.written_ticket >= ticket
+        disk.gate.set()
+        await wait_until(lambda: seen == [ticket], "the confirm after the follower's ack")
+        segment = max((tmp_path / "follower" / "wal").glob("*.wal"))
+        assert b"must be on the follower first" in segment.read_bytes()
+    finally:
+        disk.gate.set()
+        await stop(node, leader, task)
+
+
+async def test_nothing_is_confirmed_without_min_in_sync_followers_or_the_lease(tmp_path):
+    lease = Confirms()
+    store = InSyncStore()
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=1,
+                                         store=store, may_confirm=lease, timeout=0.5)
+    task = None
+    try:
+        declare(node, "q")
+        alone = confirmed(node, publish(node, "q", b"no follower yet"))
+        await node.store.wal.drain()
+        await asyncio.sleep(0.3)
+        assert alone == [], "confirmed with fewer in-sync followers than min_in_sync"
+        lease.allowed = False
+        follower = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(follower.run())
+        await wait_until(lambda: store.written == [{"f1"}], "the caught-up follower is added")
+        await asyncio.sleep(0.3)
+        assert alone == [], "confirmed while may_confirm() is false"
+        lease.allowed = True  # the lease is back: the next check releases what waited
+        await wait_until(lambda: len(alone) == 1, "the confirm once the lease is held")
+    finally:
+        await stop(node, leader, *(t for t in [task] if t))
+
+
+async def test_a_slow_follower_is_dropped_only_once_the_new_set_is_written(tmp_path,
+                                                                           monkeypatch):
+    disk = _SlowDisk(monkeypatch)
+    store = InSyncStore()
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=0,
+                                         store=store, timeout=0.5)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        declare(node, "q")
+        await in_step(node, leader, follower)
+        disk.gate.clear()
+        store.hold()  # etcd is slow to take the new set
+        seen = confirmed(node, publish(node, "q", b"while f1 is stuck"))
+        await wait_until(lambda: {s.name for s in leader.followers() if s.in_sync} == {"f1"}
+                         and leader._wanted == set(), "the leader wants to drop f1")
+        await asyncio.sleep(0.3)
+        assert seen == [], "confirmed without f1 before etcd knew it was dropped"
+        store.release()
+        await wait_until(lambda: len(seen) == 1, "the confirm once the smaller set is written")
+        assert store.written[0] == set()
+        disk.gate.set()  # f1 catches up and joins again, written to etcd too
+        await wait_until(lambda: store.written[-1] == {"f1"}, "f1 back in the in-sync set")
+        status = {s.name: s for s in leader.followers()}["f1"]
+        assert status.in_sync and status.caught_up and status.lag_bytes == 0
+    finally:
+        disk.gate.set()
+        store.release()
+        await stop(node, leader, task)
+
+
+async def test_a_deposed_or_closed_leader_confirms_nothing_more(tmp_path):
+    store = InSyncStore()
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"gone"}, min_in_sync=0,
+                                         store=store, timeout=0.3)
+    try:
+        declare(node, "q")
+        store.leading = False  # the etcd transaction fails: another node leads
+        seen = confirmed(node, publish(node, "q", b"never confirmed"))
+        await wait_until(lambda: leader.deposed, "the leader learns it is deposed")
+        await asyncio.sleep(0.3)
+        assert seen == []
+        await leader.close()
+        later = confirmed(node, publish(node, "q", b"after close"))
+        await node.store.wal.drain()
+        await asyncio.sleep(0.2)
+        assert later == []
+    finally:
+        await stop(node, None)
