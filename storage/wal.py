@@ -147,6 +147,7 @@ class WriteAheadLog:
         self._waiters: deque[tuple[int, Callable[[], None]]] = deque()
         self._companions: dict[Companion, None] = {}  # with writes waiting for the next batch
         self._definitions_source: Callable[[], bytes] | None = None
+        self._definitions_ticket = 0  # the batch that took the last definitions change
         self._idle = asyncio.Event()
         self._idle.set()
         self.before_flush: Callable[[], None] | None = None  # last chance to append
@@ -189,12 +190,12 @@ class WriteAheadLog:
         self.schedule()
 
     def when_definitions_durable(self, callback: Callable[[], None]) -> None:
-        """Call back once the definitions changed so far are on disk (at once if none are
-        waiting to be written)."""
-        if self._definitions_source is None:
-            callback()
-        else:
+        """Call back once the definitions changed so far are durable (at once if none are
+        waiting to be written or released)."""
+        if self._definitions_source is not None:
             self.when_durable(self._batch.ticket, callback)
+        else:  # the batch that took the last change may still be in flight (or held back)
+            self.when_durable(self._definitions_ticket, callback)
 
     def delete_segment_when_durable(self, number: int) -> None:
         """Delete a segment after everything appended so far is durable."""
@@ -231,6 +232,7 @@ class WriteAheadLog:
                 batch.definitions = failed.definitions
         if self._definitions_source is not None:
             source, self._definitions_source = self._definitions_source, None
+            self._definitions_ticket = batch.ticket
             try:
                 batch.definitions = source()
             except Exception:  # the records still go; the next definitions change retries

@@ -163,14 +163,15 @@ def catch_up_actions(root: Path, theirs: list[FileInfo],
     yielded a piece of at most `piece` data bytes at a time; files that vanish while read are
     skipped (their DELETE comes with the live actions)."""
     by_path = {info.path: info for info in theirs}
-    mine = set(replicated_paths(root))
-    for name in sorted(set(by_path) - mine):
-        yield Action(DELETE, name)
-    for name in sorted(mine):
+    mine = list(replicated_paths(root))
+    for name in mine:  # definitions first, log segments in order
         try:
             yield from _file_actions(root / name, name, by_path.get(name), piece)
         except FileNotFoundError:
             continue
+    # Deletes last: a follower stopped half-way keeps the old copy of what compaction moved.
+    for name in sorted(set(by_path) - set(mine)):
+        yield Action(DELETE, name)
 
 
 def _file_actions(path: Path, name: str, theirs: FileInfo | None,
@@ -204,8 +205,8 @@ def _file_actions(path: Path, name: str, theirs: FileInfo | None,
 
 def check_path(name: str) -> None:
     """A path a leader may touch: relative, inside a replicated root, no '..'."""
-    parts = Path(name).parts
-    if (not parts or Path(name).is_absolute() or ".." in parts or "." in parts
+    parts = name.split("/")
+    if (name.startswith("/") or any(part in ("", ".", "..") for part in parts)
             or not (name in REPLICATED_FILES or parts[0] in REPLICATED_ROOTS and len(parts) > 1)):
         raise ProtocolError(f"file action on a path outside the replicated files: {name!r}")
 

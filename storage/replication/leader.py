@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 CATCH_UP_FRAME = 4 * 1024 * 1024  # data bytes per catch-up ACTIONS frame
+MAX_UNSENT = 256 * 1024 * 1024  # a follower further behind is disconnected
 
 
 class _Link:
@@ -74,6 +75,7 @@ class _Link:
         self.start = start  # live actions after this position are sent after the catch-up
         self.live = False
         self.backlog: list[bytes] = []
+        self.backlog_bytes = 0
         self.acked = -1
         self.connected_at = self.heard_at = self.pinged_at = time.monotonic()
 
@@ -82,15 +84,25 @@ class _Link:
         return self.live and self.acked >= self.start
 
     def send(self, frame: bytes) -> None:
+        """Queue a live frame; a follower that lets more than MAX_UNSENT bytes pile up is
+        disconnected (it comes back and catches up from the files)."""
         if self.live:
             self.writer.write(frame)
+            unsent = self.writer.transport.get_write_buffer_size()
         else:
             self.backlog.append(frame)
+            self.backlog_bytes += len(frame)
+            unsent = self.backlog_bytes
+        if unsent > MAX_UNSENT:
+            log.warning("replication follower %s is %d bytes behind: disconnected", self.name,
+                        unsent)
+            self.writer.close()
 
     def go_live(self) -> None:
         for frame in self.backlog:
             self.writer.write(frame)
         self.backlog.clear()
+        self.backlog_bytes = 0
         self.live = True
 
 

@@ -291,3 +291,28 @@ async def test_a_deposed_or_closed_leader_confirms_nothing_more(tmp_path):
         assert later == []
     finally:
         await stop(node, None)
+
+
+async def test_a_durable_declare_ok_waits_for_the_follower_even_after_its_batch_left(
+        tmp_path, monkeypatch):
+    disk = _SlowDisk(monkeypatch)
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        disk.gate.clear()
+        declare(node, "declared")
+        first: list[str] = []
+        node.when_definitions_durable(lambda: first.append("declare-ok"))
+        await node.store.wal.drain()  # the definitions file is written on the leader
+        second: list[str] = []  # a redeclare now: nothing changed, the first is in flight
+        node.when_definitions_durable(lambda: second.append("declare-ok"))
+        await asyncio.sleep(0.3)
+        assert first == [] and second == [], "declare-ok before the follower had the queue"
+        disk.gate.set()
+        await wait_until(lambda: first and second, "both declare-oks")
+        assert b"declared" in (tmp_path / "follower" / "definitions.json").read_bytes()
+    finally:
+        disk.gate.set()
+        await stop(node, leader, task)
