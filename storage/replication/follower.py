@@ -37,6 +37,7 @@ from storage.replication.transport import read_message, refuse, send
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+INCOMING = 64  # frames received and not yet applied (catch-up frames are about 4 MiB)
 
 
 class ReplicationFollower:
@@ -110,7 +111,9 @@ class ReplicationFollower:
                 self._executor, list_files, self.data_dir)
             send(writer, wire.FileList(tuple(files)))
             self.connected = True
-            incoming: asyncio.Queue[wire.Actions | wire.CaughtUp] = asyncio.Queue()
+            # Bounded: a follower whose disk is slower than the leader stops reading the
+            # socket (the leader then disconnects it past its limit) instead of filling memory.
+            incoming: asyncio.Queue[wire.Actions | wire.CaughtUp] = asyncio.Queue(INCOMING)
             receiving = asyncio.ensure_future(self._receive(reader, writer, incoming))
             applying = asyncio.ensure_future(self._apply(applier, writer, incoming))
             try:
@@ -167,7 +170,7 @@ class ReplicationFollower:
                 if self.acked >= 0:
                     send(writer, wire.Ack(self.acked))
             else:
-                incoming.put_nowait(message)
+                await incoming.put(message)
 
     async def _apply(self, applier: Applier, writer: asyncio.StreamWriter,
                      incoming: asyncio.Queue) -> None:

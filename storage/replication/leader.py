@@ -149,9 +149,9 @@ class ReplicationLeader:
 
     def written(self, ticket: int) -> None:
         """The log wrote batch `ticket` (event loop): ship its actions, release what may go."""
+        actions = self._actions.take()
         if self.closed:
             return
-        actions = self._actions.take()
         if actions:
             frame, self.position = wire.encode_batch(self.epoch, self.position, actions)
             self._sent.append((self.position, time.monotonic()))
