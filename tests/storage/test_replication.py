@@ -89,6 +89,38 @@ async def test_live_actions_follow_publishes_acks_definitions_and_segment_delete
         await stop(node, leader, task)
 
 
+async def test_live_stream_segments_retention_and_a_deleted_stream_follow(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        declare(node, "kept", **{"x-queue-type": "stream",
+                                 "x-stream-max-segment-size-bytes": 20_000,
+                                 "x-max-length-bytes": 60_000})
+        declare(node, "dropped", **{"x-queue-type": "stream"})
+        for n in range(400):  # many segments; retention deletes the oldest
+            publish(node, "kept", f"{n:05d}".encode() * 40)
+            publish(node, "dropped", b"soon gone")
+        await in_step(node, leader, follower)
+        kept = [name for name in files_of(tmp_path / "leader") if name.startswith("streams/")]
+        assert len(kept) > 3
+        assert not any(name.endswith("00000000000000000000.seg") and "6b657074" in name
+                       for name in kept), "retention deleted the first segment of 'kept'"
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        vhost = node.vhosts["/"]
+        vhost.delete_queue(vhost.queues["dropped"])
+        publish(node, "kept", b"after the delete")
+        await in_step(node, leader, follower)
+        await asyncio.sleep(0.1)
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        assert not [path for path in (tmp_path / "follower" / "streams").iterdir()
+                    if "64726f70706564" in path.name], "the deleted stream's directory is gone"
+    finally:
+        await stop(node, leader, task)
+
+
 async def test_a_follower_tail_the_leader_does_not_have_is_cut_and_extra_files_go(tmp_path):
     node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
     first = follower_for(leader, tmp_path / "follower")
