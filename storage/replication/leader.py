@@ -38,6 +38,7 @@ and from then on live frames as they come. It pings every follower every timeout
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0
 CATCH_UP_FRAME = 4 * 1024 * 1024  # data bytes per catch-up ACTIONS frame
 MAX_UNSENT = 256 * 1024 * 1024  # a follower further behind is disconnected
+MAX_SENT_KEPT = 1_000_000  # send times kept for lag_seconds
 
 
 class _Link:
@@ -125,7 +127,10 @@ class ReplicationLeader:
         self._may_confirm = may_confirm
         self.position = 0  # length of the live stream sent so far
         self._pending: deque[tuple[int, int]] = deque()  # (position, ticket) not released
-        self._sent: deque[tuple[int, float]] = deque()  # (position, monotonic time sent)
+        # Positions of the live frames sent and when (monotonic), oldest first, back to the
+        # oldest a connected follower has not acknowledged: its lag in seconds.
+        self._sent_positions: list[int] = []
+        self._sent_times: list[float] = []
         self._links: dict[str, _Link] = {}
         self._missing_since = dict.fromkeys(self.in_sync, time.monotonic())
         self._actions: ActionLog | None = None
@@ -154,7 +159,8 @@ class ReplicationLeader:
             return
         if actions:
             frame, self.position = wire.encode_batch(self.epoch, self.position, actions)
-            self._sent.append((self.position, time.monotonic()))
+            self._sent_positions.append(self.position)
+            self._sent_times.append(time.monotonic())
             for link in self._links.values():
                 self._send(link, frame)
         self._pending.append((self.position, ticket))
@@ -370,10 +376,8 @@ class ReplicationLeader:
         now = time.monotonic() if now is None else now
         if not link.caught_up:
             return now - link.connected_at
-        for position, sent_at in self._sent:
-            if position > link.acked:
-                return now - sent_at
-        return 0.0
+        index = bisect.bisect_right(self._sent_positions, link.acked)
+        return now - self._sent_times[index] if index < len(self._sent_times) else 0.0
 
     def _lag_missing(self, name: str, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
@@ -381,9 +385,11 @@ class ReplicationLeader:
 
     def _trim_sent(self) -> None:
         floor = min((link.acked for link in self._links.values()), default=self.position)
-        sent = self._sent
-        while sent and (sent[0][0] <= floor or len(sent) > 1_000_000):
-            sent.popleft()
+        drop = max(bisect.bisect_right(self._sent_positions, floor),
+                   len(self._sent_positions) - MAX_SENT_KEPT)
+        if drop > 0:
+            del self._sent_positions[:drop]
+            del self._sent_times[:drop]
 
     def _drop(self, name: str, why: str) -> None:
         log.warning("replication follower %s leaves the in-sync set: %s", name, why)

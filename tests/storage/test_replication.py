@@ -121,6 +121,54 @@ async def test_live_stream_segments_retention_and_a_deleted_stream_follow(tmp_pa
         await stop(node, leader, task)
 
 
+async def test_a_follower_joining_under_load_ends_with_the_leaders_files(tmp_path):
+    """Catch-up reads files the log keeps writing, compacting and deleting; the live actions
+    recorded meanwhile, applied after it, leave the follower with the leader's bytes."""
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    node.store.wal.segment_size = 32 * 1024
+    declare(node, "busy")
+    declare(node, "log", **{"x-queue-type": "stream", "x-stream-max-segment-size-bytes": 8000,
+                            "x-max-length-bytes": 40_000})
+    queue = node.vhosts["/"].queues["busy"]
+    running = True
+
+    async def load() -> None:
+        n = 0
+        while running:
+            for _ in range(20):
+                publish(node, "busy", f"message {n} ".encode() * 30)
+                publish(node, "log", f"entry {n}".encode())
+                n += 1
+            for _ in range(15):
+                queue.get(no_ack=True)
+            await asyncio.sleep(0.002)
+
+    loading = asyncio.ensure_future(load())
+    followers = []
+    try:
+        await asyncio.sleep(0.3)
+        for index in range(3):  # joining at different moments of the load
+            follower = follower_for(leader, tmp_path / f"follower{index}", f"f{index}")
+            followers.append((follower, asyncio.ensure_future(follower.run())))
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
+        running = False
+        await loading
+        for follower, _ in followers:
+            await in_step(node, leader, follower)
+        await asyncio.sleep(0.1)  # deletes of segments retired by the last batch
+        for follower, _ in followers:
+            await in_step(node, leader, follower)
+        expected = files_of(tmp_path / "leader")
+        assert len([name for name in expected if name.startswith("wal/")]) >= 2
+        assert "wal/000000000001.wal" not in expected, "compaction deleted segments meanwhile"
+        for index in range(3):
+            assert files_of(tmp_path / f"follower{index}") == expected, f"follower {index}"
+    finally:
+        running = False
+        await stop(node, leader, loading, *(task for _, task in followers))
+
+
 async def test_a_follower_tail_the_leader_does_not_have_is_cut_and_extra_files_go(tmp_path):
     node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
     first = follower_for(leader, tmp_path / "follower")
