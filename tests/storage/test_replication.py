@@ -48,6 +48,13 @@ async def test_a_populated_dir_is_caught_up_and_starts_as_a_warren_data_dir(tmp_
         await in_step(node, leader, follower)
         assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
         assert any(name.startswith("streams/") for name in files_of(tmp_path / "follower"))
+        status = follower.status()
+        assert status.caught_up and status.lag_bytes == 0 and status.acked == leader.position
+        await wait_until(lambda: [s.in_sync for s in leader.followers()] == [True],
+                         "the caught-up follower joins the in-sync set")
+        [seen] = leader.followers()
+        assert (seen.name, seen.caught_up, seen.lag_bytes) == ("f1", True, 0)
+        assert seen.address.startswith("127.0.0.1:")
     finally:
         await stop(node, leader, *(t for t in [task] if t))
     promoted = Node(Config(data_dir=tmp_path / "follower"))
