@@ -144,6 +144,9 @@ class WriteAheadLog:
         self.durable_ticket = 0  # released: its waiters have run (= written without replicator)
         self.actions: FileActions | None = None  # recorded for replication (a cluster's leader)
         self.replicator: Replicator | None = None
+        # Writer thread, once a batch's records are written and before they are fsynced: the
+        # replicator ships them then, so that followers fsync while this node does.
+        self.before_fsync: Callable[[], None] | None = None
         self._waiters: deque[tuple[int, Callable[[], None]]] = deque()
         self._companions: dict[Companion, None] = {}  # with writes waiting for the next batch
         self._definitions_source: Callable[[], bytes] | None = None
@@ -381,6 +384,10 @@ class WriteAheadLog:
             file.write(data)
             self.bytes_written += len(data)
             touched[number] = file
+        if self.before_fsync is not None and touched:
+            for file in touched.values():
+                file.flush()
+            self.before_fsync()
         for file in touched.values():
             file.flush()
             os.fsync(file.fileno())

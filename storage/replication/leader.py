@@ -150,21 +150,32 @@ class ReplicationLeader:
         self._actions = ActionLog(self.data_dir)
         wal.actions = self._actions
         wal.replicator = self
+        loop = asyncio.get_running_loop()
+        wal.before_fsync = lambda: loop.call_soon_threadsafe(self._ship)
         self._wal = wal
 
     def written(self, ticket: int) -> None:
-        """The log wrote batch `ticket` (event loop): ship its actions, release what may go."""
-        actions = self._actions.take()
+        """The log wrote batch `ticket` (event loop): ship what is left of its actions,
+        release what may go."""
+        self._ship()
         if self.closed:
             return
-        if actions:
-            frame, self.position = wire.encode_batch(self.epoch, self.position, actions)
-            self._sent_positions.append(self.position)
-            self._sent_times.append(time.monotonic())
-            for link in self._links.values():
-                self._send(link, frame)
         self._pending.append((self.position, ticket))
         self._release()
+
+    def _ship(self) -> None:
+        """Send the actions recorded so far as one live frame (event loop). Called as soon as
+        the log has written a batch's records, before its fsync (followers fsync meanwhile),
+        and when the batch is durable here (what came after: deletes, a failed write's cut).
+        The loop runs the first before the second: a batch's position covers all of it."""
+        actions = self._actions.take()
+        if self.closed or not actions:
+            return
+        frame, self.position = wire.encode_batch(self.epoch, self.position, actions)
+        self._sent_positions.append(self.position)
+        self._sent_times.append(time.monotonic())
+        for link in self._links.values():
+            self._send(link, frame)
 
     def recheck(self) -> None:
         """Release what may go now (call it when `may_confirm` may have turned true)."""

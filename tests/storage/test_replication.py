@@ -8,6 +8,7 @@ write, as a slow etcd would. What is checked is on disk and in the log's confirm
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -302,6 +303,41 @@ async def test_a_confirm_waits_for_the_followers_fsync(tmp_path, monkeypatch):
         assert b"must be on the follower first" in segment.read_bytes()
     finally:
         disk.gate.set()
+        await stop(node, leader, task)
+
+
+async def test_followers_get_a_batch_before_the_leaders_fsync_but_confirms_wait_for_it(
+        tmp_path, monkeypatch):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    gate, waiting = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the leader's log thread waits; the follower's thread does not
+        if threading.current_thread().name.startswith("warren-wal") and not gate.is_set():
+            waiting.set()
+            gate.wait(30)
+        real_fsync(fd)
+
+    try:
+        declare(node, "q")
+        await in_step(node, leader, follower)
+        monkeypatch.setattr(os, "fsync", fsync)
+        before = leader.position
+        ticket = publish(node, "q", b"shipped before the leader's fsync")
+        seen = confirmed(node, ticket)
+        await asyncio.get_running_loop().run_in_executor(None, waiting.wait, 10)
+        await wait_until(lambda: follower.acked >= leader.position > before,
+                         "the follower has the batch while the leader's fsync runs")
+        segment = max((tmp_path / "follower" / "wal").glob("*.wal"))
+        assert b"shipped before the leader's fsync" in segment.read_bytes()
+        await asyncio.sleep(0.2)
+        assert seen == [], "confirmed before the leader's own fsync"
+        gate.set()
+        await wait_until(lambda: seen == [ticket], "the confirm after both fsyncs")
+    finally:
+        gate.set()
         await stop(node, leader, task)
 
 
