@@ -12,8 +12,10 @@ back the write-ahead log's confirms until the followers in sync have the batch o
 
 `attach(wal)` makes the log record every change it makes to the files (storage/replication/
 files.py `ActionLog`) and hand each written batch to `written(ticket)` instead of releasing its
-waiters. Each batch's actions become one ACTIONS frame, sent to every follower; its position
-is the byte length of the live stream so far.
+waiters. The actions recorded go out as ACTIONS frames to every follower: a batch's records
+once written, before the leader's fsync (`_ship` from the log's `before_fsync` hook), the rest
+at `written`; a frame's position is the byte length of the live stream after it, a batch's
+position that of its last frame.
 
 The confirm rule (`_release`): a batch's waiters (publisher confirms, durable declare-ok,
 tx.commit-ok) run when every follower of `in_sync` (the set last written to etcd) has
