@@ -226,6 +226,34 @@ async def test_a_wrong_secret_is_refused_both_ways(tmp_path):
         await stop(node, leader)
 
 
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\n\r\n",  # a frame of 1 GB announced before any handshake
+    wire.FRAME_HEAD.pack(3, 99) + b"xx",  # an unknown frame type
+    wire.encode(wire.Auth(bytes(32))),  # AUTH before HELLO
+    b"\x00\x00",  # then the connection closes mid-frame
+], ids=["http", "unknown-type", "auth-first", "torn"])
+async def test_bytes_that_are_not_the_protocol_are_refused_and_the_leader_serves_on(
+        tmp_path, garbage):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    task = None
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", leader.port)
+        writer.write(garbage)
+        if garbage == b"\x00\x00":
+            writer.close()
+        else:
+            answer = await asyncio.wait_for(reader.read(), 5)  # then the leader closes
+            assert wire.FrameReader().feed(answer)[0].reason == wire.REFUSED_PROTOCOL
+        declare(node, "q")
+        publish(node, "q", b"still replicated")
+        follower = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(follower.run())
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+    finally:
+        await stop(node, leader, *(t for t in [task] if t))
+
+
 async def test_another_epoch_is_refused_by_the_leader_and_by_the_follower(tmp_path):
     node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0,
                                          epoch=7)
