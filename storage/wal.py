@@ -366,6 +366,8 @@ class WriteAheadLog:
             companion.write(payload)
         touched = {}
         created = False
+        ends: dict[int, int] = {}  # where the next piece of each segment goes
+        paths: dict[int, Path] = {}
         for number, data in batch.pieces:
             if isinstance(data, CopiedRecord):
                 data = self._rebuild(data)
@@ -379,8 +381,13 @@ class WriteAheadLog:
                 created = True
             if number not in starts:
                 starts[number] = file.tell()
+                ends[number] = starts[number]
             if self.actions is not None:
-                self.actions.append(segment_path(self.directory, number), file.tell(), data)
+                path = paths.get(number)
+                if path is None:
+                    path = paths[number] = segment_path(self.directory, number)
+                self.actions.append(path, ends[number], data)
+                ends[number] += len(data)
             file.write(data)
             self.bytes_written += len(data)
             touched[number] = file
