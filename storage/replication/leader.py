@@ -142,7 +142,7 @@ class ReplicationLeader:
         self._writing: asyncio.Task | None = None
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="warren-repl")
         self.closed = False
-        self.deposed = False  # write_in_sync said this node no longer leads
+        self.deposed = False  # write_in_sync refused: nothing is confirmed until one succeeds
         self.released_ticket = 0
 
     # -- the write-ahead log's side ------------------------------------------------------
@@ -415,20 +415,30 @@ class ReplicationLeader:
             self._writing = asyncio.ensure_future(self._write_wanted())
 
     async def _write_wanted(self) -> None:
-        """Write the wanted set to etcd until it is what etcd says; only then does it count."""
-        while not self.closed and not self.deposed and self._wanted != self.in_sync:
+        """Write the wanted set to etcd until it is what etcd says; only then does it count.
+        A write refused (False: the leader key is not this node's, as far as it can tell)
+        stops all confirms; they resume only if a later write, guarded by the same key,
+        succeeds (the cluster side normally restarts the node as a follower first)."""
+        retry = min(0.5, self.timeout / 4)
+        while not self.closed and (self._wanted != self.in_sync or self.deposed):
             target = set(self._wanted)
             try:
                 written = await self._write_in_sync(target)
             except Exception:
                 log.exception("writing the in-sync set %s failed; retrying", sorted(target))
-                await asyncio.sleep(min(0.5, self.timeout / 4))
+                await asyncio.sleep(retry)
                 continue
             if not written:
+                if not self.deposed:
+                    log.error("the in-sync set could not be written: this node may no longer "
+                              "lead; nothing more is confirmed")
                 self.deposed = True
-                log.error("the in-sync set could not be written: this node no longer leads; "
-                          "nothing more is confirmed")
-                return
+                await asyncio.sleep(retry)
+                continue
+            if self.deposed:
+                log.warning("the in-sync set was written again: this node still leads epoch "
+                            "%d; confirming again", self.epoch)
+            self.deposed = False
             log.info("in-sync set of epoch %d: %s", self.epoch, sorted(target) or "none")
             self.in_sync = target
             self._release()

@@ -424,7 +424,7 @@ async def test_a_slow_follower_is_dropped_only_once_the_new_set_is_written(tmp_p
         await stop(node, leader, task)
 
 
-async def test_a_deposed_or_closed_leader_confirms_nothing_more(tmp_path):
+async def test_a_refused_in_sync_write_or_a_closed_leader_stops_confirms(tmp_path):
     store = InSyncStore()
     node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"gone"}, min_in_sync=0,
                                          store=store, timeout=0.3)
@@ -435,6 +435,8 @@ async def test_a_deposed_or_closed_leader_confirms_nothing_more(tmp_path):
         await wait_until(lambda: leader.deposed, "the leader learns it is deposed")
         await asyncio.sleep(0.3)
         assert seen == []
+        store.leading = True  # a later guarded write succeeds: it did lead (etcd was away)
+        await wait_until(lambda: len(seen) == 1, "confirms resume")
         await leader.close()
         later = confirmed(node, publish(node, "q", b"after close"))
         await node.store.wal.drain()
