@@ -8,8 +8,11 @@ write, as a slow etcd would. What is checked is on disk and in the log's confirm
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+import ssl
 import threading
+from pathlib import Path
 
 import pytest
 from replication_kit import (
@@ -29,7 +32,7 @@ from replication_kit import (
 
 from broker.config import Config
 from broker.node import Node
-from storage.replication import ReplicationFollower, ReplicationRefused, wire
+from storage.replication import ReplicationFollower, ReplicationLeader, ReplicationRefused, wire
 from storage.replication import files as replication_files
 from storage.replication.transport import read_message, send
 
@@ -224,6 +227,40 @@ async def test_a_wrong_secret_is_refused_both_ways(tmp_path):
         assert leader.followers() == []
     finally:
         await stop(node, leader)
+
+
+async def test_replication_runs_over_tls(tmp_path):
+    helper = Path(__file__).resolve().parent.parent / "operations" / "tls_certificates.py"
+    spec = importlib.util.spec_from_file_location("tls_certificates", helper)
+    certificates = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(certificates)
+    authority = certificates.CertificateAuthority(tmp_path, "replication-ca")
+    server = authority.issue("localhost", server=True)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(server.cert, server.key)
+    client_side = ssl.create_default_context(cafile=str(authority.pair.cert))
+    store = InSyncStore()
+    leader = ReplicationLeader(tmp_path / "leader", secret=SECRET, epoch=3, node_name="leader",
+                               min_in_sync=0, in_sync=set(), write_in_sync=store.write,
+                               may_confirm=lambda: True)
+    node = Node(Config(data_dir=tmp_path / "leader"), replicator=leader)
+    await node.start()
+    await leader.start("127.0.0.1", 0, ssl=server_side)
+    follower = ReplicationFollower(tmp_path / "follower", secret=SECRET, node_name="f1",
+                                   leader=("127.0.0.1", leader.port), epoch=3, ssl=client_side)
+    task = asyncio.ensure_future(follower.run())
+    try:
+        declare(node, "q")
+        publish(node, "q", b"over TLS")
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        plain = follower_for(leader, tmp_path / "plain", "f2")  # no TLS: no handshake
+        plain_task = asyncio.ensure_future(plain.run())
+        await asyncio.sleep(0.5)
+        assert not plain.caught_up and {s.name for s in leader.followers()} == {"f1"}
+        await stop(None, None, plain_task)
+    finally:
+        await stop(node, leader, task)
 
 
 @pytest.mark.parametrize("garbage", [
