@@ -8,7 +8,6 @@ write, as a slow etcd would. What is checked is on disk and in the log's confirm
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import ssl
 import threading
@@ -229,12 +228,11 @@ async def test_a_wrong_secret_is_refused_both_ways(tmp_path):
         await stop(node, leader)
 
 
-async def test_replication_runs_over_tls(tmp_path):
-    helper = Path(__file__).resolve().parent.parent / "operations" / "tls_certificates.py"
-    spec = importlib.util.spec_from_file_location("tls_certificates", helper)
-    certificates = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(certificates)
-    authority = certificates.CertificateAuthority(tmp_path, "replication-ca")
+async def test_replication_runs_over_tls(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "operations"))
+    from tls_certificates import CertificateAuthority  # the TLS tests' throwaway CA
+
+    authority = CertificateAuthority(tmp_path, "replication-ca")
     server = authority.issue("localhost", server=True)
     server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_side.load_cert_chain(server.cert, server.key)
