@@ -394,7 +394,10 @@ class WriteAheadLog:
         if self.before_fsync is not None and touched:
             for file in touched.values():
                 file.flush()
-            self.before_fsync()
+            try:
+                self.before_fsync()
+            except Exception:  # shipping early is an optimisation: the write goes on
+                log.exception("write-ahead log before_fsync hook raised")
         for file in touched.values():
             file.flush()
             os.fsync(file.fileno())

@@ -217,6 +217,8 @@ class ReplicationLeader:
     async def close(self) -> None:
         """Stop serving; no waiter of the log is released after this."""
         self.closed = True
+        if self._wal is not None:
+            self._wal.before_fsync = None
         if self._server is not None:
             self._server.close()
         for link in list(self._links.values()):
