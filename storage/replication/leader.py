@@ -149,6 +149,9 @@ class ReplicationLeader:
 
     def attach(self, wal: WriteAheadLog) -> None:
         """From now on `wal` records its file actions and leaves releasing to this leader."""
+        if self.data_dir not in Path(wal.directory).resolve().parents:
+            raise ValueError(f"the write-ahead log in {wal.directory} is not in the replicated "
+                             f"data dir {self.data_dir}")
         self._actions = ActionLog(self.data_dir)
         wal.actions = self._actions
         wal.replicator = self
