@@ -87,6 +87,8 @@ class ReplicationFollower:
                 except (OSError, asyncio.IncompleteReadError, TimeoutError,
                         wire.ProtocolError) as exc:
                     error = str(exc) or type(exc).__name__
+                    if self.connected:  # it had followed: a new failure is news
+                        last_error = ""
                     # Once per kind of failure, not twice a second while the leader is away.
                     log.log(logging.DEBUG if error == last_error else logging.WARNING,
                             "replication from %s:%d interrupted: %s", *self.leader, error)
