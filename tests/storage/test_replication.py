@@ -404,6 +404,46 @@ async def test_followers_get_a_batch_before_the_leaders_fsync_but_confirms_wait_
         await stop(node, leader, task)
 
 
+async def test_every_confirmed_message_is_in_the_follower_dir_when_the_follower_stops(tmp_path):
+    """The guarantee end to end: a follower cut off in the middle of a publishing run; what
+    was confirmed until then (and nothing after: the set falls under min_in_sync) is in the
+    follower's data dir, read back by a Node started on it as after a failover."""
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1,
+                                         timeout=0.5)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    confirmed_bodies: list[bytes] = []
+    try:
+        declare(node, "q", **{"x-queue-type": "quorum"})
+        await in_step(node, leader, follower)
+        for n in range(3000):
+            body = f"message {n}".encode()
+            node.store.wal.when_durable(publish(node, "q", body),
+                                        lambda body=body: confirmed_bodies.append(body))
+            if n % 50 == 0:
+                await asyncio.sleep(0.001)
+            if n == 1500:
+                task.cancel()  # the follower goes away mid-run
+        await node.store.wal.drain()
+        await asyncio.sleep(0.3)
+    finally:
+        await stop(node, leader, task)
+    assert 0 < len(confirmed_bodies) < 3000
+    promoted = Node(Config(data_dir=tmp_path / "follower"))
+    await promoted.start()
+    try:
+        queue = promoted.vhosts["/"].queues["q"]
+        bodies = set()
+        while (entry := queue.get(no_ack=True)) is not None:
+            message = entry.message
+            body = message.body if message.body is not None else \
+                promoted.store.read_body_now(message)
+            bodies.add(bytes(body))
+        assert set(confirmed_bodies) <= bodies, "a confirmed message is not on the follower"
+    finally:
+        await promoted.stop()
+
+
 async def test_nothing_is_confirmed_without_min_in_sync_followers_or_the_lease(tmp_path):
     lease = Confirms()
     store = InSyncStore()
