@@ -143,7 +143,6 @@ class ReplicationLeader:
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="warren-repl")
         self.closed = False
         self.deposed = False  # write_in_sync refused: nothing is confirmed until one succeeds
-        self.released_ticket = 0
 
     # -- the write-ahead log's side ------------------------------------------------------
 
@@ -197,7 +196,6 @@ class ReplicationLeader:
         while pending and pending[0][0] <= floor:
             ticket = pending.popleft()[1]
         if ticket is not None:
-            self.released_ticket = ticket
             self._wal.release(ticket)
 
     def _acked(self, name: str) -> int:
