@@ -25,6 +25,7 @@ from broker.queue_args import QueueSettings, refuse_arguments, resolve
 from broker.resources import resource
 from protocol import properties
 from protocol.fieldtable import encode_table
+from storage.storeref import logged_state
 
 # A queue keeps its first `resident_head` messages (a setting, 2048 by default) in memory. A
 # logged message arriving behind them becomes a row of the message store's catalog if this
@@ -235,6 +236,7 @@ class Queue:
                               self._deadline(message, message.timestamp))
         entry.redelivered = redelivered
         entry.logged_delivery = logged_delivery
+        entry.delivery_count = logged_state(self.key, message.store_ref)[0]
         self._next_seq += 1
         self._messages.append(entry)
         if entry.expires_at is not None:
@@ -345,6 +347,7 @@ class Queue:
             if entry.delivery_count > limit and self._dead_letter(entry.message,
                                                                   "delivery_limit"):
                 return
+            self._log_returns(entry)
         entry.redelivered = True
         self._messages.requeue(entry)
         settings = self.settings
@@ -354,6 +357,13 @@ class Queue:
             self._enforce_limits()  # a requeued message over the limit is dropped from the head
         if entry.expires_at is not None:
             self._schedule_expiry()
+
+    def _log_returns(self, entry: QueuedMessage) -> None:
+        """A logged message came back (x-delivery-count): the log keeps its count, so that it
+        is the same after a restart."""
+        message = entry.message
+        if message.store_ref is not None and self.durable:
+            self.vhost.store.note_state(self.key, message, entry.delivery_count)
 
     def release(self, entry: QueuedMessage) -> None:
         """A delivery comes back because its consumer or channel went away (not returned by

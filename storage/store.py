@@ -125,6 +125,8 @@ class MessageStore:
         self._next_id = 1
         self._removed: defaultdict[QueueKey, list[int]] = defaultdict(list)
         self._delivered: defaultdict[QueueKey, list[int]] = defaultdict(list)
+        # STATE entries to log: (message id, returns, dead-letter reason code) per queue
+        self._states: defaultdict[QueueKey, list[tuple[int, int, int]]] = defaultdict(list)
         # The tuples of queue keys messages are held by, one per distinct set (shared).
         self._holdings: dict[tuple[QueueKey, ...], tuple[QueueKey, ...]] = {}
         # Deleted queues: key -> the id of the next message logged after the delete. Messages
@@ -179,20 +181,24 @@ class MessageStore:
             if not queue.keeps_cold_rows:  # e.g. a delayed exchange's messages
                 for position, row in enumerate(rows):
                     delivered = held.shared_at.get(position, catalog.delivered[row])
-                    self._restore_hot(catalog, row, key, queue, bool(delivered), clean, hot)
+                    self._restore_hot(catalog, row, key, queue, bool(delivered), clean, hot,
+                                      held.marks_at.get(position))
                 continue
             cold_index = len(self._cold_queues)
             self._cold_queues.append(key)
             start = 0
-            for position in [*sorted(held.shared_at), len(rows)]:
+            marks = held.marks_at
+            for position in [*sorted(held.shared_at.keys() | marks.keys()), len(rows)]:
                 if position > start:
                     run = rows[start:position]
                     _set_all(holders, run, cold_index)
                     cold.append(run)
                     queue.restore_cold(run, catalog, self._expirations, not clean)
                 if position < len(rows):
-                    self._restore_hot(catalog, rows[position], key, queue,
-                                      held.shared_at[position], clean, hot)
+                    row = rows[position]
+                    delivered = held.shared_at.get(position, catalog.delivered[row])
+                    self._restore_hot(catalog, row, key, queue, bool(delivered), clean, hot,
+                                      marks.get(position))
                 start = position + 1
         catalog.holders = holders
         catalog.shared.clear()
@@ -231,9 +237,11 @@ class MessageStore:
         self._cold_count += len(rows)
 
     def _restore_hot(self, catalog: Catalog, row: int, key: QueueKey, queue: MessageHolder,
-                     delivered: bool, clean: bool, hot: dict[int, StoredMessage]) -> None:
+                     delivered: bool, clean: bool, hot: dict[int, StoredMessage],
+                     mark: tuple[int, int] | None = None) -> None:
         """Put back a recovered message as an object (shared by the queues that hold it).
-        `delivered`: the log has `queue`'s delivery of it."""
+        `delivered`: the log has `queue`'s delivery of it; `mark`: the state `queue` logged
+        of it (the queue reads it back with storage.storeref.logged_state)."""
         message = hot.get(row)
         if message is None:
             message = hot[row] = self._materialise(catalog, row)
@@ -244,6 +252,10 @@ class MessageStore:
         ref = message.store_ref
         ref.queues = self._holding((*ref.queues, key))
         ref.delivered = ref.delivered or delivered
+        if mark is not None:
+            if ref.marks is None:
+                ref.marks = {}
+            ref.marks[key] = mark
         queue.restore(message, delivered or not clean, delivered)
 
     def _materialise(self, catalog: Catalog, row: int) -> StoredMessage:
@@ -252,10 +264,12 @@ class MessageStore:
         exchange, routing_key, props = catalog.meta_table[meta]
         ref = StoreRef(catalog.ids[row], catalog.segments[row], catalog.body_offsets[row],
                        catalog.charged_size(row), (), bool(catalog.delivered[row]))
-        return self.make_message(
+        message = self.make_message(
             exchange, routing_key, self._route(exchange, routing_key), props,
             catalog.body_sizes[row], catalog.published[row] / 1000, self._expirations[meta], ref,
         )
+        message.persistent = stored_persistent(props)
+        return message
 
     def _route(self, exchange: str, routing_key: str) -> bytes:
         """Exchange and routing key as encoded shortstrs (one copy per route)."""
@@ -364,6 +378,7 @@ class MessageStore:
                     exchange, routing_key, props = meta_table[meta]
                     route_bytes, expiration = route(exchange, routing_key), expirations[meta]
                     overhead = len(props) + RECORD_OVERHEAD
+                    persistent = stored_persistent(props)
                 body_size = sizes[row]
                 holder = holders[row]
                 if holder != last_holder:  # (a run's rows are all one queue's)
@@ -372,6 +387,7 @@ class MessageStore:
                                held_by, delivered[row] == 1)
                 message = logged(exchange, routing_key, route_bytes, props, body_size,
                                  published[row] / 1000, expiration, ref)
+                message.persistent = persistent
             else:
                 ref = message.store_ref
             if moving:
@@ -519,6 +535,22 @@ class MessageStore:
         self._delivered[key].append(ref.id)
         self.wal.schedule()
 
+    def note_state(self, key: QueueKey, message: StoredMessage, returns: int,
+                   dead_letter_reason: int = 0) -> None:
+        """Queue `key`'s own state of a logged message it holds changed: how many times it
+        came back to the queue (x-delivery-count), and the code of the reason the queue keeps
+        it as a dead letter (0: it does not). Logged (gathered per loop turn) so that recovery
+        gives it back (storage.storeref.logged_state)."""
+        ref = message.store_ref
+        if returns or dead_letter_reason:
+            if ref.marks is None:
+                ref.marks = {}
+            ref.marks[key] = (returns, dead_letter_reason)
+        elif ref.marks is not None:
+            ref.marks.pop(key, None)
+        self._states[key].append((ref.id, returns, dead_letter_reason))
+        self.wal.schedule()
+
     def drop_queue(self, key: QueueKey, messages: list[StoredMessage],
                    cold: list[Rows] | None = None) -> None:
         """Queue `key` is deleted: everything logged for it is gone at once (a PURGE record),
@@ -542,6 +574,8 @@ class MessageStore:
         queues = ref.queues
         if key not in queues:
             return False
+        if ref.marks is not None:
+            ref.marks.pop(key, None)
         if len(queues) == 1:
             ref.queues = ()
             info = self._segments.get(ref.segment)
@@ -552,11 +586,15 @@ class MessageStore:
         return True
 
     def _emit_pending(self) -> None:
-        for record_type, pending in ((records.DELIVERED, self._delivered),
-                                     (records.REMOVE, self._removed)):
-            for key, ids in pending.items():
-                self._append(records.encode_ids(record_type, key, ids))
-            pending.clear()
+        for key, ids in self._delivered.items():
+            self._append(records.encode_ids(records.DELIVERED, key, ids))
+        self._delivered.clear()
+        for key, states in self._states.items():
+            self._append(records.encode_states(key, states))
+        self._states.clear()
+        for key, ids in self._removed.items():
+            self._append(records.encode_ids(records.REMOVE, key, ids))
+        self._removed.clear()
 
     def _append(self, record: bytes) -> None:
         _, segment, offset = self.wal.append(record)
@@ -638,6 +676,10 @@ class MessageStore:
         if ref.delivered:
             for key in queues:
                 self._delivered[key].append(ref.id)
+        if ref.marks:
+            for key, mark in ref.marks.items():
+                if key in queues:
+                    self._states[key].append((ref.id, *mark))
         return _Move(ref, segment, (segment, offset + body_at))
 
     def _cold_rows_in(self, info: _Segment) -> list[int]:
@@ -772,6 +814,12 @@ def _read_bodies(directory: Path, locations: list[tuple[int, int, int]]) -> list
         except OSError:  # moved by compaction meanwhile: the queue asks again
             bodies.append(None)
     return bodies
+
+
+def stored_persistent(props_raw: bytes) -> bool:
+    """Whether a logged message was published persistent (delivery mode 2): a quorum queue
+    logs transient ones too, and they stay transient once read back."""
+    return properties.delivery_mode(props_raw) == 2
 
 
 def stored_expiration(props_raw: bytes) -> int | None:

@@ -12,9 +12,11 @@ class StoreRef:
     """Where a logged message is: its id, the segment whose live bytes count it, where its
     body can be read (the same segment, except while a compaction copy is not durable yet),
     the bytes charged to its segment, the queues holding it (keys; a tuple the store shares
-    between messages held by the same queues) and whether the log has a delivery of it."""
+    between messages held by the same queues), whether the log has a delivery of it, and the
+    state a queue logged of it, if any (`marks`: key -> (returns, dead-letter reason code))."""
 
-    __slots__ = ("id", "segment", "body_segment", "body_offset", "size", "queues", "delivered")
+    __slots__ = ("id", "segment", "body_segment", "body_offset", "size", "queues", "delivered",
+                 "marks")
 
     def __init__(self, message_id: int, segment: int, body_offset: int, size: int,
                  queues: tuple[QueueKey, ...], delivered: bool = False) -> None:
@@ -25,3 +27,11 @@ class StoreRef:
         self.size = size
         self.queues = queues
         self.delivered = delivered
+        self.marks: dict[QueueKey, tuple[int, int]] | None = None
+
+
+def logged_state(key: QueueKey, ref: StoreRef | None) -> tuple[int, int]:
+    """(returns, dead-letter reason code) that queue `key` logged of the message with this
+    reference (`MessageStore.note_state`), or that recovery found in the log; (0, 0) if none."""
+    marks = ref.marks if ref is not None else None
+    return marks.get(key, (0, 0)) if marks else (0, 0)

@@ -261,13 +261,15 @@ def test_put_row_appends_or_overwrites_every_column():
 
 def test_snapshot_round_trip():
     written = live_catalog()
+    written.marks = {(0, 0): (3, 0), (3, 1): (0, 1)}  # a count of returns; a kept dead letter
     catalog, stamps = snapshot.decode(snapshot.encode(written, STAMPS))
     assert stamps == STAMPS
     for name, _ in snapshot.ROW_ARRAYS:
         assert getattr(catalog, name) == getattr(written, name), name
     assert (catalog.queue_keys, catalog.meta_table, catalog.shared, catalog.groups,
-            catalog.next_id) == (written.queue_keys, written.meta_table, written.shared,
-                                 written.groups, 99)
+            catalog.next_id, catalog.marks) == (written.queue_keys, written.meta_table,
+                                                written.shared, written.groups, 99,
+                                                written.marks)
     assert members(catalog) == {A: [(1, False), (4, True), (7, False)],
                                 B: [(2, True), (3, True)], C: [(3, False)]}
 
@@ -275,8 +277,8 @@ def test_snapshot_round_trip():
 def test_snapshot_header_is_little_endian_magic_version_crc_length():
     data = snapshot.encode(live_catalog(), STAMPS)
     magic, version, _, _, length = struct.unpack_from("<8sHHIQ", data)
-    assert (magic, version, length) == (b"WARRENIX", 1, len(data) - 24)
-    assert struct.unpack_from("<IQQI", data, 24 + 28) == (1, 1000, 123, 0xDEADBEEF)
+    assert (magic, version, length) == (b"WARRENIX", 2, len(data) - 24)
+    assert struct.unpack_from("<IQQI", data, 24 + 32) == (1, 1000, 123, 0xDEADBEEF)
 
 
 @pytest.mark.parametrize("where", range(0, 400, 7))
@@ -290,7 +292,7 @@ def test_snapshot_with_any_byte_flipped_is_refused(where):
 
 def test_snapshot_truncated_or_of_another_version_is_refused():
     data = snapshot.encode(live_catalog(), STAMPS)
-    for broken in (data[:-1], data[:10], b"", data[:8] + struct.pack("<H", 2) + data[10:]):
+    for broken in (data[:-1], data[:10], b"", data[:8] + struct.pack("<H", 1) + data[10:]):
         with pytest.raises(ValueError):
             snapshot.decode(broken)
 
