@@ -358,12 +358,14 @@ class Queue:
         if entry.expires_at is not None:
             self._schedule_expiry()
 
-    def _log_returns(self, entry: QueuedMessage) -> None:
-        """A logged message came back (x-delivery-count): the log keeps its count, so that it
-        is the same after a restart."""
+    def _log_returns(self, entry: QueuedMessage, to_back: bool = False) -> None:
+        """A logged message came back (x-delivery-count), to its place or `to_back` of the
+        queue: the log keeps its count and place, so that both are the same after a
+        restart."""
         message = entry.message
         if message.store_ref is not None and self.durable:
-            self.vhost.store.note_state(self.key, message, entry.delivery_count)
+            self.vhost.store.note_state(self.key, message, entry.delivery_count,
+                                        to_back=to_back)
 
     def release(self, entry: QueuedMessage) -> None:
         """A delivery comes back because its consumer or channel went away (not returned by

@@ -140,7 +140,7 @@ class QuorumQueue(Queue):
         if limit is not None and entry.delivery_count > limit and self._dead_letter(
                 entry.message, "delivery_limit"):
             return
-        self._log_returns(entry)
+        self._log_returns(entry, to_back)
         entry.redelivered = True
         if to_back:
             entry.seq = self._next_seq

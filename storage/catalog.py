@@ -10,8 +10,9 @@ A row held by one queue names that queue's index in `queue_keys`; a row held by 
 SEVERAL and `shared[row]` maps each holder to its delivered flag. NO_HOLDER: no queue holds it
 (removed, purged, or materialised into a `Message` that the store tracks from then on).
 `marks[(row, holder)]` is a holder's own state of a row when it has one (a STATE record: how
-many times the message came back to that queue, and the code of the reason it keeps it as a
-dead letter, 0 if it does not); few rows have one, and recovery makes those objects.
+many times the message came back to that queue, the code of the reason it keeps it as a dead
+letter or 0, and its place in the queue if it was returned to the back: an id taken when it
+was, else 0); few rows have one, and recovery makes those objects.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class QueueRows:
     # Position in `rows` -> this queue's delivered flag, for rows other queues hold too (the
     # flag of any other row is `Catalog.delivered[row]`).
     shared_at: dict[int, bool] = field(default_factory=dict)
-    # Position in `rows` -> this queue's (returns, dead-letter reason code) of that row.
-    marks_at: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # Position in `rows` -> this queue's (returns, dead-letter reason code, place) of that row.
+    marks_at: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,8 +73,8 @@ class Catalog:
     meta_table: list[tuple[str, str, bytes]] = field(default_factory=list)
     queue_keys: list[QueueKey | None] = field(default_factory=list)  # None: purged since
     shared: dict[int, dict[int, bool]] = field(default_factory=dict)
-    # (row, holder) -> (returns, dead-letter reason code), for the few rows a holder marked
-    marks: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    # (row, holder) -> (returns, dead-letter reason code, place), for the rows a holder marked
+    marks: dict[tuple[int, int], tuple[int, int, int]] = field(default_factory=dict)
     # (holder, first row, end row): blocks of single-holder rows in id order, if the rows are
     # laid out that way (the snapshot's are); saves looking at every row to group them.
     groups: list[tuple[int, int, int]] | None = None

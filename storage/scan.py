@@ -350,13 +350,13 @@ class _Replay:
         if holder is None:
             return
         catalog = self.catalog
-        for message_id, returns, reason in states:
+        for message_id, returns, reason, place in states:
             row = self._row(message_id)
             if row is None or not (catalog.holders[row] == holder or (
                     catalog.holders[row] == SEVERAL and holder in catalog.shared[row])):
                 continue  # not (or no longer) this queue's
-            if returns or reason:
-                catalog.marks[(row, holder)] = (returns, reason)
+            if returns or reason or place:
+                catalog.marks[(row, holder)] = (returns, reason, place)
             else:
                 catalog.marks.pop((row, holder), None)
 

@@ -38,7 +38,7 @@ _ROWS = struct.Struct("<Q")
 _GROUP = struct.Struct("<iQQ")  # holder, first row, end row
 _SHARED = struct.Struct("<IH")  # row, holder count
 _MEMBER = struct.Struct("<iB")  # holder, delivered
-_MARK = struct.Struct("<IiIB")  # row, holder, returns, dead-letter reason code
+_MARK = struct.Struct("<IiIBQ")  # row, holder, returns, dead-letter reason code, place
 _u16 = struct.Struct("<H")
 _u32 = struct.Struct("<I")
 
@@ -235,8 +235,8 @@ def _decode_payload(payload: memoryview) -> tuple[Catalog, dict[int, Stamp]]:
         row, count = cursor.unpack(_SHARED)
         catalog.shared[row] = dict(cursor.unpack(_MEMBER) for _ in range(count))
     for _ in range(marks):
-        row, holder, returns, reason = cursor.unpack(_MARK)
-        catalog.marks[(row, holder)] = (returns, reason)
+        row, holder, *mark = cursor.unpack(_MARK)
+        catalog.marks[(row, holder)] = tuple(mark)
     if cursor.offset != len(payload):
         raise ValueError("trailing bytes")
     _check(catalog)

@@ -24,6 +24,7 @@ by the next ones.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 from array import array
@@ -37,11 +38,11 @@ from typing import TYPE_CHECKING
 from protocol import properties
 from protocol.codec import shortstr
 from storage import records
-from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Rows
+from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, QueueRows, Rows
 from storage.metas import MetaTable
 from storage.records import QueueKey, published_ms
 from storage.scan import segment_numbers
-from storage.storeref import StoreRef
+from storage.storeref import NO_STATE, StoreRef
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
 
 if TYPE_CHECKING:
@@ -90,6 +91,44 @@ def _set_all(column: array, rows: Rows, value: int) -> None:
             column[row] = value
 
 
+def _restore_order(rows: Rows, held: QueueRows, ids: array
+                   ) -> Iterator[tuple[Rows | None, int]]:
+    """How recovery puts a queue's rows back, in queue order: (a run of rows that stay cold,
+    -1) or (None, position in `rows` of one restored as an object: one other queues hold too,
+    or one this queue marked). A marked row returned to the back goes to its place (before
+    the first row logged after that), the others stay where their id puts them."""
+    marks = held.marks_at
+    hot = held.shared_at.keys() | marks.keys()
+    inserts = []  # (position it goes before, moved first, place, its position)
+    for position in hot:
+        place = marks[position][2] if position in marks else 0
+        if place:
+            inserts.append((bisect.bisect_left(rows, place, key=ids.__getitem__), 0, place,
+                            position))
+        else:
+            inserts.append((position, 1, 0, position))
+    inserts.sort()
+    skips = sorted(hot)
+    start = 0
+    for before, _, _, position in inserts:
+        yield from _cold_between(rows, start, before, skips)
+        yield None, position
+        start = max(start, before)
+    yield from _cold_between(rows, start, len(rows), skips)
+
+
+def _cold_between(rows: Rows, start: int, end: int, skips: list[int]
+                  ) -> Iterator[tuple[Rows, int]]:
+    """The runs of rows[start:end] without the positions in `skips` (sorted)."""
+    index = bisect.bisect_left(skips, start)
+    while start < end:
+        stop = skips[index] if index < len(skips) and skips[index] < end else end
+        if stop > start:
+            yield rows[start:stop], -1
+        start = stop + 1 if stop < end else end
+        index += 1
+
+
 def check_segments(directory: Path) -> None:
     """Refuse (before touching anything) segments this version cannot read."""
     for number in segment_numbers(directory):
@@ -126,7 +165,7 @@ class MessageStore:
         self._removed: defaultdict[QueueKey, list[int]] = defaultdict(list)
         self._delivered: defaultdict[QueueKey, list[int]] = defaultdict(list)
         # STATE entries to log: (message id, returns, dead-letter reason code) per queue
-        self._states: defaultdict[QueueKey, list[tuple[int, int, int]]] = defaultdict(list)
+        self._states: defaultdict[QueueKey, list[tuple[int, int, int, int]]] = defaultdict(list)
         # The tuples of queue keys messages are held by, one per distinct set (shared).
         self._holdings: dict[tuple[QueueKey, ...], tuple[QueueKey, ...]] = {}
         # Deleted queues: key -> the id of the next message logged after the delete. Messages
@@ -186,20 +225,16 @@ class MessageStore:
                 continue
             cold_index = len(self._cold_queues)
             self._cold_queues.append(key)
-            start = 0
-            marks = held.marks_at
-            for position in [*sorted(held.shared_at.keys() | marks.keys()), len(rows)]:
-                if position > start:
-                    run = rows[start:position]
+            for run, position in _restore_order(rows, held, catalog.ids):
+                if run is not None:
                     _set_all(holders, run, cold_index)
                     cold.append(run)
                     queue.restore_cold(run, catalog, self._expirations, not clean)
-                if position < len(rows):
+                else:
                     row = rows[position]
                     delivered = held.shared_at.get(position, catalog.delivered[row])
                     self._restore_hot(catalog, row, key, queue, bool(delivered), clean, hot,
-                                      marks.get(position))
-                start = position + 1
+                                      held.marks_at.get(position))
         catalog.holders = holders
         catalog.shared.clear()
         catalog.groups = None
@@ -207,7 +242,8 @@ class MessageStore:
         self.recovered_messages = self._cold_count + len(hot)
         if self._cold_count:
             self._catalog = catalog
-        self._next_id = max(catalog.next_id, max(catalog.ids, default=0) + 1)
+        self._next_id = max(catalog.next_id, max(catalog.ids, default=0) + 1,
+                            max((mark[2] for mark in catalog.marks.values()), default=0) + 1)
         last = max(self._segments, default=0)
         self.wal = WriteAheadLog(self.directory, last + 1, self.segment_size,
                                  self.definitions_path)
@@ -536,19 +572,25 @@ class MessageStore:
         self.wal.schedule()
 
     def note_state(self, key: QueueKey, message: StoredMessage, returns: int,
-                   dead_letter_reason: int = 0) -> None:
+                   dead_letter_reason: int = 0, to_back: bool = False) -> None:
         """Queue `key`'s own state of a logged message it holds changed: how many times it
-        came back to the queue (x-delivery-count), and the code of the reason the queue keeps
-        it as a dead letter (0: it does not). Logged (gathered per loop turn) so that recovery
-        gives it back (storage.storeref.logged_state)."""
+        came back to the queue (x-delivery-count), the code of the reason the queue keeps it
+        as a dead letter (0: it does not), and whether it went `to_back` of the queue just now
+        (else it keeps its place). Logged (gathered per loop turn) so that recovery gives it
+        back (storage.storeref.logged_state) and puts it in its place."""
         ref = message.store_ref
-        if returns or dead_letter_reason:
-            if ref.marks is None:
-                ref.marks = {}
-            ref.marks[key] = (returns, dead_letter_reason)
-        elif ref.marks is not None:
-            ref.marks.pop(key, None)
-        self._states[key].append((ref.id, returns, dead_letter_reason))
+        marks = ref.marks
+        place = marks.get(key, NO_STATE)[2] if marks else 0
+        if to_back:  # after every message logged so far, before any logged from now on
+            place = self._next_id
+            self._next_id += 1
+        if returns or dead_letter_reason or place:
+            if marks is None:
+                marks = ref.marks = {}
+            marks[key] = (returns, dead_letter_reason, place)
+        elif marks is not None:
+            marks.pop(key, None)
+        self._states[key].append((ref.id, returns, dead_letter_reason, place))
         self.wal.schedule()
 
     def drop_queue(self, key: QueueKey, messages: list[StoredMessage],

@@ -13,7 +13,8 @@ class StoreRef:
     body can be read (the same segment, except while a compaction copy is not durable yet),
     the bytes charged to its segment, the queues holding it (keys; a tuple the store shares
     between messages held by the same queues), whether the log has a delivery of it, and the
-    state a queue logged of it, if any (`marks`: key -> (returns, dead-letter reason code))."""
+    state a queue logged of it, if any (`marks`: key -> (returns, dead-letter reason code,
+    place); see storage/records.py's STATE)."""
 
     __slots__ = ("id", "segment", "body_segment", "body_offset", "size", "queues", "delivered",
                  "marks")
@@ -27,11 +28,14 @@ class StoreRef:
         self.size = size
         self.queues = queues
         self.delivered = delivered
-        self.marks: dict[QueueKey, tuple[int, int]] | None = None
+        self.marks: dict[QueueKey, tuple[int, int, int]] | None = None
 
 
-def logged_state(key: QueueKey, ref: StoreRef | None) -> tuple[int, int]:
-    """(returns, dead-letter reason code) that queue `key` logged of the message with this
-    reference (`MessageStore.note_state`), or that recovery found in the log; (0, 0) if none."""
+NO_STATE = (0, 0, 0)
+
+
+def logged_state(key: QueueKey, ref: StoreRef | None) -> tuple[int, int, int]:
+    """(returns, dead-letter reason code, place) that queue `key` logged of the message with
+    this reference (`MessageStore.note_state`), or that recovery found in the log."""
     marks = ref.marks if ref is not None else None
-    return marks.get(key, (0, 0)) if marks else (0, 0)
+    return marks.get(key, NO_STATE) if marks else NO_STATE
