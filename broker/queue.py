@@ -71,6 +71,9 @@ class Queue:
     supports_global_qos = True  # consumers under a basic.qos global=true prefetch
     logs_every_message = False  # only persistent ones (a quorum queue logs transient ones too)
     logs_itself = False  # a stream keeps its own log (broker/stream.py), not the message store
+    # A limit of its own on the messages it keeps in memory (quorum: x-max-in-memory-*), on
+    # top of the node's resident head: see `_behind_memory_limit`.
+    limits_memory = False
 
     def __init__(
         self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
@@ -159,9 +162,9 @@ class Queue:
                 self._dead_letter(message, "maxlen")
             return False
         logged = message.store_ref is not None and self.durable
-        if logged and len(self._messages) >= self.vhost.store.resident_head and self._freeze(
-            message, self.vhost.store, limited
-        ):
+        if logged and (len(self._messages) >= self.vhost.store.resident_head or (
+            self.limits_memory and self._behind_memory_limit(message)
+        )) and self._freeze(message, self.vhost.store, limited):
             return True
         entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
                               self._deadline(message, message.timestamp))
@@ -206,6 +209,11 @@ class Queue:
         ):  # newer ones wait their turn
             self._page_timer = asyncio.get_event_loop().call_later(store.page_out_after,
                                                                    self._page_out_waiting)
+
+    def _behind_memory_limit(self, message: Message) -> bool:
+        """Whether a logged message arriving now is behind the queue's own in-memory limit
+        (then it is kept as a row, as behind the resident head); only if `limits_memory`."""
+        return False
 
     def _freeze(self, message: Message, store: MessageStore, limited: bool) -> bool:
         """A logged message arriving behind the resident head of this durable queue becomes a

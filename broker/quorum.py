@@ -74,6 +74,12 @@ class QuorumQueue(Queue):
         # at-least-once: dead letters their exchange routed nowhere (still logged here)
         self.kept_dead_letters: list[tuple[Message, str]] = []
         self._retry_timer: asyncio.TimerHandle | None = None
+        # x-max-in-memory-length / -bytes (validated at declare: integers >= 0, or absent)
+        arguments = self.arguments
+        self._in_memory_length: int | None = arguments.get("x-max-in-memory-length")
+        self._in_memory_bytes: int | None = arguments.get("x-max-in-memory-bytes")
+        self.limits_memory = (self._in_memory_length is not None
+                              or self._in_memory_bytes is not None)
 
     def apply_settings(self, settings: QueueSettings) -> None:
         super().apply_settings(quorum_settings(settings))
@@ -123,6 +129,28 @@ class QuorumQueue(Queue):
                  or len(messages) <= int(settings.max_length * SOFT_LIMIT))
                 and (settings.max_length_bytes is None
                      or messages.bytes <= int(settings.max_length_bytes * SOFT_LIMIT)))
+
+    # -- in memory ----------------------------------------------------------------------------
+
+    def _behind_memory_limit(self, message: Message) -> bool:
+        """x-max-in-memory-length / -bytes: a message arriving when the queue holds that many
+        ready messages (or would hold more bytes with it) is kept as a row of the message
+        store's catalog, its body on disk, as one behind the node's resident head is."""
+        length, size, messages = self._in_memory_length, self._in_memory_bytes, self._messages
+        return ((length is not None and len(messages) >= length)
+                or (size is not None and messages.bytes + message.body_size > size))
+
+    @property
+    def ready_in_memory(self) -> tuple[int, int]:
+        """(messages, body bytes) of the ready messages whose bodies are in memory (the API's
+        messages_ram, message_bytes_ram): counted over the objects the queue holds, which are
+        its head (rows and paged-out bodies are on disk)."""
+        count = size = 0
+        for entry in self._messages.objects():
+            if entry.message.body is not None:
+                count += 1
+                size += entry.message.body_size
+        return count, size
 
     # -- returns ----------------------------------------------------------------------------
 

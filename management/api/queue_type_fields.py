@@ -19,6 +19,7 @@ def _quorum(queue: Queue, node: str) -> dict[str, Any]:
     kept, kept_bytes = len(queue.kept_dead_letters), queue.dead_letter_bytes
     ready, unacked = queue.message_count, queue.unacked_count
     active = queue.consumers.active
+    in_memory, bytes_in_memory = queue.ready_in_memory
     return {
         "leader": node, "members": [node], "online": [node],
         "messages": ready + unacked + kept,
@@ -26,6 +27,7 @@ def _quorum(queue: Queue, node: str) -> dict[str, Any]:
         "message_bytes_persistent": queue.ready_bytes + kept_bytes,
         "messages_dlx": kept, "message_bytes_dlx": kept_bytes,
         "single_active_consumer_ctag": active.tag if active else None,
+        "messages_ram": in_memory, "message_bytes_ram": bytes_in_memory,
     }
 
 
