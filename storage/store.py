@@ -4,8 +4,10 @@ message bodies out of memory (a logged body can always be read back from its seg
 
 A persistent message routed to durable queues is logged once (PUBLISH, listing the queues);
 acks, rejects and drops are logged as REMOVE, deliveries as DELIVERED (so a message handed out
-before a crash comes back redelivered), purges and deletes as PURGE. REMOVE and DELIVERED ids
-are gathered during an event-loop turn and written as one record per queue.
+before a crash comes back redelivered), purges and deletes as PURGE, and what a queue keeps of
+its own about a message (its returns, its place once returned to the back, whether it is a kept
+dead letter: `note_state`) as STATE. REMOVE, DELIVERED and STATE entries are gathered during an
+event-loop turn and written as one record per queue.
 
 The store speaks queue keys (vhost, name), message ids and places in the log. A logged message
 carries one `StoreRef` (storage/storeref.py): its id, where it is, the keys of the queues

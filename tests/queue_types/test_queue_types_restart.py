@@ -311,6 +311,30 @@ def test_the_delivery_count_is_kept_across_restarts(warren, how):
 
 
 @HOW
+def test_the_delivery_count_of_a_message_two_queues_hold_is_the_quorum_queues(warren, how):
+    """A persistent message fanned out to a quorum queue and a durable classic queue is logged
+    once for both: the quorum queue's returns are its own, after a restart too."""
+    with opened(warren.broker) as connection:
+        channel = connection.channel()
+        channel.exchange_declare("fan", "fanout", durable=True)
+        channel.queue_declare("qq", durable=True, arguments=QUORUM)
+        channel.queue_declare("cq", durable=True)
+        for queue in ("qq", "cq"):
+            channel.queue_bind(queue, "fan")
+        channel.confirm_delivery()
+        channel.basic_publish("fan", "", b"m", pika.BasicProperties(delivery_mode=2))
+        assert [get_and_nack(channel, "qq") for _ in range(2)] == [(b"m", 0), (b"m", 1)]
+        channel.basic_publish("", "cq", b"flush", pika.BasicProperties(delivery_mode=2))
+    broker = warren.restart(how)
+    with opened(broker) as connection:
+        channel = connection.channel()
+        assert get_and_nack(channel, "qq") == (b"m", 2)
+        _method, properties, body = channel.basic_get("cq", auto_ack=True)
+        assert (body, properties.headers) == (b"m", None)
+    broker.assert_alive()
+
+
+@HOW
 def test_a_recovered_transient_quorum_message_is_dead_lettered_as_transient(
         short_head_warren, how):
     """Transient messages kept by a quorum queue, recovered from the log or held as rows deep
