@@ -166,7 +166,7 @@ class MessageStore:
         self._next_id = 1
         self._removed: defaultdict[QueueKey, list[int]] = defaultdict(list)
         self._delivered: defaultdict[QueueKey, list[int]] = defaultdict(list)
-        # STATE entries to log: (message id, returns, dead-letter reason code) per queue
+        # STATE entries to log, per queue: (message id, returns, dead-letter reason code, place)
         self._states: defaultdict[QueueKey, list[tuple[int, int, int, int]]] = defaultdict(list)
         # The tuples of queue keys messages are held by, one per distinct set (shared).
         self._holdings: dict[tuple[QueueKey, ...], tuple[QueueKey, ...]] = {}
@@ -276,7 +276,7 @@ class MessageStore:
 
     def _restore_hot(self, catalog: Catalog, row: int, key: QueueKey, queue: MessageHolder,
                      delivered: bool, clean: bool, hot: dict[int, StoredMessage],
-                     mark: tuple[int, int] | None = None) -> None:
+                     mark: tuple[int, int, int] | None = None) -> None:
         """Put back a recovered message as an object (shared by the queues that hold it).
         `delivered`: the log has `queue`'s delivery of it; `mark`: the state `queue` logged
         of it (the queue reads it back with storage.storeref.logged_state)."""

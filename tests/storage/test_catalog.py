@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import random
 import struct
+from array import array
 from pathlib import Path
 
 import pytest
 
 from storage import records, snapshot
-from storage.catalog import ROW_ARRAYS, SEVERAL, Catalog
+from storage.catalog import ROW_ARRAYS, SEVERAL, Catalog, QueueRows
 from storage.records import DELIVERED, REMOVE
 from storage.scan import scan
+from storage.store import _restore_order
 from storage.wal import segment_path
 
 A, B, C = ("/", "a"), ("/", "b"), ("other", "c")
@@ -261,7 +263,8 @@ def test_put_row_appends_or_overwrites_every_column():
 
 def test_snapshot_round_trip():
     written = live_catalog()
-    written.marks = {(0, 0): (3, 0), (3, 1): (0, 1)}  # a count of returns; a kept dead letter
+    # a count of returns, a kept dead letter, a place at the back
+    written.marks = {(0, 0): (3, 0, 0), (3, 1): (0, 1, 0), (1, 0): (1, 0, 120)}
     catalog, stamps = snapshot.decode(snapshot.encode(written, STAMPS))
     assert stamps == STAMPS
     for name, _ in snapshot.ROW_ARRAYS:
@@ -345,3 +348,28 @@ def test_known_checksums_are_reused_for_unchanged_segments(tmp_path, monkeypatch
     write_log(tmp_path / "wal", {3: [publish(3, [A])]})
     assert snapshot.segment_stamps(wal, stamps) == snapshot.segment_stamps(wal)
     assert computed[:1] == [3]
+
+
+def restored(rows, ids, shared_at=(), marks_at=None):
+    """What recovery makes of a queue's rows: ("cold", rows...) runs and ("hot", row)."""
+    held = QueueRows(rows, dict.fromkeys(shared_at, False), marks_at or {})
+    return [("cold", *run) if run is not None else ("hot", rows[position])
+            for run, position in _restore_order(rows, held, array("q", ids))]
+
+
+def test_recovery_puts_marked_rows_in_their_place():
+    ids = [10, 20, 30, 40, 50, 60]  # row r has id ids[r]
+    rows = range(6)
+    assert restored(rows, ids) == [("cold", 0, 1, 2, 3, 4, 5)]
+    # a count only, or a row other queues hold: an object where its id puts it
+    assert restored(rows, ids, shared_at=[1], marks_at={2: (3, 0, 0)}) == [
+        ("cold", 0), ("hot", 1), ("hot", 2), ("cold", 3, 4, 5)]
+    # returned to the back when ids up to 45 were taken: after 40, before 50; two returned
+    # after 60 keep the order of their places; a kept dead letter stays an object
+    assert restored(rows, ids, marks_at={0: (1, 0, 45), 1: (2, 0, 71), 2: (1, 0, 65),
+                                         5: (0, 1, 0)}) == [
+        ("cold", 3), ("hot", 0), ("cold", 4), ("hot", 5), ("hot", 2), ("hot", 1)]
+    # the rows of one queue among others' (an array), the first and last moved
+    assert restored(array("I", [3, 5, 7]), [0, 0, 0, 11, 0, 12, 0, 13],
+                    marks_at={0: (1, 0, 15), 2: (1, 0, 14)}) == [
+        ("cold", 5), ("hot", 7), ("hot", 3)]
