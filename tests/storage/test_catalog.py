@@ -165,6 +165,21 @@ def test_shapes_change_between_records(tmp_path):
         assert catalog.published[row] == 1_700_000_000_000 + i
 
 
+def test_state_records_mark_a_queues_rows(tmp_path):
+    """A STATE entry is the queue's latest state of a row it holds (absolute: the last one
+    counts); a REMOVE from that queue forgets it; a row the queue does not hold, or one
+    published after a purge, is not marked."""
+    catalog = scan(write_log(tmp_path, {1: [
+        publish(1, [A, B]), publish(2, [A]), publish(3, [B]),
+        records.encode_states(A, [(1, 1, 0, 0), (2, 1, 0, 0), (3, 5, 0, 0)]),
+        records.encode_states(A, [(1, 2, 0, 9)]),
+        records.encode_states(B, [(1, 0, 1, 0), (3, 1, 0, 0)]),
+        records.encode_ids(REMOVE, B, [3]),
+    ]}))
+    marks = {key: dict(held.marks_at) for key, held in catalog.by_queue().items()}
+    assert marks == {A: {0: (2, 0, 9), 1: (1, 0, 0)}, B: {0: (0, 1, 0)}}
+
+
 def test_corrupt_record_is_skipped_and_counted(tmp_path):
     bad = bytearray(publish(2, [A]))
     bad[-1] ^= 0xFF
