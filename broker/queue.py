@@ -244,11 +244,25 @@ class Queue:
                               self._deadline(message, message.timestamp))
         entry.redelivered = redelivered
         entry.logged_delivery = logged_delivery
-        entry.delivery_count = logged_state(self.key, message.store_ref)[0]
         self._next_seq += 1
         self._messages.append(entry)
         if entry.expires_at is not None:
             self._schedule_expiry_after_recovery()
+        mark = logged_state(self.key, message.store_ref)
+        if mark is not None:
+            entry.delivery_count = mark[0]
+        if self.counts_deliveries and (mark[3] if mark is not None else logged_delivery):
+            self._returned_at_start(entry)
+
+    def _returned_at_start(self, entry: QueuedMessage) -> None:
+        """A recovered message was out (delivered, not settled) when the broker stopped: that
+        counts as a return, as when its channel closes (RabbitMQ's quorum queue returns the
+        messages of consumers that are gone when it starts)."""
+        entry.delivery_count += 1
+        if self.vhost.store is None:  # recovery: the vhost gets its store once it is over
+            asyncio.get_running_loop().call_soon(self._log_returns, entry)
+        else:
+            self._log_returns(entry)
 
     def restore_cold(self, rows: Rows, catalog: Catalog, expirations: list[int | None],
                      all_redelivered: bool) -> None:
@@ -302,6 +316,8 @@ class Queue:
             )
             entry.logged_delivery = store.delivery_logged(message)  # the row's: one queue holds it
             entry.redelivered = all_redelivered or entry.logged_delivery
+            if entry.logged_delivery and self.counts_deliveries:  # (only recovered rows)
+                self._returned_at_start(entry)
             entries.append(entry)
         return entries
 

@@ -226,7 +226,8 @@ class QuorumQueue(Queue):
     def restore(self, message: Message, redelivered: bool, logged_delivery: bool) -> None:
         """A recovered message: back among the kept dead letters if it was one (retried as
         before), else as on any queue."""
-        reason = logged_state(self.key, message.store_ref)[1]
+        mark = logged_state(self.key, message.store_ref)
+        reason = mark[1] if mark is not None else 0
         if not reason:
             super().restore(message, redelivered, logged_delivery)
             return

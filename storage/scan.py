@@ -319,13 +319,18 @@ class _Replay:
         catalog = self.catalog
         holders, shared = catalog.holders, catalog.shared
         row_of = self._row
-        marks = catalog.marks if kind == _REMOVE else None
+        marks = catalog.marks
         for message_id in message_ids:
             row = row_of(message_id)
             if row is None:
                 continue
             if marks:
-                marks.pop((row, holder), None)
+                if kind == _REMOVE:
+                    marks.pop((row, holder), None)
+                else:  # delivered since its last STATE: out
+                    mark = marks.get((row, holder))
+                    if mark is not None:
+                        marks[(row, holder)] = (*mark[:3], 1)
             current = holders[row]
             if current == holder:
                 if kind == _REMOVE:
@@ -355,10 +360,7 @@ class _Replay:
             if row is None or not (catalog.holders[row] == holder or (
                     catalog.holders[row] == SEVERAL and holder in catalog.shared[row])):
                 continue  # not (or no longer) this queue's
-            if returns or reason or place:
-                catalog.marks[(row, holder)] = (returns, reason, place)
-            else:
-                catalog.marks.pop((row, holder), None)
+            catalog.marks[(row, holder)] = (returns, reason, place, 0)
 
     def _purge(self, data: bytes | mmap.mmap, start: int, end: int) -> None:
         """Everything logged so far for the queue is gone: later records get a new index."""

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "message-index"
 MAGIC = b"WARRENIX"
-VERSION = 2  # 2: marks (a queue's returns and kept dead letters of a row)
+VERSION = 2  # 2: marks (a queue's state of a row: returns, kept dead letter, place, out)
 _HEADER = struct.Struct("<8sHHIQ")  # magic, version, reserved, crc32 of the rest, its length
 # next id, segments, queues, metas, groups, shared rows, marks
 _COUNTS = struct.Struct("<QIIIIII")
@@ -38,7 +38,7 @@ _ROWS = struct.Struct("<Q")
 _GROUP = struct.Struct("<iQQ")  # holder, first row, end row
 _SHARED = struct.Struct("<IH")  # row, holder count
 _MEMBER = struct.Struct("<iB")  # holder, delivered
-_MARK = struct.Struct("<IiIBQ")  # row, holder, returns, dead-letter reason code, place
+_MARK = struct.Struct("<IiIBQB")  # row, holder, returns, dead-letter reason code, place, out
 _u16 = struct.Struct("<H")
 _u32 = struct.Struct("<I")
 

@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING
 from protocol import properties
 from protocol.codec import shortstr
 from storage import records
-from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, QueueRows, Rows
+from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Mark, QueueRows, Rows
 from storage.metas import MetaTable
 from storage.records import QueueKey, published_ms
 from storage.scan import segment_numbers
-from storage.storeref import NO_STATE, StoreRef
+from storage.storeref import StoreRef
 from storage.wal import SEGMENT_SIZE, CopiedRecord, WriteAheadLog, read_at, segment_path
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ class MessageStore:
 
     def _restore_hot(self, catalog: Catalog, row: int, key: QueueKey, queue: MessageHolder,
                      delivered: bool, clean: bool, hot: dict[int, StoredMessage],
-                     mark: tuple[int, int, int] | None = None) -> None:
+                     mark: Mark | None = None) -> None:
         """Put back a recovered message as an object (shared by the queues that hold it).
         `delivered`: the log has `queue`'s delivery of it; `mark`: the state `queue` logged
         of it (the queue reads it back with storage.storeref.logged_state)."""
@@ -570,6 +570,9 @@ class MessageStore:
         it comes back redelivered after a crash."""
         ref = message.store_ref
         ref.delivered = True
+        marks = ref.marks
+        if marks and key in marks:  # out again since its last STATE
+            marks[key] = (*marks[key][:3], 1)
         self._delivered[key].append(ref.id)
         self.wal.schedule()
 
@@ -582,18 +585,20 @@ class MessageStore:
         back (storage.storeref.logged_state) and puts it in its place."""
         ref = message.store_ref
         marks = ref.marks
-        place = marks.get(key, NO_STATE)[2] if marks else 0
+        place = marks[key][2] if marks and key in marks else 0
         if to_back:  # after every message logged so far, before any logged from now on
             place = self._next_id
             self._next_id += 1
-        if returns or dead_letter_reason or place:
-            if marks is None:
-                marks = ref.marks = {}
-            marks[key] = (returns, dead_letter_reason, place)
-        elif marks is not None:
-            marks.pop(key, None)
+        if marks is None:
+            marks = ref.marks = {}
+        marks[key] = (returns, dead_letter_reason, place, 0)  # not out (any more)
+        if self._delivered.get(key):
+            # Pending entries are written STATE first, then DELIVERED: deliveries noted before
+            # this state go out now, so that the log keeps their order.
+            self._emit_for(key)
         self._states[key].append((ref.id, returns, dead_letter_reason, place))
-        self.wal.schedule()
+        if self.wal is not None:  # (else recovery is running: written with the first flush)
+            self.wal.schedule()
 
     def drop_queue(self, key: QueueKey, messages: list[StoredMessage],
                    cold: list[Rows] | None = None) -> None:
@@ -629,13 +634,24 @@ class MessageStore:
             ref.queues = self._holding(tuple(held for held in queues if held != key))
         return True
 
-    def _emit_pending(self) -> None:
-        for key, ids in self._delivered.items():
+    def _emit_for(self, key: QueueKey) -> None:
+        """Write queue `key`'s pending STATE, then DELIVERED entries."""
+        states = self._states.pop(key, None)
+        if states:
+            self._append(records.encode_states(key, states))
+        ids = self._delivered.pop(key, None)
+        if ids:
             self._append(records.encode_ids(records.DELIVERED, key, ids))
-        self._delivered.clear()
+
+    def _emit_pending(self) -> None:
+        # STATE before DELIVERED (note_state writes the deliveries noted before a state at
+        # once), so that replay sees a message delivered after its last return as out.
         for key, states in self._states.items():
             self._append(records.encode_states(key, states))
         self._states.clear()
+        for key, ids in self._delivered.items():
+            self._append(records.encode_ids(records.DELIVERED, key, ids))
+        self._delivered.clear()
         for key, ids in self._removed.items():
             self._append(records.encode_ids(records.REMOVE, key, ids))
         self._removed.clear()
@@ -717,13 +733,15 @@ class MessageStore:
         info.live_bytes += size
         ref.segment = segment
         ref.size = size
-        if ref.delivered:
+        marks = ref.marks
+        if ref.delivered:  # each queue's delivery, if it has one since its last STATE
             for key in queues:
-                self._delivered[key].append(ref.id)
-        if ref.marks:
-            for key, mark in ref.marks.items():
+                if not (marks and key in marks and not marks[key][3]):
+                    self._delivered[key].append(ref.id)
+        if marks:
+            for key, mark in marks.items():
                 if key in queues:
-                    self._states[key].append((ref.id, *mark))
+                    self._states[key].append((ref.id, *mark[:3]))
         return _Move(ref, segment, (segment, offset + body_at))
 
     def _cold_rows_in(self, info: _Segment) -> list[int]:

@@ -14,7 +14,7 @@ class StoreRef:
     the bytes charged to its segment, the queues holding it (keys; a tuple the store shares
     between messages held by the same queues), whether the log has a delivery of it, and the
     state a queue logged of it, if any (`marks`: key -> (returns, dead-letter reason code,
-    place); see storage/records.py's STATE)."""
+    place, out); see storage/records.py's STATE and storage/catalog.py's marks)."""
 
     __slots__ = ("id", "segment", "body_segment", "body_offset", "size", "queues", "delivered",
                  "marks")
@@ -28,14 +28,12 @@ class StoreRef:
         self.size = size
         self.queues = queues
         self.delivered = delivered
-        self.marks: dict[QueueKey, tuple[int, int, int]] | None = None
+        self.marks: dict[QueueKey, tuple[int, int, int, int]] | None = None
 
 
-NO_STATE = (0, 0, 0)
-
-
-def logged_state(key: QueueKey, ref: StoreRef | None) -> tuple[int, int, int]:
-    """(returns, dead-letter reason code, place) that queue `key` logged of the message with
-    this reference (`MessageStore.note_state`), or that recovery found in the log."""
+def logged_state(key: QueueKey, ref: StoreRef | None) -> tuple[int, int, int, int] | None:
+    """(returns, dead-letter reason code, place, out) that queue `key` logged of the message
+    with this reference (`MessageStore.note_state`), or that recovery found in the log; None
+    if it logged none (then the message was out if the log has the queue's delivery of it)."""
     marks = ref.marks if ref is not None else None
-    return marks.get(key, NO_STATE) if marks else NO_STATE
+    return marks.get(key) if marks else None

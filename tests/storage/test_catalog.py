@@ -167,17 +167,18 @@ def test_shapes_change_between_records(tmp_path):
 
 def test_state_records_mark_a_queues_rows(tmp_path):
     """A STATE entry is the queue's latest state of a row it holds (absolute: the last one
-    counts); a REMOVE from that queue forgets it; a row the queue does not hold, or one
-    published after a purge, is not marked."""
+    counts), and a DELIVERED after it says the message is out again; a REMOVE from that queue
+    forgets it; a row the queue does not hold is not marked."""
     catalog = scan(write_log(tmp_path, {1: [
         publish(1, [A, B]), publish(2, [A]), publish(3, [B]),
         records.encode_states(A, [(1, 1, 0, 0), (2, 1, 0, 0), (3, 5, 0, 0)]),
         records.encode_states(A, [(1, 2, 0, 9)]),
+        records.encode_ids(DELIVERED, A, [1]),  # delivered again since: out
         records.encode_states(B, [(1, 0, 1, 0), (3, 1, 0, 0)]),
         records.encode_ids(REMOVE, B, [3]),
     ]}))
     marks = {key: dict(held.marks_at) for key, held in catalog.by_queue().items()}
-    assert marks == {A: {0: (2, 0, 9), 1: (1, 0, 0)}, B: {0: (0, 1, 0)}}
+    assert marks == {A: {0: (2, 0, 9, 1), 1: (1, 0, 0, 0)}, B: {0: (0, 1, 0, 0)}}
 
 
 def test_corrupt_record_is_skipped_and_counted(tmp_path):
@@ -279,7 +280,7 @@ def test_put_row_appends_or_overwrites_every_column():
 def test_snapshot_round_trip():
     written = live_catalog()
     # a count of returns, a kept dead letter, a place at the back
-    written.marks = {(0, 0): (3, 0, 0), (3, 1): (0, 1, 0), (1, 0): (1, 0, 120)}
+    written.marks = {(0, 0): (3, 0, 0, 0), (3, 1): (0, 1, 0, 0), (1, 0): (1, 0, 120, 1)}
     catalog, stamps = snapshot.decode(snapshot.encode(written, STAMPS))
     assert stamps == STAMPS
     for name, _ in snapshot.ROW_ARRAYS:
@@ -377,14 +378,14 @@ def test_recovery_puts_marked_rows_in_their_place():
     rows = range(6)
     assert restored(rows, ids) == [("cold", 0, 1, 2, 3, 4, 5)]
     # a count only, or a row other queues hold: an object where its id puts it
-    assert restored(rows, ids, shared_at=[1], marks_at={2: (3, 0, 0)}) == [
+    assert restored(rows, ids, shared_at=[1], marks_at={2: (3, 0, 0, 0)}) == [
         ("cold", 0), ("hot", 1), ("hot", 2), ("cold", 3, 4, 5)]
     # returned to the back when ids up to 45 were taken: after 40, before 50; two returned
     # after 60 keep the order of their places; a kept dead letter stays an object
-    assert restored(rows, ids, marks_at={0: (1, 0, 45), 1: (2, 0, 71), 2: (1, 0, 65),
-                                         5: (0, 1, 0)}) == [
+    assert restored(rows, ids, marks_at={0: (1, 0, 45, 0), 1: (2, 0, 71, 0), 2: (1, 0, 65, 1),
+                                         5: (0, 1, 0, 0)}) == [
         ("cold", 3), ("hot", 0), ("cold", 4), ("hot", 5), ("hot", 2), ("hot", 1)]
     # the rows of one queue among others' (an array), the first and last moved
     assert restored(array("I", [3, 5, 7]), [0, 0, 0, 11, 0, 12, 0, 13],
-                    marks_at={0: (1, 0, 15), 2: (1, 0, 14)}) == [
+                    marks_at={0: (1, 0, 15, 0), 2: (1, 0, 14, 0)}) == [
         ("cold", 5), ("hot", 7), ("hot", 3)]
