@@ -290,10 +290,13 @@ class MessageStore:
         ref = message.store_ref
         ref.queues = self._holding((*ref.queues, key))
         ref.delivered = ref.delivered or delivered
+        # Per queue from now on (see mark_delivered): its own state, or whether it has it out.
+        if ref.marks is None:
+            ref.marks = {}
         if mark is not None:
-            if ref.marks is None:
-                ref.marks = {}
             ref.marks[key] = mark
+        elif delivered:
+            ref.marks[key] = (0, 0, 0, 1)
         queue.restore(message, delivered or not clean, delivered)
 
     def _materialise(self, catalog: Catalog, row: int) -> StoredMessage:
@@ -571,8 +574,12 @@ class MessageStore:
         ref = message.store_ref
         ref.delivered = True
         marks = ref.marks
-        if marks and key in marks:  # out again since its last STATE
-            marks[key] = (*marks[key][:3], 1)
+        if marks is not None or len(ref.queues) > 1:
+            # `delivered` is the message's: once it has marks, or several queues hold it,
+            # they say which queue has it out (since its last STATE)
+            if marks is None:
+                marks = ref.marks = {}
+            marks[key] = (*marks[key][:3], 1) if key in marks else (0, 0, 0, 1)
         self._delivered[key].append(ref.id)
         self.wal.schedule()
 
@@ -736,7 +743,7 @@ class MessageStore:
         marks = ref.marks
         if ref.delivered:  # each queue's delivery, if it has one since its last STATE
             for key in queues:
-                if not (marks and key in marks and not marks[key][3]):
+                if marks is None or (key in marks and marks[key][3]):
                     self._delivered[key].append(ref.id)
         if marks:
             for key, mark in marks.items():

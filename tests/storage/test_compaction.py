@@ -214,3 +214,35 @@ def test_a_quorum_queues_state_of_its_messages_is_copied_forward(node_factory):
         found = [ch.basic_get("qq", auto_ack=True) for _ in range(2)]
         assert [(got[2], got[1].headers["x-delivery-count"]) for got in found] == [
             (b"b", 1), (b"a", 2)]
+
+
+def test_a_message_another_queue_delivered_is_not_out_in_the_quorum_queue(node_factory):
+    """A persistent message fanned out to a quorum queue and a classic queue, delivered (and
+    acked) by the classic queue only, is copied forward by compaction: the copy must not say
+    that the quorum queue delivered it, or after a crash the quorum queue would count a return
+    it never had."""
+    node = node_factory(extra_args=["--segment-size", str(SEGMENT_SIZE)]).start()
+    with node.channel() as ch:
+        ch.exchange_declare("fan", "fanout", durable=True)
+        ch.queue_declare("qq", durable=True, arguments={"x-queue-type": "quorum"})
+        ch.queue_declare("cq", durable=True)
+        ch.queue_declare("cq2", durable=True)
+        for queue in ("qq", "cq", "cq2"):
+            ch.queue_bind(queue, "fan")
+        ch.queue_declare("churn", durable=True)
+        publish_confirmed(ch, "fan", [b"m"], exchange="fan")
+        first = node.segments()[-1]
+        method, _properties, _body = ch.basic_get("cq")
+        ch.basic_ack(method.delivery_tag)
+    bodies = [body(0, i) for i in range(300)]
+    publish_many(node, [("", "churn", b) for b in bodies], window=100)
+    assert [got.body for got in drain(node, "churn", len(bodies))] == bodies
+    deadline = time.monotonic() + 20
+    while first.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not first.exists(), [path.name for path in node.segments()]
+    restart(node, "crash")
+    with node.channel() as ch:
+        _method, properties, got = ch.basic_get("qq", auto_ack=True)
+        assert (got, properties.headers) == (b"m", {"x-delivery-count": 0})
+        assert ch.basic_get("cq2", auto_ack=True)[2] == b"m"
