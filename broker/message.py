@@ -44,7 +44,8 @@ class Message:
                body_size: int, timestamp: float, expiration: int | None,
                store_ref: StoreRef | None) -> Message:
         """A message made back from a row of the stores, its body still on disk (made in bulk
-        as messages held as rows reach the head of their queue: no __init__)."""
+        as messages held as rows reach the head of their queue: no __init__). Persistent until
+        the store that made it sets `persistent` from its delivery mode."""
         message = cls.__new__(cls)
         message.exchange = exchange
         message.routing_key = routing_key

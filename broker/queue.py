@@ -25,6 +25,7 @@ from broker.queue_args import QueueSettings, refuse_arguments, resolve
 from broker.resources import resource
 from protocol import properties
 from protocol.fieldtable import encode_table
+from storage.storeref import logged_state
 
 # A queue keeps its first `resident_head` messages (a setting, 2048 by default) in memory. A
 # logged message arriving behind them becomes a row of the message store's catalog if this
@@ -70,6 +71,9 @@ class Queue:
     supports_global_qos = True  # consumers under a basic.qos global=true prefetch
     logs_every_message = False  # only persistent ones (a quorum queue logs transient ones too)
     logs_itself = False  # a stream keeps its own log (broker/stream.py), not the message store
+    # A limit of its own on the messages it keeps in memory (quorum: x-max-in-memory-*), on
+    # top of the node's resident head: see `_behind_memory_limit`.
+    limits_memory = False
 
     def __init__(
         self, vhost: QueueHost, name: str, *, durable: bool = False, auto_delete: bool = False,
@@ -160,9 +164,9 @@ class Queue:
                 self._dead_letter(message, "maxlen")
             return False
         logged = message.store_ref is not None and self.durable
-        if logged and len(self._messages) >= self.vhost.store.resident_head and self._freeze(
-            message, self.vhost.store, limited
-        ):
+        if logged and (len(self._messages) >= self.vhost.store.resident_head or (
+            self.limits_memory and self._behind_memory_limit(message)
+        )) and self._freeze(message, self.vhost.store, limited):
             return True
         entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
                               self._deadline(message, message.timestamp))
@@ -208,6 +212,11 @@ class Queue:
             self._page_timer = asyncio.get_event_loop().call_later(store.page_out_after,
                                                                    self._page_out_waiting)
 
+    def _behind_memory_limit(self, message: Message) -> bool:
+        """Whether a logged message arriving now is behind the queue's own in-memory limit
+        (then it is kept as a row, as behind the resident head); only if `limits_memory`."""
+        return False
+
     def _freeze(self, message: Message, store: MessageStore, limited: bool) -> bool:
         """A logged message arriving behind the resident head of this durable queue becomes a
         row of the message store's catalog, if this queue alone holds it (its object goes
@@ -241,6 +250,21 @@ class Queue:
         self._messages.append(entry)
         if entry.expires_at is not None:
             self._schedule_expiry_after_recovery()
+        mark = logged_state(self.key, message.store_ref)
+        if mark is not None:
+            entry.delivery_count = mark[0]
+        if self.counts_deliveries and (mark[3] if mark is not None else logged_delivery):
+            self._returned_at_start(entry)
+
+    def _returned_at_start(self, entry: QueuedMessage) -> None:
+        """A recovered message was out (delivered, not settled) when the broker stopped: that
+        counts as a return, as when its channel closes (RabbitMQ's quorum queue returns the
+        messages of consumers that are gone when it starts)."""
+        entry.delivery_count += 1
+        if self.vhost.store is None:  # recovery: the vhost gets its store once it is over
+            asyncio.get_running_loop().call_soon(self._log_returns, entry)
+        else:
+            self._log_returns(entry)
 
     def restore_cold(self, rows: Rows, catalog: Catalog, expirations: list[int | None],
                      all_redelivered: bool) -> None:
@@ -294,6 +318,8 @@ class Queue:
             )
             entry.logged_delivery = store.delivery_logged(message)  # the row's: one queue holds it
             entry.redelivered = all_redelivered or entry.logged_delivery
+            if entry.logged_delivery and self.counts_deliveries:  # (only recovered rows)
+                self._returned_at_start(entry)
             entries.append(entry)
         return entries
 
@@ -347,6 +373,7 @@ class Queue:
             if entry.delivery_count > limit and self._dead_letter(entry.message,
                                                                   "delivery_limit"):
                 return
+            self._log_returns(entry)
         entry.redelivered = True
         self._messages.requeue(entry)
         settings = self.settings
@@ -356,6 +383,15 @@ class Queue:
             self._enforce_limits()  # a requeued message over the limit is dropped from the head
         if entry.expires_at is not None:
             self._schedule_expiry()
+
+    def _log_returns(self, entry: QueuedMessage, to_back: bool = False) -> None:
+        """A logged message came back (x-delivery-count), to its place or `to_back` of the
+        queue: the log keeps its count and place, so that both are the same after a
+        restart."""
+        message = entry.message
+        if message.store_ref is not None and self.durable:
+            self.vhost.store.note_state(self.key, message, entry.delivery_count,
+                                        to_back=to_back)
 
     def release(self, entry: QueuedMessage) -> None:
         """A delivery comes back because its consumer or channel went away (not returned by

@@ -22,6 +22,7 @@ from broker.errors import NotImplementedByBroker
 from broker.message import Message, QueuedMessage
 from broker.queue import Queue
 from broker.queue_args import QueueSettings, is_integer
+from storage.storeref import logged_state
 
 MODULE = "rabbit_quorum_queue"  # how RabbitMQ names the type in its texts
 # The arguments a quorum queue runs (their values are checked as on classic queues, but for
@@ -40,6 +41,9 @@ REFUSED_ARGUMENTS = ("x-max-priority", "x-queue-mode", "x-queue-master-locator",
 SOFT_LIMIT = 0.8
 # How often dead letters kept by at-least-once are offered to their exchange again.
 DEAD_LETTER_RETRY_SECONDS = 10.0
+# The reasons a kept dead letter is logged with (STATE records: the code is the index; never
+# reorder, only append).
+DEAD_LETTER_REASONS = ("", "rejected", "expired", "maxlen", "delivery_limit")
 
 
 def quorum_settings(settings: QueueSettings) -> QueueSettings:
@@ -70,6 +74,12 @@ class QuorumQueue(Queue):
         # at-least-once: dead letters their exchange routed nowhere (still logged here)
         self.kept_dead_letters: list[tuple[Message, str]] = []
         self._retry_timer: asyncio.TimerHandle | None = None
+        # x-max-in-memory-length / -bytes (validated at declare: integers >= 0, or absent)
+        arguments = self.arguments
+        self._in_memory_length: int | None = arguments.get("x-max-in-memory-length")
+        self._in_memory_bytes: int | None = arguments.get("x-max-in-memory-bytes")
+        self.limits_memory = (self._in_memory_length is not None
+                              or self._in_memory_bytes is not None)
 
     def apply_settings(self, settings: QueueSettings) -> None:
         super().apply_settings(quorum_settings(settings))
@@ -120,6 +130,16 @@ class QuorumQueue(Queue):
                 and (settings.max_length_bytes is None
                      or messages.bytes <= int(settings.max_length_bytes * SOFT_LIMIT)))
 
+    # -- in memory ----------------------------------------------------------------------------
+
+    def _behind_memory_limit(self, message: Message) -> bool:
+        """x-max-in-memory-length / -bytes: a message arriving when the queue holds that many
+        ready messages (or would hold more bytes with it) is kept as a row of the message
+        store's catalog, its body on disk, as one behind the node's resident head is."""
+        length, size, messages = self._in_memory_length, self._in_memory_bytes, self._messages
+        return ((length is not None and len(messages) >= length)
+                or (size is not None and messages.bytes + message.body_size > size))
+
     # -- returns ----------------------------------------------------------------------------
 
     def requeue(self, entry: QueuedMessage) -> None:
@@ -136,6 +156,7 @@ class QuorumQueue(Queue):
         if limit is not None and entry.delivery_count > limit and self._dead_letter(
                 entry.message, "delivery_limit"):
             return
+        self._log_returns(entry, to_back)
         entry.redelivered = True
         if to_back:
             entry.seq = self._next_seq
@@ -172,9 +193,10 @@ class QuorumQueue(Queue):
         counters[key] = counters.get(key, 0) + 1
         return True
 
-    def _offer_dead_letter(self, message: Message, reason: str) -> bool:
-        """Publish the dead-lettered copy; one routed nowhere is kept (and stays logged) to be
-        offered again. False if it failed (the message stays where it was)."""
+    def _offer_dead_letter(self, message: Message, reason: str, again: bool = False) -> bool:
+        """Publish the dead-lettered copy; one routed nowhere is kept (logged as kept, so that
+        a restart keeps it too) to be offered `again`. False if it failed (the message stays
+        where it was)."""
         delivered = self._publish_dead_letter(message, reason)
         if delivered is None:
             return False
@@ -182,9 +204,24 @@ class QuorumQueue(Queue):
             self.messages_dead_lettered += 1
             self.discard(message)
         else:
+            if not again and message.store_ref is not None:
+                self.vhost.store.note_state(self.key, message, 0,
+                                            DEAD_LETTER_REASONS.index(reason))
             self.kept_dead_letters.append((message, reason))
             self._arm_retry()
         return True
+
+    def restore(self, message: Message, redelivered: bool, logged_delivery: bool) -> None:
+        """A recovered message: back among the kept dead letters if it was one (retried as
+        before), else as on any queue."""
+        mark = logged_state(self.key, message.store_ref)
+        reason = mark[1] if mark is not None else 0
+        if not reason:
+            super().restore(message, redelivered, logged_delivery)
+            return
+        self.kept_dead_letters.append((message, DEAD_LETTER_REASONS[reason]
+                                       if reason < len(DEAD_LETTER_REASONS) else "rejected"))
+        self._arm_retry()
 
     def _arm_retry(self) -> None:
         if self._retry_timer is None and self.kept_dead_letters and not self.deleted:
@@ -197,7 +234,7 @@ class QuorumQueue(Queue):
         if self.deleted:
             return
         for message, reason in kept:
-            if not self._offer_dead_letter(message, reason):
+            if not self._offer_dead_letter(message, reason, again=True):
                 self.kept_dead_letters.append((message, reason))  # failed: kept all the same
         self._arm_retry()
 

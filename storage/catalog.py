@@ -9,6 +9,12 @@ bytes each instead of several hundred for the objects).
 A row held by one queue names that queue's index in `queue_keys`; a row held by several says
 SEVERAL and `shared[row]` maps each holder to its delivered flag. NO_HOLDER: no queue holds it
 (removed, purged, or materialised into a `Message` that the store tracks from then on).
+`marks[(row, holder)]` is a holder's own state of a row when it has one (a STATE record: how
+many times the message came back to that queue, the code of the reason it keeps it as a dead
+letter or 0, and its place in the queue if it was returned to the back: an id taken when it
+was, else 0; then 1 if the log has a delivery of it after that, else 0: it was out when the
+log ends); few rows have one, and recovery makes those objects. A row without one was out if
+the log has its delivery (a queue that counts returns logs a STATE at each).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ RECORD_OVERHEAD = 64
 
 
 Rows = Sequence[int]  # catalog row numbers: an array("I"), or a range
+Mark = tuple[int, int, int, int]  # a queue's state of a row: see `marks` above
 
 
 @dataclass
@@ -51,6 +58,9 @@ class QueueRows:
     # Position in `rows` -> this queue's delivered flag, for rows other queues hold too (the
     # flag of any other row is `Catalog.delivered[row]`).
     shared_at: dict[int, bool] = field(default_factory=dict)
+    # Position in `rows` -> this queue's (returns, dead-letter reason code, place, out) of that
+    # row.
+    marks_at: dict[int, Mark] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +77,9 @@ class Catalog:
     meta_table: list[tuple[str, str, bytes]] = field(default_factory=list)
     queue_keys: list[QueueKey | None] = field(default_factory=list)  # None: purged since
     shared: dict[int, dict[int, bool]] = field(default_factory=dict)
+    # (row, holder) -> (returns, dead-letter reason code, place, out), for the rows a holder
+    # marked
+    marks: dict[tuple[int, int], Mark] = field(default_factory=dict)
     # (holder, first row, end row): blocks of single-holder rows in id order, if the rows are
     # laid out that way (the snapshot's are); saves looking at every row to group them.
     groups: list[tuple[int, int, int]] | None = None
@@ -192,6 +205,14 @@ class Catalog:
             for row in shared_rows.get(holder, ()):
                 position = bisect.bisect_left(rows, ids[row], key=ids.__getitem__)
                 held.shared_at[position] = self.shared[row][holder]
+        for (row, holder), mark in self.marks.items():
+            key = self.queue_keys[holder]
+            held = result.get(key) if key is not None else None
+            if held is None:
+                continue
+            position = bisect.bisect_left(held.rows, ids[row], key=ids.__getitem__)
+            if position < len(held.rows) and held.rows[position] == row:
+                held.marks_at[position] = mark
         return result
 
 

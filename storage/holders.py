@@ -36,7 +36,8 @@ class StoredMessage(Protocol):
 
 
 class MakeLoggedMessage(Protocol):
-    """Makes a message back from a row: its body is not read (body None, persistent)."""
+    """Makes a message back from a row: its body is not read (body None); the stores set
+    `persistent` from its delivery mode afterwards."""
 
     def __call__(self, exchange: str, routing_key: str, route_bytes: bytes, props_raw: bytes,
                  body_size: int, timestamp: float, expiration: int | None,

@@ -56,6 +56,20 @@ class _Builder:
             self.live.meta_table.append(meta)
         return index
 
+    def mark(self, row: int, holder: int, key: QueueKey, message: StoredMessage) -> None:
+        """Copy the state queue `key` (index `holder`) logged of the message at `row`."""
+        marks = message.store_ref.marks
+        if marks and key in marks:
+            self.live.marks[(row, holder)] = marks[key]
+
+    def mark_all(self, row: int, message: StoredMessage) -> None:
+        """mark() for every queue listed so far that logged a state of the message."""
+        marks = message.store_ref.marks
+        if marks:
+            for key, mark in marks.items():
+                if key in self._positions:
+                    self.live.marks[(row, self._positions[key])] = mark
+
     def add_messages(self, messages: list[StoredMessage], holders: Sequence[int],
                      delivered: list[bool]) -> None:
         """Rows for messages that are objects (column by column: much faster)."""
@@ -101,6 +115,8 @@ def live_catalog(store: MessageStore, holders: Mapping[QueueKey, MessageHolder])
         builder.add_messages(messages, array("i", [holder]) * len(messages),
                              _flags_in(queue, messages))
         live.groups.append((holder, start, len(live)))
+        for row, message in enumerate(messages, start):
+            builder.mark(row, holder, key, message)
     flags: dict[QueueKey, dict[int, bool]] = {}  # each queue's _ready_flags()
     several = []
     for message, keys in shared:  # each queue's flag: from the queue (delivered if not ready)
@@ -115,11 +131,13 @@ def live_catalog(store: MessageStore, holders: Mapping[QueueKey, MessageHolder])
         if len(members) == 1:  # the others were deleted
             (holder, delivered), = members.items()
             live.groups.append((holder, len(live), len(live) + 1))
+            builder.mark_all(len(live), message)
             builder.add_messages([message], [holder], [delivered])
         elif members:
             several.append((message, members))
     for message, members in several:  # after every block
         live.shared[len(live)] = members
+        builder.mark_all(len(live), message)
         builder.add_messages([message], [SEVERAL], [False])
     return live
 

@@ -26,9 +26,15 @@ PUBLISH = 1  # a message and the durable queues it is in
 REMOVE = 2  # messages that left a queue (ack, reject, expiry, drop)
 DELIVERED = 3  # messages handed to a consumer (they come back redelivered after a crash)
 PURGE = 4  # every message of a queue logged so far is gone (purge, delete)
+# A queue's own state of messages it holds: how many times each came back to it
+# (x-delivery-count), whether it keeps it as a dead letter (a reason code; 0: no) and, for one
+# returned to the back of the queue, its place: an id taken from the message ids when it was
+# returned (0: its own id's place). Absolute, so that a compaction copy may repeat it.
+STATE = 5
 
 _u16 = struct.Struct("!H")
 _u32 = struct.Struct("!I")
+_STATE_ENTRY = struct.Struct("!QIBQ")  # message id, returns, dead-letter reason code, place
 # A PUBLISH payload's fixed start, after its type: message id, published at (ms since the
 # epoch), queue count.
 PUBLISH_HEAD = struct.Struct("!QQH")
@@ -114,6 +120,22 @@ def encode_ids(record_type: int, key: QueueKey, message_ids: Iterable[int]) -> b
     return frame(record_type, _queue_key(key) + _u32.pack(len(ids)) + ids.tobytes())
 
 
+def encode_states(key: QueueKey, states: Iterable[tuple[int, int, int, int]]) -> bytes:
+    """STATE: a queue and (message id, returns, dead-letter reason code, place) entries."""
+    entries = [_STATE_ENTRY.pack(*state) for state in states]
+    return frame(STATE, _queue_key(key) + _u32.pack(len(entries)) + b"".join(entries))
+
+
+def decode_states(data: bytes, offset: int, end: int) -> list[tuple[int, int, int, int]]:
+    """The entries of a STATE record whose count is at `offset` (its payload ends at `end`)."""
+    count = _u32.unpack_from(data, offset)[0]
+    offset += 4
+    if offset + count * _STATE_ENTRY.size != end:
+        raise CorruptRecord("state record size mismatch")
+    return [_STATE_ENTRY.unpack_from(data, offset + index * _STATE_ENTRY.size)
+            for index in range(count)]
+
+
 def encode_purge(key: QueueKey) -> bytes:
     return frame(PURGE, _queue_key(key))
 
@@ -143,7 +165,13 @@ class PurgeRecord:
     queue: QueueKey
 
 
-Record = PublishRecord | IdsRecord | PurgeRecord
+@dataclass
+class StateRecord:
+    queue: QueueKey
+    states: list[tuple[int, int, int, int]]  # (message id, returns, reason code, place)
+
+
+Record = PublishRecord | IdsRecord | PurgeRecord | StateRecord
 
 
 class _Reader:
@@ -204,6 +232,9 @@ def decode_payload(payload: bytes, with_body: bool = True) -> Record:
             return IdsRecord(record_type, key, ids)
         if record_type == PURGE:
             return PurgeRecord(reader.queue_key())
+        if record_type == STATE:
+            key = reader.queue_key()
+            return StateRecord(key, decode_states(payload, reader.offset, len(payload)))
     except (UnicodeDecodeError, struct.error) as exc:
         raise CorruptRecord(str(exc)) from exc
     raise CorruptRecord(f"unknown record type {record_type}")

@@ -29,8 +29,8 @@ _PUBLISH_RECORD_META = records.RECORD_HEAD_SIZE + _PUBLISH_META
 _u32 = struct.Struct("!I").unpack_from
 _HEAD = records.RECORD_HEAD_SIZE
 _MAX = records.MAX_RECORD_SIZE
-_PUBLISH, _REMOVE, _DELIVERED, _PURGE = (
-    records.PUBLISH, records.REMOVE, records.DELIVERED, records.PURGE,
+_PUBLISH, _REMOVE, _DELIVERED, _PURGE, _STATE = (
+    records.PUBLISH, records.REMOVE, records.DELIVERED, records.PURGE, records.STATE,
 )
 _DECODE_ERRORS = (IndexError, struct.error, UnicodeDecodeError, ValueError)
 
@@ -192,11 +192,14 @@ class _Replay:
         return None, end
 
     def _other(self, data: bytes | mmap.mmap, start: int, end: int) -> str | None:
-        """Apply a REMOVE, DELIVERED or PURGE record; what is wrong with it, if anything."""
+        """Apply a REMOVE, DELIVERED, PURGE or STATE record; what is wrong with it, if
+        anything."""
         kind = data[start]
         try:
             if kind in (_REMOVE, _DELIVERED):
                 self._ids(kind, data, start, end)
+            elif kind == _STATE:
+                self._states(data, start, end)
             elif kind == _PURGE:
                 self._purge(data, start, end)
             else:
@@ -316,10 +319,18 @@ class _Replay:
         catalog = self.catalog
         holders, shared = catalog.holders, catalog.shared
         row_of = self._row
+        marks = catalog.marks
         for message_id in message_ids:
             row = row_of(message_id)
             if row is None:
                 continue
+            if marks:
+                if kind == _REMOVE:
+                    marks.pop((row, holder), None)
+                else:  # delivered since its last STATE: out
+                    mark = marks.get((row, holder))
+                    if mark is not None:
+                        marks[(row, holder)] = (*mark[:3], 1)
             current = holders[row]
             if current == holder:
                 if kind == _REMOVE:
@@ -335,6 +346,21 @@ class _Replay:
                         self._put_holders(row, flags)
                     else:
                         flags[holder] = True
+
+    def _states(self, data: bytes | mmap.mmap, start: int, end: int) -> None:
+        """A queue's state of messages it holds (returns, kept as a dead letter)."""
+        key_end = _skip_shortstrs(data, start + 1, 2)
+        holder = self._queues.get(data[start + 1:key_end])
+        states = records.decode_states(data, key_end, end)
+        if holder is None:
+            return
+        catalog = self.catalog
+        for message_id, returns, reason, place in states:
+            row = self._row(message_id)
+            if row is None or not (catalog.holders[row] == holder or (
+                    catalog.holders[row] == SEVERAL and holder in catalog.shared[row])):
+                continue  # not (or no longer) this queue's
+            catalog.marks[(row, holder)] = (returns, reason, place, 0)
 
     def _purge(self, data: bytes | mmap.mmap, start: int, end: int) -> None:
         """Everything logged so far for the queue is gone: later records get a new index."""

@@ -29,14 +29,16 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "message-index"
 MAGIC = b"WARRENIX"
-VERSION = 1
+VERSION = 2  # 2: marks (a queue's state of a row: returns, kept dead letter, place, out)
 _HEADER = struct.Struct("<8sHHIQ")  # magic, version, reserved, crc32 of the rest, its length
-_COUNTS = struct.Struct("<QIIIII")  # next id, segments, queues, metas, groups, shared rows
+# next id, segments, queues, metas, groups, shared rows, marks
+_COUNTS = struct.Struct("<QIIIIII")
 _SEGMENT = struct.Struct("<IQQI")  # number, size, mtime in ns, crc32 of the file
 _ROWS = struct.Struct("<Q")
 _GROUP = struct.Struct("<iQQ")  # holder, first row, end row
 _SHARED = struct.Struct("<IH")  # row, holder count
 _MEMBER = struct.Struct("<iB")  # holder, delivered
+_MARK = struct.Struct("<IiIBQB")  # row, holder, returns, dead-letter reason code, place, out
 _u16 = struct.Struct("<H")
 _u32 = struct.Struct("<I")
 
@@ -92,7 +94,8 @@ def write(path: Path, catalog: Catalog, stamps: dict[int, Stamp]) -> int:
 def encode(catalog: Catalog, stamps: dict[int, Stamp]) -> bytes:
     groups = catalog.groups or []
     parts = [_COUNTS.pack(catalog.next_id, len(stamps), len(catalog.queue_keys),
-                          len(catalog.meta_table), len(groups), len(catalog.shared))]
+                          len(catalog.meta_table), len(groups), len(catalog.shared),
+                          len(catalog.marks))]
     parts += [_SEGMENT.pack(number, *stamp) for number, stamp in sorted(stamps.items())]
     for key in catalog.queue_keys:
         assert key is not None
@@ -108,6 +111,8 @@ def encode(catalog: Catalog, stamps: dict[int, Stamp]) -> bytes:
     for row, members in sorted(catalog.shared.items()):
         parts.append(_SHARED.pack(row, len(members)))
         parts += [_MEMBER.pack(holder, delivered) for holder, delivered in members.items()]
+    parts += [_MARK.pack(row, holder, *mark)
+              for (row, holder), mark in sorted(catalog.marks.items())]
     payload = b"".join(parts)
     return _HEADER.pack(MAGIC, VERSION, 0, zlib.crc32(payload), len(payload)) + payload
 
@@ -205,7 +210,7 @@ class _Cursor:
 
 def _decode_payload(payload: memoryview) -> tuple[Catalog, dict[int, Stamp]]:
     cursor = _Cursor(payload)
-    next_id, segments, queues, metas, groups, shared = cursor.unpack(_COUNTS)
+    next_id, segments, queues, metas, groups, shared, marks = cursor.unpack(_COUNTS)
     stamps = {}
     for _ in range(segments):
         number, size, mtime, crc = cursor.unpack(_SEGMENT)
@@ -229,6 +234,9 @@ def _decode_payload(payload: memoryview) -> tuple[Catalog, dict[int, Stamp]]:
     for _ in range(shared):
         row, count = cursor.unpack(_SHARED)
         catalog.shared[row] = dict(cursor.unpack(_MEMBER) for _ in range(count))
+    for _ in range(marks):
+        row, holder, *mark = cursor.unpack(_MARK)
+        catalog.marks[(row, holder)] = tuple(mark)
     if cursor.offset != len(payload):
         raise ValueError("trailing bytes")
     _check(catalog)
@@ -247,6 +255,9 @@ def _check(catalog: Catalog) -> None:
             not 0 <= holder < len(catalog.queue_keys) for holder in members
         ):
             raise ValueError("shared row out of range")
+    for row, holder in catalog.marks:
+        if not 0 <= row < rows or not 0 <= holder < len(catalog.queue_keys):
+            raise ValueError("marked row out of range")
     if NO_HOLDER in catalog.holders:
         raise ValueError("a row nobody holds")
     covered = 0

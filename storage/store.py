@@ -4,8 +4,10 @@ message bodies out of memory (a logged body can always be read back from its seg
 
 A persistent message routed to durable queues is logged once (PUBLISH, listing the queues);
 acks, rejects and drops are logged as REMOVE, deliveries as DELIVERED (so a message handed out
-before a crash comes back redelivered), purges and deletes as PURGE. REMOVE and DELIVERED ids
-are gathered during an event-loop turn and written as one record per queue.
+before a crash comes back redelivered), purges and deletes as PURGE, and what a queue keeps of
+its own about a message (its returns, its place once returned to the back, whether it is a kept
+dead letter: `note_state`) as STATE. REMOVE, DELIVERED and STATE entries are gathered during an
+event-loop turn and written as one record per queue.
 
 The store speaks queue keys (vhost, name), message ids and places in the log. A logged message
 carries one `StoreRef` (storage/storeref.py): its id, where it is, the keys of the queues
@@ -24,6 +26,7 @@ by the next ones.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 from array import array
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING
 from protocol import properties
 from protocol.codec import shortstr
 from storage import records
-from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Rows
+from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Mark, QueueRows, Rows
 from storage.metas import MetaTable
 from storage.records import QueueKey, published_ms
 from storage.scan import segment_numbers
@@ -90,6 +93,44 @@ def _set_all(column: array, rows: Rows, value: int) -> None:
             column[row] = value
 
 
+def _restore_order(rows: Rows, held: QueueRows, ids: array
+                   ) -> Iterator[tuple[Rows | None, int]]:
+    """How recovery puts a queue's rows back, in queue order: (a run of rows that stay cold,
+    -1) or (None, position in `rows` of one restored as an object: one other queues hold too,
+    or one this queue marked). A marked row returned to the back goes to its place (before
+    the first row logged after that), the others stay where their id puts them."""
+    marks = held.marks_at
+    hot = held.shared_at.keys() | marks.keys()
+    inserts = []  # (position it goes before, moved first, place, its position)
+    for position in hot:
+        place = marks[position][2] if position in marks else 0
+        if place:
+            inserts.append((bisect.bisect_left(rows, place, key=ids.__getitem__), 0, place,
+                            position))
+        else:
+            inserts.append((position, 1, 0, position))
+    inserts.sort()
+    skips = sorted(hot)
+    start = 0
+    for before, _, _, position in inserts:
+        yield from _cold_between(rows, start, before, skips)
+        yield None, position
+        start = max(start, before)
+    yield from _cold_between(rows, start, len(rows), skips)
+
+
+def _cold_between(rows: Rows, start: int, end: int, skips: list[int]
+                  ) -> Iterator[tuple[Rows, int]]:
+    """The runs of rows[start:end] without the positions in `skips` (sorted)."""
+    index = bisect.bisect_left(skips, start)
+    while start < end:
+        stop = skips[index] if index < len(skips) and skips[index] < end else end
+        if stop > start:
+            yield rows[start:stop], -1
+        start = stop + 1 if stop < end else end
+        index += 1
+
+
 def check_segments(directory: Path) -> None:
     """Refuse (before touching anything) segments this version cannot read."""
     for number in segment_numbers(directory):
@@ -125,6 +166,8 @@ class MessageStore:
         self._next_id = 1
         self._removed: defaultdict[QueueKey, list[int]] = defaultdict(list)
         self._delivered: defaultdict[QueueKey, list[int]] = defaultdict(list)
+        # STATE entries to log, per queue: (message id, returns, dead-letter reason code, place)
+        self._states: defaultdict[QueueKey, list[tuple[int, int, int, int]]] = defaultdict(list)
         # The tuples of queue keys messages are held by, one per distinct set (shared).
         self._holdings: dict[tuple[QueueKey, ...], tuple[QueueKey, ...]] = {}
         # Deleted queues: key -> the id of the next message logged after the delete. Messages
@@ -179,21 +222,21 @@ class MessageStore:
             if not queue.keeps_cold_rows:  # e.g. a delayed exchange's messages
                 for position, row in enumerate(rows):
                     delivered = held.shared_at.get(position, catalog.delivered[row])
-                    self._restore_hot(catalog, row, key, queue, bool(delivered), clean, hot)
+                    self._restore_hot(catalog, row, key, queue, bool(delivered), clean, hot,
+                                      held.marks_at.get(position))
                 continue
             cold_index = len(self._cold_queues)
             self._cold_queues.append(key)
-            start = 0
-            for position in [*sorted(held.shared_at), len(rows)]:
-                if position > start:
-                    run = rows[start:position]
+            for run, position in _restore_order(rows, held, catalog.ids):
+                if run is not None:
                     _set_all(holders, run, cold_index)
                     cold.append(run)
                     queue.restore_cold(run, catalog, self._expirations, not clean)
-                if position < len(rows):
-                    self._restore_hot(catalog, rows[position], key, queue,
-                                      held.shared_at[position], clean, hot)
-                start = position + 1
+                else:
+                    row = rows[position]
+                    delivered = held.shared_at.get(position, catalog.delivered[row])
+                    self._restore_hot(catalog, row, key, queue, bool(delivered), clean, hot,
+                                      held.marks_at.get(position))
         catalog.holders = holders
         catalog.shared.clear()
         catalog.groups = None
@@ -201,7 +244,8 @@ class MessageStore:
         self.recovered_messages = self._cold_count + len(hot)
         if self._cold_count:
             self._catalog = catalog
-        self._next_id = max(catalog.next_id, max(catalog.ids, default=0) + 1)
+        self._next_id = max(catalog.next_id, max(catalog.ids, default=0) + 1,
+                            max((mark[2] for mark in catalog.marks.values()), default=0) + 1)
         last = max(self._segments, default=0)
         self.wal = WriteAheadLog(self.directory, last + 1, self.segment_size,
                                  self.definitions_path)
@@ -231,9 +275,11 @@ class MessageStore:
         self._cold_count += len(rows)
 
     def _restore_hot(self, catalog: Catalog, row: int, key: QueueKey, queue: MessageHolder,
-                     delivered: bool, clean: bool, hot: dict[int, StoredMessage]) -> None:
+                     delivered: bool, clean: bool, hot: dict[int, StoredMessage],
+                     mark: Mark | None = None) -> None:
         """Put back a recovered message as an object (shared by the queues that hold it).
-        `delivered`: the log has `queue`'s delivery of it."""
+        `delivered`: the log has `queue`'s delivery of it; `mark`: the state `queue` logged
+        of it (the queue reads it back with storage.storeref.logged_state)."""
         message = hot.get(row)
         if message is None:
             message = hot[row] = self._materialise(catalog, row)
@@ -244,6 +290,13 @@ class MessageStore:
         ref = message.store_ref
         ref.queues = self._holding((*ref.queues, key))
         ref.delivered = ref.delivered or delivered
+        # Per queue from now on (see mark_delivered): its own state, or whether it has it out.
+        if ref.marks is None:
+            ref.marks = {}
+        if mark is not None:
+            ref.marks[key] = mark
+        elif delivered:
+            ref.marks[key] = (0, 0, 0, 1)
         queue.restore(message, delivered or not clean, delivered)
 
     def _materialise(self, catalog: Catalog, row: int) -> StoredMessage:
@@ -252,10 +305,12 @@ class MessageStore:
         exchange, routing_key, props = catalog.meta_table[meta]
         ref = StoreRef(catalog.ids[row], catalog.segments[row], catalog.body_offsets[row],
                        catalog.charged_size(row), (), bool(catalog.delivered[row]))
-        return self.make_message(
+        message = self.make_message(
             exchange, routing_key, self._route(exchange, routing_key), props,
             catalog.body_sizes[row], catalog.published[row] / 1000, self._expirations[meta], ref,
         )
+        message.persistent = stored_persistent(props)
+        return message
 
     def _route(self, exchange: str, routing_key: str) -> bytes:
         """Exchange and routing key as encoded shortstrs (one copy per route)."""
@@ -364,6 +419,7 @@ class MessageStore:
                     exchange, routing_key, props = meta_table[meta]
                     route_bytes, expiration = route(exchange, routing_key), expirations[meta]
                     overhead = len(props) + RECORD_OVERHEAD
+                    persistent = stored_persistent(props)
                 body_size = sizes[row]
                 holder = holders[row]
                 if holder != last_holder:  # (a run's rows are all one queue's)
@@ -372,6 +428,7 @@ class MessageStore:
                                held_by, delivered[row] == 1)
                 message = logged(exchange, routing_key, route_bytes, props, body_size,
                                  published[row] / 1000, expiration, ref)
+                message.persistent = persistent
             else:
                 ref = message.store_ref
             if moving:
@@ -516,8 +573,39 @@ class MessageStore:
         it comes back redelivered after a crash."""
         ref = message.store_ref
         ref.delivered = True
+        marks = ref.marks
+        if marks is not None or len(ref.queues) > 1:
+            # `delivered` is the message's: once it has marks, or several queues hold it,
+            # they say which queue has it out (since its last STATE)
+            if marks is None:
+                marks = ref.marks = {}
+            marks[key] = (*marks[key][:3], 1) if key in marks else (0, 0, 0, 1)
         self._delivered[key].append(ref.id)
         self.wal.schedule()
+
+    def note_state(self, key: QueueKey, message: StoredMessage, returns: int,
+                   dead_letter_reason: int = 0, to_back: bool = False) -> None:
+        """Queue `key`'s own state of a logged message it holds changed: how many times it
+        came back to the queue (x-delivery-count), the code of the reason the queue keeps it
+        as a dead letter (0: it does not), and whether it went `to_back` of the queue just now
+        (else it keeps its place). Logged (gathered per loop turn) so that recovery gives it
+        back (storage.storeref.logged_state) and puts it in its place."""
+        ref = message.store_ref
+        marks = ref.marks
+        place = marks[key][2] if marks and key in marks else 0
+        if to_back:  # after every message logged so far, before any logged from now on
+            place = self._next_id
+            self._next_id += 1
+        if marks is None:
+            marks = ref.marks = {}
+        marks[key] = (returns, dead_letter_reason, place, 0)  # not out (any more)
+        if self._delivered.get(key):
+            # Pending entries are written STATE first, then DELIVERED: deliveries noted before
+            # this state go out now, so that the log keeps their order.
+            self._emit_for(key)
+        self._states[key].append((ref.id, returns, dead_letter_reason, place))
+        if self.wal is not None:  # (else recovery is running: written with the first flush)
+            self.wal.schedule()
 
     def drop_queue(self, key: QueueKey, messages: list[StoredMessage],
                    cold: list[Rows] | None = None) -> None:
@@ -542,6 +630,8 @@ class MessageStore:
         queues = ref.queues
         if key not in queues:
             return False
+        if ref.marks is not None:
+            ref.marks.pop(key, None)
         if len(queues) == 1:
             ref.queues = ()
             info = self._segments.get(ref.segment)
@@ -551,12 +641,27 @@ class MessageStore:
             ref.queues = self._holding(tuple(held for held in queues if held != key))
         return True
 
+    def _emit_for(self, key: QueueKey) -> None:
+        """Write queue `key`'s pending STATE, then DELIVERED entries."""
+        states = self._states.pop(key, None)
+        if states:
+            self._append(records.encode_states(key, states))
+        ids = self._delivered.pop(key, None)
+        if ids:
+            self._append(records.encode_ids(records.DELIVERED, key, ids))
+
     def _emit_pending(self) -> None:
-        for record_type, pending in ((records.DELIVERED, self._delivered),
-                                     (records.REMOVE, self._removed)):
-            for key, ids in pending.items():
-                self._append(records.encode_ids(record_type, key, ids))
-            pending.clear()
+        # STATE before DELIVERED (note_state writes the deliveries noted before a state at
+        # once), so that replay sees a message delivered after its last return as out.
+        for key, states in self._states.items():
+            self._append(records.encode_states(key, states))
+        self._states.clear()
+        for key, ids in self._delivered.items():
+            self._append(records.encode_ids(records.DELIVERED, key, ids))
+        self._delivered.clear()
+        for key, ids in self._removed.items():
+            self._append(records.encode_ids(records.REMOVE, key, ids))
+        self._removed.clear()
 
     def _append(self, record: bytes) -> None:
         _, segment, offset = self.wal.append(record)
@@ -635,9 +740,15 @@ class MessageStore:
         info.live_bytes += size
         ref.segment = segment
         ref.size = size
-        if ref.delivered:
+        marks = ref.marks
+        if ref.delivered:  # each queue's delivery, if it has one since its last STATE
             for key in queues:
-                self._delivered[key].append(ref.id)
+                if marks is None or (key in marks and marks[key][3]):
+                    self._delivered[key].append(ref.id)
+        if marks:
+            for key, mark in marks.items():
+                if key in queues:
+                    self._states[key].append((ref.id, *mark[:3]))
         return _Move(ref, segment, (segment, offset + body_at))
 
     def _cold_rows_in(self, info: _Segment) -> list[int]:
@@ -772,6 +883,12 @@ def _read_bodies(directory: Path, locations: list[tuple[int, int, int]]) -> list
         except OSError:  # moved by compaction meanwhile: the queue asks again
             bodies.append(None)
     return bodies
+
+
+def stored_persistent(props_raw: bytes) -> bool:
+    """Whether a logged message was published persistent (delivery mode 2): a quorum queue
+    logs transient ones too, and they stay transient once read back."""
+    return properties.delivery_mode(props_raw) == 2
 
 
 def stored_expiration(props_raw: bytes) -> int | None:

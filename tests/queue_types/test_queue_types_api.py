@@ -242,3 +242,29 @@ def test_a_long_quorum_queue_holds_only_its_resident_head_in_memory(warren_facto
             1, 10)
         assert answer["messages_ram"] == answer["message_bytes_ram"] // 10
         assert 1 <= answer["messages_ram"] <= 5  # the unacked one and what is resident now
+
+
+IN_MEMORY_CASES = {"none": {}, "len2": {"max_in_memory_length": 2},
+                   "bytes25": {"max_in_memory_bytes": 25}, "len0": {"max_in_memory_length": 0}}
+
+
+@WARREN_ONLY
+def test_the_in_memory_limits_of_a_quorum_queue(api, channel, queues):
+    """x-max-in-memory-length / -bytes: messages arriving behind that many ready messages (or
+    bytes) are kept on disk (rows of the message store's catalog), and messages_ram /
+    message_bytes_ram count the ready messages whose bodies are in memory. (RabbitMQ 3.10.8
+    accepts both and ignores them: its quorum queues keep no body in memory and show
+    messages_ram 0 in every one of these cases; Warren keeps the head of a queue in memory.)
+    Consuming gets every message back, in order."""
+    bodies = [b"m%d-5678901" % index for index in range(5)]  # 10 bytes each
+    names = {}
+    for case, arguments in IN_MEMORY_CASES.items():
+        names[case] = queues.quorum(channel, case, **arguments)
+        publish_each(channel, names[case], bodies)
+    ram = {}
+    for case, name in names.items():
+        answer = api_queue(api, name, lambda a: a.get("messages") == 5)
+        ram[case] = (answer["messages_ram"], answer["message_bytes_ram"])
+    assert ram == {"none": (5, 50), "len2": (2, 20), "bytes25": (2, 20), "len0": (0, 0)}
+    for name in names.values():
+        assert [channel.basic_get(name, auto_ack=True)[2] for _ in range(6)] == [*bodies, None]

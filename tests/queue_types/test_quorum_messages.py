@@ -375,6 +375,25 @@ def test_a_transient_message_keeps_its_properties(channel, queues):
     assert properties.content_type == "text/plain"
 
 
+def test_a_transient_message_dead_lettered_into_a_durable_classic_queue_stays_transient(
+        channel, queues):
+    """A quorum queue keeps its transient messages durably, but their copies dead-lettered into
+    a durable classic queue are transient there, as published (RabbitMQ 3.10.8's API then
+    shows the classic queue with messages 2, messages_persistent 1). That a restart of Warren
+    does not make them persistent: test_queue_types_restart.py."""
+    target = queues.classic(channel, "dead", durable=True)
+    queue = queues.quorum(channel, dead_letter_exchange="", dead_letter_routing_key=target)
+    channel.basic_publish("", queue, b"transient")
+    channel.basic_publish("", queue, b"persistent", pika.BasicProperties(delivery_mode=2))
+    for _ in range(2):
+        method, _properties, _body = get_unacked(channel, queue)
+        channel.basic_reject(method.delivery_tag, requeue=False)
+    wait_count(channel, target, 2)
+    deliveries = [get_acked(channel, target) for _ in range(2)]
+    assert [(body, properties.delivery_mode) for _, properties, body in deliveries] == [
+        (b"transient", None), (b"persistent", 2)]
+
+
 # -- returns: which go to the back -----------------------------------------------------------
 
 

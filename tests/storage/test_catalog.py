@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import random
 import struct
+from array import array
 from pathlib import Path
 
 import pytest
 
 from storage import records, snapshot
-from storage.catalog import ROW_ARRAYS, SEVERAL, Catalog
+from storage.catalog import ROW_ARRAYS, SEVERAL, Catalog, QueueRows
 from storage.records import DELIVERED, REMOVE
 from storage.scan import scan
+from storage.store import _restore_order
 from storage.wal import segment_path
 
 A, B, C = ("/", "a"), ("/", "b"), ("other", "c")
@@ -163,6 +165,22 @@ def test_shapes_change_between_records(tmp_path):
         assert catalog.published[row] == 1_700_000_000_000 + i
 
 
+def test_state_records_mark_a_queues_rows(tmp_path):
+    """A STATE entry is the queue's latest state of a row it holds (absolute: the last one
+    counts), and a DELIVERED after it says the message is out again; a REMOVE from that queue
+    forgets it; a row the queue does not hold is not marked."""
+    catalog = scan(write_log(tmp_path, {1: [
+        publish(1, [A, B]), publish(2, [A]), publish(3, [B]),
+        records.encode_states(A, [(1, 1, 0, 0), (2, 1, 0, 0), (3, 5, 0, 0)]),
+        records.encode_states(A, [(1, 2, 0, 9)]),
+        records.encode_ids(DELIVERED, A, [1]),  # delivered again since: out
+        records.encode_states(B, [(1, 0, 1, 0), (3, 1, 0, 0)]),
+        records.encode_ids(REMOVE, B, [3]),
+    ]}))
+    marks = {key: dict(held.marks_at) for key, held in catalog.by_queue().items()}
+    assert marks == {A: {0: (2, 0, 9, 1), 1: (1, 0, 0, 0)}, B: {0: (0, 1, 0, 0)}}
+
+
 def test_corrupt_record_is_skipped_and_counted(tmp_path):
     bad = bytearray(publish(2, [A]))
     bad[-1] ^= 0xFF
@@ -261,13 +279,16 @@ def test_put_row_appends_or_overwrites_every_column():
 
 def test_snapshot_round_trip():
     written = live_catalog()
+    # a count of returns, a kept dead letter, a place at the back
+    written.marks = {(0, 0): (3, 0, 0, 0), (3, 1): (0, 1, 0, 0), (1, 0): (1, 0, 120, 1)}
     catalog, stamps = snapshot.decode(snapshot.encode(written, STAMPS))
     assert stamps == STAMPS
     for name, _ in snapshot.ROW_ARRAYS:
         assert getattr(catalog, name) == getattr(written, name), name
     assert (catalog.queue_keys, catalog.meta_table, catalog.shared, catalog.groups,
-            catalog.next_id) == (written.queue_keys, written.meta_table, written.shared,
-                                 written.groups, 99)
+            catalog.next_id, catalog.marks) == (written.queue_keys, written.meta_table,
+                                                written.shared, written.groups, 99,
+                                                written.marks)
     assert members(catalog) == {A: [(1, False), (4, True), (7, False)],
                                 B: [(2, True), (3, True)], C: [(3, False)]}
 
@@ -275,8 +296,8 @@ def test_snapshot_round_trip():
 def test_snapshot_header_is_little_endian_magic_version_crc_length():
     data = snapshot.encode(live_catalog(), STAMPS)
     magic, version, _, _, length = struct.unpack_from("<8sHHIQ", data)
-    assert (magic, version, length) == (b"WARRENIX", 1, len(data) - 24)
-    assert struct.unpack_from("<IQQI", data, 24 + 28) == (1, 1000, 123, 0xDEADBEEF)
+    assert (magic, version, length) == (b"WARRENIX", 2, len(data) - 24)
+    assert struct.unpack_from("<IQQI", data, 24 + 32) == (1, 1000, 123, 0xDEADBEEF)
 
 
 @pytest.mark.parametrize("where", range(0, 400, 7))
@@ -290,7 +311,7 @@ def test_snapshot_with_any_byte_flipped_is_refused(where):
 
 def test_snapshot_truncated_or_of_another_version_is_refused():
     data = snapshot.encode(live_catalog(), STAMPS)
-    for broken in (data[:-1], data[:10], b"", data[:8] + struct.pack("<H", 2) + data[10:]):
+    for broken in (data[:-1], data[:10], b"", data[:8] + struct.pack("<H", 1) + data[10:]):
         with pytest.raises(ValueError):
             snapshot.decode(broken)
 
@@ -343,3 +364,28 @@ def test_known_checksums_are_reused_for_unchanged_segments(tmp_path, monkeypatch
     write_log(tmp_path / "wal", {3: [publish(3, [A])]})
     assert snapshot.segment_stamps(wal, stamps) == snapshot.segment_stamps(wal)
     assert computed[:1] == [3]
+
+
+def restored(rows, ids, shared_at=(), marks_at=None):
+    """What recovery makes of a queue's rows: ("cold", rows...) runs and ("hot", row)."""
+    held = QueueRows(rows, dict.fromkeys(shared_at, False), marks_at or {})
+    return [("cold", *run) if run is not None else ("hot", rows[position])
+            for run, position in _restore_order(rows, held, array("q", ids))]
+
+
+def test_recovery_puts_marked_rows_in_their_place():
+    ids = [10, 20, 30, 40, 50, 60]  # row r has id ids[r]
+    rows = range(6)
+    assert restored(rows, ids) == [("cold", 0, 1, 2, 3, 4, 5)]
+    # a count only, or a row other queues hold: an object where its id puts it
+    assert restored(rows, ids, shared_at=[1], marks_at={2: (3, 0, 0, 0)}) == [
+        ("cold", 0), ("hot", 1), ("hot", 2), ("cold", 3, 4, 5)]
+    # returned to the back when ids up to 45 were taken: after 40, before 50; two returned
+    # after 60 keep the order of their places; a kept dead letter stays an object
+    assert restored(rows, ids, marks_at={0: (1, 0, 45, 0), 1: (2, 0, 71, 0), 2: (1, 0, 65, 1),
+                                         5: (0, 1, 0, 0)}) == [
+        ("cold", 3), ("hot", 0), ("cold", 4), ("hot", 5), ("hot", 2), ("hot", 1)]
+    # the rows of one queue among others' (an array), the first and last moved
+    assert restored(array("I", [3, 5, 7]), [0, 0, 0, 11, 0, 12, 0, 13],
+                    marks_at={0: (1, 0, 15, 0), 2: (1, 0, 14, 0)}) == [
+        ("cold", 5), ("hot", 7), ("hot", 3)]

@@ -178,3 +178,71 @@ def test_deleted_queues_message_is_not_copied_into_a_queue_of_the_same_name(node
         close_quietly(holder)
     with node.channel() as ch:
         assert get_all(ch, "reborn") == []
+
+
+def test_a_quorum_queues_state_of_its_messages_is_copied_forward(node_factory):
+    """A quorum queue's messages in segment 1: two returned to the back (x-delivery-count 1
+    and 2) and a dead letter it keeps (at-least-once, its exchange routes it nowhere). When
+    compaction copies them forward and deletes segment 1, their STATE records are copied
+    too: after a crash the counts and the order are the same, and the dead letter is still
+    kept, not ready."""
+    node = node_factory(extra_args=["--segment-size", str(SEGMENT_SIZE)]).start()
+    with node.channel() as ch:
+        ch.exchange_declare("nowhere", "fanout", durable=True)
+        ch.queue_declare("qq", durable=True, arguments={
+            "x-queue-type": "quorum", "x-dead-letter-exchange": "nowhere",
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+        ch.queue_declare("churn", durable=True)
+        publish_confirmed(ch, "qq", [b"dead", b"a", b"b"])
+        first = node.segments()[-1]
+        method, _properties, _body = ch.basic_get("qq")
+        ch.basic_reject(method.delivery_tag, requeue=False)  # kept: routed nowhere
+        for expected in (b"a", b"b", b"a"):  # each back to the back: b a, a b, b a
+            method, _properties, got = ch.basic_get("qq")
+            assert got == expected
+            ch.basic_nack(method.delivery_tag, requeue=True)
+    bodies = [body(0, i) for i in range(300)]  # several segments
+    publish_many(node, [("", "churn", b) for b in bodies], window=100)
+    assert [got.body for got in drain(node, "churn", len(bodies))] == bodies
+    deadline = time.monotonic() + 20
+    while first.exists() and time.monotonic() < deadline:  # copied forward
+        time.sleep(0.05)
+    assert not first.exists(), [path.name for path in node.segments()]
+    restart(node, "crash")
+    with node.channel() as ch:
+        assert message_count(ch, "qq") == 2
+        found = [ch.basic_get("qq", auto_ack=True) for _ in range(2)]
+        assert [(got[2], got[1].headers["x-delivery-count"]) for got in found] == [
+            (b"b", 1), (b"a", 2)]
+
+
+def test_a_message_another_queue_delivered_is_not_out_in_the_quorum_queue(node_factory):
+    """A persistent message fanned out to a quorum queue and a classic queue, delivered (and
+    acked) by the classic queue only, is copied forward by compaction: the copy must not say
+    that the quorum queue delivered it, or after a crash the quorum queue would count a return
+    it never had."""
+    node = node_factory(extra_args=["--segment-size", str(SEGMENT_SIZE)]).start()
+    with node.channel() as ch:
+        ch.exchange_declare("fan", "fanout", durable=True)
+        ch.queue_declare("qq", durable=True, arguments={"x-queue-type": "quorum"})
+        ch.queue_declare("cq", durable=True)
+        ch.queue_declare("cq2", durable=True)
+        for queue in ("qq", "cq", "cq2"):
+            ch.queue_bind(queue, "fan")
+        ch.queue_declare("churn", durable=True)
+        publish_confirmed(ch, "fan", [b"m"], exchange="fan")
+        first = node.segments()[-1]
+        method, _properties, _body = ch.basic_get("cq")
+        ch.basic_ack(method.delivery_tag)
+    bodies = [body(0, i) for i in range(300)]
+    publish_many(node, [("", "churn", b) for b in bodies], window=100)
+    assert [got.body for got in drain(node, "churn", len(bodies))] == bodies
+    deadline = time.monotonic() + 20
+    while first.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not first.exists(), [path.name for path in node.segments()]
+    restart(node, "crash")
+    with node.channel() as ch:
+        _method, properties, got = ch.basic_get("qq", auto_ack=True)
+        assert (got, properties.headers) == (b"m", {"x-delivery-count": 0})
+        assert ch.basic_get("cq2", auto_ack=True)[2] == b"m"

@@ -165,9 +165,24 @@ def test_purge_round_trip():
     assert record == PurgeRecord(("/", "ünïcødé-queue ✓"))
 
 
+def test_state_round_trip():
+    """Entries of (message id u64, returns u32, dead-letter reason code u8, place u64)."""
+    states = [(1, 3, 0, 0), (2**64 - 1, 2**32 - 1, 4, 2**63), (7, 0, 1, 9)]
+    encoded = records.encode_states(("/", "qq"), states)
+    record, _ = decode(encoded)
+    assert record == records.StateRecord(("/", "qq"), states)
+    assert len(encoded) == 8 + 1 + 2 + 3 + 4 + 21 * len(states)
+
+
+def test_state_record_whose_entries_do_not_fill_it_is_corrupt():
+    payload = records.encode_states(("/", "qq"), [(1, 1, 0, 0)])[8:]
+    with pytest.raises(records.CorruptRecord):
+        records.decode_payload(payload[:-1])
+
+
 def test_record_type_numbers_are_stable():
     """They are on disk: renumbering them would misread every existing log."""
-    assert (PUBLISH, REMOVE, DELIVERED, PURGE) == (1, 2, 3, 4)
+    assert (PUBLISH, REMOVE, DELIVERED, PURGE, records.STATE) == (1, 2, 3, 4, 5)
 
 
 # -- segment header ---------------------------------------------------------------------------
