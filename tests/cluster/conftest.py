@@ -1,0 +1,19 @@
+"""Fixtures of the cluster tests: a real etcd (skipped with the reason when it is not
+installed) and Warren nodes as subprocesses (cluster_nodes.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from etcd_process import EtcdProcess, etcd_missing, run_etcd
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
+    reason = etcd_missing()
+    if reason:
+        pytest.skip(reason)
+    with run_etcd(tmp_path / "etcd") as running:
+        yield running
