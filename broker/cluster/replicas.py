@@ -8,8 +8,12 @@ Delete the stub and this fallback once storage/replication is here."""
 from __future__ import annotations
 
 try:
-    from storage.replication.follower import ReplicationFollower, ReplicationRefused
-    from storage.replication.leader import FollowerStatus, ReplicationLeader
+    from storage.replication import (
+        FollowerStatus,
+        ReplicationFollower,
+        ReplicationLeader,
+        ReplicationRefused,
+    )
 
     STUB = False
 except ImportError:  # STUB: storage/replication is not merged yet

@@ -23,14 +23,15 @@ class ReplicationRefused(Exception):
     """The leader refused this follower (wrong secret, other epoch)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class FollowerStatus:
     name: str
     address: str
-    acked_position: int = 0
+    acked: int = -1
     lag_bytes: int = 0
     lag_seconds: float = 0.0
     in_sync: bool = False
+    caught_up: bool = False
 
 
 class ReplicationLeader:
@@ -58,10 +59,11 @@ class ReplicationLeader:
                 writer.write(b'{"refused": true}\n')
                 return
             name = hello["node"]
-            status = FollowerStatus(name, str(writer.get_extra_info("peername")))
-            self._followers[name] = status
+            self._followers[name] = FollowerStatus(name, str(writer.get_extra_info("peername")))
             writer.write(b'{"refused": false}\n')
-            status.in_sync = await self._write_in_sync(self._in_sync())
+            if await self._write_in_sync(self._in_sync()):
+                self._followers[name] = FollowerStatus(name, self._followers[name].address,
+                                                       in_sync=True, caught_up=True)
             await reader.read()  # until the follower goes
         except (OSError, ValueError, KeyError):
             pass
@@ -109,4 +111,4 @@ class ReplicationFollower:
 
     def status(self) -> FollowerStatus:
         return FollowerStatus(self.hello["node"], f"{self.leader[0]}:{self.leader[1]}",
-                              in_sync=self._caught_up)
+                              caught_up=self._caught_up)

@@ -45,7 +45,7 @@ from broker.listeners import bind_all
 from broker.node import Node, name_this_node, node_name
 from broker.transport import Transport
 from management.app import ManagementServer
-from storage.datadir import DataDir, open_data_dir
+from storage.datadir import open_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ class ClusterMember:
         self.replication: ReplicationLeader | None = None
         self.follower: ReplicationFollower | None = None
         self.passthroughs: set[PassThrough] = set()
-        self._data_dir: DataDir | None = None
         self._known_nodes: list[ClusterNodeInfo] = []
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
@@ -114,8 +113,11 @@ class ClusterMember:
         if STUB:
             log.warning("STUB replication (storage/replication not merged): no data is copied "
                         "to followers and confirms do not wait for them")
-        self._data_dir = open_data_dir(self.config.data_dir)
-        self._data_dir.mark_running()  # a follower's copy is never a clean-stop snapshot
+        # Checked and marked running (a follower's copy is never a clean-stop snapshot), then
+        # let go: the replication follower holds the lock while it writes, then Node.start.
+        data_dir = open_data_dir(self.config.data_dir)
+        data_dir.mark_running()
+        data_dir.close()
         if not await self._join():
             return
         listeners = await bind_all(self.config.host, self.config.port, self._amqp_listener,
@@ -242,7 +244,7 @@ class ClusterMember:
     async def _replicate(self, leader: Leader) -> None:
         while True:
             self.follower = ReplicationFollower(
-                self._data_dir.path, secret=self.config.cluster_secret, node_name=self.name,
+                self.config.data_dir, secret=self.config.cluster_secret, node_name=self.name,
                 leader=tuple(leader.replication), epoch=leader.epoch)
             try:
                 await self.follower.run()
@@ -259,8 +261,6 @@ class ClusterMember:
         self.role = "promoting"
         for pipe in list(self.passthroughs):
             pipe.leader_changed()
-        self._data_dir.close()  # Node.start takes the data dir's lock itself
-        self._data_dir = None
         node = Node(self.config)
         node.cluster = self
         await node.start()
@@ -329,8 +329,6 @@ class ClusterMember:
                 await self.keys.resign(self.election.epoch)
         else:
             await front.stop()
-            if self._data_dir is not None:
-                self._data_dir.close()
         await self.lease.close(revoke=True)
         await self.keys.close()
         log.info("stopped")
