@@ -307,8 +307,14 @@ class ClusterMember:
         if self.node is not None:
             for connection in list(self.node.connections):
                 connection.close_forced("leader changed")
-        loop = asyncio.get_running_loop()
-        loop.call_later(CLOSE_FLUSH, _reexec)
+        self._spawn(self._let_go())
+        asyncio.get_running_loop().call_later(CLOSE_FLUSH, _reexec)
+
+    async def _let_go(self) -> None:
+        """Best effort before the re-exec: revoke the lease, so that the leader key (if it is
+        still ours) goes now rather than when the TTL runs out."""
+        with contextlib.suppress(EtcdUnavailable, TimeoutError):
+            await asyncio.wait_for(self.keys.revoke(self.lease.id), CLOSE_FLUSH * 0.8)
 
     async def _shut_down(self, front: FollowerFront) -> None:
         for task in list(self._tasks):

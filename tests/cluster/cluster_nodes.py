@@ -136,6 +136,21 @@ class Cluster:
                 f"--- {node.name}\n{node.log()}" for node in self.nodes)
             time.sleep(0.1)
 
+    def in_sync(self, timeout: float = 20.0) -> ClusterNode:
+        """The leader, once every other live node is in its in-sync set (only those may take
+        over from it)."""
+        leader = self.leader(timeout)
+        deadline = time.monotonic() + timeout
+        wanted = {node.name for node in self.followers(leader) if node.alive()}
+        while True:
+            metrics = leader.metrics()
+            synced = {name for name in wanted
+                      if f'warren_cluster_replication_in_sync{{follower="{name}"}} 1.0' in metrics}
+            if synced == wanted:
+                return leader
+            assert time.monotonic() < deadline, f"not in sync: {wanted - synced}\n{metrics}"
+            time.sleep(0.1)
+
     def followers(self, leader: ClusterNode) -> list[ClusterNode]:
         return [node for node in self.nodes if node is not leader]
 

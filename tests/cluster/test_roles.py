@@ -60,7 +60,7 @@ def test_one_leader_and_followers_pass_clients_through(cluster: Cluster) -> None
 
 
 def test_leader_killed_another_takes_over_within_seconds(cluster: Cluster) -> None:
-    old = cluster.leader()
+    old = cluster.in_sync()
     follower = cluster.followers(old)[0]
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", follower.port))
     old_epoch = old.epoch()

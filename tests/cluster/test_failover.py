@@ -1,0 +1,77 @@
+"""Failures of a 3-node cluster of real processes: a paused leader (SIGSTOP) is replaced and
+rejoins as a follower of the new one; etcd down stops confirms, etcd back brings service back."""
+
+from __future__ import annotations
+
+import time
+
+import pika
+import pytest
+from cluster_nodes import LEASE_TTL, Cluster
+from etcd_process import EtcdProcess
+
+
+def confirmed_publish(port: int, queue: str, body: bytes, attempts: int = 40) -> None:
+    """Publish one persistent message with confirms, reconnecting while the cluster has no
+    leader; raises if it is not confirmed within the attempts."""
+    for attempt in range(attempts):
+        try:
+            connection = pika.BlockingConnection(pika.ConnectionParameters(
+                "127.0.0.1", port, socket_timeout=2, blocked_connection_timeout=5))
+            try:
+                channel = connection.channel()
+                channel.confirm_delivery()
+                channel.queue_declare(queue, durable=True)
+                channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+                return
+            finally:
+                if connection.is_open:
+                    connection.close()
+        except pika.exceptions.AMQPError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+
+
+def test_paused_leader_is_replaced_and_rejoins_as_a_follower(cluster: Cluster) -> None:
+    old = cluster.in_sync()
+    pid = old.process.pid
+    old.pause()
+    try:
+        paused = time.monotonic()
+        new = cluster.leader(excluding=old)
+        took = time.monotonic() - paused
+        assert took < LEASE_TTL + 10, f"failover took {took:.1f}s"
+    finally:
+        old.resume()
+    deadline = time.monotonic() + 20
+    while old.role() != "follower":  # it re-executed itself (same PID) and follows
+        assert time.monotonic() < deadline, old.log()
+        old.assert_alive()
+        time.sleep(0.2)
+    assert old.process.pid == pid
+    assert cluster.leader() is new
+    assert "stops leading" in old.log_path.read_text()
+    confirmed_publish(old.port, "after-pause", b"x")  # through the old leader, now a follower
+
+
+def test_etcd_down_nothing_confirmed_then_service_resumes(cluster: Cluster,
+                                                          etcd: EtcdProcess) -> None:
+    leader = cluster.in_sync()
+    confirmed_publish(leader.port, "etcd-down", b"before")
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", leader.port))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    etcd.stop()
+    time.sleep(LEASE_TTL + 0.5)  # past any lease the leader may still count on
+    with pytest.raises(pika.exceptions.AMQPError):  # no confirm: nacked, cut or closed (320)
+        channel.basic_publish("", "etcd-down", b"during", pika.BasicProperties(delivery_mode=2))
+        connection.process_data_events(time_limit=3)
+        raise AssertionError("confirmed without etcd")
+    if connection.is_open:
+        connection.close()
+    etcd.start()
+    started = time.monotonic()
+    new = cluster.leader(timeout=30)
+    confirmed_publish(new.port, "etcd-down", b"after")
+    print(f"service back {time.monotonic() - started:.1f}s after etcd")
