@@ -6,8 +6,8 @@ once, and each failover is timed (goal under 5 s with the tests' 3 s lease, 15 s
 from __future__ import annotations
 
 import threading
-from collections import Counter
 import time
+from collections import Counter
 
 import pika
 import pytest
