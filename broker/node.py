@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from broker.cluster.view import ClusterView
     from broker.config import Config
     from storage.holders import MessageHolder
+    from storage.replication import ReplicationLeader
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,12 @@ class Node(MessageCounters):
     """The node; its plain message counters are those of `MessageCounters`, shared with its
     vhosts."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, replicator: ReplicationLeader | None = None) -> None:
+        """`replicator`: a cluster leader's replication (storage/replication/leader.py),
+        attached to the write-ahead log as soon as it exists; None on a single node."""
         super().__init__()
         self.config = config
+        self.replicator = replicator
         self.access = AccessControl(config.loopback_users)
         self.vhosts: dict[str, VirtualHost] = {}
         self.connections: set[ClientConnection] = set()
@@ -105,6 +109,8 @@ class Node(MessageCounters):
                                       Message.logged)
         durable_queues = self._message_holders()
         self.store.recover(catalog, durable_queues, clean)
+        if self.replicator is not None and self.store.wal is not None:
+            self.replicator.attach(self.store.wal)
         self._segment_stamps = catalog.segment_stamps
         if self.store.wal is not None:
             self.store.wal.on_write_result = self._storage_write_result

@@ -261,15 +261,14 @@ class ClusterMember:
         self.role = "promoting"
         for pipe in list(self.passthroughs):
             pipe.leader_changed()
-        node = Node(self.config)
-        node.cluster = self
-        await node.start()
         self.replication = ReplicationLeader(
-            node.data_dir.path, secret=self.config.cluster_secret, epoch=epoch,
+            self.config.data_dir, secret=self.config.cluster_secret, epoch=epoch,
             node_name=self.name, min_in_sync=self.config.min_in_sync, in_sync=set(),
             write_in_sync=self._write_in_sync, may_confirm=self.may_confirm,
             replication_timeout=self.config.replication_timeout / 1000)
-        self.replication.attach(node.store.wal)
+        node = Node(self.config, replicator=self.replication)  # attached to its log in start
+        node.cluster = self
+        await node.start()
         await self.replication.start(self.config.advertise_host, self.config.replication_port)
         await front.stop()
         self.management = ManagementServer(node)
