@@ -4,6 +4,8 @@ the management API through to it, a new leader after the old one is killed."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -16,6 +18,13 @@ def api(node: ClusterNode, path: str) -> object:
     request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")  # guest:guest
     with urllib.request.urlopen(request, timeout=5) as reply:
         return json.loads(reply.read())
+
+
+def ctl(node: ClusterNode, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "broker", "ctl", "--url",
+         f"http://127.0.0.1:{node.management_port}", *args],
+        capture_output=True, text=True, timeout=30)
 
 
 def nodes_seen(node: ClusterNode, expected: set[tuple]) -> set[tuple]:
@@ -57,6 +66,27 @@ def test_one_leader_and_followers_pass_clients_through(cluster: Cluster) -> None
         assert api(node, "/api/overview")["cluster_name"] == leader.cluster
     epoch = leader.epoch()
     assert epoch > 0 and all(node.epoch() == epoch for node in cluster.nodes)
+    status = ctl(cluster.followers(leader)[0], "cluster_status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == f"Cluster status of {leader.cluster} ..."
+    assert lines[1] == "name\trunning\tcluster_role"
+    assert sorted(lines[2:]) == sorted(
+        f"{node.name}\ttrue\t{'leader' if node is leader else 'follower'}"
+        for node in cluster.nodes)
+
+
+def test_metrics_show_each_nodes_role_and_the_followers_lag(cluster: Cluster) -> None:
+    leader = cluster.in_sync()
+    metrics = leader.metrics()
+    assert f'warren_cluster_role{{cluster="{leader.cluster}",role="leader"}} 1.0' in metrics
+    assert "rabbitmq_queues " in metrics  # the broker's own figures are there too
+    for follower in cluster.followers(leader):
+        assert f'warren_cluster_replication_lag_bytes{{follower="{follower.name}"}}' in metrics
+        assert f'warren_cluster_replication_lag_seconds{{follower="{follower.name}"}}' in (
+            metrics)
+        assert follower.role() == "follower"
+        assert follower.epoch() == leader.epoch()
 
 
 def test_leader_killed_another_takes_over_within_seconds(cluster: Cluster) -> None:
