@@ -79,6 +79,7 @@ class ClusterMember:
         self.follower: ReplicationFollower | None = None
         self.passthroughs: set[PassThrough] = set()
         self._known_nodes: list[ClusterNodeInfo] = []
+        self._in_sync_members: frozenset[str] = frozenset()  # as last read from etcd
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
         self._demoting = False
@@ -96,10 +97,16 @@ class ClusterMember:
         return list(self._known_nodes)
 
     def replicas(self) -> list[ReplicaLag]:
-        if self.replication is None:
+        """The leader: each follower as its replication sees it; a follower: itself."""
+        if self.replication is not None:
+            statuses = self.replication.followers()
+        elif self.follower is not None:
+            statuses = [self.follower.status()]
+        else:
             return []
-        return [ReplicaLag(status.name, status.lag_bytes, status.lag_seconds, status.in_sync)
-                for status in self.replication.followers()]
+        return [ReplicaLag(status.name, status.lag_bytes, status.lag_seconds,
+                           status.in_sync or status.name in self._in_sync_members)
+                for status in statuses]
 
     def may_confirm(self) -> bool:
         return self.election.may_confirm()
@@ -184,6 +191,7 @@ class ClusterMember:
         while True:
             with contextlib.suppress(EtcdUnavailable):
                 registered = await self.keys.nodes()
+                self._in_sync_members = (await self.keys.in_sync()).members
                 leader = self.name if self.role == "leader" else (
                     self.leader.node if self.leader is not None else None)
                 for name in seen.keys() - registered.keys():

@@ -87,6 +87,12 @@ def test_metrics_show_each_nodes_role_and_the_followers_lag(cluster: Cluster) ->
             metrics)
         assert follower.role() == "follower"
         assert follower.epoch() == leader.epoch()
+    for follower in cluster.followers(leader):  # a follower shows its own replication
+        deadline = time.monotonic() + 5
+        while (f'warren_cluster_replication_in_sync{{follower="{follower.name}"}} 1.0'
+               not in follower.metrics()):
+            assert time.monotonic() < deadline, follower.metrics()
+            time.sleep(0.2)
 
 
 def test_leader_killed_another_takes_over_within_seconds(cluster: Cluster) -> None:
