@@ -139,9 +139,16 @@ class ClusterMember:
         for listener in listeners:
             listener.close()
         roles.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        failure = None
+        try:
             await roles
+        except asyncio.CancelledError:
+            pass
+        except Exception as error:  # noqa: BLE001 - e.g. the broker could not start: re-raised
+            failure = error
         await self._shut_down(front)
+        if failure is not None:
+            raise failure
 
     def _amqp_listener(self, host: str) -> Awaitable[asyncio.Server]:
         return asyncio.get_running_loop().create_server(

@@ -10,6 +10,8 @@ import pytest
 from cluster_nodes import LEASE_TTL, Cluster
 from etcd_process import EtcdProcess
 
+from broker.cluster.replicas import STUB
+
 
 def confirmed_publish(port: int, queue: str, body: bytes, attempts: int = 40) -> None:
     """Publish one persistent message with confirms, reconnecting while the cluster has no
@@ -75,3 +77,37 @@ def test_etcd_down_nothing_confirmed_then_service_resumes(cluster: Cluster,
     new = cluster.leader(timeout=30)
     confirmed_publish(new.port, "etcd-down", b"after")
     print(f"service back {time.monotonic() - started:.1f}s after etcd")
+
+
+@pytest.mark.skipif(STUB, reason="storage/replication is not merged: the cluster runs a stub "
+                    "that copies no data (broker/cluster/replicas.py)")
+def test_leader_stopped_cleanly_hands_over_at_once_and_comes_back_with_everything(
+        cluster: Cluster) -> None:
+    """A SIGTERM'd leader deletes its key: the next election does not wait for the lease. Its
+    data dir then has the clean-stop index; back as a follower it must not trust it (the
+    followers' copy goes on from the new leader's log), so when it leads again it has every
+    message, also those published while it was down."""
+    old = cluster.in_sync()
+    for number in range(10):
+        confirmed_publish(old.port, "clean-stop", str(number).encode())
+    old.stop()
+    stopped = time.monotonic()
+    new = cluster.leader(excluding=old)
+    assert time.monotonic() - stopped < LEASE_TTL, "the stopped leader's key outlived it"
+    for number in range(10, 20):
+        confirmed_publish(new.port, "clean-stop", str(number).encode())
+    old.start()
+    cluster.in_sync()
+    for node in cluster.followers(old):  # the old leader is the only node left: it leads
+        node.kill()
+    deadline = time.monotonic() + 20
+    while old.role() != "leader":
+        assert time.monotonic() < deadline, old.log()
+        time.sleep(0.1)
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", old.port))
+    channel = connection.channel()
+    bodies = []
+    while (got := channel.basic_get("clean-stop", auto_ack=True))[0] is not None:
+        bodies.append(int(got[2]))
+    connection.close()
+    assert bodies == list(range(20))
