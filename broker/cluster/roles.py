@@ -83,6 +83,7 @@ class ClusterMember:
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
         self._demoting = False
+        self._rejoining = False
         self.management: ManagementServer | None = None
 
     # -- ClusterView -----------------------------------------------------------------------
@@ -135,6 +136,7 @@ class ClusterMember:
         roles = asyncio.create_task(self._take_roles(front))
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait([roles, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         log.info("shutting down")
         for listener in listeners:
             listener.close()
@@ -183,8 +185,15 @@ class ClusterMember:
     def _lease_expired(self) -> None:
         if self.role == "leader":
             self._demote("its etcd lease expired")
-        else:  # a follower that lost its lease (etcd was away long) takes a new one
-            self._spawn(self._join())
+        elif not self._rejoining:  # a follower that lost its lease (etcd was away) takes a new one
+            self._rejoining = True
+            self._spawn(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        try:
+            await self._join()
+        finally:
+            self._rejoining = False
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
