@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -169,13 +168,11 @@ class StreamQueue(Queue):
         if self.stream_log is None:
             size, age = self._retention()
             max_bytes = self.settings.max_length_bytes  # the argument's or a policy's, lower
-            directory = self.directory
-            if self.fresh and directory.exists():  # left by a crash before its deletion
-                shutil.rmtree(directory, ignore_errors=True)
             self.stream_log = StreamLog.open(
-                directory,
+                self.directory,
                 size or streamlog.DEFAULT_SEGMENT_SIZE,
                 max_bytes if isinstance(max_bytes, int) else None, age,
+                fresh=self.fresh, actions=self.vhost.store.wal.actions,
             )
         return self.stream_log
 

@@ -79,6 +79,12 @@ def open_data_dir(path: Path) -> DataDir:
             json.loads(definitions.read_text())
         except (OSError, ValueError) as exc:
             raise StorageError(f"{definitions} is unreadable: {exc}") from exc
+    return DataDir(path, lock_data_dir(path))
+
+
+def lock_data_dir(path: Path) -> IO[bytes]:
+    """Create the data dir (and wal/) if missing and take its lock: the open lock file, held
+    until closed. A replication follower holds it too, while it writes the directory."""
     try:
         (path / "wal").mkdir(parents=True, exist_ok=True)
         lock_file = open(path / "warren.lock", "ab")  # noqa: SIM115 - held for the process life
@@ -89,4 +95,4 @@ def open_data_dir(path: Path) -> DataDir:
     except OSError as exc:
         lock_file.close()
         raise StorageError(f"data dir {path} is in use by another Warren process") from exc
-    return DataDir(path, lock_file)
+    return lock_file

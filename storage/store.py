@@ -332,7 +332,7 @@ class MessageStore:
 
     def _forget_unsynced(self) -> None:
         """Frozen rows whose records are durable now: their objects are not needed."""
-        durable, pending, unsynced = self.wal.durable_ticket, self._unsynced_order, \
+        durable, pending, unsynced = self.wal.written_ticket, self._unsynced_order, \
             self._unsynced
         while pending and pending[0][0] <= durable:
             _, row, message = pending.popleft()
@@ -689,7 +689,7 @@ class MessageStore:
 
     def _retire_segments(self) -> None:
         """Copies made by compaction are durable: point readers at them, delete the old."""
-        durable, retiring = self.wal.durable_ticket, self._retiring
+        durable, retiring = self.wal.written_ticket, self._retiring
         while retiring and retiring[0][0] <= durable:
             _, number, moves = retiring.popleft()
             catalog = self._catalog
@@ -712,7 +712,7 @@ class MessageStore:
         self._to_page_out.append((self.wal.pending_ticket, message))
 
     def _page_out(self) -> None:
-        durable, pending = self.wal.durable_ticket, self._to_page_out
+        durable, pending = self.wal.written_ticket, self._to_page_out
         while pending and pending[0][0] <= durable:
             message = pending.popleft()[1]
             ref = message.store_ref

@@ -29,6 +29,9 @@ the publisher confirm waits for that ticket. Only then do readers see the record
 Retention: when a new segment is created, whole old segments go while the stream is larger than
 max_bytes or their newest record is older than max_age (never the segment being written).
 
+Replication: with `actions` (a cluster's leader, storage/wal.py `FileActions`) every change
+to the stream's files is recorded there as it is made, for the followers.
+
 Recovery (`open`, blocking: call it before serving or in a thread): every segment's record heads
 are read (the CRC is checked in the last one); a record cut short or whose CRC fails at the tail
 of the last segment is a torn write and is cut off, as the write-ahead log does.
@@ -52,7 +55,7 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.wal import fsync_directory
+from storage.wal import FileActions, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +127,10 @@ class _Batch:
 
 class StreamLog:
     def __init__(self, directory: Path, segment_size: int = DEFAULT_SEGMENT_SIZE,
-                 max_bytes: int | None = None, max_age_ms: int | None = None) -> None:
+                 max_bytes: int | None = None, max_age_ms: int | None = None,
+                 actions: FileActions | None = None) -> None:
         self.directory = directory
+        self.actions = actions
         self.segment_size = max(segment_size, SEGMENT_HEAD.size + RECORD_OVERHEAD)
         self.max_bytes = max_bytes
         self.max_age_ms = max_age_ms
@@ -148,9 +153,15 @@ class StreamLog:
 
     @classmethod
     def open(cls, directory: Path, segment_size: int = DEFAULT_SEGMENT_SIZE,
-             max_bytes: int | None = None, max_age_ms: int | None = None) -> StreamLog:
-        """The log of `directory` (created if missing), its index rebuilt from the segments."""
-        stream = cls(directory, segment_size, max_bytes, max_age_ms)
+             max_bytes: int | None = None, max_age_ms: int | None = None, *,
+             fresh: bool = False, actions: FileActions | None = None) -> StreamLog:
+        """The log of `directory` (created if missing), its index rebuilt from the segments.
+        `fresh`: a stream just declared; whatever a crash left under its name is removed."""
+        if fresh and directory.exists():  # left by a crash before its deletion
+            shutil.rmtree(directory, ignore_errors=True)
+            if actions is not None:
+                actions.delete(directory)
+        stream = cls(directory, segment_size, max_bytes, max_age_ms, actions)
         directory.mkdir(parents=True, exist_ok=True)
         names = sorted(path for path in directory.iterdir() if path.suffix == ".seg")
         last_chunk: int | None = None
@@ -214,6 +225,8 @@ class StreamLog:
         self.removed = self._remove_all = True
         self._pending.clear()
         trash = self.directory.with_name(f"{self.directory.name}.deleted-{id(self):x}")
+        if self.actions is not None:  # a follower need not keep it aside
+            self.actions.delete(self.directory)
         with contextlib.suppress(OSError):
             os.rename(self.directory, trash)
             self.directory = trash
@@ -298,6 +311,8 @@ class StreamLog:
         if batch.remove_all:
             self._close_file()
             shutil.rmtree(self.directory, ignore_errors=True)
+            if self.actions is not None:
+                self.actions.delete(self.directory)
             batch.done = True
             return
         saved = (self._file_first, self._file_size, self._file_marked)
@@ -312,14 +327,21 @@ class StreamLog:
             for path in created_paths:
                 with contextlib.suppress(OSError):
                     path.unlink()
+                if self.actions is not None:
+                    self.actions.delete(path)
             self._file_first, self._file_size, self._file_marked = saved
             if saved[0] >= 0 and not created_paths:
+                path = segment_file(self.directory, saved[0])
                 with contextlib.suppress(OSError):
-                    os.truncate(segment_file(self.directory, saved[0]), saved[1])
+                    os.truncate(path, saved[1])
+                if self.actions is not None:
+                    self.actions.truncate(path, saved[1])
             raise
         for first in batch.deletes:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(segment_file(self.directory, first))
+            if self.actions is not None:
+                self.actions.delete(segment_file(self.directory, first))
         if batch.deletes:
             fsync_directory(self.directory)
         batch.done = True
@@ -339,13 +361,15 @@ class StreamLog:
             ):
                 if self._file is not None:
                     if parts:  # this batch's first records went to the segment now closed
-                        self._file.write(b"".join(parts))
+                        self._write_out(b"".join(parts))
                         parts.clear()
                         batch.ends[self._file_first] = (self._file_size, newest)
                     self._close_file()
                 path = segment_file(self.directory, offset)
                 self._file = open(path, "w+b")  # noqa: SIM115 - kept open while written
                 created_paths.append(path)
+                if self.actions is not None:
+                    self.actions.truncate(path, 0)
                 self._file_first, self._file_size = offset, SEGMENT_HEAD.size
                 parts.append(SEGMENT_HEAD.pack(MAGIC, VERSION, 0, offset))
                 batch.created.append((offset, timestamp))
@@ -362,12 +386,19 @@ class StreamLog:
             newest = timestamp
             self._file_size += size
         file = self._file
-        file.write(b"".join(parts))
+        self._write_out(b"".join(parts))
         file.flush()
         os.fsync(file.fileno())
         batch.ends[self._file_first] = (self._file_size, newest)
         if created_paths:
             fsync_directory(self.directory)
+
+    def _write_out(self, data: bytes) -> None:
+        """Append to the open segment (and record it for replication)."""
+        if self.actions is not None:
+            self.actions.append(segment_file(self.directory, self._file_first),
+                                self._file.tell(), data)
+        self._file.write(data)
 
     def _close_file(self) -> None:
         file, self._file = self._file, None

@@ -5,6 +5,12 @@ Each append returns a ticket; `when_durable(ticket, callback)` runs the callback
 loop once every record appended under that ticket is on disk. The definitions file is written
 (atomically) by the same thread just before the records of a batch, so a queue is always on
 disk before any message that was confirmed into it.
+
+In a cluster the leader's log also records every change it makes to its files as file actions
+(`actions`, storage/replication/files.py `ActionLog`) and has a `replicator` (the replication
+leader): a written batch is then only `written_ticket`; its waiters run when the replicator
+calls `release(ticket)` (the followers in sync have it too). Without a replicator (a single
+node) a written batch is released at once and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -74,6 +80,23 @@ class CopiedRecord:
     length: int
 
 
+class FileActions(Protocol):
+    """Where the leader's log records what it does to its files (paths absolute, inside the
+    data dir; storage/replication/files.py `ActionLog`)."""
+
+    def append(self, path: Path, offset: int, data: bytes) -> None: ...
+    def truncate(self, path: Path, size: int) -> None: ...
+    def replace(self, path: Path, data: bytes) -> None: ...
+    def delete(self, path: Path) -> None: ...
+
+
+class Replicator(Protocol):
+    """Holds a written batch's waiters back until the followers have it
+    (storage/replication/leader.py `ReplicationLeader`), then calls `WriteAheadLog.release`."""
+
+    def written(self, ticket: int) -> None: ...
+
+
 class Companion(Protocol):
     """A log of its own whose writes go out with the write-ahead log's group commits (a
     stream, storage/streamlog.py): durable under the same tickets, fsynced by the same thread."""
@@ -117,10 +140,14 @@ class WriteAheadLog:
         self._failed_batch: _Batch | None = None  # written again, first, with the next batch
         self._batch.pieces.append((first_segment, segment_header(first_segment)))
         self._flushing = False
-        self.durable_ticket = 0
+        self.written_ticket = 0  # on this node's disk
+        self.durable_ticket = 0  # released: its waiters have run (= written without replicator)
+        self.actions: FileActions | None = None  # recorded for replication (a cluster's leader)
+        self.replicator: Replicator | None = None
         self._waiters: deque[tuple[int, Callable[[], None]]] = deque()
         self._companions: dict[Companion, None] = {}  # with writes waiting for the next batch
         self._definitions_source: Callable[[], bytes] | None = None
+        self._definitions_ticket = 0  # the batch that took the last definitions change
         self._idle = asyncio.Event()
         self._idle.set()
         self.before_flush: Callable[[], None] | None = None  # last chance to append
@@ -163,12 +190,12 @@ class WriteAheadLog:
         self.schedule()
 
     def when_definitions_durable(self, callback: Callable[[], None]) -> None:
-        """Call back once the definitions changed so far are on disk (at once if none are
-        waiting to be written)."""
-        if self._definitions_source is None:
-            callback()
-        else:
+        """Call back once the definitions changed so far are durable (at once if none are
+        waiting to be written or released)."""
+        if self._definitions_source is not None:
             self.when_durable(self._batch.ticket, callback)
+        else:  # the batch that took the last change may still be in flight (or held back)
+            self.when_durable(self._definitions_ticket, callback)
 
     def delete_segment_when_durable(self, number: int) -> None:
         """Delete a segment after everything appended so far is durable."""
@@ -205,6 +232,7 @@ class WriteAheadLog:
                 batch.definitions = failed.definitions
         if self._definitions_source is not None:
             source, self._definitions_source = self._definitions_source, None
+            self._definitions_ticket = batch.ticket
             try:
                 batch.definitions = source()
             except Exception:  # the records still go; the next definitions change retries
@@ -242,7 +270,7 @@ class WriteAheadLog:
             self.failed = None
             if self.on_write_result is not None:
                 self._run_hook(lambda: self.on_write_result(None))
-        self.durable_ticket = ticket
+        self.written_ticket = ticket
         failed = 0
         for companion, payload in batch.companions:
             try:
@@ -250,6 +278,26 @@ class WriteAheadLog:
             except Exception:
                 failed += 1
                 log.exception("a companion log's callback raised; the log goes on")
+        self.callback_failures += failed
+        if self.replicator is None:
+            self.release(ticket)
+        else:
+            self._run_hook(lambda: self.replicator.written(ticket))
+        self._run_hook(self.after_flush)
+        self._flushing = False
+        if (self._batch.pieces or self._definitions_source or self._batch.delete_segments
+                or self._companions):
+            self.schedule()
+        else:
+            self._idle.set()
+
+    def release(self, ticket: int) -> None:
+        """Run the waiters of every ticket up to `ticket` (written, and in a cluster on the
+        followers in sync)."""
+        if ticket <= self.durable_ticket:
+            return
+        self.durable_ticket = ticket
+        failed = 0
         waiters = self._waiters
         while waiters and waiters[0][0] <= ticket:
             callback = waiters.popleft()[1]
@@ -261,13 +309,6 @@ class WriteAheadLog:
                     log.exception("a callback waiting for write-ahead log batch %d raised; "
                                   "the other waiters and later batches go on", ticket)
         self.callback_failures += failed
-        self._run_hook(self.after_flush)
-        self._flushing = False
-        if (self._batch.pieces or self._definitions_source or self._batch.delete_segments
-                or self._companions):
-            self.schedule()
-        else:
-            self._idle.set()
 
     def _run_hook(self, hook: Callable[[], None] | None) -> None:
         """Run before_flush or after_flush; if it raises, log it and go on: the batch is
@@ -308,12 +349,16 @@ class WriteAheadLog:
                         file.close()  # may fail again flushing what is buffered
                 with contextlib.suppress(OSError):
                     os.truncate(segment_path(self.directory, number), size)
+                    if self.actions is not None:
+                        self.actions.truncate(segment_path(self.directory, number), size)
             raise
 
     def _write_batch(self, batch: _Batch, starts: dict[int, int]) -> None:
         if batch.definitions is not None and self.definitions_path is not None:
             write_atomically(self.definitions_path, batch.definitions)
             self.fsyncs += 2
+            if self.actions is not None:
+                self.actions.replace(self.definitions_path, batch.definitions)
         for companion, payload in batch.companions:
             companion.write(payload)
         touched = {}
@@ -331,6 +376,8 @@ class WriteAheadLog:
                 created = True
             if number not in starts:
                 starts[number] = file.tell()
+            if self.actions is not None:
+                self.actions.append(segment_path(self.directory, number), file.tell(), data)
             file.write(data)
             self.bytes_written += len(data)
             touched[number] = file
@@ -346,6 +393,8 @@ class WriteAheadLog:
                 os.remove(segment_path(self.directory, number))
             except FileNotFoundError:
                 pass
+            if self.actions is not None:
+                self.actions.delete(segment_path(self.directory, number))
         if batch.delete_segments:
             fsync_directory(self.directory)
 

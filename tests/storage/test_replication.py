@@ -1,0 +1,405 @@
+"""Replication of a data dir (storage/replication/): a leader data dir written by the real
+Node, message store and write-ahead log, followers on real sockets in the same process.
+
+The etcd side (writing the in-sync set, the lease behind may_confirm) is the cluster's; here
+an InSyncStore (tests/storage/replication_kit.py) records the sets written and can hold a
+write, as a slow etcd would. What is checked is on disk and in the log's confirm callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from replication_kit import (
+    SECRET,
+    Confirms,
+    InSyncStore,
+    confirmed,
+    declare,
+    files_of,
+    follower_for,
+    in_step,
+    publish,
+    start_leader,
+    stop,
+    wait_until,
+)
+
+from broker.config import Config
+from broker.node import Node
+from storage.replication import ReplicationFollower, ReplicationRefused, wire
+from storage.replication import files as replication_files
+from storage.replication.transport import read_message, send
+
+
+async def test_a_populated_dir_is_caught_up_and_starts_as_a_warren_data_dir(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    task = None
+    try:
+        declare(node, "orders")
+        declare(node, "ledger", **{"x-queue-type": "stream"})
+        for n in range(200):
+            publish(node, "orders", f"order {n}".encode() * 20)
+            publish(node, "ledger", f"entry {n}".encode())
+        await node.store.wal.drain()
+        follower = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(follower.run())
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        assert any(name.startswith("streams/") for name in files_of(tmp_path / "follower"))
+        status = follower.status()
+        assert status.caught_up and status.lag_bytes == 0 and status.acked == leader.position
+        await wait_until(lambda: [s.in_sync for s in leader.followers()] == [True],
+                         "the caught-up follower joins the in-sync set")
+        [seen] = leader.followers()
+        assert (seen.name, seen.caught_up, seen.lag_bytes) == ("f1", True, 0)
+        assert seen.address.startswith("127.0.0.1:")
+    finally:
+        await stop(node, leader, *(t for t in [task] if t))
+    promoted = Node(Config(data_dir=tmp_path / "follower"))
+    await promoted.start()
+    try:
+        queues = promoted.vhosts["/"].queues
+        assert queues["orders"].message_count == 200
+        assert queues["ledger"].message_count == 200
+    finally:
+        await promoted.stop()
+
+
+async def test_live_actions_follow_publishes_acks_definitions_and_segment_deletes(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        node.store.wal.segment_size = 64 * 1024  # several segments, some of them deleted
+        declare(node, "live")
+        for n in range(300):
+            publish(node, "live", b"x" * 1000 + str(n).encode())
+        await in_step(node, leader, follower)
+        queue = node.vhosts["/"].queues["live"]
+        for _ in range(250):  # acked: their segments die and are deleted
+            entry = queue.get(no_ack=True)
+            assert entry is not None
+        for n in range(20):
+            publish(node, "live", f"after {n}".encode())
+        node.add_vhost("replicated-vhost")
+        await in_step(node, leader, follower)
+        await asyncio.sleep(0.1)  # the deletes go with the batch after the acks
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        assert b"replicated-vhost" in (tmp_path / "follower" / "definitions.json").read_bytes()
+        assert not (tmp_path / "follower" / "wal" / "000000000001.wal").exists(), \
+            "a segment the leader deleted is deleted on the follower"
+    finally:
+        await stop(node, leader, task)
+
+
+async def test_live_stream_segments_retention_and_a_deleted_stream_follow(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        declare(node, "kept", **{"x-queue-type": "stream",
+                                 "x-stream-max-segment-size-bytes": 20_000,
+                                 "x-max-length-bytes": 60_000})
+        declare(node, "dropped", **{"x-queue-type": "stream"})
+        for n in range(400):  # many segments; retention deletes the oldest
+            publish(node, "kept", f"{n:05d}".encode() * 40)
+            publish(node, "dropped", b"soon gone")
+        await in_step(node, leader, follower)
+        kept = [name for name in files_of(tmp_path / "leader") if name.startswith("streams/")]
+        assert len(kept) > 3
+        assert not any(name.endswith("00000000000000000000.seg") and "6b657074" in name
+                       for name in kept), "retention deleted the first segment of 'kept'"
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        vhost = node.vhosts["/"]
+        vhost.delete_queue(vhost.queues["dropped"])
+        publish(node, "kept", b"after the delete")
+        await in_step(node, leader, follower)
+        await asyncio.sleep(0.1)
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        assert not [path for path in (tmp_path / "follower" / "streams").iterdir()
+                    if "64726f70706564" in path.name], "the deleted stream's directory is gone"
+    finally:
+        await stop(node, leader, task)
+
+
+async def test_a_follower_joining_under_load_ends_with_the_leaders_files(tmp_path):
+    """Catch-up reads files the log keeps writing, compacting and deleting; the live actions
+    recorded meanwhile, applied after it, leave the follower with the leader's bytes."""
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    node.store.wal.segment_size = 32 * 1024
+    declare(node, "busy")
+    declare(node, "log", **{"x-queue-type": "stream", "x-stream-max-segment-size-bytes": 8000,
+                            "x-max-length-bytes": 40_000})
+    queue = node.vhosts["/"].queues["busy"]
+    running = True
+
+    async def load() -> None:
+        n = 0
+        while running:
+            for _ in range(20):
+                publish(node, "busy", f"message {n} ".encode() * 30)
+                publish(node, "log", f"entry {n}".encode())
+                n += 1
+            for _ in range(15):
+                queue.get(no_ack=True)
+            await asyncio.sleep(0.002)
+
+    loading = asyncio.ensure_future(load())
+    followers = []
+    try:
+        await asyncio.sleep(0.3)
+        for index in range(3):  # joining at different moments of the load
+            follower = follower_for(leader, tmp_path / f"follower{index}", f"f{index}")
+            followers.append((follower, asyncio.ensure_future(follower.run())))
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
+        running = False
+        await loading
+        for follower, _ in followers:
+            await in_step(node, leader, follower)
+        await asyncio.sleep(0.1)  # deletes of segments retired by the last batch
+        for follower, _ in followers:
+            await in_step(node, leader, follower)
+        expected = files_of(tmp_path / "leader")
+        assert len([name for name in expected if name.startswith("wal/")]) >= 2
+        assert "wal/000000000001.wal" not in expected, "compaction deleted segments meanwhile"
+        for index in range(3):
+            assert files_of(tmp_path / f"follower{index}") == expected, f"follower {index}"
+    finally:
+        running = False
+        await stop(node, leader, loading, *(task for _, task in followers))
+
+
+async def test_a_follower_tail_the_leader_does_not_have_is_cut_and_extra_files_go(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    first = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(first.run())
+    try:
+        declare(node, "q")
+        for n in range(50):
+            publish(node, "q", f"confirmed {n}".encode())
+        await in_step(node, leader, first)
+        await stop(None, None, task)
+        # What a deposed leader would have: records it wrote but nobody confirmed, a segment
+        # of its own, and a definitions file that differs.
+        segment = max((tmp_path / "follower" / "wal").glob("*.wal"))
+        with open(segment, "ab") as file:
+            file.write(b"unconfirmed tail" * 100)
+        (tmp_path / "follower" / "wal" / "000000009999.wal").write_bytes(b"stray")
+        (tmp_path / "follower" / "clean-shutdown").write_bytes(b"")
+        for n in range(10):
+            publish(node, "q", f"later {n}".encode())
+        second = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(second.run())
+        await in_step(node, leader, second)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        assert not (tmp_path / "follower" / "clean-shutdown").exists(), \
+            "a follower never starts from a clean stop's snapshot"
+    finally:
+        await stop(node, leader, task)
+
+
+async def test_a_wrong_secret_is_refused_both_ways(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    try:
+        follower = follower_for(leader, tmp_path / "follower", secret="not the secret")
+        with pytest.raises(ReplicationRefused, match="secret"):
+            await asyncio.wait_for(follower.run(), 10)
+        # A follower that cannot prove it knows the secret gets REFUSE from the leader.
+        reader, writer = await asyncio.open_connection("127.0.0.1", leader.port)
+        send(writer, wire.Hello(wire.FOLLOWER, leader.epoch, bytes(32), "intruder"))
+        hello = await read_message(reader, wire.MAX_HANDSHAKE_FRAME)
+        assert isinstance(hello, wire.Hello) and hello.role == wire.LEADER
+        send(writer, wire.Auth(bytes(32)))
+        refusal = await asyncio.wait_for(read_message(reader, wire.MAX_HANDSHAKE_FRAME), 5)
+        assert refusal == wire.Refuse(wire.REFUSED_AUTH, "authentication failed")
+        writer.close()
+        assert leader.followers() == []
+    finally:
+        await stop(node, leader)
+
+
+async def test_another_epoch_is_refused_by_the_leader_and_by_the_follower(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0,
+                                         epoch=7)
+    try:
+        old = follower_for(leader, tmp_path / "follower", epoch=6)
+        with pytest.raises(ReplicationRefused, match="epoch 6 is not the leader's epoch 7"):
+            await asyncio.wait_for(old.run(), 10)
+    finally:
+        await stop(node, leader)
+
+    # A leader that authenticates for epoch 7 and then sends actions of epoch 6.
+    async def stale_leader(reader, writer):
+        hello = await read_message(reader, wire.MAX_HANDSHAKE_FRAME)
+        nonce = bytes(range(32))
+        send(writer, wire.Hello(wire.LEADER, 7, nonce, "stale",
+                                wire.leader_mac(SECRET, hello.nonce, nonce, 7)))
+        await read_message(reader, wire.MAX_HANDSHAKE_FRAME)  # AUTH
+        await read_message(reader, wire.MAX_FRAME)  # FILE_LIST
+        writer.write(wire.encode_actions(6, 10, [
+            wire.Action(wire.APPEND, "wal/000000000001.wal", 0, [b"from an old epoch"])]))
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(stale_leader, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        follower = ReplicationFollower(tmp_path / "f2", secret=SECRET, node_name="f2",
+                                       leader=("127.0.0.1", port), epoch=7)
+        with pytest.raises(ReplicationRefused, match="epoch 6, not 7"):
+            await asyncio.wait_for(follower.run(), 10)
+        assert not (tmp_path / "f2" / "wal" / "000000000001.wal").exists()
+    finally:
+        server.close()
+
+
+class _SlowDisk:
+    """Holds the follower's fsync (Applier.sync) until released: a follower whose disk is
+    slow, or that is stuck."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()
+        real = replication_files.Applier.sync
+
+        def sync(applier):
+            if not self.gate.is_set():
+                self.waiting.set()
+                self.gate.wait(30)
+            real(applier)
+
+        monkeypatch.setattr(replication_files.Applier, "sync", sync)
+
+
+async def test_a_confirm_waits_for_the_followers_fsync(tmp_path, monkeypatch):
+    disk = _SlowDisk(monkeypatch)
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        declare(node, "q")
+        await in_step(node, leader, follower)
+        disk.gate.clear()
+        ticket = publish(node, "q", b"must be on the follower first")
+        seen = confirmed(node, ticket)
+        await node.store.wal.drain()  # on the leader's disk
+        await asyncio.get_running_loop().run_in_executor(None, disk.waiting.wait, 10)
+        await asyncio.sleep(0.3)
+        assert seen == [], "confirmed before the follower's fsync"
+        assert node.store.wal.written_ticket >= ticket
+        disk.gate.set()
+        await wait_until(lambda: seen == [ticket], "the confirm after the follower's ack")
+        segment = max((tmp_path / "follower" / "wal").glob("*.wal"))
+        assert b"must be on the follower first" in segment.read_bytes()
+    finally:
+        disk.gate.set()
+        await stop(node, leader, task)
+
+
+async def test_nothing_is_confirmed_without_min_in_sync_followers_or_the_lease(tmp_path):
+    lease = Confirms()
+    store = InSyncStore()
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=1,
+                                         store=store, may_confirm=lease, timeout=0.5)
+    task = None
+    try:
+        declare(node, "q")
+        alone = confirmed(node, publish(node, "q", b"no follower yet"))
+        await node.store.wal.drain()
+        await asyncio.sleep(0.3)
+        assert alone == [], "confirmed with fewer in-sync followers than min_in_sync"
+        lease.allowed = False
+        follower = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(follower.run())
+        await wait_until(lambda: store.written == [{"f1"}], "the caught-up follower is added")
+        await asyncio.sleep(0.3)
+        assert alone == [], "confirmed while may_confirm() is false"
+        lease.allowed = True  # the lease is back: the next check releases what waited
+        await wait_until(lambda: len(alone) == 1, "the confirm once the lease is held")
+    finally:
+        await stop(node, leader, *(t for t in [task] if t))
+
+
+async def test_a_slow_follower_is_dropped_only_once_the_new_set_is_written(tmp_path,
+                                                                           monkeypatch):
+    disk = _SlowDisk(monkeypatch)
+    store = InSyncStore()
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=0,
+                                         store=store, timeout=0.5)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        declare(node, "q")
+        await in_step(node, leader, follower)
+        disk.gate.clear()
+        store.hold()  # etcd is slow to take the new set
+        seen = confirmed(node, publish(node, "q", b"while f1 is stuck"))
+        await wait_until(lambda: {s.name for s in leader.followers() if s.in_sync} == {"f1"}
+                         and leader._wanted == set(), "the leader wants to drop f1")
+        await asyncio.sleep(0.3)
+        assert seen == [], "confirmed without f1 before etcd knew it was dropped"
+        store.release()
+        await wait_until(lambda: len(seen) == 1, "the confirm once the smaller set is written")
+        assert store.written[0] == set()
+        disk.gate.set()  # f1 catches up and joins again, written to etcd too
+        await wait_until(lambda: store.written[-1] == {"f1"}, "f1 back in the in-sync set")
+        status = {s.name: s for s in leader.followers()}["f1"]
+        assert status.in_sync and status.caught_up and status.lag_bytes == 0
+    finally:
+        disk.gate.set()
+        store.release()
+        await stop(node, leader, task)
+
+
+async def test_a_deposed_or_closed_leader_confirms_nothing_more(tmp_path):
+    store = InSyncStore()
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"gone"}, min_in_sync=0,
+                                         store=store, timeout=0.3)
+    try:
+        declare(node, "q")
+        store.leading = False  # the etcd transaction fails: another node leads
+        seen = confirmed(node, publish(node, "q", b"never confirmed"))
+        await wait_until(lambda: leader.deposed, "the leader learns it is deposed")
+        await asyncio.sleep(0.3)
+        assert seen == []
+        await leader.close()
+        later = confirmed(node, publish(node, "q", b"after close"))
+        await node.store.wal.drain()
+        await asyncio.sleep(0.2)
+        assert later == []
+    finally:
+        await stop(node, None)
+
+
+async def test_a_durable_declare_ok_waits_for_the_follower_even_after_its_batch_left(
+        tmp_path, monkeypatch):
+    disk = _SlowDisk(monkeypatch)
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        disk.gate.clear()
+        declare(node, "declared")
+        first: list[str] = []
+        node.when_definitions_durable(lambda: first.append("declare-ok"))
+        await node.store.wal.drain()  # the definitions file is written on the leader
+        second: list[str] = []  # a redeclare now: nothing changed, the first is in flight
+        node.when_definitions_durable(lambda: second.append("declare-ok"))
+        await asyncio.sleep(0.3)
+        assert first == [] and second == [], "declare-ok before the follower had the queue"
+        disk.gate.set()
+        await wait_until(lambda: first and second, "both declare-oks")
+        assert b"declared" in (tmp_path / "follower" / "definitions.json").read_bytes()
+    finally:
+        disk.gate.set()
+        await stop(node, leader, task)
