@@ -33,12 +33,6 @@ from broker.cluster.etcd import ClusterKeys, EtcdUnavailable, Leader
 from broker.cluster.httpfront import FollowerFront
 from broker.cluster.lease import LeaseSession
 from broker.cluster.passthrough import PassThrough
-from broker.cluster.replicas import (
-    STUB,
-    ReplicationFollower,
-    ReplicationLeader,
-    ReplicationRefused,
-)
 from broker.cluster.view import ClusterNodeInfo, ReplicaLag
 from broker.config import Config
 from broker.listeners import bind_all
@@ -46,6 +40,7 @@ from broker.node import Node, name_this_node, node_name
 from broker.transport import Transport
 from management.app import ManagementServer
 from storage.datadir import open_data_dir
+from storage.replication import ReplicationFollower, ReplicationLeader, ReplicationRefused
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +113,6 @@ class ClusterMember:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        if STUB:
-            log.warning("STUB replication (storage/replication not merged): no data is copied "
-                        "to followers and confirms do not wait for them")
         # Checked and marked running (a follower's copy is never a clean-stop snapshot), then
         # let go: the replication follower holds the lock while it writes, then Node.start.
         data_dir = open_data_dir(self.config.data_dir)

@@ -10,8 +10,6 @@ import pytest
 from cluster_nodes import LEASE_TTL, Cluster
 from etcd_process import EtcdProcess
 
-from broker.cluster.replicas import STUB
-
 
 def confirmed_publish(port: int, queue: str, body: bytes, attempts: int = 40) -> None:
     """Publish one persistent message with confirms, reconnecting while the cluster has no
@@ -79,8 +77,6 @@ def test_etcd_down_nothing_confirmed_then_service_resumes(cluster: Cluster,
     print(f"service back {time.monotonic() - started:.1f}s after etcd")
 
 
-@pytest.mark.skipif(STUB, reason="storage/replication is not merged: the cluster runs a stub "
-                    "that copies no data (broker/cluster/replicas.py)")
 def test_leader_stopped_cleanly_hands_over_at_once_and_comes_back_with_everything(
         cluster: Cluster) -> None:
     """A SIGTERM'd leader deletes its key: the next election does not wait for the lease. Its

@@ -13,11 +13,6 @@ from cluster_nodes import Cluster
 from management_api import Api, q
 from test_failover import confirmed_publish
 
-from broker.cluster.replicas import STUB
-
-pytestmark = pytest.mark.skipif(STUB, reason="storage/replication is not merged: the cluster "
-                                "runs a stub that copies no data (broker/cluster/replicas.py)")
-
 
 def test_definitions_made_through_a_follower_survive_a_failover(cluster: Cluster) -> None:
     leader = cluster.in_sync()
