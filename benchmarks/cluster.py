@@ -6,9 +6,10 @@ and reports msg/s and the publish -> basic.ack latency; repetitions alternate be
 two; the table shows medians.
 
 A 3-node RabbitMQ cluster is not started here (it needs rabbitmq-server to run three Erlang
-nodes); issue 14 asks for it next to these figures.
+nodes); issue 14 asks for it next to these figures. `--rabbitmq-port` adds a RabbitMQ node
+already running (a single node: a reference, not the cluster figure).
 
-    python3 benchmarks/cluster.py [--count 20000] [--repeat 3]
+    python3 benchmarks/cluster.py [--count 20000] [--repeat 3] [--rabbitmq-port 5682]
 
 Needs /usr/bin/etcd and benchmarks/bin/confirmlat (benchmarks/build_amqperf.sh). The cluster's
 nodes are tests/cluster/cluster_nodes.py's (the same processes the cluster tests run)."""
@@ -42,6 +43,14 @@ def declare_quorum(port: int) -> None:
         connection.close()
 
 
+def delete_queue(port: int) -> None:
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    try:
+        connection.channel().queue_delete(QUEUE)
+    finally:
+        connection.close()
+
+
 def measure(port: int, count: int) -> dict[str, float]:
     declare_quorum(port)
     result = subprocess.run(
@@ -58,16 +67,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rabbitmq-port", type=int, default=None)
     args = parser.parse_args()
     missing = etcd_missing()
     if missing or not CONFIRMLAT.exists():
         print(f"cannot run: {missing or 'no benchmarks/bin/confirmlat'}")
         return 2
     samples: dict[str, list[dict[str, float]]] = {"Warren single node": [],
-                                                  "Warren 3-node cluster": []}
+                                                  "Warren 3-node cluster": [],
+                                                  "RabbitMQ single node": []}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         for repetition in range(args.repeat):
+            (work / f"single-{repetition}").mkdir()
             with started_warren(work / f"single-{repetition}", []) as broker:
                 if broker is not None:
                     samples["Warren single node"].append(measure(broker.port, args.count))
@@ -75,6 +87,9 @@ def main() -> int:
                     run_cluster(work / f"cluster-{repetition}", etcd.endpoint) as cluster:
                 leader = cluster.in_sync()
                 samples["Warren 3-node cluster"].append(measure(leader.port, args.count))
+            if args.rabbitmq_port:
+                samples["RabbitMQ single node"].append(measure(args.rabbitmq_port, args.count))
+                delete_queue(args.rabbitmq_port)
     print(f"\n{args.count} persistent 1 KB messages, confirms (window 500), quorum queue; "
           f"medians of {args.repeat}")
     print(f"{'broker':<24} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
