@@ -1,7 +1,8 @@
 """Warren cluster nodes for the tests: each a `python -m broker` subprocess with its own free
 ports and data dir, joined to the test's etcd; killed (SIGKILL), paused (SIGSTOP/SIGCONT),
 stopped (SIGTERM) and restarted by its PID, never by name. `Cluster` finds the leader through
-each node's /metrics (warren_cluster_role) and waits for elections."""
+each node's /metrics (warren_cluster_role) and waits for elections; `confirmed_publish`
+publishes one confirmed message through any node, retrying while there is no leader."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pika
 from brokers import DEFINITIONS, REPO_ROOT, free_port, port_is_open
 
 SECRET = "test-cluster-secret"
@@ -170,3 +172,25 @@ def run_cluster(directory: Path, etcd: str, size: int = 3,
     finally:
         for node in nodes:
             node.stop()
+
+
+def confirmed_publish(port: int, queue: str, body: bytes, attempts: int = 40) -> None:
+    """Publish one persistent message with confirms, reconnecting while the cluster has no
+    leader; raises if it is not confirmed within the attempts."""
+    for attempt in range(attempts):
+        try:
+            connection = pika.BlockingConnection(pika.ConnectionParameters(
+                "127.0.0.1", port, socket_timeout=2, blocked_connection_timeout=5))
+            try:
+                channel = connection.channel()
+                channel.confirm_delivery()
+                channel.queue_declare(queue, durable=True)
+                channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+                return
+            finally:
+                if connection.is_open:
+                    connection.close()
+        except pika.exceptions.AMQPError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)

@@ -7,30 +7,8 @@ import time
 
 import pika
 import pytest
-from cluster_nodes import LEASE_TTL, Cluster
+from cluster_nodes import LEASE_TTL, Cluster, confirmed_publish
 from etcd_process import EtcdProcess
-
-
-def confirmed_publish(port: int, queue: str, body: bytes, attempts: int = 40) -> None:
-    """Publish one persistent message with confirms, reconnecting while the cluster has no
-    leader; raises if it is not confirmed within the attempts."""
-    for attempt in range(attempts):
-        try:
-            connection = pika.BlockingConnection(pika.ConnectionParameters(
-                "127.0.0.1", port, socket_timeout=2, blocked_connection_timeout=5))
-            try:
-                channel = connection.channel()
-                channel.confirm_delivery()
-                channel.queue_declare(queue, durable=True)
-                channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
-                return
-            finally:
-                if connection.is_open:
-                    connection.close()
-        except pika.exceptions.AMQPError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5)
 
 
 def test_paused_leader_is_replaced_and_rejoins_as_a_follower(cluster: Cluster) -> None:

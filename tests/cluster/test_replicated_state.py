@@ -9,9 +9,8 @@ import threading
 import time
 
 import pika
-from cluster_nodes import Cluster
+from cluster_nodes import Cluster, confirmed_publish
 from management_api import Api, q
-from test_failover import confirmed_publish
 
 
 def test_definitions_made_through_a_follower_survive_a_failover(cluster: Cluster) -> None:
