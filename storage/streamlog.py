@@ -159,8 +159,8 @@ class StreamLog:
         `fresh`: a stream just declared; whatever a crash left under its name is removed."""
         if fresh and directory.exists():  # left by a crash before its deletion
             shutil.rmtree(directory, ignore_errors=True)
-            if actions is not None:
-                actions.delete(directory)
+        if fresh and actions is not None:  # followers too (whatever a race left there)
+            actions.delete(directory)
         stream = cls(directory, segment_size, max_bytes, max_age_ms, actions)
         directory.mkdir(parents=True, exist_ok=True)
         names = sorted(path for path in directory.iterdir() if path.suffix == ".seg")

@@ -144,6 +144,9 @@ class WriteAheadLog:
         self.durable_ticket = 0  # released: its waiters have run (= written without replicator)
         self.actions: FileActions | None = None  # recorded for replication (a cluster's leader)
         self.replicator: Replicator | None = None
+        # Writer thread, once a batch's records are written and before they are fsynced: the
+        # replicator ships them then, so that followers fsync while this node does.
+        self.before_fsync: Callable[[], None] | None = None
         self._waiters: deque[tuple[int, Callable[[], None]]] = deque()
         self._companions: dict[Companion, None] = {}  # with writes waiting for the next batch
         self._definitions_source: Callable[[], bytes] | None = None
@@ -363,6 +366,8 @@ class WriteAheadLog:
             companion.write(payload)
         touched = {}
         created = False
+        ends: dict[int, int] = {}  # where the next piece of each segment goes
+        paths: dict[int, Path] = {}
         for number, data in batch.pieces:
             if isinstance(data, CopiedRecord):
                 data = self._rebuild(data)
@@ -376,11 +381,23 @@ class WriteAheadLog:
                 created = True
             if number not in starts:
                 starts[number] = file.tell()
+                ends[number] = starts[number]
             if self.actions is not None:
-                self.actions.append(segment_path(self.directory, number), file.tell(), data)
+                path = paths.get(number)
+                if path is None:
+                    path = paths[number] = segment_path(self.directory, number)
+                self.actions.append(path, ends[number], data)
+                ends[number] += len(data)
             file.write(data)
             self.bytes_written += len(data)
             touched[number] = file
+        if self.before_fsync is not None and touched:
+            for file in touched.values():
+                file.flush()
+            try:
+                self.before_fsync()
+            except Exception:  # shipping early is an optimisation: the write goes on
+                log.exception("write-ahead log before_fsync hook raised")
         for file in touched.values():
             file.flush()
             os.fsync(file.fileno())

@@ -54,39 +54,50 @@ class ActionLog:
         self.root = root
         self._actions: list[Action] = []
         self._lock = threading.Lock()
+        # The last action if it is an APPEND, and the offset it ends at: the next append to
+        # the same file at that offset joins it (one action per file per batch, not per record).
+        self._appending: Action | None = None
+        self._append_end = 0
+        self._names: dict[Path, str] = {}  # relative names of the paths seen lately
 
     def _relative(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        name = self._names.get(path)
+        if name is None:
+            if len(self._names) > 1024:
+                self._names.clear()
+            name = self._names[path] = path.relative_to(self.root).as_posix()
+        return name
 
     def append(self, path: Path, offset: int, data: bytes) -> None:
-        name = self._relative(path)
         with self._lock:
-            actions = self._actions
-            if actions:
-                last = actions[-1]
-                if last.kind == APPEND and last.path == name and (
-                    last.offset + last.size == offset
-                ):
-                    last.parts.append(data)
-                    return
-            actions.append(Action(APPEND, name, offset, [data]))
+            name = self._relative(path)
+            last = self._appending
+            if last is not None and last.path == name and self._append_end == offset:
+                last.parts.append(data)
+            else:
+                last = self._appending = Action(APPEND, name, offset, [data])
+                self._actions.append(last)
+            self._append_end = offset + len(data)
 
     def truncate(self, path: Path, size: int) -> None:
-        self._add(Action(TRUNCATE, self._relative(path), size))
+        self._add(path, TRUNCATE, size)
 
     def replace(self, path: Path, data: bytes) -> None:
-        self._add(Action(REPLACE, self._relative(path), 0, [data]))
+        self._add(path, REPLACE, 0, [data])
 
     def delete(self, path: Path) -> None:
-        self._add(Action(DELETE, self._relative(path)))
+        self._add(path, DELETE)
 
-    def _add(self, action: Action) -> None:
+    def _add(self, path: Path, kind: int, offset: int = 0, parts: list[bytes] | None = None
+             ) -> None:
         with self._lock:
-            self._actions.append(action)
+            self._actions.append(Action(kind, self._relative(path), offset, parts or []))
+            self._appending = None
 
     def take(self) -> list[Action]:
         with self._lock:
             actions, self._actions = self._actions, []
+            self._appending = None
         return actions
 
 

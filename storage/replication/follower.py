@@ -77,6 +77,7 @@ class ReplicationFollower:
         loop = asyncio.get_running_loop()
         lock = await loop.run_in_executor(self._executor, self._prepare)
         applier = Applier(self.data_dir)
+        last_error = ""
         try:
             while True:
                 try:
@@ -85,8 +86,13 @@ class ReplicationFollower:
                     raise
                 except (OSError, asyncio.IncompleteReadError, TimeoutError,
                         wire.ProtocolError) as exc:
-                    log.warning("replication from %s:%d interrupted: %s", *self.leader,
-                                exc or type(exc).__name__)
+                    error = str(exc) or type(exc).__name__
+                    if self.connected:  # it had followed: a new failure is news
+                        last_error = ""
+                    # Once per kind of failure, not twice a second while the leader is away.
+                    log.log(logging.DEBUG if error == last_error else logging.WARNING,
+                            "replication from %s:%d interrupted: %s", *self.leader, error)
+                    last_error = error
                 finally:
                     self._caught_up = self.connected = False
                 await asyncio.sleep(self.reconnect_delay)

@@ -12,8 +12,10 @@ back the write-ahead log's confirms until the followers in sync have the batch o
 
 `attach(wal)` makes the log record every change it makes to the files (storage/replication/
 files.py `ActionLog`) and hand each written batch to `written(ticket)` instead of releasing its
-waiters. Each batch's actions become one ACTIONS frame, sent to every follower; its position
-is the byte length of the live stream so far.
+waiters. The actions recorded go out as ACTIONS frames to every follower: a batch's records
+once written, before the leader's fsync (`_ship` from the log's `before_fsync` hook), the rest
+at `written`; a frame's position is the byte length of the live stream after it, a batch's
+position that of its last frame.
 
 The confirm rule (`_release`): a batch's waiters (publisher confirms, durable declare-ok,
 tx.commit-ok) run when every follower of `in_sync` (the set last written to etcd) has
@@ -140,31 +142,44 @@ class ReplicationLeader:
         self._writing: asyncio.Task | None = None
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="warren-repl")
         self.closed = False
-        self.deposed = False  # write_in_sync said this node no longer leads
-        self.released_ticket = 0
+        self.deposed = False  # write_in_sync refused: nothing is confirmed until one succeeds
 
     # -- the write-ahead log's side ------------------------------------------------------
 
     def attach(self, wal: WriteAheadLog) -> None:
         """From now on `wal` records its file actions and leaves releasing to this leader."""
+        if self.data_dir not in Path(wal.directory).resolve().parents:
+            raise ValueError(f"the write-ahead log in {wal.directory} is not in the replicated "
+                             f"data dir {self.data_dir}")
         self._actions = ActionLog(self.data_dir)
         wal.actions = self._actions
         wal.replicator = self
+        loop = asyncio.get_running_loop()
+        wal.before_fsync = lambda: loop.call_soon_threadsafe(self._ship)
         self._wal = wal
 
     def written(self, ticket: int) -> None:
-        """The log wrote batch `ticket` (event loop): ship its actions, release what may go."""
-        actions = self._actions.take()
+        """The log wrote batch `ticket` (event loop): ship what is left of its actions,
+        release what may go."""
+        self._ship()
         if self.closed:
             return
-        if actions:
-            frame, self.position = wire.encode_batch(self.epoch, self.position, actions)
-            self._sent_positions.append(self.position)
-            self._sent_times.append(time.monotonic())
-            for link in self._links.values():
-                self._send(link, frame)
         self._pending.append((self.position, ticket))
         self._release()
+
+    def _ship(self) -> None:
+        """Send the actions recorded so far as one live frame (event loop). Called as soon as
+        the log has written a batch's records, before its fsync (followers fsync meanwhile),
+        and when the batch is durable here (what came after: deletes, a failed write's cut).
+        The loop runs the first before the second: a batch's position covers all of it."""
+        actions = self._actions.take()
+        if self.closed or not actions:
+            return
+        frame, self.position = wire.encode_batch(self.epoch, self.position, actions)
+        self._sent_positions.append(self.position)
+        self._sent_times.append(time.monotonic())
+        for link in self._links.values():
+            self._send(link, frame)
 
     def recheck(self) -> None:
         """Release what may go now (call it when `may_confirm` may have turned true)."""
@@ -181,7 +196,6 @@ class ReplicationLeader:
         while pending and pending[0][0] <= floor:
             ticket = pending.popleft()[1]
         if ticket is not None:
-            self.released_ticket = ticket
             self._wal.release(ticket)
 
     def _acked(self, name: str) -> int:
@@ -204,6 +218,8 @@ class ReplicationLeader:
     async def close(self) -> None:
         """Stop serving; no waiter of the log is released after this."""
         self.closed = True
+        if self._wal is not None:
+            self._wal.before_fsync = None
         if self._server is not None:
             self._server.close()
         for link in list(self._links.values()):
@@ -402,20 +418,30 @@ class ReplicationLeader:
             self._writing = asyncio.ensure_future(self._write_wanted())
 
     async def _write_wanted(self) -> None:
-        """Write the wanted set to etcd until it is what etcd says; only then does it count."""
-        while not self.closed and not self.deposed and self._wanted != self.in_sync:
+        """Write the wanted set to etcd until it is what etcd says; only then does it count.
+        A write refused (False: the leader key is not this node's, as far as it can tell)
+        stops all confirms; they resume only if a later write, guarded by the same key,
+        succeeds (the cluster side normally restarts the node as a follower first)."""
+        retry = min(0.5, self.timeout / 4)
+        while not self.closed and (self._wanted != self.in_sync or self.deposed):
             target = set(self._wanted)
             try:
                 written = await self._write_in_sync(target)
             except Exception:
                 log.exception("writing the in-sync set %s failed; retrying", sorted(target))
-                await asyncio.sleep(min(0.5, self.timeout / 4))
+                await asyncio.sleep(retry)
                 continue
             if not written:
+                if not self.deposed:
+                    log.error("the in-sync set could not be written: this node may no longer "
+                              "lead; nothing more is confirmed")
                 self.deposed = True
-                log.error("the in-sync set could not be written: this node no longer leads; "
-                          "nothing more is confirmed")
-                return
+                await asyncio.sleep(retry)
+                continue
+            if self.deposed:
+                log.warning("the in-sync set was written again: this node still leads epoch "
+                            "%d; confirming again", self.epoch)
+            self.deposed = False
             log.info("in-sync set of epoch %d: %s", self.epoch, sorted(target) or "none")
             self.in_sync = target
             self._release()

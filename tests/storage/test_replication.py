@@ -8,7 +8,10 @@ write, as a slow etcd would. What is checked is on disk and in the log's confirm
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 import threading
+from pathlib import Path
 
 import pytest
 from replication_kit import (
@@ -28,7 +31,7 @@ from replication_kit import (
 
 from broker.config import Config
 from broker.node import Node
-from storage.replication import ReplicationFollower, ReplicationRefused, wire
+from storage.replication import ReplicationFollower, ReplicationLeader, ReplicationRefused, wire
 from storage.replication import files as replication_files
 from storage.replication.transport import read_message, send
 
@@ -225,6 +228,67 @@ async def test_a_wrong_secret_is_refused_both_ways(tmp_path):
         await stop(node, leader)
 
 
+async def test_replication_runs_over_tls(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "operations"))
+    from tls_certificates import CertificateAuthority  # the TLS tests' throwaway CA
+
+    authority = CertificateAuthority(tmp_path, "replication-ca")
+    server = authority.issue("localhost", server=True)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(server.cert, server.key)
+    client_side = ssl.create_default_context(cafile=str(authority.pair.cert))
+    store = InSyncStore()
+    leader = ReplicationLeader(tmp_path / "leader", secret=SECRET, epoch=3, node_name="leader",
+                               min_in_sync=0, in_sync=set(), write_in_sync=store.write,
+                               may_confirm=lambda: True)
+    node = Node(Config(data_dir=tmp_path / "leader"), replicator=leader)
+    await node.start()
+    await leader.start("127.0.0.1", 0, ssl=server_side)
+    follower = ReplicationFollower(tmp_path / "follower", secret=SECRET, node_name="f1",
+                                   leader=("127.0.0.1", leader.port), epoch=3, ssl=client_side)
+    task = asyncio.ensure_future(follower.run())
+    try:
+        declare(node, "q")
+        publish(node, "q", b"over TLS")
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+        plain = follower_for(leader, tmp_path / "plain", "f2")  # no TLS: no handshake
+        plain_task = asyncio.ensure_future(plain.run())
+        await asyncio.sleep(0.5)
+        assert not plain.caught_up and {s.name for s in leader.followers()} == {"f1"}
+        await stop(None, None, plain_task)
+    finally:
+        await stop(node, leader, task)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\n\r\n",  # a frame of 1 GB announced before any handshake
+    wire.FRAME_HEAD.pack(3, 99) + b"xx",  # an unknown frame type
+    wire.encode(wire.Auth(bytes(32))),  # AUTH before HELLO
+    b"\x00\x00",  # then the connection closes mid-frame
+], ids=["http", "unknown-type", "auth-first", "torn"])
+async def test_bytes_that_are_not_the_protocol_are_refused_and_the_leader_serves_on(
+        tmp_path, garbage):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    task = None
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", leader.port)
+        writer.write(garbage)
+        if garbage == b"\x00\x00":
+            writer.close()
+        else:
+            answer = await asyncio.wait_for(reader.read(), 5)  # then the leader closes
+            assert wire.FrameReader().feed(answer)[0].reason == wire.REFUSED_PROTOCOL
+        declare(node, "q")
+        publish(node, "q", b"still replicated")
+        follower = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(follower.run())
+        await in_step(node, leader, follower)
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+    finally:
+        await stop(node, leader, *(t for t in [task] if t))
+
+
 async def test_another_epoch_is_refused_by_the_leader_and_by_the_follower(tmp_path):
     node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0,
                                          epoch=7)
@@ -305,6 +369,81 @@ async def test_a_confirm_waits_for_the_followers_fsync(tmp_path, monkeypatch):
         await stop(node, leader, task)
 
 
+async def test_followers_get_a_batch_before_the_leaders_fsync_but_confirms_wait_for_it(
+        tmp_path, monkeypatch):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    gate, waiting = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the leader's log thread waits; the follower's thread does not
+        if threading.current_thread().name.startswith("warren-wal") and not gate.is_set():
+            waiting.set()
+            gate.wait(30)
+        real_fsync(fd)
+
+    try:
+        declare(node, "q")
+        await in_step(node, leader, follower)
+        monkeypatch.setattr(os, "fsync", fsync)
+        before = leader.position
+        ticket = publish(node, "q", b"shipped before the leader's fsync")
+        seen = confirmed(node, ticket)
+        await asyncio.get_running_loop().run_in_executor(None, waiting.wait, 10)
+        await wait_until(lambda: follower.acked >= leader.position > before,
+                         "the follower has the batch while the leader's fsync runs")
+        segment = max((tmp_path / "follower" / "wal").glob("*.wal"))
+        assert b"shipped before the leader's fsync" in segment.read_bytes()
+        await asyncio.sleep(0.2)
+        assert seen == [], "confirmed before the leader's own fsync"
+        gate.set()
+        await wait_until(lambda: seen == [ticket], "the confirm after both fsyncs")
+    finally:
+        gate.set()
+        await stop(node, leader, task)
+
+
+async def test_every_confirmed_message_is_in_the_follower_dir_when_the_follower_stops(tmp_path):
+    """The guarantee end to end: a follower cut off in the middle of a publishing run; what
+    was confirmed until then (and nothing after: the set falls under min_in_sync) is in the
+    follower's data dir, read back by a Node started on it as after a failover."""
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1,
+                                         timeout=0.5)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    confirmed_bodies: list[bytes] = []
+    try:
+        declare(node, "q", **{"x-queue-type": "quorum"})
+        await in_step(node, leader, follower)
+        for n in range(3000):
+            body = f"message {n}".encode()
+            node.store.wal.when_durable(publish(node, "q", body),
+                                        lambda body=body: confirmed_bodies.append(body))
+            if n % 50 == 0:
+                await asyncio.sleep(0.001)
+            if n == 1500:
+                task.cancel()  # the follower goes away mid-run
+        await node.store.wal.drain()
+        await asyncio.sleep(0.3)
+    finally:
+        await stop(node, leader, task)
+    assert 0 < len(confirmed_bodies) < 3000
+    promoted = Node(Config(data_dir=tmp_path / "follower"))
+    await promoted.start()
+    try:
+        queue = promoted.vhosts["/"].queues["q"]
+        bodies = set()
+        while (entry := queue.get(no_ack=True)) is not None:
+            message = entry.message
+            body = message.body if message.body is not None else \
+                promoted.store.read_body_now(message)
+            bodies.add(bytes(body))
+        assert set(confirmed_bodies) <= bodies, "a confirmed message is not on the follower"
+    finally:
+        await promoted.stop()
+
+
 async def test_nothing_is_confirmed_without_min_in_sync_followers_or_the_lease(tmp_path):
     lease = Confirms()
     store = InSyncStore()
@@ -360,7 +499,7 @@ async def test_a_slow_follower_is_dropped_only_once_the_new_set_is_written(tmp_p
         await stop(node, leader, task)
 
 
-async def test_a_deposed_or_closed_leader_confirms_nothing_more(tmp_path):
+async def test_a_refused_in_sync_write_or_a_closed_leader_stops_confirms(tmp_path):
     store = InSyncStore()
     node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"gone"}, min_in_sync=0,
                                          store=store, timeout=0.3)
@@ -371,6 +510,8 @@ async def test_a_deposed_or_closed_leader_confirms_nothing_more(tmp_path):
         await wait_until(lambda: leader.deposed, "the leader learns it is deposed")
         await asyncio.sleep(0.3)
         assert seen == []
+        store.leading = True  # a later guarded write succeeds: it did lead (etcd was away)
+        await wait_until(lambda: len(seen) == 1, "confirms resume")
         await leader.close()
         later = confirmed(node, publish(node, "q", b"after close"))
         await node.store.wal.drain()
