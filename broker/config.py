@@ -57,6 +57,19 @@ class Config:
     segment_size: int = 64 * 1024 * 1024
     resident_head: int = 2048  # messages of a queue kept as objects; those behind: compact rows
     page_out_after: int = 2000  # ms a message waits behind the head before it is paged out
+    cluster_etcd: tuple[str, ...] = ()  # etcd HOST:PORT endpoints; empty: a single node
+    node_name: str | None = None  # in a cluster: this node's unique name
+    cluster_name: str = "warren"
+    advertise_host: str = "127.0.0.1"  # where the other nodes and passed-through clients reach us
+    replication_port: int = 5679
+    cluster_secret: str | None = None
+    min_in_sync: int = 1  # followers that must hold a record before it is confirmed
+    lease_ttl: int = 5  # seconds: the etcd lease of each node (and of the leader key)
+    replication_timeout: int = 2000  # ms without an ack before a follower leaves the in-sync set
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.cluster_etcd)
 
     @property
     def amqps_enabled(self) -> bool:
@@ -178,6 +191,25 @@ def _choice(*choices: str) -> Parser:
 _PORT = _integer(1, 65535)
 
 
+def _endpoints(value: Any) -> tuple[str, ...]:
+    """etcd endpoints: HOST:PORT, comma-separated (or a TOML array)."""
+    endpoints = _names(value)
+    for endpoint in endpoints:
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {value!r}")
+    return endpoints
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
+
+
+def _node_name(value: Any) -> str:
+    if not _NODE_NAME.fullmatch(_text(value)):
+        raise ValueError(f"expected letters, digits and _.@- (at most 100), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     field: str
@@ -270,6 +302,28 @@ SETTINGS = [
     Setting("page_out_after", "storage.page_out_after", _integer(0, 3_600_000),
             "milliseconds a message other than a persistent one of a durable queue waits "
             "behind the resident head before its body goes to data_dir/transient"),
+    Setting("cluster_etcd", "cluster.etcd_endpoints", _endpoints,
+            "etcd endpoints HOST:PORT[,HOST:PORT...]: run as a node of a cluster (unset: a single "
+            "node)", flag="--cluster-etcd"),
+    Setting("node_name", "cluster.node_name", _node_name,
+            "this node's name in the cluster, unique in it (default: warren@HOSTNAME)"),
+    Setting("cluster_name", "cluster.name", _node_name,
+            "the cluster's name: its keys in etcd live under /warren/NAME/"),
+    Setting("advertise_host", "cluster.advertise_host", _text,
+            "the address other nodes reach this node's AMQP, HTTP and replication ports at"),
+    Setting("replication_port", "cluster.replication_port", _PORT,
+            "port the leader serves replication on (followers connect to it)"),
+    Setting("cluster_secret", "cluster.secret", _text,
+            "shared secret the nodes of a cluster authenticate each other with (required in a "
+            "cluster)"),
+    Setting("min_in_sync", "cluster.min_in_sync", _integer(0, 100),
+            "followers that must have fsynced a record before it is confirmed (1: with the "
+            "leader a majority of 3 nodes; N//2 for N nodes)"),
+    Setting("lease_ttl", "cluster.lease_ttl", _integer(2, 60),
+            "seconds of the nodes' etcd leases: a dead leader is replaced after about this long"),
+    Setting("replication_timeout", "cluster.replication_timeout", _integer(100, 600_000),
+            "milliseconds without an acknowledgement after which a follower leaves the "
+            "in-sync set"),
 ]
 
 _DEFAULTS = Config()
@@ -368,7 +422,15 @@ def _check_together(config: Config) -> None:
         raise ConfigError("'auth_mechanisms' has EXTERNAL: it needs 'amqps.verify_peer = true'")
     if config.amqps_verify_peer and config.amqps_cacertfile is None:
         raise ConfigError("'amqps.verify_peer' needs 'amqps.cacertfile' to verify against")
+    if config.clustered and not config.cluster_secret:
+        raise ConfigError("'cluster.etcd_endpoints' is set but 'cluster.secret' is not: the "
+                          "nodes of a cluster authenticate each other with it")
+    if config.clustered and config.amqps_enabled:
+        raise ConfigError("'amqps.certfile' is set in a cluster: AMQPS is not supported in a "
+                          "cluster yet (followers pass AMQP through to the leader)")
     ports = [("amqp.port", config.port), ("management.port", config.management_port)]
+    if config.clustered:
+        ports.append(("cluster.replication_port", config.replication_port))
     if config.amqps_enabled:
         ports.append(("amqps.port", config.amqps_port))
     seen: dict[int, str] = {}

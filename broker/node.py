@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from broker.clients import ClientConnection, ReplyConsumer
+    from broker.cluster.view import ClusterView
     from broker.config import Config
     from storage.holders import MessageHolder
     from storage.replication import ReplicationLeader
@@ -40,9 +41,18 @@ log = logging.getLogger(__name__)
 STORAGE_RETRY_INTERVAL = 1.0  # seconds between writes tried while the log is failing
 
 
+_name = f"warren@{platform.node()}"
+
+
 def node_name() -> str:
-    """The node's name, RabbitMQ style: warren@host."""
-    return f"warren@{platform.node()}"
+    """The node's name, RabbitMQ style: warren@host, or the one given in a cluster."""
+    return _name
+
+
+def name_this_node(name: str) -> None:
+    """In a cluster, once at start: the node's configured name (`cluster.node_name`)."""
+    global _name
+    _name = name
 
 
 class Node(MessageCounters):
@@ -69,6 +79,7 @@ class Node(MessageCounters):
         # (reason, "at_most_once" with a dead-letter exchange / "disabled" without) -> count
         self.dead_lettered: dict[tuple[str, str, str], int] = {}
         self.step_failures = StepFailures()  # warren_message_step_failures_total
+        self.cluster: ClusterView | None = None  # set when this node leads a cluster
 
     async def start(self) -> None:
         """Open the data dir, load definitions, recover persistent messages."""

@@ -23,6 +23,11 @@ SHUTDOWN_GRACE = 3.0
 
 
 async def serve(config: Config) -> None:
+    if config.clustered:  # imported only here: a single node pays nothing for the cluster
+        from broker.cluster.roles import serve_cluster
+
+        await serve_cluster(config)
+        return
     amqps_tls, management_tls = amqps_context(config), management_context(config)
     node = Node(config)
     await node.start()

@@ -28,6 +28,7 @@ from management.api import (
 from management.api.common import MAX_BODY_SIZE, NODE_KEY
 from management.auth import authenticate, rabbitmq_errors
 from management.rates import RATES_KEY, Rates, sample_forever
+from management.replicated import replicated_writes
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ ROUTE_MODULES = (overview, queues, exchanges, bindings, access, topic_permission
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[rabbitmq_errors, authenticate],
+    app = web.Application(middlewares=[rabbitmq_errors, authenticate, replicated_writes],
                           client_max_size=MAX_BODY_SIZE)
     app[NODE_KEY] = node
     app[RATES_KEY] = Rates()

@@ -171,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
     sub = command("close_connection", "close a client connection (320 CONNECTION_FORCED)")
     sub.add_argument("name")
     sub.add_argument("reason", nargs="?", default="Closed via warren ctl")
+    command("cluster_status", "the cluster's name and nodes with their roles (leader or "
+            "follower)")
     sub = command("set_vm_memory_high_watermark",
                   "set the memory alarm threshold until the broker restarts: a fraction of "
                   "memory, or 'absolute <value>' with units, e.g. 'absolute 1GB'")
@@ -295,6 +297,22 @@ def run(args: argparse.Namespace) -> None:
                  headers={"X-Reason": args.reason})
     elif name in ("set_vm_memory_high_watermark", "set_disk_free_limit"):
         _node_setting(api, name, args.value)
+    elif name == "cluster_status":
+        _cluster_status(api, args.json)
+
+
+def _cluster_status(api: Api, as_json: bool) -> None:
+    """`Cluster name` and one line per node (name, running, role), from /api/overview and
+    /api/nodes; a single node shows as the cluster of one it is, with no role."""
+    cluster = api.call("GET", "/api/cluster-name")["name"]
+    nodes = api.call("GET", "/api/nodes")
+    if as_json:
+        print(json.dumps({"cluster_name": cluster, "nodes": [
+            {key: node.get(key) for key in ("name", "running", "cluster_role")}
+            for node in nodes]}, indent=2))
+        return
+    print(f"Cluster status of {cluster} ...")
+    print_table(nodes, ["name", "running", "cluster_role"])
 
 
 def main(argv: list[str]) -> int:

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.node import Node
 from management.api.common import NODE_KEY
+from management.cluster_metrics import ClusterFigures, cluster_families
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -108,6 +109,7 @@ class Snapshot:
     memory_limit: int
     disk_free_limit: int
     disk_free: int
+    cluster: ClusterFigures | None = None  # in a cluster
 
     @classmethod
     def of(cls, node: Node) -> Snapshot:
@@ -138,6 +140,7 @@ class Snapshot:
             memory_limit=node.alarms.memory_limit,
             disk_free_limit=node.alarms.disk_free_limit,
             disk_free=node.alarms.disk_free,
+            cluster=ClusterFigures.of(node.cluster) if node.cluster is not None else None,
         )
 
 
@@ -231,6 +234,8 @@ class SnapshotCollector:
                                 "Disk space available in bytes", value=snapshot.disk_free)
         yield GaugeMetricFamily("rabbitmq_process_open_fds", "Open file descriptors",
                                 value=open_fds())
+        if snapshot.cluster is not None and not self.per_object:
+            yield from cluster_families(snapshot.cluster)
 
 
 def _type_name(queue_type: str) -> str:

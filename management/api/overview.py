@@ -4,7 +4,6 @@ aliveness test; the node's memory high watermark and disk free limit set at run 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
 import resource
@@ -55,7 +54,7 @@ async def overview(request: web.Request) -> web.Response:
         "product_version": __version__,
         "erlang_version": f"Python {platform.python_version()}",
         "erlang_full_version": f"Python {platform.python_version()}",
-        "cluster_name": node_name(),
+        "cluster_name": _cluster_name(node),
         "node": node_name(),
         "disable_stats": False,
         "enable_queue_totals": True,
@@ -93,11 +92,32 @@ def listeners(config: Config) -> list[tuple[str, str, int]]:
     return found
 
 
+def _cluster_name(node: Node) -> str:
+    """RabbitMQ names a cluster after its first node; a Warren cluster has `cluster.name`."""
+    return node.cluster.cluster_name if node.cluster is not None else node_name()
+
+
 async def nodes(request: web.Request) -> web.Response:
     node = node_of(request)
+    return json_response([_this_node(node), *_other_nodes(node)])
+
+
+def _other_nodes(node: Node) -> list[dict]:
+    """The other nodes of the cluster, as etcd lists them (their figures are theirs: only the
+    name, `running` and the role are known here)."""
+    if node.cluster is None:
+        return []
+    return [{"name": other.name, "type": "disc", "running": other.running,
+             "cluster_role": other.role,
+             "being_drained": False}
+            for other in node.cluster.nodes() if other.name != node_name()]
+
+
+def _this_node(node: Node) -> dict:
     alarms = node.alarms
-    return json_response([{
-        "name": node_name(), "type": "disc", "running": True, "being_drained": False,
+    role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
+    return {
+        "name": node_name(), **role, "type": "disc", "running": True, "being_drained": False,
         "rates_mode": "basic", "exchange_types": [
             {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
         ],
@@ -111,7 +131,7 @@ async def nodes(request: web.Request) -> web.Response:
         "disk_free_alarm": DISK in alarms.active,
         "partitions": [], "applications": [], "os_pid": str(_pid()),
         "processors": _cpus(),
-    }])
+    }
 
 
 def _fd_limit() -> int:
@@ -152,15 +172,18 @@ async def protocol_listener(request: web.Request) -> web.Response:
 
 
 async def show_node(request: web.Request) -> web.Response:
-    if request.match_info["name"] != node_name():
-        raise not_found()
-    response = await nodes(request)
-    response.body = json.dumps(json.loads(response.body)[0]).encode()
-    return response
+    node = node_of(request)
+    name = request.match_info["name"]
+    if name == node_name():
+        return json_response(_this_node(node))
+    for other in _other_nodes(node):
+        if other["name"] == name:
+            return json_response(other)
+    raise not_found()
 
 
 async def cluster_name(request: web.Request) -> web.Response:
-    return json_response({"name": node_name()})
+    return json_response({"name": _cluster_name(node_of(request))})
 
 
 async def empty_list(request: web.Request) -> web.Response:

@@ -184,3 +184,12 @@ def test_defaults_come_from_the_brokers_own_variables(warren_factory):
                             capture_output=True, text=True, timeout=30, env={**os.environ, **env})
     assert result.returncode == 0, result.stderr
     assert "ops" in [row.split("\t")[0] for row in result.stdout.splitlines()]
+
+
+def test_cluster_status_of_a_single_node(broker):
+    """A single node is the cluster of one it is: its name, running, no role."""
+    result = ctl(broker, "cluster_status")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Cluster status of warren@")
+    assert lines[1:] == ["name\trunning\tcluster_role", f"{lines[0][18:-4]}\ttrue\t"]

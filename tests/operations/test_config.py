@@ -76,6 +76,13 @@ def test_file_understands_sizes_lists_and_booleans(tmp_path, certificates):
     ('auth_mechanisms = ["EXTERNAL"]\n', "'auth_mechanisms' has EXTERNAL: it needs "
                                         "'amqps.verify_peer = true'"),
     ('auth_mechanisms = ["PLAIN", "CRAM-MD5"]\n', "expected some of PLAIN, AMQPLAIN, EXTERNAL"),
+    ('[cluster]\netcd_endpoints = "etcd"\n', "'cluster.etcd_endpoints' in {file}: expected "
+                                            "HOST:PORT[,HOST:PORT...], got 'etcd'"),
+    ('[cluster]\netcd_endpoints = "etcd:2379"\n', "'cluster.etcd_endpoints' is set but "
+                                                 "'cluster.secret' is not"),
+    ('[cluster]\netcd_endpoints = "etcd:2379"\nsecret = "s"\nreplication_port = 5672\n',
+     "'cluster.replication_port' and 'amqp.port' are both 5672"),
+    ('[cluster]\nnode_name = "a b"\n', "'cluster.node_name' in {file}: expected letters, digits"),
 ])
 def test_invalid_file_is_one_clear_line_and_exit_status_2(tmp_path, content, message):
     file = tmp_path / "warren.toml"

@@ -1,0 +1,177 @@
+"""AMQP pass-through on a follower: each client connection is piped, bytes untouched, to the
+leader's AMQP port. When the leader changes, the follower ends each piped connection as
+RabbitMQ ends one it closes: connection.close 320 `CONNECTION_FORCED - leader changed` on
+channel 0 (only between two frames of the leader's output, and only once the connection is
+open, as the broker itself does), then the socket closes; clients reconnect to any node.
+
+`FrameBoundaries` follows the leader's output frame by frame (headers only, no copy) so the
+close frame is never put into the middle of one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+
+from pamqp import commands
+
+from protocol.codec import encode_method
+from protocol.constants import CONNECTION_FORCED
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct(">BHI")  # type, channel, payload size
+_OPEN_OK = (10 << 16) | 41  # connection.open-ok
+_FRAME_METHOD = 1
+LEADER_CHANGED = "CONNECTION_FORCED - leader changed"
+
+
+class FrameBoundaries:
+    """Where the frames of a byte stream end, and whether connection.open-ok went by."""
+
+    def __init__(self) -> None:
+        self._head = b""  # the frame header (and a method's id) read so far
+        self._remaining = 0  # bytes of the current frame not yet seen (payload + frame end)
+        self.opened = False
+
+    @property
+    def between_frames(self) -> bool:
+        return self._remaining == 0 and not self._head
+
+    def feed(self, data: bytes) -> None:
+        offset, size = 0, len(data)
+        while offset < size:
+            if self._remaining:
+                taken = min(self._remaining, size - offset)
+                self._remaining -= taken
+                offset += taken
+                continue
+            if data[offset:offset + 4] == b"AMQP" and not self._head:
+                return  # a protocol header (the broker refusing ours): no frames follow
+            wanted = 7 if len(self._head) < 7 or self.opened else 11
+            piece = data[offset:offset + wanted - len(self._head)]
+            self._head += piece
+            offset += len(piece)
+            if len(self._head) < 7:
+                continue
+            frame_type, channel, payload = _HEAD.unpack_from(self._head)
+            if not self.opened and frame_type == _FRAME_METHOD and channel == 0:
+                if len(self._head) < 11:
+                    continue
+                self.opened = int.from_bytes(self._head[7:11], "big") == _OPEN_OK
+            self._remaining = payload + 1 - (len(self._head) - 7)
+            self._head = b""
+
+
+def leader_changed_frame() -> bytes:
+    return encode_method(0, commands.Connection.Close(
+        reply_code=CONNECTION_FORCED, reply_text=LEADER_CHANGED, class_id=0, method_id=0))
+
+
+class _Upstream(asyncio.Protocol):
+    """The follower's connection to the leader for one client."""
+
+    def __init__(self, pipe: PassThrough) -> None:
+        self.pipe: PassThrough | None = pipe  # None once the client is let go
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.pipe is not None:
+            self.pipe.from_leader(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.pipe is not None:
+            self.pipe.leader_gone()
+
+    def pause_writing(self) -> None:
+        if self.pipe is not None:
+            self.pipe.pause_client()
+
+    def resume_writing(self) -> None:
+        if self.pipe is not None:
+            self.pipe.resume_client()
+
+
+class PassThrough(asyncio.Protocol):
+    """One client connection on a follower, piped to `leader` (host, port); None: there is no
+    leader at the moment, the connection is closed at once."""
+
+    def __init__(self, leader: tuple[str, int] | None, registry: set[PassThrough]) -> None:
+        self.leader = leader
+        self.registry = registry
+        self.client: asyncio.Transport | None = None
+        self.upstream: _Upstream | None = None
+        self.frames = FrameBoundaries()
+        self._pending: list[bytes] = []  # client bytes before the leader connection is up
+        self._task: asyncio.Task | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client = transport  # type: ignore[assignment]
+        if self.leader is None:
+            transport.close()
+            return
+        self.registry.add(self)
+        self._task = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        host, port = self.leader
+        try:
+            _, self.upstream = await asyncio.get_running_loop().create_connection(
+                lambda: _Upstream(self), host, port)
+        except OSError as error:
+            log.warning("cannot reach the leader's AMQP port %s:%d: %s", host, port, error)
+            self.client.close()
+            return
+        for data in self._pending:
+            self.upstream.transport.write(data)
+        self._pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.write(data)
+        else:
+            self._pending.append(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.registry.discard(self)
+        if self._task is not None:
+            self._task.cancel()
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+    def pause_client(self) -> None:
+        self.client.pause_reading()
+
+    def resume_client(self) -> None:
+        self.client.resume_reading()
+
+    def from_leader(self, data: bytes) -> None:
+        self.frames.feed(data)
+        self.client.write(data)
+
+    def leader_gone(self) -> None:
+        """The leader closed our connection (it closed the client's, or it died)."""
+        self.client.close()
+
+    def leader_changed(self) -> None:
+        """Stop piping; tell the client with 320 where that can be said, and close."""
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.pipe = None
+            self.upstream.transport.abort()
+        if self.frames.opened and self.frames.between_frames and not self.client.is_closing():
+            self.client.write(leader_changed_frame())
+        self.client.close()
