@@ -132,14 +132,9 @@ class ClusterMember:
         log.info("shutting down")
         for listener in listeners:
             listener.close()
-        roles.cancel()
-        failure = None
-        try:
-            await roles
-        except asyncio.CancelledError:
-            pass
-        except Exception as error:  # noqa: BLE001 - e.g. the broker could not start: re-raised
-            failure = error
+        await stop_task(roles)
+        # e.g. the broker could not start on promotion: re-raised after the shutdown
+        failure = None if roles.cancelled() else roles.exception()
         await self._shut_down(front)
         if failure is not None:
             raise failure
@@ -250,9 +245,9 @@ class ClusterMember:
                     log.info("leader %s (epoch %d) is gone", leader.node, leader.epoch)
                     return
         finally:
-            replicating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await replicating
+            await stop_task(replicating)  # it holds the data dir's lock until it is done
+            if not replicating.cancelled() and replicating.exception() is not None:
+                log.error("replication follower failed", exc_info=replicating.exception())
             self.follower, self.leader = None, None
             for pipe in list(self.passthroughs):
                 pipe.leader_changed()
@@ -353,6 +348,16 @@ class ClusterMember:
         await self.lease.close(revoke=True)
         await self.keys.close()
         log.info("stopped")
+
+
+async def stop_task(task: asyncio.Task) -> None:
+    """Cancel `task` and wait until it is done, cancelling it again every half second: one
+    cancel can be swallowed (Python 3.11's wait_for when the awaited call completes at the
+    same moment, a cleanup that suppresses CancelledError), and a follower left running would
+    keep the data dir's lock and this node out of the next election."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
 
 
 def _reexec() -> None:
