@@ -1,13 +1,13 @@
 """Persistent 1 KB messages with publisher confirms (at most 500 unconfirmed) into a quorum
 queue: a Warren 3-node cluster (etcd 3.4 as a subprocess, two followers, a confirm after the
 leader's fsync and one follower's: cluster.min_in_sync 1) next to a single Warren node, on
-this machine. `confirmlat pub --window 500` (benchmarks/confirmlat.c) publishes N messages
-and reports msg/s and the publish -> basic.ack latency; repetitions alternate between the
-two; the table shows medians.
-
-A 3-node RabbitMQ cluster is not started here (it needs rabbitmq-server to run three Erlang
-nodes); issue 14 asks for it next to these figures. `--rabbitmq-port` adds a RabbitMQ node
-already running (a single node: a reference, not the cluster figure).
+this machine, and a 3-node RabbitMQ cluster (benchmarks/rabbit_cluster.py: three private
+rabbitmq-server nodes joined into one cluster; its quorum queue has all three as members) when
+rabbitmq-server is installed. `confirmlat pub --window 500` (benchmarks/confirmlat.c) publishes
+N messages and reports msg/s and the publish -> basic.ack latency; repetitions alternate
+between the brokers, each started for its turn only (an idle Erlang node still takes CPU);
+the table shows medians. `--rabbitmq-port` adds a RabbitMQ node already running (a single
+node, for reference); `--no-rabbitmq-cluster` leaves the RabbitMQ cluster out.
 
     python3 benchmarks/cluster.py [--count 20000] [--repeat 3] [--rabbitmq-port 5682]
 
@@ -29,6 +29,7 @@ from common import CONFIRMLAT, REPO_ROOT, BenchError, parse_amqperf, started_war
 sys.path[:0] = [str(REPO_ROOT / "tests"), str(REPO_ROOT / "tests" / "cluster")]
 from cluster_nodes import run_cluster  # noqa: E402
 from etcd_process import etcd_missing, run_etcd  # noqa: E402
+from rabbit_cluster import started_rabbitmq_cluster  # noqa: E402
 
 QUEUE = "bench-cluster"
 
@@ -68,6 +69,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rabbitmq-port", type=int, default=None)
+    parser.add_argument("--no-rabbitmq-cluster", action="store_true")
     args = parser.parse_args()
     missing = etcd_missing()
     if missing or not CONFIRMLAT.exists():
@@ -75,7 +77,8 @@ def main() -> int:
         return 2
     samples: dict[str, list[dict[str, float]]] = {"Warren single node": [],
                                                   "Warren 3-node cluster": [],
-                                                  "RabbitMQ single node": []}
+                                                  "RabbitMQ single node": [],
+                                                  "RabbitMQ 3-node cluster": []}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         for repetition in range(args.repeat):
@@ -87,6 +90,12 @@ def main() -> int:
                     run_cluster(work / f"cluster-{repetition}", etcd.endpoint) as cluster:
                 leader = cluster.in_sync()
                 samples["Warren 3-node cluster"].append(measure(leader.port, args.count))
+            if not args.no_rabbitmq_cluster:
+                (work / f"rabbit-{repetition}").mkdir()
+                with started_rabbitmq_cluster(work / f"rabbit-{repetition}") as nodes:
+                    if nodes:
+                        samples["RabbitMQ 3-node cluster"].append(
+                            measure(nodes[0].port, args.count))
             if args.rabbitmq_port:
                 samples["RabbitMQ single node"].append(measure(args.rabbitmq_port, args.count))
                 delete_queue(args.rabbitmq_port)
