@@ -113,6 +113,10 @@ def test_an_unacked_quorum_message_comes_back_redelivered(warren, how):
         channel.basic_publish("", "qq", b"m")
         method, _properties, _body = channel.basic_get("qq")
         assert method is not None  # left unacked
+        # the delivery is logged like an ack, in the next group commit: a confirmed publish
+        # after it is the client's way to know that commit is on disk before a kill -9
+        channel.queue_declare("qq-after", durable=True, arguments=QUORUM)
+        channel.basic_publish("", "qq-after", b"after")
         broker = warren.restart(how)
     with opened(broker) as connection:
         method, properties, body = connection.channel().basic_get("qq", auto_ack=True)
