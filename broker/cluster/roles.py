@@ -132,7 +132,8 @@ class ClusterMember:
         log.info("shutting down")
         for listener in listeners:
             listener.close()
-        await stop_task(roles)
+        roles.cancel()
+        await asyncio.wait({roles})
         # e.g. the broker could not start on promotion: re-raised after the shutdown
         failure = None if roles.cancelled() else roles.exception()
         await self._shut_down(front)
@@ -245,7 +246,8 @@ class ClusterMember:
                     log.info("leader %s (epoch %d) is gone", leader.node, leader.epoch)
                     return
         finally:
-            await stop_task(replicating)  # it holds the data dir's lock until it is done
+            replicating.cancel()
+            await asyncio.wait({replicating})  # it holds the data dir's lock until it is done
             if not replicating.cancelled() and replicating.exception() is not None:
                 log.error("replication follower failed", exc_info=replicating.exception())
             self.follower, self.leader = None, None
@@ -348,16 +350,6 @@ class ClusterMember:
         await self.lease.close(revoke=True)
         await self.keys.close()
         log.info("stopped")
-
-
-async def stop_task(task: asyncio.Task) -> None:
-    """Cancel `task` and wait until it is done, cancelling it again every half second: one
-    cancel can be swallowed (Python 3.11's wait_for when the awaited call completes at the
-    same moment, a cleanup that suppresses CancelledError), and a follower left running would
-    keep the data dir's lock and this node out of the next election."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
 
 
 def _reexec() -> None:
