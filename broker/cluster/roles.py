@@ -93,16 +93,17 @@ class ClusterMember:
         return list(self._known_nodes)
 
     def replicas(self) -> list[ReplicaLag]:
-        """The leader: each follower as its replication sees it; a follower: itself."""
+        """The leader: each follower as its replication sees it (in sync: in the set it last
+        wrote to etcd); a follower: itself (in sync: in the set last read from etcd, a second
+        old at most; on the leader that read could name a follower it has since dropped)."""
         if self.replication is not None:
-            statuses = self.replication.followers()
-        elif self.follower is not None:
-            statuses = [self.follower.status()]
-        else:
-            return []
-        return [ReplicaLag(status.name, status.lag_bytes, status.lag_seconds,
-                           status.in_sync or status.name in self._in_sync_members)
-                for status in statuses]
+            return [ReplicaLag(status.name, status.lag_bytes, status.lag_seconds, status.in_sync)
+                    for status in self.replication.followers()]
+        if self.follower is not None:
+            status = self.follower.status()
+            return [ReplicaLag(status.name, status.lag_bytes, status.lag_seconds,
+                               status.name in self._in_sync_members)]
+        return []
 
     def may_confirm(self) -> bool:
         return self.election.may_confirm()
