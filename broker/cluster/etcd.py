@@ -88,8 +88,10 @@ class ClusterKeys:
     async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         client = self._connect()
         try:
-            return await asyncio.wait_for(getattr(client, operation)(*args, **kwargs),
-                                          self.call_timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancel that arrives
+            # as the call completes, and the node's roles task would then not stop.
+            async with asyncio.timeout(self.call_timeout):
+                return await getattr(client, operation)(*args, **kwargs)
         except (aetcd.exceptions.ClientError, TimeoutError, OSError) as error:
             if len(self._endpoints) > 1:  # the next endpoint for the next call
                 await self._drop_client()
@@ -100,7 +102,8 @@ class ClusterKeys:
         client, self._client = self._client, None
         if client is not None:
             try:
-                await asyncio.wait_for(client.close(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await client.close()
             except Exception:  # noqa: BLE001 - a broken channel is dropped either way
                 log.debug("closing an etcd client failed", exc_info=True)
 

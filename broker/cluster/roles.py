@@ -93,16 +93,17 @@ class ClusterMember:
         return list(self._known_nodes)
 
     def replicas(self) -> list[ReplicaLag]:
-        """The leader: each follower as its replication sees it; a follower: itself."""
+        """The leader: each follower as its replication sees it (in sync: in the set it last
+        wrote to etcd); a follower: itself (in sync: in the set last read from etcd, a second
+        old at most; on the leader that read could name a follower it has since dropped)."""
         if self.replication is not None:
-            statuses = self.replication.followers()
-        elif self.follower is not None:
-            statuses = [self.follower.status()]
-        else:
-            return []
-        return [ReplicaLag(status.name, status.lag_bytes, status.lag_seconds,
-                           status.in_sync or status.name in self._in_sync_members)
-                for status in statuses]
+            return [ReplicaLag(status.name, status.lag_bytes, status.lag_seconds, status.in_sync)
+                    for status in self.replication.followers()]
+        if self.follower is not None:
+            status = self.follower.status()
+            return [ReplicaLag(status.name, status.lag_bytes, status.lag_seconds,
+                               status.name in self._in_sync_members)]
+        return []
 
     def may_confirm(self) -> bool:
         return self.election.may_confirm()
@@ -132,7 +133,8 @@ class ClusterMember:
         log.info("shutting down")
         for listener in listeners:
             listener.close()
-        await stop_task(roles)
+        roles.cancel()
+        await asyncio.wait({roles})
         # e.g. the broker could not start on promotion: re-raised after the shutdown
         failure = None if roles.cancelled() else roles.exception()
         await self._shut_down(front)
@@ -245,7 +247,8 @@ class ClusterMember:
                     log.info("leader %s (epoch %d) is gone", leader.node, leader.epoch)
                     return
         finally:
-            await stop_task(replicating)  # it holds the data dir's lock until it is done
+            replicating.cancel()
+            await asyncio.wait({replicating})  # it holds the data dir's lock until it is done
             if not replicating.cancelled() and replicating.exception() is not None:
                 log.error("replication follower failed", exc_info=replicating.exception())
             self.follower, self.leader = None, None
@@ -348,16 +351,6 @@ class ClusterMember:
         await self.lease.close(revoke=True)
         await self.keys.close()
         log.info("stopped")
-
-
-async def stop_task(task: asyncio.Task) -> None:
-    """Cancel `task` and wait until it is done, cancelling it again every half second: one
-    cancel can be swallowed (Python 3.11's wait_for when the awaited call completes at the
-    same moment, a cleanup that suppresses CancelledError), and a follower left running would
-    keep the data dir's lock and this node out of the next election."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
 
 
 def _reexec() -> None:

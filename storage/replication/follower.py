@@ -20,7 +20,6 @@ A frame of another epoch than the follower's is refused (ReplicationRefused).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl as ssl_module
@@ -75,7 +74,14 @@ class ReplicationFollower:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        lock = await loop.run_in_executor(self._executor, self._prepare)
+        preparing = loop.run_in_executor(self._executor, self._prepare)
+        try:
+            lock = await _through_cancels(preparing)
+        except asyncio.CancelledError:
+            if not preparing.exception():
+                preparing.result().close()
+            self._executor.shutdown(wait=False)
+            raise
         applier = Applier(self.data_dir)
         last_error = ""
         try:
@@ -97,9 +103,13 @@ class ReplicationFollower:
                     self._caught_up = self.connected = False
                 await asyncio.sleep(self.reconnect_delay)
         finally:
-            await asyncio.shield(loop.run_in_executor(self._executor, applier.close))
-            lock.close()
-            self._executor.shutdown(wait=False)
+            # After any batch still being applied (the follower's thread), and before `run`
+            # ends even if cancelled again meanwhile: whoever waits for it gets the lock.
+            try:
+                await _through_cancels(
+                    loop.run_in_executor(self._executor, _release, applier, lock))
+            finally:
+                self._executor.shutdown(wait=False)
 
     def _prepare(self):
         """Lock the dir; a follower's dir is never a clean stop's (blocking)."""
@@ -109,8 +119,10 @@ class ReplicationFollower:
         return lock
 
     async def _follow(self, applier: Applier) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(*self.leader, ssl=self.ssl), CONNECT_TIMEOUT)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that arrives as
+        # the connect completes, and the follower would stay on a dead leader.
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(*self.leader, ssl=self.ssl)
         try:
             await self._handshake(reader, writer)
             files = await asyncio.get_running_loop().run_in_executor(
@@ -128,11 +140,7 @@ class ReplicationFollower:
                 for task in done:
                     task.result()
             finally:
-                for task in (receiving, applying):
-                    task.cancel()
-                for task in (receiving, applying):
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                await _cancel_and_wait(receiving, applying)
         finally:
             writer.close()
 
@@ -140,8 +148,8 @@ class ReplicationFollower:
                          writer: asyncio.StreamWriter) -> None:
         nonce = os.urandom(wire.NONCE_SIZE)
         send(writer, wire.Hello(wire.FOLLOWER, self.epoch, nonce, self.node_name))
-        hello = await asyncio.wait_for(read_message(reader, wire.MAX_HANDSHAKE_FRAME),
-                                       CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            hello = await read_message(reader, wire.MAX_HANDSHAKE_FRAME)
         if isinstance(hello, wire.Refuse):
             raise ReplicationRefused(f"the leader refused: {hello.text}")
         if not isinstance(hello, wire.Hello) or hello.role != wire.LEADER:
@@ -158,8 +166,8 @@ class ReplicationFollower:
     async def _receive(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        incoming: asyncio.Queue) -> None:
         while True:
-            message = await asyncio.wait_for(read_message(reader, wire.MAX_FRAME),
-                                             self.idle_timeout)
+            async with asyncio.timeout(self.idle_timeout):
+                message = await read_message(reader, wire.MAX_FRAME)
             if isinstance(message, wire.Refuse):
                 raise ReplicationRefused(f"the leader refused: {message.text}")
             if not isinstance(message, wire.Actions | wire.CaughtUp | wire.Ping):
@@ -206,3 +214,39 @@ def _apply_all(applier: Applier, batch: list[wire.Actions | wire.CaughtUp]) -> N
             for action in message.actions:
                 applier.apply(action)
     applier.sync()
+
+
+async def _cancel_and_wait(*tasks: asyncio.Task) -> None:
+    """Cancel these tasks and wait until they are done; their errors are theirs (the caller
+    has the one that matters), but a cancel of the waiting task itself propagates."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: not logged as "never retrieved"
+
+
+def _release(applier: Applier, lock) -> None:
+    """Close the applier, then let go of the data dir's lock (follower's thread)."""
+    try:
+        applier.close()
+    finally:
+        lock.close()
+
+
+
+async def _through_cancels(future: asyncio.Future):
+    """The result of `future` (work in the follower's thread), waited for until it is there
+    even if this task is cancelled meanwhile; the cancel is raised after."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done() and future.cancelled():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return future.result()

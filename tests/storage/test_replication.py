@@ -31,8 +31,10 @@ from replication_kit import (
 
 from broker.config import Config
 from broker.node import Node
+from storage.datadir import lock_data_dir
 from storage.replication import ReplicationFollower, ReplicationLeader, ReplicationRefused, wire
 from storage.replication import files as replication_files
+from storage.replication import follower as follower_module
 from storage.replication.transport import read_message, send
 
 
@@ -544,3 +546,112 @@ async def test_a_durable_declare_ok_waits_for_the_follower_even_after_its_batch_
     finally:
         disk.gate.set()
         await stop(node, leader, task)
+
+
+async def _ends_and_lets_go(task: asyncio.Task, path: Path) -> None:
+    """The cancelled follower `task` ends within a second and no longer holds `path`'s lock."""
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(1.0):
+            await task
+    lock_data_dir(path).close()  # StorageError if the follower still held it
+
+
+async def test_a_follower_cancelled_at_any_step_of_its_start_ends_and_lets_go_of_the_dir(
+        tmp_path):
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        for turns in range(40):  # locking the dir, connecting, the handshake, in turn
+            path = tmp_path / f"follower{turns}"
+            follower = ReplicationFollower(path, secret=SECRET, node_name="f1",
+                                           leader=("127.0.0.1", port), epoch=7)
+            task = asyncio.ensure_future(follower.run())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            await _ends_and_lets_go(task, path)
+    finally:
+        silent.close()
+
+
+async def test_a_follower_cancelled_as_its_connect_completes_ends(tmp_path, monkeypatch):
+    # Python 3.11's wait_for returns the connection and drops a cancel that arrives in that
+    # moment: the follower then stayed attached to a (dead) leader after a failover.
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    connect = asyncio.open_connection
+    tasks: list[asyncio.Task] = []
+
+    async def connect_then_cancelled(*args, **kwargs):
+        connection = await connect(*args, **kwargs)
+        asyncio.get_running_loop().call_soon(tasks[0].cancel)
+        return connection
+
+    monkeypatch.setattr(asyncio, "open_connection", connect_then_cancelled)
+    follower = ReplicationFollower(tmp_path / "follower", secret=SECRET, node_name="f1",
+                                   leader=("127.0.0.1", port), epoch=7)
+    tasks.append(asyncio.ensure_future(follower.run()))
+    try:
+        await _ends_and_lets_go(tasks[0], tmp_path / "follower")
+    finally:
+        tasks[0].cancel()
+        silent.close()
+
+
+async def test_a_follower_cancelled_again_while_it_closes_still_lets_go_of_the_dir(
+        tmp_path, monkeypatch):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
+    close = replication_files.Applier.close
+
+    def slow_close(applier) -> None:
+        threading.Event().wait(0.3)
+        close(applier)
+
+    monkeypatch.setattr(replication_files.Applier, "close", slow_close)
+    follower = follower_for(leader, tmp_path / "follower")
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await in_step(node, leader, follower)
+        task.cancel()
+        await asyncio.sleep(0.1)  # now closing its files
+        task.cancel()
+        await _ends_and_lets_go(task, tmp_path / "follower")
+    finally:
+        await stop(node, leader, task)
+
+
+async def test_a_follower_cancelled_at_any_step_of_a_lost_connections_cleanup_ends(
+        tmp_path, monkeypatch):
+    # The cleanup of a lost connection waits for its receive and apply tasks: a cancel that
+    # arrived meanwhile was taken for theirs and dropped, and the follower reconnected.
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    declare(node, "lost")
+    read = follower_module.read_message
+    lose: list[asyncio.Task] = []  # the follower task whose connection is lost next, once
+
+    def cancel_after(turns: int, task: asyncio.Task) -> None:
+        loop = asyncio.get_running_loop()
+        if turns == 0:
+            loop.call_soon(task.cancel)
+        else:
+            loop.call_soon(cancel_after, turns - 1, task)
+
+    try:
+        for turns in range(8):
+            async def read_then_lost(reader, limit, turns=turns):
+                message = await read(reader, limit)
+                if lose:
+                    cancel_after(turns, lose.pop())
+                    raise asyncio.IncompleteReadError(b"", 1)
+                return message
+
+            monkeypatch.setattr(follower_module, "read_message", read_then_lost)
+            path = tmp_path / f"follower{turns}"
+            follower = follower_for(leader, path)
+            task = asyncio.ensure_future(follower.run())
+            await in_step(node, leader, follower)
+            lose.append(task)
+            publish(node, "lost", b"the frame the connection is lost at")
+            await _ends_and_lets_go(task, path)
+    finally:
+        await stop(node, leader)
