@@ -156,6 +156,15 @@ class Cluster:
     def followers(self, leader: ClusterNode) -> list[ClusterNode]:
         return [node for node in self.nodes if node is not leader]
 
+    def left_alone(self, node: ClusterNode, timeout: float = 20.0) -> None:
+        """Kill every other node and wait until `node`, the only one left, leads."""
+        for other in self.followers(node):
+            other.kill()
+        deadline = time.monotonic() + timeout
+        while node.role() != "leader":
+            assert time.monotonic() < deadline, node.log()
+            time.sleep(0.1)
+
 
 @contextlib.contextmanager
 def run_cluster(directory: Path, etcd: str, size: int = 3,
