@@ -8,7 +8,9 @@ also when the failure is no OSError, so a confirm does not wait for the next pub
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,17 +24,23 @@ pytestmark = WARREN_ONLY
 FAULT_BROKER = Path(__file__).resolve().parents[1] / "fault_broker.py"
 
 
+@contextlib.contextmanager
+def confirming_client(broker) -> Iterator[RawAMQP]:
+    """A raw client with channel 1 open in confirm mode."""
+    with RawAMQP.connect(broker) as client:
+        client.handshake()
+        client.open_channel(1)
+        client.send_method(1, commands.Confirm.Select())
+        client.expect(commands.Confirm.SelectOk, channel=1)
+        yield client
+
 def test_a_transient_message_is_confirmed_once_the_stream_has_it_on_disk(warren_factory):
     broker = warren_factory(launcher=[sys.executable, str(FAULT_BROKER), "stream_write:1"])
     with opened(broker) as connection:
         channel = connection.channel()
         channel.queue_declare("any-quorum", durable=True, arguments=QUORUM)
         channel.queue_declare("events", durable=True, arguments=STREAM)
-    with RawAMQP.connect(broker) as client:
-        client.handshake()
-        client.open_channel(1)
-        client.send_method(1, commands.Confirm.Select())
-        client.expect(commands.Confirm.SelectOk, channel=1)
+    with confirming_client(broker) as client:
         client.publish_raw(1, "", "events", content_header_payload(5, 0, b""), [b"first"])
         # The stream's write failed: no confirm before the log has written it again (its own
         # retry comes a second after the failure, or the next publish's write).
@@ -53,11 +61,7 @@ def test_a_failed_write_is_tried_again_without_more_traffic(warren_factory):
     broker = warren_factory(launcher=[sys.executable, str(FAULT_BROKER), "stream_write:2"])
     with opened(broker) as connection:
         connection.channel().queue_declare("events", durable=True, arguments=STREAM)
-    with RawAMQP.connect(broker) as client:
-        client.handshake()
-        client.open_channel(1)
-        client.send_method(1, commands.Confirm.Select())
-        client.expect(commands.Confirm.SelectOk, channel=1)
+    with confirming_client(broker) as client:
         client.publish_raw(1, "", "events", content_header_payload(4, 0, b""), [b"only"])
         with pytest.raises(TimeoutError):
             client.read_method(timeout=0.5)

@@ -290,17 +290,23 @@ def test_max_length_bytes_drops_whole_old_segments(broker, channel, queues):
     assert 0 < delivered < 40
 
 
-def test_max_age_drops_old_segments(broker, channel, queues):
-    """Age retention: once a newer segment is written, segments older than x-max-age go."""
-    stream = queues.stream(channel, max_age="1s", stream_max_segment_size_bytes=500)
+def read_after_age_retention(broker, channel, stream: str) -> tuple[list[bytes], list[int]]:
+    """Ten "old" messages, then (past a max-age of 1 s) ten "new" ones in a newer segment:
+    the bodies and offsets a reader from `first` gets."""
     publish_each(channel, stream, [b"old" + b"x" * 97] * 10)
     time.sleep(2.2)
     publish_each(channel, stream, [b"new" + b"y" * 97] * 10)
     with stream_reader(broker, stream, "first") as reader:
         reader.wait(1)
-        bodies = reader.idle(0.5)
+        return reader.idle(0.5), reader.offsets
+
+
+def test_max_age_drops_old_segments(broker, channel, queues):
+    """Age retention: once a newer segment is written, segments older than x-max-age go."""
+    stream = queues.stream(channel, max_age="1s", stream_max_segment_size_bytes=500)
+    bodies, offsets = read_after_age_retention(broker, channel, stream)
     assert bodies and all(body.startswith(b"new") for body in bodies)
-    assert reader.offsets[0] >= 10
+    assert offsets[0] >= 10
 
 
 def test_a_message_larger_than_a_segment_is_stored_and_read_whole(broker, channel, queues):
@@ -337,12 +343,7 @@ def test_a_max_age_policy_applies_to_a_stream(api, broker, channel, queues):
                             "definition": {"max-age": "1s"}}).status in (201, 204)
     try:
         time.sleep(0.5)  # RabbitMQ applies policies asynchronously
-        publish_each(channel, stream, [b"old" + b"x" * 97] * 10)
-        time.sleep(2.2)
-        publish_each(channel, stream, [b"new" + b"y" * 97] * 10)
-        with stream_reader(broker, stream, "first") as reader:
-            reader.wait(1)
-            bodies = reader.idle(0.5)
+        bodies, _ = read_after_age_retention(broker, channel, stream)
         assert bodies and all(body.startswith(b"new") for body in bodies)
     finally:
         api.delete(policy)

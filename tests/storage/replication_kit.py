@@ -83,6 +83,15 @@ def follower_for(leader: ReplicationLeader, path: Path, name: str = "f1", *,
                                epoch=leader.epoch if epoch is None else epoch)
 
 
+async def start_following(tmp_path: Path, **leader_options
+                          ) -> tuple[Node, ReplicationLeader, ReplicationFollower, asyncio.Task]:
+    """A leader in tmp_path/leader (start_leader's options) and its follower "f1" in
+    tmp_path/follower, running."""
+    node, leader, _ = await start_leader(tmp_path / "leader", **leader_options)
+    follower = follower_for(leader, tmp_path / "follower")
+    return node, leader, follower, asyncio.ensure_future(follower.run())
+
+
 def declare(node: Node, name: str, **arguments) -> None:
     node.vhosts["/"].declare_queue(name, None, passive=False, durable=True, exclusive=False,
                                    auto_delete=False, arguments=arguments)

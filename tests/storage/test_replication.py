@@ -24,6 +24,7 @@ from replication_kit import (
     follower_for,
     in_step,
     publish,
+    start_following,
     start_leader,
     stop,
     wait_until,
@@ -73,9 +74,7 @@ async def test_a_populated_dir_is_caught_up_and_starts_as_a_warren_data_dir(tmp_
 
 
 async def test_live_actions_follow_publishes_acks_definitions_and_segment_deletes(tmp_path):
-    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
-    follower = follower_for(leader, tmp_path / "follower")
-    task = asyncio.ensure_future(follower.run())
+    node, leader, follower, task = await start_following(tmp_path, in_sync=set(), min_in_sync=0)
     try:
         await in_step(node, leader, follower)
         node.store.wal.segment_size = 64 * 1024  # several segments, some of them deleted
@@ -102,9 +101,7 @@ async def test_live_actions_follow_publishes_acks_definitions_and_segment_delete
 
 
 async def test_live_stream_segments_retention_and_a_deleted_stream_follow(tmp_path):
-    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
-    follower = follower_for(leader, tmp_path / "follower")
-    task = asyncio.ensure_future(follower.run())
+    node, leader, follower, task = await start_following(tmp_path, in_sync=set(), min_in_sync=0)
     try:
         await in_step(node, leader, follower)
         declare(node, "kept", **{"x-queue-type": "stream",
@@ -347,9 +344,7 @@ class _SlowDisk:
 
 async def test_a_confirm_waits_for_the_followers_fsync(tmp_path, monkeypatch):
     disk = _SlowDisk(monkeypatch)
-    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
-    follower = follower_for(leader, tmp_path / "follower")
-    task = asyncio.ensure_future(follower.run())
+    node, leader, follower, task = await start_following(tmp_path, in_sync={"f1"}, min_in_sync=1)
     try:
         await in_step(node, leader, follower)
         declare(node, "q")
@@ -373,9 +368,7 @@ async def test_a_confirm_waits_for_the_followers_fsync(tmp_path, monkeypatch):
 
 async def test_followers_get_a_batch_before_the_leaders_fsync_but_confirms_wait_for_it(
         tmp_path, monkeypatch):
-    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
-    follower = follower_for(leader, tmp_path / "follower")
-    task = asyncio.ensure_future(follower.run())
+    node, leader, follower, task = await start_following(tmp_path, in_sync={"f1"}, min_in_sync=1)
     gate, waiting = threading.Event(), threading.Event()
     real_fsync = os.fsync
 
@@ -526,9 +519,7 @@ async def test_a_refused_in_sync_write_or_a_closed_leader_stops_confirms(tmp_pat
 async def test_a_durable_declare_ok_waits_for_the_follower_even_after_its_batch_left(
         tmp_path, monkeypatch):
     disk = _SlowDisk(monkeypatch)
-    node, leader, _ = await start_leader(tmp_path / "leader", in_sync={"f1"}, min_in_sync=1)
-    follower = follower_for(leader, tmp_path / "follower")
-    task = asyncio.ensure_future(follower.run())
+    node, leader, follower, task = await start_following(tmp_path, in_sync={"f1"}, min_in_sync=1)
     try:
         await in_step(node, leader, follower)
         disk.gate.clear()
