@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORAGE_RETRY_INTERVAL = 1.0  # seconds between writes tried while the log is failing
+SHUTDOWN_REASON = "broker forced connection closure with reason 'shutdown'"
+SHUTDOWN_GRACE = 3.0  # seconds clients get to go at a shutdown
 
 
 _name = f"warren@{platform.node()}"
@@ -147,6 +149,16 @@ class Node(MessageCounters):
                 if isinstance(exchange, DelayedExchange) and exchange.durable:
                     holders[exchange.holding.key] = exchange.holding
         return holders
+
+    async def close_clients(self) -> None:
+        """At a shutdown: close every client connection with 320 and wait (SHUTDOWN_GRACE at
+        most) for them to go."""
+        for connection in list(self.connections):
+            connection.close_forced(SHUTDOWN_REASON)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         self.alarms.stop()

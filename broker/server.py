@@ -19,7 +19,6 @@ from protocol.session import HANDSHAKE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE = 3.0
 
 
 async def serve(config: Config) -> None:
@@ -56,10 +55,6 @@ async def serve(config: Config) -> None:
     for listener in listeners:
         listener.close()
     await management.stop()
-    for connection in list(node.connections):
-        connection.close_forced("broker forced connection closure with reason 'shutdown'")
-    deadline = loop.time() + SHUTDOWN_GRACE
-    while node.connections and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await node.close_clients()
     await node.stop()
     log.info("stopped")

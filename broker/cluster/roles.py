@@ -336,12 +336,7 @@ class ClusterMember:
             pipe.leader_changed()
         if self.role == "leader" and self.node is not None:
             await self.management.stop()
-            for connection in list(self.node.connections):
-                connection.close_forced("broker forced connection closure with reason "
-                                        "'shutdown'")
-            deadline = asyncio.get_running_loop().time() + 3.0
-            while self.node.connections and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
+            await self.node.close_clients()
             await self.replication.close()
             await self.node.stop()
             with contextlib.suppress(EtcdUnavailable):
