@@ -433,16 +433,15 @@ def _write(directory: Path, bodies: list[tuple[int, int, bytes]],
         while end < len(bodies) and bodies[end][0] == number and bodies[end][1] == next_offset:
             next_offset += len(bodies[end][2])
             end += 1
-        data = b"".join(body for _, _, body in bodies[start:end])
-        _write_at(directory, number, offset, data)
-        written += len(data)
+        _write_at(directory, number, offset, [body for _, _, body in bodies[start:end]])
+        written += next_offset - offset
         start = end
     for source, offset, size, target, at in copies:
         with open(page_path(directory, source), "rb") as file:
             data = os.pread(file.fileno(), size, offset)
         if len(data) != size:
             raise OSError(f"{page_path(directory, source)}: short read at offset {offset}")
-        _write_at(directory, target, at, data)
+        _write_at(directory, target, at, [data])
         written += size
     for number in doomed:
         try:
@@ -452,12 +451,23 @@ def _write(directory: Path, bodies: list[tuple[int, int, bytes]],
     return written
 
 
-def _write_at(directory: Path, number: int, offset: int, data: bytes) -> None:
+_IOV_MAX = 1024  # buffers one pwritev takes (Linux's IOV_MAX)
+
+
+def _write_at(directory: Path, number: int, offset: int, buffers: list[bytes]) -> None:
+    """Write `buffers` one after another at `offset`, without joining them: paging out a long
+    tail must not need a second copy of its bodies in memory."""
     descriptor = os.open(page_path(directory, number), os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            done = os.pwrite(descriptor, view, offset)
-            view, offset = view[done:], offset + done
+        pending = [memoryview(buffer) for buffer in buffers if buffer]
+        first = 0  # pending[:first] are written
+        while first < len(pending):
+            done = os.pwritev(descriptor, pending[first:first + _IOV_MAX], offset)
+            offset += done
+            while done and done >= len(pending[first]):
+                done -= len(pending[first])
+                first += 1
+            if done:  # a short write ended inside this buffer
+                pending[first] = pending[first][done:]
     finally:
         os.close(descriptor)

@@ -7,7 +7,9 @@ tests' restartable `WarrenNode` (tests/storage/warren_node.py) uses the same por
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -20,10 +22,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = REPO_ROOT / "tests" / "definitions.json"
 
 
+# Ports for the brokers of the tests are taken below the kernel's ephemeral range (32768 and
+# up), where no client socket is ever given one, and each pytest-xdist worker has a range of its
+# own: a port found free is then not taken by another worker or a client before the broker binds it.
+_PORTS_PER_WORKER = 2000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORT_BASE = 20000 + (_WORKER % 6) * _PORTS_PER_WORKER
+_next_ports = itertools.cycle(range(_PORTS_PER_WORKER))
+for _ in range(random.randrange(_PORTS_PER_WORKER)):
+    next(_next_ports)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no one listens on, from this worker's own range."""
+    for _ in range(_PORTS_PER_WORKER):
+        port = _PORT_BASE + next(_next_ports)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_BASE}..{_PORT_BASE + _PORTS_PER_WORKER}")
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:

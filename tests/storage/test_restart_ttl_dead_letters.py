@@ -83,8 +83,12 @@ def test_ttl_deadline_is_absolute_across_restart(node_factory, arguments, proper
     if time.monotonic() - start < 2.4:
         assert count_now(node, "ttl-q") == 1, "the message did not survive the restart"
     gone = wait_gone(node, "ttl-q", timeout=8.0) - start
-    # expiring ~3 s after the publish; a deadline restarted at start-up would give >= 4 s
-    assert 2.6 <= gone <= 3.8, f"expired {gone:.2f}s after the publish"
+    # Expiring ~3 s after the publish. A deadline restarted at start-up would expire no sooner
+    # than 3 s after the new process was spawned (itself >= 1 s after the publish), however
+    # slowly the machine runs.
+    restarted_deadline = node.spawned_at - start + 3.0
+    assert 2.6 <= gone < restarted_deadline, (
+        f"expired {gone:.2f}s after the publish (a restarted deadline: {restarted_deadline:.2f}s)")
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["clean-stop", "sigkill"])

@@ -54,6 +54,7 @@ class WarrenNode:
         self.extra_args = list(extra_args or [])
         self.env = dict(env or {})
         self.process: subprocess.Popen | None = None
+        self.spawned_at = 0.0  # time.monotonic() of the last start's spawn
         self.starts = 0
         self.log_path: Path | None = None
 
@@ -82,6 +83,7 @@ class WarrenNode:
         assert self.process is None or self.process.poll() is not None, "already running"
         self.log_path = self.directory / f"broker-{self.starts}.log"
         self.starts += 1
+        self.spawned_at = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(load_definitions), cwd=REPO_ROOT, env={**os.environ, **self.env},
