@@ -114,6 +114,7 @@ class ClientSocket(Protocol):
 
     local_address: tuple[str, int] | None
     tls: ssl.SSLObject | None
+    origin: Any  # broker.transport.Origin of a connection a follower passed on, else None
 
     def write(self, data: bytes) -> None: ...
     def close(self) -> None: ...
@@ -136,6 +137,8 @@ class Connection:
         self.name = show(*self.peer) if self.peer else "unknown"
         # RabbitMQ's connection name: "127.0.0.1:50880 -> 127.0.0.1:5672", "[::1]:50880 -> ..."
         self.display_name = f"{self.name} -> {show(*self.local) if self.local else 'unknown'}"
+        origin = transport.origin
+        self.node_name = origin.node if origin is not None else node_name()  # it connected to
         self.connected_at = time.time()
         config = node.config
         self.session: Session[Channel] = Session(

@@ -7,14 +7,12 @@ Reply codes and texts are the ones a RabbitMQ 3.10.8 node sent (see RABBITMQ_TEX
 
 from __future__ import annotations
 
-import contextlib
-import socket
-
 import aio_pika
 import aiormq.exceptions
 import pika
 import pika.exceptions
 import pytest
+from brokers import non_loopback_address
 from pamqp import commands, encode
 from raw_amqp import (
     RawAMQP,
@@ -397,20 +395,6 @@ def test_pika_permission_error(broker, names):
 # --------------------------------------------------------------------------------------------
 # guest from another host, and a replaced default user (Warren only)
 # --------------------------------------------------------------------------------------------
-
-
-def non_loopback_address() -> str | None:
-    """An IPv4 address of this machine that is not 127.x (the broker listens on all)."""
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))  # no packet is sent for UDP connect
-        address = s.getsockname()[0]
-        if not address.startswith("127."):
-            return address
-    with contextlib.suppress(OSError):
-        for address in socket.gethostbyname_ex(socket.gethostname())[2]:
-            if not address.startswith("127."):
-                return address
-    return None
 
 
 def test_guest_refused_from_non_loopback_address(broker):
