@@ -1,19 +1,18 @@
 """AMQP pass-through on a follower: each client connection is piped, bytes untouched, to the
 leader over a client link (broker/cluster/clientlink.py: the leader's replication port,
 authenticated with the cluster secret, so the leader sees the client's own address). When the
-leader changes, the follower ends each piped connection as
-RabbitMQ ends one it closes: connection.close 320 `CONNECTION_FORCED - leader changed` on
-channel 0 (only between two frames of the leader's output, and only once the connection is
-open, as the broker itself does), then the socket closes; clients reconnect to any node.
+leader changes, the follower ends each piped connection as RabbitMQ ends one it closes:
+connection.close 320 `CONNECTION_FORCED - leader changed` on channel 0 (only between two
+frames of the leader's output, and only once the connection is open, as the broker itself
+does), then the socket closes; clients reconnect to any node.
 
-`FrameBoundaries` follows the leader's output frame by frame (headers only, no copy) so the
-close frame is never put into the middle of one."""
+`FrameBoundaries` (protocol/frameboundaries.py) follows the leader's output frame by frame
+(headers only, no copy) so the close frame is never put into the middle of one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import TYPE_CHECKING
 
 from pamqp import commands
@@ -21,6 +20,7 @@ from pamqp import commands
 from broker.cluster.clientlink import adopt, client_of, open_link
 from protocol.codec import encode_method
 from protocol.constants import CONNECTION_FORCED
+from protocol.frameboundaries import FrameBoundaries
 from storage.replication import ReplicationRefused, wire
 
 if TYPE_CHECKING:
@@ -28,48 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct(">BHI")  # type, channel, payload size
-_OPEN_OK = (10 << 16) | 41  # connection.open-ok
-_FRAME_METHOD = 1
 LEADER_CHANGED = "CONNECTION_FORCED - leader changed"
 PENDING_LIMIT = 64 * 1024  # client bytes held while the link is set up; then it is not read
-
-
-class FrameBoundaries:
-    """Where the frames of a byte stream end, and whether connection.open-ok went by."""
-
-    def __init__(self) -> None:
-        self._head = b""  # the frame header (and a method's id) read so far
-        self._remaining = 0  # bytes of the current frame not yet seen (payload + frame end)
-        self.opened = False
-
-    @property
-    def between_frames(self) -> bool:
-        return self._remaining == 0 and not self._head
-
-    def feed(self, data: bytes) -> None:
-        offset, size = 0, len(data)
-        while offset < size:
-            if self._remaining:
-                taken = min(self._remaining, size - offset)
-                self._remaining -= taken
-                offset += taken
-                continue
-            if data[offset:offset + 4] == b"AMQP" and not self._head:
-                return  # a protocol header (the broker refusing ours): no frames follow
-            wanted = 7 if len(self._head) < 7 or self.opened else 11
-            piece = data[offset:offset + wanted - len(self._head)]
-            self._head += piece
-            offset += len(piece)
-            if len(self._head) < 7:
-                continue
-            frame_type, channel, payload = _HEAD.unpack_from(self._head)
-            if not self.opened and frame_type == _FRAME_METHOD and channel == 0:
-                if len(self._head) < 11:
-                    continue
-                self.opened = int.from_bytes(self._head[7:11], "big") == _OPEN_OK
-            self._remaining = payload + 1 - (len(self._head) - 7)
-            self._head = b""
 
 
 def leader_changed_frame() -> bytes:
