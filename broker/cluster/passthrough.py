@@ -94,7 +94,7 @@ class PassThrough(asyncio.Protocol):
     async def _connect(self) -> None:
         leader = self.leader
         try:
-            writer = await open_link(tuple(leader.replication), client_of(self.client),
+            _, writer = await open_link(tuple(leader.replication), client_of(self.client),
                                      secret=self.secret, epoch=leader.epoch,
                                      node_name=self.node_name)
         except (OSError, TimeoutError, EOFError, ReplicationRefused,

@@ -1,7 +1,8 @@
 """What the leader sees of a client that came through a follower (issue 14): the client's own
 address as the follower saw it, the follower as the connection's node, and the client's TLS
 session when the follower terminated TLS for it (broker/cluster/clientlink.py). Loopback-only
-users (guest) are judged on the node the client connected to, as RabbitMQ judges them.
+users (guest) are judged on the node the client connected to, as RabbitMQ judges them, on
+AMQP and on the management API (whose requests a follower passes on the same way).
 
 One 2-node cluster on a real etcd serves the module; every node also listens for AMQPS
 (certificates made here, client certificates verified, EXTERNAL offered). pika's sockets are
@@ -25,7 +26,7 @@ import pytest
 from brokers import free_port, non_loopback_address
 from cluster_nodes import ClusterNode, run_cluster
 from etcd_process import etcd_missing, run_etcd
-from management_api import Api, eventually, q
+from management_api import NOT_FOUND, Api, eventually, get_from, q
 from tls_certificates import CertificateAuthority
 
 from storage.replication import wire
@@ -33,6 +34,8 @@ from storage.replication import wire
 LOGIN_REFUSED = ("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. "
                  "For details see the broker logfile.")
 CERT_USER = "CN=test-client,O=Warren tests"
+LOCALHOST_ONLY = {"error": "not_authorised", "reason": "User can only log in via localhost"}
+FORGED = {"X-Forwarded-For": "127.0.0.1", "Forwarded": "for=127.0.0.1"}
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +233,34 @@ def test_external_login_by_certificate_through_a_follower(nodes, certificates) -
             connection.close()
     finally:
         api.delete(f"/api/users/{q(CERT_USER)}")
+
+
+def test_the_management_api_through_a_follower_judges_guest_by_the_clients_address(
+        nodes) -> None:
+    follower, leader = nodes.follower, nodes.leader
+    local = get_from("127.0.0.1", "127.0.0.1", follower.management_port, "/api/whoami")
+    assert (local.status, local.json()["name"]) == (200, "guest")
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    for port in (follower.management_port, leader.management_port):
+        remote = get_from(address, "127.0.0.1", port, "/api/whoami")
+        assert (remote.status, remote.json()) == (401, LOCALHOST_ONLY)
+        # no header a client sends speaks for its address
+        forged = get_from(address, "127.0.0.1", port, "/api/whoami", headers=FORGED)
+        assert (forged.status, forged.json()) == (401, LOCALHOST_ONLY)
+
+
+def test_the_management_api_through_a_follower_answers_as_the_leader(nodes) -> None:
+    api = Api("127.0.0.1", nodes.follower.management_port)
+    assert api.put("/api/queues/%2F/origin-http-q", {"durable": True}).status == 201
+    try:
+        answer = api.get("/api/queues/%2F/origin-http-q")
+        assert answer.status == 200 and answer.header("content-type").startswith(
+            "application/json")
+        assert (answer.json()["name"], answer.json()["node"]) == ("origin-http-q",
+                                                                  nodes.leader.name)
+    finally:
+        assert api.delete("/api/queues/%2F/origin-http-q").status == 204
+    missing = api.get("/api/queues/%2F/origin-http-q")
+    assert (missing.status, missing.json()) == (404, NOT_FOUND)

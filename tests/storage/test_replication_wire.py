@@ -41,7 +41,7 @@ MESSAGES = [
     wire.Ping(9, 77),
     wire.Hello(wire.CLIENT_LINK, 5, NONCE, "warren@c"),
     wire.Client(("192.0.2.7", 50123), ("::1", 5672), '{"version": "TLSv1.3"}'),
-    wire.Client(("127.0.0.1", 1), ("127.0.0.1", 65535)),
+    wire.Client(("127.0.0.1", 1), ("127.0.0.1", 65535), "", wire.HTTP_SERVICE),
     wire.Ready(),
 ]
 
