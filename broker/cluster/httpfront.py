@@ -92,7 +92,8 @@ class FollowerFront:
                                      status=503)
         headers = [(name, value) for name, value in request.headers.items()
                    if name.lower() not in _HOP_HEADERS]
-        asked = _request_bytes(request.method, request.raw_path, headers, await request.read())
+        asked = _request_bytes(request.method, request.raw_path, request.host, headers,
+                               await request.read())
         client = client_of(request.transport, wire.HTTP_SERVICE)
         try:
             async with asyncio.timeout(PASS_TIMEOUT):
@@ -104,7 +105,7 @@ class FollowerFront:
                     answer = await reader.read()  # HTTP/1.0: the leader closes after it
                 finally:
                     writer.close()
-            status, answer_headers, body = _parse_answer(answer)
+            status, answer_headers, body = _parse_answer(answer, request.method == "HEAD")
         except (OSError, TimeoutError, EOFError, ReplicationRefused, wire.ProtocolError,
                 ValueError) as error:
             return web.json_response({"error": "leader_unreachable",
@@ -115,17 +116,19 @@ class FollowerFront:
             if name.lower() not in _HOP_HEADERS))
 
 
-def _request_bytes(method: str, target: str, headers: list[tuple[str, str]],
+def _request_bytes(method: str, target: str, host: str, headers: list[tuple[str, str]],
                    body: bytes) -> bytes:
     """An HTTP/1.0 request (no keep-alive, no chunked answer: the answer ends at EOF)."""
-    lines = [f"{method} {target} HTTP/1.0", "Host: warren-leader",
+    lines = [f"{method} {target} HTTP/1.0", f"Host: {host}",
              *(f"{name}: {value}" for name, value in headers), f"Content-Length: {len(body)}"]
     return "\r\n".join(lines).encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body
 
 
-def _parse_answer(answer: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Status, headers and body of the leader's whole HTTP/1.0 answer; ValueError if it is
-    not one (cut short, or not HTTP)."""
+def _parse_answer(answer: bytes, to_head: bool = False
+                  ) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body of the leader's whole HTTP/1.0 answer (`to_head`: to a HEAD
+    request, whose Content-Length has no body); ValueError if it is not one (cut short, or
+    not HTTP)."""
     head, separator, body = answer.partition(b"\r\n\r\n")
     if not separator:
         raise ValueError("the leader's answer ended before its headers did")
@@ -137,6 +140,8 @@ def _parse_answer(answer: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
                (line.partition(":") for line in lines)]
     length = next((int(value) for name, value in headers
                    if name.lower() == "content-length"), None)
+    if to_head:
+        return int(status), headers, b""
     if length is not None and len(body) < length:
         raise ValueError("the leader's answer was cut short")
     return int(status), headers, body if length is None else body[:length]
