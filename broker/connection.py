@@ -28,6 +28,7 @@ import logging
 import platform
 import ssl
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pamqp import commands as spec
@@ -307,15 +308,22 @@ class Connection:
                 if name != "EXTERNAL" or self.transport.tls is not None]
 
     def _authenticate(self, action: Authenticate) -> None:
-        loopback = self.peer is None or is_loopback(self.peer[0])
+        # As RabbitMQ (rabbit_net:is_loopback of the socket): a loopback-only user is judged
+        # by the address the client connected to on this node (a client passed on by a
+        # cluster's follower: the follower's), which only a client on that host can reach.
+        loopback = self.local is None or is_loopback(self.local[0])
+        access = self.node.access
         if action.mechanism == "EXTERNAL":
             username, why = self._certificate_user()
-            self.user = self.node.access.authenticate_external(username, loopback)
+            login = partial(access.authenticate_external, username)
         else:
             username = action.username
             why = f"user '{username}' - invalid credentials"
-            self.user = self.node.access.authenticate(username, action.password, loopback)
+            login = partial(access.authenticate, username, action.password)
+        self.user = login(loopback)
         if self.user is None:
+            if not loopback and login(True) is not None:
+                why = f"user '{username}' can only connect via localhost"
             log.error("Error on AMQP connection %s (state: starting): %s login refused: %s",
                       self.display_name, action.mechanism, why)
             self._act(self.session.login_refused(username))

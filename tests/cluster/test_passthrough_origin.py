@@ -4,10 +4,11 @@ session when the follower terminated TLS for it (broker/cluster/clientlink.py). 
 users (guest) are judged on the node the client connected to, as RabbitMQ judges them, on
 AMQP and on the management API (whose requests a follower passes on the same way).
 
-One 2-node cluster on a real etcd serves the module; every node also listens for AMQPS
-(certificates made here, client certificates verified, EXTERNAL offered). pika's sockets are
-bound before they connect (pika's own hook for socket options), so the test knows the client's
-address and can connect from a non-loopback address of this machine.
+One 2-node cluster on a real etcd serves the module; every node listens for AMQP on 127.0.0.1
+and on this machine's own address (when it has one), and for AMQPS (certificates made here,
+client certificates verified, EXTERNAL offered). pika's sockets are bound before they connect
+(pika's own hook for socket options), so the test knows the client's address and can connect
+from this machine's own address.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ def nodes(tmp_path_factory: pytest.TempPathFactory,
         pytest.skip(reason)
     directory = tmp_path_factory.mktemp("origin")
     amqps: dict[str, int] = {}
+    address = non_loopback_address()  # the nodes listen there too, if the host has one
 
     def tls_args(node: ClusterNode) -> list[str]:
         amqps[node.name] = free_port()
-        return ["--amqps-port", str(amqps[node.name]),
+        return ["--bind", ",".join(["127.0.0.1", *([address] if address else [])]),
+                "--amqps-port", str(amqps[node.name]),
                 "--amqps-certfile", str(certificates.server.cert),
                 "--amqps-keyfile", str(certificates.server.key),
                 "--amqps-cacertfile", str(certificates.ca.cert), "--amqps-verify-peer", "true",
@@ -68,14 +71,14 @@ def nodes(tmp_path_factory: pytest.TempPathFactory,
     ) as cluster:
         leader = cluster.in_sync()
         [follower] = cluster.followers(leader)
-        yield SimpleNamespace(leader=leader, follower=follower, amqps=amqps,
+        yield SimpleNamespace(leader=leader, follower=follower, amqps=amqps, address=address,
                               api=Api("127.0.0.1", leader.management_port))
 
 
-def connect(port: int, name: str, *, source: str = "127.0.0.1",
+def connect(port: int, name: str, *, source: str = "127.0.0.1", host: str = "127.0.0.1",
             credentials: pika.credentials.VALID_TYPES | None = None,
             tls: ssl.SSLContext | None = None) -> tuple[pika.BlockingConnection, tuple[str, int]]:
-    """A pika connection to 127.0.0.1:`port` from `source`, named `name`; and its own address."""
+    """A pika connection to `host`:`port` from `source`, named `name`; and its own address."""
     bound: list[tuple[str, int]] = []
     set_sock_opts = pika.tcp_socket_opts.set_sock_opts
 
@@ -85,7 +88,7 @@ def connect(port: int, name: str, *, source: str = "127.0.0.1",
         bound.append(sock.getsockname()[:2])
 
     parameters = pika.ConnectionParameters(
-        "127.0.0.1", port, credentials=credentials or pika.PlainCredentials("guest", "guest"),
+        host, port, credentials=credentials or pika.PlainCredentials("guest", "guest"),
         client_properties={"connection_name": name}, connection_attempts=1, socket_timeout=5,
         ssl_options=pika.SSLOptions(tls, "localhost") if tls is not None else None)
     with mock.patch.object(pika.tcp_socket_opts, "set_sock_opts", bind_first):
@@ -143,21 +146,33 @@ def test_the_leader_sees_the_clients_own_address_and_the_node_it_came_through(no
         direct.close()
 
 
-def test_guest_is_judged_by_the_clients_address_on_the_node_it_connected_to(nodes) -> None:
-    address = non_loopback_address()
+def test_guest_is_judged_on_the_node_it_connected_to(nodes) -> None:
+    """As RabbitMQ judges it (tests/broker/test_auth.py): by the address the client connected
+    to, here the follower's; only a client on the follower's host reaches its loopback."""
+    address, follower = nodes.address, nodes.follower
     if address is None:
         pytest.skip("no non-loopback IPv4 address on this machine")
-    follower = nodes.follower
     with pytest.raises(pika.exceptions.ProbableAuthenticationError) as refused:
-        connect(follower.port, "origin-guest-remote", source=address)
+        connect(follower.port, "origin-guest-remote", source=address, host=address)
     assert LOGIN_REFUSED in str(refused.value)
-    # a user who is not loopback-only logs in from there, and is shown there
+    assert "PLAIN login refused: user 'guest' can only connect via localhost" in (
+        nodes.leader.log_path.read_text())
+    # from the host's own address to the follower's loopback: on the follower's host
+    connection, (_, port) = connect(follower.port, "origin-guest-local", source=address)
+    try:
+        info = listed(nodes.api, "/api/connections", "origin-guest-local")
+        assert (info["peer_host"], info["peer_port"], info["host"], info["user"]) == (
+            address, port, "127.0.0.1", "guest")
+    finally:
+        connection.close()
+    # a user who is not loopback-only logs in at the follower's other address
     connection, (_, port) = connect(follower.port, "origin-limited-remote", source=address,
+                                    host=address,
                                     credentials=pika.PlainCredentials("limited", "limited"))
     try:
         info = listed(nodes.api, "/api/connections", "origin-limited-remote")
-        assert (info["peer_host"], info["peer_port"], info["node"]) == (address, port,
-                                                                        follower.name)
+        assert (info["peer_host"], info["peer_port"], info["host"], info["port"],
+                info["node"]) == (address, port, address, follower.port, follower.name)
     finally:
         connection.close()
 
