@@ -6,9 +6,10 @@ does (HELLO / HELLO / AUTH with the cluster secret and the epoch, storage/replic
 with the client-link role; it sends CLIENT (the client's address, the follower's address the
 client connected to, the client's TLS session there) and waits for READY. The leader's
 replication server then hands the socket to its AMQP server (`take_client`) as a connection
-with that `Origin` (broker/transport.py): loopback-only users (guest) are judged by the
-client's address as the follower saw it, /api/connections shows the client's peer_host and
-peer_port and the follower as `node`, and EXTERNAL reads the certificate the follower verified.
+with that `Origin` (broker/transport.py): loopback-only users (guest) are judged as the
+follower would judge them (by the address the client connected to there, as RabbitMQ does),
+/api/connections shows the client's peer_host and peer_port and the follower as `node`, and
+EXTERNAL reads the certificate the follower verified.
 From READY on, both ends speak plain AMQP on the socket (the follower pipes the client's bytes
 untouched, broker/cluster/passthrough.py). A management API request goes the same way
 (service HTTP, broker/cluster/httpfront.py): the follower sends it as HTTP/1.0 over the link,
@@ -76,7 +77,13 @@ def take_client(node: Node, via: str, client: wire.Client, writer: asyncio.Strea
     """Leader: the socket of an authenticated client link is now `client`'s AMQP connection
     (or its management API request), come through node `via`."""
     if client.service == wire.AMQP_SERVICE:
-        tls = ForwardedTLS(client.tls) if client.tls else None
+        try:
+            tls = ForwardedTLS(client.tls) if client.tls else None
+        except (ValueError, TypeError, KeyError) as error:
+            log.warning("client link from %s refused: its TLS session is not readable: %s",
+                        via, error)
+            writer.close()
+            return
         adopt(writer, Transport(node, Origin(client.peer, client.local, via, tls, keep=writer)))
         return
     # node.cluster is the ClusterMember, whose management server runs once it leads
