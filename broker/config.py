@@ -425,9 +425,6 @@ def _check_together(config: Config) -> None:
     if config.clustered and not config.cluster_secret:
         raise ConfigError("'cluster.etcd_endpoints' is set but 'cluster.secret' is not: the "
                           "nodes of a cluster authenticate each other with it")
-    if config.clustered and config.amqps_enabled:
-        raise ConfigError("'amqps.certfile' is set in a cluster: AMQPS is not supported in a "
-                          "cluster yet (followers pass AMQP through to the leader)")
     ports = [("amqp.port", config.port), ("management.port", config.management_port)]
     if config.clustered:
         ports.append(("cluster.replication_port", config.replication_port))

@@ -28,6 +28,7 @@ import logging
 import platform
 import ssl
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pamqp import commands as spec
@@ -114,6 +115,7 @@ class ClientSocket(Protocol):
 
     local_address: tuple[str, int] | None
     tls: ssl.SSLObject | None
+    origin: Any  # broker.transport.Origin of a connection a follower passed on, else None
 
     def write(self, data: bytes) -> None: ...
     def close(self) -> None: ...
@@ -136,6 +138,8 @@ class Connection:
         self.name = show(*self.peer) if self.peer else "unknown"
         # RabbitMQ's connection name: "127.0.0.1:50880 -> 127.0.0.1:5672", "[::1]:50880 -> ..."
         self.display_name = f"{self.name} -> {show(*self.local) if self.local else 'unknown'}"
+        origin = transport.origin
+        self.node_name = origin.node if origin is not None else node_name()  # it connected to
         self.connected_at = time.time()
         config = node.config
         self.session: Session[Channel] = Session(
@@ -304,15 +308,22 @@ class Connection:
                 if name != "EXTERNAL" or self.transport.tls is not None]
 
     def _authenticate(self, action: Authenticate) -> None:
-        loopback = self.peer is None or is_loopback(self.peer[0])
+        # As RabbitMQ (rabbit_net:is_loopback of the socket): a loopback-only user is judged
+        # by the address the client connected to on this node (a client passed on by a
+        # cluster's follower: the follower's), which only a client on that host can reach.
+        loopback = self.local is None or is_loopback(self.local[0])
+        access = self.node.access
         if action.mechanism == "EXTERNAL":
             username, why = self._certificate_user()
-            self.user = self.node.access.authenticate_external(username, loopback)
+            login = partial(access.authenticate_external, username)
         else:
             username = action.username
             why = f"user '{username}' - invalid credentials"
-            self.user = self.node.access.authenticate(username, action.password, loopback)
+            login = partial(access.authenticate, username, action.password)
+        self.user = login(loopback)
         if self.user is None:
+            if not loopback and login(True) is not None:
+                why = f"user '{username}' can only connect via localhost"
             log.error("Error on AMQP connection %s (state: starting): %s login refused: %s",
                       self.display_name, action.mechanism, why)
             self._act(self.session.login_refused(username))

@@ -1,9 +1,12 @@
 """TLS for the AMQPS listener and the HTTPS management port: the server contexts built from
 the Config, and names read off a client's certificate (for /api/connections and for the
-EXTERNAL authentication mechanism)."""
+EXTERNAL authentication mechanism). In a cluster a follower terminates a client's TLS and
+hands the session's figures to the leader (`session_summary`), which sees them as a
+`ForwardedTLS` in place of the socket's SSL object."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from pathlib import Path
 from typing import Any
@@ -75,3 +78,33 @@ def login_name(certificate: dict[str, Any], login_from: str) -> str | None:
         names = [value for rdn in subject or () for key, value in rdn if key == "commonName"]
         return names[-1] if names else None
     return distinguished_name(subject)
+
+
+def session_summary(tls: ssl.SSLObject | None) -> str:
+    """A TLS session as JSON for the leader (broker/cluster/clientlink.py): what
+    /api/connections and EXTERNAL read of it; "" for plain TCP."""
+    if tls is None:
+        return ""
+    return json.dumps({"version": tls.version(), "cipher": tls.cipher(),
+                       "peercert": tls.getpeercert() or {}})
+
+
+class ForwardedTLS:
+    """A client's TLS session on the follower it connected to, as `session_summary` gave it:
+    answers what this module and /api/connections ask of an ssl.SSLObject. The follower
+    verified the client's certificate with its own amqps settings."""
+
+    def __init__(self, summary: str) -> None:
+        document = json.loads(summary)
+        self._version = document.get("version")
+        self._cipher = tuple(document["cipher"]) if document.get("cipher") else None
+        self._peercert = document.get("peercert") or {}
+
+    def version(self) -> str | None:
+        return self._version
+
+    def cipher(self) -> tuple | None:
+        return self._cipher
+
+    def getpeercert(self) -> dict[str, Any]:
+        return self._peercert

@@ -7,13 +7,18 @@ the socket's own buffer is above its high-water mark (asyncio's pause_writing/re
 and, within a loop turn, once the output collected in that turn passes TURN_BUDGET bytes, until
 it is handed to the socket. So a consumer with no prefetch limit on a long queue gets at most a
 budget per loop turn, and nothing more while its reader is behind, instead of the whole queue.
+
+A connection a cluster's follower passed on (broker/cluster/clientlink.py) has an `Origin`:
+the client's own address, the follower's address it connected to, the follower's name and its
+TLS session there, which stand for the socket's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from broker.connection import Connection
 
@@ -24,9 +29,21 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024  # the socket's buffer above which asyncio pa
 TURN_BUDGET = 1024 * 1024  # output of one loop turn past which dispatch waits for the flush
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a connection passed on by a cluster's follower really comes from."""
+
+    peer: tuple[str, int]  # the client, as the follower saw it
+    local: tuple[str, int]  # the follower's address the client connected to
+    node: str  # the follower's node name
+    tls: Any = None  # broker.tls.ForwardedTLS, or None for plain TCP
+    keep: Any = None  # what must live as long as the socket (the stream writer it came on)
+
+
 class Transport(asyncio.Protocol):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, origin: Origin | None = None) -> None:
         self.node = node
+        self.origin = origin
         self.connection: Connection | None = None
         self.local_address: tuple[str, int] | None = None
         self.tls: ssl.SSLObject | None = None  # set on the AMQPS listener
@@ -42,10 +59,15 @@ class Transport(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
-        self.local_address = transport.get_extra_info("sockname")
-        self.tls = transport.get_extra_info("ssl_object")
+        origin = self.origin
+        if origin is None:
+            self.local_address = transport.get_extra_info("sockname")
+            self.tls = transport.get_extra_info("ssl_object")
+            peer = transport.get_extra_info("peername")
+        else:
+            self.local_address, self.tls, peer = origin.local, origin.tls, origin.peer
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        self.connection = Connection(self.node, self, transport.get_extra_info("peername"))
+        self.connection = Connection(self.node, self, peer)
 
     def data_received(self, data: bytes) -> None:
         self.recv_oct += len(data)

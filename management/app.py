@@ -8,6 +8,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -67,9 +68,33 @@ class ManagementServer:
         log.info("management API and /metrics listening on %s://%s",
                  "https" if tls else "http", ", ".join(show(host, port) for host in hosts))
 
+    def passed_on(self, remote: str, keep: object = None) -> asyncio.Protocol | None:
+        """A protocol for an HTTP connection a cluster's follower passed on over a client link
+        (broker/cluster/clientlink.py), whose requests are served as from `remote`, the
+        client's address as the follower saw it: the loopback rule of `loopback_users` is
+        judged as on the node the client asked. None before the server is set up."""
+        served = self._runner.server
+        if served is None:
+            return None
+        return web.Server(served.request_handler, access_log=None,
+                          request_factory=_AsFromClient(served, remote, keep))()
+
     async def stop(self) -> None:
         if self._sampler is not None:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
         await self._runner.cleanup()
+
+
+class _AsFromClient:
+    """The request factory of a passed-on connection: aiohttp's requests, with the client's
+    address as `remote`."""
+
+    def __init__(self, served: web.Server, remote: str, keep: object) -> None:
+        self.served = served
+        self.remote = remote
+        self.keep = keep  # e.g. the link's stream writer: it must live as long as the socket
+
+    def __call__(self, *parts: Any) -> web.BaseRequest:
+        return self.served.request_factory(*parts).clone(remote=self.remote)

@@ -59,8 +59,12 @@ async def authenticate(
     except ValueError:
         raise web.HTTPBadRequest() from None
     loopback = is_loopback(request.remote or "")
-    user = node_of(request).access.authenticate(username, password, loopback)
+    access = node_of(request).access
+    user = access.authenticate(username, password, loopback)
     if user is None:
+        if not loopback and access.authenticate(username, password, loopback=True):
+            # RabbitMQ's answer to a loopback-only user elsewhere (no challenge)
+            raise error(401, "not_authorised", "User can only log in via localhost")
         raise _login_failed()
     if not MANAGEMENT_TAGS & set(user.tags):
         raise error(401, "not_authorised", "Not management user")

@@ -55,6 +55,20 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not 127.x (the broker listens on all)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent for UDP connect
+        address = s.getsockname()[0]
+        if not address.startswith("127."):
+            return address
+    with contextlib.suppress(OSError):
+        for address in socket.gethostbyname_ex(socket.gethostname())[2]:
+            if not address.startswith("127."):
+                return address
+    return None
+
+
 def wait_for_port(port: int, process: subprocess.Popen | None, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

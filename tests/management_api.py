@@ -8,6 +8,7 @@ status, headers and raw body, so tests can assert on 4xx answers exactly like on
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 import urllib.error
@@ -133,6 +134,22 @@ class Api:
         )
         assert answer.status == 200, answer
         return answer.json()
+
+
+def get_from(source: str, host: str, port: int, path: str,
+             auth: tuple[str, str] = GUEST, headers: dict[str, str] | None = None) -> Response:
+    """GET `path` from a client socket bound to the local address `source` (the loopback rules
+    judge the client's address); urllib cannot choose it, http.client can."""
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    connection = http.client.HTTPConnection(host, port, timeout=HTTP_TIMEOUT,
+                                            source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers={"authorization": f"Basic {token}",
+                                                 **(headers or {})})
+        answer = connection.getresponse()
+        return Response(answer.status, _lower(answer.headers), answer.read())
+    finally:
+        connection.close()
 
 
 def _lower(headers) -> dict[str, str]:

@@ -140,9 +140,12 @@ class RawAMQP:
     # -- connection management -------------------------------------------------------------
 
     @classmethod
-    def connect(cls, broker: Any, host: str | None = None, timeout: float = 5.0) -> RawAMQP:
-        """Open a TCP connection to `broker` (an object with .host/.port)."""
-        sock = socket.create_connection((host or broker.host, broker.port), timeout=timeout)
+    def connect(cls, broker: Any, host: str | None = None, timeout: float = 5.0,
+                source: str | None = None) -> RawAMQP:
+        """Open a TCP connection to `broker` (an object with .host/.port), from the local
+        address `source` if given."""
+        sock = socket.create_connection((host or broker.host, broker.port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock, timeout)
 

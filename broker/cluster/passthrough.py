@@ -1,66 +1,35 @@
 """AMQP pass-through on a follower: each client connection is piped, bytes untouched, to the
-leader's AMQP port. When the leader changes, the follower ends each piped connection as
-RabbitMQ ends one it closes: connection.close 320 `CONNECTION_FORCED - leader changed` on
-channel 0 (only between two frames of the leader's output, and only once the connection is
-open, as the broker itself does), then the socket closes; clients reconnect to any node.
+leader over a client link (broker/cluster/clientlink.py: the leader's replication port,
+authenticated with the cluster secret, so the leader sees the client's own address). When the
+leader changes, the follower ends each piped connection as RabbitMQ ends one it closes:
+connection.close 320 `CONNECTION_FORCED - leader changed` on channel 0 (only between two
+frames of the leader's output, and only once the connection is open, as the broker itself
+does), then the socket closes; clients reconnect to any node.
 
-`FrameBoundaries` follows the leader's output frame by frame (headers only, no copy) so the
-close frame is never put into the middle of one."""
+`FrameBoundaries` (protocol/frameboundaries.py) follows the leader's output frame by frame
+(headers only, no copy) so the close frame is never put into the middle of one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
+from typing import TYPE_CHECKING
 
 from pamqp import commands
 
+from broker.cluster.clientlink import adopt, client_of, open_link
 from protocol.codec import encode_method
 from protocol.constants import CONNECTION_FORCED
+from protocol.frameboundaries import FrameBoundaries
+from storage.replication import ReplicationRefused, wire
+
+if TYPE_CHECKING:
+    from broker.cluster.etcd import Leader
 
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct(">BHI")  # type, channel, payload size
-_OPEN_OK = (10 << 16) | 41  # connection.open-ok
-_FRAME_METHOD = 1
 LEADER_CHANGED = "CONNECTION_FORCED - leader changed"
-
-
-class FrameBoundaries:
-    """Where the frames of a byte stream end, and whether connection.open-ok went by."""
-
-    def __init__(self) -> None:
-        self._head = b""  # the frame header (and a method's id) read so far
-        self._remaining = 0  # bytes of the current frame not yet seen (payload + frame end)
-        self.opened = False
-
-    @property
-    def between_frames(self) -> bool:
-        return self._remaining == 0 and not self._head
-
-    def feed(self, data: bytes) -> None:
-        offset, size = 0, len(data)
-        while offset < size:
-            if self._remaining:
-                taken = min(self._remaining, size - offset)
-                self._remaining -= taken
-                offset += taken
-                continue
-            if data[offset:offset + 4] == b"AMQP" and not self._head:
-                return  # a protocol header (the broker refusing ours): no frames follow
-            wanted = 7 if len(self._head) < 7 or self.opened else 11
-            piece = data[offset:offset + wanted - len(self._head)]
-            self._head += piece
-            offset += len(piece)
-            if len(self._head) < 7:
-                continue
-            frame_type, channel, payload = _HEAD.unpack_from(self._head)
-            if not self.opened and frame_type == _FRAME_METHOD and channel == 0:
-                if len(self._head) < 11:
-                    continue
-                self.opened = int.from_bytes(self._head[7:11], "big") == _OPEN_OK
-            self._remaining = payload + 1 - (len(self._head) - 7)
-            self._head = b""
+PENDING_LIMIT = 64 * 1024  # client bytes held while the link is set up; then it is not read
 
 
 def leader_changed_frame() -> bytes:
@@ -69,10 +38,11 @@ def leader_changed_frame() -> bytes:
 
 
 class _Upstream(asyncio.Protocol):
-    """The follower's connection to the leader for one client."""
+    """The follower's connection to the leader for one client (a client link after READY)."""
 
-    def __init__(self, pipe: PassThrough) -> None:
+    def __init__(self, pipe: PassThrough, writer: asyncio.StreamWriter) -> None:
         self.pipe: PassThrough | None = pipe  # None once the client is let go
+        self.writer = writer  # the link's stream writer: collected, it would close the socket
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,16 +66,21 @@ class _Upstream(asyncio.Protocol):
 
 
 class PassThrough(asyncio.Protocol):
-    """One client connection on a follower, piped to `leader` (host, port); None: there is no
-    leader at the moment, the connection is closed at once."""
+    """One client connection on a follower, piped to `leader` over a client link authenticated
+    with `secret` as node `node_name`; leader None: there is no leader at the moment, the
+    connection is closed at once."""
 
-    def __init__(self, leader: tuple[str, int] | None, registry: set[PassThrough]) -> None:
+    def __init__(self, leader: Leader | None, registry: set[PassThrough], *, secret: str,
+                 node_name: str) -> None:
         self.leader = leader
         self.registry = registry
+        self.secret = secret
+        self.node_name = node_name
         self.client: asyncio.Transport | None = None
         self.upstream: _Upstream | None = None
         self.frames = FrameBoundaries()
-        self._pending: list[bytes] = []  # client bytes before the leader connection is up
+        self._pending: list[bytes] = []  # client bytes before the link is up
+        self._pending_bytes = 0
         self._task: asyncio.Task | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -117,23 +92,33 @@ class PassThrough(asyncio.Protocol):
         self._task = asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
-        host, port = self.leader
+        leader = self.leader
         try:
-            _, self.upstream = await asyncio.get_running_loop().create_connection(
-                lambda: _Upstream(self), host, port)
-        except OSError as error:
-            log.warning("cannot reach the leader's AMQP port %s:%d: %s", host, port, error)
+            _, writer = await open_link(tuple(leader.replication), client_of(self.client),
+                                     secret=self.secret, epoch=leader.epoch,
+                                     node_name=self.node_name)
+        except (OSError, TimeoutError, EOFError, ReplicationRefused,
+                wire.ProtocolError) as error:
+            log.warning("cannot pass a client to the leader %s at %s:%d: %s", leader.node,
+                        *leader.replication, error or type(error).__name__)
             self.client.close()
             return
+        self.upstream = _Upstream(self, writer)
+        adopt(writer, self.upstream)
         for data in self._pending:
             self.upstream.transport.write(data)
         self._pending.clear()
+        if self._pending_bytes > PENDING_LIMIT:
+            self.client.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.write(data)
-        else:
-            self._pending.append(data)
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > PENDING_LIMIT:  # a client does not send much before Start
+            self.client.pause_reading()
 
     def eof_received(self) -> bool:
         return False

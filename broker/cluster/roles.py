@@ -23,11 +23,14 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
+from broker.cluster.clientlink import take_client
 from broker.cluster.election import Election
 from broker.cluster.etcd import ClusterKeys, EtcdUnavailable, Leader
 from broker.cluster.httpfront import FollowerFront
@@ -37,8 +40,10 @@ from broker.cluster.view import ClusterNodeInfo, ReplicaLag
 from broker.config import Config
 from broker.listeners import bind_all
 from broker.node import Node, name_this_node, node_name
+from broker.tls import amqps_context
 from broker.transport import Transport
 from management.app import ManagementServer
+from protocol.session import HANDSHAKE_TIMEOUT
 from storage.datadir import open_data_dir
 from storage.replication import ReplicationFollower, ReplicationLeader, ReplicationRefused
 
@@ -123,6 +128,10 @@ class ClusterMember:
             return
         listeners = await bind_all(self.config.host, self.config.port, self._amqp_listener,
                                    "TCP")
+        tls = amqps_context(self.config)  # each node terminates its clients' TLS itself
+        if tls is not None:
+            listeners += await bind_all(self.config.amqps_host, self.config.amqps_port,
+                                        partial(self._amqp_listener, tls=tls), "TLS (SSL)")
         front = FollowerFront(self)
         await front.start(self.config.management_host, self.config.management_port)
         self._spawn(self._refresh_nodes())
@@ -141,17 +150,19 @@ class ClusterMember:
         if failure is not None:
             raise failure
 
-    def _amqp_listener(self, host: str) -> Awaitable[asyncio.Server]:
+    def _amqp_listener(self, host: str, tls: ssl.SSLContext | None = None
+                       ) -> Awaitable[asyncio.Server]:
         return asyncio.get_running_loop().create_server(
-            self._accept, host, self.config.port, reuse_address=True, backlog=1024)
+            self._accept, host, self.config.amqps_port if tls else self.config.port, ssl=tls,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls else None, reuse_address=True,
+            backlog=1024)
 
     def _accept(self) -> asyncio.Protocol:
         """A client connection: served here while leading, passed through while following."""
         if self.node is not None and self.role == "leader":
             return Transport(self.node)
-        leader = self.leader
-        return PassThrough(tuple(leader.amqp) if leader is not None else None,
-                           self.passthroughs)
+        return PassThrough(self.leader, self.passthroughs, secret=self.config.cluster_secret,
+                           node_name=self.name)
 
     async def _join(self) -> bool:
         """Lease and node key, retried until etcd answers; False if stopped meanwhile."""
@@ -282,6 +293,7 @@ class ClusterMember:
             replication_timeout=self.config.replication_timeout / 1000)
         node = Node(self.config, replicator=self.replication)  # attached to its log in start
         node.cluster = self
+        self.replication.take_client = partial(take_client, node)  # followers' client links
         await node.start()
         await self.replication.start(self.config.advertise_host, self.config.replication_port)
         await front.stop()

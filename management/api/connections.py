@@ -18,7 +18,6 @@ from management.api.common import (
     not_found,
     sees_every_vhost,
 )
-from management.api.overview import node_name
 from management.auth import require_tag
 from management.rates import RATES_KEY, Rates
 from protocol.session import State
@@ -48,7 +47,7 @@ def connection_info(connection: Connection, rates: Rates) -> dict[str, Any]:
     transport = connection.transport
     local_host, local_port = connection.local or ("", 0)
     return {
-        "name": connection.display_name, "node": node_name(), "type": "network",
+        "name": connection.display_name, "node": connection.node_name, "type": "network",
         "protocol": "AMQP 0-9-1", "state": connection_state(connection),
         "user": connection.user.name, "user_who_performed_action": connection.user.name,
         "vhost": connection.vhost.name,
@@ -84,7 +83,8 @@ def channel_info(channel: Channel) -> dict[str, Any]:
     connection, deliveries = channel.connection, channel.deliveries
     return {
         "name": channel_name(channel), "number": channel.number,
-        "node": node_name(), "user": connection.user.name, "vhost": connection.vhost.name,
+        "node": connection.node_name, "user": connection.user.name,
+        "vhost": connection.vhost.name,
         "state": "running", "confirm": channel.confirms.active,
         "transactional": channel.transaction.active,
         "consumer_count": len(deliveries.consumers),
@@ -149,7 +149,7 @@ def consumer_info(consumer: Consumer) -> dict[str, Any]:
             "name": channel_name(channel), "number": channel.number,
             "connection_name": connection.display_name, "peer_host": _peer(connection)[0],
             "peer_port": _peer(connection)[1], "user": connection.user.name,
-            "node": node_name(),
+            "node": connection.node_name,
         },
     }
 

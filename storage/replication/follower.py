@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl as ssl_module
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from storage.datadir import DataDir, lock_data_dir
 from storage.replication import wire
 from storage.replication.files import Applier, list_files
 from storage.replication.status import FollowerStatus, ReplicationRefused
-from storage.replication.transport import read_message, refuse, send
+from storage.replication.transport import introduce, read_message, refuse, send
 
 log = logging.getLogger(__name__)
 
@@ -146,22 +145,8 @@ class ReplicationFollower:
 
     async def _handshake(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
-        nonce = os.urandom(wire.NONCE_SIZE)
-        send(writer, wire.Hello(wire.FOLLOWER, self.epoch, nonce, self.node_name))
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            hello = await read_message(reader, wire.MAX_HANDSHAKE_FRAME)
-        if isinstance(hello, wire.Refuse):
-            raise ReplicationRefused(f"the leader refused: {hello.text}")
-        if not isinstance(hello, wire.Hello) or hello.role != wire.LEADER:
-            raise wire.ProtocolError("expected the leader's HELLO")
-        if hello.epoch != self.epoch:
-            await refuse(writer, wire.REFUSED_EPOCH, f"follower of epoch {self.epoch}")
-            raise ReplicationRefused(f"leader at epoch {hello.epoch}, not {self.epoch}")
-        expected = wire.leader_mac(self.secret, nonce, hello.nonce, self.epoch)
-        if not wire.mac_matches(expected, hello.mac):
-            await refuse(writer, wire.REFUSED_AUTH, "authentication failed")
-            raise ReplicationRefused("the leader does not know the cluster secret")
-        send(writer, wire.Auth(wire.follower_mac(self.secret, hello.nonce, nonce, self.epoch)))
+        await introduce(reader, writer, role=wire.FOLLOWER, secret=self.secret,
+                        epoch=self.epoch, node_name=self.node_name, timeout=CONNECT_TIMEOUT)
 
     async def _receive(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        incoming: asyncio.Queue) -> None:

@@ -143,6 +143,9 @@ class ReplicationLeader:
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="warren-repl")
         self.closed = False
         self.deposed = False  # write_in_sync refused: nothing is confirmed until one succeeds
+        # Set by the cluster: takes an authenticated client link's socket (the node it came
+        # through, its wire.Client, the writer) after READY; None refuses client links.
+        self.take_client: Callable[[str, wire.Client, asyncio.StreamWriter], None] | None = None
 
     # -- the write-ahead log's side ------------------------------------------------------
 
@@ -262,9 +265,13 @@ class ReplicationLeader:
         peer = writer.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if peer else "?"
         link: _Link | None = None
+        handed_over = False
         try:
             joined = await self._handshake(reader, writer, address)
             if joined is None:
+                return
+            if isinstance(joined, wire.Client):  # a client link: the socket is AMQP's now
+                handed_over = True
                 return
             link, files = joined
             await self._catch_up(link, files)
@@ -283,17 +290,20 @@ class ReplicationLeader:
             log.warning("replication follower at %s broke the protocol: %s", address, exc)
             await refuse(writer, wire.REFUSED_PROTOCOL, str(exc))
         finally:
-            writer.close()
+            if not handed_over:
+                writer.close()
             if link is not None and self._links.get(link.name) is link:
                 del self._links[link.name]
                 if link.name in self._wanted and not self.closed:
                     self._drop(link.name, "disconnected")
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         address: str) -> tuple[_Link, list[wire.FileInfo]] | None:
+                         address: str) -> tuple[_Link, list[wire.FileInfo]] | wire.Client | None:
         hello = await asyncio.wait_for(read_message(reader, wire.MAX_HANDSHAKE_FRAME),
                                        HANDSHAKE_TIMEOUT)
-        if not isinstance(hello, wire.Hello) or hello.role != wire.FOLLOWER or (
+        roles = (wire.FOLLOWER,) if self.take_client is None else (wire.FOLLOWER,
+                                                                     wire.CLIENT_LINK)
+        if not isinstance(hello, wire.Hello) or hello.role not in roles or (
             hello.version != wire.VERSION
         ):
             raise wire.ProtocolError("expected a follower's HELLO of version 1")
@@ -314,6 +324,8 @@ class ReplicationLeader:
                         hello.node, address)
             await refuse(writer, wire.REFUSED_AUTH, "authentication failed")
             return None
+        if hello.role == wire.CLIENT_LINK:
+            return await self._client_link(hello.node, reader, writer)
         files = await asyncio.wait_for(read_message(reader, wire.MAX_FRAME), HANDSHAKE_TIMEOUT)
         if not isinstance(files, wire.FileList):
             raise wire.ProtocolError("expected the follower's FILE_LIST")
@@ -326,6 +338,21 @@ class ReplicationLeader:
         log.info("replication follower %s connected from %s; catching up from position %d",
                  hello.node, address, self.position)
         return link, list(files.files)
+
+    async def _client_link(self, via: str, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> wire.Client | None:
+        """An authenticated client link: READY, then its socket goes to `take_client` (in
+        the same loop step: no byte of the client can reach the stream reader meanwhile;
+        the follower sends none before READY)."""
+        client = await asyncio.wait_for(read_message(reader, wire.MAX_HANDSHAKE_FRAME),
+                                        HANDSHAKE_TIMEOUT)
+        if not isinstance(client, wire.Client):
+            raise wire.ProtocolError("expected the client link's CLIENT")
+        if self.closed or self.take_client is None:
+            return None
+        send(writer, wire.Ready())
+        self.take_client(via, client, writer)
+        return client
 
     async def _catch_up(self, link: _Link, files: list[wire.FileInfo]) -> None:
         """The actions that bring the follower's files to ours, CAUGHT_UP, then live."""

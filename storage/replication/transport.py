@@ -4,8 +4,10 @@ socket I/O with storage/replication/wire.py's bytes)."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 from storage.replication import wire
+from storage.replication.status import ReplicationRefused
 
 
 async def read_message(reader: asyncio.StreamReader, max_frame: int) -> wire.Message:
@@ -30,3 +32,25 @@ async def refuse(writer: asyncio.StreamWriter, reason: int, text: str) -> None:
         pass
     finally:
         writer.close()
+
+
+async def introduce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, role: int,
+                    secret: str, epoch: int, node_name: str, timeout: float) -> None:
+    """The connecting side's handshake (a follower, or a client link): HELLO, check the
+    leader's HELLO (its epoch, its mac), AUTH. ReplicationRefused if either side refuses."""
+    nonce = os.urandom(wire.NONCE_SIZE)
+    send(writer, wire.Hello(role, epoch, nonce, node_name))
+    async with asyncio.timeout(timeout):
+        hello = await read_message(reader, wire.MAX_HANDSHAKE_FRAME)
+    if isinstance(hello, wire.Refuse):
+        raise ReplicationRefused(f"the leader refused: {hello.text}")
+    if not isinstance(hello, wire.Hello) or hello.role != wire.LEADER:
+        raise wire.ProtocolError("expected the leader's HELLO")
+    if hello.epoch != epoch:
+        await refuse(writer, wire.REFUSED_EPOCH, f"follower of epoch {epoch}")
+        raise ReplicationRefused(f"leader at epoch {hello.epoch}, not {epoch}")
+    expected = wire.leader_mac(secret, nonce, hello.nonce, epoch)
+    if not wire.mac_matches(expected, hello.mac):
+        await refuse(writer, wire.REFUSED_AUTH, "authentication failed")
+        raise ReplicationRefused("the leader does not know the cluster secret")
+    send(writer, wire.Auth(wire.follower_mac(secret, hello.nonce, nonce, epoch)))

@@ -6,9 +6,9 @@ handshake. No sockets and no asyncio here; leader.py and follower.py do the I/O.
 All integers are big-endian; `text` is a length u16 and UTF-8 bytes.
 
     type  message    payload (direction)
-    1     HELLO      version u16, role u8 (0 follower, 1 leader), epoch u64, nonce 32 bytes,
-                     node name text, mac 32 bytes (both, first)
-    2     AUTH       mac 32 bytes (follower, after the leader's HELLO)
+    1     HELLO      version u16, role u8 (0 follower, 1 leader, 2 client link), epoch u64,
+                     nonce 32 bytes, node name text, mac 32 bytes (both, first)
+    2     AUTH       mac 32 bytes (follower or client link, after the leader's HELLO)
     3     REFUSE     reason u8 (1 auth, 2 epoch, 3 protocol), text (either, then it closes)
     4     FILE_LIST  count u32, per file: path text, size u64, chunk count u32, crc32 u32 per
                      chunk (follower, after AUTH)
@@ -16,6 +16,12 @@ All integers are big-endian; `text` is a length u16 and UTF-8 bytes.
     6     CAUGHT_UP  epoch u64, position u64 (leader, after the catch-up's ACTIONS)
     7     ACK        position u64 (follower)
     8     PING       epoch u64, position u64 (leader, every replication_timeout / 3)
+    9     CLIENT     peer host text, peer port u16, local host text, local port u16, tls text,
+                     service u8 (client link, after AUTH: the client it carries; tls is "" for
+                     plain TCP, else JSON of the follower's TLS session, broker/tls.py;
+                     service 0 AMQP, 1 the management API over HTTP/1.0)
+    10    READY      nothing (leader, after CLIENT: from now on the socket carries the
+                     client's AMQP, or one HTTP request and its response)
 
     action := kind u8 | path text | APPEND (1): offset u64, length u32, data
                                   | TRUNCATE (2): size u64 (creates the file if missing)
@@ -26,6 +32,12 @@ The handshake proves both sides know the cluster secret without sending it: each
 carries a fresh nonce; the leader's mac is HMAC-SHA256(secret, "leader" | follower nonce |
 leader nonce | epoch), the follower's AUTH is HMAC-SHA256(secret, "follower" | leader nonce |
 follower nonce | epoch). A HELLO from a follower carries a zero mac.
+
+A client link (role 2) is a follower passing one AMQP client connection to the leader
+(broker/cluster/clientlink.py): same handshake, then CLIENT names where the client really
+connected from and to, the leader answers READY and hands the socket to its AMQP server; after
+READY both ends speak AMQP (or HTTP) on it, the follower piping the client's bytes untouched.
+Only a node holding the secret can so speak for a client's address.
 
 Positions: the leader numbers its live stream by bytes: an ACTIONS frame's position is the
 stream's length after it. Catch-up ACTIONS carry position 0 (nothing to acknowledge); the
@@ -56,8 +68,9 @@ _TWO_U64 = struct.Struct("!QQ")
 _HELLO_HEAD = struct.Struct("!HBQ")
 _APPEND_HEAD = struct.Struct("!QI")
 
-HELLO, AUTH, REFUSE, FILE_LIST, ACTIONS, CAUGHT_UP, ACK, PING = range(1, 9)
-FOLLOWER, LEADER = 0, 1
+HELLO, AUTH, REFUSE, FILE_LIST, ACTIONS, CAUGHT_UP, ACK, PING, CLIENT, READY = range(1, 11)
+FOLLOWER, LEADER, CLIENT_LINK = 0, 1, 2
+AMQP_SERVICE, HTTP_SERVICE = 0, 1
 REFUSED_AUTH, REFUSED_EPOCH, REFUSED_PROTOCOL = 1, 2, 3
 APPEND, TRUNCATE, REPLACE, DELETE = 1, 2, 3, 4
 
@@ -150,7 +163,24 @@ class Ping:
     position: int
 
 
-Message = Hello | Auth | Refuse | FileList | Actions | CaughtUp | Ack | Ping
+@dataclass(frozen=True)
+class Client:
+    """The client a client link carries: its address (peer), the address it connected to on
+    the follower (local), its TLS session there as JSON ("" for plain TCP), and whether it
+    speaks AMQP or HTTP."""
+
+    peer: tuple[str, int]
+    local: tuple[str, int]
+    tls: str = ""
+    service: int = AMQP_SERVICE
+
+
+@dataclass(frozen=True)
+class Ready:
+    pass
+
+
+Message = Hello | Auth | Refuse | FileList | Actions | CaughtUp | Ack | Ping | Client | Ready
 
 
 # -- the handshake's mac ------------------------------------------------------------------
@@ -212,6 +242,12 @@ def encode(message: Message) -> bytes:
         return _frame(ACK, _U64.pack(message.position))
     if isinstance(message, Ping):
         return _frame(PING, _TWO_U64.pack(message.epoch, message.position))
+    if isinstance(message, Client):
+        return _frame(CLIENT, _text(message.peer[0]) + _U16.pack(message.peer[1])
+                      + _text(message.local[0]) + _U16.pack(message.local[1])
+                      + _text(message.tls) + bytes([message.service]))
+    if isinstance(message, Ready):
+        return _frame(READY, b"")
     raise TypeError(f"not a replication message: {message!r}")
 
 
@@ -342,6 +378,12 @@ def decode(kind: int, payload: bytes | memoryview) -> Message:
         message = Ack(reader.unpack(_U64)[0])
     elif kind == PING:
         message = Ping(*reader.unpack(_TWO_U64))
+    elif kind == CLIENT:
+        peer = (reader.text(), reader.unpack(_U16)[0])
+        local = (reader.text(), reader.unpack(_U16)[0])
+        message = Client(peer, local, reader.text(), reader.take(1)[0])
+    elif kind == READY:
+        message = Ready()
     else:
         raise ProtocolError(f"unknown frame type {kind}")
     reader.end()

@@ -7,14 +7,12 @@ Reply codes and texts are the ones a RabbitMQ 3.10.8 node sent (see RABBITMQ_TEX
 
 from __future__ import annotations
 
-import contextlib
-import socket
-
 import aio_pika
 import aiormq.exceptions
 import pika
 import pika.exceptions
 import pytest
+from brokers import non_loopback_address
 from pamqp import commands, encode
 from raw_amqp import (
     RawAMQP,
@@ -30,9 +28,10 @@ LOGIN_REFUSED = ("ACCESS_REFUSED - Login was refused using authentication mechan
 
 
 def start_ok_reply(broker, user: str, password: str, mechanism: str = "PLAIN",
-                   host: str | None = None) -> commands.Connection.Close:
+                   host: str | None = None, source: str | None = None
+                   ) -> commands.Connection.Close:
     """Send start-ok with the given credentials; return the broker's connection.close."""
-    with RawAMQP.connect(broker, host=host) as amqp:
+    with RawAMQP.connect(broker, host=host, source=source) as amqp:
         amqp.send_protocol_header()
         amqp.expect(commands.Connection.Start)
         amqp.start_ok(user, password, mechanism)
@@ -399,20 +398,6 @@ def test_pika_permission_error(broker, names):
 # --------------------------------------------------------------------------------------------
 
 
-def non_loopback_address() -> str | None:
-    """An IPv4 address of this machine that is not 127.x (the broker listens on all)."""
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))  # no packet is sent for UDP connect
-        address = s.getsockname()[0]
-        if not address.startswith("127."):
-            return address
-    with contextlib.suppress(OSError):
-        for address in socket.gethostbyname_ex(socket.gethostname())[2]:
-            if not address.startswith("127."):
-                return address
-    return None
-
-
 def test_guest_refused_from_non_loopback_address(broker):
     address = non_loopback_address()
     if address is None:
@@ -425,6 +410,23 @@ def test_guest_refused_from_non_loopback_address(broker):
     with RawAMQP.connect(broker, host=address) as amqp:
         assert isinstance(amqp.handshake("limited", "limited"), commands.Connection.OpenOk)
         amqp.close_connection()
+
+
+def test_guest_is_judged_by_the_address_it_connected_to(broker):
+    """RabbitMQ 3.10 judges a loopback-only user by the socket's local address (the address the
+    client connected to), not the client's: from this host's own address to 127.0.0.1 guest
+    gets in, from 127.0.0.1 to the host's address it does not (RABBITMQ_TEXTS.md)."""
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    with RawAMQP.connect(broker, host="127.0.0.1", source=address) as amqp:
+        assert isinstance(amqp.handshake("guest", "guest"), commands.Connection.OpenOk)
+        amqp.close_connection()
+    close = start_ok_reply(broker, "guest", "guest", host=address, source="127.0.0.1")
+    assert close_summary(close) == (403, LOGIN_REFUSED.format("PLAIN"), 0, 0)
+    if broker.process is not None:
+        assert "PLAIN login refused: user 'guest' can only connect via localhost" in (
+            broker.log_text())
 
 
 def test_default_user_and_vhost_from_environment(warren_factory):

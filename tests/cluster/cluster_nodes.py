@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,10 +168,15 @@ class Cluster:
 
 @contextlib.contextmanager
 def run_cluster(directory: Path, etcd: str, size: int = 3,
-                extra_args: list[str] | None = None) -> Iterator[Cluster]:
+                extra_args: list[str] | None = None,
+                node_args: Callable[[ClusterNode], list[str]] | None = None
+                ) -> Iterator[Cluster]:
+    """`size` nodes, each started with `extra_args` and what `node_args(node)` gives it."""
     cluster_name = directory.name.replace("[", "-").replace("]", "")[-40:]
     nodes = [ClusterNode(f"node{index}", directory / f"node{index}", etcd, cluster_name,
                          extra_args=list(extra_args or [])) for index in range(size)]
+    for node in nodes:
+        node.extra_args += node_args(node) if node_args is not None else []
     try:
         for node in nodes:
             node.start(wait=False)

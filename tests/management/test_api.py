@@ -20,6 +20,7 @@ import time
 import pika
 import pika.exceptions
 import pytest
+from brokers import non_loopback_address
 from management_api import (
     ACCESS_REFUSED,
     GUEST,
@@ -27,6 +28,7 @@ from management_api import (
     REALM,
     Api,
     eventually,
+    get_from,
     q,
     wait_for_queue_field,
 )
@@ -109,6 +111,22 @@ def test_user_without_management_tag_is_refused(api, user):
     assert answer.status == 401
     assert answer.json() == {"error": "not_authorised", "reason": "Not management user"}
     assert answer.header("www-authenticate") is None
+
+
+def test_guest_from_another_host_may_only_log_in_via_localhost(broker, api):
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    answer = get_from(address, "127.0.0.1", broker.management_port, "/api/whoami")
+    assert answer.status == 401
+    assert answer.json() == {"error": "not_authorised",
+                             "reason": "User can only log in via localhost"}
+    assert answer.header("www-authenticate") is None
+    wrong = get_from(address, "127.0.0.1", broker.management_port, "/api/whoami",
+                     auth=("guest", "wrong"))
+    assert (wrong.status, wrong.json()["reason"]) == (401, "Login failed")
+    assert get_from("127.0.0.1", "127.0.0.1", broker.management_port, "/api/whoami").status == (
+        200)
 
 
 def test_unknown_path_is_404_and_wrong_method_405(api):

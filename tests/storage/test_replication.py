@@ -36,7 +36,7 @@ from storage.datadir import lock_data_dir
 from storage.replication import ReplicationFollower, ReplicationLeader, ReplicationRefused, wire
 from storage.replication import files as replication_files
 from storage.replication import follower as follower_module
-from storage.replication.transport import read_message, send
+from storage.replication.transport import introduce, read_message, send
 
 
 async def test_a_populated_dir_is_caught_up_and_starts_as_a_warren_data_dir(tmp_path):
@@ -227,8 +227,48 @@ async def test_a_wrong_secret_is_refused_both_ways(tmp_path):
         await stop(node, leader)
 
 
-async def test_replication_runs_over_tls(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "operations"))
+async def test_a_client_link_is_handed_over_after_ready_and_refused_without_a_taker(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+
+    class Upper(asyncio.Protocol):  # stands for the AMQP server the socket is handed to
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data.upper())
+
+    taken = []
+
+    def take(via, client, writer):
+        taken.append((via, client, writer))
+        protocol = Upper()
+        writer.transport.set_protocol(protocol)
+        protocol.connection_made(writer.transport)
+
+    client = wire.Client(("192.0.2.9", 4242), ("127.0.0.1", 5672))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", leader.port)
+        send(writer, wire.Hello(wire.CLIENT_LINK, leader.epoch, bytes(32), "f1"))
+        refusal = await asyncio.wait_for(read_message(reader, wire.MAX_HANDSHAKE_FRAME), 5)
+        assert refusal.reason == wire.REFUSED_PROTOCOL  # this leader takes no clients
+        writer.close()
+        leader.take_client = take
+        reader, writer = await asyncio.open_connection("127.0.0.1", leader.port)
+        await introduce(reader, writer, role=wire.CLIENT_LINK, secret=SECRET,
+                        epoch=leader.epoch, node_name="f1", timeout=5)
+        send(writer, client)
+        assert await asyncio.wait_for(read_message(reader, wire.MAX_HANDSHAKE_FRAME), 5) == (
+            wire.Ready())
+        writer.write(b"amqp bytes")
+        assert await asyncio.wait_for(reader.readexactly(10), 5) == b"AMQP BYTES"
+        assert [(via, got) for via, got, _ in taken] == [("f1", client)]
+        assert leader.followers() == []  # a client link is no follower
+        writer.close()
+    finally:
+        await stop(node, leader)
+
+
+async def test_replication_runs_over_tls(tmp_path):
     from tls_certificates import CertificateAuthority  # the TLS tests' throwaway CA
 
     authority = CertificateAuthority(tmp_path, "replication-ca")

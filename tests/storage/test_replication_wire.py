@@ -39,6 +39,10 @@ MESSAGES = [
     wire.CaughtUp(9, 0),
     wire.Ack(2**64 - 1),
     wire.Ping(9, 77),
+    wire.Hello(wire.CLIENT_LINK, 5, NONCE, "warren@c"),
+    wire.Client(("192.0.2.7", 50123), ("::1", 5672), '{"version": "TLSv1.3"}'),
+    wire.Client(("127.0.0.1", 1), ("127.0.0.1", 65535), "", wire.HTTP_SERVICE),
+    wire.Ready(),
 ]
 
 
@@ -92,6 +96,8 @@ def test_a_frame_over_the_handshake_limit_is_refused_before_it_is_read():
     (struct.pack("!QQI", 1, 2, 1) + b"\x01" + struct.pack("!H", 1) + b"a"
      + struct.pack("!QI", 0, 10) + b"short", wire.ACTIONS, "ends inside"),
     (struct.pack("!B", 1) + struct.pack("!H", 2) + b"\xff\xfe", wire.REFUSE, "UTF-8"),
+    (struct.pack("!H", 1) + b"a" + struct.pack("!H", 1), wire.CLIENT, "ends inside"),
+    (b"\x00", wire.READY, "bytes left"),
 ])
 def test_malformed_payloads_are_protocol_errors(payload, kind, error):
     with pytest.raises(ProtocolError, match=error):
