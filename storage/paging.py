@@ -459,7 +459,7 @@ def _write_at(directory: Path, number: int, offset: int, buffers: list[bytes]) -
     tail must not need a second copy of its bodies in memory."""
     descriptor = os.open(page_path(directory, number), os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        pending = [memoryview(buffer) for buffer in buffers if buffer]
+        pending: list[bytes | memoryview] = [buffer for buffer in buffers if buffer]
         first = 0  # pending[:first] are written
         while first < len(pending):
             done = os.pwritev(descriptor, pending[first:first + _IOV_MAX], offset)
@@ -468,6 +468,6 @@ def _write_at(directory: Path, number: int, offset: int, buffers: list[bytes]) -
                 done -= len(pending[first])
                 first += 1
             if done:  # a short write ended inside this buffer
-                pending[first] = pending[first][done:]
+                pending[first] = memoryview(pending[first])[done:]
     finally:
         os.close(descriptor)
