@@ -5,8 +5,9 @@ Keys, under /warren/<cluster name>/:
 - `leader`: JSON {node, amqp, http, replication} under the leader's lease, created only when
   absent; its create revision is the leader's *epoch* (fencing token).
 - `nodes/<name>`: JSON {amqp, http, replication, started} under that node's lease.
-- `in_sync`: JSON {epoch, members}: the nodes holding every confirmed record; written by the
-  leader only, in a transaction that checks the leader key still has the leader's epoch.
+- `in_sync`: JSON {epoch, leader, members}: the nodes holding every confirmed record (the
+  leader that wrote it included); written by the leader only, in a transaction that checks the
+  leader key still has the leader's epoch.
 
 Every call has a timeout (`call_timeout`) and raises `EtcdUnavailable` when etcd cannot be
 reached in it; several endpoints are tried in turn. gRPC's reconnect back-off is capped at one
@@ -60,6 +61,7 @@ class InSync:
     epoch: int | None
     members: frozenset[str]
     revision: int  # mod revision of the key; 0: no key (a cluster's first start)
+    leader: str | None = None  # the leader that wrote it
 
 
 def _json(value: Any) -> bytes:
@@ -147,35 +149,37 @@ class ClusterKeys:
         if found is None:
             return InSync(None, frozenset(), 0)
         document = json.loads(found.value)
-        return InSync(document.get("epoch"), frozenset(document["members"]), found.mod_revision)
+        return InSync(document.get("epoch"), frozenset(document["members"]), found.mod_revision,
+                      document.get("leader"))
 
     async def campaign(self, name: str, document: dict[str, Any], lease: int,
-                       in_sync: InSync) -> int | None:
+                       in_sync: InSync, members: set[str]) -> int | None:
         """Create the leader key if there is none and the in-sync set is still `in_sync` (read
-        by the caller, who is a member or it is empty); the in-sync set becomes this node
-        alone. The epoch when this node won, None when it did not."""
+        by the caller, who is a member or it is empty); the in-sync set becomes `members` (a
+        subset of it, with this node). The epoch when this node won, None when it did not."""
         t = self._connect().transactions
         won, responses = await self._call(
             "transaction",
             compare=[t.create(self._key("leader")) == 0,
                      t.mod(self._key("in_sync")) == in_sync.revision],
             success=[t.put(self._key("leader"), _json({"node": name, **document}), lease=lease),
-                     t.put(self._key("in_sync"), _json({"epoch": None, "members": [name]}))],
+                     t.put(self._key("in_sync"), _json(
+                         {"epoch": None, "leader": name, "members": sorted(members)}))],
             failure=[],
         )
         if not won:
             return None
         return responses[0].response_put.header.revision
 
-    async def write_in_sync(self, epoch: int, members: set[str]) -> bool:
+    async def write_in_sync(self, epoch: int, leader: str, members: set[str]) -> bool:
         """Write the in-sync set if the leader key still has `epoch`; False if it does not
         (this node no longer leads)."""
         t = self._connect().transactions
         written, _ = await self._call(
             "transaction",
             compare=[t.create(self._key("leader")) == epoch],
-            success=[t.put(self._key("in_sync"),
-                           _json({"epoch": epoch, "members": sorted(members)}))],
+            success=[t.put(self._key("in_sync"), _json(
+                {"epoch": epoch, "leader": leader, "members": sorted(members)}))],
             failure=[],
         )
         return bool(written)

@@ -277,7 +277,8 @@ class ClusterMember:
             pipe.leader_changed()
         self.replication = ReplicationLeader(
             self.config.data_dir, secret=self.config.cluster_secret, epoch=epoch,
-            node_name=self.name, min_in_sync=self.config.min_in_sync, in_sync=set(),
+            node_name=self.name, min_in_sync=self.config.required_in_sync,
+            in_sync=self.election.followers_in_sync,
             write_in_sync=self._write_in_sync, may_confirm=self.may_confirm,
             replication_timeout=self.config.replication_timeout / 1000)
         node = Node(self.config, replicator=self.replication)  # attached to its log in start
