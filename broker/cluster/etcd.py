@@ -17,8 +17,10 @@ second so that the cluster resumes soon after etcd is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,9 @@ _GRPC_OPTIONS = {
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
 }
+
+
+FALLBACK_POLL = 1.0  # seconds between looks at the leader key while its watch is broken
 
 
 class EtcdUnavailable(Exception):
@@ -95,10 +100,14 @@ class ClusterKeys:
             async with asyncio.timeout(self.call_timeout):
                 return await getattr(client, operation)(*args, **kwargs)
         except (aetcd.exceptions.ClientError, TimeoutError, OSError) as error:
-            if len(self._endpoints) > 1:  # the next endpoint for the next call
-                await self._drop_client()
-                self._current = (self._current + 1) % len(self._endpoints)
+            await self._rotate()
             raise EtcdUnavailable(f"etcd {operation}: {error or type(error).__name__}") from error
+
+    async def _rotate(self) -> None:
+        """After a failure: the next endpoint for the next call (if there are several)."""
+        if len(self._endpoints) > 1:
+            await self._drop_client()
+            self._current = (self._current + 1) % len(self._endpoints)
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -143,6 +152,64 @@ class ClusterKeys:
         if found is None:
             return None
         return Leader.parse(found.value, found.create_revision, found.lease)
+
+    async def leader_at(self) -> tuple[Leader | None, int]:
+        """The leader key (None if there is none) and the store's revision it was read at."""
+        key = self._key("leader")
+        found = await self._call("get_range", key, key + b"\0")
+        leader = None
+        for item in found:
+            leader = Leader.parse(item.value, item.create_revision, item.lease)
+        return leader, found.header.revision
+
+    async def next_leader(self, epoch: int | None, revision: int) -> Leader | None:
+        """Wait until the leader key is no longer that of `epoch` (None: no leader key), as
+        read at `revision` (no change after it is missed), and return what it is then. An etcd
+        watch on the key sees the change as soon as etcd applies it; while the watch cannot be
+        set up or has broken (etcd away), a look every FALLBACK_POLL seconds, and a new watch
+        from the revision last read."""
+        while True:
+            try:
+                async with contextlib.aclosing(self._watch_leader(revision)) as changes:
+                    async for current in changes:
+                        if (current.epoch if current is not None else None) != epoch:
+                            return current
+            except EtcdUnavailable as error:
+                log.debug("watching the leader key: %s; looking every %.1fs", error,
+                          FALLBACK_POLL)
+            await asyncio.sleep(FALLBACK_POLL)
+            try:
+                current, revision = await self.leader_at()
+            except EtcdUnavailable:
+                continue
+            if (current.epoch if current is not None else None) != epoch:
+                return current
+
+    async def _watch_leader(self, revision: int) -> AsyncIterator[Leader | None]:
+        """The leader key's values after `revision` as etcd applies them (None: deleted);
+        raises EtcdUnavailable when the watch cannot be set up or breaks."""
+        client = self._connect()
+        try:
+            async with asyncio.timeout(self.call_timeout):
+                watch = await client.watch(self._key("leader"), start_revision=revision + 1)
+        except (aetcd.exceptions.ClientError, TimeoutError, OSError) as error:
+            await self._rotate()
+            raise EtcdUnavailable(f"etcd watch: {error or type(error).__name__}") from error
+        events = aiter(watch)
+        try:
+            async for event in events:
+                if event.kind == "DELETE":
+                    yield None
+                else:
+                    yield Leader.parse(event.kv.value, event.kv.create_revision, event.kv.lease)
+        except (aetcd.exceptions.ClientError, OSError) as error:
+            await self._rotate()
+            raise EtcdUnavailable(f"etcd watch: {error or type(error).__name__}") from error
+        finally:
+            await events.aclose()
+            with contextlib.suppress(Exception):  # a broken stream has no watch left to cancel
+                async with asyncio.timeout(1.0):
+                    await watch.cancel()
 
     async def in_sync(self) -> InSync:
         found = await self._call("get", self._key("in_sync"))

@@ -3,8 +3,9 @@ HTTP ports from the start, and takes the role etcd gives it.
 
 - **follower** (the leader key is another node's): runs the replication follower into its data
   dir, passes AMQP connections through to the leader (broker/cluster/passthrough.py) and the
-  management API to it (httpfront.py). No broker core runs. When the leader key goes or changes,
-  passed-through connections get 320 and, if this node is in the in-sync set, it campaigns.
+  management API to it (httpfront.py). No broker core runs. When the leader key goes or changes
+  (an etcd watch on it, etcd.py `next_leader`), passed-through connections get 320 and, if
+  this node is in the in-sync set, it campaigns.
 - **leader** (it won the campaign): starts the broker the ordinary way (`Node.start` on its data
   dir: definitions, then a log scan), the replication leader and the management server, and
   serves AMQP itself. When it can no longer be sure it leads (its lease may have lapsed, or the
@@ -44,8 +45,8 @@ from storage.replication import ReplicationFollower, ReplicationLeader, Replicat
 
 log = logging.getLogger(__name__)
 
-POLL = 0.2  # seconds between looks at the leader key
-LEADER_CHECK = 0.5  # seconds between the leader's checks that the key is still its own
+CAMPAIGN_RETRY = 0.2  # seconds before a campaign etcd did not answer is tried again
+LEASE_CHECK = 0.1  # seconds between the leader's looks at its lease's validity
 FOLLOW_RETRY = 0.5  # seconds before a failed replication follower tries again
 CLOSE_FLUSH = 0.3  # seconds the 320 closes get to reach clients before a re-exec
 
@@ -211,7 +212,7 @@ class ClusterMember:
     async def _take_roles(self, front: FollowerFront) -> None:
         while True:
             try:
-                leader = await self.keys.leader()
+                leader, revision = await self.keys.leader_at()
             except EtcdUnavailable as error:
                 log.warning("etcd unavailable: %s", error)
                 await asyncio.sleep(1.0)
@@ -220,32 +221,29 @@ class ClusterMember:
                 try:
                     epoch = await self.election.campaign()
                 except EtcdUnavailable:
-                    epoch = None
+                    await asyncio.sleep(CAMPAIGN_RETRY)
+                    continue
                 if epoch is not None:
                     await self._lead(front)
                     return
-                await asyncio.sleep(POLL)
+                # Another node won (its key is after `revision`: seen at once), or this one
+                # may not lead (not in the in-sync set): wait for a leader.
+                await self.keys.next_leader(None, revision)
             elif leader.node == self.name:  # our key from before a re-exec: it expires soon
-                await asyncio.sleep(POLL)
+                await self.keys.next_leader(leader.epoch, revision)
             else:
-                await self._follow(leader)
+                await self._follow(leader, revision)
 
     # -- follower --------------------------------------------------------------------------
 
-    async def _follow(self, leader: Leader) -> None:
+    async def _follow(self, leader: Leader, revision: int) -> None:
         self.role, self.leader = "follower", leader
         log.info("following %s (epoch %d)", leader.node, leader.epoch)
         replicating = asyncio.create_task(self._replicate(leader))
         try:
-            while True:
-                await asyncio.sleep(POLL)
-                try:
-                    current = await self.keys.leader()
-                except EtcdUnavailable:
-                    continue  # the leader's own lease rule covers this time
-                if current is None or current.epoch != leader.epoch:
-                    log.info("leader %s (epoch %d) is gone", leader.node, leader.epoch)
-                    return
+            # (while etcd does not answer, the leader's own lease rule covers the time)
+            await self.keys.next_leader(leader.epoch, revision)
+            log.info("leader %s (epoch %d) is gone", leader.node, leader.epoch)
         finally:
             replicating.cancel()
             await asyncio.wait({replicating})  # it holds the data dir's lock until it is done
@@ -290,19 +288,17 @@ class ClusterMember:
         await self.management.start(self.config.management_host, self.config.management_port)
         self.node, self.role = node, "leader"
         log.info("serving as the leader of cluster %s, epoch %d", self.cluster_name, epoch)
-        last_check = 0.0
-        loop = asyncio.get_running_loop()
+        self._spawn(self._watch_own_key(epoch))
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(LEASE_CHECK)
             if not self.lease.valid():
                 self._demote("its etcd lease may have lapsed")
-            if loop.time() - last_check >= LEADER_CHECK:
-                last_check = loop.time()
-                try:
-                    if not await self.election.still_leading():
-                        self._demote("the leader key is no longer its own")
-                except EtcdUnavailable:
-                    pass  # the lease's validity decides
+
+    async def _watch_own_key(self, epoch: int) -> None:
+        """Demote this leader as soon as etcd's leader key is not its epoch's (watched from the
+        revision that created it)."""
+        await self.keys.next_leader(epoch, epoch)
+        self._demote("the leader key is no longer its own")
 
     async def _write_in_sync(self, followers: set[str]) -> bool:
         try:

@@ -128,3 +128,38 @@ async def test_etcd_down_the_leader_stops_confirming_and_resumes_after(
         assert a.may_confirm()
     finally:
         await close(a)
+
+
+async def test_next_leader_is_watched_from_the_revision_read_and_across_an_etcd_restart(
+        etcd: EtcdProcess) -> None:
+    a, b = await candidate(etcd, "a", "five"), await candidate(etcd, "b", "five")
+    try:
+        epoch = await a.campaign()
+        leader, revision = await b.keys.leader_at()
+        assert leader.epoch == epoch
+        waiting = asyncio.create_task(b.keys.next_leader(epoch, revision))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # nothing changed
+        await a.keys.resign(epoch)
+        async with asyncio.timeout(5):
+            assert await waiting is None
+        # A change between the read and the watch is not missed: it is watched from `revision`.
+        _, revision = await b.keys.leader_at()
+        second = await a.campaign()  # (a, the only member of the in-sync set)
+        async with asyncio.timeout(5):
+            assert (await b.keys.next_leader(None, revision)).epoch == second
+        # etcd restarted: the watch breaks; the slow look and a new watch see the next leader.
+        _, revision = await b.keys.leader_at()
+        waiting = asyncio.create_task(b.keys.next_leader(second, revision))
+        etcd.stop()
+        etcd.start()
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    await a.keys.resign(second)
+                    break
+                except EtcdUnavailable:
+                    await asyncio.sleep(0.2)
+            assert await waiting is None
+    finally:
+        await close(a, b)
