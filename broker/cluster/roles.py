@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from broker.alarms import ResourceMonitor
 from broker.cluster.election import Election
 from broker.cluster.etcd import ClusterKeys, EtcdUnavailable, Leader
 from broker.cluster.httpfront import FollowerFront
@@ -38,6 +39,7 @@ from broker.cluster.view import ClusterNodeInfo, ReplicaLag
 from broker.config import Config
 from broker.listeners import bind_all
 from broker.node import Node, name_this_node, node_name
+from broker.node_figures import node_figures
 from broker.transport import Transport
 from management.app import ManagementServer
 from storage.datadir import open_data_dir
@@ -49,6 +51,7 @@ CAMPAIGN_RETRY = 0.2  # seconds before a campaign etcd did not answer is tried a
 LEASE_CHECK = 0.1  # seconds between the leader's looks at its lease's validity
 FOLLOW_RETRY = 0.5  # seconds before a failed replication follower tries again
 CLOSE_FLUSH = 0.3  # seconds the 320 closes get to reach clients before a re-exec
+FIGURES_INTERVAL = 2.0  # seconds between updates of this node's figures in its etcd node key
 
 
 class ClusterMember:
@@ -78,6 +81,9 @@ class ClusterMember:
         self._in_sync_members: frozenset[str] = frozenset()  # as last read from etcd
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
+        self.started_at = time.time()
+        # Memory and disk, measured while following (the broker's Node has its own monitor)
+        self.monitor = ResourceMonitor(config, self.name, on_change=lambda: None)
         self._demoting = False
         self._rejoining = False
         self.management: ManagementServer | None = None
@@ -126,7 +132,9 @@ class ClusterMember:
                                    "TCP")
         front = FollowerFront(self)
         await front.start(self.config.management_host, self.config.management_port)
+        self.monitor.start()
         self._spawn(self._refresh_nodes())
+        self._spawn(self._publish_figures())
         roles = asyncio.create_task(self._take_roles(front))
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait([roles, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -169,8 +177,24 @@ class ClusterMember:
         return False
 
     async def _register(self) -> None:
-        await self.keys.register(self.name, {**self.addresses, "started": time.time()},
-                                 self.lease.id)
+        """This node's key: its addresses and its figures for /api/nodes, under its lease."""
+        await self.keys.register(self.name, {**self.addresses, "started": self.started_at,
+                                             "figures": self.figures()}, self.lease.id)
+
+    def figures(self) -> dict[str, Any]:
+        """This node's own figures (broker/node_figures.py): the broker's while leading."""
+        if self.node is not None:
+            return node_figures(self.node.alarms, self.node.started_at,
+                                len(self.node.connections))
+        return node_figures(self.monitor, self.started_at, len(self.passthroughs))
+
+    async def _publish_figures(self) -> None:
+        """Refresh the node key (figures included) every FIGURES_INTERVAL seconds."""
+        while True:
+            await asyncio.sleep(FIGURES_INTERVAL)
+            if self.lease.id and not self._rejoining:
+                with contextlib.suppress(EtcdUnavailable):
+                    await self._register()
 
     def _lease_expired(self) -> None:
         if self.role == "leader":
@@ -205,7 +229,8 @@ class ClusterMember:
                 for name, document in registered.items():
                     seen[name] = ClusterNodeInfo(
                         name, "leader" if name == leader else "follower", True,
-                        tuple(document["amqp"]), tuple(document["http"]), document.get("started"))
+                        tuple(document["amqp"]), tuple(document["http"]), document.get("started"),
+                        document.get("figures", {}))
                 self._known_nodes = [seen[name] for name in sorted(seen)]
             await asyncio.sleep(1.0)
 
@@ -281,6 +306,8 @@ class ClusterMember:
             replication_timeout=self.config.replication_timeout / 1000)
         node = Node(self.config, replicator=self.replication)  # attached to its log in start
         node.cluster = self
+        node.started_at = self.started_at  # uptime is the process's, as RabbitMQ's node's
+        self.monitor.stop()  # the broker measures memory and disk from now on
         await node.start()
         await self.replication.start(self.config.advertise_host, self.config.replication_port)
         await front.stop()
@@ -327,6 +354,7 @@ class ClusterMember:
             await asyncio.wait_for(self.keys.revoke(self.lease.id), CLOSE_FLUSH * 0.8)
 
     async def _shut_down(self, front: FollowerFront) -> None:
+        self.monitor.stop()
         for task in list(self._tasks):
             task.cancel()
         for pipe in list(self.passthroughs):

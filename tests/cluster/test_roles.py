@@ -122,3 +122,31 @@ def test_leader_killed_another_takes_over_within_seconds(cluster: Cluster) -> No
     assert nodes_seen(new, expected) == expected  # the dead node: listed, not running
     old.start()  # it comes back as a follower
     assert cluster.leader() is new
+
+
+def test_api_nodes_has_every_nodes_own_figures(cluster: Cluster) -> None:
+    """Each node publishes its figures in its etcd node key; /api/nodes (answered by the
+    leader, here through a follower) shows RabbitMQ's node object for every node."""
+    leader = cluster.in_sync()
+    follower = cluster.followers(leader)[0]
+    connection = pika.BlockingConnection(pika.ConnectionParameters(  # through the follower
+        "127.0.0.1", follower.port))
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            found = {item["name"]: item for item in api(follower, "/api/nodes")}
+            if (len(found) == 3 and found[follower.name].get("sockets_used", 0) >= 1
+                    and all("os_pid" in item for item in found.values())):
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(0.2)
+    finally:
+        connection.close()
+    local = found[leader.name]  # the object the answering node makes for itself
+    for node in cluster.nodes:
+        item = found[node.name]
+        assert set(item) ^ set(local) == set(), node.name  # the same keys as RabbitMQ's
+        assert item["os_pid"] == str(node.process.pid)  # its own figures, not the leader's
+        assert item["running"] is True
+        assert item["uptime"] > 0 and item["mem_used"] > 0 and item["fd_used"] > 0
+        assert item["disk_free"] > 0 and item["mem_limit"] > 0
