@@ -351,7 +351,8 @@ class ClusterMember:
         """Best effort before the re-exec: revoke the lease, so that the leader key (if it is
         still ours) goes now rather than when the TTL runs out."""
         with contextlib.suppress(EtcdUnavailable, TimeoutError):
-            await asyncio.wait_for(self.keys.revoke(self.lease.id), CLOSE_FLUSH * 0.8)
+            async with asyncio.timeout(CLOSE_FLUSH * 0.8):
+                await self.keys.revoke(self.lease.id)
 
     async def _shut_down(self, front: FollowerFront) -> None:
         self.monitor.stop()

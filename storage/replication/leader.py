@@ -56,6 +56,7 @@ from storage.replication import wire
 from storage.replication.files import ActionLog, catch_up_actions
 from storage.replication.status import FollowerStatus
 from storage.replication.transport import read_message, refuse, send
+from storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from storage.wal import WriteAheadLog
@@ -216,7 +217,8 @@ class ReplicationLeader:
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        """Stop serving; no waiter of the log is released after this."""
+        """Stop serving; no waiter of the log is released after this (from the first line
+        on, even if this close is itself cancelled: that cancel is raised, not swallowed)."""
         self.closed = True
         if self._wal is not None:
             self._wal.before_fsync = None
@@ -224,16 +226,14 @@ class ReplicationLeader:
             self._server.close()
         for link in list(self._links.values()):
             link.writer.close()
-        tasks = list(self._tasks) + ([self._writing] if self._writing else [])
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        self._reader.shutdown(wait=False)
+        try:
+            await cancel_and_wait(*self._tasks, self._writing)
+            if self._server is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._server.wait_closed()
+        finally:
+            self._reader.shutdown(wait=False)
 
     def followers(self) -> list[FollowerStatus]:
         """Every connected follower and every member of the in-sync set."""

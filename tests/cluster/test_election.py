@@ -163,3 +163,19 @@ async def test_next_leader_is_watched_from_the_revision_read_and_across_an_etcd_
             assert await waiting is None
     finally:
         await close(a, b)
+
+
+async def test_a_cancelled_lease_close_is_cancelled_and_ends_the_lease(etcd: EtcdProcess) -> None:
+    a = await candidate(etcd, "a", "six")
+    try:
+        await a.campaign()
+        closing = asyncio.ensure_future(a.lease.close(revoke=False))
+        await asyncio.sleep(0)  # waiting for the keep-alive task to end
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing  # the caller's cancel is not swallowed
+        assert not a.may_confirm()
+        await asyncio.sleep(0.05)
+        assert a.lease._task.done()  # and the keep-alives stopped all the same
+    finally:
+        await close(a)

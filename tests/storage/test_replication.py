@@ -646,3 +646,22 @@ async def test_a_follower_cancelled_at_any_step_of_a_lost_connections_cleanup_en
             await _ends_and_lets_go(task, path)
     finally:
         await stop(node, leader)
+
+
+async def test_a_cancelled_close_is_cancelled_and_the_leader_still_stops(tmp_path):
+    node, leader, follower, task = await start_following(tmp_path, in_sync={"f1"},
+                                                         min_in_sync=1)
+    try:
+        await in_step(node, leader, follower)
+        declare(node, "q")
+        closing = asyncio.ensure_future(leader.close())
+        await asyncio.sleep(0)  # waiting for the leader's tasks (the follower's link) to end
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing  # the caller's cancel is not swallowed
+        seen = confirmed(node, publish(node, "q", b"after close"))
+        await node.store.wal.drain()
+        await asyncio.sleep(0.2)
+        assert seen == [] and leader.closed  # nothing is released after a close, cancelled
+    finally:
+        await stop(node, None, task)
