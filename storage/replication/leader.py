@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage.replication import wire
-from storage.replication.files import ActionLog, catch_up_actions
+from storage.replication.files import CHECKSUMS, ActionLog, catch_up_actions
 from storage.replication.status import FollowerStatus
 from storage.replication.transport import read_message, refuse, send
 from storage.tasks import cancel_and_wait
@@ -152,6 +152,8 @@ class ReplicationLeader:
         if self.data_dir not in Path(wal.directory).resolve().parents:
             raise ValueError(f"the write-ahead log in {wal.directory} is not in the replicated "
                              f"data dir {self.data_dir}")
+        # Recovery may have cut files without recording it: no checksum of before counts.
+        CHECKSUMS.forget(self.data_dir)
         self._actions = ActionLog(self.data_dir)
         wal.actions = self._actions
         wal.replicator = self

@@ -665,3 +665,39 @@ async def test_a_cancelled_close_is_cancelled_and_the_leader_still_stops(tmp_pat
         assert seen == [] and leader.closed  # nothing is released after a close, cancelled
     finally:
         await stop(node, None, task)
+
+
+async def test_a_caught_up_follower_reconnecting_has_nothing_read_for_checksums(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    checksums = replication_files.CHECKSUMS
+    task = None
+    try:
+        declare(node, "q")
+        for _ in range(300):  # more than a checksum chunk of log
+            publish(node, "q", bytes(5000))
+        await node.store.wal.drain()
+
+        async def connect() -> tuple[ReplicationFollower, asyncio.Task]:
+            follower = follower_for(leader, tmp_path / "follower")
+            running = asyncio.ensure_future(follower.run())
+            await in_step(node, leader, follower)
+            return follower, running
+
+        _, task = await connect()  # the first catch-up: every byte is sent
+        task.cancel()
+        await asyncio.wait({task})
+        before = checksums.bytes_read
+        _, task = await connect()
+        assert checksums.bytes_read == before, "a caught-up follower's files were read again"
+        task.cancel()
+        await asyncio.wait({task})
+        # A file changed behind the cache's back (same size) is read again and put right.
+        segment = next((tmp_path / "follower" / "wal").glob("*.wal"))
+        with open(segment, "r+b") as file:
+            file.seek(100)
+            file.write(b"\xff" * 8)
+        _, task = await connect()
+        assert checksums.bytes_read > before
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+    finally:
+        await stop(node, leader, *([task] if task else []))
