@@ -59,7 +59,7 @@ def test_new_leader_keeps_the_surviving_member_in_sync_and_waits_for_it(
             assert in_sync_on(new) == {survivor.name}
             publish = ConfirmedPublish(new, "kept-set", b"after")
             publish.start()
-            publish.join(timeout=3)
+            publish.join(timeout=2)
             assert publish.outcome is None, "confirmed without the in-sync survivor"
             new.kill()
         finally:
@@ -85,7 +85,7 @@ def test_both_followers_down_nothing_confirmed_until_one_is_back(cluster: Cluste
     second.stop()
     publish = ConfirmedPublish(leader, "majority", b"1")
     publish.start()
-    publish.join(timeout=4)  # past the replication timeout: both left the in-sync set
+    publish.join(timeout=3)  # past the replication timeout: both left the in-sync set
     assert publish.outcome is None, "confirmed by the leader alone (cluster.size 3)"
     first.start()
     publish.join(timeout=20)
