@@ -211,6 +211,16 @@ class ClusterKeys:
                 async with asyncio.timeout(1.0):
                     await watch.cancel()
 
+    async def compact(self, keep: int) -> int:
+        """Drop etcd's history but the last `keep` revisions (etcd keeps every revision until
+        compacted, and the node keys are rewritten every few seconds); the revision compacted
+        to, 0 if there was not that much history."""
+        _, revision = await self.leader_at()
+        if revision <= keep:
+            return 0
+        await self._call("compact", revision - keep)
+        return revision - keep
+
     async def in_sync(self) -> InSync:
         found = await self._call("get", self._key("in_sync"))
         if found is None:

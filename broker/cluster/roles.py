@@ -52,6 +52,8 @@ LEASE_CHECK = 0.1  # seconds between the leader's looks at its lease's validity
 FOLLOW_RETRY = 0.5  # seconds before a failed replication follower tries again
 CLOSE_FLUSH = 0.3  # seconds the 320 closes get to reach clients before a re-exec
 FIGURES_INTERVAL = 2.0  # seconds between updates of this node's figures in its etcd node key
+COMPACT_INTERVAL = 300.0  # seconds between the leader's compactions of etcd's history
+COMPACT_KEEP = 10_000  # revisions of etcd's history kept by a compaction
 
 
 class ClusterMember:
@@ -316,6 +318,7 @@ class ClusterMember:
         self.node, self.role = node, "leader"
         log.info("serving as the leader of cluster %s, epoch %d", self.cluster_name, epoch)
         self._spawn(self._watch_own_key(epoch))
+        self._spawn(self._compact_history())
         while True:
             await asyncio.sleep(LEASE_CHECK)
             if not self.lease.valid():
@@ -326,6 +329,20 @@ class ClusterMember:
         revision that created it)."""
         await self.keys.next_leader(epoch, epoch)
         self._demote("the leader key is no longer its own")
+
+    async def _compact_history(self) -> None:
+        """The leader keeps etcd's history from growing without end (the node keys' updates
+        make about one revision per node every FIGURES_INTERVAL): a compaction every
+        COMPACT_INTERVAL. A watch from a compacted revision falls back to a fresh read."""
+        compacted = 0
+        while True:
+            await asyncio.sleep(COMPACT_INTERVAL)
+            try:
+                _, revision = await self.keys.leader_at()
+                if revision - COMPACT_KEEP > compacted:
+                    compacted = await self.keys.compact(COMPACT_KEEP)
+            except EtcdUnavailable as error:
+                log.info("etcd history not compacted: %s", error)
 
     async def _write_in_sync(self, followers: set[str]) -> bool:
         try:

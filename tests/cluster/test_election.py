@@ -179,3 +179,23 @@ async def test_a_cancelled_lease_close_is_cancelled_and_ends_the_lease(etcd: Etc
         assert a.lease._task.done()  # and the keep-alives stopped all the same
     finally:
         await close(a)
+
+
+async def test_history_compacted_a_watch_from_before_falls_back_and_sees_the_change(
+        etcd: EtcdProcess) -> None:
+    a = await candidate(etcd, "a", "seven")
+    try:
+        epoch = await a.campaign()
+        _, old_revision = await a.keys.leader_at()
+        for round_ in range(20):  # history, as the node keys' updates make it
+            await a.keys.register("a", {"round": round_}, a.lease.id)
+        compacted = await a.keys.compact(keep=5)
+        assert compacted > old_revision
+        waiting = asyncio.create_task(a.keys.next_leader(epoch, old_revision))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # the leader key did not change
+        await a.keys.resign(epoch)
+        async with asyncio.timeout(10):
+            assert await waiting is None
+    finally:
+        await close(a)
