@@ -210,6 +210,10 @@ class ReplicationLeader:
     async def start(self, host: str, port: int, ssl: ssl_module.SSLContext | None = None) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, ssl=ssl,
                                                   reuse_address=True)
+        # The members' time to connect counts from now, not from before the node's recovery.
+        now = time.monotonic()
+        for name in self._missing_since:
+            self._missing_since[name] = now
         self._spawn(self._tick())
         log.info("replication leader of epoch %d listening on %s:%d (in sync: %s)",
                  self.epoch, host, port, sorted(self.in_sync) or "none")

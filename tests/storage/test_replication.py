@@ -701,3 +701,27 @@ async def test_a_caught_up_follower_reconnecting_has_nothing_read_for_checksums(
         assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
     finally:
         await stop(node, leader, *([task] if task else []))
+
+
+async def test_a_member_has_the_whole_timeout_to_connect_from_the_leaders_start(tmp_path):
+    """A promoted leader's in-sync members (read from etcd) cannot connect before its
+    replication listener is up: a long recovery before it must not drop them."""
+    store = InSyncStore()
+    leader = ReplicationLeader(
+        tmp_path / "leader", secret=SECRET, epoch=7, node_name="leader", min_in_sync=1,
+        in_sync={"f1"}, write_in_sync=store.write, may_confirm=lambda: True,
+        replication_timeout=2.0)
+    node = Node(Config(data_dir=tmp_path / "leader"), replicator=leader)
+    task = None
+    try:
+        await node.start()
+        await asyncio.sleep(2.2)  # as a long log scan would take
+        await leader.start("127.0.0.1", 0)
+        follower = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(follower.run())
+        declare(node, "q")
+        seen = confirmed(node, publish(node, "q", b"x"))
+        await wait_until(lambda: seen, "the member's confirm")
+        assert store.written == [], "the member was dropped before it could connect"
+    finally:
+        await stop(node, leader, *([task] if task else []))
