@@ -717,6 +717,7 @@ async def test_a_member_has_the_whole_timeout_to_connect_from_the_leaders_start(
         await node.start()
         await asyncio.sleep(2.2)  # as a long log scan would take
         await leader.start("127.0.0.1", 0)
+        await asyncio.sleep(0.5)  # the member connects well within the timeout of the start
         follower = follower_for(leader, tmp_path / "follower")
         task = asyncio.ensure_future(follower.run())
         declare(node, "q")
