@@ -307,10 +307,12 @@ def common_prefix(path: Path, theirs: FileInfo) -> int:
     common = 0
     for index, crc in enumerate(theirs.crcs):
         want = min(CHUNK_SIZE, theirs.size - common)
+        if common + want > size:  # bytes we do not have
+            break
         if want == CHUNK_SIZE or common + want == size:  # the same range as our chunk
-            if index >= len(mine) or mine[index] != crc:
+            if mine[index] != crc:
                 break
-        elif common + want > size or zlib.crc32(CHECKSUMS.read_at(path, common, want)) != crc:
+        elif zlib.crc32(CHECKSUMS.read_at(path, common, want)) != crc:
             break
         common += want
     return common
