@@ -63,13 +63,20 @@ class Config:
     advertise_host: str = "127.0.0.1"  # where the other nodes and passed-through clients reach us
     replication_port: int = 5679
     cluster_secret: str | None = None
-    min_in_sync: int = 1  # followers that must hold a record before it is confirmed
+    cluster_size: int = 3  # nodes of the cluster: min_in_sync's default is a majority of them
+    min_in_sync: int | None = None  # followers that must hold a record (None: cluster_size // 2)
     lease_ttl: int = 5  # seconds: the etcd lease of each node (and of the leader key)
     replication_timeout: int = 2000  # ms without an ack before a follower leaves the in-sync set
 
     @property
     def clustered(self) -> bool:
         return bool(self.cluster_etcd)
+
+    @property
+    def required_in_sync(self) -> int:
+        """Followers that must have fsynced a record before it is confirmed: min_in_sync, by
+        default cluster_size // 2 (with the leader, a majority of all the nodes)."""
+        return self.cluster_size // 2 if self.min_in_sync is None else self.min_in_sync
 
     @property
     def amqps_enabled(self) -> bool:
@@ -218,6 +225,7 @@ class Setting:
     help: str
     flag: str = ""  # default: --field-name
     env: str = ""  # default: WARREN_FIELD_NAME
+    default: str = ""  # the default as help and the README say it, when not Config's value
 
     @property
     def flag_name(self) -> str:
@@ -316,9 +324,12 @@ SETTINGS = [
     Setting("cluster_secret", "cluster.secret", _text,
             "shared secret the nodes of a cluster authenticate each other with (required in a "
             "cluster)"),
+    Setting("cluster_size", "cluster.size", _integer(1, 101),
+            "the number of nodes of the cluster; min_in_sync's default is a majority of them"),
     Setting("min_in_sync", "cluster.min_in_sync", _integer(0, 100),
-            "followers that must have fsynced a record before it is confirmed (1: with the "
-            "leader a majority of 3 nodes; N//2 for N nodes)"),
+            "followers that must have fsynced a record before it is confirmed (by default "
+            "cluster.size // 2: with the leader, a majority of all the nodes)",
+            default="cluster.size // 2"),
     Setting("lease_ttl", "cluster.lease_ttl", _integer(2, 60),
             "seconds of the nodes' etcd leases: a dead leader is replaced after about this long"),
     Setting("replication_timeout", "cluster.replication_timeout", _integer(100, 600_000),
@@ -330,6 +341,8 @@ _DEFAULTS = Config()
 
 
 def _default_text(setting: Setting) -> str:
+    if setting.default:
+        return setting.default
     value = getattr(_DEFAULTS, setting.field)
     if value is None:
         return "unset"
@@ -435,6 +448,11 @@ def _check_together(config: Config) -> None:
         if port in seen:
             raise ConfigError(f"'{key}' and '{seen[port]}' are both {port}")
         seen[port] = key
+    if config.clustered and config.required_in_sync >= config.cluster_size:
+        raise ConfigError(f"'cluster.min_in_sync' is {config.required_in_sync} but "
+                          f"'cluster.size' is {config.cluster_size}: the leader and "
+                          f"{config.required_in_sync} followers need more nodes than that, "
+                          "nothing would ever be confirmed")
 
 
 def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:

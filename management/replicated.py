@@ -32,7 +32,8 @@ async def replicated_writes(
     durable = asyncio.get_running_loop().create_future()
     node.when_definitions_durable(lambda: durable.done() or durable.set_result(None))
     try:
-        await asyncio.wait_for(durable, REPLICATION_WAIT)
+        async with asyncio.timeout(REPLICATION_WAIT):
+            await durable
     except TimeoutError:
         log.warning("%s %s: not replicated within %.0fs", request.method, request.path,
                     REPLICATION_WAIT)

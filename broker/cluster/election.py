@@ -1,7 +1,13 @@
 """Who leads: a node campaigns by creating the leader key under its lease (etcd transaction:
 no leader key, and the in-sync set unchanged since it read it and naming it, or absent on a
 cluster's first start). The winner's epoch is the key's create revision; it may confirm while
-its lease is surely valid and it has not seen the key change."""
+its lease is surely valid and it has not seen the key change.
+
+The winner keeps the in-sync set it read, less the leader that wrote it (its key is gone: its
+lease lapsed or it resigned, so it cannot be following). The members kept still hold every
+confirmed record, so they stay eligible to lead; the new leader's confirms wait for each of
+them until it has acknowledged, or has been dropped from the set in etcd after the
+replication timeout (storage/replication/leader.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ class Election:
         self.addresses = addresses  # amqp, http, replication: [host, port] each
         self.lease = lease
         self.epoch: int | None = None  # set while this node leads
+        self.followers_in_sync: set[str] = set()  # the in-sync set it won with, but itself
         self.deposed = False
 
     async def leader(self) -> Leader | None:
@@ -37,12 +44,16 @@ class Election:
         in_sync = await self.keys.in_sync()
         if in_sync.revision and self.name not in in_sync.members:
             return None
-        epoch = await self.keys.campaign(self.name, self.addresses, self.lease.id, in_sync)
+        followers = set(in_sync.members) - {self.name, in_sync.leader}
+        epoch = await self.keys.campaign(self.name, self.addresses, self.lease.id, in_sync,
+                                         {self.name, *followers})
         if epoch is None:
             return None
         self.epoch = epoch
-        await self.write_in_sync(set())
-        log.info("%s leads the cluster, epoch %d", self.name, epoch)
+        self.followers_in_sync = followers
+        await self.write_in_sync(followers)
+        log.info("%s leads the cluster, epoch %d (in sync: %s)", self.name, epoch,
+                 sorted(followers) or "none")
         return epoch
 
     async def write_in_sync(self, followers: set[str]) -> bool:
@@ -50,7 +61,7 @@ class Election:
         leader key is not its epoch's), and then it confirms nothing more."""
         if self.epoch is None or self.deposed:
             return False
-        written = await self.keys.write_in_sync(self.epoch, {self.name, *followers})
+        written = await self.keys.write_in_sync(self.epoch, self.name, {self.name, *followers})
         if not written:
             self.deposed = True
         return written

@@ -5,8 +5,9 @@ Keys, under /warren/<cluster name>/:
 - `leader`: JSON {node, amqp, http, replication} under the leader's lease, created only when
   absent; its create revision is the leader's *epoch* (fencing token).
 - `nodes/<name>`: JSON {amqp, http, replication, started} under that node's lease.
-- `in_sync`: JSON {epoch, members}: the nodes holding every confirmed record; written by the
-  leader only, in a transaction that checks the leader key still has the leader's epoch.
+- `in_sync`: JSON {epoch, leader, members}: the nodes holding every confirmed record (the
+  leader that wrote it included); written by the leader only, in a transaction that checks the
+  leader key still has the leader's epoch.
 
 Every call has a timeout (`call_timeout`) and raises `EtcdUnavailable` when etcd cannot be
 reached in it; several endpoints are tried in turn. gRPC's reconnect back-off is capped at one
@@ -16,8 +17,10 @@ second so that the cluster resumes soon after etcd is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,9 @@ _GRPC_OPTIONS = {
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
 }
+
+
+FALLBACK_POLL = 1.0  # seconds between looks at the leader key while its watch is broken
 
 
 class EtcdUnavailable(Exception):
@@ -60,6 +66,7 @@ class InSync:
     epoch: int | None
     members: frozenset[str]
     revision: int  # mod revision of the key; 0: no key (a cluster's first start)
+    leader: str | None = None  # the leader that wrote it
 
 
 def _json(value: Any) -> bytes:
@@ -93,10 +100,14 @@ class ClusterKeys:
             async with asyncio.timeout(self.call_timeout):
                 return await getattr(client, operation)(*args, **kwargs)
         except (aetcd.exceptions.ClientError, TimeoutError, OSError) as error:
-            if len(self._endpoints) > 1:  # the next endpoint for the next call
-                await self._drop_client()
-                self._current = (self._current + 1) % len(self._endpoints)
+            await self._rotate()
             raise EtcdUnavailable(f"etcd {operation}: {error or type(error).__name__}") from error
+
+    async def _rotate(self) -> None:
+        """After a failure: the next endpoint for the next call (if there are several)."""
+        if len(self._endpoints) > 1:
+            await self._drop_client()
+            self._current = (self._current + 1) % len(self._endpoints)
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -142,40 +153,110 @@ class ClusterKeys:
             return None
         return Leader.parse(found.value, found.create_revision, found.lease)
 
+    async def leader_at(self) -> tuple[Leader | None, int]:
+        """The leader key (None if there is none) and the store's revision it was read at."""
+        key = self._key("leader")
+        found = await self._call("get_range", key, key + b"\0")
+        leader = None
+        for item in found:
+            leader = Leader.parse(item.value, item.create_revision, item.lease)
+        return leader, found.header.revision
+
+    async def next_leader(self, epoch: int | None, revision: int) -> Leader | None:
+        """Wait until the leader key is no longer that of `epoch` (None: no leader key), as
+        read at `revision` (no change after it is missed), and return what it is then. An etcd
+        watch on the key sees the change as soon as etcd applies it; while the watch cannot be
+        set up or has broken (etcd away), a look every FALLBACK_POLL seconds, and a new watch
+        from the revision last read."""
+        while True:
+            try:
+                async with contextlib.aclosing(self._watch_leader(revision)) as changes:
+                    async for current in changes:
+                        if (current.epoch if current is not None else None) != epoch:
+                            return current
+            except EtcdUnavailable as error:
+                log.debug("watching the leader key: %s; looking every %.1fs", error,
+                          FALLBACK_POLL)
+            await asyncio.sleep(FALLBACK_POLL)
+            try:
+                current, revision = await self.leader_at()
+            except EtcdUnavailable:
+                continue
+            if (current.epoch if current is not None else None) != epoch:
+                return current
+
+    async def _watch_leader(self, revision: int) -> AsyncIterator[Leader | None]:
+        """The leader key's values after `revision` as etcd applies them (None: deleted);
+        raises EtcdUnavailable when the watch cannot be set up or breaks."""
+        client = self._connect()
+        try:
+            async with asyncio.timeout(self.call_timeout):
+                watch = await client.watch(self._key("leader"), start_revision=revision + 1)
+        except (aetcd.exceptions.ClientError, TimeoutError, OSError) as error:
+            await self._rotate()
+            raise EtcdUnavailable(f"etcd watch: {error or type(error).__name__}") from error
+        events = aiter(watch)
+        try:
+            async for event in events:
+                if event.kind == "DELETE":
+                    yield None
+                else:
+                    yield Leader.parse(event.kv.value, event.kv.create_revision, event.kv.lease)
+        except (aetcd.exceptions.ClientError, OSError) as error:
+            await self._rotate()
+            raise EtcdUnavailable(f"etcd watch: {error or type(error).__name__}") from error
+        finally:
+            await events.aclose()
+            with contextlib.suppress(Exception):  # a broken stream has no watch left to cancel
+                async with asyncio.timeout(1.0):
+                    await watch.cancel()
+
+    async def compact(self, keep: int) -> int:
+        """Drop etcd's history but the last `keep` revisions (etcd keeps every revision until
+        compacted, and the node keys are rewritten every few seconds); the revision compacted
+        to, 0 if there was not that much history."""
+        _, revision = await self.leader_at()
+        if revision <= keep:
+            return 0
+        await self._call("compact", revision - keep)
+        return revision - keep
+
     async def in_sync(self) -> InSync:
         found = await self._call("get", self._key("in_sync"))
         if found is None:
             return InSync(None, frozenset(), 0)
         document = json.loads(found.value)
-        return InSync(document.get("epoch"), frozenset(document["members"]), found.mod_revision)
+        return InSync(document.get("epoch"), frozenset(document["members"]), found.mod_revision,
+                      document.get("leader"))
 
     async def campaign(self, name: str, document: dict[str, Any], lease: int,
-                       in_sync: InSync) -> int | None:
+                       in_sync: InSync, members: set[str]) -> int | None:
         """Create the leader key if there is none and the in-sync set is still `in_sync` (read
-        by the caller, who is a member or it is empty); the in-sync set becomes this node
-        alone. The epoch when this node won, None when it did not."""
+        by the caller, who is a member or it is empty); the in-sync set becomes `members` (a
+        subset of it, with this node). The epoch when this node won, None when it did not."""
         t = self._connect().transactions
         won, responses = await self._call(
             "transaction",
             compare=[t.create(self._key("leader")) == 0,
                      t.mod(self._key("in_sync")) == in_sync.revision],
             success=[t.put(self._key("leader"), _json({"node": name, **document}), lease=lease),
-                     t.put(self._key("in_sync"), _json({"epoch": None, "members": [name]}))],
+                     t.put(self._key("in_sync"), _json(
+                         {"epoch": None, "leader": name, "members": sorted(members)}))],
             failure=[],
         )
         if not won:
             return None
         return responses[0].response_put.header.revision
 
-    async def write_in_sync(self, epoch: int, members: set[str]) -> bool:
+    async def write_in_sync(self, epoch: int, leader: str, members: set[str]) -> bool:
         """Write the in-sync set if the leader key still has `epoch`; False if it does not
         (this node no longer leads)."""
         t = self._connect().transactions
         written, _ = await self._call(
             "transaction",
             compare=[t.create(self._key("leader")) == epoch],
-            success=[t.put(self._key("in_sync"),
-                           _json({"epoch": epoch, "members": sorted(members)}))],
+            success=[t.put(self._key("in_sync"), _json(
+                {"epoch": epoch, "leader": leader, "members": sorted(members)}))],
             failure=[],
         )
         return bool(written)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from broker.cluster.etcd import ClusterKeys, EtcdUnavailable
+from storage.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,13 @@ class LeaseSession:
             self.valid_until = sent + remaining - safety_margin(self.ttl)
 
     async def close(self, revoke: bool) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the keep-alives (and revoke the lease, best effort); this node may no longer
+        lead from the first line on. A cancel of the caller meanwhile is raised."""
         self.valid_until = 0.0
+        try:
+            await cancel_and_wait(self._task)
+        finally:
+            self.valid_until = 0.0
         if revoke and self.id:
             with contextlib.suppress(EtcdUnavailable):
                 await self.keys.revoke(self.id)

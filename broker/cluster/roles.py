@@ -3,8 +3,9 @@ HTTP ports from the start, and takes the role etcd gives it.
 
 - **follower** (the leader key is another node's): runs the replication follower into its data
   dir, passes AMQP connections through to the leader (broker/cluster/passthrough.py) and the
-  management API to it (httpfront.py). No broker core runs. When the leader key goes or changes,
-  passed-through connections get 320 and, if this node is in the in-sync set, it campaigns.
+  management API to it (httpfront.py). No broker core runs. When the leader key goes or changes
+  (an etcd watch on it, etcd.py `next_leader`), passed-through connections get 320 and, if
+  this node is in the in-sync set, it campaigns.
 - **leader** (it won the campaign): starts the broker the ordinary way (`Node.start` on its data
   dir: definitions, then a log scan), the replication leader and the management server, and
   serves AMQP itself. When it can no longer be sure it leads (its lease may have lapsed, or the
@@ -30,6 +31,7 @@ from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
+from broker.alarms import ResourceMonitor
 from broker.cluster.clientlink import take_client
 from broker.cluster.election import Election
 from broker.cluster.etcd import ClusterKeys, EtcdUnavailable, Leader
@@ -40,6 +42,7 @@ from broker.cluster.view import ClusterNodeInfo, ReplicaLag
 from broker.config import Config
 from broker.listeners import bind_all
 from broker.node import Node, name_this_node, node_name
+from broker.node_figures import node_figures
 from broker.tls import amqps_context
 from broker.transport import Transport
 from management.app import ManagementServer
@@ -49,10 +52,13 @@ from storage.replication import ReplicationFollower, ReplicationLeader, Replicat
 
 log = logging.getLogger(__name__)
 
-POLL = 0.2  # seconds between looks at the leader key
-LEADER_CHECK = 0.5  # seconds between the leader's checks that the key is still its own
+CAMPAIGN_RETRY = 0.2  # seconds before a campaign etcd did not answer is tried again
+LEASE_CHECK = 0.1  # seconds between the leader's looks at its lease's validity
 FOLLOW_RETRY = 0.5  # seconds before a failed replication follower tries again
 CLOSE_FLUSH = 0.3  # seconds the 320 closes get to reach clients before a re-exec
+FIGURES_INTERVAL = 2.0  # seconds between updates of this node's figures in its etcd node key
+COMPACT_INTERVAL = 300.0  # seconds between the leader's compactions of etcd's history
+COMPACT_KEEP = 10_000  # revisions of etcd's history kept by a compaction
 
 
 class ClusterMember:
@@ -82,6 +88,9 @@ class ClusterMember:
         self._in_sync_members: frozenset[str] = frozenset()  # as last read from etcd
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
+        self.started_at = time.time()
+        # Memory and disk, measured while following (the broker's Node has its own monitor)
+        self.monitor = ResourceMonitor(config, self.name, on_change=lambda: None)
         self._demoting = False
         self._rejoining = False
         self.management: ManagementServer | None = None
@@ -134,7 +143,9 @@ class ClusterMember:
                                         partial(self._amqp_listener, tls=tls), "TLS (SSL)")
         front = FollowerFront(self)
         await front.start(self.config.management_host, self.config.management_port)
+        self.monitor.start()
         self._spawn(self._refresh_nodes())
+        self._spawn(self._publish_figures())
         roles = asyncio.create_task(self._take_roles(front))
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait([roles, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -179,8 +190,24 @@ class ClusterMember:
         return False
 
     async def _register(self) -> None:
-        await self.keys.register(self.name, {**self.addresses, "started": time.time()},
-                                 self.lease.id)
+        """This node's key: its addresses and its figures for /api/nodes, under its lease."""
+        await self.keys.register(self.name, {**self.addresses, "started": self.started_at,
+                                             "figures": self.figures()}, self.lease.id)
+
+    def figures(self) -> dict[str, Any]:
+        """This node's own figures (broker/node_figures.py): the broker's while leading."""
+        if self.node is not None:
+            return node_figures(self.node.alarms, self.node.started_at,
+                                len(self.node.connections))
+        return node_figures(self.monitor, self.started_at, len(self.passthroughs))
+
+    async def _publish_figures(self) -> None:
+        """Refresh the node key (figures included) every FIGURES_INTERVAL seconds."""
+        while True:
+            await asyncio.sleep(FIGURES_INTERVAL)
+            if self.lease.id and not self._rejoining:
+                with contextlib.suppress(EtcdUnavailable):
+                    await self._register()
 
     def _lease_expired(self) -> None:
         if self.role == "leader":
@@ -215,14 +242,15 @@ class ClusterMember:
                 for name, document in registered.items():
                     seen[name] = ClusterNodeInfo(
                         name, "leader" if name == leader else "follower", True,
-                        tuple(document["amqp"]), tuple(document["http"]), document.get("started"))
+                        tuple(document["amqp"]), tuple(document["http"]), document.get("started"),
+                        document.get("figures", {}))
                 self._known_nodes = [seen[name] for name in sorted(seen)]
             await asyncio.sleep(1.0)
 
     async def _take_roles(self, front: FollowerFront) -> None:
         while True:
             try:
-                leader = await self.keys.leader()
+                leader, revision = await self.keys.leader_at()
             except EtcdUnavailable as error:
                 log.warning("etcd unavailable: %s", error)
                 await asyncio.sleep(1.0)
@@ -231,32 +259,29 @@ class ClusterMember:
                 try:
                     epoch = await self.election.campaign()
                 except EtcdUnavailable:
-                    epoch = None
+                    await asyncio.sleep(CAMPAIGN_RETRY)
+                    continue
                 if epoch is not None:
                     await self._lead(front)
                     return
-                await asyncio.sleep(POLL)
+                # Another node won (its key is after `revision`: seen at once), or this one
+                # may not lead (not in the in-sync set): wait for a leader.
+                await self.keys.next_leader(None, revision)
             elif leader.node == self.name:  # our key from before a re-exec: it expires soon
-                await asyncio.sleep(POLL)
+                await self.keys.next_leader(leader.epoch, revision)
             else:
-                await self._follow(leader)
+                await self._follow(leader, revision)
 
     # -- follower --------------------------------------------------------------------------
 
-    async def _follow(self, leader: Leader) -> None:
+    async def _follow(self, leader: Leader, revision: int) -> None:
         self.role, self.leader = "follower", leader
         log.info("following %s (epoch %d)", leader.node, leader.epoch)
         replicating = asyncio.create_task(self._replicate(leader))
         try:
-            while True:
-                await asyncio.sleep(POLL)
-                try:
-                    current = await self.keys.leader()
-                except EtcdUnavailable:
-                    continue  # the leader's own lease rule covers this time
-                if current is None or current.epoch != leader.epoch:
-                    log.info("leader %s (epoch %d) is gone", leader.node, leader.epoch)
-                    return
+            # (while etcd does not answer, the leader's own lease rule covers the time)
+            await self.keys.next_leader(leader.epoch, revision)
+            log.info("leader %s (epoch %d) is gone", leader.node, leader.epoch)
         finally:
             replicating.cancel()
             await asyncio.wait({replicating})  # it holds the data dir's lock until it is done
@@ -288,12 +313,15 @@ class ClusterMember:
             pipe.leader_changed()
         self.replication = ReplicationLeader(
             self.config.data_dir, secret=self.config.cluster_secret, epoch=epoch,
-            node_name=self.name, min_in_sync=self.config.min_in_sync, in_sync=set(),
+            node_name=self.name, min_in_sync=self.config.required_in_sync,
+            in_sync=self.election.followers_in_sync,
             write_in_sync=self._write_in_sync, may_confirm=self.may_confirm,
             replication_timeout=self.config.replication_timeout / 1000)
         node = Node(self.config, replicator=self.replication)  # attached to its log in start
         node.cluster = self
         self.replication.take_client = partial(take_client, node)  # followers' client links
+        node.started_at = self.started_at  # uptime is the process's, as RabbitMQ's node's
+        self.monitor.stop()  # the broker measures memory and disk from now on
         await node.start()
         await self.replication.start(self.config.advertise_host, self.config.replication_port)
         await front.stop()
@@ -301,19 +329,32 @@ class ClusterMember:
         await self.management.start(self.config.management_host, self.config.management_port)
         self.node, self.role = node, "leader"
         log.info("serving as the leader of cluster %s, epoch %d", self.cluster_name, epoch)
-        last_check = 0.0
-        loop = asyncio.get_running_loop()
+        self._spawn(self._watch_own_key(epoch))
+        self._spawn(self._compact_history())
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(LEASE_CHECK)
             if not self.lease.valid():
                 self._demote("its etcd lease may have lapsed")
-            if loop.time() - last_check >= LEADER_CHECK:
-                last_check = loop.time()
-                try:
-                    if not await self.election.still_leading():
-                        self._demote("the leader key is no longer its own")
-                except EtcdUnavailable:
-                    pass  # the lease's validity decides
+
+    async def _watch_own_key(self, epoch: int) -> None:
+        """Demote this leader as soon as etcd's leader key is not its epoch's (watched from the
+        revision that created it)."""
+        await self.keys.next_leader(epoch, epoch)
+        self._demote("the leader key is no longer its own")
+
+    async def _compact_history(self) -> None:
+        """The leader keeps etcd's history from growing without end (the node keys' updates
+        make about one revision per node every FIGURES_INTERVAL): a compaction every
+        COMPACT_INTERVAL. A watch from a compacted revision falls back to a fresh read."""
+        compacted = 0
+        while True:
+            await asyncio.sleep(COMPACT_INTERVAL)
+            try:
+                _, revision = await self.keys.leader_at()
+                if revision - COMPACT_KEEP > compacted:
+                    compacted = await self.keys.compact(COMPACT_KEEP)
+            except EtcdUnavailable as error:
+                log.info("etcd history not compacted: %s", error)
 
     async def _write_in_sync(self, followers: set[str]) -> bool:
         try:
@@ -339,9 +380,11 @@ class ClusterMember:
         """Best effort before the re-exec: revoke the lease, so that the leader key (if it is
         still ours) goes now rather than when the TTL runs out."""
         with contextlib.suppress(EtcdUnavailable, TimeoutError):
-            await asyncio.wait_for(self.keys.revoke(self.lease.id), CLOSE_FLUSH * 0.8)
+            async with asyncio.timeout(CLOSE_FLUSH * 0.8):
+                await self.keys.revoke(self.lease.id)
 
     async def _shut_down(self, front: FollowerFront) -> None:
+        self.monitor.stop()
         for task in list(self._tasks):
             task.cancel()
         for pipe in list(self.passthroughs):

@@ -28,7 +28,7 @@ class ClusterNodeInfo:
     amqp: tuple[str, int] | None = None
     http: tuple[str, int] | None = None
     started: float | None = None
-    extra: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)  # what it published: broker/node_figures.py
 
 
 class ClusterView(Protocol):

@@ -3,21 +3,18 @@ aliveness test; the node's memory high watermark and disk free limit set at run 
 
 from __future__ import annotations
 
-import asyncio
-import os
 import platform
-import resource
-import time
 
 from aiohttp import web
 
 from broker import RABBITMQ_VERSION, __version__
-from broker.alarms import DISK, MEMORY, open_fds, resident_memory
+from broker.alarms import DISK, MEMORY
 from broker.config import Config, parse_size
 from broker.errors import BrokerError
 from broker.exchanges import EXCHANGE_TYPES
 from broker.message import Message
 from broker.node import Node, node_name
+from broker.node_figures import node_figures
 from management.api.common import (
     access_refused,
     bad_request,
@@ -103,39 +100,30 @@ async def nodes(request: web.Request) -> web.Response:
 
 
 def _other_nodes(node: Node) -> list[dict]:
-    """The other nodes of the cluster, as etcd lists them (their figures are theirs: only the
-    name, `running` and the role are known here)."""
+    """The other nodes of the cluster, as etcd lists them, each with the figures it published
+    in its node key (a node that is down, or has not published yet, has none)."""
     if node.cluster is None:
         return []
-    return [{"name": other.name, "type": "disc", "running": other.running,
-             "cluster_role": other.role,
-             "being_drained": False}
+    return [{**_node_object(other.name), "running": other.running,
+             "cluster_role": other.role, **(other.figures if other.running else {})}
             for other in node.cluster.nodes() if other.name != node_name()]
 
 
-def _this_node(node: Node) -> dict:
-    alarms = node.alarms
-    role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
+def _node_object(name: str) -> dict:
+    """The keys of a node object that are the same for every Warren node."""
     return {
-        "name": node_name(), **role, "type": "disc", "running": True, "being_drained": False,
+        "name": name, "type": "disc", "running": True, "being_drained": False,
         "rates_mode": "basic", "exchange_types": [
-            {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
+            {"name": kind, "description": "", "enabled": True} for kind in EXCHANGE_TYPES
         ],
-        "mem_limit": alarms.memory_limit,
-        "disk_free": alarms.disk_free, "disk_free_limit": alarms.disk_free_limit,
-        "fd_total": _fd_limit(), "fd_used": open_fds(),
-        "sockets_total": _fd_limit(), "sockets_used": len(node.connections),
-        "proc_total": 1048576, "proc_used": len(asyncio.all_tasks()), "run_queue": 0,
-        "uptime": int((time.time() - node.started_at) * 1000),
-        "mem_used": resident_memory(), "mem_alarm": MEMORY in alarms.active,
-        "disk_free_alarm": DISK in alarms.active,
-        "partitions": [], "applications": [], "os_pid": str(_pid()),
-        "processors": _cpus(),
+        "partitions": [], "applications": [],
     }
 
 
-def _fd_limit() -> int:
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+def _this_node(node: Node) -> dict:
+    role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
+    return {**_node_object(node_name()), **role,
+            **node_figures(node.alarms, node.started_at, len(node.connections))}
 
 
 async def health_ok(request: web.Request) -> web.Response:
@@ -292,14 +280,6 @@ async def aliveness(request: web.Request) -> web.Response:
         return json_response({"status": "failed", "reason": "aliveness-test queue is empty"},
                              status=HEALTH_CHECK_FAILURE_STATUS)
     return json_response({"status": "ok"})
-
-
-def _pid() -> int:
-    return os.getpid()
-
-
-def _cpus() -> int:
-    return os.cpu_count() or 1
 
 
 ROUTES = [

@@ -15,6 +15,12 @@ Every action sets a state rather than changing one (write these bytes at that of
 that size, replace, delete), so applying a run of actions to a file that already has some of
 them leaves it as the run does: the leader may read a file for catch-up while it is being
 written, as long as it sends every action recorded since it started reading.
+
+Checksums are cached per process (`CHECKSUMS`): a file's chunk CRCs stay valid while its size
+and mtime_ns are those they were computed at, so a caught-up follower that reconnects has
+nothing read on either side. A follower's `Applier` keeps the CRCs of what it writes up to date
+(CRC32 extended over appended bytes, no read); the leader's `ActionLog` forgets a file it cuts,
+replaces or deletes. `CHECKSUMS.bytes_read` counts the bytes read to checksum.
 """
 
 from __future__ import annotations
@@ -80,12 +86,15 @@ class ActionLog:
             self._append_end = offset + len(data)
 
     def truncate(self, path: Path, size: int) -> None:
+        CHECKSUMS.forget(path)
         self._add(path, TRUNCATE, size)
 
     def replace(self, path: Path, data: bytes) -> None:
+        CHECKSUMS.forget(path)
         self._add(path, REPLACE, 0, [data])
 
     def delete(self, path: Path) -> None:
+        CHECKSUMS.forget(path)
         self._add(path, DELETE)
 
     def _add(self, path: Path, kind: int, offset: int = 0, parts: list[bytes] | None = None
@@ -99,6 +108,141 @@ class ActionLog:
             actions, self._actions = self._actions, []
             self._appending = None
         return actions
+
+
+# -- checksums ----------------------------------------------------------------------------
+
+
+class ChecksumCache:
+    """The chunk CRCs of files by path, each valid while the file's (size, mtime_ns) are those
+    it was stored with. Used from the follower's and the leader's threads, hence the lock."""
+
+    def __init__(self) -> None:
+        # path -> (size, mtime_ns or None until the writer has stat'ed it, chunk CRCs)
+        self._entries: dict[Path, tuple[int, int | None, list[int]]] = {}
+        self._lock = threading.Lock()
+        # One more at every forget: a checksum computed from bytes read while a file was cut
+        # or replaced is not stored (it could be of the bytes before).
+        self.generation = 0
+        self.bytes_read = 0  # read to compute checksums, since the process started
+
+    def crcs(self, path: Path) -> tuple[tuple[int, ...], int]:
+        """(CRC32 of each CHUNK_SIZE chunk, size) of `path` now (FileNotFoundError if gone).
+        A log file that has grown since is read from where its entry ends only: log files
+        change otherwise only through actions that make the cache forget them (and the
+        leader forgets its whole data dir when it attaches, after recovery's own cuts)."""
+        generation = self.generation
+        stat = os.stat(path)
+        with self._lock:
+            entry = self._entries.get(path)
+        if entry is not None and entry[1] is not None:
+            known, mtime, crcs = entry
+            if (known, mtime) == (stat.st_size, stat.st_mtime_ns):
+                return tuple(crcs), known
+            if is_log(path.name) and known < stat.st_size:
+                crcs = list(crcs)
+                with open(path, "rb") as file:
+                    file.seek(known)
+                    data = file.read(stat.st_size - known)
+                self._count(len(data))
+                if known + len(data) == stat.st_size:
+                    _extend_crcs(crcs, known, data)
+                    self._store(path, stat, crcs, generation)
+                    return tuple(crcs), stat.st_size
+        found, size = chunk_crcs(path, stat.st_size)
+        self._count(size)
+        if size == stat.st_size:
+            self._store(path, stat, list(found), generation)
+        return found, size
+
+    def read_at(self, path: Path, offset: int, size: int) -> bytes:
+        """`size` bytes of `path` from `offset` (fewer at its end), counted as read."""
+        with open(path, "rb") as file:
+            file.seek(offset)
+            data = file.read(size)
+        self._count(len(data))
+        return data
+
+    def learned(self, path: Path, crcs: list[int], size: int, generation: int) -> None:
+        """The CRCs of the first `size` bytes of `path`, computed from bytes read for another
+        purpose (a catch-up sending them) since `generation`: kept if the file still has that
+        size and nothing was forgotten meanwhile."""
+        stat = os.stat(path)
+        if stat.st_size == size:
+            self._store(path, stat, crcs, generation)
+
+    def _store(self, path: Path, stat: os.stat_result, crcs: list[int], generation: int
+               ) -> None:
+        with self._lock:
+            if generation == self.generation:
+                self._entries[path] = (stat.st_size, stat.st_mtime_ns, crcs)
+
+    def _count(self, read: int) -> None:
+        with self._lock:
+            self.bytes_read += read
+
+    def forget(self, path: Path) -> None:
+        """`path` (and whatever is under it) changed other than by growing: compute again."""
+        with self._lock:
+            self.generation += 1
+            for known in [known for known in self._entries
+                          if known == path or path in known.parents]:
+                del self._entries[known]
+
+    # -- a follower's own writes (its Applier) --------------------------------------------
+
+    def appended(self, path: Path, offset: int, parts: list[bytes]) -> None:
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None or entry[0] != offset:
+                self._entries.pop(path, None)
+                return
+            size, _, crcs = entry
+            for part in parts:
+                size = _extend_crcs(crcs, size, part)
+            self._entries[path] = (size, None, crcs)
+
+    def truncated(self, path: Path, size: int) -> None:
+        with self._lock:
+            entry = self._entries.get(path)
+            if size == 0:
+                self._entries[path] = (0, None, [])
+            elif entry is not None and size <= entry[0] and size % CHUNK_SIZE == 0:
+                self._entries[path] = (size, None, entry[2][:size // CHUNK_SIZE])
+            else:
+                self._entries.pop(path, None)
+
+    def replaced(self, path: Path, data: bytes) -> None:
+        crcs: list[int] = []
+        size = _extend_crcs(crcs, 0, data)
+        with self._lock:
+            self._entries[path] = (size, os.stat(path).st_mtime_ns, crcs)
+
+    def synced(self, path: Path, stat: os.stat_result) -> None:
+        """The writer's stat of `path` after its writes: the entry is valid at that stat."""
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry[0] == stat.st_size:
+                self._entries[path] = (entry[0], stat.st_mtime_ns, entry[2])
+            else:
+                self._entries.pop(path, None)
+
+
+def _extend_crcs(crcs: list[int], size: int, data: bytes) -> int:
+    """Extend the chunk CRCs of a file of `size` bytes by `data` appended; the new size."""
+    view = memoryview(data)
+    partial = size % CHUNK_SIZE
+    if partial and view:
+        take = min(CHUNK_SIZE - partial, len(view))
+        crcs[-1] = zlib.crc32(view[:take], crcs[-1])
+        view = view[take:]
+    while view:
+        crcs.append(zlib.crc32(view[:CHUNK_SIZE]))
+        view = view[CHUNK_SIZE:]
+    return size + len(data)
+
+
+CHECKSUMS = ChecksumCache()
 
 
 # -- listing ------------------------------------------------------------------------------
@@ -147,7 +291,7 @@ def list_files(root: Path) -> list[FileInfo]:
     files = []
     for name in replicated_paths(root):
         with contextlib.suppress(FileNotFoundError):
-            crcs, size = chunk_crcs(root / name)
+            crcs, size = CHECKSUMS.crcs(root / name)
             files.append(FileInfo(name, size, crcs))
     return files
 
@@ -156,15 +300,21 @@ def list_files(root: Path) -> list[FileInfo]:
 
 
 def common_prefix(path: Path, theirs: FileInfo) -> int:
-    """How many leading bytes of the leader's `path` the follower's file has too."""
+    """How many leading bytes of the leader's `path` the follower's file has too: its chunk
+    CRCs against ours (cached); only a last chunk of theirs that ends inside one of ours is
+    read."""
+    mine, size = CHECKSUMS.crcs(path)
     common = 0
-    with open(path, "rb") as file:
-        for crc in theirs.crcs:
-            want = min(CHUNK_SIZE, theirs.size - common)
-            data = file.read(want)
-            if len(data) < want or zlib.crc32(data) != crc:
+    for index, crc in enumerate(theirs.crcs):
+        want = min(CHUNK_SIZE, theirs.size - common)
+        if common + want > size:  # bytes we do not have
+            break
+        if want == CHUNK_SIZE or common + want == size:  # the same range as our chunk
+            if mine[index] != crc:
                 break
-            common += want
+        elif zlib.crc32(CHECKSUMS.read_at(path, common, want)) != crc:
+            break
+        common += want
     return common
 
 
@@ -187,14 +337,20 @@ def catch_up_actions(root: Path, theirs: list[FileInfo],
 
 def _file_actions(path: Path, name: str, theirs: FileInfo | None,
                   piece: int) -> Iterator[Action]:
+    generation = CHECKSUMS.generation
     size = path.stat().st_size
     if not is_log(name):
         if theirs is not None and theirs.size == size and common_prefix(path, theirs) == size:
             return
-        yield Action(REPLACE, name, 0, [path.read_bytes()])
+        data = path.read_bytes()
+        crcs: list[int] = []
+        CHECKSUMS.learned(path, crcs, _extend_crcs(crcs, 0, data), generation)
+        yield Action(REPLACE, name, 0, [data])
         return
+    learning: list[int] | None = None  # the CRCs of a file sent whole, as it is read
     if theirs is None:
         common = 0
+        learning = []
         yield Action(TRUNCATE, name, 0)  # creates it
     else:
         common = common_prefix(path, theirs)
@@ -207,8 +363,12 @@ def _file_actions(path: Path, name: str, theirs: FileInfo | None,
             data = file.read(piece)
             if not data:
                 break
+            if learning is not None:
+                _extend_crcs(learning, offset, data)
             yield Action(APPEND, name, offset, [data])
             offset += len(data)
+    if learning is not None:
+        CHECKSUMS.learned(path, learning, offset, generation)
 
 
 # -- applying (follower side, blocking: in a thread) --------------------------------------
@@ -249,15 +409,19 @@ class Applier:
                     offset += written
             self.bytes_applied += action.size
             self._dirty.add(path)
+            CHECKSUMS.appended(path, action.offset, action.parts)
         elif action.kind == TRUNCATE:
             os.ftruncate(self._fd(path), action.offset)
             self._dirty.add(path)
+            CHECKSUMS.truncated(path, action.offset)
         elif action.kind == REPLACE:
             self._close_under(path)
             self._make_parents(path)
             write_atomically(path, action.data)
             self.bytes_applied += action.size
+            CHECKSUMS.replaced(path, action.data)
         elif action.kind == DELETE:
+            CHECKSUMS.forget(path)
             self._close_under(path)
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -273,6 +437,7 @@ class Applier:
             fd = self._open.get(path)
             if fd is not None:
                 os.fsync(fd)
+                CHECKSUMS.synced(path, os.fstat(fd))
         self._dirty.clear()
         for directory in sorted(self._dirty_directories, key=lambda p: -len(p.parts)):
             with contextlib.suppress(FileNotFoundError):
@@ -316,6 +481,7 @@ class Applier:
         fd = self._open.pop(path)
         if path in self._dirty:
             os.fsync(fd)
+            CHECKSUMS.synced(path, os.fstat(fd))
             self._dirty.discard(path)
         os.close(fd)
 

@@ -31,6 +31,7 @@ from storage.replication import wire
 from storage.replication.files import Applier, list_files
 from storage.replication.status import FollowerStatus, ReplicationRefused
 from storage.replication.transport import introduce, read_message, refuse, send
+from storage.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class ReplicationFollower:
                 for task in done:
                     task.result()
             finally:
-                await _cancel_and_wait(receiving, applying)
+                await cancel_and_wait(receiving, applying)
         finally:
             writer.close()
 
@@ -199,17 +200,6 @@ def _apply_all(applier: Applier, batch: list[wire.Actions | wire.CaughtUp]) -> N
             for action in message.actions:
                 applier.apply(action)
     applier.sync()
-
-
-async def _cancel_and_wait(*tasks: asyncio.Task) -> None:
-    """Cancel these tasks and wait until they are done; their errors are theirs (the caller
-    has the one that matters), but a cancel of the waiting task itself propagates."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.wait(tasks)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: not logged as "never retrieved"
 
 
 def _release(applier: Applier, lock) -> None:

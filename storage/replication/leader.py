@@ -53,9 +53,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage.replication import wire
-from storage.replication.files import ActionLog, catch_up_actions
+from storage.replication.files import CHECKSUMS, ActionLog, catch_up_actions
 from storage.replication.status import FollowerStatus
 from storage.replication.transport import read_message, refuse, send
+from storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from storage.wal import WriteAheadLog
@@ -154,6 +155,8 @@ class ReplicationLeader:
         if self.data_dir not in Path(wal.directory).resolve().parents:
             raise ValueError(f"the write-ahead log in {wal.directory} is not in the replicated "
                              f"data dir {self.data_dir}")
+        # Recovery may have cut files without recording it: no checksum of before counts.
+        CHECKSUMS.forget(self.data_dir)
         self._actions = ActionLog(self.data_dir)
         wal.actions = self._actions
         wal.replicator = self
@@ -210,6 +213,10 @@ class ReplicationLeader:
     async def start(self, host: str, port: int, ssl: ssl_module.SSLContext | None = None) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, ssl=ssl,
                                                   reuse_address=True)
+        # The members' time to connect counts from now, not from before the node's recovery.
+        now = time.monotonic()
+        for name in self._missing_since:
+            self._missing_since[name] = now
         self._spawn(self._tick())
         log.info("replication leader of epoch %d listening on %s:%d (in sync: %s)",
                  self.epoch, host, port, sorted(self.in_sync) or "none")
@@ -219,7 +226,8 @@ class ReplicationLeader:
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        """Stop serving; no waiter of the log is released after this."""
+        """Stop serving; no waiter of the log is released after this (from the first line
+        on, even if this close is itself cancelled: that cancel is raised, not swallowed)."""
         self.closed = True
         if self._wal is not None:
             self._wal.before_fsync = None
@@ -227,16 +235,14 @@ class ReplicationLeader:
             self._server.close()
         for link in list(self._links.values()):
             link.writer.close()
-        tasks = list(self._tasks) + ([self._writing] if self._writing else [])
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        self._reader.shutdown(wait=False)
+        try:
+            await cancel_and_wait(*self._tasks, self._writing)
+            if self._server is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._server.wait_closed()
+        finally:
+            self._reader.shutdown(wait=False)
 
     def followers(self) -> list[FollowerStatus]:
         """Every connected follower and every member of the in-sync set."""

@@ -27,7 +27,8 @@ async def refuse(writer: asyncio.StreamWriter, reason: int, text: str) -> None:
     """Tell the peer why, then close."""
     try:
         send(writer, wire.Refuse(reason, text))
-        await asyncio.wait_for(writer.drain(), 1.0)
+        async with asyncio.timeout(1.0):
+            await writer.drain()
     except (OSError, TimeoutError):
         pass
     finally:

@@ -128,3 +128,74 @@ async def test_etcd_down_the_leader_stops_confirming_and_resumes_after(
         assert a.may_confirm()
     finally:
         await close(a)
+
+
+async def test_next_leader_is_watched_from_the_revision_read_and_across_an_etcd_restart(
+        etcd: EtcdProcess) -> None:
+    a, b = await candidate(etcd, "a", "five"), await candidate(etcd, "b", "five")
+    try:
+        epoch = await a.campaign()
+        leader, revision = await b.keys.leader_at()
+        assert leader.epoch == epoch
+        waiting = asyncio.create_task(b.keys.next_leader(epoch, revision))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # nothing changed
+        await a.keys.resign(epoch)
+        async with asyncio.timeout(5):
+            assert await waiting is None
+        # A change between the read and the watch is not missed: it is watched from `revision`.
+        _, revision = await b.keys.leader_at()
+        second = await a.campaign()  # (a, the only member of the in-sync set)
+        async with asyncio.timeout(5):
+            assert (await b.keys.next_leader(None, revision)).epoch == second
+        # etcd restarted: the watch breaks; the slow look and a new watch see the next leader.
+        _, revision = await b.keys.leader_at()
+        waiting = asyncio.create_task(b.keys.next_leader(second, revision))
+        etcd.stop()
+        etcd.start()
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    await a.keys.resign(second)
+                    break
+                except EtcdUnavailable:
+                    await asyncio.sleep(0.2)
+            assert await waiting is None
+    finally:
+        await close(a, b)
+
+
+async def test_a_cancelled_lease_close_is_cancelled_and_ends_the_lease(etcd: EtcdProcess) -> None:
+    a = await candidate(etcd, "a", "six")
+    try:
+        await a.campaign()
+        closing = asyncio.ensure_future(a.lease.close(revoke=False))
+        await asyncio.sleep(0)  # waiting for the keep-alive task to end
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing  # the caller's cancel is not swallowed
+        assert not a.may_confirm()
+        await asyncio.sleep(0.05)
+        assert a.lease._task.done()  # and the keep-alives stopped all the same
+    finally:
+        await close(a)
+
+
+async def test_history_compacted_a_watch_from_before_falls_back_and_sees_the_change(
+        etcd: EtcdProcess) -> None:
+    a = await candidate(etcd, "a", "seven")
+    try:
+        epoch = await a.campaign()
+        _, old_revision = await a.keys.leader_at()
+        for round_ in range(20):  # history, as the node keys' updates make it
+            await a.keys.register("a", {"round": round_}, a.lease.id)
+        compacted = await a.keys.compact(keep=5)
+        assert compacted > old_revision
+        waiting = asyncio.create_task(a.keys.next_leader(epoch, old_revision))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # the leader key did not change
+        await a.keys.resign(epoch)
+        async with asyncio.timeout(10):
+            assert await waiting is None
+    finally:
+        await close(a)

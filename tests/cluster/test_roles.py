@@ -1,5 +1,6 @@
 """A 3-node cluster of real processes on a real etcd: one leader, followers passing AMQP and
-the management API through to it, a new leader after the old one is killed."""
+the management API through to it, a new leader after the old one is killed.
+Each node's role and lag on /metrics, and its own figures in /api/nodes on any node."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def test_one_leader_and_followers_pass_clients_through(cluster: Cluster) -> None
         for node in cluster.nodes)
 
 
-def test_metrics_show_each_nodes_role_and_the_followers_lag(cluster: Cluster) -> None:
+def test_metrics_and_api_nodes_show_each_nodes_own_figures(cluster: Cluster) -> None:
     leader = cluster.in_sync()
     metrics = leader.metrics()
     assert f'warren_cluster_role{{cluster="{leader.cluster}",role="leader"}} 1.0' in metrics
@@ -93,6 +94,30 @@ def test_metrics_show_each_nodes_role_and_the_followers_lag(cluster: Cluster) ->
                not in follower.metrics()):
             assert time.monotonic() < deadline, follower.metrics()
             time.sleep(0.2)
+    # /api/nodes: each node publishes its figures in its etcd node key; the API (answered by
+    # the leader, here through a follower) shows RabbitMQ's node object for every node.
+    follower = cluster.followers(leader)[0]
+    connection = pika.BlockingConnection(pika.ConnectionParameters(  # through the follower
+        "127.0.0.1", follower.port))
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            found = {item["name"]: item for item in api(follower, "/api/nodes")}
+            if (len(found) == 3 and found[follower.name].get("sockets_used", 0) >= 1
+                    and all("os_pid" in item for item in found.values())):
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(0.2)
+    finally:
+        connection.close()
+    local = found[leader.name]  # the object the answering node makes for itself
+    for node in cluster.nodes:
+        item = found[node.name]
+        assert set(item) ^ set(local) == set(), node.name  # the same keys as RabbitMQ's
+        assert item["os_pid"] == str(node.process.pid)  # its own figures, not the leader's
+        assert item["running"] is True
+        assert item["uptime"] > 0 and item["mem_used"] > 0 and item["fd_used"] > 0
+        assert item["disk_free"] > 0 and item["mem_limit"] > 0
 
 
 def test_leader_killed_another_takes_over_within_seconds(cluster: Cluster) -> None:
@@ -122,3 +147,4 @@ def test_leader_killed_another_takes_over_within_seconds(cluster: Cluster) -> No
     assert nodes_seen(new, expected) == expected  # the dead node: listed, not running
     old.start()  # it comes back as a follower
     assert cluster.leader() is new
+

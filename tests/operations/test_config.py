@@ -83,6 +83,9 @@ def test_file_understands_sizes_lists_and_booleans(tmp_path, certificates):
     ('[cluster]\netcd_endpoints = "etcd:2379"\nsecret = "s"\nreplication_port = 5672\n',
      "'cluster.replication_port' and 'amqp.port' are both 5672"),
     ('[cluster]\nnode_name = "a b"\n', "'cluster.node_name' in {file}: expected letters, digits"),
+    ('[cluster]\netcd_endpoints = "etcd:2379"\nsecret = "s"\nsize = 3\nmin_in_sync = 3\n',
+     "'cluster.min_in_sync' is 3 but 'cluster.size' is 3: the leader and 3 followers need more "
+     "nodes than that, nothing would ever be confirmed"),
 ])
 def test_invalid_file_is_one_clear_line_and_exit_status_2(tmp_path, content, message):
     file = tmp_path / "warren.toml"
@@ -92,6 +95,15 @@ def test_invalid_file_is_one_clear_line_and_exit_status_2(tmp_path, content, mes
     assert result.stderr.startswith("warren: configuration error: ")
     assert message.format(file=file) in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_min_in_sync_defaults_to_a_majority_of_the_cluster_size():
+    cluster = ["--cluster-etcd", "etcd:2379", "--cluster-secret", "s"]
+    assert parse_args(cluster, env={}).required_in_sync == 1  # 3 nodes: leader + 1
+    assert parse_args([*cluster, "--cluster-size", "5"], env={}).required_in_sync == 2
+    assert parse_args(cluster, env={"WARREN_CLUSTER_SIZE": "4"}).required_in_sync == 2
+    assert parse_args([*cluster, "--cluster-size", "5", "--min-in-sync", "0"],
+                      env={}).required_in_sync == 0  # an explicit setting wins
 
 
 def test_invalid_flag_and_variable_are_named(tmp_path):

@@ -686,3 +686,83 @@ async def test_a_follower_cancelled_at_any_step_of_a_lost_connections_cleanup_en
             await _ends_and_lets_go(task, path)
     finally:
         await stop(node, leader)
+
+
+async def test_a_cancelled_close_is_cancelled_and_the_leader_still_stops(tmp_path):
+    node, leader, follower, task = await start_following(tmp_path, in_sync={"f1"},
+                                                         min_in_sync=1)
+    try:
+        await in_step(node, leader, follower)
+        declare(node, "q")
+        closing = asyncio.ensure_future(leader.close())
+        await asyncio.sleep(0)  # waiting for the leader's tasks (the follower's link) to end
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing  # the caller's cancel is not swallowed
+        seen = confirmed(node, publish(node, "q", b"after close"))
+        await node.store.wal.drain()
+        await asyncio.sleep(0.2)
+        assert seen == [] and leader.closed  # nothing is released after a close, cancelled
+    finally:
+        await stop(node, None, task)
+
+
+async def test_a_caught_up_follower_reconnecting_has_nothing_read_for_checksums(tmp_path):
+    node, leader, _ = await start_leader(tmp_path / "leader", in_sync=set(), min_in_sync=0)
+    checksums = replication_files.CHECKSUMS
+    task = None
+    try:
+        declare(node, "q")
+        for _ in range(300):  # more than a checksum chunk of log
+            publish(node, "q", bytes(5000))
+        await node.store.wal.drain()
+
+        async def connect() -> tuple[ReplicationFollower, asyncio.Task]:
+            follower = follower_for(leader, tmp_path / "follower")
+            running = asyncio.ensure_future(follower.run())
+            await in_step(node, leader, follower)
+            return follower, running
+
+        _, task = await connect()  # the first catch-up: every byte is sent
+        task.cancel()
+        await asyncio.wait({task})
+        before = checksums.bytes_read
+        _, task = await connect()
+        assert checksums.bytes_read == before, "a caught-up follower's files were read again"
+        task.cancel()
+        await asyncio.wait({task})
+        # A file changed behind the cache's back (same size) is read again and put right.
+        segment = next((tmp_path / "follower" / "wal").glob("*.wal"))
+        with open(segment, "r+b") as file:
+            file.seek(100)
+            file.write(b"\xff" * 8)
+        _, task = await connect()
+        assert checksums.bytes_read > before
+        assert files_of(tmp_path / "follower") == files_of(tmp_path / "leader")
+    finally:
+        await stop(node, leader, *([task] if task else []))
+
+
+async def test_a_member_has_the_whole_timeout_to_connect_from_the_leaders_start(tmp_path):
+    """A promoted leader's in-sync members (read from etcd) cannot connect before its
+    replication listener is up: a long recovery before it must not drop them."""
+    store = InSyncStore()
+    leader = ReplicationLeader(
+        tmp_path / "leader", secret=SECRET, epoch=7, node_name="leader", min_in_sync=1,
+        in_sync={"f1"}, write_in_sync=store.write, may_confirm=lambda: True,
+        replication_timeout=2.0)
+    node = Node(Config(data_dir=tmp_path / "leader"), replicator=leader)
+    task = None
+    try:
+        await node.start()
+        await asyncio.sleep(2.2)  # as a long log scan would take
+        await leader.start("127.0.0.1", 0)
+        await asyncio.sleep(0.5)  # the member connects well within the timeout of the start
+        follower = follower_for(leader, tmp_path / "follower")
+        task = asyncio.ensure_future(follower.run())
+        declare(node, "q")
+        seen = confirmed(node, publish(node, "q", b"x"))
+        await wait_until(lambda: seen, "the member's confirm")
+        assert store.written == [], "the member was dropped before it could connect"
+    finally:
+        await stop(node, leader, *([task] if task else []))
