@@ -27,7 +27,7 @@ from raw_amqp import content_header_payload, raw_client
 
 FAULT_BROKER = Path(__file__).resolve().parents[1] / "fault_broker.py"
 DELIVERY_MODE_FLAG = 0x1000
-STEPS = ("dead_letter", "expiry", "delayed", "delivery_count", "management_get")
+STEPS = ("dead_letter", "expiry", "delayed", "delivery_count", "management_get", "trace")
 
 
 def start(warren_factory, faults: str):

@@ -1,0 +1,156 @@
+"""Firehose tracing, as RabbitMQ 3.10's rabbit_trace: while a vhost traces
+(`VirtualHost.tracing`, switched by `Node.set_tracing`), a copy of every message published in it
+goes to its `amq.rabbitmq.trace` exchange with the routing key `publish.<exchange>`, and a copy of
+every delivery (to a consumer or a get) with `deliver.<queue>`.
+
+A copy has the original body and one property, a headers table with RabbitMQ's names, types and
+order: exchange_name, routing_keys (the routing key, then the CC and BCC keys), properties (the
+message's, last property first, strings as longstr and numbers as 32-bit signedint), node, then
+vhost, connection, channel, user and routed_queues for a publish, or redelivered, vhost,
+connection, channel and user for a delivery. Messages of the trace exchange itself are never
+traced, so that consuming traces makes none. Copies are routed as the core's own publishes are:
+counted by no channel or exchange (tests/broker/RABBITMQ_TRACING.md).
+
+Callers test `vhost.tracing` before calling here: tracing off costs the hot path one attribute
+check. A copy that cannot be made is counted and logged as a step failure; the message it copies
+goes on untraced."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Collection
+from typing import Any, NamedTuple, Protocol
+
+from broker.message import Message
+from broker.nodename import node_name
+from broker.stepfailures import TRACE, StepFailures
+from protocol import properties
+from protocol.codec import shortstr
+from protocol.constants import PROPERTY_FLAGS
+from protocol.fieldtable import TypedValue, encode_table
+
+TRACE_EXCHANGE = "amq.rabbitmq.trace"
+_HEADERS_ONLY = struct.pack("!H", 0x2000)  # the property flags of a copy: headers alone
+_TRACE_EXCHANGE_BYTES = shortstr(TRACE_EXCHANGE)
+
+
+class Origin(NamedTuple):
+    """Who published or received: the connection's name, the channel number, the user."""
+
+    connection: str
+    channel: int
+    user: str
+
+    def trace_origin(self) -> Origin:
+        return self
+
+
+# A publish whose front named no origin (none does today; kept for the core's own callers).
+UNKNOWN = Origin("", 0, "")
+
+
+class Traced(Protocol):
+    """What a traced publish or delivery comes from: an AMQP channel, or an `Origin` (the
+    management API's publish and get)."""
+
+    def trace_origin(self) -> Origin: ...
+
+
+class Named(Protocol):
+    name: str
+
+
+class TracingHost(Protocol):
+    """What tracing needs of broker/vhost.py's VirtualHost (a protocol: the vhost calls here)."""
+
+    name: str
+    exchanges: dict[str, Any]
+    step_failures: StepFailures
+    route: Callable[[Any, Message], Collection[Any]]
+    enqueue: Callable[[Message, Collection[Any]], Any]
+
+
+def published(vhost: TracingHost, message: Message, queues: Collection[Named],
+              source: Traced) -> None:
+    """Trace a routed publish as `publish.<exchange>` (routed to `queues`, maybe none)."""
+    if message.exchange == TRACE_EXCHANGE:
+        return
+    try:
+        origin = source.trace_origin()
+        headers = _message_fields(message)
+        headers.update(_origin_fields(vhost, origin))
+        headers["routed_queues"] = ("A", [("S", _raw(queue.name)) for queue in queues])
+        _publish_copy(vhost, "publish." + message.exchange, message, headers)
+    except Exception as error:
+        _failed(vhost, f"exchange '{message.exchange}'", error)
+
+
+def delivered(vhost: TracingHost, queue_name: str, message: Message, redelivered: bool,
+              source: Traced) -> None:
+    """Trace a delivery (or get) from the queue `queue_name` as `deliver.<queue>`."""
+    if message.exchange == TRACE_EXCHANGE:
+        return
+    try:
+        origin = source.trace_origin()
+        headers = _message_fields(message)
+        headers["redelivered"] = ("I", int(redelivered))
+        headers.update(_origin_fields(vhost, origin))
+        _publish_copy(vhost, "deliver." + queue_name, message, headers)
+    except Exception as error:
+        _failed(vhost, f"queue '{queue_name}'", error)
+
+
+def _message_fields(message: Message) -> dict[str, TypedValue]:
+    keys = (message.routing_key, *message.cc)
+    return {
+        "exchange_name": ("S", _raw(message.exchange)),
+        "routing_keys": ("A", [("S", _raw(key)) for key in keys]),
+        "properties": ("F", _properties_table(message.props_raw)),
+        "node": ("S", _raw(node_name())),
+    }
+
+
+def _origin_fields(vhost: TracingHost, origin: Origin) -> dict[str, TypedValue]:
+    return {
+        "vhost": ("S", _raw(vhost.name)),
+        "connection": ("S", _raw(origin.connection)),
+        "channel": ("I", origin.channel),
+        "user": ("S", _raw(origin.user)),
+    }
+
+
+def _properties_table(props_raw: bytes) -> dict[str, TypedValue]:
+    """The message's properties as RabbitMQ's msg_to_table writes them: in reverse order of
+    the P_basic record, strings as longstr, the octets and the timestamp as signedint (which,
+    as in Erlang's <<V:32/signed>>, keeps only the low 32 bits of a timestamp)."""
+    shown = properties.decode_all(props_raw)
+    table: dict[str, TypedValue] = {}
+    for name, _, kind in reversed(PROPERTY_FLAGS):
+        if name not in shown:
+            continue
+        value = shown[name]
+        if kind == "shortstr":
+            table[name] = ("S", value)
+        elif kind == "table":
+            table[name] = ("F", value)
+        else:
+            table[name] = ("I", (value + 2**31) % 2**32 - 2**31)
+    return table
+
+
+def _publish_copy(vhost: TracingHost, routing_key: str, message: Message,
+                  headers: dict[str, TypedValue]) -> None:
+    copy = Message(TRACE_EXCHANGE, routing_key, _TRACE_EXCHANGE_BYTES + shortstr(routing_key),
+                   _HEADERS_ONLY + encode_table(headers), message.body, message.body_size)
+    queues = vhost.route(vhost.exchanges[TRACE_EXCHANGE], copy)
+    if queues:
+        vhost.enqueue(copy, queues)
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _failed(vhost: TracingHost, place: str, error: Exception) -> None:
+    vhost.step_failures.record(TRACE, f"{place} in vhost '{vhost.name}'", error,
+                               "the message went on untraced")
