@@ -32,6 +32,7 @@ from protocol.fieldtable import TypedValue, encode_table
 TRACE_EXCHANGE = "amq.rabbitmq.trace"
 _HEADERS_ONLY = struct.pack("!H", 0x2000)  # the property flags of a copy: headers alone
 _TRACE_EXCHANGE_BYTES = shortstr(TRACE_EXCHANGE)
+_REPLY_TO_PREFIX = b"amq.rabbitmq.reply-to."
 
 
 class Origin(NamedTuple):
@@ -79,7 +80,7 @@ def published(vhost: TracingHost, message: Message, queues: Collection[Named],
         origin = source.trace_origin()
         headers = _message_fields(message)
         headers.update(_origin_fields(vhost, origin))
-        headers["routed_queues"] = ("A", [("S", _raw(queue.name)) for queue in queues])
+        headers["routed_queues"] = ("A", [("S", name) for name in _routed(message, queues)])
         _publish_copy(vhost, "publish." + message.exchange, message, headers)
     except Exception as error:
         _failed(vhost, f"exchange '{message.exchange}'", error)
@@ -98,6 +99,15 @@ def delivered(vhost: TracingHost, queue_name: str, message: Message, redelivered
         _publish_copy(vhost, "deliver." + queue_name, message, headers)
     except Exception as error:
         _failed(vhost, f"queue '{queue_name}'", error)
+
+
+def _routed(message: Message, queues: Collection[Named]) -> list[bytes]:
+    """The queue names RabbitMQ's routing returns, sorted: for the default exchange, every
+    routing key but direct reply-to's, whether a queue has that name or not."""
+    if message.exchange:
+        return sorted({_raw(queue.name) for queue in queues})
+    return sorted({key for key in map(_raw, (message.routing_key, *message.cc))
+                   if not key.startswith(_REPLY_TO_PREFIX)})
 
 
 def _message_fields(message: Message) -> dict[str, TypedValue]:

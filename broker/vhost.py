@@ -451,6 +451,8 @@ class VirtualHost:
             counters.messages_received_confirm += 1
         ticket, refused = 0, False
         if exchange is self.default_exchange and message.routing_key.startswith(_REPLY_PREFIX):
+            if self.tracing:
+                tracing.published(self, message, (), origin or tracing.UNKNOWN)
             routed = int(self.deliver_reply(message.routing_key[len(_REPLY_PREFIX):], message))
         elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
             # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
