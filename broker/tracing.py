@@ -13,7 +13,8 @@ counted by no channel or exchange (tests/broker/RABBITMQ_TRACING.md).
 
 Callers test `vhost.tracing` before calling here: tracing off costs the hot path one attribute
 check. A copy that cannot be made is counted and logged as a step failure; the message it copies
-goes on untraced."""
+goes on untraced. The vhost's trace sessions (broker/tracesessions.py, the UI's Trace page)
+record the same publishes and deliveries."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import struct
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple, Protocol
 
+from broker import tracesessions
 from broker.message import Message
 from broker.nodename import node_name
 from broker.stepfailures import TRACE, StepFailures
@@ -67,6 +69,7 @@ class TracingHost(Protocol):
     name: str
     exchanges: dict[str, Any]
     step_failures: StepFailures
+    trace_sessions: list[tracesessions.TraceSession]
     route: Callable[[Any, Message], Collection[Any]]
     enqueue: Callable[[Message, Collection[Any]], Any]
 
@@ -80,8 +83,12 @@ def published(vhost: TracingHost, message: Message, queues: Collection[Named],
         origin = source.trace_origin()
         headers = _message_fields(message)
         headers.update(_origin_fields(vhost, origin))
-        headers["routed_queues"] = ("A", [("S", name) for name in _routed(message, queues)])
+        routed = _routed(message, queues)
+        headers["routed_queues"] = ("A", [("S", name) for name in routed])
         _publish_copy(vhost, "publish." + message.exchange, message, headers)
+        if vhost.trace_sessions:
+            tracesessions.published(vhost, message, (name.decode("utf-8", "replace")
+                                                     for name in routed), origin._asdict())
     except Exception as error:
         _failed(vhost, f"exchange '{message.exchange}'", error)
 
@@ -97,6 +104,8 @@ def delivered(vhost: TracingHost, queue_name: str, message: Message, redelivered
         headers["redelivered"] = ("I", int(redelivered))
         headers.update(_origin_fields(vhost, origin))
         _publish_copy(vhost, "deliver." + queue_name, message, headers)
+        if vhost.trace_sessions:
+            tracesessions.delivered(vhost, queue_name, message, redelivered, origin._asdict())
     except Exception as error:
         _failed(vhost, f"queue '{queue_name}'", error)
 

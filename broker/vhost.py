@@ -42,6 +42,7 @@ from broker.stepfailures import StepFailures
 if TYPE_CHECKING:
     from broker.auth import AccessControl, User
     from broker.clients import QueueOwner
+    from broker.tracesessions import TraceSession
     from broker.tracing import Traced
     from storage.store import MessageStore
 
@@ -81,6 +82,7 @@ class VirtualHost:
         self.tags: list[str] = []
         self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
         self.tracing = False  # firehose on (broker/tracing.py; switched by Node.set_tracing)
+        self.trace_sessions: list[TraceSession] = []  # the UI's (broker/tracesessions.py)
         # The node's, shared (see Node.add_vhost); a vhost of its own has its own.
         self.counters = MessageCounters()
         self.dead_lettered: dict[tuple[str, str, str], int] = {}
