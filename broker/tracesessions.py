@@ -6,9 +6,10 @@ routed to which queues), delivered (from which queue, redelivered or not), dead-
 which queue, why, and to which exchange and queues the copy went) and dropped (rejected,
 expired or over a length limit with nowhere to go).
 
-A message is followed by its journey key: its message_id property, else a digest of its body
-(a dead-lettered copy has the same body, so its later events join its journey). Once a message
-passes the filters, its later events are kept too, filtered or not, so its journey is whole.
+A message is followed by its journey key: its message_id property, else the message object's
+identity in the broker (a dead-lettered copy joins its original's journey; a message read back
+from disk after a restart starts a new one). Once a message passes the filters, its later
+events are kept too, filtered or not, so its journey is whole.
 
 Recording runs only while the vhost traces (its callers test `vhost.trace_sessions`); a
 session nobody has read for `IDLE_SECONDS` ends by itself."""
@@ -16,7 +17,6 @@ session nobody has read for `IDLE_SECONDS` ends by itself."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import time
@@ -34,6 +34,8 @@ MAX_FOLLOWED = 10_000  # journey keys a session remembers as passing its filters
 IDLE_SECONDS = 120.0
 BODY_PREVIEW = 200  # characters of the body an event shows
 _ids = itertools.count(1)
+# id(dead-lettered copy) -> (its timestamp, its original's journey key), the newest kept
+_aliases: OrderedDict[int, tuple[float, str]] = OrderedDict()
 
 
 class Named(Protocol):
@@ -131,6 +133,7 @@ def dead_lettered(host: SessionHost, queue: str, reason: str, message: Message,
                    dead_letter_exchange=copy.exchange,
                    dead_letter_routing_keys=[copy.routing_key, *copy.cc],
                    dead_letter_queues=sorted(target.name for target in targets))
+    _alias(copy, event["journey"])
     _record(host, event)
 
 
@@ -169,12 +172,22 @@ def _event(kind: str, message: Message, **fields: Any) -> dict[str, Any]:
 
 
 def journey_key(message: Message) -> str:
+    """Its message_id, else the message object's identity (a dead-lettered copy's is mapped
+    to its original's by `dead_lettered`)."""
     message_id = properties.get(message.props_raw, "message_id")
     if message_id:
         return "id:" + message_id
-    if message.body is None:  # paged out: not read back for this
-        return f"object:{id(message)}"
-    return "body:" + hashlib.blake2b(message.body, digest_size=8).hexdigest()
+    alias = _aliases.get(id(message))
+    if alias is not None and alias[0] == message.timestamp:
+        return alias[1]
+    # the address alone is reused as soon as a message is freed: with its publishing time
+    return f"m:{id(message):x}:{message.timestamp!r}"
+
+
+def _alias(copy: Message, key: str) -> None:
+    _aliases[id(copy)] = (copy.timestamp, key)
+    if len(_aliases) > MAX_FOLLOWED:
+        _aliases.popitem(last=False)
 
 
 def _deaths(headers: Any) -> list[dict[str, Any]] | None:
