@@ -92,7 +92,7 @@ class Deliveries:
         if entry.redelivered:
             counters.messages_redelivered += 1
         if self.vhost.tracing:
-            tracing.delivered(self.vhost, queue.name, message, entry.redelivered, self.channel)
+            tracing.delivered(self.vhost, queue, entry, self.channel)
 
     def cancelled(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""
@@ -223,7 +223,7 @@ class Deliveries:
             self.connection.frame_max,
         ))
         if self.vhost.tracing:
-            tracing.delivered(self.vhost, queue.name, message, entry.redelivered, channel)
+            tracing.delivered(self.vhost, queue, entry, channel, get=True)
 
     # -- outcomes: ack, nack/reject, recover ----------------------------------------------
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection
 from typing import Any, NamedTuple, Protocol
 
 from broker import tracesessions
-from broker.message import Message
+from broker.message import Message, QueuedMessage
 from broker.nodename import node_name
 from broker.stepfailures import TRACE, StepFailures
 from protocol import properties
@@ -63,6 +63,14 @@ class Named(Protocol):
     name: str
 
 
+class DeliveringQueue(Protocol):
+    """The queue a traced delivery comes from (broker/queue.py's Queue, a stream)."""
+
+    name: str
+
+    def delivery_properties(self, entry: QueuedMessage, always: bool = False) -> bytes: ...
+
+
 class TracingHost(Protocol):
     """What tracing needs of broker/vhost.py's VirtualHost (a protocol: the vhost calls here)."""
 
@@ -81,7 +89,7 @@ def published(vhost: TracingHost, message: Message, queues: Collection[Named],
         return
     try:
         origin = source.trace_origin()
-        headers = _message_fields(message)
+        headers = _message_fields(message, message.props_raw)
         headers.update(_origin_fields(vhost, origin))
         routed = _routed(message, queues)
         headers["routed_queues"] = ("A", [("S", name) for name in routed])
@@ -93,21 +101,27 @@ def published(vhost: TracingHost, message: Message, queues: Collection[Named],
         _failed(vhost, f"exchange '{message.exchange}'", error)
 
 
-def delivered(vhost: TracingHost, queue_name: str, message: Message, redelivered: bool,
-              source: Traced) -> None:
-    """Trace a delivery (or get) from the queue `queue_name` as `deliver.<queue>`."""
+def delivered(vhost: TracingHost, queue: DeliveringQueue, entry: QueuedMessage,
+              source: Traced, get: bool = False) -> None:
+    """Trace a delivery (or, `get`, a get) from `queue` as `deliver.<queue>`, with the
+    properties as delivered (a quorum queue's x-delivery-count)."""
+    message = entry.message
     if message.exchange == TRACE_EXCHANGE:
         return
     try:
         origin = source.trace_origin()
-        headers = _message_fields(message)
-        headers["redelivered"] = ("I", int(redelivered))
+        props_raw = (queue.delivery_properties(entry, always=True) if get
+                     else queue.delivery_properties(entry) if entry.delivery_count
+                     else message.props_raw)
+        headers = _message_fields(message, props_raw)
+        headers["redelivered"] = ("I", int(entry.redelivered))
         headers.update(_origin_fields(vhost, origin))
-        _publish_copy(vhost, "deliver." + queue_name, message, headers)
+        _publish_copy(vhost, "deliver." + queue.name, message, headers)
         if vhost.trace_sessions:
-            tracesessions.delivered(vhost, queue_name, message, redelivered, origin._asdict())
+            tracesessions.delivered(vhost, queue.name, message, entry.redelivered,
+                                    origin._asdict())
     except Exception as error:
-        _failed(vhost, f"queue '{queue_name}'", error)
+        _failed(vhost, f"queue '{queue.name}'", error)
 
 
 def _routed(message: Message, queues: Collection[Named]) -> list[bytes]:
@@ -119,12 +133,12 @@ def _routed(message: Message, queues: Collection[Named]) -> list[bytes]:
                    if not key.startswith(_REPLY_TO_PREFIX)})
 
 
-def _message_fields(message: Message) -> dict[str, TypedValue]:
+def _message_fields(message: Message, props_raw: bytes) -> dict[str, TypedValue]:
     keys = (message.routing_key, *message.cc)
     return {
         "exchange_name": ("S", _raw(message.exchange)),
         "routing_keys": ("A", [("S", _raw(key)) for key in keys]),
-        "properties": ("F", _properties_table(message.props_raw)),
+        "properties": ("F", _properties_table(props_raw)),
         "node": ("S", _raw(node_name())),
     }
 

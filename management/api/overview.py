@@ -294,8 +294,7 @@ async def aliveness(request: web.Request) -> web.Response:
         return json_response({"status": "failed", "reason": "aliveness-test queue is empty"},
                              status=HEALTH_CHECK_FAILURE_STATUS)
     if vhost.tracing:
-        tracing.delivered(vhost, queue.name, entry.message, entry.redelivered,
-                          trace_origin(request))
+        tracing.delivered(vhost, queue, entry, trace_origin(request), get=True)
     return json_response({"status": "ok"})
 
 

@@ -201,8 +201,7 @@ async def get_messages(request: web.Request) -> web.Response:
     for entry in taken:
         queue.hand_out(entry, no_ack)
         if queue.vhost.tracing:
-            tracing.delivered(queue.vhost, queue.name, entry.message, entry.redelivered,
-                              trace_origin(request))
+            tracing.delivered(queue.vhost, queue, entry, trace_origin(request), get=True)
     if not no_ack:
         for entry in reversed(taken):
             if requeue:

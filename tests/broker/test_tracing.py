@@ -360,3 +360,29 @@ def test_api_publish_and_get_are_traced_as_the_apis_user(api, amqp, vhost):
         # RabbitMQ's API uses an internal connection, named after an Erlang process
         assert traced["connection"].startswith("<")
         assert (traced["channel"], traced["user"], traced["vhost"]) == (1, "guest", vhost)
+
+
+def test_quorum_deliveries_are_traced_with_their_delivery_count(amqp):
+    """The properties traced for a delivery are those delivered: a quorum queue's
+    x-delivery-count (a get always has it; a consumer's delivery once it has come back)."""
+    declare(amqp, "qq", durable=True, arguments={"x-queue-type": "quorum"})
+    amqp.call(1, commands.Confirm.Select())
+    publish(amqp, "", "qq", b"counted", 0x2000, table(("a", signed(1))))
+    amqp.expect(commands.Basic.Ack, channel=1)
+    get_ok = amqp.call(1, commands.Basic.Get(queue="qq"))
+    assert isinstance(get_ok, commands.Basic.GetOk)
+    amqp.read_raw_frame(), amqp.read_raw_frame()
+    amqp.send_method(1, commands.Basic.Nack(delivery_tag=get_ok.delivery_tag, requeue=True))
+    amqp.send_method(1, commands.Basic.Consume(queue="qq", consumer_tag="c", no_ack=True))
+    amqp.expect(commands.Basic.ConsumeOk, channel=1)
+    amqp.read_message()
+
+    def traced_properties(count: int) -> bytes:
+        return short("properties") + b"F" + table(("headers", b"F" + table(
+            ("a", signed(1)), ("x-delivery-count", b"l" + struct.pack(">q", count)))))
+
+    assert next_trace(amqp)[0] == "publish."
+    for count in (0, 1):
+        key, props, _ = next_trace(amqp)
+        assert key == "deliver.qq"
+        assert traced_properties(count) in props
