@@ -154,13 +154,14 @@ def _record(host: SessionHost, event: dict[str, Any]) -> None:
 
 def _event(kind: str, message: Message, **fields: Any) -> dict[str, Any]:
     raw = message.props_raw
+    exchange, keys = route_of(message)
     headers = properties.get(raw, "headers") if properties.has(raw, "headers") else None
     body = message.body or b""
     event = {
         "event": kind, "time": int(time.time() * 1000),
         "journey": journey_key(message),
-        "exchange": message.exchange,
-        "routing_keys": [message.routing_key, *message.cc],
+        "exchange": exchange.decode("utf-8", "replace"),
+        "routing_keys": [key.decode("utf-8", "replace") for key in keys],
         "message_id": properties.get(raw, "message_id"),
         "correlation_id": properties.get(raw, "correlation_id"),
         "x_death": _deaths(headers),
@@ -169,6 +170,16 @@ def _event(kind: str, message: Message, **fields: Any) -> dict[str, Any]:
         **fields,
     }
     return event
+
+
+def route_of(message: Message) -> tuple[bytes, list[bytes]]:
+    """The exchange and routing keys (the CC and BCC ones after the first) of a message, or of
+    a stream's delivery (which has only its route bytes), as the bytes published."""
+    raw = message.route_bytes
+    key_at = 1 + raw[0]
+    keys = [raw[key_at + 1 : key_at + 1 + raw[key_at]]]
+    keys.extend(key.encode("utf-8", "surrogateescape") for key in getattr(message, "cc", ()))
+    return raw[1:key_at], keys
 
 
 def journey_key(message: Message) -> str:

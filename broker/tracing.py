@@ -106,9 +106,9 @@ def delivered(vhost: TracingHost, queue: DeliveringQueue, entry: QueuedMessage,
     """Trace a delivery (or, `get`, a get) from `queue` as `deliver.<queue>`, with the
     properties as delivered (a quorum queue's x-delivery-count)."""
     message = entry.message
-    if message.exchange == TRACE_EXCHANGE:
-        return
     try:
+        if message.route_bytes.startswith(_TRACE_EXCHANGE_BYTES):
+            return
         origin = source.trace_origin()
         props_raw = (queue.delivery_properties(entry, always=True) if get
                      else queue.delivery_properties(entry) if entry.delivery_count
@@ -134,10 +134,10 @@ def _routed(message: Message, queues: Collection[Named]) -> list[bytes]:
 
 
 def _message_fields(message: Message, props_raw: bytes) -> dict[str, TypedValue]:
-    keys = (message.routing_key, *message.cc)
+    exchange, keys = tracesessions.route_of(message)
     return {
-        "exchange_name": ("S", _raw(message.exchange)),
-        "routing_keys": ("A", [("S", _raw(key)) for key in keys]),
+        "exchange_name": ("S", exchange),
+        "routing_keys": ("A", [("S", key) for key in keys]),
         "properties": ("F", _properties_table(props_raw)),
         "node": ("S", _raw(node_name())),
     }

@@ -386,3 +386,25 @@ def test_quorum_deliveries_are_traced_with_their_delivery_count(amqp):
         key, props, _ = next_trace(amqp)
         assert key == "deliver.qq"
         assert traced_properties(count) in props
+
+
+def test_stream_deliveries_are_traced_with_their_offset(amqp):
+    """A stream's deliveries (records read back from its log) are traced like any other, with
+    the x-stream-offset they are delivered with."""
+    declare(amqp, "st", durable=True, arguments={"x-queue-type": "stream"})
+    amqp.call(1, commands.Confirm.Select())
+    publish(amqp, "", "st", b"streamed", 0x2000, table(("a", signed(1))))
+    amqp.expect(commands.Basic.Ack, channel=1)
+    assert next_trace(amqp)[0] == "publish."
+    amqp.call(1, commands.Basic.Qos(prefetch_count=10))
+    amqp.send_method(1, commands.Basic.Consume(queue="st", consumer_tag="reader",
+                                               arguments={"x-stream-offset": "first"}))
+    amqp.expect(commands.Basic.ConsumeOk, channel=1)
+    deliver, _, bodies = amqp.read_message()
+    assert bodies[0].payload == b"streamed"
+    amqp.send_method(1, commands.Basic.Ack(delivery_tag=deliver.delivery_tag))
+    key, props, body = next_trace(amqp)
+    assert (key, body) == ("deliver.st", b"streamed")
+    assert short("routing_keys") + array(long_str("st")) in props
+    assert short("properties") + b"F" + table(("headers", b"F" + table(
+        ("a", signed(1)), ("x-stream-offset", b"l" + struct.pack(">q", 0))))) in props
