@@ -29,12 +29,14 @@ from broker.stepfailures import TRACE, StepFailures
 from protocol import properties
 from protocol.codec import shortstr
 from protocol.constants import PROPERTY_FLAGS
-from protocol.fieldtable import TypedValue, encode_table
+from protocol.fieldtable import PRE_ENCODED, TypedValue, encode_table
 
 TRACE_EXCHANGE = "amq.rabbitmq.trace"
 _HEADERS_ONLY = struct.pack("!H", 0x2000)  # the property flags of a copy: headers alone
 _TRACE_EXCHANGE_BYTES = shortstr(TRACE_EXCHANGE)
 _REPLY_TO_PREFIX = b"amq.rabbitmq.reply-to."
+CACHE_LIMIT = 1024  # property bytes whose traced table is kept
+_properties_cache: dict[bytes, bytes] = {}
 
 
 class Origin(NamedTuple):
@@ -88,12 +90,16 @@ def published(vhost: TracingHost, message: Message, queues: Collection[Named],
     if message.exchange == TRACE_EXCHANGE:
         return
     try:
+        copied = _copies_go_somewhere(vhost)
+        if not (copied or vhost.trace_sessions):
+            return
         origin = source.trace_origin()
-        headers = _message_fields(message, message.props_raw)
-        headers.update(_origin_fields(vhost, origin))
         routed = _routed(message, queues)
-        headers["routed_queues"] = ("A", [("S", name) for name in routed])
-        _publish_copy(vhost, "publish." + message.exchange, message, headers)
+        if copied:
+            headers = _message_fields(message, message.props_raw)
+            headers.update(_origin_fields(vhost, origin))
+            headers["routed_queues"] = ("A", [("S", name) for name in routed])
+            _publish_copy(vhost, "publish." + message.exchange, message, headers)
         if vhost.trace_sessions:
             tracesessions.published(vhost, message, (name.decode("utf-8", "replace")
                                                      for name in routed), origin._asdict())
@@ -109,19 +115,30 @@ def delivered(vhost: TracingHost, queue: DeliveringQueue, entry: QueuedMessage,
     try:
         if message.route_bytes.startswith(_TRACE_EXCHANGE_BYTES):
             return
+        copied = _copies_go_somewhere(vhost)
+        if not (copied or vhost.trace_sessions):
+            return
         origin = source.trace_origin()
-        props_raw = (queue.delivery_properties(entry, always=True) if get
-                     else queue.delivery_properties(entry) if entry.delivery_count
-                     else message.props_raw)
-        headers = _message_fields(message, props_raw)
-        headers["redelivered"] = ("I", int(entry.redelivered))
-        headers.update(_origin_fields(vhost, origin))
-        _publish_copy(vhost, "deliver." + queue.name, message, headers)
+        if copied:
+            props_raw = (queue.delivery_properties(entry, always=True) if get
+                         else queue.delivery_properties(entry) if entry.delivery_count
+                         else message.props_raw)
+            headers = _message_fields(message, props_raw)
+            headers["redelivered"] = ("I", int(entry.redelivered))
+            headers.update(_origin_fields(vhost, origin))
+            _publish_copy(vhost, "deliver." + queue.name, message, headers)
         if vhost.trace_sessions:
             tracesessions.delivered(vhost, queue.name, message, entry.redelivered,
                                     origin._asdict())
     except Exception as error:
         _failed(vhost, f"queue '{queue.name}'", error)
+
+
+def _copies_go_somewhere(vhost: TracingHost) -> bool:
+    """Whether a copy can reach anything: the trace exchange has a binding or an alternate
+    exchange (else making copies that go nowhere would only cost)."""
+    exchange = vhost.exchanges[TRACE_EXCHANGE]
+    return bool(exchange.bindings) or exchange.alternate_exchange is not None
 
 
 def _routed(message: Message, queues: Collection[Named]) -> list[bytes]:
@@ -138,7 +155,7 @@ def _message_fields(message: Message, props_raw: bytes) -> dict[str, TypedValue]
     return {
         "exchange_name": ("S", exchange),
         "routing_keys": ("A", [("S", key) for key in keys]),
-        "properties": ("F", _properties_table(props_raw)),
+        "properties": (PRE_ENCODED, _properties_table(props_raw)),
         "node": ("S", _raw(node_name())),
     }
 
@@ -152,10 +169,20 @@ def _origin_fields(vhost: TracingHost, origin: Origin) -> dict[str, TypedValue]:
     }
 
 
-def _properties_table(props_raw: bytes) -> dict[str, TypedValue]:
-    """The message's properties as RabbitMQ's msg_to_table writes them: in reverse order of
-    the P_basic record, strings as longstr, the octets and the timestamp as signedint (which,
-    as in Erlang's <<V:32/signed>>, keeps only the low 32 bits of a timestamp)."""
+def _properties_table(props_raw: bytes) -> bytes:
+    """The message's properties as RabbitMQ's msg_to_table writes them (tag F included): in
+    reverse order of the P_basic record, strings as longstr, the octets and the timestamp as
+    signedint (which, as in Erlang's <<V:32/signed>>, keeps only the low 32 bits of a
+    timestamp). Publishers repeat the same properties: each is encoded once."""
+    encoded = _properties_cache.get(props_raw)
+    if encoded is None:
+        if len(_properties_cache) >= CACHE_LIMIT:
+            _properties_cache.clear()
+        encoded = _properties_cache[props_raw] = b"F" + encode_table(_table_of(props_raw))
+    return encoded
+
+
+def _table_of(props_raw: bytes) -> dict[str, TypedValue]:
     shown = properties.decode_all(props_raw)
     table: dict[str, TypedValue] = {}
     for name, _, kind in reversed(PROPERTY_FLAGS):
