@@ -29,14 +29,21 @@ from broker.stepfailures import TRACE, StepFailures
 from protocol import properties
 from protocol.codec import shortstr
 from protocol.constants import PROPERTY_FLAGS
-from protocol.fieldtable import PRE_ENCODED, TypedValue, encode_table
+from protocol.fieldtable import TypedValue, encode_table
 
 TRACE_EXCHANGE = "amq.rabbitmq.trace"
 _HEADERS_ONLY = struct.pack("!H", 0x2000)  # the property flags of a copy: headers alone
 _TRACE_EXCHANGE_BYTES = shortstr(TRACE_EXCHANGE)
 _REPLY_TO_PREFIX = b"amq.rabbitmq.reply-to."
-CACHE_LIMIT = 1024  # property bytes whose traced table is kept
-_properties_cache: dict[bytes, bytes] = {}
+CACHE_LIMIT = 1024  # entries of each cache below
+_properties_cache: dict[bytes, bytes] = {}  # property bytes -> their traced table (tag F)
+_origin_cache: dict[tuple[str, Origin], bytes] = {}  # -> the entries vhost ... user
+_u32 = struct.Struct("!I")
+_i32 = struct.Struct("!i")
+# The header names as table keys (length byte first), in RabbitMQ's order.
+_NAMES = {name: bytes((len(name),)) + name.encode() for name in (
+    "exchange_name", "routing_keys", "properties", "node", "redelivered", "vhost",
+    "connection", "channel", "user", "routed_queues")}
 
 
 class Origin(NamedTuple):
@@ -96,10 +103,10 @@ def published(vhost: TracingHost, message: Message, queues: Collection[Named],
         origin = source.trace_origin()
         routed = _routed(message, queues)
         if copied:
-            headers = _message_fields(message, message.props_raw)
-            headers.update(_origin_fields(vhost, origin))
-            headers["routed_queues"] = ("A", [("S", name) for name in routed])
-            _publish_copy(vhost, "publish." + message.exchange, message, headers)
+            _publish_copy(vhost, "publish." + message.exchange, message,
+                          _message_part(message, message.props_raw)
+                          + _origin_part(vhost, origin)
+                          + _NAMES["routed_queues"] + _array(routed))
         if vhost.trace_sessions:
             tracesessions.published(vhost, message, (name.decode("utf-8", "replace")
                                                      for name in routed), origin._asdict())
@@ -123,10 +130,10 @@ def delivered(vhost: TracingHost, queue: DeliveringQueue, entry: QueuedMessage,
             props_raw = (queue.delivery_properties(entry, always=True) if get
                          else queue.delivery_properties(entry) if entry.delivery_count
                          else message.props_raw)
-            headers = _message_fields(message, props_raw)
-            headers["redelivered"] = ("I", int(entry.redelivered))
-            headers.update(_origin_fields(vhost, origin))
-            _publish_copy(vhost, "deliver." + queue.name, message, headers)
+            _publish_copy(vhost, "deliver." + queue.name, message,
+                          _message_part(message, props_raw)
+                          + _NAMES["redelivered"] + b"I" + _i32.pack(int(entry.redelivered))
+                          + _origin_part(vhost, origin))
         if vhost.trace_sessions:
             tracesessions.delivered(vhost, queue.name, message, entry.redelivered,
                                     origin._asdict())
@@ -150,23 +157,38 @@ def _routed(message: Message, queues: Collection[Named]) -> list[bytes]:
                    if not key.startswith(_REPLY_TO_PREFIX)})
 
 
-def _message_fields(message: Message, props_raw: bytes) -> dict[str, TypedValue]:
+def _message_part(message: Message, props_raw: bytes) -> bytes:
+    """The table entries every copy starts with: exchange_name, routing_keys, properties,
+    node."""
     exchange, keys = tracesessions.route_of(message)
-    return {
-        "exchange_name": ("S", exchange),
-        "routing_keys": ("A", [("S", key) for key in keys]),
-        "properties": (PRE_ENCODED, _properties_table(props_raw)),
-        "node": ("S", _raw(node_name())),
-    }
+    return (_NAMES["exchange_name"] + _longstr(exchange)
+            + _NAMES["routing_keys"] + _array(keys)
+            + _NAMES["properties"] + _properties_table(props_raw)
+            + _NAMES["node"] + _longstr(_raw(node_name())))
 
 
-def _origin_fields(vhost: TracingHost, origin: Origin) -> dict[str, TypedValue]:
-    return {
-        "vhost": ("S", _raw(vhost.name)),
-        "connection": ("S", _raw(origin.connection)),
-        "channel": ("I", origin.channel),
-        "user": ("S", _raw(origin.user)),
-    }
+def _origin_part(vhost: TracingHost, origin: Origin) -> bytes:
+    """The entries vhost, connection, channel and user (the same for a channel's copies)."""
+    key = (vhost.name, origin)
+    encoded = _origin_cache.get(key)
+    if encoded is None:
+        if len(_origin_cache) >= CACHE_LIMIT:
+            _origin_cache.clear()
+        encoded = _origin_cache[key] = (
+            _NAMES["vhost"] + _longstr(_raw(vhost.name))
+            + _NAMES["connection"] + _longstr(_raw(origin.connection))
+            + _NAMES["channel"] + b"I" + _i32.pack(origin.channel)
+            + _NAMES["user"] + _longstr(_raw(origin.user)))
+    return encoded
+
+
+def _longstr(raw: bytes) -> bytes:
+    return b"S" + _u32.pack(len(raw)) + raw
+
+
+def _array(raws: list[bytes]) -> bytes:
+    data = b"".join([b"S" + _u32.pack(len(raw)) + raw for raw in raws])
+    return b"A" + _u32.pack(len(data)) + data
 
 
 def _properties_table(props_raw: bytes) -> bytes:
@@ -199,9 +221,11 @@ def _table_of(props_raw: bytes) -> dict[str, TypedValue]:
 
 
 def _publish_copy(vhost: TracingHost, routing_key: str, message: Message,
-                  headers: dict[str, TypedValue]) -> None:
+                  entries: bytes) -> None:
+    """Publish the copy whose headers table holds `entries` (encoded) to the trace exchange."""
     copy = Message(TRACE_EXCHANGE, routing_key, _TRACE_EXCHANGE_BYTES + shortstr(routing_key),
-                   _HEADERS_ONLY + encode_table(headers), message.body, message.body_size)
+                   _HEADERS_ONLY + _u32.pack(len(entries)) + entries, message.body,
+                   message.body_size)
     queues = vhost.route(vhost.exchanges[TRACE_EXCHANGE], copy)
     if queues:
         vhost.enqueue(copy, queues)
