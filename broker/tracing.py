@@ -12,8 +12,10 @@ traced, so that consuming traces makes none. Copies are routed as the core's own
 counted by no channel or exchange (tests/broker/RABBITMQ_TRACING.md).
 
 Callers test `vhost.tracing` before calling here: tracing off costs the hot path one attribute
-check. A copy that cannot be made is counted and logged as a step failure; the message it copies
-goes on untraced. The vhost's trace sessions (broker/tracesessions.py, the UI's Trace page)
+check. While nothing is bound to the trace exchange no copy is made; a copy's header table is
+written directly, its properties entry encoded once per distinct property bytes. A copy that
+cannot be made is counted and logged as a step failure; the message it copies goes on
+untraced. The vhost's trace sessions (broker/tracesessions.py, the UI's Trace page)
 record the same publishes and deliveries."""
 
 from __future__ import annotations
