@@ -408,3 +408,29 @@ def test_stream_deliveries_are_traced_with_their_offset(amqp):
     assert short("routing_keys") + array(long_str("st")) in props
     assert short("properties") + b"F" + table(("headers", b"F" + table(
         ("a", signed(1)), ("x-stream-offset", b"l" + struct.pack(">q", 0))))) in props
+
+
+def test_copies_reach_the_trace_exchanges_alternate_exchange(api, amqp, vhost):
+    """With nothing bound to amq.rabbitmq.trace but an alternate exchange set by a policy,
+    the copies go there (so they are made)."""
+    amqp.call(1, commands.Queue.Unbind(queue="traces", exchange=TRACE_EXCHANGE,
+                                       routing_key="#"))
+    amqp.call(1, commands.Exchange.Declare(exchange="ae", exchange_type="fanout"))
+    declare(amqp, "via-ae")
+    amqp.call(1, commands.Queue.Bind(queue="via-ae", exchange="ae"))
+    policy = {"pattern": "^amq\\.rabbitmq\\.trace$", "apply-to": "exchanges",
+              "definition": {"alternate-exchange": "ae"}}
+    assert api.put(f"/api/policies/{q(vhost)}/trace-ae", policy).status == 201
+    # RabbitMQ's channels keep the trace exchange as it was when tracing was switched on
+    for tracing in (False, True):
+        assert api.put(f"/api/vhosts/{q(vhost)}", {"tracing": tracing}).status == 204
+    deadline = time.monotonic() + WAIT
+    while True:  # RabbitMQ applies a policy asynchronously
+        publish(amqp, "amq.direct", "probe", b"probe")
+        got = amqp.call(1, commands.Basic.Get(queue="via-ae", no_ack=True))
+        if isinstance(got, commands.Basic.GetOk):
+            amqp.read_raw_frame(), amqp.read_raw_frame()
+            break
+        assert time.monotonic() < deadline, "no copy reached the alternate exchange"
+        time.sleep(0.1)
+    assert got.routing_key == "publish.amq.direct"
