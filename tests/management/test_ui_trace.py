@@ -55,7 +55,7 @@ def test_trace_page_follows_a_message_into_its_dead_letter_queue(broker, browser
             assert [row.get_attribute("data-event") for row in driver.find_elements(*rows)] == [
                 "delivered", "dead_lettered", "delivered", "published"]  # newest first
             assert "not traced" not in driver.find_element(By.ID, "trace-events").text
-            _shot(driver, "08-trace-events")
+            _shot(driver, "trace-01-events")
 
             driver.find_elements(*rows)[-1].click()
             steps = (By.CSS_SELECTOR, "#trace-journey ol.journey li")
@@ -70,7 +70,7 @@ def test_trace_page_follows_a_message_into_its_dead_letter_queue(broker, browser
             assert texts[2].endswith(f'→ "{dead}"')
             assert f'Delivered from queue "{dead}"' in texts[3]
             assert f'x-death: rejected in "{work}" (count 1)' in texts[3]
-            _shot(driver, "09-trace-journey")
+            _shot(driver, "trace-02-journey")
 
             driver.find_element(By.ID, "trace-stop").click()
             _text_becomes(driver, "trace-status", "Not tracing.")
