@@ -8,6 +8,10 @@ until the queue holds them all, then consumes them with prefetch 1000 and acks e
 (multiple=false, sent 100 at a time). Printed: CPU seconds per 100,000 messages of the broker
 for each phase, and the publish phase's wall-clock rate.
 
+--trace switches the firehose of / on before measuring, with nothing bound to amq.rabbitmq.trace
+(no copy is made then); --trace-key KEY also binds a queue to it with KEY (one that matches no
+copy, say `none`: each copy is made and routed, none kept).
+
 --tree runs Warren from another checkout, to compare two commits on the same machine:
 
     git archive <commit> | tar -x -C /tmp/before
@@ -17,6 +21,7 @@ for each phase, and the publish phase's wall-clock rate.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import socket
 import statistics
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from common import (
@@ -106,10 +112,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(port: int, pid: int, count: int) -> tuple[float, float, float]:
+def measure(port: int, pid: int, count: int,
+            trace_key: str | None = None) -> tuple[float, float, float]:
     """(publish CPU s/100k, deliver+ack CPU s/100k, publish msg/s) for one run."""
     client = Client(port)
     client.handshake()
+    if trace_key is not None:  # an exclusive queue bound to the trace exchange with it
+        client.sock.sendall(method(1, 50, 10, b"\0\0" + shortstr(b"frame-cpu-traces")
+                                   + b"\x04" + longstr(b"")))
+        client.expect(50, 11)
+        client.sock.sendall(method(1, 50, 20, b"\0\0" + shortstr(b"frame-cpu-traces")
+                                   + shortstr(b"amq.rabbitmq.trace")
+                                   + shortstr(trace_key.encode()) + b"\0" + longstr(b"")))
+        client.expect(50, 21)
     queue = f"frame-cpu-{time.monotonic_ns()}".encode()
     client.sock.sendall(method(1, 50, 10, b"\0\0" + shortstr(queue) + b"\x08" + longstr(b"")))
     client.expect(50, 11)
@@ -147,7 +162,25 @@ def measure(port: int, pid: int, count: int) -> tuple[float, float, float]:
     return (cpu1 - cpu0) * per, (cpu2 - cpu1) * per, count / (wall1 - wall0)
 
 
-def run_tree(tree: Path, count: int, workdir: Path) -> tuple[float, float, float]:
+def trace_on(management_port: int) -> None:
+    """PUT /api/vhosts/%2F {"tracing": true}, once the management port answers."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{management_port}/api/vhosts/%2F", data=b'{"tracing": true}',
+        method="PUT", headers={"content-type": "application/json", "authorization":
+                               "Basic " + base64.b64encode(b"guest:guest").decode()})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def run_tree(tree: Path, count: int, workdir: Path, trace: bool = False,
+             trace_key: str | None = None) -> tuple[float, float, float]:
     port, management_port = free_port(), free_port()
     data_dir = Path(tempfile.mkdtemp(dir=workdir))
     with open(data_dir / "warren.log", "wb") as log:
@@ -158,7 +191,9 @@ def run_tree(tree: Path, count: int, workdir: Path) -> tuple[float, float, float
             cwd=tree, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_amqp(port, process, timeout=30)
-        return measure(port, process.pid, count)
+        if trace or trace_key is not None:
+            trace_on(management_port)
+        return measure(port, process.pid, count, trace_key)
     finally:
         stop_process_group(process, grace=10)
 
@@ -169,13 +204,18 @@ def main() -> None:
                         help="a checkout to run Warren from (repeatable; default: this one)")
     parser.add_argument("--count", type=int, default=300_000, help="messages per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per tree, alternating")
+    parser.add_argument("--trace", action="store_true",
+                        help="switch the firehose of / on (nothing bound to its exchange)")
+    parser.add_argument("--trace-key", help="--trace, with a queue bound to the trace "
+                        "exchange with this key (one that matches nothing: copies made, none kept)")
     args = parser.parse_args()
     trees = [tree.resolve() for tree in args.tree or [REPO_ROOT]]
     results: dict[Path, list[tuple[float, float, float]]] = {tree: [] for tree in trees}
     with tempfile.TemporaryDirectory() as workdir:
         for _ in range(args.repeat):
             for tree in trees:
-                results[tree].append(run_tree(tree, args.count, Path(workdir)))
+                results[tree].append(run_tree(tree, args.count, Path(workdir), args.trace,
+                                             args.trace_key))
     print(f"{'tree':40} {'runs':>4} {'publish cpu-s/100k':>19} {'deliver+ack cpu-s/100k':>23} "
           f"{'publish msg/s':>14}")
     for tree, runs in results.items():

@@ -24,6 +24,7 @@ from broker import topology
 from broker.delivering import Deliveries, Unacked
 from broker.errors import BrokerError, PreconditionFailed
 from broker.publishing import CACHE_LIMIT, HeldPublish, Publishing
+from broker.tracing import Origin
 from protocol import codec
 from protocol.channelstate import BROKER_CLOSE, CLIENT_CLOSE, DEAD, ChannelLifecycle
 from protocol.confirms import ConfirmTracker
@@ -135,6 +136,10 @@ class Channel:
             spec.Tx.Commit: self._on_tx_commit,
             spec.Tx.Rollback: self._on_tx_rollback,
         }
+
+    def trace_origin(self) -> Origin:
+        """Who the firehose names for this channel's publishes and deliveries."""
+        return Origin(self.connection.display_name, self.number, self.user.name)
 
     # -- output ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from broker import stepfailures
+from broker import stepfailures, tracesessions
 from broker.message import Message
 from protocol import properties, tablesplice
 from protocol.codec import shortstr
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from broker.exchanges import BoundQueue, Exchange
     from broker.queue_args import QueueSettings
     from broker.stepfailures import StepFailures
+    from broker.tracesessions import TraceSession
     from storage.store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Republisher(Protocol):
     exchanges: dict[str, Exchange]
     store: MessageStore | None
     step_failures: StepFailures
+    trace_sessions: list[TraceSession]  # broker/tracesessions.py
 
     def route(self, exchange: Exchange, message: Message) -> Collection[BoundQueue]: ...
 
@@ -130,6 +132,8 @@ def dead_letter(queue: DyingQueue, message: Message, reason: str) -> bool:
         targets = _without_cycles(targets, rewrite.cycles)
     if not targets:
         return False
+    if vhost.trace_sessions:
+        tracesessions.dead_lettered(vhost, queue.name, reason, message, copy, targets)
     vhost.enqueue(copy, targets)
     return True
 

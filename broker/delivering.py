@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands as spec
 
-from broker import names, topology
+from broker import names, topology, tracing
 from broker.consumer import Consumer
 from broker.errors import AccessRefused, NotAllowed, NotImplementedByBroker, PreconditionFailed
 from broker.message import Message, QueuedMessage
@@ -46,6 +46,7 @@ class Deliveries:
         self.channel = channel
         self.connection = channel.connection
         self.number = channel.number
+        self.vhost = channel.vhost
         self.transaction = transaction  # while active, outcomes wait for tx.commit
         self.consumers: dict[str, Consumer] = {}
         self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
@@ -90,6 +91,8 @@ class Deliveries:
             counters.delivered_consume_manual_ack += 1
         if entry.redelivered:
             counters.messages_redelivered += 1
+        if self.vhost.tracing:
+            tracing.delivered(self.vhost, queue, entry, self.channel)
 
     def cancelled(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""
@@ -219,6 +222,8 @@ class Deliveries:
             queue.delivery_properties(entry, always=True), message.body,
             self.connection.frame_max,
         ))
+        if self.vhost.tracing:
+            tracing.delivered(self.vhost, queue, entry, channel, get=True)
 
     # -- outcomes: ack, nack/reject, recover ----------------------------------------------
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import platform
 import time
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,8 @@ from broker.counters import MessageCounters
 from broker.definitions import apply_definitions, definitions_bytes, load_definitions
 from broker.exchanges import DelayedExchange
 from broker.message import Message
+from broker.nodename import name_this_node as name_this_node  # re-exported
+from broker.nodename import node_name
 from broker.stepfailures import StepFailures
 from broker.vhost import VirtualHost
 from storage import snapshot
@@ -43,20 +44,6 @@ SHUTDOWN_REASON = "broker forced connection closure with reason 'shutdown'"
 SHUTDOWN_GRACE = 3.0  # seconds clients get to go at a shutdown
 
 
-_name = f"warren@{platform.node()}"
-
-
-def node_name() -> str:
-    """The node's name, RabbitMQ style: warren@host, or the one given in a cluster."""
-    return _name
-
-
-def name_this_node(name: str) -> None:
-    """In a cluster, once at start: the node's configured name (`cluster.node_name`)."""
-    global _name
-    _name = name
-
-
 class Node(MessageCounters):
     """The node; its plain message counters are those of `MessageCounters`, shared with its
     vhosts."""
@@ -82,6 +69,10 @@ class Node(MessageCounters):
         self.dead_lettered: dict[tuple[str, str, str], int] = {}
         self.step_failures = StepFailures()  # warren_message_step_failures_total
         self.cluster: ClusterView | None = None  # set when this node leads a cluster
+        # The vhosts whose firehose is on (broker/tracing.py), by name as RabbitMQ keeps them
+        # (its trace_vhosts): not written to disk, so a restart turns tracing off, and kept
+        # when a vhost is deleted, so a vhost made again with that name traces at once.
+        self.trace_vhosts: set[str] = set()
 
     async def start(self) -> None:
         """Open the data dir, load definitions, recover persistent messages."""
@@ -255,10 +246,27 @@ class Node(MessageCounters):
             vhost.dead_lettered = self.dead_lettered
             vhost.step_failures = self.step_failures
             vhost.deliver_reply = self.deliver_reply
+            vhost.tracing = name in self.trace_vhosts
             if self.store is not None:
                 self._attach(vhost)
                 self.definitions_changed()
         return vhost
+
+    def set_tracing(self, name: str, enabled: bool) -> None:
+        """rabbitmqctl trace_on / trace_off (and the API's vhost `tracing`): for a vhost that
+        does not exist (yet) too, as RabbitMQ takes it."""
+        if (name in self.trace_vhosts) == enabled:
+            log.info("Tracing is already %s for vhost '%s'",
+                     "enabled" if enabled else "disabled", name)
+        else:
+            log.info("%s tracing for vhost '%s'", "Enabling" if enabled else "Disabling", name)
+        if enabled:
+            self.trace_vhosts.add(name)
+        else:
+            self.trace_vhosts.discard(name)
+        vhost = self.vhosts.get(name)
+        if vhost is not None:
+            vhost.tracing = enabled
 
     def delete_vhost(self, vhost: VirtualHost) -> None:
         """Close its connections, delete its queues and exchanges, forget its permissions and topic

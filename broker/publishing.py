@@ -180,7 +180,8 @@ class Publishing:
         self.has_published = True
         try:
             routed, ticket, refused = self.vhost.publish(
-                exchange, message, mandatory=mandatory, confirm=self.confirms.active)
+                exchange, message, mandatory=mandatory, confirm=self.confirms.active,
+                origin=self.channel)
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
         if not routed and mandatory:

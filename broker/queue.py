@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from broker import deadletter, stepfailures
+from broker import deadletter, stepfailures, tracesessions
 from broker.coldrun import NEVER, ColdRun, lane_runs
 from broker.consumer import Consumer, ConsumerLine
 from broker.errors import NotImplementedByBroker
@@ -454,6 +454,8 @@ class Queue:
                 return False
             if delivered:
                 self.messages_dead_lettered += 1
+        if self.vhost.trace_sessions and not (has_exchange and delivered):  # no copy made
+            tracesessions.dropped(self.vhost, self.name, reason, message)
         counters = self.vhost.dead_lettered
         key = (self.type_name, reason, "at_most_once" if has_exchange else "disabled")
         counters[key] = counters.get(key, 0) + 1

@@ -1,9 +1,10 @@
 """Failures of the steps that read or rewrite a message's properties after it was published
 (dead-lettering, expiry, the delayed exchange's release, x-delivery-count, the management
-API's get). Such a step must not lose the message: the step keeps it where it was, or
-dead-letters it unchanged, and reports the failure here — counted per step (plain ints that
-/metrics shows as warren_message_step_failures_total) and logged once per step and queue, so
-that a flood of alike messages writes one line, not one per message."""
+API's get, the firehose's trace copy). Such a step must not lose the message: the step keeps
+it where it was, or dead-letters it unchanged (a traced message goes on untraced), and reports
+the failure here — counted per step (plain ints that /metrics shows as
+warren_message_step_failures_total) and logged once per step and queue, so that a flood of
+alike messages writes one line, not one per message."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ EXPIRY = "expiry"  # dead-lettering an expired message
 DELAYED = "delayed"  # a delayed exchange releasing a message
 DELIVERY_COUNT = "delivery_count"  # x-delivery-count added on delivery
 MANAGEMENT_GET = "management_get"  # POST /api/queues/{vhost}/{name}/get
-STEPS = (DEAD_LETTER, EXPIRY, DELAYED, DELIVERY_COUNT, MANAGEMENT_GET)
+TRACE = "trace"  # the firehose's copy of a publish or delivery (broker/tracing.py)
+STEPS = (DEAD_LETTER, EXPIRY, DELAYED, DELIVERY_COUNT, MANAGEMENT_GET, TRACE)
 
 _LOGGED_LIMIT = 10_000  # (step, place) pairs remembered; past that, forgotten and logged again
 

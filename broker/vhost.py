@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from broker import names, stepfailures
+from broker import names, stepfailures, tracing
 from broker.counters import MessageCounters
 from broker.errors import AccessRefused, CommandInvalid, PreconditionFailed
 from broker.exchanges import (
@@ -42,6 +42,8 @@ from broker.stepfailures import StepFailures
 if TYPE_CHECKING:
     from broker.auth import AccessControl, User
     from broker.clients import QueueOwner
+    from broker.tracesessions import TraceSession
+    from broker.tracing import Traced
     from storage.store import MessageStore
 
 # Direct reply-to's pseudo-queue; a reply is published to the default exchange with this, a
@@ -79,6 +81,8 @@ class VirtualHost:
         self.description = ""
         self.tags: list[str] = []
         self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
+        self.tracing = False  # firehose on (broker/tracing.py; switched by Node.set_tracing)
+        self.trace_sessions: list[TraceSession] = []  # the UI's (broker/tracesessions.py)
         # The node's, shared (see Node.add_vhost); a vhost of its own has its own.
         self.counters = MessageCounters()
         self.dead_lettered: dict[tuple[str, str, str], int] = {}
@@ -430,7 +434,7 @@ class VirtualHost:
         return exchange
 
     def publish(self, exchange: Exchange, message: Message, *, mandatory: bool = False,
-                confirm: bool = False) -> tuple[int, int, bool]:
+                confirm: bool = False, origin: Traced | None = None) -> tuple[int, int, bool]:
         """Publish a complete message to `exchange`, as every front does (basic.publish, the
         API's publish, the aliveness test): a direct reply is handed to its requester, a
         message for a delayed exchange with an x-delay is held, any other is routed and put
@@ -449,15 +453,21 @@ class VirtualHost:
             counters.messages_received_confirm += 1
         ticket, refused = 0, False
         if exchange is self.default_exchange and message.routing_key.startswith(_REPLY_PREFIX):
+            if self.tracing:
+                tracing.published(self, message, (), origin or tracing.UNKNOWN)
             routed = int(self.deliver_reply(message.routing_key[len(_REPLY_PREFIX):], message))
         elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
             # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
             # does, and still delivered when its time comes.
             routed = 0
             ticket = self.hold_delayed(exchange, message, delay)
+            if self.tracing:
+                tracing.published(self, message, (), origin or tracing.UNKNOWN)
         else:
             queues = route(exchange, message, self.exchanges.get, self._hold_if_delayed)
             routed = len(queues)
+            if self.tracing:
+                tracing.published(self, message, queues, origin or tracing.UNKNOWN)
             exchange.messages_in += 1
             exchange.messages_out += routed
             if routed:

@@ -25,6 +25,7 @@ from management.api import (
     policies,
     queues,
     topic_permissions,
+    trace_sessions,
 )
 from management.api.common import MAX_BODY_SIZE, NODE_KEY
 from management.auth import authenticate, rabbitmq_errors
@@ -34,7 +35,7 @@ from management.replicated import replicated_writes
 log = logging.getLogger(__name__)
 
 ROUTE_MODULES = (overview, queues, exchanges, bindings, access, topic_permissions, policies,
-                 connections, definitions, metrics, ui)
+                 connections, definitions, trace_sessions, metrics, ui)
 
 
 def build_app(node: Node) -> web.Application:

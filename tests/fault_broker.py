@@ -28,6 +28,7 @@ def _targets() -> dict[str, tuple[object, str]]:
     import broker.deadletter
     import broker.exchanges.delayed
     import broker.queue
+    import broker.tracing
     import broker.vhost
     import management.api.queues
     import storage.streamlog
@@ -44,6 +45,8 @@ def _targets() -> dict[str, tuple[object, str]]:
         "delayed_release": (broker.exchanges.delayed.DelayedExchange, "match"),
         # x-delivery-count added on delivery from a queue with a delivery limit
         "delivery_count": (broker.queue, "encode_table"),
+        # the firehose's copy of a publish or delivery (its header table)
+        "trace": (broker.tracing, "encode_table"),
         # a write-ahead log waiter: the publisher-confirm callback
         "confirm_callback": (broker.channel.Channel, "_log_durable"),
         # a stream's write in the write-ahead log's batch (failed: the batch is tried again)

@@ -32,7 +32,7 @@ def vhost_info(vhost: VirtualHost) -> dict[str, Any]:
     unacked = sum(queue.unacked_count for queue in queues)
     return {"name": vhost.name, "description": vhost.description, "tags": list(vhost.tags),
             "default_queue_type": vhost.default_queue_type or "undefined",
-            "metadata": vhost.metadata, "tracing": False,
+            "metadata": vhost.metadata, "tracing": vhost.tracing,
             "cluster_state": {node_name(): "running"},
             "messages": ready + unacked, "messages_ready": ready,
             "messages_unacknowledged": unacked}
@@ -58,13 +58,29 @@ async def put_vhost(request: web.Request) -> web.Response:
     queue_type = body.get("defaultqueuetype")  # RabbitMQ 3.10's key for default_queue_type
     if queue_type is not None and queue_type not in QUEUE_TYPES:
         raise bad_request("invalid_queue_type")
+    tracing = _tracing_of(body)
     existed = name in node.vhosts
     vhost = node.add_vhost(name)
     vhost.update_metadata(body.get("description"), body.get("tags"), queue_type)
     if not existed:  # as RabbitMQ does: the creator gets full permissions on it
         node.access.set_permissions(request[USER_KEY].name, name, Permission(".*", ".*", ".*"))
         node.definitions_changed()
+    if tracing is not None:
+        node.set_tracing(name, tracing)
     return web.Response(status=204 if existed else 201)
+
+
+def _tracing_of(body: dict[str, Any]) -> bool | None:
+    """The body's `tracing`, as RabbitMQ reads it: a boolean or "true"/"false"; None when the
+    body has none (tracing stays as it is)."""
+    if "tracing" not in body:
+        return None
+    value = body["tracing"]
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise error(400, "bad_request", ["not_boolean", value])
 
 
 async def delete_vhost(request: web.Request) -> web.Response:

@@ -14,6 +14,8 @@ from aiohttp import web
 from broker.auth import User
 from broker.errors import BrokerError
 from broker.node import Node
+from broker.nodename import node_name
+from broker.tracing import Origin
 from broker.vhost import VirtualHost
 from management import jsontext
 from protocol.errors import named_error
@@ -29,6 +31,12 @@ USER = web.AppKey("user", User)  # the authenticated user of a request
 
 def node_of(request: web.Request) -> Node:
     return request.app[NODE_KEY]
+
+
+def trace_origin(request: web.Request) -> Origin:
+    """Who the firehose names for the API's publishes and gets: RabbitMQ's API makes them on
+    channel 1 of an internal connection named after an Erlang process; here, the node's."""
+    return Origin(f"<{node_name()}.management>", 1, request[USER].name)
 
 
 def error(status: int, error_name: str, reason: Any) -> web.HTTPException:

@@ -30,6 +30,7 @@ from management.api.common import (
     refusal,
     require_keys,
     require_permission,
+    trace_origin,
     vhost_for_write,
     vhost_of,
 )
@@ -145,7 +146,8 @@ async def publish(request: web.Request) -> web.Response:
     message.persistent = (body["properties"] or {}).get("delivery_mode") == 2
     # RabbitMQ's API publishes on a channel in confirm mode with mandatory=true, and answers
     # once the message is confirmed: a persistent one in durable queues when it is on disk.
-    routed, ticket, refused = vhost.publish(exchange, message, mandatory=True, confirm=True)
+    routed, ticket, refused = vhost.publish(exchange, message, mandatory=True, confirm=True,
+                                            origin=trace_origin(request))
     if refused:
         raise bad_request("rejected Unable to publish message. Check queue limits.")
     if ticket:

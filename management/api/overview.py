@@ -7,7 +7,7 @@ import platform
 
 from aiohttp import web
 
-from broker import RABBITMQ_VERSION, __version__
+from broker import RABBITMQ_VERSION, __version__, tracing
 from broker.alarms import DISK, MEMORY
 from broker.config import Config, parse_size
 from broker.errors import BrokerError
@@ -23,6 +23,7 @@ from management.api.common import (
     node_of,
     not_found,
     refusal,
+    trace_origin,
     vhost_of,
 )
 from management.auth import USER_KEY, require_tag
@@ -272,13 +273,16 @@ async def aliveness(request: web.Request) -> web.Response:
         vhost.check_permission(user, "write", "exchange", "")
         message = Message("", ALIVENESS_QUEUE, shortstr("") + shortstr(ALIVENESS_QUEUE),
                           _NO_PROPERTIES, b"test_message")
-        vhost.publish(vhost.default_exchange, message)
+        vhost.publish(vhost.default_exchange, message, origin=trace_origin(request))
         vhost.check_permission(user, "read", "queue", ALIVENESS_QUEUE)
     except BrokerError as failure:
         raise refusal(failure, "amqp") from None
-    if queue.get(no_ack=True) is None:  # a basic.get with no_ack, counted as one
+    entry = queue.get(no_ack=True)  # a basic.get with no_ack, counted as one
+    if entry is None:
         return json_response({"status": "failed", "reason": "aliveness-test queue is empty"},
                              status=HEALTH_CHECK_FAILURE_STATUS)
+    if vhost.tracing:
+        tracing.delivered(vhost, queue, entry, trace_origin(request), get=True)
     return json_response({"status": "ok"})
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker import stepfailures
+from broker import stepfailures, tracing
 from broker.errors import BrokerError
 from broker.message import QueuedMessage
 from broker.queue import Queue
@@ -26,6 +26,7 @@ from management.api.common import (
     refusal,
     require_keys,
     require_permission,
+    trace_origin,
     vhost_for_write,
     vhost_of,
 )
@@ -199,6 +200,8 @@ async def get_messages(request: web.Request) -> web.Response:
     requeue = ackmode.endswith("requeue_true")
     for entry in taken:
         queue.hand_out(entry, no_ack)
+        if queue.vhost.tracing:
+            tracing.delivered(queue.vhost, queue, entry, trace_origin(request), get=True)
     if not no_ack:
         for entry in reversed(taken):
             if requeue:

@@ -166,6 +166,7 @@ const PAGES = {
   exchanges: renderExchanges,
   queues: renderQueues,
   admin: renderAdmin,
+  trace: renderTrace, // trace.js
 };
 
 function stopPage() {

@@ -27,7 +27,7 @@ from raw_amqp import content_header_payload, raw_client
 
 FAULT_BROKER = Path(__file__).resolve().parents[1] / "fault_broker.py"
 DELIVERY_MODE_FLAG = 0x1000
-STEPS = ("dead_letter", "expiry", "delayed", "delivery_count", "management_get")
+STEPS = ("dead_letter", "expiry", "delayed", "delivery_count", "management_get", "trace")
 
 
 def start(warren_factory, faults: str):
@@ -269,3 +269,36 @@ def test_raising_confirm_callback_does_not_wedge_the_log(warren_factory):
     bodies = [channel.basic_get("faults.durable", auto_ack=True)[2] for _ in range(3)]
     assert bodies == [b"1", b"2", b"3"]
     connection.close()
+
+
+def test_failed_trace_copy_lets_the_message_go_on_untraced(warren_factory):
+    """The firehose's copy failing (its header table) costs the copy, not the message: it is
+    routed, delivered and acknowledged as if tracing were off."""
+    broker = start(warren_factory, "trace")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{broker.management_port}/api/vhosts/%2F",
+        data=json.dumps({"tracing": True}).encode(), method="PUT",
+        headers={"content-type": "application/json",
+                 "authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 204
+    connection = connect(broker)
+    channel = connection.channel()
+    channel.queue_declare("faults.traces")
+    channel.queue_bind("faults.traces", "amq.rabbitmq.trace", "#")
+    channel.queue_declare("faults.traced")
+    channel.confirm_delivery()
+    for n in range(3):
+        channel.basic_publish("", "faults.traced", f"t{n}".encode())
+    got = [channel.basic_get("faults.traced") for _ in range(3)]
+    assert [body for _, _, body in got] == [b"t0", b"t1", b"t2"]
+    channel.basic_ack(got[-1][0].delivery_tag, multiple=True)
+    assert channel.queue_declare("faults.traced", passive=True).method.message_count == 0
+    assert channel.queue_declare("faults.traces", passive=True).method.message_count == 0
+    connection.close()
+
+    assert step_failures(broker) == {**dict.fromkeys(STEPS, 0.0), "trace": 6.0}
+    lines = failure_lines(broker, "trace")
+    assert len(lines) == 2, lines  # once for the exchange, once for the queue
+    assert "exchange '' in vhost '/'" in lines[0] and "queue 'faults.traced'" in lines[1]
+    assert all("the message went on untraced" in line for line in lines)

@@ -193,3 +193,25 @@ def test_cluster_status_of_a_single_node(broker):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Cluster status of warren@")
     assert lines[1:] == ["name\trunning\tcluster_role", f"{lines[0][18:-4]}\ttrue\t"]
+
+
+def test_trace_on_and_off(broker, unique):
+    """trace_on / trace_off say what rabbitmqctl says and switch the vhost's `tracing`; a
+    vhost that does not exist is refused (the API's PUT would make it)."""
+    vhost = f"trace-{unique}"
+    assert ctl(broker, "add_vhost", vhost).returncode == 0
+    try:
+        on = ctl(broker, "trace_on", "-p", vhost)
+        assert (on.returncode, on.stdout) == (0, f'Starting tracing for vhost "{vhost}" ...\n'
+                                                 f"Trace enabled for vhost {vhost}\n")
+        assert [vhost, "true"] in rows(ctl(broker, "list_vhosts", "name", "tracing"))
+        off = ctl(broker, "trace_off", "-p", vhost)
+        assert (off.returncode, off.stdout.splitlines()[-1]) == (
+            0, f"Trace disabled for vhost {vhost}")
+        assert [vhost, "false"] in rows(ctl(broker, "list_vhosts", "name", "tracing"))
+    finally:
+        ctl(broker, "delete_vhost", vhost)
+    missing = ctl(broker, "trace_on", "-p", vhost)
+    assert missing.returncode == 1
+    assert f"virtual host '{vhost}' does not exist" in missing.stderr
+    assert vhost not in [row[0] for row in rows(ctl(broker, "list_vhosts"))]
