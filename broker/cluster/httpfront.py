@@ -1,6 +1,8 @@
 """A follower's management port: its own /metrics (the cluster's figures), everything else
 passed through to the leader's management API (which answers for the whole cluster: /api/nodes
-lists every node). With no leader at the moment: 503."""
+lists every node). With no leader at the moment: 503. A request with this node's local
+administration credential goes on signed with the cluster secret instead
+(management/local_admin.py); a wrong one is refused here."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
+from yarl import URL
 
+from broker.auth import is_loopback
 from broker.listeners import bind_all
+from management import local_admin
 from management.cluster_metrics import ClusterFigures, cluster_families
 from management.metrics import CONTENT_TYPE
 
@@ -42,8 +47,10 @@ def _exposition(figures: ClusterFigures) -> bytes:
 
 
 class FollowerFront:
-    def __init__(self, member: ClusterView) -> None:
+    def __init__(self, member: ClusterView, local_secret: str | None = None,
+                 cluster_secret: str | None = None) -> None:
         self.member = member
+        self.local_secret, self.cluster_secret = local_secret, cluster_secret
         self.app = web.Application()
         self.app.router.add_route("GET", "/metrics", self._metrics)
         self.app.router.add_route("*", "/{tail:.*}", self._pass_through)
@@ -80,12 +87,25 @@ class FollowerFront:
                                       "reason": "the cluster has no leader at the moment"},
                                      status=503)
         host, port = leader.http
-        url = f"http://{host}:{port}{request.rel_url}"
+        # as received: the leader checks a local administrator's signature over the raw path
+        url = URL(f"http://{host}:{port}{request.raw_path}", encoded=True)
         headers = {name: value for name, value in request.headers.items()
-                   if name.lower() not in _HOP_HEADERS}
+                   if name.lower() not in _HOP_HEADERS
+                   and name.lower() != local_admin.FORWARD_HEADER.lower()}
+        body = await request.read()
+        if local_admin.is_local_header(headers.get("Authorization")):
+            if not local_admin.accepts(headers.pop("Authorization"), self.local_secret,
+                                       is_loopback(request.remote or "")):
+                return web.json_response({"error": "not_authorized", "reason": "Login failed"},
+                                         status=401)
+            if self.cluster_secret is None:
+                return web.json_response({"error": "not_authorized", "reason": "Login failed"},
+                                         status=401)
+            headers[local_admin.FORWARD_HEADER] = local_admin.sign_forward(
+                self.cluster_secret, self.member.name, request.method, request.raw_path, body)
         try:
             async with self._session.request(request.method, url, headers=headers,
-                                             data=await request.read()) as reply:
+                                             data=body) as reply:
                 body = await reply.read()
                 return web.Response(
                     status=reply.status, body=body,

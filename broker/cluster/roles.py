@@ -38,6 +38,7 @@ from broker.config import Config
 from broker.listeners import bind_all
 from broker.node import Node, name_this_node, node_name
 from broker.transport import Transport
+from management import local_admin
 from management.app import ManagementServer
 from storage.datadir import open_data_dir
 from storage.replication import ReplicationFollower, ReplicationLeader, ReplicationRefused
@@ -119,11 +120,12 @@ class ClusterMember:
         data_dir = open_data_dir(self.config.data_dir)
         data_dir.mark_running()
         data_dir.close()
+        self.local_secret = local_admin.write_secret(self.config.data_dir)
         if not await self._join():
             return
         listeners = await bind_all(self.config.host, self.config.port, self._amqp_listener,
                                    "TCP")
-        front = FollowerFront(self)
+        front = FollowerFront(self, self.local_secret, self.config.cluster_secret)
         await front.start(self.config.management_host, self.config.management_port)
         self._spawn(self._refresh_nodes())
         roles = asyncio.create_task(self._take_roles(front))
@@ -285,7 +287,7 @@ class ClusterMember:
         await node.start()
         await self.replication.start(self.config.advertise_host, self.config.replication_port)
         await front.stop()
-        self.management = ManagementServer(node)
+        self.management = ManagementServer(node, self.local_secret)
         await self.management.start(self.config.management_host, self.config.management_port)
         self.node, self.role = node, "leader"
         log.info("serving as the leader of cluster %s, epoch %d", self.cluster_name, epoch)
