@@ -11,7 +11,9 @@ it only to a loopback URL. No password is stored anywhere for this.
 In a cluster, a follower's management port passes requests through to the leader: the follower
 checks its own local secret and passes the request on with `X-Warren-Local-Admin`, a signature
 of the node, the time, the method, the path and the body made with the cluster secret (which
-only the nodes know), which the leader accepts for `FORWARD_WINDOW` seconds.
+only the nodes know), which the leader accepts for `FORWARD_WINDOW` seconds. Someone who reads
+the traffic between the nodes (which carries AMQP and replication in clear as well) could
+replay that same request within the window, and nothing else.
 
 Standard library only: `warren ctl` imports this without the broker's dependencies.
 """
