@@ -89,23 +89,25 @@ class FollowerFront:
         host, port = leader.http
         # as received: the leader checks a local administrator's signature over the raw path
         url = URL(f"http://{host}:{port}{request.raw_path}", encoded=True)
+        authorization = request.headers.get("Authorization")
+        local = local_admin.is_local_header(authorization)
+        # a client's own X-Warren-Local-Admin never goes on; the local credential neither
+        dropped = {*_HOP_HEADERS, local_admin.FORWARD_HEADER.lower(),
+                   *(("authorization",) if local else ())}
         headers = {name: value for name, value in request.headers.items()
-                   if name.lower() not in _HOP_HEADERS
-                   and name.lower() != local_admin.FORWARD_HEADER.lower()}
-        body = await request.read()
-        if local_admin.is_local_header(headers.get("Authorization")):
-            if not local_admin.accepts(headers.pop("Authorization"), self.local_secret,
-                                       is_loopback(request.remote or "")):
-                return web.json_response({"error": "not_authorized", "reason": "Login failed"},
-                                         status=401)
-            if self.cluster_secret is None:
+                   if name.lower() not in dropped}
+        payload = await request.read()
+        if local:
+            if self.cluster_secret is None or not local_admin.accepts(
+                    authorization, self.local_secret, is_loopback(request.remote or "")):
                 return web.json_response({"error": "not_authorized", "reason": "Login failed"},
                                          status=401)
             headers[local_admin.FORWARD_HEADER] = local_admin.sign_forward(
-                self.cluster_secret, self.member.name, request.method, request.raw_path, body)
+                self.cluster_secret, self.member.name, request.method, request.raw_path,
+                payload)
         try:
             async with self._session.request(request.method, url, headers=headers,
-                                             data=body) as reply:
+                                             data=payload) as reply:
                 body = await reply.read()
                 return web.Response(
                     status=reply.status, body=body,
