@@ -52,10 +52,11 @@ def basic_auth(user: str, password: str) -> str:
 
 
 class Api:
-    def __init__(self, url: str, auth: str, cacert: str | None = None) -> None:
-        """`auth` is the Authorization header's value."""
+    def __init__(self, url: str, auth: str, cacert: str | None = None,
+                 refused_hint: str = "") -> None:
+        """`auth` is the Authorization header's value; `refused_hint` is added to a 401."""
         self.url = url.rstrip("/")
-        self.auth = auth
+        self.auth, self.refused_hint = auth, refused_hint
         # For an HTTPS management port whose certificate is signed by a private CA.
         self.tls = ssl.create_default_context(cafile=cacert) if cacert else None
 
@@ -70,7 +71,8 @@ class Api:
             with urllib.request.urlopen(request, timeout=30, context=self.tls) as response:
                 payload = response.read()
         except urllib.error.HTTPError as failure:
-            raise CtlError(_reason(failure)) from None
+            hint = self.refused_hint if failure.code == 401 else ""
+            raise CtlError(_reason(failure) + hint) from None
         except OSError as failure:
             raise CtlError(f"cannot reach the broker at {self.url}: {failure}",
                            EX_UNAVAILABLE) from None
@@ -235,22 +237,26 @@ def _node_setting(api: Api, name: str, values: list[str]) -> None:
     api.call("PUT", f"/api/nodes/{quote(node)}/disk-free-limit", body)
 
 
-def credentials(args: argparse.Namespace, env: dict[str, str]) -> str:
-    """The Authorization header ctl sends: see the module docstring for the order."""
+def connect(args: argparse.Namespace, env: dict[str, str]) -> Api:
+    """The API with the credentials the module docstring says, in that order."""
     if args.api_user is None and args.api_password is None and local_admin.is_local_url(
             args.url):
         secret = local_admin.read_secret(args.data_dir)
         if secret is not None:
-            return local_admin.header_value(secret)
+            path = local_admin.secret_path(args.data_dir)
+            return Api(args.url, local_admin.header_value(secret), args.cacert,
+                       f" (sent the local administration secret of {path}: is the broker at "
+                       f"{args.url} the one using that data dir? Else give --user and "
+                       "--password)")
     user = args.api_user if args.api_user is not None else env.get("WARREN_DEFAULT_USER",
                                                                     "guest")
     password = args.api_password if args.api_password is not None else env.get(
         "WARREN_DEFAULT_PASS", "guest")
-    return basic_auth(user, password)
+    return Api(args.url, basic_auth(user, password), args.cacert)
 
 
 def run(args: argparse.Namespace) -> None:
-    api = Api(args.url, credentials(args, dict(os.environ)), args.cacert)
+    api = connect(args, dict(os.environ))
     name = args.command
     vhost = quote(getattr(args, "vhost", "/"))
     if name in LIST_COLUMNS:

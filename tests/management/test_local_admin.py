@@ -148,3 +148,17 @@ def test_explicit_credentials_win_over_the_secret(no_guest):
     result = ctl_beside(no_guest, "--user", "nobody", "--password", "x", "list_users")
     assert result.returncode == 1 and "Login failed" in result.stderr
     assert Path(local_admin.secret_path(no_guest.data_dir)).exists()
+
+
+def test_a_stale_secret_is_refused_with_a_hint(no_guest, tmp_path):
+    """A secret file of another (or an earlier) broker: 401, and ctl says which file it sent."""
+    local_admin.write_secret(tmp_path)
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("WARREN_DEFAULT_", "WARREN_CTL_", "WARREN_MANAGEMENT_URL"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "ctl", "--data-dir", str(tmp_path), "--url",
+         f"http://localhost:{no_guest.management_port}", "list_users"],
+        capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 1
+    assert "Login failed" in result.stderr
+    assert str(local_admin.secret_path(tmp_path)) in result.stderr
