@@ -28,7 +28,14 @@ import pika
 import pika.exceptions
 import pytest
 from brokers import REPO_ROOT, free_port
-from docker_kit import BUILD_TIMEOUT, KEEP_IMAGES, compose_command, docker, run
+from docker_kit import (
+    BUILD_TIMEOUT,
+    KEEP_IMAGES,
+    compose_command,
+    dangling_images,
+    docker,
+    run,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -100,6 +107,7 @@ def stack(base_image: str) -> Iterator[Stack]:
         env[f"WARREN{number}_HTTP_PORT"] = str(stack.http_ports[node])
     stack.prometheus_port = free_port()
     env["WARREN_PROMETHEUS_PORT"] = str(stack.prometheus_port)
+    dangling_before = dangling_images()
     try:
         stack.compose("build", timeout=BUILD_TIMEOUT)
         stack.compose("up", "-d")
@@ -112,6 +120,10 @@ def stack(base_image: str) -> Iterator[Stack]:
         if not KEEP_IMAGES:
             for image in ("warren", "warren-etcd", "warren-prometheus"):
                 docker("rmi", f"{image}:{tag}", check=False)
+            # the classic builder leaves Warren's builder stage behind as a dangling image
+            leftovers = dangling_images() - dangling_before
+            if leftovers:
+                docker("rmi", *leftovers, check=False)
 
 
 def wait_for(what: str, check, timeout: float):  # noqa: ANN001, ANN201 - a predicate, its value
