@@ -14,6 +14,7 @@ from broker.listeners import bind_all
 from broker.node import Node
 from broker.tls import amqps_context, management_context
 from broker.transport import Transport
+from management import local_admin
 from management.app import ManagementServer
 from protocol.session import HANDSHAKE_TIMEOUT
 
@@ -34,7 +35,7 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # before any port opens: a stop is clean
         loop.add_signal_handler(signum, stop.set)
-    management = ManagementServer(node)
+    management = ManagementServer(node, local_admin.write_secret(config.data_dir))
     await management.start(config.management_host, config.management_port, management_tls)
 
     def amqp(host: str) -> Awaitable[asyncio.Server]:

@@ -28,7 +28,7 @@ from management.api import (
     trace_sessions,
 )
 from management.api.common import MAX_BODY_SIZE, NODE_KEY
-from management.auth import authenticate, rabbitmq_errors
+from management.auth import LOCAL_SECRET, authenticate, rabbitmq_errors
 from management.rates import RATES_KEY, Rates, sample_forever
 from management.replicated import replicated_writes
 
@@ -38,10 +38,14 @@ ROUTE_MODULES = (overview, queues, exchanges, bindings, access, topic_permission
                  connections, definitions, trace_sessions, metrics, ui)
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: Node, local_secret: str | None = None) -> web.Application:
+    """The API; `local_secret` is this process's local administration secret
+    (management/local_admin.py), None to accept none."""
     app = web.Application(middlewares=[rabbitmq_errors, authenticate, replicated_writes],
                           client_max_size=MAX_BODY_SIZE)
     app[NODE_KEY] = node
+    if local_secret is not None:
+        app[LOCAL_SECRET] = local_secret
     app[RATES_KEY] = Rates()
     for module in ROUTE_MODULES:
         for method, path, handler in module.ROUTES:
@@ -50,9 +54,9 @@ def build_app(node: Node) -> web.Application:
 
 
 class ManagementServer:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, local_secret: str | None = None) -> None:
         self.node = node
-        self.app = build_app(node)
+        self.app = build_app(node, local_secret)
         self._runner = web.AppRunner(self.app, access_log=None)
         self._sampler: asyncio.Task | None = None
 

@@ -1,6 +1,8 @@
 """HTTP basic auth with the broker's users, and RabbitMQ's management tags: any of
 administrator, monitoring, management or policymaker lets a user in; changing users, vhosts,
-permissions and definitions takes administrator, policies take policymaker."""
+permissions and definitions takes administrator, policies take policymaker. The local
+administration credential (management/local_admin.py) acts as `LOCAL_ADMIN`, an administrator
+that no vhost permission limits, as rabbitmqctl does."""
 
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from broker.auth import User, is_loopback
+from management import local_admin
+from management.api.common import LOCAL_ADMIN, body_too_large, error, node_of, not_found
 from management.api.common import USER as USER_KEY
-from management.api.common import body_too_large, error, node_of, not_found
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "management", "policymaker"}
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
+# This node's local administration secret (None: local administration is off)
+LOCAL_SECRET = web.AppKey("local_admin_secret", str)
 
 
 def _login_failed() -> web.HTTPException:
@@ -48,9 +53,12 @@ async def authenticate(
     if not request.path.startswith("/api/") or request.path == "/api/auth":
         return await handler(request)
     header = request.headers.get("Authorization")
-    if header is None:
+    if header is None and local_admin.FORWARD_HEADER not in request.headers:
         raise web.HTTPUnauthorized(headers=_CHALLENGE, text="")
-    if not header.startswith("Basic "):
+    if await _is_local_admin(request, header):
+        request[USER_KEY] = LOCAL_ADMIN
+        return await handler(request)
+    if header is None or not header.startswith("Basic "):
         raise _login_failed()
     try:
         username, _, password = base64.b64decode(header[6:], validate=True).decode().partition(
@@ -70,6 +78,26 @@ async def authenticate(
         raise error(401, "not_authorised", "Not management user")
     request[USER_KEY] = user
     return await handler(request)
+
+
+async def _is_local_admin(request: web.Request, header: str | None) -> bool:
+    """This node's local secret from loopback, or a request a follower of this leader passed
+    on for its own local administrator (signed with the cluster secret). A wrong secret is a
+    failed login like a wrong password."""
+    forwarded = request.headers.get(local_admin.FORWARD_HEADER)
+    if forwarded is not None:
+        node = node_of(request)
+        cluster_secret = node.config.cluster_secret if node.cluster is not None else None
+        if not local_admin.verify_forward(forwarded, cluster_secret, request.method,
+                                          request.raw_path, await request.read()):
+            raise _login_failed()
+        return True
+    if not local_admin.is_local_header(header):
+        return False
+    if not local_admin.accepts(header, request.app.get(LOCAL_SECRET),
+                               is_loopback(request.remote or "")):
+        raise _login_failed()
+    return True
 
 
 def require_tag(request: web.Request, *tags: str) -> User:

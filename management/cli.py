@@ -3,6 +3,11 @@
 Output is tab-separated with a header row, like rabbitmqctl's tables; `--json` prints the API's
 JSON instead. Exit codes: 0 done, 1 the broker refused (the reason is printed), 64 bad usage,
 69 the broker could not be reached.
+
+Credentials: --user/--password (or $WARREN_CTL_USER/$WARREN_CTL_PASSWORD) when given; else,
+beside the broker (a loopback URL and its data dir readable), the broker's local administration
+secret (management/local_admin.py), as rabbitmqctl uses the node's cookie; else the broker's
+default user ($WARREN_DEFAULT_USER/$WARREN_DEFAULT_PASS, or guest/guest).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from management import local_admin
 
 EX_USAGE, EX_UNAVAILABLE = 64, 69
 
@@ -40,10 +47,16 @@ class CtlError(Exception):
         self.code = code
 
 
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 class Api:
-    def __init__(self, url: str, user: str, password: str, cacert: str | None = None) -> None:
+    def __init__(self, url: str, auth: str, cacert: str | None = None,
+                 refused_hint: str = "") -> None:
+        """`auth` is the Authorization header's value; `refused_hint` is added to a 401."""
         self.url = url.rstrip("/")
-        self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.auth, self.refused_hint = auth, refused_hint
         # For an HTTPS management port whose certificate is signed by a private CA.
         self.tls = ssl.create_default_context(cafile=cacert) if cacert else None
 
@@ -58,7 +71,8 @@ class Api:
             with urllib.request.urlopen(request, timeout=30, context=self.tls) as response:
                 payload = response.read()
         except urllib.error.HTTPError as failure:
-            raise CtlError(_reason(failure)) from None
+            hint = self.refused_hint if failure.code == 401 else ""
+            raise CtlError(_reason(failure) + hint) from None
         except OSError as failure:
             raise CtlError(f"cannot reach the broker at {self.url}: {failure}",
                            EX_UNAVAILABLE) from None
@@ -111,15 +125,16 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--url", default=env.get("WARREN_MANAGEMENT_URL", local_url),
                      help="management API (default http://localhost:$WARREN_MANAGEMENT_PORT or "
                      "15672; $WARREN_MANAGEMENT_URL)")
-    top.add_argument("--user", "-u", dest="api_user",
-                     default=env.get("WARREN_CTL_USER", env.get("WARREN_DEFAULT_USER", "guest")),
-                     help="management user (default $WARREN_DEFAULT_USER or guest; "
-                     "$WARREN_CTL_USER)")
-    top.add_argument("--password", dest="api_password",
-                     default=env.get("WARREN_CTL_PASSWORD",
-                                     env.get("WARREN_DEFAULT_PASS", "guest")),
-                     help="its password (default $WARREN_DEFAULT_PASS or guest; "
-                     "$WARREN_CTL_PASSWORD)")
+    top.add_argument("--user", "-u", dest="api_user", default=env.get("WARREN_CTL_USER"),
+                     help="management user ($WARREN_CTL_USER; default: the local "
+                     "administration secret in the data dir, else $WARREN_DEFAULT_USER or "
+                     "guest)")
+    top.add_argument("--password", dest="api_password", default=env.get("WARREN_CTL_PASSWORD"),
+                     help="its password ($WARREN_CTL_PASSWORD; default $WARREN_DEFAULT_PASS "
+                     "or guest)")
+    top.add_argument("--data-dir", default=env.get("WARREN_DATA_DIR", "data"),
+                     help="the broker's data dir, where its local administration secret is "
+                     "(default $WARREN_DATA_DIR or data)")
     top.add_argument("--cacert", default=env.get("WARREN_CTL_CACERT"),
                      help="CA certificate (PEM) to verify an https:// --url with "
                      "($WARREN_CTL_CACERT)")
@@ -225,8 +240,26 @@ def _node_setting(api: Api, name: str, values: list[str]) -> None:
     api.call("PUT", f"/api/nodes/{quote(node)}/disk-free-limit", body)
 
 
+def connect(args: argparse.Namespace, env: dict[str, str]) -> Api:
+    """The API with the credentials the module docstring says, in that order."""
+    if args.api_user is None and args.api_password is None and local_admin.is_local_url(
+            args.url):
+        secret = local_admin.read_secret(args.data_dir)
+        if secret is not None:
+            path = local_admin.secret_path(args.data_dir)
+            return Api(args.url, local_admin.header_value(secret), args.cacert,
+                       f" (sent the local administration secret of {path}: is the broker at "
+                       f"{args.url} the one using that data dir? Else give --user and "
+                       "--password)")
+    user = args.api_user if args.api_user is not None else env.get("WARREN_DEFAULT_USER",
+                                                                    "guest")
+    password = args.api_password if args.api_password is not None else env.get(
+        "WARREN_DEFAULT_PASS", "guest")
+    return Api(args.url, basic_auth(user, password), args.cacert)
+
+
 def run(args: argparse.Namespace) -> None:
-    api = Api(args.url, args.api_user, args.api_password, args.cacert)
+    api = connect(args, dict(os.environ))
     name = args.command
     vhost = quote(getattr(args, "vhost", "/"))
     if name in LIST_COLUMNS:

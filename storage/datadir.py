@@ -3,7 +3,8 @@
 Layout: `definitions.json` (durable definitions, RabbitMQ's export format), `wal/` (log
 segments), `transient/` (the page store's files, emptied at start), `warren.lock` (held while
 a broker runs), `clean-shutdown` and `message-index` (present only while no broker runs after
-a clean stop).
+a clean stop), `local-admin.secret` (rewritten at every start, never replicated:
+management/local_admin.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ Each request goes to the leader over a client link of its own (broker/cluster/cl
 the replication port, authenticated with the cluster secret, carrying the client's address),
 as HTTP/1.0: the leader answers it as from the client's address, so its loopback rule for
 guest is judged as on this node, and closes the link after the answer. No header a client
-sends (X-Forwarded-For or any other) can change the address the leader sees."""
+sends (X-Forwarded-For or any other) can change the address the leader sees.
+
+A request with this node's local administration credential (management/local_admin.py) goes on
+signed with the cluster secret instead; a wrong one is refused here."""
 
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, generate_latest
 
+from broker.auth import is_loopback
 from broker.cluster.clientlink import client_of, open_link
 from broker.cluster.view import ClusterView
 from broker.listeners import bind_all
+from management import local_admin
 from management.cluster_metrics import ClusterFigures, cluster_families
 from management.metrics import CONTENT_TYPE
 from storage.replication import ReplicationRefused, wire
@@ -59,8 +64,9 @@ class FrontedNode(ClusterView, Protocol):
 
 
 class FollowerFront:
-    def __init__(self, member: FrontedNode) -> None:
+    def __init__(self, member: FrontedNode, local_secret: str | None = None) -> None:
         self.member = member
+        self.local_secret = local_secret
         self.app = web.Application()
         self.app.router.add_route("GET", "/metrics", self._metrics)
         self.app.router.add_route("*", "/{tail:.*}", self._pass_through)
@@ -90,15 +96,29 @@ class FollowerFront:
             return web.json_response({"error": "no_leader",
                                       "reason": "the cluster has no leader at the moment"},
                                      status=503)
+        authorization = request.headers.get("Authorization")
+        local = local_admin.is_local_header(authorization)
+        # a client's own X-Warren-Local-Admin never goes on; the local credential neither
+        dropped = {*_HOP_HEADERS, local_admin.FORWARD_HEADER.lower(),
+                   *(("authorization",) if local else ())}
         headers = [(name, value) for name, value in request.headers.items()
-                   if name.lower() not in _HOP_HEADERS]
-        asked = _request_bytes(request.method, request.raw_path, request.host, headers,
-                               await request.read())
+                   if name.lower() not in dropped]
+        payload = await request.read()
+        secret = self.member.config.cluster_secret
+        if local:
+            if not local_admin.accepts(authorization, self.local_secret,
+                                       is_loopback(request.remote or "")):
+                return web.json_response({"error": "not_authorized", "reason": "Login failed"},
+                                         status=401)
+            # the leader checks the signature over the raw path, as sent
+            headers.append((local_admin.FORWARD_HEADER, local_admin.sign_forward(
+                secret, self.member.name, request.method, request.raw_path, payload)))
+        asked = _request_bytes(request.method, request.raw_path, request.host, headers, payload)
         client = client_of(request.transport, wire.HTTP_SERVICE)
         try:
             async with asyncio.timeout(PASS_TIMEOUT):
                 reader, writer = await open_link(
-                    tuple(leader.replication), client, secret=self.member.config.cluster_secret,
+                    tuple(leader.replication), client, secret=secret,
                     epoch=leader.epoch, node_name=self.member.name)
                 try:
                     writer.write(asked)

@@ -45,6 +45,7 @@ from broker.node import Node, name_this_node, node_name
 from broker.node_figures import node_figures
 from broker.tls import amqps_context
 from broker.transport import Transport
+from management import local_admin
 from management.app import ManagementServer
 from protocol.session import HANDSHAKE_TIMEOUT
 from storage.datadir import open_data_dir
@@ -133,6 +134,7 @@ class ClusterMember:
         data_dir = open_data_dir(self.config.data_dir)
         data_dir.mark_running()
         data_dir.close()
+        self.local_secret = local_admin.write_secret(self.config.data_dir)
         if not await self._join():
             return
         listeners = await bind_all(self.config.host, self.config.port, self._amqp_listener,
@@ -141,7 +143,7 @@ class ClusterMember:
         if tls is not None:
             listeners += await bind_all(self.config.amqps_host, self.config.amqps_port,
                                         partial(self._amqp_listener, tls=tls), "TLS (SSL)")
-        front = FollowerFront(self)
+        front = FollowerFront(self, self.local_secret)
         await front.start(self.config.management_host, self.config.management_port)
         self.monitor.start()
         self._spawn(self._refresh_nodes())
@@ -325,7 +327,7 @@ class ClusterMember:
         await node.start()
         await self.replication.start(self.config.advertise_host, self.config.replication_port)
         await front.stop()
-        self.management = ManagementServer(node)
+        self.management = ManagementServer(node, self.local_secret)
         await self.management.start(self.config.management_host, self.config.management_port)
         self.node, self.role = node, "leader"
         log.info("serving as the leader of cluster %s, epoch %d", self.cluster_name, epoch)

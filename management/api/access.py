@@ -15,6 +15,7 @@ from management.api.common import (
     check_name_length,
     erlang_chars,
     error,
+    is_local_admin,
     json_body,
     json_response,
     listing,
@@ -62,8 +63,12 @@ async def put_vhost(request: web.Request) -> web.Response:
     existed = name in node.vhosts
     vhost = node.add_vhost(name)
     vhost.update_metadata(body.get("description"), body.get("tags"), queue_type)
-    if not existed:  # as RabbitMQ does: the creator gets full permissions on it
-        node.access.set_permissions(request[USER_KEY].name, name, Permission(".*", ".*", ".*"))
+    if not existed:
+        # as RabbitMQ does: the creator gets full permissions on it (rabbitmqctl's add_vhost,
+        # as the local administrator here, grants none: it is no user)
+        if not is_local_admin(request):
+            node.access.set_permissions(request[USER_KEY].name, name,
+                                        Permission(".*", ".*", ".*"))
         node.definitions_changed()
     if tracing is not None:
         node.set_tracing(name, tracing)

@@ -17,7 +17,7 @@ from broker.node import Node
 from broker.nodename import node_name
 from broker.tracing import Origin
 from broker.vhost import VirtualHost
-from management import jsontext
+from management import jsontext, local_admin
 from protocol.errors import named_error
 
 # RabbitMQ 3.10 reads a request body in one chunk of cowboy's 8,000,000 bytes and refuses a
@@ -27,6 +27,8 @@ MAX_BODY_SIZE = 8_000_000
 MAX_NAME_BYTES = 255  # an AMQP shortstr
 NODE_KEY = web.AppKey("node", Node)
 USER = web.AppKey("user", User)  # the authenticated user of a request
+# The acting user of a request made with the local administration credential (auth.py)
+LOCAL_ADMIN = User(local_admin.IDENTITY, "", ["administrator"])
 
 
 def node_of(request: web.Request) -> Node:
@@ -75,11 +77,18 @@ def refusal(
 def require_permission(request: web.Request, vhost: VirtualHost, kind: str,
                        resource_kind: str, name: str) -> None:
     """The core's permission check for the request's user (RabbitMQ's API acts as that user):
-    `kind` (configure, write, read) on the named queue or exchange, else RabbitMQ's 401."""
+    `kind` (configure, write, read) on the named queue or exchange, else RabbitMQ's 401.
+    The local administrator is not limited by permissions, as rabbitmqctl is not."""
+    if is_local_admin(request):
+        return
     try:
         vhost.check_permission(request[USER], kind, resource_kind, name)
     except BrokerError:
         raise access_refused() from None
+
+
+def is_local_admin(request: web.Request) -> bool:
+    return request[USER] is LOCAL_ADMIN
 
 
 def not_found() -> web.HTTPException:

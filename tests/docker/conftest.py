@@ -7,8 +7,10 @@ import functools
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
+from docker_kit import DEFAULT_BASE, KEEP_IMAGES, build_base_image, docker, image_exists
 
 
 @functools.cache
@@ -43,3 +45,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason = f"Docker test: {reason}"
     for item in docker_items:
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def base_image() -> Iterator[str]:
+    """The base to build on: WARREN_DOCKER_BASE_IMAGE, or warren-base:bookworm (made if
+    missing, and then removed at the end unless WARREN_DOCKER_KEEP_IMAGES=1)."""
+    tag = os.environ.get("WARREN_DOCKER_BASE_IMAGE") or DEFAULT_BASE
+    made = not image_exists(tag)
+    reason = build_base_image(tag)
+    if reason:
+        pytest.skip(reason)
+    yield tag
+    if made and not KEEP_IMAGES:
+        docker("rmi", tag, check=False)

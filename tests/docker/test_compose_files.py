@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -324,3 +325,38 @@ def test_every_dashboard_metric_is_exposed(scrapes: dict[str, Scrape]) -> None:
             problems.append(f"{query}: no label {label!r}")
     assert checked >= 20
     assert not problems, "\n".join(problems)
+
+
+# ---- the Compose files as Compose itself reads them (no daemon needed) -----------------------
+
+COMPOSE_VARIANTS = {"docker-compose": ["docker-compose"], "docker compose": ["docker", "compose"]}
+COMPOSE_FILE_SETS = [
+    ["compose.yaml"], ["compose.cluster.yaml"],
+    ["compose.yaml", "compose.local.yaml"], ["compose.cluster.yaml", "compose.local.yaml"],
+]
+
+
+def compose_version(command: list[str]) -> str | None:
+    """`version --short` of a Compose command, or None when it is not installed."""
+    try:
+        result = subprocess.run([*command, "version", "--short"], capture_output=True,
+                                text=True, timeout=60)
+    except OSError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+@pytest.mark.parametrize("variant", sorted(COMPOSE_VARIANTS))
+@pytest.mark.parametrize("files", COMPOSE_FILE_SETS, ids="+".join)
+def test_compose_accepts_the_files(variant: str, files: list[str]) -> None:
+    """Debian's docker-compose 1.29 and Compose v2 both take every file (1.29 refuses a
+    top-level `name:`); the project name comes from `-p`."""
+    command = COMPOSE_VARIANTS[variant]
+    version = compose_version(command)
+    if version is None:
+        pytest.skip(f"`{variant}` is not installed here")
+    arguments = [argument for name in files for argument in ("-f", str(DOCKER_DIR / name))]
+    result = subprocess.run([*command, "-p", "warren-config-check", *arguments, "config"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{variant} {version}:\n{result.stderr}"
+    assert "warren" in result.stdout and "prometheus" in result.stdout

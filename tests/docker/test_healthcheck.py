@@ -36,3 +36,16 @@ def test_unhealthy_during_an_alarm_or_when_down(warren_factory):
     broker.process.wait(timeout=10)
     result = _healthcheck(env)
     assert result.returncode == 1 and "Connection refused" in result.stdout, result
+
+
+def test_healthy_without_any_password_through_the_local_secret(warren_factory):
+    """A later container started without WARREN_DEFAULT_* (the volume has other users): the
+    check reads the broker's local administration secret from the data dir instead."""
+    broker = warren_factory(env={"WARREN_DEFAULT_USER": "ops", "WARREN_DEFAULT_PASS": "pw"})
+    env = {"WARREN_MANAGEMENT_PORT": str(broker.management_port),
+           "WARREN_DATA_DIR": str(broker.data_dir)}
+    result = _healthcheck(env)  # as guest/guest it would be refused: there is no guest
+    assert result.returncode == 0, result
+    assert "'status': 'ok'" in result.stdout
+    assert _healthcheck({**env, "WARREN_DATA_DIR": str(broker.data_dir / "elsewhere")}) \
+        .returncode == 1

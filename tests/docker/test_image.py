@@ -34,52 +34,14 @@ import pika
 import pika.exceptions
 import pytest
 from brokers import REPO_ROOT, free_port
+from docker_kit import BUILD_TIMEOUT, KEEP_IMAGES, dangling_images, docker
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.docker
 
-DEFAULT_BASE = "warren-base:bookworm"
-BUILD_TIMEOUT = 1200.0
 HEALTHY_TIMEOUT = 90.0  # the image checks every 10 s
 STOP_LIMIT = 5.0  # seconds `docker stop` may take: "well within" Docker's 10 s
 USER, PASSWORD = "warren-test", uuid.uuid4().hex
-KEEP_IMAGES = os.environ.get("WARREN_DOCKER_KEEP_IMAGES") == "1"
-
-
-def docker(*args: str, timeout: float = 120.0, check: bool = True) -> str:
-    """Run the docker CLI; its stdout (stripped), or an AssertionError with its output."""
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result.stdout.strip()
-
-
-def image_exists(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
-
-
-def dangling_images() -> set[str]:
-    return set(docker("images", "--quiet", "--no-trunc", "--filter", "dangling=true").split())
-
-
-@pytest.fixture(scope="module")
-def base_image() -> Iterator[str]:
-    """The base to build on: WARREN_DOCKER_BASE_IMAGE, or warren-base:bookworm (made if missing)."""
-    tag = os.environ.get("WARREN_DOCKER_BASE_IMAGE") or DEFAULT_BASE
-    if image_exists(tag) or tag != DEFAULT_BASE:
-        yield tag
-        return
-    if os.geteuid() != 0:
-        pytest.skip(f"no {tag} image, and building it takes root: "
-                    "run `sudo docker/build-base-image.sh` first")
-    script = REPO_ROOT / "docker" / "build-base-image.sh"
-    result = subprocess.run(["sh", str(script)], capture_output=True, text=True,
-                            timeout=BUILD_TIMEOUT, env={**os.environ, "WARREN_BASE_TAG": tag})
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}{result.stderr}"
-    yield tag
-    if not KEEP_IMAGES:
-        docker("rmi", tag, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -126,11 +88,15 @@ class Runner:
     volume: str
     names: list[str] = field(default_factory=list)
 
-    def start(self) -> Container:
+    def start(self, default_user: bool = True) -> Container:
+        """A new container; `default_user` False starts it without WARREN_DEFAULT_*, as a
+        later container on a volume that already has its users may be."""
         name = f"warren-test-{uuid.uuid4().hex[:12]}"
         args = ["run", "--detach", "--name", name,
-                "--volume", f"{self.volume}:/var/lib/warren",
-                "--env", f"WARREN_DEFAULT_USER={USER}", "--env", f"WARREN_DEFAULT_PASS={PASSWORD}"]
+                "--volume", f"{self.volume}:/var/lib/warren"]
+        if default_user:
+            args += ["--env", f"WARREN_DEFAULT_USER={USER}",
+                     "--env", f"WARREN_DEFAULT_PASS={PASSWORD}"]
         host_network = os.environ.get("WARREN_DOCKER_NETWORK") == "host"
         if host_network:  # no port mapping: Warren itself listens on free host ports
             amqp_port, http_port = free_port(), free_port()
@@ -265,11 +231,18 @@ def test_image_round_trip_clean_stop_and_durable_restart(runner: Runner) -> None
     assert isinstance(closed_by, pika.exceptions.ConnectionClosedByBroker), closed_by
     assert closed_by.reply_code == 320
 
-    # a new container on the same volume: the confirmed persistent message is still there,
-    # the acknowledged one is not
+    # a new container on the same volume, started without WARREN_DEFAULT_*: the health check
+    # and `docker exec … warren ctl` work through the local administration secret (0600,
+    # owned by the broker's user) with no password given; the confirmed persistent message
+    # is still there, the acknowledged one is not
     docker("rm", first.name)
-    second = runner.start()
+    second = runner.start(default_user=False)
     wait_healthy(second)
+    assert docker("exec", second.name, "stat", "-c", "%a %U",
+                  "/var/lib/warren/local-admin.secret") == "600 warren"
+    users = docker("exec", second.name, "warren", "ctl", "list_users").splitlines()
+    assert USER in [line.split("\t")[0] for line in users[1:]], users
+    assert "guest" not in [line.split("\t")[0] for line in users[1:]], users
     connection = connect(second)
     channel = connection.channel()
     method, properties, body = channel.basic_get(queue, auto_ack=True)
