@@ -294,7 +294,7 @@ class ReplicationLeader:
                      address, exc or type(exc).__name__)
         except wire.ProtocolError as exc:
             log.warning("replication follower at %s broke the protocol: %s", address, exc)
-            await refuse(writer, wire.REFUSED_PROTOCOL, str(exc))
+            await refuse(writer, wire.REFUSED_PROTOCOL, str(exc), reader)
         finally:
             if not handed_over:
                 writer.close()
@@ -317,7 +317,7 @@ class ReplicationLeader:
             log.warning("replication follower %s at %s refused: its epoch %d is not %d",
                         hello.node, address, hello.epoch, self.epoch)
             await refuse(writer, wire.REFUSED_EPOCH,
-                         f"epoch {hello.epoch} is not the leader's epoch {self.epoch}")
+                         f"epoch {hello.epoch} is not the leader's epoch {self.epoch}", reader)
             return None
         nonce = os.urandom(wire.NONCE_SIZE)
         send(writer, wire.Hello(wire.LEADER, self.epoch, nonce, self.node_name,
@@ -328,7 +328,7 @@ class ReplicationLeader:
         if not isinstance(auth, wire.Auth) or not wire.mac_matches(expected, auth.mac):
             log.warning("replication follower %s at %s refused: wrong cluster secret",
                         hello.node, address)
-            await refuse(writer, wire.REFUSED_AUTH, "authentication failed")
+            await refuse(writer, wire.REFUSED_AUTH, "authentication failed", reader)
             return None
         if hello.role == wire.CLIENT_LINK:
             return await self._client_link(hello.node, reader, writer)

@@ -23,12 +23,19 @@ def send(writer: asyncio.StreamWriter, message: wire.Message) -> None:
     writer.write(wire.encode(message))
 
 
-async def refuse(writer: asyncio.StreamWriter, reason: int, text: str) -> None:
-    """Tell the peer why, then close."""
+async def refuse(writer: asyncio.StreamWriter, reason: int, text: str,
+                 reader: asyncio.StreamReader | None = None) -> None:
+    """Tell the peer why, then close. With its `reader`, what the peer sent meanwhile is read
+    (for up to a second) before the close: closing on unread bytes would reset the connection,
+    and a reset can throw away the refusal before the peer has read it."""
     try:
         send(writer, wire.Refuse(reason, text))
         async with asyncio.timeout(1.0):
             await writer.drain()
+            if reader is not None:
+                writer.write_eof()
+                while await reader.read(65536):
+                    pass
     except (OSError, TimeoutError):
         pass
     finally:
@@ -48,10 +55,10 @@ async def introduce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     if not isinstance(hello, wire.Hello) or hello.role != wire.LEADER:
         raise wire.ProtocolError("expected the leader's HELLO")
     if hello.epoch != epoch:
-        await refuse(writer, wire.REFUSED_EPOCH, f"follower of epoch {epoch}")
+        await refuse(writer, wire.REFUSED_EPOCH, f"follower of epoch {epoch}", reader)
         raise ReplicationRefused(f"leader at epoch {hello.epoch}, not {epoch}")
     expected = wire.leader_mac(secret, nonce, hello.nonce, epoch)
     if not wire.mac_matches(expected, hello.mac):
-        await refuse(writer, wire.REFUSED_AUTH, "authentication failed")
+        await refuse(writer, wire.REFUSED_AUTH, "authentication failed", reader)
         raise ReplicationRefused("the leader does not know the cluster secret")
     send(writer, wire.Auth(wire.follower_mac(secret, hello.nonce, nonce, epoch)))
