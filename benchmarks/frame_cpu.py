@@ -17,7 +17,6 @@ for each phase, and the publish phase's wall-clock rate.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import struct
@@ -31,6 +30,7 @@ from common import (
     AMQP_HEADER,
     REPO_ROOT,
     BenchError,
+    cpu_seconds,
     free_port,
     stop_process_group,
     wait_for_amqp,
@@ -99,11 +99,6 @@ class Client:
         self.sock.sendall(method(1, 50, 10, b"\0\0" + shortstr(queue) + b"\x01" + longstr(b"")))
         payload = self.expect(50, 11)
         return struct.unpack_from(">I", payload, 5 + payload[4])[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(port: int, pid: int, count: int) -> tuple[float, float, float]:
