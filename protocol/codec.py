@@ -469,7 +469,8 @@ class DeliverShape:
     def parts(self, delivery_tag: int, redelivered: bool, body: bytes
               ) -> list[bytes | memoryview]:
         """The delivery as byte strings to write one after the other."""
-        parts = [self.head, _tag_and_flag.pack(delivery_tag, redelivered), self.tail]
+        parts: list[bytes | memoryview] = [
+            self.head, _tag_and_flag.pack(delivery_tag, redelivered), self.tail]
         after = self.after
         if len(after) == 1:  # (the common case, inline)
             parts += (body, FRAME_END_BYTE)
