@@ -421,16 +421,21 @@ class PageStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+WRITE_CHUNK = 1 << 20  # bytes of neighbouring bodies joined into one write, at most
+
+
 def _write(directory: Path, bodies: list[tuple[int, int, bytes]],
            copies: list[tuple[int, int, int, int, int]], doomed: list[int]) -> int:
-    """Write bodies (in file order; neighbours in one write), then make the copies of
-    compaction (from files written before), then delete the doomed files."""
+    """Write bodies (in file order; neighbours in one write of up to WRITE_CHUNK bytes: a
+    larger join would double, for a moment, the memory of a whole batch of bodies), then make
+    the copies of compaction (from files written before), then delete the doomed files."""
     written = 0
     start = 0
     while start < len(bodies):
         number, offset, body = bodies[start]
         end, next_offset = start + 1, offset + len(body)
-        while end < len(bodies) and bodies[end][0] == number and bodies[end][1] == next_offset:
+        while (end < len(bodies) and bodies[end][0] == number and bodies[end][1] == next_offset
+               and next_offset - offset < WRITE_CHUNK):
             next_offset += len(bodies[end][2])
             end += 1
         data = b"".join(body for _, _, body in bodies[start:end])

@@ -10,6 +10,7 @@ import random
 
 from broker.message import Message
 from protocol.codec import shortstr
+from storage import paging
 from storage.paging import PageStore
 
 FILE_SIZE = 4096
@@ -101,6 +102,30 @@ def test_an_earlier_runs_files_are_removed(tmp_path):
     async def run() -> None:
         store = PageStore(directory, FILE_SIZE, Message.logged)
         assert files(store) == []
+        store.close()
+
+    asyncio.run(run())
+
+
+def test_a_batch_larger_than_one_write_comes_back_whole(tmp_path, monkeypatch):
+    """Neighbouring bodies go to the file in writes of at most WRITE_CHUNK bytes (a join of a
+    whole batch would double its memory for a moment): every body still comes back."""
+    written: list[int] = []
+    real_write_at = paging._write_at
+
+    def counting_write_at(directory, number, offset, data):
+        written.append(len(data))
+        real_write_at(directory, number, offset, data)
+
+    monkeypatch.setattr(paging, "_write_at", counting_write_at)
+
+    async def run() -> None:
+        store = PageStore(tmp_path / "transient", 64 * paging.WRITE_CHUNK, Message.logged)
+        batch = [message(number, 10_000) for number in range(500)]  # ~5 MB in one file
+        rows = store.add(batch)
+        await settle(store)
+        assert max(written) <= paging.WRITE_CHUNK + 10_008 and len(written) >= 4
+        assert [item.body for item in store.thaw(rows)] == [item.body for item in batch]
         store.close()
 
     asyncio.run(run())
