@@ -30,6 +30,7 @@ CONFIRMLAT = BIN_DIR / "confirmlat"
 RABBITMQ_SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server")
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 QUEUE_PREFIX = "amqperf-bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
@@ -171,6 +172,19 @@ def tree_size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_size
     return total
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a process, all threads (fields 14 and 15 of /proc/PID/stat)."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
 
 
 # --- starting and stopping brokers --------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import socket
 import statistics
 import struct
@@ -37,6 +36,7 @@ from common import (
     AMQP_HEADER,
     REPO_ROOT,
     BenchError,
+    cpu_seconds,
     free_port,
     stop_process_group,
     wait_for_amqp,
@@ -105,11 +105,6 @@ class Client:
         self.sock.sendall(method(1, 50, 10, b"\0\0" + shortstr(queue) + b"\x01" + longstr(b"")))
         payload = self.expect(50, 11)
         return struct.unpack_from(">I", payload, 5 + payload[4])[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(port: int, pid: int, count: int,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from common import (
     BenchError,
     Broker,
     Results,
+    cpu_seconds,
     existing_broker,
     fmt,
     listening_pid,
@@ -58,7 +58,6 @@ DL_TARGET = "lifecycle-dl-target"
 TTL_QUEUE = "lifecycle-ttl"
 POLL_SECS = 0.02
 STALL_SECS = 30.0  # a count unchanged this long means messages were lost or the broker stalled
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -166,18 +165,6 @@ def publish(broker: Broker, queue: str, cfg: Config, count: int, *extra: str) ->
 
 
 # --- CPU time -----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a process, all threads (fields 14 and 15 of /proc/PID/stat)."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def cpu_delta(pid: int | None, before: float | None) -> float | None:

@@ -4,12 +4,12 @@ answers it from the broker core: authentication (broker/auth.py), the vhost
 (broker/admission.py, whose refusals become 530 here, in `_open_vhost`), timers, the socket
 (through the transport, which collects output per event-loop turn), and blocking publishers
 while a resource alarm is in effect. The one place an AMQP error ends something: a channel
-error from a channel closes that channel (`_handle_frame`), a connection error closes the
+error from a channel closes that channel (`_handle_frames`), a connection error closes the
 connection (the session's `fail` says how) and any other exception is an internal error that
 costs this connection only (`_guarded`).
 
 Hot path: a frame for a channel in the table goes straight to that channel
-(`_handle_frame`), without passing through the session; the table is the session's
+(`_handle_frames`), without passing through the session; the table is the session's
 (`channels` is the same dict).
 
 Blocking follows RabbitMQ 3.10's reader: while an alarm is in effect, a connection is blocked
@@ -118,6 +118,7 @@ class ClientSocket(Protocol):
     origin: Any  # broker.transport.Origin of a connection a follower passed on, else None
 
     def write(self, data: bytes) -> None: ...
+    def write_parts(self, parts: list[bytes | memoryview], size: int) -> None: ...
     def close(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -203,6 +204,11 @@ class Connection:
         self._sent_since_tick = True
         self.transport.write(data)
 
+    def write_parts(self, parts: list[bytes | memoryview], size: int) -> None:
+        """Write `size` bytes given as consecutive pieces (joined once, with the rest)."""
+        self._sent_since_tick = True
+        self.transport.write_parts(parts, size)
+
     def send_method(self, channel: int, method: Any) -> None:
         self.write(codec.encode_method(channel, method))
 
@@ -266,29 +272,31 @@ class Connection:
     def _handle_frames(self, frames: Iterable[codec.Frame]) -> None:
         alarms = self._alarms
         session = self.session
+        channels = self.channels
         frames = iter(frames)
         for frame_type, channel_number, payload in frames:
-            self._handle_frame(frame_type, channel_number, payload)
+            # A frame for a channel in the table (only an open connection has channels) goes
+            # to it; any other to the session.
+            channel = channels.get(channel_number) if channel_number else None
+            if channel is not None:
+                try:
+                    channel.handle_frame(frame_type, payload)
+                except AMQPChannelError as error:
+                    channel.close_with_error(error)
+            else:
+                self._frame_for_session(frame_type, channel_number, payload)
             if session.state is _CLOSED:
                 return
             if alarms and frame_type in _CONTENT_FRAMES and session.state is _OPEN:
                 self._block(frames)  # RabbitMQ blocks after a header or body frame
                 return
 
-    def _handle_frame(self, frame_type: int, channel_number: int, payload: bytes) -> None:
-        """One frame: to its channel if the table has it (only an open connection has
-        channels), else to the session."""
+    def _frame_for_session(self, frame_type: int, channel_number: int, payload: bytes) -> None:
+        """A frame on channel 0, or on a channel not in the table."""
         if channel_number:
-            channel = self.channels.get(channel_number)
-            if channel is not None:
-                try:
-                    channel.handle_frame(frame_type, payload)
-                except AMQPChannelError as error:
-                    channel.close_with_error(error)
-                return
             self._act(self.session.frame_on_new_channel(channel_number, frame_type, payload))
-            return
-        self._act(self.session.handle_frame(frame_type, payload))
+        else:
+            self._act(self.session.handle_frame(frame_type, payload))
 
     def channel_closed(self, channel: Channel) -> None:
         self.session.channel_closed(channel.number)

@@ -79,9 +79,13 @@ class _PriorityGroup:
 
     def next_ready(self) -> Consumer | None:
         consumers = self.consumers
+        last = len(consumers) - 1
+        if not last:  # one consumer (hot path: asked once per message published)
+            consumer = consumers[0]
+            return consumer if consumer.can_take() else None
         for index, consumer in enumerate(consumers):
             if consumer.can_take():
-                if index != len(consumers) - 1:
+                if index != last:
                     del consumers[index]
                     consumers.append(consumer)
                 return consumer

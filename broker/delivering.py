@@ -51,6 +51,7 @@ class Deliveries:
         self.consumers: dict[str, Consumer] = {}
         self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
         self.tags: DeliveryTags[Unacked] = DeliveryTags()
+        self.encoder = codec.DeliverEncoder(self.number)
         self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
         # basic.qos global=true: shared by the channel's consumers, until a global=false one
         self.global_prefetch = 0
@@ -78,11 +79,11 @@ class Deliveries:
             queue.unacked_bytes += entry.message.body_size
         message = entry.message
         connection = self.connection
-        connection.write(codec.encode_deliver(
-            self.number, consumer.tag_bytes, tag, entry.redelivered, message.route_bytes,
+        shape = self.encoder.shape(
+            consumer.tag_bytes, message.route_bytes,
             queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
-            message.body, connection.frame_max,
-        ))
+            message.body_size, connection.frame_max)
+        connection.write_parts(shape.parts(tag, entry.redelivered, message.body), shape.size)
         counters = queue.counters  # the node's, for the queue's type
         counters.messages_delivered += 1
         if consumer.no_ack:
@@ -253,24 +254,54 @@ class Deliveries:
             return
         was_blocked = self.global_prefetch and self.global_unacked >= self.global_prefetch
         kick: list[Queue] = []
-        for queue, entry, consumer in entries:
-            queue.unacked_count -= 1
-            queue.unacked_bytes -= entry.message.body_size
-            if acked:
-                queue.counters.messages_acknowledged += 1
-                queue.ack(entry)
-            else:
+        if acked:
+            self._acked(entries, kick)
+        else:
+            for queue, entry, consumer in entries:
+                queue.unacked_count -= 1
+                queue.unacked_bytes -= entry.message.body_size
                 queue.reject(entry)
-            if consumer is not None:
-                self.global_unacked -= 1
-                if consumer.prefetch and consumer.unacked == consumer.prefetch:
-                    kick.append(queue)
-                consumer.unacked -= 1
+                if consumer is not None:
+                    self._settled(consumer, queue, 1, kick)
         if was_blocked:
             self.kick_queues()
         else:
             for queue in kick:
                 queue.dispatch()
+
+    def _acked(self, entries: list[Unacked], kick: list[Queue]) -> None:
+        """Acknowledged deliveries leave their queues: those of one queue and consumer in a row
+        (every delivery of a basic.ack multiple, as a rule) in one step."""
+        run: list[QueuedMessage] = []
+        queue = consumer = None
+        for delivery in entries:
+            if delivery[0] is not queue or delivery[2] is not consumer:
+                if run:
+                    self._acked_run(queue, consumer, run, kick)
+                    run = []
+                queue, _, consumer = delivery
+            run.append(delivery[1])
+        if run:
+            self._acked_run(queue, consumer, run, kick)
+
+    def _acked_run(self, queue: Queue, consumer: Consumer | None, run: list[QueuedMessage],
+                   kick: list[Queue]) -> None:
+        count = len(run)
+        queue.unacked_count -= count
+        queue.unacked_bytes -= sum([entry.message.body_size for entry in run])
+        queue.counters.messages_acknowledged += count
+        queue.ack_all(run)
+        if consumer is not None:
+            self._settled(consumer, queue, count, kick)
+
+    def _settled(self, consumer: Consumer, queue: Queue, count: int, kick: list[Queue]) -> None:
+        """`count` deliveries of `consumer` are settled: a full window that opens again
+        means its queue may dispatch (`kick`)."""
+        self.global_unacked -= count
+        unacked = consumer.unacked
+        if consumer.prefetch and unacked >= consumer.prefetch > unacked - count:
+            kick.append(queue)
+        consumer.unacked = unacked - count
 
     def requeue(self, entries: list[Unacked], returned: bool = True) -> None:
         """Deliveries go back to their queues (in their original places), `returned` by the

@@ -4,7 +4,10 @@ before the never-delivered ones (a deque), so a requeued message is back where i
 
 Messages recovered from the log, or arriving in a long queue, may sit in a lane's deque as a
 `ColdRun` (many messages, no objects); the run is thawed a batch at a time when it reaches the
-head, so `head()` and `pop()` always see `QueuedMessage`s."""
+head, so `head()` and `pop()` always see `QueuedMessage`s.
+
+`MessageLanes.count` is the number of messages, kept up to date by every change (a queue's
+dispatch asks for it once per message: it is read, never summed)."""
 
 from __future__ import annotations
 
@@ -29,9 +32,10 @@ class Cleared(NamedTuple):
 
 
 class _Lane:
-    __slots__ = ("ready", "requeued", "cold", "runs")
+    __slots__ = ("owner", "ready", "requeued", "cold", "runs")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: MessageLanes) -> None:
+        self.owner = owner  # whose count a thaw that loses messages corrects
         self.ready: deque[QueuedMessage | ColdRun] = deque()
         self.requeued: list[QueuedMessage] = []
         self.cold = 0  # messages in cold runs
@@ -53,14 +57,13 @@ class _Lane:
     def _thaw_head(self, run: ColdRun) -> None:
         before = len(run)
         entries = run.take()
-        self.cold -= before - len(run)
+        taken = before - len(run)
+        self.cold -= taken
+        self.owner.count -= taken - len(entries)  # bodies that could not be read back
         if not run:
             self.ready.popleft()
             self.runs -= 1
         self.ready.extendleft(reversed(entries))
-
-    def __len__(self) -> int:
-        return len(self.ready) - self.runs + self.cold + len(self.requeued)
 
     def in_order(self) -> Iterator[QueuedMessage]:
         """The messages that are objects, in order, up to the first cold run."""
@@ -88,9 +91,10 @@ class MessageLanes:
     def __init__(self, max_priority: int | None = None) -> None:
         self.max_priority = max_priority or 0
         # Highest priority first; a plain queue has a single lane.
-        self._lanes = [_Lane() for _ in range(self.max_priority + 1)]
+        self._lanes = [_Lane(self) for _ in range(self.max_priority + 1)]
         self._by_priority = list(reversed(self._lanes))
         self.bytes = 0
+        self.count = 0  # messages, objects and rows (len())
 
     def _lane(self, entry: QueuedMessage) -> _Lane:
         if not self.max_priority:
@@ -103,6 +107,7 @@ class MessageLanes:
         ready = self._lane(entry).ready
         ready.append(entry)
         self.bytes += entry.message.body_size
+        self.count += 1
         return len(ready)
 
     def append_cold(self, run: ColdRun, priority: int, body_bytes: int) -> None:
@@ -114,6 +119,7 @@ class MessageLanes:
         lane.cold += len(run)
         lane.runs += 1
         self.bytes += body_bytes
+        self.count += len(run)
 
     def append_row(self, row: int, priority: int, deadline: float | None, body_size: int,
                    first_seq: int, thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
@@ -126,6 +132,7 @@ class MessageLanes:
         _open_run(lane, first_seq, thaw, False).append(row, deadline)
         lane.cold += 1
         self.bytes += body_size
+        self.count += 1
 
     def page_out_tail(self, pages: PageStore, budget: int, durable: bool,
                       thaw: Callable[[ColdRun, int, int], list[QueuedMessage]],
@@ -192,8 +199,11 @@ class MessageLanes:
     def requeue(self, entry: QueuedMessage) -> None:
         heapq.heappush(self._lane(entry).requeued, entry)
         self.bytes += entry.message.body_size
+        self.count += 1
 
     def head(self) -> QueuedMessage | None:
+        if not self.count:
+            return None
         for lane in self._lanes:
             if lane.ready or lane.requeued:
                 entry = lane.head()
@@ -202,11 +212,14 @@ class MessageLanes:
         return None
 
     def pop(self) -> QueuedMessage | None:
+        if not self.count:
+            return None
         for lane in self._lanes:
             if lane.ready or lane.requeued:
                 entry = lane.pop()
                 if entry is not None:
                     self.bytes -= entry.message.body_size
+                    self.count -= 1
                     return entry
         return None
 
@@ -219,13 +232,11 @@ class MessageLanes:
             lane.ready.clear()
             lane.requeued.clear()
             lane.cold = lane.runs = 0
-        self.bytes = 0
+        self.bytes = self.count = 0
         return Cleared(entries, cold)
 
     def __len__(self) -> int:
-        return sum(len(lane) for lane in self._lanes) if self.max_priority else len(
-            self._lanes[0]
-        )
+        return self.count
 
     @property
     def cold_count(self) -> int:
@@ -233,7 +244,7 @@ class MessageLanes:
         return sum(lane.cold for lane in self._lanes)
 
     def __bool__(self) -> bool:
-        return any(lane.ready or lane.requeued for lane in self._lanes)
+        return self.count > 0
 
     def cold_runs(self) -> list[ColdRun]:
         """The runs not thawed yet, lane by lane (highest priority first)."""

@@ -141,7 +141,8 @@ class Publishing:
             props_raw, cc = _sender_selected_keys(props_raw)
         message = Message(publish.exchange, publish.routing_key, publish.route_bytes, props_raw,
                           body)
-        message.cc = cc
+        if cc:
+            message.cc = cc
         if flags & _EXPIRATION_FLAG:
             message.expiration = _parse_expiration(properties.get(props_raw, "expiration"))
         if flags & _DELIVERY_MODE_FLAG:

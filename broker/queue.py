@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import deadletter, stepfailures, tracesessions
@@ -168,12 +168,26 @@ class Queue:
             self.limits_memory and self._behind_memory_limit(message)
         )) and self._freeze(message, self.vhost.store, limited):
             return True
-        entry = QueuedMessage(message, self._next_seq, self._priority_of(message),
-                              self._deadline(message, message.timestamp))
+        entry = QueuedMessage(
+            message, self._next_seq, self._priority_of(message) if settings.max_priority else 0,
+            None if message.expiration is None and settings.message_ttl is None
+            else self._deadline(message, message.timestamp))
         self._next_seq += 1
+        self.messages_published += 1
+        if not self._messages.count and self.consumers.consumers and not self._dispatching:
+            # An empty queue hands it straight to a ready consumer (as RabbitMQ's queue
+            # delivers, or else enqueues): nothing is queued, no limit or expiry applies.
+            consumer = self.consumers.next_ready()
+            if consumer is not None:
+                self._dispatching = True
+                try:
+                    self.note_delivery(entry)
+                    consumer.target.deliver(consumer, self, entry)
+                finally:
+                    self._dispatching = False
+                return True
         depth = self._messages.append(entry)
         self._fresh = entry
-        self.messages_published += 1
         if self.consumers:  # a ready consumer takes it before any limit applies
             self.dispatch()
         self._fresh = None
@@ -401,8 +415,14 @@ class Queue:
     def ack(self, entry: QueuedMessage) -> None:
         """A delivered message was acknowledged by the client: it leaves the queue. (One
         delivered with no_ack just leaves, `discard`: RabbitMQ counts no ack for it.)"""
-        self.messages_acked += 1
-        self.discard(entry.message)
+        self.ack_all((entry,))
+
+    def ack_all(self, entries: Sequence[QueuedMessage]) -> None:
+        """`ack` for several deliveries at once (a basic.ack with `multiple`)."""
+        self.messages_acked += len(entries)
+        if self.durable:
+            for entry in entries:
+                self.discard(entry.message)
 
     def reject(self, entry: QueuedMessage) -> None:
         """Rejected (or nacked) without requeue: dead-lettered as rejected (or, if that fails,
@@ -634,16 +654,18 @@ class Queue:
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers that have room."""
-        if self._dispatching:
+        messages, line = self._messages, self.consumers
+        if self._dispatching or not messages.count or not line.consumers:
             return
         self._dispatching = True
         try:
-            messages, line = self._messages, self.consumers
-            while line and messages:
+            while messages.count:
                 consumer = line.next_ready()
                 if consumer is None:
                     break
                 head = messages.head()
+                if head is None:  # the rows left could not be thawed
+                    break
                 # A just-published message is offered to a ready consumer even with TTL 0.
                 if head.expires_at is not None and head is not self._fresh and (
                     head.expires_at <= time.time()

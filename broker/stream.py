@@ -41,6 +41,8 @@ from storage import streamlog
 from storage.streamlog import SEGMENT_HEAD, Record, Segment, StreamLog
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from broker.consumer import Consumer
 
 log = logging.getLogger(__name__)
@@ -455,8 +457,8 @@ class StreamQueue(Queue):
 
     # -- outcomes: an ack gives credit back, nothing else ----------------------------------
 
-    def ack(self, entry: QueuedMessage) -> None:
-        self.messages_acked += 1
+    def ack_all(self, entries: Sequence[QueuedMessage]) -> None:
+        self.messages_acked += len(entries)
 
     def requeue(self, entry: QueuedMessage) -> None:
         """The channel went with this delivery unacked: nothing to put back."""

@@ -48,7 +48,7 @@ class Transport(asyncio.Protocol):
         self.local_address: tuple[str, int] | None = None
         self.tls: ssl.SSLObject | None = None  # set on the AMQPS listener
         self._transport: asyncio.Transport | None = None
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._out_bytes = 0  # in _out
         self._over_budget = False  # _out passed TURN_BUDGET: unwritable until flushed
         self._paused = False  # asyncio's pause_writing: the socket's buffer is above high water
@@ -82,8 +82,13 @@ class Transport(asyncio.Protocol):
         self.connection.connection_lost()
 
     def write(self, data: bytes) -> None:
-        self._out.append(data)
-        self._out_bytes += len(data)
+        self.write_parts([data], len(data))
+
+    def write_parts(self, parts: list[bytes | memoryview], size: int) -> None:
+        """Output of `size` bytes in pieces, joined with the rest of the turn's at the flush:
+        each body is copied once between the message and the socket."""
+        self._out += parts
+        self._out_bytes += size
         if self._out_bytes > TURN_BUDGET and not self._over_budget:
             self._over_budget = True
             self.connection.pause_writing()

@@ -96,6 +96,9 @@ class VirtualHost:
             self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](
                 exchange_name, durable=True, internal=exchange_name == "amq.rabbitmq.trace"
             )
+        # What routing is given, bound once rather than for every message.
+        self._find_exchange = self.exchanges.get
+        self._hold = self._hold_if_delayed
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -464,7 +467,7 @@ class VirtualHost:
             if self.tracing:
                 tracing.published(self, message, (), origin or tracing.UNKNOWN)
         else:
-            queues = route(exchange, message, self.exchanges.get, self._hold_if_delayed)
+            queues = route(exchange, message, self._find_exchange, self._hold)
             routed = len(queues)
             if self.tracing:
                 tracing.published(self, message, queues, origin or tracing.UNKNOWN)
@@ -569,7 +572,7 @@ class VirtualHost:
         """The queues a message reaches (a delayed exchange behind an e2e binding holds it);
         for the core's own publishes (dead-lettering, a delayed message's release), which
         count nothing."""
-        return route(exchange, message, self.exchanges.get, self._hold_if_delayed)
+        return route(exchange, message, self._find_exchange, self._hold)
 
     def _hold_if_delayed(self, exchange: Exchange, message: Message) -> bool:
         """A message reaching a delayed exchange through an e2e binding waits there too."""

@@ -413,26 +413,94 @@ def encode_method(channel: int, method: PamqpMethod) -> bytes:
     return _frame_header.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
+def _content_shape(channel: int, props_raw: bytes, body_size: int, frame_max: int
+                   ) -> tuple[bytes, tuple[bytes, ...]]:
+    """The bytes of a content's frames but its body: the content header frame followed by the
+    head of the first body frame (`lead`), and what follows each body chunk (`after`): the end
+    octet, then the next body frame's head, except after the last."""
+    lead = _header_frame_head.pack(FRAME_HEADER, channel, 12 + len(props_raw), CLASS_BASIC, 0,
+                                   body_size) + props_raw + FRAME_END_BYTE
+    if not body_size:
+        return lead, ()
+    chunk = frame_max - FRAME_OVERHEAD
+    sizes = [min(chunk, body_size - start) for start in range(0, body_size, chunk)]
+    heads = [_body_frame_head.pack(FRAME_BODY, channel, size) for size in sizes]
+    after = tuple(FRAME_END_BYTE + head for head in heads[1:]) + (FRAME_END_BYTE,)
+    return lead + heads[0], after
+
+
+def _with_body(parts: list[bytes | memoryview], body: bytes, after: tuple[bytes, ...],
+               frame_max: int) -> list[bytes | memoryview]:
+    """`parts` followed by the body's chunks, each followed by its `after` bytes (slices of
+    a memoryview: the body is not copied here)."""
+    if len(after) == 1:
+        parts += (body, FRAME_END_BYTE)
+    elif after:
+        view, chunk = memoryview(body), frame_max - FRAME_OVERHEAD
+        for index, between in enumerate(after):
+            parts += (view[index * chunk : (index + 1) * chunk], between)
+    return parts
+
+
 def encode_content(channel: int, props_raw: bytes, body: bytes, frame_max: int) -> bytes:
     """Content header frame (with the raw property bytes) followed by body frames."""
-    body_size = len(body)
-    parts = [
-        _header_frame_head.pack(FRAME_HEADER, channel, 12 + len(props_raw), CLASS_BASIC, 0,
-                                body_size),
-        props_raw,
-        FRAME_END_BYTE,
-    ]
-    if body_size:
-        chunk = frame_max - FRAME_OVERHEAD
-        if body_size <= chunk:
-            parts += (_body_frame_head.pack(FRAME_BODY, channel, body_size), body, FRAME_END_BYTE)
-        else:
-            view = memoryview(body)
-            for start in range(0, body_size, chunk):
-                piece = view[start : start + chunk]
-                parts += (_body_frame_head.pack(FRAME_BODY, channel, len(piece)), piece,
-                          FRAME_END_BYTE)
-    return b"".join(parts)
+    lead, after = _content_shape(channel, props_raw, len(body), frame_max)
+    return b"".join(_with_body([lead], body, after, frame_max))
+
+
+class DeliverShape:
+    """The bytes of a basic.deliver and its content frames but the delivery tag, the
+    redelivered flag and the body: what is the same for every delivery of one consumer with
+    the same exchange, routing key, property bytes and body size."""
+
+    __slots__ = ("head", "tail", "after", "frame_max", "size")
+
+    def __init__(self, channel: int, consumer_tag_bytes: bytes, route_bytes: bytes,
+                 props_raw: bytes, body_size: int, frame_max: int) -> None:
+        method_size = 4 + len(consumer_tag_bytes) + _tag_and_flag.size + len(route_bytes)
+        self.head = _method_head.pack(FRAME_METHOD, channel, method_size, BASIC_DELIVER
+                                      ) + consumer_tag_bytes
+        lead, self.after = _content_shape(channel, props_raw, body_size, frame_max)
+        self.tail = route_bytes + FRAME_END_BYTE + lead
+        self.frame_max = frame_max
+        self.size = (len(self.head) + _tag_and_flag.size + len(self.tail) + body_size
+                     + sum(map(len, self.after)))  # bytes of the whole delivery
+
+    def parts(self, delivery_tag: int, redelivered: bool, body: bytes
+              ) -> list[bytes | memoryview]:
+        """The delivery as byte strings to write one after the other."""
+        parts: list[bytes | memoryview] = [
+            self.head, _tag_and_flag.pack(delivery_tag, redelivered), self.tail]
+        after = self.after
+        if len(after) == 1:  # (the common case, inline)
+            parts += (body, FRAME_END_BYTE)
+            return parts
+        return _with_body(parts, body, after, self.frame_max)
+
+
+class DeliverEncoder:
+    """basic.deliver + content for one channel, as byte strings for the transport to join
+    once with the rest of a loop turn's output (so the body is copied once on its way out).
+    Consumers see the same exchange, routing key, properties and body size again and again:
+    each such `DeliverShape` is made once and kept, up to `limit` of them (then all are
+    forgotten at once, as the connection's publish caches are)."""
+
+    __slots__ = ("channel", "limit", "_shapes")
+
+    def __init__(self, channel: int, limit: int = 1024) -> None:
+        self.channel = channel
+        self.limit = limit
+        self._shapes: dict[tuple[bytes, bytes, bytes, int, int], DeliverShape] = {}
+
+    def shape(self, consumer_tag_bytes: bytes, route_bytes: bytes, props_raw: bytes,
+              body_size: int, frame_max: int) -> DeliverShape:
+        key = (consumer_tag_bytes, route_bytes, props_raw, body_size, frame_max)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= self.limit:
+                self._shapes.clear()
+            shape = self._shapes[key] = DeliverShape(self.channel, *key)
+        return shape
 
 
 def encode_deliver(
@@ -446,13 +514,9 @@ def encode_deliver(
     frame_max: int,
 ) -> bytes:
     """basic.deliver + content. `consumer_tag_bytes` and `route_bytes` are encoded shortstrs."""
-    method_tail = consumer_tag_bytes + _tag_and_flag.pack(delivery_tag, redelivered) + route_bytes
-    return (
-        _method_head.pack(FRAME_METHOD, channel, 4 + len(method_tail), BASIC_DELIVER)
-        + method_tail
-        + FRAME_END_BYTE
-        + encode_content(channel, props_raw, body, frame_max)
-    )
+    shape = DeliverShape(channel, consumer_tag_bytes, route_bytes, props_raw, len(body),
+                         frame_max)
+    return b"".join(shape.parts(delivery_tag, redelivered, body))
 
 
 def encode_get_ok(

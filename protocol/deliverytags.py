@@ -58,13 +58,17 @@ class DeliveryTags(Generic[Delivery]):
             if delivery is not None:
                 return [(delivery_tag, delivery)]
         elif delivery_tag == 0 or delivery_tag in unacked:
-            taken = []
-            while unacked:
-                first = next(iter(unacked))
-                if delivery_tag and first > delivery_tag:
+            if delivery_tag == 0 or delivery_tag == next(reversed(unacked)):  # all of them
+                taken = list(unacked.items())
+                unacked.clear()
+                return taken
+            count = 0  # the tags up to delivery_tag are the first ones
+            for tag in unacked:
+                if tag > delivery_tag:
                     break
-                taken.append(unacked.popitem(last=False))
-            return taken
+                count += 1
+            popitem = unacked.popitem
+            return [popitem(False) for _ in range(count)]
         raise AMQPChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}",
                                CLASS_BASIC, method_id)
 

@@ -421,10 +421,13 @@ class PageStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+
+
 def _write(directory: Path, bodies: list[tuple[int, int, bytes]],
            copies: list[tuple[int, int, int, int, int]], doomed: list[int]) -> int:
-    """Write bodies (in file order; neighbours in one write), then make the copies of
-    compaction (from files written before), then delete the doomed files."""
+    """Write bodies (in file order; neighbours in one write, handed to the kernel as they are,
+    never joined: that would double, for a moment, the memory of a batch), then make
+    the copies of compaction (from files written before), then delete the doomed files."""
     written = 0
     start = 0
     while start < len(bodies):

@@ -74,3 +74,22 @@ def test_put_back_is_as_if_never_taken():
     entry = queue.get(no_ack=True)
     assert (entry.message.body, entry.redelivered) == (b"a", False)
     assert queue.messages_delivered == 1  # only the get that handed it out
+
+
+def test_message_count_follows_every_change():
+    """The queue's count is kept, not summed: it follows publishes, gets, requeues, a purge,
+    in a queue with priority lanes."""
+    vhost = new_vhost()
+    queue = declare(vhost, "q", x_max_priority=3)
+    for index in range(6):
+        publish(vhost, "q", f"m{index}", priority=index % 4)
+    assert queue.message_count == 6
+    taken = [queue.get(no_ack=False) for _ in range(4)]
+    assert queue.message_count == 2
+    queue.requeue(taken[0])
+    queue.requeue(taken[3])
+    assert queue.message_count == 4
+    assert queue.purge() == 4
+    assert queue.message_count == 0 and queue.get(no_ack=True) is None
+    publish(vhost, "q", "after")
+    assert bodies(queue) == [b"after"] and queue.message_count == 0

@@ -484,6 +484,37 @@ def test_encode_deliver_equals_pamqp_bytes(body_size, redelivered):
     assert data == marshal(deliver, 65535) + expected_content(65535, body)
 
 
+@pytest.mark.parametrize("body_size", BODY_SIZES)
+def test_deliver_encoder_reuses_a_shape_and_equals_pamqp_bytes(body_size):
+    """The encoder's pieces, joined, are pamqp's bytes for every delivery; the second delivery
+    of the same shape (other tag, redelivered flag and body of that size) reuses the bytes
+    encoded for the first, and `size` is the length of what is written."""
+    encoder = codec.DeliverEncoder(7)
+    route = codec.shortstr("amq.direct") + codec.shortstr("rk")
+    for tag, redelivered, fill in ((1, False, b"a"), (2**40, True, b"b")):
+        body = (fill * body_size)[:body_size]
+        shape = encoder.shape(codec.shortstr("ctag"), route, PROPS_RAW, body_size, FRAME_MAX)
+        data = b"".join(shape.parts(tag, redelivered, body))
+        deliver = spec.Basic.Deliver(consumer_tag="ctag", delivery_tag=tag,
+                                     redelivered=redelivered, exchange="amq.direct",
+                                     routing_key="rk")
+        assert data == marshal(deliver, 7) + expected_content(7, body)
+        assert shape.size == len(data)
+        if tag == 1:
+            first = shape
+    assert shape is first
+
+
+def test_deliver_encoder_keeps_a_bounded_number_of_shapes():
+    encoder = codec.DeliverEncoder(1, limit=4)
+    shapes = [encoder.shape(b"\x01c", b"\x00\x01q", PROPS_RAW, size, FRAME_MAX)
+              for size in range(10)]
+    assert len(encoder._shapes) <= 4
+    assert encoder.shape(b"\x01c", b"\x00\x01q", PROPS_RAW, 9, FRAME_MAX) is shapes[9]
+    data = b"".join(shapes[3].parts(5, False, b"xyz"))
+    assert codec.FrameReader(FRAME_MAX).feed(data)[2] == (FRAME_BODY, 1, b"xyz")
+
+
 def test_encode_deliver_uses_the_publish_route_bytes():
     publish = codec.decode_publish(
         payload_of(marshal(spec.Basic.Publish(exchange="amq.topic", routing_key="a.b")))

@@ -6,10 +6,12 @@ compaction keeps the files near the live data, and the directory of an earlier r
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
 from broker.message import Message
 from protocol.codec import shortstr
+from storage import paging
 from storage.paging import PageStore
 
 FILE_SIZE = 4096
@@ -101,6 +103,34 @@ def test_an_earlier_runs_files_are_removed(tmp_path):
     async def run() -> None:
         store = PageStore(directory, FILE_SIZE, Message.logged)
         assert files(store) == []
+        store.close()
+
+    asyncio.run(run())
+
+
+def test_a_batch_larger_than_one_write_comes_back_whole(tmp_path, monkeypatch):
+    """Neighbouring bodies go to the file in vectored writes of at most IOV_MAX buffers, never
+    joined (a join of a whole batch would double its memory for a moment), and a write that
+    the kernel takes only part of goes on where it stopped: every body still comes back."""
+    calls: list[int] = []
+    real_pwritev = os.pwritev
+
+    def short_pwritev(descriptor, buffers, offset):
+        calls.append(len(buffers))
+        if len(calls) % 2:  # every other call: the kernel takes half of the first buffer only
+            return real_pwritev(descriptor, [memoryview(buffers[0])[:len(buffers[0]) // 2]],
+                                offset)
+        return real_pwritev(descriptor, buffers, offset)
+
+    monkeypatch.setattr(paging.os, "pwritev", short_pwritev)
+
+    async def run() -> None:
+        store = PageStore(tmp_path / "transient", 64 << 20, Message.logged)
+        batch = [message(number, 2_000) for number in range(3000)]  # one file, one run
+        rows = store.add(batch)
+        await settle(store)
+        assert max(calls) == paging._IOV_MAX and len(calls) >= 4
+        assert [item.body for item in store.thaw(rows)] == [item.body for item in batch]
         store.close()
 
     asyncio.run(run())
