@@ -13,7 +13,7 @@ from aiohttp import web
 
 from broker.listeners import bind_all, show
 from broker.node import Node
-from management import metrics, ui
+from management import metrics, metrics_detailed, ui
 from management.api import (
     access,
     bindings,
@@ -33,7 +33,7 @@ from management.replicated import replicated_writes
 log = logging.getLogger(__name__)
 
 ROUTE_MODULES = (overview, queues, exchanges, bindings, access, topic_permissions, policies,
-                 connections, definitions, metrics, ui)
+                 connections, definitions, metrics, metrics_detailed, ui)
 
 
 def build_app(node: Node) -> web.Application:

@@ -59,7 +59,9 @@ async def authenticate(
     except ValueError:
         raise web.HTTPBadRequest() from None
     loopback = is_loopback(request.remote or "")
-    user = node_of(request).access.authenticate(username, password, loopback)
+    node = node_of(request)
+    user = node.access.authenticate(username, password, loopback)
+    node.auth_attempts.count("http", succeeded=user is not None)
     if user is None:
         raise _login_failed()
     if not MANAGEMENT_TAGS & set(user.tags):
