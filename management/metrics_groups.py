@@ -143,6 +143,10 @@ AUTH_ATTEMPTS = (
 )
 
 
+# RabbitMQ 3.10 writes no aggregated sample of these (only `# TYPE` and `# HELP`)
+PER_OBJECT_ONLY = frozenset({"queue_consumer_capacity"})
+
+
 def _new(kind: str, name: str, documentation: str, labels: Sequence[str] = ()) -> Metric:
     cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
     return cls(name, documentation, labels=labels)
@@ -158,7 +162,7 @@ def columns(prefix: str, spec: Sequence[Column], rows: Sequence[tuple],
         family = _new(kind, prefix + suffix, documentation, labels or ())
         if labels is None:
             values = list(map(value_of, rows))
-            if None not in values:
+            if None not in values and suffix not in PER_OBJECT_ONLY:
                 family.add_metric([], sum(values))  # type: ignore[arg-type]
         else:
             for row in rows:
