@@ -7,7 +7,7 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from metrics_kit import Scrape, metrics_base
+from metrics_kit import EXTERNAL, Scrape, metrics_base
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def scrape(broker) -> Callable[[str], Scrape]:
     base = metrics_base(broker)
 
     def get(path: str = "/metrics") -> Scrape:
-        with urllib.request.urlopen(base + path, timeout=10) as response:
+        with urllib.request.urlopen(base + path, timeout=120 if EXTERNAL else 10) as response:
             assert response.status == 200
             body = response.read().decode("utf-8")
             return Scrape(path, body, response.headers.get("Content-Type", ""))
