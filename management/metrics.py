@@ -51,7 +51,7 @@ from management.metrics_groups import (
     object_name,
     queue_labels,
 )
-from management.metrics_text import render
+from management.metrics_text import TextFamily, render
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -193,7 +193,7 @@ def queue_row(queue: Queue) -> QueueRow:
         # a durable classic queue's are not counted (None: no sample)
         persistent = ready + unacked if queue.type_name == "quorum" else (
             None if queue.durable else 0)
-    capacity = 1.0 if any(consumer.can_take() for consumer in consumers) else 0.0
+    capacity = 1.0 if consumers and any(consumer.can_take() for consumer in consumers) else 0.0
     return QueueRow(queue.vhost.name, queue.name, ready, unacked, len(consumers),
                     queue.ready_bytes, queue.unacked_bytes, paged_out, capacity, persistent)
 
@@ -220,7 +220,7 @@ class SnapshotCollector:
         self.snapshot = snapshot
         self.per_object = per_object
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric | TextFamily]:
         snapshot = self.snapshot
         if not self.per_object:  # rabbitmq_prometheus has these in /metrics only
             yield GaugeMetricFamily("process_start_time_seconds",
@@ -375,7 +375,7 @@ def _alarms(active: frozenset[str]) -> Iterator[Metric]:
 
 
 class Collector(Protocol):
-    def collect(self) -> Iterator[Metric]: ...
+    def collect(self) -> Iterator[Metric | TextFamily]: ...
 
 
 async def respond(request: web.Request, collector: Collector) -> web.Response:

@@ -30,6 +30,7 @@ from management.metrics_groups import (
     object_name,
     queue_labels,
 )
+from management.metrics_text import TextFamily
 
 PREFIX = "rabbitmq_detailed_"
 CLUSTER_PREFIX = "rabbitmq_cluster_"
@@ -52,7 +53,7 @@ class Request:
         ] if {"exchange_names", "exchange_bindings"} & set(families) else []
 
 
-def _queue_group(spec: tuple) -> Callable[[Request], Iterator[Metric]]:
+def _queue_group(spec: tuple) -> Callable[[Request], Iterator[Metric | TextFamily]]:
     return lambda request: columns(PREFIX, spec, request.queues, ["vhost", "queue"],
                                    queue_labels)
 
@@ -76,7 +77,7 @@ def _exchanges(name: str, documentation: str, bindings: bool
     return group
 
 
-GROUPS: dict[str, Callable[[Request], Iterator[Metric]]] = {
+GROUPS: dict[str, Callable[[Request], Iterator[Metric | TextFamily]]] = {
     "connection_churn_metrics": lambda request: churn(PREFIX, request.snapshot.churn),
     "queue_coarse_metrics": _queue_group(tuple(QUEUE_COARSE)),
     "queue_consumer_count": _queue_group((QUEUE_CONSUMERS,)),
@@ -106,7 +107,7 @@ class DetailedCollector:
     def __init__(self, request: Request) -> None:
         self.request = request
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric | TextFamily]:
         written: set[str] = set()  # queue_metrics and queue_consumer_count share a family
         for name in dict.fromkeys(self.request.families):
             for family in GROUPS.get(name, lambda _: iter(()))(self.request):

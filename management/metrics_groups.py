@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from management.metrics_text import TextFamily, label_text, number
+
 
 class QueueRow(NamedTuple):
     vhost: str
@@ -147,28 +149,33 @@ AUTH_ATTEMPTS = (
 PER_OBJECT_ONLY = frozenset({"queue_consumer_capacity"})
 
 
-def _new(kind: str, name: str, documentation: str, labels: Sequence[str] = ()) -> Metric:
+def _new(kind: str, name: str, documentation: str) -> Metric:
     cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-    return cls(name, documentation, labels=labels)
+    return cls(name, documentation, labels=())
 
 
 def columns(prefix: str, spec: Sequence[Column], rows: Sequence[tuple],
             labels: Sequence[str] | None, label_values: Callable[[tuple], list[str]]
-            ) -> Iterator[Metric]:
+            ) -> Iterator[Metric | TextFamily]:
     """One family per column: per object (`labels` given: one sample per row with a value) or
     aggregated (`labels` None: one unlabelled sample, the sum of the rows' values; none when
     a row has no value, as RabbitMQ writes none for a figure it lacks)."""
-    for suffix, kind, documentation, value_of in spec:
-        family = _new(kind, prefix + suffix, documentation, labels or ())
-        if labels is None:
-            values = list(map(value_of, rows))
-            if None not in values and suffix not in PER_OBJECT_ONLY:
-                family.add_metric([], sum(values))  # type: ignore[arg-type]
-        else:
-            for row in rows:
+    if labels is not None:
+        texts = [label_text(labels, label_values(row)) for row in rows]  # once for all columns
+        for suffix, kind, documentation, value_of in spec:
+            name = prefix + suffix
+            lines = []
+            for text, row in zip(texts, rows, strict=True):
                 value = value_of(row)
                 if value is not None:
-                    family.add_metric(label_values(row), value)
+                    lines.append(f"{name}{text} {number(value)}\n")
+            yield TextFamily(name, kind, documentation, lines)
+        return
+    for suffix, kind, documentation, value_of in spec:
+        family = _new(kind, prefix + suffix, documentation)
+        values = list(map(value_of, rows))
+        if None not in values and suffix not in PER_OBJECT_ONLY:
+            family.add_metric([], sum(values))  # type: ignore[arg-type]
         yield family
 
 
