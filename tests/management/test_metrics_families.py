@@ -20,7 +20,15 @@ import pika
 import pika.exceptions
 import pytest
 from client_helpers import opened
-from metrics_kit import EXTERNAL, Scrape, key, metrics_base, wait_for_deltas, wait_until
+from metrics_kit import (
+    EXTERNAL,
+    POLL_TIMEOUT,
+    Scrape,
+    key,
+    metrics_base,
+    wait_for_deltas,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 warren_only = pytest.mark.skipif(EXTERNAL, reason="Warren-only check (WARREN_TEST_AMQP_PORT set)")
@@ -418,7 +426,8 @@ def test_queue_bytes_and_memory_figures(scrape, channel, unique):
                 "messages_persistent": 0,  # transient messages in a non-durable queue
             }
 
-        wait_until(check)
+        # (a shared RabbitMQ's per-object scrape can take a minute: several tries need time)
+        wait_until(check, timeout=300 if EXTERNAL else POLL_TIMEOUT)
         channel.basic_ack(method.delivery_tag)
     finally:
         channel.queue_delete(unique)
