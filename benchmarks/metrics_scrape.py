@@ -6,9 +6,10 @@ Per broker: declare Q queues (default 10,000; non-durable, one pika channel, nam
 wait until `/metrics/per-object` lists every queue (RabbitMQ fills it from statistics emitted
 every 5 s), then GET `/metrics` and `/metrics/per-object` R times each (default 5, after one
 unmeasured GET) and report the median and max wall time of a whole request (connect to last
-byte, no gzip), the body size, its number of samples, the broker's RSS afterwards, and the
+byte, no gzip), the body size, its number of samples, the broker's RSS afterwards, the
 slowest AMQP round trip on another connection during those GETs (how long a scrape stalls the
-broker).
+broker), and the broker process's CPU time per GET (utime + stime over R more GETs with no
+other traffic: unlike wall time, hardly moved by other work on the machine).
 
 Warren is started here (`python -m broker` from the repository root, free ports, temporary data
 directory) and scraped on its management port. RabbitMQ is a node already running with the
@@ -46,6 +47,7 @@ from common import (
     stop_process_group,
     wait_for_amqp,
 )
+from lifecycle import cpu_delta, cpu_seconds
 
 PREFIX = "metrics-bench"
 PATHS = ("/metrics", "/metrics/per-object")
@@ -67,6 +69,7 @@ class Figures:
     size: int
     samples: int
     amqp_max_ms: float  # slowest AMQP round trip on another connection while scraping
+    cpu_ms: float | None  # broker CPU time per GET
 
 
 # --- brokers ------------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ class RoundTrips(threading.Thread):
         self.connection.close()
 
 
-def scrape(target: Target, path: str, repeat: int) -> Figures:
+def scrape(target: Target, path: str, repeat: int, pid: int | None) -> Figures:
     body = get(target.metrics_port, path)  # unmeasured: warms caches, checks it answers
     round_trips = RoundTrips(target.broker.port)
     round_trips.start()
@@ -213,8 +216,13 @@ def scrape(target: Target, path: str, repeat: int) -> Figures:
         times.append(time.perf_counter() - start)
     round_trips.stop.set()
     round_trips.join()
+    before = cpu_seconds(pid)
+    for _ in range(repeat):
+        get(target.metrics_port, path)
+    spent = cpu_delta(pid, before)
     return Figures(path, statistics.median(times) * 1000, max(times) * 1000, len(body),
-                   count_samples(body), round_trips.slowest * 1000)  # fmt: skip
+                   count_samples(body), round_trips.slowest * 1000,
+                   spent * 1000 / repeat if spent is not None else None)  # fmt: skip
 
 
 def measure(target: Target, args: argparse.Namespace) -> tuple[list[Figures], float, int | None]:
@@ -224,7 +232,7 @@ def measure(target: Target, args: argparse.Namespace) -> tuple[list[Figures], fl
     seconds = load(target, args.queues, args.messages)
     print(f"  declared {args.queues} queues, published {args.messages} messages in {seconds:.1f}s")
     wait_listed(target, args.queues, args.settle)
-    figures = [scrape(target, path, args.repeat) for path in PATHS]
+    figures = [scrape(target, path, args.repeat, pid) for path in PATHS]
     rss = rss_kib(pid) if pid else None
     return figures, seconds, rss
 
@@ -280,14 +288,17 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                         delete_queues(target, args.queues)
     print(f"\n{args.queues:,} queues, {args.messages:,} messages, median of {args.repeat} GETs")
     header = (f"{'broker':<10} {'server':<18} {'endpoint':<20} {'median ms':>10} {'max ms':>8} "
-              f"{'bytes':>12} {'samples':>8} {'RSS MiB':>8} {'AMQP max ms':>11}")  # fmt: skip
+              f"{'bytes':>12} {'samples':>8} {'RSS MiB':>8} {'AMQP max ms':>11} "
+              f"{'CPU ms':>7}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for name, product, figures, _, rss in results:
         for f in figures:
             rss_text = f"{rss / 1024:8.0f}" if rss else f"{'-':>8}"
+            cpu_text = f"{f.cpu_ms:7.1f}" if f.cpu_ms is not None else f"{'-':>7}"
             print(f"{name:<10} {product:<18} {f.path:<20} {f.median_ms:10.1f} {f.max_ms:8.1f} "
-                  f"{f.size:12,} {f.samples:8,} {rss_text} {f.amqp_max_ms:11.1f}")  # fmt: skip
+                  f"{f.size:12,} {f.samples:8,} {rss_text} {f.amqp_max_ms:11.1f} "
+                  f"{cpu_text}")  # fmt: skip
     return 0 if results and results[0][0] == "Warren" else 1
 
 

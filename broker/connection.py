@@ -334,8 +334,10 @@ class Connection:
                 why = f"user '{username}' can only connect via localhost"
             log.error("Error on AMQP connection %s (state: starting): %s login refused: %s",
                       self.display_name, action.mechanism, why)
+            self.node.auth_attempts.count("amqp091", succeeded=False)
             self._act(self.session.login_refused(username))
             return
+        self.node.auth_attempts.count("amqp091", succeeded=True)
         self._act(self.session.login_accepted())
 
     def _certificate_user(self) -> tuple[str, str]:
@@ -361,6 +363,7 @@ class Connection:
         self.vhost = vhost
         self._act(self.session.vhost_opened())
         self.node.connections.add(self)
+        self.node.churn.connections_opened += 1
         log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
                  self.display_name, self.user.name, vhost.name)
 
@@ -387,6 +390,7 @@ class Connection:
 
     def _open_channel(self, action: OpenChannel) -> None:
         self.session.channel_made(action.number, Channel(self, action.number))
+        self.node.churn.channels_opened += 1
 
     def _await_channel_content(self, action: AwaitChannelContent) -> None:
         self.session.channel_made(
@@ -470,6 +474,7 @@ class Connection:
         self.node.connections.discard(self)
 
     def connection_lost(self) -> None:
+        self.node.churn.connections_closed += 1
         unexpected = self.session.state is _OPEN
         channels = self.session.connection_lost()
         self._held.clear()

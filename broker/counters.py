@@ -8,7 +8,10 @@ gets counters of its own. The AMQP channel counts its deliveries, acks and confi
 The delivery side (delivered, redelivered, acknowledged, get_empty: the figures
 rabbitmq_prometheus labels with `queue_type`) is counted by queue type: each queue holds the
 `DeliveryCounters` of its type (`MessageCounters.of_type`) and counts into it, which costs the
-same as counting into the node; the node's totals are their sums."""
+same as counting into the node; the node's totals are their sums.
+
+`ChurnCounters` and `AuthAttempts` count what opens and closes (connections, channels, queues)
+and logins, once per event, for rabbitmq_prometheus's churn and auth_attempts families."""
 
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ class MessageCounters:
         self.messages_unroutable_returned = 0
         self.messages_confirmed = 0
         self.by_queue_type = {name: DeliveryCounters() for name in QUEUE_TYPE_NAMES}
+        self.churn = ChurnCounters()
 
     def of_type(self, type_name: str) -> DeliveryCounters:
         """The counters a queue of `type_name` counts into."""
@@ -75,3 +79,33 @@ class MessageCounters:
     messages_redelivered = _total("messages_redelivered")
     get_empty = _total("get_empty")
     messages_acknowledged = _total("messages_acknowledged")
+
+
+class ChurnCounters:
+    """Connections, channels and queues opened and closed since start (RabbitMQ's
+    connection_churn_metrics). Channels closed are derived: opened minus those open now."""
+
+    __slots__ = ("connections_opened", "connections_closed", "channels_opened",
+                 "queues_declared", "queues_created", "queues_deleted")
+
+    def __init__(self) -> None:
+        self.connections_opened = 0  # admitted to a vhost (connection.open-ok)
+        self.connections_closed = 0  # every AMQP socket that ended, refused logins included
+        self.channels_opened = 0
+        self.queues_declared = 0  # non-passive declares, of new and existing queues
+        self.queues_created = 0
+        self.queues_deleted = 0
+
+
+AUTH_PROTOCOLS = ("amqp091", "http")  # rabbitmq_prometheus's `protocol` label values
+
+
+class AuthAttempts:
+    """Login attempts by protocol (AMQP's connection.start-ok, the HTTP API's Basic auth)."""
+
+    def __init__(self) -> None:
+        self.succeeded = dict.fromkeys(AUTH_PROTOCOLS, 0)
+        self.failed = dict.fromkeys(AUTH_PROTOCOLS, 0)
+
+    def count(self, protocol: str, succeeded: bool) -> None:
+        (self.succeeded if succeeded else self.failed)[protocol] += 1

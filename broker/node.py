@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from broker.alarms import ResourceMonitor
 from broker.auth import AccessControl, Permission, User, hash_password
-from broker.counters import MessageCounters
+from broker.counters import AuthAttempts, MessageCounters
 from broker.definitions import apply_definitions, definitions_bytes, load_definitions
 from broker.exchanges import DelayedExchange
 from broker.message import Message
@@ -68,6 +68,7 @@ class Node(MessageCounters):
         # (reason, "at_most_once" with a dead-letter exchange / "disabled" without) -> count
         self.dead_lettered: dict[tuple[str, str, str], int] = {}
         self.step_failures = StepFailures()  # warren_message_step_failures_total
+        self.auth_attempts = AuthAttempts()  # logins by protocol, for /metrics
         self.cluster: ClusterView | None = None  # set when this node leads a cluster
         # The vhosts whose firehose is on (broker/tracing.py), by name as RabbitMQ keeps them
         # (its trace_vhosts): not written to disk, so a restart turns tracing off, and kept

@@ -129,6 +129,11 @@ class Queue:
         return self._messages.bytes
 
     @property
+    def cold_count(self) -> int:
+        """Ready messages whose bodies are not in memory: catalog rows and paged-out runs."""
+        return self._messages.cold_count
+
+    @property
     def memory_estimate(self) -> int:
         """Roughly what the queue holds in memory: resident bodies plus ~500 B of index per
         message that is an object, ~50 B per message that is a row (see the README)."""

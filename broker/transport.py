@@ -57,6 +57,13 @@ class Transport(asyncio.Protocol):
         # Plain counters read by the management API: one increment per read or write batch.
         self.recv_oct = self.recv_cnt = self.send_oct = self.send_cnt = 0
 
+    @property
+    def pending_writes(self) -> int:
+        """Writes the kernel has not taken yet: the chunks collected this loop turn, plus one
+        for asyncio's buffer of the socket when it holds a backlog (RabbitMQ's pending_send)."""
+        backlog = self._transport is not None and self._transport.get_write_buffer_size() > 0
+        return len(self._out) + backlog
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
         origin = self.origin

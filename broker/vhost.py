@@ -266,6 +266,8 @@ class VirtualHost:
             self.check_exclusive_access(queue, connection)
             queue.declared_again()
             return queue
+        if not recovered:
+            self.counters.churn.queues_declared += 1
         what = resource("queue", name, self.name)
         typed = self._typed(arguments)
         queue_type = queue_type_of(typed, None if recovered else what)
@@ -290,6 +292,8 @@ class VirtualHost:
         self.queues[name] = queue
         self.logging_queues += queue.logs_every_message
         queue.created(recovered)
+        if not recovered:
+            self.counters.churn.queues_created += 1
         if exclusive:
             connection.exclusive_queues.append(queue)
         if queue.durable:
@@ -342,6 +346,7 @@ class VirtualHost:
         if if_empty and queue.message_count:
             raise PreconditionFailed(f"{queue.describe()} not empty")
         queue.deleted = True
+        self.counters.churn.queues_deleted += 1
         count = queue.message_count
         self.queues.pop(queue.name, None)
         self.logging_queues -= queue.logs_every_message

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from broker.listeners import bind_all, show
 from broker.node import Node
-from management import metrics, ui
+from management import metrics, metrics_detailed, ui
 from management.api import (
     access,
     bindings,
@@ -35,7 +35,7 @@ from management.replicated import replicated_writes
 log = logging.getLogger(__name__)
 
 ROUTE_MODULES = (overview, queues, exchanges, bindings, access, topic_permissions, policies,
-                 connections, definitions, trace_sessions, metrics, ui)
+                 connections, definitions, trace_sessions, metrics, metrics_detailed, ui)
 
 
 def build_app(node: Node, local_secret: str | None = None) -> web.Application:

@@ -67,8 +67,10 @@ async def authenticate(
     except ValueError:
         raise web.HTTPBadRequest() from None
     loopback = is_loopback(request.remote or "")
-    access = node_of(request).access
+    node = node_of(request)
+    access = node.access
     user = access.authenticate(username, password, loopback)
+    node.auth_attempts.count("http", succeeded=user is not None)
     if user is None:
         if not loopback and access.authenticate(username, password, loopback=True):
             # RabbitMQ's answer to a loopback-only user elsewhere (no challenge)

@@ -1,16 +1,23 @@
 """Prometheus /metrics with rabbitmq_prometheus's metric names, so RabbitMQ dashboards work:
 a custom collector that reads the broker's plain counters when scraped (no per-message work),
-formatted off the event loop.
-/metrics is aggregated; /metrics/per-object has per-queue series labelled vhost and queue."""
+formatted off the event loop, gzipped when the scraper accepts it.
+/metrics is aggregated; /metrics/per-object has per-object series (queues labelled vhost and
+queue, channels and connections labelled channel); /metrics/detailed has the groups named by
+its `family` parameters, per object, limited to the `vhost` parameters' vhosts
+(management/metrics_detailed.py). The groups' families are in management/metrics_groups.py."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import platform
+import resource
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -18,19 +25,36 @@ from prometheus_client.core import (
     UnknownMetricFamily,
 )
 
+from broker import RABBITMQ_VERSION
 from broker.alarms import DISK, MEMORY, open_fds, resident_memory
-from broker.node import Node
+from broker.channel import Channel
+from broker.connection import Connection
+from broker.node import Node, node_name
+from broker.queue import Queue
 from management.api.common import NODE_KEY
+from management.api.connections import channel_name
+from management.api.overview import cluster_name_of
 from management.cluster_metrics import ClusterFigures, cluster_families
+from management.metrics_groups import (
+    CHANNEL_METRICS,
+    CONNECTION_COARSE,
+    CONNECTION_METRICS,
+    QUEUE_COARSE,
+    QUEUE_METRICS,
+    ChannelRow,
+    Churn,
+    ConnectionRow,
+    QueueRow,
+    auth_attempts,
+    churn,
+    columns,
+    object_name,
+    queue_labels,
+)
+from management.metrics_text import TextFamily, render
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_QUEUE_GAUGES = (
-    ("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers"),
-    ("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged"),
-    ("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth"),
-    ("rabbitmq_queue_consumers", "Consumers on a queue"),
-)
 # (name without _total, HELP, node counter, labelled by queue type too?)
 _GLOBAL_COUNTERS = (
     ("rabbitmq_global_messages_received", "Total number of messages received from publishers",
@@ -95,9 +119,12 @@ class Snapshot:
     families are built from them and formatted in a worker thread, so that a scrape of many
     queues does not hold up AMQP traffic."""
 
-    queues: list[tuple[str, str, int, int, int]]  # vhost, name, ready, unacked, consumers
-    connections: int
-    channels: int
+    queues: list[QueueRow]
+    channels: list[ChannelRow]
+    connections: list[ConnectionRow]
+    churn: Churn
+    auth_succeeded: dict[str, int]
+    auth_failed: dict[str, int]
     publishers: int
     counters: dict[str, int]  # the unlabelled ones; by_queue_type: the others, by type
     by_queue_type: dict[str, dict[str, int]]  # Queue.type_name -> attribute -> value
@@ -109,22 +136,29 @@ class Snapshot:
     memory_limit: int
     disk_free_limit: int
     disk_free: int
+    node: str
+    cluster_name: str
+    started_at: float
     cluster: ClusterFigures | None = None  # in a cluster
+    vhosts: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, node: Node) -> Snapshot:
+        connections = list(node.connections)
+        channels = [channel for connection in connections
+                    for channel in connection.channels.values()]
+        churn = node.churn
         return cls(
-            queues=[
-                (vhost.name, queue.name, queue.message_count, queue.unacked_count,
-                 len(queue.consumers))
-                for vhost in node.vhosts.values() for queue in vhost.queues.values()
-            ],
-            connections=len(node.connections),
-            channels=sum(len(connection.channels) for connection in node.connections),
-            publishers=sum(
-                1 for connection in node.connections
-                for channel in connection.channels.values() if channel.publishing.has_published
-            ),
+            queues=[queue_row(queue)
+                    for vhost in node.vhosts.values() for queue in vhost.queues.values()],
+            channels=[channel_row(channel) for channel in channels],
+            connections=[connection_row(connection) for connection in connections],
+            churn=Churn(churn.connections_opened, churn.connections_closed,
+                        churn.channels_opened, churn.channels_opened - len(channels),
+                        churn.queues_declared, churn.queues_created, churn.queues_deleted),
+            auth_succeeded=dict(node.auth_attempts.succeeded),
+            auth_failed=dict(node.auth_attempts.failed),
+            publishers=sum(1 for channel in channels if channel.publishing.has_published),
             counters={attribute: getattr(node, attribute)
                       for _, _, attribute, by_type in _GLOBAL_COUNTERS if not by_type},
             by_queue_type={
@@ -140,8 +174,45 @@ class Snapshot:
             memory_limit=node.alarms.memory_limit,
             disk_free_limit=node.alarms.disk_free_limit,
             disk_free=node.alarms.disk_free,
+            node=node_name(),
+            cluster_name=cluster_name_of(node),
+            started_at=node.started_at,
             cluster=ClusterFigures.of(node.cluster) if node.cluster is not None else None,
+            vhosts=list(node.vhosts),
         )
+
+
+def queue_row(queue: Queue) -> QueueRow:
+    ready, unacked = queue.message_count, queue.unacked_count
+    consumers = queue.consumers
+    if queue.type_name == "stream":  # its messages are in its log on disk
+        paged_out, persistent = ready, ready
+    else:
+        paged_out = queue.cold_count
+        # a quorum queue logs every message; a non-durable queue holds no persistent one;
+        # a durable classic queue's are not counted (None: no sample)
+        persistent = ready + unacked if queue.type_name == "quorum" else (
+            None if queue.durable else 0)
+    capacity = 1.0 if consumers and any(consumer.can_take() for consumer in consumers) else 0.0
+    return QueueRow(queue.vhost.name, queue.name, ready, unacked, len(consumers),
+                    queue.ready_bytes, queue.unacked_bytes, paged_out, capacity, persistent)
+
+
+def channel_row(channel: Channel) -> ChannelRow:
+    deliveries, confirms, transaction = channel.deliveries, channel.confirms, channel.transaction
+    return ChannelRow(
+        channel_name(channel), len(deliveries.consumers), len(deliveries.tags),
+        confirms.published_seq - confirms.confirmed_upto if confirms.active else 0,
+        len(transaction.publishes), sum(1 for outcome in transaction.outcomes if outcome.acked),
+        deliveries.default_prefetch, deliveries.global_prefetch,
+    )
+
+
+def connection_row(connection: Connection) -> ConnectionRow:
+    transport = connection.transport
+    return ConnectionRow(connection.display_name, transport.recv_oct, transport.send_oct,
+                         transport.recv_cnt, transport.send_cnt, transport.pending_writes,
+                         len(connection.channels))
 
 
 class SnapshotCollector:
@@ -149,29 +220,35 @@ class SnapshotCollector:
         self.snapshot = snapshot
         self.per_object = per_object
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric | TextFamily]:
         snapshot = self.snapshot
         if not self.per_object:  # rabbitmq_prometheus has these in /metrics only
+            yield GaugeMetricFamily("process_start_time_seconds",
+                                    "Start time of the process since unix epoch in seconds.",
+                                    value=int(snapshot.started_at))
             yield from _alarms(snapshot.alarms)
-        queues = snapshot.queues
-        for column, (name, documentation) in enumerate(_QUEUE_GAUGES):
-            if self.per_object:
-                family = GaugeMetricFamily(name, documentation, labels=["vhost", "queue"])
-                for queue in queues:
-                    family.add_metric([queue[0], queue[1]], _queue_value(queue, column))
-            else:
-                family = GaugeMetricFamily(
-                    name, documentation, value=sum(_queue_value(queue, column) for queue in queues)
-                )
-            yield family
-        consumers = sum(queue[4] for queue in queues)
-        yield GaugeMetricFamily("rabbitmq_queues", "Queues available", value=len(queues))
+        yield from churn("rabbitmq_", snapshot.churn)
+        yield from node_coarse("rabbitmq_", snapshot)
+        yield from node_limits("rabbitmq_", snapshot)
+        yield from auth_attempts("rabbitmq_", snapshot.auth_succeeded, snapshot.auth_failed)
+        per_object = self.per_object
+        yield from columns("rabbitmq_", QUEUE_COARSE + QUEUE_METRICS, snapshot.queues,
+                           ["vhost", "queue"] if per_object else None, queue_labels)
+        yield from columns("rabbitmq_", CHANNEL_METRICS, snapshot.channels,
+                           ["channel"] if per_object else None, object_name)
+        yield from columns("rabbitmq_", CONNECTION_COARSE + CONNECTION_METRICS,
+                           snapshot.connections, ["channel"] if per_object else None,
+                           object_name)  # (RabbitMQ 3.10 labels connections `channel` too)
+        consumers = sum(queue.consumers for queue in snapshot.queues)
         yield GaugeMetricFamily("rabbitmq_connections", "Connections currently open",
-                                value=snapshot.connections)
+                                value=len(snapshot.connections))
         yield GaugeMetricFamily("rabbitmq_channels", "Channels currently open",
-                                value=snapshot.channels)
+                                value=len(snapshot.channels))
         yield GaugeMetricFamily("rabbitmq_consumers", "Consumers currently connected",
                                 value=consumers)
+        yield GaugeMetricFamily("rabbitmq_queues", "Queues available",
+                                value=len(snapshot.queues))
+        yield from identity("rabbitmq_", snapshot)
         for name, documentation, attribute, by_queue_type in _GLOBAL_COUNTERS:
             if by_queue_type:  # all three types, zeros included, as RabbitMQ lists them
                 family = CounterMetricFamily(name, documentation,
@@ -223,30 +300,61 @@ class SnapshotCollector:
                                        "Current number of publishers", labels=["protocol"])
         publishers.add_metric(["amqp091"], snapshot.publishers)
         yield publishers
-        yield GaugeMetricFamily("rabbitmq_resident_memory_limit_bytes",
-                                "Memory high watermark in bytes", value=snapshot.memory_limit)
-        yield GaugeMetricFamily("rabbitmq_disk_space_available_limit_bytes",
-                                "Free disk space low watermark in bytes",
-                                value=snapshot.disk_free_limit)
-        yield GaugeMetricFamily("rabbitmq_process_resident_memory_bytes",
-                                "Memory used in bytes", value=resident_memory())
-        yield GaugeMetricFamily("rabbitmq_disk_space_available_bytes",
-                                "Disk space available in bytes", value=snapshot.disk_free)
-        yield GaugeMetricFamily("rabbitmq_process_open_fds", "Open file descriptors",
-                                value=open_fds())
         if snapshot.cluster is not None and not self.per_object:
             yield from cluster_families(snapshot.cluster)
+
+
+def node_coarse(prefix: str, snapshot: Snapshot) -> Iterator[Metric]:
+    """RabbitMQ's node_coarse_metrics that are not about the Erlang VM."""
+    yield GaugeMetricFamily(prefix + "process_open_fds", "Open file descriptors",
+                            value=open_fds())
+    yield GaugeMetricFamily(prefix + "process_open_tcp_sockets", "Open TCP sockets",
+                            value=len(snapshot.connections))
+    yield GaugeMetricFamily(prefix + "process_resident_memory_bytes", "Memory used in bytes",
+                            value=resident_memory())
+    yield GaugeMetricFamily(prefix + "disk_space_available_bytes",
+                            "Disk space available in bytes", value=snapshot.disk_free)
+
+
+def node_limits(prefix: str, snapshot: Snapshot) -> Iterator[Metric]:
+    """RabbitMQ's node_metrics that are not about the Erlang VM. Warren has no socket limit of
+    its own: every socket takes a file descriptor, so both limits are the descriptor limit."""
+    max_fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    yield GaugeMetricFamily(prefix + "process_max_fds", "Open file descriptors limit",
+                            value=max_fds)
+    yield GaugeMetricFamily(prefix + "process_max_tcp_sockets", "Open TCP sockets limit",
+                            value=max_fds)
+    yield GaugeMetricFamily(prefix + "resident_memory_limit_bytes",
+                            "Memory high watermark in bytes", value=snapshot.memory_limit)
+    yield GaugeMetricFamily(prefix + "disk_space_available_limit_bytes",
+                            "Free disk space low watermark in bytes",
+                            value=snapshot.disk_free_limit)
+
+
+def identity(prefix: str, snapshot: Snapshot) -> Iterator[Metric]:
+    """rabbitmq_build_info and rabbitmq_identity_info (untyped, value 1), which dashboards
+    join on. Warren keeps no cluster id of its own: the permanent id is derived from the
+    cluster's name, which is as stable."""
+    build = UnknownMetricFamily(prefix + "build_info", "RabbitMQ & Erlang/OTP version info",
+                                labels=["rabbitmq_version", "prometheus_plugin_version",
+                                        "prometheus_client_version", "erlang_version"])
+    build.add_metric([RABBITMQ_VERSION, RABBITMQ_VERSION, _CLIENT_VERSION,
+                      f"Python {platform.python_version()}"], 1)
+    yield build
+    info = UnknownMetricFamily(prefix + "identity_info", "RabbitMQ node & cluster identity info",
+                               labels=["rabbitmq_node", "rabbitmq_cluster",
+                                       "rabbitmq_cluster_permanent_id"])
+    info.add_metric([snapshot.node, snapshot.cluster_name,
+                     f"warren-cluster-id-{snapshot.cluster_name}"], 1)
+    yield info
+
+
+_CLIENT_VERSION = version("prometheus-client")
 
 
 def _type_name(queue_type: str) -> str:
     """rabbit_quorum_queue -> quorum (Queue.type_name)."""
     return queue_type.removeprefix("rabbit_").removesuffix("_queue")
-
-
-def _queue_value(queue: tuple[str, str, int, int, int], column: int) -> int:
-    """ready, unacked, ready + unacked, consumers: the _QUEUE_GAUGES in order."""
-    _, _, ready, unacked, consumers = queue
-    return (ready, unacked, ready + unacked, consumers)[column]
 
 
 def _alarms(active: frozenset[str]) -> Iterator[Metric]:
@@ -264,23 +372,36 @@ def _alarms(active: frozenset[str]) -> Iterator[Metric]:
         yield family
 
 
-def _exposition(snapshot: Snapshot, per_object: bool) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, per_object))
-    return generate_latest(registry)
 
 
-async def _render(node: Node, per_object: bool) -> web.Response:
-    body = await asyncio.to_thread(_exposition, Snapshot.of(node), per_object)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+class Collector(Protocol):
+    def collect(self) -> Iterator[Metric | TextFamily]: ...
+
+
+async def respond(request: web.Request, collector: Collector) -> web.Response:
+    """Format the collector's families in a worker thread, gzipped if the scraper accepts it
+    (as rabbitmq_prometheus does; Prometheus asks for it)."""
+    wants_gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+
+    def text() -> bytes:
+        body = render(collector.collect())
+        return gzip.compress(body, compresslevel=1) if wants_gzip else body
+
+    body = await asyncio.to_thread(text)
+    headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+    if wants_gzip:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return await _render(request.app[NODE_KEY], per_object=False)
+    snapshot = Snapshot.of(request.app[NODE_KEY])
+    return await respond(request, SnapshotCollector(snapshot, per_object=False))
 
 
 async def metrics_per_object(request: web.Request) -> web.Response:
-    return await _render(request.app[NODE_KEY], per_object=True)
+    snapshot = Snapshot.of(request.app[NODE_KEY])
+    return await respond(request, SnapshotCollector(snapshot, per_object=True))
 
 
 ROUTES = [

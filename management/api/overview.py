@@ -52,7 +52,7 @@ async def overview(request: web.Request) -> web.Response:
         "product_version": __version__,
         "erlang_version": f"Python {platform.python_version()}",
         "erlang_full_version": f"Python {platform.python_version()}",
-        "cluster_name": _cluster_name(node),
+        "cluster_name": cluster_name_of(node),
         "node": node_name(),
         "disable_stats": False,
         "enable_queue_totals": True,
@@ -90,7 +90,7 @@ def listeners(config: Config) -> list[tuple[str, str, int]]:
     return found
 
 
-def _cluster_name(node: Node) -> str:
+def cluster_name_of(node: Node) -> str:
     """RabbitMQ names a cluster after its first node; a Warren cluster has `cluster.name`."""
     return node.cluster.cluster_name if node.cluster is not None else node_name()
 
@@ -172,7 +172,7 @@ async def show_node(request: web.Request) -> web.Response:
 
 
 async def cluster_name(request: web.Request) -> web.Response:
-    return json_response({"name": _cluster_name(node_of(request))})
+    return json_response({"name": cluster_name_of(node_of(request))})
 
 
 async def empty_list(request: web.Request) -> web.Response:

@@ -374,9 +374,9 @@ def test_alarm_from_config_in_nodes_health_checks_metrics_and_log(warren_factory
         "alarms": memory, "reason": "There are alarms in effect on the node",
         "status": "failed"})
     metrics = _metrics(broker)
-    assert metrics["rabbitmq_alarms_memory_used_watermark"] == "1.0"
-    assert metrics["rabbitmq_alarms_free_disk_space_watermark"] == "0.0"
-    assert metrics["rabbitmq_alarms_file_descriptor_limit"] == "0.0"
+    assert metrics["rabbitmq_alarms_memory_used_watermark"] == "1"
+    assert metrics["rabbitmq_alarms_free_disk_space_watermark"] == "0"
+    assert metrics["rabbitmq_alarms_file_descriptor_limit"] == "0"
     assert float(metrics["rabbitmq_resident_memory_limit_bytes"]) == 1
     assert float(metrics["rabbitmq_disk_space_available_limit_bytes"]) == 50_000_000
     assert "# TYPE rabbitmq_alarms_memory_used_watermark untyped" in metrics["text"]
@@ -395,8 +395,8 @@ def test_alarm_from_config_in_nodes_health_checks_metrics_and_log(warren_factory
     assert api(broker, "GET", "/api/health/checks/alarms")[1]["alarms"] == [
         {"node": node, "resource": "disk space"}]
     metrics = _metrics(broker)
-    assert metrics["rabbitmq_alarms_memory_used_watermark"] == "0.0"
-    assert metrics["rabbitmq_alarms_free_disk_space_watermark"] == "1.0"
+    assert metrics["rabbitmq_alarms_memory_used_watermark"] == "0"
+    assert metrics["rabbitmq_alarms_free_disk_space_watermark"] == "1"
     assert float(metrics["rabbitmq_disk_space_available_limit_bytes"]) == 10**15
     assert float(metrics["rabbitmq_resident_memory_limit_bytes"]) == info["mem_limit"]
     set_memory(broker, absolute=1)

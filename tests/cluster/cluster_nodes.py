@@ -23,7 +23,7 @@ from brokers import DEFINITIONS, REPO_ROOT, free_port, port_is_open
 
 SECRET = "test-cluster-secret"
 LEASE_TTL = 3  # seconds: failovers in the tests take about this long
-_ROLE = re.compile(r'warren_cluster_role\{cluster="[^"]*",role="(\w+)"\} 1\.0')
+_ROLE = re.compile(r'warren_cluster_role\{cluster="[^"]*",role="(\w+)"\} 1(?:\.0)?(?!\d)')
 _EPOCH = re.compile(r"warren_cluster_epoch (\d+)")
 
 
@@ -147,7 +147,7 @@ class Cluster:
         while True:
             metrics = leader.metrics()
             synced = {name for name in wanted
-                      if f'warren_cluster_replication_in_sync{{follower="{name}"}} 1.0' in metrics}
+                      if f'warren_cluster_replication_in_sync{{follower="{name}"}} 1' in metrics}
             if synced == wanted:
                 return leader
             assert time.monotonic() < deadline, f"not in sync: {wanted - synced}\n{metrics}"

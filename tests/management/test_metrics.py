@@ -16,26 +16,20 @@ scrape taken before the activity and one taken after. Checks that only make sens
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import pika
 import pika.exceptions
 import pytest
 from client_helpers import opened
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_kit import EXTERNAL, key, wait_for_deltas, wait_until
 
-POLL_TIMEOUT = 15.0
 CLASSIC = "rabbit_classic_queue"
 QUORUM = "rabbit_quorum_queue"
 STREAM = "rabbit_stream_queue"
 QUEUE_TYPES = (CLASSIC, QUORUM, STREAM)
 AMQP091 = {"protocol": "amqp091"}
-EXTERNAL = bool(os.environ.get("WARREN_TEST_AMQP_PORT"))
 warren_only = pytest.mark.skipif(EXTERNAL, reason="Warren-only check (WARREN_TEST_AMQP_PORT set)")
 
 # name (as in `# TYPE` and in the samples) -> (type, HELP text) in RabbitMQ 3.10.8
@@ -157,133 +151,6 @@ UNLABELLED = (
     "rabbitmq_disk_space_available_limit_bytes",
 )
 ENDPOINTS = ("/metrics", "/metrics/per-object")
-
-
-# --------------------------------------------------------------------------------------------
-# scraping
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Scrape:
-    """One scrape: the raw text, its `# TYPE`/`# HELP` lines and every sample by name."""
-
-    path: str
-    text: str
-    content_type: str
-    types: dict[str, str] = field(default_factory=dict)
-    helps: dict[str, str] = field(default_factory=dict)
-    samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for line in self.text.splitlines():
-            if line.startswith("# TYPE ") or line.startswith("# HELP "):
-                _, kind, rest = line.split(" ", 2)
-                name, _, value = rest.partition(" ")
-                (self.types if kind == "TYPE" else self.helps)[name] = value
-        for family in text_string_to_metric_families(self.text):
-            for sample in family.samples:
-                self.samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-
-    def series(self, name: str) -> list[tuple[dict[str, str], float]]:
-        return self.samples.get(name, [])
-
-    def find(self, name: str, **labels: str) -> float | None:
-        """The value of the one sample `name` whose labels include `labels`; None if absent."""
-        matches = [v for got, v in self.series(name) if labels.items() <= got.items()]
-        assert len(matches) <= 1, f"{self.path}: several {name}{labels}: {self.series(name)}"
-        return matches[0] if matches else None
-
-    def value(self, name: str, **labels: str) -> float:
-        found = self.find(name, **labels)
-        assert found is not None, (
-            f"{self.path}: no sample {name}{labels}; its samples: {self.series(name)[:8]}"
-        )
-        return found
-
-    def queue(self, name: str, queue: str, vhost: str = "/") -> float | None:
-        """A per-object queue gauge; checks the labels are exactly vhost and queue."""
-        matches = [(lab, v) for lab, v in self.series(name) if lab.get("queue") == queue]
-        if not matches:
-            return None
-        assert len(matches) == 1, f"{self.path}: several {name} for queue {queue!r}: {matches}"
-        labels, value = matches[0]
-        assert labels == {"vhost": vhost, "queue": queue}, f"{name} labels: {labels}"
-        return value
-
-
-def metrics_base(broker) -> str:
-    port = os.environ.get("WARREN_TEST_METRICS_PORT")
-    if port:
-        return f"http://{broker.host}:{port}"
-    if EXTERNAL:
-        pytest.skip("set WARREN_TEST_METRICS_PORT to the prometheus port of the external broker")
-    if broker.management_port is None:
-        pytest.skip("broker has no management port")
-    return f"http://{broker.host}:{broker.management_port}"
-
-
-@pytest.fixture
-def scrape(broker) -> Callable[[str], Scrape]:
-    base = metrics_base(broker)
-
-    def get(path: str = "/metrics") -> Scrape:
-        with urllib.request.urlopen(base + path, timeout=10) as response:
-            assert response.status == 200
-            body = response.read().decode("utf-8")
-            return Scrape(path, body, response.headers.get("Content-Type", ""))
-
-    return get
-
-
-def wait_until(
-    check: Callable[[], None],
-    timeout: float = POLL_TIMEOUT,
-    pump: pika.BlockingConnection | None = None,
-) -> None:
-    """Run `check` (which asserts) until it passes; re-raise its last failure at the deadline.
-
-    `pump` is a pika connection whose I/O is processed between attempts (for consumers)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        if pump is not None:
-            pump.process_data_events(time_limit=0.1)
-        else:
-            time.sleep(0.1)
-
-
-def wait_for_deltas(
-    scrape,
-    before: Scrape,
-    expected: dict[tuple, float],
-    pump: pika.BlockingConnection | None = None,
-    path: str = "/metrics",
-) -> None:
-    """Wait until every (name, labels...) key grew by its expected amount since `before`.
-
-    Keys are (name,) or (name, (("label", "value"), ...))."""
-
-    def check() -> None:
-        now = scrape(path)
-        wrong = []
-        for key, want in expected.items():
-            name, labels = key[0], dict(key[1]) if len(key) > 1 else {}
-            got = now.value(name, **labels) - before.value(name, **labels)
-            if got != want:
-                wrong.append(f"{name}{labels}: expected +{want:g}, got +{got:g}")
-        assert not wrong, "; ".join(wrong)
-
-    wait_until(check, pump=pump)
-
-
-def key(name: str, **labels: str) -> tuple:
-    return (name, tuple(sorted(labels.items()))) if labels else (name,)
 
 
 # --------------------------------------------------------------------------------------------
