@@ -86,6 +86,7 @@ class Deliveries:
         counters.messages_delivered += 1
         if consumer.no_ack:
             counters.delivered_consume_auto_ack += 1
+            queue.consumed_no_ack += 1
         else:
             counters.delivered_consume_manual_ack += 1
         if entry.redelivered:

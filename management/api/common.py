@@ -16,6 +16,7 @@ from broker.errors import BrokerError
 from broker.node import Node
 from broker.vhost import VirtualHost
 from management import jsontext
+from management.history import RangeError, ranges
 from protocol.errors import named_error
 
 # RabbitMQ 3.10 reads a request body in one chunk of cowboy's 8,000,000 bytes and refuses a
@@ -157,6 +158,18 @@ def vhost_for_write(request: web.Request) -> VirtualHost:
     if not may_use_vhost(request, vhost.name):
         raise error(401, "not_authorised", "User not authorised to access virtual host")
     return vhost
+
+
+Ranges = dict[str, tuple[int, int]]  # the sample ranges a request asks for, by group
+
+
+def requested_ranges(request: web.Request) -> Ranges:
+    """The `lengths_*`, `msg_rates_*` and `data_rates_*` ranges of the query, or RabbitMQ's
+    400 for one it refuses."""
+    try:
+        return ranges(request.query)
+    except RangeError as refused:
+        raise bad_request(str(refused)) from None
 
 
 def require_keys(body: dict[str, Any], *keys: str) -> None:

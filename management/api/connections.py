@@ -12,15 +12,17 @@ from broker.consumer import Consumer
 from broker.tls import distinguished_name, peer_certificate
 from management.api.common import (
     USER,
+    Ranges,
     json_response,
     listing,
     node_of,
     not_found,
+    requested_ranges,
     sees_every_vhost,
 )
 from management.api.overview import node_name
 from management.auth import require_tag
-from management.rates import RATES_KEY, Rates
+from management.rates import CONNECTION, RATES_KEY, Rates
 from protocol.session import State
 
 
@@ -43,7 +45,7 @@ def connection_state(connection: Connection) -> str:
     return connection.state.value
 
 
-def connection_info(connection: Connection, rates: Rates) -> dict[str, Any]:
+def connection_info(connection: Connection, rates: Rates, ranges: Ranges) -> dict[str, Any]:
     peer_host, peer_port = _peer(connection)
     transport = connection.transport
     local_host, local_port = connection.local or ("", 0)
@@ -58,9 +60,9 @@ def connection_info(connection: Connection, rates: Rates) -> dict[str, Any]:
         "auth_mechanism": connection.auth_mechanism, **_tls_info(connection),
         "client_properties": connection.client_properties,
         "user_provided_name": connection.client_properties.get("connection_name"),
-        "recv_oct": transport.recv_oct, "send_oct": transport.send_oct,
+        **rates.figures(CONNECTION, connection, ("recv_oct", "send_oct"), ranges),
         "recv_cnt": transport.recv_cnt, "send_cnt": transport.send_cnt,
-        **rates.connection_rates(connection),
+        "send_pend": transport.send_pending,
         "connected_at": int(connection.connected_at * 1000),
     }
 
@@ -69,15 +71,31 @@ def _tls_info(connection: Connection) -> dict[str, Any]:
     """RabbitMQ's ssl_* and peer_cert_* fields: null on a plain TCP connection."""
     tls = connection.transport.tls
     if tls is None:
-        return {"ssl": False, "ssl_protocol": None, "ssl_cipher": None,
-                "peer_cert_subject": None, "peer_cert_issuer": None}
+        return {"ssl": False, "ssl_protocol": None, "ssl_cipher": None, "ssl_hash": None,
+                "ssl_key_exchange": None, "peer_cert_subject": None, "peer_cert_issuer": None,
+                "peer_cert_validity": None}
     cert = peer_certificate(tls) or {}
+    cipher = (tls.cipher() or ("",))[0]
     return {
-        "ssl": True, "ssl_protocol": (tls.version() or "").lower(),
-        "ssl_cipher": (tls.cipher() or ("",))[0],
+        "ssl": True, "ssl_protocol": (tls.version() or "").lower(), "ssl_cipher": cipher,
+        **_cipher_parts(cipher),
         "peer_cert_subject": distinguished_name(cert.get("subject")),
         "peer_cert_issuer": distinguished_name(cert.get("issuer")),
+        "peer_cert_validity": (f"{cert['notBefore']} - {cert['notAfter']}"
+                               if "notBefore" in cert and "notAfter" in cert else None),
     }
+
+
+def _cipher_parts(cipher: str) -> dict[str, str]:
+    """The key exchange and hash of an OpenSSL cipher suite name, in RabbitMQ's lower case
+    (`ECDHE-RSA-AES256-GCM-SHA384`: ecdhe_rsa, sha384); TLS 1.3 suites (`TLS_AES_...`) name
+    no key exchange ("any", as Erlang's ssl says)."""
+    parts = cipher.replace("_", "-").split("-")
+    hash_name = parts[-1].lower() if parts and parts[-1].startswith("SHA") else ""
+    if cipher.startswith("TLS_"):
+        return {"ssl_key_exchange": "any", "ssl_hash": hash_name}
+    exchange = [part.lower() for part in parts[:2] if part in ("ECDHE", "DHE", "RSA", "ECDSA")]
+    return {"ssl_key_exchange": "_".join(exchange), "ssl_hash": hash_name}
 
 
 def channel_info(channel: Channel) -> dict[str, Any]:
@@ -109,8 +127,8 @@ async def list_connections(request: web.Request) -> web.Response:
     connections = _connections(request)
     if "vhost" in request.match_info:
         connections = [c for c in connections if c.vhost.name == request.match_info["vhost"]]
-    rates = request.app[RATES_KEY]
-    return listing(request, [connection_info(c, rates) for c in connections])
+    rates, ranges = request.app[RATES_KEY], requested_ranges(request)
+    return listing(request, [connection_info(c, rates, ranges) for c in connections])
 
 
 def channel_of(request: web.Request) -> Channel:
@@ -162,7 +180,8 @@ def connection_of(request: web.Request) -> Connection:
 
 
 async def show_connection(request: web.Request) -> web.Response:
-    return json_response(connection_info(connection_of(request), request.app[RATES_KEY]))
+    return json_response(connection_info(connection_of(request), request.app[RATES_KEY],
+                                         requested_ranges(request)))
 
 
 async def close_connection(request: web.Request) -> web.Response:

@@ -26,10 +26,12 @@ from management.api.common import (
     node_of,
     not_found,
     refusal,
+    requested_ranges,
     vhost_of,
 )
 from management.auth import USER_KEY, require_tag
-from management.rates import RATES_KEY, message_stats
+from management.history import SHOWN_RETENTION
+from management.rates import NODE, NODE_STATS, QUEUE_LENGTHS, RATES_KEY
 from protocol.codec import shortstr
 
 HEALTH_CHECK_FAILURE_STATUS = 503
@@ -39,19 +41,19 @@ _ALARM_RESOURCES = ((DISK, "disk space"), (MEMORY, "memory"))  # RabbitMQ's name
 async def overview(request: web.Request) -> web.Response:
     node = node_of(request)
     queues = [queue for vhost in node.vhosts.values() for queue in vhost.queues.values()]
-    ready = sum(queue.message_count for queue in queues)
-    unacked = sum(queue.unacked_count for queue in queues)
     config = node.config
+    rates, ranges = request.app[RATES_KEY], requested_ranges(request)
     return json_response({
         "management_version": RABBITMQ_VERSION,
         "rates_mode": "basic",
         "exchange_types": [
             {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
         ],
-        "sample_retention_policies": {"global": [600, 3600], "basic": [600], "detailed": [600]},
+        "sample_retention_policies": SHOWN_RETENTION,
         "rabbitmq_version": RABBITMQ_VERSION,
         "product_name": "Warren",
         "product_version": __version__,
+        "release_series_support_status": "supported",
         "erlang_version": f"Python {platform.python_version()}",
         "erlang_full_version": f"Python {platform.python_version()}",
         "cluster_name": _cluster_name(node),
@@ -59,12 +61,9 @@ async def overview(request: web.Request) -> web.Response:
         "disable_stats": False,
         "enable_queue_totals": True,
         "statistics_db_event_queue": 0,
-        "message_stats": message_stats(node, request.app[RATES_KEY]),
+        "message_stats": rates.message_stats(NODE, node, NODE_STATS, ranges),
         "churn_rates": {},
-        "queue_totals": {
-            "messages": ready + unacked, "messages_ready": ready,
-            "messages_unacknowledged": unacked,
-        },
+        "queue_totals": rates.figures(NODE, node, QUEUE_LENGTHS, ranges) if queues else {},
         "object_totals": {
             "channels": sum(len(c.channels) for c in node.connections),
             "connections": len(node.connections),
