@@ -21,6 +21,7 @@ from aiohttp import web
 from management.history import History
 
 if TYPE_CHECKING:
+    from broker.channel import Channel
     from broker.node import Node
     from broker.queue import Queue
 
@@ -89,6 +90,19 @@ def _node_figures(node: Node) -> tuple[int, ...]:
 NODE = Kind(QUEUE_LENGTHS + PUBLISH_STATS + DELIVER_STATS[:6] + ("ack", "redeliver"),
             (LENGTHS,) * 3 + (MSG_RATES,) * 12, _node_figures, policy="global")
 NODE_STATS = (PUBLISH_STATS, DELIVER_STATS)
+
+
+def _channel_figures(channel: Channel) -> tuple[int, ...]:
+    stats = channel.stats
+    delivered, gets, gets_no_ack, consumed_no_ack = (
+        stats.delivered, stats.gets, stats.gets_no_ack, stats.consumed_no_ack)
+    return (stats.published, stats.confirmed, stats.returned, stats.dropped, delivered,
+            delivered - gets - gets_no_ack - consumed_no_ack, consumed_no_ack, gets,
+            gets_no_ack, stats.gets_empty, stats.acked, stats.redelivered)
+
+
+CHANNEL = Kind(PUBLISH_STATS + DELIVER_STATS, (MSG_RATES,) * 12, _channel_figures)
+CHANNEL_STATS = (PUBLISH_STATS, DELIVER_STATS)
 
 
 class Series:
@@ -222,6 +236,8 @@ def sample(node: Node, rates: Rates) -> None:
     rates.sample(EXCHANGE, (exchange for vhost in vhosts
                             for exchange in vhost.exchanges.values()), elapsed, now_ms)
     rates.sample(CONNECTION, connections, elapsed, now_ms)
+    rates.sample(CHANNEL, (channel for connection in connections
+                           for channel in connection.channels.values()), elapsed, now_ms)
 
 
 async def sample_forever(node: Node, rates: Rates) -> None:

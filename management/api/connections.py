@@ -22,7 +22,7 @@ from management.api.common import (
 )
 from management.api.overview import node_name
 from management.auth import require_tag
-from management.rates import CONNECTION, RATES_KEY, Rates
+from management.rates import CHANNEL, CHANNEL_STATS, CONNECTION, RATES_KEY, Rates
 from protocol.session import State
 
 
@@ -98,21 +98,42 @@ def _cipher_parts(cipher: str) -> dict[str, str]:
     return {"ssl_key_exchange": "_".join(exchange), "ssl_hash": hash_name}
 
 
-def channel_info(channel: Channel) -> dict[str, Any]:
+def channel_info(channel: Channel, rates: Rates, ranges: Ranges,
+                 single: bool = False) -> dict[str, Any]:
+    """A channel as RabbitMQ 3.10.8 shows it; at its own URL with consumer_details, and
+    publishes and deliveries (per-exchange and per-queue rates, filled only in RabbitMQ's
+    `detailed` rates mode; Warren's is `basic`)."""
     connection, deliveries = channel.connection, channel.deliveries
-    return {
+    confirms, transaction = channel.confirms, channel.transaction
+    info: dict[str, Any] = {
         "name": channel_name(channel), "number": channel.number,
         "node": node_name(), "user": connection.user.name, "vhost": connection.vhost.name,
-        "state": "running", "confirm": channel.confirms.active,
-        "transactional": channel.transaction.active,
+        "user_who_performed_action": connection.user.name,
+        "state": "running", "confirm": confirms.active,
+        "transactional": transaction.active,
         "consumer_count": len(deliveries.consumers),
         "messages_unacknowledged": len(deliveries.tags),
+        "messages_unconfirmed": confirms.published_seq - confirms.confirmed_upto,
+        "messages_uncommitted": len(transaction.publishes),
+        "acks_uncommitted": sum(outcome.acked for outcome in transaction.outcomes),
+        "pending_raft_commands": 0,  # (Warren's quorum queues apply commands at once)
         "prefetch_count": deliveries.default_prefetch, "global_prefetch_count":
         deliveries.global_prefetch, "connection_details": {
             "name": connection.display_name, "peer_host": _peer(connection)[0],
             "peer_port": _peer(connection)[1],
         },
     }
+    stats = rates.message_stats(CHANNEL, channel, CHANNEL_STATS, ranges)
+    if stats:
+        info["message_stats"] = stats
+    idle_since = rates.idle_since(CHANNEL, channel)
+    if idle_since is not None:
+        info["idle_since"] = idle_since
+    if single:
+        info["consumer_details"] = [consumer_info(consumer)
+                                    for consumer in deliveries.consumers.values()]
+        info["publishes"], info["deliveries"] = [], []
+    return info
 
 
 def _connections(request: web.Request) -> list[Connection]:
@@ -140,11 +161,8 @@ def channel_of(request: web.Request) -> Channel:
 
 
 async def show_channel(request: web.Request) -> web.Response:
-    channel = channel_of(request)
-    info = channel_info(channel)
-    info["consumer_details"] = [consumer_info(consumer)
-                                for consumer in channel.deliveries.consumers.values()]
-    return json_response(info)
+    return json_response(channel_info(channel_of(request), request.app[RATES_KEY],
+                                      requested_ranges(request), True))
 
 
 def consumer_info(consumer: Consumer) -> dict[str, Any]:
@@ -198,8 +216,9 @@ async def list_channels(request: web.Request) -> web.Response:
         connections = [connection_of(request)]
     elif "vhost" in request.match_info:
         connections = [c for c in connections if c.vhost.name == request.match_info["vhost"]]
+    rates, ranges = request.app[RATES_KEY], requested_ranges(request)
     return listing(request, [
-        channel_info(channel) for connection in connections
+        channel_info(channel, rates, ranges) for connection in connections
         for channel in connection.channels.values()
     ])
 
