@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import resource
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from broker.alarms import open_fds, resident_memory
 from management.history import History
 
 if TYPE_CHECKING:
@@ -90,6 +92,18 @@ def _node_figures(node: Node) -> tuple[int, ...]:
 NODE = Kind(QUEUE_LENGTHS + PUBLISH_STATS + DELIVER_STATS[:6] + ("ack", "redeliver"),
             (LENGTHS,) * 3 + (MSG_RATES,) * 12, _node_figures, policy="global")
 NODE_STATS = (PUBLISH_STATS, DELIVER_STATS)
+
+
+def _node_gauges(node: Node) -> tuple[int, ...]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (resident_memory(), open_fds(), len(node.connections), len(asyncio.all_tasks()),
+            node.alarms.disk_free, usage.ru_nvcsw + usage.ru_nivcsw)
+
+
+# What /api/nodes shows of the process, with rates: proc_used counts asyncio tasks (Warren's
+# processes), context_switches the process's voluntary and involuntary ones.
+NODE_GAUGES = Kind(("mem_used", "fd_used", "sockets_used", "proc_used", "disk_free",
+                    "context_switches"), (LENGTHS,) * 6, _node_gauges)
 
 
 def _channel_figures(channel: Channel) -> tuple[int, ...]:
@@ -230,6 +244,7 @@ def sample(node: Node, rates: Rates) -> None:
     vhosts = list(node.vhosts.values())
     connections = list(node.connections)
     rates.sample(NODE, (node,), elapsed, now_ms)
+    rates.sample(NODE_GAUGES, (node,), elapsed, now_ms)
     queues = [queue for vhost in vhosts for queue in vhost.queues.values()]
     rates.sample(QUEUE, queues, elapsed, now_ms)
     rates.sample_capacity(queues)

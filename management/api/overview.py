@@ -3,7 +3,6 @@ aliveness test; the node's memory high watermark and disk free limit set at run 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import resource
@@ -12,13 +11,14 @@ import time
 from aiohttp import web
 
 from broker import RABBITMQ_VERSION, __version__
-from broker.alarms import DISK, MEMORY, open_fds, resident_memory
+from broker.alarms import DISK, MEMORY
 from broker.config import Config, parse_size
 from broker.errors import BrokerError
 from broker.exchanges import EXCHANGE_TYPES
 from broker.message import Message
 from broker.node import Node, node_name
 from management.api.common import (
+    Ranges,
     access_refused,
     bad_request,
     json_body,
@@ -31,10 +31,18 @@ from management.api.common import (
 )
 from management.auth import USER_KEY, require_tag
 from management.history import SHOWN_RETENTION
-from management.rates import NODE, NODE_STATS, QUEUE_LENGTHS, RATES_KEY
+from management.rates import NODE, NODE_GAUGES, NODE_STATS, QUEUE_LENGTHS, RATES_KEY, Rates
 from protocol.codec import shortstr
 
 HEALTH_CHECK_FAILURE_STATUS = 503
+# The SASL mechanisms RabbitMQ 3.10 lists (EXTERNAL: its plugin's), with their descriptions
+AUTH_MECHANISMS = {
+    "PLAIN": "SASL PLAIN authentication mechanism",
+    "AMQPLAIN": "QPid AMQPLAIN mechanism",
+    "EXTERNAL": "RabbitMQ SSL authentication (SASL EXTERNAL)",  # listed when configured
+}
+# The RabbitMQ plugins whose features Warren has built in, always on
+BUILT_IN_PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus")
 _ALARM_RESOURCES = ((DISK, "disk space"), (MEMORY, "memory"))  # RabbitMQ's names and order
 
 
@@ -76,9 +84,14 @@ async def overview(request: web.Request) -> web.Response:
              "socket_opts": {}}
             for protocol, host, port in listeners(config)
         ],
-        "contexts": [{"node": node_name(), "description": "RabbitMQ Management",
-                      "path": "/", "port": str(config.management_port)}],
+        "contexts": [{"node": node_name(), **context} for context in _contexts(config)],
     })
+
+
+def _contexts(config: Config) -> list[dict[str, str]]:
+    """The HTTP contexts: the management API, the UI and /metrics share one port."""
+    return [{"description": "RabbitMQ Management", "path": "/",
+             "port": str(config.management_port)}]
 
 
 def listeners(config: Config) -> list[tuple[str, str, int]]:
@@ -98,7 +111,8 @@ def _cluster_name(node: Node) -> str:
 
 async def nodes(request: web.Request) -> web.Response:
     node = node_of(request)
-    return json_response([_this_node(node), *_other_nodes(node)])
+    return json_response([_this_node(node, request.app[RATES_KEY], requested_ranges(request)),
+                          *_other_nodes(node)])
 
 
 def _other_nodes(node: Node) -> list[dict]:
@@ -112,22 +126,28 @@ def _other_nodes(node: Node) -> list[dict]:
             for other in node.cluster.nodes() if other.name != node_name()]
 
 
-def _this_node(node: Node) -> dict:
-    alarms = node.alarms
+def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
+    alarms, config = node.alarms, node.config
     role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
+    gauges = rates.figures(NODE_GAUGES, node, NODE_GAUGES.names, ranges)
     return {
         "name": node_name(), **role, "type": "disc", "running": True, "being_drained": False,
         "rates_mode": "basic", "exchange_types": [
             {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
         ],
-        "mem_limit": alarms.memory_limit,
-        "disk_free": alarms.disk_free, "disk_free_limit": alarms.disk_free_limit,
-        "fd_total": _fd_limit(), "fd_used": open_fds(),
-        "sockets_total": _fd_limit(), "sockets_used": len(node.connections),
-        "proc_total": 1048576, "proc_used": len(asyncio.all_tasks()), "run_queue": 0,
+        "auth_mechanisms": [
+            {"name": name, "description": description, "enabled": name in config.auth_mechanisms}
+            for name, description in AUTH_MECHANISMS.items()
+            if name != "EXTERNAL" or name in config.auth_mechanisms
+        ],
+        "enabled_plugins": list(BUILT_IN_PLUGINS), "contexts": _contexts(config),
+        "log_files": [str(config.log_file) if config.log_file else "<stderr>"],
+        "db_dir": str(config.data_dir.resolve()), "mem_calculation_strategy": "rss",
+        "mem_limit": alarms.memory_limit, "disk_free_limit": alarms.disk_free_limit,
+        "fd_total": _fd_limit(), "sockets_total": _fd_limit(), "proc_total": 1048576,
+        **gauges, "run_queue": 0,
         "uptime": int((time.time() - node.started_at) * 1000),
-        "mem_used": resident_memory(), "mem_alarm": MEMORY in alarms.active,
-        "disk_free_alarm": DISK in alarms.active,
+        "mem_alarm": MEMORY in alarms.active, "disk_free_alarm": DISK in alarms.active,
         "partitions": [], "applications": [], "os_pid": str(_pid()),
         "processors": _cpus(),
     }
@@ -174,7 +194,7 @@ async def show_node(request: web.Request) -> web.Response:
     node = node_of(request)
     name = request.match_info["name"]
     if name == node_name():
-        return json_response(_this_node(node))
+        return json_response(_this_node(node, request.app[RATES_KEY], requested_ranges(request)))
     for other in _other_nodes(node):
         if other["name"] == name:
             return json_response(other)
