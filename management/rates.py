@@ -217,10 +217,11 @@ class Rates:
             rate = series.rates[index] if series is not None else 0.0
             span = ranges.get(kind.groups[index])
             shown[name] = counts[index]
-            if span is None or series is None:
+            if span is None:
                 shown[f"{name}_details"] = {"rate": rate}
             else:
-                shown[f"{name}_details"] = series.history.details(index, rate, *span, now_ms)
+                history = series.history if series is not None else _fresh(kind, counts, now_ms)
+                shown[f"{name}_details"] = history.details(index, rate, *span, now_ms)
         return shown
 
     def message_stats(self, kind: Kind, obj: Any, groups: tuple[tuple[str, ...], ...],
@@ -231,6 +232,13 @@ class Rates:
         names = [name for group in groups
                  if any(counts[kind.index(name)] for name in group) for name in group]
         return self.figures(kind, obj, names, ranges, counts)
+
+
+def _fresh(kind: Kind, counts: tuple[int, ...], now_ms: int) -> History:
+    """The history of an object not sampled yet: its figures as of now."""
+    history = History(len(counts), kind.policy)
+    history.record(now_ms, counts)
+    return history
 
 
 RATES_KEY = web.AppKey("rates", Rates)
