@@ -19,6 +19,7 @@ from management.api.common import (
     not_found,
     requested_ranges,
     sees_every_vhost,
+    vhost_of,
 )
 from management.api.overview import node_name
 from management.auth import require_tag
@@ -224,6 +225,8 @@ async def list_channels(request: web.Request) -> web.Response:
 
 
 async def list_consumers(request: web.Request) -> web.Response:
+    if "vhost" in request.match_info:
+        vhost_of(request)  # an unknown vhost is RabbitMQ's 404
     items = []
     for connection in _connections(request):
         if "vhost" in request.match_info and connection.vhost.name != request.match_info["vhost"]:

@@ -77,7 +77,8 @@ async def list_exchanges(request: web.Request) -> web.Response:
         vhosts = [vhost_of(request)]
     else:
         vhosts = list(node_of(request).vhosts.values())
-    rates, ranges = request.app[RATES_KEY], requested_ranges(request)
+    rates = request.app[RATES_KEY]
+    ranges = requested_ranges(request, "invalid_range_parameters")
     return listing(request, [
         exchange_info(exchange, vhost.name, rates, ranges) for vhost in vhosts
         for exchange in vhost.exchanges.values()

@@ -109,7 +109,8 @@ def queue_of(request: web.Request) -> Queue:
 
 
 async def list_queues(request: web.Request) -> web.Response:
-    rates, ranges = request.app[RATES_KEY], requested_ranges(request)
+    rates = request.app[RATES_KEY]
+    ranges = requested_ranges(request, "invalid_range_parameters")
     queues = _queues(request)
     pending = pending_acks(node_of(request)) if queues else {}
     return listing(request, [queue_info(queue, rates, ranges, pending.get(queue, NO_PENDING))

@@ -14,6 +14,7 @@ WARREN_RECORD_API_KEYS=<file> it writes the key sets it saw (how the JSON was re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -117,7 +118,7 @@ def collect(api: Api, names: dict[str, str]) -> dict[str, set[str]]:
     seen["exchange_aged"] = key_paths(api.ok_json(f"{exchange}?{RANGES}"))
     exchanges = api.ok_json("/api/exchanges/%2F")
     seen["list_exchange"] = key_paths(_named(exchanges, name=names["exchange"]))
-    seen["list_exchange_amqdirect"] = key_paths(_named(exchanges, name="amq.direct"))
+    seen["list_exchange_unrouted"] = key_paths(_named(exchanges, name=names["unrouted"]))
     connection = _named(api.ok_json("/api/connections"), user_provided_name=names["connection"])
     seen["list_connection"] = key_paths(connection)
     path = f"/api/connections/{q(connection['name'])}"
@@ -144,10 +145,12 @@ def collect(api: Api, names: dict[str, str]) -> dict[str, set[str]]:
 def scenario(broker, api) -> Any:
     """The objects, with traffic: 5 persistent and 1 transient message (each with a timestamp)
     through a fanout exchange into a classic, a quorum and a stream queue, one unroutable
-    publish, a consumer with prefetch 2 on each queue and a basic.get on the classic one."""
+    publish (to a direct exchange of its own), a consumer with prefetch 2 on each queue and a
+    basic.get on the classic one."""
     prefix = f"apikeys-{time.monotonic_ns()}"
     names = {"classic": f"{prefix}-classic", "quorum": f"{prefix}-quorum",
              "stream": f"{prefix}-stream", "exchange": f"{prefix}-x",
+             "unrouted": f"{prefix}-direct",
              "connection": f"{prefix}-connection"}
     connection = pika.BlockingConnection(pika.ConnectionParameters(
         broker.host, broker.port, credentials=pika.PlainCredentials(*GUEST), heartbeat=0,
@@ -157,6 +160,7 @@ def scenario(broker, api) -> Any:
     consumer = connection.channel()
     try:
         publisher.exchange_declare(names["exchange"], "fanout")
+        publisher.exchange_declare(names["unrouted"], "direct")
         for kind in ("classic", "quorum", "stream"):
             publisher.queue_declare(names[kind], durable=True,
                                     arguments={"x-queue-type": kind})
@@ -167,7 +171,7 @@ def scenario(broker, api) -> Any:
                                     pika.BasicProperties(delivery_mode=2, timestamp=stamp))
         publisher.basic_publish(names["exchange"], "", b"transient",
                                 pika.BasicProperties(timestamp=stamp))
-        publisher.basic_publish("amq.direct", "nowhere", b"dropped")
+        publisher.basic_publish(names["unrouted"], "nowhere", b"dropped")
         consumer.basic_qos(prefetch_count=2)
         for kind in ("classic", "quorum", "stream"):
             arguments = {"x-stream-offset": "first"} if kind == "stream" else None
@@ -188,7 +192,7 @@ def scenario(broker, api) -> Any:
         # RabbitMQ's statistics lag: poll until its objects show their fields (the assertions
         # below then say what is missing, if anything still is)
         try:
-            seen = eventually(fetch, complete, timeout=30, interval=1)
+            seen = eventually(fetch, complete, timeout=60, interval=1)
         except AssertionError:
             seen = fetch() or {}
         record = os.environ.get("WARREN_RECORD_API_KEYS")
@@ -199,9 +203,12 @@ def scenario(broker, api) -> Any:
     finally:
         for kind in ("classic", "quorum", "stream"):
             api.delete(f"/api/queues/%2F/{q(names[kind])}")
-        api.delete(f"/api/exchanges/%2F/{q(names['exchange'])}")
-        if connection.is_open:
-            connection.close()
+        for exchange in ("exchange", "unrouted"):
+            api.delete(f"/api/exchanges/%2F/{q(names[exchange])}")
+        # the queues' deletion cancels the consumers; the broker may close first
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            if connection.is_open:
+                connection.close()
 
 
 @pytest.mark.parametrize("label", sorted(EXPECTED))
