@@ -6,7 +6,7 @@ bytes...) as rows `(timestamp, value, value, ...)` in one flat `array('q')` per 
 a tier keeps a row per `incr` seconds for `age` seconds. A row is added only when a figure
 changed (an idle object keeps one row per tier), so the memory of an object is bounded by its
 busiest case: per tier `age / incr + 2` rows of `1 + width` 8-byte integers (a queue's 12
-figures under the `basic` policy: (123 + 62) rows x 13 x 8 B = 19 KB at most, ~250 B idle).
+figures under the `basic` policy: (123 + 62) rows x 13 x 8 B = 19 KB at most, under 1 KB idle).
 
 `details(...)` answers a `?lengths_age=&lengths_incr=` (or `msg_rates_*`, `data_rates_*`)
 request: the samples newest first, every `incr` seconds back to `age`, with `avg` (the mean
