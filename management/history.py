@@ -4,9 +4,10 @@ it (its default `sample_retention_policies`) and answered in its `*_details` sha
 A `History` holds one object's figures (a queue's lengths and message counts, a connection's
 bytes...) as rows `(timestamp, value, value, ...)` in one flat `array('q')` per retention tier:
 a tier keeps a row per `incr` seconds for `age` seconds. A row is added only when a figure
-changed (an idle object keeps one row per tier), so the memory of an object is bounded by its
-busiest case: per tier `age / incr + 2` rows of `1 + width` 8-byte integers (a queue's 12
-figures under the `basic` policy: (123 + 62) rows x 13 x 8 B = 19 KB at most, under 1 KB idle).
+changed (the sampler records only then; an idle object keeps one row per tier), so the memory
+of an object is bounded by its busiest case: per tier `age / incr + 2` rows of `1 + width`
+8-byte integers (a queue's 12 figures under the `basic` policy: (123 + 62) rows x 13 x 8 B =
+19 KB at most, ~0.6 KB idle: benchmarks/api_history.py).
 
 `details(...)` answers a `?lengths_age=&lengths_incr=` (or `msg_rates_*`, `data_rates_*`)
 request: the samples newest first, every `incr` seconds back to `age`, with `avg` (the mean
@@ -72,16 +73,14 @@ class History:
         self.tiers = [_Tier(age, incr) for age, incr in RETENTION_POLICIES[policy]]
 
     def record(self, now_ms: int, values: Sequence[int]) -> None:
+        """The figures as of `now_ms`, if they changed since the last record (the caller
+        knows: an unchanged figure needs no row, the last one still holds)."""
         step = self.width + 1
         for tier in self.tiers:
             rows, slot = tier.rows, now_ms - now_ms % tier.incr_ms
-            if rows:
-                last = len(rows) - step
-                if list(rows[last + 1:]) == list(values):
-                    continue  # unchanged: the last row still holds
-                if rows[last] == slot:
-                    rows[last + 1:] = array("q", values)
-                    continue
+            if rows and rows[len(rows) - step] == slot:  # a later sample in the same slot
+                rows[len(rows) - step + 1:] = array("q", values)
+                continue
             rows.append(slot)
             rows.extend(values)
             # keep one row older than the tier's age: the value at its start

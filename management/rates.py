@@ -163,13 +163,14 @@ class Rates:
             series = before.get(obj)
             if series is None:
                 series = Series(counts, kind.policy, now_ms)
-            elif elapsed:
+                series.history.record(now_ms, counts)
+            elif counts != series.counts:
                 series.rates = tuple(round((now - then) / elapsed, 1) for now, then in
                                      zip(counts, series.counts, strict=True))
-                if counts != series.counts:
-                    series.changed_at = now_ms
-                series.counts = counts
-            series.history.record(now_ms, counts)
+                series.counts, series.changed_at = counts, now_ms
+                series.history.record(now_ms, counts)  # (an unchanged one needs no row)
+            elif any(series.rates):
+                series.rates = (0.0,) * len(counts)
             current[obj] = series
         self.series[kind] = current
 

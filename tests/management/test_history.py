@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from management.history import History, RangeError, ranges
+from management.rates import Kind, Rates
 
 
 def test_rows_stay_bounded_under_constant_change():
@@ -21,11 +22,20 @@ def test_rows_stay_bounded_under_constant_change():
     assert len(coarse.rows) // 13 <= 3600 // 60 + 2
 
 
-def test_an_unchanged_figure_keeps_one_row():
-    history = History(width=3, policy="global")
+def test_an_unchanged_figure_adds_no_rows():
+    """The sampler records a row only when a figure moved (an idle queue costs nothing)."""
+    figures = {"value": 1}
+    rates, obj = Rates(), object()
+    reader = {obj: figures}
+    kind = Kind(("value",), ("lengths",), lambda key: (reader[key]["value"],), "global")
     for step in range(1000):
-        history.record(1_700_000_000_000 + step * 5000, (1, 2, 3))
+        rates.sample(kind, [obj], 5.0, 1_700_000_000_000 + step * 5000)
+    history = rates.series[kind][obj].history
+    assert all(len(tier.rows) == 2 for tier in history.tiers)
+    figures["value"] = 2
+    rates.sample(kind, [obj], 5.0, 1_700_000_000_000 + 1000 * 5000)
     assert all(len(tier.rows) == 4 for tier in history.tiers)
+    assert rates.series[kind][obj].rates == (0.2,)
 
 
 def test_samples_are_the_values_at_their_times():
