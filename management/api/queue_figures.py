@@ -2,10 +2,12 @@
 how many (and how many bytes) are persistent, in memory or paged out, the timestamp of the
 oldest message (ready or unacknowledged, as RabbitMQ's head_message_timestamp), and the
 backing_queue_status RabbitMQ's variable queue shows. Walked when the API asks (one walk of the
-node's unacknowledged deliveries per request), never on the message path."""
+node's unacknowledged deliveries per request; a queue's messages again only once its counts
+moved), never on the message path."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,12 +69,29 @@ def head_message_timestamp(queue: Queue, pending: Pending) -> int | None:
     return min(stamps) if stamps else None
 
 
+# The walked figures of each queue, with the counts they were walked at: a queue none of whose
+# counts moved since (an idle one, however long) is not walked again.
+_WALKED: weakref.WeakKeyDictionary[Queue, tuple[tuple[int, ...], tuple[int, int, int, int]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _walked(queue: Queue) -> tuple[int, int, int, int]:
+    """Ready messages in memory and their bytes, persistent ones and their bytes."""
+    counts = (queue.messages_published, queue.messages_delivered, queue.message_count,
+              queue.unacked_count, queue.cold_count, queue.ready_bytes)
+    known = _WALKED.get(queue)
+    if known is not None and known[0] == counts:
+        return known[1]
+    figures = (*queue.ready_in_memory(), *queue.ready_persistent())
+    _WALKED[queue] = (counts, figures)
+    return figures
+
+
 def classic_fields(queue: Queue, pending: Pending, rates: tuple[float, ...]) -> dict[str, Any]:
     """Persistence, memory and paging figures and backing_queue_status; `rates`: the queue's
     publish, deliver_get, deliveries needing an ack and ack rates."""
     ready, unacked = queue.message_count, queue.unacked_count
-    ready_ram, ready_ram_bytes = queue.ready_in_memory()
-    ready_persistent, ready_persistent_bytes = queue.ready_persistent()
+    ready_ram, ready_ram_bytes, ready_persistent, ready_persistent_bytes = _walked(queue)
     publish_rate, egress_rate, ack_ingress_rate, ack_rate = rates
     return {
         "head_message_timestamp": head_message_timestamp(queue, pending),
