@@ -175,11 +175,6 @@ class Queue:
         return count, size
 
     @property
-    def cold_count(self) -> int:
-        """Ready messages held as rows of cold runs (of the catalog or the page store)."""
-        return self._messages.cold_count
-
-    @property
     def next_seq_id(self) -> int:
         return self._next_seq
 

@@ -106,6 +106,25 @@ NODE_GAUGES = Kind(("mem_used", "fd_used", "sockets_used", "proc_used", "disk_fr
                     "context_switches"), (LENGTHS,) * 6, _node_gauges)
 
 
+def _churn_figures(node: Node) -> tuple[int, ...]:
+    churn = node.churn  # type: ignore[attr-defined]
+    open_channels = sum(len(connection.channels) for connection in node.connections)
+    return (churn.connections_opened, churn.connections_closed, churn.channels_opened,
+            churn.channels_opened - open_channels, churn.queues_declared, churn.queues_created,
+            churn.queues_deleted)
+
+
+# RabbitMQ's churn_rates (overview) and the node's same keys, from the node's churn counters
+# (`node.churn`, counted for /metrics' churn families; absent from a node without them).
+CHURN = Kind(("connection_created", "connection_closed", "channel_created", "channel_closed",
+              "queue_declared", "queue_created", "queue_deleted"), (MSG_RATES,) * 7,
+             _churn_figures, policy="global")
+
+
+def counts_churn(node: Node) -> bool:
+    return hasattr(node, "churn")
+
+
 def _channel_figures(channel: Channel) -> tuple[int, ...]:
     stats = channel.stats
     delivered, gets, gets_no_ack, consumed_no_ack = (
@@ -254,6 +273,8 @@ def sample(node: Node, rates: Rates) -> None:
     connections = list(node.connections)
     rates.sample(NODE, (node,), elapsed, now_ms)
     rates.sample(NODE_GAUGES, (node,), elapsed, now_ms)
+    if counts_churn(node):
+        rates.sample(CHURN, (node,), elapsed, now_ms)
     queues = [queue for vhost in vhosts for queue in vhost.queues.values()]
     rates.sample(QUEUE, queues, elapsed, now_ms)
     rates.sample_capacity(queues)

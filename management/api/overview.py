@@ -31,7 +31,16 @@ from management.api.common import (
 )
 from management.auth import USER_KEY, require_tag
 from management.history import SHOWN_RETENTION
-from management.rates import NODE, NODE_GAUGES, NODE_STATS, QUEUE_LENGTHS, RATES_KEY, Rates
+from management.rates import (
+    CHURN,
+    NODE,
+    NODE_GAUGES,
+    NODE_STATS,
+    QUEUE_LENGTHS,
+    RATES_KEY,
+    Rates,
+    counts_churn,
+)
 from protocol.codec import shortstr
 
 HEALTH_CHECK_FAILURE_STATUS = 503
@@ -70,7 +79,8 @@ async def overview(request: web.Request) -> web.Response:
         "enable_queue_totals": True,
         "statistics_db_event_queue": 0,
         "message_stats": rates.message_stats(NODE, node, NODE_STATS, ranges),
-        "churn_rates": {},
+        "churn_rates": (rates.figures(CHURN, node, CHURN.names, ranges)
+                        if counts_churn(node) else {}),
         "queue_totals": rates.figures(NODE, node, QUEUE_LENGTHS, ranges) if queues else {},
         "object_totals": {
             "channels": sum(len(c.channels) for c in node.connections),
@@ -146,6 +156,7 @@ def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
         "mem_limit": alarms.memory_limit, "disk_free_limit": alarms.disk_free_limit,
         "fd_total": _fd_limit(), "sockets_total": _fd_limit(), "proc_total": 1048576,
         **gauges, "run_queue": 0,
+        **(rates.figures(CHURN, node, CHURN.names, ranges) if counts_churn(node) else {}),
         "uptime": int((time.time() - node.started_at) * 1000),
         "mem_alarm": MEMORY in alarms.active, "disk_free_alarm": DISK in alarms.active,
         "partitions": [], "applications": [], "os_pid": str(_pid()),

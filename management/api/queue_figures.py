@@ -77,8 +77,9 @@ _WALKED: weakref.WeakKeyDictionary[Queue, tuple[tuple[int, ...], tuple[int, int,
 
 def _walked(queue: Queue) -> tuple[int, int, int, int]:
     """Ready messages in memory and their bytes, persistent ones and their bytes."""
+    # (memory_estimate moves when a body is paged out or read back)
     counts = (queue.messages_published, queue.messages_delivered, queue.message_count,
-              queue.unacked_count, queue.cold_count, queue.ready_bytes)
+              queue.unacked_count, queue.memory_estimate, queue.ready_bytes)
     known = _WALKED.get(queue)
     if known is not None and known[0] == counts:
         return known[1]
