@@ -66,6 +66,15 @@ QUEUE = Kind(QUEUE_LENGTHS + ("publish",) + DELIVER_STATS[:6] + ("ack", "redeliv
 # message_stats groups, as RabbitMQ records them (a group shows once one of its figures moved)
 QUEUE_STATS = (("publish",), DELIVER_STATS)
 
+def _vhost_lengths(vhost: Any) -> tuple[int, ...]:
+    queues = vhost.queues.values()
+    ready = sum(queue.message_count for queue in queues)
+    unacked = sum(queue.unacked_count for queue in queues)
+    return ready + unacked, ready, unacked
+
+
+VHOST = Kind(QUEUE_LENGTHS, (LENGTHS,) * 3, _vhost_lengths)
+
 EXCHANGE = Kind(("publish_in", "publish_out"), (MSG_RATES,) * 2,
                 lambda exchange: (exchange.messages_in, exchange.messages_out))
 EXCHANGE_STATS = (("publish_in",), ("publish_out",))
@@ -278,6 +287,7 @@ def sample(node: Node, rates: Rates) -> None:
     queues = [queue for vhost in vhosts for queue in vhost.queues.values()]
     rates.sample(QUEUE, queues, elapsed, now_ms)
     rates.sample_capacity(queues)
+    rates.sample(VHOST, vhosts, elapsed, now_ms)
     rates.sample(EXCHANGE, (exchange for vhost in vhosts
                             for exchange in vhost.exchanges.values()), elapsed, now_ms)
     rates.sample(CONNECTION, connections, elapsed, now_ms)

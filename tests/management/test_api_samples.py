@@ -188,3 +188,28 @@ def test_error_body_is_compact_json(api):
     answer = api.get("/api/queues/%2F/no-such-queue-at-all")
     assert answer.body == b'{"error":"Object Not Found","reason":"Not Found"}'
     assert api.get("/api/consumers/no-such-vhost").status == 404
+
+
+def test_vhost_lengths_have_rates_but_no_samples(api, unique):
+    """A vhost's messages, ready and unacked with their `_details` rates; RabbitMQ checks the
+    sample ranges of a vhost request (its list names a refused one
+    `invalid_range_parameters`) but answers no samples."""
+    vhost, name = f"samples-vh-{unique}", "q"
+    assert api.put(f"/api/vhosts/{q(vhost)}").status == 201
+    try:
+        api.create_queue(vhost, name)
+        api.publish(vhost, "amq.default", name, "one")
+        api.publish(vhost, "amq.default", name, "two")
+        shown = eventually(
+            lambda: api.ok_json(f"/api/vhosts/{q(vhost)}?lengths_age=10&lengths_incr=5"),
+            lambda info: info.get("messages") == 2, timeout=30, interval=0.5)
+        assert shown["messages_ready"] == 2 and shown["messages_unacknowledged"] == 0
+        for key in ("messages_details", "messages_ready_details",
+                    "messages_unacknowledged_details"):
+            assert set(shown[key]) == {"rate"}
+        assert api.get("/api/vhosts?lengths_age=0&lengths_incr=5").json()["error"] == (
+            "invalid_range_parameters")
+        assert api.get(f"/api/vhosts/{q(vhost)}?lengths_age=0&lengths_incr=5").json() == {
+            "error": "bad_request", "reason": "Invalid range parameters: age 0, incr 5"}
+    finally:
+        api.delete(f"/api/vhosts/{q(vhost)}")
