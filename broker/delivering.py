@@ -86,6 +86,7 @@ class Deliveries:
         counters, stats = queue.counters, self.stats  # the node's, for the queue's type
         counters.messages_delivered += 1
         stats.delivered += 1
+        stats.redelivered += entry.redelivered
         if consumer.no_ack:
             counters.delivered_consume_auto_ack += 1
             queue.consumed_no_ack += 1
@@ -94,7 +95,6 @@ class Deliveries:
             counters.delivered_consume_manual_ack += 1
         if entry.redelivered:
             counters.messages_redelivered += 1
-            stats.redelivered += 1
 
     def cancelled(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""
