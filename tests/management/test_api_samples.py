@@ -8,11 +8,12 @@ WARREN_TEST_HTTP_PORT=15682 (its statistics lag: values are polled).
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Iterator
 
 import pika
 import pytest
-from management_api import GUEST, eventually, q, wait_for_queue_field
+from management_api import GUEST, Api, eventually, q, wait_for_queue_field
 
 AGED = "lengths_age=60&lengths_incr=5&msg_rates_age=60&msg_rates_incr=5"
 
@@ -213,3 +214,26 @@ def test_vhost_lengths_have_rates_but_no_samples(api, unique):
             "error": "bad_request", "reason": "Invalid range parameters: age 0, incr 5"}
     finally:
         api.delete(f"/api/vhosts/{q(vhost)}")
+
+
+def test_idle_since_once_nothing_moves(warren_factory):
+    """A queue and a channel show idle_since (RabbitMQ's ISO text with milliseconds, the
+    moment their figures last moved) once a sample found them unchanged, and not while busy."""
+
+
+    broker = warren_factory(extra_args=["--collect-statistics-interval", "200"])
+    api = Api(broker.host, broker.management_port)
+    with amqp(broker, "idle-test") as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare("idle-q")
+        channel.basic_publish("", "idle-q", b"x")
+        shown = eventually(lambda: api.ok_json("/api/queues/%2F/idle-q"),
+                           lambda info: "idle_since" in info, timeout=15, interval=0.2)
+        channels = eventually(lambda: api.ok_json("/api/channels"),
+                              lambda items: items and "idle_since" in items[0], timeout=15)
+    for text in (shown["idle_since"], channels[0]["idle_since"]):
+        moment = datetime.datetime.fromisoformat(text)
+        assert text.endswith("+00:00") and len(text.split(".")[1]) == len("123+00:00")
+        age = datetime.datetime.now(datetime.UTC) - moment
+        assert datetime.timedelta(0) <= age < datetime.timedelta(seconds=15)
