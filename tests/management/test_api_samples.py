@@ -218,9 +218,7 @@ def test_vhost_lengths_have_rates_but_no_samples(api, unique):
 
 def test_idle_since_once_nothing_moves(warren_factory):
     """A queue and a channel show idle_since (RabbitMQ's ISO text with milliseconds, the
-    moment their figures last moved) once a sample found them unchanged, and not while busy."""
-
-
+    moment their figures last moved) once a sample found them unchanged."""
     broker = warren_factory(extra_args=["--collect-statistics-interval", "200"])
     api = Api(broker.host, broker.management_port)
     with amqp(broker, "idle-test") as connection:
