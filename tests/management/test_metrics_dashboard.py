@@ -3,7 +3,7 @@
 stopped by PID) scrapes a real Warren's /metrics every second, and each PromQL expression of
 the dashboard's panels and template variables returns data.
 
-The expressions are in data/rabbitmq_overview_queries.json, extracted unchanged from
+The expressions are in rabbitmq_overview_queries.json, extracted unchanged from
 rabbitmq/rabbitmq-server tag v3.10.8 (commit 5b67ea2bbd4c09e8ad2d5b2b67bf1b5feff29231),
 deps/rabbitmq_prometheus/docker/grafana/dashboards/RabbitMQ-Overview.json. Grafana fills
 `$rabbitmq_cluster` and `$namespace` from those variables; so does this test (`namespace` is
@@ -26,7 +26,7 @@ from client_helpers import opened
 from metrics_kit import EXTERNAL
 
 PROMETHEUS = shutil.which("prometheus")
-QUERIES = json.loads((Path(__file__).parent / "data" / "rabbitmq_overview_queries.json")
+QUERIES = json.loads((Path(__file__).parent / "rabbitmq_overview_queries.json")
                      .read_text())
 NAMESPACE = "warren-test"
 
