@@ -42,7 +42,7 @@ from broker.cluster.view import ClusterNodeInfo, ReplicaLag
 from broker.config import Config
 from broker.listeners import bind_all
 from broker.node import Node, name_this_node, node_name
-from broker.node_figures import node_figures
+from broker.node_figures import node_description, node_figures
 from broker.tls import amqps_context
 from broker.transport import Transport
 from management import local_admin
@@ -197,11 +197,14 @@ class ClusterMember:
                                              "figures": self.figures()}, self.lease.id)
 
     def figures(self) -> dict[str, Any]:
-        """This node's own figures (broker/node_figures.py): the broker's while leading."""
+        """This node's own figures and description (broker/node_figures.py): the broker's
+        figures while leading."""
         if self.node is not None:
-            return node_figures(self.node.alarms, self.node.started_at,
-                                len(self.node.connections))
-        return node_figures(self.monitor, self.started_at, len(self.passthroughs))
+            figures = node_figures(self.node.alarms, self.node.started_at,
+                                   len(self.node.connections))
+        else:
+            figures = node_figures(self.monitor, self.started_at, len(self.passthroughs))
+        return {**figures, **node_description(self.config)}
 
     async def _publish_figures(self) -> None:
         """Refresh the node key (figures included) every FIGURES_INTERVAL seconds."""

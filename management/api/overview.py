@@ -14,7 +14,7 @@ from broker.errors import BrokerError
 from broker.exchanges import EXCHANGE_TYPES
 from broker.message import Message
 from broker.node import Node, node_name
-from broker.node_figures import node_figures
+from broker.node_figures import http_contexts, node_description, node_figures
 from management.api.common import (
     Ranges,
     access_refused,
@@ -43,14 +43,6 @@ from management.rates import (
 from protocol.codec import shortstr
 
 HEALTH_CHECK_FAILURE_STATUS = 503
-# The SASL mechanisms RabbitMQ 3.10 lists (EXTERNAL: its plugin's), with their descriptions
-AUTH_MECHANISMS = {
-    "PLAIN": "SASL PLAIN authentication mechanism",
-    "AMQPLAIN": "QPid AMQPLAIN mechanism",
-    "EXTERNAL": "RabbitMQ SSL authentication (SASL EXTERNAL)",  # listed when configured
-}
-# The RabbitMQ plugins whose features Warren has built in, always on
-BUILT_IN_PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus")
 _ALARM_RESOURCES = ((DISK, "disk space"), (MEMORY, "memory"))  # RabbitMQ's names and order
 
 
@@ -93,14 +85,8 @@ async def overview(request: web.Request) -> web.Response:
              "socket_opts": {}}
             for protocol, host, port in listeners(config)
         ],
-        "contexts": [{"node": node_name(), **context} for context in _contexts(config)],
+        "contexts": [{"node": node_name(), **context} for context in http_contexts(config)],
     })
-
-
-def _contexts(config: Config) -> list[dict[str, str]]:
-    """The HTTP contexts: the management API, the UI and /metrics share one port."""
-    return [{"description": "RabbitMQ Management", "path": "/",
-             "port": str(config.management_port)}]
 
 
 def listeners(config: Config) -> list[tuple[str, str, int]]:
@@ -154,14 +140,7 @@ def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
     gauges = rates.figures(NODE_GAUGES, node, NODE_GAUGES.names, ranges)
     return {
         **_node_object(node_name()), **role,
-        "auth_mechanisms": [
-            {"name": name, "description": description, "enabled": name in config.auth_mechanisms}
-            for name, description in AUTH_MECHANISMS.items()
-            if name != "EXTERNAL" or name in config.auth_mechanisms
-        ],
-        "enabled_plugins": list(BUILT_IN_PLUGINS), "contexts": _contexts(config),
-        "log_files": [str(config.log_file) if config.log_file else "<stderr>"],
-        "db_dir": str(config.data_dir.resolve()), "mem_calculation_strategy": "rss",
+        **node_description(config),
         **node_figures(node.alarms, node.started_at, len(node.connections)),
         **gauges,
         **(rates.figures(CHURN, node, CHURN.names, ranges) if counts_churn(node) else {}),

@@ -40,7 +40,8 @@ class ConfirmedPublish(threading.Thread):
 def in_sync_on(node: ClusterNode) -> set[str]:
     """The followers `node`'s /metrics counts in its in-sync set."""
     return {line.split('"')[1] for line in node.metrics().splitlines()
-            if line.startswith("warren_cluster_replication_in_sync{") and line.endswith(" 1.0")}
+            if line.startswith("warren_cluster_replication_in_sync{")
+            and float(line.rsplit(" ", 1)[1]) == 1}
 
 
 def test_new_leader_keeps_the_surviving_member_in_sync_and_waits_for_it(
