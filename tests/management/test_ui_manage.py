@@ -1,0 +1,298 @@
+"""Managing the broker from the web UI, driven in headless Chromium as a person does it: the
+forms that create and delete queues, exchanges, bindings, users, vhosts, permissions and
+policies; the queue list's features and rates; the connection, channel and consumer views with
+a forced close; definitions export and import; the charts' history from the broker.
+
+Each test checks what the UI did through the management API or a pika client, not only what the
+page shows. Uses the browser fixture and helpers of test_ui.py; screenshots go to
+test-artifacts/ui/ as manage-*.png.
+"""
+
+from __future__ import annotations
+
+import pytest
+from management_api import Api, eventually, q
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from test_ui import WAIT, _log_in, _shot, _text_becomes, browser  # noqa: F401 (a fixture)
+
+
+def _api(broker) -> Api:
+    if not broker.is_warren:
+        pytest.skip("the UI under test is Warren's own")
+    if broker.management_port is None:
+        pytest.skip("the broker under test has no management port (set WARREN_TEST_HTTP_PORT)")
+    return Api(broker.host, broker.management_port)
+
+
+def _go(driver, page: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f"#nav a[data-page={page}]").click()
+
+
+def _open_section(driver, form_id: str) -> WebElement:
+    """Open the collapsed "Add a new ..." card holding `form_id` and return the form."""
+    form = WebDriverWait(driver, WAIT).until(
+        EC.presence_of_element_located((By.ID, form_id)))
+    details = form.find_element(By.XPATH, "./ancestor::details")
+    if not details.get_attribute("open"):
+        _click(driver, details.find_element(By.TAG_NAME, "summary"))
+    return form
+
+
+def _click(driver, target: str | WebElement) -> None:
+    """Click an element (an id or the element) after scrolling it to the middle of the window,
+    clear of the toast in the corner."""
+    element = target if isinstance(target, WebElement) else WebDriverWait(driver, WAIT).until(
+        EC.element_to_be_clickable((By.ID, target)))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def _type(driver, element_id: str, text: str) -> None:
+    box = WebDriverWait(driver, WAIT).until(EC.visibility_of_element_located((By.ID, element_id)))
+    box.clear()
+    box.send_keys(text)
+
+
+def _set_argument(form: WebElement, hint_key: str, value: str) -> None:
+    """Click the hint that adds `hint_key`, then type its value into the row it filled."""
+    form.find_element(By.CSS_SELECTOR, f"a.hint-link[data-arg='{hint_key}']").click()
+    for row in form.find_elements(By.CSS_SELECTOR, ".arg-row"):
+        if row.find_element(By.CSS_SELECTOR, ".arg-key").get_attribute("value") == hint_key:
+            row.find_element(By.CSS_SELECTOR, ".arg-value").send_keys(value)
+            return
+    raise AssertionError(f"no argument row for {hint_key}")
+
+
+def _answer_confirm(driver, accept: bool = True) -> str:
+    alert = WebDriverWait(driver, WAIT).until(EC.alert_is_present())
+    text = alert.text
+    if accept:
+        alert.accept()
+    else:
+        alert.dismiss()
+    return text
+
+
+def _select_vhost(driver, element_id: str, vhost: str) -> None:
+    select = WebDriverWait(driver, WAIT).until(EC.presence_of_element_located((By.ID, element_id)))
+    WebDriverWait(driver, WAIT).until(
+        lambda d: vhost in [o.get_attribute("value") for o in Select(select).options])
+    Select(select).select_by_value(vhost)
+
+
+def _no_console_errors(driver) -> None:
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+def test_ui_dead_letter_queue_from_form_to_delete(broker, browser, unique):  # noqa: F811
+    """The issue's walk: a queue with a dead-letter exchange made through the form, bound
+    from an exchange made through the form, a publish on the exchange page, the depth seen,
+    the message got, the queue deleted after a confirmation."""
+    api = _api(broker)
+    tag = unique[-8:]
+    queue, exchange, dlx = f"orders-{tag}", f"shop-{tag}", f"dlx-{tag}"
+    driver, wait = browser, WebDriverWait(browser, WAIT)
+    try:
+        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
+        _text_becomes(driver, "whoami", "guest")
+
+        # a durable classic queue with x-dead-letter-exchange and x-message-ttl, via the hints
+        _go(driver, "queues")
+        form = _open_section(driver, "add-queue-form")
+        _select_vhost(driver, "queue-vhost", "/")
+        _type(driver, "queue-name-input", queue)
+        _set_argument(form, "x-dead-letter-exchange", dlx)
+        _set_argument(form, "x-message-ttl", "600000")
+        _shot(driver, "manage-01-add-queue-form")
+        _click(driver, "add-queue")
+        created = eventually(lambda: api.get(f"/api/queues/%2F/{q(queue)}"),
+                             lambda r: r.status == 200, timeout=WAIT).json()
+        assert created["durable"] is True and created["auto_delete"] is False
+        assert created["arguments"] == {"x-dead-letter-exchange": dlx, "x-message-ttl": 600000}
+
+        # the list shows it with RabbitMQ's feature abbreviations and their tooltips
+        _type(driver, "queue-filter", queue)
+        row = wait.until(EC.presence_of_element_located(
+            (By.CSS_SELECTOR, f"tr[data-name='{queue}']")))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#main tbody tr")) == 1)
+        row = driver.find_element(By.CSS_SELECTOR, f"tr[data-name='{queue}']")
+        abbrs = {a.text: a.get_attribute("title")
+                 for a in row.find_elements(By.CSS_SELECTOR, ".features abbr")}
+        assert abbrs == {"D": "durable: true", "TTL": "x-message-ttl: 600000",
+                         "DLX": f"x-dead-letter-exchange: {dlx}"}
+        _shot(driver, "manage-02-queue-listed")
+
+        # a direct exchange through the exchange form
+        _go(driver, "exchanges")
+        _open_section(driver, "add-exchange-form")
+        _select_vhost(driver, "exchange-vhost", "/")
+        _type(driver, "exchange-name-input", exchange)
+        Select(driver.find_element(By.ID, "exchange-type")).select_by_value("direct")
+        _click(driver, "add-exchange")
+        link = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR,
+                                                       f"tr[data-name='{exchange}'] a")))
+        assert api.ok_json(f"/api/exchanges/%2F/{q(exchange)}")["type"] == "direct"
+
+        # on the exchange page: bind it to the queue with a routing key
+        _click(driver, link)
+        _type(driver, "bind-destination", queue)
+        _type(driver, "bind-routing-key", "new-order")
+        _click(driver, "bind-submit")
+        _text_becomes(driver, "main", "new-order")
+        bindings = api.ok_json(f"/api/exchanges/%2F/{q(exchange)}/bindings/source")
+        assert [(b["destination"], b["routing_key"]) for b in bindings] == [(queue, "new-order")]
+
+        # publish on the exchange page
+        _type(driver, "xpublish-routing-key", "new-order")
+        _type(driver, "xpublish-payload", "order 42")
+        _click(driver, "xpublish-submit")
+        _text_becomes(driver, "toast", "Message published.")
+        _shot(driver, "manage-03-exchange-bound-published")
+
+        # the queue page (through the binding's link): depth 1, get it, depth 0
+        _click(driver, driver.find_element(By.LINK_TEXT, queue))
+        _text_becomes(driver, "queue-name", queue)
+        _text_becomes(driver, "q-ready", "1")
+        Select(driver.find_element(By.ID, "get-ackmode")).select_by_value("ack_requeue_false")
+        _click(driver, "get-submit")
+        _text_becomes(driver, "get-results", "order 42")
+        _text_becomes(driver, "q-ready", "0")
+        _shot(driver, "manage-04-queue-got")
+
+        # delete asks first: cancelling keeps the queue, accepting deletes it
+        _click(driver, "delete-queue")
+        assert _answer_confirm(driver, accept=False) == f"Delete queue {queue}?"
+        assert api.get(f"/api/queues/%2F/{q(queue)}").status == 200
+        _click(driver, "delete-queue")
+        _answer_confirm(driver)
+        wait.until(lambda d: d.current_url.endswith("#/queues"))
+        assert api.get(f"/api/queues/%2F/{q(queue)}").status == 404
+        _shot(driver, "manage-05-queue-deleted")
+        _no_console_errors(driver)
+    except Exception:
+        _shot(driver, "manage-failure-dead-letter")
+        raise
+    finally:
+        api.delete(f"/api/queues/%2F/{q(queue)}")
+        api.delete(f"/api/exchanges/%2F/{q(exchange)}")
+
+
+def _row(driver, table_id: str, *texts: str) -> WebElement:
+    """The row of table `table_id` whose cells include every one of `texts` (waits for it)."""
+    def find(d):
+        for row in d.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr"):
+            cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            if all(text in cells for text in texts):
+                return row
+        return False
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(find, f"no row with {texts} in #{table_id}")
+
+
+def _row_gone(driver, table_id: str, *texts: str) -> None:
+    def gone(d):
+        for row in d.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr"):
+            cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            if all(text in cells for text in texts):
+                return False
+        return True
+    WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)
+                  ).until(gone, f"a row with {texts} is still in #{table_id}")
+
+
+def test_ui_admin_creates_and_deletes_users_vhosts_permissions_and_policies(
+        broker, browser, unique):  # noqa: F811
+    api = _api(broker)
+    tag = unique[-8:]
+    vhost, user, policy = f"ui-vhost-{tag}", f"ui-user-{tag}", f"ui-policy-{tag}"
+    driver = browser
+    try:
+        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
+        _text_becomes(driver, "whoami", "guest")
+        _go(driver, "admin")
+
+        # a vhost with a description and tags
+        _type(driver, "vhost-name", vhost)
+        _type(driver, "vhost-description", "made in the browser")
+        _type(driver, "vhost-tags", "ui, test")
+        _click(driver, "add-vhost")
+        _row(driver, "admin-vhosts-table", vhost, "made in the browser", "ui, test")
+        shown = api.ok_json(f"/api/vhosts/{q(vhost)}")
+        assert (shown["description"], shown["tags"]) == ("made in the browser", ["ui", "test"])
+
+        # a user with a password and two tags picked from the hints; the password works
+        _type(driver, "user-name", user)
+        _type(driver, "user-password", "s3cret")
+        form = driver.find_element(By.ID, "add-user-form")
+        for name in ("monitoring", "policymaker"):
+            _click(driver, form.find_element(By.CSS_SELECTOR, f"a[data-tag={name}]"))
+        _click(driver, "add-user")
+        _row(driver, "admin-users-table", user, "monitoring, policymaker")
+        assert api.ok_json(f"/api/users/{q(user)}")["tags"] == ["monitoring", "policymaker"]
+        assert Api(broker.host, broker.management_port, (user, "s3cret")).get(
+            "/api/whoami").status == 200
+
+        # permissions and topic permissions of that user in that vhost
+        _type(driver, "permission-user", user)
+        _select_vhost(driver, "permission-vhost", vhost)
+        _type(driver, "permission-configure", "^cfg-")
+        _click(driver, "set-permission")
+        _row(driver, "admin-permissions-table", user, vhost, "^cfg-")
+        assert api.ok_json(f"/api/permissions/{q(vhost)}/{q(user)}")["configure"] == "^cfg-"
+        _type(driver, "topic-user", user)
+        _select_vhost(driver, "topic-vhost", vhost)
+        _type(driver, "topic-write", "^orders\\.")
+        _click(driver, "set-topic-permission")
+        _row(driver, "admin-topic-permissions-table", user, vhost, "amq.topic", "^orders\\.")
+        assert api.ok_json(f"/api/topic-permissions/{q(vhost)}/{q(user)}") == [
+            {"user": user, "vhost": vhost, "exchange": "amq.topic", "write": "^orders\\.",
+             "read": ".*"}]
+
+        # a policy whose definition is typed through the hints
+        _select_vhost(driver, "policy-vhost", vhost)
+        _type(driver, "policy-name", policy)
+        _type(driver, "policy-pattern", "^dl\\.")
+        Select(driver.find_element(By.ID, "policy-apply-to")).select_by_value("queues")
+        _type(driver, "policy-priority", "3")
+        form = driver.find_element(By.ID, "add-policy-form")
+        _set_argument(form, "max-length", "10")
+        _set_argument(form, "dead-letter-exchange", "dead")
+        _click(driver, "add-policy")
+        _row(driver, "admin-policies-table", vhost, policy, "^dl\\.", "queues")
+        shown = api.ok_json(f"/api/policies/{q(vhost)}/{q(policy)}")
+        assert (shown["definition"], shown["priority"], shown["apply-to"]) == (
+            {"max-length": 10, "dead-letter-exchange": "dead"}, 3, "queues")
+        _shot(driver, "manage-06-admin-created")
+
+        # every delete asks; a cancelled one deletes nothing
+        _click(driver, _row(driver, "admin-users-table", user).find_element(
+            By.CSS_SELECTOR, "button.delete-user"))
+        assert _answer_confirm(driver, accept=False) == f"Delete user {user}?"
+        assert api.get(f"/api/users/{q(user)}").status == 200
+        for table, texts, button, path in (
+                ("admin-policies-table", (policy,), "delete-policy",
+                 f"/api/policies/{q(vhost)}/{q(policy)}"),
+                ("admin-topic-permissions-table", (user, vhost), "clear-topic-permission",
+                 f"/api/topic-permissions/{q(vhost)}/{q(user)}"),
+                ("admin-permissions-table", (user, vhost), "clear-permission",
+                 f"/api/permissions/{q(vhost)}/{q(user)}"),
+                ("admin-users-table", (user,), "delete-user", f"/api/users/{q(user)}"),
+                ("admin-vhosts-table", (vhost,), "delete-vhost", f"/api/vhosts/{q(vhost)}")):
+            _click(driver, _row(driver, table, *texts).find_element(
+                By.CSS_SELECTOR, f"button.{button}"))
+            _answer_confirm(driver)
+            _row_gone(driver, table, *texts)
+            assert api.get(path).status == 404, path
+        _shot(driver, "manage-07-admin-deleted")
+        _no_console_errors(driver)
+    except Exception:
+        _shot(driver, "manage-failure-admin")
+        raise
+    finally:
+        api.delete(f"/api/users/{q(user)}")
+        api.delete(f"/api/vhosts/{q(vhost)}")
