@@ -10,6 +10,9 @@ test-artifacts/ui/ as manage-*.png.
 
 from __future__ import annotations
 
+import threading
+
+import pika
 import pytest
 from management_api import Api, eventually, q
 from selenium.common.exceptions import StaleElementReferenceException
@@ -84,6 +87,15 @@ def _select_vhost(driver, element_id: str, vhost: str) -> None:
     Select(select).select_by_value(vhost)
 
 
+def _features(driver, row_name: str) -> list[tuple[str, str]]:
+    """The queue list's feature abbreviations of a row with their tooltips, read in one go."""
+    return [tuple(pair) for pair in driver.execute_script("""
+        const row = [...document.querySelectorAll('#main tbody tr')]
+            .find(tr => tr.dataset.name === arguments[0]);
+        return [...row.querySelectorAll('.features abbr')].map(a => [a.textContent, a.title]);
+        """, row_name)]
+
+
 def _no_console_errors(driver) -> None:
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors
@@ -117,14 +129,12 @@ def test_ui_dead_letter_queue_from_form_to_delete(broker, browser, unique):  # n
 
         # the list shows it with RabbitMQ's feature abbreviations and their tooltips
         _type(driver, "queue-filter", queue)
-        row = wait.until(EC.presence_of_element_located(
+        wait.until(EC.presence_of_element_located(
             (By.CSS_SELECTOR, f"tr[data-name='{queue}']")))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#main tbody tr")) == 1)
-        row = driver.find_element(By.CSS_SELECTOR, f"tr[data-name='{queue}']")
-        abbrs = {a.text: a.get_attribute("title")
-                 for a in row.find_elements(By.CSS_SELECTOR, ".features abbr")}
-        assert abbrs == {"D": "durable: true", "TTL": "x-message-ttl: 600000",
-                         "DLX": f"x-dead-letter-exchange: {dlx}"}
+        assert _features(driver, queue) == [
+            ("D", "durable: true"), ("TTL", "x-message-ttl: 600000"),
+            ("DLX", f"x-dead-letter-exchange: {dlx}")]
         _shot(driver, "manage-02-queue-listed")
 
         # a direct exchange through the exchange form
@@ -296,3 +306,152 @@ def test_ui_admin_creates_and_deletes_users_vhosts_permissions_and_policies(
     finally:
         api.delete(f"/api/users/{q(user)}")
         api.delete(f"/api/vhosts/{q(vhost)}")
+
+
+def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
+        broker, browser, unique):  # noqa: F811
+    api = _api(broker)
+    tag = unique[-8:]
+    quorum, stream, exchange = f"qq-{tag}", f"stream-{tag}", f"fan-{tag}"
+    driver, wait = browser, WebDriverWait(browser, WAIT)
+    try:
+        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
+        _text_becomes(driver, "whoami", "guest")
+        _go(driver, "queues")
+        form = _open_section(driver, "add-queue-form")
+
+        # the type changes the hints: a quorum queue offers the delivery limit, a stream the
+        # retention; neither offers durability or auto-delete (both are implied)
+        for name, queue_type, hint, value in ((quorum, "quorum", "x-delivery-limit", "5"),
+                                              (stream, "stream", "x-max-age", "1D")):
+            Select(driver.find_element(By.ID, "queue-type")).select_by_value(queue_type)
+            assert not driver.find_element(By.ID, "queue-durable").is_displayed()
+            _select_vhost(driver, "queue-vhost", "/")
+            _type(driver, "queue-name-input", name)
+            _set_argument(form, hint, value)
+            if queue_type == "quorum":
+                assert not form.find_elements(By.CSS_SELECTOR, "a[data-arg=x-max-priority]")
+                _shot(driver, "manage-08-add-quorum-queue")
+            _click(driver, "add-queue")
+            created = eventually(lambda n=name: api.get(f"/api/queues/%2F/{q(n)}"),
+                                 lambda r: r.status == 200, timeout=WAIT).json()
+            assert created["type"] == queue_type and created["durable"] is True
+            assert created["arguments"][hint] == (int(value) if value.isdigit() else value)
+        _type(driver, "queue-filter", tag)
+        row = wait.until(EC.presence_of_element_located(
+            (By.CSS_SELECTOR, f"tr[data-name='{quorum}']")))
+        wait.until(lambda d: [td.text for td in d.find_element(
+            By.CSS_SELECTOR, f"tr[data-name='{quorum}']").find_elements(By.TAG_NAME, "td")
+        ][2:4] == ["quorum", "D DlL"])
+
+        # the queue page binds the queue from an exchange, with arguments, and unbinds it
+        _click(driver, row.find_element(By.TAG_NAME, "a"))
+        _text_becomes(driver, "queue-name", quorum)
+        _type(driver, "bind-source", "amq.headers")
+        form = driver.find_element(By.ID, "bind-form")
+        form.find_element(By.CSS_SELECTOR, ".arg-key").send_keys("x-match")
+        form.find_element(By.CSS_SELECTOR, ".arg-value").send_keys("any")
+        _click(driver, "bind-submit")
+        _text_becomes(driver, "main", '{"x-match":"any"}')
+        bound = api.ok_json(f"/api/bindings/%2F/e/amq.headers/q/{q(quorum)}")
+        assert [b["arguments"] for b in bound] == [{"x-match": "any"}]
+        _shot(driver, "manage-09-queue-bound")
+        _click(driver, driver.find_element(By.CSS_SELECTOR, "button.unbind"))
+        assert _answer_confirm(driver) == f"Unbind {quorum} from amq.headers?"
+        eventually(lambda: api.ok_json(f"/api/bindings/%2F/e/amq.headers/q/{q(quorum)}"),
+                   lambda bindings: bindings == [], timeout=WAIT)
+
+        # an exchange binds to another exchange from its page, unbinds, and is deleted
+        api.create_exchange("/", exchange, "fanout")
+        driver.get(f"http://127.0.0.1:{broker.management_port}/#/exchanges/%2F/{q(exchange)}")
+        Select(wait.until(EC.visibility_of_element_located((By.ID, "bind-kind")))
+               ).select_by_value("e")
+        _type(driver, "bind-destination", "amq.fanout")
+        _click(driver, "bind-submit")
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "button.unbind")))
+        assert [(b["destination"], b["destination_type"]) for b in api.ok_json(
+            f"/api/exchanges/%2F/{q(exchange)}/bindings/source")] == [("amq.fanout", "exchange")]
+        _click(driver, driver.find_element(By.CSS_SELECTOR, "button.unbind"))
+        _answer_confirm(driver)
+        eventually(lambda: api.ok_json(f"/api/exchanges/%2F/{q(exchange)}/bindings/source"),
+                   lambda bindings: bindings == [], timeout=WAIT)
+        _click(driver, "delete-exchange")
+        assert _answer_confirm(driver) == f"Delete exchange {exchange}?"
+        wait.until(lambda d: d.current_url.endswith("#/exchanges"))
+        assert api.get(f"/api/exchanges/%2F/{q(exchange)}").status == 404
+        _no_console_errors(driver)
+    except Exception:
+        _shot(driver, "manage-failure-queue-types")
+        raise
+    finally:
+        for name in (quorum, stream):
+            api.delete(f"/api/queues/%2F/{q(name)}")
+        api.delete(f"/api/exchanges/%2F/{q(exchange)}")
+
+
+def _cells(driver, row_name: str) -> dict[str, str]:
+    """The cells of a list row by column title, read in one go (the list refreshes itself)."""
+    return driver.execute_script("""
+        const titles = [...document.querySelectorAll('#main thead th')].map(th => th.innerText);
+        const row = [...document.querySelectorAll('#main tbody tr')]
+            .find(tr => tr.dataset.name === arguments[0]);
+        const cells = row ? [...row.cells].map(td => td.innerText) : [];
+        return Object.fromEntries(titles.map((title, i) => [title, cells[i]]));""", row_name)
+
+
+def _traffic(broker, queue: str, stop: threading.Event) -> None:
+    """Publish to `queue` and consume it with acks, about 20 messages a second, until `stop`."""
+    params = pika.ConnectionParameters(host=broker.host, port=broker.port)
+    with pika.BlockingConnection(params) as connection:
+        channel = connection.channel()
+        channel.basic_consume(queue, lambda ch, method, props, body:
+                              ch.basic_ack(method.delivery_tag))
+        while not stop.is_set():
+            channel.basic_publish("", queue, b"tick")
+            connection.process_data_events(time_limit=0.05)
+            stop.wait(0.05)
+
+
+def test_ui_queue_list_shows_features_and_rates(broker, browser, unique):  # noqa: F811
+    _api(broker)
+    tag = unique[-8:]
+    busy, special = f"busy-{tag}", f"special-{tag}"
+    driver, wait = browser, WebDriverWait(browser, WAIT)
+    params = pika.ConnectionParameters(host=broker.host, port=broker.port)
+    stop = threading.Event()
+    with pika.BlockingConnection(params) as connection:
+        channel = connection.channel()
+        channel.queue_declare(busy, auto_delete=True)
+        channel.queue_declare(special, exclusive=True, arguments={
+            "x-max-priority": 5, "x-single-active-consumer": True, "x-max-length": 10,
+            "x-custom": "yes"})
+        publisher = threading.Thread(target=_traffic, args=(broker, busy, stop))
+        publisher.start()
+        try:
+            _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
+            _text_becomes(driver, "whoami", "guest")
+            _go(driver, "queues")
+            _type(driver, "queue-filter", tag)
+            wait.until(EC.presence_of_element_located(
+                (By.CSS_SELECTOR, f"tr[data-name='{special}']")))
+            assert _features(driver, special) == [("Excl", "exclusive: true"),
+                             ("Lim", "x-max-length: 10"), ("Pri", "x-max-priority: 5"),
+                             ("SAC", "x-single-active-consumer: true"),
+                             ("Args", 'x-custom: "yes"')]
+            assert _cells(driver, special)["TYPE"] == "classic"
+
+            # the busy queue's publish, deliver and ack rates become non-zero in the list
+            def all_moving(d):
+                cells = _cells(d, busy)
+                return all(cells[title] != "0.0/s" for title in ("PUBLISH", "DELIVER / GET",
+                                                                  "ACK"))
+            WebDriverWait(driver, 40, ignored_exceptions=(StaleElementReferenceException,)
+                          ).until(all_moving, "the rates of a busy queue never moved")
+            _shot(driver, "manage-10-queue-features-and-rates")
+            _no_console_errors(driver)
+        except Exception:
+            _shot(driver, "manage-failure-features")
+            raise
+        finally:
+            stop.set()
+            publisher.join()
