@@ -455,3 +455,76 @@ def test_ui_queue_list_shows_features_and_rates(broker, browser, unique):  # noq
         finally:
             stop.set()
             publisher.join()
+
+
+def test_ui_connection_channel_and_consumer_pages_and_force_close(
+        broker, browser, unique):  # noqa: F811
+    api = _api(broker)
+    tag = unique[-8:]
+    queue, app_name, consumer_tag = f"work-{tag}", f"ui-orders-app-{tag}", f"ui-consumer-{tag}"
+    driver, wait = browser, WebDriverWait(browser, WAIT)
+    params = pika.ConnectionParameters(host=broker.host, port=broker.port,
+                                       client_properties={"connection_name": app_name})
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare(queue, auto_delete=True)
+        for body in (b"one", b"two"):
+            channel.basic_publish("", queue, body)
+        channel.basic_qos(prefetch_count=7)
+        channel.basic_consume(queue, lambda *args: None, consumer_tag=consumer_tag)
+        eventually(lambda: api.ok_json(f"/api/queues/%2F/{q(queue)}"),
+                   lambda x: x["messages_unacknowledged"] == 2)
+
+        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
+        _text_becomes(driver, "whoami", "guest")
+        _go(driver, "connections")
+        _text_becomes(driver, "main", app_name)
+        row = driver.find_element(By.XPATH, f"//tr[td[text()='{app_name}']]")
+        _click(driver, row.find_element(By.TAG_NAME, "a"))
+
+        # the connection page: client properties, settings, its channel with mode and counts
+        _text_becomes(driver, "client-properties", app_name)
+        assert "capabilities" in driver.find_element(By.ID, "client-properties").text
+        _text_becomes(driver, "connection-details", "guest")
+        channel_row = _row(driver, "main", "confirm", "7", "2", "1")
+        _shot(driver, "manage-11-connection")
+
+        # the channel page: prefetch, unacked, confirm mode and its consumer
+        _click(driver, channel_row.find_element(By.TAG_NAME, "a"))
+        _text_becomes(driver, "channel-details", "confirm")
+        details = driver.find_element(By.ID, "channel-details").text
+        assert "Prefetch count\n7" in details and "Unacked\n2" in details
+        _text_becomes(driver, "main", consumer_tag)
+        _shot(driver, "manage-12-channel")
+
+        # the queue page lists the consumer
+        _click(driver, driver.find_element(By.LINK_TEXT, queue))
+        _text_becomes(driver, "queue-name", queue)
+        consumer = _row(driver, "main", consumer_tag)
+        assert "7" in [td.text for td in consumer.find_elements(By.TAG_NAME, "td")]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", consumer)
+        _shot(driver, "manage-13-queue-consumers")
+
+        # force close with a reason: the client is told why
+        driver.back()
+        driver.back()
+        _text_becomes(driver, "client-properties", app_name)
+        _type(driver, "close-reason", "maintenance window")
+        _click(driver, "close-connection")
+        assert _answer_confirm(driver).startswith("Close connection ")
+        wait.until(lambda d: d.current_url.endswith("#/connections"))
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            for _ in range(100):
+                connection.process_data_events(time_limit=0.1)
+        assert (closed.value.reply_code, closed.value.reply_text) == (
+            320, "CONNECTION_FORCED - maintenance window")
+        _no_console_errors(driver)
+    except Exception:
+        _shot(driver, "manage-failure-connection")
+        raise
+    finally:
+        if connection.is_open:
+            connection.close()
+        api.delete(f"/api/queues/%2F/{q(queue)}")
