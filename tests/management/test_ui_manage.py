@@ -10,7 +10,10 @@ test-artifacts/ui/ as manage-*.png.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from pathlib import Path
 
 import pika
 import pytest
@@ -527,4 +530,64 @@ def test_ui_connection_channel_and_consumer_pages_and_force_close(
     finally:
         if connection.is_open:
             connection.close()
+        api.delete(f"/api/queues/%2F/{q(queue)}")
+
+
+def _downloaded(folder: Path, name: str) -> Path:
+    path = folder / name
+    deadline = time.monotonic() + WAIT
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), f"{name} was not downloaded; {folder} has {list(folder.iterdir())}"
+    return path
+
+
+def test_ui_definitions_export_and_import(broker, browser, unique, tmp_path):  # noqa: F811
+    api = _api(broker)
+    tag = unique[-8:]
+    queue, file_name = f"kept-{tag}", f"warren-definitions-{tag}.json"
+    driver, wait = browser, WebDriverWait(browser, WAIT)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                           {"behavior": "allow", "downloadPath": str(tmp_path)})
+    api.create_queue("/", queue, durable=True, arguments={"x-max-length": 3})
+    try:
+        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
+        _text_becomes(driver, "whoami", "guest")
+
+        # export "/" under a chosen file name: the file holds the queue as the API exports it
+        _select_vhost(driver, "export-vhost", "/")
+        _type(driver, "export-filename", file_name)
+        _click(driver, "export-definitions")
+        exported = json.loads(_downloaded(tmp_path, file_name).read_text())
+        assert exported == api.ok_json("/api/definitions/%2F")
+        [entry] = [x for x in exported["queues"] if x["name"] == queue]
+        assert entry["arguments"] == {"x-max-length": 3}
+        driver.execute_script("document.getElementById('export-form')"
+                              ".scrollIntoView({block: 'center'})")
+        _shot(driver, "manage-14-definitions")
+
+        # the queue is deleted; importing the file's entry for it (as an operator would after
+        # trimming the file) brings it back with its arguments
+        api.delete(f"/api/queues/%2F/{q(queue)}")
+        trimmed = tmp_path / "trimmed.json"
+        trimmed.write_text(json.dumps({"queues": [entry]}))
+        _select_vhost(driver, "import-vhost", "/")
+        driver.find_element(By.ID, "import-file").send_keys(str(trimmed))
+        _click(driver, "import-definitions")
+        _text_becomes(driver, "toast", "Definitions imported.")
+        restored = api.ok_json(f"/api/queues/%2F/{q(queue)}")
+        assert (restored["durable"], restored["arguments"]) == (True, {"x-max-length": 3})
+
+        # a file that is not JSON is refused with a reason and changes nothing
+        broken = tmp_path / "broken.json"
+        broken.write_text("{not json")
+        driver.find_element(By.ID, "import-file").send_keys(str(broken))
+        _click(driver, "import-definitions")
+        _text_becomes(driver, "toast", "broken.json is not JSON")
+        wait.until(lambda d: "error" in d.find_element(By.ID, "toast").get_attribute("class"))
+        _no_console_errors(driver)
+    except Exception:
+        _shot(driver, "manage-failure-definitions")
+        raise
+    finally:
         api.delete(f"/api/queues/%2F/{q(queue)}")
