@@ -34,6 +34,15 @@ def _api(broker) -> Api:
     return Api(broker.host, broker.management_port)
 
 
+def _start(driver, broker) -> None:
+    """Open the UI logged out (the browser is shared by this module's tests) and log in."""
+    base = f"http://127.0.0.1:{broker.management_port}/"
+    driver.get(base)
+    driver.execute_script("sessionStorage.clear()")
+    _log_in(driver, base)
+    _text_becomes(driver, "whoami", "guest")
+
+
 def _go(driver, page: str) -> None:
     driver.find_element(By.CSS_SELECTOR, f"#nav a[data-page={page}]").click()
 
@@ -113,8 +122,7 @@ def test_ui_dead_letter_queue_from_form_to_delete(broker, browser, unique):  # n
     queue, exchange, dlx = f"orders-{tag}", f"shop-{tag}", f"dlx-{tag}"
     driver, wait = browser, WebDriverWait(browser, WAIT)
     try:
-        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
-        _text_becomes(driver, "whoami", "guest")
+        _start(driver, broker)
 
         # a durable classic queue with x-dead-letter-exchange and x-message-ttl, via the hints
         _go(driver, "queues")
@@ -225,8 +233,7 @@ def test_ui_admin_creates_and_deletes_users_vhosts_permissions_and_policies(
     vhost, user, policy = f"ui-vhost-{tag}", f"ui-user-{tag}", f"ui-policy-{tag}"
     driver = browser
     try:
-        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
-        _text_becomes(driver, "whoami", "guest")
+        _start(driver, broker)
         _go(driver, "admin")
 
         # a vhost with a description and tags
@@ -318,8 +325,7 @@ def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
     quorum, stream, exchange = f"qq-{tag}", f"stream-{tag}", f"fan-{tag}"
     driver, wait = browser, WebDriverWait(browser, WAIT)
     try:
-        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
-        _text_becomes(driver, "whoami", "guest")
+        _start(driver, broker)
         _go(driver, "queues")
         form = _open_section(driver, "add-queue-form")
 
@@ -431,8 +437,7 @@ def test_ui_queue_list_shows_features_and_rates(broker, browser, unique):  # noq
         publisher = threading.Thread(target=_traffic, args=(broker, busy, stop))
         publisher.start()
         try:
-            _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
-            _text_becomes(driver, "whoami", "guest")
+            _start(driver, broker)
             _go(driver, "queues")
             _type(driver, "queue-filter", tag)
             wait.until(EC.presence_of_element_located(
@@ -480,8 +485,7 @@ def test_ui_connection_channel_and_consumer_pages_and_force_close(
         eventually(lambda: api.ok_json(f"/api/queues/%2F/{q(queue)}"),
                    lambda x: x["messages_unacknowledged"] == 2)
 
-        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
-        _text_becomes(driver, "whoami", "guest")
+        _start(driver, broker)
         _go(driver, "connections")
         _text_becomes(driver, "main", app_name)
         row = driver.find_element(By.XPATH, f"//tr[td[text()='{app_name}']]")
@@ -551,8 +555,7 @@ def test_ui_definitions_export_and_import(broker, browser, unique, tmp_path):  #
                            {"behavior": "allow", "downloadPath": str(tmp_path)})
     api.create_queue("/", queue, durable=True, arguments={"x-max-length": 3})
     try:
-        _log_in(driver, f"http://127.0.0.1:{broker.management_port}/")
-        _text_becomes(driver, "whoami", "guest")
+        _start(driver, broker)
 
         # export "/" under a chosen file name: the file holds the queue as the API exports it
         _select_vhost(driver, "export-vhost", "/")
@@ -588,6 +591,39 @@ def test_ui_definitions_export_and_import(broker, browser, unique, tmp_path):  #
         _no_console_errors(driver)
     except Exception:
         _shot(driver, "manage-failure-definitions")
+        raise
+    finally:
+        api.delete(f"/api/queues/%2F/{q(queue)}")
+
+
+def test_ui_queue_chart_draws_the_brokers_history(broker, browser, unique):  # noqa: F811
+    """The queue page's depth chart shows a depth the queue had before the page was opened:
+    the samples come from the broker (`?lengths_age=&lengths_incr=`), not from the tab."""
+    api = _api(broker)
+    queue = f"charted-{unique[-8:]}"
+    driver, wait = browser, WebDriverWait(browser, WAIT)
+    api.create_queue("/", queue, auto_delete=False)
+    try:
+        for n in range(5):
+            api.publish("/", "amq.default", queue, f"m{n}")
+        path = f"/api/queues/%2F/{q(queue)}?lengths_age=600&lengths_incr=5"
+        eventually(lambda: api.ok_json(path), lambda x: 5 in [
+            s["sample"] for s in x["messages_details"]["samples"]], timeout=30)
+        api.delete(f"/api/queues/%2F/{q(queue)}/contents")
+        eventually(lambda: api.ok_json(path), lambda x: x["messages"] == 0)
+
+        _start(driver, broker)
+        driver.get(f"http://127.0.0.1:{broker.management_port}/#/queues/%2F/{q(queue)}")
+        _text_becomes(driver, "q-total", "0")
+        canvas = wait.until(EC.presence_of_element_located((By.ID, "queue-chart-depth")))
+        wait.until(lambda d: canvas.get_attribute("data-source") == "broker")
+        assert int(canvas.get_attribute("data-points")) > 1
+        assert float(canvas.get_attribute("data-max")) == 5
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        _shot(driver, "manage-15-queue-chart-history")
+        _no_console_errors(driver)
+    except Exception:
+        _shot(driver, "manage-failure-chart")
         raise
     finally:
         api.delete(f"/api/queues/%2F/{q(queue)}")
