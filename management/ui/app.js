@@ -459,7 +459,7 @@ function renderOverview(args, token) {
 
 /** RabbitMQ's abbreviations of a queue's or exchange's features, in its order. */
 const FEATURE_ABBREVIATIONS = [
-  ["durable", "D"], ["auto-delete", "AD"], ["exclusive", "Excl"],
+  ["durable", "D"], ["auto-delete", "AD"], ["exclusive", "Excl"], ["internal", "I"],
   ["alternate-exchange", "AE"], ["x-message-ttl", "TTL"], ["x-expires", "Exp"],
   ["x-max-length", "Lim"], ["x-max-length-bytes", "Lim B"], ["x-delivery-limit", "DlL"],
   ["x-overflow", "Ovfl"], ["x-dead-letter-exchange", "DLX"],
@@ -468,10 +468,12 @@ const FEATURE_ABBREVIATIONS = [
   ["x-single-active-consumer", "SAC"],
 ];
 
-/** The features cell: each abbreviation's tooltip says "key: value", as RabbitMQ's does. */
-function queueFeatures(x) {
+/** The features cell of a queue or exchange list: each abbreviation's tooltip says
+ * "key: value", as RabbitMQ's does. */
+function featureCell(x) {
   const known = { durable: x.durable || undefined, "auto-delete": x.auto_delete || undefined,
-    exclusive: x.exclusive || undefined, ...(x.arguments || {}) };
+    exclusive: x.exclusive || undefined, internal: x.internal || undefined,
+    ...(x.arguments || {}) };
   delete known["x-queue-type"];
   const cell = el("span", { class: "features" });
   for (const [key, short] of FEATURE_ABBREVIATIONS) {
@@ -510,7 +512,7 @@ async function renderQueues(args, token) {
       x.name) },
     { title: "Virtual host", value: (x) => x.vhost },
     { title: "Type", value: (x) => x.type || "classic" },
-    { title: "Features", value: queueFeatures },
+    { title: "Features", value: featureCell },
     { title: "State", value: (x) => el("span", { class: `badge ${x.state || ""}` },
       x.state || "") },
     { title: "Ready", num: true, value: (x) => fmtNumber(x.messages_ready) },
@@ -750,7 +752,7 @@ async function renderExchanges(args, token) {
     exchangeLabel(x.name)) },
     { title: "Virtual host", value: (x) => x.vhost },
     { title: "Type", value: (x) => x.type },
-    { title: "Features", value: features },
+    { title: "Features", value: featureCell },
     { title: "Publish in", num: true, value: (x) => fmtRate(statRate(x, "publish_in")) },
     { title: "Publish out", num: true, value: (x) => fmtRate(statRate(x, "publish_out")) },
   ], token, (x) => ({ name: x.name, vhost: x.vhost }));

@@ -185,6 +185,17 @@ def test_ui_dead_letter_queue_from_form_to_delete(broker, browser, unique):  # n
         _text_becomes(driver, "q-ready", "0")
         _shot(driver, "manage-04-queue-got")
 
+        # purge asks first too
+        _type(driver, "publish-payload", "to be purged")
+        _click(driver, "publish-submit")
+        _text_becomes(driver, "q-ready", "1")
+        _click(driver, "purge")
+        assert _answer_confirm(driver, accept=False) == f"Purge all messages from {queue}?"
+        assert api.ok_json(f"/api/queues/%2F/{q(queue)}")["messages"] == 1
+        _click(driver, "purge")
+        _answer_confirm(driver)
+        _text_becomes(driver, "q-ready", "0")
+
         # delete asks first: cancelling keeps the queue, accepting deletes it
         _click(driver, "delete-queue")
         assert _answer_confirm(driver, accept=False) == f"Delete queue {queue}?"
@@ -370,9 +381,28 @@ def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
         eventually(lambda: api.ok_json(f"/api/bindings/%2F/e/amq.headers/q/{q(quorum)}"),
                    lambda bindings: bindings == [], timeout=WAIT)
 
-        # an exchange binds to another exchange from its page, unbinds, and is deleted
-        api.create_exchange("/", exchange, "fanout")
-        driver.get(f"http://127.0.0.1:{broker.management_port}/#/exchanges/%2F/{q(exchange)}")
+        # an internal fanout exchange with an alternate exchange, through the form: the list
+        # shows its features as RabbitMQ's does
+        _go(driver, "exchanges")
+        form = _open_section(driver, "add-exchange-form")
+        _select_vhost(driver, "exchange-vhost", "/")
+        _type(driver, "exchange-name-input", exchange)
+        Select(driver.find_element(By.ID, "exchange-type")).select_by_value("fanout")
+        Select(driver.find_element(By.ID, "exchange-internal")).select_by_value("true")
+        _set_argument(form, "alternate-exchange", "amq.fanout")
+        _click(driver, "add-exchange")
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR,
+                                                   f"tr[data-name='{exchange}']")))
+        made = api.ok_json(f"/api/exchanges/%2F/{q(exchange)}")
+        assert (made["type"], made["durable"], made["auto_delete"], made["internal"],
+                made["arguments"]) == ("fanout", True, False, True,
+                                       {"alternate-exchange": "amq.fanout"})
+        assert _features(driver, exchange) == [
+            ("D", "durable: true"), ("I", "internal: true"),
+            ("AE", "alternate-exchange: amq.fanout")]
+
+        # it binds to another exchange from its page, unbinds, and is deleted
+        _click(driver, driver.find_element(By.CSS_SELECTOR, f"tr[data-name='{exchange}'] a"))
         Select(wait.until(EC.visibility_of_element_located((By.ID, "bind-kind")))
                ).select_by_value("e")
         _type(driver, "bind-destination", "amq.fanout")
