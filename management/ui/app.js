@@ -457,37 +457,59 @@ function renderOverview(args, token) {
 
 /* ---------------------------------------------------------------- queues */
 
-/** RabbitMQ's abbreviations of a queue's or exchange's features, in its order. */
+/** RabbitMQ 3.10.8's abbreviations of a queue's or exchange's features, in its order (its UI's
+ * IMPLICIT_ARGS, then KNOWN_ARGS); any other argument is folded into "Args". */
 const FEATURE_ABBREVIATIONS = [
-  ["durable", "D"], ["auto-delete", "AD"], ["exclusive", "Excl"], ["internal", "I"],
+  ["durable", "D"], ["auto-delete", "AD"], ["internal", "I"], ["exclusive", "Excl"],
   ["alternate-exchange", "AE"], ["x-message-ttl", "TTL"], ["x-expires", "Exp"],
   ["x-max-length", "Lim"], ["x-max-length-bytes", "Lim B"], ["x-delivery-limit", "DlL"],
   ["x-overflow", "Ovfl"], ["x-dead-letter-exchange", "DLX"],
   ["x-dead-letter-routing-key", "DLK"], ["x-queue-master-locator", "ML"],
-  ["x-queue-leader-locator", "LL"], ["x-max-priority", "Pri"],
-  ["x-single-active-consumer", "SAC"],
+  ["x-max-priority", "Pri"], ["x-single-active-consumer", "SAC"],
 ];
+const KNOWN_FEATURES = new Set(FEATURE_ABBREVIATIONS.map(([key]) => key));
 
-/** The features cell of a queue or exchange list: each abbreviation's tooltip says
- * "key: value", as RabbitMQ's does. */
+/** An argument value as RabbitMQ's UI writes it flat: lists in [], tables in (). */
+function flatValue(value) {
+  if (Array.isArray(value)) return `[${value.map(flatValue).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    return `(${Object.entries(value).map(([k, v]) => `${k}: ${flatValue(v)}`).join(", ")})`;
+  }
+  return String(value);
+}
+
+/** The features cell of a queue or exchange list, as RabbitMQ's: an exclusive queue's "Excl"
+ * links to its owning connection, each abbreviation's tooltip says "key: value" (a false
+ * boolean argument is not shown), then the policy and operator policy. */
 function featureCell(x) {
-  const known = { durable: x.durable || undefined, "auto-delete": x.auto_delete || undefined,
-    exclusive: x.exclusive || undefined, internal: x.internal || undefined,
-    ...(x.arguments || {}) };
-  delete known["x-queue-type"];
+  const features = {};
+  const others = [];
+  for (const [key, value] of Object.entries(x.arguments || {})) {
+    if (!KNOWN_FEATURES.has(key)) others.push(`${key}: ${flatValue(value)}`);
+    else if (value !== false) features[key] = value;
+  }
+  for (const [key, field] of [["exclusive", "exclusive"], ["durable", "durable"],
+    ["auto-delete", "auto_delete"], ["internal", "internal"]]) {
+    if (x[field]) features[key] = true;
+  }
   const cell = el("span", { class: "features" });
+  if (x.owner_pid_details) {
+    cell.append(el("abbr", { title: "Exclusive queue: click for owning connection" },
+      el("a", { href: `#/connections/${enc(x.owner_pid_details.name)}` }, "Excl")), " ");
+  }
   for (const [key, short] of FEATURE_ABBREVIATIONS) {
-    if (known[key] === undefined) continue;
-    cell.append(el("abbr", { title: `${key}: ${known[key]}` }, short), " ");
-    delete known[key];
+    if (features[key] !== undefined) {
+      cell.append(el("abbr", { title: `${key}: ${features[key]}` }, short), " ");
+    }
   }
-  const others = Object.entries(known).filter(([, value]) => value !== undefined);
-  if (others.length) {
-    cell.append(el("abbr", { title: others.map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
-      .join(", ") }, "Args"), " ");
+  if (others.length) cell.append(el("abbr", { title: others.join(", ") }, "Args"), " ");
+  if (x.policy) {
+    cell.append(el("abbr", { class: "policy", title: `Policy: ${x.policy}` }, x.policy), " ");
   }
-  if (x.policy) cell.append(el("abbr", { class: "policy", title: `Policy: ${x.policy}` },
-    x.policy));
+  if (x.operator_policy) {
+    cell.append(el("abbr", { class: "policy", title: `Operator policy: ${x.operator_policy}` },
+      x.operator_policy));
+  }
   return cell;
 }
 
@@ -533,8 +555,9 @@ async function renderQueues(args, token) {
   const load = async () => {
     const query = new URLSearchParams({
       page: state.page, page_size: state.pageSize, name: state.filter,
-      columns: "name,vhost,type,durable,auto_delete,exclusive,arguments,policy,state," +
-        "messages_ready,messages_unacknowledged,consumers,message_stats",
+      columns: "name,vhost,type,durable,auto_delete,exclusive,owner_pid_details,arguments," +
+        "policy,operator_policy,state,messages_ready,messages_unacknowledged,consumers," +
+        "message_stats",
     });
     let result;
     try {

@@ -1,16 +1,17 @@
 /*
  * Warren management UI: the overview page's "Export definitions" and "Import definitions", as
- * RabbitMQ's: export downloads GET /api/definitions (or one vhost's) as a JSON file named like
- * RabbitMQ's; import uploads a chosen file to POST /api/definitions (or one vhost's), which
+ * RabbitMQ's: export downloads GET /api/definitions (or one vhost's) as a JSON file named as
+ * RabbitMQ names it; import uploads a chosen file to POST /api/definitions (or one vhost's), which
  * applies all of it or nothing and answers why when it refuses.
  */
 "use strict";
 
-function definitionsFileName() {
+/** RabbitMQ's suggested file name: the node name with "_" for "@", then the date unpadded
+ * (rabbit_myhost_2026-12-5.json). */
+function definitionsFileName(node) {
   const now = new Date();
-  const pad = (n) => String(n).padStart(2, "0");
-  const host = location.hostname || "warren";
-  return `rabbit_${host}_${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}.json`;
+  return `${(node || "warren").replace("@", "_")}_${now.getFullYear()}-${now.getMonth() + 1}-` +
+    `${now.getDate()}.json`;
 }
 
 function definitionsPath(vhost) {
@@ -21,6 +22,11 @@ function definitionsPath(vhost) {
 function definitionsCards() {
   const fileName = el("input", { name: "filename", id: "export-filename",
     value: definitionsFileName() });
+  let edited = false;
+  fileName.addEventListener("input", () => { edited = true; });
+  api("/api/overview").then((overview) => {
+    if (!edited) fileName.value = definitionsFileName(overview.node);
+  }).catch(() => {});
   const exportForm = el("form", { class: "stack", id: "export-form" },
     el("label", {}, "Virtual host", vhostSelect({ name: "vhost", id: "export-vhost" }, "All")),
     el("label", {}, "Filename for download", fileName),
@@ -33,7 +39,7 @@ function definitionsCards() {
       const document_ = await api(definitionsPath(vhost));
       const blob = new Blob([JSON.stringify(document_, null, 2)], { type: "application/json" });
       const link = el("a", { href: URL.createObjectURL(blob),
-        download: fileName.value || definitionsFileName() });
+        download: fileName.value || definitionsFileName(null) });
       document.body.append(link);
       link.click();
       link.remove();

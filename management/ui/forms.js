@@ -98,33 +98,64 @@ const QUEUE_ARGUMENT_HINTS = {
   ],
 };
 
-/** What each hint means, shown as its tooltip (RabbitMQ's help texts, shortened). */
+/** Each hint's help text, as RabbitMQ 3.10.8's UI shows it (its js/global.js HELP, as text). */
 const ARGUMENT_HELP = {
-  "x-expires": "How long a queue can be unused for before it is automatically deleted (ms).",
-  "x-message-ttl": "How long a message published to a queue can live before it is discarded (ms).",
-  "x-overflow": "What happens when the queue is full: drop-head, reject-publish or " +
-    "reject-publish-dlx.",
-  "x-single-active-consumer": "Only one consumer at a time consumes from the queue; the others " +
-    "take over when it goes.",
-  "x-dead-letter-exchange": "Exchange to which rejected or expired messages are republished.",
-  "x-dead-letter-routing-key": "Replacement routing key for dead-lettered messages.",
-  "x-max-length": "How many (ready) messages a queue can contain before it starts to drop them " +
-    "from its head.",
-  "x-max-length-bytes": "Total body size of ready messages a queue can contain before it starts " +
-    "to drop them from its head.",
-  "x-max-priority": "Maximum number of priority levels for the queue to support.",
-  "x-queue-mode": "Set to \"lazy\" to keep as many messages as possible on disk.",
-  "x-queue-version": "Set the queue version (1 or 2).",
-  "x-queue-master-locator": "Rule to choose the node the queue's master is placed on.",
-  "x-delivery-limit": "The number of allowed unsuccessful delivery attempts.",
-  "x-quorum-initial-group-size": "Initial number of members of the quorum queue.",
-  "x-initial-cluster-size": "Initial number of members of the stream.",
-  "x-dead-letter-strategy": "at-most-once or at-least-once.",
-  "x-queue-leader-locator": "client-local or balanced.",
-  "x-max-age": "How long messages are kept in the stream (e.g. 7D, 12h, 30m).",
-  "x-stream-max-segment-size-bytes": "Total segment size for stream segments on disk.",
-  "alternate-exchange": "Messages this exchange cannot route go to the alternate exchange.",
+  "x-expires": "How long a queue can be unused for before it is automatically deleted " +
+    "(milliseconds). (Sets the \"x-expires\" argument.)",
+  "x-message-ttl": "How long a message published to a queue can live before it is discarded " +
+    "(milliseconds). (Sets the \"x-message-ttl\" argument.)",
+  "x-overflow": "Sets the queue overflow behaviour. This determines what happens to messages " +
+    "when the maximum length of a queue is reached. Valid values are drop-head, " +
+    "reject-publish or reject-publish-dlx. The quorum queue type only supports drop-head and " +
+    "reject-publish.",
+  "x-single-active-consumer": "If set, makes sure only one consumer at a time consumes from " +
+    "the queue and fails over to another registered consumer in case the active one is " +
+    "cancelled or dies. (Sets the \"x-single-active-consumer\" argument.)",
+  "x-dead-letter-exchange": "Optional name of an exchange to which messages will be " +
+    "republished if they are rejected or expire. (Sets the \"x-dead-letter-exchange\" " +
+    "argument.)",
+  "x-dead-letter-routing-key": "Optional replacement routing key to use when a message is " +
+    "dead-lettered. If this is not set, the message's original routing key will be used. " +
+    "(Sets the \"x-dead-letter-routing-key\" argument.)",
+  "x-max-length": "How many (ready) messages a queue can contain before it starts to drop " +
+    "them from its head. (Sets the \"x-max-length\" argument.)",
+  "x-max-length-bytes": "Total body size for ready messages a queue can contain before it " +
+    "starts to drop them from its head. (Sets the \"x-max-length-bytes\" argument.)",
+  "x-max-priority": "Maximum number of priority levels for the queue to support; if not set, " +
+    "the queue will not support message priorities. (Sets the \"x-max-priority\" argument.)",
+  "x-queue-mode": "Set the queue into lazy mode, keeping as many messages as possible on disk " +
+    "to reduce RAM usage; if not set, the queue will keep an in-memory cache to deliver " +
+    "messages as fast as possible. (Sets the \"x-queue-mode\" argument.)",
+  "x-queue-version": "Set the queue version. Defaults to version 1. Version 1 has a " +
+    "journal-based index that embeds small messages. Version 2 has a different index which " +
+    "improves memory usage and performance in many scenarios, as well as a per-queue store " +
+    "for messages that were previously embedded. (Sets the \"x-queue-version\" argument.)",
+  "x-queue-master-locator": "Set the queue into master location mode, determining the rule by " +
+    "which the queue master is located when declared on a cluster of nodes. (Sets the " +
+    "\"x-queue-master-locator\" argument.)",
+  "x-delivery-limit": "The number of allowed unsuccessful delivery attempts. Once a message " +
+    "has been delivered unsuccessfully more than this many times it will be dropped or " +
+    "dead-lettered, depending on the queue configuration.",
+  "x-quorum-initial-group-size": "Set the queue initial cluster size.",
+  "x-initial-cluster-size": "Set the queue initial cluster size.",
+  "x-dead-letter-strategy": "Valid values are at-most-once or at-least-once. It defaults to " +
+    "at-most-once. This setting is understood only by quorum queues. If at-least-once is set, " +
+    "Overflow behaviour must be set to reject-publish. Otherwise, dead letter strategy will " +
+    "fall back to at-most-once.",
+  "x-max-age": "How long a message published to a stream queue can live before it is " +
+    "discarded.",
+  "x-stream-max-segment-size-bytes": "Total segment size for stream segments on disk. (Sets " +
+    "the x-stream-max-segment-size-bytes argument.)",
+  "x-queue-leader-locator": "Set the rule by which the queue leader is located when declared " +
+    "on a cluster of nodes. Valid values are client-local (default) and balanced.",
+  "alternate-exchange": "If messages to this exchange cannot otherwise be routed, send them " +
+    "to the alternate exchange named here. (Sets the \"alternate-exchange\" argument.)",
 };
+
+/** The help of an x-argument, or of the policy key of the same meaning (`message-ttl`). */
+function argumentHelp(key) {
+  return ARGUMENT_HELP[key] || ARGUMENT_HELP[`x-${key}`] || key;
+}
 
 const EXCHANGE_ARGUMENT_HINTS = [["alternate-exchange", "Alternate exchange", "string"]];
 
@@ -153,7 +184,7 @@ function argumentsEditor(id, hints) {
   editor.setHints = (list) => {
     hintBox.replaceChildren(list.length ? "Add " : "", ...list.flatMap(([key, label, type], i) => [
       i ? " | " : "",
-      el("a", { href: "#", class: "hint-link", title: `${key}: ${ARGUMENT_HELP[key] || ""}`,
+      el("a", { href: "#", class: "hint-link", title: argumentHelp(key),
         dataset: { arg: key }, onclick: (event) => {
           event.preventDefault();
           const empty = [...rows.querySelectorAll(".arg-row")]

@@ -57,13 +57,23 @@ def _open_section(driver, form_id: str) -> WebElement:
     return form
 
 
-def _click(driver, target: str | WebElement) -> None:
-    """Click an element (an id or the element) after scrolling it to the middle of the window,
-    clear of the toast in the corner."""
-    element = target if isinstance(target, WebElement) else WebDriverWait(driver, WAIT).until(
-        EC.element_to_be_clickable((By.ID, target)))
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    element.click()
+def _click(driver, target: str | tuple[str, str] | WebElement) -> None:
+    """Click an element (an id, a locator or the element) after scrolling it to the middle of
+    the window, clear of the toast in the corner; a located element that a list refresh
+    replaced meanwhile is found again."""
+    if isinstance(target, WebElement):
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", target)
+        target.click()
+        return
+    locator = (By.ID, target) if isinstance(target, str) else target
+
+    def clicked(d) -> bool:
+        element = d.find_element(*locator)
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        element.click()
+        return True
+    WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(
+        clicked, f"could not click {locator}")
 
 
 def _type(driver, element_id: str, text: str) -> None:
@@ -155,12 +165,12 @@ def test_ui_dead_letter_queue_from_form_to_delete(broker, browser, unique):  # n
         _type(driver, "exchange-name-input", exchange)
         Select(driver.find_element(By.ID, "exchange-type")).select_by_value("direct")
         _click(driver, "add-exchange")
-        link = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR,
-                                                       f"tr[data-name='{exchange}'] a")))
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR,
+                                                   f"tr[data-name='{exchange}'] a")))
         assert api.ok_json(f"/api/exchanges/%2F/{q(exchange)}")["type"] == "direct"
 
         # on the exchange page: bind it to the queue with a routing key
-        _click(driver, link)
+        _click(driver, (By.CSS_SELECTOR, f"tr[data-name='{exchange}'] a"))
         _type(driver, "bind-destination", queue)
         _type(driver, "bind-routing-key", "new-order")
         _click(driver, "bind-submit")
@@ -176,7 +186,7 @@ def test_ui_dead_letter_queue_from_form_to_delete(broker, browser, unique):  # n
         _shot(driver, "manage-03-exchange-bound-published")
 
         # the queue page (through the binding's link): depth 1, get it, depth 0
-        _click(driver, driver.find_element(By.LINK_TEXT, queue))
+        _click(driver, (By.LINK_TEXT, queue))
         _text_becomes(driver, "queue-name", queue)
         _text_becomes(driver, "q-ready", "1")
         Select(driver.find_element(By.ID, "get-ackmode")).select_by_value("ack_requeue_false")
@@ -358,14 +368,13 @@ def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
             assert created["type"] == queue_type and created["durable"] is True
             assert created["arguments"][hint] == (int(value) if value.isdigit() else value)
         _type(driver, "queue-filter", tag)
-        row = wait.until(EC.presence_of_element_located(
+        wait.until(EC.presence_of_element_located(
             (By.CSS_SELECTOR, f"tr[data-name='{quorum}']")))
-        wait.until(lambda d: [td.text for td in d.find_element(
-            By.CSS_SELECTOR, f"tr[data-name='{quorum}']").find_elements(By.TAG_NAME, "td")
-        ][2:4] == ["quorum", "D DlL"])
+        cells = _cells(driver, quorum)
+        assert (cells["TYPE"], cells["FEATURES"]) == ("quorum", "D DlL Args")  # x-queue-type
 
         # the queue page binds the queue from an exchange, with arguments, and unbinds it
-        _click(driver, row.find_element(By.TAG_NAME, "a"))
+        _click(driver, (By.CSS_SELECTOR, f"tr[data-name='{quorum}'] a"))
         _text_becomes(driver, "queue-name", quorum)
         _type(driver, "bind-source", "amq.headers")
         form = driver.find_element(By.ID, "bind-form")
@@ -376,7 +385,7 @@ def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
         bound = api.ok_json(f"/api/bindings/%2F/e/amq.headers/q/{q(quorum)}")
         assert [b["arguments"] for b in bound] == [{"x-match": "any"}]
         _shot(driver, "manage-09-queue-bound")
-        _click(driver, driver.find_element(By.CSS_SELECTOR, "button.unbind"))
+        _click(driver, (By.CSS_SELECTOR, "button.unbind"))
         assert _answer_confirm(driver) == f"Unbind {quorum} from amq.headers?"
         eventually(lambda: api.ok_json(f"/api/bindings/%2F/e/amq.headers/q/{q(quorum)}"),
                    lambda bindings: bindings == [], timeout=WAIT)
@@ -402,7 +411,7 @@ def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
             ("AE", "alternate-exchange: amq.fanout")]
 
         # it binds to another exchange from its page, unbinds, and is deleted
-        _click(driver, driver.find_element(By.CSS_SELECTOR, f"tr[data-name='{exchange}'] a"))
+        _click(driver, (By.CSS_SELECTOR, f"tr[data-name='{exchange}'] a"))
         Select(wait.until(EC.visibility_of_element_located((By.ID, "bind-kind")))
                ).select_by_value("e")
         _type(driver, "bind-destination", "amq.fanout")
@@ -410,7 +419,7 @@ def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "button.unbind")))
         assert [(b["destination"], b["destination_type"]) for b in api.ok_json(
             f"/api/exchanges/%2F/{q(exchange)}/bindings/source")] == [("amq.fanout", "exchange")]
-        _click(driver, driver.find_element(By.CSS_SELECTOR, "button.unbind"))
+        _click(driver, (By.CSS_SELECTOR, "button.unbind"))
         _answer_confirm(driver)
         eventually(lambda: api.ok_json(f"/api/exchanges/%2F/{q(exchange)}/bindings/source"),
                    lambda bindings: bindings == [], timeout=WAIT)
@@ -454,7 +463,7 @@ def _traffic(broker, queue: str, stop: threading.Event) -> None:
 def test_ui_queue_list_shows_features_and_rates(broker, browser, unique):  # noqa: F811
     _api(broker)
     tag = unique[-8:]
-    busy, special = f"busy-{tag}", f"special-{tag}"
+    busy, special, plain = f"busy-{tag}", f"special-{tag}", f"plain-{tag}"
     driver, wait = browser, WebDriverWait(browser, WAIT)
     params = pika.ConnectionParameters(host=broker.host, port=broker.port)
     stop = threading.Event()
@@ -463,7 +472,9 @@ def test_ui_queue_list_shows_features_and_rates(broker, browser, unique):  # noq
         channel.queue_declare(busy, auto_delete=True)
         channel.queue_declare(special, exclusive=True, arguments={
             "x-max-priority": 5, "x-single-active-consumer": True, "x-max-length": 10,
-            "x-custom": "yes"})
+            "x-custom": "yes", "x-stream-offset-spec": ["first", 1]})
+        channel.queue_declare(plain, auto_delete=True, arguments={
+            "x-single-active-consumer": False, "x-custom": {"a": 1}})
         publisher = threading.Thread(target=_traffic, args=(broker, busy, stop))
         publisher.start()
         try:
@@ -472,10 +483,15 @@ def test_ui_queue_list_shows_features_and_rates(broker, browser, unique):  # noq
             _type(driver, "queue-filter", tag)
             wait.until(EC.presence_of_element_located(
                 (By.CSS_SELECTOR, f"tr[data-name='{special}']")))
-            assert _features(driver, special) == [("Excl", "exclusive: true"),
-                             ("Lim", "x-max-length: 10"), ("Pri", "x-max-priority: 5"),
-                             ("SAC", "x-single-active-consumer: true"),
-                             ("Args", 'x-custom: "yes"')]
+            # as RabbitMQ 3.10.8's list (tests/management/RABBITMQ_UI.md): the owner's "Excl"
+            # link, then its abbreviations; unknown arguments folded into "Args"
+            assert _features(driver, special) == [
+                ("Excl", "Exclusive queue: click for owning connection"),
+                ("Excl", "exclusive: true"), ("Lim", "x-max-length: 10"),
+                ("Pri", "x-max-priority: 5"), ("SAC", "x-single-active-consumer: true"),
+                ("Args", "x-custom: yes, x-stream-offset-spec: [first,1]")]
+            assert _features(driver, plain) == [("AD", "auto-delete: true"), ("Args",
+                                                "x-custom: (a: 1)")]
             assert _cells(driver, special)["TYPE"] == "classic"
 
             # the busy queue's publish, deliver and ack rates become non-zero in the list
@@ -518,18 +534,17 @@ def test_ui_connection_channel_and_consumer_pages_and_force_close(
         _start(driver, broker)
         _go(driver, "connections")
         _text_becomes(driver, "main", app_name)
-        row = driver.find_element(By.XPATH, f"//tr[td[text()='{app_name}']]")
-        _click(driver, row.find_element(By.TAG_NAME, "a"))
+        _click(driver, (By.XPATH, f"//tr[td[text()='{app_name}']]//a"))
 
         # the connection page: client properties, settings, its channel with mode and counts
         _text_becomes(driver, "client-properties", app_name)
         assert "capabilities" in driver.find_element(By.ID, "client-properties").text
         _text_becomes(driver, "connection-details", "guest")
-        channel_row = _row(driver, "main", "confirm", "7", "2", "1")
+        _row(driver, "main", "confirm", "7", "2", "1")
         _shot(driver, "manage-11-connection")
 
         # the channel page: prefetch, unacked, confirm mode and its consumer
-        _click(driver, channel_row.find_element(By.TAG_NAME, "a"))
+        _click(driver, (By.XPATH, "//tr[td[text()='confirm']]//a"))
         _text_becomes(driver, "channel-details", "confirm")
         details = driver.find_element(By.ID, "channel-details").text
         assert "Prefetch count\n7" in details and "Unacked\n2" in details
@@ -537,7 +552,7 @@ def test_ui_connection_channel_and_consumer_pages_and_force_close(
         _shot(driver, "manage-12-channel")
 
         # the queue page lists the consumer
-        _click(driver, driver.find_element(By.LINK_TEXT, queue))
+        _click(driver, (By.LINK_TEXT, queue))
         _text_becomes(driver, "queue-name", queue)
         consumer = _row(driver, "main", consumer_tag)
         assert "7" in [td.text for td in consumer.find_elements(By.TAG_NAME, "td")]
@@ -587,7 +602,11 @@ def test_ui_definitions_export_and_import(broker, browser, unique, tmp_path):  #
     try:
         _start(driver, broker)
 
-        # export "/" under a chosen file name: the file holds the queue as the API exports it
+        # the suggested file name is RabbitMQ's (node name, date); export "/" under a chosen
+        # name: the file holds the queue as the API exports it
+        node = api.ok_json("/api/overview")["node"].replace("@", "_")
+        wait.until(lambda d: d.find_element(By.ID, "export-filename").get_attribute(
+            "value").startswith(f"{node}_"))
         _select_vhost(driver, "export-vhost", "/")
         _type(driver, "export-filename", file_name)
         _click(driver, "export-definitions")
