@@ -39,8 +39,8 @@ function confirmed(question) {
 }
 
 /**
- * Run an API call for a form: a toast says what happened, the form is reset on success and
- * `after` (a reload) runs. Returns whether it worked.
+ * Run an API call for a form: a toast says `what` was done, or why it failed; the form is reset
+ * on success and `after` (a reload) runs. Returns whether it worked.
  */
 async function submitting(form, what, call, after) {
   const button = form && form.querySelector("button[type=submit]");
@@ -52,7 +52,7 @@ async function submitting(form, what, call, after) {
     if (after) await after();
     return true;
   } catch (err) {
-    toast(`${what} failed: ${err.message}`, true);
+    toast(`Failed: ${err.message}`, true); // the API's reason names the object
     return false;
   } finally {
     if (button) button.disabled = false;
