@@ -135,12 +135,28 @@ function unbindButton(vhost, binding, after) {
  */
 function bindForm(vhost, end, name, after) {
   const args = argumentsEditor(`bind-args-${end}`, []);
+  const names = el("datalist", { id: `bind-names-${end}` });
   const target = end === "queue"
-    ? [field("From exchange", { name: "other", id: "bind-source", required: true })]
+    ? [field("From exchange", { name: "other", id: "bind-source", required: true,
+      list: names.id, autocomplete: "off" })]
     : [selectField("To", { name: "kind", id: "bind-kind" },
       [["q", "To queue"], ["e", "To exchange"]], "q"),
-    field("Name", { name: "other", id: "bind-destination", required: true })];
-  const form = el("form", { class: "stack", id: "bind-form" }, ...target,
+    field("Name", { name: "other", id: "bind-destination", required: true, list: names.id,
+      autocomplete: "off" })];
+  const suggest = async (kind) => {
+    // the names the person can pick from: the vhost's exchanges, or its first 500 queues
+    const found = kind === "e"
+      ? (await api(`/api/exchanges/${enc(vhost)}?columns=name`)).map((x) => x.name)
+        .filter((x) => x !== "")
+      : (await api(`/api/queues/${enc(vhost)}?page=1&page_size=500&columns=name`)).items
+        .map((x) => x.name);
+    names.replaceChildren(...found.map((x) => el("option", { value: x })));
+  };
+  const kindSelect = end === "queue" ? null : target[0].querySelector("select");
+  if (kindSelect) kindSelect.addEventListener("change", () => suggest(kindSelect.value)
+    .catch(() => {}));
+  suggest(end === "queue" ? "e" : "q").catch(() => {});
+  const form = el("form", { class: "stack", id: "bind-form" }, names, ...target,
     field("Routing key", { name: "routing_key", id: "bind-routing-key" }),
     el("label", {}, "Arguments", args),
     el("div", {}, el("button", { type: "submit", id: "bind-submit" }, "Bind")));

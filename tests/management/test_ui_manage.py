@@ -394,6 +394,9 @@ def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
         # the queue page binds the queue from an exchange, with arguments, and unbinds it
         _click(driver, (By.CSS_SELECTOR, f"tr[data-name='{quorum}'] a"))
         _text_becomes(driver, "queue-name", quorum)
+        # the source box suggests the vhost's exchanges
+        wait.until(lambda d: d.find_elements(
+            By.CSS_SELECTOR, "#bind-names-queue option[value='amq.headers']"))
         _type(driver, "bind-source", "amq.headers")
         form = driver.find_element(By.ID, "bind-form")
         form.find_element(By.CSS_SELECTOR, ".arg-key").send_keys("x-match")
