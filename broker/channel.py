@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as spec
 
 from broker import topology
+from broker.channel_stats import ChannelStats
 from broker.delivering import Deliveries, Unacked
 from broker.errors import BrokerError, PreconditionFailed
 from broker.publishing import CACHE_LIMIT, HeldPublish, Publishing
@@ -90,6 +91,7 @@ class Channel:
         self.last_queue_name = ""
         self.transaction: TransactionBuffer[HeldPublish, Unacked] = TransactionBuffer()
         self.confirms = ConfirmTracker()
+        self.stats = ChannelStats()  # read by the management API
         self.deliveries = deliveries = Deliveries(self, self.transaction)
         self.publishing = publishing = Publishing(self, deliveries, self.confirms,
                                                   self.transaction)
@@ -354,6 +356,7 @@ class Channel:
             encode = codec.encode_nack if confirm.nack else codec.encode_ack
             write(encode(number, confirm.delivery_tag, confirm.multiple))
         self.connection.node.messages_confirmed += confirms.confirmed_upto - before
+        self.stats.confirmed += confirms.confirmed_upto - before
 
     def when_confirmed(self, callback: Callable[[], None]) -> None:
         """Send the confirms of every publish so far, waiting for the disk where a persistent

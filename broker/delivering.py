@@ -51,6 +51,7 @@ class Deliveries:
         self.consumers: dict[str, Consumer] = {}
         self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
         self.tags: DeliveryTags[Unacked] = DeliveryTags()
+        self.stats = channel.stats
         self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
         # basic.qos global=true: shared by the channel's consumers, until a global=false one
         self.global_prefetch = 0
@@ -83,10 +84,14 @@ class Deliveries:
             queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
             message.body, connection.frame_max,
         ))
-        counters = queue.counters  # the node's, for the queue's type
+        counters, stats = queue.counters, self.stats  # the node's, for the queue's type
         counters.messages_delivered += 1
+        stats.delivered += 1
+        stats.redelivered += entry.redelivered
         if consumer.no_ack:
             counters.delivered_consume_auto_ack += 1
+            queue.consumed_no_ack += 1
+            stats.consumed_no_ack += 1
         else:
             counters.delivered_consume_manual_ack += 1
         if entry.redelivered:
@@ -207,12 +212,18 @@ class Deliveries:
         channel.vhost.check_permission(channel.user, "read", "queue", name)
         queue = topology.queue_for(channel, name)
         entry = queue.get(method.no_ack)
+        stats = self.stats
         if entry is None:
+            stats.gets_empty += 1
             channel.send_method(spec.Basic.GetEmpty())
             return
+        stats.delivered += 1
+        stats.redelivered += entry.redelivered
         if method.no_ack:
+            stats.gets_no_ack += 1
             tag = self.tags.issue()
         else:
+            stats.gets += 1
             tag = self.tags.keep((queue, entry, None))
             queue.unacked_count += 1
             queue.unacked_bytes += entry.message.body_size
@@ -253,6 +264,8 @@ class Deliveries:
             return
         was_blocked = self.global_prefetch and self.global_unacked >= self.global_prefetch
         kick: list[Queue] = []
+        if acked:
+            self.stats.acked += len(entries)
         for queue, entry, consumer in entries:
             queue.unacked_count -= 1
             queue.unacked_bytes -= entry.message.body_size

@@ -201,6 +201,16 @@ class MessageLanes:
                     return entry
         return None
 
+    def peek(self) -> QueuedMessage | None:
+        """The head as `head` finds it, without thawing a cold run (None if one is first)."""
+        for lane in self._lanes:
+            if lane.requeued:
+                return lane.requeued[0]
+            if lane.ready:
+                entry = lane.ready[0]
+                return None if entry.__class__ is ColdRun else entry
+        return None
+
     def pop(self) -> QueuedMessage | None:
         for lane in self._lanes:
             if lane.ready or lane.requeued:

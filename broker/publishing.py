@@ -184,6 +184,13 @@ class Publishing:
                 origin=self.channel)
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
+        stats = self.channel.stats
+        stats.published += 1
+        if not routed:
+            if mandatory:
+                stats.returned += 1
+            else:
+                stats.dropped += 1
         if not routed and mandatory:
             self.connection.write(codec.encode_return(
                 self.channel.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,

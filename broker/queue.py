@@ -107,6 +107,9 @@ class Queue:
         self.messages_acked = 0
         self.messages_redelivered = 0
         self.messages_dead_lettered = 0
+        # how the deliveries split (the API's message_stats): gets with and without ack,
+        # consume deliveries without ack (counted by the channel), empty gets
+        self.gets = self.gets_no_ack = self.consumed_no_ack = self.gets_empty = 0
         self.counters = vhost.counters.of_type(self.type_name)  # the node's, for its type
         self.unacked_bytes = 0  # body bytes of the deliveries counted in unacked_count
         self.arm_unused_timer()
@@ -135,6 +138,45 @@ class Queue:
         messages = self._messages
         cold = messages.cold_count
         return messages.bytes + 500 * (len(messages) - cold + self.unacked_count) + 50 * cold
+
+    # -- read by the management API (walks, never on the message path) --------------------
+
+    def head_message(self) -> Message | None:
+        """The next ready message, if it is an object (not a row of a cold run)."""
+        entry = self._messages.peek()
+        return entry.message if entry is not None else None
+
+    def ready_in_memory(self) -> tuple[int, int]:
+        """How many ready messages have their body in memory, and their bytes."""
+        count = size = 0
+        for entry in self._messages.objects():
+            if entry.message.body is not None:
+                count += 1
+                size += entry.message.body_size
+        return count, size
+
+    def ready_persistent(self) -> tuple[int, int]:
+        """How many ready messages are persistent (RabbitMQ counts none in a transient queue),
+        and their bytes: the persistent objects and the rows of the log's catalog (the bytes
+        of those rows are known only as the rest of the ready bytes, so they are counted only
+        while no run of the page store, whose rows may be transient, is among them)."""
+        if not self.durable:
+            return 0, 0
+        count = size = objects_size = 0
+        for entry in self._messages.objects():
+            objects_size += entry.message.body_size
+            if entry.message.persistent:
+                count += 1
+                size += entry.message.body_size
+        runs = self._messages.cold_runs()
+        count += sum(len(run.rows) - run.start for run in runs if not run.paged)
+        if not any(run.paged for run in runs):
+            size += self._messages.bytes - objects_size
+        return count, size
+
+    @property
+    def next_seq_id(self) -> int:
+        return self._next_seq
 
     @property
     def consumer_count(self) -> int:
@@ -694,6 +736,7 @@ class Queue:
         entry = self.pop()
         if entry is None:
             self.counters.get_empty += 1
+            self.gets_empty += 1
             return None
         message = entry.message
         if message.body is None:
@@ -711,4 +754,7 @@ class Queue:
         self.note_delivery(entry)
         self.counters.count_get(entry.redelivered, no_ack)
         if no_ack:
+            self.gets_no_ack += 1
             self.discard(entry.message)
+        else:
+            self.gets += 1

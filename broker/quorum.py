@@ -243,11 +243,7 @@ class QuorumQueue(Queue):
         as objects with their body (not catalog rows behind the resident head, not paged out)
         and every unacked delivery (its body went out with it). Walks the objects: the API
         asks, not the message path."""
-        count = size = 0
-        for entry in self._messages.objects():
-            if entry.message.body is not None:
-                count += 1
-                size += entry.message.body_size
+        count, size = self.ready_in_memory()
         return count + self.unacked_count, size + self.unacked_bytes
 
     @property

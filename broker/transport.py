@@ -69,6 +69,12 @@ class Transport(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.connection = Connection(self.node, self, peer)
 
+    @property
+    def send_pending(self) -> int:
+        """Bytes written but not yet handed to the socket (RabbitMQ's send_pend)."""
+        waiting = self._transport.get_write_buffer_size() if self._transport is not None else 0
+        return self._out_bytes + waiting
+
     def data_received(self, data: bytes) -> None:
         self.recv_oct += len(data)
         self.recv_cnt += 1

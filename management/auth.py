@@ -13,7 +13,14 @@ from aiohttp import web
 
 from broker.auth import User, is_loopback
 from management import local_admin
-from management.api.common import LOCAL_ADMIN, body_too_large, error, node_of, not_found
+from management.api.common import (
+    LOCAL_ADMIN,
+    body_too_large,
+    error,
+    method_not_allowed,
+    node_of,
+    not_found,
+)
 from management.api.common import USER as USER_KEY
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "management", "policymaker"}
@@ -41,7 +48,7 @@ async def rabbitmq_errors(
             raise
         raise not_found() from None
     except web.HTTPMethodNotAllowed as failure:
-        raise web.HTTPMethodNotAllowed(request.method, failure.allowed_methods) from None
+        raise method_not_allowed(request.method, failure.allowed_methods) from None
     except web.HTTPRequestEntityTooLarge:
         raise body_too_large() from None
 

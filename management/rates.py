@@ -1,90 +1,273 @@
-"""Rates for the API's *_details.rate fields: the node's, each queue's and each connection's
-plain counters sampled every few seconds (no per-message work), and the rate over the last
-interval."""
+"""Rates and history for the API's figures: the node's, each queue's, exchange's, connection's
+and channel's plain counters (and queue lengths), sampled every `collect_statistics_interval`
+(no per-message work). A figure is shown as RabbitMQ shows it: its value as of now and
+`<name>_details` with the rate over the last interval, plus the samples of a requested range
+(`?lengths_age=&lengths_incr=`, `msg_rates_*`, `data_rates_*`: management/history.py).
+
+A `Kind` names the figures of one kind of object, the range group of each and how to read them;
+`Rates` keeps a `Series` (last counts, rates, history) per live object and kind."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import resource
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from broker.alarms import open_fds, resident_memory
+from management.history import History
+
 if TYPE_CHECKING:
-    from broker.connection import Connection
+    from broker.channel import Channel
     from broker.node import Node
     from broker.queue import Queue
 
-# API name -> how to read the counter from the node
-COUNTERS = {
-    "publish": lambda node: node.messages_received,
-    "deliver_get": lambda node: node.messages_delivered,
-    "ack": lambda node: node.messages_acknowledged,
-    "confirm": lambda node: node.messages_confirmed,
-    "return_unroutable": lambda node: node.messages_unroutable_returned,
-    "drop_unroutable": lambda node: node.messages_unroutable_dropped,
-    "redeliver": lambda node: node.messages_redelivered,
-    "get_empty": lambda node: node.get_empty,
-}
-# The per-queue counters, in the order QueueSample keeps them.
-QUEUE_COUNTERS = ("publish", "deliver_get", "ack", "redeliver")
+LENGTHS, MSG_RATES, DATA_RATES = "lengths", "msg_rates", "data_rates"
 
 
-# The per-connection socket counters with a rate in the API (RabbitMQ gives none to the _cnt).
-CONNECTION_COUNTERS = ("recv_oct", "send_oct")
+@dataclass(frozen=True, eq=False)
+class Kind:
+    """The sampled figures of one kind of object: names, range group of each (by position),
+    the reader of all of them at once, and the retention policy of its history. `shown`
+    groups the names RabbitMQ shows together in message_stats (a group appears once one of
+    its figures moved)."""
+
+    names: tuple[str, ...]
+    groups: tuple[str, ...]
+    read: Callable[[Any], tuple[int, ...]]
+    policy: str = "basic"
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
 
 
-def _connection_counts(connection: Connection) -> tuple[int, ...]:
-    transport = connection.transport
-    return (transport.recv_oct, transport.send_oct)
-
-
-def _queue_counts(queue: Queue) -> tuple[int, ...]:
-    return (queue.messages_published, queue.messages_delivered, queue.messages_acked,
+# A queue's deliveries split as RabbitMQ's message_stats split them: a get with or without
+# ack, a consume delivery with or without ack (the rest of messages_delivered).
+def _queue_figures(queue: Queue) -> tuple[int, ...]:
+    ready, unacked = queue.message_count, queue.unacked_count
+    delivered, gets, gets_no_ack, consumed_no_ack = (
+        queue.messages_delivered, queue.gets, queue.gets_no_ack, queue.consumed_no_ack)
+    return (ready + unacked, ready, unacked,
+            queue.messages_published, delivered, delivered - gets - gets_no_ack - consumed_no_ack,
+            consumed_no_ack, gets, gets_no_ack, queue.gets_empty, queue.messages_acked,
             queue.messages_redelivered)
 
 
-@dataclass
-class QueueSample:
-    queue: Queue  # a queue deleted and declared again under the same name starts afresh
-    counts: tuple[int, ...]
-    rates: tuple[float, ...] = (0.0,) * len(QUEUE_COUNTERS)
+QUEUE_LENGTHS = ("messages", "messages_ready", "messages_unacknowledged")
+DELIVER_STATS = ("deliver_get", "deliver", "deliver_no_ack", "get", "get_no_ack", "get_empty",
+                 "ack", "redeliver")
+QUEUE = Kind(QUEUE_LENGTHS + ("publish",) + DELIVER_STATS[:6] + ("ack", "redeliver"),
+             (LENGTHS,) * 3 + (MSG_RATES,) * 9, _queue_figures)
+# message_stats groups, as RabbitMQ records them (a group shows once one of its figures moved)
+QUEUE_STATS = (("publish",), DELIVER_STATS)
+
+def _vhost_lengths(vhost: Any) -> tuple[int, ...]:
+    queues = vhost.queues.values()
+    ready = sum(queue.message_count for queue in queues)
+    unacked = sum(queue.unacked_count for queue in queues)
+    return ready + unacked, ready, unacked
 
 
-@dataclass
-class CounterSample:
-    counts: tuple[int, ...]
-    rates: tuple[float, ...]
+VHOST = Kind(QUEUE_LENGTHS, (LENGTHS,) * 3, _vhost_lengths)
+
+EXCHANGE = Kind(("publish_in", "publish_out"), (MSG_RATES,) * 2,
+                lambda exchange: (exchange.messages_in, exchange.messages_out))
+EXCHANGE_STATS = (("publish_in",), ("publish_out",))
+
+CONNECTION = Kind(("recv_oct", "send_oct"), (DATA_RATES,) * 2,
+                  lambda connection: (connection.transport.recv_oct,
+                                      connection.transport.send_oct))
+
+PUBLISH_STATS = ("publish", "confirm", "return_unroutable", "drop_unroutable")
 
 
-@dataclass
+def _node_figures(node: Node) -> tuple[int, ...]:
+    queues = [queue for vhost in node.vhosts.values() for queue in vhost.queues.values()]
+    ready = sum(queue.message_count for queue in queues)
+    unacked = sum(queue.unacked_count for queue in queues)
+    return (ready + unacked, ready, unacked,
+            node.messages_received, node.messages_confirmed, node.messages_unroutable_returned,
+            node.messages_unroutable_dropped, node.messages_delivered,
+            node.delivered_consume_manual_ack, node.delivered_consume_auto_ack,
+            node.delivered_get_manual_ack, node.delivered_get_auto_ack, node.get_empty,
+            node.messages_acknowledged, node.messages_redelivered)
+
+
+NODE = Kind(QUEUE_LENGTHS + PUBLISH_STATS + DELIVER_STATS[:6] + ("ack", "redeliver"),
+            (LENGTHS,) * 3 + (MSG_RATES,) * 12, _node_figures, policy="global")
+NODE_STATS = (PUBLISH_STATS, DELIVER_STATS)
+
+
+def _node_gauges(node: Node) -> tuple[int, ...]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (resident_memory(), open_fds(), len(node.connections), len(asyncio.all_tasks()),
+            node.alarms.disk_free, usage.ru_nvcsw + usage.ru_nivcsw)
+
+
+# What /api/nodes shows of the process, with rates: proc_used counts asyncio tasks (Warren's
+# processes), context_switches the process's voluntary and involuntary ones.
+NODE_GAUGES = Kind(("mem_used", "fd_used", "sockets_used", "proc_used", "disk_free",
+                    "context_switches"), (LENGTHS,) * 6, _node_gauges)
+
+
+def _churn_figures(node: Node) -> tuple[int, ...]:
+    churn = node.churn  # type: ignore[attr-defined]
+    open_channels = sum(len(connection.channels) for connection in node.connections)
+    return (churn.connections_opened, churn.connections_closed, churn.channels_opened,
+            churn.channels_opened - open_channels, churn.queues_declared, churn.queues_created,
+            churn.queues_deleted)
+
+
+# RabbitMQ's churn_rates (overview) and the node's same keys, from the node's churn counters
+# (`node.churn`, counted for /metrics' churn families; absent from a node without them).
+CHURN = Kind(("connection_created", "connection_closed", "channel_created", "channel_closed",
+              "queue_declared", "queue_created", "queue_deleted"), (MSG_RATES,) * 7,
+             _churn_figures, policy="global")
+
+
+def counts_churn(node: Node) -> bool:
+    return hasattr(node, "churn")
+
+
+def _channel_figures(channel: Channel) -> tuple[int, ...]:
+    stats = channel.stats
+    delivered, gets, gets_no_ack, consumed_no_ack = (
+        stats.delivered, stats.gets, stats.gets_no_ack, stats.consumed_no_ack)
+    return (stats.published, stats.confirmed, stats.returned, stats.dropped, delivered,
+            delivered - gets - gets_no_ack - consumed_no_ack, consumed_no_ack, gets,
+            gets_no_ack, stats.gets_empty, stats.acked, stats.redelivered)
+
+
+CHANNEL = Kind(PUBLISH_STATS + DELIVER_STATS, (MSG_RATES,) * 12, _channel_figures)
+CHANNEL_STATS = (PUBLISH_STATS, DELIVER_STATS)
+
+
+class Series:
+    """One object's last counts, the rates since the sample before, its history, and when
+    its figures last changed (wall-clock ms: RabbitMQ's idle_since)."""
+
+    __slots__ = ("counts", "rates", "history", "changed_at")
+
+    def __init__(self, counts: tuple[int, ...], policy: str, now_ms: int) -> None:
+        self.counts = counts
+        self.rates: tuple[float, ...] = (0.0,) * len(counts)
+        self.history = History(len(counts), policy)
+        self.changed_at = now_ms
+
+
+# Consumer capacity: the share of the last CAPACITY_SAMPLES samples at which a queue could
+# hand a message to a consumer at once (it had one with room, or nothing waited for one).
+CAPACITY_SAMPLES = 12
+
+
+def _could_deliver(queue: Queue) -> bool:
+    consumers = queue.consumers.consumers
+    if not consumers:
+        return False
+    return not queue.message_count or any(consumer.can_take() for consumer in consumers)
+
+
 class Rates:
-    """The last sample of the node's counters and the rates since the one before."""
+    """The series of every live object, by kind; replaced at each sample (a deleted object's
+    series goes with it, one declared again under the same name starts afresh)."""
 
-    values: dict[str, int] = field(default_factory=dict)
-    rates: dict[str, float] = field(default_factory=dict)
-    sampled_at: float = 0.0
-    queues: dict[tuple[str, str], QueueSample] = field(default_factory=dict)
-    connections: dict[Connection, CounterSample] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.series: dict[Kind, dict[Any, Series]] = {}
+        self.sampled_at = 0.0
+        self.sampled_at_ms = 0
+        # per queue: (bits of the last samples, 1 = could deliver; how many samples)
+        self.capacity: dict[Queue, tuple[int, int]] = {}
 
-    def queue_stats(self, queue: Queue) -> dict[str, Any]:
-        """A queue's message_stats: counts as of now, rates over the last interval."""
-        sample = self.queues.get((queue.vhost.name, queue.name))
-        rates = sample.rates if sample is not None and sample.queue is queue else None
-        stats: dict[str, Any] = {}
-        for index, (name, count) in enumerate(zip(QUEUE_COUNTERS, _queue_counts(queue),
-                                                  strict=True)):
-            stats[name] = count
-            stats[f"{name}_details"] = {"rate": rates[index] if rates else 0.0}
-        return stats
+    def sample(self, kind: Kind, objects: Iterable[Any], elapsed: float, now_ms: int) -> None:
+        before = self.series.get(kind, {})
+        current: dict[Any, Series] = {}
+        for obj in objects:
+            counts = kind.read(obj)
+            series = before.get(obj)
+            if series is None:
+                series = Series(counts, kind.policy, now_ms)
+                series.history.record(now_ms, counts)
+            elif counts != series.counts:
+                series.rates = tuple(round((now - then) / elapsed, 1) for now, then in
+                                     zip(counts, series.counts, strict=True))
+                series.counts, series.changed_at = counts, now_ms
+                series.history.record(now_ms, counts)  # (an unchanged one needs no row)
+            elif any(series.rates):
+                series.rates = (0.0,) * len(counts)
+            current[obj] = series
+        self.series[kind] = current
 
-    def connection_rates(self, connection: Connection) -> dict[str, dict[str, float]]:
-        """recv_oct_details and send_oct_details: the rates over the last interval."""
-        sample = self.connections.get(connection)
-        rates = sample.rates if sample is not None else (0.0,) * len(CONNECTION_COUNTERS)
-        return {f"{name}_details": {"rate": rate}
-                for name, rate in zip(CONNECTION_COUNTERS, rates, strict=True)}
+    def sample_capacity(self, queues: Iterable[Queue]) -> None:
+        before, mask = self.capacity, (1 << CAPACITY_SAMPLES) - 1
+        self.capacity = {
+            queue: (((bits << 1) | _could_deliver(queue)) & mask,
+                    min(seen + 1, CAPACITY_SAMPLES))
+            for queue in queues for bits, seen in (before.get(queue, (0, 0)),)
+        }
+
+    def consumer_capacity(self, queue: Queue) -> float:
+        """RabbitMQ's consumer_capacity (and consumer_utilisation): 0 without consumers."""
+        bits, seen = self.capacity.get(queue, (0, 0))
+        if not seen:
+            return 1.0 if _could_deliver(queue) else 0.0
+        return bin(bits).count("1") / seen
+
+    def idle_since(self, kind: Kind, obj: Any) -> str | None:
+        """When the object's figures last changed, if not since the sample before (RabbitMQ's
+        ISO text with milliseconds), else None: it is busy."""
+        series = self.series.get(kind, {}).get(obj)
+        if series is None or series.changed_at >= self.sampled_at_ms:
+            return None
+        moment = datetime.datetime.fromtimestamp(series.changed_at / 1000, datetime.UTC)
+        return moment.isoformat(timespec="milliseconds")
+
+    def rates_of(self, kind: Kind, obj: Any, names: Iterable[str]) -> tuple[float, ...]:
+        """The rates over the last interval of some of the object's figures."""
+        series = self.series.get(kind, {}).get(obj)
+        if series is None:
+            return tuple(0.0 for _ in names)
+        return tuple(series.rates[kind.index(name)] for name in names)
+
+    def figures(self, kind: Kind, obj: Any, names: Iterable[str],
+                ranges: Mapping[str, tuple[int, int]], counts: tuple[int, ...] | None = None,
+                ) -> dict[str, Any]:
+        """`name` (as of now) and `name_details` for each of `names`."""
+        counts = kind.read(obj) if counts is None else counts
+        series = self.series.get(kind, {}).get(obj)
+        now_ms = int(time.time() * 1000)
+        shown: dict[str, Any] = {}
+        for name in names:
+            index = kind.index(name)
+            rate = series.rates[index] if series is not None else 0.0
+            span = ranges.get(kind.groups[index])
+            shown[name] = counts[index]
+            if span is None:
+                shown[f"{name}_details"] = {"rate": rate}
+            else:
+                history = series.history if series is not None else _fresh(kind, counts, now_ms)
+                shown[f"{name}_details"] = history.details(index, rate, *span, now_ms)
+        return shown
+
+    def message_stats(self, kind: Kind, obj: Any, groups: tuple[tuple[str, ...], ...],
+                      ranges: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+        """RabbitMQ's message_stats of an object: each group of figures once one moved ({}
+        while none has: an object's API view then leaves the key out, as RabbitMQ does)."""
+        counts = kind.read(obj)
+        names = [name for group in groups
+                 if any(counts[kind.index(name)] for name in group) for name in group]
+        return self.figures(kind, obj, names, ranges, counts)
+
+
+def _fresh(kind: Kind, counts: tuple[int, ...], now_ms: int) -> History:
+    """The history of an object not sampled yet: its figures as of now."""
+    history = History(len(counts), kind.policy)
+    history.record(now_ms, counts)
+    return history
 
 
 RATES_KEY = web.AppKey("rates", Rates)
@@ -92,45 +275,24 @@ RATES_KEY = web.AppKey("rates", Rates)
 
 def sample(node: Node, rates: Rates) -> None:
     now = time.monotonic()
-    values = {name: read(node) for name, read in COUNTERS.items()}
-    if rates.sampled_at:
-        elapsed = max(now - rates.sampled_at, 1e-6)
-        rates.rates = {
-            name: round((values[name] - rates.values.get(name, 0)) / elapsed, 1)
-            for name in values
-        }
     elapsed = max(now - rates.sampled_at, 1e-6) if rates.sampled_at else 0.0
-    rates.values, rates.sampled_at = values, now
-    rates.queues = {
-        key: _sample_queue(queue, rates.queues.get(key), elapsed)
-        for vhost in node.vhosts.values() for key, queue in (
-            ((vhost.name, name), queue) for name, queue in vhost.queues.items()
-        )
-    }
-    rates.connections = {
-        connection: _sample_counts(_connection_counts(connection),
-                                   rates.connections.get(connection), elapsed)
-        for connection in node.connections
-    }
-
-
-def _sample_queue(queue: Queue, last: QueueSample | None, elapsed: float) -> QueueSample:
-    counts = _queue_counts(queue)
-    if last is None or last.queue is not queue or not elapsed:
-        return QueueSample(queue, counts)
-    return QueueSample(queue, counts, _rates(counts, last.counts, elapsed))
-
-
-def _sample_counts(counts: tuple[int, ...], last: CounterSample | None,
-                   elapsed: float) -> CounterSample:
-    if last is None or not elapsed:
-        return CounterSample(counts, (0.0,) * len(counts))
-    return CounterSample(counts, _rates(counts, last.counts, elapsed))
-
-
-def _rates(counts: tuple[int, ...], before: tuple[int, ...], elapsed: float) -> tuple[float, ...]:
-    return tuple(round((now - then) / elapsed, 1) for now, then in zip(counts, before,
-                                                                        strict=True))
+    rates.sampled_at = now
+    now_ms = rates.sampled_at_ms = int(time.time() * 1000)
+    vhosts = list(node.vhosts.values())
+    connections = list(node.connections)
+    rates.sample(NODE, (node,), elapsed, now_ms)
+    rates.sample(NODE_GAUGES, (node,), elapsed, now_ms)
+    if counts_churn(node):
+        rates.sample(CHURN, (node,), elapsed, now_ms)
+    queues = [queue for vhost in vhosts for queue in vhost.queues.values()]
+    rates.sample(QUEUE, queues, elapsed, now_ms)
+    rates.sample_capacity(queues)
+    rates.sample(VHOST, vhosts, elapsed, now_ms)
+    rates.sample(EXCHANGE, (exchange for vhost in vhosts
+                            for exchange in vhost.exchanges.values()), elapsed, now_ms)
+    rates.sample(CONNECTION, connections, elapsed, now_ms)
+    rates.sample(CHANNEL, (channel for connection in connections
+                           for channel in connection.channels.values()), elapsed, now_ms)
 
 
 async def sample_forever(node: Node, rates: Rates) -> None:
@@ -139,11 +301,3 @@ async def sample_forever(node: Node, rates: Rates) -> None:
         sample(node, rates)
         await asyncio.sleep(interval)
 
-
-def message_stats(node: Node, rates: Rates) -> dict[str, Any]:
-    """Counts as of now, rates over the last sampling interval."""
-    stats: dict[str, Any] = {}
-    for name, read in COUNTERS.items():
-        stats[name] = read(node)
-        stats[f"{name}_details"] = {"rate": rates.rates.get(name, 0.0)}
-    return stats

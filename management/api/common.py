@@ -18,6 +18,7 @@ from broker.nodename import node_name
 from broker.tracing import Origin
 from broker.vhost import VirtualHost
 from management import jsontext, local_admin
+from management.history import RangeError, ranges
 from protocol.errors import named_error
 
 # RabbitMQ 3.10 reads a request body in one chunk of cowboy's 8,000,000 bytes and refuses a
@@ -46,10 +47,25 @@ def error(status: int, error_name: str, reason: Any) -> web.HTTPException:
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
            404: web.HTTPNotFound, 405: web.HTTPMethodNotAllowed,
            500: web.HTTPInternalServerError}.get(status, web.HTTPBadRequest)
-    body = json.dumps({"error": error_name, "reason": reason})
+    # compact, and without a charset parameter, as RabbitMQ writes it
+    body = json.dumps({"error": error_name, "reason": reason}, separators=(",", ":")).encode()
     if cls is web.HTTPMethodNotAllowed:
-        return web.HTTPMethodNotAllowed("", [], text=body, content_type="application/json")
-    return cls(text=body, content_type="application/json")
+        return web.HTTPMethodNotAllowed("", [], body=body, content_type="application/json")
+    return cls(body=body, content_type="application/json")
+
+
+# The order in which RabbitMQ's resources list their methods in a 405's `allow` header.
+_METHOD_ORDER = ("HEAD", "GET", "PUT", "POST", "DELETE", "OPTIONS")
+
+
+def method_not_allowed(method: str, allowed: set[str]) -> web.HTTPException:
+    """RabbitMQ's 405: an empty body and `allow` listing the path's methods, HEAD with GET
+    and always OPTIONS (`HEAD, GET, OPTIONS` for /api/overview)."""
+    methods = sorted(set(allowed) | {"OPTIONS"} | ({"HEAD"} if "GET" in allowed else set()),
+                     key=_METHOD_ORDER.index)
+    answer = web.HTTPMethodNotAllowed(method, methods, body=b"")
+    answer.headers["Allow"] = ", ".join(methods)
+    return answer
 
 
 def refusal(
@@ -174,6 +190,19 @@ def vhost_for_write(request: web.Request) -> VirtualHost:
     if not may_use_vhost(request, vhost.name):
         raise error(401, "not_authorised", "User not authorised to access virtual host")
     return vhost
+
+
+Ranges = dict[str, tuple[int, int]]  # the sample ranges a request asks for, by group
+
+
+def requested_ranges(request: web.Request, error_name: str = "bad_request") -> Ranges:
+    """The `lengths_*`, `msg_rates_*` and `data_rates_*` ranges of the query, or RabbitMQ's
+    400 for one it refuses (named `invalid_range_parameters` by its lists of queues,
+    exchanges and vhosts, `bad_request` elsewhere)."""
+    try:
+        return ranges(request.query)
+    except RangeError as refused:
+        raise error(400, error_name, str(refused)) from None
 
 
 def require_keys(body: dict[str, Any], *keys: str) -> None:

@@ -17,6 +17,7 @@ from broker.resources import is_reserved
 from management.api.bindings import binding_info
 from management.api.common import (
     USER,
+    Ranges,
     access_refused,
     bad_request,
     check_name_length,
@@ -28,12 +29,14 @@ from management.api.common import (
     not_found,
     parse_bool,
     refusal,
+    requested_ranges,
     require_keys,
     require_permission,
     trace_origin,
     vhost_for_write,
     vhost_of,
 )
+from management.rates import EXCHANGE, EXCHANGE_STATS, RATES_KEY, Rates
 from protocol.codec import shortstr
 
 
@@ -42,15 +45,25 @@ def exchange_name(request: web.Request) -> str:
     return "" if name == "amq.default" else name
 
 
-def exchange_info(exchange: Exchange, vhost: str) -> dict[str, Any]:
-    return {
+def exchange_info(exchange: Exchange, vhost: str, rates: Rates, ranges: Ranges,
+                  single: bool = False) -> dict[str, Any]:
+    """An exchange as RabbitMQ 3.10.8 shows it: `policy` only when one applies; at its own
+    URL with incoming and outgoing (per-channel and per-queue rates, filled only in RabbitMQ's
+    `detailed` rates mode; Warren's is `basic`)."""
+    info: dict[str, Any] = {
         "name": exchange.name, "vhost": vhost, "type": exchange.type_name,
         "durable": exchange.durable, "auto_delete": exchange.auto_delete,
         "internal": exchange.internal, "arguments": exchange.arguments,
-        "user_who_performed_action": exchange.declared_by, "policy": exchange.policy,
-        "message_stats": {"publish_in": exchange.messages_in,
-                          "publish_out": exchange.messages_out},
+        "user_who_performed_action": exchange.declared_by,
     }
+    stats = rates.message_stats(EXCHANGE, exchange, EXCHANGE_STATS, ranges)
+    if stats:
+        info["message_stats"] = stats
+    if exchange.policy is not None:
+        info["policy"] = exchange.policy
+    if single:
+        info["incoming"], info["outgoing"] = [], []
+    return info
 
 
 def exchange_of(request: web.Request) -> Exchange:
@@ -65,14 +78,17 @@ async def list_exchanges(request: web.Request) -> web.Response:
         vhosts = [vhost_of(request)]
     else:
         vhosts = list(node_of(request).vhosts.values())
+    rates = request.app[RATES_KEY]
+    ranges = requested_ranges(request, "invalid_range_parameters")
     return listing(request, [
-        exchange_info(exchange, vhost.name) for vhost in vhosts
+        exchange_info(exchange, vhost.name, rates, ranges) for vhost in vhosts
         for exchange in vhost.exchanges.values()
     ])
 
 
 async def show_exchange(request: web.Request) -> web.Response:
-    return json_response(exchange_info(exchange_of(request), request.match_info["vhost"]))
+    return json_response(exchange_info(exchange_of(request), request.match_info["vhost"],
+                                       request.app[RATES_KEY], requested_ranges(request), True))
 
 
 async def declare_exchange(request: web.Request) -> web.Response:

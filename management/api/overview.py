@@ -16,6 +16,7 @@ from broker.message import Message
 from broker.node import Node, node_name
 from broker.node_figures import node_figures
 from management.api.common import (
+    Ranges,
     access_refused,
     bad_request,
     json_body,
@@ -23,33 +24,52 @@ from management.api.common import (
     node_of,
     not_found,
     refusal,
+    requested_ranges,
     trace_origin,
     vhost_of,
 )
 from management.auth import USER_KEY, require_tag
-from management.rates import RATES_KEY, message_stats
+from management.history import SHOWN_RETENTION
+from management.rates import (
+    CHURN,
+    NODE,
+    NODE_GAUGES,
+    NODE_STATS,
+    QUEUE_LENGTHS,
+    RATES_KEY,
+    Rates,
+    counts_churn,
+)
 from protocol.codec import shortstr
 
 HEALTH_CHECK_FAILURE_STATUS = 503
+# The SASL mechanisms RabbitMQ 3.10 lists (EXTERNAL: its plugin's), with their descriptions
+AUTH_MECHANISMS = {
+    "PLAIN": "SASL PLAIN authentication mechanism",
+    "AMQPLAIN": "QPid AMQPLAIN mechanism",
+    "EXTERNAL": "RabbitMQ SSL authentication (SASL EXTERNAL)",  # listed when configured
+}
+# The RabbitMQ plugins whose features Warren has built in, always on
+BUILT_IN_PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus")
 _ALARM_RESOURCES = ((DISK, "disk space"), (MEMORY, "memory"))  # RabbitMQ's names and order
 
 
 async def overview(request: web.Request) -> web.Response:
     node = node_of(request)
     queues = [queue for vhost in node.vhosts.values() for queue in vhost.queues.values()]
-    ready = sum(queue.message_count for queue in queues)
-    unacked = sum(queue.unacked_count for queue in queues)
     config = node.config
+    rates, ranges = request.app[RATES_KEY], requested_ranges(request)
     return json_response({
         "management_version": RABBITMQ_VERSION,
         "rates_mode": "basic",
         "exchange_types": [
             {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
         ],
-        "sample_retention_policies": {"global": [600, 3600], "basic": [600], "detailed": [600]},
+        "sample_retention_policies": SHOWN_RETENTION,
         "rabbitmq_version": RABBITMQ_VERSION,
         "product_name": "Warren",
         "product_version": __version__,
+        "release_series_support_status": "supported",
         "erlang_version": f"Python {platform.python_version()}",
         "erlang_full_version": f"Python {platform.python_version()}",
         "cluster_name": _cluster_name(node),
@@ -57,12 +77,10 @@ async def overview(request: web.Request) -> web.Response:
         "disable_stats": False,
         "enable_queue_totals": True,
         "statistics_db_event_queue": 0,
-        "message_stats": message_stats(node, request.app[RATES_KEY]),
-        "churn_rates": {},
-        "queue_totals": {
-            "messages": ready + unacked, "messages_ready": ready,
-            "messages_unacknowledged": unacked,
-        },
+        "message_stats": rates.message_stats(NODE, node, NODE_STATS, ranges),
+        "churn_rates": (rates.figures(CHURN, node, CHURN.names, ranges)
+                        if counts_churn(node) else {}),
+        "queue_totals": rates.figures(NODE, node, QUEUE_LENGTHS, ranges) if queues else {},
         "object_totals": {
             "channels": sum(len(c.channels) for c in node.connections),
             "connections": len(node.connections),
@@ -75,9 +93,14 @@ async def overview(request: web.Request) -> web.Response:
              "socket_opts": {}}
             for protocol, host, port in listeners(config)
         ],
-        "contexts": [{"node": node_name(), "description": "RabbitMQ Management",
-                      "path": "/", "port": str(config.management_port)}],
+        "contexts": [{"node": node_name(), **context} for context in _contexts(config)],
     })
+
+
+def _contexts(config: Config) -> list[dict[str, str]]:
+    """The HTTP contexts: the management API, the UI and /metrics share one port."""
+    return [{"description": "RabbitMQ Management", "path": "/",
+             "port": str(config.management_port)}]
 
 
 def listeners(config: Config) -> list[tuple[str, str, int]]:
@@ -97,7 +120,8 @@ def _cluster_name(node: Node) -> str:
 
 async def nodes(request: web.Request) -> web.Response:
     node = node_of(request)
-    return json_response([_this_node(node), *_other_nodes(node)])
+    return json_response([_this_node(node, request.app[RATES_KEY], requested_ranges(request)),
+                          *_other_nodes(node)])
 
 
 def _other_nodes(node: Node) -> list[dict]:
@@ -121,10 +145,27 @@ def _node_object(name: str) -> dict:
     }
 
 
-def _this_node(node: Node) -> dict:
+def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
+    """This node's object: the keys of every node, its configuration, its figures
+    (node_figures, as a cluster node publishes them) with the sampled gauges' `*_details`
+    and, when the node counts churn, its churn figures."""
+    config = node.config
     role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
-    return {**_node_object(node_name()), **role,
-            **node_figures(node.alarms, node.started_at, len(node.connections))}
+    gauges = rates.figures(NODE_GAUGES, node, NODE_GAUGES.names, ranges)
+    return {
+        **_node_object(node_name()), **role,
+        "auth_mechanisms": [
+            {"name": name, "description": description, "enabled": name in config.auth_mechanisms}
+            for name, description in AUTH_MECHANISMS.items()
+            if name != "EXTERNAL" or name in config.auth_mechanisms
+        ],
+        "enabled_plugins": list(BUILT_IN_PLUGINS), "contexts": _contexts(config),
+        "log_files": [str(config.log_file) if config.log_file else "<stderr>"],
+        "db_dir": str(config.data_dir.resolve()), "mem_calculation_strategy": "rss",
+        **node_figures(node.alarms, node.started_at, len(node.connections)),
+        **gauges,
+        **(rates.figures(CHURN, node, CHURN.names, ranges) if counts_churn(node) else {}),
+    }
 
 
 async def health_ok(request: web.Request) -> web.Response:
@@ -164,7 +205,7 @@ async def show_node(request: web.Request) -> web.Response:
     node = node_of(request)
     name = request.match_info["name"]
     if name == node_name():
-        return json_response(_this_node(node))
+        return json_response(_this_node(node, request.app[RATES_KEY], requested_ranges(request)))
     for other in _other_nodes(node):
         if other["name"] == name:
             return json_response(other)

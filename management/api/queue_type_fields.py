@@ -47,11 +47,11 @@ TYPE_FIELDS: dict[str, Callable[[Queue, str], dict[str, Any]]] = {
 }
 # The classic queue's fields a type's object does not have (RabbitMQ 3.10.8).
 OMITTED: dict[str, tuple[str, ...]] = {
-    "quorum": ("exclusive_consumer_tag", "single_active_consumer_tag", "head_message_timestamp",
-               "owner_pid_details"),
-    "stream": ("exclusive_consumer_tag", "single_active_consumer_tag", "head_message_timestamp",
-               "owner_pid_details", "consumer_utilisation", "message_bytes",
-               "message_bytes_ready", "message_bytes_unacknowledged"),
+    "quorum": ("exclusive_consumer_tag", "single_active_consumer_tag", "owner_pid_details",
+               "recoverable_slaves"),
+    "stream": ("exclusive_consumer_tag", "single_active_consumer_tag", "owner_pid_details",
+               "consumer_utilisation", "consumer_capacity", "message_bytes",
+               "message_bytes_ready", "message_bytes_unacknowledged", "recoverable_slaves"),
 }
 
 

@@ -13,6 +13,7 @@ from broker.queue import Queue
 from broker.resources import is_reserved, resource
 from management.api.common import (
     USER,
+    Ranges,
     access_refused,
     bad_request,
     check_name_length,
@@ -24,6 +25,7 @@ from management.api.common import (
     not_found,
     parse_bool,
     refusal,
+    requested_ranges,
     require_keys,
     require_permission,
     trace_origin,
@@ -33,26 +35,32 @@ from management.api.common import (
 from management.api.connections import consumer_info
 from management.api.message_json import payload_json, properties_json
 from management.api.overview import node_name
+from management.api.queue_figures import Pending, classic_fields, pending_acks
 from management.api.queue_type_fields import with_type_fields
-from management.rates import RATES_KEY, Rates
+from management.rates import QUEUE, QUEUE_LENGTHS, QUEUE_STATS, RATES_KEY, Rates
+
+NO_PENDING = Pending()  # a queue without unacknowledged deliveries (read only)
 
 
-def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
-    ready, unacked = queue.message_count, queue.unacked_count
+def queue_info(queue: Queue, rates: Rates, ranges: Ranges, pending: Pending,
+               single: bool = False) -> dict[str, Any]:
+    """A queue's API object as RabbitMQ 3.10.8 shows it in a list, or (`single`) at its own
+    URL, which adds consumer_details, incoming and deliveries (per-exchange and per-channel
+    rates: RabbitMQ fills them only in `detailed` rates mode, Warren's mode is `basic`)."""
     settings = queue.settings
     node = node_name()
-    return with_type_fields({
+    capacity = rates.consumer_capacity(queue)
+    info: dict[str, Any] = {
         "name": queue.name, "vhost": queue.vhost.name, "durable": queue.durable,
         "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
         "arguments": queue.arguments, "node": node, "type": queue.type_name,
         "state": "running", "policy": settings.policy,
         "operator_policy": None,  # (Warren has no operator policies)
         "effective_policy_definition": _policy_definition(queue),
-        "consumer_details": [consumer_info(consumer) for consumer in queue.consumers],
-        "head_message_timestamp": None,
-        "messages": ready + unacked, "messages_ready": ready,
-        "messages_unacknowledged": unacked, "consumers": len(queue.consumers),
-        "consumer_utilisation": None, "exclusive_consumer_tag": (
+        **rates.figures(QUEUE, queue, QUEUE_LENGTHS, ranges),
+        "consumers": len(queue.consumers),
+        "consumer_capacity": capacity, "consumer_utilisation": capacity,
+        "exclusive_consumer_tag": (
             queue.exclusive_consumer.tag if queue.exclusive_consumer else None
         ),
         "single_active_consumer_tag": (
@@ -61,12 +69,25 @@ def queue_info(queue: Queue, rates: Rates) -> dict[str, Any]:
         "memory": queue.memory_estimate, "message_bytes": queue.ready_bytes + queue.unacked_bytes,
         "message_bytes_ready": queue.ready_bytes,
         "message_bytes_unacknowledged": queue.unacked_bytes,
-        "message_stats": rates.queue_stats(queue),
-        "owner_pid_details": (
-            {"name": queue.owner.display_name, "peer_host": (queue.owner.peer or ("", 0))[0],
-             "peer_port": (queue.owner.peer or ("", 0))[1]} if queue.owner else None
-        ),
-    }, queue, node)
+        "recoverable_slaves": None,  # (classic queue mirroring: none on Warren)
+    }
+    stats = rates.message_stats(QUEUE, queue, QUEUE_STATS, ranges)
+    if stats:
+        info["message_stats"] = stats
+    if queue.type_name == "classic":
+        info.update(classic_fields(queue, pending, rates.rates_of(
+            QUEUE, queue, ("publish", "deliver_get", "deliver", "ack"))))
+        idle_since = rates.idle_since(QUEUE, queue)
+        if idle_since is not None:
+            info["idle_since"] = idle_since
+    if queue.owner:
+        peer_host, peer_port = queue.owner.peer or ("", 0)
+        info["owner_pid_details"] = {"name": queue.owner.display_name,
+                                     "peer_host": peer_host, "peer_port": peer_port}
+    if single:
+        info["consumer_details"] = [consumer_info(consumer) for consumer in queue.consumers]
+        info["incoming"], info["deliveries"] = [], []
+    return with_type_fields(info, queue, node)
 
 
 def _policy_definition(queue: Queue) -> dict[str, Any]:
@@ -90,11 +111,18 @@ def queue_of(request: web.Request) -> Queue:
 
 async def list_queues(request: web.Request) -> web.Response:
     rates = request.app[RATES_KEY]
-    return listing(request, [queue_info(queue, rates) for queue in _queues(request)])
+    ranges = requested_ranges(request, "invalid_range_parameters")
+    queues = _queues(request)
+    pending = pending_acks(node_of(request)) if queues else {}
+    return listing(request, [queue_info(queue, rates, ranges, pending.get(queue, NO_PENDING))
+                             for queue in queues])
 
 
 async def show_queue(request: web.Request) -> web.Response:
-    return json_response(queue_info(queue_of(request), request.app[RATES_KEY]))
+    queue = queue_of(request)
+    ranges = requested_ranges(request)
+    pending = pending_acks(node_of(request)).get(queue, NO_PENDING)
+    return json_response(queue_info(queue, request.app[RATES_KEY], ranges, pending, True))
 
 
 async def declare_queue(request: web.Request) -> web.Response:

@@ -1836,7 +1836,7 @@ def test_sort_by_message_count(api, vhost):
 
 def test_queue_rates_from_sampled_counters(warren_factory):
     """message_stats.*_details.rate per queue, sampled every collect_statistics_interval ms:
-    a queue published to and consumed from steadily shows both rates; an idle one shows 0."""
+    a queue published to and consumed from steadily shows both rates; an idle one none."""
     broker = warren_factory(extra_args=["--collect-statistics-interval", "300"])
     api = Api(broker.host, broker.management_port)
     connection = pika.BlockingConnection(pika.ConnectionParameters(broker.host, broker.port))
@@ -1850,11 +1850,11 @@ def test_queue_rates_from_sampled_counters(warren_factory):
             channel.basic_get("busy", auto_ack=True)
             time.sleep(0.01)
         busy = api.ok_json("/api/queues/%2F/busy")["message_stats"]
-        idle = api.ok_json("/api/queues/%2F/idle")["message_stats"]
+        idle = api.ok_json("/api/queues/%2F/idle")
     finally:
         connection.close()
     assert busy["publish_details"]["rate"] > 5 and busy["deliver_get_details"]["rate"] > 5
     assert busy["publish"] >= 20
-    assert idle["publish_details"] == {"rate": 0.0} and idle["publish"] == 0
+    assert "message_stats" not in idle  # as RabbitMQ: none for a queue nothing moved through
     listed = {queue["name"]: queue for queue in api.ok_json("/api/queues")}
     assert listed["busy"]["message_stats"]["publish_details"]["rate"] > 5
