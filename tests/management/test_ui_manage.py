@@ -672,10 +672,13 @@ def test_ui_queue_chart_draws_the_brokers_history(broker, browser, unique):  # n
     api = _api(broker)
     queue = f"charted-{unique[-8:]}"
     driver, wait = browser, WebDriverWait(browser, WAIT)
+    exchange = f"charted-x-{unique[-8:]}"
     api.create_queue("/", queue, auto_delete=False)
+    api.create_exchange("/", exchange, "fanout")
+    assert api.post(f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}", {}).status == 201
     try:
         for n in range(5):
-            api.publish("/", "amq.default", queue, f"m{n}")
+            api.publish("/", exchange, "", f"m{n}")
         path = f"/api/queues/%2F/{q(queue)}?lengths_age=600&lengths_incr=5"
         # two samples of 5: the depth is recorded for a past step, which the purge cannot
         # overwrite (the newest step's sample is the depth now)
@@ -693,9 +696,18 @@ def test_ui_queue_chart_draws_the_brokers_history(broker, browser, unique):  # n
         assert float(canvas.get_attribute("data-max")) == 5
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
         _shot(driver, "manage-16-queue-chart-history")
+
+        # the exchange page charts the publishes it routed, from the broker's samples too
+        driver.get(f"http://127.0.0.1:{broker.management_port}/#/exchanges/%2F/{q(exchange)}")
+        canvas = wait.until(EC.presence_of_element_located((By.ID, "exchange-chart-rates")))
+        wait.until(lambda d: canvas.get_attribute("data-source") == "broker")
+        assert float(canvas.get_attribute("data-max")) > 0
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        _shot(driver, "manage-17-exchange-chart-history")
         _no_console_errors(driver)
     except Exception:
         _shot(driver, "manage-failure-chart")
         raise
     finally:
         api.delete(f"/api/queues/%2F/{q(queue)}")
+        api.delete(f"/api/exchanges/%2F/{q(exchange)}")
