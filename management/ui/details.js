@@ -73,6 +73,9 @@ async function renderConnection(name, token) {
     { title: "Prefetch", num: true, value: (x) => fmtNumber(x.prefetch_count) },
     { title: "Unacked", num: true, value: (x) => fmtNumber(x.messages_unacknowledged) },
     { title: "Consumers", num: true, value: (x) => fmtNumber(x.consumer_count) },
+    { title: "Publish", num: true, value: (x) => fmtRate(statRate(x, "publish")) },
+    { title: "Deliver / get", num: true, value: (x) => fmtRate(statRate(x, "deliver_get")) },
+    { title: "Ack", num: true, value: (x) => fmtRate(statRate(x, "ack")) },
   ], "No channels");
   const form = el("form", { class: "stack", id: "close-connection-form" },
     field("Reason", { name: "reason", id: "close-reason",
