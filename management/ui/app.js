@@ -5,6 +5,12 @@
  * ...); each page function renders into <main> and may register a refresh timer that is cleared
  * when the page changes. Credentials typed into the login form are kept in sessionStorage and
  * sent as HTTP basic auth on every API call.
+ *
+ * This file holds the shell (login, routing, API access, tables, charts), the overview and the
+ * queue and exchange pages. The other pages and parts are loaded before it by index.html:
+ * forms.js (form parts, the arguments editor), declare.js (declare / delete / bind forms),
+ * history.js (the queue and exchange charts), details.js (connections, channels, consumers),
+ * admin.js (the Admin page), definitions.js (export / import) and trace.js (the Trace page).
  */
 "use strict";
 
