@@ -5,6 +5,12 @@
  * ...); each page function renders into <main> and may register a refresh timer that is cleared
  * when the page changes. Credentials typed into the login form are kept in sessionStorage and
  * sent as HTTP basic auth on every API call.
+ *
+ * This file holds the shell (login, routing, API access, tables, charts), the overview and the
+ * queue and exchange pages. The other pages and parts are loaded before it by index.html:
+ * forms.js (form parts, the arguments editor), declare.js (declare / delete / bind forms),
+ * history.js (the queue and exchange charts), details.js (connections, channels, consumers),
+ * admin.js (the Admin page), definitions.js (export / import) and trace.js (the Trace page).
  */
 "use strict";
 
@@ -88,7 +94,8 @@ class ApiError extends Error {
 }
 
 async function api(path, options = {}) {
-  const headers = { Authorization: `Basic ${sessionStorage.getItem(AUTH_KEY) || ""}` };
+  const headers = { Authorization: `Basic ${sessionStorage.getItem(AUTH_KEY) || ""}`,
+    ...(options.headers || {}) };
   const init = { method: options.method || "GET", headers };
   if (options.body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -245,6 +252,7 @@ async function listPage(title, path, columns, token, rowAttrs) {
   };
   await load();
   every(POLL_MS, () => load().catch(() => {}));
+  return load;
 }
 
 /* ---------------------------------------------------------------- overview */
@@ -410,7 +418,8 @@ function renderOverview(args, token) {
         legend(RATE_SERIES)),
       el("div", { class: "card chart" }, el("h2", {}, "Queued messages"), depthCanvas,
         legend(DEPTH_SERIES))),
-    el("p", { class: "muted", id: "ov-node" }));
+    el("p", { class: "muted", id: "ov-node" }),
+    definitionsCards());
 
   const set = (id, text) => { const node = document.getElementById(id); if (node) node.textContent = text; };
   const update = () => {
@@ -454,6 +463,67 @@ function renderOverview(args, token) {
 
 /* ---------------------------------------------------------------- queues */
 
+/** RabbitMQ 3.10.8's abbreviations of a queue's or exchange's features, in its order (its UI's
+ * IMPLICIT_ARGS, then KNOWN_ARGS); any other argument is folded into "Args". */
+const FEATURE_ABBREVIATIONS = [
+  ["durable", "D"], ["auto-delete", "AD"], ["internal", "I"], ["exclusive", "Excl"],
+  ["alternate-exchange", "AE"], ["x-message-ttl", "TTL"], ["x-expires", "Exp"],
+  ["x-max-length", "Lim"], ["x-max-length-bytes", "Lim B"], ["x-delivery-limit", "DlL"],
+  ["x-overflow", "Ovfl"], ["x-dead-letter-exchange", "DLX"],
+  ["x-dead-letter-routing-key", "DLK"], ["x-queue-master-locator", "ML"],
+  ["x-max-priority", "Pri"], ["x-single-active-consumer", "SAC"],
+];
+const KNOWN_FEATURES = new Set(FEATURE_ABBREVIATIONS.map(([key]) => key));
+
+/** An argument value as RabbitMQ's UI writes it flat: lists in [], tables in (). */
+function flatValue(value) {
+  if (Array.isArray(value)) return `[${value.map(flatValue).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    return `(${Object.entries(value).map(([k, v]) => `${k}: ${flatValue(v)}`).join(", ")})`;
+  }
+  return String(value);
+}
+
+/** The features cell of a queue or exchange list, as RabbitMQ's: an exclusive queue's "Excl"
+ * links to its owning connection, each abbreviation's tooltip says "key: value" (a false
+ * boolean argument is not shown), then the policy and operator policy. */
+function featureCell(x) {
+  const features = {};
+  const others = [];
+  for (const [key, value] of Object.entries(x.arguments || {})) {
+    if (!KNOWN_FEATURES.has(key)) others.push(`${key}: ${flatValue(value)}`);
+    else if (value !== false) features[key] = value;
+  }
+  for (const [key, field] of [["exclusive", "exclusive"], ["durable", "durable"],
+    ["auto-delete", "auto_delete"], ["internal", "internal"]]) {
+    if (x[field]) features[key] = true;
+  }
+  const cell = el("span", { class: "features" });
+  if (x.owner_pid_details) {
+    cell.append(el("abbr", { title: "Exclusive queue: click for owning connection" },
+      el("a", { href: `#/connections/${enc(x.owner_pid_details.name)}` }, "Excl")), " ");
+  }
+  for (const [key, short] of FEATURE_ABBREVIATIONS) {
+    if (features[key] !== undefined) {
+      cell.append(el("abbr", { title: `${key}: ${features[key]}` }, short), " ");
+    }
+  }
+  if (others.length) cell.append(el("abbr", { title: others.join(", ") }, "Args"), " ");
+  if (x.policy) {
+    cell.append(el("abbr", { class: "policy", title: `Policy: ${x.policy}` }, x.policy), " ");
+  }
+  if (x.operator_policy) {
+    cell.append(el("abbr", { class: "policy", title: `Operator policy: ${x.operator_policy}` },
+      x.operator_policy));
+  }
+  return cell;
+}
+
+/** The current rate of one message_stats counter of an API object (0 when it has none). */
+function statRate(x, key) {
+  return ((x.message_stats || {})[`${key}_details`] || {}).rate || 0;
+}
+
 async function renderQueues(args, token) {
   if (args.length >= 2) return renderQueue(args[0], args.slice(1).join("/"), token);
   const state = { page: 1, pageSize: 100, filter: sessionStorage.getItem("warren.qfilter") || "" };
@@ -469,23 +539,31 @@ async function renderQueues(args, token) {
     { title: "Name", value: (x) => el("a", { href: `#/queues/${enc(x.vhost)}/${enc(x.name)}` },
       x.name) },
     { title: "Virtual host", value: (x) => x.vhost },
+    { title: "Type", value: (x) => x.type || "classic" },
+    { title: "Features", value: featureCell },
     { title: "State", value: (x) => el("span", { class: `badge ${x.state || ""}` },
       x.state || "") },
     { title: "Ready", num: true, value: (x) => fmtNumber(x.messages_ready) },
     { title: "Unacked", num: true, value: (x) => fmtNumber(x.messages_unacknowledged) },
     { title: "Consumers", num: true, value: (x) => fmtNumber(x.consumers) },
+    { title: "Publish", num: true, value: (x) => fmtRate(statRate(x, "publish")) },
+    { title: "Deliver / get", num: true, value: (x) => fmtRate(statRate(x, "deliver_get")) },
+    { title: "Ack", num: true, value: (x) => fmtRate(statRate(x, "ack")) },
   ], "No queues");
   main.append(
     el("div", { class: "toolbar" }, el("h1", {}, "Queues"), el("span", { class: "spacer" }),
       filter, el("label", { class: "muted" }, "Page size ", pageSize), count),
     table,
-    el("div", { class: "pager" }, prev, pageInfo, next));
+    el("div", { class: "pager" }, prev, pageInfo, next),
+    addQueueForm(() => load()));
 
   let loading = null;
   const load = async () => {
     const query = new URLSearchParams({
       page: state.page, page_size: state.pageSize, name: state.filter,
-      columns: "name,vhost,state,messages_ready,messages_unacknowledged,consumers",
+      columns: "name,vhost,type,durable,auto_delete,exclusive,owner_pid_details,arguments," +
+        "policy,operator_policy,state,messages_ready,messages_unacknowledged,consumers," +
+        "message_stats",
     });
     let result;
     try {
@@ -534,11 +612,16 @@ async function renderQueues(args, token) {
 async function renderQueue(vhost, name, token) {
   const base = `/api/queues/${enc(vhost)}/${enc(name)}`;
   const details = el("dl", { class: "props", id: "queue-details" });
+  let load = null; // set below; the forms reload the page through it
+  const reload = () => load();
   const bindings = makeTable([
     { title: "From exchange", value: (b) => exchangeLabel(b.source) },
     { title: "Routing key", value: (b) => b.routing_key },
     { title: "Arguments", value: (b) => JSON.stringify(b.arguments || {}) },
+    { title: "", value: (b) => unbindButton(vhost, b, reload) },
   ], "No bindings");
+  const consumers = makeTable(consumerColumns(), "No consumers");
+  const charts = historyCharts("queue", QUEUE_CHARTS);
   const stat = (id, label) => el("div", { class: "card stat" },
     el("div", { class: "value", id }, "–"), el("div", { class: "label" }, label));
 
@@ -575,16 +658,23 @@ async function renderQueue(vhost, name, token) {
       stat("q-consumers", "Consumers"), stat("q-state", "State")),
     el("div", { class: "grid2", style: "margin-top: 16px" },
       el("div", { class: "card" }, el("h2", { style: "margin-top: 0" }, "Details"), details),
-      el("div", { class: "card" }, el("h2", { style: "margin-top: 0" }, "Bindings"), bindings)),
+      el("div", { class: "card" }, el("h2", { style: "margin-top: 0" }, "Bindings"), bindings,
+        el("h2", {}, "Add binding to this queue"), bindForm(vhost, "queue", name, reload))),
+    charts,
+    el("div", { class: "card", style: "margin-top: 16px" },
+      el("h2", { style: "margin-top: 0" }, "Consumers"), consumers),
     el("div", { class: "grid2", style: "margin-top: 16px" },
       el("div", { class: "card" }, el("h2", { style: "margin-top: 0" }, "Publish message"),
         publishForm),
       el("div", { class: "card" }, el("h2", { style: "margin-top: 0" }, "Get messages"), getForm,
         messages,
-        el("h2", {}, "Purge"), purge)));
+        el("h2", {}, "Purge"), purge)),
+    el("div", { style: "margin-top: 16px" },
+      deleteSection("queue", name, base, "#/queues")));
 
-  const load = async () => {
-    const [queue, queueBindings] = await Promise.all([api(base), api(`${base}/bindings`)]);
+  load = async () => {
+    const [queue, queueBindings] = await Promise.all([api(`${base}?${HISTORY_QUERY}`),
+      api(`${base}/bindings`)]);
     if (token !== renderToken) return;
     const set = (id, text) => { document.getElementById(id).textContent = text; };
     set("q-ready", fmtNumber(queue.messages_ready));
@@ -606,6 +696,8 @@ async function renderQueue(vhost, name, token) {
     }
     details.replaceChildren(fragment);
     bindings.update(queueBindings);
+    consumers.update(queue.consumer_details || []);
+    charts.update(queue);
   };
 
   publishForm.addEventListener("submit", async (event) => {
@@ -683,19 +775,25 @@ function features(x) {
 
 async function renderExchanges(args, token) {
   if (args.length >= 2) return renderExchange(args[0], args.slice(1).join("/"), token);
-  return listPage("Exchanges", "/api/exchanges", [
+  const reload = await listPage("Exchanges", "/api/exchanges", [
     { title: "Name", value: (x) => el("a", {
       href: `#/exchanges/${enc(x.vhost)}/${enc(exchangePathName(x.name))}` },
     exchangeLabel(x.name)) },
     { title: "Virtual host", value: (x) => x.vhost },
     { title: "Type", value: (x) => x.type },
-    { title: "Features", value: features },
+    { title: "Features", value: featureCell },
+    { title: "Publish in", num: true, value: (x) => fmtRate(statRate(x, "publish_in")) },
+    { title: "Publish out", num: true, value: (x) => fmtRate(statRate(x, "publish_out")) },
   ], token, (x) => ({ name: x.name, vhost: x.vhost }));
+  if (token === renderToken) main.append(addExchangeForm(reload));
 }
 
 async function renderExchange(vhost, name, token) {
   const base = `/api/exchanges/${enc(vhost)}/${enc(name)}`;
   const details = el("dl", { class: "props" });
+  let load = null; // set below; the forms reload the page through it
+  const reload = () => load();
+  const charts = historyCharts("exchange", EXCHANGE_CHARTS);
   const bindingColumns = (end) => [
     { title: end === "destination" ? "To" : "From", value: (b) => {
       const target = end === "destination" ? b.destination : b.source;
@@ -707,6 +805,7 @@ async function renderExchange(vhost, name, token) {
     { title: "Type", value: (b) => (end === "destination" ? b.destination_type : "exchange") },
     { title: "Routing key", value: (b) => b.routing_key },
     { title: "Arguments", value: (b) => JSON.stringify(b.arguments || {}) },
+    { title: "", value: (b) => unbindButton(vhost, b, reload) },
   ];
   const outgoing = makeTable(bindingColumns("destination"), "No bindings from this exchange");
   const incoming = makeTable(bindingColumns("source"), "No bindings to this exchange");
@@ -715,11 +814,21 @@ async function renderExchange(vhost, name, token) {
     el("h1", {}, "Exchange ", exchangeLabel(name === "amq.default" ? "" : name),
       el("span", { class: "muted" }, ` in ${vhost}`)),
     el("div", { class: "card" }, details),
+    charts,
     el("h2", {}, "Bindings from this exchange"), outgoing,
-    el("h2", {}, "Bindings to this exchange"), incoming);
-  const load = async () => {
+    el("h2", {}, "Bindings to this exchange"), incoming,
+    el("div", { class: "grid2", style: "margin-top: 16px" },
+      name === "amq.default" ? el("div") : el("div", { class: "card" },
+        el("h2", { style: "margin-top: 0" }, "Add binding from this exchange"),
+        bindForm(vhost, "exchange", name, reload)),
+      el("div", { class: "card" }, el("h2", { style: "margin-top: 0" }, "Publish message"),
+        exchangePublishForm(vhost, name, reload))),
+    name === "amq.default" || name.startsWith("amq.") ? null : el("div",
+      { style: "margin-top: 16px" }, deleteSection("exchange", name, base, "#/exchanges")));
+  load = async () => {
     const [exchange, source, destination] = await Promise.all([
-      api(base), api(`${base}/bindings/source`), api(`${base}/bindings/destination`)]);
+      api(`${base}?${HISTORY_QUERY}`), api(`${base}/bindings/source`),
+      api(`${base}/bindings/destination`)]);
     if (token !== renderToken) return;
     const fragment = document.createDocumentFragment();
     for (const [label, value] of [["Type", exchange.type], ["Features", features(exchange)],
@@ -729,83 +838,10 @@ async function renderExchange(vhost, name, token) {
     details.replaceChildren(fragment);
     outgoing.update(source);
     incoming.update(destination);
+    charts.update(exchange);
   };
   await load();
   every(POLL_MS, () => load().catch(() => {}));
-}
-
-/* ---------------------------------------------------------------- connections, channels */
-
-function renderConnections(args, token) {
-  return listPage("Connections", "/api/connections", [
-    { title: "Name", value: (x) => x.name },
-    { title: "Client", value: (x) => ((x.client_properties || {}).connection_name ||
-      (x.client_properties || {}).product || "") },
-    { title: "User", value: (x) => x.user },
-    { title: "Virtual host", value: (x) => x.vhost },
-    { title: "State", value: (x) => el("span", { class: `badge ${x.state || ""}` }, x.state) },
-    { title: "Protocol", value: (x) => x.protocol },
-    { title: "Channels", num: true, value: (x) => fmtNumber(x.channels) },
-  ], token);
-}
-
-function renderChannels(args, token) {
-  return listPage("Channels", "/api/channels", [
-    { title: "Channel", value: (x) => x.name },
-    { title: "User", value: (x) => x.user },
-    { title: "Virtual host", value: (x) => x.vhost },
-    { title: "Mode", value: (x) => (x.confirm ? "confirm" : "") + (x.transactional ? "tx" : "") },
-    { title: "State", value: (x) => el("span", { class: `badge ${x.state || ""}` }, x.state) },
-    { title: "Prefetch", num: true, value: (x) => fmtNumber(x.prefetch_count) },
-    { title: "Consumers", num: true, value: (x) => fmtNumber(x.consumer_count) },
-    { title: "Unacked", num: true, value: (x) => fmtNumber(x.messages_unacknowledged) },
-  ], token);
-}
-
-/* ---------------------------------------------------------------- admin */
-
-async function renderAdmin(args, token) {
-  const users = makeTable([
-    { title: "Name", value: (x) => x.name },
-    { title: "Tags", value: (x) => (Array.isArray(x.tags) ? x.tags.join(", ") : x.tags) },
-  ], "No users");
-  const vhosts = makeTable([
-    { title: "Name", value: (x) => x.name },
-    { title: "Description", value: (x) => x.description || "" },
-    { title: "Messages", num: true, value: (x) => fmtNumber(x.messages || 0) },
-  ], "No virtual hosts");
-  const permissions = makeTable([
-    { title: "User", value: (x) => x.user },
-    { title: "Virtual host", value: (x) => x.vhost },
-    { title: "Configure", value: (x) => x.configure },
-    { title: "Write", value: (x) => x.write },
-    { title: "Read", value: (x) => x.read },
-  ], "No permissions");
-  const policies = makeTable([
-    { title: "Virtual host", value: (x) => x.vhost },
-    { title: "Name", value: (x) => x.name },
-    { title: "Pattern", value: (x) => x.pattern },
-    { title: "Apply to", value: (x) => x["apply-to"] },
-    { title: "Definition", value: (x) => JSON.stringify(x.definition) },
-    { title: "Priority", num: true, value: (x) => x.priority },
-  ], "No policies");
-  main.append(el("h1", {}, "Admin"),
-    el("h2", {}, "Users"), users, el("h2", {}, "Virtual hosts"), vhosts,
-    el("h2", {}, "Permissions"), permissions, el("h2", {}, "Policies"), policies);
-  // users and permissions need the administrator tag: show what the user may see
-  const fill = async (table, path) => {
-    try {
-      const items = await api(path);
-      if (token === renderToken) table.update(items);
-    } catch (err) {
-      if (token === renderToken) {
-        table.querySelector("tbody").replaceChildren(el("tr", {}, el("td", {
-          colspan: table.querySelectorAll("th").length, class: "empty" }, err.message)));
-      }
-    }
-  };
-  await Promise.all([fill(users, "/api/users"), fill(vhosts, "/api/vhosts"),
-    fill(permissions, "/api/permissions"), fill(policies, "/api/policies")]);
 }
 
 /* ---------------------------------------------------------------- start */

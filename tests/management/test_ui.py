@@ -115,8 +115,8 @@ def test_ui_login_queues_publish_and_get(broker, browser, unique):
         wait.until(EC.presence_of_element_located(row))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#main tbody tr")) == 1)
         cells = [td.text for td in driver.find_element(*row).find_elements(By.TAG_NAME, "td")]
-        assert cells[:2] == [queue, "/"]
-        assert cells[3:] == ["0", "0", "0"]  # ready, unacked, consumers
+        assert cells[:3] == [queue, "/", "classic"]
+        assert cells[5:8] == ["0", "0", "0"]  # ready, unacked, consumers
         _shot(driver, "03-queues")
 
         # the queue page: publish from the UI, ready goes to 1
