@@ -1,7 +1,11 @@
 """A channel's plain message counters, as RabbitMQ's management API shows them in a channel's
 message_stats (publish, confirm, return_unroutable, drop_unroutable, deliveries and gets with
-and without ack, empty gets, redeliveries, acks). One integer increment where the channel
-already handles the message; read by the management plane's sampler."""
+and without ack, empty gets, redeliveries, acks) and rabbitmq_prometheus its
+`rabbitmq_channel_*_total` families. One integer increment where the channel already handles
+the message; read by the management plane's sampler and the /metrics collector.
+
+The node keeps one more `ChannelStats`, the totals of the channels that have closed
+(`MessageCounters.closed_channels`), so that /metrics' sums over channels never go down."""
 
 from __future__ import annotations
 
@@ -14,3 +18,14 @@ class ChannelStats:
         self.published = self.confirmed = self.returned = self.dropped = 0
         self.delivered = self.redelivered = self.consumed_no_ack = 0  # consume and get
         self.gets = self.gets_no_ack = self.gets_empty = self.acked = 0
+
+    @property
+    def consumed_ack(self) -> int:
+        """Deliveries to consumers in manual acknowledgement mode (`delivered` less the
+        others, which are counted)."""
+        return self.delivered - self.gets - self.gets_no_ack - self.consumed_no_ack
+
+    def add(self, other: ChannelStats) -> None:
+        """Add `other`'s counts to these (a closing channel's, to the node's totals)."""
+        for name in ChannelStats.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))

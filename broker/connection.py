@@ -299,7 +299,13 @@ class Connection:
             self._act(self.session.handle_frame(frame_type, payload))
 
     def channel_closed(self, channel: Channel) -> None:
+        if self.channels.get(channel.number) is channel:
+            self._retire(channel)
         self.session.channel_closed(channel.number)
+
+    def _retire(self, channel: Channel) -> None:
+        """The channel leaves the table: the node keeps its message counts (for /metrics)."""
+        self.node.closed_channels.add(channel.stats)
 
     # -- the session's actions ------------------------------------------------------------
 
@@ -401,6 +407,7 @@ class Connection:
             self.blocked = False
             self._loop.call_soon(self._resume_reading)
         for channel in action.channels:
+            self._retire(channel)
             channel.release()
 
     def _close_socket(self, action: CloseSocket) -> None:
@@ -468,6 +475,7 @@ class Connection:
     def _release_everything(self, channels: Iterable[Channel]) -> None:
         """The connection is over for the broker: channels, exclusive queues, its place."""
         for channel in channels:
+            self._retire(channel)
             channel.release()
         for queue in list(self.exclusive_queues):
             queue.vhost.delete_queue(queue)

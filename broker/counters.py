@@ -11,9 +11,15 @@ rabbitmq_prometheus labels with `queue_type`) is counted by queue type: each que
 same as counting into the node; the node's totals are their sums.
 
 `ChurnCounters` and `AuthAttempts` count what opens and closes (connections, channels, queues)
-and logins, once per event, for rabbitmq_prometheus's churn and auth_attempts families."""
+and logins, once per event, for rabbitmq_prometheus's churn and auth_attempts families.
+
+`closed_channels` holds the message counters of the channels that have closed (each adds its
+`ChannelStats` when it leaves its connection's table), so that the sums over channels /metrics
+writes (`rabbitmq_channel_messages_published_total`...) never go down."""
 
 from __future__ import annotations
+
+from broker.channel_stats import ChannelStats
 
 QUEUE_TYPE_NAMES = ("classic", "quorum", "stream")  # as Queue.type_name names them
 
@@ -66,6 +72,7 @@ class MessageCounters:
         self.messages_confirmed = 0
         self.by_queue_type = {name: DeliveryCounters() for name in QUEUE_TYPE_NAMES}
         self.churn = ChurnCounters()
+        self.closed_channels = ChannelStats()  # the totals of the channels that have closed
 
     def of_type(self, type_name: str) -> DeliveryCounters:
         """The counters a queue of `type_name` counts into."""

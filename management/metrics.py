@@ -28,6 +28,7 @@ from prometheus_client.core import (
 from broker import RABBITMQ_VERSION
 from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.channel import Channel
+from broker.channel_stats import ChannelStats
 from broker.connection import Connection
 from broker.node import Node, node_name
 from broker.queue import Queue
@@ -36,16 +37,20 @@ from management.api.connections import channel_name
 from management.api.overview import cluster_name_of
 from management.cluster_metrics import ClusterFigures, cluster_families
 from management.metrics_groups import (
+    CHANNEL_EXCHANGE_METRICS,
     CHANNEL_METRICS,
+    CHANNEL_QUEUE_METRICS,
     CONNECTION_COARSE,
     CONNECTION_METRICS,
     QUEUE_COARSE,
     QUEUE_METRICS,
+    ChannelCounts,
     ChannelRow,
     Churn,
     ConnectionRow,
     QueueRow,
     auth_attempts,
+    channel_labels,
     churn,
     columns,
     object_name,
@@ -121,6 +126,8 @@ class Snapshot:
 
     queues: list[QueueRow]
     channels: list[ChannelRow]
+    channel_counts: list[ChannelCounts]  # of the open channels
+    closed_channel_counts: ChannelCounts  # the totals of those that have closed
     connections: list[ConnectionRow]
     churn: Churn
     auth_succeeded: dict[str, int]
@@ -152,6 +159,9 @@ class Snapshot:
             queues=[queue_row(queue)
                     for vhost in node.vhosts.values() for queue in vhost.queues.values()],
             channels=[channel_row(channel) for channel in channels],
+            channel_counts=[channel_counts(channel_name(channel), channel.vhost.name,
+                                           channel.stats) for channel in channels],
+            closed_channel_counts=channel_counts("", "", node.closed_channels),
             connections=[connection_row(connection) for connection in connections],
             churn=Churn(churn.connections_opened, churn.connections_closed,
                         churn.channels_opened, churn.channels_opened - len(channels),
@@ -208,6 +218,13 @@ def channel_row(channel: Channel) -> ChannelRow:
     )
 
 
+def channel_counts(name: str, vhost: str, stats: ChannelStats) -> ChannelCounts:
+    return ChannelCounts(name, vhost, stats.published, stats.confirmed, stats.returned,
+                         stats.dropped, stats.gets, stats.gets_no_ack, stats.consumed_ack,
+                         stats.consumed_no_ack, stats.redelivered, stats.acked,
+                         stats.gets_empty)
+
+
 def connection_row(connection: Connection) -> ConnectionRow:
     transport = connection.transport
     return ConnectionRow(connection.display_name, transport.recv_oct, transport.send_oct,
@@ -236,6 +253,12 @@ class SnapshotCollector:
                            ["vhost", "queue"] if per_object else None, queue_labels)
         yield from columns("rabbitmq_", CHANNEL_METRICS, snapshot.channels,
                            ["channel"] if per_object else None, object_name)
+        # aggregated, the closed channels count too: a counter never goes down
+        counts = snapshot.channel_counts if per_object else [
+            *snapshot.channel_counts, snapshot.closed_channel_counts]
+        yield from columns("rabbitmq_", CHANNEL_EXCHANGE_METRICS + CHANNEL_QUEUE_METRICS,
+                           counts, ["channel", "vhost"] if per_object else None,
+                           channel_labels)
         yield from columns("rabbitmq_", CONNECTION_COARSE + CONNECTION_METRICS,
                            snapshot.connections, ["channel"] if per_object else None,
                            object_name)  # (RabbitMQ 3.10 labels connections `channel` too)

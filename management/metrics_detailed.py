@@ -3,8 +3,10 @@ by the `family` query parameters (repeatable), per object, under the `rabbitmq_d
 prefix; queues limited to the vhosts named by the `vhost` parameters (all when none); the
 cluster-wide groups (vhost_status, exchange_names, exchange_bindings) under
 `rabbitmq_cluster_`, never filtered; rabbitmq_build_info and rabbitmq_identity_info always.
-A group name RabbitMQ has but Warren does not count (Erlang internals, per-channel message
-counters: see tests/management/RABBITMQ_METRICS.md), like an unknown one, adds nothing."""
+The channel message counter groups (channel_exchange_metrics, channel_queue_metrics) are per
+channel, labelled `channel` and `vhost`. A group name RabbitMQ has but Warren does not count
+(Erlang internals, channel_queue_exchange_metrics: see tests/management/RABBITMQ_METRICS.md),
+like an unknown one, adds nothing."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from broker.node import Node
 from management.api.common import NODE_KEY
 from management.metrics import Snapshot, identity, node_coarse, node_limits, respond
 from management.metrics_groups import (
+    CHANNEL_EXCHANGE_METRICS,
     CHANNEL_METRICS,
+    CHANNEL_QUEUE_METRICS,
     CONNECTION_COARSE,
     CONNECTION_METRICS,
     QUEUE_COARSE,
@@ -25,6 +29,7 @@ from management.metrics_groups import (
     QUEUE_METRICS,
     QueueRow,
     auth_attempts,
+    channel_labels,
     churn,
     columns,
     object_name,
@@ -85,6 +90,12 @@ GROUPS: dict[str, Callable[[Request], Iterator[Metric | TextFamily]]] = {
     "channel_metrics": lambda request: columns(PREFIX, CHANNEL_METRICS,
                                                request.snapshot.channels, ["channel"],
                                                object_name),
+    "channel_exchange_metrics": lambda request: columns(
+        PREFIX, CHANNEL_EXCHANGE_METRICS, request.snapshot.channel_counts,
+        ["channel", "vhost"], channel_labels),
+    "channel_queue_metrics": lambda request: columns(
+        PREFIX, CHANNEL_QUEUE_METRICS, request.snapshot.channel_counts, ["channel", "vhost"],
+        channel_labels),
     "connection_coarse_metrics": lambda request: columns(
         PREFIX, CONNECTION_COARSE, request.snapshot.connections, ["channel"], object_name),
     "connection_metrics": lambda request: columns(

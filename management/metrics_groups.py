@@ -7,7 +7,11 @@ unlabelled sample, the sum over the objects, as RabbitMQ's /metrics) or per obje
 as RabbitMQ labels them: queues `vhost`, `queue`; channels and, as RabbitMQ 3.10 does,
 connections `channel`). Names, types and HELP texts are RabbitMQ 3.10.8's
 (tests/management/RABBITMQ_METRICS.md). Families RabbitMQ has that Warren does not count
-(Erlang internals, per-channel message counters) are listed there, not written here."""
+(Erlang internals, per-queue published counts) are listed there, not written here.
+
+The channel message counters (CHANNEL_EXCHANGE_METRICS, CHANNEL_QUEUE_METRICS) are counted
+per channel, not per channel and exchange or queue as RabbitMQ's: per object they are labelled
+`channel` and `vhost` only; aggregated, the node's closed channels' totals are a row too."""
 
 from __future__ import annotations
 
@@ -41,6 +45,24 @@ class ChannelRow(NamedTuple):
     acks_uncommitted: int
     consumer_prefetch: int
     channel_prefetch: int
+
+
+class ChannelCounts(NamedTuple):
+    """A channel's message counters (broker/channel_stats.py), as the families name them."""
+
+    name: str
+    vhost: str
+    published: int
+    confirmed: int
+    returned: int
+    dropped: int
+    get_ack: int
+    get: int
+    delivered_ack: int
+    delivered: int
+    redelivered: int
+    acked: int
+    get_empty: int
 
 
 class ConnectionRow(NamedTuple):
@@ -111,6 +133,40 @@ CHANNEL_METRICS: Sequence[Column] = (
     ("channel_prefetch", "gauge",
      "Total limit of unacknowledged messages for all consumers on a channel",
      lambda c: c.channel_prefetch),
+)
+# RabbitMQ's channel_exchange_metrics and channel_queue_metrics groups
+CHANNEL_EXCHANGE_METRICS: Sequence[Column] = (
+    ("channel_messages_published_total", "counter",
+     "Total number of messages published into an exchange on a channel", lambda c: c.published),
+    ("channel_messages_confirmed_total", "counter",
+     "Total number of messages published into an exchange and confirmed on the channel",
+     lambda c: c.confirmed),
+    ("channel_messages_unroutable_returned_total", "counter",
+     "Total number of messages published as mandatory into an exchange and returned to the "
+     "publisher as unroutable", lambda c: c.returned),
+    ("channel_messages_unroutable_dropped_total", "counter",
+     "Total number of messages published as non-mandatory into an exchange and dropped as "
+     "unroutable", lambda c: c.dropped),
+)
+CHANNEL_QUEUE_METRICS: Sequence[Column] = (
+    ("channel_get_ack_total", "counter",
+     "Total number of messages fetched with basic.get in manual acknowledgement mode",
+     lambda c: c.get_ack),
+    ("channel_get_total", "counter",
+     "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+     lambda c: c.get),
+    ("channel_messages_delivered_ack_total", "counter",
+     "Total number of messages delivered to consumers in manual acknowledgement mode",
+     lambda c: c.delivered_ack),
+    ("channel_messages_delivered_total", "counter",
+     "Total number of messages delivered to consumers in automatic acknowledgement mode",
+     lambda c: c.delivered),
+    ("channel_messages_redelivered_total", "counter",
+     "Total number of messages redelivered to consumers", lambda c: c.redelivered),
+    ("channel_messages_acked_total", "counter",
+     "Total number of messages acknowledged by consumers", lambda c: c.acked),
+    ("channel_get_empty_total", "counter",
+     "Total number of times basic.get operations fetched no message", lambda c: c.get_empty),
 )
 CONNECTION_COARSE: Sequence[Column] = (
     ("connection_incoming_bytes_total", "counter",
@@ -185,6 +241,11 @@ def queue_labels(row: tuple) -> list[str]:
 
 def object_name(row: tuple) -> list[str]:
     return [row[0]]
+
+
+def channel_labels(row: tuple) -> list[str]:
+    """`channel`, `vhost` of a ChannelCounts row."""
+    return [row[0], row[1]]
 
 
 def churn(prefix: str, figures: Churn) -> Iterator[Metric]:

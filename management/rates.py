@@ -136,11 +136,9 @@ def counts_churn(node: Node) -> bool:
 
 def _channel_figures(channel: Channel) -> tuple[int, ...]:
     stats = channel.stats
-    delivered, gets, gets_no_ack, consumed_no_ack = (
-        stats.delivered, stats.gets, stats.gets_no_ack, stats.consumed_no_ack)
-    return (stats.published, stats.confirmed, stats.returned, stats.dropped, delivered,
-            delivered - gets - gets_no_ack - consumed_no_ack, consumed_no_ack, gets,
-            gets_no_ack, stats.gets_empty, stats.acked, stats.redelivered)
+    return (stats.published, stats.confirmed, stats.returned, stats.dropped, stats.delivered,
+            stats.consumed_ack, stats.consumed_no_ack, stats.gets, stats.gets_no_ack,
+            stats.gets_empty, stats.acked, stats.redelivered)
 
 
 CHANNEL = Kind(PUBLISH_STATS + DELIVER_STATS, (MSG_RATES,) * 12, _channel_figures)

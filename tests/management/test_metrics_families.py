@@ -43,6 +43,8 @@ BUILD = ("rabbitmq_version", "prometheus_plugin_version", "prometheus_client_ver
          "erlang_version")
 IDENTITY = ("rabbitmq_node", "rabbitmq_cluster", "rabbitmq_cluster_permanent_id")
 CHANNEL = ("channel",)  # RabbitMQ 3.10 labels connections `channel` too
+CHANNEL_EXCHANGE = ("channel", "vhost", "exchange")
+CHANNEL_QUEUE = ("channel", "vhost", "queue")
 QUEUE = ("vhost", "queue")
 
 # name (as in `# TYPE`) -> (type, label names in /metrics, in /metrics/per-object, HELP), as
@@ -76,6 +78,30 @@ EXPECTED: dict[str, tuple] = {
         "Published but not yet confirmed messages"),
     "rabbitmq_channel_prefetch": ("gauge", UNLABELLED, CHANNEL,
         "Total limit of unacknowledged messages for all consumers on a channel"),
+    "rabbitmq_channel_messages_published_total": ("counter", UNLABELLED, CHANNEL_EXCHANGE,
+        "Total number of messages published into an exchange on a channel"),
+    "rabbitmq_channel_messages_confirmed_total": ("counter", UNLABELLED, CHANNEL_EXCHANGE,
+        "Total number of messages published into an exchange and confirmed on the channel"),
+    "rabbitmq_channel_messages_unroutable_returned_total": ("counter", UNLABELLED, CHANNEL_EXCHANGE,  # noqa: E501
+        "Total number of messages published as mandatory into an exchange and returned to the "
+        "publisher as unroutable"),
+    "rabbitmq_channel_messages_unroutable_dropped_total": ("counter", UNLABELLED, CHANNEL_EXCHANGE,  # noqa: E501
+        "Total number of messages published as non-mandatory into an exchange and dropped as "
+        "unroutable"),
+    "rabbitmq_channel_get_ack_total": ("counter", UNLABELLED, CHANNEL_QUEUE,
+        "Total number of messages fetched with basic.get in manual acknowledgement mode"),
+    "rabbitmq_channel_get_total": ("counter", UNLABELLED, CHANNEL_QUEUE,
+        "Total number of messages fetched with basic.get in automatic acknowledgement mode"),
+    "rabbitmq_channel_messages_delivered_ack_total": ("counter", UNLABELLED, CHANNEL_QUEUE,
+        "Total number of messages delivered to consumers in manual acknowledgement mode"),
+    "rabbitmq_channel_messages_delivered_total": ("counter", UNLABELLED, CHANNEL_QUEUE,
+        "Total number of messages delivered to consumers in automatic acknowledgement mode"),
+    "rabbitmq_channel_messages_redelivered_total": ("counter", UNLABELLED, CHANNEL_QUEUE,
+        "Total number of messages redelivered to consumers"),
+    "rabbitmq_channel_messages_acked_total": ("counter", UNLABELLED, CHANNEL_QUEUE,
+        "Total number of messages acknowledged by consumers"),
+    "rabbitmq_channel_get_empty_total": ("counter", UNLABELLED, CHANNEL_QUEUE,
+        "Total number of times basic.get operations fetched no message"),
     "rabbitmq_channels": ("gauge", UNLABELLED, UNLABELLED,
         "Channels currently open"),
     "rabbitmq_channels_closed_total": ("counter", UNLABELLED, UNLABELLED,
@@ -229,18 +255,16 @@ LEFT_OUT = {
     "rabbitmq_queue_messages_paged_out_bytes": NOT_COUNTED,
     "rabbitmq_queue_head_message_timestamp": NOT_COUNTED,
     "rabbitmq_queue_messages_published_total": NOT_COUNTED,
-    **dict.fromkeys((
-        "rabbitmq_channel_messages_published_total", "rabbitmq_channel_messages_confirmed_total",
-        "rabbitmq_channel_messages_unroutable_returned_total",
-        "rabbitmq_channel_messages_unroutable_dropped_total", "rabbitmq_channel_get_ack_total",
-        "rabbitmq_channel_get_total", "rabbitmq_channel_messages_delivered_ack_total",
-        "rabbitmq_channel_messages_delivered_total", "rabbitmq_channel_messages_redelivered_total",
-        "rabbitmq_channel_messages_acked_total", "rabbitmq_channel_get_empty_total",
-    ), NOT_COUNTED),
 }
 # Aggregated figures Warren cannot always give: no sample while a durable classic queue exists
 # (its persistent messages are not counted), where RabbitMQ always has one.
 WARREN_MAY_LACK_AGGREGATE = {"rabbitmq_queue_messages_persistent"}
+# Per-object labels Warren writes differently: its channel message counters are per channel,
+# RabbitMQ's per channel and exchange or queue (labelled `channel`, `vhost` in Warren).
+WARREN_PER_OBJECT_LABELS = {
+    name: ("channel", "vhost") for name, (_, _, per_object, _) in EXPECTED.items()
+    if per_object in (CHANNEL_EXCHANGE, CHANNEL_QUEUE)
+}
 ENDPOINTS = ("/metrics", "/metrics/per-object")
 
 
@@ -318,6 +342,8 @@ def test_families_have_rabbitmq_names_types_help_and_labels(base, consuming, pat
         got_kind, got_help, got_labels = got[name]
         if (got_kind, got_help) != (kind, documentation):
             wrong.append(f"{name}: {got_kind} {got_help!r}, RabbitMQ: {kind} {documentation!r}")
+        if not EXTERNAL and path != "/metrics" and name in WARREN_PER_OBJECT_LABELS:
+            labels = WARREN_PER_OBJECT_LABELS[name]
         want = set() if labels == NO_SAMPLES else {labels}
         if not EXTERNAL and name in WARREN_MAY_LACK_AGGREGATE and not got_labels:
             want = set() if path == "/metrics" else want
@@ -585,3 +611,129 @@ def test_gzip_when_the_scraper_accepts_it(base, path):
     with get(base, path) as response:
         assert response.headers.get("Content-Encoding") in (None, "identity")
         assert response.read().startswith(b"# TYPE ")
+
+
+# (name, delta) the traffic of `_channel_traffic` makes on its channel, as RabbitMQ 3.10.8
+# counted it (RABBITMQ_METRICS.md)
+CHANNEL_TRAFFIC = {
+    "rabbitmq_channel_messages_published_total": 6,
+    "rabbitmq_channel_messages_confirmed_total": 6,
+    "rabbitmq_channel_messages_unroutable_dropped_total": 1,
+    "rabbitmq_channel_messages_unroutable_returned_total": 1,
+    "rabbitmq_channel_get_ack_total": 1,
+    "rabbitmq_channel_get_total": 1,
+    "rabbitmq_channel_messages_delivered_ack_total": 2,
+    "rabbitmq_channel_messages_delivered_total": 1,
+    "rabbitmq_channel_messages_redelivered_total": 1,
+    "rabbitmq_channel_messages_acked_total": 2,
+    "rabbitmq_channel_get_empty_total": 1,
+}
+
+
+def _channel_traffic(channel, queue: str) -> None:
+    """Publishes with confirms (3 routed, one dropped, one returned), a get with ack and one
+    without, a consumer with manual acks that nacks (requeue) then acks, one more publish taken
+    by an auto-ack consumer, and an empty get."""
+    channel.confirm_delivery()
+    channel.queue_declare(queue)
+    for _ in range(3):
+        channel.basic_publish("", queue, b"x")
+    channel.basic_publish("amq.direct", f"{queue}-nowhere", b"dropped")
+    with pytest.raises(pika.exceptions.UnroutableError):
+        channel.basic_publish("amq.direct", f"{queue}-nowhere", b"returned", mandatory=True)
+    method, _, _ = channel.basic_get(queue)
+    channel.basic_ack(method.delivery_tag)
+    assert channel.basic_get(queue, auto_ack=True)[0] is not None
+    deliveries = channel.consume(queue, inactivity_timeout=POLL_TIMEOUT)
+    method, _, _ = next(deliveries)
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    method, _, _ = next(deliveries)
+    assert method.redelivered
+    channel.basic_ack(method.delivery_tag)
+    channel.cancel()
+    channel.basic_publish("", queue, b"x")
+    method, _, _ = next(channel.consume(queue, auto_ack=True, inactivity_timeout=POLL_TIMEOUT))
+    assert method is not None
+    channel.cancel()
+    assert channel.basic_get(queue)[0] is None
+
+
+def test_channel_message_counters_move(scrape, broker, unique):
+    """rabbitmq_channel_*_total on /metrics (the sum over channels) move with real traffic."""
+    before = scrape()
+    with opened(broker) as connection:
+        channel = connection.channel()
+        try:
+            _channel_traffic(channel, unique)
+            wait_for_deltas(scrape, before, {key(name): delta for name, delta in
+                                             CHANNEL_TRAFFIC.items()}, pump=connection)
+        finally:
+            channel.queue_delete(unique)
+
+
+@warren_only
+def test_channel_message_counters_per_channel_and_after_close(scrape, broker, unique):
+    """Per object, the channel's own series (labelled channel and vhost); aggregated, a closed
+    channel's counts stay in the sums (RabbitMQ's sums drop them: RABBITMQ_METRICS.md)."""
+    names = list(CHANNEL_TRAFFIC)
+    before = scrape()
+    known = {labels["channel"] for labels, _ in
+             scrape("/metrics/per-object").series(names[0])}
+    with opened(broker) as connection:
+        channel = connection.channel()
+        idle = connection.channel()  # counted apart: all zeros
+        _channel_traffic(channel, unique)
+        channel.queue_delete(unique)
+        now = scrape("/metrics/per-object")
+        ours = {name: sorted((labels["channel"], labels["vhost"], value)
+                             for labels, value in now.series(name)
+                             if labels["channel"] not in known) for name in names}
+        new_channels = {name for series in ours.values() for name, _, _ in series}
+        assert len(new_channels) == 2, ours
+        busy, quiet = sorted(new_channels,
+                             key=lambda name: name.endswith(f"({idle.channel_number})"))
+        assert ours == {name: sorted([(busy, "/", delta), (quiet, "/", 0)])
+                        for name, delta in CHANNEL_TRAFFIC.items()}
+    after = scrape()  # the connection is closed: its channels are gone, their counts stay
+    assert not [labels for labels, _ in scrape("/metrics/per-object").series(names[0])
+                if labels["channel"] in (busy, quiet)]
+    assert {name: after.value(name) - before.value(name) for name in names} == CHANNEL_TRAFFIC
+
+
+@warren_only
+def test_detailed_channel_message_groups(base, broker, unique):
+    """channel_exchange_metrics and channel_queue_metrics, per channel, under the detailed
+    prefix; channel_queue_exchange_metrics (not counted) adds nothing."""
+    with opened(broker) as connection:
+        channel = connection.channel()
+        _channel_traffic(channel, unique)
+        channel.queue_delete(unique)
+
+        def detailed(query: str) -> Scrape:
+            return Scrape("/metrics/detailed", get(base, "/metrics/detailed?" + query).read()
+                          .decode(), "")
+
+        exchange = detailed("family=channel_exchange_metrics")
+        assert {name for name in exchange.types if name.startswith("rabbitmq_detailed_")} == {
+            "rabbitmq_detailed_" + name.removeprefix("rabbitmq_") for name in names_of(
+                "messages_published", "messages_confirmed", "messages_unroutable_dropped",
+                "messages_unroutable_returned")}
+        queue = detailed("family=channel_queue_metrics")
+        assert {name for name in queue.types if name.startswith("rabbitmq_detailed_")} == {
+            "rabbitmq_detailed_" + name.removeprefix("rabbitmq_") for name in CHANNEL_TRAFFIC
+            if name not in names_of("messages_published", "messages_confirmed",
+                                    "messages_unroutable_dropped",
+                                    "messages_unroutable_returned")}
+        for scraped in (exchange, queue):
+            for name in scraped.types:
+                if name.startswith("rabbitmq_detailed_"):
+                    plain = "rabbitmq_" + name.removeprefix("rabbitmq_detailed_")
+                    assert CHANNEL_TRAFFIC[plain] in [value for _, value in scraped.series(name)]
+                    assert {tuple(labels) for labels, _ in scraped.series(name)} == {
+                        ("channel", "vhost")}
+        nothing = detailed("family=channel_queue_exchange_metrics")
+        assert not [name for name in nothing.types if name.startswith("rabbitmq_detailed_")]
+
+
+def names_of(*suffixes: str) -> list[str]:
+    return [f"rabbitmq_channel_{suffix}_total" for suffix in suffixes]
