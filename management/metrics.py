@@ -1,8 +1,10 @@
 """Prometheus /metrics with rabbitmq_prometheus's metric names, so RabbitMQ dashboards work:
 a custom collector that reads the broker's plain counters when scraped (no per-message work),
 formatted off the event loop, gzipped when the scraper accepts it.
-/metrics is aggregated; /metrics/per-object has per-object series (queues labelled vhost and
-queue, channels and connections labelled channel); /metrics/detailed has the groups named by
+/metrics is aggregated (the channel message counters including the closed channels' totals
+the node keeps); /metrics/per-object has per-object series (queues labelled vhost and queue,
+channels and connections labelled channel, the channel message counters channel and vhost);
+/metrics/detailed has the groups named by
 its `family` parameters, per object, limited to the `vhost` parameters' vhosts
 (management/metrics_detailed.py). The groups' families are in management/metrics_groups.py."""
 
