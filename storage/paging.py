@@ -90,9 +90,10 @@ class PageStore:
         self._live_bytes: dict[int, int] = {1: 0}
         self.live_bytes = 0
         self._compacting: set[int] = set()  # files whose rows are being copied forward
-        # Bodies to write, in file order, and their rows; the objects of rows not written yet.
+        # Bodies to write, in file order, and their (row, object, file, offset); the objects of
+        # rows not written yet.
         self._bodies: list[tuple[int, int, bytes]] = []
-        self._batch: list[tuple[int, StoredMessage]] = []
+        self._batch: list[tuple[int, StoredMessage, int, int]] = []
         # Compaction: (from file, offset, size, to file, offset) copies, and the rows moved.
         self._copies: list[tuple[int, int, int, int, int]] = []
         self._moves: list[tuple[int, int, int, int, int, int]] = []
@@ -140,7 +141,7 @@ class PageStore:
         rows = self._allocate(numbers, offsets, sizes, published, metas, persistent)
         self.count += len(rows)
         self._bodies.extend(zip(numbers, offsets, bodies, strict=True))
-        self._batch.extend(zip(rows, messages, strict=True))
+        self._batch.extend(zip(rows, messages, numbers, offsets, strict=True))
         self._unwritten.update(zip(rows, messages, strict=True))
         self._schedule()
         return rows
@@ -277,7 +278,8 @@ class PageStore:
             self._writer, _write, self.directory, bodies, copies, doomed)
         future.add_done_callback(lambda done: self._written(done, batch, moves))
 
-    def _written(self, done: asyncio.Future, batch: list[tuple[int, StoredMessage]],
+    def _written(self, done: asyncio.Future,
+                 batch: list[tuple[int, StoredMessage, int, int]],
                  moves: list[tuple[int, int, int, int, int, int]]) -> None:
         self._writing = False
         error = done.exception()
@@ -289,9 +291,13 @@ class PageStore:
             self.failed = error
             return
         self.bytes_written += done.result()
-        unwritten = self._unwritten
-        for row, message in batch:
-            if unwritten.get(row) is message:
+        # A row is written if it still holds that message at that place: a queue may have
+        # thawed it (its object used) and paged the same message out again, into the same
+        # freed row, at a place a later write has not reached yet.
+        unwritten, files, offsets = self._unwritten, self._files, self._offsets
+        for row, message, number, offset in batch:
+            if (unwritten.get(row) is message and files[row] == number
+                    and offsets[row] == offset):
                 del unwritten[row]
         del batch[:]  # the objects go now
         _give_back_memory()

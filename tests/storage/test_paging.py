@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 
 from broker.message import Message
 from protocol.codec import shortstr
@@ -131,6 +132,50 @@ def test_a_batch_larger_than_one_write_comes_back_whole(tmp_path, monkeypatch):
         await settle(store)
         assert max(calls) == paging._IOV_MAX and len(calls) >= 4
         assert [item.body for item in store.thaw(rows)] == [item.body for item in batch]
+        store.close()
+
+    asyncio.run(run())
+
+
+def test_a_message_paged_again_into_its_old_row_waits_for_its_new_write(tmp_path, monkeypatch):
+    """A queue thaws rows whose write is still under way (their objects are used), then pages
+    the same messages out again behind its head: they get the same rows back (freed rows are
+    reused) at new places in the file. When the first write ends, the rows must still wait for
+    the second: read from the file before it is written, the bodies were lost (seen under load
+    in test_paged_transient.py::test_limits as 11 dead-lettered messages missing)."""
+    gate = threading.Event()
+    real_write = paging._write
+    writes: list[int] = []
+
+    def write_then_wait(*args):
+        writes.append(len(writes))
+        if len(writes) > 1:  # the second write is held back until the test lets it go
+            gate.wait(10)
+        return real_write(*args)
+
+    monkeypatch.setattr(paging, "_write", write_then_wait)
+
+    async def run() -> None:
+        store = PageStore(tmp_path / "transient", FILE_SIZE, Message.logged)
+        try:
+            batch = [message(number, 100) for number in range(5)]
+            rows = store.add(batch)
+            await asyncio.sleep(0)  # the first write starts
+            thawed = store.thaw(rows)  # before it is reported done: the objects come back
+            assert [item.body for item in thawed] == [item.body for item in batch]
+            again = store.add(thawed)
+            assert list(again) == list(rows)  # the freed rows, reused in order
+            for _ in range(400):  # the first write is reported done; the second waits
+                if store.bytes_written:
+                    break
+                await asyncio.sleep(0.005)
+            assert store.bytes_written and len(writes) == 2
+            back = store.thaw(again)
+            assert store.lost == 0
+            assert [item.body for item in back] == [item.body for item in batch]
+        finally:
+            gate.set()
+        await settle(store)
         store.close()
 
     asyncio.run(run())
