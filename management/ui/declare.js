@@ -35,13 +35,8 @@ function addQueueForm(after) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
-    let arguments_;
-    try {
-      arguments_ = args.value();
-    } catch (err) {
-      toast(err.message, true);
-      return;
-    }
+    const arguments_ = args.valueOrToast();
+    if (arguments_ === null) return;
     const queueType = data.get("type");
     if (queueType !== "classic") arguments_["x-queue-type"] = queueType;
     const replicated = queueType !== "classic";
@@ -79,13 +74,8 @@ function addExchangeForm(after) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
-    let arguments_;
-    try {
-      arguments_ = args.value();
-    } catch (err) {
-      toast(err.message, true);
-      return;
-    }
+    const arguments_ = args.valueOrToast();
+    if (arguments_ === null) return;
     const name = data.get("name");
     const ok = await submitting(form, `Exchange ${name} added`, () => api(
       `/api/exchanges/${enc(data.get("vhost"))}/${enc(name)}`, { method: "PUT", body: {
@@ -163,13 +153,8 @@ function bindForm(vhost, end, name, after) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
-    let arguments_;
-    try {
-      arguments_ = args.value();
-    } catch (err) {
-      toast(err.message, true);
-      return;
-    }
+    const arguments_ = args.valueOrToast();
+    if (arguments_ === null) return;
     const other = data.get("other");
     const path = end === "queue"
       ? `/api/bindings/${enc(vhost)}/e/${enc(other)}/q/${enc(name)}`

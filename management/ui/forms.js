@@ -207,6 +207,15 @@ function argumentsEditor(id, hints) {
     }
     return result;
   };
+  /** The typed object, or null once the user has been told why the arguments are refused. */
+  editor.valueOrToast = () => {
+    try {
+      return editor.value();
+    } catch (err) {
+      toast(err.message, true);
+      return null;
+    }
+  };
   editor.clear = () => { rows.replaceChildren(); addRow(); };
   editor.setHints(hints || []);
   addRow();
