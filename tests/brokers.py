@@ -47,6 +47,19 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {_PORT_BASE}..{_PORT_BASE + _PORTS_PER_WORKER}")
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a process a test started (by its PID, through `process`), SIGKILL it if it has
+    not ended within `timeout` seconds, and reap it."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -131,10 +144,4 @@ def run_warren(
         wait_for_port(port, process)
         yield broker
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import celery_tasks
 import pytest
+from brokers import stop_process
 from celery import Celery, chain, group
 from celery.exceptions import TaskRevokedError
 
@@ -57,13 +58,7 @@ class Worker:
         raise AssertionError(f"worker not ready in {TIMEOUT} s:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # warm shutdown
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)  # SIGTERM: a warm shutdown
 
 
 @pytest.fixture(scope="module")

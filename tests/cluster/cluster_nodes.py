@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pika
-from brokers import DEFINITIONS, REPO_ROOT, free_port, port_is_open
+from brokers import DEFINITIONS, REPO_ROOT, free_port, port_is_open, stop_process
 
 SECRET = "test-cluster-secret"
 LEASE_TTL = 3  # seconds: failovers in the tests take about this long
@@ -90,12 +90,7 @@ class ClusterNode:
     def stop(self) -> None:
         if self.alive():
             os.kill(self.process.pid, signal.SIGCONT)  # a paused node could not stop
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
 
     def log(self) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

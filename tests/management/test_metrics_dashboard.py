@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from brokers import stop_process
 from client_helpers import opened
 from metrics_kit import EXTERNAL
 
@@ -81,12 +82,7 @@ def prometheus(broker, tmp_path, free_tcp_port) -> Iterator[Prometheus]:
                 time.sleep(0.2)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
 
 
