@@ -2,6 +2,9 @@
 resident memory is above the memory high watermark, `disk` while the free space on the data
 dir's file system is below the disk free limit (or while the write-ahead log cannot write).
 
+Above `memory_high_watermark_paging_ratio` of the watermark the monitor's `paging` is set: queues
+then page their transient backlogs out (broker/queue.py), as RabbitMQ pages below its alarm.
+
 The Node owns one ResourceMonitor. It measures memory and disk about once a second and calls
 `on_change` when an alarm is raised or cleared; connections then block publishers (see
 broker/connection.py). `active` is the one set of alarms in effect: connections, the management
@@ -128,6 +131,8 @@ class ResourceMonitor:
         self.memory_high_watermark = config.memory_high_watermark
         self.memory_high_watermark_absolute = config.memory_high_watermark_absolute
         self.memory_limit = self._memory_limit()
+        self.paging_ratio = config.memory_high_watermark_paging_ratio
+        self.paging = False  # memory above paging_ratio x memory_limit: backlogs page out
         self.disk_free_limit = config.disk_free_limit
         self.storage_error: BaseException | None = None  # the write-ahead log's last failure
         self._low_on_disk = False
@@ -189,6 +194,12 @@ class ResourceMonitor:
 
     def check_memory(self) -> None:
         self.memory_used = used = resident_memory()
+        paging = used >= self.paging_ratio * self.memory_limit
+        if paging != self.paging:
+            self.paging = paging
+            log.info("memory used %d MiB is %s the paging threshold (%s of the high watermark): "
+                     "transient backlogs %s", used // _MIB, "above" if paging else "below",
+                     self.paging_ratio, "page out" if paging else "stay in memory")
         alarmed = used > self.memory_limit
         if alarmed != (MEMORY in self.active):
             log.info("vm_memory_high_watermark %s. Memory used:%d allowed:%d",

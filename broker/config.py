@@ -53,6 +53,9 @@ class Config:
     max_message_size: int = 128 * 1024 * 1024  # RabbitMQ 3.10's default
     memory_high_watermark: float = 0.4  # fraction of RAM (or of the cgroup limit)
     memory_high_watermark_absolute: int | None = None  # bytes; wins over the fraction
+    # Transient backlogs page out only above this share of the watermark (RabbitMQ's
+    # vm_memory_high_watermark_paging_ratio); 0: always; above 1: not before the alarm.
+    memory_high_watermark_paging_ratio: float = 0.5
     disk_free_limit: int = 50_000_000  # bytes free on the data dir's file system
     segment_size: int = 64 * 1024 * 1024
     resident_head: int = 2048  # messages of a queue kept as objects; those behind: compact rows
@@ -130,6 +133,17 @@ def parse_size(value: Any) -> int:
     power = " kmg".index(unit[0]) if unit else 0
     base = 1000 if unit.endswith("b") and not unit.endswith("ib") else 1024
     return number * base**power
+
+
+def _ratio(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 100:
+        raise ValueError(f"expected a ratio between 0 and 100, got {value!r}")
+    return float(value)
 
 
 def _fraction(value: Any) -> float:
@@ -297,6 +311,10 @@ SETTINGS = [
             "memory alarm threshold as a fraction of RAM (or of the container's limit)"),
     Setting("memory_high_watermark_absolute", "alarms.memory_high_watermark_absolute", parse_size,
             "memory alarm threshold in bytes (\"2GiB\"); wins over the fraction"),
+    Setting("memory_high_watermark_paging_ratio", "storage.memory_high_watermark_paging_ratio",
+            _ratio, "share of the memory high watermark above which transient backlogs page "
+            "out to data_dir/transient (RabbitMQ's vm_memory_high_watermark_paging_ratio; 0: "
+            "always; above 1: not before the memory alarm)"),
     Setting("disk_free_limit", "alarms.disk_free_limit", parse_size,
             "disk alarm when the data dir's file system has less free space (\"50MB\")"),
     Setting("log_level", "log.level", _choice("debug", "info", "warning", "error"),

@@ -100,6 +100,7 @@ class Node(MessageCounters):
         self.store = MessageStore(data_dir.wal_path, data_dir.definitions_path, Message.logged,
                                   self.config.segment_size, self.config.resident_head,
                                   self.config.page_out_after / 1000)
+        self.store.memory_is_short = lambda: self.alarms.paging
         self.store.pages = PageStore(data_dir.path / "transient", self.config.segment_size,
                                       Message.logged)
         durable_queues = self._message_holders()

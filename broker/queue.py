@@ -30,7 +30,8 @@ from storage.storeref import logged_state
 # A queue keeps its first `resident_head` messages (a setting, 2048 by default) in memory. A
 # logged message arriving behind them becomes a row of the message store's catalog if this
 # durable queue alone holds it, else its body is paged out (read back PAGE_IN_BATCH at a time);
-# other messages go to the page store once they have waited there for `page_out_after`.
+# other messages go to the page store once they have waited there for `page_out_after`, while
+# memory is above the paging threshold (`memory_high_watermark_paging_ratio` of the watermark).
 PAGE_IN_BATCH = 1024
 # Entries in a message's lane from which its queue checks whether it is behind the resident
 # head (a cheap first test: a queue whose consumers keep up never gets there).
@@ -261,10 +262,16 @@ class Queue:
         and that the message store does not keep (transient ones, any in a non-durable
         queue), go to the page store, all at once: their bodies are written to a file that
         does not outlive the broker and they become rows until they near the head. (Waiting
-        first spares the messages of a queue whose consumers are only a little behind.)"""
+        first spares the messages of a queue whose consumers are only a little behind.) Only
+        while memory is above the paging threshold: below it writing and reading them back
+        costs more than it saves (twice the CPU per message on a backlog of a few seconds)."""
         self._page_timer = None
         store = self.vhost.store
         if self.deleted or store.pages.failed is not None:
+            return
+        if not store.memory_is_short():  # (RabbitMQ keeps them in memory too, till then)
+            self._page_timer = asyncio.get_event_loop().call_later(store.page_out_after,
+                                                                   self._page_out_waiting)
             return
         budget = len(self._messages) - store.resident_head  # (never within the head)
         if budget > 0 and self._messages.page_out_tail(

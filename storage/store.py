@@ -161,6 +161,7 @@ class MessageStore:
         self.resident_head = resident_head  # queue length past which arrivals become rows
         self.pages: PageStore | None = None  # where other messages behind the head go
         self.page_out_after = page_out_after  # seconds they wait there first
+        self.memory_is_short: Callable[[], bool] = lambda: True  # ...and only while it says so
         self.wal: WriteAheadLog | None = None
         self._segments: OrderedDict[int, _Segment] = OrderedDict()
         self._next_id = 1

@@ -68,6 +68,9 @@ def test_file_understands_sizes_lists_and_booleans(tmp_path, certificates):
     ('[alarms]\ndisk_free_limit = "lots"\n', "'alarms.disk_free_limit' in {file}: expected a "
                                              "size in bytes"),
     ('[alarms]\nmemory_high_watermark = 3\n', "expected a fraction of RAM"),
+    ('[storage]\nmemory_high_watermark_paging_ratio = -0.5\n',
+     "'storage.memory_high_watermark_paging_ratio' in {file}: expected a ratio between 0 and "
+     "100, got -0.5"),
     ('[amqps]\ncertfile = "/nonexistent.pem"\n', "'amqps.certfile' in {file}: no such file"),
     ('[amqp]\nport = 5672\n[management]\nport = 5672\n', "'management.port' and 'amqp.port' are "
                                                          "both 5672"),
