@@ -31,7 +31,7 @@ FIGURE_KEYS = ("mem_limit", "mem_used", "mem_alarm", "disk_free", "disk_free_lim
                "disk_free_alarm", "fd_total", "fd_used", "sockets_total", "sockets_used",
                "proc_total", "proc_used", "run_queue", "uptime", "os_pid", "processors",
                "context_switches", "auth_mechanisms", "enabled_plugins", "contexts",
-               "log_files", "db_dir", "mem_calculation_strategy")
+               "log_files", "config_files", "db_dir", "mem_calculation_strategy")
 
 
 def node_figures(alarms: ResourceMonitor, started_at: float, sockets_used: int
@@ -64,6 +64,7 @@ def node_description(config: Config) -> dict[str, Any]:
         ],
         "enabled_plugins": list(BUILT_IN_PLUGINS), "contexts": http_contexts(config),
         "log_files": [str(config.log_file) if config.log_file else "<stderr>"],
+        "config_files": [str(config.config_file)] if config.config_file else [],
         "db_dir": str(config.data_dir.resolve()), "mem_calculation_strategy": "rss",
     }
 

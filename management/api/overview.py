@@ -53,7 +53,7 @@ async def overview(request: web.Request) -> web.Response:
     rates, ranges = request.app[RATES_KEY], requested_ranges(request)
     return json_response({
         "management_version": RABBITMQ_VERSION,
-        "rates_mode": "basic",
+        "rates_mode": config.rates_mode,
         "exchange_types": [
             {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
         ],

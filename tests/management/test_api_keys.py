@@ -52,7 +52,6 @@ LEFT_OUT = {
     "io_": "the Erlang file handle cache's I/O statistics (Warren's storage does not count "
            "its reads, writes and syncs yet)",
     "message_stats.disk_": "the same (message store reads and writes)",
-    "config_files": "Warren's settings do not keep the path of their file yet",
     # the churn counters (connections, channels, queues opened and closed) come with the
     # metrics work of issue 15; until then the API shows no figure it does not count
     "churn_rates.": "churn counters not kept yet",
