@@ -23,9 +23,10 @@ from broker.alarms import open_fds, resident_memory
 from management.history import History
 
 if TYPE_CHECKING:
-    from broker.channel import Channel
+    from broker.channel_stats import ChannelStats
     from broker.node import Node
     from broker.queue import Queue
+    from broker.vhost import VirtualHost
 
 LENGTHS, MSG_RATES, DATA_RATES = "lengths", "msg_rates", "data_rates"
 
@@ -73,7 +74,8 @@ def _vhost_lengths(vhost: Any) -> tuple[int, ...]:
     return ready + unacked, ready, unacked
 
 
-VHOST = Kind(QUEUE_LENGTHS, (LENGTHS,) * 3, _vhost_lengths)
+# RabbitMQ 3.10.8 samples a vhost's message counts for a `msg_rates_*` range (not `lengths_*`)
+VHOST = Kind(QUEUE_LENGTHS, (MSG_RATES,) * 3, _vhost_lengths)
 
 EXCHANGE = Kind(("publish_in", "publish_out"), (MSG_RATES,) * 2,
                 lambda exchange: (exchange.messages_in, exchange.messages_out))
@@ -134,15 +136,45 @@ def counts_churn(node: Node) -> bool:
     return hasattr(node, "churn")
 
 
-def _channel_figures(channel: Channel) -> tuple[int, ...]:
-    stats = channel.stats
+def _stats_figures(stats: ChannelStats) -> tuple[int, ...]:
     return (stats.published, stats.confirmed, stats.returned, stats.dropped, stats.delivered,
             stats.consumed_ack, stats.consumed_no_ack, stats.gets, stats.gets_no_ack,
             stats.gets_empty, stats.acked, stats.redelivered)
 
 
-CHANNEL = Kind(PUBLISH_STATS + DELIVER_STATS, (MSG_RATES,) * 12, _channel_figures)
+CHANNEL = Kind(PUBLISH_STATS + DELIVER_STATS, (MSG_RATES,) * 12,
+               lambda channel: _stats_figures(channel.stats))
 CHANNEL_STATS = (PUBLISH_STATS, DELIVER_STATS)
+
+
+def vhost_traffic(node: Node) -> dict[VirtualHost, tuple[int, ...]]:
+    """Each vhost's VHOST_TRAFFIC figures: the bytes of its connections and the message counts
+    of their channels, open ones and those that closed (`VirtualHost.closed_traffic`)."""
+    totals: dict[VirtualHost, list[int]] = {}
+    for vhost in node.vhosts.values():
+        closed = vhost.closed_traffic
+        totals[vhost] = [closed.recv_oct, closed.send_oct, *_stats_figures(closed.channels)]
+    for connection in node.connections:
+        row = totals.get(connection.vhost)
+        if row is None:  # its vhost is being deleted
+            continue
+        row[0] += connection.transport.recv_oct
+        row[1] += connection.transport.send_oct
+        for channel in connection.channels.values():
+            for index, count in enumerate(_stats_figures(channel.stats), 2):
+                row[index] += count
+    return {vhost: tuple(row) for vhost, row in totals.items()}
+
+
+def _by_node_only(vhost: VirtualHost) -> tuple[int, ...]:
+    raise TypeError("a vhost's traffic is summed over the node's connections: vhost_traffic")
+
+
+# A vhost's bytes and message counts (RabbitMQ's vhost recv_oct, send_oct, message_stats),
+# read for all vhosts at once by vhost_traffic and handed to Rates as counts.
+VHOST_TRAFFIC = Kind(("recv_oct", "send_oct") + PUBLISH_STATS + DELIVER_STATS,
+                     (DATA_RATES,) * 2 + (MSG_RATES,) * 12, _by_node_only)
+VHOST_OCTETS = (("recv_oct", "send_oct"),)
 
 
 class Series:
@@ -181,11 +213,14 @@ class Rates:
         # per queue: (bits of the last samples, 1 = could deliver; how many samples)
         self.capacity: dict[Queue, tuple[int, int]] = {}
 
-    def sample(self, kind: Kind, objects: Iterable[Any], elapsed: float, now_ms: int) -> None:
+    def sample(self, kind: Kind, objects: Iterable[Any], elapsed: float, now_ms: int,
+               counts_of: Mapping[Any, tuple[int, ...]] | None = None) -> None:
+        """Sample each object's figures (`kind.read`, or as given in `counts_of`)."""
         before = self.series.get(kind, {})
         current: dict[Any, Series] = {}
+        read = kind.read if counts_of is None else counts_of.__getitem__
         for obj in objects:
-            counts = kind.read(obj)
+            counts = read(obj)
             series = before.get(obj)
             if series is None:
                 series = Series(counts, kind.policy, now_ms)
@@ -252,10 +287,11 @@ class Rates:
         return shown
 
     def message_stats(self, kind: Kind, obj: Any, groups: tuple[tuple[str, ...], ...],
-                      ranges: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+                      ranges: Mapping[str, tuple[int, int]],
+                      counts: tuple[int, ...] | None = None) -> dict[str, Any]:
         """RabbitMQ's message_stats of an object: each group of figures once one moved ({}
         while none has: an object's API view then leaves the key out, as RabbitMQ does)."""
-        counts = kind.read(obj)
+        counts = kind.read(obj) if counts is None else counts
         names = [name for group in groups
                  if any(counts[kind.index(name)] for name in group) for name in group]
         return self.figures(kind, obj, names, ranges, counts)
@@ -286,6 +322,7 @@ def sample(node: Node, rates: Rates) -> None:
     rates.sample(QUEUE, queues, elapsed, now_ms)
     rates.sample_capacity(queues)
     rates.sample(VHOST, vhosts, elapsed, now_ms)
+    rates.sample(VHOST_TRAFFIC, vhosts, elapsed, now_ms, vhost_traffic(node))
     rates.sample(EXCHANGE, (exchange for vhost in vhosts
                             for exchange in vhost.exchanges.values()), elapsed, now_ms)
     rates.sample(CONNECTION, connections, elapsed, now_ms)

@@ -294,13 +294,17 @@ async def aliveness(request: web.Request) -> web.Response:
         message = Message("", ALIVENESS_QUEUE, shortstr("") + shortstr(ALIVENESS_QUEUE),
                           _NO_PROPERTIES, b"test_message")
         vhost.publish(vhost.default_exchange, message, origin=trace_origin(request))
+        api_channel = vhost.closed_traffic.channels  # the vhost's message_stats count both
+        api_channel.published += 1
         vhost.check_permission(user, "read", "queue", ALIVENESS_QUEUE)
     except BrokerError as failure:
         raise refusal(failure, "amqp") from None
     entry = queue.get(no_ack=True)  # a basic.get with no_ack, counted as one
     if entry is None:
+        api_channel.gets_empty += 1
         return json_response({"status": "failed", "reason": "aliveness-test queue is empty"},
                              status=HEALTH_CHECK_FAILURE_STATUS)
+    api_channel.count_get(entry.redelivered, no_ack=True)
     if vhost.tracing:
         tracing.delivered(vhost, queue, entry, trace_origin(request), get=True)
     return json_response({"status": "ok"})

@@ -2,7 +2,8 @@
 classic, a quorum and a stream queue with consumers, unacked and persistent messages; a fanout
 exchange with traffic; a connection with a confirming publisher channel and a consuming one)
 are made, and the key paths of each object (/api/overview, /api/queues, /api/exchanges,
-/api/connections, /api/channels, /api/consumers, /api/nodes, in lists and at their own URLs,
+/api/connections, /api/channels, /api/consumers, /api/nodes, /api/vhosts (the scenario's vhost,
+`/`), in lists and at their own URLs,
 with and without `?lengths_age=...` sample ranges) are compared with the ones recorded from the
 real plugin in rabbitmq_api_keys.json.
 
@@ -134,6 +135,10 @@ def collect(api: Api, names: dict[str, str]) -> dict[str, set[str]]:
     consumers = api.ok_json("/api/consumers")
     seen["consumer"] = key_paths(next(item for item in consumers
                                       if item["queue"]["name"] == names["classic"]))
+    vhost = "/api/vhosts/%2F"
+    seen["vhost"] = key_paths(api.ok_json(vhost))
+    seen["vhost_aged"] = key_paths(api.ok_json(f"{vhost}?{RANGES}&{DATA_RANGES}"))
+    seen["list_vhost"] = key_paths(_named(api.ok_json("/api/vhosts"), name="/"))
     node = api.ok_json("/api/nodes")[0]
     seen["list_node"] = key_paths(node)
     seen["node"] = key_paths(api.ok_json(f"/api/nodes/{q(node['name'])}"))
