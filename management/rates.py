@@ -21,6 +21,7 @@ from aiohttp import web
 
 from broker.alarms import open_fds, resident_memory
 from management.history import History
+from storage.iostats import IO_STATS
 
 if TYPE_CHECKING:
     from broker.channel_stats import ChannelStats
@@ -97,12 +98,30 @@ def _node_figures(node: Node) -> tuple[int, ...]:
             node.messages_unroutable_dropped, node.messages_delivered,
             node.delivered_consume_manual_ack, node.delivered_consume_auto_ack,
             node.delivered_get_manual_ack, node.delivered_get_auto_ack, node.get_empty,
-            node.messages_acknowledged, node.messages_redelivered)
+            node.messages_acknowledged, node.messages_redelivered,
+            IO_STATS.messages_read, IO_STATS.messages_written)
 
 
-NODE = Kind(QUEUE_LENGTHS + PUBLISH_STATS + DELIVER_STATS[:6] + ("ack", "redeliver"),
-            (LENGTHS,) * 3 + (MSG_RATES,) * 12, _node_figures, policy="global")
-NODE_STATS = (PUBLISH_STATS, DELIVER_STATS)
+# Message bodies the storage read back from disk and wrote to it (storage/iostats.py): what
+# RabbitMQ's disk_reads and disk_writes count of its message store.
+DISK_STATS = ("disk_reads", "disk_writes")
+NODE = Kind(QUEUE_LENGTHS + PUBLISH_STATS + DELIVER_STATS[:6] + ("ack", "redeliver")
+            + DISK_STATS, (LENGTHS,) * 3 + (MSG_RATES,) * 14, _node_figures, policy="global")
+NODE_STATS = (PUBLISH_STATS, DELIVER_STATS, DISK_STATS)
+
+
+def _io_figures(_node: Node) -> tuple[int, ...]:
+    io = IO_STATS
+    return (io.read_count, io.read_bytes, io.read_time, io.write_count, io.write_bytes,
+            io.write_time, io.sync_count, io.sync_time, io.seek_count, io.seek_time,
+            io.reopen_count)
+
+
+# The storage's file I/O (storage/iostats.py; times in microseconds), shown by io_figures as
+# RabbitMQ's /api/nodes shows its file handle cache's.
+IO = Kind(("io_read_count", "io_read_bytes", "io_read_time", "io_write_count", "io_write_bytes",
+           "io_write_time", "io_sync_count", "io_sync_time", "io_seek_count", "io_seek_time",
+           "io_reopen_count"), (LENGTHS,) * 11, _io_figures)
 
 
 def _node_gauges(node: Node) -> tuple[int, ...]:
@@ -130,6 +149,25 @@ def _churn_figures(node: Node) -> tuple[int, ...]:
 CHURN = Kind(("connection_created", "connection_closed", "channel_created", "channel_closed",
               "queue_declared", "queue_created", "queue_deleted"), (MSG_RATES,) * 7,
              _churn_figures, policy="global")
+
+
+def io_figures(rates: Rates, node: Node) -> dict[str, Any]:
+    """A node's io_* keys: each count (and bytes) with its rate; for reads, writes, syncs and
+    seeks `io_<op>_avg_time`, the mean milliseconds of one since start, whose `_details` rate
+    is the mean of those made over the last interval (0.0 without any), as RabbitMQ's."""
+    counts, per_second = IO.read(node), rates.rates_of(IO, node, IO.names)
+    shown: dict[str, Any] = {}
+    for index, name in enumerate(IO.names):
+        if not name.endswith("_time"):
+            shown[name], shown[f"{name}_details"] = counts[index], {"rate": per_second[index]}
+            continue
+        operation = name.removesuffix("_time")
+        calls = IO.index(f"{operation}_count")
+        shown[f"{operation}_avg_time"] = (
+            counts[index] / counts[calls] / 1000 if counts[calls] else 0.0)
+        shown[f"{operation}_avg_time_details"] = {"rate": (
+            per_second[index] / per_second[calls] / 1000 if per_second[calls] else 0.0)}
+    return shown
 
 
 def counts_churn(node: Node) -> bool:
@@ -316,6 +354,7 @@ def sample(node: Node, rates: Rates) -> None:
     connections = list(node.connections)
     rates.sample(NODE, (node,), elapsed, now_ms)
     rates.sample(NODE_GAUGES, (node,), elapsed, now_ms)
+    rates.sample(IO, (node,), elapsed, now_ms)
     if counts_churn(node):
         rates.sample(CHURN, (node,), elapsed, now_ms)
     queues = [queue for vhost in vhosts for queue in vhost.queues.values()]

@@ -39,6 +39,7 @@ from management.rates import (
     RATES_KEY,
     Rates,
     counts_churn,
+    io_figures,
 )
 from protocol.codec import shortstr
 
@@ -133,8 +134,8 @@ def _node_object(name: str) -> dict:
 
 def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
     """This node's object: the keys of every node, its configuration, its figures
-    (node_figures, as a cluster node publishes them) with the sampled gauges' `*_details`
-    and, when the node counts churn, its churn figures."""
+    (node_figures, as a cluster node publishes them) with the sampled gauges' `*_details`,
+    its storage's file I/O (io_*) and, when the node counts churn, its churn figures."""
     config = node.config
     role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
     gauges = rates.figures(NODE_GAUGES, node, NODE_GAUGES.names, ranges)
@@ -143,6 +144,7 @@ def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
         **node_description(config),
         **node_figures(node.alarms, node.started_at, len(node.connections)),
         **gauges,
+        **io_figures(rates, node),
         **(rates.figures(CHURN, node, CHURN.names, ranges) if counts_churn(node) else {}),
     }
 

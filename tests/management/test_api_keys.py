@@ -50,9 +50,6 @@ LEFT_OUT = {
     "ra_open_file_metrics": "files of Ra, Erlang's Raft library",
     "msg_store_": "reads/writes of the classic queue's Erlang message store",
     "queue_index_": "reads/writes of the classic queue's Erlang queue index",
-    "io_": "the Erlang file handle cache's I/O statistics (Warren's storage does not count "
-           "its reads, writes and syncs yet)",
-    "message_stats.disk_": "the same (message store reads and writes)",
     # the churn counters (connections, channels, queues opened and closed) come with the
     # metrics work of issue 15; until then the API shows no figure it does not count
     "churn_rates.": "churn counters not kept yet",
