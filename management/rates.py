@@ -1,8 +1,9 @@
-"""Rates and history for the API's figures: the node's, each queue's, exchange's, connection's
-and channel's plain counters (and queue lengths), sampled every `collect_statistics_interval`
-(no per-message work). A figure is shown as RabbitMQ shows it: its value as of now and
-`<name>_details` with the rate over the last interval, plus the samples of a requested range
-(`?lengths_age=&lengths_incr=`, `msg_rates_*`, `data_rates_*`: management/history.py).
+"""Rates and history for the API's figures: the node's (its storage's I/O too), each vhost's,
+queue's, exchange's, connection's and channel's plain counters (and queue lengths), sampled
+every `collect_statistics_interval` (no per-message work). A figure is shown as RabbitMQ shows
+it: its value as of now and `<name>_details` with the rate over the last interval, plus the
+samples of a requested range (`?lengths_age=&lengths_incr=`, `msg_rates_*`, `data_rates_*`:
+management/history.py).
 
 A `Kind` names the figures of one kind of object, the range group of each and how to read them;
 `Rates` keeps a `Series` (last counts, rates, history) per live object and kind."""

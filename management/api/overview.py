@@ -140,7 +140,7 @@ def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
     role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
     gauges = rates.figures(NODE_GAUGES, node, NODE_GAUGES.names, ranges)
     return {
-        **_node_object(node_name()), **role,
+        **_node_object(node_name()), **role, "rates_mode": config.rates_mode,
         **node_description(config),
         **node_figures(node.alarms, node.started_at, len(node.connections)),
         **gauges,
