@@ -153,21 +153,19 @@ CHURN = Kind(("connection_created", "connection_closed", "channel_created", "cha
 
 
 def io_figures(rates: Rates, node: Node) -> dict[str, Any]:
-    """A node's io_* keys: each count (and bytes) with its rate; for reads, writes, syncs and
-    seeks `io_<op>_avg_time`, the mean milliseconds of one since start, whose `_details` rate
-    is the mean of those made over the last interval (0.0 without any), as RabbitMQ's."""
-    counts, per_second = IO.read(node), rates.rates_of(IO, node, IO.names)
-    shown: dict[str, Any] = {}
+    """A node's io_* keys (IoStats.figures) with their `_details`: the rate of each count and
+    bytes; for `io_<op>_avg_time` the mean milliseconds of those made over the last interval
+    (0.0 without any), as RabbitMQ's."""
+    shown: dict[str, Any] = IO_STATS.figures()
+    per_second = rates.rates_of(IO, node, IO.names)
     for index, name in enumerate(IO.names):
         if not name.endswith("_time"):
-            shown[name], shown[f"{name}_details"] = counts[index], {"rate": per_second[index]}
+            shown[f"{name}_details"] = {"rate": per_second[index]}
             continue
         operation = name.removesuffix("_time")
-        calls = IO.index(f"{operation}_count")
-        shown[f"{operation}_avg_time"] = (
-            counts[index] / counts[calls] / 1000 if counts[calls] else 0.0)
-        shown[f"{operation}_avg_time_details"] = {"rate": (
-            per_second[index] / per_second[calls] / 1000 if per_second[calls] else 0.0)}
+        calls = per_second[IO.index(f"{operation}_count")]
+        shown[f"{operation}_avg_time_details"] = {
+            "rate": per_second[index] / calls / 1000 if calls else 0.0}
     return shown
 
 

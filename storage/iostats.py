@@ -67,6 +67,20 @@ class IoStats:
         with self._lock:
             self.reopen_count += 1
 
+    def figures(self) -> dict[str, int | float]:
+        """RabbitMQ's io_* keys of a node (without `_details`): counts, bytes, reopens, and
+        the mean milliseconds of a read, write, sync and seek since start."""
+        shown: dict[str, int | float] = {}
+        for operation in ("read", "write", "sync", "seek"):
+            count = getattr(self, f"{operation}_count")
+            shown[f"io_{operation}_count"] = count
+            if operation in ("read", "write"):
+                shown[f"io_{operation}_bytes"] = getattr(self, f"{operation}_bytes")
+            shown[f"io_{operation}_avg_time"] = (
+                getattr(self, f"{operation}_time") / count / 1000 if count else 0.0)
+        shown["io_reopen_count"] = self.reopen_count
+        return shown
+
     def bodies(self, read: int = 0, written: int = 0) -> None:
         """Message bodies read back from disk, or written to it (once each, whatever the
         number of queues holding them)."""
