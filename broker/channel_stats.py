@@ -25,6 +25,15 @@ class ChannelStats:
         others, which are counted)."""
         return self.delivered - self.gets - self.gets_no_ack - self.consumed_no_ack
 
+    def count_get(self, redelivered: bool, no_ack: bool) -> None:
+        """A message handed out by a get (off the hot path: the management API's gets)."""
+        self.delivered += 1
+        self.redelivered += redelivered
+        if no_ack:
+            self.gets_no_ack += 1
+        else:
+            self.gets += 1
+
     def add(self, other: ChannelStats) -> None:
         """Add `other`'s counts to these (a closing channel's, to the node's totals)."""
         for name in ChannelStats.__slots__:

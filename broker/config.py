@@ -38,6 +38,7 @@ class Config:
     management_certfile: Path | None = None  # HTTPS when set
     management_keyfile: Path | None = None
     collect_statistics_interval: int = 5000  # ms between samples of the API's rates
+    rates_mode: str = "basic"  # RabbitMQ's management.rates_mode; the only one Warren keeps
     data_dir: Path = Path("data")
     log_level: str = "info"
     log_file: Path | None = None
@@ -70,6 +71,7 @@ class Config:
     min_in_sync: int | None = None  # followers that must hold a record (None: cluster_size // 2)
     lease_ttl: int = 5  # seconds: the etcd lease of each node (and of the leader key)
     replication_timeout: int = 2000  # ms without an ack before a follower leaves the in-sync set
+    config_file: Path | None = None  # the warren.toml read at start (not a setting: /api/nodes)
 
     @property
     def clustered(self) -> bool:
@@ -212,6 +214,18 @@ def _choice(*choices: str) -> Parser:
 _PORT = _integer(1, 65535)
 
 
+def _rates_mode(value: Any) -> str:
+    """RabbitMQ's management.rates_mode: Warren keeps `basic` only, and refuses the others
+    rather than run as if they were set (`detailed` adds per channel, exchange and queue pair
+    counts; `none` drops the message rates)."""
+    mode = _text(value).lower()
+    if mode in ("detailed", "none"):
+        raise ValueError(f"'{mode}' is not supported: Warren keeps the 'basic' rates only")
+    if mode != "basic":
+        raise ValueError(f"expected basic, got {value!r}")
+    return mode
+
+
 def _endpoints(value: Any) -> tuple[str, ...]:
     """etcd endpoints: HOST:PORT, comma-separated (or a TOML array)."""
     endpoints = _names(value)
@@ -287,6 +301,9 @@ SETTINGS = [
     Setting("collect_statistics_interval", "management.collect_statistics_interval",
             _integer(100, 3_600_000), "milliseconds between the samples that the management "
             "API's message rates are computed from"),
+    Setting("rates_mode", "management.rates_mode", _rates_mode,
+            "the management API's message rates: basic (RabbitMQ's detailed and none are "
+            "refused)"),
     Setting("data_dir", "data_dir", _path, "directory for persistent data"),
     Setting("load_definitions", "load_definitions", _existing_file,
             "a RabbitMQ definitions JSON file (users, vhosts, permissions, topic permissions, "
@@ -435,7 +452,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> Config:
             values[setting.field] = setting.parse(raw)
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from error
-    config = Config(**values)
+    config = Config(**values, config_file=config_path.resolve() if config_path else None)
     _check_together(config)
     return config
 

@@ -153,6 +153,7 @@ class Connection:
         self.frame_max = self.session.frame_max  # the session's, read on the hot path
         self.user: User | None = None
         self.vhost: VirtualHost | None = None
+        self._octets_retired = (0, 0)  # socket bytes already handed to the vhost (received, sent)
         self.exclusive_queues: list[Queue] = []
         self.writable = True
         self.publish_cache: dict[bytes, codec.Publish] = {}  # basic.publish payload -> decoded
@@ -304,8 +305,10 @@ class Connection:
         self.session.channel_closed(channel.number)
 
     def _retire(self, channel: Channel) -> None:
-        """The channel leaves the table: the node keeps its message counts (for /metrics)."""
+        """The channel leaves the table: the node keeps its message counts (for /metrics), and
+        so does its vhost (for the API's vhost message_stats)."""
         self.node.closed_channels.add(channel.stats)
+        self.vhost.closed_traffic.channels.add(channel.stats)
 
     # -- the session's actions ------------------------------------------------------------
 
@@ -473,13 +476,27 @@ class Connection:
         self._act(self.session.close_forced(reason))
 
     def _release_everything(self, channels: Iterable[Channel]) -> None:
-        """The connection is over for the broker: channels, exclusive queues, its place."""
+        """The connection is over for the broker: channels, exclusive queues, its place (called
+        again when the socket ends, after a client's connection.close)."""
         for channel in channels:
             self._retire(channel)
             channel.release()
         for queue in list(self.exclusive_queues):
             queue.vhost.delete_queue(queue)
+        self._retire_octets()
         self.node.connections.discard(self)
+
+    def _retire_octets(self) -> None:
+        """Its vhost keeps the socket's bytes (the API's vhost recv_oct and send_oct) once it
+        is no longer among the node's connections: those so far, then the close's."""
+        if self.vhost is None:
+            return
+        recv_oct, send_oct = self.transport.recv_oct, self.transport.send_oct
+        retired_recv, retired_send = self._octets_retired
+        closed = self.vhost.closed_traffic
+        closed.recv_oct += recv_oct - retired_recv
+        closed.send_oct += send_oct - retired_send
+        self._octets_retired = (recv_oct, send_oct)
 
     def connection_lost(self) -> None:
         self.node.churn.connections_closed += 1

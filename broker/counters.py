@@ -15,7 +15,8 @@ and logins, once per event, for rabbitmq_prometheus's churn and auth_attempts fa
 
 `closed_channels` holds the message counters of the channels that have closed (each adds its
 `ChannelStats` when it leaves its connection's table), so that the sums over channels /metrics
-writes (`rabbitmq_channel_messages_published_total`...) never go down."""
+writes (`rabbitmq_channel_messages_published_total`...) never go down; each vhost keeps the
+same of its own connections and channels in a `ClosedTraffic` (the API's vhost figures)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,20 @@ class ChurnCounters:
         self.queues_declared = 0  # non-passive declares, of new and existing queues
         self.queues_created = 0
         self.queues_deleted = 0
+
+
+class ClosedTraffic:
+    """What the closed connections and channels of one vhost moved: their sockets' bytes and
+    their channels' message counts, added as each closes, so that the API's per-vhost
+    `recv_oct`, `send_oct` and `message_stats` (its open ones plus these) never go down, as
+    RabbitMQ's do not. The management API's publishes and gets count into `channels` too:
+    RabbitMQ makes them on a channel of its own, opened and closed for the request."""
+
+    __slots__ = ("recv_oct", "send_oct", "channels")
+
+    def __init__(self) -> None:
+        self.recv_oct = self.send_oct = 0
+        self.channels = ChannelStats()
 
 
 AUTH_PROTOCOLS = ("amqp091", "http")  # rabbitmq_prometheus's `protocol` label values

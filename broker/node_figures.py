@@ -1,8 +1,8 @@
 """This process's own figures as RabbitMQ 3.10's /api/nodes object has them (memory, file
-descriptors, sockets, processes, disk, uptime, alarms) and its description (SASL mechanisms,
-plugins, HTTP contexts, log and data places). The management API shows them for the node it
-runs on; a cluster node also publishes them in its etcd node key (broker/cluster/roles.py),
-so that the API on any node shows every node's own."""
+descriptors, sockets, processes, disk, uptime, alarms, storage I/O) and its description (SASL
+mechanisms, plugins, HTTP contexts, log and data places). The management API shows them for
+the node it runs on; a cluster node also publishes them in its etcd node key
+(broker/cluster/roles.py), so that the API on any node shows every node's own."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from broker.alarms import DISK, MEMORY, ResourceMonitor, open_fds, resident_memory
 from broker.config import Config
+from storage.iostats import IO_STATS
 
 PROCESS_LIMIT = 1048576  # RabbitMQ's default Erlang process limit, its proc_total
 # The SASL mechanisms RabbitMQ 3.10 lists (EXTERNAL: its plugin's), with their descriptions
@@ -30,8 +31,8 @@ BUILT_IN_PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus")
 FIGURE_KEYS = ("mem_limit", "mem_used", "mem_alarm", "disk_free", "disk_free_limit",
                "disk_free_alarm", "fd_total", "fd_used", "sockets_total", "sockets_used",
                "proc_total", "proc_used", "run_queue", "uptime", "os_pid", "processors",
-               "context_switches", "auth_mechanisms", "enabled_plugins", "contexts",
-               "log_files", "db_dir", "mem_calculation_strategy")
+               "context_switches", *IO_STATS.figures(), "auth_mechanisms", "enabled_plugins",
+               "contexts", "log_files", "config_files", "db_dir", "mem_calculation_strategy")
 
 
 def node_figures(alarms: ResourceMonitor, started_at: float, sockets_used: int
@@ -51,6 +52,7 @@ def node_figures(alarms: ResourceMonitor, started_at: float, sockets_used: int
         "uptime": int((time.time() - started_at) * 1000),
         "os_pid": str(os.getpid()), "processors": os.cpu_count() or 1,
         "context_switches": usage.ru_nvcsw + usage.ru_nivcsw,
+        **IO_STATS.figures(),  # the storage's file I/O (io_*)
     }
 
 
@@ -64,6 +66,7 @@ def node_description(config: Config) -> dict[str, Any]:
         ],
         "enabled_plugins": list(BUILT_IN_PLUGINS), "contexts": http_contexts(config),
         "log_files": [str(config.log_file) if config.log_file else "<stderr>"],
+        "config_files": [str(config.config_file)] if config.config_file else [],
         "db_dir": str(config.data_dir.resolve()), "mem_calculation_strategy": "rss",
     }
 

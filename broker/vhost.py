@@ -12,7 +12,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from broker import names, stepfailures, tracing
-from broker.counters import MessageCounters
+from broker.counters import ClosedTraffic, MessageCounters
 from broker.errors import AccessRefused, CommandInvalid, PreconditionFailed
 from broker.exchanges import (
     DELAYABLE_TYPES,
@@ -85,6 +85,7 @@ class VirtualHost:
         self.trace_sessions: list[TraceSession] = []  # the UI's (broker/tracesessions.py)
         # The node's, shared (see Node.add_vhost); a vhost of its own has its own.
         self.counters = MessageCounters()
+        self.closed_traffic = ClosedTraffic()  # of its connections and channels that closed
         self.dead_lettered: dict[tuple[str, str, str], int] = {}
         self.step_failures = StepFailures()
         # Direct reply-to: (key, message) -> whether a requester took it (the node's registry).

@@ -1,8 +1,9 @@
-"""Rates and history for the API's figures: the node's, each queue's, exchange's, connection's
-and channel's plain counters (and queue lengths), sampled every `collect_statistics_interval`
-(no per-message work). A figure is shown as RabbitMQ shows it: its value as of now and
-`<name>_details` with the rate over the last interval, plus the samples of a requested range
-(`?lengths_age=&lengths_incr=`, `msg_rates_*`, `data_rates_*`: management/history.py).
+"""Rates and history for the API's figures: the node's (its storage's I/O too), each vhost's,
+queue's, exchange's, connection's and channel's plain counters (and queue lengths), sampled
+every `collect_statistics_interval` (no per-message work). A figure is shown as RabbitMQ shows
+it: its value as of now and `<name>_details` with the rate over the last interval, plus the
+samples of a requested range (`?lengths_age=&lengths_incr=`, `msg_rates_*`, `data_rates_*`:
+management/history.py).
 
 A `Kind` names the figures of one kind of object, the range group of each and how to read them;
 `Rates` keeps a `Series` (last counts, rates, history) per live object and kind."""
@@ -21,11 +22,13 @@ from aiohttp import web
 
 from broker.alarms import open_fds, resident_memory
 from management.history import History
+from storage.iostats import IO_STATS
 
 if TYPE_CHECKING:
-    from broker.channel import Channel
+    from broker.channel_stats import ChannelStats
     from broker.node import Node
     from broker.queue import Queue
+    from broker.vhost import VirtualHost
 
 LENGTHS, MSG_RATES, DATA_RATES = "lengths", "msg_rates", "data_rates"
 
@@ -73,7 +76,8 @@ def _vhost_lengths(vhost: Any) -> tuple[int, ...]:
     return ready + unacked, ready, unacked
 
 
-VHOST = Kind(QUEUE_LENGTHS, (LENGTHS,) * 3, _vhost_lengths)
+# RabbitMQ 3.10.8 samples a vhost's message counts for a `msg_rates_*` range (not `lengths_*`)
+VHOST = Kind(QUEUE_LENGTHS, (MSG_RATES,) * 3, _vhost_lengths)
 
 EXCHANGE = Kind(("publish_in", "publish_out"), (MSG_RATES,) * 2,
                 lambda exchange: (exchange.messages_in, exchange.messages_out))
@@ -95,12 +99,30 @@ def _node_figures(node: Node) -> tuple[int, ...]:
             node.messages_unroutable_dropped, node.messages_delivered,
             node.delivered_consume_manual_ack, node.delivered_consume_auto_ack,
             node.delivered_get_manual_ack, node.delivered_get_auto_ack, node.get_empty,
-            node.messages_acknowledged, node.messages_redelivered)
+            node.messages_acknowledged, node.messages_redelivered,
+            IO_STATS.messages_read, IO_STATS.messages_written)
 
 
-NODE = Kind(QUEUE_LENGTHS + PUBLISH_STATS + DELIVER_STATS[:6] + ("ack", "redeliver"),
-            (LENGTHS,) * 3 + (MSG_RATES,) * 12, _node_figures, policy="global")
-NODE_STATS = (PUBLISH_STATS, DELIVER_STATS)
+# Message bodies the storage read back from disk and wrote to it (storage/iostats.py): what
+# RabbitMQ's disk_reads and disk_writes count of its message store.
+DISK_STATS = ("disk_reads", "disk_writes")
+NODE = Kind(QUEUE_LENGTHS + PUBLISH_STATS + DELIVER_STATS[:6] + ("ack", "redeliver")
+            + DISK_STATS, (LENGTHS,) * 3 + (MSG_RATES,) * 14, _node_figures, policy="global")
+NODE_STATS = (PUBLISH_STATS, DELIVER_STATS, DISK_STATS)
+
+
+def _io_figures(_node: Node) -> tuple[int, ...]:
+    io = IO_STATS
+    return (io.read_count, io.read_bytes, io.read_time, io.write_count, io.write_bytes,
+            io.write_time, io.sync_count, io.sync_time, io.seek_count, io.seek_time,
+            io.reopen_count)
+
+
+# The storage's file I/O (storage/iostats.py; times in microseconds), shown by io_figures as
+# RabbitMQ's /api/nodes shows its file handle cache's.
+IO = Kind(("io_read_count", "io_read_bytes", "io_read_time", "io_write_count", "io_write_bytes",
+           "io_write_time", "io_sync_count", "io_sync_time", "io_seek_count", "io_seek_time",
+           "io_reopen_count"), (LENGTHS,) * 11, _io_figures)
 
 
 def _node_gauges(node: Node) -> tuple[int, ...]:
@@ -130,19 +152,66 @@ CHURN = Kind(("connection_created", "connection_closed", "channel_created", "cha
              _churn_figures, policy="global")
 
 
+def io_figures(rates: Rates, node: Node) -> dict[str, Any]:
+    """A node's io_* keys (IoStats.figures) with their `_details`: the rate of each count and
+    bytes; for `io_<op>_avg_time` the mean milliseconds of those made over the last interval
+    (0.0 without any), as RabbitMQ's."""
+    shown: dict[str, Any] = IO_STATS.figures()
+    per_second = rates.rates_of(IO, node, IO.names)
+    for index, name in enumerate(IO.names):
+        if not name.endswith("_time"):
+            shown[f"{name}_details"] = {"rate": per_second[index]}
+            continue
+        operation = name.removesuffix("_time")
+        calls = per_second[IO.index(f"{operation}_count")]
+        shown[f"{operation}_avg_time_details"] = {
+            "rate": per_second[index] / calls / 1000 if calls else 0.0}
+    return shown
+
+
 def counts_churn(node: Node) -> bool:
     return hasattr(node, "churn")
 
 
-def _channel_figures(channel: Channel) -> tuple[int, ...]:
-    stats = channel.stats
+def _stats_figures(stats: ChannelStats) -> tuple[int, ...]:
     return (stats.published, stats.confirmed, stats.returned, stats.dropped, stats.delivered,
             stats.consumed_ack, stats.consumed_no_ack, stats.gets, stats.gets_no_ack,
             stats.gets_empty, stats.acked, stats.redelivered)
 
 
-CHANNEL = Kind(PUBLISH_STATS + DELIVER_STATS, (MSG_RATES,) * 12, _channel_figures)
+CHANNEL = Kind(PUBLISH_STATS + DELIVER_STATS, (MSG_RATES,) * 12,
+               lambda channel: _stats_figures(channel.stats))
 CHANNEL_STATS = (PUBLISH_STATS, DELIVER_STATS)
+
+
+def vhost_traffic(node: Node) -> dict[VirtualHost, tuple[int, ...]]:
+    """Each vhost's VHOST_TRAFFIC figures: the bytes of its connections and the message counts
+    of their channels, open ones and those that closed (`VirtualHost.closed_traffic`)."""
+    totals: dict[VirtualHost, list[int]] = {}
+    for vhost in node.vhosts.values():
+        closed = vhost.closed_traffic
+        totals[vhost] = [closed.recv_oct, closed.send_oct, *_stats_figures(closed.channels)]
+    for connection in node.connections:
+        row = totals.get(connection.vhost)
+        if row is None:  # its vhost is being deleted
+            continue
+        row[0] += connection.transport.recv_oct
+        row[1] += connection.transport.send_oct
+        for channel in connection.channels.values():
+            for index, count in enumerate(_stats_figures(channel.stats), 2):
+                row[index] += count
+    return {vhost: tuple(row) for vhost, row in totals.items()}
+
+
+def _by_node_only(vhost: VirtualHost) -> tuple[int, ...]:
+    raise TypeError("a vhost's traffic is summed over the node's connections: vhost_traffic")
+
+
+# A vhost's bytes and message counts (RabbitMQ's vhost recv_oct, send_oct, message_stats),
+# read for all vhosts at once by vhost_traffic and handed to Rates as counts.
+VHOST_TRAFFIC = Kind(("recv_oct", "send_oct") + PUBLISH_STATS + DELIVER_STATS,
+                     (DATA_RATES,) * 2 + (MSG_RATES,) * 12, _by_node_only)
+VHOST_OCTETS = (("recv_oct", "send_oct"),)
 
 
 class Series:
@@ -181,11 +250,14 @@ class Rates:
         # per queue: (bits of the last samples, 1 = could deliver; how many samples)
         self.capacity: dict[Queue, tuple[int, int]] = {}
 
-    def sample(self, kind: Kind, objects: Iterable[Any], elapsed: float, now_ms: int) -> None:
+    def sample(self, kind: Kind, objects: Iterable[Any], elapsed: float, now_ms: int,
+               counts_of: Mapping[Any, tuple[int, ...]] | None = None) -> None:
+        """Sample each object's figures (`kind.read`, or as given in `counts_of`)."""
         before = self.series.get(kind, {})
         current: dict[Any, Series] = {}
+        read = kind.read if counts_of is None else counts_of.__getitem__
         for obj in objects:
-            counts = kind.read(obj)
+            counts = read(obj)
             series = before.get(obj)
             if series is None:
                 series = Series(counts, kind.policy, now_ms)
@@ -252,10 +324,11 @@ class Rates:
         return shown
 
     def message_stats(self, kind: Kind, obj: Any, groups: tuple[tuple[str, ...], ...],
-                      ranges: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+                      ranges: Mapping[str, tuple[int, int]],
+                      counts: tuple[int, ...] | None = None) -> dict[str, Any]:
         """RabbitMQ's message_stats of an object: each group of figures once one moved ({}
         while none has: an object's API view then leaves the key out, as RabbitMQ does)."""
-        counts = kind.read(obj)
+        counts = kind.read(obj) if counts is None else counts
         names = [name for group in groups
                  if any(counts[kind.index(name)] for name in group) for name in group]
         return self.figures(kind, obj, names, ranges, counts)
@@ -280,12 +353,14 @@ def sample(node: Node, rates: Rates) -> None:
     connections = list(node.connections)
     rates.sample(NODE, (node,), elapsed, now_ms)
     rates.sample(NODE_GAUGES, (node,), elapsed, now_ms)
+    rates.sample(IO, (node,), elapsed, now_ms)
     if counts_churn(node):
         rates.sample(CHURN, (node,), elapsed, now_ms)
     queues = [queue for vhost in vhosts for queue in vhost.queues.values()]
     rates.sample(QUEUE, queues, elapsed, now_ms)
     rates.sample_capacity(queues)
     rates.sample(VHOST, vhosts, elapsed, now_ms)
+    rates.sample(VHOST_TRAFFIC, vhosts, elapsed, now_ms, vhost_traffic(node))
     rates.sample(EXCHANGE, (exchange for vhost in vhosts
                             for exchange in vhost.exchanges.values()), elapsed, now_ms)
     rates.sample(CONNECTION, connections, elapsed, now_ms)

@@ -5,8 +5,11 @@ bytes the broker hands over (`WriteAheadLog.definitions_changed`)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
+
+from storage.iostats import IO_STATS
 
 
 class DefinitionsError(Exception):
@@ -16,7 +19,10 @@ class DefinitionsError(Exception):
 def read_document(path: Path | str) -> dict[str, Any]:
     """The JSON document at `path`; DefinitionsError when it cannot be read or parsed."""
     try:
-        document = json.loads(Path(path).read_text())
+        started = time.perf_counter()
+        text = Path(path).read_bytes()
+        IO_STATS.read(len(text), started)
+        document = json.loads(text)
     except (OSError, ValueError) as exc:
         raise DefinitionsError(f"cannot read definitions from {path}: {exc}") from exc
     if not isinstance(document, dict):

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protocol.codec import shortstr
+from storage import iostats
+from storage.iostats import IO_STATS
 from storage.metas import MetaTable
 from storage.records import published_ms
 
@@ -332,6 +334,7 @@ class PageStore:
                 to_read.append((len(messages), row, len(stretches) - 1))
             messages.append(message)
         data = [self._read(*stretch) for stretch in stretches]
+        IO_STATS.bodies(read=sum(data[stretch] is not None for _, _, stretch in to_read))
         for position, row, stretch in to_read:
             chunk = data[stretch]
             if chunk is None:
@@ -354,8 +357,9 @@ class PageStore:
         path = page_path(self.directory, number)
         try:
             descriptor = os.open(path, os.O_RDONLY)
+            IO_STATS.reopen()
             try:
-                data = os.pread(descriptor, end - offset, offset)
+                data = iostats.pread(descriptor, end - offset, offset)
             finally:
                 os.close(descriptor)
             if len(data) != end - offset:
@@ -447,11 +451,12 @@ def _write(directory: Path, bodies: list[tuple[int, int, bytes]],
         start = end
     for source, offset, size, target, at in copies:
         with open(page_path(directory, source), "rb") as file:
-            data = os.pread(file.fileno(), size, offset)
+            data = iostats.pread(file.fileno(), size, offset)
         if len(data) != size:
             raise OSError(f"{page_path(directory, source)}: short read at offset {offset}")
         _write_at(directory, target, at, [data])
         written += size
+    IO_STATS.bodies(written=len(bodies))
     for number in doomed:
         try:
             os.unlink(page_path(directory, number))
@@ -471,7 +476,7 @@ def _write_at(directory: Path, number: int, offset: int, buffers: list[bytes]) -
         pending: list[bytes | memoryview] = [buffer for buffer in buffers if buffer]
         first = 0  # pending[:first] are written
         while first < len(pending):
-            done = os.pwritev(descriptor, pending[first:first + _IOV_MAX], offset)
+            done = iostats.pwritev(descriptor, pending[first:first + _IOV_MAX], offset)
             offset += done
             while done and done >= len(pending[first]):
                 done -= len(pending[first])

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import mmap
 import struct
+import time
 import zlib
 from pathlib import Path
 
 from storage import records
 from storage.catalog import NO_HOLDER, SEVERAL, Catalog
+from storage.iostats import IO_STATS
 from storage.wal import segment_path
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def scan(directory: Path) -> Catalog:
     numbers = segment_numbers(directory)
     for index, number in enumerate(numbers):
         path = segment_path(directory, number)
+        started = time.perf_counter()
         with open(path, "rb") as file:
             size = file.seek(0, 2)
             data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -62,6 +65,7 @@ def scan(directory: Path) -> Catalog:
         finally:
             if size:
                 data.close()
+        IO_STATS.read(size, started)  # one read of the mapped segment (its replay's time)
         catalog.segment_sizes[number] = end
         if end < size:
             lost = size - end

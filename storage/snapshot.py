@@ -16,12 +16,14 @@ import mmap
 import os
 import struct
 import sys
+import time
 import zlib
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from storage.catalog import NO_HOLDER, ROW_ARRAYS, SEVERAL, Catalog
+from storage.iostats import IO_STATS
 from storage.scan import segment_numbers
 from storage.wal import segment_path, write_atomically
 
@@ -73,11 +75,15 @@ def checksums(wal_dir: Path, numbers: list[int]) -> list[int]:
 
 
 def _file_crc(path: Path) -> int:
+    started = time.perf_counter()
     with open(path, "rb") as file:
-        if not os.fstat(file.fileno()).st_size:
+        size = os.fstat(file.fileno()).st_size
+        if not size:
             return 0
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return zlib.crc32(data)
+            crc = zlib.crc32(data)
+    IO_STATS.read(size, started)  # one read of the mapped segment
+    return crc
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -137,7 +143,9 @@ def load(path: Path, wal_dir: Path) -> Catalog | None:
     """The catalog the snapshot at `path` holds, or None (logged) if there is none or it
     cannot be trusted."""
     try:
+        started = time.perf_counter()
         data = path.read_bytes()
+        IO_STATS.read(len(data), started)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING
 
 from protocol import properties
 from protocol.codec import shortstr
-from storage import records
+from storage import iostats, records
 from storage.catalog import NO_HOLDER, RECORD_OVERHEAD, Catalog, Mark, QueueRows, Rows
+from storage.iostats import IO_STATS
 from storage.metas import MetaTable
 from storage.records import QueueKey, published_ms
 from storage.scan import segment_numbers
@@ -136,7 +137,7 @@ def check_segments(directory: Path) -> None:
     for number in segment_numbers(directory):
         path = segment_path(directory, number)
         with open(path, "rb") as file:
-            head = file.read(records.SEGMENT_HEADER_SIZE)
+            head = iostats.read(file, records.SEGMENT_HEADER_SIZE)
         if len(head) < records.SEGMENT_HEADER_SIZE:
             continue  # a segment torn at creation: recovery drops it
         try:
@@ -538,7 +539,7 @@ class MessageStore:
             message_id, published_ms(message.timestamp), keys, message.exchange,
             message.routing_key, message.props_raw, message.body,
         )
-        ticket, segment, offset = self.wal.append(record)
+        ticket, segment, offset = self.wal.append(record, body=True)
         message.store_ref = StoreRef(message_id, segment, offset + body_at, len(record),
                                      self._holding(tuple(keys)))
         info = self._segment(segment)
@@ -851,7 +852,9 @@ class MessageStore:
     def read_body_now(self, message: StoredMessage) -> bytes:
         """Blocking read of one body (basic.get, which must answer in order)."""
         ref = message.store_ref
-        return read_at(self.directory, ref.body_segment, ref.body_offset, message.body_size)
+        body = read_at(self.directory, ref.body_segment, ref.body_offset, message.body_size)
+        IO_STATS.bodies(read=1)
+        return body
 
     def _after_flush(self) -> None:
         # Removals and deliveries noted while that batch was being written: into the next
@@ -883,6 +886,7 @@ def _read_bodies(directory: Path, locations: list[tuple[int, int, int]]) -> list
             bodies.append(read_at(directory, segment, offset, size))
         except OSError:  # moved by compaction meanwhile: the queue asks again
             bodies.append(None)
+    IO_STATS.bodies(read=sum(body is not None for body in bodies))
     return bodies
 
 

@@ -55,6 +55,8 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage import iostats
+from storage.iostats import IO_STATS
 from storage.wal import FileActions, fsync_directory
 
 log = logging.getLogger(__name__)
@@ -349,7 +351,7 @@ class StreamLog:
     def _write_records(self, batch: _Batch, created_paths: list[Path]) -> None:
         if self._file is None and self._file_first >= 0:
             self._file = open(segment_file(self.directory, self._file_first), "r+b")  # noqa: SIM115
-            self._file.seek(self._file_size)
+            iostats.seek(self._file, self._file_size)
         parts: list[bytes] = []
         flags = CHUNK_START
         newest = 0
@@ -387,8 +389,7 @@ class StreamLog:
             self._file_size += size
         file = self._file
         self._write_out(b"".join(parts))
-        file.flush()
-        os.fsync(file.fileno())
+        iostats.sync_file(file)
         batch.ends[self._file_first] = (self._file_size, newest)
         if created_paths:
             fsync_directory(self.directory)
@@ -398,14 +399,13 @@ class StreamLog:
         if self.actions is not None:
             self.actions.append(segment_file(self.directory, self._file_first),
                                 self._file.tell(), data)
-        self._file.write(data)
+        iostats.write(self._file, data)
 
     def _close_file(self) -> None:
         file, self._file = self._file, None
         if file is not None:
             with contextlib.suppress(OSError):
-                file.flush()
-                os.fsync(file.fileno())
+                iostats.sync_file(file)
             file.close()
 
     def close(self) -> None:
@@ -435,18 +435,19 @@ def read(directory: Path, first_offset: int, position: int, end: int, min_offset
     records: list[Record] = []
     skipping = min_offset > 0 or min_ts > 0
     with open(segment_file(directory, first_offset), "rb") as file:
+        IO_STATS.reopen()
         while position < end and len(records) < max_records and max_bytes > 0:
             want = min(end - position, max(max_bytes, 64 * 1024))
-            file.seek(position)
-            data = file.read(want)
+            iostats.seek(file, position)
+            data = iostats.read(file, want)
             at = 0
             while at + RECORD_OVERHEAD <= len(data) and len(records) < max_records:
                 length = HEAD.unpack_from(data, at)[0]
                 stop = at + HEAD.size + length
                 if stop > len(data):
                     if at == 0:  # one record bigger than what was read: read it whole
-                        file.seek(position)
-                        data = file.read(HEAD.size + length)
+                        iostats.seek(file, position)
+                        data = iostats.read(file, HEAD.size + length)
                         stop = HEAD.size + length
                     else:
                         break
@@ -510,7 +511,7 @@ def _scan_segment(path: Path, check: bool) -> tuple[Segment | None, int | None]:
                 log.warning("stream segment %s: torn tail cut at byte %d of %d",
                             path, position, size)
                 file.truncate(position)
-                os.fsync(file.fileno())
+                iostats.fsync(file.fileno())
             else:
                 log.warning("stream segment %s: unreadable after byte %d", path, position)
         segment.end = position

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from storage import iostats
+from storage.iostats import IO_STATS
 from storage.records import RECORD_HEAD, RECORD_HEAD_SIZE, SEGMENT_HEADER_SIZE, segment_header
 
 log = logging.getLogger(__name__)
@@ -41,16 +44,18 @@ def segment_path(directory: Path, number: int) -> Path:
 def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        iostats.fsync(fd)
     finally:
         os.close(fd)
 
 
 def read_at(directory: Path, segment: int, offset: int, length: int) -> bytes:
-    """`length` bytes of a segment file from `offset` (blocking: call it in a thread)."""
+    """`length` bytes of a segment file from `offset` (blocking: call it in a thread; the
+    segment is opened again for it: counted as a reopen)."""
     fd = os.open(segment_path(directory, segment), os.O_RDONLY)
+    IO_STATS.reopen()
     try:
-        data = os.pread(fd, length, offset)
+        data = iostats.pread(fd, length, offset)
     finally:
         os.close(fd)
     if len(data) != length:
@@ -62,9 +67,8 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Temp file, fsync, rename, directory fsync: the file is either old or new, never torn."""
     temporary = path.with_suffix(path.suffix + ".tmp")
     with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+        iostats.write(file, data)
+        iostats.sync_file(file)
     os.replace(temporary, path)
     fsync_directory(path.parent)
 
@@ -123,6 +127,7 @@ class _Batch:
     definitions: bytes | None = None
     delete_segments: list[int] = field(default_factory=list)
     companions: list[tuple[Companion, Any]] = field(default_factory=list)
+    bodies: int = 0  # publish records among the pieces (message bodies: disk_writes)
 
 
 class WriteAheadLog:
@@ -169,8 +174,9 @@ class WriteAheadLog:
         """The ticket records appended now will get."""
         return self._batch.ticket
 
-    def append(self, record: bytes | CopiedRecord) -> tuple[int, int, int]:
-        """Queue a record for the next group commit: (ticket, segment number, offset)."""
+    def append(self, record: bytes | CopiedRecord, body: bool = False) -> tuple[int, int, int]:
+        """Queue a record for the next group commit: (ticket, segment number, offset);
+        `body`: it is a message's publish record (counted as a body written, once on disk)."""
         size = (
             len(record) if isinstance(record, bytes)
             else RECORD_HEAD_SIZE + len(record.prefix) + record.length
@@ -183,6 +189,7 @@ class WriteAheadLog:
             self._batch.pieces.append((self.segment, segment_header(self.segment)))
         offset = self.segment_bytes
         self._batch.pieces.append((self.segment, record))
+        self._batch.bodies += body
         self.segment_bytes += size
         self.schedule()
         return self._batch.ticket, self.segment, offset
@@ -231,6 +238,7 @@ class WriteAheadLog:
             batch.pieces[:0] = failed.pieces
             batch.delete_segments[:0] = failed.delete_segments
             batch.companions[:0] = failed.companions
+            batch.bodies += failed.bodies
             if batch.definitions is None:
                 batch.definitions = failed.definitions
         if self._definitions_source is not None:
@@ -368,6 +376,7 @@ class WriteAheadLog:
         created = False
         ends: dict[int, int] = {}  # where the next piece of each segment goes
         paths: dict[int, Path] = {}
+        started, size, written = time.perf_counter(), 0, set()
         for number, data in batch.pieces:
             if isinstance(data, CopiedRecord):
                 data = self._rebuild(data)
@@ -389,8 +398,12 @@ class WriteAheadLog:
                 self.actions.append(path, ends[number], data)
                 ends[number] += len(data)
             file.write(data)
-            self.bytes_written += len(data)
+            size += len(data)
             touched[number] = file
+            written.add(number)
+        self.bytes_written += size
+        if written:  # counted as one write per segment file
+            IO_STATS.write(size, started, count=len(written))
         if self.before_fsync is not None and touched:
             for file in touched.values():
                 file.flush()
@@ -399,8 +412,7 @@ class WriteAheadLog:
             except Exception:  # shipping early is an optimisation: the write goes on
                 log.exception("write-ahead log before_fsync hook raised")
         for file in touched.values():
-            file.flush()
-            os.fsync(file.fileno())
+            iostats.sync_file(file)
             self.fsyncs += 1
         if created:
             fsync_directory(self.directory)
@@ -414,6 +426,7 @@ class WriteAheadLog:
                 self.actions.delete(segment_path(self.directory, number))
         if batch.delete_segments:
             fsync_directory(self.directory)
+        IO_STATS.bodies(written=batch.bodies)  # the batch is written: its bodies count
 
     def _rebuild(self, copy: CopiedRecord) -> bytes:
         source = self._files.get(copy.source_segment)
@@ -426,6 +439,5 @@ class WriteAheadLog:
     def _sync_and_close(self, number: int) -> None:
         file = self._files.pop(number, None)
         if file is not None:
-            file.flush()
-            os.fsync(file.fileno())
+            iostats.sync_file(file)
             file.close()

@@ -11,6 +11,7 @@ from broker.node import node_name
 from broker.patterns import InvalidPattern
 from broker.vhost import QUEUE_TYPES, VirtualHost
 from management.api.common import (
+    Ranges,
     bad_request,
     check_name_length,
     erlang_chars,
@@ -26,7 +27,16 @@ from management.api.common import (
     user_and_vhost_of,
 )
 from management.auth import USER_KEY, require_tag
-from management.rates import QUEUE_LENGTHS, RATES_KEY, VHOST, Rates
+from management.rates import (
+    CHANNEL_STATS,
+    QUEUE_LENGTHS,
+    RATES_KEY,
+    VHOST,
+    VHOST_OCTETS,
+    VHOST_TRAFFIC,
+    Rates,
+    vhost_traffic,
+)
 
 
 def vhost_info(vhost: VirtualHost) -> dict[str, Any]:
@@ -42,24 +52,36 @@ def vhost_info(vhost: VirtualHost) -> dict[str, Any]:
 
 
 async def list_vhosts(request: web.Request) -> web.Response:
-    requested_ranges(request, "invalid_range_parameters")  # checked, as RabbitMQ checks them
-    rates = request.app[RATES_KEY]
-    return listing(request, [{**vhost_info(vhost), **_lengths(vhost, rates)}
-                             for vhost in node_of(request).vhosts.values()])
+    ranges = requested_ranges(request, "invalid_range_parameters")
+    node, rates = node_of(request), request.app[RATES_KEY]
+    traffic = vhost_traffic(node)
+    return listing(request, [_vhost_object(vhost, rates, ranges, traffic[vhost])
+                             for vhost in node.vhosts.values()])
 
 
-def _lengths(vhost: VirtualHost, rates: Rates) -> dict[str, Any]:
-    """The vhost's messages, ready and unacked with their `_details` rates (RabbitMQ 3.10.8
-    checks a vhost request's sample ranges but answers no samples)."""
-    return rates.figures(VHOST, vhost, QUEUE_LENGTHS, {})
+def _vhost_object(vhost: VirtualHost, rates: Rates, ranges: Ranges,
+                  traffic: tuple[int, ...]) -> dict[str, Any]:
+    """A vhost as RabbitMQ shows it: its description, its messages, ready and unacked with
+    their `_details` and, once its connections moved them, their bytes and their channels'
+    message_stats (open and closed ones). RabbitMQ 3.10.8 samples the bytes for a
+    `data_rates_*` range, the message counts and message_stats for `msg_rates_*`, and checks
+    a `lengths_*` range but answers no samples for it."""
+    shown = {**vhost_info(vhost), **rates.figures(VHOST, vhost, QUEUE_LENGTHS, ranges)}
+    shown.update(rates.message_stats(VHOST_TRAFFIC, vhost, VHOST_OCTETS, ranges, traffic))
+    stats = rates.message_stats(VHOST_TRAFFIC, vhost, CHANNEL_STATS, ranges, traffic)
+    if stats:
+        shown["message_stats"] = stats
+    return shown
 
 
 async def show_vhost(request: web.Request) -> web.Response:
-    vhost = node_of(request).vhosts.get(request.match_info["vhost"])
+    node = node_of(request)
+    vhost = node.vhosts.get(request.match_info["vhost"])
     if vhost is None:
         raise not_found()
-    requested_ranges(request)  # checked, as RabbitMQ checks them
-    return json_response({**vhost_info(vhost), **_lengths(vhost, request.app[RATES_KEY])})
+    ranges = requested_ranges(request)
+    return json_response(_vhost_object(vhost, request.app[RATES_KEY], ranges,
+                                       vhost_traffic(node)[vhost]))
 
 
 async def put_vhost(request: web.Request) -> web.Response:

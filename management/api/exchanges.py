@@ -164,6 +164,9 @@ async def publish(request: web.Request) -> web.Response:
     # once the message is confirmed: a persistent one in durable queues when it is on disk.
     routed, ticket, refused = vhost.publish(exchange, message, mandatory=True, confirm=True,
                                             origin=trace_origin(request))
+    api_channel = vhost.closed_traffic.channels  # the vhost's message_stats count it
+    api_channel.published += 1
+    api_channel.returned += not routed
     if refused:
         raise bad_request("rejected Unable to publish message. Check queue limits.")
     if ticket:
@@ -171,6 +174,7 @@ async def publish(request: web.Request) -> web.Response:
         vhost.store.wal.when_durable(ticket, lambda: durable.done() or durable.set_result(None))
         await durable
     node_of(request).messages_confirmed += 1
+    api_channel.confirmed += 1
     return json_response({"routed": bool(routed)})
 
 

@@ -39,6 +39,7 @@ from management.rates import (
     RATES_KEY,
     Rates,
     counts_churn,
+    io_figures,
 )
 from protocol.codec import shortstr
 
@@ -53,7 +54,7 @@ async def overview(request: web.Request) -> web.Response:
     rates, ranges = request.app[RATES_KEY], requested_ranges(request)
     return json_response({
         "management_version": RABBITMQ_VERSION,
-        "rates_mode": "basic",
+        "rates_mode": config.rates_mode,
         "exchange_types": [
             {"name": name, "description": "", "enabled": True} for name in EXCHANGE_TYPES
         ],
@@ -133,16 +134,17 @@ def _node_object(name: str) -> dict:
 
 def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
     """This node's object: the keys of every node, its configuration, its figures
-    (node_figures, as a cluster node publishes them) with the sampled gauges' `*_details`
-    and, when the node counts churn, its churn figures."""
+    (node_figures, as a cluster node publishes them) with the sampled gauges' `*_details`,
+    its storage's file I/O (io_*) and, when the node counts churn, its churn figures."""
     config = node.config
     role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
     gauges = rates.figures(NODE_GAUGES, node, NODE_GAUGES.names, ranges)
     return {
-        **_node_object(node_name()), **role,
+        **_node_object(node_name()), **role, "rates_mode": config.rates_mode,
         **node_description(config),
         **node_figures(node.alarms, node.started_at, len(node.connections)),
         **gauges,
+        **io_figures(rates, node),
         **(rates.figures(CHURN, node, CHURN.names, ranges) if counts_churn(node) else {}),
     }
 
@@ -294,13 +296,17 @@ async def aliveness(request: web.Request) -> web.Response:
         message = Message("", ALIVENESS_QUEUE, shortstr("") + shortstr(ALIVENESS_QUEUE),
                           _NO_PROPERTIES, b"test_message")
         vhost.publish(vhost.default_exchange, message, origin=trace_origin(request))
+        api_channel = vhost.closed_traffic.channels  # the vhost's message_stats count both
+        api_channel.published += 1
         vhost.check_permission(user, "read", "queue", ALIVENESS_QUEUE)
     except BrokerError as failure:
         raise refusal(failure, "amqp") from None
     entry = queue.get(no_ack=True)  # a basic.get with no_ack, counted as one
     if entry is None:
+        api_channel.gets_empty += 1
         return json_response({"status": "failed", "reason": "aliveness-test queue is empty"},
                              status=HEALTH_CHECK_FAILURE_STATUS)
+    api_channel.count_get(entry.redelivered, no_ack=True)
     if vhost.tracing:
         tracing.delivered(vhost, queue, entry, trace_origin(request), get=True)
     return json_response({"status": "ok"})

@@ -226,7 +226,11 @@ async def get_messages(request: web.Request) -> web.Response:
     # others a basic.get then a basic.reject (requeue or not).
     no_ack = ackmode == "ack_requeue_false"
     requeue = ackmode.endswith("requeue_true")
+    api_channel = queue.vhost.closed_traffic.channels  # RabbitMQ's get is on a channel too
+    if len(taken) < count:
+        api_channel.gets_empty += 1
     for entry in taken:
+        api_channel.count_get(entry.redelivered, no_ack)
         queue.hand_out(entry, no_ack)
         if queue.vhost.tracing:
             tracing.delivered(queue.vhost, queue, entry, trace_origin(request), get=True)

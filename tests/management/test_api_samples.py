@@ -194,7 +194,8 @@ def test_error_body_is_compact_json(api):
 def test_vhost_lengths_have_rates_but_no_samples(api, unique):
     """A vhost's messages, ready and unacked with their `_details` rates; RabbitMQ checks the
     sample ranges of a vhost request (its list names a refused one
-    `invalid_range_parameters`) but answers no samples."""
+    `invalid_range_parameters`) but answers no samples for `lengths_*` (it samples them for
+    `msg_rates_*`: test_api_figures.py)."""
     vhost, name = f"samples-vh-{unique}", "q"
     assert api.put(f"/api/vhosts/{q(vhost)}").status == 201
     try:

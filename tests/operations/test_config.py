@@ -75,6 +75,11 @@ def test_file_understands_sizes_lists_and_booleans(tmp_path, certificates):
     ('[amqp]\nport = 5672\n[management]\nport = 5672\n', "'management.port' and 'amqp.port' are "
                                                          "both 5672"),
     ('[log]\nlevel = "loud"\n', "expected one of debug, info, warning, error"),
+    # RabbitMQ's management.rates_mode: Warren keeps the basic rates only, and says so
+    ('[management]\nrates_mode = "detailed"\n', "'management.rates_mode' in {file}: 'detailed' "
+                                                 "is not supported: Warren keeps the 'basic' "
+                                                 "rates only"),
+    ('[management]\nrates_mode = "none"\n', "'none' is not supported"),
     ('[amqp\nport = 1\n', "is not valid TOML"),
     ('auth_mechanisms = ["EXTERNAL"]\n', "'auth_mechanisms' has EXTERNAL: it needs "
                                         "'amqps.verify_peer = true'"),
@@ -165,9 +170,14 @@ def test_broker_started_from_a_file(warren_factory, tmp_path, unique):
         assert connection.channel().queue_declare(unique, passive=True).method.message_count == 1
     finally:
         connection.close()
-    whoami = get_json(f"http://127.0.0.1:{broker.management_port}/api/whoami", user=("ops",
-                                                                                      "s3cret"))
+    api = f"http://127.0.0.1:{broker.management_port}/api"
+    whoami = get_json(f"{api}/whoami", user=("ops", "s3cret"))
     assert whoami["name"] == "ops"
+    # RabbitMQ lists the config file(s) it read at start in its node object
+    node = get_json(f"{api}/nodes", user=("ops", "s3cret"))[0]
+    assert node["config_files"] == [str(file.resolve())]
+    assert node["rates_mode"] == get_json(f"{api}/overview", user=("ops", "s3cret"))[
+        "rates_mode"] == "basic"
 
 
 def test_node_connection_limit(warren_factory):
@@ -189,4 +199,4 @@ def test_node_connection_limit(warren_factory):
 
 def test_example_file_is_valid_and_holds_the_defaults():
     example = REPO_ROOT / "docs" / "warren.example.toml"
-    assert parse_args(["--config", str(example)], env={}) == Config()
+    assert parse_args(["--config", str(example)], env={}) == Config(config_file=example.resolve())
