@@ -95,6 +95,21 @@ def test_operator_policy_refusals(api, unique, cleanup, body, reason):
     assert api.get(path).status == 404
 
 
+def test_a_policy_shares_the_checks_with_its_texts_escaped(api, unique, cleanup):
+    """A policy's `expires` must be at least 1 too, and an unknown key's string value is
+    written as an Erlang binary (both HTML-escaped there)."""
+    path = f"/api/policies/%2F/{q('p-' + unique)}"
+    cleanup.append(path)
+    for definition, reason in (
+            ({"expires": 0}, "Validation failed\n\n0 is not a valid queue expiry\n"),
+            ({"bogus": "x"}, "Validation failed\n\n[{&lt;&lt;\"bogus\"&gt;&gt;,"
+                             "&lt;&lt;\"x\"&gt;&gt;}] are not recognised policy settings\n")):
+        answer = api.put(path, {"pattern": f"^{re.escape(unique)}-nothing$",
+                                "definition": definition})
+        assert (answer.status, answer.json()) == _refused(reason)
+    assert api.get(path).status == 404
+
+
 def test_operator_policy_bad_pattern_and_vhost(api, unique, cleanup):
     path = f"/api/operator-policies/%2F/{q('op-' + unique)}"
     cleanup.append(path)
