@@ -66,6 +66,24 @@ function tagInput(id, tags) {
   return el("label", {}, "Tags", input, hints);
 }
 
+/** A vhost's description, tags and default queue type (ids prefixed with `prefix`). */
+function vhostFields(prefix) {
+  return [
+    field("Description", { name: "description", id: `${prefix}-description` }),
+    field("Tags", { name: "tags", id: `${prefix}-tags`, placeholder: "comma separated" }),
+    selectField("Default queue type", { name: "queue_type", id: `${prefix}-queue-type` },
+      [["", "(undefined)"], ["classic", "Classic"], ["quorum", "Quorum"],
+        ["stream", "Stream"]], ""),
+  ];
+}
+
+/** The PUT /api/vhosts body of those fields (no default queue type: none sent). */
+function vhostBody(data) {
+  const body = { description: data.get("description"), tags: splitTags(data.get("tags")) };
+  if (data.get("queue_type")) body.defaultqueuetype = data.get("queue_type");
+  return body;
+}
+
 /** Tell the user why a form's input is refused; null, for onSubmit's `call`. */
 function refuse(reason) {
   toast(reason, true);
@@ -212,11 +230,12 @@ async function renderAdmin(args, token) {
     { title: "Name", value: (x) => x.name },
     { title: "Tags", value: (x) => (Array.isArray(x.tags) ? x.tags.join(", ") : x.tags) },
     { title: "Can log in with password", value: (x) => (x.password_hash ? "yes" : "no") },
-    { title: "", value: (x) => el("span", {}, editButton("edit-user", updateUser, x.name, (fields) => {
-      fields.has_password.value = x.password_hash ? "password" : "none";
-      showPasswords();
-      fields.tags.value = (Array.isArray(x.tags) ? x.tags : splitTags(x.tags)).join(", ");
-    }), " ", dangerButton("Delete", "delete-user", `Delete user ${x.name}?`,
+    { title: "", value: (x) => el("span", {}, editButton("edit-user", updateUser, x.name,
+      (fields) => {
+        fields.has_password.value = x.password_hash ? "password" : "none";
+        showPasswords();
+        fields.tags.value = (Array.isArray(x.tags) ? x.tags : splitTags(x.tags)).join(", ");
+      }), " ", dangerButton("Delete", "delete-user", `Delete user ${x.name}?`,
       `User ${x.name} deleted`, () => api(`/api/users/${enc(x.name)}`, { method: "DELETE" }),
       reload)) },
   ], "/api/users", el("div", {}, updateUser, userForm));
@@ -224,31 +243,17 @@ async function renderAdmin(args, token) {
   const vhostForm = onSubmit(el("form", { class: "stack card", id: "add-vhost-form" },
     el("h2", { style: "margin-top: 0" }, "Add a new virtual host"),
     field("Name", { name: "name", id: "vhost-name", required: true }),
-    field("Description", { name: "description", id: "vhost-description" }),
-    field("Tags", { name: "tags", id: "vhost-tags", placeholder: "comma separated" }),
-    selectField("Default queue type", { name: "queue_type", id: "vhost-queue-type" },
-      [["", "(undefined)"], ["classic", "Classic"], ["quorum", "Quorum"],
-        ["stream", "Stream"]], ""),
+    ...vhostFields("vhost"),
     el("div", {}, el("button", { type: "submit", id: "add-vhost" }, "Add virtual host"))),
-  (data) => `Virtual host ${data.get("name")} added`, (data) => {
-    const body = { description: data.get("description"), tags: splitTags(data.get("tags")) };
-    if (data.get("queue_type")) body.defaultqueuetype = data.get("queue_type");
-    return () => api(`/api/vhosts/${enc(data.get("name"))}`, { method: "PUT", body });
-  });
+  (data) => `Virtual host ${data.get("name")} added`, (data) => () => api(
+    `/api/vhosts/${enc(data.get("name"))}`, { method: "PUT", body: vhostBody(data) }));
   // RabbitMQ 3.10.8 updates a vhost by adding it again under its name; this is that PUT
-  const updateVhost = onSubmit(editCard("update-vhost", "Update virtual host", [
-    field("Description", { name: "description", id: "update-vhost-description" }),
-    field("Tags", { name: "tags", id: "update-vhost-tags", placeholder: "comma separated" }),
-    selectField("Default queue type", { name: "queue_type", id: "update-vhost-queue-type" },
-      [["", "(undefined)"], ["classic", "Classic"], ["quorum", "Quorum"],
-        ["stream", "Stream"]], "")], "Update virtual host"),
-  () => `Virtual host ${updateVhost.dataset.name} updated`, (data) => {
-    const body = { description: data.get("description"), tags: splitTags(data.get("tags")) };
-    if (data.get("queue_type")) body.defaultqueuetype = data.get("queue_type");
-    return async () => {
-      await api(`/api/vhosts/${enc(updateVhost.dataset.name)}`, { method: "PUT", body });
-      updateVhost.hidden = true;
-    };
+  const updateVhost = onSubmit(editCard("update-vhost", "Update virtual host",
+    vhostFields("update-vhost"), "Update virtual host"),
+  () => `Virtual host ${updateVhost.dataset.name} updated`, (data) => async () => {
+    await api(`/api/vhosts/${enc(updateVhost.dataset.name)}`,
+      { method: "PUT", body: vhostBody(data) });
+    updateVhost.hidden = true;
   });
   const vhosts = adminSection("Virtual hosts", "admin-vhosts", [
     { title: "Name", value: (x) => x.name },
@@ -256,11 +261,12 @@ async function renderAdmin(args, token) {
     { title: "Tags", value: (x) => (x.tags || []).join(", ") },
     { title: "Default queue type", value: (x) => x.default_queue_type || "" },
     { title: "Messages", num: true, value: (x) => fmtNumber(x.messages || 0) },
-    { title: "", value: (x) => el("span", {}, editButton("edit-vhost", updateVhost, x.name, (fields) => {
-      fields.description.value = x.description || "";
-      fields.tags.value = (x.tags || []).join(", ");
-      fields.queue_type.value = x.default_queue_type || "";
-    }), " ", dangerButton("Delete", "delete-vhost",
+    { title: "", value: (x) => el("span", {}, editButton("edit-vhost", updateVhost, x.name,
+      (fields) => {
+        fields.description.value = x.description || "";
+        fields.tags.value = (x.tags || []).join(", ");
+        fields.queue_type.value = x.default_queue_type || "";
+      }), " ", dangerButton("Delete", "delete-vhost",
       `Delete virtual host ${x.name} and everything in it?`, `Virtual host ${x.name} deleted`,
       () => api(`/api/vhosts/${enc(x.name)}`, { method: "DELETE" }), reload)) },
   ], "/api/vhosts", el("div", {}, updateVhost, vhostForm));
