@@ -265,7 +265,9 @@ async function renderAdmin(args, token) {
       (fields) => {
         fields.description.value = x.description || "";
         fields.tags.value = (x.tags || []).join(", ");
-        fields.queue_type.value = x.default_queue_type || "";
+        // the API says "undefined" for none, as RabbitMQ's does: the "(undefined)" choice
+        const type = x.default_queue_type;
+        fields.queue_type.value = ["classic", "quorum", "stream"].includes(type) ? type : "";
       }), " ", dangerButton("Delete", "delete-vhost",
       `Delete virtual host ${x.name} and everything in it?`, `Virtual host ${x.name} deleted`,
       () => api(`/api/vhosts/${enc(x.name)}`, { method: "DELETE" }), reload)) },

@@ -402,6 +402,8 @@ def test_ui_admin_updates_a_user_and_a_vhost(broker, browser, unique):  # noqa: 
         _row_button(driver, "admin-vhosts-table", (vhost,), "edit-vhost")
         assert driver.find_element(By.ID, "update-vhost-description").get_attribute(
             "value") == "before"
+        assert Select(driver.find_element(By.ID, "update-vhost-queue-type")
+                      ).first_selected_option.text == "(undefined)"
         _type(driver, "update-vhost-description", "after")
         _type(driver, "update-vhost-tags", "blue, green")
         Select(driver.find_element(By.ID, "update-vhost-queue-type")).select_by_value("quorum")
