@@ -473,6 +473,13 @@ def test_ui_operator_policy_from_form_to_clear(broker, browser, unique):  # noqa
                               ".scrollIntoView({block: 'center'})")
         _shot(driver, "manage-21-queue-operator-policy")
 
+        # the queue list names it in the features column, after the arguments
+        _go(driver, "queues")
+        _type(driver, "queue-filter", queue)
+        WebDriverWait(driver, WAIT).until(EC.presence_of_element_located(
+            (By.CSS_SELECTOR, f"tr[data-name='{queue}']")))
+        assert _features(driver, queue)[-1] == (operator, f"Operator policy: {operator}")
+
         # "Clear" asks; cancelling keeps it, accepting lifts the cap
         _go(driver, "admin")
         _row_button(driver, "admin-operator-policies-table", (operator,),
