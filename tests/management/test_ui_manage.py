@@ -476,8 +476,10 @@ def test_ui_operator_policy_from_form_to_clear(broker, browser, unique):  # noqa
         # the queue list names it in the features column, after the arguments
         _go(driver, "queues")
         _type(driver, "queue-filter", queue)
-        WebDriverWait(driver, WAIT).until(EC.presence_of_element_located(
-            (By.CSS_SELECTOR, f"tr[data-name='{queue}']")))
+        WebDriverWait(driver, WAIT).until(  # the filter's answer, not an earlier page's
+            lambda d: d.execute_script("return [...document.querySelectorAll("
+                                       "'#main tbody tr')].map(tr => tr.dataset.name)")
+            == [queue])
         assert _features(driver, queue)[-1] == (operator, f"Operator policy: {operator}")
 
         # "Clear" asks; cancelling keeps it, accepting lifts the cap
