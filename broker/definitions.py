@@ -1,5 +1,7 @@
 """RabbitMQ definitions documents (the JSON `rabbitmqctl export_definitions` writes): users,
-vhosts, permissions, topic permissions, exchanges, queues and bindings, built from the broker
+vhosts, permissions, topic permissions, exchanges, queues, bindings, policies and operator
+policies (runtime parameters of component "operator_policy", as RabbitMQ writes them; no
+other component is exported or applied), built from the broker
 core and applied to it. Storage only keeps the document as bytes (storage/definitions.py reads
 it; the log writes the bytes `definitions_bytes` makes whenever a durable definition changes)."""
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from broker.vhost import VirtualHost
 
 log = logging.getLogger(__name__)
+
+OPERATOR_POLICY = "operator_policy"  # the runtime parameter component of operator policies
 
 
 class Node(Protocol):
@@ -127,11 +131,28 @@ def apply_definitions(
         routing_key, arguments = entry.get("routing_key", ""), entry.get("arguments", {})
         if vhost.bind(source, destination, routing_key, arguments):
             record(partial(vhost.unbind, source, destination, routing_key, arguments))
-    policies: dict[str, list[Policy]] = {}
-    for entry in document.get("policies", []):
-        policies.setdefault(entry.get("vhost", "/"), []).append(_policy(entry))
-    for name, listed in policies.items():
-        node.add_vhost(name).set_policies(listed)
+    for operator, entries in ((False, document.get("policies", [])), (True, [
+            {**entry.get("value", {}), "vhost": entry.get("vhost", "/"), "name": entry.get("name")}
+            for entry in document.get("parameters", [])
+            if entry.get("component") == OPERATOR_POLICY])):
+        policies: dict[str, list[Policy]] = {}
+        for entry in entries:
+            policies.setdefault(entry.get("vhost", "/"), []).append(_policy(entry))
+        for name, listed in policies.items():
+            vhost = node.add_vhost(name)
+            table = vhost.operator_policies if operator else vhost.policies
+            for policy in listed:
+                record(partial(_restore_policy, vhost, policy.name, table.get(policy.name),
+                               operator))
+            vhost.set_policies(listed, operator)
+
+
+def _restore_policy(vhost: VirtualHost, name: str, previous: Policy | None,
+                    operator: bool) -> None:
+    if previous is None:
+        vhost.clear_policy(name, operator)
+    else:
+        vhost.set_policies([previous], operator)
 
 
 def _forget_vhost(node: Node, vhost: VirtualHost) -> None:
@@ -175,7 +196,10 @@ def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
         "topic_permissions": [
             permission.as_definition() for permission in access.topic_permissions.values()
         ],
-        "parameters": [],
+        "parameters": [
+            operator_policy_parameter(policy)
+            for vhost in node.vhosts.values() for policy in vhost.operator_policies.values()
+        ],
         "global_parameters": [],
         "policies": [
             policy.as_definition()
@@ -216,6 +240,15 @@ def export_definitions(node: Node, durable_only: bool = True) -> dict[str, Any]:
                         "arguments": _json_table(binding.arguments),
                     })
     return document
+
+
+def operator_policy_parameter(policy: Policy) -> dict[str, Any]:
+    """An operator policy as RabbitMQ lists it among runtime parameters (/api/parameters,
+    the definitions' "parameters")."""
+    definition = policy.as_definition()
+    return {"value": {key: definition[key] for key in ("pattern", "definition", "priority",
+                                                        "apply-to")},
+            "vhost": policy.vhost, "component": OPERATOR_POLICY, "name": policy.name}
 
 
 def definitions_bytes(node: Node) -> bytes:

@@ -1,5 +1,7 @@
 """Policies: named, prioritised patterns whose definition (TTL, limits, dead-lettering...)
-applies to the queues or exchanges whose names match, as RabbitMQ's policies do."""
+applies to the queues or exchanges whose names match, as RabbitMQ's policies do; operator
+policies are the same objects in a table of their own, whose limits a queue's policy cannot
+raise (`merged_definition`)."""
 
 from __future__ import annotations
 
@@ -43,3 +45,19 @@ def effective_policy(policies: dict[str, Policy], kind: str, name: str) -> Polic
     if not matching:
         return None
     return min(matching, key=lambda policy: (-policy.priority, policy.name))
+
+
+def merged_definition(policy: Policy | None, operator: Policy | None) -> dict[str, Any]:
+    """The definition a queue runs with: its policy's and its operator policy's keys, the
+    lower value where both set one (RabbitMQ 3.10's merge_operator_definitions: every key an
+    operator policy takes is a limit), keys in RabbitMQ's (sorted) order."""
+    definition = dict(policy.definition) if policy is not None else {}
+    for key, value in (operator.definition if operator is not None else {}).items():
+        current = definition.get(key)
+        definition[key] = value if current is None or not _both_numbers(current, value) else (
+            min(current, value))
+    return dict(sorted(definition.items())) if operator is not None else definition
+
+
+def _both_numbers(*values: Any) -> bool:
+    return all(isinstance(value, int | float) and not isinstance(value, bool) for value in values)

@@ -10,6 +10,7 @@ from typing import Any
 
 from broker.errors import PreconditionFailed
 from broker.names import field_type_name
+from broker.policies import Policy, merged_definition
 
 MAX_PRIORITY = 255
 MAX_EXPIRY = 315_360_000_000  # ten years in milliseconds, RabbitMQ's upper bound
@@ -227,6 +228,7 @@ class QueueSettings:
     delivery_limit: int | None = None
     dead_letter_strategy: str = "at-most-once"  # (quorum queues)
     policy: str | None = None
+    operator_policy: str | None = None
 
     def ttl_for(self, expiration: int | None) -> int | None:
         """The TTL (ms) of a message with this expiration property: the queue's message TTL
@@ -250,21 +252,23 @@ POLICY_KEYS = {
 }
 
 
-def resolve(arguments: dict[str, Any], policy: Any | None = None) -> QueueSettings:
-    """Settings from (already validated) arguments and an optional Policy."""
+def resolve(arguments: dict[str, Any], policy: Policy | None = None,
+            operator: Policy | None = None) -> QueueSettings:
+    """Settings from (already validated) arguments, an optional policy and an optional
+    operator policy (merged first, see broker/policies.py's `merged_definition`)."""
     values: dict[str, Any] = {
         argument: arguments[argument]
         for argument, _ in POLICY_KEYS.values() if argument in arguments
     }
-    if policy is not None:
-        for key, (argument, rule) in POLICY_KEYS.items():
-            if key not in policy.definition:
-                continue
-            value = policy.definition[key]
-            if argument not in values:
-                values[argument] = value
-            elif rule == "min" and is_integer(value):
-                values[argument] = min(values[argument], value)
+    definition = merged_definition(policy, operator)
+    for key, (argument, rule) in POLICY_KEYS.items():
+        if key not in definition:
+            continue
+        value = definition[key]
+        if argument not in values:
+            values[argument] = value
+        elif rule == "min" and is_integer(value):
+            values[argument] = min(values[argument], value)
     priority = arguments.get("x-max-priority")
     return QueueSettings(
         message_ttl=values.get("x-message-ttl"),
@@ -279,4 +283,5 @@ def resolve(arguments: dict[str, Any], policy: Any | None = None) -> QueueSettin
         delivery_limit=values.get("x-delivery-limit"),
         dead_letter_strategy=arguments.get("x-dead-letter-strategy", "at-most-once"),
         policy=policy.name if policy is not None else None,
+        operator_policy=operator.name if operator is not None else None,
     )

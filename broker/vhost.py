@@ -1,9 +1,9 @@
-"""A virtual host: its exchanges, queues, bindings and policies, declared, looked up and deleted
-with RabbitMQ's rules and texts (refusals are broker/errors.py's domain errors). The one
-publish every front calls: its checks (`exchange_for_publish`), then `publish`: direct
-reply-to, the delayed exchange's hold, routing (`route`), putting it into its queues, logged
-first when persistent (`enqueue`), and the counters. Messages held by delayed exchanges.
-Permission and topic permission checks against the node's access control."""
+"""A virtual host: its exchanges, queues, bindings, policies and operator policies, declared,
+looked up and deleted with RabbitMQ's rules and texts (refusals are broker/errors.py's domain
+errors). The one publish every front calls: its checks (`exchange_for_publish`), then
+`publish`: direct reply-to, the delayed exchange's hold, routing (`route`), putting it into its
+queues, logged first when persistent (`enqueue`), and the counters. Messages held by delayed
+exchanges. Permission and topic permission checks against the node's access control."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from broker.exchanges.delayed import RELEASE_RETRY_SECONDS, delay_of, delivered_
 from broker.message import Message
 from broker.policies import Policy, effective_policy
 from broker.queue import Queue
-from broker.queue_args import QUEUE_TYPES, resolve
+from broker.queue_args import QUEUE_TYPES, QueueSettings, resolve
 from broker.queue_types import queue_type_of, refuses_server_names, type_of_queue
 from broker.resources import (
     check_reserved_name,
@@ -78,6 +78,7 @@ class VirtualHost:
         self.logging_queues = 0  # queues that log transient messages too (quorum queues)
         self.store: MessageStore | None = None  # set once the node's storage is open
         self.policies: dict[str, Policy] = {}
+        self.operator_policies: dict[str, Policy] = {}  # limits policies cannot raise
         self.description = ""
         self.tags: list[str] = []
         self.default_queue_type: str | None = None  # None: RabbitMQ's "undefined"
@@ -288,7 +289,7 @@ class VirtualHost:
         queue = queue_type.queue_class(
             self, name, durable=durable and not exclusive, auto_delete=auto_delete,
             owner=connection if exclusive else None, arguments=arguments,
-            settings=resolve(arguments, effective_policy(self.policies, "queues", name)),
+            settings=self._queue_settings(name, arguments),
         )
         self.queues[name] = queue
         self.logging_queues += queue.logs_every_message
@@ -367,20 +368,27 @@ class VirtualHost:
     def set_policy(self, policy: Policy) -> None:
         self.set_policies([policy])
 
-    def set_policies(self, policies: list[Policy]) -> None:
-        """Add or replace several policies, then apply them to every queue and exchange once."""
+    def set_policies(self, policies: list[Policy], operator: bool = False) -> None:
+        """Add or replace several policies (`operator`: operator policies), then apply them
+        to every queue and exchange once."""
+        table = self.operator_policies if operator else self.policies
         for policy in policies:
-            self.policies[policy.name] = policy
+            table[policy.name] = policy
         self._apply_policies()
 
-    def clear_policy(self, name: str) -> None:
-        if self.policies.pop(name, None) is not None:
+    def clear_policy(self, name: str, operator: bool = False) -> None:
+        table = self.operator_policies if operator else self.policies
+        if table.pop(name, None) is not None:
             self._apply_policies()
+
+    def _queue_settings(self, name: str, arguments: dict[str, Any]) -> QueueSettings:
+        """A queue's settings from its arguments, its policy and its operator policy."""
+        return resolve(arguments, effective_policy(self.policies, "queues", name),
+                       effective_policy(self.operator_policies, "queues", name))
 
     def _apply_policies(self) -> None:
         for queue in list(self.queues.values()):
-            policy = effective_policy(self.policies, "queues", queue.name)
-            queue.apply_settings(resolve(queue.arguments, policy))
+            queue.apply_settings(self._queue_settings(queue.name, queue.arguments))
         for exchange in self.exchanges.values():
             if exchange.name:
                 self._apply_exchange_policy(exchange)

@@ -37,6 +37,8 @@ LIST_COLUMNS = {
     "list_users": ("users", ["name", "tags"]),
     "list_vhosts": ("vhosts", ["name"]),
     "list_policies": ("policies", ["name", "pattern", "apply-to", "definition", "priority"]),
+    "list_operator_policies": ("operator-policies", ["name", "pattern", "apply-to", "definition",
+                                                     "priority"]),
     "list_topic_permissions": ("topic-permissions", ["user", "exchange", "write", "read"]),
 }
 
@@ -170,13 +172,17 @@ def parser() -> argparse.ArgumentParser:
                      "a user's topic permissions for every exchange of the vhost at once")
     command("add_vhost", "create a vhost").add_argument("name")
     command("delete_vhost", "delete a vhost and everything in it").add_argument("name")
-    sub = command("set_policy", "set a policy", vhost=True)
-    sub.add_argument("name")
-    sub.add_argument("pattern")
-    sub.add_argument("definition", help="JSON object, e.g. '{\"max-length\": 1000}'")
-    sub.add_argument("--priority", type=int, default=0)
-    sub.add_argument("--apply-to", default="all", choices=["queues", "exchanges", "all"])
-    command("clear_policy", "remove a policy", vhost=True).add_argument("name")
+    for kind, what in (("policy", "a policy"), ("operator_policy", "an operator policy (limits "
+                       "a policy cannot raise: expires, message-ttl, max-length, "
+                       "max-length-bytes, delivery-limit)")):
+        sub = command(f"set_{kind}", f"set {what}", vhost=True)
+        sub.add_argument("name")
+        sub.add_argument("pattern")
+        sub.add_argument("definition", help="JSON object, e.g. '{\"max-length\": 1000}'")
+        sub.add_argument("--priority", type=int, default=0)
+        sub.add_argument("--apply-to", default="all", choices=["queues", "exchanges", "all"])
+        command(f"clear_{kind}", f"remove {what.split(' (')[0]}", vhost=True).add_argument(
+            "name")
     command("trace_on", "start the firehose: copy every publish and delivery of the vhost to "
             "its amq.rabbitmq.trace exchange (until trace_off or a restart)", vhost=True)
     command("trace_off", "stop the firehose of the vhost", vhost=True)
@@ -295,17 +301,17 @@ def run(args: argparse.Namespace) -> None:
         api.call("PUT", f"/api/vhosts/{quote(args.name)}", {})
     elif name == "delete_vhost":
         api.call("DELETE", f"/api/vhosts/{quote(args.name)}")
-    elif name == "set_policy":
+    elif name in ("set_policy", "set_operator_policy"):
         try:
             definition = json.loads(args.definition)
         except ValueError as exc:
             raise CtlError(f"definition is not JSON: {exc}", EX_USAGE) from None
-        api.call("PUT", f"/api/policies/{vhost}/{quote(args.name)}", {
+        api.call("PUT", f"/api/{_policies(name)}/{vhost}/{quote(args.name)}", {
             "pattern": args.pattern, "definition": definition, "priority": args.priority,
             "apply-to": args.apply_to,
         })
-    elif name == "clear_policy":
-        api.call("DELETE", f"/api/policies/{vhost}/{quote(args.name)}")
+    elif name in ("clear_policy", "clear_operator_policy"):
+        api.call("DELETE", f"/api/{_policies(name)}/{vhost}/{quote(args.name)}")
     elif name in ("trace_on", "trace_off"):
         _trace(api, args.vhost, name == "trace_on")
     elif name == "purge_queue":
@@ -337,6 +343,11 @@ def run(args: argparse.Namespace) -> None:
         _node_setting(api, name, args.value)
     elif name == "cluster_status":
         _cluster_status(api, args.json)
+
+
+def _policies(command: str) -> str:
+    """The API resource of a set_/clear_ policy or operator policy command."""
+    return "operator-policies" if command.endswith("operator_policy") else "policies"
 
 
 def _trace(api: Api, vhost: str, enabled: bool) -> None:

@@ -10,7 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from broker.auth import Permission
-from broker.definitions import DefinitionsError, apply_definitions, export_definitions
+from broker.definitions import (
+    OPERATOR_POLICY,
+    DefinitionsError,
+    apply_definitions,
+    export_definitions,
+    operator_policy_parameter,
+)
 from broker.errors import BrokerError
 from broker.node import Node
 from broker.vhost import QUEUE_TYPES
@@ -46,8 +52,8 @@ async def export_vhost(request: web.Request) -> web.Response:
     document = export_definitions(node_of(request), durable_only=False)
     per_vhost = {"rabbit_version": document["rabbit_version"]}
     for key in ("policies", "queues", "exchanges", "bindings", "parameters"):
-        per_vhost[key] = [  # RabbitMQ drops "vhost" from everything but policies
-            item if key == "policies" else
+        per_vhost[key] = [  # RabbitMQ drops "vhost" from all but policies and parameters
+            item if key in ("policies", "parameters") else
             {field: value for field, value in item.items() if field != "vhost"}
             for item in document[key] if item.get("vhost") == name
         ]
@@ -67,7 +73,7 @@ async def import_all(request: web.Request) -> web.Response:
     node = node_of(request)
     if "vhost" in request.match_info:
         vhost = vhost_for_write(request).name
-        for key in ("policies", "queues", "exchanges", "bindings"):
+        for key in ("policies", "queues", "exchanges", "bindings", "parameters"):
             for item in _entries(document, key):
                 item["vhost"] = vhost
     checked = _checked(node, document)
@@ -122,7 +128,7 @@ def _checked(node: Node, document: dict[str, Any]) -> dict[str, list[dict[str, A
             raise bad_request("invalid_queue_type")
         checked["vhosts"].append(entry)
     vhosts = set(node.vhosts) | {entry["name"] for entry in checked["vhosts"]}
-    for key in ("queues", "exchanges", "bindings", "policies", "permissions",
+    for key in ("queues", "exchanges", "bindings", "policies", "parameters", "permissions",
                 "topic_permissions"):
         for entry in _entries(document, key):
             if entry.get("vhost", "/") not in vhosts:
@@ -154,6 +160,9 @@ def _checked(node: Node, document: dict[str, Any]) -> dict[str, list[dict[str, A
         vhost, name = entry.get("vhost", "/"), _name(entry)
         checked["policies"].append(
             policy_from(vhost, name, entry, f" ({vhost}/{name})").as_definition())
+    checked["parameters"] = []
+    for entry in _entries(document, "parameters"):
+        checked["parameters"].append(_operator_policy_parameter(entry))
     queues: dict[str, set[str]] = {name: set(vhost.queues) for name, vhost in node.vhosts.items()}
     checked["queues"] = []
     for entry in _entries(document, "queues"):
@@ -188,6 +197,22 @@ def _checked(node: Node, document: dict[str, Any]) -> dict[str, list[dict[str, A
                                     "routing_key": str(entry.get("routing_key", "")),
                                     "arguments": arguments})
     return checked
+
+
+def _operator_policy_parameter(entry: dict[str, Any]) -> dict[str, Any]:
+    """A "parameters" entry as RabbitMQ 3.10.8 imports it: an operator policy (its value must
+    name a priority), or its refusal of a component it does not know (Warren has no other)."""
+    vhost, name, component = entry.get("vhost", "/"), _name(entry), entry.get("component")
+    where = f" ({vhost}/{component}/{name})"
+    if component != OPERATOR_POLICY:
+        raise bad_request(f"Validation failed\n\ncomponent {component} not found\n{where}")
+    value = entry.get("value")
+    if not isinstance(value, dict):
+        raise bad_request(f"Validation failed\n\nvalue must be an object\n{where}")
+    if "priority" not in value:
+        raise bad_request(f'Validation failed\n\nKey "priority" not found in {name}\n{where}')
+    policy = policy_from(vhost, name, value, where, operator=True)
+    return operator_policy_parameter(policy)
 
 
 ROUTES = [

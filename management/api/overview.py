@@ -322,7 +322,7 @@ ROUTES = [
     ("GET", "/api/cluster-name", cluster_name),
     ("GET", "/api/auth", auth_settings),
     *(("GET", f"/api/{name}", empty_list) for name in (
-        "parameters", "global-parameters", "vhost-limits", "operator-policies",
+        "global-parameters", "vhost-limits",
     )),
     ("GET", "/api/health/checks/alarms", alarms),
     ("GET", "/api/health/checks/local-alarms", local_alarms),

@@ -1,18 +1,27 @@
-"""/api/policies: set, list and clear policies."""
+"""/api/policies and /api/operator-policies: set, list and clear policies and operator
+policies (RabbitMQ 3.10.8's rules: operator policies take only the limit keys, and only an
+administrator sets, clears or reads one by name; a list shows them to every user of the vhost)."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
+from broker.definitions import OPERATOR_POLICY, operator_policy_parameter
 from broker.names import erlang_pretty
 from broker.patterns import InvalidPattern
 from broker.policies import APPLY_TO, Policy
 from broker.stream_args import parse_age
+from broker.vhost import VirtualHost
 from management.api.common import (
+    USER,
     bad_request,
+    error,
+    is_local_admin,
     json_body,
     json_response,
     listing,
@@ -25,81 +34,94 @@ from management.api.common import (
 from management.auth import require_tag
 
 
-async def list_policies(request: web.Request) -> web.Response:
+def _table(vhost: VirtualHost, operator: bool) -> dict[str, Policy]:
+    return vhost.operator_policies if operator else vhost.policies
+
+
+async def list_policies(request: web.Request, operator: bool = False) -> web.Response:
     node = node_of(request)
     vhosts = [vhost_of(request)] if "vhost" in request.match_info else list(node.vhosts.values())
     return listing(request, [
-        policy.as_definition() for vhost in vhosts for policy in vhost.policies.values()
+        policy.as_definition() for vhost in vhosts
+        for policy in _table(vhost, operator).values()
     ])
 
 
-async def show_policy(request: web.Request) -> web.Response:
-    policy = vhost_of(request).policies.get(request.match_info["name"])
+async def show_policy(request: web.Request, operator: bool = False) -> web.Response:
+    if operator:
+        require_tag(request)
+    policy = _table(vhost_of(request), operator).get(request.match_info["name"])
     if policy is None:
         raise not_found()
     return json_response(policy.as_definition())
 
 
-async def put_policy(request: web.Request) -> web.Response:
-    require_tag(request, "policymaker")
+async def put_policy(request: web.Request, operator: bool = False) -> web.Response:
+    require_tag(request, *(() if operator else ("policymaker",)))
     vhost = vhost_for_write(request)
     body = await json_body(request)
     name = request.match_info["name"]
-    policy = policy_from(vhost.name, name, body)
-    existed = name in vhost.policies
-    vhost.set_policy(policy)
+    policy = policy_from(vhost.name, name, body, operator=operator)
+    existed = name in _table(vhost, operator)
+    vhost.set_policies([policy], operator)
     return web.Response(status=204 if existed else 201)
 
 
-def policy_from(vhost: str, name: str, body: dict[str, Any], where: str = "") -> Policy:
-    """The policy a PUT body (or a definitions entry) describes, or RabbitMQ's 400 for it;
-    `where` follows the validation text (the import's " (vhost/name)")."""
+def policy_from(vhost: str, name: str, body: dict[str, Any], where: str = "",
+                operator: bool = False) -> Policy:
+    """The policy (`operator`: operator policy) a PUT body (or a definitions entry)
+    describes, or RabbitMQ's 400 for it; `where` follows the validation text (the import's
+    " (vhost/name)", whose texts are HTML-escaped for both kinds)."""
+    invalid = partial(_invalid, where=where, escaped=not operator or bool(where))
+    settings = OPERATOR_POLICY_SETTINGS if operator else POLICY_SETTINGS
     require_keys(body, "pattern", "definition")
     definition = body["definition"]
     if not isinstance(body["pattern"], str) or not isinstance(definition, dict):
         raise bad_request("pattern must be a string and definition an object")
     apply_to = body.get("apply-to", "all")
     if apply_to not in APPLY_TO:
-        raise _invalid(f"apply-to '{apply_to}' unrecognised; should be 'queues', 'exchanges' "
-                       "or 'all'", where)
+        raise invalid(f"apply-to '{apply_to}' unrecognised; should be 'queues', 'exchanges' "
+                      "or 'all'")
     if not definition:
-        raise _invalid("no policy provided", where)
+        raise invalid("no policy provided")
     priority = body.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
-        raise _invalid(f"priority should be a number, actually was {_erlang_value(priority)}",
-                       where)
-    unknown = [(key, value) for key, value in definition.items() if key not in POLICY_SETTINGS]
+        raise invalid(f"priority should be a number, actually was {_erlang_value(priority)}")
+    unknown = [(key, value) for key, value in definition.items() if key not in settings]
     if unknown:
-        shown = ",".join(f"{{<<\"{key}\">>,{value}}}" for key, value in unknown)
-        raise _invalid(f"[{shown}] are not recognised policy settings", where)
+        shown = ",".join(f"{{{_erlang_value(key)},{_erlang_value(value)}}}"
+                         for key, value in unknown)
+        raise invalid(f"[{shown}] are not recognised policy settings")
     for key, value in definition.items():
-        problem = POLICY_SETTINGS[key](value)
+        problem = settings[key](value)
         if problem:
-            raise _invalid(f"{_erlang_value(value)} is not a valid {problem}", where)
+            raise invalid(f"{_erlang_value(value)} is not a valid {problem}")
     try:
         return Policy(vhost, name, body["pattern"], definition, priority, apply_to)
     except InvalidPattern as bad:
         lead = "pattern should be regular expression but is invalid: "
         term = erlang_pretty(f"{{{_erlang_string(bad.message)},{bad.offset}}}", len(lead))
-        raise _invalid(lead + term, where) from None
+        raise invalid(lead + term) from None
 
 
 def _erlang_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _invalid(detail: str, where: str = "") -> web.HTTPException:
-    """RabbitMQ's policy validation error (its text comes HTML-escaped)."""
-    return bad_request(html.escape(f"Validation failed\n\n{detail}\n{where}", quote=False))
+def _invalid(detail: str, where: str = "", escaped: bool = True) -> web.HTTPException:
+    """RabbitMQ's policy validation error: a policy's text comes HTML-escaped, an operator
+    policy's as it is."""
+    text = f"Validation failed\n\n{detail}\n{where}"
+    return bad_request(html.escape(text, quote=False) if escaped else text)
 
 
 def _erlang_value(value: object) -> str:
     return f'<<"{value}">>' if isinstance(value, str) else str(value)
 
 
-def _integer(what: str):
+def _integer(what: str, least: int = 0):
     def check(value: object) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
         return None if ok else what
     return check
 
@@ -110,7 +132,7 @@ def _text(what: str):
 
 POLICY_SETTINGS = {
     "message-ttl": _integer("message TTL"),
-    "expires": _integer("TTL"),
+    "expires": _integer("queue expiry", least=1),
     "max-length": _integer("maximum length"),
     "max-length-bytes": _integer("maximum length in bytes"),
     "delivery-limit": _integer("delivery limit"),
@@ -127,14 +149,38 @@ POLICY_SETTINGS = {
 }
 
 
-async def delete_policy(request: web.Request) -> web.Response:
-    require_tag(request, "policymaker")
+# The keys RabbitMQ 3.10.8 takes in an operator policy (its operator_policy_validator) that
+# Warren runs; max-in-memory-length and -bytes, which RabbitMQ also takes, are refused as
+# unrecognised, as in a policy (Warren takes them only as quorum queue arguments).
+OPERATOR_POLICY_SETTINGS = {key: POLICY_SETTINGS[key] for key in (
+    "expires", "message-ttl", "max-length", "max-length-bytes", "delivery-limit")}
+
+
+async def delete_policy(request: web.Request, operator: bool = False) -> web.Response:
+    require_tag(request, *(() if operator else ("policymaker",)))
     vhost = vhost_of(request)
     name = request.match_info["name"]
-    if name not in vhost.policies:
+    if name not in _table(vhost, operator):
         raise not_found()
-    vhost.clear_policy(name)
+    vhost.clear_policy(name, operator)
     return web.Response(status=204)
+
+
+async def list_parameters(request: web.Request) -> web.Response:
+    """/api/parameters[/operator_policy[/{vhost}]]: the runtime parameters Warren has, its
+    operator policies (for policymakers, as RabbitMQ lists them)."""
+    user = request[USER]
+    if not {"administrator", "policymaker"} & set(user.tags) and not is_local_admin(request):
+        raise error(401, "not_authorised", "User not authorised to access object")
+    node = node_of(request)
+    vhosts = [vhost_of(request)] if "vhost" in request.match_info else list(node.vhosts.values())
+    return listing(request, [operator_policy_parameter(policy) for vhost in vhosts
+                             for policy in vhost.operator_policies.values()])
+
+
+def _operator(handler: Callable[..., Awaitable[web.Response]]
+              ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    return partial(handler, operator=True)
 
 
 ROUTES = [
@@ -143,4 +189,12 @@ ROUTES = [
     ("GET", "/api/policies/{vhost}/{name}", show_policy),
     ("PUT", "/api/policies/{vhost}/{name}", put_policy),
     ("DELETE", "/api/policies/{vhost}/{name}", delete_policy),
+    ("GET", "/api/operator-policies", _operator(list_policies)),
+    ("GET", "/api/operator-policies/{vhost}", _operator(list_policies)),
+    ("GET", "/api/operator-policies/{vhost}/{name}", _operator(show_policy)),
+    ("PUT", "/api/operator-policies/{vhost}/{name}", _operator(put_policy)),
+    ("DELETE", "/api/operator-policies/{vhost}/{name}", _operator(delete_policy)),
+    ("GET", "/api/parameters", list_parameters),
+    ("GET", f"/api/parameters/{OPERATOR_POLICY}", list_parameters),
+    ("GET", f"/api/parameters/{OPERATOR_POLICY}/{{vhost}}", list_parameters),
 ]

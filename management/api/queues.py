@@ -9,6 +9,7 @@ from aiohttp import web
 from broker import stepfailures, tracing
 from broker.errors import BrokerError
 from broker.message import QueuedMessage
+from broker.policies import merged_definition
 from broker.queue import Queue
 from broker.resources import is_reserved, resource
 from management.api.common import (
@@ -55,7 +56,7 @@ def queue_info(queue: Queue, rates: Rates, ranges: Ranges, pending: Pending,
         "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
         "arguments": queue.arguments, "node": node, "type": queue.type_name,
         "state": "running", "policy": settings.policy,
-        "operator_policy": None,  # (Warren has no operator policies)
+        "operator_policy": settings.operator_policy,
         "effective_policy_definition": _policy_definition(queue),
         **rates.figures(QUEUE, queue, QUEUE_LENGTHS, ranges),
         "consumers": len(queue.consumers),
@@ -91,8 +92,10 @@ def queue_info(queue: Queue, rates: Rates, ranges: Ranges, pending: Pending,
 
 
 def _policy_definition(queue: Queue) -> dict[str, Any]:
-    policy = queue.vhost.policies.get(queue.settings.policy or "")
-    return dict(policy.definition) if policy is not None else {}
+    """The policy's definition merged with the operator policy's, as RabbitMQ shows it."""
+    vhost, settings = queue.vhost, queue.settings
+    return merged_definition(vhost.policies.get(settings.policy or ""),
+                             vhost.operator_policies.get(settings.operator_policy or ""))
 
 
 def _queues(request: web.Request) -> list[Queue]:

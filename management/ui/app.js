@@ -684,7 +684,11 @@ async function renderQueue(vhost, name, token) {
     set("q-state", queue.state || "");
     const rows = [
       ["Type", queue.type], ["Durable", queue.durable], ["Auto delete", queue.auto_delete],
-      ["Exclusive", queue.exclusive], ["Policy", queue.policy || ""], ["Node", queue.node],
+      ["Exclusive", queue.exclusive], ["Policy", queue.policy || ""],
+      ["Operator policy", queue.operator_policy || ""],
+      ["Effective policy definition", Object.entries(queue.effective_policy_definition || {})
+        .map(([key, value]) => `${key}: ${flatValue(value)}`).join(", ")],
+      ["Node", queue.node],
       ["Arguments", JSON.stringify(queue.arguments || {})],
       ["Consumer capacity", queue.consumer_capacity],
       ["Message bytes", queue.message_bytes],

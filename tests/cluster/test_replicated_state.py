@@ -1,7 +1,8 @@
 """What the replication must carry over a failover, seen by clients of a 3-node cluster of real
 processes: definitions made through any node (users, vhosts, permissions, queues, exchanges,
-bindings, policies) and a follower killed under load that catches up; a paused leader confirms
-nothing after its lease is gone, and what it took then is not on the cluster afterwards."""
+bindings, policies, operator policies) and a follower killed under load that catches up; a
+paused leader confirms nothing after its lease is gone, and what it took then is not on the
+cluster afterwards."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def test_definitions_made_through_a_follower_survive_a_failover(cluster: Cluster
     assert api.put("/api/policies/replicated/replica-ttl",
                    {"pattern": "^replica-", "definition": {"message-ttl": 60000},
                     "apply-to": "queues"}).status == 201
+    assert api.put("/api/operator-policies/replicated/replica-cap",
+                   {"pattern": "^replica-", "definition": {"max-length": 1000},
+                    "apply-to": "queues"}).status == 201
     leader.kill()
     new = cluster.leader(excluding=leader)
     api = Api("127.0.0.1", new.management_port)
@@ -39,6 +43,9 @@ def test_definitions_made_through_a_follower_survive_a_failover(cluster: Cluster
     assert [binding["routing_key"] for binding in bindings] == ["a.#"]
     assert api.ok_json("/api/policies/replicated/replica-ttl")["definition"] == {
         "message-ttl": 60000}
+    replicated = api.ok_json("/api/queues/replicated/replica-q")
+    assert (replicated["operator_policy"], replicated["effective_policy_definition"]) == (
+        "replica-cap", {"max-length": 1000, "message-ttl": 60000})
     connection = pika.BlockingConnection(pika.ConnectionParameters(
         "127.0.0.1", new.port, "replicated", pika.PlainCredentials("replica-user", "pw")))
     connection.close()  # the user, its password and its permissions came over

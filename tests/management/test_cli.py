@@ -122,6 +122,34 @@ def test_policies_apply(broker, amqp, unique):
         assert ctl(broker, "clear_policy", unique).returncode == 0
 
 
+def test_operator_policies_cap_what_a_policy_allows(broker, amqp, unique):
+    """rabbitmqctl's set_operator_policy, list_operator_policies and clear_operator_policy:
+    the lower max-length of policy and operator policy applies; a key an operator policy does
+    not take is refused with the API's reason (exit 1)."""
+    channel = amqp.channel()
+    channel.queue_declare(unique, auto_delete=True)
+    operator = f"op-{unique}"
+    assert ctl(broker, "set_policy", unique, f"^{unique}$", '{"max-length": 5}').returncode == 0
+    result = ctl(broker, "set_operator_policy", operator, f"^{unique}$", '{"max-length": 1}',
+                 "--apply-to", "queues", "--priority", "3")
+    assert result.returncode == 0, result.stderr
+    try:
+        channel.confirm_delivery()
+        for body in (b"a", b"b", b"c"):
+            channel.basic_publish("", unique, body)
+        assert channel.queue_declare(unique, passive=True).method.message_count == 1
+        assert [operator, f"^{unique}$", "queues", '{"max-length": 1}', "3"] in rows(
+            ctl(broker, "list_operator_policies"))[1:]
+        refused = ctl(broker, "set_operator_policy", operator, ".*",
+                      '{"dead-letter-exchange": "x"}')
+        assert refused.returncode == 1
+        assert "are not recognised policy settings" in refused.stderr
+    finally:
+        assert ctl(broker, "clear_operator_policy", operator).returncode == 0
+        assert ctl(broker, "clear_policy", unique).returncode == 0
+    assert operator not in [row[0] for row in rows(ctl(broker, "list_operator_policies"))]
+
+
 def test_purge_and_delete_queue(broker, amqp, unique):
     channel = amqp.channel()
     channel.queue_declare(unique)

@@ -20,6 +20,7 @@ import pytest
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (pip install 'selenium>=4')")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -114,13 +115,17 @@ def test_ui_login_queues_publish_and_get(broker, browser, unique):
         row = (By.CSS_SELECTOR, f"tr[data-name='{queue}']")
         wait.until(EC.presence_of_element_located(row))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#main tbody tr")) == 1)
-        cells = [td.text for td in driver.find_element(*row).find_elements(By.TAG_NAME, "td")]
+        # the list re-renders every 5 s: a row found before a refresh is gone after it
+        fresh = WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,))
+        cells = fresh.until(lambda d: [td.text for td in d.find_element(*row).find_elements(
+            By.TAG_NAME, "td")])
         assert cells[:3] == [queue, "/", "classic"]
         assert cells[5:8] == ["0", "0", "0"]  # ready, unacked, consumers
         _shot(driver, "03-queues")
 
         # the queue page: publish from the UI, ready goes to 1
-        driver.find_element(*row).find_element(By.TAG_NAME, "a").click()
+        fresh.until(lambda d: d.find_element(*row).find_element(By.TAG_NAME, "a").click()
+                    or True)
         _text_becomes(driver, "queue-name", queue)
         _text_becomes(driver, "q-ready", "0")
         driver.find_element(By.ID, "publish-payload").send_keys("hello from the browser")

@@ -1,7 +1,8 @@
 """Managing the broker from the web UI, driven in headless Chromium as a person does it: the
-forms that create and delete queues, exchanges, bindings, users, vhosts, permissions and
-policies; the queue list's features and rates; the connection, channel and consumer views with
-a forced close; definitions export and import; the charts' history from the broker.
+forms that create, update and delete queues, exchanges, bindings, users, vhosts, permissions,
+policies and operator policies; the queue list's features and rates; the connection, channel
+and consumer views with a forced close; definitions export and import; the charts' history
+from the broker.
 
 Each test checks what the UI did through the management API or a pika client, not only what the
 page shows. Uses the browser fixture and helpers of test_ui.py; screenshots go to
@@ -313,8 +314,7 @@ def test_ui_admin_creates_and_deletes_users_vhosts_permissions_and_policies(
         _shot(driver, "manage-06-admin-created")
 
         # every delete asks; a cancelled one deletes nothing
-        _click(driver, _row(driver, "admin-users-table", user).find_element(
-            By.CSS_SELECTOR, "button.delete-user"))
+        _row_button(driver, "admin-users-table", (user,), "delete-user")
         assert _answer_confirm(driver, accept=False) == f"Delete user {user}?"
         assert api.get(f"/api/users/{q(user)}").status == 200
         for table, texts, button, path in (
@@ -326,8 +326,7 @@ def test_ui_admin_creates_and_deletes_users_vhosts_permissions_and_policies(
                  f"/api/permissions/{q(vhost)}/{q(user)}"),
                 ("admin-users-table", (user,), "delete-user", f"/api/users/{q(user)}"),
                 ("admin-vhosts-table", (vhost,), "delete-vhost", f"/api/vhosts/{q(vhost)}")):
-            _click(driver, _row(driver, table, *texts).find_element(
-                By.CSS_SELECTOR, f"button.{button}"))
+            _row_button(driver, table, texts, button)
             _answer_confirm(driver)
             _row_gone(driver, table, *texts)
             assert api.get(path).status == 404, path
@@ -339,6 +338,170 @@ def test_ui_admin_creates_and_deletes_users_vhosts_permissions_and_policies(
     finally:
         api.delete(f"/api/users/{q(user)}")
         api.delete(f"/api/vhosts/{q(vhost)}")
+
+
+def _row_button(driver, table_id: str, texts: tuple[str, ...], button: str) -> None:
+    """Click the button of class `button` in the row of `table_id` holding every one of
+    `texts`."""
+    _click(driver, _row(driver, table_id, *texts).find_element(By.CSS_SELECTOR,
+                                                               f"button.{button}"))
+
+
+def _logs_in(broker, user: str, password: str) -> bool:
+    return Api(broker.host, broker.management_port, (user, password)).get(
+        "/api/whoami").status == 200
+
+
+def test_ui_admin_updates_a_user_and_a_vhost(broker, browser, unique):  # noqa: F811
+    """A user's "Edit": a new password typed twice (a mismatch is refused and changes
+    nothing), tags from the hints, then "No password"; a vhost's "Edit": description, tags and
+    default queue type. Each is checked through the API and by logging in."""
+    api = _api(broker)
+    tag = unique[-8:]
+    user, vhost = f"ui-edit-user-{tag}", f"ui-edit-vhost-{tag}"
+    driver = browser
+    assert api.put(f"/api/users/{q(user)}", {"password": "old-pw", "tags": "monitoring"}
+                   ).status == 201
+    assert api.put(f"/api/vhosts/{q(vhost)}", {"description": "before", "tags": ["a"]}
+                   ).status == 201
+    try:
+        _start(driver, broker)
+        _go(driver, "admin")
+
+        _row(driver, "admin-users-table", user, "monitoring", "yes")
+        _row_button(driver, "admin-users-table", (user,), "edit-user")
+        form = driver.find_element(By.ID, "update-user-form")
+        assert form.find_element(By.TAG_NAME, "h2").text == f"Update user {user}"
+        assert driver.find_element(By.ID, "update-user-tags").get_attribute("value") == \
+            "monitoring"
+        _type(driver, "update-user-password", "new-pw")
+        _type(driver, "update-user-password-confirm", "new-pw-typo")
+        _click(driver, "update-user")
+        _text_becomes(driver, "toast", "Passwords do not match.")
+        assert _logs_in(broker, user, "old-pw")
+
+        _type(driver, "update-user-password-confirm", "new-pw")
+        _click(driver, form.find_element(By.CSS_SELECTOR, "a[data-tag=policymaker]"))
+        _shot(driver, "manage-18-update-user")
+        _click(driver, "update-user")
+        _row(driver, "admin-users-table", user, "monitoring, policymaker", "yes")
+        assert api.ok_json(f"/api/users/{q(user)}")["tags"] == ["monitoring", "policymaker"]
+        assert _logs_in(broker, user, "new-pw") and not _logs_in(broker, user, "old-pw")
+        assert not form.is_displayed()
+
+        # "No password": the user can no longer log in with one (RabbitMQ's choice)
+        _row_button(driver, "admin-users-table", (user,), "edit-user")
+        Select(driver.find_element(By.ID, "update-user-has-password")).select_by_value("none")
+        assert not driver.find_element(By.ID, "update-user-password").is_displayed()
+        _click(driver, "update-user")
+        _row(driver, "admin-users-table", user, "monitoring, policymaker", "no")
+        assert api.ok_json(f"/api/users/{q(user)}")["password_hash"] == ""
+        assert not _logs_in(broker, user, "new-pw")
+
+        # the vhost: its form starts from what it has
+        _row_button(driver, "admin-vhosts-table", (vhost,), "edit-vhost")
+        assert driver.find_element(By.ID, "update-vhost-description").get_attribute(
+            "value") == "before"
+        assert Select(driver.find_element(By.ID, "update-vhost-queue-type")
+                      ).first_selected_option.text == "(undefined)"
+        _type(driver, "update-vhost-description", "after")
+        _type(driver, "update-vhost-tags", "blue, green")
+        Select(driver.find_element(By.ID, "update-vhost-queue-type")).select_by_value("quorum")
+        _shot(driver, "manage-19-update-vhost")
+        _click(driver, "update-vhost")
+        _row(driver, "admin-vhosts-table", vhost, "after", "blue, green", "quorum")
+        shown = api.ok_json(f"/api/vhosts/{q(vhost)}")
+        assert (shown["description"], shown["tags"], shown["default_queue_type"]) == (
+            "after", ["blue", "green"], "quorum")
+        _no_console_errors(driver)
+    except Exception:
+        _shot(driver, "manage-failure-update")
+        raise
+    finally:
+        api.delete(f"/api/users/{q(user)}")
+        api.delete(f"/api/vhosts/{q(vhost)}")
+
+
+def test_ui_operator_policy_from_form_to_clear(broker, browser, unique):  # noqa: F811
+    """An operator policy set on the Admin page caps a matching queue (its page names it and
+    shows the merged definition); a key operator policies do not take is refused with the
+    API's reason; "Clear" asks first and lifts the cap."""
+    api = _api(broker)
+    tag = unique[-8:]
+    operator, queue = f"ui-cap-{tag}", f"capped-{tag}-q"
+    driver = browser
+    api.create_queue("/", queue)
+    try:
+        _start(driver, broker)
+        _go(driver, "admin")
+
+        # a key an operator policy does not take: the API's refusal, nothing set
+        _select_vhost(driver, "operator-policy-vhost", "/")
+        _type(driver, "operator-policy-name", operator)
+        _type(driver, "operator-policy-pattern", f"^capped-{tag}-")
+        form = driver.find_element(By.ID, "add-operator-policy-form")
+        assert [a.get_attribute("data-arg") for a in form.find_elements(
+            By.CSS_SELECTOR, "a.hint-link")] == [
+            "max-length", "max-length-bytes", "message-ttl", "expires", "delivery-limit"]
+        form.find_element(By.CSS_SELECTOR, ".arg-key").send_keys("overflow")
+        form.find_element(By.CSS_SELECTOR, ".arg-value").send_keys("drop-head")
+        _click(driver, "add-operator-policy")
+        _text_becomes(driver, "toast", "are not recognised policy settings")
+        assert api.get(f"/api/operator-policies/%2F/{q(operator)}").status == 404
+
+        # max-length 1 through the hint, priority 2
+        form.find_element(By.CSS_SELECTOR, ".arg-key").clear()
+        form.find_element(By.CSS_SELECTOR, ".arg-value").clear()
+        _set_argument(form, "max-length", "1")
+        _type(driver, "operator-policy-priority", "2")
+        _click(driver, "add-operator-policy")
+        _row(driver, "admin-operator-policies-table", "/", operator, f"^capped-{tag}-",
+             "queues", '{"max-length":1}', "2")
+        assert api.ok_json(f"/api/operator-policies/%2F/{q(operator)}") == {
+            "vhost": "/", "name": operator, "pattern": f"^capped-{tag}-", "apply-to": "queues",
+            "definition": {"max-length": 1}, "priority": 2}
+        _shot(driver, "manage-20-operator-policy")
+
+        # the queue keeps one message of two and its page shows why
+        for payload in ("first", "second"):
+            assert api.publish("/", "amq.default", queue, payload)
+        driver.get(f"http://127.0.0.1:{broker.management_port}/#/queues/%2F/{q(queue)}")
+        _text_becomes(driver, "q-ready", "1")
+        _text_becomes(driver, "queue-details", f"Operator policy\n{operator}")
+        _text_becomes(driver, "queue-details", "Effective policy definition\nmax-length: 1")
+        driver.execute_script("document.getElementById('queue-details')"
+                              ".scrollIntoView({block: 'center'})")
+        _shot(driver, "manage-21-queue-operator-policy")
+
+        # the queue list names it in the features column, after the arguments
+        _go(driver, "queues")
+        _type(driver, "queue-filter", queue)
+        WebDriverWait(driver, WAIT).until(  # the filter's answer, not an earlier page's
+            lambda d: d.execute_script("return [...document.querySelectorAll("
+                                       "'#main tbody tr')].map(tr => tr.dataset.name)")
+            == [queue])
+        assert _features(driver, queue)[-1] == (operator, f"Operator policy: {operator}")
+
+        # "Clear" asks; cancelling keeps it, accepting lifts the cap
+        _go(driver, "admin")
+        _row_button(driver, "admin-operator-policies-table", (operator,),
+                    "clear-operator-policy")
+        assert _answer_confirm(driver, accept=False) == f"Clear operator policy {operator}?"
+        assert api.get(f"/api/operator-policies/%2F/{q(operator)}").status == 200
+        _row_button(driver, "admin-operator-policies-table", (operator,),
+                    "clear-operator-policy")
+        _answer_confirm(driver)
+        _row_gone(driver, "admin-operator-policies-table", operator)
+        assert api.get(f"/api/operator-policies/%2F/{q(operator)}").status == 404
+        assert api.publish("/", "amq.default", queue, "third")
+        assert api.ok_json(f"/api/queues/%2F/{q(queue)}")["messages"] == 2
+        _no_console_errors(driver)
+    except Exception:
+        _shot(driver, "manage-failure-operator-policy")
+        raise
+    finally:
+        api.delete(f"/api/operator-policies/%2F/{q(operator)}")
+        api.delete(f"/api/queues/%2F/{q(queue)}")
 
 
 def test_ui_quorum_and_stream_queues_and_bindings_from_both_sides(
