@@ -472,7 +472,8 @@ class VirtualHost:
             self._deliver_replies(message)
         elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
             # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
-            # does, and still delivered when its time comes.
+            # does, and still delivered when its time comes. (The plugin holds it while
+            # routing, so in a transaction at basic.publish: a rollback does not undo it.)
             ticket = self.hold_delayed(exchange, message, delay)
             if self.tracing:
                 tracing.published(self, message, (), origin or tracing.UNKNOWN)
