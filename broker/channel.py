@@ -308,12 +308,12 @@ class Channel:
         self.send_method(spec.Tx.SelectOk())
 
     def _on_tx_commit(self, method: spec.Tx.Commit) -> None:
-        """Route the held publishes, apply the held outcomes; commit-ok once the persistent
-        messages among them are on disk."""
+        """Put the held publishes (routed when published) into their queues, apply the held
+        outcomes; commit-ok once the persistent messages among them are on disk."""
         publishes, outcomes = self.transaction.commit()
         ticket = 0
         for publish in publishes:
-            ticket = self.publishing.route(*publish)[0] or ticket
+            ticket = self.publishing.commit(publish) or ticket
         for outcome in outcomes:
             self.deliveries.apply_outcome([outcome.delivery], outcome.acked, outcome.requeue)
         if ticket:  # commit-ok promises the persistent messages are on disk

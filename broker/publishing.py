@@ -1,13 +1,14 @@
 """The publishing side of a channel, `Publishing`: basic.publish and its content header and
 body frames assembled into a Message, checked (user_id, reply-to, expiration, delivery mode,
 CC/BCC) and routed, with basic.return for an unroutable mandatory message; then handed to the
-channel's confirms (protocol/confirms.py) or held by its transaction
-(protocol/transactions.py)."""
+channel's confirms (protocol/confirms.py), or, in a transaction, routed but held by it
+(protocol/transactions.py) until tx.commit puts it into its queues."""
 
 from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Collection
 from typing import TYPE_CHECKING, NamedTuple
 
 from broker import names
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from broker.channel import Channel
     from broker.delivering import Deliveries, Unacked
     from broker.exchanges import Exchange
+    from broker.queue import Queue
 
 _USER_ID_FLAG = 0x0010
 _REPLY_TO_FLAG = 0x0200
@@ -39,11 +41,15 @@ CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
 
 
 class HeldPublish(NamedTuple):
-    """A message published in a transaction, routed at tx.commit."""
+    """A message published in a transaction: routed (and traced) at basic.publish, as RabbitMQ
+    does, put into the queues its routing named at tx.commit (VirtualHost.route_publish,
+    put_routed)."""
 
     exchange: Exchange
     message: Message
     mandatory: bool
+    queues: Collection[Queue] | None  # None: held by a delayed exchange
+    ticket: int  # the delayed exchange's log ticket, or 0
 
 
 class Publishing:
@@ -151,7 +157,7 @@ class Publishing:
                 raise PreconditionFailed(f"invalid message: {{delivery_mode_unknown,{mode}}}")
             message.persistent = mode == 2
         if self.transaction.active:
-            self.transaction.hold_publish(HeldPublish(exchange, message, publish.mandatory))
+            self._hold(exchange, message, publish.mandatory)
             return
         ticket, refused = self.route(exchange, message, publish.mandatory)
         if self.confirms.active:
@@ -184,20 +190,50 @@ class Publishing:
                 exchange, message, mandatory=mandatory, confirm=self.confirms.active,
                 origin=self.channel)
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
-            raise AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}") from exc
+            raise _malformed(exc) from exc
+        self._routed(message, routed, mandatory)
+        return ticket, refused
+
+    def _hold(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
+        """A publish in a transaction: routed now (direct replies handed over, the publish
+        traced), held until tx.commit (`commit`) or dropped at tx.rollback."""
+        try:
+            queues, ticket = self.vhost.route_publish(exchange, message, self.channel)
+        except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
+            raise _malformed(exc) from exc
+        if queues is not None:  # (routing may give an exchange's own set, which changes)
+            queues = tuple(queues)
+        self.transaction.hold_publish(HeldPublish(exchange, message, mandatory, queues, ticket))
+
+    def commit(self, held: HeldPublish) -> int:
+        """tx.commit: put a held publish into the queues its routing named that still exist;
+        basic.return if it reaches none and is mandatory. Returns the log ticket to wait for
+        before commit-ok, or 0."""
+        self.has_published = True
+        queues = held.queues if held.queues is None else self.vhost.queues_now(held.queues)
+        routed, ticket, _ = self.vhost.put_routed(held.exchange, held.message, queues,
+                                                  held.ticket, held.mandatory)
+        self._routed(held.message, routed, held.mandatory)
+        return ticket
+
+    def _routed(self, message: Message, routed: int, mandatory: bool) -> None:
+        """The channel's counts of a publish put into `routed` queues; basic.return for an
+        unroutable mandatory one."""
         stats = self.channel.stats
         stats.published += 1
         if not routed:
             if mandatory:
                 stats.returned += 1
+                self.connection.write(codec.encode_return(
+                    self.channel.number, NO_ROUTE, "NO_ROUTE", message.route_bytes,
+                    message.props_raw, message.body, self.connection.frame_max,
+                ))
             else:
                 stats.dropped += 1
-        if not routed and mandatory:
-            self.connection.write(codec.encode_return(
-                self.channel.number, NO_ROUTE, "NO_ROUTE", message.route_bytes, message.props_raw,
-                message.body, self.connection.frame_max,
-            ))
-        return ticket, refused
+
+
+def _malformed(exc: Exception) -> AMQPConnectionError:
+    return AMQPConnectionError(SYNTAX_ERROR, f"malformed message properties: {exc}")
 
 
 def _sender_selected_keys(props_raw: bytes) -> tuple[bytes, tuple[str, ...]]:

@@ -1,7 +1,8 @@
 """Firehose tracing, as RabbitMQ 3.10's rabbit_trace: while a vhost traces
 (`VirtualHost.tracing`, switched by `Node.set_tracing`), a copy of every message published in it
-goes to its `amq.rabbitmq.trace` exchange with the routing key `publish.<exchange>`, and a copy of
-every delivery (to a consumer or a get) with `deliver.<queue>`.
+goes to its `amq.rabbitmq.trace` exchange with the routing key `publish.<exchange>` once it is
+routed (VirtualHost.route_publish: at basic.publish, in a transaction too), and a copy of every
+delivery (to a consumer or a get) with `deliver.<queue>`.
 
 A copy has the original body and one property, a headers table with RabbitMQ's names, types and
 order: exchange_name, routing_keys (the routing key, then the CC and BCC keys), properties (the

@@ -453,38 +453,56 @@ class VirtualHost:
     def publish(self, exchange: Exchange, message: Message, *, mandatory: bool = False,
                 confirm: bool = False, origin: Traced | None = None) -> tuple[int, int, bool]:
         """Publish a complete message to `exchange`, as every front does (basic.publish, the
-        API's publish, the aliveness test): a direct reply is handed to its requester, a
-        message for a delayed exchange with an x-delay is held, any other is routed and put
-        into its queues; the exchange's and the node's counters count it. Returns (how many
-        queues (or requesters) it reached, 0 when unroutable — returned to a `mandatory`
-        publisher; the log ticket to wait for before confirming, or 0; whether a queue
-        refused it, x-overflow reject-publish: a nack for a `confirm` publisher).
+        API's publish, the aliveness test): `route_publish`, then `put_routed`. Returns (how
+        many queues it reached, 0 when unroutable — returned to a `mandatory` publisher; the
+        log ticket to wait for before confirming, or 0; whether a queue refused it,
+        x-overflow reject-publish: a nack for a `confirm` publisher).
 
         Malformed headers that routing must read raise ValueError, IndexError, KeyError or
-        struct.error (the message is counted as received, nothing else happens).
+        struct.error (the message is counted as received, nothing else happens)."""
+        queues, ticket = self.route_publish(exchange, message, origin, confirm)
+        return self.put_routed(exchange, message, queues, ticket, mandatory)
+
+    def route_publish(self, exchange: Exchange, message: Message, origin: Traced | None = None,
+                      confirm: bool = False) -> tuple[Collection[Queue] | None, int]:
+        """A publish's first step, which RabbitMQ's channel takes at basic.publish, in a
+        transaction too (whose queues get the message only at tx.commit): the message is
+        counted as received, direct replies are handed to their requesters, a message for a
+        delayed exchange with an x-delay is held (returns None and the hold's log ticket), any
+        other is routed (returns its queues and 0); the publish is traced.
 
         (On the hot path: it calls exchanges.route itself, not `self.route`.)"""
         counters = self.counters
         counters.messages_received += 1
         if confirm:
             counters.messages_received_confirm += 1
-        ticket, refused = 0, False
-        if exchange is self.default_exchange and message.routing_key.startswith(_REPLY_PREFIX):
-            if self.tracing:
-                tracing.published(self, message, (), origin or tracing.UNKNOWN)
-            routed = int(self.deliver_reply(message.routing_key[len(_REPLY_PREFIX):], message))
+        if exchange is self.default_exchange and (
+                message.cc or message.routing_key.startswith(_REPLY_PREFIX)):
+            self._deliver_replies(message)
         elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
             # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
-            # does, and still delivered when its time comes.
-            routed = 0
+            # does, and still delivered when its time comes. (The plugin holds it while
+            # routing, so in a transaction at basic.publish: a rollback does not undo it.)
             ticket = self.hold_delayed(exchange, message, delay)
             if self.tracing:
                 tracing.published(self, message, (), origin or tracing.UNKNOWN)
+            return None, ticket
+        queues = route(exchange, message, self._find_exchange, self._hold)
+        if self.tracing:
+            tracing.published(self, message, queues, origin or tracing.UNKNOWN)
+        return queues, 0
+
+    def put_routed(self, exchange: Exchange, message: Message, queues: Collection[Queue] | None,
+                   ticket: int, mandatory: bool = False) -> tuple[int, int, bool]:
+        """A publish's second step: put the message routed by `route_publish` into its
+        `queues` (None: held by a delayed exchange, whose log `ticket` is given); the
+        exchange's and the node's counters count it. Returns what `publish` returns."""
+        counters = self.counters
+        refused = False
+        if queues is None:
+            routed = 0
         else:
-            queues = route(exchange, message, self._find_exchange, self._hold)
             routed = len(queues)
-            if self.tracing:
-                tracing.published(self, message, queues, origin or tracing.UNKNOWN)
             exchange.messages_in += 1
             exchange.messages_out += routed
             if routed:
@@ -496,6 +514,22 @@ class VirtualHost:
         else:
             counters.messages_unroutable_dropped += 1
         return routed, ticket, refused
+
+    def _deliver_replies(self, message: Message) -> None:
+        """Direct reply-to, as RabbitMQ's default exchange routes: each reply key among the
+        routing key and the CC and BCC keys hands the message to its requester, once; the
+        other keys name queues as usual. A reply counts as routed to no queue (RabbitMQ 3.10
+        returns a mandatory one, though its requester gets it)."""
+        keys = {message.routing_key, *message.cc}
+        for key in sorted(key for key in keys if key.startswith(_REPLY_PREFIX)):
+            self.deliver_reply(key[len(_REPLY_PREFIX):], message)
+
+    def queues_now(self, queues: Collection[Queue]) -> list[Queue]:
+        """The queues that have these queues' names now: a publish in a transaction, routed at
+        basic.publish, reaches at tx.commit the queues its routing named, looked up by name as
+        RabbitMQ does (one deleted meanwhile is skipped, one declared again gets it)."""
+        current = (self.queues.get(queue.name) for queue in queues)
+        return [queue for queue in current if queue is not None]
 
     def hold_delayed(self, exchange: DelayedExchange, message: Message, delay: int) -> int:
         """Keep a message in a delayed exchange, as delivered later (x-delay negated); on a

@@ -188,6 +188,26 @@ def test_reply_to_a_gone_requester_is_dropped_or_returned(
         server.basic_publish("", properties.reply_to, b"too late", mandatory=True)
 
 
+def test_a_mandatory_reply_is_returned_though_its_requester_gets_it(
+    connection, server_connection, service_queue
+):
+    """RabbitMQ 3.10's default exchange hands a reply to its requester while routing and
+    routes it to no queue: a mandatory reply comes back as 312 NO_ROUTE (then is confirmed),
+    and the requester has it all the same."""
+    client = connection.channel()
+    _, replies = consume(client, REPLY_TO, auto_ack=True)
+    request(client, service_queue)
+    _, properties, _ = receive_request(server_connection, service_queue)
+    server = server_connection.channel()
+    server.confirm_delivery()
+    with pytest.raises(pika.exceptions.UnroutableError) as raised:
+        server.basic_publish("", properties.reply_to, b"answer", mandatory=True)
+    (returned,) = raised.value.messages
+    assert (returned.method.reply_code, returned.method.reply_text, returned.body) == (
+        312, "NO_ROUTE", b"answer")
+    assert [reply.body for reply in replies.wait(1)] == [b"answer"]
+
+
 @pytest.mark.parametrize("address", [REPLY_TO, REPLY_TO + ".bogus", REPLY_TO + "."])
 def test_publishing_to_a_non_address_is_unroutable(connection, address):
     channel = connection.channel()

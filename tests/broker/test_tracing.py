@@ -143,8 +143,8 @@ def trace_headers(client: RawAMQP) -> tuple[str, dict, bytes]:
 
 
 def publish(client: RawAMQP, exchange: str, routing_key: str, body: bytes,
-            flags: int = 0, props: bytes = b"") -> None:
-    client.publish_raw(1, exchange, routing_key,
+            flags: int = 0, props: bytes = b"", channel: int = 1) -> None:
+    client.publish_raw(channel, exchange, routing_key,
                        content_header_payload(len(body), flags, props), [body])
 
 
@@ -279,10 +279,9 @@ def test_routed_queues_are_sorted_by_name(amqp):
     assert trace_headers(amqp)[1]["routed_queues"] == ["q-a", "q-b", "q-c"]
 
 
-def test_direct_reply_is_traced_as_published_but_not_as_delivered(amqp):
-    """A reply to a direct reply-to requester: its publish is traced with the reply key among
-    its routing keys (and not among its routed queues); its delivery to the requester is not
-    traced."""
+def reply_address(amqp: RawAMQP) -> str:
+    """Consume replies on channel 1 (consumer tag `replies`), request through a queue
+    `requests` and return the reply address the request carries; its copies are taken."""
     declare(amqp, "requests")
     amqp.send_method(1, commands.Basic.Consume(queue="amq.rabbitmq.reply-to", no_ack=True,
                                                consumer_tag="replies"))
@@ -295,6 +294,14 @@ def test_direct_reply_is_traced_as_published_but_not_as_delivered(amqp):
     reply_to = header.payload[15:15 + header.payload[14]].decode()
     assert reply_to.startswith("amq.rabbitmq.reply-to.")
     assert trace_headers(amqp)[0] == "deliver.requests"
+    return reply_to
+
+
+def test_direct_reply_is_traced_as_published_but_not_as_delivered(amqp):
+    """A reply to a direct reply-to requester: its publish is traced with the reply key among
+    its routing keys (and not among its routed queues); its delivery to the requester is not
+    traced."""
+    reply_to = reply_address(amqp)
     publish(amqp, "", reply_to, b"reply")
     deliver, _, bodies = amqp.read_message()
     assert (deliver.consumer_tag, bodies[0].payload) == ("replies", b"reply")
@@ -303,6 +310,119 @@ def test_direct_reply_is_traced_as_published_but_not_as_delivered(amqp):
         "publish.", b"reply", [reply_to], [])
     publish(amqp, "amq.direct", "marker", b"marker")  # next: no copy of the reply's delivery
     assert trace_headers(amqp)[1]["routing_keys"] == ["marker"]
+
+
+def test_direct_reply_with_cc_keys_reaches_their_queues_too(api, amqp, vhost):
+    """RabbitMQ's default exchange hands a message to the requester of each reply address
+    among its routing keys and routes the other keys to queues: a reply with CC `cq` and BCC
+    `bq` is also in both queues (its routed_queues), and taking it from `cq` is traced; a
+    publish to `cq` with the reply address as a CC key reaches the requester too, under the
+    routing key `cq`."""
+    reply_to = reply_address(amqp)
+    declare(amqp, "cq")
+    declare(amqp, "bq")
+    shown = table(("CC", array(long_str("cq"))))  # the BCC header is removed
+    publish(amqp, "", reply_to, b"reply", 0x2000,
+            table(("BCC", array(long_str("bq"))), ("CC", array(long_str("cq")))))
+    deliver, header, bodies = amqp.read_message()
+    assert (deliver.consumer_tag, deliver.routing_key, bodies[0].payload) == (
+        "replies", reply_to, b"reply")
+    assert header.payload[12:] == HEADERS_ONLY + shown
+    message = (("exchange_name", long_str("")),
+               ("routing_keys", array(long_str(reply_to), long_str("cq"), long_str("bq"))),
+               ("properties", b"F" + table(("headers", b"F" + shown))),
+               ("node", long_str(node_of(api))))
+    origin = (("vhost", long_str(vhost)), ("connection", long_str(connection_name(amqp))),
+              ("channel", signed(1)), ("user", long_str("guest")))
+    assert next_trace(amqp) == ("publish.", HEADERS_ONLY + table(
+        *message, *origin, ("routed_queues", array(long_str("bq"), long_str("cq")))), b"reply")
+    got = amqp.call(1, commands.Basic.Get(queue="cq", no_ack=True))
+    assert isinstance(got, commands.Basic.GetOk)
+    amqp.read_raw_frame(), amqp.read_raw_frame()
+    assert next_trace(amqp) == ("deliver.cq", HEADERS_ONLY + table(
+        *message, ("redelivered", signed(0)), *origin), b"reply")
+    assert amqp.call(1, commands.Queue.Declare(queue="bq", passive=True)).message_count == 1
+
+    publish(amqp, "", "cq", b"cc reply", 0x2000, table(("CC", array(long_str(reply_to)))))
+    deliver, _, bodies = amqp.read_message()
+    assert (deliver.consumer_tag, deliver.routing_key, bodies[0].payload) == (
+        "replies", "cq", b"cc reply")
+    key, traced, _ = trace_headers(amqp)
+    assert (key, traced["routing_keys"], traced["routed_queues"]) == (
+        "publish.", ["cq", reply_to], ["cq"])
+
+
+def transactional_channel(amqp: RawAMQP) -> int:
+    """Channel 2 of the client, open and in tx mode."""
+    amqp.send_method(2, commands.Channel.Open())
+    amqp.expect(commands.Channel.OpenOk, channel=2)
+    amqp.send_method(2, commands.Tx.Select())
+    amqp.expect(commands.Tx.SelectOk, channel=2)
+    return 2
+
+
+def depth(amqp: RawAMQP, queue: str) -> int:
+    return amqp.call(1, commands.Queue.Declare(queue=queue, passive=True)).message_count
+
+
+def test_a_transactions_publish_is_routed_and_traced_when_published(amqp):
+    """RabbitMQ routes (and traces) a publish in a transaction at basic.publish and puts it
+    into the queues routing named then at tx.commit: a binding changed in between changes
+    nothing; the delivery is traced when it happens, after the commit."""
+    tx = transactional_channel(amqp)
+    for name in ("q1", "q2"):
+        declare(amqp, name)
+    amqp.call(1, commands.Exchange.Declare(exchange="x", exchange_type="direct"))
+    amqp.call(1, commands.Queue.Bind(queue="q1", exchange="x", routing_key="k"))
+    publish(amqp, "x", "k", b"in tx", channel=tx)
+    key, traced, body = trace_headers(amqp)  # before tx.commit
+    assert (key, body, traced["channel"], traced["routed_queues"]) == (
+        "publish.x", b"in tx", tx, ["q1"])
+    assert depth(amqp, "q1") == 0
+    amqp.call(1, commands.Queue.Bind(queue="q2", exchange="x", routing_key="k"))
+    amqp.call(1, commands.Queue.Unbind(queue="q1", exchange="x", routing_key="k"))
+    amqp.send_method(tx, commands.Tx.Commit())
+    amqp.expect(commands.Tx.CommitOk, channel=tx)
+    assert (depth(amqp, "q1"), depth(amqp, "q2")) == (1, 0)
+    get_ok = amqp.call(1, commands.Basic.Get(queue="q1", no_ack=True))
+    assert isinstance(get_ok, commands.Basic.GetOk)
+    amqp.read_raw_frame(), amqp.read_raw_frame()
+    key, traced, body = trace_headers(amqp)
+    assert (key, body, traced["routing_keys"]) == ("deliver.q1", b"in tx", ["k"])
+
+
+def test_a_rolled_back_publish_stays_traced_and_is_never_delivered(amqp):
+    tx = transactional_channel(amqp)
+    declare(amqp, "q")
+    publish(amqp, "", "q", b"rolled back", channel=tx)
+    assert trace_headers(amqp)[::2] == ("publish.", b"rolled back")  # before tx.rollback
+    amqp.send_method(tx, commands.Tx.Rollback())
+    amqp.expect(commands.Tx.RollbackOk, channel=tx)
+    publish(amqp, "", "q", b"kept", channel=tx)
+    amqp.send_method(tx, commands.Tx.Commit())
+    amqp.expect(commands.Tx.CommitOk, channel=tx)
+    assert depth(amqp, "q") == 1
+    amqp.send_method(1, commands.Basic.Get(queue="q", no_ack=True))
+    _, _, bodies = amqp.read_message()
+    assert bodies[0].payload == b"kept"
+    assert [trace_headers(amqp)[::2] for _ in range(2)] == [
+        ("publish.", b"kept"), ("deliver.q", b"kept")]
+
+
+def test_a_direct_reply_in_a_transaction_is_delivered_when_published(amqp):
+    """RabbitMQ's default exchange hands a reply over while routing, which a transaction does
+    at basic.publish: the requester has it before tx.commit, and a rollback does not take it
+    back."""
+    reply_to = reply_address(amqp)
+    tx = transactional_channel(amqp)
+    publish(amqp, "", reply_to, b"reply", channel=tx)
+    deliver, _, bodies = amqp.read_message()
+    assert (deliver.consumer_tag, bodies[0].payload) == ("replies", b"reply")
+    key, traced, _ = trace_headers(amqp)
+    assert (key, traced["routing_keys"], traced["routed_queues"]) == (
+        "publish.", [reply_to], [])
+    amqp.send_method(tx, commands.Tx.Rollback())
+    amqp.expect(commands.Tx.RollbackOk, channel=tx)
 
 
 def test_timestamp_is_traced_as_its_low_32_bits(amqp):

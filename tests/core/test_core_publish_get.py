@@ -37,14 +37,16 @@ def test_publish_counts_routed_copies_and_unroutable_ones():
 
 
 def test_direct_reply_goes_to_the_requester_the_node_knows():
+    """A reply is routed to no queue, delivered or not: RabbitMQ 3.10.8 counts 50 replies to a
+    live requester in rabbitmq_global_messages_unroutable_dropped_total, not in _routed."""
     vhost = new_vhost()
     replies = []
     vhost.deliver_reply = lambda key, reply: key == "abc" and not replies.append(reply)
-    assert publish(vhost, "amq.rabbitmq.reply-to.abc", "answer") == (1, 0, False)
+    assert publish(vhost, "amq.rabbitmq.reply-to.abc", "answer") == (0, 0, False)
     assert publish(vhost, "amq.rabbitmq.reply-to.gone", "lost") == (0, 0, False)
     assert [reply.body for reply in replies] == [b"answer"]
     assert counts(vhost, "messages_routed", "messages_unroutable_dropped") == {
-        "messages_routed": 1, "messages_unroutable_dropped": 1}
+        "messages_routed": 0, "messages_unroutable_dropped": 2}
 
 
 async def test_delayed_exchange_holds_then_routes():

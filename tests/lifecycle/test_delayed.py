@@ -9,7 +9,8 @@ Expectations come from the plugin's README and source
 delivered with `x-delay` = -N; no header, 0, a negative or a too large
 delay → routed at once, header untouched; string delays are parsed; at publish time a delayed
 message routes to nothing, so a mandatory one is returned at once (312 NO_ROUTE) and a confirm
-comes at once.
+comes at once; in a transaction it is held at basic.publish (routing time), so a rollback does
+not take it back.
 """
 
 from __future__ import annotations
@@ -293,6 +294,18 @@ def test_mandatory_delayed_message_is_returned_at_once_and_still_delivered(
     delivery = consume_one(connection, channel, queue)
     assert delivery.at - started >= 0.6 - TIMING_SLACK
     assert delivery.body == b"m"
+
+
+def test_a_transaction_holds_at_publish_and_a_rollback_does_not_undo_it(
+    connection, channel, direct_setup
+):
+    """The plugin delays a message while routing it (its route/2), which a transaction does at
+    basic.publish, not at tx.commit: a delayed message rolled back is still delivered."""
+    exchange, queue = direct_setup
+    channel.tx_select()
+    channel.basic_publish(exchange, "k", b"rolled back", headers(300))
+    channel.tx_rollback()
+    assert consume_one(connection, channel, queue).body == b"rolled back"
 
 
 def test_mandatory_without_delay_is_routed_normally(connection, channel, direct_setup):
