@@ -703,21 +703,25 @@ class Queue:
             self.dispatch()
 
     def dispatch(self) -> None:
-        """Deliver ready messages to consumers that have room (and keep `use`: blocked when
-        none has, unblocked once one has again: asked only while blocked)."""
+        """Deliver ready messages to consumers that have room, and keep `use`: blocked when a
+        delivery finds no consumer with room; unblocked when the ready messages are all
+        delivered, or (an empty queue) when a consumer has room again. (A dispatch that
+        delivers and then blocks again leaves it blocked: it was unblocked for no time.)"""
         messages, line = self._messages, self.consumers
         if self._dispatching or not line.consumers:
             return
-        if self.use.inactive_since is not None and could_take(line):
-            self.use.unblocked()
+        use = self.use
         if not messages.count:
+            if use.inactive_since is not None and could_take(line):
+                use.unblocked()
             return
         self._dispatching = True
         try:
             while messages.count:
                 consumer = line.next_ready()
                 if consumer is None:
-                    self.use.blocked()
+                    if use.inactive_since is None:
+                        use.blocked()
                     break
                 head = messages.head()
                 if head is None:  # the rows left could not be thawed
@@ -734,6 +738,9 @@ class Queue:
                 entry = messages.pop()
                 self.note_delivery(entry)
                 consumer.target.deliver(consumer, self, entry)
+            else:  # every ready message went out
+                if use.inactive_since is not None:
+                    use.unblocked()
         finally:
             self._dispatching = False
 
