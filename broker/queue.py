@@ -103,6 +103,9 @@ class Queue:
         self._expiry_at: float | None = None
         self._unused_timer: asyncio.TimerHandle | None = None
         # Plain counters, read by the management plane at scrape time.
+        # messages published to it: counted by VirtualHost.publish per routed queue, a refused
+        # one too, dead-lettered copies not (RabbitMQ's queue_messages_published_total and
+        # the API's message_stats.publish count a channel's publishes to the queue)
         self.messages_published = 0
         self.messages_delivered = 0
         self.messages_acked = 0
@@ -211,7 +214,6 @@ class Queue:
             None if message.expiration is None and settings.message_ttl is None
             else self._deadline(message, message.timestamp))
         self._next_seq += 1
-        self.messages_published += 1
         if not self._messages.count and self.consumers.consumers and not self._dispatching:
             # An empty queue hands it straight to a ready consumer (as RabbitMQ's queue
             # delivers, or else enqueues): nothing is queued, no limit or expiry applies.
@@ -283,7 +285,6 @@ class Queue:
         self._messages.append_row(row, self._priority_of(message), deadline, message.body_size,
                                   self._next_seq, self._thaw)
         self._next_seq += 1
-        self.messages_published += 1
         if self.consumers:
             self.dispatch()
         if limited:

@@ -50,11 +50,13 @@ from management.cluster_metrics import ClusterFigures, cluster_families
 from management.metrics_groups import (
     CHANNEL_EXCHANGE_METRICS,
     CHANNEL_METRICS,
+    CHANNEL_QUEUE_EXCHANGE_METRICS,
     CHANNEL_QUEUE_METRICS,
     CONNECTION_COARSE,
     CONNECTION_METRICS,
     QUEUE_COARSE,
     QUEUE_METRICS,
+    QUEUE_PUBLISHED_LABELS,
     ChannelCounts,
     ChannelRow,
     Churn,
@@ -226,7 +228,8 @@ def queue_row(queue: Queue, pending: dict[Queue, Pending] | None) -> QueueRow:
                 head_timestamp = math.nan if stamp is None else stamp
     return QueueRow(queue.vhost.name, queue.name, ready, unacked, len(queue.consumers),
                     ready_bytes, unacked_bytes, paged_out, paged_out_bytes,
-                    consumer_capacity(queue), persistent, persistent_bytes, head_timestamp)
+                    consumer_capacity(queue), persistent, persistent_bytes, head_timestamp,
+                    queue.messages_published)
 
 
 def channel_row(channel: Channel) -> ChannelRow:
@@ -280,6 +283,8 @@ class SnapshotCollector:
         yield from columns("rabbitmq_", CHANNEL_EXCHANGE_METRICS + CHANNEL_QUEUE_METRICS,
                            counts, ["channel", "vhost"] if per_object else None,
                            channel_labels)
+        yield from columns("rabbitmq_", CHANNEL_QUEUE_EXCHANGE_METRICS, snapshot.queues,
+                           QUEUE_PUBLISHED_LABELS if per_object else None, queue_labels)
         yield from columns("rabbitmq_", CONNECTION_COARSE + CONNECTION_METRICS,
                            snapshot.connections, ["channel"] if per_object else None,
                            object_name)  # (RabbitMQ 3.10 labels connections `channel` too)

@@ -7,11 +7,13 @@ unlabelled sample, the sum over the objects, as RabbitMQ's /metrics) or per obje
 as RabbitMQ labels them: queues `vhost`, `queue`; channels and, as RabbitMQ 3.10 does,
 connections `channel`). Names, types and HELP texts are RabbitMQ 3.10.8's
 (tests/management/RABBITMQ_METRICS.md). Families RabbitMQ has that Warren does not count
-(Erlang internals, per-queue published counts) are listed there, not written here.
+(Erlang internals) are listed there, not written here.
 
 The channel message counters (CHANNEL_EXCHANGE_METRICS, CHANNEL_QUEUE_METRICS) are counted
 per channel, not per channel and exchange or queue as RabbitMQ's: per object they are labelled
-`channel` and `vhost` only; aggregated, the node's closed channels' totals are a row too."""
+`channel` and `vhost` only; aggregated, the node's closed channels' totals are a row too.
+rabbitmq_queue_messages_published_total (CHANNEL_QUEUE_EXCHANGE_METRICS) is counted per queue,
+not per channel, queue and exchange: per object labelled `queue_vhost` and `queue` only."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class QueueRow(NamedTuple):
     # the timestamp property of the oldest message (NaN: none has one, as RabbitMQ writes it;
     # None: not asked for (aggregated) or not a classic queue: no sample)
     head_timestamp: float | None
+    published: int  # messages published to it (Queue.messages_published)
 
 
 class ChannelRow(NamedTuple):
@@ -182,6 +185,13 @@ CHANNEL_QUEUE_METRICS: Sequence[Column] = (
     ("channel_get_empty_total", "counter",
      "Total number of times basic.get operations fetched no message", lambda c: c.get_empty),
 )
+# RabbitMQ's channel_queue_exchange_metrics, counted per queue (RabbitMQ: per channel, queue and
+# exchange): per object labelled `queue_vhost`, `queue` (QUEUE_PUBLISHED_LABELS)
+CHANNEL_QUEUE_EXCHANGE_METRICS: Sequence[Column] = (
+    ("queue_messages_published_total", "counter", "Total number of messages published to queues",
+     lambda q: q.published),
+)
+QUEUE_PUBLISHED_LABELS = ("queue_vhost", "queue")
 CONNECTION_COARSE: Sequence[Column] = (
     ("connection_incoming_bytes_total", "counter",
      "Total number of bytes received on a connection", lambda c: c.recv_oct),
