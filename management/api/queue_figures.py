@@ -75,6 +75,8 @@ _WALKED: weakref.WeakKeyDictionary[Queue, tuple[tuple[int, ...], tuple[int, int]
 
 def ready_in_memory(queue: Queue) -> tuple[int, int]:
     """Ready messages whose bodies are in memory, and their bytes (the rest are paged out)."""
+    if not queue.message_count:
+        return 0, 0
     # (memory_estimate moves when a body is paged out or read back)
     counts = (queue.messages_published, queue.messages_delivered, queue.message_count,
               queue.unacked_count, queue.memory_estimate, queue.ready_bytes)
