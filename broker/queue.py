@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from broker import deadletter, stepfailures, tracesessions
 from broker.coldrun import NEVER, ColdRun, lane_runs
 from broker.consumer import Consumer, ConsumerLine
+from broker.consumer_use import ConsumerUse, could_take
 from broker.errors import NotImplementedByBroker
 from broker.lanes import MessageLanes
 from broker.message import Message, QueuedMessage
@@ -103,6 +104,9 @@ class Queue:
         self._expiry_at: float | None = None
         self._unused_timer: asyncio.TimerHandle | None = None
         # Plain counters, read by the management plane at scrape time.
+        # messages published to it: counted by VirtualHost.publish per routed queue, a refused
+        # one too, dead-lettered copies not (RabbitMQ's queue_messages_published_total and
+        # the API's message_stats.publish count a channel's publishes to the queue)
         self.messages_published = 0
         self.messages_delivered = 0
         self.messages_acked = 0
@@ -113,6 +117,12 @@ class Queue:
         self.gets = self.gets_no_ack = self.consumed_no_ack = self.gets_empty = 0
         self.counters = vhost.counters.of_type(self.type_name)  # the node's, for its type
         self.unacked_bytes = 0  # body bytes of the deliveries counted in unacked_count
+        # The messages logged for this durable queue (persistent ones; a quorum queue's all),
+        # ready or unacked, and their body bytes: counted in on `enqueue` (before a refusal,
+        # whose `discard` counts it out again), `restore`, `restore_cold`; out when the store
+        # forgets it for this queue (`discard`, `purge`).
+        self.persistent_count = self.persistent_bytes = 0
+        self.use = ConsumerUse()  # consumer capacity: the share of time it could deliver
         self.arm_unused_timer()
 
     @property
@@ -161,25 +171,6 @@ class Queue:
                 size += entry.message.body_size
         return count, size
 
-    def ready_persistent(self) -> tuple[int, int]:
-        """How many ready messages are persistent (RabbitMQ counts none in a transient queue),
-        and their bytes: the persistent objects and the rows of the log's catalog (the bytes
-        of those rows are known only as the rest of the ready bytes, so they are counted only
-        while no run of the page store, whose rows may be transient, is among them)."""
-        if not self.durable:
-            return 0, 0
-        count = size = objects_size = 0
-        for entry in self._messages.objects():
-            objects_size += entry.message.body_size
-            if entry.message.persistent:
-                count += 1
-                size += entry.message.body_size
-        runs = self._messages.cold_runs()
-        count += sum(len(run.rows) - run.start for run in runs if not run.paged)
-        if not any(run.paged for run in runs):
-            size += self._messages.bytes - objects_size
-        return count, size
-
     @property
     def next_seq_id(self) -> int:
         return self._next_seq
@@ -206,12 +197,15 @@ class Queue:
         """Add a published message; False if the queue refuses it (x-overflow reject-publish,
         reject-publish-dlx: then it is dead-lettered as maxlen)."""
         settings = self.settings
+        logged = message.store_ref is not None and self.durable
+        if logged:
+            self.persistent_count += 1
+            self.persistent_bytes += message.body_size
         limited = settings.max_length is not None or settings.max_length_bytes is not None
         if limited and settings.overflow != "drop-head" and self._full_for(message.body_size):
             if settings.overflow == "reject-publish-dlx":
                 self._dead_letter(message, "maxlen")
             return False
-        logged = message.store_ref is not None and self.durable
         if logged and (len(self._messages) >= self.vhost.store.resident_head or (
             self.limits_memory and self._behind_memory_limit(message)
         )) and self._freeze(message, self.vhost.store, limited):
@@ -221,7 +215,6 @@ class Queue:
             None if message.expiration is None and settings.message_ttl is None
             else self._deadline(message, message.timestamp))
         self._next_seq += 1
-        self.messages_published += 1
         if not self._messages.count and self.consumers.consumers and not self._dispatching:
             # An empty queue hands it straight to a ready consumer (as RabbitMQ's queue
             # delivers, or else enqueues): nothing is queued, no limit or expiry applies.
@@ -299,7 +292,6 @@ class Queue:
         self._messages.append_row(row, self._priority_of(message), deadline, message.body_size,
                                   self._next_seq, self._thaw)
         self._next_seq += 1
-        self.messages_published += 1
         if self.consumers:
             self.dispatch()
         if limited:
@@ -315,6 +307,9 @@ class Queue:
         entry.redelivered = redelivered
         entry.logged_delivery = logged_delivery
         self._next_seq += 1
+        if message.store_ref is not None and self.durable:
+            self.persistent_count += 1
+            self.persistent_bytes += message.body_size
         self._messages.append(entry)
         if entry.expires_at is not None:
             self._schedule_expiry_after_recovery()
@@ -343,7 +338,10 @@ class Queue:
                                                         self.settings):
             run = ColdRun(lane_rows, self._next_seq, deadlines, all_redelivered, self._thaw)
             self._next_seq += len(lane_rows)
-            self._messages.append_cold(run, priority, catalog.body_bytes(lane_rows))
+            body_bytes = catalog.body_bytes(lane_rows)
+            self._messages.append_cold(run, priority, body_bytes)
+            self.persistent_count += len(lane_rows)
+            self.persistent_bytes += body_bytes
             if deadlines is not None:
                 self._schedule_expiry_after_recovery()
 
@@ -500,9 +498,13 @@ class Queue:
             self._schedule_expiry()
 
     def discard(self, message: Message) -> None:
-        """A message leaves the queue for good (ack, reject, drop): unlog it if logged."""
-        if message.store_ref is not None and self.durable:
-            self.vhost.store.remove(self.key, message)
+        """A message leaves the queue for good (ack, reject, drop): unlog it if logged (and
+        count it out, once: the store says whether this queue still held it)."""
+        if message.store_ref is not None and self.durable and self.vhost.store.remove(
+            self.key, message
+        ):
+            self.persistent_count -= 1
+            self.persistent_bytes -= message.body_size
 
     def _publish_dead_letter(self, message: Message, reason: str) -> bool | None:
         """Publish the dead-lettered copy of `message`: whether a queue took it, or None if
@@ -578,7 +580,8 @@ class Queue:
             self.discard(entry.message)
         logged = self._drop_paged(cleared.cold)
         if logged:
-            self.vhost.store.remove_rows(self.key, logged)
+            self.persistent_bytes -= self.vhost.store.remove_rows(self.key, logged)
+            self.persistent_count -= sum(len(rows) for rows in logged)
         return count
 
     def drop_everything(self) -> None:
@@ -691,6 +694,7 @@ class Queue:
         self.consumers.add(consumer)
         if consumer.exclusive:
             self.exclusive_consumer = consumer
+        self.use.unblocked()
         self.arm_unused_timer()
         self.dispatch()
 
@@ -707,15 +711,25 @@ class Queue:
             self.dispatch()
 
     def dispatch(self) -> None:
-        """Deliver ready messages to consumers that have room."""
+        """Deliver ready messages to consumers that have room, and keep `use`: blocked when a
+        delivery finds no consumer with room; unblocked when the ready messages are all
+        delivered, or (an empty queue) when a consumer has room again. (A dispatch that
+        delivers and then blocks again leaves it blocked: it was unblocked for no time.)"""
         messages, line = self._messages, self.consumers
-        if self._dispatching or not messages.count or not line.consumers:
+        if self._dispatching or not line.consumers:
+            return
+        use = self.use
+        if not messages.count:
+            if use.inactive_since is not None and could_take(line):
+                use.unblocked()
             return
         self._dispatching = True
         try:
             while messages.count:
                 consumer = line.next_ready()
                 if consumer is None:
+                    if use.inactive_since is None:
+                        use.blocked()
                     break
                 head = messages.head()
                 if head is None:  # the rows left could not be thawed
@@ -732,6 +746,9 @@ class Queue:
                 entry = messages.pop()
                 self.note_delivery(entry)
                 consumer.target.deliver(consumer, self, entry)
+            else:  # every ready message went out
+                if use.inactive_since is not None:
+                    use.unblocked()
         finally:
             self._dispatching = False
 

@@ -256,7 +256,6 @@ class StreamQueue(Queue):
 
     def enqueue(self, message: Message) -> bool:
         self._append(message)
-        self.messages_published += 1
         return True
 
     def _append(self, message: Message) -> None:

@@ -506,6 +506,8 @@ class VirtualHost:
             exchange.messages_in += 1
             exchange.messages_out += routed
             if routed:
+                for queue in queues:  # published to it (refused or not; dead letters are not)
+                    queue.messages_published += 1
                 ticket, refused = self.enqueue(message, queues)
         if routed:
             counters.messages_routed += routed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import math
 import platform
 import resource
 from collections.abc import Iterator
@@ -32,20 +33,30 @@ from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.channel import Channel
 from broker.channel_stats import ChannelStats
 from broker.connection import Connection
+from broker.consumer_use import consumer_capacity
 from broker.node import Node, node_name
 from broker.queue import Queue
 from management.api.common import NODE_KEY
 from management.api.connections import channel_name
 from management.api.overview import cluster_name_of
+from management.api.queue_figures import (
+    NO_PENDING,
+    Pending,
+    head_message_timestamp,
+    pending_acks,
+    ready_in_memory,
+)
 from management.cluster_metrics import ClusterFigures, cluster_families
 from management.metrics_groups import (
     CHANNEL_EXCHANGE_METRICS,
     CHANNEL_METRICS,
+    CHANNEL_QUEUE_EXCHANGE_METRICS,
     CHANNEL_QUEUE_METRICS,
     CONNECTION_COARSE,
     CONNECTION_METRICS,
     QUEUE_COARSE,
     QUEUE_METRICS,
+    QUEUE_PUBLISHED_LABELS,
     ChannelCounts,
     ChannelRow,
     Churn,
@@ -152,13 +163,15 @@ class Snapshot:
     vhosts: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, node: Node) -> Snapshot:
+    def of(cls, node: Node, per_object: bool = True) -> Snapshot:
+        """`per_object`: with the figures only per-object series show (head timestamps)."""
         connections = list(node.connections)
+        pending = pending_acks(node) if per_object else None
         channels = [channel for connection in connections
                     for channel in connection.channels.values()]
         churn = node.churn
         return cls(
-            queues=[queue_row(queue)
+            queues=[queue_row(queue, pending)
                     for vhost in node.vhosts.values() for queue in vhost.queues.values()],
             channels=[channel_row(channel) for channel in channels],
             channel_counts=[channel_counts(channel_name(channel), channel.vhost.name,
@@ -194,20 +207,29 @@ class Snapshot:
         )
 
 
-def queue_row(queue: Queue) -> QueueRow:
+def queue_row(queue: Queue, pending: dict[Queue, Pending] | None) -> QueueRow:
+    """A queue's figures; `pending` (the node's unacked deliveries by queue): with the head
+    message timestamp (classic queues, as RabbitMQ's: NaN when no message has one)."""
     ready, unacked = queue.message_count, queue.unacked_count
-    consumers = queue.consumers
+    ready_bytes, unacked_bytes = queue.ready_bytes, queue.unacked_bytes
+    head_timestamp: float | None = None
     if queue.type_name == "stream":  # its messages are in its log on disk
-        paged_out, persistent = ready, ready
+        paged_out, paged_out_bytes, persistent, persistent_bytes = (
+            ready, ready_bytes, ready, ready_bytes)
     else:
-        paged_out = queue.cold_count
-        # a quorum queue logs every message; a non-durable queue holds no persistent one;
-        # a durable classic queue's are not counted (None: no sample)
-        persistent = ready + unacked if queue.type_name == "quorum" else (
-            None if queue.durable else 0)
-    capacity = 1.0 if consumers and any(consumer.can_take() for consumer in consumers) else 0.0
-    return QueueRow(queue.vhost.name, queue.name, ready, unacked, len(consumers),
-                    queue.ready_bytes, queue.unacked_bytes, paged_out, capacity, persistent)
+        in_memory, in_memory_bytes = ready_in_memory(queue)
+        paged_out, paged_out_bytes = ready - in_memory, ready_bytes - in_memory_bytes
+        if queue.type_name == "quorum":  # it logs every message
+            persistent, persistent_bytes = ready + unacked, ready_bytes + unacked_bytes
+        else:
+            persistent, persistent_bytes = queue.persistent_count, queue.persistent_bytes
+            if pending is not None:
+                stamp = head_message_timestamp(queue, pending.get(queue, NO_PENDING))
+                head_timestamp = math.nan if stamp is None else stamp
+    return QueueRow(queue.vhost.name, queue.name, ready, unacked, len(queue.consumers),
+                    ready_bytes, unacked_bytes, paged_out, paged_out_bytes,
+                    consumer_capacity(queue), persistent, persistent_bytes, head_timestamp,
+                    queue.messages_published)
 
 
 def channel_row(channel: Channel) -> ChannelRow:
@@ -261,6 +283,8 @@ class SnapshotCollector:
         yield from columns("rabbitmq_", CHANNEL_EXCHANGE_METRICS + CHANNEL_QUEUE_METRICS,
                            counts, ["channel", "vhost"] if per_object else None,
                            channel_labels)
+        yield from columns("rabbitmq_", CHANNEL_QUEUE_EXCHANGE_METRICS, snapshot.queues,
+                           QUEUE_PUBLISHED_LABELS if per_object else None, queue_labels)
         yield from columns("rabbitmq_", CONNECTION_COARSE + CONNECTION_METRICS,
                            snapshot.connections, ["channel"] if per_object else None,
                            object_name)  # (RabbitMQ 3.10 labels connections `channel` too)
@@ -420,7 +444,7 @@ async def respond(request: web.Request, collector: Collector) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    snapshot = Snapshot.of(request.app[NODE_KEY])
+    snapshot = Snapshot.of(request.app[NODE_KEY], per_object=False)
     return await respond(request, SnapshotCollector(snapshot, per_object=False))
 
 

@@ -4,9 +4,9 @@ prefix; queues limited to the vhosts named by the `vhost` parameters (all when n
 cluster-wide groups (vhost_status, exchange_names, exchange_bindings) under
 `rabbitmq_cluster_`, never filtered; rabbitmq_build_info and rabbitmq_identity_info always.
 The channel message counter groups (channel_exchange_metrics, channel_queue_metrics) are per
-channel, labelled `channel` and `vhost`. A group name RabbitMQ has but Warren does not count
-(Erlang internals, channel_queue_exchange_metrics: see tests/management/RABBITMQ_METRICS.md),
-like an unknown one, adds nothing."""
+channel, labelled `channel` and `vhost`; channel_queue_exchange_metrics per queue, labelled
+`queue_vhost` and `queue`. A group name RabbitMQ has but Warren does not count (Erlang
+internals: see tests/management/RABBITMQ_METRICS.md), like an unknown one, adds nothing."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from management.metrics import Snapshot, identity, node_coarse, node_limits, res
 from management.metrics_groups import (
     CHANNEL_EXCHANGE_METRICS,
     CHANNEL_METRICS,
+    CHANNEL_QUEUE_EXCHANGE_METRICS,
     CHANNEL_QUEUE_METRICS,
     CONNECTION_COARSE,
     CONNECTION_METRICS,
     QUEUE_COARSE,
     QUEUE_CONSUMERS,
     QUEUE_METRICS,
+    QUEUE_PUBLISHED_LABELS,
     QueueRow,
     auth_attempts,
     channel_labels,
@@ -96,6 +98,10 @@ GROUPS: dict[str, Callable[[Request], Iterator[Metric | TextFamily]]] = {
     "channel_queue_metrics": lambda request: columns(
         PREFIX, CHANNEL_QUEUE_METRICS, request.snapshot.channel_counts, ["channel", "vhost"],
         channel_labels),
+    # (RabbitMQ filters only the queue groups by vhost)
+    "channel_queue_exchange_metrics": lambda request: columns(
+        PREFIX, CHANNEL_QUEUE_EXCHANGE_METRICS, request.snapshot.queues,
+        QUEUE_PUBLISHED_LABELS, queue_labels),
     "connection_coarse_metrics": lambda request: columns(
         PREFIX, CONNECTION_COARSE, request.snapshot.connections, ["channel"], object_name),
     "connection_metrics": lambda request: columns(

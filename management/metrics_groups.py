@@ -7,11 +7,13 @@ unlabelled sample, the sum over the objects, as RabbitMQ's /metrics) or per obje
 as RabbitMQ labels them: queues `vhost`, `queue`; channels and, as RabbitMQ 3.10 does,
 connections `channel`). Names, types and HELP texts are RabbitMQ 3.10.8's
 (tests/management/RABBITMQ_METRICS.md). Families RabbitMQ has that Warren does not count
-(Erlang internals, per-queue published counts) are listed there, not written here.
+(Erlang internals) are listed there, not written here.
 
 The channel message counters (CHANNEL_EXCHANGE_METRICS, CHANNEL_QUEUE_METRICS) are counted
 per channel, not per channel and exchange or queue as RabbitMQ's: per object they are labelled
-`channel` and `vhost` only; aggregated, the node's closed channels' totals are a row too."""
+`channel` and `vhost` only; aggregated, the node's closed channels' totals are a row too.
+rabbitmq_queue_messages_published_total (CHANNEL_QUEUE_EXCHANGE_METRICS) is counted per queue,
+not per channel, queue and exchange: per object labelled `queue_vhost` and `queue` only."""
 
 from __future__ import annotations
 
@@ -32,8 +34,14 @@ class QueueRow(NamedTuple):
     ready_bytes: int
     unacked_bytes: int
     paged_out: int  # ready messages whose bodies are not in memory (catalog rows, paged out)
-    capacity: float  # 1.0 if a consumer could take a message now, else 0.0
-    persistent: int | None  # None: not counted for this queue (a durable classic queue)
+    paged_out_bytes: int
+    capacity: float  # the share of time the queue could deliver at once (0 without consumers)
+    persistent: int
+    persistent_bytes: int
+    # the timestamp property of the oldest message (NaN: none has one, as RabbitMQ writes it;
+    # None: not asked for (aggregated) or not a classic queue: no sample)
+    head_timestamp: float | None
+    published: int  # messages published to it (Queue.messages_published)
 
 
 class ChannelRow(NamedTuple):
@@ -104,11 +112,16 @@ QUEUE_METRICS: Sequence[Column] = (
     ("queue_consumer_utilisation", "gauge", "Same as consumer capacity", lambda q: q.capacity),
     ("queue_messages_ram", "gauge", "Ready and unacknowledged messages stored in memory",
      lambda q: q.ready - q.paged_out + q.unacked),
+    ("queue_messages_ram_bytes", "gauge",
+     "Size of ready and unacknowledged messages stored in memory",
+     lambda q: q.ready_bytes - q.paged_out_bytes + q.unacked_bytes),
     ("queue_messages_ready_ram", "gauge", "Ready messages stored in memory",
      lambda q: q.ready - q.paged_out),
     ("queue_messages_unacked_ram", "gauge", "Unacknowledged messages stored in memory",
      lambda q: q.unacked),
     ("queue_messages_persistent", "gauge", "Persistent messages", lambda q: q.persistent),
+    ("queue_messages_persistent_bytes", "gauge", "Size in bytes of persistent messages",
+     lambda q: q.persistent_bytes),
     ("queue_messages_bytes", "gauge", "Size in bytes of ready and unacknowledged messages",
      lambda q: q.ready_bytes + q.unacked_bytes),
     ("queue_messages_ready_bytes", "gauge", "Size in bytes of ready messages",
@@ -116,6 +129,10 @@ QUEUE_METRICS: Sequence[Column] = (
     ("queue_messages_unacked_bytes", "gauge", "Size in bytes of all unacknowledged messages",
      lambda q: q.unacked_bytes),
     ("queue_messages_paged_out", "gauge", "Messages paged out to disk", lambda q: q.paged_out),
+    ("queue_messages_paged_out_bytes", "gauge", "Size in bytes of messages paged out to disk",
+     lambda q: q.paged_out_bytes),
+    ("queue_head_message_timestamp", "gauge",
+     "Timestamp of the first message in the queue, if any", lambda q: q.head_timestamp),
 )
 CHANNEL_METRICS: Sequence[Column] = (
     ("channel_consumers", "gauge", "Consumers on a channel", lambda c: c.consumers),
@@ -168,6 +185,13 @@ CHANNEL_QUEUE_METRICS: Sequence[Column] = (
     ("channel_get_empty_total", "counter",
      "Total number of times basic.get operations fetched no message", lambda c: c.get_empty),
 )
+# RabbitMQ's channel_queue_exchange_metrics, counted per queue (RabbitMQ: per channel, queue and
+# exchange): per object labelled `queue_vhost`, `queue` (QUEUE_PUBLISHED_LABELS)
+CHANNEL_QUEUE_EXCHANGE_METRICS: Sequence[Column] = (
+    ("queue_messages_published_total", "counter", "Total number of messages published to queues",
+     lambda q: q.published),
+)
+QUEUE_PUBLISHED_LABELS = ("queue_vhost", "queue")
 CONNECTION_COARSE: Sequence[Column] = (
     ("connection_incoming_bytes_total", "counter",
      "Total number of bytes received on a connection", lambda c: c.recv_oct),
@@ -201,8 +225,10 @@ AUTH_ATTEMPTS = (
 )
 
 
-# RabbitMQ 3.10 writes no aggregated sample of these (only `# TYPE` and `# HELP`)
-PER_OBJECT_ONLY = frozenset({"queue_consumer_capacity"})
+# RabbitMQ 3.10 writes no aggregated sample of these (only `# TYPE` and `# HELP`): its sum
+# leaves them out (the persistent bytes are summed under a misspelt key, never read back)
+PER_OBJECT_ONLY = frozenset({"queue_consumer_capacity", "queue_messages_persistent_bytes",
+                             "queue_head_message_timestamp"})
 
 
 def _new(kind: str, name: str, documentation: str) -> Metric:

@@ -37,6 +37,8 @@ def escape(value: str) -> str:
 
 
 def number(value: float) -> str:
+    if value != value:  # NaN, as RabbitMQ writes a figure it lacks (head_message_timestamp)
+        return "NaN"
     if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):
         return str(int(value))
     return repr(float(value))

@@ -227,18 +227,6 @@ class Series:
         self.changed_at = now_ms
 
 
-# Consumer capacity: the share of the last CAPACITY_SAMPLES samples at which a queue could
-# hand a message to a consumer at once (it had one with room, or nothing waited for one).
-CAPACITY_SAMPLES = 12
-
-
-def _could_deliver(queue: Queue) -> bool:
-    consumers = queue.consumers.consumers
-    if not consumers:
-        return False
-    return not queue.message_count or any(consumer.can_take() for consumer in consumers)
-
-
 class Rates:
     """The series of every live object, by kind; replaced at each sample (a deleted object's
     series goes with it, one declared again under the same name starts afresh)."""
@@ -247,8 +235,6 @@ class Rates:
         self.series: dict[Kind, dict[Any, Series]] = {}
         self.sampled_at = 0.0
         self.sampled_at_ms = 0
-        # per queue: (bits of the last samples, 1 = could deliver; how many samples)
-        self.capacity: dict[Queue, tuple[int, int]] = {}
 
     def sample(self, kind: Kind, objects: Iterable[Any], elapsed: float, now_ms: int,
                counts_of: Mapping[Any, tuple[int, ...]] | None = None) -> None:
@@ -271,21 +257,6 @@ class Rates:
                 series.rates = (0.0,) * len(counts)
             current[obj] = series
         self.series[kind] = current
-
-    def sample_capacity(self, queues: Iterable[Queue]) -> None:
-        before, mask = self.capacity, (1 << CAPACITY_SAMPLES) - 1
-        self.capacity = {
-            queue: (((bits << 1) | _could_deliver(queue)) & mask,
-                    min(seen + 1, CAPACITY_SAMPLES))
-            for queue in queues for bits, seen in (before.get(queue, (0, 0)),)
-        }
-
-    def consumer_capacity(self, queue: Queue) -> float:
-        """RabbitMQ's consumer_capacity (and consumer_utilisation): 0 without consumers."""
-        bits, seen = self.capacity.get(queue, (0, 0))
-        if not seen:
-            return 1.0 if _could_deliver(queue) else 0.0
-        return bin(bits).count("1") / seen
 
     def idle_since(self, kind: Kind, obj: Any) -> str | None:
         """When the object's figures last changed, if not since the sample before (RabbitMQ's
@@ -358,7 +329,6 @@ def sample(node: Node, rates: Rates) -> None:
         rates.sample(CHURN, (node,), elapsed, now_ms)
     queues = [queue for vhost in vhosts for queue in vhost.queues.values()]
     rates.sample(QUEUE, queues, elapsed, now_ms)
-    rates.sample_capacity(queues)
     rates.sample(VHOST, vhosts, elapsed, now_ms)
     rates.sample(VHOST_TRAFFIC, vhosts, elapsed, now_ms, vhost_traffic(node))
     rates.sample(EXCHANGE, (exchange for vhost in vhosts

@@ -452,15 +452,19 @@ class MessageStore:
         self._free_if_all_thawed()
         return thawed
 
-    def remove_rows(self, key: QueueKey, runs: list[Rows]) -> None:
-        """Cold rows left queue `key` without being thawed (purge): logged as removed."""
+    def remove_rows(self, key: QueueKey, runs: list[Rows]) -> int:
+        """Cold rows left queue `key` without being thawed (purge): logged as removed.
+        Returns their body bytes."""
         catalog = self._catalog
         ids = self._removed[key]
+        body_bytes = 0
         for rows in runs:
+            body_bytes += catalog.body_bytes(rows)
             for row in rows:
                 ids.append(catalog.ids[row])
         self._drop_cold(runs)
         self.wal.schedule()
+        return body_bytes
 
     def _drop_cold(self, runs: list[Rows]) -> None:
         catalog = self._catalog
@@ -554,12 +558,14 @@ class MessageStore:
             info = self._segments[number] = _Segment(number, records.SEGMENT_HEADER_SIZE)
         return info
 
-    def remove(self, key: QueueKey, message: StoredMessage) -> None:
+    def remove(self, key: QueueKey, message: StoredMessage) -> bool:
         """A logged message left queue `key` for good (ack, reject, drop, expiry): logged as
-        removed (gathered per loop turn)."""
+        removed (gathered per loop turn). False if `key` did not hold it (any more)."""
         if self._leave(key, message):
             self._removed[key].append(message.store_ref.id)
             self.wal.schedule()
+            return True
+        return False
 
     def release(self, key: QueueKey, message: StoredMessage) -> None:
         """A logged message leaves `key` to be routed afresh (a delayed exchange releasing

@@ -1,9 +1,10 @@
-"""The figures of a classic queue's API object that come from its messages, not from counters:
-how many (and how many bytes) are persistent, in memory or paged out, the timestamp of the
-oldest message (ready or unacknowledged, as RabbitMQ's head_message_timestamp), and the
-backing_queue_status RabbitMQ's variable queue shows. Walked when the API asks (one walk of the
-node's unacknowledged deliveries per request; a queue's messages again only once its counts
-moved), never on the message path."""
+"""The figures of a classic queue's API object (and of its /metrics queue families) that come
+from its messages, not from counters: how many (and how many bytes) are in memory or paged out,
+the timestamp of the oldest message (ready or unacknowledged, as RabbitMQ's
+head_message_timestamp), and the backing_queue_status RabbitMQ's variable queue shows. Walked
+when the API or a scrape asks (one walk of the node's unacknowledged deliveries per request; a
+queue's messages again only once its counts moved), never on the message path. The persistent
+ones are counted by the queue (`Queue.persistent_count`, `persistent_bytes`)."""
 
 from __future__ import annotations
 
@@ -21,19 +22,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class Pending:
-    """A queue's unacknowledged deliveries: the persistent ones and the oldest."""
+    """A queue's unacknowledged deliveries: the oldest."""
 
-    persistent: int = 0
-    persistent_bytes: int = 0
     oldest: list[QueuedMessage] = field(default_factory=list)  # at most one
 
-    def add(self, entry: QueuedMessage, durable: bool) -> None:
-        message = entry.message
-        if durable and message.persistent:
-            self.persistent += 1
-            self.persistent_bytes += message.body_size
+    def add(self, entry: QueuedMessage) -> None:
         if not self.oldest or entry.seq < self.oldest[0].seq:
             self.oldest[:] = [entry]
+
+
+NO_PENDING = Pending()  # a queue without unacknowledged deliveries (read only)
 
 
 def pending_acks(node: Node) -> dict[Queue, Pending]:
@@ -48,7 +46,7 @@ def pending_acks(node: Node) -> dict[Queue, Pending]:
                 pending = found.get(queue)
                 if pending is None:
                     pending = found[queue] = Pending()
-                pending.add(entry, queue.durable)
+                pending.add(entry)
     return found
 
 
@@ -71,19 +69,21 @@ def head_message_timestamp(queue: Queue, pending: Pending) -> int | None:
 
 # The walked figures of each queue, with the counts they were walked at: a queue none of whose
 # counts moved since (an idle one, however long) is not walked again.
-_WALKED: weakref.WeakKeyDictionary[Queue, tuple[tuple[int, ...], tuple[int, int, int, int]]] = (
+_WALKED: weakref.WeakKeyDictionary[Queue, tuple[tuple[int, ...], tuple[int, int]]] = (
     weakref.WeakKeyDictionary())
 
 
-def _walked(queue: Queue) -> tuple[int, int, int, int]:
-    """Ready messages in memory and their bytes, persistent ones and their bytes."""
+def ready_in_memory(queue: Queue) -> tuple[int, int]:
+    """Ready messages whose bodies are in memory, and their bytes (the rest are paged out)."""
+    if not queue.message_count:
+        return 0, 0
     # (memory_estimate moves when a body is paged out or read back)
     counts = (queue.messages_published, queue.messages_delivered, queue.message_count,
               queue.unacked_count, queue.memory_estimate, queue.ready_bytes)
     known = _WALKED.get(queue)
     if known is not None and known[0] == counts:
         return known[1]
-    figures = (*queue.ready_in_memory(), *queue.ready_persistent())
+    figures = queue.ready_in_memory()
     _WALKED[queue] = (counts, figures)
     return figures
 
@@ -92,12 +92,12 @@ def classic_fields(queue: Queue, pending: Pending, rates: tuple[float, ...]) -> 
     """Persistence, memory and paging figures and backing_queue_status; `rates`: the queue's
     publish, deliver_get, deliveries needing an ack and ack rates."""
     ready, unacked = queue.message_count, queue.unacked_count
-    ready_ram, ready_ram_bytes, ready_persistent, ready_persistent_bytes = _walked(queue)
+    ready_ram, ready_ram_bytes = ready_in_memory(queue)
     publish_rate, egress_rate, ack_ingress_rate, ack_rate = rates
     return {
         "head_message_timestamp": head_message_timestamp(queue, pending),
-        "messages_persistent": ready_persistent + pending.persistent,
-        "message_bytes_persistent": ready_persistent_bytes + pending.persistent_bytes,
+        "messages_persistent": queue.persistent_count,
+        "message_bytes_persistent": queue.persistent_bytes,
         # an unacknowledged message's body stays in memory until it is settled
         "messages_ram": ready_ram + unacked, "messages_ready_ram": ready_ram,
         "messages_unacknowledged_ram": unacked,

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from broker import stepfailures, tracing
+from broker.consumer_use import consumer_capacity
 from broker.errors import BrokerError
 from broker.message import QueuedMessage
 from broker.policies import merged_definition
@@ -36,11 +37,9 @@ from management.api.common import (
 from management.api.connections import consumer_info
 from management.api.message_json import payload_json, properties_json
 from management.api.overview import node_name
-from management.api.queue_figures import Pending, classic_fields, pending_acks
+from management.api.queue_figures import NO_PENDING, Pending, classic_fields, pending_acks
 from management.api.queue_type_fields import with_type_fields
 from management.rates import QUEUE, QUEUE_LENGTHS, QUEUE_STATS, RATES_KEY, Rates
-
-NO_PENDING = Pending()  # a queue without unacknowledged deliveries (read only)
 
 
 def queue_info(queue: Queue, rates: Rates, ranges: Ranges, pending: Pending,
@@ -50,7 +49,7 @@ def queue_info(queue: Queue, rates: Rates, ranges: Ranges, pending: Pending,
     rates: RabbitMQ fills them only in `detailed` rates mode, Warren's mode is `basic`)."""
     settings = queue.settings
     node = node_name()
-    capacity = rates.consumer_capacity(queue)
+    capacity = consumer_capacity(queue)
     info: dict[str, Any] = {
         "name": queue.name, "vhost": queue.vhost.name, "durable": queue.durable,
         "auto_delete": queue.auto_delete, "exclusive": queue.exclusive,
