@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 
     from broker.auth import User
     from broker.node import Node
+    from broker.publishing import PropertyFacts
     from broker.queue import Queue
     from broker.vhost import VirtualHost
 
@@ -156,7 +157,8 @@ class Connection:
         self.exclusive_queues: list[Queue] = []
         self.writable = True
         self.publish_cache: dict[bytes, codec.Publish] = {}  # basic.publish payload -> decoded
-        self.properties_cache: dict[bytes, bytes] = {}
+        # property bytes -> what publishing found in them (broker/publishing.py)
+        self.properties_cache: dict[bytes, PropertyFacts] = {}
         self._confirm_channels: list[Channel] = []
         self._received_since_tick = True
         self._sent_since_tick = False
