@@ -67,7 +67,7 @@ from protocol.session import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from broker.auth import User
     from broker.node import Node
@@ -119,7 +119,7 @@ class ClientSocket(Protocol):
     origin: Any  # broker.transport.Origin of a connection a follower passed on, else None
 
     def write(self, data: bytes) -> None: ...
-    def write_parts(self, parts: list[bytes | memoryview], size: int) -> None: ...
+    def write_parts(self, parts: Sequence[bytes | memoryview], size: int) -> None: ...
     def close(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -206,7 +206,7 @@ class Connection:
         self._sent_since_tick = True
         self.transport.write(data)
 
-    def write_parts(self, parts: list[bytes | memoryview], size: int) -> None:
+    def write_parts(self, parts: Sequence[bytes | memoryview], size: int) -> None:
         """Write `size` bytes given as consecutive pieces (joined once, with the rest)."""
         self._sent_since_tick = True
         self.transport.write_parts(parts, size)

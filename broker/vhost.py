@@ -479,7 +479,10 @@ class VirtualHost:
             exchange.messages_in += 1
             exchange.messages_out += routed
             if routed:
-                ticket, refused = self.enqueue(message, queues)
+                if message.persistent or self.logging_queues:
+                    ticket, refused = self.enqueue(message, queues)
+                else:  # (what enqueue does with it, one call less)
+                    ticket, refused = self._put(message, queues)
         if routed:
             counters.messages_routed += routed
         elif mandatory:
