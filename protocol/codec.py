@@ -179,6 +179,10 @@ def method_index(payload: bytes) -> int:
     return _method_id.unpack_from(payload)[0]
 
 
+# method_index without the Python call, for the channel's frame loop: (payload) -> (index,)
+unpack_method_index = _method_id.unpack_from
+
+
 def undecodable(index: int, payload: bytes) -> UndecodableMethod:
     """501 for method arguments that do not fill the frame exactly, worded like RabbitMQ's."""
     return UndecodableMethod(
