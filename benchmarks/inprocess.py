@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import struct
 import subprocess
@@ -106,15 +107,25 @@ async def _turn() -> None:
 
 
 async def run(count: int, mode: str, backlog: int) -> float:
-    """CPU µs per message of `count` messages (after a warm-up of as many)."""
-    from broker.__main__ import tune_gc
+    """CPU µs per message of `count` messages (after a warm-up of as many), on a node of its
+    own in a temporary directory."""
     from broker.config import parse_args
     from broker.node import Node
-    from broker.transport import Transport
 
     data_dir = tempfile.mkdtemp(prefix="warren-inprocess-")
     node = Node(parse_args(["--data-dir", data_dir, "--log-level", "error"]))
     await node.start()
+    try:
+        return await _measure(node, count, mode, backlog)
+    finally:
+        await node.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _measure(node: Any, count: int, mode: str, backlog: int) -> float:
+    from broker.__main__ import tune_gc
+    from broker.transport import Transport
+
     publisher, consumer = Transport(node), Transport(node)
     publisher.connection_made(FakeSocket())
     consumer.connection_made(FakeSocket())
