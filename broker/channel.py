@@ -67,6 +67,9 @@ SERVER_CONTENT_METHODS = frozenset(
     (spec.Basic.Return.index, spec.Basic.Deliver.index, spec.Basic.GetOk.index)
 )
 
+_unpack_method_index = codec.unpack_method_index
+
+
 def amqp_error(error: BrokerError, index: int) -> AMQPError:
     """The close a refusal of the broker core gets, for the method with `index`
     (class << 16 | method)."""
@@ -173,7 +176,7 @@ class Channel:
                 codec.check_frame(frame_type, payload)
                 raise unexpected_frame(frame_type, payload)  # a heartbeat
             else:
-                index = codec.method_index(payload)
+                index = _unpack_method_index(payload)[0]
                 if self._content.state != IDLE:
                     raise self._content.unexpected()
                 if index == BASIC_PUBLISH:

@@ -67,10 +67,11 @@ from protocol.session import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from broker.auth import User
     from broker.node import Node
+    from broker.publishing import PropertyFacts
     from broker.queue import Queue
     from broker.vhost import VirtualHost
 
@@ -118,7 +119,7 @@ class ClientSocket(Protocol):
     origin: Any  # broker.transport.Origin of a connection a follower passed on, else None
 
     def write(self, data: bytes) -> None: ...
-    def write_parts(self, parts: list[bytes | memoryview], size: int) -> None: ...
+    def write_parts(self, parts: Sequence[bytes | memoryview], size: int) -> None: ...
     def close(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -157,7 +158,8 @@ class Connection:
         self.exclusive_queues: list[Queue] = []
         self.writable = True
         self.publish_cache: dict[bytes, codec.Publish] = {}  # basic.publish payload -> decoded
-        self.properties_cache: dict[bytes, bytes] = {}
+        # property bytes -> what publishing found in them (broker/publishing.py)
+        self.properties_cache: dict[bytes, PropertyFacts] = {}
         self._confirm_channels: list[Channel] = []
         self._received_since_tick = True
         self._sent_since_tick = False
@@ -205,7 +207,7 @@ class Connection:
         self._sent_since_tick = True
         self.transport.write(data)
 
-    def write_parts(self, parts: list[bytes | memoryview], size: int) -> None:
+    def write_parts(self, parts: Sequence[bytes | memoryview], size: int) -> None:
         """Write `size` bytes given as consecutive pieces (joined once, with the rest)."""
         self._sent_since_tick = True
         self.transport.write_parts(parts, size)

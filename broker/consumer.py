@@ -103,6 +103,9 @@ class ConsumerLine:
         self.consumers: list[Consumer] = []  # in registration order
         self._groups: list[_PriorityGroup] = []  # highest priority first
         self._active: Consumer | None = None
+        # The consumer when there is exactly one (the hot path's case): it is the one in line
+        # whatever the rules, single-active-consumer or not.
+        self._only: Consumer | None = None
 
     def __len__(self) -> int:
         return len(self.consumers)
@@ -128,9 +131,11 @@ class ConsumerLine:
         return min(enumerate(self.consumers), key=lambda pair: (-pair[1].priority, pair[0]))[1]
 
     def add(self, consumer: Consumer) -> None:
-        self.consumers.append(consumer)
         if self.single_active and self._active is None:
-            self._active = consumer
+            # (the queue became single-active-consumer since the consumers there joined)
+            self._active = self._successor() or consumer
+        self.consumers.append(consumer)
+        self._only = consumer if len(self.consumers) == 1 else None
         for group in self._groups:
             if group.priority == consumer.priority:
                 group.consumers.append(consumer)
@@ -140,6 +145,7 @@ class ConsumerLine:
 
     def remove(self, consumer: Consumer) -> None:
         self.consumers.remove(consumer)
+        self._only = self.consumers[0] if len(self.consumers) == 1 else None
         if consumer is self._active:
             self._active = self._successor()
         for group in self._groups:
@@ -150,6 +156,11 @@ class ConsumerLine:
                 return
 
     def next_ready(self) -> Consumer | None:
+        only = self._only
+        if only is not None:  # (Consumer.can_take, inline: asked once per message)
+            if only.prefetch and only.unacked >= only.prefetch:
+                return None
+            return only if only.target.can_deliver() else None
         if self.single_active:
             active = self.active
             return active if active is not None and active.can_take() else None

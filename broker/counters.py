@@ -29,13 +29,12 @@ class DeliveryCounters:
     """The delivery-side counters of one queue type."""
 
     __slots__ = (
-        "messages_delivered", "delivered_consume_auto_ack", "delivered_consume_manual_ack",
+        "delivered_consume_auto_ack", "delivered_consume_manual_ack",
         "delivered_get_auto_ack", "delivered_get_manual_ack", "messages_redelivered",
         "get_empty", "messages_acknowledged",
     )
 
     def __init__(self) -> None:
-        self.messages_delivered = 0
         self.delivered_consume_auto_ack = 0
         self.delivered_consume_manual_ack = 0
         self.delivered_get_auto_ack = 0
@@ -44,10 +43,16 @@ class DeliveryCounters:
         self.get_empty = 0
         self.messages_acknowledged = 0
 
+    @property
+    def messages_delivered(self) -> int:
+        """Every delivery, to consumers and gets (their four counts added up: one increment
+        less per delivery)."""
+        return (self.delivered_consume_auto_ack + self.delivered_consume_manual_ack
+                + self.delivered_get_auto_ack + self.delivered_get_manual_ack)
+
     def count_get(self, redelivered: bool, no_ack: bool) -> None:
         """A message handed out by a get: basic.get, and the API's get and aliveness test
         (which RabbitMQ makes as basic.get)."""
-        self.messages_delivered += 1
         if no_ack:
             self.delivered_get_auto_ack += 1
         else:

@@ -69,34 +69,31 @@ class Deliveries:
         return self.connection.writable
 
     def deliver(self, consumer: Consumer, queue: Queue, entry: QueuedMessage) -> None:
+        message = entry.message
+        counters, stats = queue.counters, self.stats  # the node's, for the queue's type
         if consumer.no_ack:
             tag = self.tags.issue()
-            queue.discard(entry.message)
+            queue.discard(message)
+            counters.delivered_consume_auto_ack += 1
+            queue.consumed_no_ack += 1
+            stats.consumed_no_ack += 1
         else:
             tag = self.tags.keep((queue, entry, consumer))
             consumer.unacked += 1
             self.global_unacked += 1
             queue.unacked_count += 1
-            queue.unacked_bytes += entry.message.body_size
-        message = entry.message
+            queue.unacked_bytes += message.body_size
+            counters.delivered_consume_manual_ack += 1
         connection = self.connection
         shape = self.encoder.shape(
             consumer.tag_bytes, message.route_bytes,
             queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
             message.body_size, connection.frame_max)
         connection.write_parts(shape.parts(tag, entry.redelivered, message.body), shape.size)
-        counters, stats = queue.counters, self.stats  # the node's, for the queue's type
-        counters.messages_delivered += 1
         stats.delivered += 1
-        stats.redelivered += entry.redelivered
-        if consumer.no_ack:
-            counters.delivered_consume_auto_ack += 1
-            queue.consumed_no_ack += 1
-            stats.consumed_no_ack += 1
-        else:
-            counters.delivered_consume_manual_ack += 1
         if entry.redelivered:
             counters.messages_redelivered += 1
+            stats.redelivered += 1
         if self.vhost.tracing:
             tracing.delivered(self.vhost, queue, entry, self.channel)
 

@@ -95,6 +95,7 @@ class MessageLanes:
         self._by_priority = list(reversed(self._lanes))
         self.bytes = 0
         self.count = 0  # messages, objects and rows (len())
+        self._head_lane = self._lanes[0]  # where head() last found the head
 
     def _lane(self, entry: QueuedMessage) -> _Lane:
         if not self.max_priority:
@@ -208,8 +209,20 @@ class MessageLanes:
             if lane.ready or lane.requeued:
                 entry = lane.head()
                 if entry is not None:
+                    self._head_lane = lane
                     return entry
         return None
+
+    def pop_head(self, entry: QueuedMessage) -> None:
+        """Take out `entry`, which `head()` has just returned, nothing changed since (dispatch:
+        the head looked at, then taken, without looking for it again)."""
+        lane = self._head_lane
+        if lane.requeued:  # (the lane's head is its first requeued message, if any)
+            heapq.heappop(lane.requeued)
+        else:
+            lane.ready.popleft()
+        self.bytes -= entry.message.body_size
+        self.count -= 1
 
     def peek(self) -> QueuedMessage | None:
         """The head as `head` finds it, without thawing a cold run (None if one is first)."""

@@ -40,6 +40,27 @@ _DELIVERY_MODE_FLAG = 0x1000
 CACHE_LIMIT = 1024  # entries in a connection's publish/properties caches
 
 
+class PropertyFacts:
+    """What publishing needs to know of one set of well-formed property bytes, found once for
+    bytes a connection sends again and again (its properties cache): the bytes themselves
+    (shared by the messages), whether they are `plain` (no user_id or reply-to to check, no
+    expiration to parse, no CC or BCC header, a delivery mode of none, 1 or 2: a message is
+    made from them as they are) and, if so, whether the message is persistent."""
+
+    __slots__ = ("raw", "plain", "persistent")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        flags = (raw[0] << 8) | raw[1]
+        mode = properties.delivery_mode(raw) if flags & _DELIVERY_MODE_FLAG else None
+        self.plain = not (
+            flags & (_USER_ID_FLAG | _REPLY_TO_FLAG | _EXPIRATION_FLAG)
+            or flags & _HEADERS_FLAG and (b"\x02CC" in raw or b"\x03BCC" in raw)
+            or mode not in (None, 1, 2)
+        )
+        self.persistent = mode == 2
+
+
 class HeldPublish(NamedTuple):
     """A message published in a transaction: routed (and traced) at basic.publish, as RabbitMQ
     does, put into the queues its routing named at tx.commit (VirtualHost.route_publish,
@@ -72,6 +93,8 @@ class Publishing:
         self._publish_exchange: Exchange | None = None
         self._props_raw = b""
         self._props_ok = True  # whether _props_raw are well-formed property bytes
+        self._facts: PropertyFacts | None = None  # of _props_raw, when they are cached
+        self._max_size = self.connection.node.config.max_message_size
 
     def reset(self) -> None:
         """The channel closes: a content being assembled is dropped."""
@@ -94,30 +117,31 @@ class Publishing:
         if taken is None:  # content only checked (of a method only servers send)
             return
         props_raw, body_size = taken
+        facts = None
         if len(props_raw) <= 256:
             # Identical property bytes are shared between messages, and checked only once: the
             # cache holds well-formed bytes only.
             cache = self.connection.properties_cache
-            shared = cache.get(props_raw)
-            if shared is not None:
-                props_raw = shared
+            facts = cache.get(props_raw)
+            if facts is not None:
+                props_raw = facts.raw
                 self._props_ok = True
             elif properties.well_formed(props_raw):
                 if len(cache) >= CACHE_LIMIT:
                     cache.clear()
-                cache[props_raw] = props_raw
+                facts = cache[props_raw] = PropertyFacts(props_raw)
                 self._props_ok = True
             else:
                 self._props_ok = False
         else:
             self._props_ok = properties.well_formed(props_raw)
-        max_size = self.connection.node.config.max_message_size
-        if body_size > max_size:
+        if body_size > self._max_size:
             self.content.reset()
             raise PreconditionFailed(
-                f"message size {body_size} is larger than configured max size {max_size}"
+                f"message size {body_size} is larger than configured max size {self._max_size}"
             )
         self._props_raw = props_raw
+        self._facts = facts
         if body_size == 0:
             self.complete(b"")
 
@@ -133,12 +157,32 @@ class Publishing:
         """The content is complete (`body` is the whole body): make the message and route it."""
         publish, exchange, props_raw = self._publish, self._publish_exchange, self._props_raw
         self._publish = None
+        facts = self._facts
+        if facts is not None and facts.plain:  # (the common case: nothing to check or parse)
+            message = Message(publish.exchange, publish.routing_key, publish.route_bytes,
+                              props_raw, body)
+            message.persistent = facts.persistent
+        else:
+            message = self._checked_message(publish, props_raw, body)
+            if message is None:  # the channel crashed (541)
+                return
+        if self.transaction.active:
+            self._hold(exchange, message, publish.mandatory)
+            return
+        ticket, refused = self.route(exchange, message, publish.mandatory)
+        if self.confirms.active:
+            self.channel.confirm_later(ticket, refused)
+
+    def _checked_message(self, publish: codec.Publish, props_raw: bytes, body: bytes
+                         ) -> Message | None:
+        """The message of a publish whose properties need a look (see `PropertyFacts.plain`):
+        refused (PreconditionFailed), or their values taken, as RabbitMQ's channel does."""
         if not self._props_ok:  # refused once complete, as RabbitMQ's channel decodes them
             try:
                 properties.validate(props_raw)
             except AMQPConnectionError as error:
                 self._crash(error)
-                return
+                return None
         flags = (props_raw[0] << 8) | props_raw[1] if len(props_raw) >= 2 else 0
         if flags & (_USER_ID_FLAG | _REPLY_TO_FLAG):
             props_raw = self._check_special_properties(flags, props_raw)
@@ -156,12 +200,7 @@ class Publishing:
             if mode not in (1, 2):
                 raise PreconditionFailed(f"invalid message: {{delivery_mode_unknown,{mode}}}")
             message.persistent = mode == 2
-        if self.transaction.active:
-            self._hold(exchange, message, publish.mandatory)
-            return
-        ticket, refused = self.route(exchange, message, publish.mandatory)
-        if self.confirms.active:
-            self.channel.confirm_later(ticket, refused)
+        return message
 
     def _check_special_properties(self, flags: int, props_raw: bytes) -> bytes:
         if flags & _USER_ID_FLAG:

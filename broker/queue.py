@@ -743,9 +743,9 @@ class Queue:
                 if head.message.body is None:
                     self._page_in()
                     break
-                entry = messages.pop()
-                self.note_delivery(entry)
-                consumer.target.deliver(consumer, self, entry)
+                messages.pop_head(head)
+                self.note_delivery(head)
+                consumer.target.deliver(consumer, self, head)
             else:  # every ready message went out
                 if use.inactive_since is not None:
                     use.unblocked()

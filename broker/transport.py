@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from broker.connection import Connection
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from broker.node import Node
 
 WRITE_HIGH_WATER = 4 * 1024 * 1024  # the socket's buffer above which asyncio pauses writing
@@ -97,7 +99,7 @@ class Transport(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         self.write_parts([data], len(data))
 
-    def write_parts(self, parts: list[bytes | memoryview], size: int) -> None:
+    def write_parts(self, parts: Sequence[bytes | memoryview], size: int) -> None:
         """Output of `size` bytes in pieces, joined with the rest of the turn's at the flush:
         each body is copied once between the message and the socket."""
         self._out += parts

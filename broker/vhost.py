@@ -508,7 +508,10 @@ class VirtualHost:
             if routed:
                 for queue in queues:  # published to it (refused or not; dead letters are not)
                     queue.messages_published += 1
-                ticket, refused = self.enqueue(message, queues)
+                if message.persistent or self.logging_queues:
+                    ticket, refused = self.enqueue(message, queues)
+                else:  # (what enqueue does with it, one call less)
+                    ticket, refused = self._put(message, queues)
         if routed:
             counters.messages_routed += routed
         elif mandatory:

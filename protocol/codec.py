@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from pamqp import commands as pamqp_commands
@@ -176,6 +177,10 @@ class Ack:
 def method_index(payload: bytes) -> int:
     """The (class_id << 16 | method_id) of a method frame payload."""
     return _method_id.unpack_from(payload)[0]
+
+
+# method_index without the Python call, for the channel's frame loop: (payload) -> (index,)
+unpack_method_index = _method_id.unpack_from
 
 
 def undecodable(index: int, payload: bytes) -> UndecodableMethod:
@@ -453,10 +458,15 @@ class DeliverShape:
     redelivered flag and the body: what is the same for every delivery of one consumer with
     the same exchange, routing key, property bytes and body size."""
 
-    __slots__ = ("head", "tail", "after", "frame_max", "size")
+    __slots__ = ("head", "tail", "after", "frame_max", "size", "consumer_tag_bytes",
+                 "route_bytes", "props_raw", "body_size")
 
     def __init__(self, channel: int, consumer_tag_bytes: bytes, route_bytes: bytes,
                  props_raw: bytes, body_size: int, frame_max: int) -> None:
+        self.consumer_tag_bytes = consumer_tag_bytes  # what it was made for (DeliverEncoder)
+        self.route_bytes = route_bytes
+        self.props_raw = props_raw
+        self.body_size = body_size
         method_size = 4 + len(consumer_tag_bytes) + _tag_and_flag.size + len(route_bytes)
         self.head = _method_head.pack(FRAME_METHOD, channel, method_size, BASIC_DELIVER
                                       ) + consumer_tag_bytes
@@ -467,15 +477,14 @@ class DeliverShape:
                      + sum(map(len, self.after)))  # bytes of the whole delivery
 
     def parts(self, delivery_tag: int, redelivered: bool, body: bytes
-              ) -> list[bytes | memoryview]:
+              ) -> Sequence[bytes | memoryview]:
         """The delivery as byte strings to write one after the other."""
+        if len(self.after) == 1:  # (the common case, one body frame: one tuple)
+            return (self.head, _tag_and_flag.pack(delivery_tag, redelivered), self.tail, body,
+                    FRAME_END_BYTE)
         parts: list[bytes | memoryview] = [
             self.head, _tag_and_flag.pack(delivery_tag, redelivered), self.tail]
-        after = self.after
-        if len(after) == 1:  # (the common case, inline)
-            parts += (body, FRAME_END_BYTE)
-            return parts
-        return _with_body(parts, body, after, self.frame_max)
+        return _with_body(parts, body, self.after, self.frame_max)
 
 
 class DeliverEncoder:
@@ -485,21 +494,31 @@ class DeliverEncoder:
     each such `DeliverShape` is made once and kept, up to `limit` of them (then all are
     forgotten at once, as the connection's publish caches are)."""
 
-    __slots__ = ("channel", "limit", "_shapes")
+    __slots__ = ("channel", "limit", "_shapes", "_last")
 
     def __init__(self, channel: int, limit: int = 1024) -> None:
         self.channel = channel
         self.limit = limit
         self._shapes: dict[tuple[bytes, bytes, bytes, int, int], DeliverShape] = {}
+        self._last: DeliverShape | None = None  # the one returned last
 
     def shape(self, consumer_tag_bytes: bytes, route_bytes: bytes, props_raw: bytes,
               body_size: int, frame_max: int) -> DeliverShape:
+        last = self._last
+        # The same as last time, by identity: the publishing side shares the route and
+        # property bytes of a publisher's repeated messages (no key built, nothing hashed).
+        if (last is not None and last.route_bytes is route_bytes
+                and last.props_raw is props_raw and last.body_size == body_size
+                and last.consumer_tag_bytes is consumer_tag_bytes
+                and last.frame_max == frame_max):
+            return last
         key = (consumer_tag_bytes, route_bytes, props_raw, body_size, frame_max)
         shape = self._shapes.get(key)
         if shape is None:
             if len(self._shapes) >= self.limit:
                 self._shapes.clear()
             shape = self._shapes[key] = DeliverShape(self.channel, *key)
+        self._last = shape
         return shape
 
 

@@ -62,11 +62,15 @@ class DeliveryTags(Generic[Delivery]):
                 taken = list(unacked.items())
                 unacked.clear()
                 return taken
-            count = 0  # the tags up to delivery_tag are the first ones
-            for tag in unacked:
-                if tag > delivery_tag:
-                    break
-                count += 1
+            first = next(iter(unacked))
+            if next(reversed(unacked)) - first + 1 == len(unacked):  # no tag settled between
+                count = delivery_tag - first + 1  # (the usual case: counted, not walked)
+            else:
+                count = 0  # the tags up to delivery_tag are the first ones
+                for tag in unacked:
+                    if tag > delivery_tag:
+                        break
+                    count += 1
             popitem = unacked.popitem
             return [popitem(False) for _ in range(count)]
         raise AMQPChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}",

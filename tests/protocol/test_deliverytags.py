@@ -37,6 +37,20 @@ def test_multiple_takes_every_tag_up_to_the_given_one():
     assert list(tags.unacked) == [4]
 
 
+def test_multiple_within_unbroken_tags_takes_exactly_the_prefix():
+    # The tags outstanding are consecutive (counted, not walked): from the first one, after
+    # the head was settled, and short of the last.
+    tags = tags_with("a", "b", "c", "d", "e")
+    assert tags.take(2, True, ACK) == [(1, "a"), (2, "b")]
+    tags.take(3, False, ACK)
+    assert tags.take(4, True, ACK) == [(4, "d")]
+    assert list(tags.unacked) == [5]
+    tags.issue()  # a no-ack delivery between: tag 6 is never outstanding
+    tags.keep("g")
+    assert tags.take(5, True, ACK) == [(5, "e")]
+    assert list(tags.unacked) == [7]
+
+
 def test_multiple_zero_takes_everything_even_nothing():
     tags = tags_with("a", "b")
     assert tags.take(0, True, NACK) == [(1, "a"), (2, "b")]
