@@ -87,12 +87,14 @@ class Deliveries:
         connection.write_parts(shape.parts(tag, entry.redelivered, message.body), shape.size)
         counters, stats = queue.counters, self.stats  # the node's, for the queue's type
         counters.messages_delivered += 1
-        stats.delivered += 1
-        stats.redelivered += entry.redelivered
+        counts = (stats.last_queue_counts if queue is stats.last_queue
+                  else stats.queue_counts(queue))  # the channel's, for this queue
+        counts.delivered += 1
+        counts.redelivered += entry.redelivered
         if consumer.no_ack:
             counters.delivered_consume_auto_ack += 1
             queue.consumed_no_ack += 1
-            stats.consumed_no_ack += 1
+            counts.consumed_no_ack += 1
         else:
             counters.delivered_consume_manual_ack += 1
         if entry.redelivered:
@@ -213,7 +215,7 @@ class Deliveries:
         channel.vhost.check_permission(channel.user, "read", "queue", name)
         queue = topology.queue_for(channel, name)
         entry = queue.get(method.no_ack)
-        stats = self.stats
+        stats = self.stats.queue_counts(queue)
         if entry is None:
             stats.gets_empty += 1
             channel.send_method(spec.Basic.GetEmpty())
@@ -266,7 +268,6 @@ class Deliveries:
         was_blocked = self.global_prefetch and self.global_unacked >= self.global_prefetch
         kick: list[Queue] = []
         if acked:
-            self.stats.acked += len(entries)
             self._acked(entries, kick)
         else:
             for queue, entry, consumer in entries:
@@ -302,6 +303,9 @@ class Deliveries:
         queue.unacked_count -= count
         queue.unacked_bytes -= sum([entry.message.body_size for entry in run])
         queue.counters.messages_acknowledged += count
+        stats = self.stats  # the channel's acks of this queue, once per run
+        (stats.last_queue_counts if queue is stats.last_queue
+         else stats.queue_counts(queue)).acked += count
         queue.ack_all(run)
         if consumer is not None:
             self._settled(consumer, queue, count, kick)
