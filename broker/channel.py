@@ -301,6 +301,7 @@ class Channel:
         if self.transaction.active:
             raise PreconditionFailed("cannot switch from tx to confirm mode")
         self.confirms.active = True
+        self.stats.confirm_mode()
         if not method.nowait:
             self.send_method(spec.Confirm.SelectOk())
 
@@ -359,7 +360,7 @@ class Channel:
             encode = codec.encode_nack if confirm.nack else codec.encode_ack
             write(encode(number, confirm.delivery_tag, confirm.multiple))
         self.connection.node.messages_confirmed += confirms.confirmed_upto - before
-        self.stats.confirmed += confirms.confirmed_upto - before
+        self.stats.count_confirms(before, confirms.confirmed_upto)
 
     def when_confirmed(self, callback: Callable[[], None]) -> None:
         """Send the confirms of every publish so far, waiting for the disk where a persistent

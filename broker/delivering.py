@@ -71,12 +71,14 @@ class Deliveries:
     def deliver(self, consumer: Consumer, queue: Queue, entry: QueuedMessage) -> None:
         message = entry.message
         counters, stats = queue.counters, self.stats  # the node's, for the queue's type
+        counts = (stats.last_queue_counts if queue is stats.last_queue
+                  else stats.queue_counts(queue))  # the channel's, for this queue
         if consumer.no_ack:
             tag = self.tags.issue()
             queue.discard(message)
             counters.delivered_consume_auto_ack += 1
             queue.consumed_no_ack += 1
-            stats.consumed_no_ack += 1
+            counts.consumed_no_ack += 1
         else:
             tag = self.tags.keep((queue, entry, consumer))
             consumer.unacked += 1
@@ -90,10 +92,10 @@ class Deliveries:
             queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
             message.body_size, connection.frame_max)
         connection.write_parts(shape.parts(tag, entry.redelivered, message.body), shape.size)
-        stats.delivered += 1
+        counts.delivered += 1
         if entry.redelivered:
             counters.messages_redelivered += 1
-            stats.redelivered += 1
+            counts.redelivered += 1
         if self.vhost.tracing:
             tracing.delivered(self.vhost, queue, entry, self.channel)
 
@@ -210,7 +212,7 @@ class Deliveries:
         channel.vhost.check_permission(channel.user, "read", "queue", name)
         queue = topology.queue_for(channel, name)
         entry = queue.get(method.no_ack)
-        stats = self.stats
+        stats = self.stats.queue_counts(queue)
         if entry is None:
             stats.gets_empty += 1
             channel.send_method(spec.Basic.GetEmpty())
@@ -263,7 +265,6 @@ class Deliveries:
         was_blocked = self.global_prefetch and self.global_unacked >= self.global_prefetch
         kick: list[Queue] = []
         if acked:
-            self.stats.acked += len(entries)
             self._acked(entries, kick)
         else:
             for queue, entry, consumer in entries:
@@ -299,6 +300,9 @@ class Deliveries:
         queue.unacked_count -= count
         queue.unacked_bytes -= sum([entry.message.body_size for entry in run])
         queue.counters.messages_acknowledged += count
+        stats = self.stats  # the channel's acks of this queue, once per run
+        (stats.last_queue_counts if queue is stats.last_queue
+         else stats.queue_counts(queue)).acked += count
         queue.ack_all(run)
         if consumer is not None:
             self._settled(consumer, queue, count, kick)

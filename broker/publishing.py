@@ -230,7 +230,7 @@ class Publishing:
                 origin=self.channel)
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise _malformed(exc) from exc
-        self._routed(message, routed, mandatory)
+        self._routed(exchange, message, routed, mandatory)
         return ticket, refused
 
     def _hold(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
@@ -252,23 +252,30 @@ class Publishing:
         queues = held.queues if held.queues is None else self.vhost.queues_now(held.queues)
         routed, ticket, _ = self.vhost.put_routed(held.exchange, held.message, queues,
                                                   held.ticket, held.mandatory)
-        self._routed(held.message, routed, held.mandatory)
+        self._routed(held.exchange, held.message, routed, held.mandatory)
         return ticket
 
-    def _routed(self, message: Message, routed: int, mandatory: bool) -> None:
-        """The channel's counts of a publish put into `routed` queues; basic.return for an
-        unroutable mandatory one."""
+    def _routed(self, exchange: Exchange, message: Message, routed: int,
+                mandatory: bool) -> None:
+        """The channel's counts of a publish into `exchange` put into `routed` queues;
+        basic.return for an unroutable mandatory one."""
         stats = self.channel.stats
-        stats.published += 1
+        if exchange is stats.last_exchange:
+            counts = stats.last_exchange_counts
+        else:  # (in confirm mode, this publish's number starts a run of confirms)
+            confirms = self.confirms
+            counts = stats.exchange_counts(
+                exchange, confirms.published_seq + 1 if confirms.active else 0)
+        counts.published += 1
         if not routed:
             if mandatory:
-                stats.returned += 1
+                counts.returned += 1
                 self.connection.write(codec.encode_return(
                     self.channel.number, NO_ROUTE, "NO_ROUTE", message.route_bytes,
                     message.props_raw, message.body, self.connection.frame_max,
                 ))
             else:
-                stats.dropped += 1
+                counts.dropped += 1
 
 
 def _malformed(exc: Exception) -> AMQPConnectionError:

@@ -3,7 +3,8 @@ a custom collector that reads the broker's plain counters when scraped (no per-m
 formatted off the event loop, gzipped when the scraper accepts it.
 /metrics is aggregated (the channel message counters including the closed channels' totals
 the node keeps); /metrics/per-object has per-object series (queues labelled vhost and queue,
-channels and connections labelled channel, the channel message counters channel and vhost);
+channels and connections labelled channel, the channel message counters channel, vhost and
+exchange or queue);
 /metrics/detailed has the groups named by
 its `family` parameters, per object, limited to the `vhost` parameters' vhosts
 (management/metrics_detailed.py). The groups' families are in management/metrics_groups.py."""
@@ -31,7 +32,7 @@ from prometheus_client.core import (
 from broker import RABBITMQ_VERSION
 from broker.alarms import DISK, MEMORY, open_fds, resident_memory
 from broker.channel import Channel
-from broker.channel_stats import ChannelStats
+from broker.channel_stats import ChannelStats, ExchangeCounts, QueueCounts
 from broker.connection import Connection
 from broker.consumer_use import consumer_capacity
 from broker.node import Node, node_name
@@ -48,9 +49,11 @@ from management.api.queue_figures import (
 )
 from management.cluster_metrics import ClusterFigures, cluster_families
 from management.metrics_groups import (
+    CHANNEL_EXCHANGE_LABELS,
     CHANNEL_EXCHANGE_METRICS,
     CHANNEL_METRICS,
     CHANNEL_QUEUE_EXCHANGE_METRICS,
+    CHANNEL_QUEUE_LABELS,
     CHANNEL_QUEUE_METRICS,
     CONNECTION_COARSE,
     CONNECTION_METRICS,
@@ -58,6 +61,8 @@ from management.metrics_groups import (
     QUEUE_METRICS,
     QUEUE_PUBLISHED_LABELS,
     ChannelCounts,
+    ChannelExchangeCounts,
+    ChannelQueueCounts,
     ChannelRow,
     Churn,
     ConnectionRow,
@@ -139,7 +144,10 @@ class Snapshot:
 
     queues: list[QueueRow]
     channels: list[ChannelRow]
-    channel_counts: list[ChannelCounts]  # of the open channels
+    channel_counts: list[ChannelCounts]  # the totals of the open channels
+    # the open channels' counts per exchange and per queue (per-object scrapes only)
+    channel_exchange_counts: list[ChannelExchangeCounts]
+    channel_queue_counts: list[ChannelQueueCounts]
     closed_channel_counts: ChannelCounts  # the totals of those that have closed
     connections: list[ConnectionRow]
     churn: Churn
@@ -169,6 +177,9 @@ class Snapshot:
         pending = pending_acks(node) if per_object else None
         channels = [channel for connection in connections
                     for channel in connection.channels.values()]
+        for channel in channels:  # a deleted queue's series go, as RabbitMQ's
+            channel.stats.forget_queues(channel.vhost.queues)
+        names = [channel_name(channel) for channel in channels] if per_object else []
         churn = node.churn
         return cls(
             queues=[queue_row(queue, pending)
@@ -176,6 +187,14 @@ class Snapshot:
             channels=[channel_row(channel) for channel in channels],
             channel_counts=[channel_counts(channel_name(channel), channel.vhost.name,
                                            channel.stats) for channel in channels],
+            channel_exchange_counts=[
+                channel_exchange_counts(name, channel.vhost.name, exchange, counts)
+                for name, channel in zip(names, channels, strict=False)
+                for exchange, counts in channel.stats.exchange_rows()],
+            channel_queue_counts=[
+                channel_queue_counts(name, channel.vhost.name, queue, counts)
+                for name, channel in zip(names, channels, strict=False)
+                for queue, counts in channel.stats.queue_rows()],
             closed_channel_counts=channel_counts("", "", node.closed_channels),
             connections=[connection_row(connection) for connection in connections],
             churn=Churn(churn.connections_opened, churn.connections_closed,
@@ -249,6 +268,19 @@ def channel_counts(name: str, vhost: str, stats: ChannelStats) -> ChannelCounts:
                          stats.gets_empty)
 
 
+def channel_exchange_counts(name: str, vhost: str, exchange: str, counts: ExchangeCounts
+                            ) -> ChannelExchangeCounts:
+    return ChannelExchangeCounts(name, vhost, exchange, counts.published, counts.confirmed,
+                                 counts.returned, counts.dropped)
+
+
+def channel_queue_counts(name: str, vhost: str, queue: str, counts: QueueCounts
+                         ) -> ChannelQueueCounts:
+    return ChannelQueueCounts(name, vhost, queue, counts.gets, counts.gets_no_ack,
+                              counts.consumed_ack, counts.consumed_no_ack, counts.redelivered,
+                              counts.acked, counts.gets_empty)
+
+
 def connection_row(connection: Connection) -> ConnectionRow:
     transport = connection.transport
     return ConnectionRow(connection.display_name, transport.recv_oct, transport.send_oct,
@@ -277,12 +309,17 @@ class SnapshotCollector:
                            ["vhost", "queue"] if per_object else None, queue_labels)
         yield from columns("rabbitmq_", CHANNEL_METRICS, snapshot.channels,
                            ["channel"] if per_object else None, object_name)
-        # aggregated, the closed channels count too: a counter never goes down
-        counts = snapshot.channel_counts if per_object else [
-            *snapshot.channel_counts, snapshot.closed_channel_counts]
-        yield from columns("rabbitmq_", CHANNEL_EXCHANGE_METRICS + CHANNEL_QUEUE_METRICS,
-                           counts, ["channel", "vhost"] if per_object else None,
-                           channel_labels)
+        if per_object:  # per channel and exchange, per channel and queue
+            yield from columns("rabbitmq_", CHANNEL_EXCHANGE_METRICS,
+                               snapshot.channel_exchange_counts, CHANNEL_EXCHANGE_LABELS,
+                               channel_labels)
+            yield from columns("rabbitmq_", CHANNEL_QUEUE_METRICS,
+                               snapshot.channel_queue_counts, CHANNEL_QUEUE_LABELS,
+                               channel_labels)
+        else:  # the closed channels count too: a counter never goes down
+            yield from columns("rabbitmq_", CHANNEL_EXCHANGE_METRICS + CHANNEL_QUEUE_METRICS,
+                               [*snapshot.channel_counts, snapshot.closed_channel_counts],
+                               None, channel_labels)
         yield from columns("rabbitmq_", CHANNEL_QUEUE_EXCHANGE_METRICS, snapshot.queues,
                            QUEUE_PUBLISHED_LABELS if per_object else None, queue_labels)
         yield from columns("rabbitmq_", CONNECTION_COARSE + CONNECTION_METRICS,

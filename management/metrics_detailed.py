@@ -3,8 +3,9 @@ by the `family` query parameters (repeatable), per object, under the `rabbitmq_d
 prefix; queues limited to the vhosts named by the `vhost` parameters (all when none); the
 cluster-wide groups (vhost_status, exchange_names, exchange_bindings) under
 `rabbitmq_cluster_`, never filtered; rabbitmq_build_info and rabbitmq_identity_info always.
-The channel message counter groups (channel_exchange_metrics, channel_queue_metrics) are per
-channel, labelled `channel` and `vhost`; channel_queue_exchange_metrics per queue, labelled
+The channel message counter groups are per channel and exchange (channel_exchange_metrics,
+labelled `channel`, `vhost`, `exchange`) and per channel and queue (channel_queue_metrics:
+`channel`, `vhost`, `queue`), as RabbitMQ's; channel_queue_exchange_metrics per queue, labelled
 `queue_vhost` and `queue`. A group name RabbitMQ has but Warren does not count (Erlang
 internals: see tests/management/RABBITMQ_METRICS.md), like an unknown one, adds nothing."""
 
@@ -19,9 +20,11 @@ from broker.node import Node
 from management.api.common import NODE_KEY
 from management.metrics import Snapshot, identity, node_coarse, node_limits, respond
 from management.metrics_groups import (
+    CHANNEL_EXCHANGE_LABELS,
     CHANNEL_EXCHANGE_METRICS,
     CHANNEL_METRICS,
     CHANNEL_QUEUE_EXCHANGE_METRICS,
+    CHANNEL_QUEUE_LABELS,
     CHANNEL_QUEUE_METRICS,
     CONNECTION_COARSE,
     CONNECTION_METRICS,
@@ -93,11 +96,11 @@ GROUPS: dict[str, Callable[[Request], Iterator[Metric | TextFamily]]] = {
                                                request.snapshot.channels, ["channel"],
                                                object_name),
     "channel_exchange_metrics": lambda request: columns(
-        PREFIX, CHANNEL_EXCHANGE_METRICS, request.snapshot.channel_counts,
-        ["channel", "vhost"], channel_labels),
+        PREFIX, CHANNEL_EXCHANGE_METRICS, request.snapshot.channel_exchange_counts,
+        CHANNEL_EXCHANGE_LABELS, channel_labels),
     "channel_queue_metrics": lambda request: columns(
-        PREFIX, CHANNEL_QUEUE_METRICS, request.snapshot.channel_counts, ["channel", "vhost"],
-        channel_labels),
+        PREFIX, CHANNEL_QUEUE_METRICS, request.snapshot.channel_queue_counts,
+        CHANNEL_QUEUE_LABELS, channel_labels),
     # (RabbitMQ filters only the queue groups by vhost)
     "channel_queue_exchange_metrics": lambda request: columns(
         PREFIX, CHANNEL_QUEUE_EXCHANGE_METRICS, request.snapshot.queues,

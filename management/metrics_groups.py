@@ -9,9 +9,10 @@ connections `channel`). Names, types and HELP texts are RabbitMQ 3.10.8's
 (tests/management/RABBITMQ_METRICS.md). Families RabbitMQ has that Warren does not count
 (Erlang internals) are listed there, not written here.
 
-The channel message counters (CHANNEL_EXCHANGE_METRICS, CHANNEL_QUEUE_METRICS) are counted
-per channel, not per channel and exchange or queue as RabbitMQ's: per object they are labelled
-`channel` and `vhost` only; aggregated, the node's closed channels' totals are a row too.
+The channel message counters are counted per channel and exchange (CHANNEL_EXCHANGE_METRICS,
+per object labelled `channel`, `vhost`, `exchange`) and per channel and queue
+(CHANNEL_QUEUE_METRICS: `channel`, `vhost`, `queue`), as RabbitMQ's; aggregated, the sums are
+over the channels' totals (ChannelCounts), the node's closed channels' totals a row too.
 rabbitmq_queue_messages_published_total (CHANNEL_QUEUE_EXCHANGE_METRICS) is counted per queue,
 not per channel, queue and exchange: per object labelled `queue_vhost` and `queue` only."""
 
@@ -71,6 +72,37 @@ class ChannelCounts(NamedTuple):
     redelivered: int
     acked: int
     get_empty: int
+
+
+class ChannelExchangeCounts(NamedTuple):
+    """A channel's counts of one exchange (channel_exchange_metrics, per object)."""
+
+    channel: str
+    vhost: str
+    exchange: str  # "" for the default exchange, as RabbitMQ labels it
+    published: int
+    confirmed: int
+    returned: int
+    dropped: int
+
+
+class ChannelQueueCounts(NamedTuple):
+    """A channel's counts of one queue (channel_queue_metrics, per object)."""
+
+    channel: str
+    vhost: str
+    queue: str
+    get_ack: int
+    get: int
+    delivered_ack: int
+    delivered: int
+    redelivered: int
+    acked: int
+    get_empty: int
+
+
+CHANNEL_EXCHANGE_LABELS = ("channel", "vhost", "exchange")
+CHANNEL_QUEUE_LABELS = ("channel", "vhost", "queue")
 
 
 class ConnectionRow(NamedTuple):
@@ -270,8 +302,9 @@ def object_name(row: tuple) -> list[str]:
 
 
 def channel_labels(row: tuple) -> list[str]:
-    """`channel`, `vhost` of a ChannelCounts row."""
-    return [row[0], row[1]]
+    """`channel`, `vhost` and `exchange` or `queue` of a ChannelExchangeCounts or
+    ChannelQueueCounts row."""
+    return [row[0], row[1], row[2]]
 
 
 def churn(prefix: str, figures: Churn) -> Iterator[Metric]:

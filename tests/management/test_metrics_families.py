@@ -32,7 +32,9 @@ from metrics_kit import (
     wait_for_deltas,
     wait_until,
 )
+from pamqp import commands
 from prometheus_client.parser import text_string_to_metric_families
+from raw_amqp import publish_bytes, raw_client
 
 warren_only = pytest.mark.skipif(EXTERNAL, reason="Warren-only check (WARREN_TEST_AMQP_PORT set)")
 
@@ -265,13 +267,9 @@ LEFT_OUT = {
     "rabbitmq_auth_attempts_detailed_succeeded_total": NOT_COUNTED,
     "rabbitmq_auth_attempts_detailed_failed_total": NOT_COUNTED,
 }
-# Per-object labels Warren writes differently: its channel message counters are per channel,
-# RabbitMQ's per channel and exchange or queue (labelled `channel`, `vhost` in Warren); its
-# published count per queue, RabbitMQ's per channel, queue and exchange.
-WARREN_PER_OBJECT_LABELS = {
-    name: ("channel", "vhost") for name, (_, _, per_object, _) in EXPECTED.items()
-    if per_object in (CHANNEL_EXCHANGE, CHANNEL_QUEUE)
-} | {"rabbitmq_queue_messages_published_total": ("queue_vhost", "queue")}  # per queue
+# Per-object labels Warren writes differently: its published count per queue, RabbitMQ's per
+# channel, queue and exchange.
+WARREN_PER_OBJECT_LABELS = {"rabbitmq_queue_messages_published_total": ("queue_vhost", "queue")}
 ENDPOINTS = ("/metrics", "/metrics/per-object")
 
 
@@ -663,8 +661,52 @@ def _channel_traffic(channel, queue: str) -> None:
     assert channel.basic_get(queue)[0] is None
 
 
-def test_channel_message_counters_move(scrape, broker, unique):
-    """rabbitmq_channel_*_total on /metrics (the sum over channels) move with real traffic."""
+# The same traffic per channel and exchange (the default exchange is labelled "") and per
+# channel and queue, as RabbitMQ 3.10.8's channel_exchange_metrics and channel_queue_metrics
+# counted it on the reference node (RABBITMQ_METRICS.md)
+EXCHANGE_FAMILIES = [name for name in CHANNEL_TRAFFIC if "_messages_published_" in name
+                     or "_confirmed_" in name or "_unroutable_" in name]
+QUEUE_FAMILIES = [name for name in CHANNEL_TRAFFIC if name not in EXCHANGE_FAMILIES]
+BY_EXCHANGE = {"": (4, 4, 0, 0), "amq.direct": (2, 2, 1, 1)}  # in EXCHANGE_FAMILIES' order
+BY_QUEUE = (1, 1, 2, 1, 1, 2, 1)  # of the queue, in QUEUE_FAMILIES' order
+
+
+def _split(scraped: Scrape, prefix: str, channel: str | None, queue: str
+           ) -> tuple[str, dict[str, tuple[float, ...]], dict[str, tuple[float, ...]]]:
+    """The series of `channel` (None: the one channel that used `queue`), by exchange and by
+    queue (values in EXCHANGE_FAMILIES' and QUEUE_FAMILIES' order); checks their label names."""
+    def name(family: str) -> str:
+        return prefix + family.removeprefix("rabbitmq_")
+
+    if channel is None:
+        users = {labels["channel"] for labels, _ in scraped.series(name(QUEUE_FAMILIES[0]))
+                 if labels.get("queue") == queue}
+        assert len(users) == 1, scraped.series(name(QUEUE_FAMILIES[0]))
+        channel = users.pop()
+    split: list[dict[str, tuple[float, ...]]] = []
+    for families, label, labels_of_family in ((EXCHANGE_FAMILIES, "exchange", CHANNEL_EXCHANGE),
+                                              (QUEUE_FAMILIES, "queue", CHANNEL_QUEUE)):
+        values: dict[str, list[float]] = {}
+        for family in families:
+            for labels, value in scraped.series(name(family)):
+                assert tuple(labels) == labels_of_family, (family, labels)
+                if labels["channel"] == channel:
+                    assert labels["vhost"] == "/"
+                    values.setdefault(labels[label], []).append(value)
+        split.append({key: tuple(found) for key, found in values.items()})
+    return channel, split[0], split[1]
+
+
+def _detailed_channel_groups(base: str) -> Scrape:
+    return Scrape("/metrics/detailed", get(
+        base, "/metrics/detailed?family=channel_exchange_metrics&family=channel_queue_metrics"
+    ).read().decode(), "")
+
+
+def test_channel_message_counters_move(scrape, base, broker, unique):
+    """rabbitmq_channel_*_total on /metrics (the sum over channels) move with real traffic; in
+    /metrics/detailed (channel_exchange_metrics, channel_queue_metrics) the channel's series are
+    per exchange and per queue, only for those it used, with the same figures as RabbitMQ's."""
     before = scrape()
     with opened(broker) as connection:
         channel = connection.channel()
@@ -672,47 +714,86 @@ def test_channel_message_counters_move(scrape, broker, unique):
             _channel_traffic(channel, unique)
             wait_for_deltas(scrape, before, {key(name): delta for name, delta in
                                              CHANNEL_TRAFFIC.items()}, pump=connection)
+
+            def split_per_exchange_and_queue() -> None:
+                _, exchanges, queues = _split(_detailed_channel_groups(base),
+                                              "rabbitmq_detailed_", None, unique)
+                assert exchanges == BY_EXCHANGE
+                assert queues == {unique: BY_QUEUE}
+
+            wait_until(split_per_exchange_and_queue, pump=connection)
         finally:
             channel.queue_delete(unique)
 
 
 @warren_only
-def test_channel_message_counters_per_channel_and_after_close(scrape, broker, unique):
-    """Per object, the channel's own series (labelled channel and vhost); aggregated, a closed
+def test_channel_message_counters_per_object_and_after_close(scrape, broker, unique):
+    """Per object, a channel's series per exchange and per queue it used (an idle channel has
+    none); a deleted queue's series go, its counts stay in the sums; aggregated, a closed
     channel's counts stay in the sums (RabbitMQ's sums drop them: RABBITMQ_METRICS.md)."""
     names = list(CHANNEL_TRAFFIC)
     before = scrape()
-    known = {labels["channel"] for labels, _ in
-             scrape("/metrics/per-object").series(names[0])}
+    known = {labels["channel"] for name in names
+             for labels, _ in scrape("/metrics/per-object").series(name)}
     with opened(broker) as connection:
         channel = connection.channel()
-        idle = connection.channel()  # counted apart: all zeros
+        connection.channel()  # idle: no series
         _channel_traffic(channel, unique)
+        now = scrape("/metrics/per-object")
+        busy, exchanges, queues = _split(now, "rabbitmq_", None, unique)
+        assert (exchanges, queues) == (BY_EXCHANGE, {unique: BY_QUEUE})
+        assert {labels["channel"] for name in names
+                for labels, _ in now.series(name)} - known == {busy}
         channel.queue_delete(unique)
         now = scrape("/metrics/per-object")
-        ours = {name: sorted((labels["channel"], labels["vhost"], value)
-                             for labels, value in now.series(name)
-                             if labels["channel"] not in known) for name in names}
-        new_channels = {name for series in ours.values() for name, _, _ in series}
-        assert len(new_channels) == 2, ours
-        busy, quiet = sorted(new_channels,
-                             key=lambda name: name.endswith(f"({idle.channel_number})"))
-        assert ours == {name: sorted([(busy, "/", delta), (quiet, "/", 0)])
-                        for name, delta in CHANNEL_TRAFFIC.items()}
+        assert _split(now, "rabbitmq_", busy, unique)[1:] == (BY_EXCHANGE, {})
+        assert {name: scrape().value(name) - before.value(name)
+                for name in names} == CHANNEL_TRAFFIC
     after = scrape()  # the connection is closed: its channels are gone, their counts stay
     assert not [labels for labels, _ in scrape("/metrics/per-object").series(names[0])
-                if labels["channel"] in (busy, quiet)]
+                if labels["channel"] == busy]
     assert {name: after.value(name) - before.value(name) for name in names} == CHANNEL_TRAFFIC
+
+
+def test_confirms_counted_per_exchange_when_batched(base, broker, unique):
+    """Publishes to two exchanges sent in one write are confirmed together (basic.ack
+    multiple, on Warren at least); each confirm counts against its publish's exchange."""
+    order = ["", "", "amq.direct", "amq.direct", "amq.direct", "", "amq.direct", "", "",
+             "amq.direct"]  # 5 to each, in runs
+    with raw_client(broker) as raw:
+        raw.send_method(1, commands.Queue.Declare(queue=unique))
+        raw.expect(commands.Queue.DeclareOk)
+        try:
+            raw.send_method(1, commands.Queue.Bind(queue=unique, exchange="amq.direct",
+                                                   routing_key=unique))
+            raw.expect(commands.Queue.BindOk)
+            raw.send_method(1, commands.Confirm.Select())
+            raw.expect(commands.Confirm.SelectOk)
+            raw.send(b"".join(publish_bytes(1, exchange, unique) for exchange in order))
+            acks = []
+            while not acks or acks[-1].delivery_tag < len(order):
+                acks.append(raw.expect(commands.Basic.Ack))
+            assert EXTERNAL or len(acks) < len(order), acks  # some cover several publishes
+            raw.send_method(1, commands.Basic.Get(queue=unique, no_ack=True))  # marks ours
+            raw.expect(commands.Basic.GetOk)
+
+            def per_exchange() -> None:
+                _, exchanges, _ = _split(_detailed_channel_groups(base),
+                                              "rabbitmq_detailed_", None, unique)
+                assert exchanges == {"": (5, 5, 0, 0), "amq.direct": (5, 5, 0, 0)}
+
+            wait_until(per_exchange)
+        finally:
+            raw.send_method(1, commands.Queue.Delete(queue=unique))
 
 
 @warren_only
 def test_detailed_channel_message_groups(base, broker, unique):
-    """channel_exchange_metrics and channel_queue_metrics, per channel, under the detailed
-    prefix."""
+    """channel_exchange_metrics and channel_queue_metrics, per channel and exchange or queue,
+    under the detailed prefix."""
     with opened(broker) as connection:
         channel = connection.channel()
         _channel_traffic(channel, unique)
-        channel.queue_delete(unique)
 
         def detailed(query: str) -> Scrape:
             return Scrape("/metrics/detailed", get(base, "/metrics/detailed?" + query).read()
@@ -724,6 +805,7 @@ def test_detailed_channel_message_groups(base, broker, unique):
                 "messages_published", "messages_confirmed", "messages_unroutable_dropped",
                 "messages_unroutable_returned")}
         queue = detailed("family=channel_queue_metrics")
+        busy = _split(queue, "rabbitmq_detailed_", None, unique)[0]
         assert {name for name in queue.types if name.startswith("rabbitmq_detailed_")} == {
             "rabbitmq_detailed_" + name.removeprefix("rabbitmq_") for name in CHANNEL_TRAFFIC
             if name not in names_of("messages_published", "messages_confirmed",
@@ -733,9 +815,12 @@ def test_detailed_channel_message_groups(base, broker, unique):
             for name in scraped.types:
                 if name.startswith("rabbitmq_detailed_"):
                     plain = "rabbitmq_" + name.removeprefix("rabbitmq_detailed_")
-                    assert CHANNEL_TRAFFIC[plain] in [value for _, value in scraped.series(name)]
+                    assert CHANNEL_TRAFFIC[plain] == sum(
+                        value for labels, value in scraped.series(name)
+                        if labels["channel"] == busy)
                     assert {tuple(labels) for labels, _ in scraped.series(name)} == {
-                        ("channel", "vhost")}
+                        CHANNEL_EXCHANGE if scraped is exchange else CHANNEL_QUEUE}
+        channel.queue_delete(unique)
 
 
 def names_of(*suffixes: str) -> list[str]:
