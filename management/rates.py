@@ -169,10 +169,6 @@ def io_figures(rates: Rates, node: Node) -> dict[str, Any]:
     return shown
 
 
-def counts_churn(node: Node) -> bool:
-    return hasattr(node, "churn")
-
-
 def _stats_figures(stats: ChannelStats) -> tuple[int, ...]:
     return (stats.published, stats.confirmed, stats.returned, stats.dropped, stats.delivered,
             stats.consumed_ack, stats.consumed_no_ack, stats.gets, stats.gets_no_ack,
@@ -325,8 +321,7 @@ def sample(node: Node, rates: Rates) -> None:
     rates.sample(NODE, (node,), elapsed, now_ms)
     rates.sample(NODE_GAUGES, (node,), elapsed, now_ms)
     rates.sample(IO, (node,), elapsed, now_ms)
-    if counts_churn(node):
-        rates.sample(CHURN, (node,), elapsed, now_ms)
+    rates.sample(CHURN, (node,), elapsed, now_ms)
     queues = [queue for vhost in vhosts for queue in vhost.queues.values()]
     rates.sample(QUEUE, queues, elapsed, now_ms)
     rates.sample(VHOST, vhosts, elapsed, now_ms)

@@ -38,7 +38,6 @@ from management.rates import (
     QUEUE_LENGTHS,
     RATES_KEY,
     Rates,
-    counts_churn,
     io_figures,
 )
 from protocol.codec import shortstr
@@ -71,8 +70,7 @@ async def overview(request: web.Request) -> web.Response:
         "enable_queue_totals": True,
         "statistics_db_event_queue": 0,
         "message_stats": rates.message_stats(NODE, node, NODE_STATS, ranges),
-        "churn_rates": (rates.figures(CHURN, node, CHURN.names, ranges)
-                        if counts_churn(node) else {}),
+        "churn_rates": rates.figures(CHURN, node, CHURN.names, ranges),
         "queue_totals": rates.figures(NODE, node, QUEUE_LENGTHS, ranges) if queues else {},
         "object_totals": {
             "channels": sum(len(c.channels) for c in node.connections),
@@ -135,7 +133,7 @@ def _node_object(name: str) -> dict:
 def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
     """This node's object: the keys of every node, its configuration, its figures
     (node_figures, as a cluster node publishes them) with the sampled gauges' `*_details`,
-    its storage's file I/O (io_*) and, when the node counts churn, its churn figures."""
+    its storage's file I/O (io_*) and its churn figures."""
     config = node.config
     role = {"cluster_role": node.cluster.role} if node.cluster is not None else {}
     gauges = rates.figures(NODE_GAUGES, node, NODE_GAUGES.names, ranges)
@@ -145,7 +143,7 @@ def _this_node(node: Node, rates: Rates, ranges: Ranges) -> dict:
         **node_figures(node.alarms, node.started_at, len(node.connections)),
         **gauges,
         **io_figures(rates, node),
-        **(rates.figures(CHURN, node, CHURN.names, ranges) if counts_churn(node) else {}),
+        **rates.figures(CHURN, node, CHURN.names, ranges),
     }
 
 

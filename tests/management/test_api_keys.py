@@ -50,12 +50,6 @@ LEFT_OUT = {
     "ra_open_file_metrics": "files of Ra, Erlang's Raft library",
     "msg_store_": "reads/writes of the classic queue's Erlang message store",
     "queue_index_": "reads/writes of the classic queue's Erlang queue index",
-    # the churn counters (connections, channels, queues opened and closed) come with the
-    # metrics work of issue 15; until then the API shows no figure it does not count
-    "churn_rates.": "churn counters not kept yet",
-    "connection_created": "the same", "connection_closed": "the same",
-    "channel_created": "the same", "channel_closed": "the same",
-    "queue_declared": "the same", "queue_created": "the same", "queue_deleted": "the same",
 }
 # Present only while an object is idle (no figure moved since the sample before): timing.
 SOMETIMES = ("idle_since",)
