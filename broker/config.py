@@ -137,24 +137,30 @@ def parse_size(value: Any) -> int:
     return number * base**power
 
 
-def _ratio(value: Any) -> float:
+def _as_number(value: Any) -> Any:
+    """A string that spells a number, as that number; anything else as it is."""
     if isinstance(value, str):
         try:
-            value = float(value)
+            return float(value)
         except ValueError:
             pass
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 100:
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _ratio(value: Any) -> float:
+    value = _as_number(value)
+    if not _is_number(value) or not 0 <= value <= 100:
         raise ValueError(f"expected a ratio between 0 and 100, got {value!r}")
     return float(value)
 
 
 def _fraction(value: Any) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+    value = _as_number(value)
+    if not _is_number(value) or not 0 < value <= 1:
         raise ValueError(f"expected a fraction of RAM above 0 and at most 1, got {value!r}")
     return float(value)
 
