@@ -80,7 +80,7 @@ def _total(field: str, source: str) -> property:
 
 class ChannelStats:
     __slots__ = ("exchanges", "queues", "gone", "last_exchange", "last_exchange_counts",
-                 "last_queue", "last_queue_counts", "runs")
+                 "last_queue", "last_queue_counts", "runs", "routed")
 
     def __init__(self) -> None:
         self.exchanges: dict[str, ExchangeCounts] = {}
@@ -91,6 +91,9 @@ class ChannelStats:
         self.last_queue: object = None
         self.last_queue_counts = QueueCounts()
         self.runs: deque[tuple[int, ExchangeCounts]] = deque()  # (first publish number, counts)
+        # Publishes put into each queue, by (queue name, exchange name): RabbitMQ's
+        # channel_queue_exchange_metrics (VirtualHost.put_routed counts them).
+        self.routed: dict[tuple[str, str], int] = {}
 
     published = _total("published", "exchanges")
     confirmed = _total("confirmed", "exchanges")
@@ -165,12 +168,17 @@ class ChannelStats:
             _add(self.gone, counts, QueueCounts.FIELDS)
             if counts is self.last_queue_counts:
                 self.last_queue = None
+        for key in [key for key in self.routed if key[0] not in live]:
+            del self.routed[key]  # (the queues' own counters keep the totals)
 
     def exchange_rows(self) -> Iterator[tuple[str, ExchangeCounts]]:
         return iter(list(self.exchanges.items()))
 
     def queue_rows(self) -> Iterator[tuple[str, QueueCounts]]:
         return iter(list(self.queues.items()))
+
+    def routed_rows(self) -> list[tuple[tuple[str, str], int]]:
+        return list(self.routed.items())
 
     def add(self, other: ChannelStats) -> None:
         """Add `other`'s totals to these (a closing channel's, to the node's totals)."""

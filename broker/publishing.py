@@ -227,7 +227,7 @@ class Publishing:
         try:
             routed, ticket, refused = self.vhost.publish(
                 exchange, message, mandatory=mandatory, confirm=self.confirms.active,
-                origin=self.channel)
+                origin=self.channel, by_queue=self.channel.stats.routed)
         except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
             raise _malformed(exc) from exc
         self._routed(exchange, message, routed, mandatory)
@@ -251,7 +251,8 @@ class Publishing:
         self.has_published = True
         queues = held.queues if held.queues is None else self.vhost.queues_now(held.queues)
         routed, ticket, _ = self.vhost.put_routed(held.exchange, held.message, queues,
-                                                  held.ticket, held.mandatory)
+                                                  held.ticket, held.mandatory,
+                                                  self.channel.stats.routed)
         self._routed(held.exchange, held.message, routed, held.mandatory)
         return ticket
 

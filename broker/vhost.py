@@ -451,7 +451,8 @@ class VirtualHost:
         return exchange
 
     def publish(self, exchange: Exchange, message: Message, *, mandatory: bool = False,
-                confirm: bool = False, origin: Traced | None = None) -> tuple[int, int, bool]:
+                confirm: bool = False, origin: Traced | None = None,
+                by_queue: dict[tuple[str, str], int] | None = None) -> tuple[int, int, bool]:
         """Publish a complete message to `exchange`, as every front does (basic.publish, the
         API's publish, the aliveness test): `route_publish`, then `put_routed`. Returns (how
         many queues it reached, 0 when unroutable — returned to a `mandatory` publisher; the
@@ -461,7 +462,7 @@ class VirtualHost:
         Malformed headers that routing must read raise ValueError, IndexError, KeyError or
         struct.error (the message is counted as received, nothing else happens)."""
         queues, ticket = self.route_publish(exchange, message, origin, confirm)
-        return self.put_routed(exchange, message, queues, ticket, mandatory)
+        return self.put_routed(exchange, message, queues, ticket, mandatory, by_queue)
 
     def route_publish(self, exchange: Exchange, message: Message, origin: Traced | None = None,
                       confirm: bool = False) -> tuple[Collection[Queue] | None, int]:
@@ -493,10 +494,12 @@ class VirtualHost:
         return queues, 0
 
     def put_routed(self, exchange: Exchange, message: Message, queues: Collection[Queue] | None,
-                   ticket: int, mandatory: bool = False) -> tuple[int, int, bool]:
+                   ticket: int, mandatory: bool = False,
+                   by_queue: dict[tuple[str, str], int] | None = None) -> tuple[int, int, bool]:
         """A publish's second step: put the message routed by `route_publish` into its
         `queues` (None: held by a delayed exchange, whose log `ticket` is given); the
-        exchange's and the node's counters count it. Returns what `publish` returns."""
+        exchange's and the node's counters count it, and so does the publishing channel's
+        `by_queue` (ChannelStats.routed). Returns what `publish` returns."""
         counters = self.counters
         refused = False
         if queues is None:
@@ -508,6 +511,11 @@ class VirtualHost:
             if routed:
                 for queue in queues:  # published to it (refused or not; dead letters are not)
                     queue.messages_published += 1
+                if by_queue is not None:
+                    name = exchange.name
+                    for queue in queues:
+                        key = (queue.name, name)
+                        by_queue[key] = by_queue.get(key, 0) + 1
                 if message.persistent or self.logging_queues:
                     ticket, refused = self.enqueue(message, queues)
                 else:  # (what enqueue does with it, one call less)

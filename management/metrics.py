@@ -58,11 +58,12 @@ from management.metrics_groups import (
     CONNECTION_COARSE,
     CONNECTION_METRICS,
     QUEUE_COARSE,
+    QUEUE_EXCHANGE_LABELS,
     QUEUE_METRICS,
-    QUEUE_PUBLISHED_LABELS,
     ChannelCounts,
     ChannelExchangeCounts,
     ChannelQueueCounts,
+    ChannelQueueExchangeCounts,
     ChannelRow,
     Churn,
     ConnectionRow,
@@ -72,6 +73,7 @@ from management.metrics_groups import (
     churn,
     columns,
     object_name,
+    queue_exchange_labels,
     queue_labels,
 )
 from management.metrics_text import TextFamily, render
@@ -148,6 +150,7 @@ class Snapshot:
     # the open channels' counts per exchange and per queue (per-object scrapes only)
     channel_exchange_counts: list[ChannelExchangeCounts]
     channel_queue_counts: list[ChannelQueueCounts]
+    queue_exchange_counts: list[ChannelQueueExchangeCounts]
     closed_channel_counts: ChannelCounts  # the totals of those that have closed
     connections: list[ConnectionRow]
     churn: Churn
@@ -195,6 +198,10 @@ class Snapshot:
                 channel_queue_counts(name, channel.vhost.name, queue, counts)
                 for name, channel in zip(names, channels, strict=False)
                 for queue, counts in channel.stats.queue_rows()],
+            queue_exchange_counts=[
+                ChannelQueueExchangeCounts(name, channel.vhost.name, queue, exchange, count)
+                for name, channel in zip(names, channels, strict=False)
+                for (queue, exchange), count in channel.stats.routed_rows()],
             closed_channel_counts=channel_counts("", "", node.closed_channels),
             connections=[connection_row(connection) for connection in connections],
             churn=Churn(churn.connections_opened, churn.connections_closed,
@@ -320,8 +327,13 @@ class SnapshotCollector:
             yield from columns("rabbitmq_", CHANNEL_EXCHANGE_METRICS + CHANNEL_QUEUE_METRICS,
                                [*snapshot.channel_counts, snapshot.closed_channel_counts],
                                None, channel_labels)
-        yield from columns("rabbitmq_", CHANNEL_QUEUE_EXCHANGE_METRICS, snapshot.queues,
-                           QUEUE_PUBLISHED_LABELS if per_object else None, queue_labels)
+        if per_object:
+            yield from columns("rabbitmq_", CHANNEL_QUEUE_EXCHANGE_METRICS,
+                               snapshot.queue_exchange_counts, QUEUE_EXCHANGE_LABELS,
+                               queue_exchange_labels)
+        else:
+            yield from columns("rabbitmq_", CHANNEL_QUEUE_EXCHANGE_METRICS, snapshot.queues,
+                               None, queue_labels)
         yield from columns("rabbitmq_", CONNECTION_COARSE + CONNECTION_METRICS,
                            snapshot.connections, ["channel"] if per_object else None,
                            object_name)  # (RabbitMQ 3.10 labels connections `channel` too)

@@ -30,14 +30,15 @@ from management.metrics_groups import (
     CONNECTION_METRICS,
     QUEUE_COARSE,
     QUEUE_CONSUMERS,
+    QUEUE_EXCHANGE_LABELS,
     QUEUE_METRICS,
-    QUEUE_PUBLISHED_LABELS,
     QueueRow,
     auth_attempts,
     channel_labels,
     churn,
     columns,
     object_name,
+    queue_exchange_labels,
     queue_labels,
 )
 from management.metrics_text import TextFamily
@@ -103,8 +104,8 @@ GROUPS: dict[str, Callable[[Request], Iterator[Metric | TextFamily]]] = {
         CHANNEL_QUEUE_LABELS, channel_labels),
     # (RabbitMQ filters only the queue groups by vhost)
     "channel_queue_exchange_metrics": lambda request: columns(
-        PREFIX, CHANNEL_QUEUE_EXCHANGE_METRICS, request.snapshot.queues,
-        QUEUE_PUBLISHED_LABELS, queue_labels),
+        PREFIX, CHANNEL_QUEUE_EXCHANGE_METRICS, request.snapshot.queue_exchange_counts,
+        QUEUE_EXCHANGE_LABELS, queue_exchange_labels),
     "connection_coarse_metrics": lambda request: columns(
         PREFIX, CONNECTION_COARSE, request.snapshot.connections, ["channel"], object_name),
     "connection_metrics": lambda request: columns(

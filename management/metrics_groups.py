@@ -13,8 +13,10 @@ The channel message counters are counted per channel and exchange (CHANNEL_EXCHA
 per object labelled `channel`, `vhost`, `exchange`) and per channel and queue
 (CHANNEL_QUEUE_METRICS: `channel`, `vhost`, `queue`), as RabbitMQ's; aggregated, the sums are
 over the channels' totals (ChannelCounts), the node's closed channels' totals a row too.
-rabbitmq_queue_messages_published_total (CHANNEL_QUEUE_EXCHANGE_METRICS) is counted per queue,
-not per channel, queue and exchange: per object labelled `queue_vhost` and `queue` only."""
+rabbitmq_queue_messages_published_total (CHANNEL_QUEUE_EXCHANGE_METRICS) is counted per
+channel, queue and exchange (ChannelQueueExchangeCounts, per object labelled `channel`,
+`queue_vhost`, `queue`, `exchange_vhost`, `exchange`); aggregated, it is the queues' own
+counters' sum, closed channels' publishes included."""
 
 from __future__ import annotations
 
@@ -99,6 +101,17 @@ class ChannelQueueCounts(NamedTuple):
     redelivered: int
     acked: int
     get_empty: int
+
+
+class ChannelQueueExchangeCounts(NamedTuple):
+    """A channel's publishes put into one queue through one exchange
+    (channel_queue_exchange_metrics, per object)."""
+
+    channel: str
+    vhost: str  # the queue's and the exchange's
+    queue: str
+    exchange: str
+    published: int
 
 
 CHANNEL_EXCHANGE_LABELS = ("channel", "vhost", "exchange")
@@ -217,13 +230,13 @@ CHANNEL_QUEUE_METRICS: Sequence[Column] = (
     ("channel_get_empty_total", "counter",
      "Total number of times basic.get operations fetched no message", lambda c: c.get_empty),
 )
-# RabbitMQ's channel_queue_exchange_metrics, counted per queue (RabbitMQ: per channel, queue and
-# exchange): per object labelled `queue_vhost`, `queue` (QUEUE_PUBLISHED_LABELS)
+# RabbitMQ's channel_queue_exchange_metrics: per object a ChannelQueueExchangeCounts row each,
+# aggregated the QueueRows' sum
 CHANNEL_QUEUE_EXCHANGE_METRICS: Sequence[Column] = (
     ("queue_messages_published_total", "counter", "Total number of messages published to queues",
-     lambda q: q.published),
+     lambda row: row.published),
 )
-QUEUE_PUBLISHED_LABELS = ("queue_vhost", "queue")
+QUEUE_EXCHANGE_LABELS = ("channel", "queue_vhost", "queue", "exchange_vhost", "exchange")
 CONNECTION_COARSE: Sequence[Column] = (
     ("connection_incoming_bytes_total", "counter",
      "Total number of bytes received on a connection", lambda c: c.recv_oct),
@@ -299,6 +312,10 @@ def queue_labels(row: tuple) -> list[str]:
 
 def object_name(row: tuple) -> list[str]:
     return [row[0]]
+
+
+def queue_exchange_labels(row: ChannelQueueExchangeCounts) -> list[str]:
+    return [row.channel, row.vhost, row.queue, row.vhost, row.exchange]
 
 
 def channel_labels(row: tuple) -> list[str]:

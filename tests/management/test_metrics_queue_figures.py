@@ -205,9 +205,9 @@ def test_consumer_capacity_falls_while_blocked_and_recovers(queue_figures, conne
 
 def test_messages_published_to_a_queue(broker, api, confirming_channel, unique):
     """rabbitmq_queue_messages_published_total counts a channel's publishes routed to a queue,
-    one the queue refused (x-overflow reject-publish) too, a dead-lettered copy not; summed
-    over RabbitMQ's series of the queue (per channel and exchange while the channel is open;
-    Warren's one per queue). RabbitMQ 3.10.8: 3 for the queue (2 through the default
+    one the queue refused (x-overflow reject-publish) too, a dead-lettered copy not; a series
+    per channel, queue and exchange while the channel is open. RabbitMQ 3.10.8: 3 for the
+    queue (2 through the default
     exchange, one refused, and 1 through amq.fanout), 1 for its dead-letter queue (the fanout
     copy); the API's message_stats.publish shows the same."""
     channel = confirming_channel
@@ -227,16 +227,23 @@ def test_messages_published_to_a_queue(broker, api, confirming_channel, unique):
         method, _, _ = channel.basic_get(unique)
         channel.basic_reject(method.delivery_tag, requeue=False)  # a copy to `dead`
 
-        def published(queue: str) -> float:
+        def published(queue: str) -> dict[str, float]:
+            """The queue's series: exchange -> value (one channel published them all)."""
             path = "/metrics/detailed?family=channel_queue_exchange_metrics"
             with urllib.request.urlopen(base + path, timeout=60) as response:
                 scraped = Scrape(path, response.read().decode(), "")
-            return sum(value for labels, value in scraped.series(
-                "rabbitmq_detailed_queue_messages_published_total")
-                if (labels["queue_vhost"], labels["queue"]) == ("/", queue))
+            found: dict[str, float] = {}
+            for labels, value in scraped.series("rabbitmq_detailed_queue_messages_published_total"):
+                if (labels["queue_vhost"], labels["queue"]) == ("/", queue):
+                    assert sorted(labels) == ["channel", "exchange", "exchange_vhost", "queue",
+                                              "queue_vhost"], labels
+                    assert labels["exchange_vhost"] == "/"
+                    found[labels["exchange"]] = value
+            return found
 
         def check() -> None:
-            assert (published(unique), published(dead)) == (3, 1)
+            assert published(unique) == {"": 2, "amq.fanout": 1}
+            assert published(dead) == {"amq.fanout": 1}
             stats = [api.get(f"/api/queues/%2F/{queue}").json().get("message_stats", {})
                      for queue in (unique, dead)]
             assert [figures.get("publish") for figures in stats] == [3, 1]
