@@ -135,7 +135,9 @@ class ClusterMember:
         data_dir.mark_running()
         data_dir.close()
         self.local_secret = local_admin.write_secret(self.config.data_dir)
+        self.monitor.start()  # measured before the node key first carries its figures
         if not await self._join():
+            self.monitor.stop()
             return
         listeners = await bind_all(self.config.host, self.config.port, self._amqp_listener,
                                    "TCP")
@@ -145,7 +147,6 @@ class ClusterMember:
                                         partial(self._amqp_listener, tls=tls), "TLS (SSL)")
         front = FollowerFront(self, self.local_secret)
         await front.start(self.config.management_host, self.config.management_port)
-        self.monitor.start()
         self._spawn(self._refresh_nodes())
         self._spawn(self._publish_figures())
         roles = asyncio.create_task(self._take_roles(front))
