@@ -96,7 +96,10 @@ async def put_vhost(request: web.Request) -> web.Response:
     tracing = _tracing_of(body)
     existed = name in node.vhosts
     vhost = node.add_vhost(name)
-    vhost.update_metadata(body.get("description"), body.get("tags"), queue_type)
+    if existed:  # as RabbitMQ 3.10.8: what the body leaves out is cleared; the type stays
+        vhost.update_metadata(body.get("description", ""), body.get("tags", []))
+    else:
+        vhost.update_metadata(body.get("description"), body.get("tags"), queue_type)
     if not existed:
         # as RabbitMQ does: the creator gets full permissions on it (rabbitmqctl's add_vhost,
         # as the local administrator here, grants none: it is no user)

@@ -66,15 +66,20 @@ function tagInput(id, tags) {
   return el("label", {}, "Tags", input, hints);
 }
 
-/** A vhost's description, tags and default queue type (ids prefixed with `prefix`). */
-function vhostFields(prefix) {
-  return [
+/** A vhost's description, tags and, for a new one, default queue type (ids prefixed with
+ * `prefix`): an existing vhost's type does not change (RabbitMQ 3.10.8 keeps it). */
+function vhostFields(prefix, queueType = true) {
+  const fields = [
     field("Description", { name: "description", id: `${prefix}-description` }),
     field("Tags", { name: "tags", id: `${prefix}-tags`, placeholder: "comma separated" }),
-    selectField("Default queue type", { name: "queue_type", id: `${prefix}-queue-type` },
-      [["", "(undefined)"], ["classic", "Classic"], ["quorum", "Quorum"],
-        ["stream", "Stream"]], ""),
   ];
+  if (queueType) {
+    fields.push(selectField("Default queue type",
+      { name: "queue_type", id: `${prefix}-queue-type` },
+      [["", "(undefined)"], ["classic", "Classic"], ["quorum", "Quorum"],
+        ["stream", "Stream"]], ""));
+  }
+  return fields;
 }
 
 /** The PUT /api/vhosts body of those fields (no default queue type: none sent). */
@@ -247,9 +252,10 @@ async function renderAdmin(args, token) {
     el("div", {}, el("button", { type: "submit", id: "add-vhost" }, "Add virtual host"))),
   (data) => `Virtual host ${data.get("name")} added`, (data) => () => api(
     `/api/vhosts/${enc(data.get("name"))}`, { method: "PUT", body: vhostBody(data) }));
-  // RabbitMQ 3.10.8 updates a vhost by adding it again under its name; this is that PUT
+  // RabbitMQ 3.10.8 updates a vhost by adding it again under its name; this is that PUT (it
+  // replaces description and tags, and keeps the default queue type)
   const updateVhost = onSubmit(editCard("update-vhost", "Update virtual host",
-    vhostFields("update-vhost"), "Update virtual host"),
+    vhostFields("update-vhost", false), "Update virtual host"),
   () => `Virtual host ${updateVhost.dataset.name} updated`, (data) => async () => {
     await api(`/api/vhosts/${enc(updateVhost.dataset.name)}`,
       { method: "PUT", body: vhostBody(data) });
@@ -265,9 +271,6 @@ async function renderAdmin(args, token) {
       (fields) => {
         fields.description.value = x.description || "";
         fields.tags.value = (x.tags || []).join(", ");
-        // the API says "undefined" for none, as RabbitMQ's does: the "(undefined)" choice
-        const type = x.default_queue_type;
-        fields.queue_type.value = ["classic", "quorum", "stream"].includes(type) ? type : "";
       }), " ", dangerButton("Delete", "delete-vhost",
       `Delete virtual host ${x.name} and everything in it?`, `Virtual host ${x.name} deleted`,
       () => api(`/api/vhosts/${enc(x.name)}`, { method: "DELETE" }), reload)) },

@@ -300,6 +300,12 @@ def test_vhost_metadata_shape(api, unique):
         shown = api.ok_json(path)
         assert (shown["description"], shown["tags"], shown["default_queue_type"]) == (
             "new", ["c"], "quorum")
+        # A PUT on an existing vhost replaces description and tags (left out: cleared) and
+        # keeps the default queue type, as RabbitMQ 3.10.8 does.
+        assert api.put(path, {"defaultqueuetype": "stream"}).status == 204
+        shown = api.ok_json(path)
+        assert (shown["description"], shown["tags"], shown["default_queue_type"]) == (
+            "", [], "quorum")
     finally:
         api.delete(path)
     plain = f"plain-{unique}"
@@ -308,6 +314,10 @@ def test_vhost_metadata_shape(api, unique):
         shown = api.ok_json(f"/api/vhosts/{q(plain)}")
         assert shown["default_queue_type"] == "undefined"
         assert shown["metadata"] == {"description": "", "tags": []}
+        assert api.put(f"/api/vhosts/{q(plain)}", {"defaultqueuetype": "stream",
+                                                    "tags": "x"}).status == 204
+        shown = api.ok_json(f"/api/vhosts/{q(plain)}")
+        assert (shown["default_queue_type"], shown["tags"]) == ("undefined", ["x"])
     finally:
         api.delete(f"/api/vhosts/{q(plain)}")
 
