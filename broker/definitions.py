@@ -131,6 +131,12 @@ def apply_definitions(
         routing_key, arguments = entry.get("routing_key", ""), entry.get("arguments", {})
         if vhost.bind(source, destination, routing_key, arguments):
             record(partial(vhost.unbind, source, destination, routing_key, arguments))
+    for entry in document.get("parameters", []):  # (the API's import refuses them first)
+        component = entry.get("component")
+        if component != OPERATOR_POLICY:
+            raise DefinitionsError(
+                f"parameter {entry.get('vhost', '/')}/{component}/{entry.get('name')}: component "
+                f"{component} not found (operator policies are Warren's only runtime parameters)")
     for operator, entries in ((False, document.get("policies", [])), (True, [
             {**entry.get("value", {}), "vhost": entry.get("vhost", "/"), "name": entry.get("name")}
             for entry in document.get("parameters", [])

@@ -522,3 +522,20 @@ def test_load_definitions_that_are_not_a_json_object_stop_the_start(node_factory
     log = node.log_text()
     assert f"cannot start: cannot read definitions from {path}: not a JSON object" in log
     assert "Traceback" not in log
+
+
+def test_load_definitions_with_a_parameter_warren_has_not_stop_the_start(node_factory, tmp_path):
+    """--load-definitions with a runtime parameter of a component Warren does not have (a
+    federation upstream from a RabbitMQ export): refused with RabbitMQ's 'component ... not
+    found', exit code 1, rather than loaded without it."""
+    path = tmp_path / "definitions.json"
+    path.write_text(json.dumps({"parameters": [{
+        "vhost": "/", "component": "federation-upstream", "name": "up",
+        "value": {"uri": "amqp://elsewhere"}}]}))
+    node = node_factory().start(load_definitions=path, wait=False)
+    assert node.process.wait(20) == 1
+    log = node.log_text()
+    assert ("cannot start: parameter //federation-upstream/up: component federation-upstream "
+            "not found") in log
+    assert "Traceback" not in log
+
