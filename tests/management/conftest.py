@@ -1,5 +1,5 @@
-"""The `scrape` fixture of the metrics tests: GET a path of the broker under test's metrics
-endpoint and parse it (metrics_kit.Scrape)."""
+"""Fixtures of the management tests: `scrape` (GET a path of the broker under test's metrics
+endpoint and parse it, metrics_kit.Scrape) and `cleanup` (API paths to delete after a test)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,12 @@ def scrape(broker) -> Callable[[str], Scrape]:
             return Scrape(path, body, response.headers.get("Content-Type", ""))
 
     return get
+
+
+@pytest.fixture
+def cleanup(api):
+    """Paths to DELETE when the test ends (in reverse order)."""
+    paths: list[str] = []
+    yield paths
+    for path in reversed(paths):
+        api.delete(path)

@@ -56,15 +56,6 @@ def queue(api, unique):
     api.delete(f"/api/queues/%2F/{q(name)}")
 
 
-@pytest.fixture
-def cleanup(api):
-    """Paths to DELETE when the test ends (in reverse order)."""
-    paths: list[str] = []
-    yield paths
-    for path in reversed(paths):
-        api.delete(path)
-
-
 @contextlib.contextmanager
 def amqp(broker, name: str | None = None):
     props = {"connection_name": name} if name else None

@@ -16,15 +16,6 @@ from brokers import run_warren
 from management_api import NOT_FOUND, Api, q, wait_for_queue_field
 
 
-@pytest.fixture
-def cleanup(api):
-    """Paths to DELETE when the test ends (in reverse order)."""
-    paths: list[str] = []
-    yield paths
-    for path in reversed(paths):
-        api.delete(path)
-
-
 def _refused(reason: str) -> tuple[int, dict[str, str]]:
     return 400, {"error": "bad_request", "reason": reason}
 
