@@ -40,32 +40,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from frame_cpu import frame, longstr, method, shortstr  # (benchmarks/ is on sys.path)
+
 ROUND = 100  # messages per round: one read of publishes, one basic.ack multiple
-
-
-def _frame(frame_type: int, channel: int, payload: bytes) -> bytes:
-    return struct.pack(">BHI", frame_type, channel, len(payload)) + payload + b"\xce"
-
-
-def _method(channel: int, class_id: int, method_id: int, arguments: bytes = b"") -> bytes:
-    return _frame(1, channel, struct.pack(">HH", class_id, method_id) + arguments)
-
-
-def _shortstr(value: bytes) -> bytes:
-    return bytes((len(value),)) + value
-
-
-def _longstr(value: bytes) -> bytes:
-    return struct.pack(">I", len(value)) + value
 
 
 HANDSHAKE = (
     b"AMQP\x00\x00\x09\x01"
-    + _method(0, 10, 11, _longstr(b"") + _shortstr(b"PLAIN") + _longstr(b"\0guest\0guest")
-              + _shortstr(b"en_US"))
-    + _method(0, 10, 31, struct.pack(">HIH", 2047, 131072, 0))
-    + _method(0, 10, 40, _shortstr(b"/") + _shortstr(b"") + b"\0")
-    + _method(1, 20, 10, _shortstr(b""))
+    + method(0, 10, 11, longstr(b"") + shortstr(b"PLAIN") + longstr(b"\0guest\0guest")
+              + shortstr(b"en_US"))
+    + method(0, 10, 31, struct.pack(">HIH", 2047, 131072, 0))
+    + method(0, 10, 40, shortstr(b"/") + shortstr(b"") + b"\0")
+    + method(1, 20, 10, shortstr(b""))
 )
 
 
@@ -132,23 +118,23 @@ async def _measure(node: Any, count: int, mode: str, backlog: int) -> float:
     publisher.data_received(HANDSHAKE)
     consumer.data_received(HANDSHAKE)
     queue = b"inprocess-bench"
-    publisher.data_received(_method(1, 50, 10, b"\0\0" + _shortstr(queue) + b"\x00"
-                                    + _longstr(b"")))
+    publisher.data_received(method(1, 50, 10, b"\0\0" + shortstr(queue) + b"\x00"
+                                    + longstr(b"")))
     await _turn()
-    message = (_method(1, 60, 40, b"\0\0" + _shortstr(b"") + _shortstr(queue) + b"\0")
-               + _frame(2, 1, struct.pack(">HHQ", 60, 0, 16) + b"\x90\x00"
-                        + _shortstr(b"text/plain") + b"\x01")
-               + _frame(3, 1, b"x" * 16))
+    message = (method(1, 60, 40, b"\0\0" + shortstr(b"") + shortstr(queue) + b"\0")
+               + frame(2, 1, struct.pack(">HHQ", 60, 0, 16) + b"\x90\x00"
+                        + shortstr(b"text/plain") + b"\x01")
+               + frame(3, 1, b"x" * 16))
     batch = message * ROUND
     ahead = backlog if mode == "backlog" else 0
     for _ in range(ahead // ROUND):
         publisher.data_received(batch)
     await _turn()
-    consumer.data_received(_method(1, 60, 10, struct.pack(">IHB", 0, 1000, 0))
-                           + _method(1, 60, 20, b"\0\0" + _shortstr(queue) + _shortstr(b"c")
-                                     + b"\0" + _longstr(b"")))
+    consumer.data_received(method(1, 60, 10, struct.pack(">IHB", 0, 1000, 0))
+                           + method(1, 60, 20, b"\0\0" + shortstr(queue) + shortstr(b"c")
+                                     + b"\0" + longstr(b"")))
     await _turn()
-    acks = [_method(1, 60, 80, struct.pack(">QB", tag, 1))
+    acks = [method(1, 60, 80, struct.pack(">QB", tag, 1))
             for tag in range(ROUND, 2 * count + ahead + 1000 + ROUND, ROUND)]
     publish, ack, settle = publisher.data_received, consumer.data_received, _turn
     tune_gc()
