@@ -109,6 +109,7 @@ class Channel:
         self._on_header = publishing.on_header
         self._content_body = publishing.content.body
         self._complete_publish = publishing.complete
+        self._publish_whole = publishing.publish_whole
         self._ack = deliveries.ack
         self._handlers = {
             method_class: partial(handler, self)
@@ -180,16 +181,7 @@ class Channel:
                 if self._content.state != IDLE:
                     raise self._content.unexpected()
                 if index == BASIC_PUBLISH:
-                    # Publishers repeat the same exchange, key and flags: decode each once, and let
-                    # every message share the strings (less work, less memory per queued message).
-                    cache = self.connection.publish_cache
-                    publish = cache.get(payload)
-                    if publish is None:
-                        publish = codec.decode_publish(payload)
-                        if len(cache) >= CACHE_LIMIT:
-                            cache.clear()
-                        cache[payload] = publish
-                    self._on_publish(publish)
+                    self._on_publish(self._decoded_publish(payload))
                 elif index == BASIC_ACK:
                     ack = codec.decode_ack(payload)
                     self._ack(ack.delivery_tag, ack.multiple)
@@ -207,6 +199,31 @@ class Channel:
         except BrokerError as error:
             index = codec.method_index(payload) if frame_type == FRAME_METHOD else BASIC_PUBLISH
             raise amqp_error(error, index) from None
+
+    def publish_whole(self, payload: bytes, props_raw: bytes, body: bytes) -> bool:
+        """basic.publish (its method payload) with its whole content, which the frame reader
+        found together (codec.PUBLISH_CONTENT), taken as its three frames would be. False,
+        having done nothing, where the channel is not open or is assembling a content: its
+        frames go through `handle_frame` one by one then."""
+        if self.lifecycle.state or self._content.state != IDLE:
+            return False
+        try:
+            self._publish_whole(self._decoded_publish(payload), props_raw, body)
+        except BrokerError as error:
+            raise amqp_error(error, BASIC_PUBLISH) from None
+        return True
+
+    def _decoded_publish(self, payload: bytes) -> codec.Publish:
+        # Publishers repeat the same exchange, key and flags: decode each once, and let every
+        # message share the strings (less work, less memory per queued message).
+        cache = self.connection.publish_cache
+        publish = cache.get(payload)
+        if publish is None:
+            publish = codec.decode_publish(payload)
+            if len(cache) >= CACHE_LIMIT:
+                cache.clear()
+            cache[payload] = publish
+        return publish
 
     def handle_method(self, method: Any) -> None:
         handler = self._handlers.get(type(method))

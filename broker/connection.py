@@ -43,6 +43,7 @@ from broker.listeners import show
 from broker.node import node_name
 from broker.tls import login_name, peer_certificate
 from protocol import codec
+from protocol.codec import PUBLISH_CONTENT, content_frames
 from protocol.constants import FRAME_BODY, FRAME_HEADER, INTERNAL_ERROR
 from protocol.errors import AMQPChannelError, AMQPConnectionError, AMQPError
 from protocol.session import (
@@ -281,7 +282,20 @@ class Connection:
             # A frame for a channel in the table (only an open connection has channels) goes
             # to it; any other to the session.
             channel = channels.get(channel_number) if channel_number else None
-            if channel is not None:
+            if frame_type == PUBLISH_CONTENT:  # a whole publish (the hot path)
+                try:
+                    taken = channel is not None and not alarms and channel.publish_whole(*payload)
+                except AMQPChannelError as error:
+                    channel.close_with_error(error)
+                    taken = True
+                if not taken:
+                    # Its frames one by one: where the channel cannot take it whole, and under
+                    # an alarm (which blocks the connection after the header frame).
+                    self._handle_frames(content_frames(channel_number, payload))
+                    if self.blocked:
+                        self._held.extend(frames)
+                        return
+            elif channel is not None:
                 try:
                     channel.handle_frame(frame_type, payload)
                 except AMQPChannelError as error:

@@ -102,6 +102,26 @@ class Publishing:
         self._publish = None
 
     def on_publish(self, publish: codec.Publish) -> None:
+        self._take_publish(publish)
+        self.content.start(BASIC_PUBLISH)
+
+    def on_header(self, payload: bytes) -> None:
+        taken = self.content.header(payload)
+        if taken is None:  # content only checked (of a method only servers send)
+            return
+        props_raw, body_size = taken
+        self._take_properties(props_raw, body_size)
+        if body_size == 0:
+            self.complete(b"")
+
+    def publish_whole(self, publish: codec.Publish, props_raw: bytes, body: bytes) -> None:
+        """basic.publish with its whole content, which the frame reader found together
+        (codec.PUBLISH_CONTENT): what on_publish, on_header and complete do, in one step."""
+        self._take_publish(publish)
+        self._take_properties(props_raw, len(body))
+        self.complete(body)
+
+    def _take_publish(self, publish: codec.Publish) -> None:
         exchange = self.vhost.exchange_for_publish(
             self.user, publish.exchange, publish.routing_key,
             publish.exchange == self._permitted_exchange)
@@ -110,13 +130,8 @@ class Publishing:
             raise NotImplementedByBroker("immediate=true")
         self._publish = publish
         self._publish_exchange = exchange
-        self.content.start(BASIC_PUBLISH)
 
-    def on_header(self, payload: bytes) -> None:
-        taken = self.content.header(payload)
-        if taken is None:  # content only checked (of a method only servers send)
-            return
-        props_raw, body_size = taken
+    def _take_properties(self, props_raw: bytes, body_size: int) -> None:
         facts = None
         if len(props_raw) <= 256:
             # Identical property bytes are shared between messages, and checked only once: the
@@ -142,8 +157,6 @@ class Publishing:
             )
         self._props_raw = props_raw
         self._facts = facts
-        if body_size == 0:
-            self.complete(b"")
 
     def _crash(self, error: AMQPConnectionError) -> None:
         """RabbitMQ decodes the properties in the channel process once the message is

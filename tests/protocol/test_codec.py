@@ -106,12 +106,20 @@ STREAM = b"".join(STREAM_FRAMES)
 EXPECTED = [(frame[0], int.from_bytes(frame[1:3]), payload_of(frame)) for frame in STREAM_FRAMES]
 
 
+def unfused(frames: list) -> list:
+    """The frames the reader gave, with each PUBLISH_CONTENT frame as the frames it stands for."""
+    return [each for frame_type, channel, payload in frames
+            for each in (codec.content_frames(channel, payload)
+                         if frame_type == codec.PUBLISH_CONTENT
+                         else [(frame_type, channel, payload)])]
+
+
 def feed_in_chunks(reader: codec.FrameReader, data: bytes, cuts: list[int]) -> list:
     frames = []
     bounds = [0, *sorted(cuts), len(data)]
     for start, end in itertools.pairwise(bounds):
         frames += reader.feed(data[start:end])
-    return frames
+    return unfused(frames)
 
 
 def test_expected_stream_is_what_pamqp_marshalled():
@@ -124,7 +132,7 @@ def test_expected_stream_is_what_pamqp_marshalled():
 
 def test_reader_splits_many_frames_in_one_chunk():
     reader = codec.FrameReader(FRAME_MAX)
-    assert reader.feed(STREAM) == EXPECTED
+    assert unfused(reader.feed(STREAM)) == EXPECTED
     assert not reader.has_partial_frame
 
 
@@ -135,6 +143,65 @@ def test_reader_byte_by_byte():
         frames += reader.feed(STREAM[i : i + 1])
     assert frames == EXPECTED
     assert not reader.has_partial_frame
+
+
+def test_reader_gives_a_whole_publish_as_one_frame():
+    """A basic.publish with its header and its one body frame in the same read is one
+    PUBLISH_CONTENT frame: the method payload, the property bytes, the body."""
+    reader = codec.FrameReader(FRAME_MAX)
+    frames = reader.feed(STREAM)
+    assert frames[0] == (codec.PUBLISH_CONTENT, 1, (
+        EXPECTED[0][2], EXPECTED[1][2][12:], b"hello"))
+    assert frames[1:] == EXPECTED[3:]
+    assert codec.content_frames(1, frames[0][2]) == EXPECTED[:3]
+
+
+def test_reader_gives_a_publish_without_body_as_one_frame():
+    publish = marshal(spec.Basic.Publish(routing_key="q"), 5)
+    header = marshal(pamqp_header.ContentHeader(body_size=0, properties=PROPERTIES), 5)
+    frames = codec.FrameReader(FRAME_MAX).feed(publish + header)
+    assert frames == [(codec.PUBLISH_CONTENT, 5, (payload_of(publish), payload_of(header)[12:],
+                                                  b""))]
+    assert codec.content_frames(5, frames[0][2]) == [
+        (FRAME_METHOD, 5, payload_of(publish)), (FRAME_HEADER, 5, payload_of(header))]
+
+
+def _with_byte(frame: bytes, index: int, value: int) -> bytes:
+    changed = bytearray(frame)
+    changed[index] = value
+    return bytes(changed)
+
+
+PUBLISH, HEADER, BODY = STREAM_FRAMES[:3]
+
+
+@pytest.mark.parametrize("frames", [
+    pytest.param([PUBLISH, HEADER], id="body in a later read"),
+    pytest.param([PUBLISH, HEADER, marshal(pamqp_body.ContentBody(b"hel"), 1),
+                  marshal(pamqp_body.ContentBody(b"lo"), 1)], id="body in two frames"),
+    pytest.param([PUBLISH, HEADER, marshal(pamqp_body.ContentBody(b"hello!"), 1)],
+                 id="body longer than its size"),
+    pytest.param([PUBLISH, HEADER, marshal(pamqp_body.ContentBody(b"hello"), 2)],
+                 id="body on another channel"),
+    pytest.param([PUBLISH, marshal(pamqp_header.ContentHeader(body_size=5), 3), BODY],
+                 id="header on another channel"),
+    pytest.param([PUBLISH, _with_byte(HEADER, 8, 50), BODY], id="header of another class"),
+    pytest.param([PUBLISH, _with_byte(HEADER, 10, 1), BODY], id="header with a weight"),
+    pytest.param([PUBLISH, BODY, HEADER], id="body before header"),
+    pytest.param([PUBLISH, HEADER, _with_byte(BODY, 0, FRAME_METHOD)], id="not a body frame"),
+])
+def test_reader_gives_anything_else_frame_by_frame(frames):
+    """Only a well-formed publish, header and single body on one channel are taken together:
+    whatever the channel or the content's order must judge comes frame by frame."""
+    frames_in = [(frame[0], int.from_bytes(frame[1:3]), payload_of(frame)) for frame in frames]
+    assert codec.FrameReader(FRAME_MAX).feed(b"".join(frames)) == frames_in
+
+
+def test_reader_judges_a_broken_body_end_after_the_frames_before_it():
+    reader = codec.FrameReader(FRAME_MAX)
+    frames = reader.feed(PUBLISH + HEADER + BODY[:-1] + b"\x00")
+    assert frames == [*EXPECTED[:2], (codec.READ_ERROR, 0, b"")]
+    assert reader.error.reply_code == FRAME_ERROR
 
 
 @settings(deadline=None)
@@ -155,7 +222,7 @@ def test_reader_random_chunk_sizes(sizes):
             break
         frames += reader.feed(STREAM[offset : offset + size])
         offset += size
-    assert frames == EXPECTED
+    assert unfused(frames) == EXPECTED
 
 
 def test_reader_yields_each_frame_once_it_is_complete():
@@ -234,11 +301,11 @@ def test_reader_judges_an_oversize_frame_after_the_frames_before_it():
     """The frames before it come out first and may raise frame_max (tune-ok): the reader stalls
     until it is fed again, then judges the frame with the frame_max then in effect."""
     reader = codec.FrameReader(FRAME_MAX)
-    assert reader.feed(STREAM + oversize_header(FRAME_MAX)) == EXPECTED
+    assert unfused(reader.feed(STREAM + oversize_header(FRAME_MAX))) == EXPECTED
     assert reader.stalled
     assert broken_frame_error(reader, b"") is reader.error
     raised = codec.FrameReader(FRAME_MAX)
-    assert raised.feed(STREAM + oversize_header(FRAME_MAX)) == EXPECTED
+    assert unfused(raised.feed(STREAM + oversize_header(FRAME_MAX))) == EXPECTED
     raised.frame_max = 2 * FRAME_MAX
     assert raised.feed(b"") == [] and not raised.stalled and raised.error is None
 
@@ -328,7 +395,7 @@ def test_reader_hands_out_the_frames_before_a_broken_one():
     frame[-1] = 0
     reader = codec.FrameReader(FRAME_MAX)
     frames = reader.feed(b"".join(STREAM_FRAMES[:4]) + frame)
-    assert frames == [*EXPECTED[:4], (codec.READ_ERROR, 0, b"")]
+    assert unfused(frames) == [*EXPECTED[:4], (codec.READ_ERROR, 0, b"")]
 
 
 def test_reader_rejects_a_length_that_lies():
