@@ -118,8 +118,16 @@ class Publishing:
         """basic.publish with its whole content, which the frame reader found together
         (codec.PUBLISH_CONTENT): what on_publish, on_header and complete do, in one step."""
         self._take_publish(publish)
-        self._take_properties(props_raw, len(body))
-        self.complete(body)
+        facts = self.connection.properties_cache.get(props_raw)
+        if facts is None or not facts.plain or len(body) > self._max_size:
+            self._take_properties(props_raw, len(body))
+            self.complete(body)
+            return
+        message = Message(publish.exchange, publish.routing_key, publish.route_bytes, facts.raw,
+                          body)
+        message.persistent = facts.persistent
+        self._publish = None
+        self._publish_message(self._publish_exchange, message, publish.mandatory)
 
     def _take_publish(self, publish: codec.Publish) -> None:
         exchange = self.vhost.exchange_for_publish(
@@ -179,10 +187,14 @@ class Publishing:
             message = self._checked_message(publish, props_raw, body)
             if message is None:  # the channel crashed (541)
                 return
+        self._publish_message(exchange, message, publish.mandatory)
+
+    def _publish_message(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
+        """A complete message: routed, or held by the transaction; confirmed later."""
         if self.transaction.active:
-            self._hold(exchange, message, publish.mandatory)
+            self._hold(exchange, message, mandatory)
             return
-        ticket, refused = self.route(exchange, message, publish.mandatory)
+        ticket, refused = self.route(exchange, message, mandatory)
         if self.confirms.active:
             self.channel.confirm_later(ticket, refused)
 

@@ -228,10 +228,10 @@ class Queue:
                     self._dispatching = False
                 return True
         depth = self._messages.append(entry)
-        self._fresh = entry
-        if self.consumers:  # a ready consumer takes it before any limit applies
+        if self.consumers.consumers:  # a ready consumer takes it before any limit applies
+            self._fresh = entry
             self.dispatch()
-        self._fresh = None
+            self._fresh = None
         if limited:
             self._enforce_limits()
         if entry.expires_at is not None:

@@ -477,9 +477,12 @@ class VirtualHost:
         counters.messages_received += 1
         if confirm:
             counters.messages_received_confirm += 1
-        if exchange is self.default_exchange and (
-                message.cc or message.routing_key.startswith(_REPLY_PREFIX)):
-            self._deliver_replies(message)
+        queues: Collection[Queue] | None = None
+        if exchange is self.default_exchange:
+            if message.cc or message.routing_key.startswith(_REPLY_PREFIX):
+                self._deliver_replies(message)
+            elif (queue := self.queues.get(message.routing_key)) is not None:
+                queues = (queue,)  # (what `route` finds, without its calls: the usual case)
         elif isinstance(exchange, DelayedExchange) and (delay := delay_of(message)):
             # Held, so routed nowhere yet: a mandatory one is returned now, as the plugin
             # does, and still delivered when its time comes. (The plugin holds it while
@@ -488,7 +491,8 @@ class VirtualHost:
             if self.tracing:
                 tracing.published(self, message, (), origin or tracing.UNKNOWN)
             return None, ticket
-        queues = route(exchange, message, self._find_exchange, self._hold)
+        if queues is None:
+            queues = route(exchange, message, self._find_exchange, self._hold)
         if self.tracing:
             tracing.published(self, message, queues, origin or tracing.UNKNOWN)
         return queues, 0
@@ -509,11 +513,15 @@ class VirtualHost:
             exchange.messages_in += 1
             exchange.messages_out += routed
             if routed:
-                for queue in queues:  # published to it (refused or not; dead letters are not)
-                    queue.messages_published += 1
-                if by_queue is not None:
+                # Published to each (refused or not; dead letters are not), and counted by
+                # the publishing channel per queue and exchange.
+                if by_queue is None:
+                    for queue in queues:
+                        queue.messages_published += 1
+                else:
                     name = exchange.name
                     for queue in queues:
+                        queue.messages_published += 1
                         key = (queue.name, name)
                         by_queue[key] = by_queue.get(key, 0) + 1
                 if message.persistent or self.logging_queues:

@@ -94,10 +94,11 @@ class FrameReader:
     together changes nothing but the cost. Anything else comes out frame by frame.
     """
 
-    __slots__ = ("_pending", "frame_max", "error", "stalled")
+    __slots__ = ("_pending", "frame_max", "error", "stalled", "_last_method", "_last_properties")
 
     def __init__(self, frame_max: int) -> None:
         self._pending = b""
+        self._last_method = self._last_properties = b""  # of the last whole publish
         self.frame_max = frame_max
         self.error: AMQPConnectionError | None = None
         self.stalled = False
@@ -140,9 +141,20 @@ class FrameReader:
                         and 12 <= header_length <= frame_max and header_end < size
                         and data[header_end] == FRAME_END and class_id == CLASS_BASIC
                         and not weight):
+                    # A publisher repeats its method and properties: the same bytes are handed
+                    # out as the same object (compared in place), which the caches keyed by
+                    # them find by identity, their hash already known.
+                    method_payload = self._last_method
+                    if length != len(method_payload) or not data.startswith(
+                            method_payload, offset + 7):
+                        method_payload = self._last_method = data[offset + 7 : end]
+                    props_raw = self._last_properties
+                    if header_length - 12 != len(props_raw) or not data.startswith(
+                            props_raw, end + 20):
+                        props_raw = self._last_properties = data[end + 20 : header_end]
                     if not body_size:
-                        frames.append((PUBLISH_CONTENT, channel, (
-                            data[offset + 7 : end], data[end + 20 : header_end], b"")))
+                        frames.append((PUBLISH_CONTENT, channel, (method_payload, props_raw,
+                                                                  b"")))
                         offset = header_end + 1
                         continue
                     if size - header_end > 8:
@@ -152,8 +164,7 @@ class FrameReader:
                                 and body_length == body_size and body_length <= frame_max
                                 and body_end < size and data[body_end] == FRAME_END):
                             frames.append((PUBLISH_CONTENT, channel, (
-                                data[offset + 7 : end], data[end + 20 : header_end],
-                                data[header_end + 8 : body_end])))
+                                method_payload, props_raw, data[header_end + 8 : body_end])))
                             offset = body_end + 1
                             continue
             frames.append((frame_type, channel, data[offset + 7 : end]))
