@@ -72,6 +72,10 @@ READ_ERROR = -1  # the frame type of the last "frame" FrameReader returns when o
 # three frames back to whoever must see them one by one.
 PUBLISH_CONTENT = -2
 _PUBLISH_INDEX = _method_id.pack(BASIC_PUBLISH)
+# FrameReader._repeat: the last whole publish's bytes up to its body (its method frame, its
+# header frame and its body frame's 7-octet head, if it has a body), its channel, its method
+# payload, its property bytes and its body size
+_NO_REPEAT: tuple[bytes, int, bytes, bytes, int] = (b"", 0, b"", b"", 0)
 
 
 class FrameReader:
@@ -91,17 +95,28 @@ class FrameReader:
     and a body frame holding the whole body, all on its channel, within frame_max and ended
     well, comes out as one (PUBLISH_CONTENT, channel, PublishContent) frame: nothing in those
     three frames can be an error of the reader's or of the content's order, so taking them
-    together changes nothing but the cost. Anything else comes out frame by frame.
+    together changes nothing but the cost. Anything else comes out frame by frame. A publisher
+    repeats its method, properties and body size: bytes equal to the last whole publish's up to
+    its body (`_repeat`) are such a publish, judged already, found by one comparison.
     """
 
-    __slots__ = ("_pending", "frame_max", "error", "stalled", "_last_method", "_last_properties")
+    __slots__ = ("_pending", "_frame_max", "error", "stalled", "_repeat")
 
     def __init__(self, frame_max: int) -> None:
         self._pending = b""
-        self._last_method = self._last_properties = b""  # of the last whole publish
-        self.frame_max = frame_max
+        self._frame_max = frame_max
         self.error: AMQPConnectionError | None = None
         self.stalled = False
+        self._repeat = _NO_REPEAT
+
+    @property
+    def frame_max(self) -> int:
+        return self._frame_max
+
+    @frame_max.setter
+    def frame_max(self, frame_max: int) -> None:
+        self._frame_max = frame_max
+        self._repeat = _NO_REPEAT  # (judged under the former frame_max)
 
     def feed(self, data: bytes) -> list[Frame]:
         if self.error is not None:
@@ -112,9 +127,23 @@ class FrameReader:
         frames: list[Frame] = []
         offset, size = 0, len(data)
         unpack = _frame_header.unpack_from
-        unpack_header = _header_frame_head.unpack_from
-        frame_max = self.frame_max
+        frame_max = self._frame_max
+        prefix, publish_channel, method_payload, props_raw, body_size = self._repeat
+        prefix_size = len(prefix)
         while size - offset >= 7:
+            if prefix_size and data.startswith(prefix, offset):  # the hot path: one comparison
+                body_start = offset + prefix_size
+                body_end = body_start + body_size
+                if not body_size:
+                    frames.append((PUBLISH_CONTENT, publish_channel,
+                                   (method_payload, props_raw, b"")))
+                    offset = body_start
+                    continue
+                if body_end < size and data[body_end] == FRAME_END:
+                    frames.append((PUBLISH_CONTENT, publish_channel,
+                                   (method_payload, props_raw, data[body_start:body_end])))
+                    offset = body_end + 1
+                    continue
             frame_type, channel, length = unpack(data, offset)
             # Like RabbitMQ, accept payloads up to frame_max (not frame_max - 8), but name
             # frame_max - 8 as the limit when refusing one.
@@ -130,47 +159,53 @@ class FrameReader:
             if data[end] != FRAME_END:
                 return self._broken(frames, frame_error(
                     frame_type, data[offset + 7 : end], ("invalid_frame_end_marker", data[end])))
-            # (Inline, not a function: once per published message. A method frame shorter than
-            # the index cannot match: its end octet, checked above, would be among the four.)
-            if frame_type == FRAME_METHOD and size - end > 20 and data.startswith(
-                    _PUBLISH_INDEX, offset + 7):
-                (header_type, header_channel, header_length, class_id, weight,
-                 body_size) = unpack_header(data, end + 1)
-                header_end = end + 8 + header_length
-                if (header_type == FRAME_HEADER and header_channel == channel
-                        and 12 <= header_length <= frame_max and header_end < size
-                        and data[header_end] == FRAME_END and class_id == CLASS_BASIC
-                        and not weight):
-                    # A publisher repeats its method and properties: the same bytes are handed
-                    # out as the same object (compared in place), which the caches keyed by
-                    # them find by identity, their hash already known.
-                    method_payload = self._last_method
-                    if length != len(method_payload) or not data.startswith(
-                            method_payload, offset + 7):
-                        method_payload = self._last_method = data[offset + 7 : end]
-                    props_raw = self._last_properties
-                    if header_length - 12 != len(props_raw) or not data.startswith(
-                            props_raw, end + 20):
-                        props_raw = self._last_properties = data[end + 20 : header_end]
-                    if not body_size:
-                        frames.append((PUBLISH_CONTENT, channel, (method_payload, props_raw,
-                                                                  b"")))
-                        offset = header_end + 1
-                        continue
-                    if size - header_end > 8:
-                        body_type, body_channel, body_length = unpack(data, header_end + 1)
-                        body_end = header_end + 8 + body_length
-                        if (body_type == FRAME_BODY and body_channel == channel
-                                and body_length == body_size and body_length <= frame_max
-                                and body_end < size and data[body_end] == FRAME_END):
-                            frames.append((PUBLISH_CONTENT, channel, (
-                                method_payload, props_raw, data[header_end + 8 : body_end])))
-                            offset = body_end + 1
-                            continue
+            # (A method frame shorter than the index cannot match: its end octet, checked
+            # above, would be among the four.)
+            if frame_type == FRAME_METHOD and data.startswith(_PUBLISH_INDEX, offset + 7):
+                next_offset = self._whole_publish(data, offset, end, channel, frames)
+                if next_offset:
+                    offset = next_offset
+                    prefix, publish_channel, method_payload, props_raw, body_size = self._repeat
+                    prefix_size = len(prefix)
+                    continue
             frames.append((frame_type, channel, data[offset + 7 : end]))
             offset = end + 1
         self._pending = data[offset:] if offset < size else b""
         return frames
+
+    def _whole_publish(self, data: bytes, offset: int, end: int, channel: int,
+                       frames: list[Frame]) -> int:
+        """A basic.publish frame (from `offset` to its end octet at `end`): if its content
+        header and whole body follow in `data`, well-formed, append the three as one
+        PUBLISH_CONTENT frame, keep them as the publish a publisher repeats (`_repeat`), and
+        return where the next frame starts; else 0."""
+        size = len(data)
+        if size - end <= 20:
+            return 0
+        (header_type, header_channel, header_length, class_id, weight,
+         body_size) = _header_frame_head.unpack_from(data, end + 1)
+        header_end = end + 8 + header_length
+        if not (header_type == FRAME_HEADER and header_channel == channel
+                and 12 <= header_length <= self._frame_max and header_end < size
+                and data[header_end] == FRAME_END and class_id == CLASS_BASIC and not weight):
+            return 0
+        method_payload, props_raw = data[offset + 7 : end], data[end + 20 : header_end]
+        if not body_size:
+            body, next_offset, prefix_end = b"", header_end + 1, header_end + 1
+        else:
+            if size - header_end <= 8:
+                return 0
+            body_type, body_channel, body_length = _frame_header.unpack_from(data, header_end + 1)
+            body_end = header_end + 8 + body_length
+            if not (body_type == FRAME_BODY and body_channel == channel
+                    and body_length == body_size and body_length <= self._frame_max
+                    and body_end < size and data[body_end] == FRAME_END):
+                return 0
+            body, next_offset = data[header_end + 8 : body_end], body_end + 1
+            prefix_end = header_end + 8
+        frames.append((PUBLISH_CONTENT, channel, (method_payload, props_raw, body)))
+        self._repeat = (data[offset:prefix_end], channel, method_payload, props_raw, body_size)
+        return next_offset
 
     def _broken(self, frames: list[Frame], error: AMQPConnectionError) -> list[Frame]:
         if self.error is None:

@@ -204,6 +204,61 @@ def test_reader_judges_a_broken_body_end_after_the_frames_before_it():
     assert reader.error.reply_code == FRAME_ERROR
 
 
+def publish_frames(body: bytes, channel: int = 1) -> list[bytes]:
+    frames = [marshal(spec.Basic.Publish(routing_key="q"), channel),
+              marshal(pamqp_header.ContentHeader(body_size=len(body), properties=PROPERTIES),
+                      channel)]
+    return frames + [marshal(pamqp_body.ContentBody(body), channel)] if body else frames
+
+
+# A publisher's stream: the same publish again and again, others between (another body size, no
+# body, another channel, an ack)
+REPEATS = [
+    *publish_frames(b"abc"), *publish_frames(b"abc"), *publish_frames(b"abc"),
+    *publish_frames(b"abcd"), *publish_frames(b"abc"), *publish_frames(b""),
+    *publish_frames(b""), marshal(spec.Basic.Ack(delivery_tag=7, multiple=True), 1),
+    *publish_frames(b"abc", 2), *publish_frames(b"abc"),
+]
+REPEATS_IN = [(frame[0], int.from_bytes(frame[1:3]), payload_of(frame)) for frame in REPEATS]
+
+
+def test_reader_takes_repeated_publishes_whole():
+    frames = codec.FrameReader(FRAME_MAX).feed(b"".join(REPEATS))
+    assert [frame_type for frame_type, _, _ in frames] == [codec.PUBLISH_CONTENT] * 7 + [
+        FRAME_METHOD] + [codec.PUBLISH_CONTENT] * 2
+    assert unfused(frames) == REPEATS_IN
+    # the same method and property bytes are handed out as the same objects
+    assert frames[0][2][0] is frames[1][2][0] and frames[0][2][1] is frames[2][2][1]
+
+
+@settings(deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(b"".join(REPEATS))), max_size=40))
+def test_reader_takes_repeated_publishes_in_any_chunking(cuts):
+    reader = codec.FrameReader(FRAME_MAX)
+    assert feed_in_chunks(reader, b"".join(REPEATS), cuts) == REPEATS_IN
+    assert not reader.has_partial_frame
+
+
+def test_reader_judges_a_repeated_publish_with_a_broken_body_end():
+    first = b"".join(publish_frames(b"abc"))
+    reader = codec.FrameReader(FRAME_MAX)
+    frames = reader.feed(first + first[:-1] + b"\x00")
+    assert unfused(frames) == [*REPEATS_IN[:3], *REPEATS_IN[3:5], (codec.READ_ERROR, 0, b"")]
+    assert reader.error.reply_code == FRAME_ERROR
+
+
+def test_reader_judges_a_repeated_publish_again_under_a_new_frame_max():
+    """A body that fitted the former frame_max is judged again under a smaller one."""
+    big = b"".join(publish_frames(b"x" * 3000))
+    reader = codec.FrameReader(FRAME_MAX)
+    assert reader.feed(big)[0][0] == codec.PUBLISH_CONTENT
+    reader.frame_max = 1000
+    frames = reader.feed(big)
+    assert [frame_type for frame_type, _, _ in frames] == [FRAME_METHOD, FRAME_HEADER]
+    assert reader.stalled
+    assert broken_frame_error(reader, b"") is reader.error
+
+
 @settings(deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=40))
 def test_reader_any_chunking(cuts):
