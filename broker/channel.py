@@ -208,7 +208,8 @@ class Channel:
         if self.lifecycle.state or self._content.state != IDLE:
             return False
         try:
-            self._publish_whole(self._decoded_publish(payload), props_raw, body)
+            publish = self.connection.publish_cache.get(payload) or self._decoded_publish(payload)
+            self._publish_whole(publish, props_raw, body)
         except BrokerError as error:
             raise amqp_error(error, BASIC_PUBLISH) from None
         return True

@@ -201,7 +201,7 @@ class Queue:
         if logged:
             self.persistent_count += 1
             self.persistent_bytes += message.body_size
-        limited = settings.max_length is not None or settings.max_length_bytes is not None
+        limited = settings.limited
         if limited and settings.overflow != "drop-head" and self._full_for(message.body_size):
             if settings.overflow == "reject-publish-dlx":
                 self._dead_letter(message, "maxlen")
@@ -210,10 +210,13 @@ class Queue:
             self.limits_memory and self._behind_memory_limit(message)
         )) and self._freeze(message, self.vhost.store, limited):
             return True
-        entry = QueuedMessage(
-            message, self._next_seq, self._priority_of(message) if settings.max_priority else 0,
-            None if message.expiration is None and settings.message_ttl is None
-            else self._deadline(message, message.timestamp))
+        if settings.stamps_entries or message.expiration is not None:
+            entry = QueuedMessage(
+                message, self._next_seq,
+                self._priority_of(message) if settings.max_priority else 0,
+                self._deadline(message, message.timestamp))
+        else:
+            entry = QueuedMessage(message, self._next_seq)
         self._next_seq += 1
         if not self._messages.count and self.consumers.consumers and not self._dispatching:
             # An empty queue hands it straight to a ready consumer (as RabbitMQ's queue

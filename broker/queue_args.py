@@ -230,6 +230,12 @@ class QueueSettings:
     policy: str | None = None
     operator_policy: str | None = None
 
+    def __post_init__(self) -> None:
+        # What enqueue asks of every message, answered once (settings are never changed in
+        # place: a policy change makes new ones)
+        self.limited = self.max_length is not None or self.max_length_bytes is not None
+        self.stamps_entries = bool(self.max_priority) or self.message_ttl is not None
+
     def ttl_for(self, expiration: int | None) -> int | None:
         """The TTL (ms) of a message with this expiration property: the queue's message TTL
         or its own, the smaller; None if neither."""
