@@ -200,13 +200,14 @@ class Channel:
             index = codec.method_index(payload) if frame_type == FRAME_METHOD else BASIC_PUBLISH
             raise amqp_error(error, index) from None
 
-    def publish_whole(self, payload: bytes, props_raw: bytes, body: bytes) -> bool:
-        """basic.publish (its method payload) with its whole content, which the frame reader
-        found together (codec.PUBLISH_CONTENT), taken as its three frames would be. False,
-        having done nothing, where the channel is not open or is assembling a content: its
-        frames go through `handle_frame` one by one then."""
+    def publish_whole(self, content: codec.PublishContent) -> bool:
+        """basic.publish with its whole content, which the frame reader found together
+        (codec.PUBLISH_CONTENT), taken as its three frames would be. False, having done
+        nothing, where the channel is not open or is assembling a content: its frames go
+        through `handle_frame` one by one then."""
         if self.lifecycle.state or self._content.state != IDLE:
             return False
+        payload, props_raw, body = content
         try:
             publish = self.connection.publish_cache.get(payload) or self._decoded_publish(payload)
             self._publish_whole(publish, props_raw, body)

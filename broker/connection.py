@@ -284,7 +284,7 @@ class Connection:
             channel = channels.get(channel_number) if channel_number else None
             if frame_type == PUBLISH_CONTENT:  # a whole publish (the hot path)
                 try:
-                    taken = channel is not None and not alarms and channel.publish_whole(*payload)
+                    taken = channel is not None and not alarms and channel.publish_whole(payload)
                 except AMQPChannelError as error:
                     channel.close_with_error(error)
                     taken = True

@@ -190,12 +190,23 @@ class Publishing:
         self._publish_message(exchange, message, publish.mandatory)
 
     def _publish_message(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
-        """A complete message: routed, or held by the transaction; confirmed later."""
+        """A complete message: held by the transaction, or published (VirtualHost.publish's
+        two steps, one call less) and confirmed later; basic.return if it is unroutable and
+        mandatory."""
         if self.transaction.active:
             self._hold(exchange, message, mandatory)
             return
-        ticket, refused = self.route(exchange, message, mandatory)
-        if self.confirms.active:
+        self.has_published = True
+        vhost, confirms = self.vhost, self.confirms
+        try:
+            queues, ticket = vhost.route_publish(exchange, message, self.channel,
+                                                 confirms.active)
+            routed, ticket, refused = vhost.put_routed(exchange, message, queues, ticket,
+                                                       mandatory, self.channel.stats.routed)
+        except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
+            raise _malformed(exc) from exc
+        self._routed(exchange, message, routed, mandatory)
+        if confirms.active:
             self.channel.confirm_later(ticket, refused)
 
     def _checked_message(self, publish: codec.Publish, props_raw: bytes, body: bytes
@@ -243,22 +254,6 @@ class Publishing:
                 props_raw, "reply_to", f"{DIRECT_REPLY_TO}.{reply_key}"
             )
         return props_raw
-
-    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[int, bool]:
-        """Publish a complete message (VirtualHost.publish); basic.return if it is unroutable
-        and mandatory. Returns the log ticket to wait for before confirming (0 when nothing was
-        logged), and whether a queue refused it."""
-        self.has_published = True
-        vhost = self.vhost
-        try:  # (VirtualHost.publish's two steps, one call less)
-            queues, ticket = vhost.route_publish(exchange, message, self.channel,
-                                                 self.confirms.active)
-            routed, ticket, refused = vhost.put_routed(exchange, message, queues, ticket,
-                                                       mandatory, self.channel.stats.routed)
-        except (ValueError, IndexError, KeyError, struct.error) as exc:  # malformed headers
-            raise _malformed(exc) from exc
-        self._routed(exchange, message, routed, mandatory)
-        return ticket, refused
 
     def _hold(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
         """A publish in a transaction: routed now (direct replies handed over, the publish
