@@ -201,16 +201,16 @@ class Channel:
             raise amqp_error(error, index) from None
 
     def publish_whole(self, content: codec.PublishContent) -> bool:
-        """basic.publish with its whole content, which the frame reader found together
-        (codec.PUBLISH_CONTENT), taken as its three frames would be. False, having done
-        nothing, where the channel is not open or is assembling a content: its frames go
-        through `handle_frame` one by one then."""
+        """basic.publish with its whole content, repeated for each of its bodies, which the
+        frame reader found together (codec.PUBLISH_CONTENT), taken as their frames would be.
+        False, having done nothing, where the channel is not open or is assembling a content:
+        the frames go through `handle_frame` one by one then."""
         if self.lifecycle.state or self._content.state != IDLE:
             return False
-        payload, props_raw, body = content
+        payload, props_raw, bodies = content
         try:
             publish = self.connection.publish_cache.get(payload) or self._decoded_publish(payload)
-            self._publish_whole(publish, props_raw, body)
+            self._publish_whole(publish, props_raw, bodies)
         except BrokerError as error:
             raise amqp_error(error, BASIC_PUBLISH) from None
         return True

@@ -114,20 +114,32 @@ class Publishing:
         if body_size == 0:
             self.complete(b"")
 
-    def publish_whole(self, publish: codec.Publish, props_raw: bytes, body: bytes) -> None:
-        """basic.publish with its whole content, which the frame reader found together
-        (codec.PUBLISH_CONTENT): what on_publish, on_header and complete do, in one step."""
+    def publish_whole(self, publish: codec.Publish, props_raw: bytes, bodies: list[bytes]
+                      ) -> None:
+        """basic.publish with its whole content, once for each of `bodies` (the same publish
+        repeated, which the frame reader found together: codec.PUBLISH_CONTENT): what
+        on_publish, on_header and complete do, in one step per message. (Nothing a message
+        does changes what `_take_publish` found for the next: it is asked once.)"""
         self._take_publish(publish)
         facts = self.connection.properties_cache.get(props_raw)
-        if facts is None or not facts.plain or len(body) > self._max_size:
-            self._take_properties(props_raw, len(body))
-            self.complete(body)
+        if facts is None or not facts.plain:
+            lifecycle = self.channel.lifecycle
+            for body in bodies:
+                if lifecycle.state:  # the channel crashed (541): what follows is dropped
+                    return
+                self._publish = publish
+                self._take_properties(props_raw, len(body))
+                self.complete(body)
             return
-        message = Message(publish.exchange, publish.routing_key, publish.route_bytes, facts.raw,
-                          body)
-        message.persistent = facts.persistent
         self._publish = None
-        self._publish_message(self._publish_exchange, message, publish.mandatory)
+        exchange, mandatory, max_size = self._publish_exchange, publish.mandatory, self._max_size
+        for body in bodies:
+            if len(body) > max_size:
+                self._check_size(len(body))
+            message = Message(publish.exchange, publish.routing_key, publish.route_bytes,
+                              facts.raw, body)
+            message.persistent = facts.persistent
+            self._publish_message(exchange, message, mandatory)
 
     def _take_publish(self, publish: codec.Publish) -> None:
         exchange = self.vhost.exchange_for_publish(
@@ -158,13 +170,16 @@ class Publishing:
                 self._props_ok = False
         else:
             self._props_ok = properties.well_formed(props_raw)
+        self._check_size(body_size)
+        self._props_raw = props_raw
+        self._facts = facts
+
+    def _check_size(self, body_size: int) -> None:
         if body_size > self._max_size:
             self.content.reset()
             raise PreconditionFailed(
                 f"message size {body_size} is larger than configured max size {self._max_size}"
             )
-        self._props_raw = props_raw
-        self._facts = facts
 
     def _crash(self, error: AMQPConnectionError) -> None:
         """RabbitMQ decodes the properties in the channel process once the message is

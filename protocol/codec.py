@@ -61,15 +61,17 @@ HEARTBEAT_FRAME = bytes((FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END))
 
 # (frame type, channel number, payload); a PUBLISH_CONTENT frame's payload is a PublishContent
 Frame = tuple[int, int, Any]
-# basic.publish's method payload, the content header's property bytes and the whole body
-PublishContent = tuple[bytes, bytes, bytes]
+# basic.publish's method payload, the content header's property bytes, and the whole body of
+# each of the publishes with these two that came one after the other (one or more)
+PublishContent = tuple[bytes, bytes, list[bytes]]
 
 
 READ_ERROR = -1  # the frame type of the last "frame" FrameReader returns when one is broken
 # The frame type FrameReader gives a basic.publish whose content header and single body frame
-# followed it in the same read, all three well-formed (see FrameReader): one event for the
-# three frames, so that the hot path takes a message in one step. `content_frames` gives the
-# three frames back to whoever must see them one by one.
+# followed it in the same read, all three well-formed (see FrameReader), and the same publish
+# repeated right after it: one event for their frames, so that the hot path takes a run of
+# messages in one step. `content_frames` gives the frames back to whoever must see them one by
+# one.
 PUBLISH_CONTENT = -2
 _PUBLISH_INDEX = _method_id.pack(BASIC_PUBLISH)
 # FrameReader._repeat: the last whole publish's bytes up to its body (its method frame, its
@@ -97,7 +99,8 @@ class FrameReader:
     three frames can be an error of the reader's or of the content's order, so taking them
     together changes nothing but the cost. Anything else comes out frame by frame. A publisher
     repeats its method, properties and body size: bytes equal to the last whole publish's up to
-    its body (`_repeat`) are such a publish, judged already, found by one comparison.
+    its body (`_repeat`) are such a publish, judged already, found by one comparison; right
+    after the same publish, its body joins that frame's (a run of publishes, in their order).
     """
 
     __slots__ = ("_pending", "_frame_max", "error", "stalled", "_repeat")
@@ -130,20 +133,26 @@ class FrameReader:
         frame_max = self._frame_max
         prefix, publish_channel, method_payload, props_raw, body_size = self._repeat
         prefix_size = len(prefix)
+        run: list[bytes] | None = None  # the bodies of the last frame, if it is a whole publish
         while size - offset >= 7:
             if prefix_size and data.startswith(prefix, offset):  # the hot path: one comparison
                 body_start = offset + prefix_size
                 body_end = body_start + body_size
                 if not body_size:
-                    frames.append((PUBLISH_CONTENT, publish_channel,
-                                   (method_payload, props_raw, b"")))
-                    offset = body_start
+                    body, offset = b"", body_start
+                elif body_end < size and data[body_end] == FRAME_END:
+                    body, offset = data[body_start:body_end], body_end + 1
+                else:
+                    body = None
+                if body is not None:
+                    if run is not None:
+                        run.append(body)
+                    else:
+                        run = [body]
+                        frames.append((PUBLISH_CONTENT, publish_channel,
+                                       (method_payload, props_raw, run)))
                     continue
-                if body_end < size and data[body_end] == FRAME_END:
-                    frames.append((PUBLISH_CONTENT, publish_channel,
-                                   (method_payload, props_raw, data[body_start:body_end])))
-                    offset = body_end + 1
-                    continue
+            run = None
             frame_type, channel, length = unpack(data, offset)
             # Like RabbitMQ, accept payloads up to frame_max (not frame_max - 8), but name
             # frame_max - 8 as the limit when refusing one.
@@ -167,6 +176,7 @@ class FrameReader:
                     offset = next_offset
                     prefix, publish_channel, method_payload, props_raw, body_size = self._repeat
                     prefix_size = len(prefix)
+                    run = frames[-1][2][2]
                     continue
             frames.append((frame_type, channel, data[offset + 7 : end]))
             offset = end + 1
@@ -203,7 +213,7 @@ class FrameReader:
                 return 0
             body, next_offset = data[header_end + 8 : body_end], body_end + 1
             prefix_end = header_end + 8
-        frames.append((PUBLISH_CONTENT, channel, (method_payload, props_raw, body)))
+        frames.append((PUBLISH_CONTENT, channel, (method_payload, props_raw, [body])))
         self._repeat = (data[offset:prefix_end], channel, method_payload, props_raw, body_size)
         return next_offset
 
@@ -221,11 +231,13 @@ class FrameReader:
 
 def content_frames(channel: int, content: PublishContent) -> list[Frame]:
     """The frames a PUBLISH_CONTENT frame stands for, as they came."""
-    method_payload, props_raw, body = content
-    frames = [(FRAME_METHOD, channel, method_payload),
-              (FRAME_HEADER, channel, _content_header.pack(CLASS_BASIC, 0, len(body)) + props_raw)]
-    if body:
-        frames.append((FRAME_BODY, channel, body))
+    method_payload, props_raw, bodies = content
+    frames: list[Frame] = []
+    for body in bodies:
+        frames += [(FRAME_METHOD, channel, method_payload), (FRAME_HEADER, channel, (
+            _content_header.pack(CLASS_BASIC, 0, len(body)) + props_raw))]
+        if body:
+            frames.append((FRAME_BODY, channel, body))
     return frames
 
 
