@@ -120,6 +120,7 @@ class ClientSocket(Protocol):
 
     def write(self, data: bytes) -> None: ...
     def write_parts(self, parts: Sequence[bytes | memoryview], size: int) -> None: ...
+    def write_room(self) -> int: ...
     def close(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -211,6 +212,11 @@ class Connection:
         """Write `size` bytes given as consecutive pieces (joined once, with the rest)."""
         self._sent_since_tick = True
         self.transport.write_parts(parts, size)
+
+    def write_room(self) -> int:
+        """Bytes that may be written this loop turn before the connection stops taking
+        deliveries (the one that crosses it is written)."""
+        return self.transport.write_room()
 
     def send_method(self, channel: int, method: Any) -> None:
         self.write(codec.encode_method(channel, method))

@@ -5,6 +5,7 @@ or nack/reject (requeued, or rejected to the queue), and recover."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from pamqp import commands as spec
@@ -98,6 +99,63 @@ class Deliveries:
             counts.redelivered += 1
         if self.vhost.tracing:
             tracing.delivered(self.vhost, queue, entry, self.channel)
+
+    def deliver_run(self, consumer: Consumer, queue: Queue, entries: list[QueuedMessage]
+                    ) -> tuple[int, int]:
+        """`deliver` for a run of messages taken from `queue` together for `consumer` (manual
+        ack; their deliveries not counted yet): in order, as many as the channel's shared
+        window and the connection's turn budget take (at least one: the queue found the
+        consumer ready), written as one piece. Returns how many were delivered (the queue
+        puts the others back) and how many of those were redeliveries."""
+        connection = self.connection
+        limit = len(entries)
+        if self.global_prefetch and self.global_prefetch - self.global_unacked < limit:
+            limit = self.global_prefetch - self.global_unacked
+        room = connection.write_room()  # past it, the connection stops taking deliveries
+        frame_max, tag_bytes = connection.frame_max, consumer.tag_bytes
+        tag = self.tags.next_tag  # the run's tags: this one on
+        parts: list[bytes | memoryview] = []
+        size = redelivered = body_bytes = count = 0
+        route = props = shape = None
+        body_size = -1
+        for entry in entries:
+            message = entry.message
+            if entry.delivery_count:  # (its properties carry x-delivery-count)
+                shape = self.encoder.shape(tag_bytes, message.route_bytes,
+                                           queue.delivery_properties(entry),
+                                           message.body_size, frame_max)
+                route = None
+            elif (message.route_bytes is not route or message.props_raw is not props
+                  or message.body_size != body_size):
+                route, props, body_size = (message.route_bytes, message.props_raw,
+                                           message.body_size)
+                shape = self.encoder.shape(tag_bytes, route, props, body_size, frame_max)
+            parts += shape.parts(tag + count, entry.redelivered, message.body)
+            size += shape.size
+            body_bytes += message.body_size
+            count += 1
+            if entry.redelivered:
+                redelivered += 1
+            if count == limit or size > room:
+                break
+        self.tags.keep_run(zip(repeat(queue), entries, repeat(consumer)), count)
+        consumer.unacked += count
+        self.global_unacked += count
+        queue.unacked_count += count
+        queue.unacked_bytes += body_bytes
+        counters, stats = queue.counters, self.stats
+        counters.delivered_consume_manual_ack += count
+        counts = (stats.last_queue_counts if queue is stats.last_queue
+                  else stats.queue_counts(queue))
+        counts.delivered += count
+        if redelivered:
+            counters.messages_redelivered += redelivered
+            counts.redelivered += redelivered
+        connection.write_parts(parts, size)
+        if self.vhost.tracing:
+            for entry in entries[:count]:
+                tracing.delivered(self.vhost, queue, entry, self.channel)
+        return count, redelivered
 
     def cancelled(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""

@@ -111,6 +111,10 @@ class Transport(asyncio.Protocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    def write_room(self) -> int:
+        """Bytes that may be collected this turn before TURN_BUDGET is passed."""
+        return TURN_BUDGET - self._out_bytes
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out

@@ -94,6 +94,12 @@ class Target:
             consumer.unacked += 1
         self.delivered.append((consumer.tag, queue, entry))
 
+    def deliver_run(self, consumer: Consumer, queue: Queue, entries: list[QueuedMessage]
+                    ) -> tuple[int, int]:
+        for entry in entries:
+            self.deliver(consumer, queue, entry)
+        return len(entries), sum(entry.redelivered for entry in entries)
+
     def cancelled(self, consumer: Consumer) -> None:
         self.cancelled_tags.append(consumer.tag)
 
