@@ -17,7 +17,7 @@ from broker.message import Message, QueuedMessage
 from broker.queue_args import validate_consumer_priority
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec
-from protocol.constants import NOT_IMPLEMENTED
+from protocol.constants import FRAME_END_BYTE, NOT_IMPLEMENTED
 from protocol.deliverytags import DeliveryTags
 from protocol.errors import AMQPConnectionError
 from protocol.transactions import TransactionBuffer
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 # tuple, not a NamedTuple: one is made per delivery on the hot path, and a tuple is the
 # cheapest record to build and unpack.
 Unacked = tuple["Queue", QueuedMessage, "Consumer | None"]
+
+_pack_tag = codec.pack_tag_and_flag
 
 _ACK, _NACK, _REJECT = (method.index & 0xFFFF for method in (
     spec.Basic.Ack, spec.Basic.Nack, spec.Basic.Reject))
@@ -53,6 +55,7 @@ class Deliveries:
         self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
         self.tags: DeliveryTags[Unacked] = DeliveryTags()
         self.encoder = codec.DeliverEncoder(self.number)
+        self._write_parts = self.connection.write_parts  # (the transport's)
         self.stats = channel.stats
         self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
         # basic.qos global=true: shared by the channel's consumers, until a global=false one
@@ -87,12 +90,22 @@ class Deliveries:
             queue.unacked_count += 1
             queue.unacked_bytes += message.body_size
             counters.delivered_consume_manual_ack += 1
-        connection = self.connection
-        shape = self.encoder.shape(
-            consumer.tag_bytes, message.route_bytes,
-            queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
-            message.body_size, connection.frame_max)
-        connection.write_parts(shape.parts(tag, entry.redelivered, message.body), shape.size)
+        # DeliverEncoder.shape's test of its last shape, inline (frame_max is settled before
+        # a channel opens), then DeliverShape.parts of one body frame: once per message.
+        shape = self.encoder.last
+        if (shape is None or shape.route_bytes is not message.route_bytes
+                or shape.props_raw is not message.props_raw
+                or shape.body_size != message.body_size
+                or shape.consumer_tag_bytes is not consumer.tag_bytes or entry.delivery_count):
+            shape = self.encoder.shape(
+                consumer.tag_bytes, message.route_bytes,
+                queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
+                message.body_size, self.connection.frame_max)
+        if shape.single:
+            self._write_parts((shape.head, _pack_tag(tag, entry.redelivered), shape.tail,
+                               message.body, FRAME_END_BYTE), shape.size)
+        else:
+            self._write_parts(shape.parts(tag, entry.redelivered, message.body), shape.size)
         counts.delivered += 1
         if entry.redelivered:
             counters.messages_redelivered += 1
