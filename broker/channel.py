@@ -102,6 +102,7 @@ class Channel:
         # and what the connection and the queues call, in one place.
         self.can_deliver = deliveries.can_deliver  # the DeliveryTarget methods
         self.deliver = deliveries.deliver
+        self.deliver_run = deliveries.deliver_run
         self.cancelled = deliveries.cancelled
         self.kick_queues = deliveries.kick_queues
         self._content = publishing.content

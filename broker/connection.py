@@ -119,8 +119,12 @@ class ClientSocket(Protocol):
     tls: ssl.SSLObject | None
     origin: Any  # broker.transport.Origin of a connection a follower passed on, else None
 
+    send_cnt: int  # writes to the socket so far
+
     def write(self, data: bytes) -> None: ...
     def write_parts(self, parts: Sequence[bytes | memoryview], size: int) -> None: ...
+    def write_room(self) -> int: ...
+    def sent_since(self, send_cnt: int) -> bool: ...
     def close(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -163,7 +167,9 @@ class Connection:
         self.properties_cache: dict[bytes, PropertyFacts] = {}
         self._confirm_channels: list[Channel] = []
         self._received_since_tick = True
-        self._sent_since_tick = False
+        self._send_cnt_at_tick = 0  # the transport's socket writes at the last heartbeat tick
+        self.write, self.write_parts = transport.write, transport.write_parts
+        self.write_room = transport.write_room
         self._heartbeat_every = 0.0
         self._timer: asyncio.TimerHandle | None = None  # the one timer: a timeout or heartbeats
         # Resource alarms: the node's set of alarms in effect (shared, never copied), whether we
@@ -204,14 +210,11 @@ class Connection:
 
     # -- output ---------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        self._sent_since_tick = True
-        self.transport.write(data)
-
-    def write_parts(self, parts: Sequence[bytes | memoryview], size: int) -> None:
-        """Write `size` bytes given as consecutive pieces (joined once, with the rest)."""
-        self._sent_since_tick = True
-        self.transport.write_parts(parts, size)
+    # write(data), write_parts(parts, size) and write_room() are the transport's own (bound
+    # in __init__: no call layer of ours on the hot path). write_parts writes `size` bytes
+    # given as consecutive pieces, joined once with the rest of the loop turn's output;
+    # write_room is what may be written this turn before the connection stops taking
+    # deliveries (the write that crosses it is made).
 
     def send_method(self, channel: int, method: Any) -> None:
         self.write(codec.encode_method(channel, method))
@@ -473,8 +476,10 @@ class Connection:
         # A blocked connection is not read: its silence is ours.
         received = self._received_since_tick or self.blocked
         self._received_since_tick = False
-        self._act(self.session.heartbeat_tick(received, self._sent_since_tick))
-        self._sent_since_tick = False
+        transport = self.transport
+        sent = transport.sent_since(self._send_cnt_at_tick)
+        self._send_cnt_at_tick = transport.send_cnt
+        self._act(self.session.heartbeat_tick(received, sent))
         if self.session.state is not _CLOSED:
             self._timer = self._loop.call_later(self._heartbeat_every, self._heartbeat_tick)
 

@@ -32,6 +32,14 @@ class DeliveryTarget(Protocol):
         with the queue at once for a no-ack consumer."""
         ...
 
+    def deliver_run(self, consumer: Consumer, queue: Queue, entries: list[QueuedMessage]
+                    ) -> tuple[int, int]:
+        """`deliver` for several messages taken from `queue` together for `consumer` (its
+        only consumer, manual ack; not counted by the queue yet), in order: as many as the
+        target takes now, at least the first. Returns how many it took (the queue puts the
+        others back) and how many of those were redeliveries."""
+        ...
+
     def cancelled(self, consumer: Consumer) -> None:
         """The queue of `consumer` was deleted: the consumer is gone (told to the client if the
         front tells such things)."""
@@ -105,7 +113,7 @@ class ConsumerLine:
         self._active: Consumer | None = None
         # The consumer when there is exactly one (the hot path's case): it is the one in line
         # whatever the rules, single-active-consumer or not.
-        self._only: Consumer | None = None
+        self.only: Consumer | None = None
 
     def __len__(self) -> int:
         return len(self.consumers)
@@ -135,7 +143,7 @@ class ConsumerLine:
             # (the queue became single-active-consumer since the consumers there joined)
             self._active = self._successor() or consumer
         self.consumers.append(consumer)
-        self._only = consumer if len(self.consumers) == 1 else None
+        self.only = consumer if len(self.consumers) == 1 else None
         for group in self._groups:
             if group.priority == consumer.priority:
                 group.consumers.append(consumer)
@@ -145,7 +153,7 @@ class ConsumerLine:
 
     def remove(self, consumer: Consumer) -> None:
         self.consumers.remove(consumer)
-        self._only = self.consumers[0] if len(self.consumers) == 1 else None
+        self.only = self.consumers[0] if len(self.consumers) == 1 else None
         if consumer is self._active:
             self._active = self._successor()
         for group in self._groups:
@@ -156,7 +164,7 @@ class ConsumerLine:
                 return
 
     def next_ready(self) -> Consumer | None:
-        only = self._only
+        only = self.only
         if only is not None:  # (Consumer.can_take, inline: asked once per message)
             if only.prefetch and only.unacked >= only.prefetch:
                 return None

@@ -5,6 +5,7 @@ or nack/reject (requeued, or rejected to the queue), and recover."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from pamqp import commands as spec
@@ -16,7 +17,7 @@ from broker.message import Message, QueuedMessage
 from broker.queue_args import validate_consumer_priority
 from broker.topology import DIRECT_REPLY_TO
 from protocol import codec
-from protocol.constants import NOT_IMPLEMENTED
+from protocol.constants import FRAME_END_BYTE, NOT_IMPLEMENTED
 from protocol.deliverytags import DeliveryTags
 from protocol.errors import AMQPConnectionError
 from protocol.transactions import TransactionBuffer
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 # tuple, not a NamedTuple: one is made per delivery on the hot path, and a tuple is the
 # cheapest record to build and unpack.
 Unacked = tuple["Queue", QueuedMessage, "Consumer | None"]
+
+_pack_tag = codec.pack_tag_and_flag
 
 _ACK, _NACK, _REJECT = (method.index & 0xFFFF for method in (
     spec.Basic.Ack, spec.Basic.Nack, spec.Basic.Reject))
@@ -52,6 +55,7 @@ class Deliveries:
         self._held_cancels: list[str] | None = None  # basic.cancel to send after a reply
         self.tags: DeliveryTags[Unacked] = DeliveryTags()
         self.encoder = codec.DeliverEncoder(self.number)
+        self._write_parts = self.connection.write_parts  # (the transport's)
         self.stats = channel.stats
         self.default_prefetch = 0  # basic.qos global=false: for consumers created afterwards
         # basic.qos global=true: shared by the channel's consumers, until a global=false one
@@ -86,18 +90,85 @@ class Deliveries:
             queue.unacked_count += 1
             queue.unacked_bytes += message.body_size
             counters.delivered_consume_manual_ack += 1
-        connection = self.connection
-        shape = self.encoder.shape(
-            consumer.tag_bytes, message.route_bytes,
-            queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
-            message.body_size, connection.frame_max)
-        connection.write_parts(shape.parts(tag, entry.redelivered, message.body), shape.size)
+        # DeliverEncoder.shape's test of its last shape, inline (frame_max is settled before
+        # a channel opens), then DeliverShape.parts of one body frame: once per message.
+        shape = self.encoder.last
+        if (shape is None or shape.route_bytes is not message.route_bytes
+                or shape.props_raw is not message.props_raw
+                or shape.body_size != message.body_size
+                or shape.consumer_tag_bytes is not consumer.tag_bytes or entry.delivery_count):
+            shape = self.encoder.shape(
+                consumer.tag_bytes, message.route_bytes,
+                queue.delivery_properties(entry) if entry.delivery_count else message.props_raw,
+                message.body_size, self.connection.frame_max)
+        if shape.single:
+            self._write_parts((shape.head, _pack_tag(tag, entry.redelivered), shape.tail,
+                               message.body, FRAME_END_BYTE), shape.size)
+        else:
+            self._write_parts(shape.parts(tag, entry.redelivered, message.body), shape.size)
         counts.delivered += 1
         if entry.redelivered:
             counters.messages_redelivered += 1
             counts.redelivered += 1
         if self.vhost.tracing:
             tracing.delivered(self.vhost, queue, entry, self.channel)
+
+    def deliver_run(self, consumer: Consumer, queue: Queue, entries: list[QueuedMessage]
+                    ) -> tuple[int, int]:
+        """`deliver` for a run of messages taken from `queue` together for `consumer` (manual
+        ack; their deliveries not counted yet): in order, as many as the channel's shared
+        window and the connection's turn budget take (at least one: the queue found the
+        consumer ready), written as one piece. Returns how many were delivered (the queue
+        puts the others back) and how many of those were redeliveries."""
+        connection = self.connection
+        limit = len(entries)
+        if self.global_prefetch and self.global_prefetch - self.global_unacked < limit:
+            limit = self.global_prefetch - self.global_unacked
+        room = connection.write_room()  # past it, the connection stops taking deliveries
+        frame_max, tag_bytes = connection.frame_max, consumer.tag_bytes
+        tag = self.tags.next_tag  # the run's tags: this one on
+        parts: list[bytes | memoryview] = []
+        size = redelivered = body_bytes = count = 0
+        route = props = shape = None
+        body_size = -1
+        for entry in entries:
+            message = entry.message
+            if entry.delivery_count:  # (its properties carry x-delivery-count)
+                shape = self.encoder.shape(tag_bytes, message.route_bytes,
+                                           queue.delivery_properties(entry),
+                                           message.body_size, frame_max)
+                route = None
+            elif (message.route_bytes is not route or message.props_raw is not props
+                  or message.body_size != body_size):
+                route, props, body_size = (message.route_bytes, message.props_raw,
+                                           message.body_size)
+                shape = self.encoder.shape(tag_bytes, route, props, body_size, frame_max)
+            parts += shape.parts(tag + count, entry.redelivered, message.body)
+            size += shape.size
+            body_bytes += message.body_size
+            count += 1
+            if entry.redelivered:
+                redelivered += 1
+            if count == limit or size > room:
+                break
+        self.tags.keep_run(zip(repeat(queue), entries, repeat(consumer)), count)
+        consumer.unacked += count
+        self.global_unacked += count
+        queue.unacked_count += count
+        queue.unacked_bytes += body_bytes
+        counters, stats = queue.counters, self.stats
+        counters.delivered_consume_manual_ack += count
+        counts = (stats.last_queue_counts if queue is stats.last_queue
+                  else stats.queue_counts(queue))
+        counts.delivered += count
+        if redelivered:
+            counters.messages_redelivered += redelivered
+            counts.redelivered += redelivered
+        connection.write_parts(parts, size)
+        if self.vhost.tracing:
+            for entry in entries[:count]:
+                tracing.delivered(self.vhost, queue, entry, self.channel)
+        return count, redelivered
 
     def cancelled(self, consumer: Consumer) -> None:
         """The consumed queue went away: tell the client (consumer_cancel_notify)."""

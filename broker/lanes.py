@@ -224,6 +224,38 @@ class MessageLanes:
         self.bytes -= entry.message.body_size
         self.count -= 1
 
+    def take_run(self, limit: int) -> list[QueuedMessage]:
+        """Up to `limit` messages from the head, taken out together (dispatch's run of
+        deliveries to one consumer), from the one lane of a queue without priorities while
+        nothing is requeued and no cold run waits in it, and only messages with their body in
+        memory and no deadline: it stops before the first other one. [] if the head itself is
+        not one (the caller takes the head the ordinary way)."""
+        lane = self._lanes[0]
+        if self.max_priority or lane.requeued or lane.runs:
+            return []
+        ready = lane.ready
+        taken: list[QueuedMessage] = []
+        size = 0
+        append, popleft = taken.append, ready.popleft
+        for _ in range(min(limit, len(ready))):
+            entry = popleft()
+            message = entry.message
+            if entry.expires_at is not None or message.body is None:
+                ready.appendleft(entry)
+                break
+            append(entry)
+            size += message.body_size
+        self.bytes -= size
+        self.count -= len(taken)
+        return taken
+
+    def give_back(self, entries: list[QueuedMessage]) -> None:
+        """The messages of a `take_run` that were not handed out go back to the head, in
+        their order."""
+        self._lanes[0].ready.extendleft(reversed(entries))
+        self.bytes += sum([entry.message.body_size for entry in entries])
+        self.count += len(entries)
+
     def peek(self) -> QueuedMessage | None:
         """The head as `head` finds it, without thawing a cold run (None if one is first)."""
         for lane in self._lanes:

@@ -41,6 +41,9 @@ PAGE_OUT_DEPTH = 64
 # classic queues round theirs), so messages whose deadlines fall in one tick expire together
 # rather than one timer each.
 EXPIRY_TICK_MS = 1
+# The most messages one dispatch hands a consumer as one run (then it looks again): a consumer
+# without a prefetch limit still gets its connection's turn budget at most (broker/transport.py).
+RUN_LIMIT = 1000
 
 if TYPE_CHECKING:
     from broker.clients import QueueOwner
@@ -726,6 +729,10 @@ class Queue:
             if use.inactive_since is not None and could_take(line):
                 use.unblocked()
             return
+        only = line.only
+        if only is not None and only.prefetch and only.unacked >= only.prefetch:
+            use.blocked()  # (the common miss, a publish to a queue whose consumer is full)
+            return
         self._dispatching = True
         try:
             while messages.count:
@@ -734,6 +741,8 @@ class Queue:
                     if use.inactive_since is None:
                         use.blocked()
                     break
+                if consumer is only and not only.no_ack and self._dispatch_run(only):
+                    continue
                 head = messages.head()
                 if head is None:  # the rows left could not be thawed
                     break
@@ -754,6 +763,28 @@ class Queue:
                     use.unblocked()
         finally:
             self._dispatching = False
+
+    def _dispatch_run(self, consumer: Consumer) -> bool:
+        """Hand the queue's only consumer (manual ack) a run of messages from the head at
+        once, as many as its window has room for, up to RUN_LIMIT: its target writes them as
+        one piece and gives back those it could not take (its shared window or its
+        connection's turn budget filled). False, nothing done, if the head is not for a run
+        (see `MessageLanes.take_run`): the caller takes it the ordinary way."""
+        room = consumer.prefetch - consumer.unacked if consumer.prefetch else RUN_LIMIT
+        entries = self._messages.take_run(room if room < RUN_LIMIT else RUN_LIMIT)
+        if not entries:
+            return False
+        count, redelivered = consumer.target.deliver_run(consumer, self, entries)
+        if count < len(entries):
+            self._messages.give_back(entries[count:])
+            del entries[count:]
+        if self.durable:  # (a logged message's delivery goes to the log)
+            for entry in entries:
+                self.note_delivery(entry)
+        else:
+            self.messages_delivered += count
+            self.messages_redelivered += redelivered
+        return True
 
     def _page_in(self) -> None:
         """Read the next paged-out bodies from the log; dispatch resumes when they are in."""

@@ -111,6 +111,15 @@ class Transport(asyncio.Protocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    def write_room(self) -> int:
+        """Bytes that may be collected this turn before TURN_BUDGET is passed."""
+        return TURN_BUDGET - self._out_bytes
+
+    def sent_since(self, send_cnt: int) -> bool:
+        """Whether anything was written since the socket's writes numbered `send_cnt`
+        (written to it since, or collected for the next flush): the heartbeat's question."""
+        return self.send_cnt != send_cnt or bool(self._out)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out

@@ -54,6 +54,7 @@ _method_head = struct.Struct("!BHII")  # frame type, channel, size, packed class
 _header_frame_head = struct.Struct("!BHIHHQ")
 _body_frame_head = struct.Struct("!BHI")
 _tag_and_flag = struct.Struct("!QB")
+pack_tag_and_flag = _tag_and_flag.pack  # (delivery tag, redelivered or multiple flag)
 
 # The shortest payload of each frame type (a heartbeat's is empty, and only that).
 _MIN_PAYLOAD = {FRAME_METHOD: 4, FRAME_HEADER: 12, FRAME_BODY: 0}
@@ -568,7 +569,7 @@ class DeliverShape:
     redelivered flag and the body: what is the same for every delivery of one consumer with
     the same exchange, routing key, property bytes and body size."""
 
-    __slots__ = ("head", "tail", "after", "frame_max", "size", "consumer_tag_bytes",
+    __slots__ = ("head", "tail", "after", "single", "frame_max", "size", "consumer_tag_bytes",
                  "route_bytes", "props_raw", "body_size")
 
     def __init__(self, channel: int, consumer_tag_bytes: bytes, route_bytes: bytes,
@@ -581,6 +582,7 @@ class DeliverShape:
         self.head = _method_head.pack(FRAME_METHOD, channel, method_size, BASIC_DELIVER
                                       ) + consumer_tag_bytes
         lead, self.after = _content_shape(channel, props_raw, body_size, frame_max)
+        self.single = len(self.after) == 1  # one body frame: parts are a flat 5-tuple
         self.tail = route_bytes + FRAME_END_BYTE + lead
         self.frame_max = frame_max
         self.size = (len(self.head) + _tag_and_flag.size + len(self.tail) + body_size
@@ -589,7 +591,7 @@ class DeliverShape:
     def parts(self, delivery_tag: int, redelivered: bool, body: bytes
               ) -> Sequence[bytes | memoryview]:
         """The delivery as byte strings to write one after the other."""
-        if len(self.after) == 1:  # (the common case, one body frame: one tuple)
+        if self.single:  # (the common case, one body frame: one tuple)
             return (self.head, _tag_and_flag.pack(delivery_tag, redelivered), self.tail, body,
                     FRAME_END_BYTE)
         parts: list[bytes | memoryview] = [
@@ -604,17 +606,17 @@ class DeliverEncoder:
     each such `DeliverShape` is made once and kept, up to `limit` of them (then all are
     forgotten at once, as the connection's publish caches are)."""
 
-    __slots__ = ("channel", "limit", "_shapes", "_last")
+    __slots__ = ("channel", "limit", "_shapes", "last")
 
     def __init__(self, channel: int, limit: int = 1024) -> None:
         self.channel = channel
         self.limit = limit
         self._shapes: dict[tuple[bytes, bytes, bytes, int, int], DeliverShape] = {}
-        self._last: DeliverShape | None = None  # the one returned last
+        self.last: DeliverShape | None = None  # the one returned last
 
     def shape(self, consumer_tag_bytes: bytes, route_bytes: bytes, props_raw: bytes,
               body_size: int, frame_max: int) -> DeliverShape:
-        last = self._last
+        last = self.last
         # The same as last time, by identity: the publishing side shares the route and
         # property bytes of a publisher's repeated messages (no key built, nothing hashed).
         if (last is not None and last.route_bytes is route_bytes
@@ -628,7 +630,7 @@ class DeliverEncoder:
             if len(self._shapes) >= self.limit:
                 self._shapes.clear()
             shape = self._shapes[key] = DeliverShape(self.channel, *key)
-        self._last = shape
+        self.last = shape
         return shape
 
 

@@ -12,6 +12,7 @@ Rules, as RabbitMQ applies them:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from protocol.constants import CLASS_BASIC, PRECONDITION_FAILED
@@ -45,6 +46,14 @@ class DeliveryTags(Generic[Delivery]):
         self.next_tag = tag + 1
         self.unacked[tag] = delivery
         return tag
+
+    def keep_run(self, deliveries: Iterable[Delivery], count: int) -> int:
+        """`keep` for the first `count` of `deliveries` at once (their tags: the first one
+        returned, on)."""
+        first = self.next_tag
+        self.next_tag = first + count
+        self.unacked.update(zip(range(first, first + count), deliveries, strict=False))
+        return first
 
     def take(
         self, delivery_tag: int, multiple: bool, method_id: int

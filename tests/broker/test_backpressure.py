@@ -177,6 +177,14 @@ def test_slow_reader_without_prefetch_keeps_memory_bounded(warren_factory, no_ac
     check_slow_reader(warren_factory(extra_args=no_paging), queue, no_ack, MESSAGES, SIZE)
 
 
+def test_slow_reader_of_large_messages_without_prefetch_keeps_memory_bounded(warren_factory):
+    """400 messages of 120 KB (48 MB): dispatch hands a consumer without a prefetch limit many
+    messages at once (a run, up to 1000), and still stops at the connection's turn budget."""
+    no_paging = ["--page-out-after", "3600000"]
+    check_slow_reader(warren_factory(extra_args=no_paging), "backpressure-large", False, 400,
+                      120_000)
+
+
 @pytest.mark.slow
 def test_slow_reader_on_a_million_message_queue(warren_factory):
     with deadline(600):

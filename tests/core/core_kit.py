@@ -83,6 +83,10 @@ class Target:
         self.full = False
         self.delivered: list[tuple[str, Queue, QueuedMessage]] = []
         self.cancelled_tags: list[str] = []
+        self.runs: list[int] = []  # how many messages each deliver_run took
+        # deliver_run takes at most this many, then is `full` (a front whose window or output
+        # budget fills during a run)
+        self.take_at_most: int | None = None
 
     def can_deliver(self) -> bool:
         return not self.full
@@ -93,6 +97,16 @@ class Target:
         else:
             consumer.unacked += 1
         self.delivered.append((consumer.tag, queue, entry))
+
+    def deliver_run(self, consumer: Consumer, queue: Queue, entries: list[QueuedMessage]
+                    ) -> tuple[int, int]:
+        if self.take_at_most is not None and len(entries) > self.take_at_most:
+            entries = entries[:self.take_at_most]
+            self.full = True
+        for entry in entries:
+            self.deliver(consumer, queue, entry)
+        self.runs.append(len(entries))
+        return len(entries), sum(entry.redelivered for entry in entries)
 
     def cancelled(self, consumer: Consumer) -> None:
         self.cancelled_tags.append(consumer.tag)
