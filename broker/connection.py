@@ -478,7 +478,10 @@ class Connection:
         self._received_since_tick = False
         transport = self.transport
         sent = transport.sent_since(self._send_cnt_at_tick)
-        self._send_cnt_at_tick = transport.send_cnt
+        # The heartbeat sent when nothing else was is not output the next tick may count (its
+        # socket write is the next one): an idle connection gets one every half interval, as
+        # from RabbitMQ.
+        self._send_cnt_at_tick = transport.send_cnt + (not sent)
         self._act(self.session.heartbeat_tick(received, sent))
         if self.session.state is not _CLOSED:
             self._timer = self._loop.call_later(self._heartbeat_every, self._heartbeat_tick)

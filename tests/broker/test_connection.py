@@ -428,7 +428,7 @@ def test_server_sends_heartbeats_twice_per_interval(broker):
             assert channel == 0
             beats += 1
             amqp.send_heartbeat()
-        assert 3 <= beats <= 6
+        assert 4 <= beats <= 6  # (once an interval would be 3: its own heartbeat is not output)
         amqp.close_connection()
 
 
