@@ -9,11 +9,17 @@ from __future__ import annotations
 from core_kit import Target, consume, declare, new_vhost, publish
 
 
-def test_a_run_fills_the_window_and_stops_before_a_message_with_a_deadline():
+def _queue_with(count: int, expiring: int | None = None):
+    """A queue "q" of a new vhost holding m0, m1, ... (message `expiring` with a TTL)."""
     vhost = new_vhost()
     queue = declare(vhost, "q")
-    for index in range(10):
-        publish(vhost, "q", f"m{index}", **({"expiration": 60000} if index == 4 else {}))
+    for index in range(count):
+        publish(vhost, "q", f"m{index}", **({"expiration": 60000} if index == expiring else {}))
+    return queue
+
+
+def test_a_run_fills_the_window_and_stops_before_a_message_with_a_deadline():
+    queue = _queue_with(10, expiring=4)
     target = Target()
     consume(queue, target, "c", prefetch=8)
     assert target.bodies() == [f"m{index}".encode() for index in range(8)]
@@ -22,10 +28,7 @@ def test_a_run_fills_the_window_and_stops_before_a_message_with_a_deadline():
 
 
 def test_what_the_target_does_not_take_goes_back_to_the_head_in_order():
-    vhost = new_vhost()
-    queue = declare(vhost, "q")
-    for index in range(6):
-        publish(vhost, "q", f"m{index}")
+    queue = _queue_with(6)
     target = Target()
     target.take_at_most = 2
     consume(queue, target, "c")  # no prefetch limit: all six offered at once
@@ -42,10 +45,7 @@ def test_what_the_target_does_not_take_goes_back_to_the_head_in_order():
 
 
 def test_requeued_messages_go_one_at_a_time_ahead_of_the_rest():
-    vhost = new_vhost()
-    queue = declare(vhost, "q")
-    for index in range(6):
-        publish(vhost, "q", f"m{index}")
+    queue = _queue_with(6)
     target = Target()
     consumer = consume(queue, target, "c", prefetch=3)
     assert target.runs == [3]
