@@ -376,11 +376,16 @@ class Channel:
         if not due:
             return
         write, number = self.connection.write, self.number
-        for confirm in due:
-            encode = codec.encode_nack if confirm.nack else codec.encode_ack
-            write(encode(number, confirm.delivery_tag, confirm.multiple))
-        self.connection.node.messages_confirmed += confirms.confirmed_upto - before
-        self.stats.count_confirms(before, confirms.confirmed_upto)
+        acked = 0
+        for confirm in due:  # (each covers the publishes after the one before it)
+            if confirm.nack:  # not counted as confirmed, as by RabbitMQ
+                write(codec.encode_nack(number, confirm.delivery_tag, confirm.multiple))
+            else:
+                write(codec.encode_ack(number, confirm.delivery_tag, confirm.multiple))
+                self.stats.count_confirms(before, confirm.delivery_tag)
+                acked += confirm.delivery_tag - before
+            before = confirm.delivery_tag
+        self.connection.node.messages_confirmed += acked
 
     def when_confirmed(self, callback: Callable[[], None]) -> None:
         """Send the confirms of every publish so far, waiting for the disk where a persistent

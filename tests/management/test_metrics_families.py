@@ -782,6 +782,41 @@ def test_confirms_counted_per_exchange_when_batched(base, broker, unique):
             raw.send_method(1, commands.Queue.Delete(queue=unique))
 
 
+def test_nacked_publishes_are_not_counted_as_confirmed(base, broker, unique):
+    """x-overflow reject-publish nacks the publishes over the limit: RabbitMQ 3.10.8 counts
+    only the acked ones as confirmed, per channel and exchange and node-wide (checked on the
+    reference node: 5 published, 2 acked, 3 nacked -> 2 confirmed)."""
+    confirmed_before = scrape_at(base).value("rabbitmq_global_messages_confirmed_total",
+                                             protocol="amqp091")
+    with raw_client(broker) as raw:
+        raw.call(1, commands.Confirm.Select())
+        raw.call(1, commands.Queue.Declare(queue=unique, arguments={
+            "x-max-length": 2, "x-overflow": "reject-publish"}))
+        try:
+            raw.send(b"".join(publish_bytes(1, "", unique) for _ in range(5)))
+            outcomes: dict[int, str] = {}
+            while len(outcomes) < 5:
+                _, method = raw.read_method()
+                tags = range(1, method.delivery_tag + 1) if method.multiple else [
+                    method.delivery_tag]
+                for tag in tags:
+                    outcomes.setdefault(tag, type(method).__name__)
+            assert [outcomes[tag] for tag in range(1, 6)] == ["Ack"] * 2 + ["Nack"] * 3
+            raw.send_method(1, commands.Basic.Get(queue=unique, no_ack=True))  # marks ours
+            raw.expect(commands.Basic.GetOk)
+
+            def counted() -> None:
+                _, exchanges, _ = _split(_detailed_channel_groups(base),
+                                         "rabbitmq_detailed_", None, unique)
+                assert exchanges == {"": (5, 2, 0, 0)}  # published, confirmed
+                assert scrape_at(base).value("rabbitmq_global_messages_confirmed_total",
+                                             protocol="amqp091") - confirmed_before == 2
+
+            wait_until(counted)
+        finally:
+            raw.send_method(1, commands.Queue.Delete(queue=unique))
+
+
 @warren_only
 def test_detailed_channel_message_groups(base, broker, unique):
     """channel_exchange_metrics and channel_queue_metrics, per channel and exchange or queue,
