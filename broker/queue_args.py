@@ -226,6 +226,8 @@ class QueueSettings:
     max_priority: int | None = None
     single_active_consumer: bool = False
     delivery_limit: int | None = None
+    max_in_memory_length: int | None = None  # (quorum queues)
+    max_in_memory_bytes: int | None = None
     dead_letter_strategy: str = "at-most-once"  # (quorum queues)
     policy: str | None = None
     operator_policy: str | None = None
@@ -252,6 +254,8 @@ POLICY_KEYS = {
     "max-length": ("x-max-length", "min"),
     "max-length-bytes": ("x-max-length-bytes", "min"),
     "delivery-limit": ("x-delivery-limit", "min"),
+    "max-in-memory-length": ("x-max-in-memory-length", "min"),  # (quorum queues)
+    "max-in-memory-bytes": ("x-max-in-memory-bytes", "min"),
     "overflow": ("x-overflow", "arg"),
     "dead-letter-exchange": ("x-dead-letter-exchange", "arg"),
     "dead-letter-routing-key": ("x-dead-letter-routing-key", "arg"),
@@ -287,6 +291,8 @@ def resolve(arguments: dict[str, Any], policy: Policy | None = None,
         max_priority=priority if is_integer(priority) and priority > 0 else None,
         single_active_consumer=arguments.get("x-single-active-consumer") is True,
         delivery_limit=values.get("x-delivery-limit"),
+        max_in_memory_length=values.get("x-max-in-memory-length"),
+        max_in_memory_bytes=values.get("x-max-in-memory-bytes"),
         dead_letter_strategy=arguments.get("x-dead-letter-strategy", "at-most-once"),
         policy=policy.name if policy is not None else None,
         operator_policy=operator.name if operator is not None else None,

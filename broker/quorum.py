@@ -74,15 +74,18 @@ class QuorumQueue(Queue):
         # at-least-once: dead letters their exchange routed nowhere (still logged here)
         self.kept_dead_letters: list[tuple[Message, str]] = []
         self._retry_timer: asyncio.TimerHandle | None = None
-        # x-max-in-memory-length / -bytes (validated at declare: integers >= 0, or absent)
-        arguments = self.arguments
-        self._in_memory_length: int | None = arguments.get("x-max-in-memory-length")
-        self._in_memory_bytes: int | None = arguments.get("x-max-in-memory-bytes")
-        self.limits_memory = (self._in_memory_length is not None
-                              or self._in_memory_bytes is not None)
+        self._take_memory_limits()
 
     def apply_settings(self, settings: QueueSettings) -> None:
         super().apply_settings(quorum_settings(settings))
+        self._take_memory_limits()
+
+    def _take_memory_limits(self) -> None:
+        """x-max-in-memory-length / -bytes, or a policy's max-in-memory-length / -bytes (the
+        lower of the two)."""
+        settings = self.settings
+        self.limits_memory = (settings.max_in_memory_length is not None
+                              or settings.max_in_memory_bytes is not None)
 
     def check_delete(self, if_unused: bool, if_empty: bool) -> None:
         for refused, flag in ((if_unused, "if-unused"), (if_empty, "if-empty")):
@@ -136,7 +139,8 @@ class QuorumQueue(Queue):
         """x-max-in-memory-length / -bytes: a message arriving when the queue holds that many
         ready messages (or would hold more bytes with it) is kept as a row of the message
         store's catalog, its body on disk, as one behind the node's resident head is."""
-        length, size, messages = self._in_memory_length, self._in_memory_bytes, self._messages
+        settings, messages = self.settings, self._messages
+        length, size = settings.max_in_memory_length, settings.max_in_memory_bytes
         return ((length is not None and len(messages) >= length)
                 or (size is not None and messages.bytes + message.body_size > size))
 

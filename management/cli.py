@@ -174,7 +174,8 @@ def parser() -> argparse.ArgumentParser:
     command("delete_vhost", "delete a vhost and everything in it").add_argument("name")
     for kind, what in (("policy", "a policy"), ("operator_policy", "an operator policy (limits "
                        "a policy cannot raise: expires, message-ttl, max-length, "
-                       "max-length-bytes, delivery-limit)")):
+                       "max-length-bytes, delivery-limit, max-in-memory-length, "
+                       "max-in-memory-bytes)")):
         sub = command(f"set_{kind}", f"set {what}", vhost=True)
         sub.add_argument("name")
         sub.add_argument("pattern")

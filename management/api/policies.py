@@ -136,6 +136,9 @@ POLICY_SETTINGS = {
     "max-length": _integer("maximum length"),
     "max-length-bytes": _integer("maximum length in bytes"),
     "delivery-limit": _integer("delivery limit"),
+    # (quorum queues; RabbitMQ 3.10.8 names both "maximum memory in bytes" when refusing one)
+    "max-in-memory-length": _integer("maximum memory in bytes"),
+    "max-in-memory-bytes": _integer("maximum memory in bytes"),
     "overflow": lambda value: None if value in ("drop-head", "reject-publish",
                                                  "reject-publish-dlx") else "overflow value",
     "dead-letter-exchange": _text("dead letter exchange"),
@@ -149,11 +152,10 @@ POLICY_SETTINGS = {
 }
 
 
-# The keys RabbitMQ 3.10.8 takes in an operator policy (its operator_policy_validator) that
-# Warren runs; max-in-memory-length and -bytes, which RabbitMQ also takes, are refused as
-# unrecognised, as in a policy (Warren takes them only as quorum queue arguments).
+# The keys RabbitMQ 3.10.8 takes in an operator policy (its operator_policy_validator)
 OPERATOR_POLICY_SETTINGS = {key: POLICY_SETTINGS[key] for key in (
-    "expires", "message-ttl", "max-length", "max-length-bytes", "delivery-limit")}
+    "expires", "message-ttl", "max-length", "max-length-bytes", "delivery-limit",
+    "max-in-memory-length", "max-in-memory-bytes")}
 
 
 async def delete_policy(request: web.Request, operator: bool = False) -> web.Response:

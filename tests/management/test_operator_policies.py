@@ -69,6 +69,10 @@ def test_operator_policy_lifecycle(api, unique, cleanup):
     ({"definition": {"message-ttl": -1}}, "Validation failed\n\n-1 is not a valid message TTL\n"),
     ({"definition": {"delivery-limit": "a"}},
      'Validation failed\n\n<<"a">> is not a valid delivery limit\n'),
+    ({"definition": {"max-in-memory-length": 1.5}},
+     "Validation failed\n\n1.5 is not a valid maximum memory in bytes\n"),
+    ({"definition": {"max-in-memory-bytes": -1}},
+     "Validation failed\n\n-1 is not a valid maximum memory in bytes\n"),
     ({"definition": {}}, "Validation failed\n\nno policy provided\n"),
     ({}, "[{key_missing,definition}]"),
     ({"definition": {"max-length": 1}, "apply-to": "x"},
@@ -77,7 +81,8 @@ def test_operator_policy_lifecycle(api, unique, cleanup):
     ({"definition": {"max-length": 1}, "priority": "a"},
      'Validation failed\n\npriority should be a number, actually was <<"a">>\n'),
 ], ids=["dlx", "overflow", "unknown", "not-a-number", "negative", "expires-0", "ttl",
-        "delivery-limit", "empty", "no-definition", "apply-to", "priority"])
+        "delivery-limit", "in-memory-length", "in-memory-bytes", "empty", "no-definition",
+        "apply-to", "priority"])
 def test_operator_policy_refusals(api, unique, cleanup, body, reason):
     path = f"/api/operator-policies/%2F/{q('op-' + unique)}"
     cleanup.append(path)  # should a broker accept it, it must not leak into other tests

@@ -268,3 +268,33 @@ def test_the_in_memory_limits_of_a_quorum_queue(api, channel, queues):
     assert ram == {"none": (5, 50), "len2": (2, 20), "bytes25": (2, 20), "len0": (0, 0)}
     for name in names.values():
         assert [channel.basic_get(name, auto_ack=True)[2] for _ in range(6)] == [*bodies, None]
+
+
+@WARREN_ONLY
+def test_policies_set_the_in_memory_limits_of_a_quorum_queue(api, channel, queues):
+    """max-in-memory-length / -bytes in a policy or an operator policy (which RabbitMQ 3.10.8
+    accepts, tests/management/RABBITMQ_OPERATOR_POLICIES.md) limit a quorum queue as its
+    arguments do, the lower of the two where both are set; the queue shows them in its
+    effective_policy_definition."""
+    by_policy, by_operator = queues.quorum(channel, "pol"), queues.quorum(channel, "op")
+    policy = f"/api/policies/%2F/{q(by_policy)}"
+    operator = f"/api/operator-policies/%2F/{q(by_operator)}"
+    try:
+        assert api.put(policy, {"pattern": f"^{by_policy}$", "apply-to": "queues",
+                                "definition": {"max-in-memory-length": 2}}).status == 201
+        assert api.put(operator, {"pattern": f"^{by_operator}$",
+                                  "definition": {"max-in-memory-bytes": 25}}).status == 201
+        api_queue(api, by_policy, lambda answer: answer.get("effective_policy_definition")
+                  == {"max-in-memory-length": 2})
+        api_queue(api, by_operator, lambda answer: answer.get("effective_policy_definition")
+                  == {"max-in-memory-bytes": 25})
+        bodies = [b"m%d-5678901" % index for index in range(5)]  # 10 bytes each
+        for name in (by_policy, by_operator):
+            publish_each(channel, name, bodies)
+            answer = api_queue(api, name, lambda a: a.get("messages") == 5)
+            assert (answer["messages_ram"], answer["message_bytes_ram"]) == (2, 20)
+            assert [channel.basic_get(name, auto_ack=True)[2] for _ in range(6)] == [
+                *bodies, None]
+    finally:
+        api.delete(policy)
+        api.delete(operator)
