@@ -11,7 +11,6 @@ from aiohttp import web
 
 from broker.auth import Permission
 from broker.definitions import (
-    OPERATOR_POLICY,
     DefinitionsError,
     apply_definitions,
     export_definitions,
@@ -33,7 +32,7 @@ from management.api.common import (
     vhost_for_write,
 )
 from management.api.exchanges import exchange_declaration
-from management.api.policies import policy_from
+from management.api.policies import operator_policy_from_parameter, policy_from
 from management.api.queues import queue_declaration
 from management.api.topic_permissions import topic_permission_from
 from management.auth import require_tag
@@ -200,18 +199,11 @@ def _checked(node: Node, document: dict[str, Any]) -> dict[str, list[dict[str, A
 
 
 def _operator_policy_parameter(entry: dict[str, Any]) -> dict[str, Any]:
-    """A "parameters" entry as RabbitMQ 3.10.8 imports it: an operator policy (its value must
-    name a priority), or its refusal of a component it does not know (Warren has no other)."""
+    """A "parameters" entry as RabbitMQ 3.10.8 imports it: an operator policy, or its
+    refusal."""
     vhost, name, component = entry.get("vhost", "/"), _name(entry), entry.get("component")
-    where = f" ({vhost}/{component}/{name})"
-    if component != OPERATOR_POLICY:
-        raise bad_request(f"Validation failed\n\ncomponent {component} not found\n{where}")
-    value = entry.get("value")
-    if not isinstance(value, dict):
-        raise bad_request(f"Validation failed\n\nvalue must be an object\n{where}")
-    if "priority" not in value:
-        raise bad_request(f'Validation failed\n\nKey "priority" not found in {name}\n{where}')
-    policy = policy_from(vhost, name, value, where, operator=True)
+    policy = operator_policy_from_parameter(vhost, component, name, entry.get("value"),
+                                            f" ({vhost}/{component}/{name})")
     return operator_policy_parameter(policy)
 
 

@@ -68,11 +68,12 @@ async def put_policy(request: web.Request, operator: bool = False) -> web.Respon
 
 
 def policy_from(vhost: str, name: str, body: dict[str, Any], where: str = "",
-                operator: bool = False) -> Policy:
-    """The policy (`operator`: operator policy) a PUT body (or a definitions entry)
-    describes, or RabbitMQ's 400 for it; `where` follows the validation text (the import's
-    " (vhost/name)", whose texts are HTML-escaped for both kinds)."""
-    invalid = partial(_invalid, where=where, escaped=not operator or bool(where))
+                operator: bool = False, parameter: bool = False) -> Policy:
+    """The policy (`operator`: operator policy) a PUT body (or a definitions entry, or a
+    runtime `parameter`'s value) describes, or RabbitMQ's 400 for it; `where` follows the
+    validation text (the import's " (vhost/name)"). The texts are HTML-escaped, but for an
+    operator policy's own PUT."""
+    invalid = partial(_invalid, where=where, escaped=not operator or bool(where) or parameter)
     settings = OPERATOR_POLICY_SETTINGS if operator else POLICY_SETTINGS
     require_keys(body, "pattern", "definition")
     definition = body["definition"]
@@ -168,16 +169,78 @@ async def delete_policy(request: web.Request, operator: bool = False) -> web.Res
     return web.Response(status=204)
 
 
-async def list_parameters(request: web.Request) -> web.Response:
-    """/api/parameters[/operator_policy[/{vhost}]]: the runtime parameters Warren has, its
-    operator policies (for policymakers, as RabbitMQ lists them)."""
+def _parameters_reader(request: web.Request) -> None:
     user = request[USER]
     if not {"administrator", "policymaker"} & set(user.tags) and not is_local_admin(request):
         raise error(401, "not_authorised", "User not authorised to access object")
+
+
+async def list_parameters(request: web.Request) -> web.Response:
+    """/api/parameters[/{component}[/{vhost}]]: the runtime parameters Warren has, its
+    operator policies (for policymakers, as RabbitMQ lists them); none of any other component
+    (RabbitMQ 3.10.8 lists none of a component it does not know, where the vhost exists)."""
+    _parameters_reader(request)
     node = node_of(request)
     vhosts = [vhost_of(request)] if "vhost" in request.match_info else list(node.vhosts.values())
+    if request.match_info.get("component", OPERATOR_POLICY) != OPERATOR_POLICY:
+        return listing(request, [])
     return listing(request, [operator_policy_parameter(policy) for vhost in vhosts
                              for policy in vhost.operator_policies.values()])
+
+
+async def show_parameter(request: web.Request) -> web.Response:
+    """/api/parameters/{component}/{vhost}/{name}: an operator policy as a runtime
+    parameter (administrators only, as by its own path); 404 for any other component."""
+    _parameters_reader(request)
+    vhost = vhost_of(request)
+    if request.match_info["component"] != OPERATOR_POLICY:
+        raise not_found()
+    require_tag(request)
+    policy = vhost.operator_policies.get(request.match_info["name"])
+    if policy is None:
+        raise not_found()
+    return json_response(operator_policy_parameter(policy))
+
+
+async def put_parameter(request: web.Request) -> web.Response:
+    """PUT /api/parameters/{component}/{vhost}/{name} with {"value": ...}: an operator
+    policy set as RabbitMQ sets one through its runtime parameters (the value names its
+    priority); RabbitMQ's refusal of any other component."""
+    vhost = vhost_for_write(request)
+    body = await json_body(request)
+    require_keys(body, "value")
+    component, name = request.match_info["component"], request.match_info["name"]
+    if component == OPERATOR_POLICY:
+        require_tag(request)
+    else:
+        _parameters_reader(request)
+    policy = operator_policy_from_parameter(vhost.name, component, name, body["value"])
+    existed = name in vhost.operator_policies
+    vhost.set_policies([policy], operator=True)
+    return web.Response(status=204 if existed else 201)
+
+
+async def delete_parameter(request: web.Request) -> web.Response:
+    if request.match_info["component"] != OPERATOR_POLICY:
+        _parameters_reader(request)
+        vhost_of(request)
+        raise not_found()
+    return await delete_policy(request, operator=True)
+
+
+def operator_policy_from_parameter(vhost: str, component: object, name: str, value: object,
+                                   where: str = "") -> Policy:
+    """A runtime parameter's value (a PUT of /api/parameters, a definitions entry) as the
+    operator policy it describes, or RabbitMQ 3.10.8's 400: its refusal of a component it does
+    not know (Warren has no other), a value that names no priority. `where` follows an
+    import's texts (" (vhost/component/name)")."""
+    if component != OPERATOR_POLICY:
+        raise bad_request(f"Validation failed\n\ncomponent {component} not found\n{where}")
+    if not isinstance(value, dict):
+        raise _invalid(f"{name} not a list {_erlang_value(value)}", where)
+    if "priority" not in value:
+        raise bad_request(f'Validation failed\n\nKey "priority" not found in {name}\n{where}')
+    return policy_from(vhost, name, value, where, operator=True, parameter=True)
 
 
 def _operator(handler: Callable[..., Awaitable[web.Response]]
@@ -197,6 +260,9 @@ ROUTES = [
     ("PUT", "/api/operator-policies/{vhost}/{name}", _operator(put_policy)),
     ("DELETE", "/api/operator-policies/{vhost}/{name}", _operator(delete_policy)),
     ("GET", "/api/parameters", list_parameters),
-    ("GET", f"/api/parameters/{OPERATOR_POLICY}", list_parameters),
-    ("GET", f"/api/parameters/{OPERATOR_POLICY}/{{vhost}}", list_parameters),
+    ("GET", "/api/parameters/{component}", list_parameters),
+    ("GET", "/api/parameters/{component}/{vhost}", list_parameters),
+    ("GET", "/api/parameters/{component}/{vhost}/{name}", show_parameter),
+    ("PUT", "/api/parameters/{component}/{vhost}/{name}", put_parameter),
+    ("DELETE", "/api/parameters/{component}/{vhost}/{name}", delete_parameter),
 ]

@@ -249,3 +249,63 @@ def test_operator_policies_survive_a_restart(tmp_path):
         for payload in "ab":
             assert api.publish("/", "amq.default", "capped-q", payload)
         assert [m["payload"] for m in api.get_messages("/", "capped-q")] == ["b"]
+
+
+def test_an_operator_policy_set_and_cleared_as_a_runtime_parameter(api, unique, cleanup):
+    """/api/parameters/operator_policy/{vhost}/{name}: PUT {"value": ...} sets the operator
+    policy (its value must name a priority; texts HTML-escaped), GET shows it as the
+    parameter, DELETE clears it."""
+    name = f"op-par-{unique}"
+    path = f"/api/parameters/operator_policy/%2F/{q(name)}"
+    cleanup.append(f"/api/operator-policies/%2F/{q(name)}")
+    value = {"pattern": f"^{re.escape(unique)}-", "definition": {"max-length": 3},
+             "priority": 0}
+    for bad, reason in (
+            ({key: item for key, item in value.items() if key != "priority"},
+             f'Validation failed\n\nKey "priority" not found in {name}\n'),
+            ({**value, "definition": {"max-length": "x"}},
+             'Validation failed\n\n&lt;&lt;"x"&gt;&gt; is not a valid maximum length\n'),
+            ({**value, "definition": {"bogus": "x"}},
+             'Validation failed\n\n[{&lt;&lt;"bogus"&gt;&gt;,&lt;&lt;"x"&gt;&gt;}] are not '
+             'recognised policy settings\n'),
+            ("str", f'Validation failed\n\n{name} not a list &lt;&lt;"str"&gt;&gt;\n')):
+        answer = api.put(path, {"value": bad})
+        assert (answer.status, answer.json()) == _refused(reason)
+    answer = api.put(path, {"nov": 1})
+    assert (answer.status, answer.json()) == _refused("[{key_missing,value}]")
+    assert api.get(path).status == 404
+
+    assert api.put(path, {"value": value}).status == 201
+    shown = api.ok_json(path)
+    assert {key: shown[key] for key in ("vhost", "component", "name")} == {
+        "vhost": "/", "component": "operator_policy", "name": name}
+    assert value.items() <= shown["value"].items()  # (Warren adds "apply-to": "all")
+    assert api.ok_json(f"/api/operator-policies/%2F/{q(name)}")["definition"] == {
+        "max-length": 3}
+    assert api.put(path, {"value": {**value, "definition": {"max-length": 2}}}).status == 204
+    assert api.ok_json(f"/api/operator-policies/%2F/{q(name)}")["definition"] == {
+        "max-length": 2}
+    assert api.delete(path).status == 204
+    assert api.get(f"/api/operator-policies/%2F/{q(name)}").status == 404
+    answer = api.delete(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+def test_runtime_parameters_of_a_component_warren_has_not(api, unique):
+    """RabbitMQ 3.10.8 without the federation plugin: it lists none, has none by name, and
+    refuses to set one."""
+    path = f"/api/parameters/federation-upstream/%2F/fed-{unique}"
+    assert api.ok_json("/api/parameters/federation-upstream") == []
+    assert api.ok_json("/api/parameters/federation-upstream/%2F") == []
+    answer = api.get("/api/parameters/federation-upstream/no-such-vhost")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    assert api.get(path).status == 404
+    answer = api.put(path, {"value": {"uri": "amqp://"}})
+    assert (answer.status, answer.json()) == _refused(
+        "Validation failed\n\ncomponent federation-upstream not found\n")
+    answer = api.put(f"/api/parameters/federation-upstream/no-such-vhost/fed-{unique}",
+                     {"value": {"uri": "amqp://"}})
+    assert (answer.status, answer.json()) == (404, {"error": "not_found",
+                                                    "reason": "vhost_not_found"})
+    answer = api.delete(path)
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
