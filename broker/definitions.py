@@ -24,7 +24,7 @@ from broker.auth import (
     hash_password,
 )
 from broker.exchanges import Exchange
-from broker.policies import Policy
+from broker.policies import UNDEFINED, Policy
 from broker.resources import is_reserved
 from storage.definitions import DefinitionsError, read_document
 
@@ -138,7 +138,8 @@ def apply_definitions(
                 f"parameter {entry.get('vhost', '/')}/{component}/{entry.get('name')}: component "
                 f"{component} not found (operator policies are Warren's only runtime parameters)")
     for operator, entries in ((False, document.get("policies", [])), (True, [
-            {**entry.get("value", {}), "vhost": entry.get("vhost", "/"), "name": entry.get("name")}
+            {"apply-to": UNDEFINED, **entry.get("value", {}), "vhost": entry.get("vhost", "/"),
+             "name": entry.get("name")}
             for entry in document.get("parameters", [])
             if entry.get("component") == OPERATOR_POLICY])):
         policies: dict[str, list[Policy]] = {}
@@ -252,8 +253,9 @@ def operator_policy_parameter(policy: Policy) -> dict[str, Any]:
     """An operator policy as RabbitMQ lists it among runtime parameters (/api/parameters,
     the definitions' "parameters")."""
     definition = policy.as_definition()
-    return {"value": {key: definition[key] for key in ("pattern", "definition", "priority",
-                                                        "apply-to")},
+    keys = ("pattern", "definition", "priority") + (
+        ("apply-to",) if policy.apply_to != UNDEFINED else ())  # (as it was set: none)
+    return {"value": {key: definition[key] for key in keys},
             "vhost": policy.vhost, "component": OPERATOR_POLICY, "name": policy.name}
 
 

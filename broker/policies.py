@@ -12,6 +12,9 @@ from typing import Any
 from broker.patterns import compile_pattern
 
 APPLY_TO = ("queues", "exchanges", "all")
+# What RabbitMQ 3.10.8 stores as the apply-to of an operator policy set as a runtime parameter
+# whose value has none: it applies to nothing
+UNDEFINED = "undefined"
 
 
 @dataclass
@@ -28,7 +31,7 @@ class Policy:
         self._regex = compile_pattern(self.pattern)  # raises InvalidPattern
 
     def applies_to(self, kind: str, name: str) -> bool:
-        """kind: "queues" or "exchanges"."""
+        """kind: "queues" or "exchanges" (never for apply-to UNDEFINED)."""
         if self.apply_to not in ("all", kind):
             return False
         return self._regex.search(name) is not None

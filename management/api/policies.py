@@ -14,7 +14,7 @@ from aiohttp import web
 from broker.definitions import OPERATOR_POLICY, operator_policy_parameter
 from broker.names import erlang_pretty
 from broker.patterns import InvalidPattern
-from broker.policies import APPLY_TO, Policy
+from broker.policies import APPLY_TO, UNDEFINED, Policy
 from broker.stream_args import parse_age
 from broker.vhost import VirtualHost
 from management.api.common import (
@@ -240,7 +240,10 @@ def operator_policy_from_parameter(vhost: str, component: object, name: str, val
         raise _invalid(f"{name} not a list {_erlang_value(value)}", where)
     if "priority" not in value:
         raise bad_request(f'Validation failed\n\nKey "priority" not found in {name}\n{where}')
-    return policy_from(vhost, name, value, where, operator=True, parameter=True)
+    policy = policy_from(vhost, name, value, where, operator=True, parameter=True)
+    if "apply-to" not in value:  # (then it applies to nothing, as on RabbitMQ)
+        policy.apply_to = UNDEFINED
+    return policy
 
 
 def _operator(handler: Callable[..., Awaitable[web.Response]]

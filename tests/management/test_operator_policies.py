@@ -275,16 +275,15 @@ def test_an_operator_policy_set_and_cleared_as_a_runtime_parameter(api, unique, 
     assert (answer.status, answer.json()) == _refused("[{key_missing,value}]")
     assert api.get(path).status == 404
 
-    assert api.put(path, {"value": value}).status == 201
-    shown = api.ok_json(path)
-    assert {key: shown[key] for key in ("vhost", "component", "name")} == {
-        "vhost": "/", "component": "operator_policy", "name": name}
-    assert value.items() <= shown["value"].items()  # (Warren adds "apply-to": "all")
+    assert api.put(path, {"value": {**value, "apply-to": "queues"}}).status == 201
+    assert api.ok_json(path) == {"value": {**value, "apply-to": "queues"}, "vhost": "/",
+                                 "component": "operator_policy", "name": name}
     assert api.ok_json(f"/api/operator-policies/%2F/{q(name)}")["definition"] == {
         "max-length": 3}
     assert api.put(path, {"value": {**value, "definition": {"max-length": 2}}}).status == 204
-    assert api.ok_json(f"/api/operator-policies/%2F/{q(name)}")["definition"] == {
-        "max-length": 2}
+    assert api.ok_json(path)["value"] == {**value, "definition": {"max-length": 2}}
+    shown = api.ok_json(f"/api/operator-policies/%2F/{q(name)}")
+    assert (shown["definition"], shown["apply-to"]) == ({"max-length": 2}, "undefined")
     assert api.delete(path).status == 204
     assert api.get(f"/api/operator-policies/%2F/{q(name)}").status == 404
     answer = api.delete(path)
@@ -309,3 +308,22 @@ def test_runtime_parameters_of_a_component_warren_has_not(api, unique):
                                                     "reason": "vhost_not_found"})
     answer = api.delete(path)
     assert (answer.status, answer.json()) == (404, NOT_FOUND)
+
+
+def test_an_operator_policy_parameter_without_apply_to_applies_to_nothing(api, unique, cleanup):
+    """RabbitMQ 3.10.8 stores such a parameter's apply-to as "undefined", and no queue (or
+    exchange) gets it; one with apply-to "all" limits the queue."""
+    queue, name = f"{unique}-q", f"op-par-{unique}"
+    path = f"/api/parameters/operator_policy/%2F/{q(name)}"
+    cleanup.extend([f"/api/queues/%2F/{q(queue)}", f"/api/operator-policies/%2F/{q(name)}"])
+    value = {"pattern": f"^{re.escape(unique)}-", "definition": {"max-length": 1},
+             "priority": 0}
+    assert api.put(path, {"value": value}).status == 201
+    api.create_queue("/", queue)
+    for payload in "ab":
+        assert api.publish("/", "amq.default", queue, payload)
+    shown = wait_for_queue_field(api, "/", queue, messages=2)
+    assert (shown["operator_policy"], shown["effective_policy_definition"]) == (None, {})
+    assert api.put(path, {"value": {**value, "apply-to": "all"}}).status == 204
+    shown = wait_for_queue_field(api, "/", queue, operator_policy=name)
+    assert shown["effective_policy_definition"] == {"max-length": 1}
