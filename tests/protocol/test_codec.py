@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import struct
 import warnings
 
 import pytest
@@ -244,6 +245,58 @@ def test_reader_takes_repeated_publishes_in_any_chunking(cuts):
     reader = codec.FrameReader(FRAME_MAX)
     assert feed_in_chunks(reader, b"".join(REPEATS), cuts) == REPEATS_IN
     assert not reader.has_partial_frame
+
+
+def _frame_by_frame(data: bytes, frame_max: int) -> tuple[list, tuple | None, bool]:
+    """What a reader that takes no publish whole makes of `data` in one read (the frame
+    splitting before publishes were taken whole): its frames, its error (reply code and text)
+    if a frame is broken, and whether it stalled before an oversize frame."""
+    frames, offset = [], 0
+    while len(data) - offset >= 7:
+        frame_type, channel, length = struct.unpack_from(">BHI", data, offset)
+        if length > frame_max:
+            if frames:
+                return frames, None, True
+            return [(codec.READ_ERROR, 0, b"")], (FRAME_ERROR, "frame_too_large"), False
+        end = offset + 7 + length
+        if end >= len(data):
+            break
+        if data[end] != 0xCE:
+            return frames + [(codec.READ_ERROR, 0, b"")], (FRAME_ERROR, "end"), False
+        frames.append((frame_type, channel, data[offset + 7 : end]))
+        offset = end + 1
+    return frames, None, False
+
+
+def _framing_octets(frames: list[bytes]) -> list[int]:
+    """Where the framing of `frames` (one after the other) is: each frame's type, channel and
+    size, a content header's class, weight and body size, and each end octet."""
+    places, offset = [], 0
+    for frame in frames:
+        places += range(offset, offset + (19 if frame[0] == FRAME_HEADER else 7))
+        offset += len(frame)
+        places.append(offset - 1)
+    return places
+
+
+@settings(deadline=None, max_examples=500)
+@given(st.lists(st.tuples(
+    st.sampled_from(_framing_octets(REPEATS)) | st.integers(0, len(b"".join(REPEATS)) - 1),
+    st.sampled_from([0, 1, 2, 3, 60, 0xCE]) | st.integers(0, 255)), max_size=4))
+def test_reader_taking_publishes_whole_sees_what_frame_by_frame_sees(changes):
+    """Any bytes changed in a publisher's stream: the frames the reader gives (each whole
+    publish as the frames it stands for), its error and its stall are those of splitting the
+    stream frame by frame: a publish is taken whole only where nothing in it differs."""
+    data = bytearray(b"".join(REPEATS))
+    for index, value in changes:
+        data[index] = value
+    reader = codec.FrameReader(FRAME_MAX)
+    frames = unfused(reader.feed(bytes(data)))
+    expected, error, stalled = _frame_by_frame(bytes(data), FRAME_MAX)
+    assert frames == expected
+    assert (reader.error is None) == (error is None) and reader.stalled == stalled
+    if error is not None:
+        assert reader.error.reply_code == error[0]
 
 
 def test_reader_judges_a_repeated_publish_with_a_broken_body_end():
