@@ -75,10 +75,13 @@ READ_ERROR = -1  # the frame type of the last "frame" FrameReader returns when o
 # one.
 PUBLISH_CONTENT = -2
 _PUBLISH_INDEX = _method_id.pack(BASIC_PUBLISH)
-# FrameReader._repeat: the last whole publish's bytes up to its body (its method frame, its
-# header frame and its body frame's 7-octet head, if it has a body), its channel, its method
-# payload, its property bytes and its body size
-_NO_REPEAT: tuple[bytes, int, bytes, bytes, int] = (b"", 0, b"", b"", 0)
+# FrameReader._repeat, of the last whole publish: its bytes up to its body (its method frame,
+# its header frame and its body frame's 7-octet head, if it has a body), its body size, its
+# channel, its method payload, its property bytes, and its bytes before and after its header's
+# body size (the method frame and the header's head, class and weight; its property bytes and
+# the header's end octet)
+_NO_REPEAT: tuple[bytes, int, int, bytes, bytes, bytes, bytes] = (b"", 0, 0, b"", b"", b"", b"")
+_body_size = struct.Struct("!Q").unpack_from
 
 
 class FrameReader:
@@ -99,9 +102,11 @@ class FrameReader:
     well, comes out as one (PUBLISH_CONTENT, channel, PublishContent) frame: nothing in those
     three frames can be an error of the reader's or of the content's order, so taking them
     together changes nothing but the cost. Anything else comes out frame by frame. A publisher
-    repeats its method, properties and body size: bytes equal to the last whole publish's up to
-    its body (`_repeat`) are such a publish, judged already, found by one comparison; right
-    after the same publish, its body joins that frame's (a run of publishes, in their order).
+    repeats its method and properties: bytes equal to the last whole publish's up to its body
+    (`_repeat`) are such a publish, judged already, found by one comparison; with another body
+    size, bytes equal to its bytes around the body size are, but for the body frame, judged
+    then. Right after the same publish, its body joins that frame's (a run of publishes, in
+    their order).
     """
 
     __slots__ = ("_pending", "_frame_max", "error", "stalled", "_repeat")
@@ -132,27 +137,33 @@ class FrameReader:
         offset, size = 0, len(data)
         unpack = _frame_header.unpack_from
         frame_max = self._frame_max
-        prefix, publish_channel, method_payload, props_raw, body_size = self._repeat
-        prefix_size = len(prefix)
+        exact, body_size, publish_channel, method_payload, props_raw = self._repeat[:5]
+        exact_size = len(exact)
         run: list[bytes] | None = None  # the bodies of the last frame, if it is a whole publish
         while size - offset >= 7:
-            if prefix_size and data.startswith(prefix, offset):  # the hot path: one comparison
-                body_start = offset + prefix_size
+            # The hot path: the last whole publish again, found by one comparison of its bytes
+            # up to its body (its body size too); with another body size, by two
+            # (`_repeated_with_another_size`).
+            body = None
+            if exact_size and data.startswith(exact, offset):
+                body_start = offset + exact_size
                 body_end = body_start + body_size
                 if not body_size:
                     body, offset = b"", body_start
                 elif body_end < size and data[body_end] == FRAME_END:
                     body, offset = data[body_start:body_end], body_end + 1
+            elif exact_size:
+                found = self._repeated_with_another_size(data, offset)
+                if found is not None:
+                    body, offset = found
+            if body is not None:
+                if run is not None:
+                    run.append(body)
                 else:
-                    body = None
-                if body is not None:
-                    if run is not None:
-                        run.append(body)
-                    else:
-                        run = [body]
-                        frames.append((PUBLISH_CONTENT, publish_channel,
-                                       (method_payload, props_raw, run)))
-                    continue
+                    run = [body]
+                    frames.append((PUBLISH_CONTENT, publish_channel,
+                                   (method_payload, props_raw, run)))
+                continue
             run = None
             frame_type, channel, length = unpack(data, offset)
             # Like RabbitMQ, accept payloads up to frame_max (not frame_max - 8), but name
@@ -175,8 +186,9 @@ class FrameReader:
                 next_offset = self._whole_publish(data, offset, end, channel, frames)
                 if next_offset:
                     offset = next_offset
-                    prefix, publish_channel, method_payload, props_raw, body_size = self._repeat
-                    prefix_size = len(prefix)
+                    exact, body_size, publish_channel, method_payload, props_raw = (
+                        self._repeat[:5])
+                    exact_size = len(exact)
                     run = frames[-1][2][2]
                     continue
             frames.append((frame_type, channel, data[offset + 7 : end]))
@@ -202,7 +214,7 @@ class FrameReader:
             return 0
         method_payload, props_raw = data[offset + 7 : end], data[end + 20 : header_end]
         if not body_size:
-            body, next_offset, prefix_end = b"", header_end + 1, header_end + 1
+            body, next_offset = b"", header_end + 1
         else:
             if size - header_end <= 8:
                 return 0
@@ -213,10 +225,34 @@ class FrameReader:
                     and body_end < size and data[body_end] == FRAME_END):
                 return 0
             body, next_offset = data[header_end + 8 : body_end], body_end + 1
-            prefix_end = header_end + 8
         frames.append((PUBLISH_CONTENT, channel, (method_payload, props_raw, [body])))
-        self._repeat = (data[offset:prefix_end], channel, method_payload, props_raw, body_size)
+        self._repeat = (data[offset : header_end + (8 if body_size else 1)], body_size, channel,
+                        method_payload, props_raw, data[offset : end + 12],
+                        data[end + 20 : header_end + 1])
         return next_offset
+
+    def _repeated_with_another_size(self, data: bytes, offset: int) -> tuple[bytes, int] | None:
+        """The last whole publish again at `offset` but for its body size: its bytes before
+        and after the header's body size are the same, and a well-formed body frame of that
+        size follows. (its body, where the next frame starts), or None."""
+        _, _, channel, _, _, head, tail = self._repeat
+        size_at = offset + len(head)
+        if not data.startswith(head, offset) or len(data) - size_at < 8 or not data.startswith(
+                tail, size_at + 8):
+            return None
+        body_size = _body_size(data, size_at)[0]
+        body_start = size_at + 8 + len(tail)
+        if not body_size:
+            return b"", body_start
+        if len(data) - body_start <= 7:
+            return None
+        body_type, body_channel, body_length = _frame_header.unpack_from(data, body_start)
+        body_end = body_start + 7 + body_length
+        if (body_type == FRAME_BODY and body_channel == channel and body_length == body_size
+                and body_length <= self._frame_max and body_end < len(data)
+                and data[body_end] == FRAME_END):
+            return data[body_start + 7 : body_end], body_end + 1
+        return None
 
     def _broken(self, frames: list[Frame], error: AMQPConnectionError) -> list[Frame]:
         if self.error is None:
