@@ -26,7 +26,7 @@ from client_helpers import consume, opened, settle, wait_for
 from pamqp import commands, frame, heartbeat
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
-from raw_amqp import ConnectionClosedByPeer, RawAMQP
+from raw_amqp import ConnectionClosedByPeer, RawAMQP, publish_bytes
 
 MEMORY_ALARM = ["--memory-high-watermark-absolute", "1"]  # any process is over one byte
 DISK_ALARM = ["--disk-free-limit", str(10**18)]  # no disk has an exabyte free
@@ -323,6 +323,30 @@ def test_client_without_the_capability_is_paused_without_a_word(warren_factory):
         assert poll(lambda: queue_depth(broker, name) == 1)
     finally:
         raw.close()
+
+
+def test_publishes_sent_together_under_an_alarm_are_held_then_queued_in_order(warren_factory):
+    """200 publishes in one write while the memory alarm is on (one run of whole publishes
+    for the frame reader): the connection blocks after the first one's header, as RabbitMQ's
+    reader does, and nothing is queued; once the alarm clears, every one is, in order."""
+    broker = warren_factory(extra_args=MEMORY_ALARM)
+    name = f"held-run-{time.monotonic_ns()}"
+    bodies = [b"held %03d" % number for number in range(200)]
+    with opened(broker) as setup:
+        setup.channel().queue_declare(name)
+    raw = raw_open(broker)
+    try:
+        raw.send(b"".join(publish_bytes(1, "", name, body) for body in bodies))
+        assert raw.expect(commands.Connection.Blocked).reason == "low on memory"
+        assert frames_for(raw, 0.3) == [] and queue_depth(broker, name) == 0
+        set_memory(broker, **NO_ALARM_MEMORY)
+        raw.expect(commands.Connection.Unblocked)
+        assert poll(lambda: queue_depth(broker, name) == len(bodies))
+    finally:
+        raw.close()
+    with opened(broker) as check:
+        channel = check.channel()
+        assert [channel.basic_get(name, auto_ack=True)[2] for _ in bodies] == bodies
 
 
 def test_broker_closing_a_blocked_connection_reads_its_close_ok(warren_factory):
