@@ -115,3 +115,19 @@ def test_a_run_with_undecodable_properties_closes_541_and_keeps_nothing(broker, 
         assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
             541, "INTERNAL_ERROR", 0, 0)
     assert _drain(broker, queue) == []
+
+
+def test_a_run_in_a_transaction_waits_for_its_commit(broker, unique):
+    """Rolled back, none of the run is queued; committed, all of it, in order."""
+    queue = amqp_name(unique)
+    run = b"".join(publish_bytes(1, "", queue, body) for body in _bodies(50))
+    with raw_client(broker) as client:
+        client.call(1, commands.Queue.Declare(queue=queue))
+        client.call(1, commands.Tx.Select())
+        client.send(run)
+        assert isinstance(client.call(1, commands.Tx.Rollback()), commands.Tx.RollbackOk)
+        assert client.call(1, commands.Queue.Declare(queue=queue, passive=True)
+                           ).message_count == 0
+        client.send(run)
+        assert isinstance(client.call(1, commands.Tx.Commit()), commands.Tx.CommitOk)
+    assert _drain(broker, queue) == _bodies(50)
