@@ -210,8 +210,7 @@ class Channel:
             return False
         payload, props_raw, bodies = content
         try:
-            publish = self.connection.publish_cache.get(payload) or self._decoded_publish(payload)
-            self._publish_whole(publish, props_raw, bodies)
+            self._publish_whole(self._decoded_publish(payload), props_raw, bodies)
         except BrokerError as error:
             raise amqp_error(error, BASIC_PUBLISH) from None
         return True

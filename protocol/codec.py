@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pamqp import commands as pamqp_commands
 from pamqp import encode as pamqp_encode
@@ -75,12 +75,21 @@ READ_ERROR = -1  # the frame type of the last "frame" FrameReader returns when o
 # one.
 PUBLISH_CONTENT = -2
 _PUBLISH_INDEX = _method_id.pack(BASIC_PUBLISH)
-# FrameReader._repeat, of the last whole publish: its bytes up to its body (its method frame,
-# its header frame and its body frame's 7-octet head, if it has a body), its body size, its
-# channel, its method payload, its property bytes, and its bytes before and after its header's
-# body size (the method frame and the header's head, class and weight; its property bytes and
-# the header's end octet)
-_NO_REPEAT: tuple[bytes, int, int, bytes, bytes, bytes, bytes] = (b"", 0, 0, b"", b"", b"", b"")
+
+
+class Repeat(NamedTuple):
+    """What FrameReader keeps of the last whole publish, to know it again."""
+
+    exact: bytes  # its bytes up to its body (method frame, header frame, body frame's head)
+    body_size: int
+    channel: int
+    method_payload: bytes
+    props_raw: bytes
+    head: bytes  # its bytes before the header's body size (method frame, header's head,
+    tail: bytes  # class and weight), and after it (property bytes, the header's end octet)
+
+
+_NO_REPEAT = Repeat(b"", 0, 0, b"", b"", b"", b"")
 _body_size = struct.Struct("!Q").unpack_from
 
 
@@ -116,7 +125,7 @@ class FrameReader:
         self._frame_max = frame_max
         self.error: AMQPConnectionError | None = None
         self.stalled = False
-        self._repeat = _NO_REPEAT
+        self._repeat: Repeat = _NO_REPEAT
 
     @property
     def frame_max(self) -> int:
@@ -137,7 +146,7 @@ class FrameReader:
         offset, size = 0, len(data)
         unpack = _frame_header.unpack_from
         frame_max = self._frame_max
-        exact, body_size, publish_channel, method_payload, props_raw = self._repeat[:5]
+        exact, body_size, publish_channel, method_payload, props_raw, _, _ = self._repeat
         exact_size = len(exact)
         run: list[bytes] | None = None  # the bodies of the last frame, if it is a whole publish
         while size - offset >= 7:
@@ -186,8 +195,8 @@ class FrameReader:
                 next_offset = self._whole_publish(data, offset, end, channel, frames)
                 if next_offset:
                     offset = next_offset
-                    exact, body_size, publish_channel, method_payload, props_raw = (
-                        self._repeat[:5])
+                    exact, body_size, publish_channel, method_payload, props_raw, _, _ = (
+                        self._repeat)
                     exact_size = len(exact)
                     run = frames[-1][2][2]
                     continue
@@ -212,46 +221,45 @@ class FrameReader:
                 and 12 <= header_length <= self._frame_max and header_end < size
                 and data[header_end] == FRAME_END and class_id == CLASS_BASIC and not weight):
             return 0
+        found = self._body_at(data, header_end + 1, channel, body_size)
+        if found is None:
+            return 0
+        body, next_offset = found
         method_payload, props_raw = data[offset + 7 : end], data[end + 20 : header_end]
-        if not body_size:
-            body, next_offset = b"", header_end + 1
-        else:
-            if size - header_end <= 8:
-                return 0
-            body_type, body_channel, body_length = _frame_header.unpack_from(data, header_end + 1)
-            body_end = header_end + 8 + body_length
-            if not (body_type == FRAME_BODY and body_channel == channel
-                    and body_length == body_size and body_length <= self._frame_max
-                    and body_end < size and data[body_end] == FRAME_END):
-                return 0
-            body, next_offset = data[header_end + 8 : body_end], body_end + 1
         frames.append((PUBLISH_CONTENT, channel, (method_payload, props_raw, [body])))
-        self._repeat = (data[offset : header_end + (8 if body_size else 1)], body_size, channel,
-                        method_payload, props_raw, data[offset : end + 12],
-                        data[end + 20 : header_end + 1])
+        self._repeat = Repeat(data[offset : header_end + (8 if body_size else 1)], body_size,
+                              channel, method_payload, props_raw, data[offset : end + 12],
+                              data[end + 20 : header_end + 1])
         return next_offset
 
     def _repeated_with_another_size(self, data: bytes, offset: int) -> tuple[bytes, int] | None:
         """The last whole publish again at `offset` but for its body size: its bytes before
         and after the header's body size are the same, and a well-formed body frame of that
         size follows. (its body, where the next frame starts), or None."""
-        _, _, channel, _, _, head, tail = self._repeat
+        repeat = self._repeat
+        head, tail = repeat.head, repeat.tail
         size_at = offset + len(head)
         if not data.startswith(head, offset) or len(data) - size_at < 8 or not data.startswith(
                 tail, size_at + 8):
             return None
-        body_size = _body_size(data, size_at)[0]
-        body_start = size_at + 8 + len(tail)
+        return self._body_at(data, size_at + 8 + len(tail), repeat.channel,
+                             _body_size(data, size_at)[0])
+
+    def _body_at(self, data: bytes, start: int, channel: int, body_size: int
+                 ) -> tuple[bytes, int] | None:
+        """The body of a content whose header ends just before `start`: none if `body_size`
+        is 0, else the one body frame at `start` on `channel` holding all of it, within
+        frame_max and ended well. (its body, where the next frame starts), or None."""
         if not body_size:
-            return b"", body_start
-        if len(data) - body_start <= 7:
+            return b"", start
+        if len(data) - start <= 7:
             return None
-        body_type, body_channel, body_length = _frame_header.unpack_from(data, body_start)
-        body_end = body_start + 7 + body_length
+        body_type, body_channel, body_length = _frame_header.unpack_from(data, start)
+        body_end = start + 7 + body_length
         if (body_type == FRAME_BODY and body_channel == channel and body_length == body_size
                 and body_length <= self._frame_max and body_end < len(data)
                 and data[body_end] == FRAME_END):
-            return data[body_start + 7 : body_end], body_end + 1
+            return data[start + 7 : body_end], body_end + 1
         return None
 
     def _broken(self, frames: list[Frame], error: AMQPConnectionError) -> list[Frame]:
